@@ -1,0 +1,153 @@
+//! Commands: the only way the state changes. They are what the Raft log carries.
+
+use serde::{Deserialize, Serialize};
+use shoal_types::{
+    Node, NodeId, NodeSpec, NodeState, Service, ServiceId, ServiceSpec, Task, TaskId, TaskState, TaskStatus,
+    UpdateStatus,
+};
+
+use crate::ClusterConfig;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "command")]
+pub enum Command {
+    /// An agent (re)registers: description and status are replaced, the spec is kept.
+    RegisterNode {
+        node: Box<Node>,
+    },
+    /// The operator changes role, availability or labels.
+    UpdateNodeSpec {
+        id: NodeId,
+        expected_version: Option<u64>,
+        spec: NodeSpec,
+    },
+    /// The dispatcher saw the node come or go.
+    SetNodeStatus {
+        id: NodeId,
+        state: NodeState,
+        message: String,
+    },
+    RemoveNode {
+        id: NodeId,
+    },
+    CreateService {
+        service: Box<Service>,
+    },
+    UpdateService {
+        id: ServiceId,
+        expected_version: Option<u64>,
+        spec: Box<ServiceSpec>,
+    },
+    /// Return to `previous_spec` using `rollback_config`.
+    RollbackService {
+        id: ServiceId,
+        expected_version: Option<u64>,
+    },
+    /// Deletes the service and tells all its tasks to stop and be removed.
+    RemoveService {
+        id: ServiceId,
+    },
+    SetConfig {
+        config: ClusterConfig,
+    },
+    /// A verified plan from the controllers.
+    ApplyPlan {
+        plan: Plan,
+    },
+    /// Observed task states, batched by the agent of `node_id`.
+    ReportTaskStatus {
+        node_id: NodeId,
+        reports: Vec<TaskStatusReport>,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskStatusReport {
+    pub task_id: TaskId,
+    pub status: TaskStatus,
+}
+
+/// A set of changes computed by the controllers on a snapshot. Every change names the version of
+/// the object it was computed from; `apply` skips changes whose object moved on since.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Plan {
+    pub create_tasks: Vec<Task>,
+    pub assign: Vec<Assignment>,
+    pub set_desired: Vec<DesiredChange>,
+    pub set_status: Vec<StatusChange>,
+    pub delete_tasks: Vec<(TaskId, u64)>,
+    pub service_updates: Vec<ServiceStatusChange>,
+}
+
+impl Plan {
+    pub fn is_empty(&self) -> bool {
+        self.create_tasks.is_empty()
+            && self.assign.is_empty()
+            && self.set_desired.is_empty()
+            && self.set_status.is_empty()
+            && self.delete_tasks.is_empty()
+            && self.service_updates.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.create_tasks.len()
+            + self.assign.len()
+            + self.set_desired.len()
+            + self.set_status.len()
+            + self.delete_tasks.len()
+            + self.service_updates.len()
+    }
+
+    pub fn extend(&mut self, other: Plan) {
+        self.create_tasks.extend(other.create_tasks);
+        self.assign.extend(other.assign);
+        self.set_desired.extend(other.set_desired);
+        self.set_status.extend(other.set_status);
+        self.delete_tasks.extend(other.delete_tasks);
+        self.service_updates.extend(other.service_updates);
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Assignment {
+    pub task_id: TaskId,
+    pub task_version: u64,
+    pub node_id: NodeId,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DesiredChange {
+    pub task_id: TaskId,
+    pub task_version: u64,
+    pub desired_state: TaskState,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusChange {
+    pub task_id: TaskId,
+    pub task_version: u64,
+    pub status: TaskStatus,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceStatusChange {
+    pub service_id: ServiceId,
+    pub service_version: u64,
+    pub update_status: Option<UpdateStatus>,
+    /// Switch the spec back to `previous_spec` (automatic rollback after a failed update).
+    #[serde(default)]
+    pub rollback: bool,
+}
+
+/// Names one item of a plan (for skip reports and verification results).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "id")]
+pub enum PlanItem {
+    Create(TaskId),
+    Assign(TaskId),
+    Desired(TaskId),
+    Status(TaskId),
+    Delete(TaskId),
+    Service(ServiceId),
+}

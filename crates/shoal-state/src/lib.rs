@@ -1,0 +1,626 @@
+//! The cluster state: every node, service and task, indexed for the brain, changed only by
+//! [`ClusterState::apply`]. `apply` is deterministic — same state, same `at`, same command, same
+//! result and events on every replica — so the Raft crate can use it as its state machine and the
+//! simulator can replay it. No I/O, no clock reads: `at` (the proposal time) is an argument.
+
+mod command;
+mod usage;
+
+pub use command::{
+    Assignment, Command, DesiredChange, Plan, PlanItem, ServiceStatusChange, StatusChange, TaskStatusReport,
+};
+pub use usage::NodeUsage;
+
+use serde::{Deserialize, Serialize};
+use shoal_types::{
+    Node, NodeId, NodeState, NodeStatus, Service, ServiceId, ServiceSpec, Task, TaskId, TaskState, Timestamp,
+    UpdateState, UpdateStatus, ValidationError,
+};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Default number of old (terminal) tasks kept per slot, like Swarm's task history limit.
+pub const DEFAULT_TASK_HISTORY_LIMIT: u64 = 5;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ClusterConfig {
+    /// Old tasks kept per slot (or per node for global services).
+    pub task_history_limit: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig { task_history_limit: DEFAULT_TASK_HISTORY_LIMIT }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum StateError {
+    #[error("{kind} {id} not found")]
+    NotFound { kind: &'static str, id: String },
+    #[error("{kind} {id} was changed concurrently (version {actual}, expected {expected}); read it again and retry")]
+    VersionConflict { kind: &'static str, id: String, expected: u64, actual: u64 },
+    #[error("{kind} {id} already exists")]
+    AlreadyExists { kind: &'static str, id: String },
+    #[error("a service named {0:?} already exists")]
+    NameConflict(String),
+    #[error("invalid service spec: {0}")]
+    Invalid(#[from] ValidationError),
+    #[error("service mode cannot be changed from {from} to {to}; remove and create the service")]
+    ModeChange { from: &'static str, to: &'static str },
+    #[error("service {0} has no previous spec to roll back to")]
+    NoPreviousSpec(String),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    Create,
+    Update,
+    Remove,
+}
+
+/// The object an event is about, as it is after the change (before it, for removals).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "object", rename_all = "snake_case")]
+pub enum Object {
+    Node(Box<Node>),
+    Service(Box<Service>),
+    Task(Box<Task>),
+}
+
+impl Object {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Object::Node(_) => "node",
+            Object::Service(_) => "service",
+            Object::Task(_) => "task",
+        }
+    }
+    pub fn id(&self) -> &str {
+        match self {
+            Object::Node(n) => n.id.as_str(),
+            Object::Service(s) => s.id.as_str(),
+            Object::Task(t) => t.id.as_str(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub index: u64,
+    pub at: Timestamp,
+    pub action: Action,
+    #[serde(flatten)]
+    pub object: Object,
+}
+
+/// What one successful `apply` did.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Applied {
+    /// The store index after the apply (= the version of every object it touched).
+    pub index: u64,
+    pub events: Vec<Event>,
+    /// Plan items that were skipped because the state moved on (stale version, illegal
+    /// transition, missing object), with the reason.
+    pub skipped: Vec<(PlanItem, String)>,
+}
+
+/// A serializable image of the state; indexes are rebuilt on restore.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub index: u64,
+    pub config: ClusterConfig,
+    pub nodes: Vec<Node>,
+    pub services: Vec<Service>,
+    pub tasks: Vec<Task>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ClusterState {
+    index: u64,
+    config: ClusterConfig,
+    nodes: BTreeMap<NodeId, Node>,
+    services: BTreeMap<ServiceId, Service>,
+    tasks: BTreeMap<TaskId, Task>,
+    // Secondary indexes, maintained by `put_task`/`drop_task` and rebuilt by `restore`.
+    service_by_name: BTreeMap<String, ServiceId>,
+    tasks_by_service: BTreeMap<ServiceId, BTreeSet<TaskId>>,
+    tasks_by_node: BTreeMap<NodeId, BTreeSet<TaskId>>,
+    usage: BTreeMap<NodeId, NodeUsage>,
+}
+
+static EMPTY_USAGE: std::sync::LazyLock<NodeUsage> = std::sync::LazyLock::new(NodeUsage::default);
+
+impl ClusterState {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    // ---- reads -------------------------------------------------------------------------------
+
+    pub fn index(&self) -> u64 {
+        self.index
+    }
+    pub fn config(&self) -> &ClusterConfig {
+        &self.config
+    }
+    pub fn node(&self, id: &NodeId) -> Option<&Node> {
+        self.nodes.get(id)
+    }
+    pub fn nodes(&self) -> impl ExactSizeIterator<Item = &Node> + '_ {
+        self.nodes.values()
+    }
+    pub fn service(&self, id: &ServiceId) -> Option<&Service> {
+        self.services.get(id)
+    }
+    pub fn service_by_name(&self, name: &str) -> Option<&Service> {
+        self.service_by_name.get(name).and_then(|id| self.services.get(id))
+    }
+    pub fn services(&self) -> impl ExactSizeIterator<Item = &Service> + '_ {
+        self.services.values()
+    }
+    pub fn task(&self, id: &TaskId) -> Option<&Task> {
+        self.tasks.get(id)
+    }
+    pub fn tasks(&self) -> impl ExactSizeIterator<Item = &Task> + '_ {
+        self.tasks.values()
+    }
+    /// Tasks of a service, in id order.
+    pub fn tasks_of_service<'a>(&'a self, id: &ServiceId) -> impl Iterator<Item = &'a Task> + 'a {
+        self.tasks_by_service.get(id).into_iter().flatten().filter_map(|t| self.tasks.get(t))
+    }
+    /// Tasks assigned to a node, in id order.
+    pub fn tasks_on_node<'a>(&'a self, id: &NodeId) -> impl Iterator<Item = &'a Task> + 'a {
+        self.tasks_by_node.get(id).into_iter().flatten().filter_map(|t| self.tasks.get(t))
+    }
+    /// What the tasks holding resources on `node` use (kept incrementally).
+    pub fn usage(&self, node: &NodeId) -> &NodeUsage {
+        self.usage.get(node).unwrap_or(&EMPTY_USAGE)
+    }
+
+    // ---- snapshot ----------------------------------------------------------------------------
+
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            index: self.index,
+            config: self.config.clone(),
+            nodes: self.nodes.values().cloned().collect(),
+            services: self.services.values().cloned().collect(),
+            tasks: self.tasks.values().cloned().collect(),
+        }
+    }
+
+    pub fn restore(snap: Snapshot) -> Self {
+        let mut s = ClusterState { index: snap.index, config: snap.config, ..Default::default() };
+        for n in snap.nodes {
+            s.nodes.insert(n.id.clone(), n);
+        }
+        for svc in snap.services {
+            s.service_by_name.insert(svc.spec.name.clone(), svc.id.clone());
+            s.services.insert(svc.id.clone(), svc);
+        }
+        for t in snap.tasks {
+            s.put_task(t);
+        }
+        s
+    }
+
+    // ---- writes ------------------------------------------------------------------------------
+
+    /// Applies one command at proposal time `at`. On error nothing changed.
+    pub fn apply(&mut self, at: Timestamp, cmd: Command) -> Result<Applied, StateError> {
+        let index = self.index + 1;
+        let mut out = Applied { index, ..Default::default() };
+        match cmd {
+            Command::RegisterNode { node } => self.register_node(index, at, *node, &mut out),
+            Command::UpdateNodeSpec { id, expected_version, spec } => {
+                let n = self.nodes.get_mut(&id).ok_or_else(|| not_found("node", id.as_str()))?;
+                check_version("node", id.as_str(), expected_version, n.version)?;
+                n.spec = spec;
+                touch(&mut n.version, &mut n.updated_at, index, at);
+                out.events.push(event(index, at, Action::Update, Object::Node(Box::new(n.clone()))));
+            }
+            Command::SetNodeStatus { id, state, message } => {
+                let n = self.nodes.get_mut(&id).ok_or_else(|| not_found("node", id.as_str()))?;
+                n.status = NodeStatus { state, message, addr: n.status.addr.clone() };
+                touch(&mut n.version, &mut n.updated_at, index, at);
+                out.events.push(event(index, at, Action::Update, Object::Node(Box::new(n.clone()))));
+            }
+            Command::RemoveNode { id } => {
+                let n = self.nodes.remove(&id).ok_or_else(|| not_found("node", id.as_str()))?;
+                out.events.push(event(index, at, Action::Remove, Object::Node(Box::new(n))));
+            }
+            Command::CreateService { service } => self.create_service(index, at, *service, &mut out)?,
+            Command::UpdateService { id, expected_version, spec } => {
+                self.update_service(index, at, &id, expected_version, *spec, false, &mut out)?
+            }
+            Command::RollbackService { id, expected_version } => {
+                let svc = self.services.get(&id).ok_or_else(|| not_found("service", id.as_str()))?;
+                let prev =
+                    svc.previous_spec.clone().ok_or_else(|| StateError::NoPreviousSpec(id.to_string()))?;
+                self.update_service(index, at, &id, expected_version, prev, true, &mut out)?
+            }
+            Command::RemoveService { id } => self.remove_service(index, at, &id, &mut out)?,
+            Command::SetConfig { config } => self.config = config,
+            Command::ApplyPlan { plan } => self.apply_plan(index, at, plan, &mut out),
+            Command::ReportTaskStatus { node_id, reports } => {
+                for r in reports {
+                    self.report_status(index, at, &node_id, r, &mut out)
+                }
+            }
+        }
+        self.index = index;
+        Ok(out)
+    }
+
+    fn register_node(&mut self, index: u64, at: Timestamp, mut node: Node, out: &mut Applied) {
+        let action = match self.nodes.get(&node.id) {
+            Some(old) => {
+                // The operator owns the spec: a re-registering agent cannot change it.
+                node.spec = old.spec.clone();
+                node.created_at = old.created_at;
+                Action::Update
+            }
+            None => {
+                node.created_at = at;
+                Action::Create
+            }
+        };
+        touch(&mut node.version, &mut node.updated_at, index, at);
+        out.events.push(event(index, at, action, Object::Node(Box::new(node.clone()))));
+        self.nodes.insert(node.id.clone(), node);
+    }
+
+    fn create_service(
+        &mut self,
+        index: u64,
+        at: Timestamp,
+        mut svc: Service,
+        out: &mut Applied,
+    ) -> Result<(), StateError> {
+        svc.spec.validate()?;
+        if self.services.contains_key(&svc.id) {
+            return Err(StateError::AlreadyExists { kind: "service", id: svc.id.to_string() });
+        }
+        if self.service_by_name.contains_key(&svc.spec.name) {
+            return Err(StateError::NameConflict(svc.spec.name));
+        }
+        svc.created_at = at;
+        svc.spec_version = 1;
+        svc.previous_spec = None;
+        svc.update_status = None;
+        touch(&mut svc.version, &mut svc.updated_at, index, at);
+        self.service_by_name.insert(svc.spec.name.clone(), svc.id.clone());
+        out.events.push(event(index, at, Action::Create, Object::Service(Box::new(svc.clone()))));
+        self.services.insert(svc.id.clone(), svc);
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn update_service(
+        &mut self,
+        index: u64,
+        at: Timestamp,
+        id: &ServiceId,
+        expected_version: Option<u64>,
+        spec: ServiceSpec,
+        rollback: bool,
+        out: &mut Applied,
+    ) -> Result<(), StateError> {
+        spec.validate()?;
+        let svc = self.services.get(id).ok_or_else(|| not_found("service", id.as_str()))?;
+        check_version("service", id.as_str(), expected_version, svc.version)?;
+        if svc.spec.mode.is_global() != spec.mode.is_global() || svc.spec.mode.is_job() != spec.mode.is_job()
+        {
+            return Err(StateError::ModeChange { from: svc.spec.mode.name(), to: spec.mode.name() });
+        }
+        if spec.name != svc.spec.name && self.service_by_name.contains_key(&spec.name) {
+            return Err(StateError::NameConflict(spec.name));
+        }
+        let mut svc = svc.clone();
+        let template_changed =
+            svc.spec.task_template != spec.task_template || svc.spec.endpoint != spec.endpoint;
+        let job_rerun = svc.spec.mode.is_job() && svc.spec.mode != spec.mode;
+        if spec.name != svc.spec.name {
+            self.service_by_name.remove(&svc.spec.name);
+            self.service_by_name.insert(spec.name.clone(), id.clone());
+        }
+        let old = std::mem::replace(&mut svc.spec, spec);
+        svc.previous_spec = Some(old);
+        if template_changed || job_rerun {
+            svc.spec_version += 1;
+            let state = if rollback { UpdateState::RollbackStarted } else { UpdateState::Updating };
+            let message = if rollback { "rollback in progress" } else { "update in progress" };
+            svc.update_status =
+                Some(UpdateStatus { state, started_at: at, completed_at: None, message: message.into() });
+        } else if rollback {
+            svc.update_status = Some(UpdateStatus {
+                state: UpdateState::RollbackCompleted,
+                started_at: at,
+                completed_at: Some(at),
+                message: "rollback completed".into(),
+            });
+        }
+        touch(&mut svc.version, &mut svc.updated_at, index, at);
+        out.events.push(event(index, at, Action::Update, Object::Service(Box::new(svc.clone()))));
+        self.services.insert(id.clone(), svc);
+        Ok(())
+    }
+
+    fn remove_service(
+        &mut self,
+        index: u64,
+        at: Timestamp,
+        id: &ServiceId,
+        out: &mut Applied,
+    ) -> Result<(), StateError> {
+        let svc = self.services.remove(id).ok_or_else(|| not_found("service", id.as_str()))?;
+        self.service_by_name.remove(&svc.spec.name);
+        out.events.push(event(index, at, Action::Remove, Object::Service(Box::new(svc))));
+        // Every task is told to stop and be removed; the reaper deletes them once stopped.
+        let ids: Vec<TaskId> = self.tasks_by_service.get(id).into_iter().flatten().cloned().collect();
+        for tid in ids {
+            if let Some(t) = self.tasks.get(&tid) {
+                if t.desired_state < TaskState::Remove {
+                    let mut t = t.clone();
+                    t.desired_state = TaskState::Remove;
+                    touch(&mut t.version, &mut t.updated_at, index, at);
+                    out.events.push(event(index, at, Action::Update, Object::Task(Box::new(t.clone()))));
+                    self.put_task(t);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn apply_plan(&mut self, index: u64, at: Timestamp, plan: Plan, out: &mut Applied) {
+        for mut t in plan.create_tasks {
+            if self.tasks.contains_key(&t.id) {
+                out.skipped.push((PlanItem::Create(t.id.clone()), "task already exists".into()));
+                continue;
+            }
+            if !self.services.contains_key(&t.service_id) {
+                out.skipped.push((PlanItem::Create(t.id.clone()), "service no longer exists".into()));
+                continue;
+            }
+            t.created_at = at;
+            t.status.timestamp = at;
+            touch(&mut t.version, &mut t.updated_at, index, at);
+            out.events.push(event(index, at, Action::Create, Object::Task(Box::new(t.clone()))));
+            self.put_task(t);
+        }
+        for a in plan.assign {
+            let item = PlanItem::Assign(a.task_id.clone());
+            let Some(t) = self.checked_task(&a.task_id, a.task_version, &item, out) else { continue };
+            if !t.needs_placement() {
+                out.skipped.push((item, format!("task is {} and no longer needs placement", t.status.state)));
+                continue;
+            }
+            if t.node_id.as_ref().is_some_and(|n| *n != a.node_id) {
+                out.skipped.push((item, "task is bound to another node".into()));
+                continue;
+            }
+            let mut t = t.clone();
+            t.node_id = Some(a.node_id);
+            t.status.state = TaskState::Assigned;
+            t.status.timestamp = at;
+            t.status.message = "scheduled".into();
+            t.status.err.clear();
+            self.commit_task(index, at, t, out);
+        }
+        for d in plan.set_desired {
+            let item = PlanItem::Desired(d.task_id.clone());
+            let Some(t) = self.checked_task(&d.task_id, d.task_version, &item, out) else { continue };
+            if d.desired_state < t.desired_state || !d.desired_state.is_valid_desired() {
+                out.skipped.push((
+                    item,
+                    format!("desired state cannot go from {} to {}", t.desired_state, d.desired_state),
+                ));
+                continue;
+            }
+            let mut t = t.clone();
+            t.desired_state = d.desired_state;
+            self.commit_task(index, at, t, out);
+        }
+        for s in plan.set_status {
+            let item = PlanItem::Status(s.task_id.clone());
+            let Some(t) = self.checked_task(&s.task_id, s.task_version, &item, out) else { continue };
+            if !t.status.state.can_transition_to(s.status.state) {
+                out.skipped
+                    .push((item, format!("illegal transition {} -> {}", t.status.state, s.status.state)));
+                continue;
+            }
+            let mut t = t.clone();
+            let changed_state = t.status.state != s.status.state;
+            t.status = s.status;
+            if changed_state {
+                t.status.timestamp = at;
+            }
+            self.commit_task(index, at, t, out);
+        }
+        for (id, version) in plan.delete_tasks {
+            let item = PlanItem::Delete(id.clone());
+            if self.checked_task(&id, version, &item, out).is_none() {
+                continue;
+            }
+            if let Some(t) = self.drop_task(&id) {
+                out.events.push(event(index, at, Action::Remove, Object::Task(Box::new(t))));
+            }
+        }
+        for su in plan.service_updates {
+            let item = PlanItem::Service(su.service_id.clone());
+            let Some(svc) = self.services.get(&su.service_id) else {
+                out.skipped.push((item, "service no longer exists".into()));
+                continue;
+            };
+            if svc.version != su.service_version {
+                out.skipped.push((item, "service changed since the plan was made".into()));
+                continue;
+            }
+            if su.rollback {
+                if let Some(prev) = svc.previous_spec.clone() {
+                    // Automatic rollback (failure_action=rollback): validated when it was stored.
+                    let mut out2 = Applied::default();
+                    if let Err(e) =
+                        self.update_service(index, at, &su.service_id, None, prev, true, &mut out2)
+                    {
+                        out.skipped.push((item, e.to_string()));
+                    } else {
+                        if let Some(svc) = self.services.get_mut(&su.service_id) {
+                            if let (Some(u), Some(msg)) =
+                                (svc.update_status.as_mut(), su.update_status.as_ref())
+                            {
+                                u.message = msg.message.clone();
+                            }
+                        }
+                        out.events.extend(out2.events);
+                    }
+                    continue;
+                }
+            }
+            let Some(svc) = self.services.get_mut(&su.service_id) else { continue };
+            svc.update_status = su.update_status;
+            touch(&mut svc.version, &mut svc.updated_at, index, at);
+            out.events.push(event(index, at, Action::Update, Object::Service(Box::new(svc.clone()))));
+        }
+    }
+
+    fn report_status(
+        &mut self,
+        index: u64,
+        at: Timestamp,
+        node: &NodeId,
+        r: TaskStatusReport,
+        out: &mut Applied,
+    ) {
+        let item = PlanItem::Status(r.task_id.clone());
+        let Some(t) = self.tasks.get(&r.task_id) else {
+            out.skipped.push((item, "unknown task".into()));
+            return;
+        };
+        if t.node_id.as_ref() != Some(node) {
+            out.skipped.push((item, "task is not assigned to the reporting node".into()));
+            return;
+        }
+        if t.status == r.status {
+            return;
+        }
+        if !t.status.state.can_transition_to(r.status.state) {
+            out.skipped.push((item, format!("illegal transition {} -> {}", t.status.state, r.status.state)));
+            return;
+        }
+        let mut t = t.clone();
+        t.status = r.status;
+        self.commit_task(index, at, t, out);
+    }
+
+    fn checked_task(&self, id: &TaskId, version: u64, item: &PlanItem, out: &mut Applied) -> Option<&Task> {
+        match self.tasks.get(id) {
+            None => {
+                out.skipped.push((item.clone(), "task no longer exists".into()));
+                None
+            }
+            Some(t) if t.version != version => {
+                out.skipped
+                    .push((item.clone(), format!("task changed (version {} != {version})", t.version)));
+                None
+            }
+            Some(t) => Some(t),
+        }
+    }
+
+    fn commit_task(&mut self, index: u64, at: Timestamp, mut t: Task, out: &mut Applied) {
+        touch(&mut t.version, &mut t.updated_at, index, at);
+        out.events.push(event(index, at, Action::Update, Object::Task(Box::new(t.clone()))));
+        self.put_task(t);
+    }
+
+    /// Inserts or replaces a task, keeping every index in step.
+    fn put_task(&mut self, t: Task) {
+        let id = t.id.clone();
+        if let Some(old) = self.drop_task(&id) {
+            drop(old);
+        }
+        self.tasks_by_service.entry(t.service_id.clone()).or_default().insert(id.clone());
+        if let Some(n) = &t.node_id {
+            self.tasks_by_node.entry(n.clone()).or_default().insert(id.clone());
+            if t.holds_resources() {
+                self.usage.entry(n.clone()).or_default().add(&t);
+            }
+        }
+        self.tasks.insert(id, t);
+    }
+
+    fn drop_task(&mut self, id: &TaskId) -> Option<Task> {
+        let t = self.tasks.remove(id)?;
+        if let Some(set) = self.tasks_by_service.get_mut(&t.service_id) {
+            set.remove(id);
+            if set.is_empty() {
+                self.tasks_by_service.remove(&t.service_id);
+            }
+        }
+        if let Some(n) = &t.node_id {
+            if let Some(set) = self.tasks_by_node.get_mut(n) {
+                set.remove(id);
+                if set.is_empty() {
+                    self.tasks_by_node.remove(n);
+                }
+            }
+            if t.holds_resources() {
+                if let Some(u) = self.usage.get_mut(n) {
+                    u.remove(&t);
+                    if u.is_empty() {
+                        self.usage.remove(n);
+                    }
+                }
+            }
+        }
+        Some(t)
+    }
+
+    /// Recomputes the derived indexes from scratch and compares: for tests and debug checks.
+    pub fn check_indexes(&self) -> Result<(), String> {
+        let rebuilt = ClusterState::restore(self.snapshot());
+        if rebuilt.usage != self.usage {
+            return Err("usage index out of step".into());
+        }
+        if rebuilt.tasks_by_node != self.tasks_by_node || rebuilt.tasks_by_service != self.tasks_by_service {
+            return Err("task indexes out of step".into());
+        }
+        if rebuilt.service_by_name != self.service_by_name {
+            return Err("service name index out of step".into());
+        }
+        Ok(())
+    }
+
+    /// Nodes that are ready (for callers that need a quick count).
+    pub fn ready_nodes(&self) -> impl Iterator<Item = &Node> + '_ {
+        self.nodes.values().filter(|n| n.status.state == NodeState::Ready)
+    }
+}
+
+fn touch(version: &mut u64, updated_at: &mut Timestamp, index: u64, at: Timestamp) {
+    *version = index;
+    *updated_at = at;
+}
+
+fn event(index: u64, at: Timestamp, action: Action, object: Object) -> Event {
+    Event { index, at, action, object }
+}
+
+fn not_found(kind: &'static str, id: &str) -> StateError {
+    StateError::NotFound { kind, id: id.to_string() }
+}
+
+fn check_version(kind: &'static str, id: &str, expected: Option<u64>, actual: u64) -> Result<(), StateError> {
+    match expected {
+        Some(e) if e != actual => {
+            Err(StateError::VersionConflict { kind, id: id.to_string(), expected: e, actual })
+        }
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests;

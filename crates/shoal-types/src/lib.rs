@@ -1,0 +1,28 @@
+//! Shoal's object model. Every object is `Meta + Spec + Status`: `id, version, created_at,
+//! updated_at` (meta, owned by the store), `spec` (desired, owned by the user) and `status`
+//! (observed, owned by the system). No I/O, no clocks: pure data plus validation.
+
+pub mod constraint;
+pub mod id;
+pub mod node;
+pub mod resources;
+pub mod service;
+pub mod task;
+pub mod time;
+pub mod validate;
+
+pub use constraint::{Constraint, ConstraintError, ConstraintKey, Operator};
+pub use id::{NodeId, ServiceId, TaskId};
+pub use node::{
+    Availability, DriverInfo, ManagerStatus, Node, NodeDescription, NodeRole, NodeSpec, NodeState,
+    NodeStatus, Platform, Reachability,
+};
+pub use resources::{Resources, Shortfall, NANO_CPUS_PER_CPU};
+pub use service::{
+    EndpointSpec, FailureAction, HealthCheck, Mount, MountType, Placement, PlacementPreference, PortConfig,
+    Protocol, PublishMode, ResourceRequirements, RestartCondition, RestartPolicy, Service, ServiceMode,
+    ServiceSpec, Strategy, TaskTemplate, UpdateConfig, UpdateOrder, UpdateState, UpdateStatus,
+};
+pub use task::{Health, Task, TaskState, TaskStatus, ALL_TASK_STATES};
+pub use time::Timestamp;
+pub use validate::{FieldError, ValidationError};

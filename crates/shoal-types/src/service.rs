@@ -1,0 +1,345 @@
+//! Services: what the operator wants running. `spec` is the user's; `spec_version`,
+//! `previous_spec` and `update_status` are the system's record of rolling updates.
+
+use crate::id::ServiceId;
+use crate::resources::Resources;
+use crate::time::{duration, Timestamp};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Service {
+    pub id: ServiceId,
+    pub version: u64,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    pub spec: ServiceSpec,
+    /// Bumped whenever the task template changes (or is forced); tasks record the version they
+    /// were created from, and a task with an older one is "dirty" and gets replaced by the updater.
+    pub spec_version: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_spec: Option<ServiceSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update_status: Option<UpdateStatus>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ServiceSpec {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub task_template: TaskTemplate,
+    pub mode: ServiceMode,
+    pub update_config: UpdateConfig,
+    pub rollback_config: UpdateConfig,
+    pub endpoint: EndpointSpec,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServiceMode {
+    Replicated { replicas: u64 },
+    Global,
+    ReplicatedJob { max_concurrent: u64, total_completions: u64 },
+    GlobalJob,
+}
+
+impl Default for ServiceMode {
+    fn default() -> Self {
+        ServiceMode::Replicated { replicas: 1 }
+    }
+}
+
+impl ServiceMode {
+    pub fn is_job(&self) -> bool {
+        matches!(self, ServiceMode::ReplicatedJob { .. } | ServiceMode::GlobalJob)
+    }
+    pub fn is_global(&self) -> bool {
+        matches!(self, ServiceMode::Global | ServiceMode::GlobalJob)
+    }
+    pub fn name(&self) -> &'static str {
+        match self {
+            ServiceMode::Replicated { .. } => "replicated",
+            ServiceMode::Global => "global",
+            ServiceMode::ReplicatedJob { .. } => "replicated-job",
+            ServiceMode::GlobalJob => "global-job",
+        }
+    }
+}
+
+/// What each task runs. Copied into every task, so a task is self-describing.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TaskTemplate {
+    /// `process`, `oci` or `docker`; `None` lets the node pick (see the agent issue).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub driver: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    pub command: Vec<String>,
+    pub args: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    pub workdir: String,
+    pub user: String,
+    pub hostname: String,
+    pub mounts: Vec<Mount>,
+    pub resources: ResourceRequirements,
+    pub restart_policy: RestartPolicy,
+    pub placement: Placement,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<HealthCheck>,
+    #[serde(with = "duration")]
+    pub stop_grace_period: Duration,
+    /// Incremented by `service update --force` to redeploy an unchanged spec.
+    pub force_update: u64,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MountType {
+    #[default]
+    Bind,
+    Volume,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Mount {
+    #[serde(rename = "type")]
+    pub kind: MountType,
+    pub source: String,
+    pub target: String,
+    pub readonly: bool,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ResourceRequirements {
+    /// Guaranteed to the task; the scheduler never overcommits these.
+    pub reservations: Resources,
+    /// Enforced by the runtime (cgroups); zero means unlimited.
+    pub limits: Resources,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartCondition {
+    None,
+    #[serde(alias = "on_failure")]
+    OnFailure,
+    #[default]
+    Any,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RestartPolicy {
+    pub condition: RestartCondition,
+    #[serde(with = "duration")]
+    pub delay: Duration,
+    /// 0 = unlimited.
+    pub max_attempts: u64,
+    /// Window in which `max_attempts` are counted; 0 = forever.
+    #[serde(with = "duration")]
+    pub window: Duration,
+}
+
+impl Default for RestartPolicy {
+    fn default() -> Self {
+        RestartPolicy {
+            condition: RestartCondition::Any,
+            delay: Duration::from_secs(5),
+            max_attempts: 0,
+            window: Duration::ZERO,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    /// Fewest tasks of this service, then fewest tasks overall.
+    #[default]
+    Spread,
+    /// The most allocated node that still fits.
+    Binpack,
+    /// Uniformly at random (seeded) among nodes that fit.
+    Random,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Placement {
+    pub constraints: Vec<String>,
+    pub preferences: Vec<PlacementPreference>,
+    /// 0 = unlimited.
+    pub max_replicas_per_node: u64,
+    pub strategy: Strategy,
+}
+
+/// Spread tasks evenly over the values of a node label (`node.labels.zone`); several
+/// preferences form a hierarchy.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PlacementPreference {
+    pub spread: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct HealthCheck {
+    /// `["CMD", "prog", "arg"]`, `["CMD-SHELL", "cmd"]` or `["NONE"]`.
+    pub test: Vec<String>,
+    #[serde(with = "duration")]
+    pub interval: Duration,
+    #[serde(with = "duration")]
+    pub timeout: Duration,
+    pub retries: u32,
+    #[serde(with = "duration")]
+    pub start_period: Duration,
+}
+
+impl Default for HealthCheck {
+    fn default() -> Self {
+        HealthCheck {
+            test: Vec::new(),
+            interval: Duration::from_secs(30),
+            timeout: Duration::from_secs(30),
+            retries: 3,
+            start_period: Duration::ZERO,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureAction {
+    #[default]
+    Pause,
+    Continue,
+    Rollback,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UpdateOrder {
+    #[default]
+    #[serde(alias = "stop_first")]
+    StopFirst,
+    #[serde(alias = "start_first")]
+    StartFirst,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct UpdateConfig {
+    /// Tasks replaced at a time (at least 1).
+    pub parallelism: u64,
+    /// Wait between finishing one batch and starting the next.
+    #[serde(with = "duration")]
+    pub delay: Duration,
+    pub failure_action: FailureAction,
+    /// How long a new task is watched after it starts; failing within it counts as a failed update.
+    #[serde(with = "duration")]
+    pub monitor: Duration,
+    /// Fraction of updated tasks that may fail before `failure_action` applies (0..=1).
+    pub max_failure_ratio: f64,
+    pub order: UpdateOrder,
+}
+
+impl Default for UpdateConfig {
+    fn default() -> Self {
+        UpdateConfig {
+            parallelism: 1,
+            delay: Duration::ZERO,
+            failure_action: FailureAction::Pause,
+            monitor: Duration::from_secs(5),
+            max_failure_ratio: 0.0,
+            order: UpdateOrder::StopFirst,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Protocol {
+    #[default]
+    Tcp,
+    Udp,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PublishMode {
+    /// Bound on the node that runs the task; two such tasks cannot share a node.
+    #[default]
+    Host,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PortConfig {
+    /// Port on the node; 0 = none published (target only).
+    pub published: u16,
+    pub target: u16,
+    pub protocol: Protocol,
+    pub mode: PublishMode,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct EndpointSpec {
+    pub ports: Vec<PortConfig>,
+}
+
+impl EndpointSpec {
+    /// Host ports this endpoint binds on its node.
+    pub fn host_ports(&self) -> impl Iterator<Item = (Protocol, u16)> + '_ {
+        self.ports.iter().filter(|p| p.published != 0).map(|p| (p.protocol, p.published))
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpdateState {
+    Updating,
+    Paused,
+    Completed,
+    RollbackStarted,
+    RollbackPaused,
+    RollbackCompleted,
+}
+
+impl UpdateState {
+    pub fn is_rollback(self) -> bool {
+        matches!(
+            self,
+            UpdateState::RollbackStarted | UpdateState::RollbackPaused | UpdateState::RollbackCompleted
+        )
+    }
+    /// The updater is actively replacing tasks.
+    pub fn is_active(self) -> bool {
+        matches!(self, UpdateState::Updating | UpdateState::RollbackStarted)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpdateStatus {
+    pub state: UpdateState,
+    pub started_at: Timestamp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<Timestamp>,
+    #[serde(default)]
+    pub message: String,
+}
+
+impl Service {
+    /// The config that governs the update in progress: rollback_config while rolling back.
+    pub fn active_update_config(&self) -> &UpdateConfig {
+        match &self.update_status {
+            Some(u) if u.state.is_rollback() => &self.spec.rollback_config,
+            _ => &self.spec.update_config,
+        }
+    }
+}

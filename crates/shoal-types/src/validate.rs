@@ -1,0 +1,449 @@
+//! Spec validation: every rule in one place, every error names the field and says what is wrong.
+
+use crate::constraint::Constraint;
+use crate::service::{
+    EndpointSpec, MountType, Placement, ResourceRequirements, ServiceMode, ServiceSpec, TaskTemplate,
+    UpdateConfig,
+};
+use std::collections::BTreeSet;
+use std::fmt;
+
+/// Smallest memory limit a runtime can enforce meaningfully (Docker's minimum is 6 MB).
+pub const MIN_MEMORY_LIMIT: u64 = 4 << 20;
+/// Upper bound on replicas, to turn a typo into an error instead of a million tasks.
+pub const MAX_REPLICAS: u64 = 100_000;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+/// All the problems of a spec, in the order the fields are declared.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub struct ValidationError(pub Vec<FieldError>);
+
+impl fmt::Display for ValidationError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{}: {}", e.field, e.message)?;
+        }
+        Ok(())
+    }
+}
+
+impl ValidationError {
+    pub fn single(field: &str, message: impl Into<String>) -> Self {
+        ValidationError(vec![FieldError { field: field.to_string(), message: message.into() }])
+    }
+}
+
+#[derive(Default)]
+struct Errors(Vec<FieldError>);
+
+impl Errors {
+    fn push(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        self.0.push(FieldError { field: field.into(), message: message.into() });
+    }
+    fn finish(self) -> Result<(), ValidationError> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(ValidationError(self.0))
+        }
+    }
+}
+
+/// Service names are DNS labels: 1-63 of `[A-Za-z0-9-_]`, starting and ending alphanumeric.
+pub fn validate_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("name is required".into());
+    }
+    if name.len() > 63 {
+        return Err(format!("name {name:?} is longer than 63 characters"));
+    }
+    let ok_chars = name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    let ends_ok = name.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+        && name.bytes().last().is_some_and(|b| b.is_ascii_alphanumeric());
+    if !ok_chars || !ends_ok {
+        return Err(format!(
+            "invalid name {name:?}: use letters, digits, '-' and '_', starting and ending with a letter or digit"
+        ));
+    }
+    Ok(())
+}
+
+impl ServiceSpec {
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        let mut e = Errors::default();
+        if let Err(m) = validate_name(&self.name) {
+            e.push("name", m);
+        }
+        for k in self.labels.keys() {
+            if k.trim().is_empty() {
+                e.push("labels", "label keys must not be empty");
+            }
+        }
+        validate_mode(&self.mode, &mut e);
+        validate_template(&self.task_template, &mut e);
+        validate_update_config("update_config", &self.update_config, &mut e);
+        validate_update_config("rollback_config", &self.rollback_config, &mut e);
+        validate_endpoint(&self.endpoint, &mut e);
+        e.finish()
+    }
+}
+
+fn validate_mode(mode: &ServiceMode, e: &mut Errors) {
+    match *mode {
+        ServiceMode::Replicated { replicas } if replicas > MAX_REPLICAS => {
+            e.push("mode.replicated.replicas", format!("{replicas} is above the limit of {MAX_REPLICAS}"))
+        }
+        ServiceMode::ReplicatedJob { max_concurrent, total_completions } => {
+            if max_concurrent == 0 {
+                e.push("mode.replicated_job.max_concurrent", "must be at least 1");
+            }
+            if total_completions == 0 {
+                e.push("mode.replicated_job.total_completions", "must be at least 1");
+            }
+            if total_completions > MAX_REPLICAS || max_concurrent > MAX_REPLICAS {
+                e.push("mode.replicated_job", format!("above the limit of {MAX_REPLICAS}"));
+            }
+        }
+        _ => {}
+    }
+}
+
+fn validate_template(t: &TaskTemplate, e: &mut Errors) {
+    if let Some(d) = &t.driver {
+        if d.is_empty() || !d.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
+            e.push("task_template.driver", format!("invalid driver name {d:?}"));
+        }
+        if d == "process" && t.image.is_some() {
+            e.push("task_template.image", "the process driver runs a command, not an image");
+        }
+    }
+    if let Some(img) = &t.image {
+        if img.trim().is_empty() || img.chars().any(char::is_whitespace) {
+            e.push("task_template.image", format!("invalid image reference {img:?}"));
+        }
+    } else if t.command.is_empty() {
+        e.push("task_template.command", "a command is required when no image is given");
+    }
+    for k in t.env.keys() {
+        if k.is_empty() || k.contains('=') {
+            e.push("task_template.env", format!("invalid variable name {k:?}"));
+        }
+    }
+    if !t.workdir.is_empty() && !t.workdir.starts_with('/') {
+        e.push("task_template.workdir", format!("{:?} must be an absolute path", t.workdir));
+    }
+    let mut targets = BTreeSet::new();
+    for (i, m) in t.mounts.iter().enumerate() {
+        let f = format!("task_template.mounts[{i}]");
+        if !m.target.starts_with('/') {
+            e.push(&f, format!("target {:?} must be an absolute path", m.target));
+        } else if m.target.split('/').any(|c| c == "..") {
+            e.push(&f, format!("target {:?} must not contain '..'", m.target));
+        }
+        if !targets.insert(m.target.as_str()) {
+            e.push(&f, format!("duplicate mount target {:?}", m.target));
+        }
+        match m.kind {
+            MountType::Bind if !m.source.starts_with('/') => {
+                e.push(&f, format!("bind source {:?} must be an absolute path", m.source))
+            }
+            MountType::Volume
+                if m.source.is_empty()
+                    || m.source.contains('/')
+                    || m.source.starts_with('.')
+                    || validate_name(&m.source).is_err() =>
+            {
+                e.push(&f, format!("volume name {:?} is invalid", m.source))
+            }
+            _ => {}
+        }
+    }
+    validate_resources(&t.resources, e);
+    validate_placement(&t.placement, e);
+    if let Some(h) = &t.health_check {
+        match h.test.first().map(String::as_str) {
+            Some("NONE") => {}
+            Some("CMD") | Some("CMD-SHELL") if h.test.len() >= 2 => {}
+            _ => e.push(
+                "task_template.health_check.test",
+                "expected [\"CMD\", prog, args...], [\"CMD-SHELL\", command] or [\"NONE\"]",
+            ),
+        }
+        if h.interval.is_zero() {
+            e.push("task_template.health_check.interval", "must be greater than 0");
+        }
+        if h.timeout.is_zero() {
+            e.push("task_template.health_check.timeout", "must be greater than 0");
+        }
+    }
+}
+
+fn validate_resources(r: &ResourceRequirements, e: &mut Errors) {
+    let (res, lim) = (&r.reservations, &r.limits);
+    if lim.nano_cpus != 0 && res.nano_cpus > lim.nano_cpus {
+        e.push(
+            "task_template.resources",
+            format!("cpu reservation {} is above the limit {}", res.nano_cpus, lim.nano_cpus),
+        );
+    }
+    if lim.memory_bytes != 0 && res.memory_bytes > lim.memory_bytes {
+        e.push(
+            "task_template.resources",
+            format!("memory reservation {} is above the limit {}", res.memory_bytes, lim.memory_bytes),
+        );
+    }
+    if lim.memory_bytes != 0 && lim.memory_bytes < MIN_MEMORY_LIMIT {
+        e.push(
+            "task_template.resources.limits.memory_bytes",
+            format!("{} is below the minimum of {MIN_MEMORY_LIMIT} bytes (4 MiB)", lim.memory_bytes),
+        );
+    }
+    for (k, v) in &res.generic {
+        if k.is_empty() || *v == 0 {
+            e.push("task_template.resources.reservations.generic", format!("invalid entry {k:?}={v}"));
+        }
+    }
+}
+
+fn validate_placement(p: &Placement, e: &mut Errors) {
+    for c in &p.constraints {
+        if let Err(err) = c.parse::<Constraint>() {
+            e.push("task_template.placement.constraints", err.to_string());
+        }
+    }
+    for (i, pref) in p.preferences.iter().enumerate() {
+        let s = pref.spread.as_str();
+        let ok = ["node.labels.", "engine.labels."]
+            .iter()
+            .any(|pfx| s.len() > pfx.len() && s.to_ascii_lowercase().starts_with(pfx));
+        if !ok {
+            e.push(
+                format!("task_template.placement.preferences[{i}]"),
+                format!("spread {s:?} must name node.labels.KEY or engine.labels.KEY"),
+            );
+        }
+    }
+}
+
+fn validate_update_config(field: &str, u: &UpdateConfig, e: &mut Errors) {
+    if u.parallelism == 0 {
+        e.push(format!("{field}.parallelism"), "must be at least 1");
+    }
+    if !(0.0..=1.0).contains(&u.max_failure_ratio) {
+        e.push(format!("{field}.max_failure_ratio"), "must be between 0 and 1");
+    }
+}
+
+fn validate_endpoint(ep: &EndpointSpec, e: &mut Errors) {
+    let mut published = BTreeSet::new();
+    for (i, p) in ep.ports.iter().enumerate() {
+        if p.target == 0 {
+            e.push(format!("endpoint.ports[{i}].target"), "must be between 1 and 65535");
+        }
+        if p.published != 0 && !published.insert((p.protocol, p.published)) {
+            e.push(
+                format!("endpoint.ports[{i}].published"),
+                format!("duplicate published port {}/{:?}", p.published, p.protocol).to_lowercase(),
+            );
+        }
+    }
+}
+
+/// Builds a mode from docker-style flags, rejecting combinations that make no sense.
+pub fn mode_from_flags(
+    mode: &str,
+    replicas: Option<u64>,
+    max_concurrent: Option<u64>,
+) -> Result<ServiceMode, ValidationError> {
+    match mode {
+        "replicated" => {
+            if max_concurrent.is_some() {
+                return Err(ValidationError::single("mode", "max-concurrent is only for replicated-job"));
+            }
+            Ok(ServiceMode::Replicated { replicas: replicas.unwrap_or(1) })
+        }
+        "global" | "global-job" => {
+            if replicas.is_some() {
+                return Err(ValidationError::single(
+                    "mode",
+                    format!("replicas can only be used with replicated mode, not {mode}"),
+                ));
+            }
+            if max_concurrent.is_some() {
+                return Err(ValidationError::single("mode", "max-concurrent is only for replicated-job"));
+            }
+            Ok(if mode == "global" { ServiceMode::Global } else { ServiceMode::GlobalJob })
+        }
+        "replicated-job" => {
+            let mc = max_concurrent.unwrap_or(1);
+            Ok(ServiceMode::ReplicatedJob { max_concurrent: mc, total_completions: replicas.unwrap_or(mc) })
+        }
+        other => Err(ValidationError::single(
+            "mode",
+            format!("unknown mode {other:?} (replicated, global, replicated-job, global-job)"),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::service::{Mount, PlacementPreference, PortConfig, Protocol};
+
+    fn valid() -> ServiceSpec {
+        let mut s = ServiceSpec { name: "web".into(), ..Default::default() };
+        s.task_template.command = vec!["/bin/sleep".into(), "1000".into()];
+        s
+    }
+
+    fn first_error(s: &ServiceSpec) -> String {
+        match s.validate() {
+            Ok(()) => "ok".into(),
+            Err(e) => e.0[0].field.clone() + ": " + &e.0[0].message,
+        }
+    }
+
+    #[test]
+    fn valid_spec_passes() {
+        assert_eq!(valid().validate(), Ok(()));
+    }
+
+    #[test]
+    fn bad_specs_table() {
+        type Edit = fn(&mut ServiceSpec);
+        let cases: Vec<(&str, Edit, &str)> = vec![
+            ("empty name", |s| s.name.clear(), "name: name is required"),
+            ("bad name", |s| s.name = "-web".into(), "name: invalid name"),
+            ("long name", |s| s.name = "a".repeat(64), "name: name \"aaaa"),
+            (
+                "no command",
+                |s| s.task_template.command.clear(),
+                "task_template.command: a command is required",
+            ),
+            (
+                "reservation above limit",
+                |s| {
+                    s.task_template.resources.reservations.memory_bytes = 64 << 20;
+                    s.task_template.resources.limits.memory_bytes = 32 << 20;
+                },
+                "task_template.resources: memory reservation",
+            ),
+            (
+                "limit below minimum",
+                |s| s.task_template.resources.limits.memory_bytes = 1024,
+                "task_template.resources.limits.memory_bytes: 1024 is below",
+            ),
+            (
+                "malformed constraint",
+                |s| s.task_template.placement.constraints = vec!["node.labels.zone=a".into()],
+                "task_template.placement.constraints: constraint \"node.labels.zone=a\": expected",
+            ),
+            (
+                "bad preference",
+                |s| {
+                    s.task_template.placement.preferences =
+                        vec![PlacementPreference { spread: "zone".into() }]
+                },
+                "task_template.placement.preferences[0]",
+            ),
+            (
+                "zero parallelism",
+                |s| s.update_config.parallelism = 0,
+                "update_config.parallelism: must be at least 1",
+            ),
+            ("bad ratio", |s| s.rollback_config.max_failure_ratio = 1.5, "rollback_config.max_failure_ratio"),
+            (
+                "duplicate published port",
+                |s| {
+                    let p = PortConfig { published: 80, target: 8080, ..Default::default() };
+                    s.endpoint.ports = vec![p.clone(), PortConfig { target: 9090, ..p }];
+                },
+                "endpoint.ports[1].published: duplicate published port 80/tcp",
+            ),
+            (
+                "relative bind",
+                |s| {
+                    s.task_template.mounts =
+                        vec![Mount { source: "data".into(), target: "/data".into(), ..Default::default() }]
+                },
+                "task_template.mounts[0]: bind source",
+            ),
+            (
+                "volume with slash",
+                |s| {
+                    s.task_template.mounts = vec![Mount {
+                        kind: MountType::Volume,
+                        source: "../x".into(),
+                        target: "/data".into(),
+                        readonly: false,
+                    }]
+                },
+                "task_template.mounts[0]: volume name",
+            ),
+            (
+                "job zero concurrency",
+                |s| s.mode = ServiceMode::ReplicatedJob { max_concurrent: 0, total_completions: 1 },
+                "mode.replicated_job.max_concurrent",
+            ),
+            (
+                "too many replicas",
+                |s| s.mode = ServiceMode::Replicated { replicas: MAX_REPLICAS + 1 },
+                "mode.replicated.replicas",
+            ),
+            (
+                "process with image",
+                |s| {
+                    s.task_template.driver = Some("process".into());
+                    s.task_template.image = Some("busybox".into());
+                },
+                "task_template.image: the process driver",
+            ),
+        ];
+        for (name, edit, want) in cases {
+            let mut s = valid();
+            edit(&mut s);
+            let got = first_error(&s);
+            assert!(got.starts_with(want), "{name}: got {got:?}, want prefix {want:?}");
+        }
+    }
+
+    #[test]
+    fn udp_and_tcp_may_share_a_number() {
+        let mut s = valid();
+        s.endpoint.ports = vec![
+            PortConfig { published: 53, target: 53, protocol: Protocol::Tcp, ..Default::default() },
+            PortConfig { published: 53, target: 53, protocol: Protocol::Udp, ..Default::default() },
+        ];
+        assert_eq!(s.validate(), Ok(()));
+    }
+
+    #[test]
+    fn all_errors_are_reported() {
+        let mut s = valid();
+        s.name.clear();
+        s.update_config.parallelism = 0;
+        let e = s.validate().expect_err("invalid");
+        assert_eq!(e.0.len(), 2);
+        assert!(e.to_string().contains("; "));
+    }
+
+    #[test]
+    fn mode_flags() {
+        assert_eq!(mode_from_flags("replicated", Some(3), None), Ok(ServiceMode::Replicated { replicas: 3 }));
+        let e = mode_from_flags("global", Some(3), None).expect_err("replicas on global");
+        assert!(e.to_string().contains("replicas can only be used with replicated mode"));
+        assert_eq!(
+            mode_from_flags("replicated-job", Some(10), Some(2)),
+            Ok(ServiceMode::ReplicatedJob { max_concurrent: 2, total_completions: 10 })
+        );
+        assert!(mode_from_flags("swarm", None, None).is_err());
+    }
+}
