@@ -1,1 +1,186 @@
+//! Shoal's brain: orchestrators, scheduler, rolling-update planner and plan verification.
+//!
+//! Pure and deterministic: no async runtime, no I/O, no clock reads, no unseeded randomness, and
+//! iteration in sorted order. [`tick`] takes a state snapshot, `now` and a `seed`, and returns
+//! the [`Plan`] that moves the cluster towards what its services declare, plus when to look
+//! again. The same inputs give the same plan, byte for byte. The leader (or the simulator)
+//! verifies the plan against the latest state with [`verify`] and commits it.
 
+mod orchestrator;
+mod restart;
+pub mod rng;
+pub mod scheduler;
+mod updater;
+mod verify;
+
+pub use scheduler::{Decision, Scheduler};
+pub use verify::{verify, Verified};
+
+use rng::Rng;
+use shoal_state::{Assignment, ClusterState, DesiredChange, Plan, StatusChange};
+use shoal_types::{NodeId, Service, Task, TaskId, TaskState, TaskStatus, Timestamp};
+use std::collections::BTreeSet;
+
+/// The result of one pass of the controllers.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Tick {
+    pub plan: Plan,
+    /// The earliest time something scheduled (a restart delay, an update delay, a monitor
+    /// window) becomes due; the caller should tick again then even if nothing else happens.
+    pub wake_at: Option<Timestamp>,
+    /// Tasks the scheduler could not place this pass.
+    pub unplaced: usize,
+}
+
+/// Runs the orchestrators, the updater, the reaper and the scheduler on `state`.
+pub fn tick(state: &ClusterState, now: Timestamp, seed: u64) -> Tick {
+    let mut ctx = Ctx::new(state, now, seed);
+    orchestrator::run(&mut ctx);
+    let unplaced = schedule(&mut ctx);
+    Tick { plan: ctx.plan, wake_at: ctx.wake_at, unplaced }
+}
+
+/// Places every task waiting for a node (existing pending tasks and the ones this pass created).
+fn schedule(ctx: &mut Ctx<'_>) -> usize {
+    let state = ctx.state;
+    let existing: Vec<&Task> = state
+        .tasks_needing_placement()
+        .filter(|t| !ctx.touched.contains(&t.id) && state.service(&t.service_id).is_some())
+        .collect();
+    let created = std::mem::take(&mut ctx.plan.create_tasks);
+    let mut sched = Scheduler::new(state);
+    let mut decisions = sched.schedule(existing.iter().copied().chain(created.iter()), &mut ctx.rng);
+    // Decisions come back grouped; index them by task for the two passes below.
+    decisions.sort_by(|a, b| a.task_id.cmp(&b.task_id));
+    let find = |id: &TaskId| decisions.binary_search_by(|d| d.task_id.cmp(id)).ok().map(|i| &decisions[i]);
+    let mut unplaced = 0;
+    for t in &existing {
+        match find(&t.id).map(|d| &d.outcome) {
+            Some(Ok(node)) => ctx.plan.assign.push(Assignment {
+                task_id: t.id.clone(),
+                task_version: t.version,
+                node_id: node.clone(),
+            }),
+            Some(Err(why)) => {
+                unplaced += 1;
+                if t.status.err != *why || t.status.state != TaskState::Pending {
+                    let status = TaskStatus {
+                        state: TaskState::Pending,
+                        message: "pending task scheduling".into(),
+                        err: why.clone(),
+                        ..t.status.clone()
+                    };
+                    ctx.plan.set_status.push(StatusChange {
+                        task_id: t.id.clone(),
+                        task_version: t.version,
+                        status,
+                    });
+                }
+            }
+            None => {}
+        }
+    }
+    let mut created = created;
+    for t in &mut created {
+        match find(&t.id).map(|d| &d.outcome) {
+            Some(Ok(node)) => {
+                t.node_id = Some(node.clone());
+                t.status.state = TaskState::Assigned;
+                t.status.message = "scheduled".into();
+            }
+            Some(Err(why)) => {
+                unplaced += 1;
+                t.status.err = why.clone();
+            }
+            None => {}
+        }
+    }
+    ctx.plan.create_tasks = created;
+    unplaced
+}
+
+/// Shared state of one pass: the snapshot, the plan being built and the bookkeeping that keeps
+/// the controllers from issuing two contradictory changes to one task.
+pub(crate) struct Ctx<'s> {
+    pub state: &'s ClusterState,
+    pub now: Timestamp,
+    pub rng: Rng,
+    pub plan: Plan,
+    pub wake_at: Option<Timestamp>,
+    /// Tasks whose desired state this pass changed.
+    pub touched: BTreeSet<TaskId>,
+}
+
+impl<'s> Ctx<'s> {
+    fn new(state: &'s ClusterState, now: Timestamp, seed: u64) -> Self {
+        let plan = Plan { base_index: state.index(), ..Default::default() };
+        Ctx { state, now, rng: Rng::new(seed), plan, wake_at: None, touched: BTreeSet::new() }
+    }
+
+    pub fn wake(&mut self, at: Timestamp) {
+        if at > self.now {
+            self.wake_at = Some(self.wake_at.map_or(at, |w| w.min(at)));
+        }
+    }
+
+    /// Moves a task's desired state forward (once per pass per task).
+    pub fn set_desired(&mut self, t: &Task, desired: TaskState) {
+        if desired > t.desired_state && self.touched.insert(t.id.clone()) {
+            self.plan.set_desired.push(DesiredChange {
+                task_id: t.id.clone(),
+                task_version: t.version,
+                desired_state: desired,
+            });
+        }
+    }
+
+    pub fn set_status(&mut self, t: &Task, state: TaskState, message: &str) {
+        if t.status.state.can_transition_to(state) && t.status.state != state {
+            let status = TaskStatus { state, message: message.into(), ..t.status.clone() };
+            self.plan.set_status.push(StatusChange {
+                task_id: t.id.clone(),
+                task_version: t.version,
+                status,
+            });
+        }
+    }
+
+    pub fn delete(&mut self, t: &Task) {
+        self.plan.delete_tasks.push((t.id.clone(), t.version));
+    }
+
+    /// A new task for `svc`, in `slot` (replicated) or bound to `node` (global).
+    pub fn new_task(
+        &mut self,
+        svc: &Service,
+        slot: Option<u64>,
+        node: Option<NodeId>,
+        restart_history: Vec<Timestamp>,
+    ) -> TaskId {
+        let id = TaskId::new(self.rng.new_id());
+        self.plan.create_tasks.push(Task {
+            id: id.clone(),
+            version: 0,
+            created_at: self.now,
+            updated_at: self.now,
+            service_id: svc.id.clone(),
+            slot,
+            node_id: node,
+            spec: svc.spec.task_template.clone(),
+            endpoint: svc.spec.endpoint.clone(),
+            spec_version: svc.spec_version,
+            desired_state: TaskState::Running,
+            status: TaskStatus {
+                state: TaskState::Pending,
+                timestamp: self.now,
+                message: "pending task scheduling".into(),
+                ..Default::default()
+            },
+            restart_history,
+        });
+        id
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -72,6 +72,9 @@ pub struct TaskStatusReport {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Plan {
+    /// The state index the plan was computed on. Verification refuses to create a task in a slot
+    /// that changed after it (so two plans can never fill one slot twice).
+    pub base_index: u64,
     pub create_tasks: Vec<Task>,
     pub assign: Vec<Assignment>,
     pub set_desired: Vec<DesiredChange>,

@@ -128,6 +128,7 @@ pub struct ClusterState {
     tasks_by_service: BTreeMap<ServiceId, BTreeSet<TaskId>>,
     tasks_by_node: BTreeMap<NodeId, BTreeSet<TaskId>>,
     usage: BTreeMap<NodeId, NodeUsage>,
+    needs_placement: BTreeSet<TaskId>,
 }
 
 static EMPTY_USAGE: std::sync::LazyLock<NodeUsage> = std::sync::LazyLock::new(NodeUsage::default);
@@ -173,6 +174,14 @@ impl ClusterState {
     /// Tasks assigned to a node, in id order.
     pub fn tasks_on_node<'a>(&'a self, id: &NodeId) -> impl Iterator<Item = &'a Task> + 'a {
         self.tasks_by_node.get(id).into_iter().flatten().filter_map(|t| self.tasks.get(t))
+    }
+    /// Tasks waiting for the scheduler, in id order (kept incrementally).
+    pub fn tasks_needing_placement(&self) -> impl Iterator<Item = &Task> + '_ {
+        self.needs_placement.iter().filter_map(|t| self.tasks.get(t))
+    }
+    /// Every service id that has tasks, including services already removed.
+    pub fn task_service_ids(&self) -> impl Iterator<Item = &ServiceId> + '_ {
+        self.tasks_by_service.keys()
     }
     /// What the tasks holding resources on `node` use (kept incrementally).
     pub fn usage(&self, node: &NodeId) -> &NodeUsage {
@@ -521,7 +530,9 @@ impl ClusterState {
                 out.skipped.push((item.clone(), "task no longer exists".into()));
                 None
             }
-            Some(t) if t.version != version => {
+            // A change made earlier in this same apply (version == the index being applied) came
+            // from this plan itself, so later items of the plan may build on it.
+            Some(t) if t.version != version && t.version != self.index + 1 => {
                 out.skipped
                     .push((item.clone(), format!("task changed (version {} != {version})", t.version)));
                 None
@@ -543,6 +554,9 @@ impl ClusterState {
             drop(old);
         }
         self.tasks_by_service.entry(t.service_id.clone()).or_default().insert(id.clone());
+        if t.needs_placement() {
+            self.needs_placement.insert(id.clone());
+        }
         if let Some(n) = &t.node_id {
             self.tasks_by_node.entry(n.clone()).or_default().insert(id.clone());
             if t.holds_resources() {
@@ -554,6 +568,7 @@ impl ClusterState {
 
     fn drop_task(&mut self, id: &TaskId) -> Option<Task> {
         let t = self.tasks.remove(id)?;
+        self.needs_placement.remove(id);
         if let Some(set) = self.tasks_by_service.get_mut(&t.service_id) {
             set.remove(id);
             if set.is_empty() {
@@ -587,6 +602,9 @@ impl ClusterState {
         }
         if rebuilt.tasks_by_node != self.tasks_by_node || rebuilt.tasks_by_service != self.tasks_by_service {
             return Err("task indexes out of step".into());
+        }
+        if rebuilt.needs_placement != self.needs_placement {
+            return Err("placement index out of step".into());
         }
         if rebuilt.service_by_name != self.service_by_name {
             return Err("service name index out of step".into());

@@ -95,6 +95,24 @@ pub struct TaskTemplate {
     pub force_update: u64,
 }
 
+/// Drivers that can run images, in order of preference when a task names none.
+pub const IMAGE_DRIVERS: [&str; 2] = ["docker", "oci"];
+/// The driver for tasks without an image.
+pub const PROCESS_DRIVER: &str = "process";
+
+impl TaskTemplate {
+    /// Drivers that may run this task, in order of preference: the one it names, else the image
+    /// drivers for an image, else the process driver. The agent picks the first it offers; the
+    /// scheduler only places the task on a node that offers one of them.
+    pub fn driver_candidates(&self) -> Vec<&str> {
+        match (&self.driver, &self.image) {
+            (Some(d), _) => vec![d.as_str()],
+            (None, Some(_)) => IMAGE_DRIVERS.to_vec(),
+            (None, None) => vec![PROCESS_DRIVER],
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum MountType {

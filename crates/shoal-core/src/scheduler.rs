@@ -1,0 +1,470 @@
+//! The scheduler: places tasks on nodes.
+//!
+//! Tasks are placed in groups of identical spec — (service, spec_version) — so the static filters
+//! (readiness, availability, driver, constraints, host ports) run once per node per group. The
+//! nodes that pass go into an ordered pool keyed by the strategy (spread, binpack) or a vector
+//! (random); each placement pops the best node, re-checks the dynamic filters (resources, max
+//! replicas per node, ports) and puts it back with its new key, so one placement costs O(log n).
+//! Placement preferences build a small tree of pools keyed by label values and descend it towards
+//! the branch with the fewest tasks of the service.
+//!
+//! The scheduler never fails: a task it cannot place gets an explanation that counts, per reason,
+//! how many nodes were ruled out ("insufficient memory on 3 nodes").
+
+use crate::rng::Rng;
+use shoal_state::ClusterState;
+use shoal_types::{
+    Availability, Constraint, Node, NodeId, NodeState, Protocol, Resources, ServiceId, Shortfall, Strategy,
+    Task, TaskId,
+};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// The outcome for one task.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Decision {
+    pub task_id: TaskId,
+    pub outcome: Result<NodeId, String>,
+}
+
+/// Why a node was ruled out for a task. Ordered so explanations list reasons deterministically.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Reject {
+    NotReady(NodeState),
+    Availability(Availability),
+    Driver(String),
+    Constraint(String),
+    Port(Protocol, u16),
+    MaxReplicas(u64),
+    Resources(Shortfall),
+}
+
+impl Reject {
+    fn describe(&self) -> String {
+        match self {
+            Reject::NotReady(s) => format!("node {s:?}").to_lowercase(),
+            Reject::Availability(a) => format!("availability {a:?}").to_lowercase(),
+            Reject::Driver(d) => format!("driver {d} not available"),
+            Reject::Constraint(c) => format!("constraint {c} not satisfied"),
+            Reject::Port(p, n) => format!("host port {n}/{} in use", format!("{p:?}").to_lowercase()),
+            Reject::MaxReplicas(m) => format!("max replicas per node ({m}) reached"),
+            Reject::Resources(s) => s.to_string(),
+        }
+    }
+}
+
+/// Counts of rejection reasons, rendered as the scheduler's explanation.
+#[derive(Default)]
+struct Explanation(BTreeMap<Reject, u64>);
+
+impl Explanation {
+    fn add(&mut self, r: Reject) {
+        *self.0.entry(r).or_insert(0) += 1;
+    }
+
+    fn render(&self, nodes_total: usize) -> String {
+        if nodes_total == 0 {
+            return "no suitable node (no nodes in the cluster)".into();
+        }
+        let mut parts: Vec<(u64, String)> = self.0.iter().map(|(r, &n)| (n, r.describe())).collect();
+        // Most common reason first; ties in reason order (already sorted).
+        parts.sort_by_key(|p| Reverse(p.0));
+        let body: Vec<String> = parts
+            .into_iter()
+            .map(|(n, what)| format!("{what} on {n} node{}", if n == 1 { "" } else { "s" }))
+            .collect();
+        if body.is_empty() {
+            "no suitable node".into()
+        } else {
+            format!("no suitable node ({})", body.join("; "))
+        }
+    }
+}
+
+/// Per-node bookkeeping for one scheduling pass: the state's usage plus what this pass placed.
+struct NodeInfo<'s> {
+    node: &'s Node,
+    available: Resources,
+    tasks: u64,
+    placed_by_service: BTreeMap<ServiceId, u64>,
+    placed_ports: Vec<(Protocol, u16)>,
+}
+
+/// A pass over one consistent state. Reuse it for several batches to keep earlier placements.
+pub struct Scheduler<'s> {
+    state: &'s ClusterState,
+    infos: Vec<NodeInfo<'s>>,
+    by_id: BTreeMap<&'s NodeId, u32>,
+}
+
+/// The static part of a group's requirements.
+struct GroupSpec<'t> {
+    service: &'t ServiceId,
+    drivers: Vec<&'t str>,
+    constraints: Vec<Constraint>,
+    ports: Vec<(Protocol, u16)>,
+    reservation: &'t Resources,
+    max_per_node: u64,
+    strategy: Strategy,
+    preferences: Vec<&'t str>,
+}
+
+impl<'t> GroupSpec<'t> {
+    fn of(task: &'t Task) -> Result<Self, String> {
+        let p = &task.spec.placement;
+        let constraints = Constraint::parse_all(&p.constraints).map_err(|e| e.to_string())?;
+        Ok(GroupSpec {
+            service: &task.service_id,
+            drivers: task.spec.driver_candidates(),
+            constraints,
+            ports: task.endpoint.host_ports().collect(),
+            reservation: &task.spec.resources.reservations,
+            max_per_node: p.max_replicas_per_node,
+            strategy: p.strategy,
+            preferences: p.preferences.iter().map(|x| x.spread.as_str()).collect(),
+        })
+    }
+}
+
+impl<'s> Scheduler<'s> {
+    pub fn new(state: &'s ClusterState) -> Self {
+        let mut infos = Vec::with_capacity(state.nodes().len());
+        let mut by_id = BTreeMap::new();
+        for (i, node) in state.nodes().enumerate() {
+            let u = state.usage(&node.id);
+            infos.push(NodeInfo {
+                node,
+                available: node.description.resources.minus(&u.reserved),
+                tasks: u.tasks,
+                placed_by_service: BTreeMap::new(),
+                placed_ports: Vec::new(),
+            });
+            by_id.insert(&node.id, i as u32);
+        }
+        Scheduler { state, infos, by_id }
+    }
+
+    fn service_count(&self, i: usize, svc: &ServiceId) -> u64 {
+        let info = &self.infos[i];
+        self.state.usage(&info.node.id).of_service(svc)
+            + info.placed_by_service.get(svc).copied().unwrap_or(0)
+    }
+
+    fn port_in_use(&self, i: usize, ports: &[(Protocol, u16)]) -> Option<(Protocol, u16)> {
+        let info = &self.infos[i];
+        let used = &self.state.usage(&info.node.id).host_ports;
+        ports.iter().copied().find(|p| used.contains_key(p) || info.placed_ports.contains(p))
+    }
+
+    /// Filters that do not change while a group is placed.
+    fn static_check(&self, i: usize, g: &GroupSpec<'_>) -> Result<(), Reject> {
+        let n = self.infos[i].node;
+        if n.status.state != NodeState::Ready {
+            return Err(Reject::NotReady(n.status.state));
+        }
+        if n.spec.availability != Availability::Active {
+            return Err(Reject::Availability(n.spec.availability));
+        }
+        if !g.drivers.iter().any(|d| n.description.driver(d).is_some()) {
+            return Err(Reject::Driver(g.drivers.join("|")));
+        }
+        if let Some(c) = g.constraints.iter().find(|c| !c.matches(n)) {
+            return Err(Reject::Constraint(c.to_string()));
+        }
+        Ok(())
+    }
+
+    /// Filters that change as tasks land on the node.
+    fn dynamic_check(&self, i: usize, g: &GroupSpec<'_>) -> Result<(), Reject> {
+        if let Some((p, n)) = self.port_in_use(i, &g.ports) {
+            return Err(Reject::Port(p, n));
+        }
+        if g.max_per_node > 0 && self.service_count(i, g.service) >= g.max_per_node {
+            return Err(Reject::MaxReplicas(g.max_per_node));
+        }
+        self.infos[i].available.fits(g.reservation).map_err(Reject::Resources)
+    }
+
+    fn commit(&mut self, i: usize, g: &GroupSpec<'_>) {
+        let info = &mut self.infos[i];
+        info.available.sub(g.reservation);
+        info.tasks += 1;
+        *info.placed_by_service.entry(g.service.clone()).or_insert(0) += 1;
+        info.placed_ports.extend(g.ports.iter().copied());
+    }
+
+    /// Places `tasks` (those needing placement), in groups of identical spec. Deterministic for a
+    /// given state, task list and RNG state.
+    pub fn schedule<'t>(
+        &mut self,
+        tasks: impl IntoIterator<Item = &'t Task>,
+        rng: &mut Rng,
+    ) -> Vec<Decision> {
+        let mut groups: BTreeMap<(&ServiceId, u64), Vec<&Task>> = BTreeMap::new();
+        let mut bound: Vec<&Task> = Vec::new();
+        for t in tasks {
+            if t.node_id.is_some() {
+                bound.push(t);
+            } else {
+                groups.entry((&t.service_id, t.spec_version)).or_default().push(t);
+            }
+        }
+        let mut out = Vec::new();
+        for t in bound {
+            out.push(self.place_bound(t));
+        }
+        for (_, tasks) in groups {
+            self.place_group(&tasks, rng, &mut out);
+        }
+        out
+    }
+
+    /// A task whose node is fixed (global services): check that node only.
+    fn place_bound(&mut self, t: &Task) -> Decision {
+        let task_id = t.id.clone();
+        let Some(node_id) = t.node_id.as_ref() else {
+            return Decision { task_id, outcome: Err("no node".into()) };
+        };
+        let g = match GroupSpec::of(t) {
+            Ok(g) => g,
+            Err(e) => return Decision { task_id, outcome: Err(e) },
+        };
+        let Some(&i) = self.by_id.get(node_id) else {
+            return Decision { task_id, outcome: Err(format!("node {node_id} no longer exists")) };
+        };
+        let i = i as usize;
+        match self.static_check(i, &g).and_then(|()| self.dynamic_check(i, &g)) {
+            Ok(()) => {
+                self.commit(i, &g);
+                Decision { task_id, outcome: Ok(node_id.clone()) }
+            }
+            Err(r) => {
+                let mut e = Explanation::default();
+                e.add(r);
+                Decision { task_id, outcome: Err(e.render(1)) }
+            }
+        }
+    }
+
+    fn place_group(&mut self, tasks: &[&Task], rng: &mut Rng, out: &mut Vec<Decision>) {
+        let Some(first) = tasks.first() else { return };
+        let g = match GroupSpec::of(first) {
+            Ok(g) => g,
+            Err(e) => {
+                out.extend(tasks.iter().map(|t| Decision { task_id: t.id.clone(), outcome: Err(e.clone()) }));
+                return;
+            }
+        };
+        let mut why = Explanation::default();
+        let mut tree = Tree::new();
+        let mut pools: Vec<Pool> = Vec::new();
+        for i in 0..self.infos.len() {
+            if let Err(r) = self.static_check(i, &g).and_then(|()| self.dynamic_check(i, &g)) {
+                why.add(r);
+                continue;
+            }
+            let path: Vec<&str> = g.preferences.iter().map(|p| label_value(self.infos[i].node, p)).collect();
+            let count = self.service_count(i, g.service);
+            let leaf = tree.leaf_for(&path, &mut pools, g.strategy);
+            tree.add_count(leaf, count);
+            let key = self.key(i, &g, rng.next_u64());
+            pools[tree.branches[leaf].pool].insert(key);
+        }
+        for t in tasks {
+            let placed = loop {
+                let Some(leaf) = tree.choose() else { break None };
+                let pool = tree.branches[leaf].pool;
+                let Some(key) = pools[pool].take(rng) else {
+                    tree.exhaust(leaf);
+                    continue;
+                };
+                let i = key.node as usize;
+                match self.dynamic_check(i, &g) {
+                    Ok(()) => {
+                        self.commit(i, &g);
+                        tree.add_count(leaf, 1);
+                        // Still a candidate for the next task of the group unless now unusable.
+                        match self.dynamic_check(i, &g) {
+                            Ok(()) => pools[pool].insert(self.key(i, &g, key.tie)),
+                            Err(r) => why.add(r),
+                        }
+                        break Some(self.infos[i].node.id.clone());
+                    }
+                    Err(r) => why.add(r),
+                }
+            };
+            let outcome = placed.ok_or_else(|| why.render(self.infos.len()));
+            out.push(Decision { task_id: t.id.clone(), outcome });
+        }
+    }
+
+    fn key(&self, i: usize, g: &GroupSpec<'_>, tie: u64) -> Key {
+        let info = &self.infos[i];
+        let primary = match g.strategy {
+            Strategy::Spread => (self.service_count(i, g.service), info.tasks),
+            Strategy::Binpack => {
+                // Most allocated first: invert the score so the smallest key is the fullest node.
+                let total = &info.node.description.resources;
+                let used = total.minus(&info.available);
+                let score = ppm(used.nano_cpus, total.nano_cpus) + ppm(used.memory_bytes, total.memory_bytes);
+                (u64::MAX - score, u64::MAX - info.tasks)
+            }
+            Strategy::Random => (0, 0),
+        };
+        Key { primary, tie, node: i as u32 }
+    }
+}
+
+fn ppm(part: u64, whole: u64) -> u64 {
+    if whole == 0 {
+        0
+    } else {
+        ((u128::from(part) * 1_000_000) / u128::from(whole)) as u64
+    }
+}
+
+fn label_value<'n>(node: &'n Node, pref: &str) -> &'n str {
+    let lower = pref.to_ascii_lowercase();
+    let found = if lower.starts_with("node.labels.") {
+        node.spec.labels.get(&pref["node.labels.".len()..])
+    } else if lower.starts_with("engine.labels.") {
+        node.description.engine_labels.get(&pref["engine.labels.".len()..])
+    } else {
+        None
+    };
+    found.map(String::as_str).unwrap_or("")
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Key {
+    primary: (u64, u64),
+    tie: u64,
+    node: u32,
+}
+
+/// Candidate nodes of one leaf, best first.
+enum Pool {
+    Ordered(BTreeSet<Key>),
+    Random(Vec<Key>),
+}
+
+impl Pool {
+    fn new(strategy: Strategy) -> Self {
+        match strategy {
+            Strategy::Random => Pool::Random(Vec::new()),
+            _ => Pool::Ordered(BTreeSet::new()),
+        }
+    }
+    fn insert(&mut self, k: Key) {
+        match self {
+            Pool::Ordered(s) => {
+                s.insert(k);
+            }
+            Pool::Random(v) => v.push(k),
+        }
+    }
+    /// Removes and returns the best candidate (a random one for the random strategy).
+    fn take(&mut self, rng: &mut Rng) -> Option<Key> {
+        match self {
+            Pool::Ordered(s) => s.pop_first(),
+            Pool::Random(v) if v.is_empty() => None,
+            Pool::Random(v) => {
+                let i = rng.below(v.len());
+                Some(v.swap_remove(i))
+            }
+        }
+    }
+}
+
+/// The placement-preference tree: one branch per label value per level; leaves own pools.
+struct Tree {
+    branches: Vec<Branch>,
+}
+
+struct Branch {
+    count: u64,
+    exhausted: bool,
+    parent: Option<usize>,
+    children: BTreeMap<String, usize>,
+    pool: usize,
+}
+
+impl Tree {
+    fn new() -> Self {
+        Tree {
+            branches: vec![Branch {
+                count: 0,
+                exhausted: false,
+                parent: None,
+                children: BTreeMap::new(),
+                pool: usize::MAX,
+            }],
+        }
+    }
+
+    fn leaf_for(&mut self, path: &[&str], pools: &mut Vec<Pool>, strategy: Strategy) -> usize {
+        let mut b = 0;
+        for v in path {
+            b = match self.branches[b].children.get(*v) {
+                Some(&c) => c,
+                None => {
+                    let c = self.branches.len();
+                    self.branches.push(Branch {
+                        count: 0,
+                        exhausted: false,
+                        parent: Some(b),
+                        children: BTreeMap::new(),
+                        pool: usize::MAX,
+                    });
+                    self.branches[b].children.insert((*v).to_string(), c);
+                    c
+                }
+            };
+        }
+        if self.branches[b].pool == usize::MAX {
+            self.branches[b].pool = pools.len();
+            pools.push(Pool::new(strategy));
+        }
+        b
+    }
+
+    fn add_count(&mut self, leaf: usize, n: u64) {
+        let mut b = Some(leaf);
+        while let Some(i) = b {
+            self.branches[i].count += n;
+            b = self.branches[i].parent;
+        }
+    }
+
+    /// Descends to the leaf under the non-exhausted branch with the fewest tasks at each level.
+    fn choose(&self) -> Option<usize> {
+        let mut b = 0;
+        if self.branches[b].exhausted
+            || (self.branches[b].pool == usize::MAX && self.branches[b].children.is_empty())
+        {
+            return None;
+        }
+        while !self.branches[b].children.is_empty() {
+            b = self.branches[b]
+                .children
+                .values()
+                .copied()
+                .filter(|&c| !self.branches[c].exhausted)
+                .min_by_key(|&c| self.branches[c].count)?;
+        }
+        Some(b)
+    }
+
+    fn exhaust(&mut self, leaf: usize) {
+        self.branches[leaf].exhausted = true;
+        let mut b = self.branches[leaf].parent;
+        while let Some(i) = b {
+            if self.branches[i].children.values().all(|&c| self.branches[c].exhausted) {
+                self.branches[i].exhausted = true;
+                b = self.branches[i].parent;
+            } else {
+                break;
+            }
+        }
+    }
+}
