@@ -76,13 +76,15 @@ pub(crate) fn run(ctx: &mut Ctx<'_>) {
     }
 }
 
-/// Why a task must leave its node, if it must.
-fn node_problem(ctx: &Ctx<'_>, t: &Task) -> Option<&'static str> {
+/// Why a task must leave its node, if it must: the node is gone, down or drained, or no longer
+/// satisfies the service's constraints (labels changed; SwarmKit's constraint enforcer).
+fn node_problem(ctx: &Ctx<'_>, t: &Task, constraints: &[Constraint]) -> Option<&'static str> {
     let id = t.node_id.as_ref()?;
     match ctx.state.node(id) {
         None => Some("node removed"),
         Some(n) if n.status.state == NodeState::Down => Some("node down"),
         Some(n) if n.spec.availability == Availability::Drain => Some("node drained"),
+        Some(n) if !constraints.iter().all(|c| c.matches(n)) => Some("constraints no longer satisfied"),
         Some(_) => None,
     }
 }
@@ -120,10 +122,14 @@ fn supervise(
         SlotKey::Node(n) => (None, Some(n.clone())),
     };
     let policy = &svc.spec.task_template.restart_policy;
+    let constraints =
+        Constraint::parse_all(&svc.spec.task_template.placement.constraints).unwrap_or_default();
     let alone = current.len() == 1;
     for t in current.iter().copied().filter(|t| t.desired_state == TaskState::Running) {
-        if slot_no.is_some() {
-            if let Some(_why) = node_problem(ctx, t) {
+        // A task that already stopped is judged by its restart policy wherever it ran; one that
+        // still runs on a lost node is moved.
+        if slot_no.is_some() && !t.status.state.is_terminal() {
+            if node_problem(ctx, t, &constraints).is_some() {
                 // Not the task's fault: move it without counting a restart attempt.
                 ctx.set_desired(t, TaskState::Shutdown);
                 if alone {

@@ -119,8 +119,15 @@ pub(crate) fn run(ctx: &mut Ctx<'_>, svc: &Service, slots: &[(&Slot<'_>, bool)])
         }
     }
     for slot in dirty.into_iter().take(room as usize) {
-        if cfg.order == UpdateOrder::StopFirst {
-            for o in slot.current() {
+        // start-first keeps one old task serving (the newest that is up) until the new one is
+        // up; old tasks that are not up serve nobody, so they go first either way.
+        let current = slot.current();
+        let keep = match cfg.order {
+            UpdateOrder::StartFirst => current.iter().rev().find(|t| t.is_up()).map(|t| &t.id),
+            UpdateOrder::StopFirst => None,
+        };
+        for o in &current {
+            if Some(&o.id) != keep {
                 ctx.set_desired(o, TaskState::Shutdown);
             }
         }
