@@ -128,16 +128,15 @@ fn supervise(
     for t in current.iter().copied().filter(|t| t.desired_state == TaskState::Running) {
         // A task that already stopped is judged by its restart policy wherever it ran; one that
         // still runs on a lost node is moved.
-        if slot_no.is_some() && !t.status.state.is_terminal() {
-            if node_problem(ctx, t, &constraints).is_some() {
-                // Not the task's fault: move it without counting a restart attempt.
-                ctx.set_desired(t, TaskState::Shutdown);
-                if alone {
-                    ctx.new_task(svc, slot_no, None, t.restart_history.clone());
-                }
-                out.replaced = true;
-                continue;
+        if slot_no.is_some() && !t.status.state.is_terminal() && node_problem(ctx, t, &constraints).is_some()
+        {
+            // Not the task's fault: move it without counting a restart attempt.
+            ctx.set_desired(t, TaskState::Shutdown);
+            if alone {
+                ctx.new_task(svc, slot_no, None, t.restart_history.clone());
             }
+            out.replaced = true;
+            continue;
         }
         if !t.status.state.is_terminal() {
             continue;

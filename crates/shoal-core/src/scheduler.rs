@@ -84,6 +84,7 @@ impl Explanation {
 /// Per-node bookkeeping for one scheduling pass: the state's usage plus what this pass placed.
 struct NodeInfo<'s> {
     node: &'s Node,
+    usage: &'s shoal_state::NodeUsage,
     available: Resources,
     tasks: u64,
     placed_by_service: BTreeMap<ServiceId, u64>,
@@ -134,6 +135,7 @@ impl<'s> Scheduler<'s> {
             let u = state.usage(&node.id);
             infos.push(NodeInfo {
                 node,
+                usage: u,
                 available: node.description.resources.minus(&u.reserved),
                 tasks: u.tasks,
                 placed_by_service: BTreeMap::new(),
@@ -151,9 +153,11 @@ impl<'s> Scheduler<'s> {
     }
 
     fn port_in_use(&self, i: usize, ports: &[(Protocol, u16)]) -> Option<(Protocol, u16)> {
+        if ports.is_empty() {
+            return None;
+        }
         let info = &self.infos[i];
-        let used = &self.state.usage(&info.node.id).host_ports;
-        ports.iter().copied().find(|p| used.contains_key(p) || info.placed_ports.contains(p))
+        ports.iter().copied().find(|p| info.usage.host_ports.contains_key(p) || info.placed_ports.contains(p))
     }
 
     /// Filters that do not change while a group is placed.
@@ -189,7 +193,12 @@ impl<'s> Scheduler<'s> {
         let info = &mut self.infos[i];
         info.available.sub(g.reservation);
         info.tasks += 1;
-        *info.placed_by_service.entry(g.service.clone()).or_insert(0) += 1;
+        match info.placed_by_service.get_mut(g.service) {
+            Some(c) => *c += 1,
+            None => {
+                info.placed_by_service.insert(g.service.clone(), 1);
+            }
+        }
         info.placed_ports.extend(g.ports.iter().copied());
     }
 

@@ -95,7 +95,9 @@ pub struct Report {
 }
 
 pub fn run(cfg: &ScenarioConfig) -> Report {
-    let mut sim = Sim::new(SimConfig { nodes: cfg.nodes, seed: cfg.seed, ..Default::default() });
+    // Per-step checks cost O(tasks) twice a step; above a few thousand nodes check at phase ends.
+    let check_every_step = cfg.nodes <= 2_000;
+    let mut sim = Sim::new(SimConfig { nodes: cfg.nodes, seed: cfg.seed, check_every_step, ..Default::default() });
     let mut rng = Rng::new(cfg.seed ^ 0x5eed);
     for spec in services(cfg, &mut rng) {
         if let Err(e) = sim.create_service(spec) {
@@ -106,6 +108,7 @@ pub fn run(cfg: &ScenarioConfig) -> Report {
         Report { nodes: cfg.nodes, services: cfg.services, seed: cfg.seed, ..Default::default() };
     let start = sim.now;
     sim.settle(cfg.max_steps);
+    sim.check_now("checkpoint");
     report.phases.push(phase("create", &sim, start));
 
     if cfg.fail_nodes_pct > 0 {
@@ -123,6 +126,7 @@ pub fn run(cfg: &ScenarioConfig) -> Report {
         }
         let start = sim.now;
         sim.settle(cfg.max_steps);
+        sim.check_now("checkpoint");
         report.phases.push(phase(&format!("lose {n} nodes"), &sim, start));
     }
     for v in crate::check_converged(&sim.state) {

@@ -319,7 +319,7 @@ proptest! {
         spec.mode = ServiceMode::Replicated { replicas };
         let id = sim.create_service(spec).expect("valid");
         sim.settle(20);
-        let capacity = if mem_gb == 0 { u64::MAX } else { nodes as u64 * (16 / mem_gb) };
+        let capacity = 16u64.checked_div(mem_gb).map_or(u64::MAX, |per_node| nodes as u64 * per_node);
         let want = replicas.min(capacity);
         prop_assert_eq!(sim.running(&id), want);
         let pending: Vec<String> = sim.state.tasks_of_service(&id)
