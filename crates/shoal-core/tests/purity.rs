@@ -78,3 +78,17 @@ fn pure_crates_do_not_read_clocks_do_io_or_use_hash_order() {
     }
     assert!(checked >= 15, "only {checked} files checked");
 }
+
+#[test]
+fn only_the_raft_crate_names_openraft() {
+    let root = workspace_root();
+    let mut names = Vec::new();
+    for e in std::fs::read_dir(root.join("crates")).expect("crates dir").flatten() {
+        let manifest = e.path().join("Cargo.toml");
+        let Ok(text) = std::fs::read_to_string(&manifest) else { continue };
+        if text.lines().any(|l| l.trim_start().starts_with("openraft")) {
+            names.push(e.file_name().to_string_lossy().to_string());
+        }
+    }
+    assert_eq!(names, vec!["shoal-raft".to_string()], "crates that depend on openraft");
+}

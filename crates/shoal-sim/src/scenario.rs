@@ -97,7 +97,8 @@ pub struct Report {
 pub fn run(cfg: &ScenarioConfig) -> Report {
     // Per-step checks cost O(tasks) twice a step; above a few thousand nodes check at phase ends.
     let check_every_step = cfg.nodes <= 2_000;
-    let mut sim = Sim::new(SimConfig { nodes: cfg.nodes, seed: cfg.seed, check_every_step, ..Default::default() });
+    let mut sim =
+        Sim::new(SimConfig { nodes: cfg.nodes, seed: cfg.seed, check_every_step, ..Default::default() });
     let mut rng = Rng::new(cfg.seed ^ 0x5eed);
     for spec in services(cfg, &mut rng) {
         if let Err(e) = sim.create_service(spec) {

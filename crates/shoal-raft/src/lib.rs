@@ -1,0 +1,138 @@
+//! Shoal's replicated cluster store: openraft 0.9 with the log, the vote, the commit index and
+//! snapshots durable in redb, and [`shoal_state::ClusterState`] as the state machine.
+//!
+//! This is the only crate that names openraft; the rest of Shoal sees [`Request`] (a command and
+//! the proposal time chosen by the leader) and [`Response`].
+//!
+//! Durability: every append, vote and commit-index write is a redb transaction committed with
+//! `Durability::Immediate` (fsync) before openraft is told it is done, so an acknowledged write
+//! survives a crash of any minority of managers. The state machine lives in memory and is rebuilt
+//! on restart from the last snapshot (persisted in redb) plus the committed log after it.
+
+// openraft fixes the error type of every storage method; it is large, and boxing it here would
+// only add a conversion at each trait boundary.
+#![allow(clippy::result_large_err)]
+
+mod log_store;
+mod state_machine;
+
+pub use log_store::LogStore;
+pub use state_machine::{SharedState, StateMachineStore};
+
+use serde::{Deserialize, Serialize};
+use shoal_state::{Command, PlanItem, StateError};
+use shoal_types::Timestamp;
+use std::fmt;
+use std::io::Cursor;
+
+pub use openraft;
+
+/// Raft node id (a number; the mapping to Shoal node ids is in [`ManagerNode`]).
+pub type RaftId = u64;
+
+/// What the Raft membership records about a manager.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManagerNode {
+    /// `host:port` of its node-to-node (mTLS) endpoint.
+    pub addr: String,
+    /// The Shoal node id.
+    pub node_id: String,
+}
+
+impl fmt::Display for ManagerNode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}", self.node_id, self.addr)
+    }
+}
+
+/// A command with its proposal time: the leader stamps `at` once, so every replica applies the
+/// same command at the same time and computes the same state.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Request {
+    pub at: Timestamp,
+    pub command: Command,
+}
+
+impl fmt::Display for Request {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = serde_json::to_value(&self.command)
+            .ok()
+            .and_then(|v| v.get("command").and_then(|c| c.as_str()).map(str::to_string))
+            .unwrap_or_else(|| "command".into());
+        write!(f, "{name}@{}", self.at)
+    }
+}
+
+/// The kind of a refused command, so the API can answer 400/404/409 without parsing text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    NotFound,
+    Conflict,
+    Invalid,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandError {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl From<&StateError> for CommandError {
+    fn from(e: &StateError) -> Self {
+        let kind = match e {
+            StateError::NotFound { .. } => ErrorKind::NotFound,
+            StateError::VersionConflict { .. }
+            | StateError::AlreadyExists { .. }
+            | StateError::NameConflict(_) => ErrorKind::Conflict,
+            StateError::Invalid(_) | StateError::ModeChange { .. } | StateError::NoPreviousSpec(_) => {
+                ErrorKind::Invalid
+            }
+        };
+        CommandError { kind, message: e.to_string() }
+    }
+}
+
+/// The outcome of applying one [`Request`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Response {
+    /// The cluster-state index after the command (the version of every object it touched).
+    pub index: u64,
+    /// Why the command was refused; nothing changed.
+    pub error: Option<CommandError>,
+    /// Plan items that verification or the state machine refused, with the reason.
+    pub rejected: Vec<(PlanItem, String)>,
+}
+
+openraft::declare_raft_types!(
+    /// Shoal's Raft type configuration.
+    pub TypeConfig:
+        D = Request,
+        R = Response,
+        NodeId = RaftId,
+        Node = ManagerNode,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = Cursor<Vec<u8>>,
+        AsyncRuntime = openraft::TokioRuntime,
+);
+
+pub type Raft = openraft::Raft<TypeConfig>;
+pub type Entry = openraft::Entry<TypeConfig>;
+pub type LogId = openraft::LogId<RaftId>;
+pub type Vote = openraft::Vote<RaftId>;
+pub type StorageError = openraft::StorageError<RaftId>;
+pub type StoredMembership = openraft::StoredMembership<RaftId, ManagerNode>;
+pub type SnapshotMeta = openraft::SnapshotMeta<RaftId, ManagerNode>;
+
+/// Opens (or creates) the store in `path` (a redb file): the log store and the state machine,
+/// the latter restored from the last snapshot.
+pub fn open(path: &std::path::Path) -> Result<(LogStore, StateMachineStore), OpenError> {
+    let db = std::sync::Arc::new(redb::Database::create(path).map_err(|e| OpenError(e.to_string()))?);
+    let log = LogStore::new(db.clone()).map_err(|e| OpenError(e.to_string()))?;
+    let sm = StateMachineStore::new(db).map_err(|e| OpenError(e.to_string()))?;
+    Ok((log, sm))
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot open the raft store: {0}")]
+pub struct OpenError(pub String);
