@@ -13,7 +13,9 @@
 
 use crate::restart::{self, Restart};
 use crate::{updater, Ctx};
-use shoal_types::{Availability, Constraint, Node, NodeId, NodeState, Service, ServiceMode, Task, TaskState};
+use shoal_types::{
+    Availability, Constraint, Node, NodeId, NodeState, Service, ServiceMode, Task, TaskState, UpdateState,
+};
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -64,14 +66,16 @@ pub(crate) fn run(ctx: &mut Ctx<'_>) {
             }
         }
         for slot in slots.values() {
-            reap(ctx, &slot.tasks);
+            // History of a global task whose node is gone has nothing left to tell.
+            let node_gone = matches!(&slot.key, SlotKey::Node(n) if state.node(n).is_none());
+            reap(ctx, &slot.tasks, node_gone);
         }
     }
     // Tasks of removed services were told to stop and be removed; delete them once stopped.
     for sid in state.task_service_ids() {
         if state.service(sid).is_none() {
             let tasks: Vec<&Task> = state.tasks_of_service(sid).collect();
-            reap(ctx, &tasks);
+            reap(ctx, &tasks, false);
         }
     }
 }
@@ -122,14 +126,13 @@ fn supervise(
         SlotKey::Node(n) => (None, Some(n.clone())),
     };
     let policy = &svc.spec.task_template.restart_policy;
-    let constraints =
-        Constraint::parse_all(&svc.spec.task_template.placement.constraints).unwrap_or_default();
     let alone = current.len() == 1;
     for t in current.iter().copied().filter(|t| t.desired_state == TaskState::Running) {
         // A task that already stopped is judged by its restart policy wherever it ran; one that
-        // still runs on a lost node is moved.
-        if slot_no.is_some() && !t.status.state.is_terminal() && node_problem(ctx, t, &constraints).is_some()
-        {
+        // still runs on a lost node is moved. Constraints are the task's own (those it was placed
+        // with): a service whose constraints change is replaced by the updater at its pace.
+        let own = Constraint::parse_all(&t.spec.placement.constraints).unwrap_or_default();
+        if slot_no.is_some() && !t.status.state.is_terminal() && node_problem(ctx, t, &own).is_some() {
             // Not the task's fault: move it without counting a restart attempt.
             ctx.set_desired(t, TaskState::Shutdown);
             if alone {
@@ -168,16 +171,28 @@ fn replicated(ctx: &mut Ctx<'_>, svc: &Service, slots: &BTreeMap<SlotKey, Slot<'
     let mut removed: BTreeSet<SlotKey> = BTreeSet::new();
     for slot in slots.values() {
         let current = slot.current();
-        if current.is_empty() {
-            continue;
+        if !current.is_empty() {
+            active.push((slot, current));
         }
-        if supervise(ctx, svc, slot, &current, false).busy() {
+    }
+    let n = active.len() as u64;
+    // Scale-down is decided first, so a slot being removed is not also restarted or replaced.
+    if n > replicas {
+        for key in scale_down_order(&active, (n - replicas) as usize) {
+            if let Some((_, current)) = active.iter().find(|(s, _)| s.key == key) {
+                for t in current {
+                    ctx.set_desired(t, TaskState::Remove);
+                }
+            }
+            removed.insert(key);
+        }
+    }
+    for (slot, current) in &active {
+        if !removed.contains(&slot.key) && supervise(ctx, svc, slot, current, false).busy() {
             busy.insert(slot.key.clone());
         }
-        active.push((slot, current));
     }
 
-    let n = active.len() as u64;
     if n < replicas {
         let mut used: BTreeSet<u64> = active
             .iter()
@@ -194,15 +209,6 @@ fn replicated(ctx: &mut Ctx<'_>, svc: &Service, slots: &BTreeMap<SlotKey, Slot<'
             used.insert(next);
             ctx.new_task(svc, Some(next), None, Vec::new());
         }
-    } else if n > replicas {
-        for key in scale_down_order(&active, (n - replicas) as usize) {
-            if let Some((_, current)) = active.iter().find(|(s, _)| s.key == key) {
-                for t in current {
-                    ctx.set_desired(t, TaskState::Remove);
-                }
-            }
-            removed.insert(key);
-        }
     }
 
     let keep: Vec<(&Slot<'_>, bool)> = active
@@ -214,16 +220,20 @@ fn replicated(ctx: &mut Ctx<'_>, svc: &Service, slots: &BTreeMap<SlotKey, Slot<'
     updater::run(ctx, svc, &keep);
 }
 
-/// Which slots to remove on scale-down: unplaced ones first, then one at a time from the node
-/// that has the most replicas of the service, highest slot number first.
+/// Which slots to remove on scale-down: slots not serving (unplaced, starting, stopped or
+/// waiting to restart) first, then one at a time from the node that has the most replicas of the
+/// service, highest slot number first.
 fn scale_down_order(active: &[(&Slot<'_>, Vec<&Task>)], count: usize) -> Vec<SlotKey> {
     let mut unplaced: Vec<u64> = Vec::new();
     let mut by_node: BTreeMap<&NodeId, Vec<u64>> = BTreeMap::new();
     for (slot, current) in active {
         let SlotKey::Replica(no) = slot.key else { continue };
-        match current.last().and_then(|t| t.node_id.as_ref()) {
-            Some(node) => by_node.entry(node).or_default().push(no),
-            None => unplaced.push(no),
+        let newest = current.last();
+        match newest.and_then(|t| t.node_id.as_ref()) {
+            Some(node) if newest.is_some_and(|t| t.status.state == TaskState::Running) => {
+                by_node.entry(node).or_default().push(no)
+            }
+            _ => unplaced.push(no),
         }
     }
     let mut out: Vec<SlotKey> = Vec::with_capacity(count);
@@ -259,13 +269,18 @@ fn global(ctx: &mut Ctx<'_>, svc: &Service, slots: &BTreeMap<SlotKey, Slot<'_>>,
         return; // validated on write; nothing sensible to do with a corrupt spec
     };
     let mut keep: Vec<(&Slot<'_>, bool)> = Vec::new();
+    // While an update runs or is paused, the updater (or the operator) decides about old tasks.
+    let update_active = svc.update_status.as_ref().is_some_and(|u| {
+        u.state.is_active() || matches!(u.state, UpdateState::Paused | UpdateState::RollbackPaused)
+    });
     for node in state.nodes() {
         let key = SlotKey::Node(node.id.clone());
         let slot = slots.get(&key);
         let mut current = slot.map(Slot::current).unwrap_or_default();
         let fits = node_fits_service(node, &constraints, svc);
         if !fits || node.spec.availability == Availability::Drain {
-            for t in &current {
+            // A finished job run stays finished: only what is meant to run is stopped.
+            for t in current.iter().filter(|t| t.desired_state == TaskState::Running) {
                 ctx.set_desired(t, TaskState::Shutdown);
             }
             continue;
@@ -281,6 +296,20 @@ fn global(ctx: &mut Ctx<'_>, svc: &Service, slots: &BTreeMap<SlotKey, Slot<'_>>,
             continue; // global tasks cannot move; they come back with the node
         }
         let mut busy = false;
+        if !is_job && !update_active && node.is_schedulable() && !current.is_empty() {
+            // A node that was down or paused while an update ran still runs the old version:
+            // bring it up to date now (stop-first; there is no update to pace it).
+            if current
+                .iter()
+                .all(|t| t.spec_version != svc.spec_version && t.desired_state == TaskState::Running)
+            {
+                for t in &current {
+                    ctx.set_desired(t, TaskState::Shutdown);
+                }
+                ctx.new_task(svc, None, Some(node.id.clone()), Vec::new());
+                continue;
+            }
+        }
         if let Some(slot) = slot {
             busy = supervise(ctx, svc, slot, &current, is_job).busy();
             if !current.is_empty() && !is_job && node.is_schedulable() {
@@ -349,8 +378,8 @@ fn replicated_job(
 }
 
 /// Cleans up after tasks that are stopping or stopped, and trims the slot's history.
-fn reap(ctx: &mut Ctx<'_>, tasks: &[&Task]) {
-    let limit = ctx.state.config().task_history_limit as usize;
+fn reap(ctx: &mut Ctx<'_>, tasks: &[&Task], drop_history: bool) {
+    let limit = if drop_history { 0 } else { ctx.state.config().task_history_limit as usize };
     let mut history: Vec<&Task> = Vec::new();
     for t in tasks.iter().copied() {
         if t.desired_state <= TaskState::Complete || ctx.touched.contains(&t.id) {

@@ -40,8 +40,9 @@ pub(crate) fn decide(policy: &RestartPolicy, is_job: bool, t: &Task, now: Timest
     }
     let mut history = recent;
     history.push(now);
-    if history.len() > HISTORY_CAP {
-        history.drain(..history.len() - HISTORY_CAP);
+    let cap = HISTORY_CAP.max(usize::try_from(policy.max_attempts).unwrap_or(usize::MAX));
+    if history.len() > cap {
+        history.drain(..history.len() - cap);
     }
     Restart::Now(history)
 }

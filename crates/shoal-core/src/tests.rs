@@ -2,6 +2,7 @@
 //! tested in the simulator crate.
 
 use super::*;
+use crate::restart;
 use shoal_state::{Command, TaskStatusReport};
 use shoal_types::{Node, NodeState, ServiceId, ServiceMode, ServiceSpec, TaskTemplate, UpdateState};
 use std::time::Duration;
@@ -391,4 +392,64 @@ fn verify_refuses_to_fill_a_slot_twice() {
     let vb = verify(&w.state, b.plan);
     assert!(vb.plan.create_tasks.is_empty(), "second plan for the same slot refused");
     assert_eq!(w.state.tasks().len(), 1);
+}
+
+#[test]
+fn constraint_change_is_rolled_out_at_the_update_pace() {
+    let mut w = World::new(3);
+    let mut sp = spec("web", 6);
+    sp.update_config.parallelism = 1;
+    let svc = w.service(sp.clone());
+    w.converge(3);
+    // A constraint no node satisfies (a typo): the update must not take everything down at once.
+    sp.task_template.placement.constraints.push("node.labels.zone==eu-west1".into());
+    w.cmd(Command::UpdateService { id: svc.clone(), expected_version: None, spec: Box::new(sp) });
+    w.converge(5);
+    assert!(w.running(&svc).len() >= 5, "only one slot at a time is replaced: {}", w.running(&svc).len());
+}
+
+#[test]
+fn finished_global_job_does_not_rerun_after_drain_and_activate() {
+    let mut w = World::new(1);
+    let mut sp = spec("migrate", 0);
+    sp.mode = ServiceMode::GlobalJob;
+    let svc = w.service(sp);
+    w.converge(2);
+    let t = w.running(&svc)[0].id.clone();
+    w.fail(&t, TaskState::Complete);
+    w.converge(2);
+    let node = NodeId::new("n0");
+    for a in [shoal_types::Availability::Drain, shoal_types::Availability::Active] {
+        let mut spec = w.state.node(&node).expect("n0").spec.clone();
+        spec.availability = a;
+        w.cmd(Command::UpdateNodeSpec { id: node.clone(), expected_version: None, spec });
+        w.converge(2);
+    }
+    assert_eq!(w.state.tasks_of_service(&svc).count(), 1, "the job ran once");
+}
+
+#[test]
+fn max_attempts_above_the_history_cap_still_runs_out() {
+    let mut policy =
+        shoal_types::RestartPolicy { max_attempts: 70, delay: Duration::ZERO, ..Default::default() };
+    let mut t = task_fixture();
+    t.status.state = TaskState::Failed;
+    let mut restarts = 0;
+    loop {
+        match restart::decide(&policy, false, &t, Timestamp::from_secs(100)) {
+            restart::Restart::Now(h) => {
+                restarts += 1;
+                t.restart_history = h;
+            }
+            restart::Restart::Never(_) => break,
+            restart::Restart::At(_) => unreachable!("no delay"),
+        }
+        assert!(restarts <= 70, "never ran out");
+    }
+    assert_eq!(restarts, 70);
+    policy.max_attempts = 0;
+    assert!(matches!(
+        restart::decide(&policy, false, &t, Timestamp::from_secs(100)),
+        restart::Restart::Now(_)
+    ));
 }

@@ -62,6 +62,8 @@ pub(crate) fn run(ctx: &mut Ctx<'_>, svc: &Service, slots: &[(&Slot<'_>, bool)])
                 }
             }
             Some(n) if !n.status.state.is_terminal() => in_flight += 1,
+            // The new task stopped for good while an old one still serves: try the slot again.
+            Some(_) if !old.is_empty() => dirty.push(slot),
             Some(_) => {}
         }
     }
@@ -144,7 +146,18 @@ fn is_failure(t: &Task, is_job: bool, monitor: std::time::Duration, now: Timesta
         TaskState::Complete => !is_job,
         TaskState::Running => match t.status.health {
             Some(Health::Unhealthy) => true,
-            Some(Health::Starting) => now >= t.status.timestamp.saturating_add(monitor),
+            // Still starting: give it the time its health check needs to pass at least once
+            // (start period, then `retries + 1` probes), or `monitor`, whichever is longer.
+            Some(Health::Starting) => {
+                let grace = t
+                    .spec
+                    .health_check
+                    .as_ref()
+                    .map(|h| h.start_period + (h.interval + h.timeout) * (h.retries + 1))
+                    .unwrap_or_default()
+                    .max(monitor);
+                now >= t.status.timestamp.saturating_add(grace)
+            }
             _ => false,
         },
         _ => false,

@@ -46,7 +46,8 @@ pub fn services(cfg: &ScenarioConfig, rng: &mut Rng) -> Vec<ServiceSpec> {
                     total_completions: 1 + rng.below(20) as u64,
                 },
                 _ => ServiceMode::Replicated {
-                    replicas: 1 + rng.below(2 * cfg.replicas.max(1) as usize) as u64,
+                    replicas: 1 + rng.below(usize::try_from(cfg.replicas.clamp(1, 100_000) * 2).unwrap_or(2))
+                        as u64,
                 },
             };
             t.resources.reservations.memory_bytes = (rng.below(8) as u64) * (64 << 20);

@@ -337,7 +337,11 @@ impl ClusterState {
         }
         let old = std::mem::replace(&mut svc.spec, spec);
         svc.previous_spec = Some(old);
-        if template_changed || job_rerun {
+        if svc.spec.mode.is_job() && (template_changed || job_rerun) {
+            // A job re-runs from scratch; there is no rolling update to track.
+            svc.spec_version += 1;
+            svc.update_status = None;
+        } else if template_changed || job_rerun {
             svc.spec_version += 1;
             let state = if rollback { UpdateState::RollbackStarted } else { UpdateState::Updating };
             let message = if rollback { "rollback in progress" } else { "update in progress" };
@@ -519,8 +523,21 @@ impl ClusterState {
             out.skipped.push((item, format!("illegal transition {} -> {}", t.status.state, r.status.state)));
             return;
         }
+        // A task the scheduler has not placed yet (a global task is bound to its node from the
+        // start) may only be refused by the node, never started.
+        if t.status.state < TaskState::Assigned
+            && !matches!(r.status.state, TaskState::Rejected | TaskState::Shutdown)
+        {
+            out.skipped.push((item, "task has not been scheduled yet".into()));
+            return;
+        }
         let mut t = t.clone();
+        let changed_state = t.status.state != r.status.state;
         t.status = r.status;
+        if changed_state {
+            // State-change times come from the log, not from the reporting node's clock.
+            t.status.timestamp = at;
+        }
         self.commit_task(index, at, t, out);
     }
 

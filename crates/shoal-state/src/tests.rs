@@ -216,3 +216,25 @@ fn commands_serialize() {
     let back: Command = serde_json::from_str(&j).expect("back");
     assert_eq!(back, c);
 }
+
+#[test]
+fn reports_take_the_log_time_and_cannot_start_unscheduled_tasks() {
+    let mut s = setup();
+    let mut bound = task("g1", "s1");
+    bound.slot = None;
+    bound.node_id = Some(NodeId::new("n1")); // a global task, bound but not yet scheduled
+    s.apply(at(2), Command::ApplyPlan { plan: Plan { create_tasks: vec![bound], ..Default::default() } })
+        .expect("plan");
+    let running = TaskStatus { state: TaskState::Running, timestamp: at(999), ..Default::default() };
+    let r = TaskStatusReport { task_id: TaskId::new("g1"), status: running };
+    let out = s
+        .apply(at(3), Command::ReportTaskStatus { node_id: NodeId::new("n1"), reports: vec![r] })
+        .expect("ok");
+    assert_eq!(out.skipped.len(), 1, "a pending task cannot be reported running");
+    assert_eq!(s.usage(&NodeId::new("n1")).tasks, 0);
+    let rejected = TaskStatus { state: TaskState::Rejected, timestamp: at(999), ..Default::default() };
+    let r = TaskStatusReport { task_id: TaskId::new("g1"), status: rejected };
+    s.apply(at(4), Command::ReportTaskStatus { node_id: NodeId::new("n1"), reports: vec![r] }).expect("ok");
+    let t = s.task(&TaskId::new("g1")).expect("g1");
+    assert_eq!((t.status.state, t.status.timestamp), (TaskState::Rejected, at(4)), "time comes from the log");
+}

@@ -12,6 +12,8 @@ use std::fmt;
 pub const MIN_MEMORY_LIMIT: u64 = 4 << 20;
 /// Upper bound on replicas, to turn a typo into an error instead of a million tasks.
 pub const MAX_REPLICAS: u64 = 100_000;
+/// Upper bound on restart_policy.max_attempts (the restart history is kept per task).
+pub const MAX_RESTART_ATTEMPTS: u64 = 1_000;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FieldError {
@@ -165,6 +167,12 @@ fn validate_template(t: &TaskTemplate, e: &mut Errors) {
             }
             _ => {}
         }
+    }
+    if t.restart_policy.max_attempts > MAX_RESTART_ATTEMPTS {
+        e.push(
+            "task_template.restart_policy.max_attempts",
+            format!("{} is above the limit of {MAX_RESTART_ATTEMPTS}", t.restart_policy.max_attempts),
+        );
     }
     validate_resources(&t.resources, e);
     validate_placement(&t.placement, e);
