@@ -14,10 +14,14 @@
 #![allow(clippy::result_large_err)]
 
 mod log_store;
+mod network;
+mod node;
 mod state_machine;
 
 pub use log_store::LogStore;
-pub use state_machine::{SharedState, StateMachineStore};
+pub use network::SingleManagerNetwork;
+pub use node::{Consistency, NodeConfig, RaftNode, RaftStatus, RaftWatch, ReadError, StartError, WriteError};
+pub use state_machine::{SharedState, SmData, StateMachineStore};
 
 use serde::{Deserialize, Serialize};
 use shoal_state::{Command, PlanItem, StateError};

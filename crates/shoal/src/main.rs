@@ -1,10 +1,18 @@
-//! The `shoal` binary. Today it drives the simulator (`shoal simulate`); the daemon, cluster,
-//! node and service commands land with the control-plane issue.
+//! The `shoal` binary: the daemon (`shoal daemon`, `shoal dev`), the client commands that talk to
+//! it over its API socket, and the simulator (`shoal simulate`).
+
+mod cli;
+mod daemon;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use shoal_sim::scenario::{self, ScenarioConfig};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::time::Instant;
+
+const DEFAULT_SOCKET: &str = "/run/shoal/shoal.sock";
+const DEFAULT_DATA_DIR: &str = "/var/lib/shoal";
 
 #[derive(Parser)]
 #[command(name = "shoal", version, about = "Shoal: a container cluster orchestrator in one binary")]
@@ -15,8 +23,37 @@ struct Cli {
     /// Log format.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// The daemon to talk to: unix:///path/to/shoal.sock.
+    #[arg(short = 'H', long, global = true, env = "SHOAL_HOST", default_value = concat!("unix://", "/run/shoal/shoal.sock"))]
+    host: String,
     #[command(subcommand)]
     command: Cmd,
+}
+
+#[derive(clap::Args)]
+struct DaemonOpts {
+    /// Where the node keeps its state (Raft log, snapshots, identity).
+    #[arg(long, default_value = DEFAULT_DATA_DIR)]
+    data_dir: PathBuf,
+    /// The API socket (root only).
+    #[arg(long, default_value = DEFAULT_SOCKET)]
+    api_socket: PathBuf,
+    /// Address other nodes use to reach this one.
+    #[arg(long, default_value = "127.0.0.1:4242")]
+    advertise_addr: String,
+    /// Hostname to report (default: the machine's).
+    #[arg(long)]
+    hostname: Option<String>,
+    /// Engine label (`engine.labels.K` in constraints), repeatable.
+    #[arg(long = "label", value_parser = parse_label)]
+    labels: Vec<(String, String)>,
+}
+
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("expected KEY=VALUE, got {s:?}")),
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -33,6 +70,19 @@ enum Format {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Run a node (it joins or creates a cluster through `shoal cluster`).
+    Daemon(DaemonOpts),
+    /// Run a node that is at once a single-node cluster: manager and worker, embedded store.
+    Dev(DaemonOpts),
+    /// Cluster-wide commands.
+    #[command(subcommand)]
+    Cluster(cli::ClusterCmd),
+    /// Manage nodes.
+    #[command(subcommand)]
+    Node(cli::NodeCmd),
+    /// Manage services.
+    #[command(subcommand)]
+    Service(cli::ServiceCmd),
     /// Run the scheduling brain on a simulated cluster and print what it did.
     Simulate {
         /// Number of simulated nodes.
@@ -67,10 +117,42 @@ fn init_logging(level: &str, format: LogFormat) -> Result<()> {
     Ok(())
 }
 
-fn main() -> Result<()> {
+fn daemon_args(o: DaemonOpts, init: bool) -> daemon::DaemonArgs {
+    daemon::DaemonArgs {
+        data_dir: o.data_dir,
+        api_socket: o.api_socket,
+        advertise_addr: o.advertise_addr,
+        hostname: o.hostname,
+        labels: o.labels.into_iter().collect::<BTreeMap<_, _>>(),
+        init,
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")
+}
+
+fn main() -> std::process::ExitCode {
+    match real_main() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // The message, with its causes; no backtrace for a user-facing error.
+            eprintln!("Error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn real_main() -> Result<()> {
     let cli = Cli::parse();
     init_logging(&cli.log_level, cli.log_format)?;
+    let client = || shoal_api::Client::new(&cli.host);
     match cli.command {
+        Cmd::Daemon(o) => runtime()?.block_on(daemon::run(daemon_args(o, false)))?,
+        Cmd::Dev(o) => runtime()?.block_on(daemon::run(daemon_args(o, true)))?,
+        Cmd::Cluster(c) => runtime()?.block_on(async { cli::cluster(&client()?, c).await })?,
+        Cmd::Node(c) => runtime()?.block_on(async { cli::node(&client()?, c).await })?,
+        Cmd::Service(c) => runtime()?.block_on(async { cli::service(&client()?, c).await })?,
         Cmd::Simulate { nodes, services, replicas, seed, fail_nodes, format } => {
             if nodes == 0 {
                 bail!("--nodes must be at least 1");

@@ -1,0 +1,447 @@
+//! The `/v1` HTTP API served by every manager. JSON in and out; errors are
+//! `{"error": {"code", "message"}}` with 400/404/409 for bad input and 503 with a clear message
+//! when there is no quorum (a write or linearizable read never hangs past the quorum timeout).
+//! Reads are linearizable unless the query says `?stale=true`.
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use shoal_manager::{Consistency, Manager, ReadError, WriteError};
+use shoal_state::{ClusterState, Command};
+use shoal_types::{Availability, Node, NodeId, NodeSpec, Service, ServiceId, ServiceSpec, Task, Timestamp};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+type AppState = Arc<Manager>;
+
+/// An API error: status, stable code, human message.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError { status, code, message: message.into() }
+    }
+    fn not_found(what: &str, id: &str) -> Self {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("{what} {id} not found"))
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({"error": {"code": self.code, "message": self.message}});
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<WriteError> for ApiError {
+    fn from(e: WriteError) -> Self {
+        match e {
+            WriteError::Refused(c) => {
+                let (status, code) = match c.kind {
+                    shoal_manager::ErrorKind::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+                    shoal_manager::ErrorKind::Conflict => (StatusCode::CONFLICT, "conflict"),
+                    shoal_manager::ErrorKind::Invalid => (StatusCode::BAD_REQUEST, "invalid"),
+                };
+                ApiError::new(status, code, c.message)
+            }
+            e @ WriteError::NotLeader { .. } => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_leader", e.to_string())
+            }
+            WriteError::Unavailable(m) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", m),
+        }
+    }
+}
+
+impl From<ReadError> for ApiError {
+    fn from(e: ReadError) -> Self {
+        match e {
+            e @ ReadError::NotLeader { .. } => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_leader", e.to_string())
+            }
+            ReadError::Unavailable(m) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", m),
+        }
+    }
+}
+
+/// Rejects malformed JSON bodies with a 400 in the API's error format.
+pub struct JsonBody<T>(pub T);
+
+impl<S, T> axum::extract::FromRequest<S> for JsonBody<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(JsonBody(v)),
+            Err(e) => Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid", e.body_text())),
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct ReadQuery {
+    #[serde(default)]
+    pub stale: bool,
+    pub service: Option<String>,
+    pub node: Option<String>,
+    #[serde(default)]
+    pub force: bool,
+}
+
+impl ReadQuery {
+    fn consistency(&self) -> Consistency {
+        if self.stale {
+            Consistency::Stale
+        } else {
+            Consistency::Linearizable
+        }
+    }
+}
+
+async fn read<T>(m: &Manager, q: &ReadQuery, f: impl FnOnce(&ClusterState) -> T) -> Result<T, ApiError> {
+    Ok(m.node.read(q.consistency(), f).await?)
+}
+
+/// Everything the API serves, for the OpenAPI document and `shoal` CLI discovery.
+pub const ROUTES: &[(&str, &str, &str)] = &[
+    ("get", "/v1/cluster", "cluster and Raft status of this manager"),
+    ("post", "/v1/cluster/init", "make this manager the first member of a new cluster"),
+    ("get", "/v1/nodes", "list nodes"),
+    ("get", "/v1/nodes/{id}", "inspect a node (id or hostname)"),
+    ("post", "/v1/nodes/{id}/update", "change availability and labels"),
+    ("delete", "/v1/nodes/{id}", "remove a node (?force=true for a node that is still up)"),
+    ("get", "/v1/services", "list services"),
+    ("post", "/v1/services", "create a service from a ServiceSpec"),
+    ("get", "/v1/services/{id}", "inspect a service (id or name)"),
+    ("post", "/v1/services/{id}/update", "replace a service's spec"),
+    ("post", "/v1/services/{id}/rollback", "return to the previous spec"),
+    ("delete", "/v1/services/{id}", "remove a service and stop its tasks"),
+    ("get", "/v1/tasks", "list tasks (?service=, ?node=)"),
+    ("get", "/v1/openapi.json", "this document"),
+];
+
+pub fn router(manager: Arc<Manager>) -> Router {
+    Router::new()
+        .route("/v1/cluster", get(cluster))
+        .route("/v1/cluster/init", post(cluster_init))
+        .route("/v1/nodes", get(list_nodes))
+        .route("/v1/nodes/{id}", get(inspect_node).delete(remove_node))
+        .route("/v1/nodes/{id}/update", post(update_node))
+        .route("/v1/services", get(list_services).post(create_service))
+        .route("/v1/services/{id}", get(inspect_service).delete(remove_service))
+        .route("/v1/services/{id}/update", post(update_service))
+        .route("/v1/services/{id}/rollback", post(rollback_service))
+        .route("/v1/tasks", get(list_tasks))
+        .route("/v1/openapi.json", get(openapi))
+        .fallback(|| async {
+            ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint (see /v1/openapi.json)")
+        })
+        .with_state(manager)
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ClusterInfo {
+    pub raft: shoal_manager::RaftStatus,
+    pub index: u64,
+    pub nodes: usize,
+    pub services: usize,
+    pub tasks: usize,
+}
+
+async fn cluster(
+    State(m): State<AppState>,
+    Query(q): Query<ReadQuery>,
+) -> Result<Json<ClusterInfo>, ApiError> {
+    let raft = m.node.status();
+    let (index, nodes, services, tasks) =
+        read(&m, &q, |s| (s.index(), s.nodes().len(), s.services().len(), s.tasks().len())).await?;
+    Ok(Json(ClusterInfo { raft, index, nodes, services, tasks }))
+}
+
+async fn cluster_init(State(m): State<AppState>) -> Result<Json<ClusterInfo>, ApiError> {
+    if m.node.status().leader.is_some() || !m.node.status().voters.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            "this node is already part of a cluster (see `shoal cluster inspect`)",
+        ));
+    }
+    m.node
+        .initialize()
+        .await
+        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e.to_string()))?;
+    if m.node.wait_for_leader(std::time::Duration::from_secs(10)).await.is_none() {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "no leader elected within 10s",
+        ));
+    }
+    cluster(State(m), Query(ReadQuery::default())).await
+}
+
+fn find_node<'s>(s: &'s ClusterState, key: &str) -> Option<&'s Node> {
+    s.node(&NodeId::new(key)).or_else(|| s.nodes().find(|n| n.description.hostname == key))
+}
+
+fn find_service<'s>(s: &'s ClusterState, key: &str) -> Option<&'s Service> {
+    s.service(&ServiceId::new(key)).or_else(|| s.service_by_name(key))
+}
+
+async fn list_nodes(
+    State(m): State<AppState>,
+    Query(q): Query<ReadQuery>,
+) -> Result<Json<Vec<Node>>, ApiError> {
+    Ok(Json(read(&m, &q, |s| s.nodes().cloned().collect()).await?))
+}
+
+async fn inspect_node(
+    State(m): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<ReadQuery>,
+) -> Result<Json<Node>, ApiError> {
+    read(&m, &q, |s| find_node(s, &id).cloned())
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found("node", &id))
+}
+
+/// A partial node update, as `shoal node update` sends it.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct NodeUpdate {
+    pub version: Option<u64>,
+    pub availability: Option<Availability>,
+    pub role: Option<shoal_types::NodeRole>,
+    pub label_add: BTreeMap<String, String>,
+    pub label_rm: Vec<String>,
+}
+
+async fn update_node(
+    State(m): State<AppState>,
+    Path(id): Path<String>,
+    JsonBody(u): JsonBody<NodeUpdate>,
+) -> Result<Json<Node>, ApiError> {
+    let q = ReadQuery::default();
+    let node = read(&m, &q, |s| find_node(s, &id).cloned())
+        .await?
+        .ok_or_else(|| ApiError::not_found("node", &id))?;
+    if let Some(k) = u.label_add.keys().find(|k| k.trim().is_empty()) {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid", format!("invalid label key {k:?}")));
+    }
+    let mut spec: NodeSpec = node.spec.clone();
+    if let Some(a) = u.availability {
+        spec.availability = a;
+    }
+    if let Some(r) = u.role {
+        spec.role = r;
+    }
+    spec.labels.extend(u.label_add);
+    for k in &u.label_rm {
+        if spec.labels.remove(k).is_none() {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid",
+                format!("node has no label {k:?}"),
+            ));
+        }
+    }
+    let expected_version = Some(u.version.unwrap_or(node.version));
+    m.node.write(Command::UpdateNodeSpec { id: node.id.clone(), expected_version, spec }).await?;
+    let q = ReadQuery { stale: true, ..Default::default() };
+    read(&m, &q, |s| s.node(&node.id).cloned())
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found("node", &id))
+}
+
+async fn remove_node(
+    State(m): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<ReadQuery>,
+) -> Result<StatusCode, ApiError> {
+    let node = read(&m, &ReadQuery::default(), |s| find_node(s, &id).cloned())
+        .await?
+        .ok_or_else(|| ApiError::not_found("node", &id))?;
+    if node.status.state == shoal_types::NodeState::Ready && !q.force {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            format!("node {} is ready: drain and stop it first, or use --force", node.id),
+        ));
+    }
+    if node.id.as_str() == m.node.config().node.node_id {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            "a manager cannot remove itself; demote it or run `shoal cluster leave` on it",
+        ));
+    }
+    m.node.write(Command::RemoveNode { id: node.id }).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn list_services(
+    State(m): State<AppState>,
+    Query(q): Query<ReadQuery>,
+) -> Result<Json<Vec<Service>>, ApiError> {
+    Ok(Json(read(&m, &q, |s| s.services().cloned().collect()).await?))
+}
+
+async fn inspect_service(
+    State(m): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<ReadQuery>,
+) -> Result<Json<Service>, ApiError> {
+    read(&m, &q, |s| find_service(s, &id).cloned())
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found("service", &id))
+}
+
+/// New object ids: 25 base-36 characters from the OS random source.
+fn new_id() -> String {
+    let mut b = [0u8; 16];
+    if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b).is_err() {
+        let t = Timestamp::from_system_time(std::time::SystemTime::now()).as_nanos();
+        b[..8].copy_from_slice(&t.to_le_bytes());
+    }
+    let hi = u64::from_le_bytes(b[..8].try_into().unwrap_or_default());
+    let lo = u64::from_le_bytes(b[8..].try_into().unwrap_or_default());
+    shoal_types::id::id_from_bits(hi, lo)
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Created {
+    pub id: String,
+}
+
+async fn create_service(
+    State(m): State<AppState>,
+    JsonBody(spec): JsonBody<ServiceSpec>,
+) -> Result<(StatusCode, Json<Created>), ApiError> {
+    spec.validate().map_err(|e| {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid", format!("invalid service spec: {e}"))
+    })?;
+    let id = new_id();
+    let svc = Service {
+        id: ServiceId::new(id.clone()),
+        version: 0,
+        created_at: Timestamp::ZERO,
+        updated_at: Timestamp::ZERO,
+        spec,
+        spec_version: 0,
+        previous_spec: None,
+        update_status: None,
+    };
+    m.node.write(Command::CreateService { service: Box::new(svc) }).await?;
+    Ok((StatusCode::CREATED, Json(Created { id })))
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ServiceUpdate {
+    /// The service version the change is based on (optimistic concurrency); omit to overwrite.
+    pub version: Option<u64>,
+    pub spec: ServiceSpec,
+}
+
+async fn service_id(m: &Manager, key: &str) -> Result<ServiceId, ApiError> {
+    read(m, &ReadQuery::default(), |s| find_service(s, key).map(|s| s.id.clone()))
+        .await?
+        .ok_or_else(|| ApiError::not_found("service", key))
+}
+
+async fn update_service(
+    State(m): State<AppState>,
+    Path(key): Path<String>,
+    JsonBody(u): JsonBody<ServiceUpdate>,
+) -> Result<Json<Service>, ApiError> {
+    let id = service_id(&m, &key).await?;
+    m.node
+        .write(Command::UpdateService { id: id.clone(), expected_version: u.version, spec: Box::new(u.spec) })
+        .await?;
+    let q = ReadQuery { stale: true, ..Default::default() };
+    read(&m, &q, |s| s.service(&id).cloned())
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found("service", &key))
+}
+
+async fn rollback_service(
+    State(m): State<AppState>,
+    Path(key): Path<String>,
+) -> Result<Json<Service>, ApiError> {
+    let id = service_id(&m, &key).await?;
+    m.node.write(Command::RollbackService { id: id.clone(), expected_version: None }).await?;
+    let q = ReadQuery { stale: true, ..Default::default() };
+    read(&m, &q, |s| s.service(&id).cloned())
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found("service", &key))
+}
+
+async fn remove_service(State(m): State<AppState>, Path(key): Path<String>) -> Result<StatusCode, ApiError> {
+    let id = service_id(&m, &key).await?;
+    m.node.write(Command::RemoveService { id }).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn list_tasks(
+    State(m): State<AppState>,
+    Query(q): Query<ReadQuery>,
+) -> Result<Json<Vec<Task>>, ApiError> {
+    let tasks = read(&m, &q, |s| {
+        let svc = q.service.as_deref().map(|k| find_service(s, k).map(|x| x.id.clone()));
+        let node = q.node.as_deref().map(|k| find_node(s, k).map(|x| x.id.clone()));
+        match (svc, node) {
+            (Some(None), _) => Err(ApiError::not_found("service", q.service.as_deref().unwrap_or(""))),
+            (_, Some(None)) => Err(ApiError::not_found("node", q.node.as_deref().unwrap_or(""))),
+            (Some(Some(sid)), n) => Ok(s
+                .tasks_of_service(&sid)
+                .filter(|t| n.as_ref().is_none_or(|n| n.as_ref() == t.node_id.as_ref()))
+                .cloned()
+                .collect()),
+            (None, Some(Some(nid))) => Ok(s.tasks_on_node(&nid).cloned().collect()),
+            (None, None) => Ok(s.tasks().cloned().collect()),
+        }
+    })
+    .await??;
+    Ok(Json(tasks))
+}
+
+async fn openapi() -> Json<serde_json::Value> {
+    let mut paths = serde_json::Map::new();
+    for (method, path, summary) in ROUTES {
+        let entry = paths.entry(path.to_string()).or_insert_with(|| json!({}));
+        if let Some(obj) = entry.as_object_mut() {
+            obj.insert(
+                method.to_string(),
+                json!({
+                    "summary": summary,
+                    "responses": {
+                        "200": {"description": "success (JSON)"},
+                        "4XX": {"description": "bad input: {\"error\": {\"code\", \"message\"}}"},
+                        "503": {"description": "no quorum or no leader: {\"error\": {\"code\", \"message\"}}"}
+                    }
+                }),
+            );
+        }
+    }
+    Json(json!({
+        "openapi": "3.0.3",
+        "info": {"title": "Shoal API", "version": env!("CARGO_PKG_VERSION")},
+        "paths": paths,
+    }))
+}

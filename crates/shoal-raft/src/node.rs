@@ -1,0 +1,277 @@
+//! A running Raft member: wraps openraft so the rest of Shoal never names it. Writes carry the
+//! proposer's clock (`Request::at`); reads are linearizable (read-index) or stale.
+
+use crate::{
+    CommandError, ManagerNode, Raft, RaftId, Request, Response, SharedState, StateMachineStore, TypeConfig,
+};
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::network::RaftNetworkFactory;
+use openraft::{RaftMetrics, ServerState};
+use serde::{Deserialize, Serialize};
+use shoal_state::{ClusterState, Command, Event};
+use shoal_types::Timestamp;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, PoisonError};
+use std::time::{Duration, SystemTime};
+use tokio::sync::{broadcast, watch};
+
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    pub data_dir: PathBuf,
+    pub raft_id: RaftId,
+    pub node: ManagerNode,
+    /// Election timeout range; chosen for sub-2-second failover on a LAN.
+    pub election_timeout_ms: (u64, u64),
+    pub heartbeat_ms: u64,
+    /// How long a write or a linearizable read may wait for a quorum.
+    pub quorum_timeout: Duration,
+}
+
+impl NodeConfig {
+    pub fn new(data_dir: PathBuf, raft_id: RaftId, node: ManagerNode) -> Self {
+        NodeConfig {
+            data_dir,
+            raft_id,
+            node,
+            election_timeout_ms: (400, 800),
+            heartbeat_ms: 100,
+            quorum_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("data directory {0}: {1}")]
+    DataDir(PathBuf, std::io::Error),
+    #[error(transparent)]
+    Store(#[from] crate::OpenError),
+    #[error("raft: {0}")]
+    Raft(String),
+}
+
+/// Why a write did not happen. `Refused` is the caller's fault (4xx); the others are the
+/// cluster's (503, or retry at the leader).
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error("{}", .0.message)]
+    Refused(CommandError),
+    #[error("not the leader{}", leader_hint(.leader))]
+    NotLeader { leader: Option<ManagerNode> },
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("not the leader{}", leader_hint(.leader))]
+    NotLeader { leader: Option<ManagerNode> },
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+fn leader_hint(l: &Option<ManagerNode>) -> String {
+    match l {
+        Some(n) => format!(" (leader is {} at {})", n.node_id, n.addr),
+        None => " and no leader is known".into(),
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Consistency {
+    /// Read-index: the answer reflects every write acknowledged before the read started.
+    #[default]
+    Linearizable,
+    /// The local replica as it is (works without a quorum).
+    Stale,
+}
+
+/// What `cluster inspect` / `cluster health` show about this manager's view of Raft.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RaftStatus {
+    pub raft_id: RaftId,
+    pub node_id: String,
+    pub state: String,
+    pub term: u64,
+    pub leader: Option<RaftId>,
+    pub leader_node: Option<ManagerNode>,
+    pub last_log_index: Option<u64>,
+    pub last_applied: Option<u64>,
+    /// Milliseconds since a quorum last acknowledged this leader (leaders only).
+    pub millis_since_quorum_ack: Option<u64>,
+    pub voters: BTreeMap<RaftId, ManagerNode>,
+    pub learners: BTreeMap<RaftId, ManagerNode>,
+}
+
+/// A change in Raft's view (term, leader, membership): `changed().await`.
+pub struct RaftWatch(watch::Receiver<RaftMetrics<RaftId, ManagerNode>>);
+
+impl RaftWatch {
+    pub async fn changed(&mut self) -> bool {
+        self.0.changed().await.is_ok()
+    }
+}
+
+pub struct RaftNode {
+    cfg: NodeConfig,
+    raft: Raft,
+    sm: StateMachineStore,
+    shared: SharedState,
+}
+
+impl RaftNode {
+    /// Opens the store in `data_dir` and starts the Raft member.
+    pub async fn start<N>(cfg: NodeConfig, network: N) -> Result<RaftNode, StartError>
+    where
+        N: RaftNetworkFactory<TypeConfig>,
+    {
+        std::fs::create_dir_all(&cfg.data_dir).map_err(|e| StartError::DataDir(cfg.data_dir.clone(), e))?;
+        let (log, sm) = crate::open(&cfg.data_dir.join("raft.redb"))?;
+        let raft_config = openraft::Config {
+            cluster_name: "shoal".into(),
+            election_timeout_min: cfg.election_timeout_ms.0,
+            election_timeout_max: cfg.election_timeout_ms.1,
+            heartbeat_interval: cfg.heartbeat_ms,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(2_000),
+            max_in_snapshot_log_to_keep: 500,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| StartError::Raft(e.to_string()))?;
+        let raft = Raft::new(cfg.raft_id, Arc::new(raft_config), network, log, sm.clone())
+            .await
+            .map_err(|e| StartError::Raft(e.to_string()))?;
+        let shared = sm.shared();
+        Ok(RaftNode { cfg, raft, sm, shared })
+    }
+
+    /// Makes this member the first voter of a new cluster. Idempotent.
+    pub async fn initialize(&self) -> Result<(), StartError> {
+        if self.raft.is_initialized().await.map_err(|e| StartError::Raft(e.to_string()))? {
+            return Ok(());
+        }
+        let members = BTreeMap::from([(self.cfg.raft_id, self.cfg.node.clone())]);
+        match self.raft.initialize(members).await {
+            Ok(()) | Err(RaftError::APIError(openraft::error::InitializeError::NotAllowed(_))) => Ok(()),
+            Err(e) => Err(StartError::Raft(e.to_string())),
+        }
+    }
+
+    pub fn config(&self) -> &NodeConfig {
+        &self.cfg
+    }
+    /// Commits `command` through Raft and returns what applying it did.
+    pub async fn write(&self, command: Command) -> Result<Response, WriteError> {
+        let req = Request { at: Timestamp::from_system_time(SystemTime::now()), command };
+        let res = tokio::time::timeout(self.cfg.quorum_timeout, self.raft.client_write(req)).await;
+        match res {
+            Err(_) => Err(WriteError::Unavailable(format!(
+                "no quorum: the write was not committed within {}s (check `shoal cluster health`)",
+                self.cfg.quorum_timeout.as_secs()
+            ))),
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+                Err(WriteError::NotLeader { leader: f.leader_node })
+            }
+            Ok(Err(e)) => Err(WriteError::Unavailable(format!("write failed: {e}"))),
+            Ok(Ok(resp)) => match resp.data.error {
+                Some(e) => Err(WriteError::Refused(e)),
+                None => Ok(resp.data),
+            },
+        }
+    }
+
+    /// Runs `f` on the cluster state with the requested consistency.
+    pub async fn read<T>(
+        &self,
+        consistency: Consistency,
+        f: impl FnOnce(&ClusterState) -> T,
+    ) -> Result<T, ReadError> {
+        if consistency == Consistency::Linearizable {
+            let r = tokio::time::timeout(self.cfg.quorum_timeout, self.raft.ensure_linearizable()).await;
+            match r {
+                Err(_) => {
+                    return Err(ReadError::Unavailable(format!(
+                        "no quorum: a linearizable read could not be confirmed within {}s (use ?stale=true to read \
+                         this manager's replica)",
+                        self.cfg.quorum_timeout.as_secs()
+                    )))
+                }
+                Ok(Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f)))) => {
+                    return Err(ReadError::NotLeader { leader: f.leader_node })
+                }
+                Ok(Err(e)) => return Err(ReadError::Unavailable(format!("read failed: {e}"))),
+                Ok(Ok(_)) => {}
+            }
+        }
+        let d = self.shared.read().unwrap_or_else(PoisonError::into_inner);
+        Ok(f(&d.state))
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
+        self.sm.subscribe()
+    }
+
+    pub fn status(&self) -> RaftStatus {
+        let m = self.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        let mut voters = BTreeMap::new();
+        let mut learners = BTreeMap::new();
+        for (id, node) in membership.nodes() {
+            if membership.voter_ids().any(|v| v == *id) {
+                voters.insert(*id, node.clone());
+            } else {
+                learners.insert(*id, node.clone());
+            }
+        }
+        let leader_node = m.current_leader.and_then(|l| membership.get_node(&l).cloned());
+        RaftStatus {
+            raft_id: self.cfg.raft_id,
+            node_id: self.cfg.node.node_id.clone(),
+            state: format!("{:?}", m.state).to_lowercase(),
+            term: m.current_term,
+            leader: m.current_leader,
+            leader_node,
+            last_log_index: m.last_log_index,
+            last_applied: m.last_applied.map(|l| l.index),
+            millis_since_quorum_ack: m.millis_since_quorum_ack,
+            voters,
+            learners,
+        }
+    }
+
+    pub fn is_leader(&self) -> bool {
+        let m = self.raft.metrics().borrow().clone();
+        m.state == ServerState::Leader && m.current_leader == Some(self.cfg.raft_id)
+    }
+
+    /// Waits until some manager is leader (or `timeout` passes).
+    pub async fn wait_for_leader(&self, timeout: Duration) -> Option<RaftId> {
+        let mut rx = self.raft.metrics();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(l) = rx.borrow().current_leader {
+                return Some(l);
+            }
+            if tokio::time::timeout_at(deadline, rx.changed()).await.is_err() {
+                return None;
+            }
+        }
+    }
+
+    pub async fn shutdown(&self) {
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(error = %e, "raft shutdown");
+        }
+    }
+
+    pub fn watch(&self) -> RaftWatch {
+        RaftWatch(self.raft.metrics())
+    }
+
+    /// The local replica's state (no consistency check): for the leader's own controllers.
+    pub fn local_state(&self) -> std::sync::RwLockReadGuard<'_, crate::state_machine::SmData> {
+        self.shared.read().unwrap_or_else(PoisonError::into_inner)
+    }
+}

@@ -1,0 +1,393 @@
+//! Client commands: talk to the local daemon's API and print tables or `--format json`.
+
+use anyhow::{bail, Result};
+use clap::{Args, Subcommand, ValueEnum};
+use shoal_api::{Client, ClusterInfo, Created, NodeUpdate};
+use shoal_types::{Availability, Node, Service, ServiceMode, ServiceSpec, Task, TaskState};
+use std::collections::BTreeMap;
+
+#[derive(Clone, Copy, Debug, Default, ValueEnum, PartialEq, Eq)]
+pub enum Format {
+    #[default]
+    Table,
+    Json,
+}
+
+#[derive(Args)]
+pub struct ListOpts {
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+    /// Only print IDs.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Read this manager's replica without confirming with a quorum.
+    #[arg(long)]
+    pub stale: bool,
+}
+
+#[derive(Subcommand)]
+pub enum ClusterCmd {
+    /// Make the local daemon the first manager of a new cluster.
+    Init,
+    /// Show the cluster and this manager's Raft view.
+    Inspect {
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum NodeCmd {
+    /// List nodes.
+    Ls(ListOpts),
+    /// Show one node.
+    Inspect {
+        node: String,
+        #[arg(long, value_enum, default_value_t = Format::Json)]
+        format: Format,
+    },
+    /// Change a node's availability or labels.
+    Update {
+        node: String,
+        #[arg(long, value_parser = parse_availability)]
+        availability: Option<Availability>,
+        #[arg(long = "label-add", value_parser = parse_kv)]
+        label_add: Vec<(String, String)>,
+        #[arg(long = "label-rm")]
+        label_rm: Vec<String>,
+    },
+    /// Remove a node from the cluster.
+    Rm {
+        node: String,
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ServiceCmd {
+    /// Create a service (a minimal form; the services issue adds every docker flag).
+    Create {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        replicas: Option<u64>,
+        #[arg(long, default_value = "replicated")]
+        mode: String,
+        /// Task driver (process, oci, docker).
+        #[arg(long)]
+        driver: Option<String>,
+        #[arg(long = "env", short = 'e', value_parser = parse_kv)]
+        env: Vec<(String, String)>,
+        #[arg(long = "constraint")]
+        constraints: Vec<String>,
+        /// With `--driver process` every positional is the command; otherwise IMAGE [COMMAND...].
+        #[arg(trailing_var_arg = true, required = true)]
+        args: Vec<String>,
+    },
+    /// List services.
+    Ls(ListOpts),
+    /// List the tasks of a service.
+    Ps {
+        service: String,
+        #[command(flatten)]
+        opts: ListOpts,
+    },
+    /// Show one service.
+    Inspect {
+        service: String,
+        #[arg(long, value_enum, default_value_t = Format::Json)]
+        format: Format,
+    },
+    /// Remove a service and stop its tasks.
+    Rm { services: Vec<String> },
+}
+
+fn parse_kv(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("expected KEY=VALUE, got {s:?}")),
+    }
+}
+
+fn parse_availability(s: &str) -> Result<Availability, String> {
+    match s {
+        "active" => Ok(Availability::Active),
+        "pause" => Ok(Availability::Pause),
+        "drain" => Ok(Availability::Drain),
+        _ => Err(format!("availability must be active, pause or drain, not {s:?}")),
+    }
+}
+
+fn stale_q(stale: bool) -> &'static str {
+    if stale {
+        "?stale=true"
+    } else {
+        ""
+    }
+}
+
+fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+/// Prints rows as aligned columns.
+fn table(headers: &[&str], rows: Vec<Vec<String>>) {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for r in &rows {
+        for (i, c) in r.iter().enumerate() {
+            widths[i] = widths[i].max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let mut out = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                out.push_str(c);
+            } else {
+                out.push_str(&format!("{:<w$}   ", c, w = widths[i]));
+            }
+        }
+        println!("{}", out.trim_end());
+    };
+    line(headers.iter().map(|h| h.to_string()).collect());
+    for r in rows {
+        line(r);
+    }
+}
+
+pub async fn cluster(c: &Client, cmd: ClusterCmd) -> Result<()> {
+    match cmd {
+        ClusterCmd::Init => {
+            let info: ClusterInfo = c.post("/v1/cluster/init", &serde_json::json!({})).await?;
+            println!(
+                "Cluster initialized: this node ({}) is now a manager and the leader.",
+                info.raft.node_id
+            );
+        }
+        ClusterCmd::Inspect { format } => {
+            let info: ClusterInfo = c.get("/v1/cluster").await?;
+            if format == Format::Json {
+                return print_json(&info);
+            }
+            let r = &info.raft;
+            println!("Manager:        {} (raft id {})", r.node_id, r.raft_id);
+            println!("Raft state:     {}", r.state);
+            println!("Term:           {}", r.term);
+            let leader =
+                r.leader_node.as_ref().map_or("none".to_string(), |n| format!("{} at {}", n.node_id, n.addr));
+            println!("Leader:         {leader}");
+            println!("Last log index: {}", r.last_log_index.map_or("-".into(), |i| i.to_string()));
+            println!("Applied index:  {}", r.last_applied.map_or("-".into(), |i| i.to_string()));
+            println!("Managers:       {}", r.voters.len());
+            println!("State index:    {}", info.index);
+            println!("Nodes: {}   Services: {}   Tasks: {}", info.nodes, info.services, info.tasks);
+        }
+    }
+    Ok(())
+}
+
+pub async fn node(c: &Client, cmd: NodeCmd) -> Result<()> {
+    match cmd {
+        NodeCmd::Ls(o) => {
+            let nodes: Vec<Node> = c.get(&format!("/v1/nodes{}", stale_q(o.stale))).await?;
+            let info: Option<ClusterInfo> = c.get("/v1/cluster?stale=true").await.ok();
+            let me = info.map(|i| i.raft.node_id).unwrap_or_default();
+            if o.quiet {
+                nodes.iter().for_each(|n| println!("{}", n.id));
+                return Ok(());
+            }
+            if o.format == Format::Json {
+                return print_json(&nodes);
+            }
+            let rows = nodes
+                .iter()
+                .map(|n| {
+                    let id = if n.id.as_str() == me { format!("{} *", n.id) } else { n.id.to_string() };
+                    let manager = match &n.manager_status {
+                        Some(m) if m.leader => "Leader".to_string(),
+                        Some(m) => format!("{:?}", m.reachability),
+                        None => String::new(),
+                    };
+                    vec![
+                        id,
+                        n.description.hostname.clone(),
+                        format!("{:?}", n.status.state),
+                        format!("{:?}", n.spec.availability),
+                        manager,
+                        n.description.engine_version.clone(),
+                    ]
+                })
+                .collect();
+            table(&["ID", "HOSTNAME", "STATUS", "AVAILABILITY", "MANAGER STATUS", "VERSION"], rows);
+        }
+        NodeCmd::Inspect { node, format } => {
+            let n: Node = c.get(&format!("/v1/nodes/{node}")).await?;
+            if format == Format::Json {
+                return print_json(&n);
+            }
+            println!("{} {} {:?} {:?}", n.id, n.description.hostname, n.status.state, n.spec.availability);
+        }
+        NodeCmd::Update { node, availability, label_add, label_rm } => {
+            if availability.is_none() && label_add.is_empty() && label_rm.is_empty() {
+                bail!("nothing to update: give --availability, --label-add or --label-rm");
+            }
+            let u = NodeUpdate {
+                availability,
+                label_add: label_add.into_iter().collect::<BTreeMap<_, _>>(),
+                label_rm,
+                ..Default::default()
+            };
+            let n: Node = c.post(&format!("/v1/nodes/{node}/update"), &u).await?;
+            println!("{}", n.id);
+        }
+        NodeCmd::Rm { node, force } => {
+            c.delete(&format!("/v1/nodes/{node}{}", if force { "?force=true" } else { "" })).await?;
+            println!("{node}");
+        }
+    }
+    Ok(())
+}
+
+fn mode_text(s: &Service, running: usize) -> (String, String) {
+    match s.spec.mode {
+        ServiceMode::Replicated { replicas } => ("replicated".into(), format!("{running}/{replicas}")),
+        ServiceMode::Global => ("global".into(), format!("{running}")),
+        ServiceMode::ReplicatedJob { total_completions, .. } => {
+            ("replicated job".into(), format!("{running} ({total_completions} completions)"))
+        }
+        ServiceMode::GlobalJob => ("global job".into(), format!("{running}")),
+    }
+}
+
+pub async fn service(c: &Client, cmd: ServiceCmd) -> Result<()> {
+    match cmd {
+        ServiceCmd::Create { name, replicas, mode, driver, env, constraints, args } => {
+            let mut spec = ServiceSpec { name, ..Default::default() };
+            spec.mode = shoal_types::validate::mode_from_flags(&mode, replicas, None)?;
+            let t = &mut spec.task_template;
+            if driver.as_deref() == Some("process") {
+                t.command = args;
+            } else {
+                let mut it = args.into_iter();
+                t.image = it.next();
+                t.command = it.collect();
+            }
+            t.driver = driver;
+            t.env = env.into_iter().collect();
+            t.placement.constraints = constraints;
+            let created: Created = c.post("/v1/services", &spec).await?;
+            println!("{}", created.id);
+        }
+        ServiceCmd::Ls(o) => {
+            let services: Vec<Service> = c.get(&format!("/v1/services{}", stale_q(o.stale))).await?;
+            if o.quiet {
+                services.iter().for_each(|s| println!("{}", s.id));
+                return Ok(());
+            }
+            if o.format == Format::Json {
+                return print_json(&services);
+            }
+            let tasks: Vec<Task> = c.get(&format!("/v1/tasks{}", stale_q(o.stale))).await?;
+            let rows = services
+                .iter()
+                .map(|s| {
+                    let running = tasks
+                        .iter()
+                        .filter(|t| t.service_id == s.id && t.status.state == TaskState::Running)
+                        .count();
+                    let (mode, replicas) = mode_text(s, running);
+                    let image = s
+                        .spec
+                        .task_template
+                        .image
+                        .clone()
+                        .unwrap_or_else(|| s.spec.task_template.command.join(" "));
+                    let ports = s
+                        .spec
+                        .endpoint
+                        .ports
+                        .iter()
+                        .map(|p| format!("*:{}->{}/{:?}", p.published, p.target, p.protocol).to_lowercase())
+                        .collect::<Vec<_>>()
+                        .join(",");
+                    vec![s.id.short().to_string(), s.spec.name.clone(), mode, replicas, image, ports]
+                })
+                .collect();
+            table(&["ID", "NAME", "MODE", "REPLICAS", "IMAGE", "PORTS"], rows);
+        }
+        ServiceCmd::Ps { service, opts } => {
+            let svc: Service = c.get(&format!("/v1/services/{service}")).await?;
+            let mut tasks: Vec<Task> = c
+                .get(&format!("/v1/tasks?service={}{}", svc.id, if opts.stale { "&stale=true" } else { "" }))
+                .await?;
+            if opts.quiet {
+                tasks.iter().for_each(|t| println!("{}", t.id));
+                return Ok(());
+            }
+            if opts.format == Format::Json {
+                return print_json(&tasks);
+            }
+            let nodes: Vec<Node> = c.get("/v1/nodes?stale=true").await.unwrap_or_default();
+            let host = |id: &Option<shoal_types::NodeId>| {
+                id.as_ref()
+                    .map(|id| {
+                        nodes
+                            .iter()
+                            .find(|n| &n.id == id)
+                            .map_or(id.to_string(), |n| n.description.hostname.clone())
+                    })
+                    .unwrap_or_default()
+            };
+            // Newest task of each slot first, its history below it (docker's `\_`).
+            tasks.sort_by(|a, b| {
+                (a.slot, &a.node_id, std::cmp::Reverse(a.created_at)).cmp(&(
+                    b.slot,
+                    &b.node_id,
+                    std::cmp::Reverse(b.created_at),
+                ))
+            });
+            let mut rows = Vec::new();
+            let mut last_key = None;
+            for t in &tasks {
+                let key = (t.slot, t.node_id.clone());
+                let history = last_key.as_ref() == Some(&key);
+                let name = match t.slot {
+                    Some(s) => format!("{}.{s}", svc.spec.name),
+                    None => format!("{}.{}", svc.spec.name, t.node_id.as_ref().map_or("", |n| n.short())),
+                };
+                let name = if history { format!(" \\_ {name}") } else { name };
+                last_key = Some(key);
+                rows.push(vec![
+                    t.id.short().to_string(),
+                    name,
+                    t.spec.image.clone().unwrap_or_else(|| t.spec.command.join(" ")),
+                    host(&t.node_id),
+                    t.desired_state.to_string(),
+                    t.status.state.to_string(),
+                    t.status.err.clone(),
+                ]);
+            }
+            table(&["ID", "NAME", "IMAGE", "NODE", "DESIRED STATE", "CURRENT STATE", "ERROR"], rows);
+        }
+        ServiceCmd::Inspect { service, format } => {
+            let svc: Service = c.get(&format!("/v1/services/{service}")).await?;
+            if format == Format::Json {
+                return print_json(&svc);
+            }
+            println!("{} {} version {}", svc.id, svc.spec.name, svc.spec_version);
+        }
+        ServiceCmd::Rm { services } => {
+            if services.is_empty() {
+                bail!("name at least one service");
+            }
+            for s in services {
+                c.delete(&format!("/v1/services/{s}")).await?;
+                println!("{s}");
+            }
+        }
+    }
+    Ok(())
+}

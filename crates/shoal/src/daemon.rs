@@ -1,0 +1,170 @@
+//! `shoal daemon` and `shoal dev`: one node — a Raft manager with the leader's controllers and the
+//! API on a unix socket. The node registers itself (hostname, platform, CPUs, memory) once the
+//! cluster has a leader. The task agent and its drivers arrive with the agent issue; until then
+//! the node offers no driver, so the scheduler explains why tasks stay pending.
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use shoal_manager::{Manager, ManagerNode, NodeConfig, SingleManagerNetwork};
+use shoal_raft::RaftNode;
+use shoal_state::Command;
+use shoal_types::{
+    ManagerStatus, Node, NodeDescription, NodeId, NodeRole, NodeSpec, NodeState, NodeStatus, Platform,
+    Reachability, Resources, Timestamp,
+};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+pub struct DaemonArgs {
+    pub data_dir: PathBuf,
+    pub api_socket: PathBuf,
+    pub advertise_addr: String,
+    pub hostname: Option<String>,
+    pub labels: BTreeMap<String, String>,
+    /// Create a single-node cluster if this node is not in one yet (`shoal dev`).
+    pub init: bool,
+}
+
+/// Who this node is; created once and kept in the data directory.
+#[derive(Serialize, Deserialize)]
+struct Identity {
+    node_id: String,
+    raft_id: u64,
+}
+
+fn random_bytes<const N: usize>() -> Result<[u8; N]> {
+    let mut b = [0u8; N];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b)
+        .map_err(|_| anyhow::anyhow!("the OS random source failed"))?;
+    Ok(b)
+}
+
+fn load_or_create_identity(dir: &Path) -> Result<Identity> {
+    let path = dir.join("node.json");
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        return serde_json::from_str(&text).with_context(|| format!("corrupt {}", path.display()));
+    }
+    let b = random_bytes::<24>()?;
+    let hi = u64::from_le_bytes(b[..8].try_into()?);
+    let lo = u64::from_le_bytes(b[8..16].try_into()?);
+    let raft_id = u64::from_le_bytes(b[16..].try_into()?) >> 1; // keep it positive in JSON tooling
+    let id = Identity { node_id: shoal_types::id::id_from_bits(hi, lo), raft_id };
+    let tmp = dir.join("node.json.tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(&id)?)?;
+    std::fs::rename(&tmp, &path)?;
+    Ok(id)
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+fn memory_bytes() -> u64 {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+fn describe(hostname: String, labels: BTreeMap<String, String>) -> NodeDescription {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
+    NodeDescription {
+        hostname,
+        platform: Platform { os: std::env::consts::OS.into(), arch: std::env::consts::ARCH.into() },
+        resources: Resources {
+            nano_cpus: cpus * shoal_types::NANO_CPUS_PER_CPU,
+            memory_bytes: memory_bytes(),
+            generic: BTreeMap::new(),
+        },
+        drivers: Vec::new(),
+        engine_version: env!("CARGO_PKG_VERSION").into(),
+        engine_labels: labels,
+    }
+}
+
+pub async fn run(args: DaemonArgs) -> Result<()> {
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("cannot create data directory {}", args.data_dir.display()))?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&args.data_dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    let identity = load_or_create_identity(&args.data_dir)?;
+    let me = ManagerNode { addr: args.advertise_addr.clone(), node_id: identity.node_id.clone() };
+    let cfg = NodeConfig::new(args.data_dir.join("raft"), identity.raft_id, me.clone());
+    let raft = RaftNode::start(cfg, SingleManagerNetwork).await.context("starting the raft member")?;
+    let manager = Manager::start(raft);
+    if args.init {
+        manager.node.initialize().await.context("initializing the cluster")?;
+    }
+    tracing::info!(node_id = %identity.node_id, socket = %args.api_socket.display(), "shoal daemon started");
+
+    let description = describe(args.hostname.clone().unwrap_or_else(hostname), args.labels.clone());
+    tokio::spawn(register_self(manager.clone(), NodeId::new(identity.node_id.clone()), description, me));
+
+    let api = {
+        let socket = args.api_socket.clone();
+        let m = manager.clone();
+        tokio::spawn(async move { shoal_api::serve_unix(&socket, m).await })
+    };
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        r = api => {
+            match r {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(e).with_context(|| format!("API socket {}", args.api_socket.display())),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        _ = tokio::signal::ctrl_c() => tracing::info!("interrupted, stopping"),
+        _ = term.recv() => tracing::info!("terminated, stopping"),
+    }
+    manager.shutdown().await;
+    let _ = std::fs::remove_file(&args.api_socket);
+    Ok(())
+}
+
+/// Registers this node once a leader exists, and keeps its manager status current.
+async fn register_self(m: Arc<Manager>, id: NodeId, description: NodeDescription, me: ManagerNode) {
+    let mut last: Option<(bool, NodeState)> = None;
+    loop {
+        if m.node.wait_for_leader(Duration::from_secs(3600)).await.is_some() {
+            let leader = m.node.is_leader();
+            let want = (leader, NodeState::Ready);
+            if last != Some(want) {
+                let node = Node {
+                    id: id.clone(),
+                    version: 0,
+                    created_at: Timestamp::ZERO,
+                    updated_at: Timestamp::ZERO,
+                    spec: NodeSpec { role: NodeRole::Manager, ..Default::default() },
+                    description: description.clone(),
+                    status: NodeStatus {
+                        state: NodeState::Ready,
+                        addr: me.addr.clone(),
+                        message: String::new(),
+                    },
+                    manager_status: Some(ManagerStatus {
+                        leader,
+                        reachability: Reachability::Reachable,
+                        addr: me.addr.clone(),
+                    }),
+                };
+                match m.node.write(Command::RegisterNode { node: Box::new(node) }).await {
+                    Ok(_) => last = Some(want),
+                    Err(e) => tracing::debug!(error = %e, "node registration deferred"),
+                }
+            }
+        }
+        let _ = Timestamp::from_system_time(SystemTime::now());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
