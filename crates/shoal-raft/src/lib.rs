@@ -8,6 +8,10 @@
 //! `Durability::Immediate` (fsync) before openraft is told it is done, so an acknowledged write
 //! survives a crash of any minority of managers. The state machine lives in memory and is rebuilt
 //! on restart from the last snapshot (persisted in redb) plus the committed log after it.
+//!
+//! Managers talk to each other through [`transport`]: Raft RPCs as JSON over HTTP/1.1 over
+//! mutual TLS ([`transport::TlsNetwork`] on the client side, [`transport::raft_router`] served by
+//! [`transport::serve_tls`] on the server side).
 
 // openraft fixes the error type of every storage method; it is large, and boxing it here would
 // only add a conversion at each trait boundary.
@@ -17,6 +21,7 @@ mod log_store;
 mod network;
 mod node;
 mod state_machine;
+pub mod transport;
 
 pub use log_store::LogStore;
 pub use network::SingleManagerNetwork;

@@ -1,6 +1,7 @@
 //! Raft transport for a cluster of one manager. A single voter never sends Raft messages, so a
-//! call here means a second manager was added before the node-to-node (mTLS) transport exists;
-//! it fails with a clear, retryable error rather than pretending to deliver.
+//! call here means a second manager was added to a member started without the node-to-node
+//! transport ([`crate::transport::TlsNetwork`]); it fails with a clear, retryable error rather
+//! than pretending to deliver.
 
 use crate::{ManagerNode, RaftId, TypeConfig};
 use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError};

@@ -2,15 +2,16 @@
 //! proposer's clock (`Request::at`); reads are linearizable (read-index) or stale.
 
 use crate::{
-    CommandError, ManagerNode, Raft, RaftId, Request, Response, SharedState, StateMachineStore, TypeConfig,
+    CommandError, ErrorKind, ManagerNode, Raft, RaftId, Request, Response, SharedState, StateMachineStore,
+    TypeConfig,
 };
-use openraft::error::{ClientWriteError, RaftError};
+use openraft::error::{ChangeMembershipError, ClientWriteError, RaftError};
 use openraft::network::RaftNetworkFactory;
 use openraft::{RaftMetrics, ServerState};
 use serde::{Deserialize, Serialize};
 use shoal_state::{ClusterState, Command, Event};
 use shoal_types::Timestamp;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::{Arc, PoisonError};
 use std::time::{Duration, SystemTime};
@@ -26,6 +27,8 @@ pub struct NodeConfig {
     pub heartbeat_ms: u64,
     /// How long a write or a linearizable read may wait for a quorum.
     pub quorum_timeout: Duration,
+    /// How long [`RaftNode::add_learner`] waits for a new learner to catch up with the log.
+    pub learner_catch_up_timeout: Duration,
 }
 
 impl NodeConfig {
@@ -37,6 +40,7 @@ impl NodeConfig {
             election_timeout_ms: (400, 800),
             heartbeat_ms: 100,
             quorum_timeout: Duration::from_secs(5),
+            learner_catch_up_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -69,6 +73,26 @@ pub enum ReadError {
     NotLeader { leader: Option<ManagerNode> },
     #[error("{0}")]
     Unavailable(String),
+}
+
+/// A failed membership change: not the leader, refused (in progress, empty, unknown learner),
+/// or Raft itself failing.
+fn membership_error(e: RaftError<RaftId, ClientWriteError<RaftId, ManagerNode>>) -> WriteError {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
+            WriteError::NotLeader { leader: f.leader_node }
+        }
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(c)) => {
+            let kind = match c {
+                ChangeMembershipError::InProgress(_) => ErrorKind::Conflict,
+                ChangeMembershipError::EmptyMembership(_) | ChangeMembershipError::LearnerNotFound(_) => {
+                    ErrorKind::Invalid
+                }
+            };
+            WriteError::Refused(CommandError { kind, message: c.to_string() })
+        }
+        RaftError::Fatal(f) => WriteError::Unavailable(format!("membership change failed: {f}")),
+    }
 }
 
 fn leader_hint(l: &Option<ManagerNode>) -> String {
@@ -136,6 +160,11 @@ impl RaftNode {
             heartbeat_interval: cfg.heartbeat_ms,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(2_000),
             max_in_snapshot_log_to_keep: 500,
+            // Snapshots travel as JSON (bytes as a number array, ~4x) in chunks; each chunk (the
+            // last one includes installing the snapshot) must arrive within this timeout. The
+            // 200 ms default never gets a multi-megabyte state across.
+            snapshot_max_chunk_size: 1024 * 1024,
+            install_snapshot_timeout: 10_000,
             ..Default::default()
         }
         .validate()
@@ -161,6 +190,79 @@ impl RaftNode {
 
     pub fn config(&self) -> &NodeConfig {
         &self.cfg
+    }
+
+    /// The openraft handle, for the transport's server side ([`crate::transport`]).
+    pub fn raft(&self) -> &Raft {
+        &self.raft
+    }
+
+    /// Adds manager `id` at `node` as a learner (a non-voting member that receives the log) and
+    /// waits until it has caught up with the log up to the membership change, at most
+    /// `learner_catch_up_timeout`. Must run on the leader. Adding a member that is already one
+    /// changes nothing (its recorded address included) and returns once it has caught up.
+    pub async fn add_learner(&self, id: RaftId, node: ManagerNode) -> Result<(), WriteError> {
+        let change = tokio::time::timeout(self.cfg.quorum_timeout, self.raft.add_learner(id, node, false));
+        let resp = match change.await {
+            Err(_) => return Err(self.no_quorum("adding the learner")),
+            Ok(r) => r.map_err(membership_error)?,
+        };
+        if id == self.cfg.raft_id {
+            return Ok(());
+        }
+        let target = resp.log_id;
+        let mut rx = self.raft.metrics();
+        let deadline = tokio::time::Instant::now() + self.cfg.learner_catch_up_timeout;
+        loop {
+            {
+                let m = rx.borrow_and_update();
+                let membership = m.membership_config.membership();
+                if membership.get_node(&id).is_none() {
+                    return Err(WriteError::Unavailable(format!(
+                        "manager {id} was removed from the membership while catching up"
+                    )));
+                }
+                let Some(replication) = &m.replication else {
+                    let leader_node = m.current_leader.and_then(|l| membership.get_node(&l).cloned());
+                    return Err(WriteError::NotLeader { leader: leader_node });
+                };
+                if replication.get(&id).is_some_and(|matched| matched.as_ref() >= Some(&target)) {
+                    return Ok(());
+                }
+            }
+            match tokio::time::timeout_at(deadline, rx.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Err(WriteError::Unavailable("raft stopped".into())),
+                Err(_) => {
+                    return Err(WriteError::Unavailable(format!(
+                        "manager {id} was added as a learner but did not catch up within {}s (is it \
+                         reachable?)",
+                        self.cfg.learner_catch_up_timeout.as_secs()
+                    )))
+                }
+            }
+        }
+    }
+
+    /// Makes `voters` the set of voting members, through joint consensus. Current voters that
+    /// are not in `voters` leave the membership altogether (openraft's `retain = false`);
+    /// learners that are not in it stay learners. Every new voter must already be a learner
+    /// ([`RaftNode::add_learner`]), otherwise the change is refused. Must run on the leader.
+    pub async fn change_voters(&self, voters: BTreeSet<RaftId>) -> Result<(), WriteError> {
+        let change =
+            tokio::time::timeout(self.cfg.quorum_timeout, self.raft.change_membership(voters, false));
+        match change.await {
+            Err(_) => Err(self.no_quorum("changing the voters")),
+            Ok(r) => r.map(|_| ()).map_err(membership_error),
+        }
+    }
+
+    fn no_quorum(&self, what: &str) -> WriteError {
+        WriteError::Unavailable(format!(
+            "no quorum: {what} was not committed within {}s (it may still take effect; check `shoal \
+             cluster health`)",
+            self.cfg.quorum_timeout.as_secs()
+        ))
     }
     /// Commits `command` through Raft and returns what applying it did.
     pub async fn write(&self, command: Command) -> Result<Response, WriteError> {
