@@ -5,7 +5,7 @@ pub mod client;
 pub mod server;
 
 pub use client::{Client, ClientError};
-pub use server::{router, ApiError, ClusterInfo, Created, NodeUpdate, ServiceUpdate, ROUTES};
+pub use server::{router, ApiError, ClusterInfo, Created, JoinTokenInfo, NodeUpdate, ServiceUpdate, ROUTES};
 
 use std::path::Path;
 

@@ -10,9 +10,11 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use shoal_manager::{Consistency, Manager, ReadError, WriteError};
+use shoal_manager::{Consistency, InitError, Manager, ReadError, WriteError};
 use shoal_state::{ClusterState, Command};
-use shoal_types::{Availability, Node, NodeId, NodeSpec, Service, ServiceId, ServiceSpec, Task, Timestamp};
+use shoal_types::{
+    Availability, Node, NodeId, NodeRole, NodeSpec, Service, ServiceId, ServiceSpec, Task, Timestamp,
+};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -118,6 +120,8 @@ async fn read<T>(m: &Manager, q: &ReadQuery, f: impl FnOnce(&ClusterState) -> T)
 pub const ROUTES: &[(&str, &str, &str)] = &[
     ("get", "/v1/cluster", "cluster and Raft status of this manager"),
     ("post", "/v1/cluster/init", "make this manager the first member of a new cluster"),
+    ("get", "/v1/cluster/join-token/{role}", "the join token for workers or managers (root socket only)"),
+    ("post", "/v1/cluster/join-token/{role}/rotate", "replace a join token"),
     ("get", "/v1/nodes", "list nodes"),
     ("get", "/v1/nodes/{id}", "inspect a node (id or hostname)"),
     ("post", "/v1/nodes/{id}/update", "change availability and labels"),
@@ -136,6 +140,8 @@ pub fn router(manager: Arc<Manager>) -> Router {
     Router::new()
         .route("/v1/cluster", get(cluster))
         .route("/v1/cluster/init", post(cluster_init))
+        .route("/v1/cluster/join-token/{role}", get(join_token))
+        .route("/v1/cluster/join-token/{role}/rotate", post(rotate_join_token))
         .route("/v1/nodes", get(list_nodes))
         .route("/v1/nodes/{id}", get(inspect_node).delete(remove_node))
         .route("/v1/nodes/{id}/update", post(update_node))
@@ -170,6 +176,18 @@ async fn cluster(
     Ok(Json(ClusterInfo { raft, index, nodes, services, tasks }))
 }
 
+impl From<InitError> for ApiError {
+    fn from(e: InitError) -> Self {
+        match e {
+            InitError::Write(w) => w.into(),
+            e @ (InitError::AlreadyInitialized(_) | InitError::NoCa) => {
+                ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string())
+            }
+            e => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e.to_string()),
+        }
+    }
+}
+
 async fn cluster_init(State(m): State<AppState>) -> Result<Json<ClusterInfo>, ApiError> {
     if m.node.status().leader.is_some() || !m.node.status().voters.is_empty() {
         return Err(ApiError::new(
@@ -178,18 +196,42 @@ async fn cluster_init(State(m): State<AppState>) -> Result<Json<ClusterInfo>, Ap
             "this node is already part of a cluster (see `shoal cluster inspect`)",
         ));
     }
-    m.node
-        .initialize()
-        .await
-        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e.to_string()))?;
-    if m.node.wait_for_leader(std::time::Duration::from_secs(10)).await.is_none() {
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            "no leader elected within 10s",
-        ));
-    }
+    m.init_cluster().await?;
     cluster(State(m), Query(ReadQuery::default())).await
+}
+
+fn parse_role(role: &str) -> Result<NodeRole, ApiError> {
+    match role {
+        "worker" => Ok(NodeRole::Worker),
+        "manager" => Ok(NodeRole::Manager),
+        _ => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid",
+            format!("role must be worker or manager, not {role:?}"),
+        )),
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct JoinTokenInfo {
+    pub role: NodeRole,
+    pub token: String,
+}
+
+async fn join_token(
+    State(m): State<AppState>,
+    Path(role): Path<String>,
+) -> Result<Json<JoinTokenInfo>, ApiError> {
+    let role = parse_role(&role)?;
+    Ok(Json(JoinTokenInfo { role, token: m.join_token(role, false).await? }))
+}
+
+async fn rotate_join_token(
+    State(m): State<AppState>,
+    Path(role): Path<String>,
+) -> Result<Json<JoinTokenInfo>, ApiError> {
+    let role = parse_role(&role)?;
+    Ok(Json(JoinTokenInfo { role, token: m.join_token(role, true).await? }))
 }
 
 fn find_node<'s>(s: &'s ClusterState, key: &str) -> Option<&'s Node> {

@@ -8,8 +8,9 @@
 //! a new leader continues from the replicated state (the brain keeps no memory between passes).
 
 use shoal_raft::{RaftNode, RaftWatch};
-use shoal_state::Command;
-use shoal_types::Timestamp;
+use shoal_state::{ClusterObject, Command};
+use shoal_types::{NodeRole, Timestamp};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::sync::{broadcast, watch};
@@ -21,24 +22,197 @@ pub use shoal_raft::{
 
 pub struct Manager {
     pub node: RaftNode,
+    /// Where this node keeps its certificate, key (0600) and the cluster CA certificate.
+    tls_dir: PathBuf,
     /// Upper bound between two controller passes.
     max_pass_interval: Duration,
     stop: watch::Sender<bool>,
 }
 
+/// Lifetime of node certificates (renewed between 50% and 80% of it).
+pub const NODE_CERT_VALIDITY: Duration = Duration::from_secs(90 * 24 * 3600);
+
+/// What a node that joined receives.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct Admission {
+    pub role: shoal_pki::Role,
+    pub cert_pem: String,
+    pub ca_pem: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum JoinError {
+    #[error(
+        "invalid join token (it may have been rotated; ask for a new one with `shoal cluster join-token`)"
+    )]
+    BadToken,
+    #[error("the cluster has not been initialized")]
+    NotInitialized,
+    #[error("node {0} is already a member of this cluster")]
+    AlreadyMember(String),
+    #[error("{0}")]
+    Pki(shoal_pki::PkiError),
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    #[error("this node is already part of cluster {0}")]
+    AlreadyInitialized(String),
+    #[error("raft: {0}")]
+    Raft(#[from] StartError),
+    #[error("no leader was elected within {0}s")]
+    NoLeader(u64),
+    #[error(transparent)]
+    Write(#[from] WriteError),
+    #[error(transparent)]
+    Pki(#[from] shoal_pki::PkiError),
+    #[error("the cluster has no CA yet; run `shoal cluster init` first")]
+    NoCa,
+    #[error("{0}: {1}")]
+    Io(PathBuf, std::io::Error),
+}
+
 impl Manager {
     /// Starts the controllers over a started Raft member.
-    pub fn start(node: RaftNode) -> Arc<Manager> {
+    pub fn start(node: RaftNode, tls_dir: PathBuf) -> Arc<Manager> {
         let (stop, stop_rx) = watch::channel(false);
-        let m = Arc::new(Manager { node, max_pass_interval: Duration::from_secs(1), stop });
+        let m = Arc::new(Manager { node, tls_dir, max_pass_interval: Duration::from_secs(1), stop });
         tokio::spawn(controllers(m.clone(), stop_rx));
         m
+    }
+
+    /// Creates a new cluster with this manager as its first member: Raft membership, the root CA
+    /// (ECDSA P-256), the worker and manager join tokens, and this node's own certificate.
+    /// Calling it again on the same node only makes sure the certificate exists.
+    pub async fn init_cluster(&self) -> Result<(), InitError> {
+        self.node.initialize().await?;
+        if self.node.wait_for_leader(Duration::from_secs(10)).await.is_none() {
+            return Err(InitError::NoLeader(10));
+        }
+        let existing = self.node.read(Consistency::Linearizable, |s| s.cluster().map(|c| c.id.clone())).await;
+        match existing {
+            Ok(Some(_)) => return self.ensure_certificate(shoal_pki::Role::Manager).await,
+            Ok(None) => {}
+            Err(e) => return Err(InitError::Write(WriteError::Unavailable(e.to_string()))),
+        }
+        let cluster_id = random_id();
+        let ca = shoal_pki::Ca::generate(&cluster_id)?;
+        let worker_token = shoal_pki::JoinToken::generate(&ca.digest())?.to_string();
+        let manager_token = shoal_pki::JoinToken::generate(&ca.digest())?.to_string();
+        let cluster = ClusterObject {
+            id: cluster_id,
+            created_at: Timestamp::ZERO,
+            ca_cert_pem: ca.cert_pem().to_string(),
+            ca_key_pem: ca.key_pem().to_string(),
+            worker_token,
+            manager_token,
+        };
+        self.node.write(Command::InitCluster { cluster: Box::new(cluster) }).await?;
+        tracing::info!("cluster initialized with a new root CA");
+        self.ensure_certificate(shoal_pki::Role::Manager).await
+    }
+
+    /// Makes sure this node has a certificate signed by the cluster CA (the key is made here and
+    /// never leaves the node). Managers sign their own; workers get theirs when they join.
+    pub async fn ensure_certificate(&self, role: shoal_pki::Role) -> Result<(), InitError> {
+        let cert_path = self.tls_dir.join("node.crt");
+        if cert_path.exists() {
+            return Ok(());
+        }
+        std::fs::create_dir_all(&self.tls_dir).map_err(|e| InitError::Io(self.tls_dir.clone(), e))?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&self.tls_dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(|e| InitError::Io(self.tls_dir.clone(), e))?;
+        }
+        let ca = self
+            .node
+            .read(Consistency::Stale, |s| s.cluster().map(|c| (c.ca_cert_pem.clone(), c.ca_key_pem.clone())))
+            .await
+            .map_err(|e| InitError::Write(WriteError::Unavailable(e.to_string())))?
+            .ok_or(InitError::NoCa)?;
+        let ca = shoal_pki::Ca::from_pem(&ca.0, &ca.1)?;
+        let node_id = self.node.config().node.node_id.clone();
+        let (key, csr) = shoal_pki::generate_key_and_csr(&node_id)?;
+        let cert = ca.issue(&csr, &node_id, role, NODE_CERT_VALIDITY, SystemTime::now())?;
+        shoal_pki::write_private_file(self.tls_dir.join("node.key"), key)?;
+        shoal_pki::write_public_file(self.tls_dir.join("ca.crt"), ca.cert_pem())?;
+        shoal_pki::write_public_file(&cert_path, cert)?;
+        Ok(())
+    }
+
+    /// Admits a joining node: checks the presented join token against the cluster's tokens (in
+    /// constant time; the token decides the role) and signs the node's CSR. The node made its key
+    /// itself; only the certificate travels. Never logs the token.
+    pub async fn admit(&self, token: &str, csr_pem: &str, node_id: &str) -> Result<Admission, JoinError> {
+        let presented: shoal_pki::JoinToken = token.parse().map_err(|_| JoinError::BadToken)?;
+        let cluster = self
+            .node
+            .read(Consistency::Linearizable, |s| s.cluster().cloned())
+            .await
+            .map_err(|e| JoinError::Unavailable(e.to_string()))?
+            .ok_or(JoinError::NotInitialized)?;
+        let matches = |t: &str| t.parse::<shoal_pki::JoinToken>().is_ok_and(|t| t.matches(&presented));
+        let role = if matches(&cluster.manager_token) {
+            shoal_pki::Role::Manager
+        } else if matches(&cluster.worker_token) {
+            shoal_pki::Role::Worker
+        } else {
+            return Err(JoinError::BadToken);
+        };
+        let exists = self
+            .node
+            .read(Consistency::Linearizable, |s| s.node(&shoal_types::NodeId::new(node_id)).is_some())
+            .await
+            .map_err(|e| JoinError::Unavailable(e.to_string()))?;
+        if exists {
+            return Err(JoinError::AlreadyMember(node_id.to_string()));
+        }
+        let ca =
+            shoal_pki::Ca::from_pem(&cluster.ca_cert_pem, &cluster.ca_key_pem).map_err(JoinError::Pki)?;
+        let cert_pem = ca
+            .issue(csr_pem, node_id, role, NODE_CERT_VALIDITY, SystemTime::now())
+            .map_err(JoinError::Pki)?;
+        Ok(Admission { role, cert_pem, ca_pem: cluster.ca_cert_pem })
+    }
+
+    /// The current join token for `role`; with `rotate`, a new one replaces it first (the old
+    /// one stops working at once; nodes that already joined are not affected).
+    pub async fn join_token(&self, role: NodeRole, rotate: bool) -> Result<String, InitError> {
+        let digest = self
+            .node
+            .read(Consistency::Linearizable, |s| s.cluster().map(|c| c.ca_cert_pem.clone()))
+            .await
+            .map_err(|e| InitError::Write(WriteError::Unavailable(e.to_string())))?
+            .ok_or(InitError::NoCa)
+            .and_then(|pem| shoal_pki::cert_pem_digest(&pem).map_err(InitError::from))?;
+        if rotate {
+            let token = shoal_pki::JoinToken::generate(&digest)?.to_string();
+            self.node.write(Command::SetJoinToken { role, token }).await?;
+        }
+        self.node
+            .read(Consistency::Linearizable, |s| {
+                s.cluster().map(|c| match role {
+                    NodeRole::Worker => c.worker_token.clone(),
+                    NodeRole::Manager => c.manager_token.clone(),
+                })
+            })
+            .await
+            .map_err(|e| InitError::Write(WriteError::Unavailable(e.to_string())))?
+            .ok_or(InitError::NoCa)
     }
 
     pub async fn shutdown(&self) {
         let _ = self.stop.send(true);
         self.node.shutdown().await;
     }
+}
+
+fn random_id() -> String {
+    let (a, b) = (random_seed(), random_seed());
+    shoal_types::id::id_from_bits(a, b)
 }
 
 fn random_seed() -> u64 {

@@ -6,7 +6,7 @@ use shoal_types::{
     UpdateStatus,
 };
 
-use crate::ClusterConfig;
+use crate::{ClusterConfig, ClusterObject};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "command")]
@@ -49,6 +49,15 @@ pub enum Command {
     },
     SetConfig {
         config: ClusterConfig,
+    },
+    /// Records the cluster's identity, CA and join tokens (once).
+    InitCluster {
+        cluster: Box<ClusterObject>,
+    },
+    /// Rotates a join token.
+    SetJoinToken {
+        role: shoal_types::NodeRole,
+        token: String,
     },
     /// A verified plan from the controllers.
     ApplyPlan {

@@ -34,6 +34,30 @@ impl Default for ClusterConfig {
     }
 }
 
+/// The cluster itself: its identity, its root CA and its join tokens. Replicated so that any
+/// manager can sign certificates and check tokens after a failover. `Debug` never prints the CA
+/// key or the tokens, and the API never serves them except `join-token` to the local root user.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterObject {
+    pub id: String,
+    pub created_at: Timestamp,
+    pub ca_cert_pem: String,
+    pub ca_key_pem: String,
+    pub worker_token: String,
+    pub manager_token: String,
+}
+
+impl std::fmt::Debug for ClusterObject {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterObject")
+            .field("id", &self.id)
+            .field("created_at", &self.created_at)
+            .field("ca_key_pem", &"<redacted>")
+            .field("tokens", &"<redacted>")
+            .finish()
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum StateError {
     #[error("{kind} {id} not found")]
@@ -111,6 +135,8 @@ pub struct Applied {
 pub struct Snapshot {
     pub index: u64,
     pub config: ClusterConfig,
+    #[serde(default)]
+    pub cluster: Option<ClusterObject>,
     pub nodes: Vec<Node>,
     pub services: Vec<Service>,
     pub tasks: Vec<Task>,
@@ -120,6 +146,7 @@ pub struct Snapshot {
 pub struct ClusterState {
     index: u64,
     config: ClusterConfig,
+    cluster: Option<ClusterObject>,
     nodes: BTreeMap<NodeId, Node>,
     services: BTreeMap<ServiceId, Service>,
     tasks: BTreeMap<TaskId, Task>,
@@ -145,6 +172,10 @@ impl ClusterState {
     }
     pub fn config(&self) -> &ClusterConfig {
         &self.config
+    }
+    /// The cluster's identity, CA and tokens (None before `cluster init`).
+    pub fn cluster(&self) -> Option<&ClusterObject> {
+        self.cluster.as_ref()
     }
     pub fn node(&self, id: &NodeId) -> Option<&Node> {
         self.nodes.get(id)
@@ -194,6 +225,7 @@ impl ClusterState {
         Snapshot {
             index: self.index,
             config: self.config.clone(),
+            cluster: self.cluster.clone(),
             nodes: self.nodes.values().cloned().collect(),
             services: self.services.values().cloned().collect(),
             tasks: self.tasks.values().cloned().collect(),
@@ -201,7 +233,12 @@ impl ClusterState {
     }
 
     pub fn restore(snap: Snapshot) -> Self {
-        let mut s = ClusterState { index: snap.index, config: snap.config, ..Default::default() };
+        let mut s = ClusterState {
+            index: snap.index,
+            config: snap.config,
+            cluster: snap.cluster,
+            ..Default::default()
+        };
         for n in snap.nodes {
             s.nodes.insert(n.id.clone(), n);
         }
@@ -252,6 +289,21 @@ impl ClusterState {
             }
             Command::RemoveService { id } => self.remove_service(index, at, &id, &mut out)?,
             Command::SetConfig { config } => self.config = config,
+            Command::InitCluster { cluster } => {
+                if let Some(c) = &self.cluster {
+                    return Err(StateError::AlreadyExists { kind: "cluster", id: c.id.clone() });
+                }
+                let mut c = *cluster;
+                c.created_at = at;
+                self.cluster = Some(c);
+            }
+            Command::SetJoinToken { role, token } => {
+                let c = self.cluster.as_mut().ok_or_else(|| not_found("cluster", "(not initialized)"))?;
+                match role {
+                    shoal_types::NodeRole::Worker => c.worker_token = token,
+                    shoal_types::NodeRole::Manager => c.manager_token = token,
+                }
+            }
             Command::ApplyPlan { plan } => self.apply_plan(index, at, plan, &mut out),
             Command::ReportTaskStatus { node_id, reports } => {
                 for r in reports {

@@ -35,6 +35,17 @@ pub enum ClusterCmd {
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
+    /// Show (or rotate) the token that lets a worker or a manager join.
+    JoinToken {
+        /// worker or manager
+        role: String,
+        /// Replace the token; the old one stops working.
+        #[arg(long)]
+        rotate: bool,
+        /// Only print the token.
+        #[arg(short, long)]
+        quiet: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -166,6 +177,20 @@ pub async fn cluster(c: &Client, cmd: ClusterCmd) -> Result<()> {
                 "Cluster initialized: this node ({}) is now a manager and the leader.",
                 info.raft.node_id
             );
+        }
+        ClusterCmd::JoinToken { role, rotate, quiet } => {
+            let path = format!("/v1/cluster/join-token/{role}{}", if rotate { "/rotate" } else { "" });
+            let info: shoal_api::JoinTokenInfo =
+                if rotate { c.post(&path, &serde_json::json!({})).await? } else { c.get(&path).await? };
+            if quiet {
+                println!("{}", info.token);
+            } else {
+                if rotate {
+                    println!("Successfully rotated {role} join token.\n");
+                }
+                println!("To add a {role} to this cluster, run the following command:\n");
+                println!("    shoal cluster join --token {} <MANAGER-ADDR>\n", info.token);
+            }
         }
         ClusterCmd::Inspect { format } => {
             let info: ClusterInfo = c.get("/v1/cluster").await?;

@@ -101,9 +101,9 @@ pub async fn run(args: DaemonArgs) -> Result<()> {
     let me = ManagerNode { addr: args.advertise_addr.clone(), node_id: identity.node_id.clone() };
     let cfg = NodeConfig::new(args.data_dir.join("raft"), identity.raft_id, me.clone());
     let raft = RaftNode::start(cfg, SingleManagerNetwork).await.context("starting the raft member")?;
-    let manager = Manager::start(raft);
+    let manager = Manager::start(raft, args.data_dir.join("tls"));
     if args.init {
-        manager.node.initialize().await.context("initializing the cluster")?;
+        manager.init_cluster().await.context("initializing the cluster")?;
     }
     tracing::info!(node_id = %identity.node_id, socket = %args.api_socket.display(), "shoal daemon started");
 

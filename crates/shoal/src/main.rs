@@ -107,7 +107,10 @@ enum Cmd {
 }
 
 fn init_logging(level: &str, format: LogFormat) -> Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_new(level)
+    // openraft narrates every election at info; keep it to warnings unless asked for by name.
+    let directives =
+        if level.contains("openraft") { level.to_string() } else { format!("{level},openraft=warn") };
+    let filter = tracing_subscriber::EnvFilter::try_new(&directives)
         .with_context(|| format!("invalid --log-level {level:?}"))?;
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {

@@ -164,6 +164,37 @@ fn single_node_cluster_takes_writes_explains_and_survives_kill_9() {
     assert!(String::from_utf8_lossy(&missing.stderr).contains("service nope not found"));
     assert_eq!(json(dir, &["service", "ls", "--format", "json"]).as_array().map(Vec::len), Some(1));
 
+    // PKI: the node has a CA-signed certificate and a private key only root can read; join
+    // tokens pin the CA digest, rotate on request, and never reach the logs.
+    use std::os::unix::fs::PermissionsExt;
+    let key_mode = std::fs::metadata(dir.join("data/tls/node.key")).expect("node.key").permissions().mode();
+    assert_eq!(key_mode & 0o777, 0o600);
+    let ca_pem = std::fs::read_to_string(dir.join("data/tls/ca.crt")).expect("ca.crt");
+    assert!(ca_pem.contains("BEGIN CERTIFICATE"));
+    let token_of = |args: &[&str]| {
+        let out = shoal(dir, args);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let worker = token_of(&["cluster", "join-token", "worker", "-q"]);
+    let manager = token_of(&["cluster", "join-token", "manager", "-q"]);
+    assert!(worker.starts_with("SHOAL-1-") && worker.len() > 8 + 64 + 20, "{worker}");
+    assert_ne!(worker, manager);
+    assert_eq!(worker.split('-').nth(2), manager.split('-').nth(2), "both pin the same CA digest");
+    let rotated = token_of(&["cluster", "join-token", "worker", "--rotate", "-q"]);
+    assert_ne!(rotated, worker);
+    assert_eq!(token_of(&["cluster", "join-token", "worker", "-q"]), rotated);
+    let bad_role = shoal(dir, &["cluster", "join-token", "admin"]);
+    assert!(String::from_utf8_lossy(&bad_role.stderr).contains("role must be worker or manager"));
+    let cluster_json =
+        String::from_utf8_lossy(&shoal(dir, &["cluster", "inspect", "--format", "json"]).stdout).to_string();
+    let log = std::fs::read_to_string(dir.join("dev.log")).unwrap_or_default();
+    for secret in [&worker, &manager, &rotated] {
+        let s = secret.rsplit('-').next().unwrap_or("");
+        assert!(!log.contains(s) && !cluster_json.contains(s), "a token secret leaked");
+    }
+    assert!(!cluster_json.contains("PRIVATE KEY"), "the CA key leaked into the API");
+
     // kill -9, then a plain daemon on the same data dir: every acknowledged write is there.
     daemon.child.kill().expect("kill -9");
     daemon.child.wait().expect("reap");
