@@ -2,10 +2,14 @@
 //! This crate (with the transport in `shoal-raft`) is the only one that knows wire formats.
 
 pub mod client;
+pub mod internal;
+pub mod join;
 pub mod server;
 
 pub use client::{Client, ClientError};
-pub use server::{router, ApiError, ClusterInfo, Created, JoinTokenInfo, NodeUpdate, ServiceUpdate, ROUTES};
+pub use server::{
+    router, ApiError, ClusterInfo, Created, JoinArgs, JoinTokenInfo, NodeUpdate, ServiceUpdate, ROUTES,
+};
 
 use std::path::Path;
 

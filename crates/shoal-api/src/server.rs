@@ -29,7 +29,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         ApiError { status, code, message: message.into() }
     }
     fn not_found(what: &str, id: &str) -> Self {
@@ -113,13 +113,17 @@ impl ReadQuery {
 }
 
 async fn read<T>(m: &Manager, q: &ReadQuery, f: impl FnOnce(&ClusterState) -> T) -> Result<T, ApiError> {
-    Ok(m.node.read(q.consistency(), f).await?)
+    match q.consistency() {
+        Consistency::Linearizable => Ok(crate::internal::read_linearizable(m, f).await?),
+        Consistency::Stale => Ok(m.node.read(Consistency::Stale, f).await?),
+    }
 }
 
 /// Everything the API serves, for the OpenAPI document and `shoal` CLI discovery.
 pub const ROUTES: &[(&str, &str, &str)] = &[
     ("get", "/v1/cluster", "cluster and Raft status of this manager"),
     ("post", "/v1/cluster/init", "make this manager the first member of a new cluster"),
+    ("post", "/v1/cluster/join", "join an existing cluster as a manager ({token, addr})"),
     ("get", "/v1/cluster/join-token/{role}", "the join token for workers or managers (root socket only)"),
     ("post", "/v1/cluster/join-token/{role}/rotate", "replace a join token"),
     ("get", "/v1/nodes", "list nodes"),
@@ -140,6 +144,7 @@ pub fn router(manager: Arc<Manager>) -> Router {
     Router::new()
         .route("/v1/cluster", get(cluster))
         .route("/v1/cluster/init", post(cluster_init))
+        .route("/v1/cluster/join", post(cluster_join))
         .route("/v1/cluster/join-token/{role}", get(join_token))
         .route("/v1/cluster/join-token/{role}/rotate", post(rotate_join_token))
         .route("/v1/nodes", get(list_nodes))
@@ -198,6 +203,28 @@ async fn cluster_init(State(m): State<AppState>) -> Result<Json<ClusterInfo>, Ap
     }
     m.init_cluster().await?;
     cluster(State(m), Query(ReadQuery::default())).await
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct JoinArgs {
+    pub token: String,
+    pub addr: String,
+}
+
+async fn cluster_join(
+    State(m): State<AppState>,
+    JsonBody(a): JsonBody<JoinArgs>,
+) -> Result<Json<ClusterInfo>, ApiError> {
+    use crate::join::JoinClusterError as E;
+    crate::join::join_cluster(&m, &a.token, &a.addr).await.map_err(|e| {
+        let (status, code) = match &e {
+            E::AlreadyMember => (StatusCode::CONFLICT, "conflict"),
+            E::Token(_) | E::WorkerToken => (StatusCode::BAD_REQUEST, "invalid"),
+            E::Remote(_) | E::Local(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+        };
+        ApiError::new(status, code, e.to_string())
+    })?;
+    cluster(State(m), Query(ReadQuery { stale: true, ..Default::default() })).await
 }
 
 fn parse_role(role: &str) -> Result<NodeRole, ApiError> {
@@ -301,7 +328,8 @@ async fn update_node(
         }
     }
     let expected_version = Some(u.version.unwrap_or(node.version));
-    m.node.write(Command::UpdateNodeSpec { id: node.id.clone(), expected_version, spec }).await?;
+    crate::internal::write(&m, Command::UpdateNodeSpec { id: node.id.clone(), expected_version, spec })
+        .await?;
     let q = ReadQuery { stale: true, ..Default::default() };
     read(&m, &q, |s| s.node(&node.id).cloned())
         .await?
@@ -331,7 +359,7 @@ async fn remove_node(
             "a manager cannot remove itself; demote it or run `shoal cluster leave` on it",
         ));
     }
-    m.node.write(Command::RemoveNode { id: node.id }).await?;
+    crate::internal::write(&m, Command::RemoveNode { id: node.id }).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -388,7 +416,7 @@ async fn create_service(
         previous_spec: None,
         update_status: None,
     };
-    m.node.write(Command::CreateService { service: Box::new(svc) }).await?;
+    crate::internal::write(&m, Command::CreateService { service: Box::new(svc) }).await?;
     Ok((StatusCode::CREATED, Json(Created { id })))
 }
 
@@ -426,7 +454,7 @@ async fn rollback_service(
     Path(key): Path<String>,
 ) -> Result<Json<Service>, ApiError> {
     let id = service_id(&m, &key).await?;
-    m.node.write(Command::RollbackService { id: id.clone(), expected_version: None }).await?;
+    crate::internal::write(&m, Command::RollbackService { id: id.clone(), expected_version: None }).await?;
     let q = ReadQuery { stale: true, ..Default::default() };
     read(&m, &q, |s| s.service(&id).cloned())
         .await?
@@ -436,7 +464,7 @@ async fn rollback_service(
 
 async fn remove_service(State(m): State<AppState>, Path(key): Path<String>) -> Result<StatusCode, ApiError> {
     let id = service_id(&m, &key).await?;
-    m.node.write(Command::RemoveService { id }).await?;
+    crate::internal::write(&m, Command::RemoveService { id }).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -21,7 +21,13 @@ pub use shoal_raft::{
 };
 
 pub struct Manager {
-    pub node: RaftNode,
+    pub node: Arc<RaftNode>,
+    /// The Raft transport, switched on once this node has its certificate.
+    network: shoal_raft::LazyTlsNetwork,
+    /// mTLS client configuration (this node's certificate, the cluster CA), once it has one.
+    client_tls: std::sync::OnceLock<Arc<rustls::ClientConfig>>,
+    /// The node-to-node listener's TLS configuration, published once this node has a certificate.
+    server_tls: watch::Sender<Option<Arc<rustls::ServerConfig>>>,
     /// Where this node keeps its certificate, key (0600) and the cluster CA certificate.
     tls_dir: PathBuf,
     /// Upper bound between two controller passes.
@@ -76,9 +82,17 @@ pub enum InitError {
 
 impl Manager {
     /// Starts the controllers over a started Raft member.
-    pub fn start(node: RaftNode, tls_dir: PathBuf) -> Arc<Manager> {
+    pub fn start(node: RaftNode, network: shoal_raft::LazyTlsNetwork, tls_dir: PathBuf) -> Arc<Manager> {
         let (stop, stop_rx) = watch::channel(false);
-        let m = Arc::new(Manager { node, tls_dir, max_pass_interval: Duration::from_secs(1), stop });
+        let m = Arc::new(Manager {
+            node: Arc::new(node),
+            network,
+            client_tls: std::sync::OnceLock::new(),
+            server_tls: watch::channel(None).0,
+            tls_dir,
+            max_pass_interval: Duration::from_secs(1),
+            stop,
+        });
         tokio::spawn(controllers(m.clone(), stop_rx));
         m
     }
@@ -141,6 +155,48 @@ impl Manager {
         shoal_pki::write_public_file(self.tls_dir.join("ca.crt"), ca.cert_pem())?;
         shoal_pki::write_public_file(&cert_path, cert)?;
         Ok(())
+    }
+
+    pub fn tls_dir(&self) -> &std::path::Path {
+        &self.tls_dir
+    }
+
+    /// Once this node has a certificate: switches the Raft transport on and returns the server
+    /// configuration for the node-to-node listener (client certificates optional, so a joining
+    /// node can reach the join endpoint; every other endpoint checks the peer's identity).
+    pub fn enable_tls(&self) -> Result<Option<Arc<rustls::ServerConfig>>, InitError> {
+        let dir = &self.tls_dir;
+        if !dir.join("node.crt").exists() {
+            return Ok(None);
+        }
+        let ca = shoal_pki::read_pem_file(dir.join("ca.crt"))?;
+        let cert = shoal_pki::read_pem_file(dir.join("node.crt"))?;
+        let key = shoal_pki::read_pem_file(dir.join("node.key"))?;
+        let client = shoal_pki::client_config(&ca, &cert, &key)?;
+        let server = shoal_pki::server_config(&ca, &cert, &key, shoal_pki::ClientAuth::Optional)?;
+        let _ = self.client_tls.set(client.clone());
+        self.network.set(client);
+        self.server_tls.send_replace(Some(server.clone()));
+        Ok(Some(server))
+    }
+
+    /// Watches for the node-to-node listener's TLS configuration (set by `enable_tls`).
+    pub fn server_tls(&self) -> watch::Receiver<Option<Arc<rustls::ServerConfig>>> {
+        self.server_tls.subscribe()
+    }
+
+    /// The mTLS client configuration, once this node has a certificate.
+    pub fn client_tls(&self) -> Option<Arc<rustls::ClientConfig>> {
+        self.client_tls.get().cloned()
+    }
+
+    /// Adds a manager that joined: first as a learner (it catches up), then as a voter.
+    pub async fn add_manager(&self, raft_id: RaftId, node: ManagerNode) -> Result<(), WriteError> {
+        self.node.add_learner(raft_id, node).await?;
+        let mut voters: std::collections::BTreeSet<RaftId> =
+            self.node.status().voters.keys().copied().collect();
+        voters.insert(raft_id);
+        self.node.change_voters(voters).await
     }
 
     /// Admits a joining node: checks the presented join token against the cluster's tokens (in

@@ -24,7 +24,7 @@ mod state_machine;
 pub mod transport;
 
 pub use log_store::LogStore;
-pub use network::SingleManagerNetwork;
+pub use network::{LazyTlsNetwork, SingleManagerNetwork};
 pub use node::{Consistency, NodeConfig, RaftNode, RaftStatus, RaftWatch, ReadError, StartError, WriteError};
 pub use state_machine::{SharedState, SmData, StateMachineStore};
 

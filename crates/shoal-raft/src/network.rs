@@ -15,11 +15,11 @@ use openraft::raft::{
 pub struct SingleManagerNetwork;
 
 pub struct NoPeer {
-    target: RaftId,
+    pub(crate) target: RaftId,
 }
 
 fn err<E: std::error::Error>(target: RaftId) -> RPCError<RaftId, ManagerNode, E> {
-    let msg = format!("no transport to manager {target}: this build runs single-manager clusters only");
+    let msg = format!("no transport to manager {target}: this member has no TLS certificate yet");
     RPCError::Network(NetworkError::new(&std::io::Error::other(msg)))
 }
 
@@ -57,5 +57,93 @@ impl RaftNetwork<TypeConfig> for NoPeer {
         _option: RPCOption,
     ) -> Result<VoteResponse<RaftId>, RPCError<RaftId, ManagerNode, RaftError<RaftId>>> {
         Err(err(self.target))
+    }
+}
+
+/// The TLS transport, switched on once this member has its certificate (a node that is
+/// initializing a cluster or joining one starts Raft before the certificate exists). Until then
+/// every call fails like [`SingleManagerNetwork`]'s, which a lone voter never makes.
+#[derive(Clone, Default)]
+pub struct LazyTlsNetwork {
+    inner: std::sync::Arc<std::sync::OnceLock<crate::transport::TlsNetwork>>,
+}
+
+impl LazyTlsNetwork {
+    /// Switches the transport on; returns false if it already was.
+    pub fn set(&self, client_config: std::sync::Arc<rustls::ClientConfig>) -> bool {
+        self.inner.set(crate::transport::TlsNetwork::new(client_config)).is_ok()
+    }
+
+    pub fn is_set(&self) -> bool {
+        self.inner.get().is_some()
+    }
+}
+
+/// A peer of [`LazyTlsNetwork`]: uses TLS as soon as the transport is switched on, even if the
+/// replication stream that owns it was created before.
+pub struct LazyPeer {
+    lock: std::sync::Arc<std::sync::OnceLock<crate::transport::TlsNetwork>>,
+    target: RaftId,
+    node: ManagerNode,
+    tls: Option<crate::transport::TlsPeer>,
+}
+
+impl LazyPeer {
+    async fn peer(&mut self) -> Option<&mut crate::transport::TlsPeer> {
+        if self.tls.is_none() {
+            if let Some(n) = self.lock.get() {
+                self.tls = Some(n.clone().new_client(self.target, &self.node).await);
+            }
+        }
+        self.tls.as_mut()
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for LazyTlsNetwork {
+    type Network = LazyPeer;
+
+    async fn new_client(&mut self, target: RaftId, node: &ManagerNode) -> Self::Network {
+        LazyPeer { lock: self.inner.clone(), target, node: node.clone(), tls: None }
+    }
+}
+
+impl RaftNetwork<TypeConfig> for LazyPeer {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<RaftId>, RPCError<RaftId, ManagerNode, RaftError<RaftId>>> {
+        let target = self.target;
+        match self.peer().await {
+            Some(p) => p.append_entries(rpc, option).await,
+            None => Err(err(target)),
+        }
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<
+        InstallSnapshotResponse<RaftId>,
+        RPCError<RaftId, ManagerNode, RaftError<RaftId, InstallSnapshotError>>,
+    > {
+        let target = self.target;
+        match self.peer().await {
+            Some(p) => p.install_snapshot(rpc, option).await,
+            None => Err(err(target)),
+        }
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<RaftId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<RaftId>, RPCError<RaftId, ManagerNode, RaftError<RaftId>>> {
+        let target = self.target;
+        match self.peer().await {
+            Some(p) => p.vote(rpc, option).await,
+            None => Err(err(target)),
+        }
     }
 }

@@ -311,6 +311,31 @@ impl RaftNode {
         Ok(f(&d.state))
     }
 
+    /// Read-index on the leader: the log index a linearizable read must have applied.
+    pub async fn read_index(&self) -> Result<u64, ReadError> {
+        let r = tokio::time::timeout(self.cfg.quorum_timeout, self.raft.ensure_linearizable()).await;
+        match r {
+            Err(_) => Err(ReadError::Unavailable("no quorum: the read index could not be confirmed".into())),
+            Ok(Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f)))) => {
+                Err(ReadError::NotLeader { leader: f.leader_node })
+            }
+            Ok(Err(e)) => Err(ReadError::Unavailable(format!("read failed: {e}"))),
+            Ok(Ok(log_id)) => Ok(log_id.map_or(0, |l| l.index)),
+        }
+    }
+
+    /// Waits until this replica has applied `index` (a follower serving a linearizable read with
+    /// the leader's read index), then runs `f` on the state.
+    pub async fn read_at<T>(&self, index: u64, f: impl FnOnce(&ClusterState) -> T) -> Result<T, ReadError> {
+        self.raft
+            .wait(Some(self.cfg.quorum_timeout))
+            .applied_index_at_least(Some(index), "linearizable read")
+            .await
+            .map_err(|e| ReadError::Unavailable(format!("replica did not catch up: {e}")))?;
+        let d = self.shared.read().unwrap_or_else(PoisonError::into_inner);
+        Ok(f(&d.state))
+    }
+
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
         self.sm.subscribe()
     }

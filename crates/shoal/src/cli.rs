@@ -35,6 +35,14 @@ pub enum ClusterCmd {
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
+    /// Join an existing cluster as a manager (run against a daemon in no cluster yet).
+    Join {
+        /// The manager join token (`shoal cluster join-token manager` on a manager).
+        #[arg(long)]
+        token: String,
+        /// Node-to-node address of a manager, HOST:PORT.
+        addr: String,
+    },
     /// Show (or rotate) the token that lets a worker or a manager join.
     JoinToken {
         /// worker or manager
@@ -176,6 +184,13 @@ pub async fn cluster(c: &Client, cmd: ClusterCmd) -> Result<()> {
             println!(
                 "Cluster initialized: this node ({}) is now a manager and the leader.",
                 info.raft.node_id
+            );
+        }
+        ClusterCmd::Join { token, addr } => {
+            let info: ClusterInfo = c.post("/v1/cluster/join", &shoal_api::JoinArgs { token, addr }).await?;
+            println!(
+                "This node joined the cluster as a manager ({} managers).",
+                info.raft.voters.len().max(info.raft.learners.len())
             );
         }
         ClusterCmd::JoinToken { role, rotate, quiet } => {

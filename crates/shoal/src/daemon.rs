@@ -5,7 +5,7 @@
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
-use shoal_manager::{Manager, ManagerNode, NodeConfig, SingleManagerNetwork};
+use shoal_manager::{Manager, ManagerNode, NodeConfig};
 use shoal_raft::RaftNode;
 use shoal_state::Command;
 use shoal_types::{
@@ -19,6 +19,8 @@ use std::time::{Duration, SystemTime};
 
 pub struct DaemonArgs {
     pub data_dir: PathBuf,
+    /// Node-to-node (mTLS) listener.
+    pub listen_addr: String,
     pub api_socket: PathBuf,
     pub advertise_addr: String,
     pub hostname: Option<String>,
@@ -100,10 +102,26 @@ pub async fn run(args: DaemonArgs) -> Result<()> {
     let identity = load_or_create_identity(&args.data_dir)?;
     let me = ManagerNode { addr: args.advertise_addr.clone(), node_id: identity.node_id.clone() };
     let cfg = NodeConfig::new(args.data_dir.join("raft"), identity.raft_id, me.clone());
-    let raft = RaftNode::start(cfg, SingleManagerNetwork).await.context("starting the raft member")?;
-    let manager = Manager::start(raft, args.data_dir.join("tls"));
-    if args.init {
+    let network = shoal_raft::LazyTlsNetwork::default();
+    let tls_dir = args.data_dir.join("tls");
+    if tls_dir.join("node.crt").exists() {
+        // A node that is already in a cluster talks TLS from its first Raft message.
+        let read = |f: &str| shoal_pki::read_pem_file(tls_dir.join(f));
+        let client = shoal_pki::client_config(&read("ca.crt")?, &read("node.crt")?, &read("node.key")?)
+            .context("loading this node's certificate")?;
+        network.set(client);
+    }
+    let raft = RaftNode::start(cfg, network.clone()).await.context("starting the raft member")?;
+    let in_cluster = tls_dir.join("node.crt").exists();
+    let manager = Manager::start(raft, network, tls_dir);
+    let listener = tokio::net::TcpListener::bind(&args.listen_addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen_addr))?;
+    tokio::spawn(serve_node_to_node(manager.clone(), listener));
+    manager.enable_tls().context("loading this node's certificate")?;
+    if args.init && !in_cluster {
         manager.init_cluster().await.context("initializing the cluster")?;
+        manager.enable_tls().context("loading this node's certificate")?;
     }
     tracing::info!(node_id = %identity.node_id, socket = %args.api_socket.display(), "shoal daemon started");
 
@@ -132,6 +150,30 @@ pub async fn run(args: DaemonArgs) -> Result<()> {
     Ok(())
 }
 
+/// Serves Raft and the other node-to-node endpoints over mutual TLS once this node has a
+/// certificate. Raft messages are accepted only from current members' manager certificates, so
+/// the certificate of a removed manager stops working at once.
+async fn serve_node_to_node(m: Arc<Manager>, listener: tokio::net::TcpListener) {
+    let mut tls = m.server_tls();
+    let cfg = loop {
+        if let Some(cfg) = tls.borrow().clone() {
+            break cfg;
+        }
+        if tls.changed().await.is_err() {
+            return;
+        }
+    };
+    let members = m.clone();
+    let authorize = move |id: &shoal_pki::NodeIdentity, _path: &str| {
+        let s = members.node.status();
+        // A manager that has just joined knows no membership until the leader's first message
+        // reaches it: until then any manager certificate of this cluster's CA may talk Raft to it.
+        (s.voters.is_empty() && s.learners.is_empty())
+            || s.voters.values().chain(s.learners.values()).any(|n| n.node_id == id.node_id)
+    };
+    shoal_raft::transport::serve_tls(listener, cfg, shoal_api::internal::internal_router(m), authorize).await;
+}
+
 /// Registers this node once a leader exists, and keeps its manager status current.
 async fn register_self(m: Arc<Manager>, id: NodeId, description: NodeDescription, me: ManagerNode) {
     let mut last: Option<(bool, NodeState)> = None;
@@ -158,7 +200,7 @@ async fn register_self(m: Arc<Manager>, id: NodeId, description: NodeDescription
                         addr: me.addr.clone(),
                     }),
                 };
-                match m.node.write(Command::RegisterNode { node: Box::new(node) }).await {
+                match shoal_api::internal::write(&m, Command::RegisterNode { node: Box::new(node) }).await {
                     Ok(_) => last = Some(want),
                     Err(e) => tracing::debug!(error = %e, "node registration deferred"),
                 }

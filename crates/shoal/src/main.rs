@@ -38,9 +38,13 @@ struct DaemonOpts {
     /// The API socket (root only).
     #[arg(long, default_value = DEFAULT_SOCKET)]
     api_socket: PathBuf,
-    /// Address other nodes use to reach this one.
-    #[arg(long, default_value = "127.0.0.1:4242")]
-    advertise_addr: String,
+    /// Where the node-to-node (mTLS) listener binds.
+    #[arg(long, default_value = "0.0.0.0:4242")]
+    listen_addr: String,
+    /// Address other nodes use to reach this one (default: the listen address, with 127.0.0.1
+    /// for an unspecified host).
+    #[arg(long)]
+    advertise_addr: Option<String>,
     /// Hostname to report (default: the machine's).
     #[arg(long)]
     hostname: Option<String>,
@@ -123,8 +127,9 @@ fn init_logging(level: &str, format: LogFormat) -> Result<()> {
 fn daemon_args(o: DaemonOpts, init: bool) -> daemon::DaemonArgs {
     daemon::DaemonArgs {
         data_dir: o.data_dir,
+        advertise_addr: o.advertise_addr.unwrap_or_else(|| o.listen_addr.replace("0.0.0.0", "127.0.0.1")),
+        listen_addr: o.listen_addr,
         api_socket: o.api_socket,
-        advertise_addr: o.advertise_addr,
         hostname: o.hostname,
         labels: o.labels.into_iter().collect::<BTreeMap<_, _>>(),
         init,

@@ -28,11 +28,17 @@ fn start(mode: &str, dir: &Path) -> Daemon {
         .arg("--api-socket")
         .arg(socket(dir))
         .args(["--hostname", "test-host", "--label", "disk=ssd"])
+        .args(["--listen-addr", &format!("127.0.0.1:{}", free_port())])
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
         .expect("spawn shoal");
     Daemon { child }
+}
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
 }
 
 fn socket(dir: &Path) -> PathBuf {

@@ -1,0 +1,223 @@
+//! The node-to-node endpoints next to Raft's, served over mutual TLS on every manager:
+//!
+//! - `POST /internal/join` — a joining node presents a join token and a CSR (no client
+//!   certificate yet) and gets its certificate and the CA; the token decides its role.
+//! - `POST /internal/managers` — a manager that joined asks the leader to add it (learner, then
+//!   voter). Needs its manager certificate, and may only add itself.
+//! - `POST /internal/write` — a follower forwards a write to the leader. Needs a manager
+//!   certificate.
+//! - `GET /internal/read-index` — a follower asks the leader for the read index of a
+//!   linearizable read. Needs a manager certificate.
+//!
+//! Errors use the API's `{"error": {"code", "message"}}` shape; `not_leader` carries the leader.
+
+use crate::server::ApiError;
+use axum::extract::{Extension, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use shoal_manager::{Admission, JoinError, Manager, ManagerNode, RaftId, ReadError, WriteError};
+use shoal_pki::{NodeIdentity, Role};
+use shoal_state::Command;
+use std::sync::Arc;
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct JoinRequest {
+    pub token: String,
+    pub csr_pem: String,
+    pub node_id: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct AddManager {
+    pub raft_id: RaftId,
+    pub node: ManagerNode,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ReadIndex {
+    pub index: u64,
+}
+
+type Peer = Extension<Option<NodeIdentity>>;
+
+fn require_manager(peer: &Option<NodeIdentity>) -> Result<&NodeIdentity, ApiError> {
+    match peer {
+        Some(id) if id.role == Role::Manager => Ok(id),
+        _ => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "a manager certificate of this cluster is required",
+        )),
+    }
+}
+
+impl From<JoinError> for ApiError {
+    fn from(e: JoinError) -> Self {
+        let (status, code) = match &e {
+            JoinError::BadToken => (StatusCode::UNAUTHORIZED, "bad_token"),
+            JoinError::AlreadyMember(_) => (StatusCode::CONFLICT, "conflict"),
+            JoinError::Pki(_) => (StatusCode::BAD_REQUEST, "invalid"),
+            JoinError::NotInitialized | JoinError::Unavailable(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+            }
+        };
+        ApiError::new(status, code, e.to_string())
+    }
+}
+
+async fn join(
+    State(m): State<Arc<Manager>>,
+    Json(req): Json<JoinRequest>,
+) -> Result<Json<Admission>, ApiError> {
+    Ok(Json(m.admit(&req.token, &req.csr_pem, &req.node_id).await?))
+}
+
+async fn add_manager(
+    State(m): State<Arc<Manager>>,
+    Extension(peer): Peer,
+    Json(req): Json<AddManager>,
+) -> Result<StatusCode, ApiError> {
+    let id = require_manager(&peer)?;
+    if id.node_id != req.node.node_id {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "a manager may only add itself"));
+    }
+    m.add_manager(req.raft_id, req.node).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn forwarded_write(
+    State(m): State<Arc<Manager>>,
+    Extension(peer): Peer,
+    Json(cmd): Json<Command>,
+) -> Result<Json<shoal_raft::Response>, ApiError> {
+    require_manager(&peer)?;
+    // Only the leader writes; a forwarded write that lands on a follower is not forwarded again.
+    Ok(Json(m.node.write(cmd).await?))
+}
+
+async fn read_index(
+    State(m): State<Arc<Manager>>,
+    Extension(peer): Peer,
+) -> Result<Json<ReadIndex>, ApiError> {
+    require_manager(&peer)?;
+    Ok(Json(ReadIndex { index: m.node.read_index().await? }))
+}
+
+pub fn internal_router(m: Arc<Manager>) -> Router {
+    Router::new()
+        .route("/internal/join", post(join))
+        .route("/internal/managers", post(add_manager))
+        .route("/internal/write", post(forwarded_write))
+        .route("/internal/read-index", get(read_index))
+        .with_state(m.clone())
+        .merge(shoal_raft::transport::raft_router(m.node.clone()))
+}
+
+/// Sends a JSON request to another manager over TLS; returns the status and body.
+pub async fn call(
+    tls: Arc<rustls::ClientConfig>,
+    addr: &str,
+    method: hyper::Method,
+    path: &str,
+    body: Option<Vec<u8>>,
+) -> Result<(StatusCode, hyper::body::Bytes), String> {
+    use http_body_util::{BodyExt, Full};
+    use hyper_util::rt::TokioIo;
+    let fut = async {
+        let tcp = tokio::net::TcpStream::connect(addr).await.map_err(|e| format!("connect {addr}: {e}"))?;
+        let name = rustls_pki_types::ServerName::try_from(shoal_pki::MANAGER_SERVER_NAME)
+            .map_err(|e| e.to_string())?
+            .to_owned();
+        let stream = tokio_rustls::TlsConnector::from(tls)
+            .connect(name, tcp)
+            .await
+            .map_err(|e| format!("TLS with {addr}: {e}"))?;
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let req = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", shoal_pki::MANAGER_SERVER_NAME)
+            .header("content-type", "application/json")
+            .body(Full::new(hyper::body::Bytes::from(body.unwrap_or_default())))
+            .map_err(|e| e.to_string())?;
+        let resp = sender.send_request(req).await.map_err(|e| format!("request to {addr}: {e}"))?;
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+        Ok((status, bytes))
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(15), fut)
+        .await
+        .map_err(|_| format!("{addr} did not answer within 15s"))?
+}
+
+fn remote_error(status: StatusCode, bytes: &[u8]) -> String {
+    let v: serde_json::Value = serde_json::from_slice(bytes).unwrap_or_default();
+    v["error"]["message"].as_str().map(str::to_string).unwrap_or_else(|| format!("HTTP {status}"))
+}
+
+/// A write from anywhere: committed here if this manager leads, else forwarded to the leader.
+pub async fn write(m: &Manager, cmd: Command) -> Result<shoal_raft::Response, WriteError> {
+    match m.node.write(cmd.clone()).await {
+        Err(WriteError::NotLeader { leader: Some(leader) })
+            if leader.node_id != m.node.config().node.node_id =>
+        {
+            let tls = m
+                .client_tls()
+                .ok_or_else(|| WriteError::Unavailable("this node has no certificate yet".into()))?;
+            let body = serde_json::to_vec(&cmd).map_err(|e| WriteError::Unavailable(e.to_string()))?;
+            let (status, bytes) = call(tls, &leader.addr, hyper::Method::POST, "/internal/write", Some(body))
+                .await
+                .map_err(|e| WriteError::Unavailable(format!("forwarding to the leader failed: {e}")))?;
+            if status.is_success() {
+                return serde_json::from_slice(&bytes).map_err(|e| WriteError::Unavailable(e.to_string()));
+            }
+            let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+            let message = remote_error(status, &bytes);
+            let kind = match v["error"]["code"].as_str() {
+                Some("not_found") => Some(shoal_manager::ErrorKind::NotFound),
+                Some("conflict") => Some(shoal_manager::ErrorKind::Conflict),
+                Some("invalid") => Some(shoal_manager::ErrorKind::Invalid),
+                _ => None,
+            };
+            Err(match kind {
+                Some(kind) => WriteError::Refused(shoal_manager::CommandError { kind, message }),
+                None => WriteError::Unavailable(message),
+            })
+        }
+        other => other,
+    }
+}
+
+/// A linearizable read from anywhere: the leader confirms its read index; a follower asks the
+/// leader for it and waits until its own replica has applied that far.
+pub async fn read_linearizable<T>(
+    m: &Manager,
+    f: impl FnOnce(&shoal_state::ClusterState) -> T,
+) -> Result<T, ReadError> {
+    let index = match m.node.read_index().await {
+        Ok(i) => i,
+        Err(ReadError::NotLeader { leader: Some(leader) }) => {
+            let tls = m
+                .client_tls()
+                .ok_or_else(|| ReadError::Unavailable("this node has no certificate yet".into()))?;
+            let (status, bytes) =
+                call(tls, &leader.addr, hyper::Method::GET, "/internal/read-index", None).await.map_err(
+                    |e| ReadError::Unavailable(format!("asking the leader for a read index failed: {e}")),
+                )?;
+            if !status.is_success() {
+                return Err(ReadError::Unavailable(remote_error(status, &bytes)));
+            }
+            let ri: ReadIndex =
+                serde_json::from_slice(&bytes).map_err(|e| ReadError::Unavailable(e.to_string()))?;
+            ri.index
+        }
+        Err(e) => return Err(e),
+    };
+    m.node.read_at(index, f).await
+}

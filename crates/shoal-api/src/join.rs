@@ -1,0 +1,97 @@
+//! Joining an existing cluster as a manager (`shoal cluster join --token TOKEN HOST:PORT`, run
+//! against a daemon that is in no cluster yet).
+//!
+//! 1. The token names the cluster CA's digest: the joiner connects to HOST:PORT trusting only a
+//!    CA with that digest (no certificate of its own yet).
+//! 2. It makes its key locally and sends a CSR with the token; the manager checks the token (its
+//!    kind decides the role) and returns the signed certificate and the CA.
+//! 3. With that certificate the joiner turns on its Raft transport and listener, then asks the
+//!    leader to add it: as a learner that catches up, then as a voter.
+
+use crate::internal::{call, AddManager, JoinRequest};
+use hyper::Method;
+use shoal_manager::{Admission, Manager, ManagerNode};
+use shoal_pki::{JoinToken, Role};
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum JoinClusterError {
+    #[error("this node is already part of a cluster")]
+    AlreadyMember,
+    #[error("invalid join token: {0}")]
+    Token(String),
+    #[error("{0}")]
+    Remote(String),
+    #[error("{0}")]
+    Local(String),
+    #[error("this token admits workers; worker nodes join with the node agent, which this build does not have yet")]
+    WorkerToken,
+}
+
+fn remote(status: hyper::StatusCode, bytes: &[u8]) -> String {
+    let v: serde_json::Value = serde_json::from_slice(bytes).unwrap_or_default();
+    v["error"]["message"].as_str().map(str::to_string).unwrap_or_else(|| format!("HTTP {status}"))
+}
+
+pub async fn join_cluster(m: &Arc<Manager>, token: &str, addr: &str) -> Result<(), JoinClusterError> {
+    let status = m.node.status();
+    if !status.voters.is_empty() || m.tls_dir().join("node.crt").exists() {
+        return Err(JoinClusterError::AlreadyMember);
+    }
+    let parsed: JoinToken = token
+        .trim()
+        .parse()
+        .map_err(|e: shoal_pki::JoinTokenError| JoinClusterError::Token(e.to_string()))?;
+    let me = m.node.config().node.clone();
+    let (key, csr) =
+        shoal_pki::generate_key_and_csr(&me.node_id).map_err(|e| JoinClusterError::Local(e.to_string()))?;
+    let pinned = shoal_pki::pinned_client_config(&parsed.ca_digest)
+        .map_err(|e| JoinClusterError::Local(e.to_string()))?;
+    let req = JoinRequest { token: token.trim().to_string(), csr_pem: csr, node_id: me.node_id.clone() };
+    let body = serde_json::to_vec(&req).map_err(|e| JoinClusterError::Local(e.to_string()))?;
+    let (st, bytes) = call(pinned, addr, Method::POST, "/internal/join", Some(body))
+        .await
+        .map_err(|e| JoinClusterError::Remote(format!("cannot reach the manager at {addr}: {e}")))?;
+    if !st.is_success() {
+        return Err(JoinClusterError::Remote(remote(st, &bytes)));
+    }
+    let adm: Admission =
+        serde_json::from_slice(&bytes).map_err(|e| JoinClusterError::Remote(e.to_string()))?;
+    if adm.role == Role::Worker {
+        return Err(JoinClusterError::WorkerToken);
+    }
+    let dir = m.tls_dir();
+    let local = |e: shoal_pki::PkiError| JoinClusterError::Local(e.to_string());
+    std::fs::create_dir_all(dir).map_err(|e| JoinClusterError::Local(e.to_string()))?;
+    shoal_pki::write_private_file(dir.join("node.key"), key).map_err(local)?;
+    shoal_pki::write_public_file(dir.join("ca.crt"), &adm.ca_pem).map_err(local)?;
+    shoal_pki::write_public_file(dir.join("node.crt"), &adm.cert_pem).map_err(local)?;
+    m.enable_tls().map_err(|e| JoinClusterError::Local(e.to_string()))?;
+    let tls = m.client_tls().ok_or_else(|| JoinClusterError::Local("TLS did not come up".into()))?;
+
+    // Ask the leader to add us; follow "not the leader" hints for a few hops.
+    let add = AddManager { raft_id: m.node.config().raft_id, node: ManagerNode { ..me } };
+    let body = serde_json::to_vec(&add).map_err(|e| JoinClusterError::Local(e.to_string()))?;
+    let mut target = addr.to_string();
+    for _ in 0..5 {
+        let (st, bytes) = call(tls.clone(), &target, Method::POST, "/internal/managers", Some(body.clone()))
+            .await
+            .map_err(|e| JoinClusterError::Remote(format!("asking {target} to add this manager: {e}")))?;
+        if st.is_success() {
+            return match m.node.wait_for_leader(Duration::from_secs(10)).await {
+                Some(_) => Ok(()),
+                None => {
+                    Err(JoinClusterError::Remote("added, but no leader became visible within 10s".into()))
+                }
+            };
+        }
+        let msg = remote(st, &bytes);
+        // "not the leader (leader is ID at ADDR)"
+        match msg.rsplit_once(" at ").map(|(_, a)| a.trim_end_matches(')').to_string()) {
+            Some(a) if msg.starts_with("not the leader") && a != target => target = a,
+            _ => return Err(JoinClusterError::Remote(msg)),
+        }
+    }
+    Err(JoinClusterError::Remote("could not find the leader".into()))
+}
