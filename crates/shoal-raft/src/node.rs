@@ -270,7 +270,8 @@ impl RaftNode {
         let res = tokio::time::timeout(self.cfg.quorum_timeout, self.raft.client_write(req)).await;
         match res {
             Err(_) => Err(WriteError::Unavailable(format!(
-                "no quorum: the write was not committed within {}s (check `shoal cluster health`)",
+                "no quorum: the write was not committed within {}s; it takes effect later if a quorum returns \
+                 (check `shoal cluster inspect` on each manager)",
                 self.cfg.quorum_timeout.as_secs()
             ))),
             Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
