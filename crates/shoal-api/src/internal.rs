@@ -97,6 +97,56 @@ async fn forwarded_write(
     Ok(Json(m.node.write(cmd).await?))
 }
 
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Heartbeat {
+    pub node_id: String,
+}
+
+async fn heartbeat(
+    State(m): State<Arc<Manager>>,
+    Extension(peer): Peer,
+    Json(hb): Json<Heartbeat>,
+) -> Result<StatusCode, ApiError> {
+    match &peer {
+        Some(id) if id.node_id == hb.node_id => {}
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "a node may only heartbeat for itself",
+            ))
+        }
+    }
+    if !m.node.is_leader() {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_leader",
+            "heartbeats go to the leader",
+        ));
+    }
+    m.record_heartbeat(&hb.node_id);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Sends this node's heartbeat to the current leader every `HEARTBEAT_INTERVAL`.
+pub async fn heartbeat_loop(m: Arc<Manager>) {
+    let me = m.node.config().node.node_id.clone();
+    loop {
+        tokio::time::sleep(shoal_manager::HEARTBEAT_INTERVAL).await;
+        let status = m.node.status();
+        let (Some(leader), Some(tls)) = (status.leader_node, m.client_tls()) else { continue };
+        if leader.node_id == me {
+            m.record_heartbeat(&me);
+            continue;
+        }
+        let Ok(body) = serde_json::to_vec(&Heartbeat { node_id: me.clone() }) else { continue };
+        if let Err(e) = call(tls, &leader.addr, hyper::Method::POST, "/internal/heartbeat", Some(body)).await
+        {
+            tracing::debug!(error = %e, "heartbeat not delivered");
+        }
+    }
+}
+
 async fn read_index(
     State(m): State<Arc<Manager>>,
     Extension(peer): Peer,
@@ -111,6 +161,7 @@ pub fn internal_router(m: Arc<Manager>) -> Router {
         .route("/internal/managers", post(add_manager))
         .route("/internal/write", post(forwarded_write))
         .route("/internal/read-index", get(read_index))
+        .route("/internal/heartbeat", post(heartbeat))
         .with_state(m.clone())
         .merge(shoal_raft::transport::raft_router(m.node.clone()))
 }

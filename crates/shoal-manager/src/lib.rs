@@ -33,7 +33,13 @@ pub struct Manager {
     /// Upper bound between two controller passes.
     max_pass_interval: Duration,
     stop: watch::Sender<bool>,
+    /// When each node's last heartbeat reached this manager (only the leader's view matters).
+    heartbeats: std::sync::Mutex<std::collections::BTreeMap<String, std::time::Instant>>,
 }
+
+/// How often nodes heartbeat to the leader; a node is down after `MISSED_HEARTBEATS` misses.
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
+pub const MISSED_HEARTBEATS: u32 = 3;
 
 /// Lifetime of node certificates (renewed between 50% and 80% of it).
 pub const NODE_CERT_VALIDITY: Duration = Duration::from_secs(90 * 24 * 3600);
@@ -92,8 +98,10 @@ impl Manager {
             tls_dir,
             max_pass_interval: Duration::from_secs(1),
             stop,
+            heartbeats: std::sync::Mutex::new(std::collections::BTreeMap::new()),
         });
-        tokio::spawn(controllers(m.clone(), stop_rx));
+        tokio::spawn(controllers(m.clone(), stop_rx.clone()));
+        tokio::spawn(liveness(m.clone(), stop_rx));
         m
     }
 
@@ -155,6 +163,12 @@ impl Manager {
         shoal_pki::write_public_file(self.tls_dir.join("ca.crt"), ca.cert_pem())?;
         shoal_pki::write_public_file(&cert_path, cert)?;
         Ok(())
+    }
+
+    /// A heartbeat from `node_id` reached this manager.
+    pub fn record_heartbeat(&self, node_id: &str) {
+        let mut h = self.heartbeats.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        h.insert(node_id.to_string(), std::time::Instant::now());
     }
 
     pub fn tls_dir(&self) -> &std::path::Path {
@@ -278,6 +292,54 @@ fn random_seed() -> u64 {
         return Timestamp::from_system_time(SystemTime::now()).as_nanos();
     }
     u64::from_le_bytes(b)
+}
+
+/// The leader's liveness check: a ready node whose heartbeats stopped for `MISSED_HEARTBEATS`
+/// intervals is marked down (the orchestrators then move its replicated tasks); a down node that
+/// heartbeats again is marked ready (and told to stop what it no longer owns). A new leader
+/// gives every node a full grace period from the moment it took over.
+async fn liveness(m: Arc<Manager>, mut stop: watch::Receiver<bool>) {
+    let grace = HEARTBEAT_INTERVAL * MISSED_HEARTBEATS;
+    let mut leading_since: Option<std::time::Instant> = None;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(HEARTBEAT_INTERVAL / 2) => {}
+            _ = stop.changed() => return,
+        }
+        if !m.node.is_leader() {
+            leading_since = None;
+            continue;
+        }
+        let since = *leading_since.get_or_insert_with(std::time::Instant::now);
+        let now = std::time::Instant::now();
+        let seen = m.heartbeats.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        let me = m.node.config().node.node_id.clone();
+        let nodes: Vec<(shoal_types::NodeId, shoal_types::NodeState)> = {
+            let d = m.node.local_state();
+            d.state.nodes().map(|n| (n.id.clone(), n.status.state)).collect()
+        };
+        for (id, state) in nodes {
+            let alive = id.as_str() == me
+                || seen.get(id.as_str()).is_some_and(|t| now.duration_since(*t) < grace && *t >= since)
+                || now.duration_since(since) < grace && state == shoal_types::NodeState::Ready;
+            let want = match (state, alive) {
+                (shoal_types::NodeState::Ready, false) => {
+                    Some((shoal_types::NodeState::Down, "heartbeat missed"))
+                }
+                (shoal_types::NodeState::Down | shoal_types::NodeState::Unknown, true) => {
+                    Some((shoal_types::NodeState::Ready, ""))
+                }
+                _ => None,
+            };
+            if let Some((state, message)) = want {
+                tracing::info!(node = %id, ?state, "node status changed");
+                let cmd = Command::SetNodeStatus { id, state, message: message.into() };
+                if let Err(e) = m.node.write(cmd).await {
+                    tracing::warn!(error = %e, "could not record node status");
+                }
+            }
+        }
+    }
 }
 
 /// The leader's control loop.

@@ -126,6 +126,7 @@ pub async fn run(args: DaemonArgs) -> Result<()> {
     tracing::info!(node_id = %identity.node_id, socket = %args.api_socket.display(), "shoal daemon started");
 
     let description = describe(args.hostname.clone().unwrap_or_else(hostname), args.labels.clone());
+    tokio::spawn(shoal_api::internal::heartbeat_loop(manager.clone()));
     tokio::spawn(register_self(manager.clone(), NodeId::new(identity.node_id.clone()), description, me));
 
     let api = {

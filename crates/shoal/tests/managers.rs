@@ -203,6 +203,17 @@ fn three_managers_join_fail_over_and_keep_every_write() {
     assert!(failover < Duration::from_secs(10), "failover took {failover:?}");
     let other = (leader_idx + 2) % 3;
     assert_eq!(service_names(&nodes[other]), vec!["after", "from-b"]);
+    // The new leader sees the old one's heartbeats stop and marks it down.
+    let node_state = |n: &Node, id: &str| {
+        let v = n.json(&["node", "ls", "--format", "json"]);
+        v.as_array()?
+            .iter()
+            .find(|x| x["id"] == id)
+            .and_then(|x| x["status"]["state"].as_str().map(str::to_string))
+    };
+    eventually(15, "the killed leader to be marked down", || {
+        (node_state(&nodes[other], &leader_id).as_deref() == Some("down")).then_some(())
+    });
 
     // The old leader comes back (same data dir) as a follower and catches up.
     let mode = if leader_idx == 0 { "dev" } else { "daemon" };
@@ -214,6 +225,9 @@ fn three_managers_join_fail_over_and_keep_every_write() {
     });
     let r = nodes[leader_idx].raft().expect("raft");
     assert_eq!(r["voters"].as_object().map(|v| v.len()), Some(3));
+    eventually(15, "the returning manager to be ready again", || {
+        (node_state(&nodes[other], &leader_id).as_deref() == Some("ready")).then_some(())
+    });
 
     // Lose quorum: with two of three managers down, writes fail clearly (no hang), linearizable
     // reads fail the same way, stale reads still answer. Bring one back: writes work again.
