@@ -147,6 +147,68 @@ pub async fn heartbeat_loop(m: Arc<Manager>) {
     }
 }
 
+async fn status(State(m): State<Arc<Manager>>, Extension(peer): Peer) -> Result<Json<shoal_manager::RaftStatus>, ApiError> {
+    require_manager(&peer)?;
+    Ok(Json(m.node.status()))
+}
+
+/// One manager's health as seen from here.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ManagerHealth {
+    pub node_id: String,
+    pub addr: String,
+    pub voter: bool,
+    pub reachable: bool,
+    pub error: Option<String>,
+    pub status: Option<shoal_manager::RaftStatus>,
+}
+
+/// Asks every manager in the membership for its Raft status (like `etcdctl cluster-health`).
+pub async fn cluster_health(m: &Manager) -> Vec<ManagerHealth> {
+    let local = m.node.status();
+    let me = m.node.config().node.node_id.clone();
+    let members: Vec<(bool, ManagerNode)> = local
+        .voters
+        .values()
+        .map(|n| (true, n.clone()))
+        .chain(local.learners.values().map(|n| (false, n.clone())))
+        .collect();
+    let mut out = Vec::new();
+    for (voter, node) in members {
+        if node.node_id == me {
+            out.push(ManagerHealth {
+                node_id: node.node_id,
+                addr: node.addr,
+                voter,
+                reachable: true,
+                error: None,
+                status: Some(local.clone()),
+            });
+            continue;
+        }
+        let res = match m.client_tls() {
+            None => Err("this node has no certificate".to_string()),
+            Some(tls) => match tokio::time::timeout(
+                std::time::Duration::from_secs(2),
+                call(tls, &node.addr, hyper::Method::GET, "/internal/status", None),
+            )
+            .await
+            {
+                Err(_) => Err("no answer within 2s".to_string()),
+                Ok(Err(e)) => Err(e),
+                Ok(Ok((st, bytes))) if st.is_success() => serde_json::from_slice(&bytes).map_err(|e| e.to_string()),
+                Ok(Ok((st, bytes))) => Err(remote_error(st, &bytes)),
+            },
+        };
+        let (reachable, error, status) = match res {
+            Ok(s) => (true, None, Some(s)),
+            Err(e) => (false, Some(e), None),
+        };
+        out.push(ManagerHealth { node_id: node.node_id, addr: node.addr, voter, reachable, error, status });
+    }
+    out
+}
+
 async fn read_index(
     State(m): State<Arc<Manager>>,
     Extension(peer): Peer,
@@ -161,7 +223,8 @@ pub fn internal_router(m: Arc<Manager>) -> Router {
         .route("/internal/managers", post(add_manager))
         .route("/internal/write", post(forwarded_write))
         .route("/internal/read-index", get(read_index))
-        .route("/internal/heartbeat", post(heartbeat))
+                .route("/internal/heartbeat", post(heartbeat))
+        .route("/internal/status", get(status))
         .with_state(m.clone())
         .merge(shoal_raft::transport::raft_router(m.node.clone()))
 }

@@ -123,7 +123,8 @@ async fn read<T>(m: &Manager, q: &ReadQuery, f: impl FnOnce(&ClusterState) -> T)
 pub const ROUTES: &[(&str, &str, &str)] = &[
     ("get", "/v1/cluster", "cluster and Raft status of this manager"),
     ("post", "/v1/cluster/init", "make this manager the first member of a new cluster"),
-    ("post", "/v1/cluster/join", "join an existing cluster as a manager ({token, addr})"),
+        ("post", "/v1/cluster/join", "join an existing cluster as a manager ({token, addr})"),
+    ("get", "/v1/cluster/health", "every manager: reachable, Raft state, term, log and applied index"),
     ("get", "/v1/cluster/join-token/{role}", "the join token for workers or managers (root socket only)"),
     ("post", "/v1/cluster/join-token/{role}/rotate", "replace a join token"),
     ("get", "/v1/nodes", "list nodes"),
@@ -144,7 +145,8 @@ pub fn router(manager: Arc<Manager>) -> Router {
     Router::new()
         .route("/v1/cluster", get(cluster))
         .route("/v1/cluster/init", post(cluster_init))
-        .route("/v1/cluster/join", post(cluster_join))
+                .route("/v1/cluster/join", post(cluster_join))
+        .route("/v1/cluster/health", get(cluster_health))
         .route("/v1/cluster/join-token/{role}", get(join_token))
         .route("/v1/cluster/join-token/{role}/rotate", post(rotate_join_token))
         .route("/v1/nodes", get(list_nodes))
@@ -203,6 +205,10 @@ async fn cluster_init(State(m): State<AppState>) -> Result<Json<ClusterInfo>, Ap
     }
     m.init_cluster().await?;
     cluster(State(m), Query(ReadQuery::default())).await
+}
+
+async fn cluster_health(State(m): State<AppState>) -> Json<Vec<crate::internal::ManagerHealth>> {
+    Json(crate::internal::cluster_health(&m).await)
 }
 
 #[derive(Debug, Serialize, Deserialize)]

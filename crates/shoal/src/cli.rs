@@ -35,6 +35,11 @@ pub enum ClusterCmd {
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
+        /// Every manager: reachable, Raft state, term, last log and applied index.
+    Health {
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
     /// Join an existing cluster as a manager (run against a daemon in no cluster yet).
     Join {
         /// The manager join token (`shoal cluster join-token manager` on a manager).
@@ -184,6 +189,37 @@ pub async fn cluster(c: &Client, cmd: ClusterCmd) -> Result<()> {
             println!(
                 "Cluster initialized: this node ({}) is now a manager and the leader.",
                 info.raft.node_id
+            );
+        }
+                ClusterCmd::Health { format } => {
+            let health: Vec<shoal_api::internal::ManagerHealth> = c.get("/v1/cluster/health").await?;
+            if format == Format::Json {
+                return print_json(&health);
+            }
+            let opt = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
+            let rows = health
+                .iter()
+                .map(|h| {
+                    let s = h.status.as_ref();
+                    vec![
+                        h.node_id.clone(),
+                        h.addr.clone(),
+                        if h.voter { "voter" } else { "learner" }.to_string(),
+                        if h.reachable { "yes".to_string() } else { format!("no: {}", h.error.clone().unwrap_or_default()) },
+                        s.map_or("-".to_string(), |s| s.state.clone()),
+                        s.map_or("-".to_string(), |s| s.term.to_string()),
+                        opt(s.and_then(|s| s.last_log_index)),
+                        opt(s.and_then(|s| s.last_applied)),
+                    ]
+                })
+                .collect();
+            table(&["MANAGER", "ADDRESS", "ROLE", "REACHABLE", "STATE", "TERM", "LAST LOG", "APPLIED"], rows);
+            let healthy = health.iter().filter(|h| h.reachable && h.voter).count();
+            let voters = health.iter().filter(|h| h.voter).count();
+            println!(
+                "\ncluster is {}: {healthy} of {voters} voting managers reachable (quorum {})",
+                if healthy > voters / 2 { "healthy" } else { "UNHEALTHY" },
+                voters / 2 + 1
             );
         }
         ClusterCmd::Join { token, addr } => {

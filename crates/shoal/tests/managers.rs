@@ -164,6 +164,11 @@ fn three_managers_join_fail_over_and_keep_every_write() {
             n.raft().filter(|r| r["voters"].as_object().map(|v| v.len()) == Some(3)).map(|_| ())
         });
     }
+    let health = nodes[1].json(&["cluster", "health", "--format", "json"]);
+    let health = health.as_array().expect("health list");
+    assert_eq!(health.len(), 3);
+    assert!(health.iter().all(|h| h["reachable"] == true && h["voter"] == true), "{health:?}");
+    assert_eq!(health.iter().filter(|h| h["status"]["state"] == "leader").count(), 1);
     let again = nodes[1].cli(&["cluster", "join", "--token", &token, &a_addr]);
     assert!(String::from_utf8_lossy(&again.stderr).contains("already part of a cluster"));
 
@@ -203,6 +208,10 @@ fn three_managers_join_fail_over_and_keep_every_write() {
     assert!(failover < Duration::from_secs(10), "failover took {failover:?}");
     let other = (leader_idx + 2) % 3;
     assert_eq!(service_names(&nodes[other]), vec!["after", "from-b"]);
+    let health = nodes[other].json(&["cluster", "health", "--format", "json"]);
+    let down: Vec<&Value> = health.as_array().expect("list").iter().filter(|h| h["reachable"] == false).collect();
+    assert_eq!(down.len(), 1, "{health}");
+    assert_eq!(down[0]["node_id"].as_str(), Some(leader_id.as_str()));
     // The new leader sees the old one's heartbeats stop and marks it down.
     let node_state = |n: &Node, id: &str| {
         let v = n.json(&["node", "ls", "--format", "json"]);
