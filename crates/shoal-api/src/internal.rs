@@ -147,7 +147,10 @@ pub async fn heartbeat_loop(m: Arc<Manager>) {
     }
 }
 
-async fn status(State(m): State<Arc<Manager>>, Extension(peer): Peer) -> Result<Json<shoal_manager::RaftStatus>, ApiError> {
+async fn status(
+    State(m): State<Arc<Manager>>,
+    Extension(peer): Peer,
+) -> Result<Json<shoal_manager::RaftStatus>, ApiError> {
     require_manager(&peer)?;
     Ok(Json(m.node.status()))
 }
@@ -196,7 +199,9 @@ pub async fn cluster_health(m: &Manager) -> Vec<ManagerHealth> {
             {
                 Err(_) => Err("no answer within 2s".to_string()),
                 Ok(Err(e)) => Err(e),
-                Ok(Ok((st, bytes))) if st.is_success() => serde_json::from_slice(&bytes).map_err(|e| e.to_string()),
+                Ok(Ok((st, bytes))) if st.is_success() => {
+                    serde_json::from_slice(&bytes).map_err(|e| e.to_string())
+                }
                 Ok(Ok((st, bytes))) => Err(remote_error(st, &bytes)),
             },
         };
@@ -223,7 +228,7 @@ pub fn internal_router(m: Arc<Manager>) -> Router {
         .route("/internal/managers", post(add_manager))
         .route("/internal/write", post(forwarded_write))
         .route("/internal/read-index", get(read_index))
-                .route("/internal/heartbeat", post(heartbeat))
+        .route("/internal/heartbeat", post(heartbeat))
         .route("/internal/status", get(status))
         .with_state(m.clone())
         .merge(shoal_raft::transport::raft_router(m.node.clone()))

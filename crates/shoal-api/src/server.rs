@@ -123,7 +123,7 @@ async fn read<T>(m: &Manager, q: &ReadQuery, f: impl FnOnce(&ClusterState) -> T)
 pub const ROUTES: &[(&str, &str, &str)] = &[
     ("get", "/v1/cluster", "cluster and Raft status of this manager"),
     ("post", "/v1/cluster/init", "make this manager the first member of a new cluster"),
-        ("post", "/v1/cluster/join", "join an existing cluster as a manager ({token, addr})"),
+    ("post", "/v1/cluster/join", "join an existing cluster as a manager ({token, addr})"),
     ("get", "/v1/cluster/health", "every manager: reachable, Raft state, term, log and applied index"),
     ("get", "/v1/cluster/join-token/{role}", "the join token for workers or managers (root socket only)"),
     ("post", "/v1/cluster/join-token/{role}/rotate", "replace a join token"),
@@ -145,7 +145,7 @@ pub fn router(manager: Arc<Manager>) -> Router {
     Router::new()
         .route("/v1/cluster", get(cluster))
         .route("/v1/cluster/init", post(cluster_init))
-                .route("/v1/cluster/join", post(cluster_join))
+        .route("/v1/cluster/join", post(cluster_join))
         .route("/v1/cluster/health", get(cluster_health))
         .route("/v1/cluster/join-token/{role}", get(join_token))
         .route("/v1/cluster/join-token/{role}/rotate", post(rotate_join_token))
@@ -364,6 +364,23 @@ async fn remove_node(
             "conflict",
             "a manager cannot remove itself; demote it or run `shoal cluster leave` on it",
         ));
+    }
+    // A manager leaves the Raft membership first, so its certificate stops working for Raft at
+    // once; the last voter can never be removed.
+    let status = m.node.status();
+    let raft_id = status
+        .voters
+        .iter()
+        .chain(status.learners.iter())
+        .find(|(_, n)| n.node_id == node.id.as_str())
+        .map(|(id, _)| *id);
+    if let Some(raft_id) = raft_id {
+        let voters: std::collections::BTreeSet<_> =
+            status.voters.keys().copied().filter(|v| *v != raft_id).collect();
+        if voters.is_empty() {
+            return Err(ApiError::new(StatusCode::CONFLICT, "conflict", "cannot remove the last manager"));
+        }
+        m.node.change_voters(voters).await?;
     }
     crate::internal::write(&m, Command::RemoveNode { id: node.id }).await?;
     Ok(StatusCode::NO_CONTENT)

@@ -35,7 +35,7 @@ pub enum ClusterCmd {
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
-        /// Every manager: reachable, Raft state, term, last log and applied index.
+    /// Every manager: reachable, Raft state, term, last log and applied index.
     Health {
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
@@ -191,7 +191,7 @@ pub async fn cluster(c: &Client, cmd: ClusterCmd) -> Result<()> {
                 info.raft.node_id
             );
         }
-                ClusterCmd::Health { format } => {
+        ClusterCmd::Health { format } => {
             let health: Vec<shoal_api::internal::ManagerHealth> = c.get("/v1/cluster/health").await?;
             if format == Format::Json {
                 return print_json(&health);
@@ -205,7 +205,11 @@ pub async fn cluster(c: &Client, cmd: ClusterCmd) -> Result<()> {
                         h.node_id.clone(),
                         h.addr.clone(),
                         if h.voter { "voter" } else { "learner" }.to_string(),
-                        if h.reachable { "yes".to_string() } else { format!("no: {}", h.error.clone().unwrap_or_default()) },
+                        if h.reachable {
+                            "yes".to_string()
+                        } else {
+                            format!("no: {}", h.error.clone().unwrap_or_default())
+                        },
                         s.map_or("-".to_string(), |s| s.state.clone()),
                         s.map_or("-".to_string(), |s| s.term.to_string()),
                         opt(s.and_then(|s| s.last_log_index)),

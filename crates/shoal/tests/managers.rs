@@ -114,6 +114,11 @@ fn eventually<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     }
 }
 
+fn node_state_is_down(n: &Node, id: &str) -> bool {
+    let v = n.json(&["node", "ls", "--format", "json"]);
+    v.as_array().into_iter().flatten().any(|x| x["id"] == id && x["status"]["state"] == "down")
+}
+
 fn service_names(n: &Node) -> Vec<String> {
     let v = n.json(&["service", "ls", "--format", "json"]);
     let mut names: Vec<String> = v
@@ -209,7 +214,8 @@ fn three_managers_join_fail_over_and_keep_every_write() {
     let other = (leader_idx + 2) % 3;
     assert_eq!(service_names(&nodes[other]), vec!["after", "from-b"]);
     let health = nodes[other].json(&["cluster", "health", "--format", "json"]);
-    let down: Vec<&Value> = health.as_array().expect("list").iter().filter(|h| h["reachable"] == false).collect();
+    let down: Vec<&Value> =
+        health.as_array().expect("list").iter().filter(|h| h["reachable"] == false).collect();
     assert_eq!(down.len(), 1, "{health}");
     assert_eq!(down[0]["node_id"].as_str(), Some(leader_id.as_str()));
     // The new leader sees the old one's heartbeats stop and marks it down.
@@ -267,7 +273,40 @@ fn three_managers_join_fail_over_and_keep_every_write() {
             .success()
             .then_some(())
     });
+    // Remove a manager that is gone for good: it leaves the membership and the node list.
     let names = service_names(&nodes[down1]);
+    let gone_id = nodes[down2].dir.join("data/node.json");
+    let gone_id: Value =
+        serde_json::from_str(&std::fs::read_to_string(gone_id).expect("node.json")).expect("json");
+    let gone_id = gone_id["node_id"].as_str().expect("id").to_string();
+    let leader_now = eventually(15, "a leader among the two", || {
+        [last, down1].into_iter().find(|&i| nodes[i].raft().is_some_and(|r| r["state"] == "leader"))
+    });
+    // A ready manager cannot be removed without --force; a down one can.
+    let live_id = nodes[last].raft().and_then(|r| r["node_id"].as_str().map(str::to_string)).expect("id");
+    if live_id
+        != nodes[leader_now]
+            .raft()
+            .and_then(|r| r["node_id"].as_str().map(str::to_string))
+            .unwrap_or_default()
+    {
+        let refused = nodes[leader_now].cli(&["node", "rm", &live_id]);
+        assert!(
+            String::from_utf8_lossy(&refused.stderr).contains("is ready"),
+            "{}",
+            String::from_utf8_lossy(&refused.stderr)
+        );
+    }
+    eventually(15, "the removed manager to be down", || {
+        node_state_is_down(&nodes[leader_now], &gone_id).then_some(())
+    });
+    nodes[leader_now].ok(&["node", "rm", &gone_id]);
+    eventually(10, "two voters", || {
+        nodes[last].raft().filter(|r| r["voters"].as_object().map(|v| v.len()) == Some(2)).map(|_| ())
+    });
+    let listed = nodes[last].json(&["node", "ls", "--format", "json"]);
+    assert!(listed.as_array().expect("list").iter().all(|n| n["id"] != gone_id.as_str()));
+    nodes[leader_now].ok(&["service", "create", "--name", "two-managers", "--driver", "process", "true"]);
     let known: Vec<&str> = names.iter().map(String::as_str).filter(|n| *n != "no-quorum").collect();
     assert_eq!(known, vec!["after", "from-b", "quorum-back"], "every acknowledged write is there");
 }
