@@ -429,16 +429,7 @@ async fn create_service(
         ApiError::new(StatusCode::BAD_REQUEST, "invalid", format!("invalid service spec: {e}"))
     })?;
     let id = new_id();
-    let svc = Service {
-        id: ServiceId::new(id.clone()),
-        version: 0,
-        created_at: Timestamp::ZERO,
-        updated_at: Timestamp::ZERO,
-        spec,
-        spec_version: 0,
-        previous_spec: None,
-        update_status: None,
-    };
+    let svc = Service::new(ServiceId::new(id.clone()), spec);
     crate::internal::write(&m, Command::CreateService { service: Box::new(svc) }).await?;
     Ok((StatusCode::CREATED, Json(Created { id })))
 }

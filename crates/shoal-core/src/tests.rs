@@ -47,16 +47,7 @@ impl World {
 
     pub fn service(&mut self, spec: ServiceSpec) -> ServiceId {
         let id = ServiceId::new(format!("svc-{}", spec.name));
-        let svc = Service {
-            id: id.clone(),
-            version: 0,
-            created_at: self.now,
-            updated_at: self.now,
-            spec,
-            spec_version: 0,
-            previous_spec: None,
-            update_status: None,
-        };
+        let svc = Service::new(id.clone(), spec);
         self.cmd(Command::CreateService { service: Box::new(svc) });
         id
     }

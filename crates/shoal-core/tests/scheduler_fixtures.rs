@@ -188,16 +188,7 @@ fn run_fixture(path: &Path) {
                     }
                 }
                 let id = ServiceId::new(format!("svc-{svc_name}"));
-                let svc = Service {
-                    id: id.clone(),
-                    version: 0,
-                    created_at: now,
-                    updated_at: now,
-                    spec,
-                    spec_version: 0,
-                    previous_spec: None,
-                    update_status: None,
-                };
+                let svc = Service::new(id.clone(), spec);
                 state.apply(now, Command::CreateService { service: Box::new(svc) }).expect("create service");
                 services.insert(svc_name.to_string(), id);
             }
@@ -216,16 +207,7 @@ fn run_fixture(path: &Path) {
             let mut spec = ServiceSpec { name: format!("load-{sid}"), ..Default::default() };
             spec.task_template.command = vec!["x".into()];
             spec.mode = ServiceMode::Replicated { replicas: 0 };
-            let svc = Service {
-                id: sid.clone(),
-                version: 0,
-                created_at: now,
-                updated_at: now,
-                spec,
-                spec_version: 0,
-                previous_spec: None,
-                update_status: None,
-            };
+            let svc = Service::new(sid.clone(), spec);
             let _ = state.apply(now, Command::CreateService { service: Box::new(svc) });
         }
         let plan = Plan { create_tasks: load, ..Default::default() };

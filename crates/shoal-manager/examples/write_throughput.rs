@@ -6,7 +6,7 @@
 use shoal_manager::{ManagerNode, NodeConfig, SingleManagerNetwork};
 use shoal_raft::RaftNode;
 use shoal_state::Command;
-use shoal_types::{Service, ServiceId, ServiceSpec, Timestamp};
+use shoal_types::{Service, ServiceId, ServiceSpec};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,16 +14,7 @@ fn create(i: usize) -> Command {
     let mut spec = ServiceSpec { name: format!("svc-{i}"), ..Default::default() };
     spec.task_template.command = vec!["sleep".into(), "1000".into()];
     spec.mode = shoal_types::ServiceMode::Replicated { replicas: 0 };
-    let svc = Service {
-        id: ServiceId::new(format!("id-{i:08}")),
-        version: 0,
-        created_at: Timestamp::ZERO,
-        updated_at: Timestamp::ZERO,
-        spec,
-        spec_version: 0,
-        previous_spec: None,
-        update_status: None,
-    };
+    let svc = Service::new(ServiceId::new(format!("id-{i:08}")), spec);
     Command::CreateService { service: Box::new(svc) }
 }
 

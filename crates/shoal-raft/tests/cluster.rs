@@ -20,7 +20,7 @@ use shoal_pki::{
 use shoal_raft::transport::{handle_raft_rpc, raft_router, serve_tls, RpcError, TlsNetwork};
 use shoal_raft::{Consistency, ManagerNode, NodeConfig, RaftId, RaftNode};
 use shoal_state::Command;
-use shoal_types::{Service, ServiceId, ServiceSpec, Timestamp};
+use shoal_types::{Service, ServiceId, ServiceSpec};
 use tempfile::TempDir;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
@@ -73,16 +73,7 @@ async fn start_member(ca: &Ca, id: RaftId) -> Member {
 fn create(name: &str) -> Command {
     let mut spec = ServiceSpec { name: name.into(), ..Default::default() };
     spec.task_template.command = vec!["sleep".into()];
-    let service = Service {
-        id: ServiceId::new(format!("id-{name}")),
-        version: 0,
-        created_at: Timestamp::ZERO,
-        updated_at: Timestamp::ZERO,
-        spec,
-        spec_version: 0,
-        previous_spec: None,
-        update_status: None,
-    };
+    let service = Service::new(ServiceId::new(format!("id-{name}")), spec);
     Command::CreateService { service: Box::new(service) }
 }
 

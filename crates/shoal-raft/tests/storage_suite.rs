@@ -31,16 +31,7 @@ mod restart {
     fn create(name: &str) -> Request {
         let mut spec = ServiceSpec { name: name.into(), ..Default::default() };
         spec.task_template.command = vec!["sleep".into()];
-        let svc = Service {
-            id: ServiceId::new(format!("id-{name}")),
-            version: 0,
-            created_at: Timestamp::ZERO,
-            updated_at: Timestamp::ZERO,
-            spec,
-            spec_version: 0,
-            previous_spec: None,
-            update_status: None,
-        };
+        let svc = Service::new(ServiceId::new(format!("id-{name}")), spec);
         Request { at: Timestamp::from_secs(10), command: Command::CreateService { service: Box::new(svc) } }
     }
 

@@ -51,16 +51,7 @@ fn service(
     spec.task_template.placement.constraints.extend(constraint.map(str::to_string));
     spec.mode = ServiceMode::Replicated { replicas };
     let id = ServiceId::new("bench-service");
-    let svc = Service {
-        id: id.clone(),
-        version: 0,
-        created_at: NOW,
-        updated_at: NOW,
-        spec,
-        spec_version: 0,
-        previous_spec: None,
-        update_status: None,
-    };
+    let svc = Service::new(id.clone(), spec);
     s.apply(NOW, Command::CreateService { service: Box::new(svc) }).expect("service");
     id
 }

@@ -151,16 +151,7 @@ impl Sim {
 
     pub fn create_service(&mut self, spec: ServiceSpec) -> Result<ServiceId, StateError> {
         let id = ServiceId::new(self.rng.new_id());
-        let svc = Service {
-            id: id.clone(),
-            version: 0,
-            created_at: self.now,
-            updated_at: self.now,
-            spec,
-            spec_version: 0,
-            previous_spec: None,
-            update_status: None,
-        };
+        let svc = Service::new(id.clone(), spec);
         self.state.apply(self.now, Command::CreateService { service: Box::new(svc) })?;
         Ok(id)
     }

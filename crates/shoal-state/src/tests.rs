@@ -14,16 +14,7 @@ fn spec(name: &str, replicas: u64) -> ServiceSpec {
 }
 
 fn service(id: &str, name: &str) -> Service {
-    Service {
-        id: ServiceId::new(id),
-        version: 0,
-        created_at: Timestamp::ZERO,
-        updated_at: Timestamp::ZERO,
-        spec: spec(name, 1),
-        spec_version: 0,
-        previous_spec: None,
-        update_status: None,
-    }
+    Service::new(ServiceId::new(id), spec(name, 1))
 }
 
 fn task(id: &str, svc: &str) -> Task {

@@ -353,6 +353,20 @@ pub struct UpdateStatus {
 }
 
 impl Service {
+    /// A service about to be created: the store fills in version, times and spec_version.
+    pub fn new(id: ServiceId, spec: ServiceSpec) -> Service {
+        Service {
+            id,
+            version: 0,
+            created_at: Timestamp::ZERO,
+            updated_at: Timestamp::ZERO,
+            spec,
+            spec_version: 0,
+            previous_spec: None,
+            update_status: None,
+        }
+    }
+
     /// The config that governs the update in progress: rollback_config while rolling back.
     pub fn active_update_config(&self) -> &UpdateConfig {
         match &self.update_status {
