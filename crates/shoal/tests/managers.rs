@@ -309,4 +309,18 @@ fn three_managers_join_fail_over_and_keep_every_write() {
     nodes[leader_now].ok(&["service", "create", "--name", "two-managers", "--driver", "process", "true"]);
     let known: Vec<&str> = names.iter().map(String::as_str).filter(|n| *n != "no-quorum").collect();
     assert_eq!(known, vec!["after", "from-b", "quorum-back"], "every acknowledged write is there");
+
+    // Restart every remaining manager: the cluster comes back with its state intact.
+    let before = service_names(&nodes[last]);
+    for i in [last, down1] {
+        nodes[i].kill9();
+    }
+    for i in [last, down1] {
+        nodes[i].start(if i == 0 { "dev" } else { "daemon" });
+    }
+    eventually(30, "a leader after a full restart", || {
+        [last, down1].into_iter().find(|&i| nodes[i].raft().is_some_and(|r| r["state"] == "leader"))
+    });
+    assert_eq!(service_names(&nodes[down1]), before, "state intact after restarting every manager");
+    assert!(before.iter().any(|n| n == "two-managers"));
 }
