@@ -53,6 +53,18 @@ fn require_manager(peer: &Option<NodeIdentity>) -> Result<&NodeIdentity, ApiErro
     }
 }
 
+/// A manager certificate of a *current* member: a removed manager's certificate stays valid until
+/// it expires, but it no longer opens these endpoints.
+fn require_member<'p>(m: &Manager, peer: &'p Option<NodeIdentity>) -> Result<&'p NodeIdentity, ApiError> {
+    let id = require_manager(peer)?;
+    let s = m.node.status();
+    if s.voters.values().chain(s.learners.values()).any(|n| n.node_id == id.node_id) {
+        Ok(id)
+    } else {
+        Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "not a member of this cluster"))
+    }
+}
+
 impl From<JoinError> for ApiError {
     fn from(e: JoinError) -> Self {
         let (status, code) = match &e {
@@ -92,7 +104,7 @@ async fn forwarded_write(
     Extension(peer): Peer,
     Json(cmd): Json<Command>,
 ) -> Result<Json<shoal_raft::Response>, ApiError> {
-    require_manager(&peer)?;
+    require_member(&m, &peer)?;
     // Only the leader writes; a forwarded write that lands on a follower is not forwarded again.
     Ok(Json(m.node.write(cmd).await?))
 }
@@ -151,7 +163,7 @@ async fn status(
     State(m): State<Arc<Manager>>,
     Extension(peer): Peer,
 ) -> Result<Json<shoal_manager::RaftStatus>, ApiError> {
-    require_manager(&peer)?;
+    require_member(&m, &peer)?;
     Ok(Json(m.node.status()))
 }
 
@@ -218,7 +230,7 @@ async fn read_index(
     State(m): State<Arc<Manager>>,
     Extension(peer): Peer,
 ) -> Result<Json<ReadIndex>, ApiError> {
-    require_manager(&peer)?;
+    require_member(&m, &peer)?;
     Ok(Json(ReadIndex { index: m.node.read_index().await? }))
 }
 
