@@ -275,11 +275,30 @@ fn find_service<'s>(s: &'s ClusterState, key: &str) -> Option<&'s Service> {
     s.service(&ServiceId::new(key)).or_else(|| s.service_by_name(key))
 }
 
+/// Manager status is Raft's view, not a stored claim: leader and members come from the current
+/// membership, reachability from the node's heartbeat state.
+fn with_manager_status(m: &Manager, mut node: Node) -> Node {
+    let raft = m.node.status();
+    let member =
+        raft.voters.values().chain(raft.learners.values()).find(|n| n.node_id == node.id.as_str()).cloned();
+    node.manager_status = member.map(|n| shoal_types::ManagerStatus {
+        leader: raft.leader_node.as_ref().is_some_and(|l| l.node_id == n.node_id),
+        reachability: if node.status.state == shoal_types::NodeState::Ready {
+            shoal_types::Reachability::Reachable
+        } else {
+            shoal_types::Reachability::Unreachable
+        },
+        addr: n.addr,
+    });
+    node
+}
+
 async fn list_nodes(
     State(m): State<AppState>,
     Query(q): Query<ReadQuery>,
 ) -> Result<Json<Vec<Node>>, ApiError> {
-    Ok(Json(read(&m, &q, |s| s.nodes().cloned().collect()).await?))
+    let nodes: Vec<Node> = read(&m, &q, |s| s.nodes().cloned().collect()).await?;
+    Ok(Json(nodes.into_iter().map(|n| with_manager_status(&m, n)).collect()))
 }
 
 async fn inspect_node(
@@ -289,7 +308,7 @@ async fn inspect_node(
 ) -> Result<Json<Node>, ApiError> {
     read(&m, &q, |s| find_node(s, &id).cloned())
         .await?
-        .map(Json)
+        .map(|n| Json(with_manager_status(&m, n)))
         .ok_or_else(|| ApiError::not_found("node", &id))
 }
 

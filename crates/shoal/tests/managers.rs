@@ -229,6 +229,19 @@ fn three_managers_join_fail_over_and_keep_every_write() {
     eventually(15, "the killed leader to be marked down", || {
         (node_state(&nodes[other], &leader_id).as_deref() == Some("down")).then_some(())
     });
+    let listed = nodes[other].json(&["node", "ls", "--format", "json"]);
+    let old = listed
+        .as_array()
+        .expect("list")
+        .iter()
+        .find(|n| n["id"] == leader_id.as_str())
+        .cloned()
+        .expect("old leader");
+    assert_eq!(old["manager_status"]["leader"], false, "{old}");
+    assert_eq!(old["manager_status"]["reachability"], "unreachable", "{old}");
+    let leaders =
+        listed.as_array().expect("list").iter().filter(|n| n["manager_status"]["leader"] == true).count();
+    assert_eq!(leaders, 1, "exactly one leader listed");
 
     // The old leader comes back (same data dir) as a follower and catches up.
     let mode = if leader_idx == 0 { "dev" } else { "daemon" };
