@@ -83,7 +83,10 @@ async fn join(
     State(m): State<Arc<Manager>>,
     Json(req): Json<JoinRequest>,
 ) -> Result<Json<Admission>, ApiError> {
-    Ok(Json(m.admit(&req.token, &req.csr_pem, &req.node_id).await?))
+    let node = shoal_types::NodeId::new(req.node_id.clone());
+    let (cluster, exists) =
+        read_linearizable(&m, |s| (s.cluster().cloned(), s.node(&node).is_some())).await?;
+    Ok(Json(m.admit(cluster, exists, &req.token, &req.csr_pem, &req.node_id)?))
 }
 
 async fn add_manager(

@@ -216,14 +216,19 @@ impl Manager {
     /// Admits a joining node: checks the presented join token against the cluster's tokens (in
     /// constant time; the token decides the role) and signs the node's CSR. The node made its key
     /// itself; only the certificate travels. Never logs the token.
-    pub async fn admit(&self, token: &str, csr_pem: &str, node_id: &str) -> Result<Admission, JoinError> {
+    ///
+    /// `cluster` and `node_exists` must come from a linearizable read (on a follower: with the
+    /// leader's read index), so a rotated token is refused everywhere at once.
+    pub fn admit(
+        &self,
+        cluster: Option<ClusterObject>,
+        node_exists: bool,
+        token: &str,
+        csr_pem: &str,
+        node_id: &str,
+    ) -> Result<Admission, JoinError> {
         let presented: shoal_pki::JoinToken = token.parse().map_err(|_| JoinError::BadToken)?;
-        let cluster = self
-            .node
-            .read(Consistency::Linearizable, |s| s.cluster().cloned())
-            .await
-            .map_err(|e| JoinError::Unavailable(e.to_string()))?
-            .ok_or(JoinError::NotInitialized)?;
+        let cluster = cluster.ok_or(JoinError::NotInitialized)?;
         let matches = |t: &str| t.parse::<shoal_pki::JoinToken>().is_ok_and(|t| t.matches(&presented));
         let role = if matches(&cluster.manager_token) {
             shoal_pki::Role::Manager
@@ -232,12 +237,7 @@ impl Manager {
         } else {
             return Err(JoinError::BadToken);
         };
-        let exists = self
-            .node
-            .read(Consistency::Linearizable, |s| s.node(&shoal_types::NodeId::new(node_id)).is_some())
-            .await
-            .map_err(|e| JoinError::Unavailable(e.to_string()))?;
-        if exists {
+        if node_exists {
             return Err(JoinError::AlreadyMember(node_id.to_string()));
         }
         let ca =

@@ -161,9 +161,11 @@ fn three_managers_join_fail_over_and_keep_every_write() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("this token admits workers"));
 
     let a_addr = nodes[0].addr();
-    for n in &nodes[1..] {
-        n.ok(&["cluster", "join", "--token", &token, &a_addr]);
-    }
+    nodes[1].ok(&["cluster", "join", "--token", &token, &a_addr]);
+    // Joining through a follower works too: it admits with the leader's read index and points
+    // the joiner at the leader for the membership change.
+    let b_addr = nodes[1].addr();
+    nodes[2].ok(&["cluster", "join", "--token", &token, &b_addr]);
     for n in &nodes {
         eventually(20, "three voters everywhere", || {
             n.raft().filter(|r| r["voters"].as_object().map(|v| v.len()) == Some(3)).map(|_| ())
