@@ -24,8 +24,11 @@ pub struct Manager {
     pub node: Arc<RaftNode>,
     /// The Raft transport, switched on once this node has its certificate.
     network: shoal_raft::LazyTlsNetwork,
-    /// mTLS client configuration (this node's certificate, the cluster CA), once it has one.
-    client_tls: std::sync::OnceLock<Arc<rustls::ClientConfig>>,
+    /// mTLS client configuration (this node's certificate, the cluster CA), once it has one;
+    /// replaced when the certificate is renewed.
+    client_tls: std::sync::RwLock<Option<Arc<rustls::ClientConfig>>>,
+    /// Lifetime of the certificates this manager issues (`--cert-ttl`).
+    cert_validity_secs: std::sync::atomic::AtomicU64,
     /// The node-to-node listener's TLS configuration, published once this node has a certificate.
     server_tls: watch::Sender<Option<Arc<rustls::ServerConfig>>>,
     /// Where this node keeps its certificate, key (0600) and the cluster CA certificate.
@@ -93,7 +96,8 @@ impl Manager {
         let m = Arc::new(Manager {
             node: Arc::new(node),
             network,
-            client_tls: std::sync::OnceLock::new(),
+            client_tls: std::sync::RwLock::new(None),
+            cert_validity_secs: std::sync::atomic::AtomicU64::new(NODE_CERT_VALIDITY.as_secs()),
             server_tls: watch::channel(None).0,
             tls_dir,
             max_pass_interval: Duration::from_secs(1),
@@ -158,7 +162,7 @@ impl Manager {
         let ca = shoal_pki::Ca::from_pem(&ca.0, &ca.1)?;
         let node_id = self.node.config().node.node_id.clone();
         let (key, csr) = shoal_pki::generate_key_and_csr(&node_id)?;
-        let cert = ca.issue(&csr, &node_id, role, NODE_CERT_VALIDITY, SystemTime::now())?;
+        let cert = ca.issue(&csr, &node_id, role, self.cert_validity(), SystemTime::now())?;
         shoal_pki::write_private_file(self.tls_dir.join("node.key"), key)?;
         shoal_pki::write_public_file(self.tls_dir.join("ca.crt"), ca.cert_pem())?;
         shoal_pki::write_public_file(&cert_path, cert)?;
@@ -188,7 +192,7 @@ impl Manager {
         let key = shoal_pki::read_pem_file(dir.join("node.key"))?;
         let client = shoal_pki::client_config(&ca, &cert, &key)?;
         let server = shoal_pki::server_config(&ca, &cert, &key, shoal_pki::ClientAuth::Optional)?;
-        let _ = self.client_tls.set(client.clone());
+        *self.client_tls.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(client.clone());
         self.network.set(client);
         self.server_tls.send_replace(Some(server.clone()));
         Ok(Some(server))
@@ -201,7 +205,36 @@ impl Manager {
 
     /// The mTLS client configuration, once this node has a certificate.
     pub fn client_tls(&self) -> Option<Arc<rustls::ClientConfig>> {
-        self.client_tls.get().cloned()
+        self.client_tls.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// Lifetime of the certificates this manager issues (default 90 days).
+    pub fn set_cert_validity(&self, d: Duration) {
+        self.cert_validity_secs.store(d.as_secs().max(1), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn cert_validity(&self) -> Duration {
+        Duration::from_secs(self.cert_validity_secs.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// Replaces this manager's certificate with a new one (new key, signed by the cluster CA)
+    /// and switches the transport and the listener to it; connections already open keep theirs.
+    pub async fn renew_certificate(&self) -> Result<(), InitError> {
+        let ca = self
+            .node
+            .read(Consistency::Stale, |s| s.cluster().map(|c| (c.ca_cert_pem.clone(), c.ca_key_pem.clone())))
+            .await
+            .map_err(|e| InitError::Write(WriteError::Unavailable(e.to_string())))?
+            .ok_or(InitError::NoCa)?;
+        let ca = shoal_pki::Ca::from_pem(&ca.0, &ca.1)?;
+        let node_id = self.node.config().node.node_id.clone();
+        let (key, csr) = shoal_pki::generate_key_and_csr(&node_id)?;
+        let cert =
+            ca.issue(&csr, &node_id, shoal_pki::Role::Manager, self.cert_validity(), SystemTime::now())?;
+        shoal_pki::write_private_file(self.tls_dir.join("node.key"), key)?;
+        shoal_pki::write_public_file(self.tls_dir.join("node.crt"), cert)?;
+        self.enable_tls()?;
+        Ok(())
     }
 
     /// Adds a manager that joined: first as a learner (it catches up), then as a voter.
@@ -243,7 +276,7 @@ impl Manager {
         let ca =
             shoal_pki::Ca::from_pem(&cluster.ca_cert_pem, &cluster.ca_key_pem).map_err(JoinError::Pki)?;
         let cert_pem = ca
-            .issue(csr_pem, node_id, role, NODE_CERT_VALIDITY, SystemTime::now())
+            .issue(csr_pem, node_id, role, self.cert_validity(), SystemTime::now())
             .map_err(JoinError::Pki)?;
         Ok(Admission { role, cert_pem, ca_pem: cluster.ca_cert_pem })
     }

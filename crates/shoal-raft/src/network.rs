@@ -61,41 +61,49 @@ impl RaftNetwork<TypeConfig> for NoPeer {
 }
 
 /// The TLS transport, switched on once this member has its certificate (a node that is
-/// initializing a cluster or joining one starts Raft before the certificate exists). Until then
-/// every call fails like [`SingleManagerNetwork`]'s, which a lone voter never makes.
+/// initializing a cluster or joining one starts Raft before the certificate exists), and switched
+/// to a new certificate when it is renewed: every peer picks up the newest configuration on its
+/// next call. Until the first one, every call fails like [`SingleManagerNetwork`]'s, which a lone
+/// voter never makes.
 #[derive(Clone, Default)]
 pub struct LazyTlsNetwork {
-    inner: std::sync::Arc<std::sync::OnceLock<crate::transport::TlsNetwork>>,
+    inner: std::sync::Arc<std::sync::RwLock<Option<(u64, crate::transport::TlsNetwork)>>>,
 }
 
 impl LazyTlsNetwork {
-    /// Switches the transport on; returns false if it already was.
-    pub fn set(&self, client_config: std::sync::Arc<rustls::ClientConfig>) -> bool {
-        self.inner.set(crate::transport::TlsNetwork::new(client_config)).is_ok()
+    /// Installs (or replaces, after a renewal) the client configuration.
+    pub fn set(&self, client_config: std::sync::Arc<rustls::ClientConfig>) {
+        let mut g = self.inner.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let generation = g.as_ref().map_or(1, |(n, _)| n + 1);
+        *g = Some((generation, crate::transport::TlsNetwork::new(client_config)));
     }
 
     pub fn is_set(&self) -> bool {
-        self.inner.get().is_some()
+        self.inner.read().unwrap_or_else(std::sync::PoisonError::into_inner).is_some()
+    }
+
+    fn current(&self) -> Option<(u64, crate::transport::TlsNetwork)> {
+        self.inner.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 }
 
-/// A peer of [`LazyTlsNetwork`]: uses TLS as soon as the transport is switched on, even if the
-/// replication stream that owns it was created before.
+/// A peer of [`LazyTlsNetwork`]: uses the newest TLS configuration, even if the replication
+/// stream that owns it was created before the first one.
 pub struct LazyPeer {
-    lock: std::sync::Arc<std::sync::OnceLock<crate::transport::TlsNetwork>>,
+    network: LazyTlsNetwork,
     target: RaftId,
     node: ManagerNode,
-    tls: Option<crate::transport::TlsPeer>,
+    tls: Option<(u64, crate::transport::TlsPeer)>,
 }
 
 impl LazyPeer {
     async fn peer(&mut self) -> Option<&mut crate::transport::TlsPeer> {
-        if self.tls.is_none() {
-            if let Some(n) = self.lock.get() {
-                self.tls = Some(n.clone().new_client(self.target, &self.node).await);
+        if let Some((generation, network)) = self.network.current() {
+            if self.tls.as_ref().is_none_or(|(g, _)| *g != generation) {
+                self.tls = Some((generation, network.clone().new_client(self.target, &self.node).await));
             }
         }
-        self.tls.as_mut()
+        self.tls.as_mut().map(|(_, p)| p)
     }
 }
 
@@ -103,7 +111,7 @@ impl RaftNetworkFactory<TypeConfig> for LazyTlsNetwork {
     type Network = LazyPeer;
 
     async fn new_client(&mut self, target: RaftId, node: &ManagerNode) -> Self::Network {
-        LazyPeer { lock: self.inner.clone(), target, node: node.clone(), tls: None }
+        LazyPeer { network: self.clone(), target, node: node.clone(), tls: None }
     }
 }
 

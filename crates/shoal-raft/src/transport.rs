@@ -571,13 +571,28 @@ pub async fn serve_tls<A>(listener: TcpListener, tls: Arc<rustls::ServerConfig>,
 where
     A: Fn(&NodeIdentity, &str) -> bool + Clone + Send + Sync + 'static,
 {
-    let acceptor = TlsAcceptor::from(tls);
+    let (_keep, configs) = tokio::sync::watch::channel(tls);
+    serve_tls_reloading(listener, configs, router, authorize).await
+}
+
+/// Like [`serve_tls`], but every new connection uses the newest configuration published on
+/// `configs` (a renewed certificate takes effect without dropping the listener; established
+/// connections keep the one they were made with).
+pub async fn serve_tls_reloading<A>(
+    listener: TcpListener,
+    configs: tokio::sync::watch::Receiver<Arc<rustls::ServerConfig>>,
+    router: Router,
+    authorize: A,
+) where
+    A: Fn(&NodeIdentity, &str) -> bool + Clone + Send + Sync + 'static,
+{
     let mut conns = JoinSet::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((tcp, peer)) => {
-                    conns.spawn(serve_connection(acceptor.clone(), tcp, peer, router.clone(), authorize.clone()));
+                    let acceptor = TlsAcceptor::from(configs.borrow().clone());
+                    conns.spawn(serve_connection(acceptor, tcp, peer, router.clone(), authorize.clone()));
                 }
                 Err(e) => {
                     // Typically out of file descriptors: wait rather than spin.

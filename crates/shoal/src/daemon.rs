@@ -21,6 +21,8 @@ pub struct DaemonArgs {
     pub data_dir: PathBuf,
     /// Node-to-node (mTLS) listener.
     pub listen_addr: String,
+    /// Lifetime of the node certificates this manager issues.
+    pub cert_ttl: Duration,
     pub api_socket: PathBuf,
     pub advertise_addr: String,
     pub hostname: Option<String>,
@@ -114,6 +116,7 @@ pub async fn run(args: DaemonArgs) -> Result<()> {
     let raft = RaftNode::start(cfg, network.clone()).await.context("starting the raft member")?;
     let in_cluster = tls_dir.join("node.crt").exists();
     let manager = Manager::start(raft, network, tls_dir);
+    manager.set_cert_validity(args.cert_ttl);
     let listener = tokio::net::TcpListener::bind(&args.listen_addr)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen_addr))?;
@@ -127,6 +130,7 @@ pub async fn run(args: DaemonArgs) -> Result<()> {
 
     let description = describe(args.hostname.clone().unwrap_or_else(hostname), args.labels.clone());
     tokio::spawn(shoal_api::internal::heartbeat_loop(manager.clone()));
+    tokio::spawn(renew_certificates(manager.clone()));
     tokio::spawn(register_self(manager.clone(), NodeId::new(identity.node_id.clone()), description, me));
 
     let api = {
@@ -164,6 +168,16 @@ async fn serve_node_to_node(m: Arc<Manager>, listener: tokio::net::TcpListener) 
             return;
         }
     };
+    // Renewed certificates are published on the manager's watch; new connections use the newest.
+    let (publish, configs) = tokio::sync::watch::channel(cfg);
+    tokio::spawn(async move {
+        while tls.changed().await.is_ok() {
+            let next = tls.borrow().clone();
+            if let Some(c) = next {
+                publish.send_replace(c);
+            }
+        }
+    });
     let members = m.clone();
     let authorize = move |id: &shoal_pki::NodeIdentity, _path: &str| {
         let s = members.node.status();
@@ -172,7 +186,41 @@ async fn serve_node_to_node(m: Arc<Manager>, listener: tokio::net::TcpListener) 
         (s.voters.is_empty() && s.learners.is_empty())
             || s.voters.values().chain(s.learners.values()).any(|n| n.node_id == id.node_id)
     };
-    shoal_raft::transport::serve_tls(listener, cfg, shoal_api::internal::internal_router(m), authorize).await;
+    shoal_raft::transport::serve_tls_reloading(
+        listener,
+        configs,
+        shoal_api::internal::internal_router(m),
+        authorize,
+    )
+    .await;
+}
+
+/// Renews this node's certificate at a random point between 50% and 80% of its lifetime
+/// (counted from its issue, not from its back-dated start), forever.
+async fn renew_certificates(m: Arc<Manager>) {
+    loop {
+        let path = m.tls_dir().join("node.crt");
+        let Ok((not_before, not_after)) =
+            shoal_pki::read_pem_file(&path).and_then(|p| shoal_pki::cert_validity(&p))
+        else {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        };
+        let issued = not_before + shoal_pki::CLOCK_SKEW_ALLOWANCE;
+        let start = if issued < not_after { issued } else { not_before };
+        let fraction =
+            random_bytes::<8>().map_or(0.5, |b| (u64::from_le_bytes(b) >> 11) as f64 / (1u64 << 53) as f64);
+        let at = shoal_pki::renewal_at(start, not_after, fraction);
+        let wait = at.duration_since(SystemTime::now()).unwrap_or_default();
+        tokio::time::sleep(wait).await;
+        match m.renew_certificate().await {
+            Ok(()) => tracing::info!("node certificate renewed"),
+            Err(e) => {
+                tracing::warn!(error = %e, "certificate renewal failed; retrying in 5s");
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
+        }
+    }
 }
 
 /// Registers this node once a leader exists, and keeps its manager status current.

@@ -45,12 +45,19 @@ struct DaemonOpts {
     /// for an unspecified host).
     #[arg(long)]
     advertise_addr: Option<String>,
+    /// Lifetime of the node certificates this manager issues (renewed at 50-80% of it).
+    #[arg(long, default_value = "90d", value_parser = parse_duration)]
+    cert_ttl: std::time::Duration,
     /// Hostname to report (default: the machine's).
     #[arg(long)]
     hostname: Option<String>,
     /// Engine label (`engine.labels.K` in constraints), repeatable.
     #[arg(long = "label", value_parser = parse_label)]
     labels: Vec<(String, String)>,
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    shoal_types::time::duration::parse(s)
 }
 
 fn parse_label(s: &str) -> Result<(String, String), String> {
@@ -129,6 +136,7 @@ fn daemon_args(o: DaemonOpts, init: bool) -> daemon::DaemonArgs {
         data_dir: o.data_dir,
         advertise_addr: o.advertise_addr.unwrap_or_else(|| o.listen_addr.replace("0.0.0.0", "127.0.0.1")),
         listen_addr: o.listen_addr,
+        cert_ttl: o.cert_ttl,
         api_socket: o.api_socket,
         hostname: o.hostname,
         labels: o.labels.into_iter().collect::<BTreeMap<_, _>>(),

@@ -38,9 +38,15 @@ impl Node {
     }
 
     fn start(&mut self, mode: &str) {
+        self.start_with(mode, &[]);
+    }
+
+    fn start_with(&mut self, mode: &str, extra: &[&str]) {
         let log = std::fs::File::create(self.dir.join(format!("{mode}.log"))).expect("log");
         let child = Command::new(BIN)
-            .args([mode, "--data-dir"])
+            .args([mode])
+            .args(extra)
+            .arg("--data-dir")
             .arg(self.dir.join("data"))
             .arg("--api-socket")
             .arg(self.dir.join("shoal.sock"))
@@ -338,4 +344,51 @@ fn three_managers_join_fail_over_and_keep_every_write() {
     });
     assert_eq!(service_names(&nodes[down1]), before, "state intact after restarting every manager");
     assert!(before.iter().any(|n| n == "two-managers"));
+}
+
+/// Certificates renew themselves between 50% and 80% of their lifetime and the new ones are used
+/// without a restart: with a 6 s lifetime, after three lifetimes every original certificate has
+/// expired, and a write through the follower (a fresh TLS connection to the leader) still works.
+#[test]
+fn certificates_renew_and_the_cluster_keeps_working() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut nodes: Vec<Node> = ["a", "b"].iter().map(|n| Node::new(tmp.path(), n)).collect();
+    let ttl = ["--cert-ttl", "6s"];
+    nodes[0].start_with("dev", &ttl);
+    eventually(20, "a to lead", || nodes[0].raft().filter(|r| r["state"] == "leader").map(|_| ()));
+    nodes[1].start_with("daemon", &ttl);
+    let token = nodes[0].ok(&["cluster", "join-token", "manager", "-q"]);
+    nodes[1].ok(&["cluster", "join", "--token", &token, &nodes[0].addr()]);
+    let cert = |n: &Node| std::fs::read_to_string(n.dir.join("data/tls/node.crt")).unwrap_or_default();
+    let first: Vec<String> = nodes.iter().map(cert).collect();
+    let started = Instant::now();
+    // Two renewals each (the second one proves the renewed certificate is itself renewed).
+    let mut seen: Vec<Vec<String>> = first.iter().map(|c| vec![c.clone()]).collect();
+    eventually(30, "two renewals on each node", || {
+        for (i, n) in nodes.iter().enumerate() {
+            let c = cert(n);
+            if !c.is_empty() && seen[i].last() != Some(&c) {
+                seen[i].push(c);
+            }
+        }
+        seen.iter().all(|s| s.len() >= 3).then_some(())
+    });
+    // Every original certificate has expired by now (or shortly): wait for that, then talk
+    // across nodes on fresh connections.
+    let expiry = first
+        .iter()
+        .map(|pem| shoal_pki::cert_validity(pem).expect("validity").1)
+        .max()
+        .expect("two certificates");
+    eventually(20, "the original certificates to expire", || {
+        (std::time::SystemTime::now() > expiry).then_some(())
+    });
+    assert!(started.elapsed() < Duration::from_secs(40));
+    nodes[1].ok(&["service", "create", "--name", "after-renewal", "--driver", "process", "true"]);
+    assert_eq!(service_names(&nodes[1]), vec!["after-renewal"]);
+    let key_mode = {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(nodes[1].dir.join("data/tls/node.key")).expect("key").permissions().mode() & 0o777
+    };
+    assert_eq!(key_mode, 0o600);
 }
