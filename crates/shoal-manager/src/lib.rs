@@ -231,8 +231,12 @@ impl Manager {
         let (key, csr) = shoal_pki::generate_key_and_csr(&node_id)?;
         let cert =
             ca.issue(&csr, &node_id, shoal_pki::Role::Manager, self.cert_validity(), SystemTime::now())?;
-        shoal_pki::write_private_file(self.tls_dir.join("node.key"), key)?;
-        shoal_pki::write_public_file(self.tls_dir.join("node.crt"), cert)?;
+        // Both new files first, then the renames (key, then certificate): a crash at any point
+        // leaves either the old pair or a pair that `finish_renewal` completes on the next start.
+        let dir = &self.tls_dir;
+        shoal_pki::write_private_file(dir.join("node.key.new"), key)?;
+        shoal_pki::write_public_file(dir.join("node.crt.new"), cert)?;
+        finish_renewal(dir).map_err(|e| InitError::Io(dir.clone(), e))?;
         self.enable_tls()?;
         Ok(())
     }
@@ -311,6 +315,22 @@ impl Manager {
         let _ = self.stop.send(true);
         self.node.shutdown().await;
     }
+}
+
+/// Completes a certificate renewal that a crash interrupted (see `renew_certificate`): a new
+/// certificate that was fully written is moved in place with its key; a lone new key (the crash
+/// came before the certificate was written) is discarded.
+pub fn finish_renewal(tls_dir: &std::path::Path) -> std::io::Result<()> {
+    let (key_new, crt_new) = (tls_dir.join("node.key.new"), tls_dir.join("node.crt.new"));
+    if crt_new.exists() {
+        if key_new.exists() {
+            std::fs::rename(&key_new, tls_dir.join("node.key"))?;
+        }
+        std::fs::rename(&crt_new, tls_dir.join("node.crt"))?;
+    } else if key_new.exists() {
+        std::fs::remove_file(&key_new)?;
+    }
+    Ok(())
 }
 
 fn random_id() -> String {
@@ -423,5 +443,44 @@ async fn controllers(m: Arc<Manager>, mut stop: watch::Receiver<bool>) {
             _ = raft.changed() => {}
             _ = stop.changed() => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::finish_renewal;
+
+    fn setup(files: &[(&str, &str)]) -> tempfile::TempDir {
+        let d = tempfile::tempdir().expect("tempdir");
+        for (name, content) in files {
+            std::fs::write(d.path().join(name), content).expect("write");
+        }
+        d
+    }
+
+    fn read(d: &tempfile::TempDir, name: &str) -> Option<String> {
+        std::fs::read_to_string(d.path().join(name)).ok()
+    }
+
+    #[test]
+    fn interrupted_renewals_end_with_a_matching_pair() {
+        // Crash after both new files were written, before any rename: the new pair wins.
+        let d =
+            setup(&[("node.key", "k1"), ("node.crt", "c1"), ("node.key.new", "k2"), ("node.crt.new", "c2")]);
+        finish_renewal(d.path()).expect("repair");
+        assert_eq!((read(&d, "node.key"), read(&d, "node.crt")), (Some("k2".into()), Some("c2".into())));
+        // Crash between the two renames: the key is new, the certificate follows.
+        let d = setup(&[("node.key", "k2"), ("node.crt", "c1"), ("node.crt.new", "c2")]);
+        finish_renewal(d.path()).expect("repair");
+        assert_eq!((read(&d, "node.key"), read(&d, "node.crt")), (Some("k2".into()), Some("c2".into())));
+        // Crash before the new certificate existed: the old pair stays, the stray key goes.
+        let d = setup(&[("node.key", "k1"), ("node.crt", "c1"), ("node.key.new", "k2")]);
+        finish_renewal(d.path()).expect("repair");
+        assert_eq!((read(&d, "node.key"), read(&d, "node.crt")), (Some("k1".into()), Some("c1".into())));
+        assert_eq!(read(&d, "node.key.new"), None);
+        // Nothing to do.
+        let d = setup(&[("node.key", "k1"), ("node.crt", "c1")]);
+        finish_renewal(d.path()).expect("repair");
+        assert_eq!(read(&d, "node.crt"), Some("c1".into()));
     }
 }

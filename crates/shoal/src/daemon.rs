@@ -106,6 +106,9 @@ pub async fn run(args: DaemonArgs) -> Result<()> {
     let cfg = NodeConfig::new(args.data_dir.join("raft"), identity.raft_id, me.clone());
     let network = shoal_raft::LazyTlsNetwork::default();
     let tls_dir = args.data_dir.join("tls");
+    if tls_dir.exists() {
+        shoal_manager::finish_renewal(&tls_dir).context("completing an interrupted certificate renewal")?;
+    }
     if tls_dir.join("node.crt").exists() {
         // A node that is already in a cluster talks TLS from its first Raft message.
         let read = |f: &str| shoal_pki::read_pem_file(tls_dir.join(f));
