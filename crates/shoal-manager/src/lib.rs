@@ -153,13 +153,7 @@ impl Manager {
             std::fs::set_permissions(&self.tls_dir, std::fs::Permissions::from_mode(0o700))
                 .map_err(|e| InitError::Io(self.tls_dir.clone(), e))?;
         }
-        let ca = self
-            .node
-            .read(Consistency::Stale, |s| s.cluster().map(|c| (c.ca_cert_pem.clone(), c.ca_key_pem.clone())))
-            .await
-            .map_err(|e| InitError::Write(WriteError::Unavailable(e.to_string())))?
-            .ok_or(InitError::NoCa)?;
-        let ca = shoal_pki::Ca::from_pem(&ca.0, &ca.1)?;
+        let ca = self.cluster_ca().await?;
         let node_id = self.node.config().node.node_id.clone();
         let (key, csr) = shoal_pki::generate_key_and_csr(&node_id)?;
         let cert = ca.issue(&csr, &node_id, role, self.cert_validity(), SystemTime::now())?;
@@ -217,16 +211,21 @@ impl Manager {
         Duration::from_secs(self.cert_validity_secs.load(std::sync::atomic::Ordering::Relaxed))
     }
 
-    /// Replaces this manager's certificate with a new one (new key, signed by the cluster CA)
-    /// and switches the transport and the listener to it; connections already open keep theirs.
-    pub async fn renew_certificate(&self) -> Result<(), InitError> {
-        let ca = self
+    /// The cluster CA from this replica (it never changes after `cluster init`).
+    async fn cluster_ca(&self) -> Result<shoal_pki::Ca, InitError> {
+        let (cert, key) = self
             .node
             .read(Consistency::Stale, |s| s.cluster().map(|c| (c.ca_cert_pem.clone(), c.ca_key_pem.clone())))
             .await
             .map_err(|e| InitError::Write(WriteError::Unavailable(e.to_string())))?
             .ok_or(InitError::NoCa)?;
-        let ca = shoal_pki::Ca::from_pem(&ca.0, &ca.1)?;
+        Ok(shoal_pki::Ca::from_pem(&cert, &key)?)
+    }
+
+    /// Replaces this manager's certificate with a new one (new key, signed by the cluster CA)
+    /// and switches the transport and the listener to it; connections already open keep theirs.
+    pub async fn renew_certificate(&self) -> Result<(), InitError> {
+        let ca = self.cluster_ca().await?;
         let node_id = self.node.config().node.node_id.clone();
         let (key, csr) = shoal_pki::generate_key_and_csr(&node_id)?;
         let cert =

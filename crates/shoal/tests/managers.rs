@@ -8,6 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+use common::{eventually, free_port};
+
 const BIN: &str = env!("CARGO_BIN_EXE_shoal");
 
 struct Node {
@@ -23,11 +26,6 @@ impl Drop for Node {
             let _ = c.wait();
         }
     }
-}
-
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
 }
 
 impl Node {
@@ -106,17 +104,6 @@ impl Node {
             .then(|| serde_json::from_slice::<Value>(&out.stdout).ok())
             .flatten()
             .map(|v| v["raft"].clone())
-    }
-}
-
-fn eventually<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
     }
 }
 

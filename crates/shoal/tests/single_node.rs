@@ -5,7 +5,9 @@
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+
+mod common;
+use common::{eventually, free_port};
 
 const BIN: &str = env!("CARGO_BIN_EXE_shoal");
 
@@ -36,11 +38,6 @@ fn start(mode: &str, dir: &Path) -> Daemon {
     Daemon { child }
 }
 
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
-}
-
 fn socket(dir: &Path) -> PathBuf {
     dir.join("shoal.sock")
 }
@@ -59,18 +56,6 @@ fn json(dir: &Path, args: &[&str]) -> Value {
     assert!(out.status.success(), "shoal {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("shoal {args:?}: not JSON ({e}): {:?}", out.stdout))
-}
-
-/// Polls `f` until it returns Some, or fails after `secs`.
-fn eventually<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 fn leader_ready(dir: &Path) -> bool {
