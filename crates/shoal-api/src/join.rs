@@ -64,11 +64,29 @@ pub async fn join_cluster(m: &Arc<Manager>, token: &str, addr: &str) -> Result<(
     let dir = m.tls_dir();
     let local = |e: shoal_pki::PkiError| JoinClusterError::Local(e.to_string());
     std::fs::create_dir_all(dir).map_err(|e| JoinClusterError::Local(e.to_string()))?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| JoinClusterError::Local(e.to_string()))?;
+    }
     shoal_pki::write_private_file(dir.join("node.key"), key).map_err(local)?;
     shoal_pki::write_public_file(dir.join("ca.crt"), &adm.ca_pem).map_err(local)?;
     shoal_pki::write_public_file(dir.join("node.crt"), &adm.cert_pem).map_err(local)?;
+    let added = add_self(m, addr).await;
+    if added.is_err() {
+        // Not a member after all: forget the certificate so that `join` can be tried again.
+        for f in ["node.crt", "node.key", "ca.crt"] {
+            let _ = std::fs::remove_file(dir.join(f));
+        }
+    }
+    added
+}
+
+/// With its new certificate, asks the leader to add this manager (learner, then voter).
+async fn add_self(m: &Arc<Manager>, addr: &str) -> Result<(), JoinClusterError> {
     m.enable_tls().map_err(|e| JoinClusterError::Local(e.to_string()))?;
     let tls = m.client_tls().ok_or_else(|| JoinClusterError::Local("TLS did not come up".into()))?;
+    let me = m.node.config().node.clone();
 
     // Ask the leader to add us; follow "not the leader" hints for a few hops.
     let add = AddManager { raft_id: m.node.config().raft_id, node: ManagerNode { ..me } };
