@@ -9,8 +9,7 @@ use shoal_manager::{Manager, ManagerNode, NodeConfig};
 use shoal_raft::RaftNode;
 use shoal_state::Command;
 use shoal_types::{
-    ManagerStatus, Node, NodeDescription, NodeId, NodeRole, NodeSpec, NodeState, NodeStatus, Platform,
-    Reachability, Resources, Timestamp,
+    Node, NodeDescription, NodeId, NodeRole, NodeSpec, NodeState, NodeStatus, Platform, Resources, Timestamp,
 };
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -201,14 +200,23 @@ async fn serve_node_to_node(m: Arc<Manager>, listener: tokio::net::TcpListener) 
 /// Renews this node's certificate at a random point between 50% and 80% of its lifetime
 /// (counted from its issue, not from its back-dated start), forever.
 async fn renew_certificates(m: Arc<Manager>) {
+    // Nothing to renew until this node has a certificate (after init or join).
+    let mut tls = m.server_tls();
+    while tls.borrow().is_none() {
+        if tls.changed().await.is_err() {
+            return;
+        }
+    }
     loop {
         let path = m.tls_dir().join("node.crt");
-        let Ok((not_before, not_after)) =
-            shoal_pki::read_pem_file(&path).and_then(|p| shoal_pki::cert_validity(&p))
-        else {
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            continue;
-        };
+        let (not_before, not_after) =
+            match shoal_pki::read_pem_file(&path).and_then(|p| shoal_pki::cert_validity(&p)) {
+                Ok(v) => v,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read this node's certificate; not renewing it");
+                    return;
+                }
+            };
         let issued = not_before + shoal_pki::CLOCK_SKEW_ALLOWANCE;
         let start = if issued < not_after { issued } else { not_before };
         let fraction =
@@ -226,39 +234,31 @@ async fn renew_certificates(m: Arc<Manager>) {
     }
 }
 
-/// Registers this node once a leader exists, and keeps its manager status current.
+/// Registers this node (its description, as of this start) once a leader exists. Its manager
+/// status is not stored: the API derives it from the Raft membership.
 async fn register_self(m: Arc<Manager>, id: NodeId, description: NodeDescription, me: ManagerNode) {
-    let mut last: Option<(bool, NodeState)> = None;
+    let mut raft = m.node.watch();
     loop {
-        if m.node.wait_for_leader(Duration::from_secs(3600)).await.is_some() {
-            let leader = m.node.is_leader();
-            let want = (leader, NodeState::Ready);
-            if last != Some(want) {
-                let node = Node {
-                    id: id.clone(),
-                    version: 0,
-                    created_at: Timestamp::ZERO,
-                    updated_at: Timestamp::ZERO,
-                    spec: NodeSpec { role: NodeRole::Manager, ..Default::default() },
-                    description: description.clone(),
-                    status: NodeStatus {
-                        state: NodeState::Ready,
-                        addr: me.addr.clone(),
-                        message: String::new(),
-                    },
-                    manager_status: Some(ManagerStatus {
-                        leader,
-                        reachability: Reachability::Reachable,
-                        addr: me.addr.clone(),
-                    }),
-                };
-                match shoal_api::internal::write(&m, Command::RegisterNode { node: Box::new(node) }).await {
-                    Ok(_) => last = Some(want),
-                    Err(e) => tracing::debug!(error = %e, "node registration deferred"),
-                }
+        if m.node.status().leader.is_some() {
+            let node = Node {
+                id: id.clone(),
+                version: 0,
+                created_at: Timestamp::ZERO,
+                updated_at: Timestamp::ZERO,
+                spec: NodeSpec { role: NodeRole::Manager, ..Default::default() },
+                description: description.clone(),
+                status: NodeStatus { state: NodeState::Ready, addr: me.addr.clone(), message: String::new() },
+                manager_status: None,
+            };
+            match shoal_api::internal::write(&m, Command::RegisterNode { node: Box::new(node) }).await {
+                Ok(_) => return,
+                Err(e) => tracing::debug!(error = %e, "node registration deferred"),
             }
         }
-        let _ = Timestamp::from_system_time(SystemTime::now());
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        // Try again when Raft's view changes (a leader appears), or after a moment.
+        tokio::select! {
+            _ = raft.changed() => {}
+            _ = tokio::time::sleep(shoal_manager::HEARTBEAT_INTERVAL) => {}
+        }
     }
 }

@@ -9,7 +9,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{eventually, free_port};
+use common::{eventually, eventually_or, free_port};
 
 const BIN: &str = env!("CARGO_BIN_EXE_shoal");
 
@@ -56,14 +56,14 @@ impl Node {
             .expect("spawn");
         self.child = Some(child);
         let sock = self.dir.join("shoal.sock");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !sock.exists() {
-            if Instant::now() > deadline {
+        eventually_or(
+            20,
+            || sock.exists().then_some(()),
+            || {
                 let log = std::fs::read_to_string(self.dir.join(format!("{mode}.log"))).unwrap_or_default();
-                panic!("{} did not open its API socket:\n{log}", self.dir.display());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+                format!("{} did not open its API socket:\n{log}", self.dir.display())
+            },
+        );
     }
 
     fn kill9(&mut self) {
