@@ -3,6 +3,7 @@
 
 mod cli;
 mod daemon;
+mod image_cli;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -94,6 +95,17 @@ enum Cmd {
     /// Manage services.
     #[command(subcommand)]
     Service(cli::ServiceCmd),
+    /// Manage this node's image store (used by the oci driver).
+    Image {
+        /// The node's data directory (the store is `DATA_DIR/images`).
+        #[arg(long, default_value = DEFAULT_DATA_DIR, global = true)]
+        data_dir: PathBuf,
+        #[command(subcommand)]
+        command: image_cli::ImageCmd,
+    },
+    /// Per-task supervisor, started by the process and oci drivers (not for direct use).
+    #[command(hide = true)]
+    Shim { task_dir: PathBuf },
     /// Run the scheduling brain on a simulated cluster and print what it did.
     Simulate {
         /// Number of simulated nodes.
@@ -169,6 +181,9 @@ fn real_main() -> Result<()> {
         Cmd::Cluster(c) => runtime()?.block_on(async { cli::cluster(&client()?, c).await })?,
         Cmd::Node(c) => runtime()?.block_on(async { cli::node(&client()?, c).await })?,
         Cmd::Service(c) => runtime()?.block_on(async { cli::service(&client()?, c).await })?,
+        Cmd::Image { data_dir, command } => image_cli::run(&data_dir, command)?,
+        // No async runtime: the shim is a small single-threaded supervisor.
+        Cmd::Shim { task_dir } => std::process::exit(shoal_driver::shim::run(&task_dir)),
         Cmd::Simulate { nodes, services, replicas, seed, fail_nodes, format } => {
             if nodes == 0 {
                 bail!("--nodes must be at least 1");

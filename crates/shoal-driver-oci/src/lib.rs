@@ -1,0 +1,1 @@
+//! The oci driver (being written).

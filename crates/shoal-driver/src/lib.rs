@@ -1,0 +1,234 @@
+//! The contract between Shoal's agent and its task runtimes.
+//!
+//! The agent owns policy: one generic task state machine (preparing → starting → running →
+//! complete/failed, shutdown on request), restarts, reporting. A [`Driver`] owns primitives only:
+//! prepare a task's image and mounts, start it, find it again after a restart, wait for it, stop
+//! it with a grace period, destroy what it left, and read its logs and stats. Drivers report what
+//! they can do ([`shoal_types::DriverInfo`]) and the scheduler places tasks only on nodes that offer
+//! their driver.
+//!
+//! Everything a driver needs to find a task again after the agent restarts lives in its
+//! [`Handle`], which the agent persists next to the task.
+
+pub mod shim;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use shoal_types::{DriverInfo, Mount, PortConfig};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+/// Capability names a driver may report in [`DriverInfo::capabilities`].
+pub mod capability {
+    /// Memory, CPU and pids limits are enforced.
+    pub const LIMITS: &str = "limits";
+    /// `exec` runs a command in the task's context (health checks).
+    pub const EXEC: &str = "exec";
+    /// Runs images.
+    pub const IMAGES: &str = "images";
+    /// CRIU checkpoint/restore works on this node.
+    pub const CHECKPOINT: &str = "checkpoint";
+    /// Host-mode published ports.
+    pub const HOST_PORTS: &str = "host-ports";
+}
+
+/// What a driver needs to run one task; the agent derives it from the assigned task.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskConfig {
+    pub task_id: String,
+    pub service_id: String,
+    /// A readable runtime name, `<service>.<slot or node>.<task id>`.
+    pub name: String,
+    pub image: Option<String>,
+    /// The command; for images, empty means the image's entrypoint/cmd.
+    pub command: Vec<String>,
+    pub args: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    /// Empty: the driver's default.
+    pub workdir: String,
+    /// `uid[:gid]` or a user name; empty: the driver's default (root, or the image's user).
+    pub user: String,
+    pub hostname: String,
+    pub mounts: Vec<Mount>,
+    pub limits: Limits,
+    /// Host-mode published ports.
+    pub ports: Vec<PortConfig>,
+    pub labels: BTreeMap<String, String>,
+    /// A directory private to this task (created by the agent, removed after `destroy`): drivers
+    /// keep their per-task state and logs here.
+    pub task_dir: PathBuf,
+    /// Where named volumes live on this node (`<volumes_dir>/<name>`).
+    pub volumes_dir: PathBuf,
+}
+
+/// Runtime limits; `None` = unlimited.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    pub memory_bytes: Option<u64>,
+    /// CPU quota in billionths of a CPU (1e9 = one CPU).
+    pub nano_cpus: Option<u64>,
+    pub pids: Option<u64>,
+}
+
+/// The smallest memory limit a task may ask for (Docker uses the same floor).
+pub const MIN_MEMORY_LIMIT: u64 = 6 << 20;
+
+/// How a driver finds a task again: persisted by the agent, opaque to it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Handle {
+    pub task_id: String,
+    pub driver: String,
+    /// The runtime's own id (container id, pid...), shown as the task's runtime id.
+    pub runtime_id: String,
+    /// Driver-private state.
+    pub state: serde_json::Value,
+}
+
+/// How a task ended.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitStatus {
+    /// The exit code; 128 + signal number when killed by a signal (the shell convention).
+    pub code: i32,
+    pub signal: Option<i32>,
+    /// The kernel's OOM killer ended it.
+    pub oom_killed: bool,
+    /// Anything the runtime said about it; empty when nothing.
+    pub message: String,
+}
+
+impl ExitStatus {
+    pub fn success(&self) -> bool {
+        self.code == 0 && self.signal.is_none() && !self.oom_killed
+    }
+}
+
+/// What [`Driver::recover`] found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Recovered {
+    Running,
+    /// It ended while nobody was watching.
+    Exited(ExitStatus),
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogStream {
+    #[default]
+    Stdout,
+    Stderr,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LogOptions {
+    /// Keep streaming new lines until the task exits or the receiver is dropped.
+    pub follow: bool,
+    /// Only the last N lines (before following).
+    pub tail: Option<usize>,
+    /// Only lines at or after this time.
+    pub since: Option<SystemTime>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogLine {
+    pub stream: LogStream,
+    pub timestamp: SystemTime,
+    /// The line without its trailing newline (lossy UTF-8).
+    pub line: String,
+}
+
+pub type LogReceiver = tokio::sync::mpsc::Receiver<Result<LogLine, DriverError>>;
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stats {
+    /// Total CPU time used, in nanoseconds.
+    pub cpu_usage_ns: u64,
+    pub memory_bytes: u64,
+    pub memory_limit_bytes: Option<u64>,
+    pub pids: u64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecResult {
+    pub exit_code: i32,
+    /// Combined stdout and stderr, capped.
+    pub output: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DriverError {
+    /// The task can never run here as specified (missing image or binary, bad mount source,
+    /// limits below the minimum...): the agent marks it **rejected** with this message.
+    #[error("{0}")]
+    Invalid(String),
+    /// The driver does not offer this operation.
+    #[error("not supported by the {driver} driver: {what}")]
+    Unsupported { driver: String, what: String },
+    /// The runtime no longer knows the task.
+    #[error("task not found in the runtime: {0}")]
+    NotFound(String),
+    /// The runtime failed; the task is marked **failed** with this message.
+    #[error("{0}")]
+    Runtime(String),
+}
+
+impl DriverError {
+    pub fn runtime(context: &str, e: impl std::fmt::Display) -> Self {
+        DriverError::Runtime(format!("{context}: {e}"))
+    }
+}
+
+impl From<std::io::Error> for DriverError {
+    fn from(e: std::io::Error) -> Self {
+        DriverError::Runtime(e.to_string())
+    }
+}
+
+/// A task runtime: primitives, not policy. All methods are cancel-safe and idempotent where it
+/// makes sense (`stop` and `destroy` of an exited or unknown task succeed).
+#[async_trait]
+pub trait Driver: Send + Sync + 'static {
+    /// `process`, `oci` or `docker`.
+    fn name(&self) -> &'static str;
+
+    /// What the runtime is on this node, or `None` when it is not usable here.
+    async fn fingerprint(&self) -> Option<DriverInfo>;
+
+    /// Gets everything ready (image present and unpacked, mount sources valid). May take long.
+    async fn prepare(&self, cfg: &TaskConfig) -> Result<(), DriverError>;
+
+    /// Starts the prepared task and returns its handle once it runs. The task must outlive the
+    /// agent process.
+    async fn start(&self, cfg: &TaskConfig) -> Result<Handle, DriverError>;
+
+    /// Finds a task again after the agent restarted.
+    async fn recover(&self, handle: &Handle) -> Result<Recovered, DriverError>;
+
+    /// Resolves when the task has exited, with how it ended.
+    async fn wait(&self, handle: &Handle) -> Result<ExitStatus, DriverError>;
+
+    /// Asks the task to stop (SIGTERM or the image's stop signal), kills it after `grace`, and
+    /// returns once it is gone.
+    async fn stop(&self, handle: &Handle, grace: Duration) -> Result<(), DriverError>;
+
+    /// Removes everything the task left in the runtime (container, cgroup, rootfs). Logs in
+    /// `task_dir` go when the agent removes the directory.
+    async fn destroy(&self, handle: &Handle) -> Result<(), DriverError>;
+
+    async fn logs(&self, handle: &Handle, opts: &LogOptions) -> Result<LogReceiver, DriverError>;
+
+    async fn stats(&self, handle: &Handle) -> Result<Stats, DriverError>;
+
+    /// Runs a command in the task's context (for health checks), killed after `timeout`.
+    async fn exec(&self, handle: &Handle, cmd: &[String], timeout: Duration) -> Result<ExecResult, DriverError>;
+
+    /// Checkpoints the running task into `dir` (CRIU), leaving it stopped.
+    async fn checkpoint(&self, _handle: &Handle, _dir: &std::path::Path) -> Result<(), DriverError> {
+        Err(DriverError::Unsupported { driver: self.name().into(), what: "checkpoint".into() })
+    }
+
+    /// Starts a task from a checkpoint in `dir`.
+    async fn restore(&self, _cfg: &TaskConfig, _dir: &std::path::Path) -> Result<Handle, DriverError> {
+        Err(DriverError::Unsupported { driver: self.name().into(), what: "restore".into() })
+    }
+}
