@@ -13,6 +13,12 @@ if command -v rustup >/dev/null 2>&1; then
     rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
 fi
 
+# The real runtimes the driver tests use (runc, dockerd, busybox-static, docker-registry):
+# installed when missing, dockerd started when it is not running. The driver tests fail, never
+# skip, when a runtime is missing.
+bash scripts/install-deps.sh
+export SHOAL_REQUIRE_DOCKER=1
+
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 

@@ -1,1 +1,521 @@
-//! The node agent (being written).
+//! The node agent, in every `shoal daemon`: it fingerprints the node, registers it, heartbeats,
+//! follows the node's assignments and runs each task through **one generic state machine** over
+//! the [`shoal_driver::Driver`] trait (SwarmKit's `exec.Do`):
+//!
+//! ```text
+//! assigned → accepted → preparing → starting → running → complete | failed
+//!                 └──────────── desired state past running ───────────→ shutdown
+//! ```
+//!
+//! Drivers implement primitives; every policy lives here: which driver runs a task, when a driver
+//! error rejects a task (bad input) or fails it (runtime trouble), stop with the task's grace
+//! period, batching status reports. Tasks are recorded locally ([`store`]) with their driver
+//! handles, so a restarted agent recovers every task through its driver and reports the truth —
+//! including the exit code of a task that ended while the agent was away. The agent never starts a
+//! task the managers believe is already past `assigned`: a task it has no record of is reported
+//! failed and the orchestrator replaces it, so a restart never runs a task twice.
+
+pub mod fingerprint;
+pub mod plane;
+pub mod store;
+
+pub use plane::{Assignments, ControlPlane, PlaneError, StatusReport};
+
+use shoal_driver::{Driver, DriverError, ExitStatus, Handle, Limits, Recovered, TaskConfig};
+use shoal_types::{DriverInfo, NodeDescription, Task, TaskId, TaskState, TaskStatus, Timestamp};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime};
+use store::{LocalTask, Store};
+use tokio::sync::{mpsc, watch};
+
+/// How long to wait before retrying the control plane after an error.
+const RETRY: Duration = Duration::from_millis(500);
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
+
+pub struct AgentConfig {
+    /// The agent's own directory (`<data>/agent`).
+    pub dir: PathBuf,
+    pub hostname: String,
+    pub labels: BTreeMap<String, String>,
+    /// Generic resources this node offers (`--resource gpu=2`).
+    pub generic: BTreeMap<String, u64>,
+}
+
+pub struct Agent {
+    store: Store,
+    volumes_dir: PathBuf,
+    drivers: BTreeMap<&'static str, Arc<dyn Driver>>,
+    plane: Arc<dyn ControlPlane>,
+    cfg: AgentConfig,
+    offered: Mutex<Vec<DriverInfo>>,
+    runners: Mutex<BTreeMap<TaskId, watch::Sender<Task>>>,
+    reports: mpsc::UnboundedSender<StatusReport>,
+    report_rx: Mutex<Option<mpsc::UnboundedReceiver<StatusReport>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn now() -> Timestamp {
+    Timestamp::from_system_time(SystemTime::now())
+}
+
+fn status(state: TaskState, message: impl Into<String>) -> TaskStatus {
+    TaskStatus { state, timestamp: now(), message: message.into(), ..Default::default() }
+}
+
+/// The status of a task that ended on its own.
+fn exited(prev: &TaskStatus, x: &ExitStatus) -> TaskStatus {
+    let mut s = prev.clone();
+    s.timestamp = now();
+    s.exit_code = Some(x.code);
+    if x.success() {
+        s.state = TaskState::Complete;
+        s.message = "finished".into();
+        s.err.clear();
+    } else {
+        s.state = TaskState::Failed;
+        s.message = "task exited".into();
+        s.err = if x.oom_killed {
+            format!("out of memory: killed by the OOM killer (exit code {})", x.code)
+        } else if !x.message.is_empty() {
+            format!("{} (exit code {})", x.message, x.code)
+        } else if let Some(sig) = x.signal {
+            format!("killed by signal {sig} (exit code {})", x.code)
+        } else {
+            format!("task exited with code {}", x.code)
+        };
+    }
+    s
+}
+
+impl Agent {
+    pub fn new(
+        cfg: AgentConfig,
+        drivers: Vec<Arc<dyn Driver>>,
+        plane: Arc<dyn ControlPlane>,
+    ) -> std::io::Result<Arc<Agent>> {
+        let store = Store::open(cfg.dir.join("tasks"))?;
+        let volumes_dir = cfg.dir.join("volumes");
+        std::fs::create_dir_all(&volumes_dir)?;
+        let (reports, rx) = mpsc::unbounded_channel();
+        Ok(Arc::new(Agent {
+            store,
+            volumes_dir,
+            drivers: drivers.into_iter().map(|d| (d.name(), d)).collect(),
+            plane,
+            cfg,
+            offered: Mutex::new(Vec::new()),
+            runners: Mutex::new(BTreeMap::new()),
+            reports,
+            report_rx: Mutex::new(Some(rx)),
+        }))
+    }
+
+    /// Asks every driver what it is; drivers that are not usable here are left out.
+    pub async fn fingerprint(&self) -> NodeDescription {
+        let mut offered = Vec::new();
+        for d in self.drivers.values() {
+            match d.fingerprint().await {
+                Some(info) => offered.push(info),
+                None => tracing::info!(driver = d.name(), "driver not available on this node"),
+            }
+        }
+        offered.sort();
+        *lock(&self.offered) = offered.clone();
+        fingerprint::describe(
+            self.cfg.hostname.clone(),
+            self.cfg.labels.clone(),
+            self.cfg.generic.clone(),
+            offered,
+        )
+    }
+
+    /// Runs the agent until the process exits: recover, register, then follow assignments.
+    pub async fn run(self: Arc<Self>) {
+        let description = self.fingerprint().await;
+        self.recover().await;
+        if let Some(rx) = lock(&self.report_rx).take() {
+            tokio::spawn(reporter(self.plane.clone(), rx));
+        }
+        loop {
+            match self.plane.register(&description).await {
+                Ok(()) => break,
+                Err(e) => {
+                    tracing::debug!(error = %e, "node registration deferred");
+                    tokio::time::sleep(RETRY).await;
+                }
+            }
+        }
+        tracing::info!(drivers = ?description.drivers.iter().map(|d| &d.name).collect::<Vec<_>>(), "agent registered");
+        tokio::spawn(heartbeats(self.plane.clone()));
+        let mut revision: Option<String> = None;
+        loop {
+            match self.plane.assignments(revision.as_deref()).await {
+                Ok(a) => {
+                    revision = Some(a.revision.clone());
+                    self.reconcile(a.tasks);
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "assignments unavailable");
+                    tokio::time::sleep(RETRY).await;
+                }
+            }
+        }
+    }
+
+    fn report(&self, task_id: &TaskId, status: &TaskStatus) {
+        let _ = self.reports.send(StatusReport { task_id: task_id.clone(), status: status.clone() });
+    }
+
+    fn driver_for(&self, task: &Task) -> Result<Arc<dyn Driver>, String> {
+        let offered = lock(&self.offered);
+        let wanted = task.spec.driver_candidates();
+        for name in &wanted {
+            if offered.iter().any(|d| d.name == *name) {
+                if let Some(d) = self.drivers.get(name) {
+                    return Ok(d.clone());
+                }
+            }
+        }
+        let have: Vec<&str> = offered.iter().map(|d| d.name.as_str()).collect();
+        Err(format!(
+            "no driver for this task on this node: it needs {} and the node offers {}",
+            wanted.join(" or "),
+            if have.is_empty() { "none".to_string() } else { have.join(", ") }
+        ))
+    }
+
+    /// Brings the local picture in line with the managers' complete list of this node's tasks.
+    pub fn reconcile(self: &Arc<Self>, tasks: Vec<Task>) {
+        let mut runners = lock(&self.runners);
+        let assigned: BTreeSet<TaskId> = tasks.iter().map(|t| t.id.clone()).collect();
+        // Tasks no longer bound to this node: their runners stop them and clean up.
+        runners.retain(|id, _| assigned.contains(id));
+        for t in tasks {
+            if let Some(tx) = runners.get(&t.id) {
+                tx.send_replace(t);
+                continue;
+            }
+            if t.status.state == TaskState::Assigned {
+                let id = t.id.clone();
+                let (tx, rx) = watch::channel(t.clone());
+                runners.insert(id, tx);
+                tokio::spawn(self.clone().run_new(t, rx));
+            } else if t.status.state > TaskState::Assigned && !t.status.state.is_terminal() {
+                let mut s = t.status.clone();
+                s.state = TaskState::Failed;
+                s.timestamp = now();
+                s.err = "the agent on this node has no record of this task (its local state was lost)".into();
+                self.report(&t.id, &s);
+            }
+        }
+    }
+
+    /// Reads every recorded task and asks its driver what became of it.
+    async fn recover(self: &Arc<Self>) {
+        for rec in self.store.load_all() {
+            let mut lt = match rec {
+                Ok(lt) => lt,
+                Err((dir, e)) => {
+                    tracing::warn!(dir = %dir.display(), error = %e, "unreadable task record; leaving it");
+                    continue;
+                }
+            };
+            let id = lt.task.id.clone();
+            let Some(driver) = self.drivers.get(lt.driver.as_str()).cloned() else {
+                tracing::warn!(task = %id, driver = %lt.driver, "task recorded with an unknown driver");
+                continue;
+            };
+            let (tx, rx) = watch::channel(lt.task.clone());
+            lock(&self.runners).insert(id.clone(), tx);
+            if lt.status.state.is_terminal() {
+                self.report(&id, &lt.status);
+                tokio::spawn(self.clone().finished(lt, driver, rx));
+                continue;
+            }
+            let Some(handle) = lt.handle.clone() else {
+                lt.status = TaskStatus {
+                    err: "the agent restarted before the task started".into(),
+                    ..status(TaskState::Failed, "not started")
+                };
+                self.save_and_report(&lt);
+                tokio::spawn(self.clone().finished(lt, driver, rx));
+                continue;
+            };
+            match driver.recover(&handle).await {
+                Ok(Recovered::Running) => {
+                    tracing::info!(task = %id, driver = %lt.driver, "re-attached to a running task");
+                    self.report(&id, &lt.status);
+                    tokio::spawn(self.clone().running(lt, driver, handle, rx));
+                }
+                Ok(Recovered::Exited(x)) => {
+                    tracing::info!(task = %id, code = x.code, "task ended while the agent was away");
+                    lt.status = exited(&lt.status, &x);
+                    self.save_and_report(&lt);
+                    tokio::spawn(self.clone().finished(lt, driver, rx));
+                }
+                Err(e) => {
+                    lt.status = TaskStatus {
+                        err: format!("lost while the agent was away: {e}"),
+                        ..status(TaskState::Failed, "lost")
+                    };
+                    self.save_and_report(&lt);
+                    tokio::spawn(self.clone().finished(lt, driver, rx));
+                }
+            }
+        }
+    }
+
+    fn save_and_report(&self, lt: &LocalTask) {
+        if let Err(e) = self.store.save(lt) {
+            tracing::warn!(task = %lt.task.id, error = %e, "cannot record the task locally");
+        }
+        self.report(&lt.task.id, &lt.status);
+    }
+
+    fn config(&self, t: &Task) -> TaskConfig {
+        let opt = |v: u64| (v > 0).then_some(v);
+        let slot = t.slot.map_or_else(
+            || t.node_id.as_ref().map_or_else(String::new, |n| n.to_string()),
+            |s| s.to_string(),
+        );
+        TaskConfig {
+            task_id: t.id.to_string(),
+            service_id: t.service_id.to_string(),
+            name: format!("{}.{}.{}", t.service_id, slot, t.id),
+            image: t.spec.image.clone(),
+            command: t.spec.command.clone(),
+            args: t.spec.args.clone(),
+            env: t.spec.env.clone(),
+            workdir: t.spec.workdir.clone(),
+            user: t.spec.user.clone(),
+            hostname: t.spec.hostname.clone(),
+            mounts: t.spec.mounts.clone(),
+            limits: Limits {
+                memory_bytes: opt(t.spec.resources.limits.memory_bytes),
+                nano_cpus: opt(t.spec.resources.limits.nano_cpus),
+                pids: None,
+            },
+            ports: t.endpoint.ports.clone(),
+            labels: BTreeMap::from([
+                ("shoal.task.id".to_string(), t.id.to_string()),
+                ("shoal.service.id".to_string(), t.service_id.to_string()),
+            ]),
+            task_dir: self.store.run_dir(&t.id),
+            volumes_dir: self.volumes_dir.clone(),
+        }
+    }
+
+    /// A newly assigned task: accept, prepare, start; then follow it while it runs.
+    async fn run_new(self: Arc<Self>, task: Task, mut assigned: watch::Receiver<Task>) {
+        let id = task.id.clone();
+        let driver = match self.driver_for(&task) {
+            Ok(d) => d,
+            Err(e) => {
+                let s = TaskStatus { err: e, ..status(TaskState::Rejected, "rejected") };
+                self.report(&id, &s);
+                return;
+            }
+        };
+        let mut lt = LocalTask {
+            task,
+            driver: driver.name().to_string(),
+            handle: None,
+            status: status(TaskState::Accepted, "accepted"),
+        };
+        self.save_and_report(&lt);
+        let stop_wanted = |rx: &watch::Receiver<Task>| rx.borrow().desired_state > TaskState::Running;
+        if stop_wanted(&assigned) {
+            lt.status = status(TaskState::Shutdown, "stopped before it started");
+            self.save_and_report(&lt);
+            return self.finished(lt, driver, assigned).await;
+        }
+        let cfg = self.config(&lt.task);
+        lt.status = status(TaskState::Preparing, "preparing");
+        self.save_and_report(&lt);
+        let prepared = tokio::select! {
+            r = driver.prepare(&cfg) => Some(r),
+            _ = wait_until(&mut assigned, stop_wanted) => None,
+        };
+        let fail = |lt: &mut LocalTask, e: DriverError| {
+            lt.status = match e {
+                DriverError::Invalid(m) => TaskStatus { err: m, ..status(TaskState::Rejected, "rejected") },
+                e => TaskStatus { err: e.to_string(), ..status(TaskState::Failed, "failed to start") },
+            };
+        };
+        match prepared {
+            None => {
+                lt.status = status(TaskState::Shutdown, "stopped before it started");
+                self.save_and_report(&lt);
+                return self.finished(lt, driver, assigned).await;
+            }
+            Some(Err(e)) => {
+                fail(&mut lt, e);
+                self.save_and_report(&lt);
+                return self.finished(lt, driver, assigned).await;
+            }
+            Some(Ok(())) => {}
+        }
+        lt.status = status(TaskState::Starting, "starting");
+        self.save_and_report(&lt);
+        match driver.start(&cfg).await {
+            Ok(handle) => {
+                lt.handle = Some(handle.clone());
+                lt.status = TaskStatus {
+                    runtime_id: handle.runtime_id.clone(),
+                    ..status(TaskState::Running, "started")
+                };
+                self.save_and_report(&lt);
+                self.running(lt, driver, handle, assigned).await
+            }
+            Err(e) => {
+                fail(&mut lt, e);
+                self.save_and_report(&lt);
+                self.finished(lt, driver, assigned).await
+            }
+        }
+    }
+
+    /// A running task: report how it ends, or stop it when asked (or when it is unassigned).
+    async fn running(
+        self: Arc<Self>,
+        mut lt: LocalTask,
+        driver: Arc<dyn Driver>,
+        handle: Handle,
+        mut assigned: watch::Receiver<Task>,
+    ) {
+        lt.status = self.follow(&lt, driver.as_ref(), &handle, &mut assigned).await;
+        if lt.status.runtime_id.is_empty() {
+            lt.status.runtime_id = handle.runtime_id.clone();
+        }
+        self.save_and_report(&lt);
+        self.finished(lt, driver, assigned).await
+    }
+
+    async fn follow(
+        &self,
+        lt: &LocalTask,
+        driver: &dyn Driver,
+        handle: &Handle,
+        assigned: &mut watch::Receiver<Task>,
+    ) -> TaskStatus {
+        let wait = driver.wait(handle);
+        tokio::pin!(wait);
+        let stop_wanted = |rx: &watch::Receiver<Task>| rx.borrow().desired_state > TaskState::Running;
+        let outcome = tokio::select! {
+            r = &mut wait => Some(r),
+            _ = wait_until(assigned, stop_wanted) => None,
+        };
+        match outcome {
+            Some(r) => match r {
+                Ok(x) => exited(&lt.status, &x),
+                Err(e) => TaskStatus {
+                    err: format!("lost track of the task: {e}"),
+                    ..status(TaskState::Failed, "lost")
+                },
+            },
+            None => {
+                let grace = assigned.borrow().spec.stop_grace_period;
+                if let Err(e) = driver.stop(handle, grace).await {
+                    tracing::warn!(task = %lt.task.id, error = %e, "stopping the task failed");
+                }
+                let x = wait.await;
+                let mut s = status(TaskState::Shutdown, "shut down");
+                s.runtime_id = handle.runtime_id.clone();
+                s.exit_code = x.ok().map(|x| x.code);
+                s
+            }
+        }
+    }
+
+    /// A task in a final state: its record and files stay (for logs and inspection) until the
+    /// managers stop listing it on this node; then the runtime's leftovers go too.
+    async fn finished(
+        self: Arc<Self>,
+        lt: LocalTask,
+        driver: Arc<dyn Driver>,
+        mut assigned: watch::Receiver<Task>,
+    ) {
+        while assigned.changed().await.is_ok() {}
+        if let Some(h) = &lt.handle {
+            if let Err(e) = driver.destroy(h).await {
+                tracing::warn!(task = %lt.task.id, error = %e, "cleaning up the task failed");
+            }
+        }
+        if let Err(e) = self.store.remove(&lt.task.id) {
+            tracing::warn!(task = %lt.task.id, error = %e, "removing the task's files failed");
+        }
+        tracing::debug!(task = %lt.task.id, "task removed from this node");
+    }
+
+    /// The driver and handle of a task on this node (for logs, stats and exec).
+    pub fn task_handle(&self, id: &TaskId) -> Option<(Arc<dyn Driver>, Handle)> {
+        let lt = self.store.load_all().into_iter().flatten().find(|lt| &lt.task.id == id)?;
+        Some((self.drivers.get(lt.driver.as_str())?.clone(), lt.handle?))
+    }
+}
+
+/// Resolves once `pred` holds for the latest assignment, or when the task is no longer
+/// assigned here (the sender is gone): both mean "stop".
+async fn wait_until(rx: &mut watch::Receiver<Task>, pred: impl Fn(&watch::Receiver<Task>) -> bool) {
+    loop {
+        if pred(rx) {
+            return;
+        }
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn heartbeats(plane: Arc<dyn ControlPlane>) {
+    let mut tick = tokio::time::interval(HEARTBEAT_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Err(e) = plane.heartbeat().await {
+            tracing::debug!(error = %e, "heartbeat not delivered");
+        }
+    }
+}
+
+/// Sends status reports in batches: everything that arrived while the previous batch was in
+/// flight goes in the next one, only the newest status of each task, retried until delivered.
+async fn reporter(plane: Arc<dyn ControlPlane>, mut rx: mpsc::UnboundedReceiver<StatusReport>) {
+    let mut pending: BTreeMap<TaskId, TaskStatus> = BTreeMap::new();
+    loop {
+        if pending.is_empty() {
+            match rx.recv().await {
+                Some(r) => {
+                    pending.insert(r.task_id, r.status);
+                }
+                None => return,
+            }
+        }
+        while let Ok(r) = rx.try_recv() {
+            pending.insert(r.task_id, r.status);
+        }
+        let batch: Vec<StatusReport> =
+            pending.iter().map(|(k, v)| StatusReport { task_id: k.clone(), status: v.clone() }).collect();
+        match plane.report(batch.clone()).await {
+            Ok(()) => {
+                for r in batch {
+                    if pending.get(&r.task_id) == Some(&r.status) {
+                        pending.remove(&r.task_id);
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "status report not delivered; retrying");
+                tokio::time::sleep(RETRY).await;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

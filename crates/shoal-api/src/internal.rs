@@ -124,11 +124,13 @@ async fn heartbeat(
 ) -> Result<StatusCode, ApiError> {
     match &peer {
         Some(id) if id.node_id == hb.node_id => {}
+        // A follower forwards the heartbeats its workers send it.
+        Some(_) if require_member(&m, &peer).is_ok() => {}
         _ => {
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
                 "forbidden",
-                "a node may only heartbeat for itself",
+                "a node may only heartbeat for itself (managers may forward)",
             ))
         }
     }
@@ -246,6 +248,7 @@ pub fn internal_router(m: Arc<Manager>) -> Router {
         .route("/internal/heartbeat", post(heartbeat))
         .route("/internal/status", get(status))
         .with_state(m.clone())
+        .merge(crate::dispatcher::dispatcher_router(m.clone()))
         .merge(shoal_raft::transport::raft_router(m.node.clone()))
 }
 

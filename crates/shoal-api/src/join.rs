@@ -1,4 +1,4 @@
-//! Joining an existing cluster as a manager (`shoal cluster join --token TOKEN HOST:PORT`, run
+//! Joining an existing cluster as a manager or a worker (`shoal cluster join --token TOKEN HOST:PORT`, run
 //! against a daemon that is in no cluster yet).
 //!
 //! 1. The token names the cluster CA's digest: the joiner connects to HOST:PORT trusting only a
@@ -25,9 +25,10 @@ pub enum JoinClusterError {
     Remote(String),
     #[error("{0}")]
     Local(String),
-    #[error("this token admits workers; worker nodes join with the node agent, which this build does not have yet")]
-    WorkerToken,
 }
+
+/// Where a worker keeps the managers' addresses (in its TLS directory).
+pub const MANAGERS_FILE: &str = "managers.json";
 
 fn remote(status: hyper::StatusCode, bytes: &[u8]) -> String {
     let v: serde_json::Value = serde_json::from_slice(bytes).unwrap_or_default();
@@ -58,9 +59,6 @@ pub async fn join_cluster(m: &Arc<Manager>, token: &str, addr: &str) -> Result<(
     }
     let adm: Admission =
         serde_json::from_slice(&bytes).map_err(|e| JoinClusterError::Remote(e.to_string()))?;
-    if adm.role == Role::Worker {
-        return Err(JoinClusterError::WorkerToken);
-    }
     let dir = m.tls_dir();
     let local = |e: shoal_pki::PkiError| JoinClusterError::Local(e.to_string());
     std::fs::create_dir_all(dir).map_err(|e| JoinClusterError::Local(e.to_string()))?;
@@ -71,6 +69,16 @@ pub async fn join_cluster(m: &Arc<Manager>, token: &str, addr: &str) -> Result<(
     }
     shoal_pki::write_private_file(dir.join("node.key"), key).map_err(local)?;
     shoal_pki::write_public_file(dir.join("ca.crt"), &adm.ca_pem).map_err(local)?;
+    if adm.role == Role::Worker {
+        // A worker keeps the managers' addresses and runs its agent against them; it takes no
+        // part in Raft.
+        let managers = vec![addr.to_string()];
+        let json = serde_json::to_vec(&managers).map_err(|e| JoinClusterError::Local(e.to_string()))?;
+        shoal_pki::write_public_file(dir.join(MANAGERS_FILE), &json).map_err(local)?;
+        shoal_pki::write_public_file(dir.join("node.crt"), &adm.cert_pem).map_err(local)?;
+        m.set_joined_as_worker(managers);
+        return Ok(());
+    }
     shoal_pki::write_public_file(dir.join("node.crt"), &adm.cert_pem).map_err(local)?;
     let added = add_self(m, addr).await;
     if added.is_err() {

@@ -161,7 +161,26 @@ pub fn router(manager: Arc<Manager>) -> Router {
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint (see /v1/openapi.json)")
         })
+        .layer(axum::middleware::from_fn_with_state(manager.clone(), refuse_on_worker))
         .with_state(manager)
+}
+
+/// Once this node has joined as a worker (until its daemon restarts as one), management requests
+/// go to a manager, as on a worker's own socket.
+async fn refuse_on_worker(
+    State(m): State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    if m.joined_as_worker().borrow().is_some() && req.uri().path() != "/v1/health" {
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_manager",
+            "this node is a worker: run this command against a manager",
+        )
+        .into_response();
+    }
+    next.run(req).await
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -217,20 +236,33 @@ pub struct JoinArgs {
     pub addr: String,
 }
 
+/// What `cluster join` reports.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct JoinInfo {
+    /// `manager` or `worker`.
+    pub role: String,
+    /// Managers in the cluster, as this node knows them now.
+    pub managers: usize,
+}
+
 async fn cluster_join(
     State(m): State<AppState>,
     JsonBody(a): JsonBody<JoinArgs>,
-) -> Result<Json<ClusterInfo>, ApiError> {
+) -> Result<Json<JoinInfo>, ApiError> {
     use crate::join::JoinClusterError as E;
     crate::join::join_cluster(&m, &a.token, &a.addr).await.map_err(|e| {
         let (status, code) = match &e {
             E::AlreadyMember => (StatusCode::CONFLICT, "conflict"),
-            E::Token(_) | E::WorkerToken => (StatusCode::BAD_REQUEST, "invalid"),
+            E::Token(_) => (StatusCode::BAD_REQUEST, "invalid"),
             E::Remote(_) | E::Local(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
         };
         ApiError::new(status, code, e.to_string())
     })?;
-    cluster(State(m), Query(ReadQuery { stale: true, ..Default::default() })).await
+    if m.joined_as_worker().borrow().is_some() {
+        return Ok(Json(JoinInfo { role: "worker".into(), managers: 1 }));
+    }
+    let raft = m.node.status();
+    Ok(Json(JoinInfo { role: "manager".into(), managers: raft.voters.len().max(raft.learners.len()) }))
 }
 
 fn parse_role(role: &str) -> Result<NodeRole, ApiError> {

@@ -1,1 +1,867 @@
-//! The docker driver (being written).
+//! The docker driver: runs Shoal tasks as containers of a local Docker Engine, through the Engine
+//! API on its unix socket.
+//!
+//! Every task becomes one container named `shoal-<task id>`, labelled [`LABEL_TASK_ID`] and
+//! [`LABEL_SERVICE_ID`], with restart policy `no` (Shoal owns restarts). The [`Handle`] keeps the
+//! container id, which is all the driver needs to find the task again after the agent restarts.
+//!
+//! Images are never pulled: they must already be in the engine (`docker load`/`docker import`);
+//! a missing image makes the task invalid.
+
+use async_trait::async_trait;
+use bollard::container::LogOutput;
+use bollard::errors::Error as DockerError;
+use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
+use bollard::models::{
+    ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum, ContainerSummaryStateEnum,
+    HostConfig, HostConfigLogConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum,
+};
+use bollard::query_parameters::{
+    CreateContainerOptions, InspectContainerOptions, ListContainersOptions, LogsOptions,
+    RemoveContainerOptions, StartContainerOptions, StatsOptions, StopContainerOptions, WaitContainerOptions,
+};
+use bollard::Docker;
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use shoal_driver::{
+    capability, Driver, DriverError, ExecResult, ExitStatus, Handle, LogLine, LogOptions, LogReceiver,
+    LogStream, Recovered, Stats, TaskConfig, MIN_MEMORY_LIMIT,
+};
+use shoal_types::{DriverInfo, MountType, Protocol};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::OnceCell;
+
+/// The driver's name, in handles and [`DriverInfo`].
+pub const DRIVER_NAME: &str = "docker";
+/// The label carrying the Shoal task id on every container this driver creates.
+pub const LABEL_TASK_ID: &str = "shoal.task.id";
+/// The label carrying the Shoal service id.
+pub const LABEL_SERVICE_ID: &str = "shoal.service.id";
+/// The label carrying the task's readable name (`<service>.<slot>.<task id>`).
+pub const LABEL_TASK_NAME: &str = "shoal.task.name";
+/// The socket used when neither the configuration nor `DOCKER_HOST` name one.
+pub const DEFAULT_SOCKET: &str = "/var/run/docker.sock";
+/// The most output [`Driver::exec`] keeps (stdout and stderr together).
+pub const EXEC_OUTPUT_CAP: usize = 4096;
+/// Log rotation of the json-file log driver: size of one file.
+pub const LOG_MAX_SIZE: &str = "10m";
+/// Log rotation of the json-file log driver: number of files kept.
+pub const LOG_MAX_FILES: &str = "3";
+
+/// Requests that answer quickly (inspect, create, start...).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+/// What `stop` allows the engine beyond the grace period.
+const STOP_SLACK: Duration = Duration::from_secs(60);
+/// Exit code reported for an OOM-killed task (SIGKILL).
+const OOM_EXIT_CODE: i32 = 137;
+
+/// How to reach the engine.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DockerDriverConfig {
+    /// The engine's unix socket; `None`: `DOCKER_HOST` when it is a `unix://` address, else
+    /// [`DEFAULT_SOCKET`].
+    pub socket: Option<PathBuf>,
+}
+
+impl DockerDriverConfig {
+    /// The socket this configuration resolves to.
+    pub fn socket_path(&self) -> PathBuf {
+        if let Some(socket) = &self.socket {
+            return socket.clone();
+        }
+        match std::env::var("DOCKER_HOST") {
+            Ok(host) if host.starts_with("unix://") => PathBuf::from(host.trim_start_matches("unix://")),
+            Ok(host) if !host.is_empty() => {
+                tracing::warn!(%host, "DOCKER_HOST is not a unix:// address; using {DEFAULT_SOCKET}");
+                PathBuf::from(DEFAULT_SOCKET)
+            }
+            _ => PathBuf::from(DEFAULT_SOCKET),
+        }
+    }
+}
+
+/// A container found by [`DockerDriver::list_shoal_containers`]: `(task id, container id, running)`.
+pub type ShoalContainer = (String, String, bool);
+
+/// What the driver keeps in [`Handle::state`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct HandleState {
+    container_id: String,
+}
+
+/// Runs tasks as Docker containers. Construction never touches the engine: the connection is made
+/// (and the API version negotiated) on first use, and retried on every call until it works.
+pub struct DockerDriver {
+    socket: PathBuf,
+    client: OnceCell<Docker>,
+}
+
+impl std::fmt::Debug for DockerDriver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DockerDriver")
+            .field("socket", &self.socket)
+            .field("connected", &self.client.initialized())
+            .finish()
+    }
+}
+
+impl DockerDriver {
+    pub fn new(cfg: DockerDriverConfig) -> Self {
+        DockerDriver { socket: cfg.socket_path(), client: OnceCell::new() }
+    }
+
+    /// The engine socket in use.
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// The container name of a task.
+    pub fn container_name(task_id: &str) -> String {
+        format!("shoal-{task_id}")
+    }
+
+    /// A handle for a container found otherwise (e.g. by [`Self::list_shoal_containers`]), so the
+    /// agent can stop and destroy orphans.
+    pub fn handle_for(task_id: &str, container_id: &str) -> Handle {
+        Handle {
+            task_id: task_id.to_string(),
+            driver: DRIVER_NAME.to_string(),
+            runtime_id: short_id(container_id),
+            state: serde_json::json!(HandleState { container_id: container_id.to_string() }),
+        }
+    }
+
+    /// The connected client; connects and negotiates the API version on first use.
+    pub async fn client(&self) -> Result<&Docker, DriverError> {
+        self.client
+            .get_or_try_init(|| async {
+                let path = self.socket.to_string_lossy().into_owned();
+                let docker =
+                    Docker::connect_with_unix(&path, REQUEST_TIMEOUT.as_secs(), bollard::API_DEFAULT_VERSION)
+                        .map_err(|e| DriverError::runtime("connecting to the docker engine", e))?;
+                let docker = docker
+                    .negotiate_version()
+                    .await
+                    .map_err(|e| DriverError::runtime("negotiating the docker API version", e))?;
+                tracing::debug!(socket = %path, version = ?docker.client_version(), "connected to docker");
+                Ok(docker)
+            })
+            .await
+    }
+
+    /// Every container (running or not) labelled with a Shoal task id: `(task id, container id,
+    /// running)`. The agent uses it to find containers whose task it no longer knows.
+    pub async fn list_shoal_containers(&self) -> Result<Vec<ShoalContainer>, DriverError> {
+        let docker = self.client().await?;
+        let filters = HashMap::from([("label".to_string(), vec![LABEL_TASK_ID.to_string()])]);
+        let options = ListContainersOptions { all: true, filters: Some(filters), ..Default::default() };
+        let containers = docker
+            .list_containers(Some(options))
+            .await
+            .map_err(|e| DriverError::runtime("listing containers", e))?;
+        Ok(containers
+            .into_iter()
+            .filter_map(|c| {
+                let task_id = c.labels.as_ref()?.get(LABEL_TASK_ID)?.clone();
+                let id = c.id?;
+                let running = matches!(
+                    c.state,
+                    Some(
+                        ContainerSummaryStateEnum::RUNNING
+                            | ContainerSummaryStateEnum::RESTARTING
+                            | ContainerSummaryStateEnum::PAUSED
+                    )
+                );
+                Some((task_id, id, running))
+            })
+            .collect())
+    }
+
+    async fn inspect(&self, container: &str) -> Result<ContainerInspectResponse, DriverError> {
+        self.client()
+            .await?
+            .inspect_container(container, None::<InspectContainerOptions>)
+            .await
+            .map_err(|e| map_err("inspecting the container", e))
+    }
+
+    async fn remove(&self, container: &str) -> Result<(), DriverError> {
+        let options = RemoveContainerOptions { force: true, v: false, ..Default::default() };
+        match self.client().await?.remove_container(container, Some(options)).await {
+            Ok(()) => Ok(()),
+            Err(e) if status_of(&e) == Some(404) => Ok(()),
+            Err(e) if status_of(&e) == Some(409) && e.to_string().contains("already in progress") => Ok(()),
+            Err(e) => Err(DriverError::runtime("removing the container", e)),
+        }
+    }
+
+    /// The container of a stale earlier attempt at the same task: removed when it is not
+    /// running, adopted when it is.
+    async fn existing(&self, cfg: &TaskConfig, name: &str) -> Result<Option<Handle>, DriverError> {
+        let info = match self.inspect(name).await {
+            Ok(info) => info,
+            Err(DriverError::NotFound(_)) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let id = info.id.clone().unwrap_or_else(|| name.to_string());
+        let same_task = info
+            .config
+            .as_ref()
+            .and_then(|c| c.labels.as_ref())
+            .and_then(|l| l.get(LABEL_TASK_ID))
+            .is_some_and(|t| *t == cfg.task_id);
+        let running = info.state.as_ref().and_then(|s| s.running).unwrap_or(false);
+        if running && same_task {
+            tracing::info!(task = %cfg.task_id, container = %id, "adopting the task's running container");
+            return Ok(Some(Self::handle_for(&cfg.task_id, &id)));
+        }
+        if running {
+            return Err(DriverError::Runtime(format!(
+                "a running container named {name} that is not this task's is in the way"
+            )));
+        }
+        tracing::info!(task = %cfg.task_id, container = %id, "removing a stale container");
+        self.remove(&id).await?;
+        Ok(None)
+    }
+}
+
+/// The container id in a handle.
+fn container_id(handle: &Handle) -> Result<String, DriverError> {
+    let state: HandleState = serde_json::from_value(handle.state.clone()).map_err(|e| {
+        DriverError::Runtime(format!("task {}: not a docker driver handle: {e}", handle.task_id))
+    })?;
+    Ok(state.container_id)
+}
+
+fn short_id(id: &str) -> String {
+    id.chars().take(12).collect()
+}
+
+fn status_of(e: &DockerError) -> Option<u16> {
+    match e {
+        DockerError::DockerResponseServerError { status_code, .. } => Some(*status_code),
+        _ => None,
+    }
+}
+
+/// 404 → NotFound, anything else → Runtime.
+fn map_err(context: &str, e: DockerError) -> DriverError {
+    match e {
+        DockerError::DockerResponseServerError { status_code: 404, message } => {
+            DriverError::NotFound(message)
+        }
+        e => DriverError::runtime(context, e),
+    }
+}
+
+fn image_not_found(image: &str) -> DriverError {
+    DriverError::Invalid(format!(
+        "image not found: {image} (no registry pull in this environment; load it into the engine first)"
+    ))
+}
+
+fn is_running(info: &ContainerInspectResponse) -> bool {
+    matches!(
+        info.state.as_ref().and_then(|s| s.status),
+        Some(
+            ContainerStateStatusEnum::RUNNING
+                | ContainerStateStatusEnum::RESTARTING
+                | ContainerStateStatusEnum::PAUSED
+        )
+    ) || info.state.as_ref().and_then(|s| s.running).unwrap_or(false)
+}
+
+/// How an ended container ended, from its inspect state.
+fn exit_status(info: &ContainerInspectResponse) -> ExitStatus {
+    let state = info.state.clone().unwrap_or_default();
+    let oom_killed = state.oom_killed.unwrap_or(false);
+    let mut code = i32::try_from(state.exit_code.unwrap_or(0)).unwrap_or(-1);
+    let mut messages = Vec::new();
+    if oom_killed {
+        messages.push("out of memory (OOM killed)".to_string());
+        if code == 0 {
+            code = OOM_EXIT_CODE;
+        }
+    }
+    if let Some(error) = state.error.filter(|e| !e.is_empty()) {
+        messages.push(error);
+    }
+    if state.status == Some(ContainerStateStatusEnum::CREATED) {
+        messages.push("the container was created but never started".to_string());
+    }
+    ExitStatus { code, signal: signal_of(code), oom_killed, message: messages.join("; ") }
+}
+
+/// Docker reports a container killed by signal N as 128 + N.
+fn signal_of(code: i32) -> Option<i32> {
+    (129..=128 + 64).contains(&code).then_some(code - 128)
+}
+
+fn secs_ceil(d: Duration) -> i32 {
+    let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+    i32::try_from(secs).unwrap_or(i32::MAX)
+}
+
+fn checked_i64(what: &str, v: u64) -> Result<i64, DriverError> {
+    i64::try_from(v).map_err(|_| DriverError::Invalid(format!("{what} is too large: {v}")))
+}
+
+/// Validation that needs no engine.
+fn validate(cfg: &TaskConfig) -> Result<&str, DriverError> {
+    let image = cfg
+        .image
+        .as_deref()
+        .filter(|i| !i.trim().is_empty())
+        .ok_or_else(|| DriverError::Invalid("the docker driver needs an image".into()))?;
+    if let Some(memory) = cfg.limits.memory_bytes {
+        if memory < MIN_MEMORY_LIMIT {
+            return Err(DriverError::Invalid(format!(
+                "memory limit {memory} bytes is below the minimum of {MIN_MEMORY_LIMIT} bytes"
+            )));
+        }
+    }
+    for mount in &cfg.mounts {
+        if !mount.target.starts_with('/') {
+            return Err(DriverError::Invalid(format!(
+                "mount target must be an absolute path: {}",
+                mount.target
+            )));
+        }
+        match mount.kind {
+            MountType::Bind => {
+                if !mount.source.starts_with('/') {
+                    return Err(DriverError::Invalid(format!(
+                        "bind mount source must be an absolute path: {}",
+                        mount.source
+                    )));
+                }
+                if !Path::new(&mount.source).exists() {
+                    return Err(DriverError::Invalid(format!(
+                        "bind mount source does not exist: {}",
+                        mount.source
+                    )));
+                }
+            }
+            MountType::Volume => {
+                if mount.source.is_empty() || mount.source.contains('/') || mount.source.contains(':') {
+                    return Err(DriverError::Invalid(format!("invalid volume name: {:?}", mount.source)));
+                }
+            }
+        }
+    }
+    Ok(image)
+}
+
+/// The container to create for a task.
+fn container_body(cfg: &TaskConfig, image: &str) -> Result<ContainerCreateBody, DriverError> {
+    let (entrypoint, cmd) = if !cfg.command.is_empty() {
+        (Some(cfg.command.clone()), Some(cfg.args.clone()))
+    } else if !cfg.args.is_empty() {
+        (None, Some(cfg.args.clone()))
+    } else {
+        (None, None)
+    };
+    let mut labels: HashMap<String, String> = cfg.labels.clone().into_iter().collect();
+    labels.insert(LABEL_TASK_ID.into(), cfg.task_id.clone());
+    labels.insert(LABEL_SERVICE_ID.into(), cfg.service_id.clone());
+    if !cfg.name.is_empty() {
+        labels.insert(LABEL_TASK_NAME.into(), cfg.name.clone());
+    }
+    let binds: Vec<String> = cfg
+        .mounts
+        .iter()
+        .map(|m| {
+            let mode = if m.readonly { ":ro" } else { "" };
+            format!("{}:{}{mode}", m.source, m.target)
+        })
+        .collect();
+    let mut exposed = Vec::new();
+    let mut port_bindings: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
+    for port in &cfg.ports {
+        let proto = match port.protocol {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        };
+        let key = format!("{}/{proto}", port.target);
+        exposed.push(key.clone());
+        if port.published != 0 {
+            port_bindings
+                .entry(key)
+                .or_insert_with(|| Some(Vec::new()))
+                .get_or_insert_with(Vec::new)
+                .push(PortBinding { host_ip: None, host_port: Some(port.published.to_string()) });
+        }
+    }
+    let memory = cfg.limits.memory_bytes.map(|m| checked_i64("memory limit", m)).transpose()?;
+    let host_config = HostConfig {
+        restart_policy: Some(RestartPolicy {
+            name: Some(RestartPolicyNameEnum::NO),
+            maximum_retry_count: None,
+        }),
+        memory,
+        memory_swap: memory,
+        nano_cpus: cfg.limits.nano_cpus.map(|n| checked_i64("cpu limit", n)).transpose()?,
+        pids_limit: cfg.limits.pids.map(|p| checked_i64("pids limit", p)).transpose()?,
+        binds: (!binds.is_empty()).then_some(binds),
+        port_bindings: (!port_bindings.is_empty()).then_some(port_bindings),
+        log_config: Some(HostConfigLogConfig {
+            typ: Some("json-file".into()),
+            config: Some(HashMap::from([
+                ("max-size".to_string(), LOG_MAX_SIZE.to_string()),
+                ("max-file".to_string(), LOG_MAX_FILES.to_string()),
+            ])),
+        }),
+        ..Default::default()
+    };
+    let non_empty = |s: &str| (!s.is_empty()).then(|| s.to_string());
+    Ok(ContainerCreateBody {
+        image: Some(image.to_string()),
+        entrypoint,
+        cmd,
+        env: Some(cfg.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+        working_dir: non_empty(&cfg.workdir),
+        user: non_empty(&cfg.user),
+        hostname: non_empty(&cfg.hostname),
+        labels: Some(labels),
+        exposed_ports: (!exposed.is_empty()).then_some(exposed),
+        attach_stdin: Some(false),
+        attach_stdout: Some(false),
+        attach_stderr: Some(false),
+        tty: Some(false),
+        open_stdin: Some(false),
+        host_config: Some(host_config),
+        ..Default::default()
+    })
+}
+
+/// A start/create failure that no retry will fix (the binary is missing...).
+fn is_invalid_start(message: &str) -> bool {
+    ["executable file not found", "no such file or directory", "permission denied", "unable to find user"]
+        .iter()
+        .any(|m| message.contains(m))
+}
+
+/// Splits one log frame (`<RFC3339 timestamp> <text>`, possibly several lines) into log lines.
+fn parse_log_frame(stream: LogStream, bytes: &[u8]) -> Vec<LogLine> {
+    let text = String::from_utf8_lossy(bytes);
+    let text = text.strip_suffix('\n').unwrap_or(&text);
+    let mut lines = Vec::new();
+    let mut last = SystemTime::now();
+    for raw in text.split('\n') {
+        let (timestamp, line) = match raw.split_once(' ') {
+            Some((ts, rest)) => match humantime::parse_rfc3339(ts) {
+                Ok(t) => (t, rest),
+                Err(_) => (last, raw),
+            },
+            None => match humantime::parse_rfc3339(raw) {
+                Ok(t) => (t, ""),
+                Err(_) => (last, raw),
+            },
+        };
+        last = timestamp;
+        lines.push(LogLine { stream, timestamp, line: line.strip_suffix('\r').unwrap_or(line).to_string() });
+    }
+    lines
+}
+
+#[async_trait]
+impl Driver for DockerDriver {
+    fn name(&self) -> &'static str {
+        DRIVER_NAME
+    }
+
+    async fn fingerprint(&self) -> Option<DriverInfo> {
+        let docker = match self.client().await {
+            Ok(docker) => docker,
+            Err(e) => {
+                tracing::debug!(socket = %self.socket.display(), error = %e, "docker engine not usable");
+                return None;
+            }
+        };
+        let version = match docker.version().await {
+            Ok(version) => version,
+            Err(e) => {
+                tracing::debug!(error = %e, "docker engine version unavailable");
+                return None;
+            }
+        };
+        let capabilities = [capability::IMAGES, capability::LIMITS, capability::EXEC, capability::HOST_PORTS]
+            .iter()
+            .map(|c| c.to_string())
+            .collect();
+        Some(DriverInfo {
+            name: DRIVER_NAME.into(),
+            version: version.version.unwrap_or_default(),
+            capabilities,
+        })
+    }
+
+    async fn prepare(&self, cfg: &TaskConfig) -> Result<(), DriverError> {
+        let image = validate(cfg)?;
+        match self.client().await?.inspect_image(image).await {
+            Ok(_) => Ok(()),
+            Err(e) if status_of(&e) == Some(404) => Err(image_not_found(image)),
+            Err(e) => Err(DriverError::runtime("inspecting the image", e)),
+        }
+    }
+
+    async fn start(&self, cfg: &TaskConfig) -> Result<Handle, DriverError> {
+        let image = validate(cfg)?;
+        let name = Self::container_name(&cfg.task_id);
+        if let Some(handle) = self.existing(cfg, &name).await? {
+            return Ok(handle);
+        }
+        let body = container_body(cfg, image)?;
+        let docker = self.client().await?;
+        let options = CreateContainerOptions { name: Some(name.clone()), ..Default::default() };
+        let created = match docker.create_container(Some(options), body).await {
+            Ok(created) => created,
+            Err(e) if status_of(&e) == Some(404) => return Err(image_not_found(image)),
+            Err(DockerError::DockerResponseServerError { status_code: 400, message }) => {
+                return Err(DriverError::Invalid(format!("docker rejected the container: {message}")))
+            }
+            Err(e) => return Err(DriverError::runtime("creating the container", e)),
+        };
+        for warning in &created.warnings {
+            tracing::warn!(task = %cfg.task_id, %warning, "docker create");
+        }
+        if let Err(e) = docker.start_container(&created.id, None::<StartContainerOptions>).await {
+            if let Err(remove) = self.remove(&created.id).await {
+                tracing::warn!(container = %created.id, error = %remove, "removing a container that failed to start");
+            }
+            let message = e.to_string();
+            return Err(if is_invalid_start(&message) {
+                DriverError::Invalid(format!("starting the container: {message}"))
+            } else {
+                DriverError::runtime("starting the container", message)
+            });
+        }
+        tracing::info!(task = %cfg.task_id, container = %short_id(&created.id), "container started");
+        Ok(Self::handle_for(&cfg.task_id, &created.id))
+    }
+
+    async fn recover(&self, handle: &Handle) -> Result<Recovered, DriverError> {
+        let info = self.inspect(&container_id(handle)?).await?;
+        if is_running(&info) {
+            Ok(Recovered::Running)
+        } else {
+            Ok(Recovered::Exited(exit_status(&info)))
+        }
+    }
+
+    async fn wait(&self, handle: &Handle) -> Result<ExitStatus, DriverError> {
+        let id = container_id(handle)?;
+        let docker = self.client().await?;
+        let options = WaitContainerOptions { condition: "not-running".into() };
+        let mut waited = docker.wait_container(&id, Some(options));
+        let fallback = match waited.next().await {
+            Some(Ok(response)) => {
+                let message = response.error.and_then(|e| e.message).unwrap_or_default();
+                Some((response.status_code, message))
+            }
+            Some(Err(DockerError::DockerContainerWaitError { error, code })) => Some((code, error)),
+            Some(Err(e)) => return Err(map_err("waiting for the container", e)),
+            None => None,
+        };
+        drop(waited);
+        match self.inspect(&id).await {
+            Ok(info) if !is_running(&info) => Ok(exit_status(&info)),
+            Ok(_) => Err(DriverError::Runtime("the container is running again after it ended".into())),
+            // Removed between the end of the wait and the inspect: what the wait said is all there is.
+            Err(DriverError::NotFound(e)) => match fallback {
+                Some((code, message)) => {
+                    let code = i32::try_from(code).unwrap_or(-1);
+                    Ok(ExitStatus { code, signal: signal_of(code), oom_killed: false, message })
+                }
+                None => Err(DriverError::NotFound(e)),
+            },
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn stop(&self, handle: &Handle, grace: Duration) -> Result<(), DriverError> {
+        let id = container_id(handle)?;
+        let docker = self.client().await?.clone().with_timeout(grace + STOP_SLACK);
+        let options = StopContainerOptions { t: Some(secs_ceil(grace)), ..Default::default() };
+        match docker.stop_container(&id, Some(options)).await {
+            Ok(()) => Ok(()),
+            Err(e) if matches!(status_of(&e), Some(404 | 304)) => Ok(()),
+            Err(e) => Err(DriverError::runtime("stopping the container", e)),
+        }
+    }
+
+    async fn destroy(&self, handle: &Handle) -> Result<(), DriverError> {
+        self.remove(&container_id(handle)?).await
+    }
+
+    async fn logs(&self, handle: &Handle, opts: &LogOptions) -> Result<LogReceiver, DriverError> {
+        let id = container_id(handle)?;
+        self.inspect(&id).await?;
+        let docker = self.client().await?.clone();
+        let since = opts.since;
+        let since_secs = since
+            .and_then(|s| s.duration_since(UNIX_EPOCH).ok())
+            .map(|d| i32::try_from(d.as_secs()).unwrap_or(0));
+        let options = LogsOptions {
+            follow: opts.follow,
+            stdout: true,
+            stderr: true,
+            since: since_secs.unwrap_or(0),
+            until: 0,
+            timestamps: true,
+            tail: opts.tail.map_or_else(|| "all".to_string(), |n| n.to_string()),
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel(256);
+        tokio::spawn(async move {
+            let mut stream = docker.logs(&id, Some(options));
+            loop {
+                let item = tokio::select! {
+                    item = stream.next() => item,
+                    () = tx.closed() => return,
+                };
+                let (kind, bytes) = match item {
+                    None => return,
+                    Some(Ok(LogOutput::StdErr { message })) => (LogStream::Stderr, message),
+                    Some(Ok(LogOutput::StdOut { message } | LogOutput::Console { message })) => {
+                        (LogStream::Stdout, message)
+                    }
+                    Some(Ok(LogOutput::StdIn { .. })) => continue,
+                    Some(Err(e)) => {
+                        let _ = tx.send(Err(map_err("reading the container's logs", e))).await;
+                        return;
+                    }
+                };
+                for line in parse_log_frame(kind, &bytes) {
+                    if since.is_some_and(|s| line.timestamp < s) {
+                        continue;
+                    }
+                    if tx.send(Ok(line)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(rx)
+    }
+
+    async fn stats(&self, handle: &Handle) -> Result<Stats, DriverError> {
+        let id = container_id(handle)?;
+        let info = self.inspect(&id).await?;
+        let docker = self.client().await?;
+        let options = StatsOptions { stream: false, one_shot: true };
+        let stats = match docker.stats(&id, Some(options)).next().await {
+            Some(Ok(stats)) => stats,
+            Some(Err(e)) => return Err(map_err("reading the container's stats", e)),
+            None => return Err(DriverError::Runtime("the engine returned no stats".into())),
+        };
+        let memory = stats.memory_stats.unwrap_or_default();
+        // Like `docker stats`: page cache that the kernel can reclaim is not counted.
+        let inactive = memory
+            .stats
+            .as_ref()
+            .and_then(|s| s.get("total_inactive_file").or_else(|| s.get("inactive_file")).copied())
+            .unwrap_or(0);
+        let limit = info
+            .host_config
+            .as_ref()
+            .and_then(|h| h.memory)
+            .filter(|m| *m > 0)
+            .and_then(|m| u64::try_from(m).ok());
+        Ok(Stats {
+            cpu_usage_ns: stats.cpu_stats.and_then(|c| c.cpu_usage).and_then(|u| u.total_usage).unwrap_or(0),
+            memory_bytes: memory.usage.unwrap_or(0).saturating_sub(inactive),
+            memory_limit_bytes: limit,
+            pids: stats.pids_stats.and_then(|p| p.current).unwrap_or(0),
+        })
+    }
+
+    async fn exec(
+        &self,
+        handle: &Handle,
+        cmd: &[String],
+        timeout: Duration,
+    ) -> Result<ExecResult, DriverError> {
+        if cmd.is_empty() {
+            return Err(DriverError::Invalid("exec needs a command".into()));
+        }
+        let id = container_id(handle)?;
+        let docker = self.client().await?;
+        let options = CreateExecOptions {
+            cmd: Some(cmd.to_vec()),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            attach_stdin: Some(false),
+            tty: Some(false),
+            ..Default::default()
+        };
+        let exec = docker.create_exec(&id, options).await.map_err(|e| match e {
+            DockerError::DockerResponseServerError { status_code: 409, message } => {
+                DriverError::Runtime(format!("the container is not running: {message}"))
+            }
+            e => map_err("creating the exec", e),
+        })?;
+        let started = docker
+            .start_exec(&exec.id, Some(StartExecOptions { detach: false, tty: false, output_capacity: None }))
+            .await
+            .map_err(|e| map_err("starting the exec", e))?;
+        let mut output = Vec::new();
+        let collect = async {
+            if let StartExecResults::Attached { output: mut stream, .. } = started {
+                while let Some(item) = stream.next().await {
+                    let chunk = item.map_err(|e| DriverError::runtime("reading the exec's output", e))?;
+                    let bytes = chunk.into_bytes();
+                    let room = EXEC_OUTPUT_CAP.saturating_sub(output.len());
+                    output.extend_from_slice(&bytes[..bytes.len().min(room)]);
+                }
+            }
+            Ok::<(), DriverError>(())
+        };
+        let timed_out = match tokio::time::timeout(timeout, collect).await {
+            Ok(result) => {
+                result?;
+                false
+            }
+            Err(_) => true,
+        };
+        let mut output = String::from_utf8_lossy(&output).into_owned();
+        if timed_out {
+            match docker.inspect_exec(&exec.id).await {
+                Ok(info) if info.running == Some(true) => kill_exec(info.pid),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(exec = %exec.id, error = %e, "inspecting a timed-out exec"),
+            }
+            output.push_str(&format!("\n[killed: timed out after {timeout:?}]"));
+            return Ok(ExecResult { exit_code: OOM_EXIT_CODE, output });
+        }
+        // The exit code can lag the end of the output stream by a moment.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let info = docker.inspect_exec(&exec.id).await.map_err(|e| map_err("inspecting the exec", e))?;
+            if info.running != Some(true) {
+                let exit_code = info.exit_code.and_then(|c| i32::try_from(c).ok()).unwrap_or(-1);
+                return Ok(ExecResult { exit_code, output });
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(DriverError::Runtime("the exec's output ended but it is still running".into()));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// Docker has no API to end an exec: kill its process (the engine runs on this host).
+fn kill_exec(pid: Option<i64>) {
+    let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()).and_then(rustix::process::Pid::from_raw) else {
+        return;
+    };
+    if let Err(e) = rustix::process::kill_process(pid, rustix::process::Signal::KILL) {
+        tracing::warn!(pid = pid.as_raw_nonzero().get(), error = %e, "killing a timed-out exec");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_driver::Limits;
+    use shoal_types::{Mount, PortConfig};
+
+    #[test]
+    fn log_frames_parse_timestamps() {
+        let lines = parse_log_frame(LogStream::Stderr, b"2024-05-01T10:00:00.123456789Z hello world\n");
+        assert_eq!(lines.len(), 1);
+        assert_eq!(lines[0].line, "hello world");
+        assert_eq!(lines[0].stream, LogStream::Stderr);
+        let expected = UNIX_EPOCH + Duration::new(1_714_557_600, 123_456_789);
+        assert_eq!(lines[0].timestamp, expected);
+        let lines = parse_log_frame(LogStream::Stdout, b"2024-05-01T10:00:00Z \n");
+        assert_eq!(lines[0].line, "");
+    }
+
+    #[test]
+    fn command_and_args_map_to_entrypoint_and_cmd() {
+        let mut cfg = TaskConfig { task_id: "t1".into(), image: Some("img".into()), ..Default::default() };
+        cfg.args = vec!["a".into()];
+        let body = container_body(&cfg, "img").expect("body");
+        assert_eq!(body.entrypoint, None);
+        assert_eq!(body.cmd, Some(vec!["a".to_string()]));
+        cfg.command = vec!["/bin/sh".into()];
+        let body = container_body(&cfg, "img").expect("body");
+        assert_eq!(body.entrypoint, Some(vec!["/bin/sh".to_string()]));
+        assert_eq!(body.cmd, Some(vec!["a".to_string()]));
+    }
+
+    #[test]
+    fn host_config_has_limits_ports_and_no_restarts() {
+        let cfg = TaskConfig {
+            task_id: "t1".into(),
+            service_id: "s1".into(),
+            image: Some("img".into()),
+            limits: Limits { memory_bytes: Some(64 << 20), nano_cpus: Some(500_000_000), pids: Some(10) },
+            ports: vec![PortConfig { published: 8080, target: 80, ..Default::default() }],
+            mounts: vec![Mount {
+                kind: MountType::Volume,
+                source: "data".into(),
+                target: "/data".into(),
+                readonly: true,
+            }],
+            ..Default::default()
+        };
+        let body = container_body(&cfg, "img").expect("body");
+        let host = body.host_config.expect("host config");
+        assert_eq!(host.restart_policy.and_then(|r| r.name), Some(RestartPolicyNameEnum::NO));
+        assert_eq!(host.memory, Some(64 << 20));
+        assert_eq!(host.memory_swap, Some(64 << 20));
+        assert_eq!(host.nano_cpus, Some(500_000_000));
+        assert_eq!(host.pids_limit, Some(10));
+        assert_eq!(host.binds, Some(vec!["data:/data:ro".to_string()]));
+        let bindings = host.port_bindings.expect("ports");
+        let binding = bindings.get("80/tcp").cloned().flatten().expect("80/tcp");
+        assert_eq!(binding[0].host_port.as_deref(), Some("8080"));
+        let labels = body.labels.expect("labels");
+        assert_eq!(labels.get(LABEL_TASK_ID).map(String::as_str), Some("t1"));
+        assert_eq!(labels.get(LABEL_SERVICE_ID).map(String::as_str), Some("s1"));
+    }
+
+    #[test]
+    fn validation_rejects_bad_configs() {
+        let base = TaskConfig { task_id: "t".into(), image: Some("img".into()), ..Default::default() };
+        assert!(validate(&base).is_ok());
+        let no_image = TaskConfig { image: None, ..base.clone() };
+        assert!(matches!(validate(&no_image), Err(DriverError::Invalid(_))));
+        let small = TaskConfig {
+            limits: Limits { memory_bytes: Some(MIN_MEMORY_LIMIT - 1), ..Default::default() },
+            ..base.clone()
+        };
+        assert!(matches!(validate(&small), Err(DriverError::Invalid(_))));
+        let missing_bind = TaskConfig {
+            mounts: vec![Mount {
+                kind: MountType::Bind,
+                source: "/nonexistent/shoal/bind/source".into(),
+                target: "/x".into(),
+                readonly: false,
+            }],
+            ..base
+        };
+        assert!(matches!(validate(&missing_bind), Err(DriverError::Invalid(_))));
+    }
+
+    #[test]
+    fn exit_codes_map_to_signals() {
+        assert_eq!(signal_of(137), Some(9));
+        assert_eq!(signal_of(143), Some(15));
+        assert_eq!(signal_of(1), None);
+        assert_eq!(secs_ceil(Duration::from_millis(1500)), 2);
+        assert_eq!(secs_ceil(Duration::from_secs(3)), 3);
+    }
+
+    #[test]
+    fn construction_does_not_need_an_engine() {
+        let driver =
+            DockerDriver::new(DockerDriverConfig { socket: Some("/nonexistent/docker.sock".into()) });
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        assert_eq!(runtime.block_on(driver.fingerprint()), None);
+    }
+}

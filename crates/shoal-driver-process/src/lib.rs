@@ -1,1 +1,615 @@
-//! The process driver (being written).
+//! The process driver: runs a task's command directly on the host, under a per-task shim
+//! ([`shoal_driver::shim`]) and in per-task cgroups that enforce its limits (see [`cgroup`]).
+//!
+//! - No image, no mounts, no isolation other than cgroups and an optional uid/gid.
+//! - The command is resolved when preparing: an absolute path, a path relative to the working
+//!   directory, or a name searched in the task's `PATH` (default
+//!   [`DEFAULT_PATH`]). The task's environment is exactly `TaskConfig::env`, plus `PATH` when it
+//!   has none.
+//! - The working directory defaults to the task directory.
+//! - `exec` runs the command with the task's environment, working directory and user, but as a
+//!   child of the agent and **outside the task's cgroups** (joining them would need code between
+//!   fork and exec, i.e. `unsafe`): it does not count against the task's limits. It is killed
+//!   (its whole process group) after the timeout; its output is capped at 4 KiB.
+
+pub mod cgroup;
+
+use async_trait::async_trait;
+use cgroup::{Layout, TaskCgroups};
+use serde::{Deserialize, Serialize};
+use shoal_driver::shim::{self, Launched, ShimSpec};
+use shoal_driver::{
+    capability, Driver, DriverError, ExecResult, ExitStatus, Handle, LogOptions, LogReceiver, Recovered,
+    Stats, TaskConfig, MIN_MEMORY_LIMIT,
+};
+use shoal_types::DriverInfo;
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub const DRIVER_NAME: &str = "process";
+
+/// `PATH` for tasks that set none.
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// The message of a task the kernel's OOM killer ended.
+pub const OOM_MESSAGE: &str = "out of memory (OOM killed)";
+
+/// Output kept from `exec`.
+const EXEC_OUTPUT_CAP: usize = 4096;
+
+/// How long `stop`/`destroy` wait for the shim to record the exit after the task was killed.
+const SHIM_EXIT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Which cgroups to use.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum CgroupMode {
+    /// Detect v1 or v2 from `/proc/self/mountinfo`.
+    #[default]
+    Auto,
+    /// No cgroups: no limits, no OOM detection, stop kills the process group only.
+    Disabled,
+    Layout(Layout),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProcessDriverConfig {
+    /// The `shoal` binary (runs `shoal shim TASK_DIR`).
+    pub shim_exe: PathBuf,
+    pub cgroups: CgroupMode,
+    /// The parent cgroup of all of Shoal's task cgroups.
+    pub cgroup_parent: String,
+    /// Rotate a task's log at this size (0: never).
+    pub log_max_bytes: u64,
+    /// Log files kept per task, the current one included.
+    pub log_max_files: u32,
+}
+
+impl ProcessDriverConfig {
+    pub fn new(shim_exe: impl Into<PathBuf>) -> Self {
+        Self {
+            shim_exe: shim_exe.into(),
+            cgroups: CgroupMode::Auto,
+            cgroup_parent: "shoal".into(),
+            log_max_bytes: 10 << 20,
+            log_max_files: 3,
+        }
+    }
+}
+
+pub struct ProcessDriver {
+    cfg: ProcessDriverConfig,
+    layout: Option<Layout>,
+}
+
+/// The driver-private part of a [`Handle`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    pub launched: Launched,
+    pub task_dir: PathBuf,
+    pub cgroups: Option<TaskCgroups>,
+    pub memory_limit: Option<u64>,
+    pub env: BTreeMap<String, String>,
+    pub cwd: PathBuf,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+}
+
+/// A task's command and context, validated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Resolved {
+    argv: Vec<String>,
+    env: BTreeMap<String, String>,
+    cwd: PathBuf,
+    uid: Option<u32>,
+    gid: Option<u32>,
+}
+
+impl ProcessDriver {
+    pub fn new(cfg: ProcessDriverConfig) -> Self {
+        let layout = match &cfg.cgroups {
+            CgroupMode::Auto => {
+                let l = cgroup::detect();
+                if l.is_none() {
+                    tracing::warn!("no cgroup hierarchy found: process tasks run without limits");
+                }
+                l
+            }
+            CgroupMode::Disabled => None,
+            CgroupMode::Layout(l) => Some(l.clone()),
+        };
+        Self { cfg, layout }
+    }
+
+    /// The detected cgroup layout, if any.
+    pub fn layout(&self) -> Option<&Layout> {
+        self.layout.as_ref()
+    }
+
+    /// Why cgroups cannot be used, or `None` when they can.
+    fn cgroups_unusable(&self) -> Option<String> {
+        let Some(layout) = &self.layout else { return Some("no cgroup hierarchy found".into()) };
+        for d in layout.parent_dirs(&self.cfg.cgroup_parent) {
+            if let Err(e) = std::fs::create_dir_all(&d) {
+                return Some(format!("cannot create {}: {e}", d.display()));
+            }
+            if let Err(e) = rustix::fs::access(&d, rustix::fs::Access::WRITE_OK) {
+                return Some(format!("{} is not writable: {e}", d.display()));
+            }
+        }
+        if let Layout::V1 { controllers } = layout {
+            for c in ["memory", "cpu", "pids"] {
+                if !controllers.contains_key(c) {
+                    return Some(format!("the {c} controller is not mounted"));
+                }
+            }
+        }
+        None
+    }
+
+    fn resolve(&self, cfg: &TaskConfig) -> Result<Resolved, DriverError> {
+        if cfg.image.as_deref().is_some_and(|i| !i.is_empty()) {
+            return Err(DriverError::Invalid("the process driver does not run images".into()));
+        }
+        if !cfg.mounts.is_empty() {
+            return Err(DriverError::Invalid("the process driver does not support mounts".into()));
+        }
+        if let Some(m) = cfg.limits.memory_bytes {
+            if m < MIN_MEMORY_LIMIT {
+                return Err(DriverError::Invalid(format!(
+                    "memory limit {m} bytes is below the minimum of {MIN_MEMORY_LIMIT} bytes"
+                )));
+            }
+        }
+        if cfg.limits.nano_cpus == Some(0) || cfg.limits.pids == Some(0) {
+            return Err(DriverError::Invalid("cpu and pids limits must be positive".into()));
+        }
+        let cwd = if cfg.workdir.is_empty() { cfg.task_dir.clone() } else { PathBuf::from(&cfg.workdir) };
+        if !cwd.is_dir() {
+            return Err(DriverError::Invalid(format!("working directory {} does not exist", cwd.display())));
+        }
+        let mut env = cfg.env.clone();
+        env.entry("PATH".into()).or_insert_with(|| DEFAULT_PATH.into());
+        let mut argv: Vec<String> = cfg.command.iter().chain(cfg.args.iter()).cloned().collect();
+        let Some(program) = argv.first_mut() else {
+            return Err(DriverError::Invalid("the process driver needs a command".into()));
+        };
+        let path_var = env.get("PATH").map(String::as_str).unwrap_or(DEFAULT_PATH);
+        let resolved = resolve_program(program, path_var, &cwd)
+            .ok_or_else(|| DriverError::Invalid(format!("executable not found: {program}")))?;
+        *program = resolved.to_string_lossy().into_owned();
+        let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+        let group = std::fs::read_to_string("/etc/group").unwrap_or_default();
+        let (uid, gid) = parse_user(&cfg.user, &passwd, &group).map_err(DriverError::Invalid)?;
+        Ok(Resolved { argv, env, cwd, uid, gid })
+    }
+
+    fn state(handle: &Handle) -> Result<State, DriverError> {
+        if handle.driver != DRIVER_NAME {
+            return Err(DriverError::NotFound(format!("{} is a {} task", handle.task_id, handle.driver)));
+        }
+        serde_json::from_value(handle.state.clone())
+            .map_err(|e| DriverError::NotFound(format!("{}: unreadable handle state: {e}", handle.task_id)))
+    }
+
+    /// The OOM flag and message, from the cgroup.
+    fn annotate(state: &State, mut status: ExitStatus) -> ExitStatus {
+        if let Some(cg) = &state.cgroups {
+            let oom = match cg.oom_kills() {
+                Some(n) => n > 0,
+                // Old v1 kernels without the counter: the limit was hit and the task got SIGKILL.
+                None => status.signal == Some(9) && cg.memory_failcnt().is_some_and(|f| f > 0),
+            };
+            if oom && (status.signal == Some(9) || status.code != 0) {
+                status.oom_killed = true;
+                status.message = OOM_MESSAGE.into();
+            }
+        }
+        status
+    }
+
+    async fn kill_everything(state: &State) {
+        if let Some(p) = rustix::process::Pid::from_raw(state.launched.child_pid) {
+            if shim::is_running(&state.launched) && shim::read_exit(&state.task_dir).is_none() {
+                let _ = rustix::process::kill_process_group(p, rustix::process::Signal::KILL);
+            }
+        }
+        if let Some(cg) = &state.cgroups {
+            cg.kill_all().await;
+        }
+    }
+
+    async fn wait_shim(state: &State) -> Result<ExitStatus, DriverError> {
+        tokio::time::timeout(SHIM_EXIT_TIMEOUT, shim::wait(&state.task_dir, &state.launched)).await.map_err(
+            |_| DriverError::Runtime("the task's shim did not exit after the task was killed".into()),
+        )?
+    }
+}
+
+/// Finds `program`: absolute, relative to `cwd` when it contains a slash, or searched in `path`.
+fn resolve_program(program: &str, path: &str, cwd: &Path) -> Option<PathBuf> {
+    let executable = |p: &Path| {
+        std::fs::metadata(p).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
+    };
+    if program.is_empty() {
+        return None;
+    }
+    if program.contains('/') {
+        let p = cwd.join(program);
+        return executable(&p).then_some(p);
+    }
+    path.split(':').filter(|d| !d.is_empty()).map(|d| Path::new(d).join(program)).find(|p| executable(p))
+}
+
+/// Parses `uid[:gid]` or `name[:group]` against `/etc/passwd` and `/etc/group` contents. A user
+/// without a group gets its passwd group (0 when the uid is not in passwd, like Docker).
+fn parse_user(spec: &str, passwd: &str, group: &str) -> Result<(Option<u32>, Option<u32>), String> {
+    if spec.is_empty() {
+        return Ok((None, None));
+    }
+    let (user, grp) = match spec.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (spec, None),
+    };
+    let entries = |text: &str| -> Vec<Vec<String>> {
+        text.lines()
+            .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+            .map(|l| l.split(':').map(str::to_string).collect())
+            .collect()
+    };
+    let users = entries(passwd);
+    let (uid, primary) = match user.parse::<u32>() {
+        Ok(uid) => {
+            let gid = users
+                .iter()
+                .find(|e| e.get(2).and_then(|u| u.parse::<u32>().ok()) == Some(uid))
+                .and_then(|e| e.get(3)?.parse().ok());
+            (uid, gid.unwrap_or(0))
+        }
+        Err(_) => {
+            let e = users
+                .iter()
+                .find(|e| e.first().map(String::as_str) == Some(user))
+                .ok_or_else(|| format!("user {user} not found in /etc/passwd"))?;
+            let uid = e
+                .get(2)
+                .and_then(|u| u.parse().ok())
+                .ok_or_else(|| format!("bad passwd entry for {user}"))?;
+            let gid = e
+                .get(3)
+                .and_then(|g| g.parse().ok())
+                .ok_or_else(|| format!("bad passwd entry for {user}"))?;
+            (uid, gid)
+        }
+    };
+    let gid = match grp {
+        None | Some("") => primary,
+        Some(g) => match g.parse::<u32>() {
+            Ok(gid) => gid,
+            Err(_) => entries(group)
+                .iter()
+                .find(|e| e.first().map(String::as_str) == Some(g))
+                .and_then(|e| e.get(2)?.parse().ok())
+                .ok_or_else(|| format!("group {g} not found in /etc/group"))?,
+        },
+    };
+    Ok((Some(uid), Some(gid)))
+}
+
+#[async_trait]
+impl Driver for ProcessDriver {
+    fn name(&self) -> &'static str {
+        DRIVER_NAME
+    }
+
+    async fn fingerprint(&self) -> Option<DriverInfo> {
+        let uname = rustix::system::uname();
+        let release = uname.release().to_string_lossy().into_owned();
+        let version = match &self.layout {
+            Some(l) => format!("{release} (cgroup v{})", l.version()),
+            None => format!("{release} (no cgroups)"),
+        };
+        if !self.cfg.shim_exe.is_file() {
+            tracing::warn!(shim = %self.cfg.shim_exe.display(), "the shim executable is missing");
+            return None;
+        }
+        let capabilities = match self.cgroups_unusable() {
+            None => vec![capability::LIMITS.to_string(), capability::EXEC.to_string()],
+            Some(why) => {
+                tracing::warn!(reason = %why, "process driver: cgroups unusable; no limits or exec offered");
+                Vec::new()
+            }
+        };
+        Some(DriverInfo { name: DRIVER_NAME.into(), version, capabilities })
+    }
+
+    async fn prepare(&self, cfg: &TaskConfig) -> Result<(), DriverError> {
+        self.resolve(cfg).map(|_| ())
+    }
+
+    async fn start(&self, cfg: &TaskConfig) -> Result<Handle, DriverError> {
+        let r = self.resolve(cfg)?;
+        let (cgroups, shims) = match &self.layout {
+            Some(layout) => {
+                let cg = layout.task(&self.cfg.cgroup_parent, &cgroup::sanitize(&cfg.task_id));
+                cg.create(&cfg.limits).map_err(|e| DriverError::runtime("creating the task's cgroup", e))?;
+                let shims = layout.task(&self.cfg.cgroup_parent, "shims");
+                if let Err(e) = shims.create(&Default::default()) {
+                    tracing::warn!(error = %e, "cannot create the shims cgroup; shims stay in the task's cgroup");
+                }
+                (Some(cg), Some(shims))
+            }
+            None => {
+                if cfg.limits != Default::default() {
+                    tracing::warn!(task = %cfg.task_id, "no cgroups on this node: limits are not enforced");
+                }
+                (None, None)
+            }
+        };
+        let spec = ShimSpec {
+            argv: r.argv.clone(),
+            env: r.env.clone(),
+            cwd: r.cwd.clone(),
+            uid: r.uid,
+            gid: r.gid,
+            cgroup_procs: cgroups.as_ref().map(TaskCgroups::procs_files).unwrap_or_default(),
+            leave_cgroup_procs: shims.as_ref().map(TaskCgroups::procs_files).unwrap_or_default(),
+            log_max_bytes: self.cfg.log_max_bytes,
+            log_max_files: self.cfg.log_max_files,
+        };
+        let launched = match shim::launch(&self.cfg.shim_exe, &cfg.task_dir, &spec).await {
+            Ok(l) => l,
+            Err(e) => {
+                if let Some(cg) = &cgroups {
+                    if let Err(re) = cg.remove().await {
+                        tracing::warn!(error = %re, "removing the cgroup of a task that did not start");
+                    }
+                }
+                return Err(e);
+            }
+        };
+        let state = State {
+            launched,
+            task_dir: cfg.task_dir.clone(),
+            cgroups,
+            memory_limit: cfg.limits.memory_bytes,
+            env: r.env,
+            cwd: r.cwd,
+            uid: r.uid,
+            gid: r.gid,
+        };
+        tracing::info!(task = %cfg.task_id, pid = launched.child_pid, shim = launched.shim_pid, "process task started");
+        Ok(Handle {
+            task_id: cfg.task_id.clone(),
+            driver: DRIVER_NAME.into(),
+            runtime_id: launched.child_pid.to_string(),
+            state: serde_json::to_value(&state)
+                .map_err(|e| DriverError::runtime("encoding the handle", e))?,
+        })
+    }
+
+    async fn recover(&self, handle: &Handle) -> Result<Recovered, DriverError> {
+        let state = Self::state(handle)?;
+        if let Some(s) = shim::read_exit(&state.task_dir) {
+            return Ok(Recovered::Exited(Self::annotate(&state, s)));
+        }
+        if shim::is_running(&state.launched) {
+            return Ok(Recovered::Running);
+        }
+        // The shim may have written exit.json between the two looks.
+        if let Some(s) = shim::read_exit(&state.task_dir) {
+            return Ok(Recovered::Exited(Self::annotate(&state, s)));
+        }
+        tracing::warn!(task = %handle.task_id, "the task's shim is gone without an exit status");
+        if let Some(cg) = &state.cgroups {
+            cg.kill_all().await;
+        }
+        Ok(Recovered::Exited(shim::supervisor_died()))
+    }
+
+    async fn wait(&self, handle: &Handle) -> Result<ExitStatus, DriverError> {
+        let state = Self::state(handle)?;
+        let status = shim::wait(&state.task_dir, &state.launched).await?;
+        Ok(Self::annotate(&state, status))
+    }
+
+    async fn stop(&self, handle: &Handle, grace: Duration) -> Result<(), DriverError> {
+        let state = Self::state(handle)?;
+        if shim::read_exit(&state.task_dir).is_some() || !shim::is_running(&state.launched) {
+            // Already exited; make sure nothing it spawned lingers.
+            if let Some(cg) = &state.cgroups {
+                cg.kill_all().await;
+            }
+            return Ok(());
+        }
+        if let Some(p) = rustix::process::Pid::from_raw(state.launched.child_pid) {
+            if let Err(e) = rustix::process::kill_process_group(p, rustix::process::Signal::TERM) {
+                tracing::debug!(task = %handle.task_id, error = %e, "SIGTERM to the task's process group");
+            }
+        }
+        if tokio::time::timeout(grace, shim::wait(&state.task_dir, &state.launched)).await.is_ok() {
+            if let Some(cg) = &state.cgroups {
+                cg.kill_all().await;
+            }
+            return Ok(());
+        }
+        tracing::info!(task = %handle.task_id, ?grace, "the task did not stop within its grace period: SIGKILL");
+        Self::kill_everything(&state).await;
+        Self::wait_shim(&state).await.map(|_| ())
+    }
+
+    async fn destroy(&self, handle: &Handle) -> Result<(), DriverError> {
+        let state = Self::state(handle)?;
+        if shim::is_running(&state.launched) {
+            Self::kill_everything(&state).await;
+            Self::wait_shim(&state).await?;
+        }
+        if let Some(cg) = &state.cgroups {
+            cg.remove().await.map_err(|e| DriverError::runtime("removing the task's cgroup", e))?;
+        }
+        Ok(())
+    }
+
+    async fn logs(&self, handle: &Handle, opts: &LogOptions) -> Result<LogReceiver, DriverError> {
+        let state = Self::state(handle)?;
+        shim::logs(&state.task_dir, opts).await
+    }
+
+    async fn stats(&self, handle: &Handle) -> Result<Stats, DriverError> {
+        let state = Self::state(handle)?;
+        let mut s = match &state.cgroups {
+            Some(cg) => cg.stats(),
+            None => Stats::default(),
+        };
+        s.memory_limit_bytes = state.memory_limit;
+        Ok(s)
+    }
+
+    async fn exec(
+        &self,
+        handle: &Handle,
+        cmd: &[String],
+        timeout: Duration,
+    ) -> Result<ExecResult, DriverError> {
+        let state = Self::state(handle)?;
+        let Some(program) = cmd.first() else {
+            return Err(DriverError::Invalid("exec needs a command".into()));
+        };
+        let path_var = state.env.get("PATH").map(String::as_str).unwrap_or(DEFAULT_PATH);
+        let resolved = resolve_program(program, path_var, &state.cwd)
+            .ok_or_else(|| DriverError::Invalid(format!("executable not found: {program}")))?;
+        let mut c = tokio::process::Command::new(resolved);
+        c.args(&cmd[1..])
+            .env_clear()
+            .envs(&state.env)
+            .current_dir(&state.cwd)
+            .process_group(0)
+            .kill_on_drop(true)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        if let Some(g) = state.gid {
+            c.gid(g);
+        }
+        if let Some(u) = state.uid {
+            c.uid(u);
+        }
+        let mut child = c.spawn().map_err(|e| DriverError::runtime(&format!("exec {program}"), e))?;
+        let pgid = child.id().and_then(|id| rustix::process::Pid::from_raw(id as i32));
+        let (Some(mut out), Some(mut err)) = (child.stdout.take(), child.stderr.take()) else {
+            return Err(DriverError::Runtime("exec: missing output pipes".into()));
+        };
+        let run = async {
+            let (o, e) = tokio::join!(read_capped(&mut out), read_capped(&mut err));
+            let status = child.wait().await?;
+            Ok::<_, std::io::Error>((o, e, status))
+        };
+        match tokio::time::timeout(timeout, run).await {
+            Ok(Ok((o, e, status))) => {
+                use std::os::unix::process::ExitStatusExt;
+                let mut output = o;
+                output.extend_from_slice(&e);
+                output.truncate(EXEC_OUTPUT_CAP);
+                let code = status.code().or_else(|| status.signal().map(|s| 128 + s)).unwrap_or(-1);
+                Ok(ExecResult { exit_code: code, output: String::from_utf8_lossy(&output).into_owned() })
+            }
+            Ok(Err(e)) => Err(DriverError::runtime(&format!("exec {program}"), e)),
+            Err(_) => {
+                if let Some(p) = pgid {
+                    let _ = rustix::process::kill_process_group(p, rustix::process::Signal::KILL);
+                }
+                Ok(ExecResult { exit_code: 124, output: format!("exec timed out after {timeout:?}") })
+            }
+        }
+    }
+}
+
+/// Reads everything, keeping the first [`EXEC_OUTPUT_CAP`] bytes.
+async fn read_capped(r: &mut (impl tokio::io::AsyncRead + Unpin)) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut kept = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match r.read(&mut buf).await {
+            Ok(0) | Err(_) => return kept,
+            Ok(n) => {
+                let room = EXEC_OUTPUT_CAP.saturating_sub(kept.len());
+                kept.extend_from_slice(&buf[..n.min(room)]);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PASSWD: &str = "root:x:0:0:root:/root:/bin/bash\nnobody:x:65534:65534:nobody:/:/usr/sbin/nologin\n";
+    const GROUP: &str = "root:x:0:\nstaff:x:50:\n";
+
+    #[test]
+    fn users() {
+        assert_eq!(parse_user("", PASSWD, GROUP), Ok((None, None)));
+        assert_eq!(parse_user("nobody", PASSWD, GROUP), Ok((Some(65534), Some(65534))));
+        assert_eq!(parse_user("1000", PASSWD, GROUP), Ok((Some(1000), Some(0))));
+        assert_eq!(parse_user("65534", PASSWD, GROUP), Ok((Some(65534), Some(65534))));
+        assert_eq!(parse_user("1000:50", PASSWD, GROUP), Ok((Some(1000), Some(50))));
+        assert_eq!(parse_user("nobody:staff", PASSWD, GROUP), Ok((Some(65534), Some(50))));
+        assert!(parse_user("ghost", PASSWD, GROUP).is_err());
+        assert!(parse_user("root:ghosts", PASSWD, GROUP).is_err());
+    }
+
+    #[test]
+    fn programs() {
+        let cwd = Path::new("/");
+        assert_eq!(resolve_program("sh", DEFAULT_PATH, cwd).map(|p| p.is_absolute()), Some(true));
+        assert_eq!(resolve_program("/bin/sh", "", cwd), Some(PathBuf::from("/bin/sh")));
+        assert_eq!(resolve_program("bin/sh", "", cwd), Some(PathBuf::from("/bin/sh")));
+        assert_eq!(resolve_program("no-such-program-xyz", DEFAULT_PATH, cwd), None);
+        // Not executable.
+        assert_eq!(resolve_program("/etc/passwd", "", cwd), None);
+        assert_eq!(resolve_program("sh", "", cwd), None);
+    }
+
+    #[tokio::test]
+    async fn validation() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = ProcessDriver::new(ProcessDriverConfig {
+            cgroups: CgroupMode::Disabled,
+            ..ProcessDriverConfig::new("/nonexistent")
+        });
+        let base =
+            TaskConfig { command: vec!["sh".into()], task_dir: dir.path().into(), ..Default::default() };
+        d.prepare(&base).await.expect("valid");
+        let invalid = |c: TaskConfig| {
+            let d = &d;
+            async move {
+                match d.prepare(&c).await {
+                    Err(DriverError::Invalid(m)) => m,
+                    other => panic!("expected Invalid, got {other:?}"),
+                }
+            }
+        };
+        assert_eq!(
+            invalid(TaskConfig { command: vec![], ..base.clone() }).await,
+            "the process driver needs a command"
+        );
+        assert_eq!(
+            invalid(TaskConfig { command: vec!["nope-xyz".into()], ..base.clone() }).await,
+            "executable not found: nope-xyz"
+        );
+        let mut m = base.clone();
+        m.mounts.push(Default::default());
+        assert_eq!(invalid(m).await, "the process driver does not support mounts");
+        let mut l = base.clone();
+        l.limits.memory_bytes = Some(1 << 20);
+        assert!(invalid(l).await.contains("below the minimum"));
+        assert!(invalid(TaskConfig { workdir: "/no/such/dir".into(), ..base.clone() })
+            .await
+            .contains("does not exist"));
+        assert!(invalid(TaskConfig { user: "ghost-user-xyz".into(), ..base.clone() })
+            .await
+            .contains("not found"));
+    }
+}

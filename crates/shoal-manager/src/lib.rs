@@ -38,6 +38,9 @@ pub struct Manager {
     stop: watch::Sender<bool>,
     /// When each node's last heartbeat reached this manager (only the leader's view matters).
     heartbeats: std::sync::Mutex<std::collections::BTreeMap<String, std::time::Instant>>,
+    /// Set when this node joined a cluster as a worker: the managers' addresses. The daemon then
+    /// runs its agent against them instead of being a manager.
+    joined_as_worker: watch::Sender<Option<Vec<String>>>,
 }
 
 /// How often nodes heartbeat to the leader; a node is down after `MISSED_HEARTBEATS` misses.
@@ -103,6 +106,7 @@ impl Manager {
             max_pass_interval: Duration::from_secs(1),
             stop,
             heartbeats: std::sync::Mutex::new(std::collections::BTreeMap::new()),
+            joined_as_worker: watch::channel(None).0,
         });
         tokio::spawn(controllers(m.clone(), stop_rx.clone()));
         tokio::spawn(liveness(m.clone(), stop_rx));
@@ -167,6 +171,15 @@ impl Manager {
     pub fn record_heartbeat(&self, node_id: &str) {
         let mut h = self.heartbeats.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         h.insert(node_id.to_string(), std::time::Instant::now());
+    }
+
+    /// Records that this node joined as a worker (its certificate is in `tls_dir`).
+    pub fn set_joined_as_worker(&self, managers: Vec<String>) {
+        self.joined_as_worker.send_replace(Some(managers));
+    }
+
+    pub fn joined_as_worker(&self) -> watch::Receiver<Option<Vec<String>>> {
+        self.joined_as_worker.subscribe()
     }
 
     pub fn tls_dir(&self) -> &std::path::Path {

@@ -154,6 +154,11 @@ pub fn identity_from_cert(cert_der: &[u8]) -> Result<NodeIdentity, PkiError> {
     Ok(NodeIdentity { node_id: node_id.to_owned(), role })
 }
 
+/// The node identity of a PEM certificate (this node's own, read from disk; not verified).
+pub fn identity_from_pem(cert_pem: &str) -> Result<NodeIdentity, PkiError> {
+    identity_from_cert(&single_cert_from_pem(cert_pem, "certificate")?)
+}
+
 /// `(not_before, not_after)` of a PEM certificate.
 pub fn cert_validity(cert_pem: &str) -> Result<(SystemTime, SystemTime), PkiError> {
     let der = single_cert_from_pem(cert_pem, "certificate")?;

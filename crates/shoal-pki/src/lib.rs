@@ -40,8 +40,8 @@ pub use ca::{
 pub use error::{JoinTokenError, PkiError};
 pub use files::{read_pem_file, write_private_file, write_public_file, PRIVATE_FILE_MODE, PUBLIC_FILE_MODE};
 pub use identity::{
-    cert_validity, identity_from_cert, node_dns_name, renewal_at, sha256_hex, validate_node_id, NodeIdentity,
-    Role, MAX_NODE_ID_LEN, NODE_NAME_SUFFIX,
+    cert_validity, identity_from_cert, identity_from_pem, node_dns_name, renewal_at, sha256_hex,
+    validate_node_id, NodeIdentity, Role, MAX_NODE_ID_LEN, NODE_NAME_SUFFIX,
 };
 pub use tls::{
     client_config, extract_ca_pem_from_chain, pinned_client_config, server_config, ClientAuth,

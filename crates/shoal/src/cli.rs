@@ -227,11 +227,13 @@ pub async fn cluster(c: &Client, cmd: ClusterCmd) -> Result<()> {
             );
         }
         ClusterCmd::Join { token, addr } => {
-            let info: ClusterInfo = c.post("/v1/cluster/join", &shoal_api::JoinArgs { token, addr }).await?;
-            println!(
-                "This node joined the cluster as a manager ({} managers).",
-                info.raft.voters.len().max(info.raft.learners.len())
-            );
+            let info: shoal_api::JoinInfo =
+                c.post("/v1/cluster/join", &shoal_api::JoinArgs { token, addr }).await?;
+            if info.role == "worker" {
+                println!("This node joined the cluster as a worker.");
+            } else {
+                println!("This node joined the cluster as a manager ({} managers).", info.managers);
+            }
         }
         ClusterCmd::JoinToken { role, rotate, quiet } => {
             let path = format!("/v1/cluster/join-token/{role}{}", if rotate { "/rotate" } else { "" });

@@ -1,16 +1,16 @@
-//! `shoal daemon` and `shoal dev`: one node — a Raft manager with the leader's controllers and the
-//! API on a unix socket. The node registers itself (hostname, platform, CPUs, memory) once the
-//! cluster has a leader. The task agent and its drivers arrive with the agent issue; until then
-//! the node offers no driver, so the scheduler explains why tasks stay pending.
+//! `shoal daemon` and `shoal dev`: one node. A manager runs a Raft member with the leader's
+//! controllers, the API on a unix socket, and its own agent (talking to the dispatcher
+//! in-process). A worker (a node whose certificate says so) runs only the agent, which talks to the
+//! managers' dispatcher over mutual TLS, and a unix socket that sends commands to a manager. The
+//! agent registers the node (hostname, platform, CPUs, memory, drivers) once a leader exists.
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
+use shoal_agent::{Agent, AgentConfig};
+use shoal_api::dispatcher::{LocalPlane, RemotePlane};
 use shoal_manager::{Manager, ManagerNode, NodeConfig};
 use shoal_raft::RaftNode;
-use shoal_state::Command;
-use shoal_types::{
-    Node, NodeDescription, NodeId, NodeRole, NodeSpec, NodeState, NodeStatus, Platform, Resources, Timestamp,
-};
+use shoal_types::NodeId;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -28,6 +28,8 @@ pub struct DaemonArgs {
     pub labels: BTreeMap<String, String>,
     /// Create a single-node cluster if this node is not in one yet (`shoal dev`).
     pub init: bool,
+    /// Generic resources the node offers (`--resource gpu=2`).
+    pub resources: BTreeMap<String, u64>,
 }
 
 /// Who this node is; created once and kept in the data directory.
@@ -60,39 +62,6 @@ fn load_or_create_identity(dir: &Path) -> Result<Identity> {
     Ok(id)
 }
 
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .ok()
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "localhost".into())
-}
-
-fn memory_bytes() -> u64 {
-    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    meminfo
-        .lines()
-        .find_map(|l| l.strip_prefix("MemTotal:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map_or(0, |kb| kb * 1024)
-}
-
-fn describe(hostname: String, labels: BTreeMap<String, String>) -> NodeDescription {
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
-    NodeDescription {
-        hostname,
-        platform: Platform { os: std::env::consts::OS.into(), arch: std::env::consts::ARCH.into() },
-        resources: Resources {
-            nano_cpus: cpus * shoal_types::NANO_CPUS_PER_CPU,
-            memory_bytes: memory_bytes(),
-            generic: BTreeMap::new(),
-        },
-        drivers: Vec::new(),
-        engine_version: env!("CARGO_PKG_VERSION").into(),
-        engine_labels: labels,
-    }
-}
-
 pub async fn run(args: DaemonArgs) -> Result<()> {
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("cannot create data directory {}", args.data_dir.display()))?;
@@ -101,10 +70,15 @@ pub async fn run(args: DaemonArgs) -> Result<()> {
         std::fs::set_permissions(&args.data_dir, std::fs::Permissions::from_mode(0o700))?;
     }
     let identity = load_or_create_identity(&args.data_dir)?;
+    let tls_dir = args.data_dir.join("tls");
+    if let Some(role) = certified_role(&tls_dir)? {
+        if role == shoal_pki::Role::Worker {
+            return run_worker(args, identity, tls_dir).await;
+        }
+    }
     let me = ManagerNode { addr: args.advertise_addr.clone(), node_id: identity.node_id.clone() };
     let cfg = NodeConfig::new(args.data_dir.join("raft"), identity.raft_id, me.clone());
     let network = shoal_raft::LazyTlsNetwork::default();
-    let tls_dir = args.data_dir.join("tls");
     if tls_dir.exists() {
         shoal_manager::finish_renewal(&tls_dir).context("completing an interrupted certificate renewal")?;
     }
@@ -130,10 +104,15 @@ pub async fn run(args: DaemonArgs) -> Result<()> {
     }
     tracing::info!(node_id = %identity.node_id, socket = %args.api_socket.display(), "shoal daemon started");
 
-    let description = describe(args.hostname.clone().unwrap_or_else(hostname), args.labels.clone());
     tokio::spawn(shoal_api::internal::heartbeat_loop(manager.clone()));
     tokio::spawn(renew_certificates(manager.clone()));
-    tokio::spawn(register_self(manager.clone(), NodeId::new(identity.node_id.clone()), description, me));
+    tokio::spawn(start_agent(
+        manager.clone(),
+        agent_config(&args),
+        crate::drivers::all(&args.data_dir),
+        NodeId::new(identity.node_id.clone()),
+        me,
+    ));
 
     let api = {
         let socket = args.api_socket.clone();
@@ -234,31 +213,119 @@ async fn renew_certificates(m: Arc<Manager>) {
     }
 }
 
-/// Registers this node (its description, as of this start) once a leader exists. Its manager
-/// status is not stored: the API derives it from the Raft membership.
-async fn register_self(m: Arc<Manager>, id: NodeId, description: NodeDescription, me: ManagerNode) {
-    let mut raft = m.node.watch();
-    loop {
-        if m.node.status().leader.is_some() {
-            let node = Node {
-                id: id.clone(),
-                version: 0,
-                created_at: Timestamp::ZERO,
-                updated_at: Timestamp::ZERO,
-                spec: NodeSpec { role: NodeRole::Manager, ..Default::default() },
-                description: description.clone(),
-                status: NodeStatus { state: NodeState::Ready, addr: me.addr.clone(), message: String::new() },
-                manager_status: None,
-            };
-            match shoal_api::internal::write(&m, Command::RegisterNode { node: Box::new(node) }).await {
-                Ok(_) => return,
-                Err(e) => tracing::debug!(error = %e, "node registration deferred"),
+fn agent_config(args: &DaemonArgs) -> AgentConfig {
+    AgentConfig {
+        dir: args.data_dir.join("agent"),
+        hostname: args.hostname.clone().unwrap_or_else(shoal_agent::fingerprint::hostname),
+        labels: args.labels.clone(),
+        generic: args.resources.clone(),
+    }
+}
+
+/// The role in this node's certificate, if it has one.
+fn certified_role(tls_dir: &Path) -> Result<Option<shoal_pki::Role>> {
+    let path = tls_dir.join("node.crt");
+    if !path.exists() {
+        return Ok(None);
+    }
+    let pem = shoal_pki::read_pem_file(&path).with_context(|| format!("reading {}", path.display()))?;
+    let id = shoal_pki::identity_from_pem(&pem).with_context(|| format!("reading {}", path.display()))?;
+    Ok(Some(id.role))
+}
+
+fn worker_tls(tls_dir: &Path) -> Result<Arc<rustls::ClientConfig>> {
+    let read = |f: &str| shoal_pki::read_pem_file(tls_dir.join(f));
+    shoal_pki::client_config(&read("ca.crt")?, &read("node.crt")?, &read("node.key")?)
+        .context("loading this node's certificate")
+}
+
+/// Starts this node's agent once the node is in a cluster: against the local dispatcher on a
+/// manager, or against the managers over mutual TLS when the node has just joined as a worker.
+async fn start_agent(
+    m: Arc<Manager>,
+    cfg: AgentConfig,
+    drivers: Vec<Arc<dyn shoal_driver::Driver>>,
+    id: NodeId,
+    me: ManagerNode,
+) {
+    let mut manager_tls = m.server_tls();
+    let mut worker = m.joined_as_worker();
+    let plane: Arc<dyn shoal_agent::ControlPlane> = loop {
+        if let Some(managers) = worker.borrow().clone() {
+            match worker_tls(m.tls_dir()) {
+                Ok(tls) => break Arc::new(RemotePlane::new(tls, managers, me.addr.clone())),
+                Err(e) => {
+                    tracing::error!(error = %format!("{e:#}"), "cannot start the agent");
+                    return;
+                }
             }
         }
-        // Try again when Raft's view changes (a leader appears), or after a moment.
+        if manager_tls.borrow().is_some() {
+            break Arc::new(LocalPlane { manager: m.clone(), node_id: id.clone(), addr: me.addr.clone() });
+        }
         tokio::select! {
-            _ = raft.changed() => {}
-            _ = tokio::time::sleep(shoal_manager::HEARTBEAT_INTERVAL) => {}
+            r = manager_tls.changed() => if r.is_err() { return },
+            r = worker.changed() => if r.is_err() { return },
+        }
+    };
+    match Agent::new(cfg, drivers, plane) {
+        Ok(agent) => agent.run().await,
+        Err(e) => tracing::error!(error = %e, "cannot start the agent"),
+    }
+}
+
+/// A worker node: the agent and a unix socket that points users to a manager. No Raft.
+async fn run_worker(args: DaemonArgs, identity: Identity, tls_dir: PathBuf) -> Result<()> {
+    let tls = worker_tls(&tls_dir)?;
+    let managers_path = tls_dir.join(shoal_api::join::MANAGERS_FILE);
+    let managers: Vec<String> = std::fs::read(&managers_path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .with_context(|| format!("reading the managers' addresses from {}", managers_path.display()))?;
+    let plane = Arc::new(RemotePlane::new(tls, managers, args.advertise_addr.clone()));
+    let agent = Agent::new(agent_config(&args), crate::drivers::all(&args.data_dir), plane.clone())
+        .context("starting the agent")?;
+    tracing::info!(node_id = %identity.node_id, socket = %args.api_socket.display(), "shoal worker started");
+    tokio::spawn(agent.run());
+    tokio::spawn(remember_managers(plane, managers_path));
+    let api = {
+        let socket = args.api_socket.clone();
+        let id = identity.node_id.clone();
+        tokio::spawn(async move { shoal_api::serve_unix_worker(&socket, id).await })
+    };
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        r = api => {
+            match r {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(e).with_context(|| format!("API socket {}", args.api_socket.display())),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        _ = tokio::signal::ctrl_c() => tracing::info!("interrupted, stopping"),
+        _ = term.recv() => tracing::info!("terminated, stopping"),
+    }
+    // Tasks keep running: the agent recovers them when the daemon starts again.
+    let _ = std::fs::remove_file(&args.api_socket);
+    Ok(())
+}
+
+/// Keeps the worker's list of managers current on disk, so a restarted worker finds the cluster
+/// even if the manager it joined through is gone.
+async fn remember_managers(plane: Arc<RemotePlane>, path: PathBuf) {
+    let mut last = plane.managers();
+    loop {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let now = plane.managers();
+        if now != last && !now.is_empty() {
+            let mut sorted = now.clone();
+            sorted.sort();
+            if let Ok(json) = serde_json::to_string(&sorted) {
+                if let Err(e) = shoal_pki::write_public_file(&path, &json) {
+                    tracing::warn!(error = %e, "cannot record the managers' addresses");
+                }
+            }
+            last = now;
         }
     }
 }

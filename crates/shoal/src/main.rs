@@ -3,6 +3,7 @@
 
 mod cli;
 mod daemon;
+mod drivers;
 mod image_cli;
 
 use anyhow::{bail, Context, Result};
@@ -55,6 +56,19 @@ struct DaemonOpts {
     /// Engine label (`engine.labels.K` in constraints), repeatable.
     #[arg(long = "label", value_parser = parse_label)]
     labels: Vec<(String, String)>,
+    /// A generic resource this node offers, NAME=COUNT (e.g. `--resource gpu=2`), repeatable.
+    #[arg(long = "resource", value_parser = parse_resource)]
+    resources: Vec<(String, u64)>,
+}
+
+fn parse_resource(s: &str) -> Result<(String, u64), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => v
+            .parse::<u64>()
+            .map(|n| (k.to_string(), n))
+            .map_err(|_| format!("expected NAME=COUNT with a whole number, got {s:?}")),
+        _ => Err(format!("expected NAME=COUNT, got {s:?}")),
+    }
 }
 
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
@@ -152,6 +166,7 @@ fn daemon_args(o: DaemonOpts, init: bool) -> daemon::DaemonArgs {
         api_socket: o.api_socket,
         hostname: o.hostname,
         labels: o.labels.into_iter().collect::<BTreeMap<_, _>>(),
+        resources: o.resources.into_iter().collect::<BTreeMap<_, _>>(),
         init,
     }
 }

@@ -1,5 +1,10 @@
 //! Helpers shared by the tests that run real `shoal` processes.
 
+#![allow(dead_code)] // each test binary uses a different part
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// Polls `f` until it returns Some, or fails the test after `secs`.
@@ -23,4 +28,100 @@ pub fn eventually_or<T>(secs: u64, mut f: impl FnMut() -> Option<T>, why: impl F
 pub fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     l.local_addr().expect("addr").port()
+}
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_shoal");
+
+pub struct Node {
+    pub dir: PathBuf,
+    pub port: u16,
+    pub child: Option<Child>,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(c) = self.child.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Node {
+    pub fn new(root: &Path, name: &str) -> Node {
+        let dir = root.join(name);
+        std::fs::create_dir_all(&dir).expect("dir");
+        Node { dir, port: free_port(), child: None }
+    }
+
+    pub fn start(&mut self, mode: &str) {
+        self.start_with(mode, &[]);
+    }
+
+    pub fn start_with(&mut self, mode: &str, extra: &[&str]) {
+        let log = std::fs::File::create(self.dir.join(format!("{mode}.log"))).expect("log");
+        let child = Command::new(BIN)
+            .args([mode])
+            .args(extra)
+            .arg("--data-dir")
+            .arg(self.dir.join("data"))
+            .arg("--api-socket")
+            .arg(self.dir.join("shoal.sock"))
+            .args(["--listen-addr", &format!("127.0.0.1:{}", self.port)])
+            .args(["--hostname", self.dir.file_name().and_then(|n| n.to_str()).unwrap_or("n")])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn");
+        self.child = Some(child);
+        let sock = self.dir.join("shoal.sock");
+        eventually_or(
+            20,
+            || sock.exists().then_some(()),
+            || {
+                let log = std::fs::read_to_string(self.dir.join(format!("{mode}.log"))).unwrap_or_default();
+                format!("{} did not open its API socket:\n{log}", self.dir.display())
+            },
+        );
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().expect("kill -9");
+            c.wait().expect("reap");
+        }
+        let _ = std::fs::remove_file(self.dir.join("shoal.sock"));
+    }
+
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .arg("-H")
+            .arg(format!("unix://{}", self.dir.join("shoal.sock").display()))
+            .args(args)
+            .output()
+            .expect("cli")
+    }
+
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(out.status.success(), "shoal {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    pub fn json(&self, args: &[&str]) -> Value {
+        serde_json::from_str(&self.ok(args)).expect("json")
+    }
+
+    pub fn raft(&self) -> Option<Value> {
+        let out = self.cli(&["cluster", "inspect", "--format", "json"]);
+        out.status
+            .success()
+            .then(|| serde_json::from_slice::<Value>(&out.stdout).ok())
+            .flatten()
+            .map(|v| v["raft"].clone())
+    }
 }

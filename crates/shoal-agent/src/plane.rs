@@ -1,0 +1,40 @@
+//! How the agent talks to the managers. The API crate implements it: in-process on a manager
+//! node, over mutual TLS on a worker (the dispatcher endpoints).
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use shoal_types::{NodeDescription, Task, TaskId, TaskStatus};
+
+/// The tasks assigned to this node, as of `revision`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Assignments {
+    /// Changes whenever any of the node's tasks changes; the agent passes it back to wait for
+    /// the next change.
+    pub revision: String,
+    /// Every task bound to this node, in id order: the complete set, never a delta.
+    pub tasks: Vec<Task>,
+}
+
+/// An observed task status, batched to the managers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusReport {
+    pub task_id: TaskId,
+    pub status: TaskStatus,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct PlaneError(pub String);
+
+#[async_trait]
+pub trait ControlPlane: Send + Sync + 'static {
+    /// Registers this node (or refreshes its description).
+    async fn register(&self, description: &NodeDescription) -> Result<(), PlaneError>;
+    /// The node's assignments: at once when `known` is not the current revision, else when they
+    /// change (or after a server-chosen wait, with the same revision).
+    async fn assignments(&self, known: Option<&str>) -> Result<Assignments, PlaneError>;
+    /// Delivers a batch of status reports (one Raft write).
+    async fn report(&self, reports: Vec<StatusReport>) -> Result<(), PlaneError>;
+    /// Says the node is alive.
+    async fn heartbeat(&self) -> Result<(), PlaneError>;
+}

@@ -1,0 +1,324 @@
+//! The dispatcher: how agents follow their assignments and report what their tasks do.
+//!
+//! Every manager serves it, to its own agent in-process ([`LocalPlane`]) and to workers over
+//! mutual TLS (`/internal/dispatcher/*`, the node id comes from the client certificate):
+//!
+//! - `POST /internal/dispatcher/register` — the node's description; registers it (role from the
+//!   certificate) or refreshes it.
+//! - `GET /internal/dispatcher/assignments?revision=R` — every task bound to the node. Long-poll:
+//!   answers at once when R is not the current revision, else when one of the node's tasks changes
+//!   or after [`LONG_POLL`] with the same revision. Served from the manager's local replica, so any
+//!   manager can serve it; writes go through the leader.
+//! - `POST /internal/dispatcher/status` — a batch of status reports, one Raft write.
+//! - `POST /internal/dispatcher/heartbeat` — recorded by the leader (forwarded by a follower).
+//!
+//! A worker ([`RemotePlane`]) talks to one manager at a time and moves to the next on errors; it
+//! learns the current managers from every assignments answer.
+
+use crate::internal::{call, Heartbeat};
+use crate::server::ApiError;
+use async_trait::async_trait;
+use axum::extract::{Extension, Query, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use shoal_agent::{Assignments, ControlPlane, PlaneError, StatusReport};
+use shoal_manager::Manager;
+use shoal_pki::{NodeIdentity, Role};
+use shoal_state::{ClusterState, Command, Object, TaskStatusReport};
+use shoal_types::{Node, NodeDescription, NodeId, NodeRole, NodeSpec, NodeState, NodeStatus, Timestamp};
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+/// The longest an assignments request waits for a change.
+pub const LONG_POLL: Duration = Duration::from_secs(10);
+
+/// The node's tasks and a revision that changes whenever one of them does.
+pub fn assignments_of(state: &ClusterState, node: &NodeId) -> Assignments {
+    let mut tasks: Vec<_> = state.tasks_on_node(node).cloned().collect();
+    tasks.sort_by(|a, b| a.id.cmp(&b.id));
+    // SipHash with fixed keys: deterministic for a given build, which is all a revision needs.
+    let mut h = std::hash::DefaultHasher::new();
+    for t in &tasks {
+        t.id.as_str().hash(&mut h);
+        t.version.hash(&mut h);
+    }
+    tasks.len().hash(&mut h);
+    Assignments { revision: format!("{:016x}", h.finish()), tasks }
+}
+
+/// Answers with the node's assignments once they differ from `known`, or after `wait`.
+pub async fn wait_assignments(
+    m: &Manager,
+    node: &NodeId,
+    known: Option<&str>,
+    wait: Duration,
+) -> Assignments {
+    // Subscribe before reading, so no change between the read and the wait is missed.
+    let mut events = m.node.subscribe();
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let a = assignments_of(&m.node.local_state().state, node);
+        if known != Some(a.revision.as_str()) {
+            return a;
+        }
+        // Wait for an event about one of this node's tasks.
+        loop {
+            match tokio::time::timeout_at(deadline, events.recv()).await {
+                Err(_) => return a,
+                Ok(Ok(ev)) => {
+                    if matches!(&ev.object, Object::Task(t) if t.node_id.as_ref() == Some(node)) {
+                        break;
+                    }
+                }
+                Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => break,
+                Ok(Err(tokio::sync::broadcast::error::RecvError::Closed)) => return a,
+            }
+        }
+    }
+}
+
+fn node_object(id: NodeId, role: NodeRole, description: NodeDescription, addr: String) -> Node {
+    Node {
+        id,
+        version: 0,
+        created_at: Timestamp::ZERO,
+        updated_at: Timestamp::ZERO,
+        spec: NodeSpec { role, ..Default::default() },
+        description,
+        status: NodeStatus { state: NodeState::Ready, addr, message: String::new() },
+        manager_status: None,
+    }
+}
+
+fn reports(node_id: NodeId, r: Vec<StatusReport>) -> Command {
+    Command::ReportTaskStatus {
+        node_id,
+        reports: r.into_iter().map(|r| TaskStatusReport { task_id: r.task_id, status: r.status }).collect(),
+    }
+}
+
+/// Records a heartbeat on the leader, or forwards it there.
+async fn deliver_heartbeat(m: &Manager, node_id: &str) -> Result<(), String> {
+    if m.node.is_leader() {
+        m.record_heartbeat(node_id);
+        return Ok(());
+    }
+    let leader = m.node.status().leader_node.ok_or("no leader")?;
+    let tls = m.client_tls().ok_or("this manager has no certificate")?;
+    let body = serde_json::to_vec(&Heartbeat { node_id: node_id.to_string() }).map_err(|e| e.to_string())?;
+    let (st, bytes) = call(tls, &leader.addr, hyper::Method::POST, "/internal/heartbeat", Some(body)).await?;
+    if st.is_success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&bytes).into_owned())
+    }
+}
+
+/// The agent of a manager node: the dispatcher in-process.
+pub struct LocalPlane {
+    pub manager: Arc<Manager>,
+    pub node_id: NodeId,
+    pub addr: String,
+}
+
+#[async_trait]
+impl ControlPlane for LocalPlane {
+    async fn register(&self, description: &NodeDescription) -> Result<(), PlaneError> {
+        if self.manager.node.status().leader.is_none() {
+            return Err(PlaneError("no leader yet".into()));
+        }
+        let node =
+            node_object(self.node_id.clone(), NodeRole::Manager, description.clone(), self.addr.clone());
+        crate::internal::write(&self.manager, Command::RegisterNode { node: Box::new(node) })
+            .await
+            .map(|_| ())
+            .map_err(|e| PlaneError(e.to_string()))
+    }
+
+    async fn assignments(&self, known: Option<&str>) -> Result<Assignments, PlaneError> {
+        Ok(wait_assignments(&self.manager, &self.node_id, known, LONG_POLL).await)
+    }
+
+    async fn report(&self, r: Vec<StatusReport>) -> Result<(), PlaneError> {
+        crate::internal::write(&self.manager, reports(self.node_id.clone(), r))
+            .await
+            .map(|_| ())
+            .map_err(|e| PlaneError(e.to_string()))
+    }
+
+    /// A manager's heartbeats are sent by its manager loop already.
+    async fn heartbeat(&self) -> Result<(), PlaneError> {
+        Ok(())
+    }
+}
+
+type Peer = Extension<Option<NodeIdentity>>;
+
+fn peer(p: &Option<NodeIdentity>) -> Result<&NodeIdentity, ApiError> {
+    p.as_ref().ok_or_else(|| {
+        ApiError::new(StatusCode::FORBIDDEN, "forbidden", "a node certificate of this cluster is required")
+    })
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Register {
+    pub description: NodeDescription,
+    /// Where the node can be reached (informational for workers).
+    pub addr: String,
+}
+
+/// What a worker learns with its assignments: where the managers are.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct AssignmentsReply {
+    #[serde(flatten)]
+    pub assignments: Assignments,
+    pub managers: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct AssignmentsQuery {
+    revision: Option<String>,
+}
+
+async fn register(
+    State(m): State<Arc<Manager>>,
+    Extension(p): Peer,
+    Json(r): Json<Register>,
+) -> Result<StatusCode, ApiError> {
+    let id = peer(&p)?;
+    let role = if id.role == Role::Manager { NodeRole::Manager } else { NodeRole::Worker };
+    let node = node_object(NodeId::new(id.node_id.clone()), role, r.description, r.addr);
+    crate::internal::write(&m, Command::RegisterNode { node: Box::new(node) }).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn assignments(
+    State(m): State<Arc<Manager>>,
+    Extension(p): Peer,
+    Query(q): Query<AssignmentsQuery>,
+) -> Result<Json<AssignmentsReply>, ApiError> {
+    let id = peer(&p)?;
+    let a = wait_assignments(&m, &NodeId::new(id.node_id.clone()), q.revision.as_deref(), LONG_POLL).await;
+    let s = m.node.status();
+    let managers = s.voters.values().chain(s.learners.values()).map(|n| n.addr.clone()).collect();
+    Ok(Json(AssignmentsReply { assignments: a, managers }))
+}
+
+async fn status(
+    State(m): State<Arc<Manager>>,
+    Extension(p): Peer,
+    Json(r): Json<Vec<StatusReport>>,
+) -> Result<StatusCode, ApiError> {
+    let id = peer(&p)?;
+    crate::internal::write(&m, reports(NodeId::new(id.node_id.clone()), r)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn heartbeat(State(m): State<Arc<Manager>>, Extension(p): Peer) -> Result<StatusCode, ApiError> {
+    let id = peer(&p)?;
+    deliver_heartbeat(&m, &id.node_id)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e))?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub fn dispatcher_router(m: Arc<Manager>) -> Router {
+    Router::new()
+        .route("/internal/dispatcher/register", post(register))
+        .route("/internal/dispatcher/assignments", get(assignments))
+        .route("/internal/dispatcher/status", post(status))
+        .route("/internal/dispatcher/heartbeat", post(heartbeat))
+        .with_state(m)
+}
+
+/// A worker's way to the managers: mutual TLS to one manager at a time.
+pub struct RemotePlane {
+    tls: Arc<rustls::ClientConfig>,
+    managers: Mutex<Vec<String>>,
+    addr: String,
+}
+
+impl RemotePlane {
+    pub fn new(tls: Arc<rustls::ClientConfig>, managers: Vec<String>, addr: String) -> RemotePlane {
+        RemotePlane { tls, managers: Mutex::new(managers), addr }
+    }
+
+    pub fn managers(&self) -> Vec<String> {
+        self.managers.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// Tries each known manager in turn, starting with the last one that answered.
+    async fn call(
+        &self,
+        method: hyper::Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<Vec<u8>, PlaneError> {
+        let managers = self.managers();
+        let mut last = String::from("no manager address known");
+        for (i, addr) in managers.iter().enumerate() {
+            match call(self.tls.clone(), addr, method.clone(), path, body.clone()).await {
+                Ok((st, bytes)) if st.is_success() => {
+                    if i > 0 {
+                        // Remember the one that works.
+                        let mut m = self.managers.lock().unwrap_or_else(PoisonError::into_inner);
+                        if let Some(pos) = m.iter().position(|a| a == addr) {
+                            let a = m.remove(pos);
+                            m.insert(0, a);
+                        }
+                    }
+                    return Ok(bytes.to_vec());
+                }
+                Ok((st, bytes)) => last = format!("{addr}: HTTP {st}: {}", String::from_utf8_lossy(&bytes)),
+                Err(e) => last = e,
+            }
+        }
+        Err(PlaneError(last))
+    }
+}
+
+#[async_trait]
+impl ControlPlane for RemotePlane {
+    async fn register(&self, description: &NodeDescription) -> Result<(), PlaneError> {
+        let body =
+            serde_json::to_vec(&Register { description: description.clone(), addr: self.addr.clone() })
+                .map_err(|e| PlaneError(e.to_string()))?;
+        self.call(hyper::Method::POST, "/internal/dispatcher/register", Some(body)).await.map(|_| ())
+    }
+
+    async fn assignments(&self, known: Option<&str>) -> Result<Assignments, PlaneError> {
+        let path = match known {
+            Some(r) => format!("/internal/dispatcher/assignments?revision={r}"),
+            None => "/internal/dispatcher/assignments".to_string(),
+        };
+        let bytes = self.call(hyper::Method::GET, &path, None).await?;
+        let reply: AssignmentsReply =
+            serde_json::from_slice(&bytes).map_err(|e| PlaneError(e.to_string()))?;
+        if !reply.managers.is_empty() {
+            let mut m = self.managers.lock().unwrap_or_else(PoisonError::into_inner);
+            let current = m.first().cloned();
+            let mut next = reply.managers;
+            // Keep talking to the manager that answered; learn the rest.
+            if let Some(c) = current.filter(|c| next.contains(c)) {
+                next.retain(|a| *a != c);
+                next.insert(0, c);
+            }
+            *m = next;
+        }
+        Ok(reply.assignments)
+    }
+
+    async fn report(&self, r: Vec<StatusReport>) -> Result<(), PlaneError> {
+        let body = serde_json::to_vec(&r).map_err(|e| PlaneError(e.to_string()))?;
+        self.call(hyper::Method::POST, "/internal/dispatcher/status", Some(body)).await.map(|_| ())
+    }
+
+    async fn heartbeat(&self) -> Result<(), PlaneError> {
+        self.call(hyper::Method::POST, "/internal/dispatcher/heartbeat", Some(b"{}".to_vec()))
+            .await
+            .map(|_| ())
+    }
+}

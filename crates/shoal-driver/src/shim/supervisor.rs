@@ -1,0 +1,237 @@
+//! The shim process itself (see the module docs of [`super`]).
+
+use super::log::{LineReader, LogWriter};
+use super::{exit_path, spec_path, started_path, write_atomic, ExitFile, ShimSpec, Started, STAGE_ENV};
+use crate::LogStream;
+use std::io::{BufReader, Read};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, SystemTime};
+
+/// How long the shim waits for the output pipes to drain after the task exited.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// First stage: re-execute as the supervisor, print its pid, exit (so the supervisor is orphaned
+/// and adopted by init instead of staying the agent's child).
+pub(super) fn detach(task_dir: &Path) -> i32 {
+    let exe = match std::env::current_exe() {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("shoal shim: cannot find the shim executable: {e}");
+            return 1;
+        }
+    };
+    match Command::new(exe)
+        .arg("shim")
+        .arg(task_dir)
+        .env(STAGE_ENV, super::STAGE_SUPERVISE)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+    {
+        Ok(child) => {
+            println!("{}", child.id());
+            0
+        }
+        Err(e) => {
+            eprintln!("shoal shim: cannot start the supervisor: {e}");
+            1
+        }
+    }
+}
+
+fn write_started(task_dir: &Path, s: &Started) {
+    let data = match serde_json::to_vec(s) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("shoal shim: encoding started.json: {e}");
+            return;
+        }
+    };
+    if let Err(e) = write_atomic(&started_path(task_dir), &data) {
+        eprintln!("shoal shim: writing started.json: {e}");
+    }
+}
+
+fn fail(task_dir: &Path, kind: &str, error: String) -> i32 {
+    eprintln!("shoal shim: {error}");
+    write_started(
+        task_dir,
+        &Started { error: Some(error), error_kind: Some(kind.into()), ..Default::default() },
+    );
+    1
+}
+
+fn set_oom_score_adj(value: i32) {
+    if let Err(e) = std::fs::write("/proc/self/oom_score_adj", value.to_string()) {
+        eprintln!("shoal shim: setting oom_score_adj to {value}: {e}");
+    }
+}
+
+/// Second stage: supervise the task.
+pub(super) fn supervise(task_dir: &Path) -> i32 {
+    if let Err(e) = rustix::process::setsid() {
+        eprintln!("shoal shim: setsid: {e}");
+    }
+    let spec: ShimSpec = match std::fs::read(spec_path(task_dir))
+        .map_err(|e| e.to_string())
+        .and_then(|d| serde_json::from_slice(&d).map_err(|e| e.to_string()))
+    {
+        Ok(s) => s,
+        Err(e) => return fail(task_dir, "other", format!("reading shim.json: {e}")),
+    };
+    let me = std::process::id();
+    let Some(my_start) = super::start_time(me as i32) else {
+        return fail(task_dir, "other", "cannot read the shim's own start time".into());
+    };
+    let Some((program, args)) = spec.argv.split_first() else {
+        return fail(task_dir, "other", "the command is empty".into());
+    };
+    let mut writer =
+        match LogWriter::open(&super::log::log_dir(task_dir), spec.log_max_bytes, spec.log_max_files) {
+            Ok(w) => w,
+            Err(e) => return fail(task_dir, "other", format!("opening the log: {e}")),
+        };
+
+    // The task inherits oom_score_adj: give it the default, not the agent's.
+    set_oom_score_adj(0);
+    for procs in &spec.cgroup_procs {
+        if let Err(e) = std::fs::write(procs, me.to_string()) {
+            return fail(task_dir, "other", format!("joining the task's cgroup {}: {e}", procs.display()));
+        }
+    }
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .env_clear()
+        .envs(&spec.env)
+        .process_group(0)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if !spec.cwd.as_os_str().is_empty() {
+        cmd.current_dir(&spec.cwd);
+    }
+    if let Some(gid) = spec.gid {
+        cmd.gid(gid);
+    }
+    if let Some(uid) = spec.uid {
+        cmd.uid(uid);
+    }
+    let spawned = cmd.spawn();
+    // Out of the task's cgroups whatever happened, so the shim is not charged against its limits.
+    for procs in &spec.leave_cgroup_procs {
+        if let Err(e) = std::fs::write(procs, me.to_string()) {
+            eprintln!("shoal shim: leaving the task's cgroup for {}: {e}", procs.display());
+        }
+    }
+    let mut child = match spawned {
+        Ok(c) => c,
+        Err(e) => {
+            let kind = match e.kind() {
+                std::io::ErrorKind::NotFound => "not_found",
+                std::io::ErrorKind::PermissionDenied => "permission_denied",
+                _ => "other",
+            };
+            return fail(task_dir, kind, format!("{program}: {e}"));
+        }
+    };
+    set_oom_score_adj(-1000);
+    write_started(
+        task_dir,
+        &Started {
+            shim_pid: Some(me as i32),
+            shim_start_time: Some(my_start),
+            pid: Some(child.id() as i32),
+            ..Default::default()
+        },
+    );
+
+    // Output: one reader thread per pipe, one writer thread (which also stamps the time, so the
+    // file is in time order).
+    let (tx, rx) = mpsc::channel::<(LogStream, Vec<u8>)>();
+    if let Some(out) = child.stdout.take() {
+        spawn_reader(out, LogStream::Stdout, tx.clone());
+    }
+    if let Some(err) = child.stderr.take() {
+        spawn_reader(err, LogStream::Stderr, tx.clone());
+    }
+    drop(tx);
+    let (done_tx, done_rx) = mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        let mut broken = false;
+        for (stream, line) in rx {
+            if broken {
+                continue;
+            }
+            if let Err(e) = writer.write(SystemTime::now(), stream, &line) {
+                eprintln!("shoal shim: writing the log: {e}; dropping further output");
+                broken = true;
+            }
+        }
+        let _ = done_tx.send(());
+    });
+
+    let status = loop {
+        match child.wait() {
+            Ok(s) => break Some(s),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                eprintln!("shoal shim: waiting for the task: {e}");
+                break None;
+            }
+        }
+    };
+    if done_rx.recv_timeout(DRAIN_TIMEOUT).is_err() {
+        eprintln!(
+            "shoal shim: the task's output pipes are still open (held by another process); not waiting"
+        );
+    }
+    let exit = match status {
+        Some(s) => ExitFile {
+            code: s.code().or_else(|| s.signal().map(|n| 128 + n)).unwrap_or(-1),
+            signal: s.signal(),
+            finished_at: humantime::format_rfc3339_nanos(SystemTime::now()).to_string(),
+        },
+        None => ExitFile {
+            code: -1,
+            signal: None,
+            finished_at: humantime::format_rfc3339_nanos(SystemTime::now()).to_string(),
+        },
+    };
+    match serde_json::to_vec(&exit) {
+        Ok(data) => {
+            if let Err(e) = write_atomic(&exit_path(task_dir), &data) {
+                eprintln!("shoal shim: writing exit.json: {e}");
+                return 1;
+            }
+        }
+        Err(e) => {
+            eprintln!("shoal shim: encoding exit.json: {e}");
+            return 1;
+        }
+    }
+    0
+}
+
+fn spawn_reader(pipe: impl Read + Send + 'static, stream: LogStream, tx: mpsc::Sender<(LogStream, Vec<u8>)>) {
+    std::thread::spawn(move || {
+        let mut r = LineReader::new(BufReader::with_capacity(64 * 1024, pipe));
+        let mut buf = Vec::new();
+        loop {
+            match r.next_line(&mut buf) {
+                Ok(true) => {
+                    if tx.send((stream, std::mem::take(&mut buf))).is_err() {
+                        return;
+                    }
+                }
+                Ok(false) => return,
+                Err(e) => {
+                    eprintln!("shoal shim: reading the task's {stream:?}: {e}");
+                    return;
+                }
+            }
+        }
+    });
+}

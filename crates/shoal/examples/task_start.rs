@@ -1,0 +1,136 @@
+//! Task start latency per driver, next to the raw runtime in the same run:
+//! `cargo run --release -p shoal --example task_start -- [RUNS]` (as root; docker and runc need
+//! their runtimes and the image `shoal-bench:latest` built by scripts/bench-agent.sh).
+//!
+//! For each driver: the time of `prepare` + `start` until the driver reports the task running
+//! (what the agent does between receiving an assignment and reporting `running`), then `stop` +
+//! `destroy` outside the timing. The raw baselines are `docker run -d` and `runc run -d` of the
+//! same command, timed the same way (until the command returns).
+
+use shoal_driver::{Driver, Limits, TaskConfig};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v.get(v.len() / 2).copied().unwrap_or_default()
+}
+
+fn cfg(dir: &std::path::Path, id: &str, image: Option<&str>, cmd: &[&str]) -> TaskConfig {
+    TaskConfig {
+        task_id: id.into(),
+        service_id: "bench".into(),
+        name: format!("bench.{id}"),
+        image: image.map(str::to_string),
+        command: cmd.iter().map(|s| s.to_string()).collect(),
+        limits: Limits { memory_bytes: Some(64 << 20), ..Default::default() },
+        task_dir: dir.join(id),
+        volumes_dir: dir.join("volumes"),
+        ..Default::default()
+    }
+}
+
+async fn bench(driver: &dyn Driver, runs: usize, image: Option<&str>, cmd: &[&str]) -> Option<Duration> {
+    driver.fingerprint().await?;
+    let dir = tempfile::tempdir().ok()?;
+    let mut times = Vec::new();
+    for i in 0..runs {
+        let c = cfg(dir.path(), &format!("b{i}x{}", std::process::id()), image, cmd);
+        std::fs::create_dir_all(&c.task_dir).ok()?;
+        let t = Instant::now();
+        if let Err(e) = driver.prepare(&c).await {
+            eprintln!("{}: prepare: {e}", driver.name());
+            return None;
+        }
+        let h = match driver.start(&c).await {
+            Ok(h) => h,
+            Err(e) => {
+                eprintln!("{}: start: {e}", driver.name());
+                return None;
+            }
+        };
+        times.push(t.elapsed());
+        let _ = driver.stop(&h, Duration::from_secs(1)).await;
+        let _ = driver.destroy(&h).await;
+    }
+    Some(median(times))
+}
+
+fn raw(
+    runs: usize,
+    mut make: impl FnMut(usize) -> std::process::Command,
+    cleanup: impl Fn(usize),
+) -> Option<Duration> {
+    let mut times = Vec::new();
+    for i in 0..runs {
+        let mut c = make(i);
+        let t = Instant::now();
+        let ok = c.stdout(std::process::Stdio::null()).status().ok()?.success();
+        times.push(t.elapsed());
+        cleanup(i);
+        if !ok {
+            return None;
+        }
+    }
+    Some(median(times))
+}
+
+fn show(name: &str, d: Option<Duration>) {
+    match d {
+        Some(d) => println!("{name:<28} {:>8.1} ms", d.as_secs_f64() * 1000.0),
+        None => println!("{name:<28} {:>8}", "n/a"),
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let runs: usize = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(20);
+    // The shim is the `shoal` binary: $SHOAL_BIN, or the one built next to this example.
+    let shim = std::env::var_os("SHOAL_BIN").map(PathBuf::from).unwrap_or_else(|| {
+        let exe = std::env::current_exe().unwrap_or_default();
+        exe.parent().and_then(|p| p.parent()).map(|p| p.join("shoal")).unwrap_or_default()
+    });
+    println!("median of {runs} sequential starts (prepare + start until running)");
+    let process =
+        shoal_driver_process::ProcessDriver::new(shoal_driver_process::ProcessDriverConfig::new(&shim));
+    show("shoal process driver", bench(&process, runs, None, &["sleep", "60"]).await);
+    show(
+        "raw fork+exec (sleep 60)",
+        raw(
+            runs,
+            |_| {
+                let mut c = std::process::Command::new("sh");
+                c.args(["-c", "sleep 60 & kill $!"]);
+                c
+            },
+            |_| {},
+        ),
+    );
+    let docker = shoal_driver_docker::DockerDriver::new(Default::default());
+    show("shoal docker driver", bench(&docker, runs, Some("shoal-bench:latest"), &["sleep", "60"]).await);
+    show(
+        "raw docker run -d",
+        raw(
+            runs,
+            |i| {
+                let mut c = std::process::Command::new("docker");
+                c.args([
+                    "run",
+                    "-d",
+                    "--name",
+                    &format!("raw-bench-{i}"),
+                    "shoal-bench:latest",
+                    "sleep",
+                    "60",
+                ]);
+                c
+            },
+            |i| {
+                let _ = std::process::Command::new("docker")
+                    .args(["rm", "-f", &format!("raw-bench-{i}")])
+                    .stdout(std::process::Stdio::null())
+                    .status();
+            },
+        ),
+    );
+}

@@ -1,0 +1,190 @@
+//! The agent with real processes: tasks run under the process driver, survive `kill -9` of their
+//! daemon (and of every manager), are re-attached when it comes back, and a task that ended while
+//! the agent was away is reported with its real exit code and replaced — never duplicated. A
+//! worker joins with the worker token and runs tasks that the managers place on it.
+
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+mod common;
+use common::{eventually, eventually_or, Node};
+
+/// Task id → (desired state, current state, runtime id) of a service's tasks.
+fn tasks(n: &Node, service: &str) -> BTreeMap<String, (String, String, String, Value)> {
+    let v = n.json(&["service", "ps", service, "--format", "json"]);
+    v.as_array()
+        .expect("array")
+        .iter()
+        .map(|t| {
+            (
+                t["id"].as_str().unwrap_or_default().to_string(),
+                (
+                    t["desired_state"].as_str().unwrap_or_default().to_string(),
+                    t["status"]["state"].as_str().unwrap_or_default().to_string(),
+                    t["status"]["runtime_id"].as_str().unwrap_or_default().to_string(),
+                    t.clone(),
+                ),
+            )
+        })
+        .collect()
+}
+
+/// Pids of the service's running tasks, once exactly `n` are running.
+fn running_pids(node: &Node, service: &str, n: usize) -> Vec<u32> {
+    eventually_or(
+        30,
+        || {
+            let t = tasks(node, service);
+            let pids: Vec<u32> = t
+                .values()
+                .filter(|(d, s, _, _)| d == "running" && s == "running")
+                .filter_map(|(_, _, r, _)| r.parse().ok())
+                .collect();
+            (pids.len() == n && t.values().filter(|(d, ..)| d == "running").count() == n).then_some(pids)
+        },
+        || format!("{n} running tasks of {service}: {:#?}", tasks(node, service)),
+    )
+}
+
+fn alive(pid: u32) -> bool {
+    // A zombie is not alive; the shim reaps its child, so a dead task leaves no entry.
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|s| s.rsplit(')').next().is_some_and(|rest| !rest.trim_start().starts_with('Z')))
+}
+
+fn kill(pid: u32, sig: &str) {
+    let st = std::process::Command::new("kill").args([sig, &pid.to_string()]).status().expect("kill");
+    assert!(st.success());
+}
+
+#[test]
+fn tasks_survive_kill_9_of_their_daemon_and_are_recovered() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut n = Node::new(tmp.path(), "solo");
+    n.start("dev");
+    n.ok(&["service", "create", "--name", "p", "--replicas", "2", "--driver", "process", "sleep", "300"]);
+    let mut pids = running_pids(&n, "p", 2);
+    pids.sort();
+
+    n.kill9();
+    for pid in &pids {
+        assert!(alive(*pid), "task {pid} died with its daemon");
+    }
+    // One task ends while nobody watches.
+    kill(pids[0], "-TERM");
+    eventually(10, "the task to end", || (!alive(pids[0])).then_some(()));
+
+    n.start("dev");
+    // The survivor is re-attached (same process), the dead one is reported with its exit code
+    // and replaced: two running, never three.
+    eventually_or(
+        30,
+        || {
+            let t = tasks(&n, "p");
+            let failed = t.values().find(|(_, s, r, _)| s == "failed" && *r == pids[0].to_string())?;
+            (failed.3["status"]["exit_code"] == 143).then_some(())
+        },
+        || format!("the dead task reported with exit code 143: {:#?}", tasks(&n, "p")),
+    );
+    let now = running_pids(&n, "p", 2);
+    assert!(now.contains(&pids[1]), "the surviving task was re-attached, not restarted: {now:?} vs {pids:?}");
+    assert!(!now.contains(&pids[0]));
+    for pid in &now {
+        assert!(alive(*pid));
+    }
+
+    // A task that cannot run is rejected with the reason, visible in `service ps`.
+    n.ok(&["service", "create", "--name", "bad", "--driver", "process", "/nonexistent/program"]);
+    eventually_or(
+        30,
+        || {
+            tasks(&n, "bad").values().find(|(_, s, ..)| s == "rejected").and_then(|t| {
+                t.3["status"]["err"].as_str().filter(|e| e.contains("executable not found")).map(|_| ())
+            })
+        },
+        || format!("a rejected task: {:#?}", tasks(&n, "bad")),
+    );
+    let ps = n.ok(&["service", "ps", "bad"]);
+    assert!(ps.contains("executable not found: /nonexistent/program"), "{ps}");
+
+    // Removing the service stops its processes.
+    n.ok(&["service", "rm", "p", "bad"]);
+    eventually(30, "the tasks to stop", || now.iter().all(|p| !alive(*p)).then_some(()));
+}
+
+#[test]
+fn a_worker_joins_runs_tasks_and_keeps_them_while_every_manager_is_down() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut m = Node::new(tmp.path(), "mgr");
+    let mut w = Node::new(tmp.path(), "wrk");
+    m.start("dev");
+    w.start("daemon");
+    let token = m.ok(&["cluster", "join-token", "worker", "-q"]);
+    let out = w.ok(&["cluster", "join", "--token", &token, &m.addr()]);
+    assert!(out.contains("as a worker"), "{out}");
+    let worker_id = eventually(30, "the worker to register", || {
+        let nodes = m.json(&["node", "ls", "--format", "json"]);
+        nodes
+            .as_array()?
+            .iter()
+            .find(|n| n["spec"]["role"] == "worker" && n["status"]["state"] == "ready")
+            .map(|n| {
+                assert_eq!(n["description"]["hostname"], "wrk");
+                assert!(
+                    n["description"]["drivers"]
+                        .as_array()
+                        .is_some_and(|d| d.iter().any(|d| d["name"] == "process")),
+                    "the worker offers the process driver: {n}"
+                );
+                n["id"].as_str().unwrap_or_default().to_string()
+            })
+    });
+    // A worker's socket sends management commands to a manager.
+    let out = w.cli(&["service", "ls"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("this node is a worker"));
+
+    m.ok(&[
+        "service",
+        "create",
+        "--name",
+        "wp",
+        "--replicas",
+        "2",
+        "--driver",
+        "process",
+        "--constraint",
+        "node.role==worker",
+        "sleep",
+        "300",
+    ]);
+    let mut pids = running_pids(&m, "wp", 2);
+    pids.sort();
+    for t in tasks(&m, "wp").values() {
+        assert_eq!(t.3["node_id"], worker_id.as_str());
+    }
+
+    // Every daemon dies: the tasks keep running.
+    w.kill9();
+    m.kill9();
+    for pid in &pids {
+        assert!(alive(*pid), "task {pid} died with the cluster");
+    }
+    // The worker comes back first and waits for a manager; then the manager.
+    w.start("daemon");
+    m.start("dev");
+    let mut now = running_pids(&m, "wp", 2);
+    now.sort();
+    assert_eq!(now, pids, "the same processes, re-attached");
+    eventually(30, "the worker ready again", || {
+        let nodes = m.json(&["node", "ls", "--format", "json"]);
+        nodes
+            .as_array()?
+            .iter()
+            .any(|n| n["id"] == worker_id.as_str() && n["status"]["state"] == "ready")
+            .then_some(())
+    });
+    // The worker still follows its assignments after the restart.
+    m.ok(&["service", "rm", "wp"]);
+    eventually(30, "the tasks to stop", || pids.iter().all(|p| !alive(*p)).then_some(()));
+}
