@@ -1,4 +1,7 @@
-//! A small client for the `/v1` API over the local unix socket.
+//! A small client for the `/v1` API: over the local unix socket (`unix:///run/shoal/shoal.sock`)
+//! or over TCP with mutual TLS (`tcp://HOST:PORT`, a client certificate from `shoal cluster
+//! client-cert` in a TLS directory: `ca.pem`, `cert.pem`, `key.pem`; the server must present a
+//! manager certificate of the same cluster, verified as `manager.shoal`).
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
@@ -6,8 +9,15 @@ use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+/// The files of a TLS directory (docker's layout): the cluster CA, the client certificate, its key.
+pub const TLS_CA_FILE: &str = "ca.pem";
+pub const TLS_CERT_FILE: &str = "cert.pem";
+pub const TLS_KEY_FILE: &str = "key.pem";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -19,13 +29,29 @@ pub enum ClientError {
     Api { status: u16, code: String, message: String },
     #[error("unexpected response from the daemon: {0}")]
     Decode(String),
-    #[error("unsupported host {0:?}: use unix:///path/to/shoal.sock")]
+    #[error("unsupported host {0:?}: use unix:///path/to/shoal.sock or tcp://HOST:PORT")]
     BadHost(String),
+    #[error(
+        "no client certificate in {0}: create one on a manager with `shoal cluster client-cert --out {0}`"
+    )]
+    NoCertificate(String),
+    #[error("cannot use the client certificate in {0}: {1}")]
+    BadCertificate(String, String),
+    #[error(
+        "TLS with the daemon at {0} failed: {1} (is the certificate in the TLS directory from this cluster?)"
+    )]
+    Tls(String, std::io::Error),
+}
+
+#[derive(Clone, Debug)]
+enum Transport {
+    Unix(PathBuf),
+    Tls { addr: String, config: Arc<rustls::ClientConfig> },
 }
 
 #[derive(Clone, Debug)]
 pub struct Client {
-    socket: PathBuf,
+    transport: Transport,
     timeout: Duration,
 }
 
@@ -39,7 +65,34 @@ impl Client {
         } else {
             return Err(ClientError::BadHost(host.to_string()));
         };
-        Ok(Client { socket: PathBuf::from(path), timeout: Duration::from_secs(30) })
+        Ok(Client { transport: Transport::Unix(PathBuf::from(path)), timeout: Duration::from_secs(30) })
+    }
+
+    /// Like [`Client::new`], and also `tcp://HOST:PORT`: mutual TLS with the client certificate
+    /// in `tls_dir` (`ca.pem`, `cert.pem`, `key.pem`), the server verified as `manager.shoal`.
+    pub fn connect(host: &str, tls_dir: &Path) -> Result<Client, ClientError> {
+        let Some(addr) = host.strip_prefix("tcp://") else {
+            return Client::new(host);
+        };
+        let addr = addr.trim_end_matches('/');
+        if addr.is_empty() || addr.contains('/') {
+            return Err(ClientError::BadHost(host.to_string()));
+        }
+        let dir = tls_dir.display().to_string();
+        let files = [TLS_CA_FILE, TLS_CERT_FILE, TLS_KEY_FILE].map(|f| tls_dir.join(f));
+        if files.iter().any(|f| !f.exists()) {
+            return Err(ClientError::NoCertificate(dir));
+        }
+        let [ca, cert, key] = files;
+        let read = |p: &Path| {
+            shoal_pki::read_pem_file(p).map_err(|e| ClientError::BadCertificate(dir.clone(), e.to_string()))
+        };
+        let config = shoal_pki::client_config(&read(&ca)?, &read(&cert)?, &read(&key)?)
+            .map_err(|e| ClientError::BadCertificate(dir.clone(), e.to_string()))?;
+        Ok(Client {
+            transport: Transport::Tls { addr: addr.to_string(), config },
+            timeout: Duration::from_secs(30),
+        })
     }
 
     /// Sends a request; returns the status and the raw body.
@@ -50,27 +103,27 @@ impl Client {
         body: Option<Vec<u8>>,
     ) -> Result<(StatusCode, Bytes), ClientError> {
         let fut = async {
-            let stream = tokio::net::UnixStream::connect(&self.socket)
-                .await
-                .map_err(|e| ClientError::Connect(self.socket.display().to_string(), e))?;
-            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-                .await
-                .map_err(|e| ClientError::Http(e.to_string()))?;
-            tokio::spawn(async move {
-                let _ = conn.await;
-            });
-            let mut req = Request::builder().method(method).uri(path).header("host", "shoal");
-            if body.is_some() {
-                req = req.header("content-type", "application/json");
+            match &self.transport {
+                Transport::Unix(socket) => {
+                    let stream = tokio::net::UnixStream::connect(socket)
+                        .await
+                        .map_err(|e| ClientError::Connect(socket.display().to_string(), e))?;
+                    exchange(stream, "shoal", method, path, body).await
+                }
+                Transport::Tls { addr, config } => {
+                    let tcp = tokio::net::TcpStream::connect(addr.as_str())
+                        .await
+                        .map_err(|e| ClientError::Connect(format!("tcp://{addr}"), e))?;
+                    let name = rustls_pki_types::ServerName::try_from(shoal_pki::MANAGER_SERVER_NAME)
+                        .map_err(|e| ClientError::Http(e.to_string()))?
+                        .to_owned();
+                    let stream = tokio_rustls::TlsConnector::from(config.clone())
+                        .connect(name, tcp)
+                        .await
+                        .map_err(|e| ClientError::Tls(format!("tcp://{addr}"), e))?;
+                    exchange(stream, shoal_pki::MANAGER_SERVER_NAME, method, path, body).await
+                }
             }
-            let req = req
-                .body(Full::new(Bytes::from(body.unwrap_or_default())))
-                .map_err(|e| ClientError::Http(e.to_string()))?;
-            let resp = sender.send_request(req).await.map_err(|e| ClientError::Http(e.to_string()))?;
-            let status = resp.status();
-            let bytes =
-                resp.into_body().collect().await.map_err(|e| ClientError::Http(e.to_string()))?.to_bytes();
-            Ok((status, bytes))
         };
         tokio::time::timeout(self.timeout, fut)
             .await
@@ -113,4 +166,34 @@ impl Client {
     pub async fn delete(&self, path: &str) -> Result<(), ClientError> {
         self.call::<serde_json::Value>(Method::DELETE, path, None).await.map(|_| ())
     }
+}
+
+/// One HTTP/1.1 request on a fresh connection.
+async fn exchange<S>(
+    stream: S,
+    host: &str,
+    method: Method,
+    path: &str,
+    body: Option<Vec<u8>>,
+) -> Result<(StatusCode, Bytes), ClientError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| ClientError::Http(e.to_string()))?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let mut req = Request::builder().method(method).uri(path).header("host", host);
+    if body.is_some() {
+        req = req.header("content-type", "application/json");
+    }
+    let req = req
+        .body(Full::new(Bytes::from(body.unwrap_or_default())))
+        .map_err(|e| ClientError::Http(e.to_string()))?;
+    let resp = sender.send_request(req).await.map_err(|e| ClientError::Http(e.to_string()))?;
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await.map_err(|e| ClientError::Http(e.to_string()))?.to_bytes();
+    Ok((status, bytes))
 }

@@ -11,6 +11,8 @@
 //!   manager can serve it; writes go through the leader.
 //! - `POST /internal/dispatcher/status` — a batch of status reports, one Raft write.
 //! - `POST /internal/dispatcher/heartbeat` — recorded by the leader (forwarded by a follower).
+//! - `POST /internal/dispatcher/renew` — a CSR for a new certificate with the same node id and
+//!   role (workers renew through a manager; managers sign their own).
 //!
 //! A worker ([`RemotePlane`]) talks to one manager at a time and moves to the next on errors; it
 //! learns the current managers from every assignments answer.
@@ -157,10 +159,17 @@ impl ControlPlane for LocalPlane {
 
 type Peer = Extension<Option<NodeIdentity>>;
 
+/// The calling node: a manager or worker certificate of this cluster. An operator's client
+/// certificate ([`Role::Client`]) is not a node and is refused.
 fn peer(p: &Option<NodeIdentity>) -> Result<&NodeIdentity, ApiError> {
-    p.as_ref().ok_or_else(|| {
-        ApiError::new(StatusCode::FORBIDDEN, "forbidden", "a node certificate of this cluster is required")
-    })
+    match p {
+        Some(id) if matches!(id.role, Role::Manager | Role::Worker) => Ok(id),
+        _ => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "a node certificate of this cluster is required",
+        )),
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -225,8 +234,29 @@ async fn heartbeat(State(m): State<Arc<Manager>>, Extension(p): Peer) -> Result<
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Renewal {
+    pub csr_pem: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Renewed {
+    pub cert_pem: String,
+}
+
+async fn renew(
+    State(m): State<Arc<Manager>>,
+    Extension(p): Peer,
+    Json(r): Json<Renewal>,
+) -> Result<Json<Renewed>, ApiError> {
+    let id = peer(&p)?;
+    let cert_pem = m.sign_renewal(&id.node_id, id.role, &r.csr_pem).await?;
+    Ok(Json(Renewed { cert_pem }))
+}
+
 pub fn dispatcher_router(m: Arc<Manager>) -> Router {
     Router::new()
+        .route("/internal/dispatcher/renew", post(renew))
         .route("/internal/dispatcher/register", post(register))
         .route("/internal/dispatcher/assignments", get(assignments))
         .route("/internal/dispatcher/status", post(status))
@@ -236,14 +266,27 @@ pub fn dispatcher_router(m: Arc<Manager>) -> Router {
 
 /// A worker's way to the managers: mutual TLS to one manager at a time.
 pub struct RemotePlane {
-    tls: Arc<rustls::ClientConfig>,
+    tls: std::sync::RwLock<Arc<rustls::ClientConfig>>,
     managers: Mutex<Vec<String>>,
     addr: String,
 }
 
 impl RemotePlane {
     pub fn new(tls: Arc<rustls::ClientConfig>, managers: Vec<String>, addr: String) -> RemotePlane {
-        RemotePlane { tls, managers: Mutex::new(managers), addr }
+        RemotePlane { tls: std::sync::RwLock::new(tls), managers: Mutex::new(managers), addr }
+    }
+
+    /// Uses a renewed certificate from the next request on.
+    pub fn set_tls(&self, tls: Arc<rustls::ClientConfig>) {
+        *self.tls.write().unwrap_or_else(PoisonError::into_inner) = tls;
+    }
+
+    /// Has a manager sign a new certificate for this node (same id and role) from `csr_pem`.
+    pub async fn renew(&self, csr_pem: String) -> Result<String, PlaneError> {
+        let body = serde_json::to_vec(&Renewal { csr_pem }).map_err(|e| PlaneError(e.to_string()))?;
+        let bytes = self.call(hyper::Method::POST, "/internal/dispatcher/renew", Some(body)).await?;
+        let r: Renewed = serde_json::from_slice(&bytes).map_err(|e| PlaneError(e.to_string()))?;
+        Ok(r.cert_pem)
     }
 
     pub fn managers(&self) -> Vec<String> {
@@ -259,8 +302,9 @@ impl RemotePlane {
     ) -> Result<Vec<u8>, PlaneError> {
         let managers = self.managers();
         let mut last = String::from("no manager address known");
+        let tls = self.tls.read().unwrap_or_else(PoisonError::into_inner).clone();
         for (i, addr) in managers.iter().enumerate() {
-            match call(self.tls.clone(), addr, method.clone(), path, body.clone()).await {
+            match call(tls.clone(), addr, method.clone(), path, body.clone()).await {
                 Ok((st, bytes)) if st.is_success() => {
                     if i > 0 {
                         // Remember the one that works.
@@ -320,5 +364,21 @@ impl ControlPlane for RemotePlane {
         self.call(hyper::Method::POST, "/internal/dispatcher/heartbeat", Some(b"{}".to_vec()))
             .await
             .map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_node_certificates_reach_the_dispatcher() {
+        let id = |role| Some(NodeIdentity { node_id: "n1".into(), role });
+        assert!(peer(&id(Role::Manager)).is_ok());
+        assert!(peer(&id(Role::Worker)).is_ok());
+        for refused in [id(Role::Client), None] {
+            let err = peer(&refused).expect_err("refused");
+            assert_eq!(err.status, StatusCode::FORBIDDEN);
+        }
     }
 }

@@ -123,7 +123,8 @@ async fn heartbeat(
     Json(hb): Json<Heartbeat>,
 ) -> Result<StatusCode, ApiError> {
     match &peer {
-        Some(id) if id.node_id == hb.node_id => {}
+        // Only nodes heartbeat: an operator's client certificate never counts, whatever its name.
+        Some(id) if id.node_id == hb.node_id && matches!(id.role, Role::Manager | Role::Worker) => {}
         // A follower forwards the heartbeats its workers send it.
         Some(_) if require_member(&m, &peer).is_ok() => {}
         _ => {

@@ -6,12 +6,14 @@ pub mod dispatcher;
 pub mod internal;
 pub mod join;
 pub mod server;
+pub mod tcp;
 
 pub use client::{Client, ClientError};
 pub use server::{
     router, ApiError, ClusterInfo, Created, JoinArgs, JoinInfo, JoinTokenInfo, NodeUpdate, ServiceUpdate,
     ROUTES,
 };
+pub use tcp::{serve_tcp, ClientCert, ClientCertRequest};
 
 use std::path::Path;
 

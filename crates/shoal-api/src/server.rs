@@ -127,6 +127,11 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
     ("get", "/v1/cluster/health", "every manager: reachable, Raft state, term, log and applied index"),
     ("get", "/v1/cluster/join-token/{role}", "the join token for workers or managers (root socket only)"),
     ("post", "/v1/cluster/join-token/{role}/rotate", "replace a join token"),
+    (
+        "post",
+        "/v1/cluster/client-cert",
+        "issue an operator's client certificate for the TCP API ({name, csr_pem?})",
+    ),
     ("get", "/v1/nodes", "list nodes"),
     ("get", "/v1/nodes/{id}", "inspect a node (id or hostname)"),
     ("post", "/v1/nodes/{id}/update", "change availability and labels"),
@@ -149,6 +154,7 @@ pub fn router(manager: Arc<Manager>) -> Router {
         .route("/v1/cluster/health", get(cluster_health))
         .route("/v1/cluster/join-token/{role}", get(join_token))
         .route("/v1/cluster/join-token/{role}/rotate", post(rotate_join_token))
+        .route("/v1/cluster/client-cert", post(crate::tcp::issue_client_cert))
         .route("/v1/nodes", get(list_nodes))
         .route("/v1/nodes/{id}", get(inspect_node).delete(remove_node))
         .route("/v1/nodes/{id}/update", post(update_node))
@@ -209,6 +215,7 @@ impl From<InitError> for ApiError {
             e @ (InitError::AlreadyInitialized(_) | InitError::NoCa) => {
                 ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string())
             }
+            e @ InitError::NotAMember(_) => ApiError::new(StatusCode::FORBIDDEN, "forbidden", e.to_string()),
             e => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e.to_string()),
         }
     }

@@ -220,7 +220,12 @@ pub trait Driver: Send + Sync + 'static {
     async fn stats(&self, handle: &Handle) -> Result<Stats, DriverError>;
 
     /// Runs a command in the task's context (for health checks), killed after `timeout`.
-    async fn exec(&self, handle: &Handle, cmd: &[String], timeout: Duration) -> Result<ExecResult, DriverError>;
+    async fn exec(
+        &self,
+        handle: &Handle,
+        cmd: &[String],
+        timeout: Duration,
+    ) -> Result<ExecResult, DriverError>;
 
     /// Checkpoints the running task into `dir` (CRIU), leaving it stopped.
     async fn checkpoint(&self, _handle: &Handle, _dir: &std::path::Path) -> Result<(), DriverError> {

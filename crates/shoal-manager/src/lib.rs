@@ -88,6 +88,8 @@ pub enum InitError {
     Pki(#[from] shoal_pki::PkiError),
     #[error("the cluster has no CA yet; run `shoal cluster init` first")]
     NoCa,
+    #[error("node {0} is not a member of this cluster")]
+    NotAMember(String),
     #[error("{0}: {1}")]
     Io(PathBuf, std::io::Error),
 }
@@ -251,6 +253,28 @@ impl Manager {
         finish_renewal(dir).map_err(|e| InitError::Io(dir.clone(), e))?;
         self.enable_tls()?;
         Ok(())
+    }
+
+    /// Signs a renewal for another node (a worker renews through a manager; it cannot sign
+    /// itself): same node id and role as its current certificate, a new key. A node that was
+    /// removed from the cluster gets nothing.
+    pub async fn sign_renewal(
+        &self,
+        node_id: &str,
+        role: shoal_pki::Role,
+        csr_pem: &str,
+    ) -> Result<String, InitError> {
+        let id = shoal_types::NodeId::new(node_id.to_string());
+        let known = self
+            .node
+            .read(Consistency::Stale, |s| s.node(&id).is_some())
+            .await
+            .map_err(|e| InitError::Write(WriteError::Unavailable(e.to_string())))?;
+        if !known {
+            return Err(InitError::NotAMember(node_id.to_string()));
+        }
+        let ca = self.cluster_ca().await?;
+        Ok(ca.issue(csr_pem, node_id, role, self.cert_validity(), SystemTime::now())?)
     }
 
     /// Adds a manager that joined: first as a learner (it catches up), then as a voter.

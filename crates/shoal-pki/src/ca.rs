@@ -176,7 +176,8 @@ impl Ca {
     /// Signs a node certificate for the public key in `csr_pem` (PKCS#10, ECDSA P-256, signature
     /// verified). The CA alone decides the contents: subject CN = `node_id`, OU = role, O =
     /// cluster id; SAN `<node_id>.node.shoal`, plus `manager.shoal` for managers; EKU
-    /// serverAuth + clientAuth; valid from `now` − 1 minute to `now + validity` (capped at the
+    /// serverAuth + clientAuth ([`Role::Client`]: clientAuth only and no SAN, CN = the client's
+    /// name); valid from `now` − 1 minute to `now + validity` (capped at the
     /// CA's own expiry). Whatever subject or extensions the CSR requested are ignored.
     pub fn issue(
         &self,
@@ -208,13 +209,18 @@ impl Ca {
         params.distinguished_name = dn;
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages =
-            vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
-        let mut sans = vec![dns_san(node_dns_name(node_id))?];
-        if role == Role::Manager {
-            sans.push(dns_san(MANAGER_SERVER_NAME.to_owned())?);
+        if role == Role::Client {
+            // An operator's certificate authenticates a client only: no serverAuth, no DNS name.
+            params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        } else {
+            params.extended_key_usages =
+                vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+            let mut sans = vec![dns_san(node_dns_name(node_id))?];
+            if role == Role::Manager {
+                sans.push(dns_san(MANAGER_SERVER_NAME.to_owned())?);
+            }
+            params.subject_alt_names = sans;
         }
-        params.subject_alt_names = sans;
         params.use_authority_key_identifier_extension = true;
         params.serial_number = Some(random_serial(&SystemRandom::new())?);
         set_validity(&mut params, not_before, not_after);

@@ -28,6 +28,9 @@ pub enum Role {
     Manager,
     /// Runs workloads; can never act as a manager server.
     Worker,
+    /// An operator's client certificate for the TCP API (`shoal -H tcp://…`): CN = a name, not
+    /// a node id. It can never act as a node (no Raft, no dispatcher) nor as a server.
+    Client,
 }
 
 impl Role {
@@ -36,6 +39,7 @@ impl Role {
         match self {
             Role::Manager => "manager",
             Role::Worker => "worker",
+            Role::Client => "client",
         }
     }
 }
@@ -53,6 +57,7 @@ impl FromStr for Role {
         match s {
             "manager" => Ok(Role::Manager),
             "worker" => Ok(Role::Worker),
+            "client" => Ok(Role::Client),
             other => Err(PkiError::InvalidIdentity(format!("unknown role {:?}", truncate(other)))),
         }
     }
@@ -201,6 +206,8 @@ mod tests {
         assert_eq!(Role::Manager.as_str(), "manager");
         assert_eq!(Role::Worker.to_string(), "worker");
         assert_eq!("worker".parse::<Role>().expect("valid role"), Role::Worker);
+        assert_eq!(Role::Client.as_str(), "client");
+        assert_eq!("client".parse::<Role>().expect("valid role"), Role::Client);
         assert!("Manager".parse::<Role>().is_err());
         assert!("admin".parse::<Role>().is_err());
     }

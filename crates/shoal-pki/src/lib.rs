@@ -15,6 +15,9 @@
 //!   [`MANAGER_SERVER_NAME`] (`manager.shoal`) besides `<node_id>.node.shoal`; clients that
 //!   talk to a manager verify that name, so a worker certificate — which lacks it — can never
 //!   impersonate a manager server.
+//! * **Operators hold client certificates.** [`Role::Client`] (OU `client`, CN = a name) is
+//!   issued by the same CA for the TCP API: EKU clientAuth only and no DNS SAN, so it can never
+//!   serve as anything; the node-to-node endpoints accept only manager and worker roles.
 //! * **The join token pins the CA.** A token is `SHOAL-1-<sha256 of CA cert>-<secret>`. A
 //!   joining node has no CA yet, so it connects with [`pinned_client_config`], which accepts
 //!   the server only if the CA at the end of the server's chain has exactly the token's

@@ -298,3 +298,25 @@ fn configs_reject_bad_inputs() {
     .expect_err("bad key");
     assert!(!err.to_string().contains("AAAA"));
 }
+
+#[tokio::test]
+async fn client_certificate_authenticates_but_cannot_serve() {
+    let ca = Ca::generate("cluster-a").expect("CA");
+    let manager = node(&ca, "mgr-1", Role::Manager);
+    let alice = node(&ca, "alice", Role::Client);
+    let server = server_config(ca.cert_pem(), &manager.cert_pem, &manager.key_pem, ClientAuth::Required)
+        .expect("server");
+    let client = client_config(ca.cert_pem(), &alice.cert_pem, &alice.key_pem).expect("client");
+    let outcome = exchange(server, client.clone(), MANAGER_SERVER_NAME).await;
+    assert!(outcome.client.is_ok(), "{:?}", outcome.client.err());
+    assert_eq!(
+        outcome.server.expect("server completes"),
+        Some(NodeIdentity { node_id: "alice".into(), role: Role::Client })
+    );
+
+    // A client certificate cannot pose as a manager (nor as any server).
+    let rogue =
+        server_config(ca.cert_pem(), &alice.cert_pem, &alice.key_pem, ClientAuth::Required).expect("server");
+    let outcome = exchange(rogue, client, MANAGER_SERVER_NAME).await;
+    assert!(outcome.client.is_err());
+}

@@ -106,6 +106,15 @@ async fn main() {
             |_| {},
         ),
     );
+    if let Some(rootfs_tar) = std::env::var_os("SHOAL_BENCH_ROOTFS").map(PathBuf::from) {
+        match oci(&shim, &rootfs_tar, runs).await {
+            Ok((driver, raw)) => {
+                show("shoal oci driver", driver);
+                show("raw runc run -d", raw);
+            }
+            Err(e) => eprintln!("oci: {e}"),
+        }
+    }
     let docker = shoal_driver_docker::DockerDriver::new(Default::default());
     show("shoal docker driver", bench(&docker, runs, Some("shoal-bench:latest"), &["sleep", "60"]).await);
     show(
@@ -133,4 +142,57 @@ async fn main() {
             },
         ),
     );
+}
+
+/// The oci driver on a private image store, and `runc run -d` of the same rootfs.
+async fn oci(
+    shim: &std::path::Path,
+    rootfs_tar: &std::path::Path,
+    runs: usize,
+) -> Result<(Option<Duration>, Option<Duration>), String> {
+    let root = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let driver = shoal_driver_oci::OciDriver::new(shoal_driver_oci::OciDriverConfig::new(root.path(), shim));
+    let store = driver.store().map_err(|e| e.to_string())?;
+    let f = std::fs::File::open(rootfs_tar).map_err(|e| e.to_string())?;
+    store.import(f, "shoal-bench:latest").map_err(|e| e.to_string())?;
+    let ours = bench(&driver, runs, Some("shoal-bench:latest"), &["sleep", "60"]).await;
+
+    // The raw baseline: one unpacked rootfs, one bundle per run.
+    let rootfs = root.path().join("raw-rootfs");
+    std::fs::create_dir_all(&rootfs).map_err(|e| e.to_string())?;
+    let st = std::process::Command::new("tar").arg("-C").arg(&rootfs).arg("-xf").arg(rootfs_tar).status();
+    if !st.is_ok_and(|s| s.success()) {
+        return Err("unpacking the rootfs failed".into());
+    }
+    let bundle = root.path().join("raw-bundle");
+    std::fs::create_dir_all(&bundle).map_err(|e| e.to_string())?;
+    let st = std::process::Command::new("runc").arg("spec").arg("--bundle").arg(&bundle).status();
+    if !st.is_ok_and(|s| s.success()) {
+        return Err("runc spec failed".into());
+    }
+    let path = bundle.join("config.json");
+    let mut spec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).map_err(|e| e.to_string())?)
+            .map_err(|e| e.to_string())?;
+    spec["process"]["terminal"] = false.into();
+    spec["process"]["args"] = serde_json::json!(["sleep", "60"]);
+    spec["root"]["path"] = rootfs.to_string_lossy().into_owned().into();
+    std::fs::write(&path, serde_json::to_vec(&spec).map_err(|e| e.to_string())?)
+        .map_err(|e| e.to_string())?;
+    let pid = std::process::id();
+    let raw = raw(
+        runs,
+        |i| {
+            let mut c = std::process::Command::new("runc");
+            c.args(["run", "-d", "--bundle"]).arg(&bundle).arg(format!("raw-bench-{pid}-{i}"));
+            c.stdin(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+            c
+        },
+        |i| {
+            let _ = std::process::Command::new("runc")
+                .args(["delete", "--force", &format!("raw-bench-{pid}-{i}")])
+                .status();
+        },
+    );
+    Ok((ours, raw))
 }

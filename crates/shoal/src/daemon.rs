@@ -187,21 +187,13 @@ async fn renew_certificates(m: Arc<Manager>) {
         }
     }
     loop {
-        let path = m.tls_dir().join("node.crt");
-        let (not_before, not_after) =
-            match shoal_pki::read_pem_file(&path).and_then(|p| shoal_pki::cert_validity(&p)) {
-                Ok(v) => v,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot read this node's certificate; not renewing it");
-                    return;
-                }
-            };
-        let issued = not_before + shoal_pki::CLOCK_SKEW_ALLOWANCE;
-        let start = if issued < not_after { issued } else { not_before };
-        let fraction =
-            random_bytes::<8>().map_or(0.5, |b| (u64::from_le_bytes(b) >> 11) as f64 / (1u64 << 53) as f64);
-        let at = shoal_pki::renewal_at(start, not_after, fraction);
-        let wait = at.duration_since(SystemTime::now()).unwrap_or_default();
+        let wait = match renewal_wait(m.tls_dir()) {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "cannot read this node's certificate; not renewing it");
+                return;
+            }
+        };
         tokio::time::sleep(wait).await;
         match m.renew_certificate().await {
             Ok(()) => tracing::info!("node certificate renewed"),
@@ -253,7 +245,16 @@ async fn start_agent(
     let plane: Arc<dyn shoal_agent::ControlPlane> = loop {
         if let Some(managers) = worker.borrow().clone() {
             match worker_tls(m.tls_dir()) {
-                Ok(tls) => break Arc::new(RemotePlane::new(tls, managers, me.addr.clone())),
+                Ok(tls) => {
+                    let plane = Arc::new(RemotePlane::new(tls, managers, me.addr.clone()));
+                    let tls_dir = m.tls_dir().to_path_buf();
+                    tokio::spawn(renew_worker_certificate(plane.clone(), tls_dir.clone(), id.to_string()));
+                    tokio::spawn(remember_managers(
+                        plane.clone(),
+                        tls_dir.join(shoal_api::join::MANAGERS_FILE),
+                    ));
+                    break plane;
+                }
                 Err(e) => {
                     tracing::error!(error = %format!("{e:#}"), "cannot start the agent");
                     return;
@@ -287,7 +288,8 @@ async fn run_worker(args: DaemonArgs, identity: Identity, tls_dir: PathBuf) -> R
         .context("starting the agent")?;
     tracing::info!(node_id = %identity.node_id, socket = %args.api_socket.display(), "shoal worker started");
     tokio::spawn(agent.run());
-    tokio::spawn(remember_managers(plane, managers_path));
+    tokio::spawn(remember_managers(plane.clone(), managers_path));
+    tokio::spawn(renew_worker_certificate(plane, tls_dir.clone(), identity.node_id.clone()));
     let api = {
         let socket = args.api_socket.clone();
         let id = identity.node_id.clone();
@@ -308,6 +310,51 @@ async fn run_worker(args: DaemonArgs, identity: Identity, tls_dir: PathBuf) -> R
     // Tasks keep running: the agent recovers them when the daemon starts again.
     let _ = std::fs::remove_file(&args.api_socket);
     Ok(())
+}
+
+/// A worker's certificate renewal: at 50-80% of its life, a new key and a CSR that a manager
+/// signs (same node id and role); the files are replaced like a manager's (crash-safe) and the
+/// agent's connections use the new certificate from the next request.
+async fn renew_worker_certificate(plane: Arc<RemotePlane>, tls_dir: PathBuf, node_id: String) {
+    loop {
+        let wait = match renewal_wait(&tls_dir) {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "cannot read this node's certificate; not renewing it");
+                return;
+            }
+        };
+        tokio::time::sleep(wait).await;
+        let renewed = async {
+            let (key, csr) = shoal_pki::generate_key_and_csr(&node_id)?;
+            let cert = plane.renew(csr).await?;
+            shoal_pki::write_private_file(tls_dir.join("node.key.new"), key)?;
+            shoal_pki::write_public_file(tls_dir.join("node.crt.new"), cert)?;
+            shoal_manager::finish_renewal(&tls_dir)?;
+            plane.set_tls(worker_tls(&tls_dir)?);
+            anyhow::Ok(())
+        };
+        match renewed.await {
+            Ok(()) => tracing::info!("node certificate renewed"),
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "certificate renewal failed; retrying in 5s");
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
+        }
+    }
+}
+
+/// How long until this node's certificate is due for renewal: a random point between 50% and 80%
+/// of its lifetime, counted from its issue (not from its back-dated start).
+fn renewal_wait(tls_dir: &Path) -> Result<Duration> {
+    let pem = shoal_pki::read_pem_file(tls_dir.join("node.crt"))?;
+    let (not_before, not_after) = shoal_pki::cert_validity(&pem)?;
+    let issued = not_before + shoal_pki::CLOCK_SKEW_ALLOWANCE;
+    let start = if issued < not_after { issued } else { not_before };
+    let fraction =
+        random_bytes::<8>().map_or(0.5, |b| (u64::from_le_bytes(b) >> 11) as f64 / (1u64 << 53) as f64);
+    let at = shoal_pki::renewal_at(start, not_after, fraction);
+    Ok(at.duration_since(SystemTime::now()).unwrap_or_default())
 }
 
 /// Keeps the worker's list of managers current on disk, so a restarted worker finds the cluster

@@ -10,10 +10,12 @@ fn shim_exe() -> PathBuf {
     std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe"))
 }
 
-pub fn all(_data_dir: &Path) -> Vec<Arc<dyn Driver>> {
+pub fn all(data_dir: &Path) -> Vec<Arc<dyn Driver>> {
     let process = shoal_driver_process::ProcessDriverConfig::new(shim_exe());
+    let oci = shoal_driver_oci::OciDriverConfig::new(data_dir, shim_exe());
     vec![
         Arc::new(shoal_driver_process::ProcessDriver::new(process)),
+        Arc::new(shoal_driver_oci::OciDriver::new(oci)),
         Arc::new(shoal_driver_docker::DockerDriver::new(shoal_driver_docker::DockerDriverConfig::default())),
     ]
 }

@@ -188,3 +188,162 @@ fn a_worker_joins_runs_tasks_and_keeps_them_while_every_manager_is_down() {
     m.ok(&["service", "rm", "wp"]);
     eventually(30, "the tasks to stop", || pids.iter().all(|p| !alive(*p)).then_some(()));
 }
+
+/// `runc list` of the containers Shoal started: id → status.
+fn runc_containers() -> BTreeMap<String, String> {
+    let out =
+        std::process::Command::new("runc").args(["list", "--format", "json"]).output().expect("runc list");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|c| Some((c["id"].as_str()?.to_string(), c["status"].as_str()?.to_string())))
+                .filter(|(id, _)| id.starts_with("shoal-"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A rootfs tarball with a static busybox: the test image (no registry is reachable here).
+fn busybox_rootfs(dir: &std::path::Path) -> std::path::PathBuf {
+    let root = dir.join("rootfs");
+    std::fs::create_dir_all(root.join("bin")).expect("mkdir");
+    std::fs::copy("/bin/busybox", root.join("bin/busybox")).expect("busybox-static is installed");
+    for l in ["sh", "sleep", "echo", "cat"] {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(l)).expect("symlink");
+    }
+    let tar = dir.join("rootfs.tar");
+    let st = std::process::Command::new("tar")
+        .arg("-C")
+        .arg(&root)
+        .arg("-cf")
+        .arg(&tar)
+        .arg(".")
+        .status()
+        .expect("tar");
+    assert!(st.success());
+    tar
+}
+
+#[test]
+fn oci_tasks_run_from_the_image_store_and_survive_their_daemon() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut n = Node::new(tmp.path(), "oci");
+    n.start("dev");
+    let tar = busybox_rootfs(tmp.path());
+    let data = n.dir.join("data");
+    let out = std::process::Command::new(common::BIN)
+        .args(["image", "--data-dir"])
+        .arg(&data)
+        .arg("import")
+        .arg(&tar)
+        .arg("agent-test:1")
+        .output()
+        .expect("image import");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // A missing image is rejected with a clear reason.
+    n.ok(&["service", "create", "--name", "nope", "--driver", "oci", "no-such-image:1", "sleep", "1"]);
+    n.ok(&[
+        "service",
+        "create",
+        "--name",
+        "o",
+        "--replicas",
+        "2",
+        "--driver",
+        "oci",
+        "agent-test:1",
+        "sleep",
+        "300",
+    ]);
+    let ids = eventually_or(
+        30,
+        || {
+            let t = tasks(&n, "o");
+            let ids: Vec<String> = t
+                .values()
+                .filter(|(d, s, ..)| d == "running" && s == "running")
+                .map(|(_, _, r, _)| r.clone())
+                .collect();
+            (ids.len() == 2).then_some(ids)
+        },
+        || format!("2 running oci tasks: {:#?}", tasks(&n, "o")),
+    );
+    let running = runc_containers();
+    for id in &ids {
+        assert_eq!(running.get(id).map(String::as_str), Some("running"), "{id} in {running:?}");
+    }
+    eventually_or(
+        30,
+        || {
+            tasks(&n, "nope").values().find(|(_, s, ..)| s == "rejected").and_then(|t| {
+                t.3["status"]["err"].as_str().filter(|e| e.contains("image not found")).map(|_| ())
+            })
+        },
+        || format!("a rejected task: {:#?}", tasks(&n, "nope")),
+    );
+
+    n.kill9();
+    let running = runc_containers();
+    for id in &ids {
+        assert_eq!(running.get(id).map(String::as_str), Some("running"), "{id} died with its daemon");
+    }
+    n.start("dev");
+    let again = eventually(30, "the containers re-attached", || {
+        let t = tasks(&n, "o");
+        let mut r: Vec<String> = t
+            .values()
+            .filter(|(d, s, ..)| d == "running" && s == "running")
+            .map(|(_, _, r, _)| r.clone())
+            .collect();
+        r.sort();
+        (r.len() == 2 && t.len() == 2).then_some(r)
+    });
+    let mut before = ids.clone();
+    before.sort();
+    assert_eq!(again, before, "the same containers, not new ones");
+
+    n.ok(&["service", "rm", "o", "nope"]);
+    eventually(30, "the containers to be deleted", || {
+        let left = runc_containers();
+        ids.iter().all(|id| !left.contains_key(id)).then_some(())
+    });
+}
+
+#[test]
+fn a_worker_renews_its_certificate_through_a_manager() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut m = Node::new(tmp.path(), "mgr");
+    let mut w = Node::new(tmp.path(), "wrk");
+    m.start_with("dev", &["--cert-ttl", "8s"]);
+    w.start("daemon");
+    let token = m.ok(&["cluster", "join-token", "worker", "-q"]);
+    w.ok(&["cluster", "join", "--token", &token, &m.addr()]);
+    let cert = w.dir.join("data/tls/node.crt");
+    let first = std::fs::read_to_string(&cert).expect("the worker's certificate");
+    let joined = std::time::Instant::now();
+    // Renewed at 50-80% of its 8 s life, by a manager (a worker holds no CA key).
+    eventually(30, "the worker's certificate to be renewed", || {
+        std::fs::read_to_string(&cert).ok().filter(|c| *c != first).map(|_| ())
+    });
+    // Past the first certificate's end, the worker still talks to the managers: a task placed on
+    // it runs and its status comes back.
+    eventually(30, "the first certificate to expire", || {
+        (joined.elapsed() > std::time::Duration::from_secs(9)).then_some(())
+    });
+    m.ok(&[
+        "service",
+        "create",
+        "--name",
+        "late",
+        "--driver",
+        "process",
+        "--constraint",
+        "node.role==worker",
+        "sleep",
+        "300",
+    ]);
+    let pids = running_pids(&m, "late", 1);
+    m.ok(&["service", "rm", "late"]);
+    eventually(30, "the task to stop", || pids.iter().all(|p| !alive(*p)).then_some(()));
+}

@@ -102,14 +102,37 @@ fn single_node_cluster_takes_writes_explains_and_survives_kill_9() {
     let out = shoal(dir, &["node", "update", "--availability", "active", &id]);
     assert!(out.status.success());
 
-    // A service: created, and its tasks explained (this node offers no driver yet).
+    // A service runs (the agent's process driver); one that cannot be placed is explained.
     let out = shoal(
         dir,
         &["service", "create", "--name", "web", "--replicas", "2", "--driver", "process", "sleep", "100"],
     );
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let explained = eventually(10, "scheduler explanations", || {
+    eventually(20, "two running tasks", || {
         let tasks = json(dir, &["service", "ps", "web", "--format", "json"]);
+        let running = tasks.as_array()?.iter().filter(|t| t["status"]["state"] == "running").count();
+        (running == 2).then_some(())
+    });
+    let out = shoal(
+        dir,
+        &[
+            "service",
+            "create",
+            "--name",
+            "nowhere",
+            "--replicas",
+            "2",
+            "--constraint",
+            "node.labels.zone==b",
+            "--driver",
+            "process",
+            "sleep",
+            "100",
+        ],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let explained = eventually(10, "scheduler explanations", || {
+        let tasks = json(dir, &["service", "ps", "nowhere", "--format", "json"]);
         let errs: Vec<String> = tasks
             .as_array()?
             .iter()
@@ -118,9 +141,13 @@ fn single_node_cluster_takes_writes_explains_and_survives_kill_9() {
         (errs.len() == 2).then_some(errs)
     });
     assert!(
-        explained.iter().all(|e| e == "no suitable node (driver process not available on 1 node)"),
+        explained
+            .iter()
+            .all(|e| e == "no suitable node (constraint node.labels.zone==b not satisfied on 1 node)"),
         "{explained:?}"
     );
+    let out = shoal(dir, &["service", "rm", "nowhere"]);
+    assert!(out.status.success());
 
     // Bad input: clear errors, nothing written.
     let dup = shoal(dir, &["service", "create", "--name", "web", "--driver", "process", "true"]);
@@ -198,4 +225,20 @@ fn single_node_cluster_takes_writes_explains_and_survives_kill_9() {
     assert_eq!(n["spec"]["labels"]["zone"], "a", "node spec survived");
     let tasks = json(dir, &["service", "ps", "web", "--format", "json"]);
     assert_eq!(tasks.as_array().map(Vec::len), Some(2), "no duplicate tasks after restart");
+    // Its processes survived the kill and are re-attached; removing the service stops them.
+    let pids: Vec<String> = eventually(20, "the tasks re-attached", || {
+        let tasks = json(dir, &["service", "ps", "web", "--format", "json"]);
+        let pids: Vec<String> = tasks
+            .as_array()?
+            .iter()
+            .filter(|t| t["status"]["state"] == "running")
+            .filter_map(|t| t["status"]["runtime_id"].as_str().map(str::to_string))
+            .collect();
+        (pids.len() == 2).then_some(pids)
+    });
+    let out = shoal(dir, &["service", "rm", "web"]);
+    assert!(out.status.success());
+    eventually(20, "the processes to stop", || {
+        pids.iter().all(|p| !std::path::Path::new(&format!("/proc/{p}")).exists()).then_some(())
+    });
 }

@@ -1,0 +1,777 @@
+//! [`OciDriver`]: tasks as runc containers, each the child of its own shim.
+//!
+//! Per task (all under the agent's `task_dir`):
+//! - `upper/`, `work/`: the overlayfs upper and work dirs; `rootfs/`: the overlay mount whose
+//!   lowerdirs are the image's unpacked layers in the store (shared, read-only).
+//! - `bundle/config.json`: the runtime spec (built from oci-spec's defaults).
+//! - the shim's files (`shim.json`, `exit.json`, `logs/`...), see [`shoal_driver::shim`].
+//!
+//! The shim runs `runc run --keep --bundle <task_dir>/bundle shoal-<task_id>` in the foreground
+//! (no terminal, stdio passed through), so runc's exit status is the container's and the output
+//! lands in the shim's logs exactly as for the process driver. `--keep` leaves the stopped
+//! container and its cgroup in place until [`Driver::destroy`], so the OOM counter can be read
+//! after the exit. The cgroup path is absolute, `/shoal/<task_id>` (v1: under every controller
+//! hierarchy; v2: `/sys/fs/cgroup/shoal/<task_id>`).
+//!
+//! Containers share the host network; they get their own pid, mount, uts, ipc and cgroup
+//! namespaces. runc's state lives in its default root (`/run/runc`).
+
+use crate::store::{ImageStore, ResolvedImage, StoreError};
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use shoal_driver::shim::{self, Launched, ShimSpec};
+use shoal_driver::{
+    capability, Driver, DriverError, ExecResult, ExitStatus, Handle, LogOptions, LogReceiver, Recovered,
+    Stats, TaskConfig, MIN_MEMORY_LIMIT,
+};
+use shoal_types::{DriverInfo, MountType};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+const DRIVER_NAME: &str = "oci";
+const EXEC_OUTPUT_CAP: usize = 64 << 10;
+
+/// How to build an [`OciDriver`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OciDriverConfig {
+    /// The node's data dir; the image store is `<root>/images`.
+    pub root: PathBuf,
+    /// The `shoal` binary (run as `<shim_exe> shim <task_dir>`).
+    pub shim_exe: PathBuf,
+    /// The runc binary; a bare name is looked up on `PATH`.
+    pub runc: PathBuf,
+}
+
+impl OciDriverConfig {
+    pub fn new(root: impl Into<PathBuf>, shim_exe: impl Into<PathBuf>) -> Self {
+        OciDriverConfig { root: root.into(), shim_exe: shim_exe.into(), runc: PathBuf::from("runc") }
+    }
+}
+
+/// The oci driver.
+#[derive(Clone, Debug)]
+pub struct OciDriver {
+    cfg: OciDriverConfig,
+}
+
+/// What [`Handle::state`] holds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct HandleState {
+    container_id: String,
+    task_dir: PathBuf,
+    rootfs: PathBuf,
+    /// Absolute cgroup path (`/shoal/<task_id>`).
+    cgroup: String,
+    launched: Launched,
+}
+
+fn state_of(h: &Handle) -> Result<HandleState, DriverError> {
+    serde_json::from_value(h.state.clone()).map_err(|e| DriverError::runtime("invalid oci handle", e))
+}
+
+fn store_err(e: StoreError) -> DriverError {
+    match e {
+        StoreError::NotFound(n) => {
+            DriverError::Invalid(format!("image not found: {n}; load it with `shoal image load` or pull it"))
+        }
+        StoreError::Unpack { .. } | StoreError::DigestMismatch { .. } | StoreError::InvalidArchive(_) => {
+            DriverError::Invalid(e.to_string())
+        }
+        e => DriverError::Runtime(e.to_string()),
+    }
+}
+
+/// Finds `name` on `PATH` when it is not a path already.
+fn which(name: &Path) -> Option<PathBuf> {
+    if name.components().count() > 1 {
+        return name.is_file().then(|| name.to_path_buf());
+    }
+    let path = std::env::var_os("PATH")
+        .unwrap_or_else(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+    std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.is_file())
+}
+
+fn is_mounted(path: &Path) -> bool {
+    let target = path.display().to_string();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.split(' ').nth(4) == Some(target.as_str()))
+}
+
+fn cgroup_v2() -> bool {
+    Path::new("/sys/fs/cgroup/cgroup.controllers").exists()
+}
+
+/// The OOM-kill count of the container's cgroup, if readable.
+fn oom_kills(cgroup: &str) -> Option<u64> {
+    let rel = cgroup.trim_start_matches('/');
+    let (path, key) = if cgroup_v2() {
+        (PathBuf::from("/sys/fs/cgroup").join(rel).join("memory.events"), "oom_kill")
+    } else {
+        (PathBuf::from("/sys/fs/cgroup/memory").join(rel).join("memory.oom_control"), "oom_kill")
+    };
+    let text = std::fs::read_to_string(path).ok()?;
+    text.lines().find_map(|l| {
+        let mut it = l.split_whitespace();
+        (it.next() == Some(key)).then(|| it.next().and_then(|v| v.parse().ok())).flatten()
+    })
+}
+
+/// Resolves `user` (`uid[:gid]`, `name[:group]`) against the rootfs's `/etc/passwd` and
+/// `/etc/group`, never following symlinks out of it.
+fn resolve_user(rootfs: &Path, user: &str) -> Result<(u32, u32), DriverError> {
+    if user.is_empty() {
+        return Ok((0, 0));
+    }
+    let (u, g) = match user.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (user, None),
+    };
+    let read = |name: &str| -> String {
+        let etc = rootfs.join("etc");
+        let file = etc.join(name);
+        let is_plain =
+            |p: &Path| std::fs::symlink_metadata(p).map(|m| !m.file_type().is_symlink()).unwrap_or(false);
+        if is_plain(&etc) && is_plain(&file) {
+            std::fs::read_to_string(file).unwrap_or_default()
+        } else {
+            String::new()
+        }
+    };
+    let (uid, primary_gid) = match u.parse::<u32>() {
+        Ok(uid) => (uid, None),
+        Err(_) => {
+            let passwd = read("passwd");
+            let f = passwd
+                .lines()
+                .map(|l| l.split(':').collect::<Vec<_>>())
+                .find(|f| f.len() >= 4 && f[0] == u)
+                .ok_or_else(|| {
+                    DriverError::Invalid(format!("user {u:?} not found in the image's /etc/passwd"))
+                })?;
+            let uid = f[2].parse().map_err(|_| DriverError::Invalid(format!("bad uid for user {u:?}")))?;
+            (uid, f[3].parse().ok())
+        }
+    };
+    let gid = match g {
+        None => primary_gid.unwrap_or(0),
+        Some(g) => match g.parse::<u32>() {
+            Ok(gid) => gid,
+            Err(_) => {
+                let group = read("group");
+                group
+                    .lines()
+                    .map(|l| l.split(':').collect::<Vec<_>>())
+                    .find(|f| f.len() >= 3 && f[0] == g)
+                    .and_then(|f| f[2].parse().ok())
+                    .ok_or_else(|| {
+                        DriverError::Invalid(format!("group {g:?} not found in the image's /etc/group"))
+                    })?
+            }
+        },
+    };
+    Ok((uid, gid))
+}
+
+const DEFAULT_CAPS: &[&str] = &[
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_NET_RAW",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+    "CAP_AUDIT_WRITE",
+];
+
+/// The process arguments: the task's command (+ args), else the image's entrypoint + (the task's
+/// args, else the image's cmd).
+pub fn process_args(cfg: &TaskConfig, img: &ResolvedImage) -> Vec<String> {
+    if !cfg.command.is_empty() {
+        return cfg.command.iter().chain(&cfg.args).cloned().collect();
+    }
+    let tail = if cfg.args.is_empty() { &img.cmd } else { &cfg.args };
+    img.entrypoint.iter().chain(tail).cloned().collect()
+}
+
+/// The environment: the image's, overridden by the task's.
+pub fn process_env(cfg: &TaskConfig, img: &ResolvedImage) -> Vec<String> {
+    let mut env: BTreeMap<String, String> = BTreeMap::new();
+    for kv in &img.env {
+        let (k, v) = kv.split_once('=').unwrap_or((kv.as_str(), ""));
+        env.insert(k.to_string(), v.to_string());
+    }
+    env.entry("PATH".into())
+        .or_insert_with(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+    for (k, v) in &cfg.env {
+        env.insert(k.clone(), v.clone());
+    }
+    env.into_iter().map(|(k, v)| format!("{k}={v}")).collect()
+}
+
+/// Builds the bundle's `config.json` (validated by parsing it back as an oci-spec `Spec`).
+fn build_spec(
+    cfg: &TaskConfig,
+    img: &ResolvedImage,
+    rootfs: &Path,
+    uid: u32,
+    gid: u32,
+    cgroup: &str,
+) -> Result<serde_json::Value, DriverError> {
+    use serde_json::json;
+    let mut v = serde_json::to_value(oci_spec::runtime::Spec::default())
+        .map_err(|e| DriverError::runtime("building the runtime spec", e))?;
+    let args = process_args(cfg, img);
+    if args.is_empty() {
+        return Err(DriverError::Invalid(format!(
+            "no command: the task has none and the image {} has no entrypoint or cmd",
+            img.name
+        )));
+    }
+    let cwd = if !cfg.workdir.is_empty() {
+        cfg.workdir.clone()
+    } else if !img.workdir.is_empty() {
+        img.workdir.clone()
+    } else {
+        "/".into()
+    };
+    if !cwd.starts_with('/') {
+        return Err(DriverError::Invalid(format!("workdir must be absolute: {cwd}")));
+    }
+    let hostname =
+        if cfg.hostname.is_empty() { cfg.task_id.chars().take(12).collect() } else { cfg.hostname.clone() };
+    let caps: Vec<&str> = DEFAULT_CAPS.to_vec();
+    v["process"] = json!({
+        "terminal": false,
+        "user": {"uid": uid, "gid": gid},
+        "args": args,
+        "env": process_env(cfg, img),
+        "cwd": cwd,
+        "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
+        "noNewPrivileges": true,
+    });
+    // No rlimits: the container inherits the node's (the shim's).
+    if let Some(p) = v["process"].as_object_mut() {
+        p.remove("rlimits");
+    }
+    v["root"] = json!({"path": rootfs, "readonly": false});
+    v["hostname"] = json!(hostname);
+
+    let mut mounts = v["mounts"].as_array().cloned().unwrap_or_default();
+    // runc's own cgroup mount is fine; host files for a host-network container:
+    for f in ["/etc/resolv.conf", "/etc/hosts"] {
+        if Path::new(f).is_file() {
+            mounts.push(json!({"destination": f, "type": "bind", "source": f, "options": ["rbind", "rprivate", "ro"]}));
+        }
+    }
+    for m in &cfg.mounts {
+        let source = match m.kind {
+            MountType::Bind => PathBuf::from(&m.source),
+            MountType::Volume => cfg.volumes_dir.join(&m.source),
+        };
+        mounts.push(json!({
+            "destination": m.target,
+            "type": "bind",
+            "source": source,
+            "options": ["rbind", "rprivate", if m.readonly { "ro" } else { "rw" }],
+        }));
+    }
+    v["mounts"] = json!(mounts);
+
+    let mut resources = json!({"devices": [{"allow": false, "access": "rwm"}]});
+    if let Some(mem) = cfg.limits.memory_bytes {
+        resources["memory"] = json!({"limit": mem, "swap": mem});
+    }
+    if let Some(nano) = cfg.limits.nano_cpus {
+        let period: u64 = 100_000;
+        let quota = (nano.saturating_mul(period) / 1_000_000_000).max(1000);
+        resources["cpu"] = json!({"quota": quota, "period": period});
+    }
+    if let Some(pids) = cfg.limits.pids {
+        resources["pids"] = json!({"limit": pids});
+    }
+    let linux = &mut v["linux"];
+    linux["resources"] = resources;
+    linux["cgroupsPath"] = json!(cgroup);
+    linux["namespaces"] = json!([
+        {"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}, {"type": "cgroup"}
+    ]);
+    serde_json::from_value::<oci_spec::runtime::Spec>(v.clone())
+        .map_err(|e| DriverError::runtime("the generated runtime spec is invalid", e))?;
+    Ok(v)
+}
+
+fn volume_name_ok(name: &str) -> bool {
+    !name.is_empty() && name != "." && name != ".." && !name.contains('/') && !name.contains('\0')
+}
+
+impl OciDriver {
+    pub fn new(cfg: OciDriverConfig) -> Self {
+        OciDriver { cfg }
+    }
+
+    /// The node's image store (`<root>/images`).
+    pub fn store(&self) -> Result<ImageStore, DriverError> {
+        ImageStore::open(self.cfg.root.join("images"))
+            .map_err(|e| DriverError::runtime("opening the image store", e))
+    }
+
+    fn runc_path(&self) -> Result<PathBuf, DriverError> {
+        which(&self.cfg.runc)
+            .ok_or_else(|| DriverError::Runtime(format!("runc not found: {}", self.cfg.runc.display())))
+    }
+
+    async fn runc(&self, args: &[&str]) -> Result<std::process::Output, DriverError> {
+        let runc = self.runc_path()?;
+        tokio::process::Command::new(&runc)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .output()
+            .await
+            .map_err(|e| DriverError::runtime(&format!("running {}", runc.display()), e))
+    }
+
+    async fn resolve_image(&self, cfg: &TaskConfig) -> Result<ResolvedImage, DriverError> {
+        let name = cfg
+            .image
+            .clone()
+            .filter(|s| !s.trim().is_empty())
+            .ok_or_else(|| DriverError::Invalid("the oci driver needs an image".into()))?;
+        let store = self.store()?;
+        tokio::task::spawn_blocking(move || store.resolve(&name))
+            .await
+            .map_err(|e| DriverError::runtime("resolving the image", e))?
+            .map_err(store_err)
+    }
+
+    fn check_mounts(cfg: &TaskConfig) -> Result<(), DriverError> {
+        for m in &cfg.mounts {
+            if !m.target.starts_with('/') {
+                return Err(DriverError::Invalid(format!("mount target must be absolute: {}", m.target)));
+            }
+            match m.kind {
+                MountType::Bind => {
+                    let src = Path::new(&m.source);
+                    if !src.is_absolute() || !src.exists() {
+                        return Err(DriverError::Invalid(format!(
+                            "bind mount source does not exist: {}",
+                            m.source
+                        )));
+                    }
+                }
+                MountType::Volume => {
+                    if !volume_name_ok(&m.source) {
+                        return Err(DriverError::Invalid(format!("invalid volume name: {:?}", m.source)));
+                    }
+                    std::fs::create_dir_all(cfg.volumes_dir.join(&m.source))
+                        .map_err(|e| DriverError::runtime(&format!("creating volume {}", m.source), e))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops polling when the shim is gone or the deadline passes; true when gone.
+    /// `runc run` returns only when the container exits, so the shim reports the task started as
+    /// soon as runc runs; the task is running once runc says so (or has already exited). A
+    /// container that never came up is an error, with what runc said.
+    async fn wait_started(
+        &self,
+        container_id: &str,
+        l: &Launched,
+        task_dir: &Path,
+    ) -> Result<(), DriverError> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let out = self.runc(&["state", container_id]).await?;
+            if out.status.success() {
+                let state: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+                if matches!(state["status"].as_str(), Some("running" | "stopped" | "paused")) {
+                    return Ok(());
+                }
+            } else if !shim::is_running(l) {
+                let said = log_tail(task_dir, 3);
+                return Err(
+                    if said.contains("executable file not found")
+                        || said.contains("no such file or directory")
+                    {
+                        DriverError::Invalid(format!("the container could not start: {said}"))
+                    } else {
+                        DriverError::Runtime(format!("the container could not start: {said}"))
+                    },
+                );
+            }
+            if Instant::now() >= deadline {
+                return Err(DriverError::Runtime(format!("{container_id} did not start within 60s")));
+            }
+            // runc creates the container in a few milliseconds; a short poll keeps start latency low.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    async fn wait_gone(l: &Launched, deadline: Instant) -> bool {
+        loop {
+            if !shim::is_running(l) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn finish_status(st: &HandleState, mut s: ExitStatus) -> ExitStatus {
+        if oom_kills(&st.cgroup).unwrap_or(0) > 0 {
+            s.oom_killed = true;
+            if s.message.is_empty() {
+                s.message = "killed by the OOM killer (memory limit reached)".into();
+            }
+        }
+        s
+    }
+
+    async fn kill(&self, id: &str, all: bool, signal: &str) -> Result<(), DriverError> {
+        let mut args = vec!["kill"];
+        if all {
+            args.push("--all");
+        }
+        args.extend([id, signal]);
+        let out = self.runc(&args).await?;
+        if out.status.success() {
+            return Ok(());
+        }
+        let err = String::from_utf8_lossy(&out.stderr);
+        if err.contains("not running")
+            || err.contains("does not exist")
+            || err.contains("process already finished")
+        {
+            return Ok(());
+        }
+        Err(DriverError::Runtime(format!("runc kill {id} {signal}: {}", err.trim())))
+    }
+}
+
+#[async_trait]
+impl Driver for OciDriver {
+    fn name(&self) -> &'static str {
+        DRIVER_NAME
+    }
+
+    async fn fingerprint(&self) -> Option<DriverInfo> {
+        let out = self.runc(&["--version"]).await.ok()?;
+        if !out.status.success() {
+            return None;
+        }
+        let text = String::from_utf8_lossy(&out.stdout);
+        let version = text
+            .lines()
+            .next()
+            .and_then(|l| l.strip_prefix("runc version "))
+            .unwrap_or("unknown")
+            .trim()
+            .to_string();
+        Some(DriverInfo {
+            name: DRIVER_NAME.into(),
+            version,
+            capabilities: vec![capability::IMAGES.into(), capability::LIMITS.into(), capability::EXEC.into()],
+        })
+    }
+
+    async fn prepare(&self, cfg: &TaskConfig) -> Result<(), DriverError> {
+        if let Some(mem) = cfg.limits.memory_bytes {
+            if mem < MIN_MEMORY_LIMIT {
+                return Err(DriverError::Invalid(format!(
+                    "memory limit {mem} bytes is below the minimum of {MIN_MEMORY_LIMIT} bytes"
+                )));
+            }
+        }
+        Self::check_mounts(cfg)?;
+        self.resolve_image(cfg).await?;
+        Ok(())
+    }
+
+    async fn start(&self, cfg: &TaskConfig) -> Result<Handle, DriverError> {
+        self.prepare(cfg).await?;
+        let img = self.resolve_image(cfg).await?;
+        let task_dir = cfg.task_dir.clone();
+        let (upper, work, rootfs, bundle) =
+            (task_dir.join("upper"), task_dir.join("work"), task_dir.join("rootfs"), task_dir.join("bundle"));
+        for d in [&upper, &work, &rootfs, &bundle] {
+            std::fs::create_dir_all(d)
+                .map_err(|e| DriverError::runtime(&format!("creating {}", d.display()), e))?;
+        }
+        if !is_mounted(&rootfs) {
+            let lowers: Vec<String> = img.layer_dirs.iter().rev().map(|p| p.display().to_string()).collect();
+            let all: Vec<String> = lowers
+                .iter()
+                .cloned()
+                .chain([upper.display().to_string(), work.display().to_string()])
+                .collect();
+            if all.iter().any(|p| p.contains(',') || p.contains(':')) {
+                return Err(DriverError::Runtime("overlay paths may not contain ',' or ':'".into()));
+            }
+            let data = format!(
+                "lowerdir={},upperdir={},workdir={}",
+                lowers.join(":"),
+                all[all.len() - 2],
+                all[all.len() - 1]
+            );
+            let data =
+                std::ffi::CString::new(data).map_err(|e| DriverError::runtime("overlay options", e))?;
+            rustix::mount::mount(
+                "overlay",
+                &rootfs,
+                "overlay",
+                rustix::mount::MountFlags::empty(),
+                data.as_c_str(),
+            )
+            .map_err(|e| {
+                DriverError::runtime(&format!("mounting the overlay rootfs at {}", rootfs.display()), e)
+            })?;
+        }
+        let user = if cfg.user.is_empty() { img.user.clone() } else { cfg.user.clone() };
+        let (uid, gid) = resolve_user(&rootfs, &user)?;
+        let cgroup = format!("/shoal/{}", cfg.task_id);
+        let spec = build_spec(cfg, &img, &rootfs, uid, gid, &cgroup)?;
+        let json =
+            serde_json::to_vec_pretty(&spec).map_err(|e| DriverError::runtime("encoding config.json", e))?;
+        std::fs::write(bundle.join("config.json"), json)
+            .map_err(|e| DriverError::runtime("writing config.json", e))?;
+
+        let container_id = format!("shoal-{}", cfg.task_id);
+        // A leftover from an interrupted start.
+        let _ = self.runc(&["delete", "--force", &container_id]).await;
+        let runc = self.runc_path()?;
+        let shim_spec = ShimSpec {
+            argv: vec![
+                runc.display().to_string(),
+                "run".into(),
+                "--keep".into(),
+                "--bundle".into(),
+                bundle.display().to_string(),
+                container_id.clone(),
+            ],
+            env: BTreeMap::from([(
+                "PATH".to_string(),
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string(),
+            )]),
+            cwd: bundle.clone(),
+            log_max_bytes: 10 << 20,
+            log_max_files: 3,
+            ..ShimSpec::default()
+        };
+        let launched = shim::launch(&self.cfg.shim_exe, &task_dir, &shim_spec).await?;
+        self.wait_started(&container_id, &launched, &task_dir).await?;
+        let st = HandleState { container_id: container_id.clone(), task_dir, rootfs, cgroup, launched };
+        tracing::info!(task = %cfg.task_id, container = %container_id, "oci task started");
+        Ok(Handle {
+            task_id: cfg.task_id.clone(),
+            driver: DRIVER_NAME.into(),
+            runtime_id: container_id,
+            state: serde_json::to_value(&st).map_err(|e| DriverError::runtime("encoding the handle", e))?,
+        })
+    }
+
+    async fn recover(&self, handle: &Handle) -> Result<Recovered, DriverError> {
+        let st = state_of(handle)?;
+        if shim::is_running(&st.launched) {
+            return Ok(Recovered::Running);
+        }
+        if let Some(s) = shim::read_exit(&st.task_dir) {
+            return Ok(Recovered::Exited(Self::finish_status(&st, s)));
+        }
+        // The shim is gone without a record: ask runc.
+        let out = self.runc(&["state", &st.container_id]).await?;
+        if !out.status.success() {
+            return Err(DriverError::NotFound(st.container_id));
+        }
+        let state: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        if state["status"] == "running" {
+            // Orphaned container with no supervisor: nobody collects its output or status.
+            let _ = self.kill(&st.container_id, true, "KILL").await;
+        }
+        Ok(Recovered::Exited(shim::supervisor_died()))
+    }
+
+    async fn wait(&self, handle: &Handle) -> Result<ExitStatus, DriverError> {
+        let st = state_of(handle)?;
+        let s = shim::wait(&st.task_dir, &st.launched).await?;
+        Ok(Self::finish_status(&st, s))
+    }
+
+    async fn stop(&self, handle: &Handle, grace: Duration) -> Result<(), DriverError> {
+        let st = state_of(handle)?;
+        if !shim::is_running(&st.launched) {
+            return Ok(());
+        }
+        self.kill(&st.container_id, false, "TERM").await?;
+        if Self::wait_gone(&st.launched, Instant::now() + grace).await {
+            return Ok(());
+        }
+        self.kill(&st.container_id, true, "KILL").await?;
+        if Self::wait_gone(&st.launched, Instant::now() + Duration::from_secs(30)).await {
+            Ok(())
+        } else {
+            Err(DriverError::Runtime(format!("{} did not exit after SIGKILL", st.container_id)))
+        }
+    }
+
+    async fn destroy(&self, handle: &Handle) -> Result<(), DriverError> {
+        let st = state_of(handle)?;
+        if shim::is_running(&st.launched) {
+            self.stop(handle, Duration::ZERO).await?;
+        }
+        let out = self.runc(&["delete", "--force", &st.container_id]).await?;
+        if !out.status.success() {
+            let err = String::from_utf8_lossy(&out.stderr);
+            if !err.contains("does not exist") && !err.contains("not exist") {
+                return Err(DriverError::Runtime(format!("runc delete {}: {}", st.container_id, err.trim())));
+            }
+            // A container whose init failed leaves an empty state dir behind; rmdir only
+            // removes it when empty.
+            let _ = std::fs::remove_dir(Path::new("/run/runc").join(&st.container_id));
+        }
+        if is_mounted(&st.rootfs) {
+            rustix::mount::unmount(&st.rootfs, rustix::mount::UnmountFlags::DETACH)
+                .map_err(|e| DriverError::runtime(&format!("unmounting {}", st.rootfs.display()), e))?;
+        }
+        for d in ["upper", "work", "rootfs"] {
+            let p = st.task_dir.join(d);
+            match std::fs::remove_dir_all(&p) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(DriverError::runtime(&format!("removing {}", p.display()), e)),
+            }
+        }
+        Ok(())
+    }
+
+    async fn logs(&self, handle: &Handle, opts: &LogOptions) -> Result<LogReceiver, DriverError> {
+        let st = state_of(handle)?;
+        shim::logs(&st.task_dir, opts).await
+    }
+
+    async fn stats(&self, handle: &Handle) -> Result<Stats, DriverError> {
+        let st = state_of(handle)?;
+        let out = self.runc(&["events", "--stats", &st.container_id]).await?;
+        if !out.status.success() {
+            return Err(DriverError::NotFound(st.container_id));
+        }
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .map_err(|e| DriverError::runtime("parsing runc events", e))?;
+        let d = &v["data"];
+        let limit = d["memory"]["usage"]["limit"].as_u64().filter(|l| *l < (1 << 62));
+        Ok(Stats {
+            cpu_usage_ns: d["cpu"]["usage"]["total"].as_u64().unwrap_or(0),
+            memory_bytes: d["memory"]["usage"]["usage"].as_u64().unwrap_or(0),
+            memory_limit_bytes: limit,
+            pids: d["pids"]["current"].as_u64().unwrap_or(0),
+        })
+    }
+
+    async fn exec(
+        &self,
+        handle: &Handle,
+        cmd: &[String],
+        timeout: Duration,
+    ) -> Result<ExecResult, DriverError> {
+        let st = state_of(handle)?;
+        if cmd.is_empty() {
+            return Err(DriverError::Invalid("exec: empty command".into()));
+        }
+        let runc = self.runc_path()?;
+        let child = tokio::process::Command::new(&runc)
+            .arg("exec")
+            .arg(&st.container_id)
+            .args(cmd)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| DriverError::runtime("runc exec", e))?;
+        let out = match tokio::time::timeout(timeout, child.wait_with_output()).await {
+            Ok(r) => r.map_err(|e| DriverError::runtime("runc exec", e))?,
+            Err(_) => {
+                return Ok(ExecResult { exit_code: -1, output: format!("exec timed out after {timeout:?}") });
+            }
+        };
+        let mut output = String::from_utf8_lossy(&out.stdout).into_owned();
+        output.push_str(&String::from_utf8_lossy(&out.stderr));
+        if output.len() > EXEC_OUTPUT_CAP {
+            let mut cut = EXEC_OUTPUT_CAP;
+            while !output.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            output.truncate(cut);
+        }
+        use std::os::unix::process::ExitStatusExt;
+        let exit_code = out.status.code().unwrap_or_else(|| 128 + out.status.signal().unwrap_or(0));
+        Ok(ExecResult { exit_code, output })
+    }
+}
+
+/// The last `n` lines the task (here: runc) wrote, without their timestamps.
+fn log_tail(task_dir: &Path, n: usize) -> String {
+    let text = std::fs::read_to_string(task_dir.join("logs/output.log")).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    let start = lines.len().saturating_sub(n);
+    let tail: Vec<&str> = lines[start..].iter().map(|l| l.splitn(3, ' ').nth(2).unwrap_or(l)).collect();
+    if tail.is_empty() {
+        "no output".into()
+    } else {
+        tail.join(" / ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn args_and_env_merge() {
+        let img = ResolvedImage {
+            entrypoint: vec!["/ep".into()],
+            cmd: vec!["c1".into()],
+            env: vec!["A=1".into(), "B=2".into()],
+            ..ResolvedImage::default()
+        };
+        let mut cfg = TaskConfig::default();
+        assert_eq!(process_args(&cfg, &img), vec!["/ep", "c1"]);
+        cfg.args = vec!["x".into()];
+        assert_eq!(process_args(&cfg, &img), vec!["/ep", "x"]);
+        cfg.command = vec!["/bin/sh".into()];
+        assert_eq!(process_args(&cfg, &img), vec!["/bin/sh", "x"]);
+        cfg.env.insert("B".into(), "3".into());
+        let env = process_env(&cfg, &img);
+        assert!(env.contains(&"A=1".to_string()) && env.contains(&"B=3".to_string()));
+        assert!(env.iter().any(|e| e.starts_with("PATH=")));
+    }
+
+    #[test]
+    fn users_resolve_from_the_rootfs() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(dir.path().join("etc")).expect("etc");
+        std::fs::write(
+            dir.path().join("etc/passwd"),
+            "root:x:0:0::/root:/bin/sh\nnobody:x:65534:65533::/:/bin/false\n",
+        )
+        .expect("passwd");
+        std::fs::write(dir.path().join("etc/group"), "root:x:0:\nstaff:x:50:\n").expect("group");
+        assert_eq!(resolve_user(dir.path(), "").expect("root"), (0, 0));
+        assert_eq!(resolve_user(dir.path(), "1000:1000").expect("num"), (1000, 1000));
+        assert_eq!(resolve_user(dir.path(), "nobody").expect("name"), (65534, 65533));
+        assert_eq!(resolve_user(dir.path(), "nobody:staff").expect("group"), (65534, 50));
+        assert!(matches!(resolve_user(dir.path(), "ghost"), Err(DriverError::Invalid(_))));
+    }
+}
