@@ -36,6 +36,8 @@ rss() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 for _ in $(seq 1 100); do cli node ls --format json | grep -q '"process"' && break; sleep 0.1; done
 echo "daemon RSS idle: $(rss $DAEMON) KiB"
 running() { cli service ps "$1" --format json | python3 -c "import json,sys; print(sum(1 for t in json.load(sys.stdin) if t['status']['state']=='running'))"; }
+# After `service rm`, wait until the agent has stopped and cleaned up every task.
+drained() { for _ in $(seq 1 600); do [ -z "$(ls -A "$D/data/agent/tasks" 2>/dev/null)" ] && return; sleep 0.1; done; echo "tasks left behind" >&2; }
 converge() { # service N driver [image] command...
     local name=$1 n=$2 driver=$3; shift 3
     local t0; t0=$(date +%s%N)
@@ -45,12 +47,15 @@ converge() { # service N driver [image] command...
 }
 converge p100 100 process sleep 600
 echo "daemon RSS with 100 process tasks: $(rss $DAEMON) KiB"
-shim=$(pgrep -f "shoal shim" | head -1 || true)
-[ -n "$shim" ] && echo "one shim's RSS: $(rss "$shim") KiB"
-cli service rm p100 >/dev/null
+# RSS counts the binary's text, which every shim shares; private memory is what each one costs.
+shim=$(pgrep -f "shoal shim $D" | head -1 || true)
+if [ -n "$shim" ]; then
+    awk '/^Rss/ {r=$2} /^Pss:/ {p=$2} /^Private_(Clean|Dirty)/ {v+=$2} END {print "one shim: RSS " r " KiB, PSS " p " KiB, private " v " KiB"}' "/proc/$shim/smaps_rollup"
+fi
+cli service rm p100 >/dev/null; drained
 converge d20 20 docker shoal-bench:latest sleep 600
-cli service rm d20 >/dev/null
+cli service rm d20 >/dev/null; drained
 if cli node ls --format json | grep -q '"oci"'; then
     converge o20 20 oci shoal-bench:latest sleep 600
-    cli service rm o20 >/dev/null
+    cli service rm o20 >/dev/null; drained
 fi

@@ -53,6 +53,8 @@ pub struct Agent {
     runners: Mutex<BTreeMap<TaskId, watch::Sender<Task>>>,
     reports: mpsc::UnboundedSender<StatusReport>,
     report_rx: Mutex<Option<mpsc::UnboundedReceiver<StatusReport>>>,
+    /// Set by [`Agent::leave`]: no new task starts.
+    leaving: std::sync::atomic::AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -112,6 +114,7 @@ impl Agent {
             runners: Mutex::new(BTreeMap::new()),
             reports,
             report_rx: Mutex::new(Some(rx)),
+            leaving: std::sync::atomic::AtomicBool::new(false),
         }))
     }
 
@@ -191,6 +194,9 @@ impl Agent {
 
     /// Brings the local picture in line with the managers' complete list of this node's tasks.
     pub fn reconcile(self: &Arc<Self>, tasks: Vec<Task>) {
+        if self.leaving.load(std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
         let mut runners = lock(&self.runners);
         let assigned: BTreeSet<TaskId> = tasks.iter().map(|t| t.id.clone()).collect();
         // Tasks no longer bound to this node: their runners stop them and clean up.
@@ -450,6 +456,27 @@ impl Agent {
             tracing::warn!(task = %lt.task.id, error = %e, "removing the task's files failed");
         }
         tracing::debug!(task = %lt.task.id, "task removed from this node");
+    }
+
+    /// The node leaves its cluster: every task is stopped (each with its grace period) and its
+    /// files and runtime leftovers removed; no new task starts. Returns once nothing is left, or
+    /// with the number of tasks still there after `timeout`.
+    pub async fn leave(&self, timeout: Duration) -> Result<(), usize> {
+        self.leaving.store(true, std::sync::atomic::Ordering::SeqCst);
+        // Dropping a runner's channel means "no longer assigned here": it stops the task if it
+        // runs, destroys what the runtime kept and removes the task's directory.
+        lock(&self.runners).clear();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let left = self.store.load_all().len();
+            if left == 0 {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(left);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// The driver and handle of a task on this node (for logs, stats and exec).

@@ -143,7 +143,12 @@ impl Client {
             let message = v["error"]["message"]
                 .as_str()
                 .map(str::to_string)
-                .unwrap_or_else(|| String::from_utf8_lossy(&bytes).to_string());
+                .unwrap_or_else(|| String::from_utf8_lossy(&bytes).trim().to_string());
+            let message = if message.is_empty() {
+                format!("the daemon answered {status} (is -H the API's address?)")
+            } else {
+                message
+            };
             return Err(ClientError::Api { status: status.as_u16(), code, message });
         }
         let bytes = if bytes.is_empty() { Bytes::from_static(b"null") } else { bytes };
@@ -182,9 +187,9 @@ where
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| ClientError::Http(e.to_string()))?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
+    // The connection's own error says why a request failed (e.g. the server refused the client
+    // certificate, which TLS 1.3 reports only after the handshake).
+    let conn = tokio::spawn(conn);
     let mut req = Request::builder().method(method).uri(path).header("host", host);
     if body.is_some() {
         req = req.header("content-type", "application/json");
@@ -192,8 +197,32 @@ where
     let req = req
         .body(Full::new(Bytes::from(body.unwrap_or_default())))
         .map_err(|e| ClientError::Http(e.to_string()))?;
-    let resp = sender.send_request(req).await.map_err(|e| ClientError::Http(e.to_string()))?;
+    let resp = match sender.send_request(req).await {
+        Ok(resp) => resp,
+        Err(e) => {
+            let why = match conn.await {
+                Ok(Err(conn_err)) => error_chain(&conn_err),
+                _ => error_chain(&e),
+            };
+            return Err(ClientError::Http(why));
+        }
+    };
     let status = resp.status();
     let bytes = resp.into_body().collect().await.map_err(|e| ClientError::Http(e.to_string()))?.to_bytes();
     Ok((status, bytes))
+}
+
+/// An error with its causes: `connection error: received fatal alert: …`.
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let msg = s.to_string();
+        if !out.contains(&msg) {
+            out.push_str(": ");
+            out.push_str(&msg);
+        }
+        source = s.source();
+    }
+    out
 }

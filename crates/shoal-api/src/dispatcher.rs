@@ -48,6 +48,8 @@ pub fn assignments_of(state: &ClusterState, node: &NodeId) -> Assignments {
         t.version.hash(&mut h);
     }
     tasks.len().hash(&mut h);
+    // The node's role is part of what the agent follows (promote/demote).
+    state.node(node).map(|n| n.spec.role).hash(&mut h);
     Assignments { revision: format!("{:016x}", h.finish()), tasks }
 }
 
@@ -71,7 +73,12 @@ pub async fn wait_assignments(
             match tokio::time::timeout_at(deadline, events.recv()).await {
                 Err(_) => return a,
                 Ok(Ok(ev)) => {
-                    if matches!(&ev.object, Object::Task(t) if t.node_id.as_ref() == Some(node)) {
+                    let mine = match &ev.object {
+                        Object::Task(t) => t.node_id.as_ref() == Some(node),
+                        Object::Node(n) => &n.id == node,
+                        Object::Service(_) => false,
+                    };
+                    if mine {
                         break;
                     }
                 }
@@ -185,6 +192,9 @@ pub struct AssignmentsReply {
     #[serde(flatten)]
     pub assignments: Assignments,
     pub managers: Vec<String>,
+    /// The role the operator wants the node to have (`node promote/demote`); the node acts on it.
+    #[serde(default)]
+    pub role: Option<NodeRole>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -213,7 +223,9 @@ async fn assignments(
     let a = wait_assignments(&m, &NodeId::new(id.node_id.clone()), q.revision.as_deref(), LONG_POLL).await;
     let s = m.node.status();
     let managers = s.voters.values().chain(s.learners.values()).map(|n| n.addr.clone()).collect();
-    Ok(Json(AssignmentsReply { assignments: a, managers }))
+    let node_id = NodeId::new(id.node_id.clone());
+    let role = m.node.local_state().state.node(&node_id).map(|n| n.spec.role);
+    Ok(Json(AssignmentsReply { assignments: a, managers, role }))
 }
 
 async fn status(
@@ -266,6 +278,8 @@ pub fn dispatcher_router(m: Arc<Manager>) -> Router {
 
 /// A worker's way to the managers: mutual TLS to one manager at a time.
 pub struct RemotePlane {
+    /// The role the operator wants this node to have, as last heard from a manager.
+    role: tokio::sync::watch::Sender<Option<NodeRole>>,
     tls: std::sync::RwLock<Arc<rustls::ClientConfig>>,
     managers: Mutex<Vec<String>>,
     addr: String,
@@ -273,7 +287,17 @@ pub struct RemotePlane {
 
 impl RemotePlane {
     pub fn new(tls: Arc<rustls::ClientConfig>, managers: Vec<String>, addr: String) -> RemotePlane {
-        RemotePlane { tls: std::sync::RwLock::new(tls), managers: Mutex::new(managers), addr }
+        RemotePlane {
+            role: tokio::sync::watch::channel(None).0,
+            tls: std::sync::RwLock::new(tls),
+            managers: Mutex::new(managers),
+            addr,
+        }
+    }
+
+    /// Changes of the role the operator wants for this node (`node promote/demote`).
+    pub fn desired_role(&self) -> tokio::sync::watch::Receiver<Option<NodeRole>> {
+        self.role.subscribe()
     }
 
     /// Uses a renewed certificate from the next request on.
@@ -341,6 +365,16 @@ impl ControlPlane for RemotePlane {
         let bytes = self.call(hyper::Method::GET, &path, None).await?;
         let reply: AssignmentsReply =
             serde_json::from_slice(&bytes).map_err(|e| PlaneError(e.to_string()))?;
+        if reply.role.is_some() {
+            self.role.send_if_modified(|r| {
+                let changed = *r != reply.role;
+                if changed {
+                    tracing::info!(role = ?reply.role, "the managers set this node's role");
+                }
+                *r = reply.role;
+                changed
+            });
+        }
         if !reply.managers.is_empty() {
             let mut m = self.managers.lock().unwrap_or_else(PoisonError::into_inner);
             let current = m.first().cloned();

@@ -102,6 +102,47 @@ async fn add_manager(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// A member manager that leaves asks the leader to take it out of the membership.
+async fn remove_manager(
+    State(m): State<Arc<Manager>>,
+    Extension(peer): Peer,
+) -> Result<StatusCode, ApiError> {
+    let id = require_member(&m, &peer)?;
+    remove_member(&m, &id.node_id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn remove_member(m: &Manager, node_id: &str) -> Result<(), WriteError> {
+    let status = m.node.status();
+    let voters: std::collections::BTreeSet<RaftId> =
+        status.voters.iter().filter(|(_, n)| n.node_id != node_id).map(|(id, _)| *id).collect();
+    if voters.is_empty() {
+        return Err(WriteError::Refused(shoal_manager::CommandError {
+            kind: shoal_manager::ErrorKind::Conflict,
+            message: "cannot remove the last manager".into(),
+        }));
+    }
+    m.node.change_voters(voters).await
+}
+
+/// Takes this manager out of the Raft membership: directly on the leader, else through it.
+pub async fn remove_self(m: &Manager) -> Result<(), WriteError> {
+    let me = m.node.config().node.node_id.clone();
+    if m.node.is_leader() {
+        return remove_member(m, &me).await;
+    }
+    let leader = m.node.status().leader_node.ok_or_else(|| WriteError::Unavailable("no leader".into()))?;
+    let tls = m.client_tls().ok_or_else(|| WriteError::Unavailable("this node has no certificate".into()))?;
+    let (st, bytes) = call(tls, &leader.addr, hyper::Method::DELETE, "/internal/managers", None)
+        .await
+        .map_err(WriteError::Unavailable)?;
+    if st.is_success() {
+        Ok(())
+    } else {
+        Err(WriteError::Unavailable(remote_error(st, &bytes)))
+    }
+}
+
 async fn forwarded_write(
     State(m): State<Arc<Manager>>,
     Extension(peer): Peer,
@@ -243,7 +284,7 @@ async fn read_index(
 pub fn internal_router(m: Arc<Manager>) -> Router {
     Router::new()
         .route("/internal/join", post(join))
-        .route("/internal/managers", post(add_manager))
+        .route("/internal/managers", post(add_manager).delete(remove_manager))
         .route("/internal/write", post(forwarded_write))
         .route("/internal/read-index", get(read_index))
         .route("/internal/heartbeat", post(heartbeat))

@@ -90,6 +90,12 @@ pub async fn join_cluster(m: &Arc<Manager>, token: &str, addr: &str) -> Result<(
     added
 }
 
+/// A manager that has its certificate but is in no membership (a promoted worker after its
+/// restart) asks to be added through the manager at `addr`.
+pub async fn rejoin(m: &Arc<Manager>, addr: &str) -> Result<(), JoinClusterError> {
+    add_self(m, addr).await
+}
+
 /// With its new certificate, asks the leader to add this manager (learner, then voter).
 async fn add_self(m: &Arc<Manager>, addr: &str) -> Result<(), JoinClusterError> {
     m.enable_tls().map_err(|e| JoinClusterError::Local(e.to_string()))?;

@@ -19,28 +19,58 @@ use std::path::Path;
 
 /// Serves the API on a unix socket that only its owner (root) may use.
 pub async fn serve_unix(path: &Path, manager: std::sync::Arc<shoal_manager::Manager>) -> std::io::Result<()> {
-    serve_router(path, router(manager)).await
+    // Stops (after answering what is in flight) once the node has asked to leave the cluster.
+    let shutdown = manager.leave_requested();
+    serve_router(path, router(manager), shutdown).await
 }
 
-/// A worker's API socket: it answers health checks and tells every other request to go to a
-/// manager (like `docker` on a Swarm worker).
-pub async fn serve_unix_worker(path: &Path, node_id: String) -> std::io::Result<()> {
+/// A leave request from a worker's socket to its daemon, answered when the node has left.
+pub type LeaveRequest = tokio::sync::oneshot::Sender<Result<(), String>>;
+
+/// A worker's API socket: it answers health checks and `cluster leave`, and tells every other
+/// request to go to a manager (like `docker` on a Swarm worker). It stops serving (after
+/// answering what is in flight) when `shutdown` turns true.
+pub async fn serve_unix_worker(
+    path: &Path,
+    node_id: String,
+    leave: tokio::sync::mpsc::Sender<LeaveRequest>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) -> std::io::Result<()> {
     use axum::http::StatusCode;
     let health = axum::routing::get(move || {
         let node_id = node_id.clone();
         async move { axum::Json(serde_json::json!({ "status": "ok", "role": "worker", "node_id": node_id })) }
     });
-    let r = axum::Router::new().route("/v1/health", health).fallback(|| async {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not_manager",
-            "this node is a worker: run this command against a manager",
-        )
+    let leave = axum::routing::post(move || {
+        let leave = leave.clone();
+        async move {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let unavailable = |m: String| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", m);
+            leave.send(tx).await.map_err(|_| unavailable("the daemon is stopping".into()))?;
+            match rx.await {
+                Ok(Ok(())) => Ok(StatusCode::NO_CONTENT),
+                Ok(Err(e)) => Err(unavailable(e)),
+                Err(_) => Err(unavailable("the daemon stopped before leaving".into())),
+            }
+        }
     });
-    serve_router(path, r).await
+    let r = axum::Router::new().route("/v1/health", health).route("/v1/cluster/leave", leave).fallback(
+        || async {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not_manager",
+                "this node is a worker: run this command against a manager",
+            )
+        },
+    );
+    serve_router(path, r, shutdown).await
 }
 
-async fn serve_router(path: &Path, r: axum::Router) -> std::io::Result<()> {
+async fn serve_router(
+    path: &Path,
+    r: axum::Router,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     if path.exists() {
         std::fs::remove_file(path)?;
@@ -50,5 +80,9 @@ async fn serve_router(path: &Path, r: axum::Router) -> std::io::Result<()> {
     }
     let listener = tokio::net::UnixListener::bind(path)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-    axum::serve(listener, r).await
+    axum::serve(listener, r)
+        .with_graceful_shutdown(async move {
+            let _ = shutdown.wait_for(|s| *s).await;
+        })
+        .await
 }

@@ -134,7 +134,8 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
     ),
     ("get", "/v1/nodes", "list nodes"),
     ("get", "/v1/nodes/{id}", "inspect a node (id or hostname)"),
-    ("post", "/v1/nodes/{id}/update", "change availability and labels"),
+    ("post", "/v1/nodes/{id}/update", "change availability, labels and role (promote/demote)"),
+    ("post", "/v1/cluster/leave", "this node leaves the cluster (?force=true for the last manager)"),
     ("delete", "/v1/nodes/{id}", "remove a node (?force=true for a node that is still up)"),
     ("get", "/v1/services", "list services"),
     ("post", "/v1/services", "create a service from a ServiceSpec"),
@@ -151,6 +152,7 @@ pub fn router(manager: Arc<Manager>) -> Router {
         .route("/v1/cluster", get(cluster))
         .route("/v1/cluster/init", post(cluster_init))
         .route("/v1/cluster/join", post(cluster_join))
+        .route("/v1/cluster/leave", post(cluster_leave))
         .route("/v1/cluster/health", get(cluster_health))
         .route("/v1/cluster/join-token/{role}", get(join_token))
         .route("/v1/cluster/join-token/{role}/rotate", post(rotate_join_token))
@@ -272,6 +274,36 @@ async fn cluster_join(
     Ok(Json(JoinInfo { role: "manager".into(), managers: raft.voters.len().max(raft.learners.len()) }))
 }
 
+#[derive(Debug, Default, Deserialize)]
+pub struct LeaveQuery {
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// This manager leaves: out of the Raft membership (through the leader), then the daemon stops
+/// the node's tasks, forgets the cluster and exits. The last manager leaves only with `force`,
+/// which ends the cluster.
+async fn cluster_leave(
+    State(m): State<AppState>,
+    Query(q): Query<LeaveQuery>,
+) -> Result<StatusCode, ApiError> {
+    let status = m.node.status();
+    let me = m.node.config().raft_id;
+    let others = status.voters.keys().filter(|v| **v != me).count();
+    if others == 0 && !q.force {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            "this is the last manager: leaving ends the cluster and loses its state; use --force",
+        ));
+    }
+    if others > 0 {
+        crate::internal::remove_self(&m).await?;
+    }
+    m.request_leave();
+    Ok(StatusCode::NO_CONTENT)
+}
+
 fn parse_role(role: &str) -> Result<NodeRole, ApiError> {
     match role {
         "worker" => Ok(NodeRole::Worker),
@@ -391,9 +423,48 @@ async fn update_node(
             ));
         }
     }
+    let demote = node.spec.role == NodeRole::Manager && spec.role == NodeRole::Worker;
+    let raft_id = {
+        let status = m.node.status();
+        status
+            .voters
+            .iter()
+            .chain(status.learners.iter())
+            .find(|(_, n)| n.node_id == node.id.as_str())
+            .map(|(id, _)| *id)
+    };
+    if demote {
+        // Checked before anything is written: the last manager cannot go, and only the leader
+        // changes the membership.
+        let status = m.node.status();
+        if let Some(r) = raft_id {
+            if status.voters.keys().all(|v| *v == r) {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "conflict",
+                    "cannot demote the last manager",
+                ));
+            }
+        }
+        if raft_id.is_some() && !m.node.is_leader() {
+            let leader = status.leader_node.map_or_else(|| "unknown".to_string(), |l| l.addr);
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not_leader",
+                format!("demote a manager through the leader (at {leader})"),
+            ));
+        }
+    }
     let expected_version = Some(u.version.unwrap_or(node.version));
     crate::internal::write(&m, Command::UpdateNodeSpec { id: node.id.clone(), expected_version, spec })
         .await?;
+    if let (true, Some(r)) = (demote, raft_id) {
+        // The spec says worker first, so the demoted node knows what to become once it is out
+        // of the membership.
+        let voters: std::collections::BTreeSet<_> =
+            m.node.status().voters.keys().copied().filter(|v| *v != r).collect();
+        m.node.change_voters(voters).await?;
+    }
     let q = ReadQuery { stale: true, ..Default::default() };
     read(&m, &q, |s| s.node(&node.id).cloned())
         .await?

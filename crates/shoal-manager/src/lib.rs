@@ -41,6 +41,8 @@ pub struct Manager {
     /// Set when this node joined a cluster as a worker: the managers' addresses. The daemon then
     /// runs its agent against them instead of being a manager.
     joined_as_worker: watch::Sender<Option<Vec<String>>>,
+    /// Set by `cluster leave`: the daemon stops this node's tasks, forgets the cluster and exits.
+    leave: watch::Sender<bool>,
 }
 
 /// How often nodes heartbeat to the leader; a node is down after `MISSED_HEARTBEATS` misses.
@@ -109,6 +111,7 @@ impl Manager {
             stop,
             heartbeats: std::sync::Mutex::new(std::collections::BTreeMap::new()),
             joined_as_worker: watch::channel(None).0,
+            leave: watch::channel(false).0,
         });
         tokio::spawn(controllers(m.clone(), stop_rx.clone()));
         tokio::spawn(liveness(m.clone(), stop_rx));
@@ -180,6 +183,15 @@ impl Manager {
         self.joined_as_worker.send_replace(Some(managers));
     }
 
+    /// Asks the daemon to leave the cluster (after the membership change is done).
+    pub fn request_leave(&self) {
+        self.leave.send_replace(true);
+    }
+
+    pub fn leave_requested(&self) -> watch::Receiver<bool> {
+        self.leave.subscribe()
+    }
+
     pub fn joined_as_worker(&self) -> watch::Receiver<Option<Vec<String>>> {
         self.joined_as_worker.subscribe()
     }
@@ -240,18 +252,24 @@ impl Manager {
     /// Replaces this manager's certificate with a new one (new key, signed by the cluster CA)
     /// and switches the transport and the listener to it; connections already open keep theirs.
     pub async fn renew_certificate(&self) -> Result<(), InitError> {
+        self.replace_certificate(shoal_pki::Role::Manager).await?;
+        self.enable_tls()?;
+        Ok(())
+    }
+
+    /// Writes a new key and a certificate with `role` for this node (crash-safe, like a renewal)
+    /// without switching the transport: a demoted manager uses it when it restarts as a worker.
+    pub async fn replace_certificate(&self, role: shoal_pki::Role) -> Result<(), InitError> {
         let ca = self.cluster_ca().await?;
         let node_id = self.node.config().node.node_id.clone();
         let (key, csr) = shoal_pki::generate_key_and_csr(&node_id)?;
-        let cert =
-            ca.issue(&csr, &node_id, shoal_pki::Role::Manager, self.cert_validity(), SystemTime::now())?;
+        let cert = ca.issue(&csr, &node_id, role, self.cert_validity(), SystemTime::now())?;
         // Both new files first, then the renames (key, then certificate): a crash at any point
         // leaves either the old pair or a pair that `finish_renewal` completes on the next start.
         let dir = &self.tls_dir;
         shoal_pki::write_private_file(dir.join("node.key.new"), key)?;
         shoal_pki::write_public_file(dir.join("node.crt.new"), cert)?;
         finish_renewal(dir).map_err(|e| InitError::Io(dir.clone(), e))?;
-        self.enable_tls()?;
         Ok(())
     }
 
@@ -265,14 +283,23 @@ impl Manager {
         csr_pem: &str,
     ) -> Result<String, InitError> {
         let id = shoal_types::NodeId::new(node_id.to_string());
-        let known = self
+        let desired = self
             .node
-            .read(Consistency::Stale, |s| s.node(&id).is_some())
+            .read(Consistency::Stale, |s| s.node(&id).map(|n| n.spec.role))
             .await
-            .map_err(|e| InitError::Write(WriteError::Unavailable(e.to_string())))?;
-        if !known {
-            return Err(InitError::NotAMember(node_id.to_string()));
-        }
+            .map_err(|e| InitError::Write(WriteError::Unavailable(e.to_string())))?
+            .ok_or_else(|| InitError::NotAMember(node_id.to_string()))?;
+        // A node's role follows its spec: a promoted worker renews into a manager certificate, a
+        // demoted manager into a worker one.
+        let role = match (role, desired) {
+            (shoal_pki::Role::Manager | shoal_pki::Role::Worker, shoal_types::NodeRole::Manager) => {
+                shoal_pki::Role::Manager
+            }
+            (shoal_pki::Role::Manager | shoal_pki::Role::Worker, shoal_types::NodeRole::Worker) => {
+                shoal_pki::Role::Worker
+            }
+            (other, _) => other,
+        };
         let ca = self.cluster_ca().await?;
         Ok(ca.issue(csr_pem, node_id, role, self.cert_validity(), SystemTime::now())?)
     }

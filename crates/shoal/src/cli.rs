@@ -40,13 +40,35 @@ pub enum ClusterCmd {
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
-    /// Join an existing cluster as a manager (run against a daemon in no cluster yet).
+    /// This node leaves its cluster: its tasks stop and it forgets the cluster; the daemon exits.
+    /// A manager leaves the Raft membership first; the last manager only with --force (that ends
+    /// the cluster). Remove a worker's entry afterwards with `shoal node rm` on a manager.
+    Leave {
+        #[arg(long)]
+        force: bool,
+    },
+    /// Join an existing cluster as a manager or a worker, as the token says (run against a
+    /// daemon in no cluster yet).
     Join {
         /// The manager join token (`shoal cluster join-token manager` on a manager).
         #[arg(long)]
         token: String,
         /// Node-to-node address of a manager, HOST:PORT.
         addr: String,
+    },
+    /// Create a client certificate for the TCP API (`shoal -H tcp://HOST:PORT --tls-dir DIR`):
+    /// writes DIR/ca.pem, DIR/cert.pem and DIR/key.pem (0600). The key is made here and never
+    /// leaves this machine; the manager signs a CSR.
+    ClientCert {
+        /// Where to write the files (created with mode 0700).
+        #[arg(long)]
+        out: std::path::PathBuf,
+        /// The client's name in the certificate (1-64 characters of [a-z0-9-]).
+        #[arg(long, default_value = "admin")]
+        name: String,
+        /// Replace a certificate already in DIR.
+        #[arg(long)]
+        force: bool,
     },
     /// Show (or rotate) the token that lets a worker or a manager join.
     JoinToken {
@@ -81,6 +103,12 @@ pub enum NodeCmd {
         #[arg(long = "label-rm")]
         label_rm: Vec<String>,
     },
+    /// Make workers managers: each gets a manager certificate, restarts as a manager and joins
+    /// the Raft membership (its tasks keep running).
+    Promote { nodes: Vec<String> },
+    /// Make managers workers: each leaves the Raft membership (through the leader), then
+    /// restarts as a worker. The last manager cannot be demoted.
+    Demote { nodes: Vec<String> },
     /// Remove a node from the cluster.
     Rm {
         node: String,
@@ -226,6 +254,11 @@ pub async fn cluster(c: &Client, cmd: ClusterCmd) -> Result<()> {
                 voters / 2 + 1
             );
         }
+        ClusterCmd::Leave { force } => {
+            let path = format!("/v1/cluster/leave{}", if force { "?force=true" } else { "" });
+            let _: serde_json::Value = c.post(&path, &serde_json::json!({})).await?;
+            println!("Node left the cluster; its tasks are stopped and the daemon exits.");
+        }
         ClusterCmd::Join { token, addr } => {
             let info: shoal_api::JoinInfo =
                 c.post("/v1/cluster/join", &shoal_api::JoinArgs { token, addr }).await?;
@@ -235,6 +268,7 @@ pub async fn cluster(c: &Client, cmd: ClusterCmd) -> Result<()> {
                 println!("This node joined the cluster as a manager ({} managers).", info.managers);
             }
         }
+        ClusterCmd::ClientCert { out, name, force } => client_cert(c, &out, &name, force).await?,
         ClusterCmd::JoinToken { role, rotate, quiet } => {
             let path = format!("/v1/cluster/join-token/{role}{}", if rotate { "/rotate" } else { "" });
             let info: shoal_api::JoinTokenInfo =
@@ -267,6 +301,21 @@ pub async fn cluster(c: &Client, cmd: ClusterCmd) -> Result<()> {
             println!("State index:    {}", info.index);
             println!("Nodes: {}   Services: {}   Tasks: {}", info.nodes, info.services, info.tasks);
         }
+    }
+    Ok(())
+}
+
+async fn set_role(c: &Client, nodes: Vec<String>, role: shoal_types::NodeRole) -> Result<()> {
+    for node in nodes {
+        let n: Node = c.get(&format!("/v1/nodes/{node}")).await?;
+        if n.spec.role == role {
+            println!("Node {node} is already a {}.", role.as_str());
+            continue;
+        }
+        let u = NodeUpdate { role: Some(role), version: Some(n.version), ..Default::default() };
+        let _: Node = c.post(&format!("/v1/nodes/{node}/update"), &u).await?;
+        let verb = if role == shoal_types::NodeRole::Manager { "promoted to" } else { "demoted to" };
+        println!("Node {node} {verb} {}.", role.as_str());
     }
     Ok(())
 }
@@ -325,6 +374,11 @@ pub async fn node(c: &Client, cmd: NodeCmd) -> Result<()> {
             let n: Node = c.post(&format!("/v1/nodes/{node}/update"), &u).await?;
             println!("{}", n.id);
         }
+        NodeCmd::Promote { nodes } | NodeCmd::Demote { nodes } if nodes.is_empty() => {
+            bail!("name at least one node");
+        }
+        NodeCmd::Promote { nodes } => set_role(c, nodes, shoal_types::NodeRole::Manager).await?,
+        NodeCmd::Demote { nodes } => set_role(c, nodes, shoal_types::NodeRole::Worker).await?,
         NodeCmd::Rm { node, force } => {
             c.delete(&format!("/v1/nodes/{node}{}", if force { "?force=true" } else { "" })).await?;
             println!("{node}");
@@ -471,5 +525,29 @@ pub async fn service(c: &Client, cmd: ServiceCmd) -> Result<()> {
             }
         }
     }
+    Ok(())
+}
+
+/// `cluster client-cert`: a key and CSR made here, the certificate signed by the cluster CA,
+/// written in docker's layout.
+async fn client_cert(c: &Client, out: &std::path::Path, name: &str, force: bool) -> Result<()> {
+    use anyhow::Context;
+    use std::os::unix::fs::PermissionsExt;
+    let key_path = out.join(shoal_api::client::TLS_KEY_FILE);
+    if key_path.exists() && !force {
+        bail!("{} already exists (use --force to replace it)", key_path.display());
+    }
+    let (key_pem, csr_pem) = shoal_pki::generate_key_and_csr(name)
+        .with_context(|| format!("--name {name:?}: must be 1-64 characters of [a-z0-9-]"))?;
+    let req = shoal_api::ClientCertRequest { name: name.to_string(), csr_pem: Some(csr_pem) };
+    let cert: shoal_api::ClientCert = c.post("/v1/cluster/client-cert", &req).await?;
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    std::fs::set_permissions(out, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("setting the mode of {}", out.display()))?;
+    shoal_pki::write_private_file(&key_path, key_pem)?;
+    shoal_pki::write_public_file(out.join(shoal_api::client::TLS_CERT_FILE), &cert.cert_pem)?;
+    shoal_pki::write_public_file(out.join(shoal_api::client::TLS_CA_FILE), &cert.ca_pem)?;
+    println!("Client certificate for {name:?} written to {}.", out.display());
+    println!("Use it with: shoal -H tcp://<MANAGER>:<API-PORT> --tls-dir {} node ls", out.display());
     Ok(())
 }

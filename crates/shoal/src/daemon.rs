@@ -30,6 +30,9 @@ pub struct DaemonArgs {
     pub init: bool,
     /// Generic resources the node offers (`--resource gpu=2`).
     pub resources: BTreeMap<String, u64>,
+    /// Where a manager serves the `/v1` API over TCP with mutual TLS (client certificates
+    /// required); none: only the root socket.
+    pub api_addr: Option<String>,
 }
 
 /// Who this node is; created once and kept in the data directory.
@@ -97,6 +100,13 @@ pub async fn run(args: DaemonArgs) -> Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", args.listen_addr))?;
     tokio::spawn(serve_node_to_node(manager.clone(), listener));
+    if let Some(addr) = &args.api_addr {
+        // Bound now (a wrong address fails the start); served once this node has a certificate.
+        let api_listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on --api-addr {addr}"))?;
+        tokio::spawn(shoal_api::serve_tcp(api_listener, manager.clone(), shoal_api::router(manager.clone())));
+    }
     manager.enable_tls().context("loading this node's certificate")?;
     if args.init && !in_cluster {
         manager.init_cluster().await.context("initializing the cluster")?;
@@ -106,13 +116,21 @@ pub async fn run(args: DaemonArgs) -> Result<()> {
 
     tokio::spawn(shoal_api::internal::heartbeat_loop(manager.clone()));
     tokio::spawn(renew_certificates(manager.clone()));
+    let agent_slot: AgentSlot = Arc::new(std::sync::OnceLock::new());
     tokio::spawn(start_agent(
         manager.clone(),
         agent_config(&args),
         crate::drivers::all(&args.data_dir),
         NodeId::new(identity.node_id.clone()),
         me,
+        agent_slot.clone(),
     ));
+    if in_cluster && manager.node.status().last_log_index.is_none() {
+        // A promoted worker restarts with a manager certificate and an empty Raft store: it asks
+        // the managers it knows to add it (learner, then voter).
+        tokio::spawn(rejoin_as_manager(manager.clone(), manager.tls_dir().to_path_buf()));
+    }
+    tokio::spawn(follow_role_as_manager(manager.clone(), args.data_dir.clone(), identity.raft_id));
 
     let api = {
         let socket = args.api_socket.clone();
@@ -131,9 +149,192 @@ pub async fn run(args: DaemonArgs) -> Result<()> {
         _ = tokio::signal::ctrl_c() => tracing::info!("interrupted, stopping"),
         _ = term.recv() => tracing::info!("terminated, stopping"),
     }
+    let leaving = *manager.leave_requested().borrow();
     manager.shutdown().await;
     let _ = std::fs::remove_file(&args.api_socket);
+    if leaving {
+        forget_cluster(&args.data_dir, agent_slot.get()).await;
+        tracing::info!("left the cluster");
+    }
     Ok(())
+}
+
+type AgentSlot = Arc<std::sync::OnceLock<Arc<Agent>>>;
+
+/// After `cluster leave`: stop every task of this node and forget the cluster (certificates,
+/// Raft store, task records, identity), so the daemon can start anew.
+async fn forget_cluster(data_dir: &Path, agent: Option<&Arc<Agent>>) {
+    if let Some(a) = agent {
+        if let Err(left) = a.leave(Duration::from_secs(120)).await {
+            tracing::warn!(left, "some tasks did not stop before the node left");
+        }
+    }
+    for d in ["tls", "raft", "agent"] {
+        if let Err(e) = shoal_agent::store::remove_dir(&data_dir.join(d)) {
+            tracing::warn!(dir = d, error = %e, "cannot remove");
+        }
+    }
+    let _ = std::fs::remove_file(data_dir.join("node.json"));
+}
+
+/// Replaces this process with a fresh start of the same command line (after a role change: the
+/// node comes back as what its new certificate says). Tasks keep running: they belong to their
+/// shims, not to this process.
+fn restart_daemon() -> anyhow::Error {
+    use std::os::unix::process::CommandExt;
+    let exe = match std::env::current_exe() {
+        Ok(e) => e,
+        Err(e) => return anyhow::Error::from(e).context("finding this executable to restart"),
+    };
+    tracing::info!("restarting the daemon in its new role");
+    let err = std::process::Command::new(exe).args(std::env::args_os().skip(1)).exec();
+    anyhow::Error::from(err).context("restarting the daemon")
+}
+
+/// A promoted worker restarted as a manager: joins the Raft membership through the managers it
+/// knows, retrying until one takes it.
+async fn rejoin_as_manager(m: Arc<Manager>, tls_dir: PathBuf) {
+    let path = tls_dir.join(shoal_api::join::MANAGERS_FILE);
+    let managers: Vec<String> =
+        std::fs::read(&path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
+    if managers.is_empty() {
+        return;
+    }
+    loop {
+        for addr in &managers {
+            match shoal_api::join::rejoin(&m, addr).await {
+                Ok(()) => {
+                    tracing::info!(via = %addr, "joined the managers");
+                    return;
+                }
+                Err(e) => tracing::debug!(via = %addr, error = %e, "joining the managers failed; retrying"),
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// A demoted manager: once its spec says worker and it is out of the Raft membership, it takes a
+/// worker certificate, keeps the managers' addresses, drops its Raft store and restarts as a
+/// worker.
+async fn follow_role_as_manager(m: Arc<Manager>, data_dir: PathBuf, raft_id: u64) {
+    let mut raft = m.node.watch();
+    let mut events = m.node.subscribe();
+    let me = NodeId::new(m.node.config().node.node_id.clone());
+    loop {
+        tokio::select! {
+            _ = raft.changed() => {}
+            _ = events.recv() => {}
+        }
+        let demoted = m
+            .node
+            .local_state()
+            .state
+            .node(&me)
+            .is_some_and(|n| n.spec.role == shoal_types::NodeRole::Worker);
+        if !demoted {
+            continue;
+        }
+        // Out of the membership yet? A removed member may never hear of its removal, so ask the
+        // leader as well; leaving Raft before that would cost the others their quorum.
+        let mut status = m.node.status();
+        loop {
+            let member = status.voters.contains_key(&raft_id) || status.learners.contains_key(&raft_id);
+            if !member || !still_a_member_says_leader(&m, raft_id).await {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            status = m.node.status();
+        }
+        status.voters.remove(&raft_id);
+        status.learners.remove(&raft_id);
+        if status.voters.is_empty() {
+            continue;
+        }
+        tracing::info!("demoted: restarting as a worker");
+        let managers: Vec<String> = status.voters.values().map(|n| n.addr.clone()).collect();
+        let done = async {
+            m.replace_certificate(shoal_pki::Role::Worker).await?;
+            let json = serde_json::to_vec(&managers)?;
+            shoal_pki::write_public_file(m.tls_dir().join(shoal_api::join::MANAGERS_FILE), json)?;
+            m.shutdown().await;
+            shoal_agent::store::remove_dir(&data_dir.join("raft"))?;
+            anyhow::Ok(())
+        };
+        match done.await {
+            Ok(()) => {
+                let e = restart_daemon();
+                tracing::error!(error = %format!("{e:#}"), "cannot restart; stopping");
+                std::process::exit(1);
+            }
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "demotion failed; retrying on the next change");
+            }
+        }
+    }
+}
+
+/// Whether the leader still lists this manager in the membership (a removed member's
+/// certificate is refused: that means no).
+async fn still_a_member_says_leader(m: &Manager, raft_id: u64) -> bool {
+    let Some(leader) = m.node.status().leader_node else { return true };
+    if leader.node_id == m.node.config().node.node_id {
+        return m.node.status().voters.contains_key(&raft_id);
+    }
+    let Some(tls) = m.client_tls() else { return true };
+    match shoal_api::internal::call(tls, &leader.addr, hyper::Method::GET, "/internal/status", None).await {
+        Ok((st, body)) if st.is_success() => serde_json::from_slice::<shoal_manager::RaftStatus>(&body)
+            .map_or(true, |s| s.voters.contains_key(&raft_id) || s.learners.contains_key(&raft_id)),
+        Ok((st, _)) if st == hyper::StatusCode::FORBIDDEN => false,
+        _ => true,
+    }
+}
+
+/// A promoted worker: once the managers say it is a manager, it renews into a manager
+/// certificate (signed by a manager) and restarts as a manager.
+async fn follow_role_as_worker(plane: Arc<RemotePlane>, data_dir: PathBuf, node_id: String) {
+    let mut role = plane.desired_role();
+    tracing::debug!("following this node's role");
+    loop {
+        if *role.borrow_and_update() == Some(shoal_types::NodeRole::Manager) {
+            let tls_dir = data_dir.join("tls");
+            let done = async {
+                let (key, csr) = shoal_pki::generate_key_and_csr(&node_id)?;
+                let cert = plane.renew(csr).await?;
+                let id = shoal_pki::identity_from_pem(&cert)?;
+                anyhow::ensure!(
+                    id.role == shoal_pki::Role::Manager,
+                    "the managers issued a {:?} certificate",
+                    id.role
+                );
+                let mut managers = plane.managers();
+                managers.sort();
+                shoal_pki::write_public_file(
+                    tls_dir.join(shoal_api::join::MANAGERS_FILE),
+                    serde_json::to_vec(&managers)?,
+                )?;
+                shoal_agent::store::remove_dir(&data_dir.join("raft"))?;
+                shoal_pki::write_private_file(tls_dir.join("node.key.new"), key)?;
+                shoal_pki::write_public_file(tls_dir.join("node.crt.new"), cert)?;
+                shoal_manager::finish_renewal(&tls_dir)?;
+                anyhow::Ok(())
+            };
+            match done.await {
+                Ok(()) => {
+                    tracing::info!("promoted: restarting as a manager");
+                    let e = restart_daemon();
+                    tracing::error!(error = %format!("{e:#}"), "cannot restart; stopping");
+                    std::process::exit(1);
+                }
+                Err(e) => tracing::warn!(error = %format!("{e:#}"), "promotion failed; retrying"),
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        }
+        if role.changed().await.is_err() {
+            return;
+        }
+    }
 }
 
 /// Serves Raft and the other node-to-node endpoints over mutual TLS once this node has a
@@ -239,6 +440,7 @@ async fn start_agent(
     drivers: Vec<Arc<dyn shoal_driver::Driver>>,
     id: NodeId,
     me: ManagerNode,
+    slot: AgentSlot,
 ) {
     let mut manager_tls = m.server_tls();
     let mut worker = m.joined_as_worker();
@@ -253,6 +455,13 @@ async fn start_agent(
                         plane.clone(),
                         tls_dir.join(shoal_api::join::MANAGERS_FILE),
                     ));
+                    if let Some(data_dir) = tls_dir.parent() {
+                        tokio::spawn(follow_role_as_worker(
+                            plane.clone(),
+                            data_dir.to_path_buf(),
+                            id.to_string(),
+                        ));
+                    }
                     break plane;
                 }
                 Err(e) => {
@@ -270,7 +479,10 @@ async fn start_agent(
         }
     };
     match Agent::new(cfg, drivers, plane) {
-        Ok(agent) => agent.run().await,
+        Ok(agent) => {
+            let _ = slot.set(agent.clone());
+            agent.run().await
+        }
         Err(e) => tracing::error!(error = %e, "cannot start the agent"),
     }
 }
@@ -278,6 +490,9 @@ async fn start_agent(
 /// A worker node: the agent and a unix socket that points users to a manager. No Raft.
 async fn run_worker(args: DaemonArgs, identity: Identity, tls_dir: PathBuf) -> Result<()> {
     let tls = worker_tls(&tls_dir)?;
+    if let Some(addr) = &args.api_addr {
+        tracing::warn!(%addr, "a worker serves no TCP API (--api-addr is for managers); ignoring it");
+    }
     let managers_path = tls_dir.join(shoal_api::join::MANAGERS_FILE);
     let managers: Vec<String> = std::fs::read(&managers_path)
         .ok()
@@ -287,22 +502,34 @@ async fn run_worker(args: DaemonArgs, identity: Identity, tls_dir: PathBuf) -> R
     let agent = Agent::new(agent_config(&args), crate::drivers::all(&args.data_dir), plane.clone())
         .context("starting the agent")?;
     tracing::info!(node_id = %identity.node_id, socket = %args.api_socket.display(), "shoal worker started");
-    tokio::spawn(agent.run());
+    tokio::spawn(agent.clone().run());
     tokio::spawn(remember_managers(plane.clone(), managers_path));
-    tokio::spawn(renew_worker_certificate(plane, tls_dir.clone(), identity.node_id.clone()));
-    let api = {
+    tokio::spawn(renew_worker_certificate(plane.clone(), tls_dir.clone(), identity.node_id.clone()));
+    tokio::spawn(follow_role_as_worker(plane, args.data_dir.clone(), identity.node_id.clone()));
+    let (leave_tx, mut leave_rx) = tokio::sync::mpsc::channel::<shoal_api::LeaveRequest>(1);
+    let (stop_api, api_stopped) = tokio::sync::watch::channel(false);
+    let mut api = {
         let socket = args.api_socket.clone();
         let id = identity.node_id.clone();
-        tokio::spawn(async move { shoal_api::serve_unix_worker(&socket, id).await })
+        tokio::spawn(async move { shoal_api::serve_unix_worker(&socket, id, leave_tx, api_stopped).await })
     };
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
-        r = api => {
+        r = &mut api => {
             match r {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => return Err(e).with_context(|| format!("API socket {}", args.api_socket.display())),
                 Err(e) => return Err(e.into()),
             }
+        }
+        Some(reply) = leave_rx.recv() => {
+            // `cluster leave` on a worker: its tasks stop, it forgets the cluster (the managers
+            // see it go down; `node rm` removes it), and the daemon exits.
+            forget_cluster(&args.data_dir, Some(&agent)).await;
+            tracing::info!("left the cluster");
+            let _ = reply.send(Ok(()));
+            stop_api.send_replace(true);
+            let _ = api.await;
         }
         _ = tokio::signal::ctrl_c() => tracing::info!("interrupted, stopping"),
         _ = term.recv() => tracing::info!("terminated, stopping"),

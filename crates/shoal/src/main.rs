@@ -25,9 +25,14 @@ struct Cli {
     /// Log format.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
-    /// The daemon to talk to: unix:///path/to/shoal.sock.
+    /// The daemon to talk to: unix:///path/to/shoal.sock, or tcp://HOST:PORT (mutual TLS with the
+    /// client certificate in --tls-dir).
     #[arg(short = 'H', long, global = true, env = "SHOAL_HOST", default_value = concat!("unix://", "/run/shoal/shoal.sock"))]
     host: String,
+    /// With `-H tcp://HOST:PORT`: the directory holding the client certificate (`ca.pem`,
+    /// `cert.pem`, `key.pem`, from `shoal cluster client-cert`). Default: ~/.shoal.
+    #[arg(long, global = true, env = "SHOAL_TLS_DIR")]
+    tls_dir: Option<PathBuf>,
     #[command(subcommand)]
     command: Cmd,
 }
@@ -59,6 +64,10 @@ struct DaemonOpts {
     /// A generic resource this node offers, NAME=COUNT (e.g. `--resource gpu=2`), repeatable.
     #[arg(long = "resource", value_parser = parse_resource)]
     resources: Vec<(String, u64)>,
+    /// Also serve the API over TCP at HOST:PORT, with TLS and required client certificates of
+    /// this cluster (`shoal cluster client-cert`). Default: none (the root-only socket only).
+    #[arg(long)]
+    api_addr: Option<String>,
 }
 
 fn parse_resource(s: &str) -> Result<(String, u64), String> {
@@ -167,8 +176,14 @@ fn daemon_args(o: DaemonOpts, init: bool) -> daemon::DaemonArgs {
         hostname: o.hostname,
         labels: o.labels.into_iter().collect::<BTreeMap<_, _>>(),
         resources: o.resources.into_iter().collect::<BTreeMap<_, _>>(),
+        api_addr: o.api_addr,
         init,
     }
+}
+
+/// `~/.shoal`, docker's `~/.docker` for Shoal's client certificate.
+fn default_tls_dir() -> PathBuf {
+    std::env::var_os("HOME").map_or_else(|| PathBuf::from(".shoal"), |h| PathBuf::from(h).join(".shoal"))
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -189,7 +204,8 @@ fn main() -> std::process::ExitCode {
 fn real_main() -> Result<()> {
     let cli = Cli::parse();
     init_logging(&cli.log_level, cli.log_format)?;
-    let client = || shoal_api::Client::new(&cli.host);
+    let tls_dir = cli.tls_dir.clone().unwrap_or_else(default_tls_dir);
+    let client = || shoal_api::Client::connect(&cli.host, &tls_dir);
     match cli.command {
         Cmd::Daemon(o) => runtime()?.block_on(daemon::run(daemon_args(o, false)))?,
         Cmd::Dev(o) => runtime()?.block_on(daemon::run(daemon_args(o, true)))?,
