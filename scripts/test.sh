@@ -17,7 +17,7 @@ fi
 # installed when missing, dockerd started when it is not running. The driver tests fail, never
 # skip, when a runtime is missing.
 bash scripts/install-deps.sh
-export SHOAL_REQUIRE_DOCKER=1
+export SHOAL_REQUIRE_RUNTIMES=1
 
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check

@@ -3,7 +3,7 @@
 //! Every test imports its own busybox image (a rootfs tar built from the host's static busybox,
 //! sent through the Engine API) under a unique tag, and a guard removes the containers it made
 //! and the image, also when the test fails. When there is no engine or no static busybox the tests
-//! print why and pass, unless `SHOAL_REQUIRE_DOCKER=1` is set.
+//! print why and pass, unless `SHOAL_REQUIRE_RUNTIMES=1` is set.
 
 use bollard::query_parameters::{
     CreateImageOptions, RemoveContainerOptions, RemoveImageOptions, RemoveVolumeOptions,
@@ -84,9 +84,9 @@ struct Env {
 impl Env {
     /// The test's environment, or `None` (test skipped) when this machine cannot run it.
     async fn new(test: &str) -> Option<Env> {
-        let required = std::env::var("SHOAL_REQUIRE_DOCKER").is_ok_and(|v| v == "1");
+        let required = std::env::var("SHOAL_REQUIRE_RUNTIMES").is_ok_and(|v| v == "1");
         let skip = |why: &str| {
-            assert!(!required, "SHOAL_REQUIRE_DOCKER=1 but {why}");
+            assert!(!required, "SHOAL_REQUIRE_RUNTIMES=1 but {why}");
             eprintln!("skipping {test}: {why}");
         };
         let Some(busybox) = BUSYBOX_CANDIDATES.iter().map(Path::new).find(|p| p.exists()) else {

@@ -399,6 +399,10 @@ impl OciDriver {
                     return Ok(());
                 }
             } else if !shim::is_running(l) {
+                // Gone already: a container that ran and exited is still known to runc (`--keep`).
+                if self.runc(&["state", container_id]).await?.status.success() {
+                    return Ok(());
+                }
                 let said = log_tail(task_dir, 3);
                 return Err(
                     if said.contains("executable file not found")
