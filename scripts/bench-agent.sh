@@ -41,7 +41,7 @@ drained() { for _ in $(seq 1 600); do [ -z "$(ls -A "$D/data/agent/tasks" 2>/dev
 converge() { # service N driver [image] command...
     local name=$1 n=$2 driver=$3; shift 3
     local t0; t0=$(date +%s%N)
-    cli service create --name "$name" --replicas "$n" --driver "$driver" "$@" >/dev/null
+    cli service create -d --name "$name" --replicas "$n" --driver "$driver" "$@" >/dev/null
     until [ "$(running "$name")" -ge "$n" ]; do sleep 0.05; done
     echo "$driver: create --replicas $n -> $n running: $(( ($(date +%s%N) - t0) / 1000000 )) ms"
 }

@@ -25,7 +25,7 @@ for t in $(seq 1 "$TRIALS"); do
     token=$(cli 0 cluster join-token manager -q)
     cli 1 cluster join --token "$token" "127.0.0.1:$base" >/dev/null
     cli 2 cluster join --token "$token" "127.0.0.1:$base" >/dev/null
-    cli 1 service create --name warmup --driver process true >/dev/null
+    cli 1 service create -d --name warmup --driver process true >/dev/null
     leader=$(cli 0 cluster inspect --format json | json 'd["raft"]["leader_node"]["node_id"]')
     li=0
     for i in 0 1 2; do
@@ -35,7 +35,7 @@ for t in $(seq 1 "$TRIALS"); do
     survivor=$(( (li + 1) % 3 ))
     start=$(date +%s%N)
     kill -9 "${pids[$li]}"
-    until cli "$survivor" service create --name "after-$t" --driver process true >/dev/null 2>&1; do sleep 0.02; done
+    until cli "$survivor" service create -d --name "after-$t" --driver process true >/dev/null 2>&1; do sleep 0.02; done
     end=$(date +%s%N)
     ms=$(( (end - start) / 1000000 ))
     echo "trial $t: ${ms} ms"

@@ -95,6 +95,84 @@ impl Client {
         })
     }
 
+    /// A GET whose answer is a stream of lines (`service logs -f`): calls `f` with each line
+    /// as it arrives, until the server ends the stream or `f` returns false. No overall timeout.
+    pub async fn get_lines(&self, path: &str, mut f: impl FnMut(&[u8]) -> bool) -> Result<(), ClientError> {
+        let resp = tokio::time::timeout(self.timeout, self.open(path))
+            .await
+            .map_err(|_| ClientError::Http(format!("no answer within {}s", self.timeout.as_secs())))??;
+        let status = resp.status();
+        let mut body = resp.into_body();
+        if !status.is_success() {
+            let bytes = body.collect().await.map_err(|e| ClientError::Http(e.to_string()))?.to_bytes();
+            let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+            return Err(ClientError::Api {
+                status: status.as_u16(),
+                code: v["error"]["code"].as_str().unwrap_or("error").to_string(),
+                message: v["error"]["message"]
+                    .as_str()
+                    .map_or_else(|| format!("HTTP {status}"), str::to_string),
+            });
+        }
+        let mut buf: Vec<u8> = Vec::new();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| ClientError::Http(e.to_string()))?;
+            let Ok(data) = frame.into_data() else { continue };
+            buf.extend_from_slice(&data);
+            while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = buf.drain(..=pos).collect();
+                if !f(&line[..line.len() - 1]) {
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn open(&self, path: &str) -> Result<hyper::Response<hyper::body::Incoming>, ClientError> {
+        async fn send<S>(
+            stream: S,
+            host: &str,
+            path: &str,
+        ) -> Result<hyper::Response<hyper::body::Incoming>, ClientError>
+        where
+            S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        {
+            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                .await
+                .map_err(|e| ClientError::Http(e.to_string()))?;
+            tokio::spawn(conn);
+            let req = Request::builder()
+                .method(Method::GET)
+                .uri(path)
+                .header("host", host)
+                .body(Full::new(Bytes::new()))
+                .map_err(|e| ClientError::Http(e.to_string()))?;
+            sender.send_request(req).await.map_err(|e| ClientError::Http(error_chain(&e)))
+        }
+        match &self.transport {
+            Transport::Unix(socket) => {
+                let stream = tokio::net::UnixStream::connect(socket)
+                    .await
+                    .map_err(|e| ClientError::Connect(socket.display().to_string(), e))?;
+                send(stream, "shoal", path).await
+            }
+            Transport::Tls { addr, config } => {
+                let tcp = tokio::net::TcpStream::connect(addr.as_str())
+                    .await
+                    .map_err(|e| ClientError::Connect(format!("tcp://{addr}"), e))?;
+                let name = rustls_pki_types::ServerName::try_from(shoal_pki::MANAGER_SERVER_NAME)
+                    .map_err(|e| ClientError::Http(e.to_string()))?
+                    .to_owned();
+                let stream = tokio_rustls::TlsConnector::from(config.clone())
+                    .connect(name, tcp)
+                    .await
+                    .map_err(|e| ClientError::Tls(format!("tcp://{addr}"), e))?;
+                send(stream, shoal_pki::MANAGER_SERVER_NAME, path).await
+            }
+        }
+    }
+
     /// Sends a request; returns the status and the raw body.
     pub async fn raw(
         &self,

@@ -5,6 +5,7 @@ pub mod client;
 pub mod dispatcher;
 pub mod internal;
 pub mod join;
+pub mod logs;
 pub mod server;
 pub mod tcp;
 
@@ -18,10 +19,20 @@ pub use tcp::{serve_tcp, ClientCert, ClientCertRequest};
 use std::path::Path;
 
 /// Serves the API on a unix socket that only its owner (root) may use.
-pub async fn serve_unix(path: &Path, manager: std::sync::Arc<shoal_manager::Manager>) -> std::io::Result<()> {
+pub async fn serve_unix(
+    path: &Path,
+    manager: std::sync::Arc<shoal_manager::Manager>,
+    agent: logs::AgentSlot,
+) -> std::io::Result<()> {
     // Stops (after answering what is in flight) once the node has asked to leave the cluster.
     let shutdown = manager.leave_requested();
-    serve_router(path, router(manager), shutdown).await
+    serve_router(path, full_router(manager, agent), shutdown).await
+}
+
+/// The whole `/v1` API of a manager: the state endpoints and the logs of tasks, which its own
+/// agent (in `agent`) and the other nodes' agents serve.
+pub fn full_router(manager: std::sync::Arc<shoal_manager::Manager>, agent: logs::AgentSlot) -> axum::Router {
+    router(manager.clone()).merge(logs::service_logs_router(logs::LogsState { manager, agent }))
 }
 
 /// A leave request from a worker's socket to its daemon, answered when the node has left.

@@ -1,9 +1,10 @@
 //! Client commands: talk to the local daemon's API and print tables or `--format json`.
 
+use crate::service_cli;
 use anyhow::{bail, Result};
 use clap::{Args, Subcommand, ValueEnum};
-use shoal_api::{Client, ClusterInfo, Created, NodeUpdate};
-use shoal_types::{Availability, Node, Service, ServiceMode, ServiceSpec, Task, TaskState};
+use shoal_api::{Client, ClusterInfo, NodeUpdate};
+use shoal_types::{Availability, Node};
 use std::collections::BTreeMap;
 
 #[derive(Clone, Copy, Debug, Default, ValueEnum, PartialEq, Eq)]
@@ -13,7 +14,7 @@ pub enum Format {
     Json,
 }
 
-#[derive(Args)]
+#[derive(Args, Clone, Debug)]
 pub struct ListOpts {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Table)]
@@ -109,6 +110,12 @@ pub enum NodeCmd {
     /// Make managers workers: each leaves the Raft membership (through the leader), then
     /// restarts as a worker. The last manager cannot be demoted.
     Demote { nodes: Vec<String> },
+    /// List the tasks on nodes (default: the node this API belongs to).
+    Ps {
+        nodes: Vec<String>,
+        #[command(flatten)]
+        args: service_cli::PsArgs,
+    },
     /// Remove a node from the cluster.
     Rm {
         node: String,
@@ -119,38 +126,42 @@ pub enum NodeCmd {
 
 #[derive(Subcommand)]
 pub enum ServiceCmd {
-    /// Create a service (a minimal form; the services issue adds every docker flag).
-    Create {
-        #[arg(long)]
-        name: String,
-        #[arg(long)]
-        replicas: Option<u64>,
-        #[arg(long, default_value = "replicated")]
-        mode: String,
-        /// Task driver (process, oci, docker).
-        #[arg(long)]
-        driver: Option<String>,
-        #[arg(long = "env", short = 'e', value_parser = parse_kv)]
-        env: Vec<(String, String)>,
-        #[arg(long = "constraint")]
-        constraints: Vec<String>,
-        /// With `--driver process` every positional is the command; otherwise IMAGE [COMMAND...].
-        #[arg(trailing_var_arg = true, required = true)]
-        args: Vec<String>,
+    /// Create a service: IMAGE [COMMAND] [ARG...], or with `--driver process` COMMAND [ARG...].
+    /// Waits until the tasks run (or the timeout) unless -d.
+    Create(Box<service_cli::CreateArgs>),
+    /// Change a service (a rolling update when its tasks change). Waits unless -d.
+    Update(Box<service_cli::UpdateArgs>),
+    /// The output of a service's tasks, from the nodes that run them.
+    Logs(crate::logs_cli::LogsArgs),
+    /// Set the replicas of replicated services: SERVICE=N... Waits unless -d.
+    Scale(service_cli::ScaleArgs),
+    /// Return a service to its previous spec. Waits unless -d.
+    Rollback {
+        service: String,
+        #[command(flatten)]
+        progress: service_cli::ProgressOpts,
     },
     /// List services.
     Ls(ListOpts),
-    /// List the tasks of a service.
+    /// List the tasks of services (history of a slot under ` \_ `).
     Ps {
-        service: String,
+        #[arg(required = true)]
+        services: Vec<String>,
         #[command(flatten)]
-        opts: ListOpts,
+        args: service_cli::PsArgs,
     },
-    /// Show one service.
+    /// Show services (JSON, or a readable summary with --pretty).
     Inspect {
-        service: String,
+        #[arg(required = true)]
+        services: Vec<String>,
+        /// A readable summary instead of JSON.
+        #[arg(long)]
+        pretty: bool,
         #[arg(long, value_enum, default_value_t = Format::Json)]
         format: Format,
+        /// Only print IDs.
+        #[arg(short, long)]
+        quiet: bool,
     },
     /// Remove a service and stop its tasks.
     Rm { services: Vec<String> },
@@ -180,13 +191,13 @@ fn stale_q(stale: bool) -> &'static str {
     }
 }
 
-fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
+pub(crate) fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
     println!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
 }
 
 /// Prints rows as aligned columns.
-fn table(headers: &[&str], rows: Vec<Vec<String>>) {
+pub(crate) fn table(headers: &[&str], rows: Vec<Vec<String>>) {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
     for r in &rows {
         for (i, c) in r.iter().enumerate() {
@@ -379,6 +390,7 @@ pub async fn node(c: &Client, cmd: NodeCmd) -> Result<()> {
         }
         NodeCmd::Promote { nodes } => set_role(c, nodes, shoal_types::NodeRole::Manager).await?,
         NodeCmd::Demote { nodes } => set_role(c, nodes, shoal_types::NodeRole::Worker).await?,
+        NodeCmd::Ps { nodes, args } => service_cli::node_ps(c, &nodes, &args).await?,
         NodeCmd::Rm { node, force } => {
             c.delete(&format!("/v1/nodes/{node}{}", if force { "?force=true" } else { "" })).await?;
             println!("{node}");
@@ -387,133 +399,17 @@ pub async fn node(c: &Client, cmd: NodeCmd) -> Result<()> {
     Ok(())
 }
 
-fn mode_text(s: &Service, running: usize) -> (String, String) {
-    match s.spec.mode {
-        ServiceMode::Replicated { replicas } => ("replicated".into(), format!("{running}/{replicas}")),
-        ServiceMode::Global => ("global".into(), format!("{running}")),
-        ServiceMode::ReplicatedJob { total_completions, .. } => {
-            ("replicated job".into(), format!("{running} ({total_completions} completions)"))
-        }
-        ServiceMode::GlobalJob => ("global job".into(), format!("{running}")),
-    }
-}
-
 pub async fn service(c: &Client, cmd: ServiceCmd) -> Result<()> {
     match cmd {
-        ServiceCmd::Create { name, replicas, mode, driver, env, constraints, args } => {
-            let mut spec = ServiceSpec { name, ..Default::default() };
-            spec.mode = shoal_types::validate::mode_from_flags(&mode, replicas, None)?;
-            let t = &mut spec.task_template;
-            if driver.as_deref() == Some("process") {
-                t.command = args;
-            } else {
-                let mut it = args.into_iter();
-                t.image = it.next();
-                t.command = it.collect();
-            }
-            t.driver = driver;
-            t.env = env.into_iter().collect();
-            t.placement.constraints = constraints;
-            let created: Created = c.post("/v1/services", &spec).await?;
-            println!("{}", created.id);
-        }
-        ServiceCmd::Ls(o) => {
-            let services: Vec<Service> = c.get(&format!("/v1/services{}", stale_q(o.stale))).await?;
-            if o.quiet {
-                services.iter().for_each(|s| println!("{}", s.id));
-                return Ok(());
-            }
-            if o.format == Format::Json {
-                return print_json(&services);
-            }
-            let tasks: Vec<Task> = c.get(&format!("/v1/tasks{}", stale_q(o.stale))).await?;
-            let rows = services
-                .iter()
-                .map(|s| {
-                    let running = tasks
-                        .iter()
-                        .filter(|t| t.service_id == s.id && t.status.state == TaskState::Running)
-                        .count();
-                    let (mode, replicas) = mode_text(s, running);
-                    let image = s
-                        .spec
-                        .task_template
-                        .image
-                        .clone()
-                        .unwrap_or_else(|| s.spec.task_template.command.join(" "));
-                    let ports = s
-                        .spec
-                        .endpoint
-                        .ports
-                        .iter()
-                        .map(|p| format!("*:{}->{}/{:?}", p.published, p.target, p.protocol).to_lowercase())
-                        .collect::<Vec<_>>()
-                        .join(",");
-                    vec![s.id.short().to_string(), s.spec.name.clone(), mode, replicas, image, ports]
-                })
-                .collect();
-            table(&["ID", "NAME", "MODE", "REPLICAS", "IMAGE", "PORTS"], rows);
-        }
-        ServiceCmd::Ps { service, opts } => {
-            let svc: Service = c.get(&format!("/v1/services/{service}")).await?;
-            let mut tasks: Vec<Task> = c
-                .get(&format!("/v1/tasks?service={}{}", svc.id, if opts.stale { "&stale=true" } else { "" }))
-                .await?;
-            if opts.quiet {
-                tasks.iter().for_each(|t| println!("{}", t.id));
-                return Ok(());
-            }
-            if opts.format == Format::Json {
-                return print_json(&tasks);
-            }
-            let nodes: Vec<Node> = c.get("/v1/nodes?stale=true").await.unwrap_or_default();
-            let host = |id: &Option<shoal_types::NodeId>| {
-                id.as_ref()
-                    .map(|id| {
-                        nodes
-                            .iter()
-                            .find(|n| &n.id == id)
-                            .map_or(id.to_string(), |n| n.description.hostname.clone())
-                    })
-                    .unwrap_or_default()
-            };
-            // Newest task of each slot first, its history below it (docker's `\_`).
-            tasks.sort_by(|a, b| {
-                (a.slot, &a.node_id, std::cmp::Reverse(a.created_at)).cmp(&(
-                    b.slot,
-                    &b.node_id,
-                    std::cmp::Reverse(b.created_at),
-                ))
-            });
-            let mut rows = Vec::new();
-            let mut last_key = None;
-            for t in &tasks {
-                let key = (t.slot, t.node_id.clone());
-                let history = last_key.as_ref() == Some(&key);
-                let name = match t.slot {
-                    Some(s) => format!("{}.{s}", svc.spec.name),
-                    None => format!("{}.{}", svc.spec.name, t.node_id.as_ref().map_or("", |n| n.short())),
-                };
-                let name = if history { format!(" \\_ {name}") } else { name };
-                last_key = Some(key);
-                rows.push(vec![
-                    t.id.short().to_string(),
-                    name,
-                    t.spec.image.clone().unwrap_or_else(|| t.spec.command.join(" ")),
-                    host(&t.node_id),
-                    t.desired_state.to_string(),
-                    t.status.state.to_string(),
-                    t.status.err.clone(),
-                ]);
-            }
-            table(&["ID", "NAME", "IMAGE", "NODE", "DESIRED STATE", "CURRENT STATE", "ERROR"], rows);
-        }
-        ServiceCmd::Inspect { service, format } => {
-            let svc: Service = c.get(&format!("/v1/services/{service}")).await?;
-            if format == Format::Json {
-                return print_json(&svc);
-            }
-            println!("{} {} version {}", svc.id, svc.spec.name, svc.spec_version);
+        ServiceCmd::Create(a) => service_cli::create(c, *a).await?,
+        ServiceCmd::Update(a) => service_cli::update(c, *a).await?,
+        ServiceCmd::Logs(a) => crate::logs_cli::run(c, a).await?,
+        ServiceCmd::Scale(a) => service_cli::scale(c, a).await?,
+        ServiceCmd::Rollback { service, progress } => service_cli::rollback(c, &service, &progress).await?,
+        ServiceCmd::Ls(o) => service_cli::ls(c, &o).await?,
+        ServiceCmd::Ps { services, args } => service_cli::ps(c, &services, &args).await?,
+        ServiceCmd::Inspect { services, pretty, format, quiet } => {
+            service_cli::inspect(c, &services, pretty, format, quiet).await?
         }
         ServiceCmd::Rm { services } => {
             if services.is_empty() {

@@ -99,13 +99,18 @@ pub async fn run(args: DaemonArgs) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(&args.listen_addr)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen_addr))?;
-    tokio::spawn(serve_node_to_node(manager.clone(), listener));
+    let agent_slot: AgentSlot = Arc::new(std::sync::OnceLock::new());
+    tokio::spawn(serve_node_to_node(manager.clone(), listener, agent_slot.clone()));
     if let Some(addr) = &args.api_addr {
         // Bound now (a wrong address fails the start); served once this node has a certificate.
         let api_listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen on --api-addr {addr}"))?;
-        tokio::spawn(shoal_api::serve_tcp(api_listener, manager.clone(), shoal_api::router(manager.clone())));
+        tokio::spawn(shoal_api::serve_tcp(
+            api_listener,
+            manager.clone(),
+            shoal_api::full_router(manager.clone(), agent_slot.clone()),
+        ));
     }
     manager.enable_tls().context("loading this node's certificate")?;
     if args.init && !in_cluster {
@@ -116,7 +121,6 @@ pub async fn run(args: DaemonArgs) -> Result<()> {
 
     tokio::spawn(shoal_api::internal::heartbeat_loop(manager.clone()));
     tokio::spawn(renew_certificates(manager.clone()));
-    let agent_slot: AgentSlot = Arc::new(std::sync::OnceLock::new());
     tokio::spawn(start_agent(
         manager.clone(),
         agent_config(&args),
@@ -135,7 +139,8 @@ pub async fn run(args: DaemonArgs) -> Result<()> {
     let api = {
         let socket = args.api_socket.clone();
         let m = manager.clone();
-        tokio::spawn(async move { shoal_api::serve_unix(&socket, m).await })
+        let slot = agent_slot.clone();
+        tokio::spawn(async move { shoal_api::serve_unix(&socket, m, slot).await })
     };
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
@@ -159,7 +164,7 @@ pub async fn run(args: DaemonArgs) -> Result<()> {
     Ok(())
 }
 
-type AgentSlot = Arc<std::sync::OnceLock<Arc<Agent>>>;
+use shoal_api::logs::AgentSlot;
 
 /// After `cluster leave`: stop every task of this node and forget the cluster (certificates,
 /// Raft store, task records, identity), so the daemon can start anew.
@@ -340,14 +345,33 @@ async fn follow_role_as_worker(plane: Arc<RemotePlane>, data_dir: PathBuf, node_
 /// Serves Raft and the other node-to-node endpoints over mutual TLS once this node has a
 /// certificate. Raft messages are accepted only from current members' manager certificates, so
 /// the certificate of a removed manager stops working at once.
-async fn serve_node_to_node(m: Arc<Manager>, listener: tokio::net::TcpListener) {
+async fn serve_node_to_node(m: Arc<Manager>, listener: tokio::net::TcpListener, agent: AgentSlot) {
     let mut tls = m.server_tls();
+    let mut worker = m.joined_as_worker();
     let cfg = loop {
         if let Some(cfg) = tls.borrow().clone() {
             break cfg;
         }
-        if tls.changed().await.is_err() {
+        if worker.borrow().is_some() {
+            // Joined as a worker (until the daemon restarts as one): only the agent's endpoints.
+            match worker_server_tls(m.tls_dir()) {
+                Ok(cfg) => {
+                    let (_keep, configs) = tokio::sync::watch::channel(cfg);
+                    shoal_raft::transport::serve_tls_reloading(
+                        listener,
+                        configs,
+                        shoal_api::logs::agent_router(agent),
+                        |_: &shoal_pki::NodeIdentity, _: &str| false,
+                    )
+                    .await;
+                }
+                Err(e) => tracing::error!(error = %format!("{e:#}"), "cannot serve the agent's endpoints"),
+            }
             return;
+        }
+        tokio::select! {
+            r = tls.changed() => if r.is_err() { return },
+            r = worker.changed() => if r.is_err() { return },
         }
     };
     // Renewed certificates are published on the manager's watch; new connections use the newest.
@@ -371,7 +395,7 @@ async fn serve_node_to_node(m: Arc<Manager>, listener: tokio::net::TcpListener) 
     shoal_raft::transport::serve_tls_reloading(
         listener,
         configs,
-        shoal_api::internal::internal_router(m),
+        shoal_api::internal::internal_router(m).merge(shoal_api::logs::agent_router(agent)),
         authorize,
     )
     .await;
@@ -426,6 +450,18 @@ fn certified_role(tls_dir: &Path) -> Result<Option<shoal_pki::Role>> {
     Ok(Some(id.role))
 }
 
+/// A worker's listener: its own certificate, client certificates required (managers').
+fn worker_server_tls(tls_dir: &Path) -> Result<Arc<rustls::ServerConfig>> {
+    let read = |f: &str| shoal_pki::read_pem_file(tls_dir.join(f));
+    shoal_pki::server_config(
+        &read("ca.crt")?,
+        &read("node.crt")?,
+        &read("node.key")?,
+        shoal_pki::ClientAuth::Required,
+    )
+    .context("loading this node's certificate")
+}
+
 fn worker_tls(tls_dir: &Path) -> Result<Arc<rustls::ClientConfig>> {
     let read = |f: &str| shoal_pki::read_pem_file(tls_dir.join(f));
     shoal_pki::client_config(&read("ca.crt")?, &read("node.crt")?, &read("node.key")?)
@@ -450,7 +486,12 @@ async fn start_agent(
                 Ok(tls) => {
                     let plane = Arc::new(RemotePlane::new(tls, managers, me.addr.clone()));
                     let tls_dir = m.tls_dir().to_path_buf();
-                    tokio::spawn(renew_worker_certificate(plane.clone(), tls_dir.clone(), id.to_string()));
+                    tokio::spawn(renew_worker_certificate(
+                        plane.clone(),
+                        tls_dir.clone(),
+                        id.to_string(),
+                        None,
+                    ));
                     tokio::spawn(remember_managers(
                         plane.clone(),
                         tls_dir.join(shoal_api::join::MANAGERS_FILE),
@@ -503,8 +544,26 @@ async fn run_worker(args: DaemonArgs, identity: Identity, tls_dir: PathBuf) -> R
         .context("starting the agent")?;
     tracing::info!(node_id = %identity.node_id, socket = %args.api_socket.display(), "shoal worker started");
     tokio::spawn(agent.clone().run());
+    // The node-to-node listener of a worker serves its agent's endpoints (task logs) to managers.
+    let slot: AgentSlot = Arc::new(std::sync::OnceLock::new());
+    let _ = slot.set(agent.clone());
+    let server_tls = tokio::sync::watch::channel(worker_server_tls(&tls_dir)?).0;
+    let listener = tokio::net::TcpListener::bind(&args.listen_addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen_addr))?;
+    tokio::spawn(shoal_raft::transport::serve_tls_reloading(
+        listener,
+        server_tls.subscribe(),
+        shoal_api::logs::agent_router(slot),
+        |_: &shoal_pki::NodeIdentity, _: &str| false,
+    ));
     tokio::spawn(remember_managers(plane.clone(), managers_path));
-    tokio::spawn(renew_worker_certificate(plane.clone(), tls_dir.clone(), identity.node_id.clone()));
+    tokio::spawn(renew_worker_certificate(
+        plane.clone(),
+        tls_dir.clone(),
+        identity.node_id.clone(),
+        Some(server_tls),
+    ));
     tokio::spawn(follow_role_as_worker(plane, args.data_dir.clone(), identity.node_id.clone()));
     let (leave_tx, mut leave_rx) = tokio::sync::mpsc::channel::<shoal_api::LeaveRequest>(1);
     let (stop_api, api_stopped) = tokio::sync::watch::channel(false);
@@ -542,7 +601,12 @@ async fn run_worker(args: DaemonArgs, identity: Identity, tls_dir: PathBuf) -> R
 /// A worker's certificate renewal: at 50-80% of its life, a new key and a CSR that a manager
 /// signs (same node id and role); the files are replaced like a manager's (crash-safe) and the
 /// agent's connections use the new certificate from the next request.
-async fn renew_worker_certificate(plane: Arc<RemotePlane>, tls_dir: PathBuf, node_id: String) {
+async fn renew_worker_certificate(
+    plane: Arc<RemotePlane>,
+    tls_dir: PathBuf,
+    node_id: String,
+    server: Option<tokio::sync::watch::Sender<Arc<rustls::ServerConfig>>>,
+) {
     loop {
         let wait = match renewal_wait(&tls_dir) {
             Ok(w) => w,
@@ -559,6 +623,9 @@ async fn renew_worker_certificate(plane: Arc<RemotePlane>, tls_dir: PathBuf, nod
             shoal_pki::write_public_file(tls_dir.join("node.crt.new"), cert)?;
             shoal_manager::finish_renewal(&tls_dir)?;
             plane.set_tls(worker_tls(&tls_dir)?);
+            if let Some(server) = &server {
+                server.send_replace(worker_server_tls(&tls_dir)?);
+            }
             anyhow::Ok(())
         };
         match renewed.await {

@@ -5,6 +5,8 @@ mod cli;
 mod daemon;
 mod drivers;
 mod image_cli;
+mod logs_cli;
+mod service_cli;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};

@@ -93,8 +93,30 @@ fn tasks_survive_kill_9_of_their_daemon_and_are_recovered() {
         assert!(alive(*pid));
     }
 
+    // The manager's own tasks' logs, with timestamps and a tail.
+    n.ok(&[
+        "service",
+        "create",
+        "--name",
+        "count",
+        "--driver",
+        "process",
+        "sh",
+        "-c",
+        "for i in 1 2 3 4 5; do echo line $i; done; sleep 300",
+    ]);
+    let logs = eventually(30, "the task's logs", || {
+        let text = n.ok(&["service", "logs", "--tail", "2", "--timestamps", "count"]);
+        text.contains("line 5").then_some(text)
+    });
+    let lines: Vec<&str> = logs.lines().collect();
+    assert_eq!(lines.len(), 2, "--tail 2: {logs}");
+    assert!(lines[0].ends_with("line 4") && lines[1].ends_with("line 5"), "{logs}");
+    assert!(lines[0].contains("count.1.") && lines[0].contains(" | 20"), "prefix and timestamp: {logs}");
+    n.ok(&["service", "rm", "count"]);
+
     // A task that cannot run is rejected with the reason, visible in `service ps`.
-    n.ok(&["service", "create", "--name", "bad", "--driver", "process", "/nonexistent/program"]);
+    n.ok(&["service", "create", "-d", "--name", "bad", "--driver", "process", "/nonexistent/program"]);
     eventually_or(
         30,
         || {
@@ -163,6 +185,28 @@ fn a_worker_joins_runs_tasks_and_keeps_them_while_every_manager_is_down() {
     for t in tasks(&m, "wp").values() {
         assert_eq!(t.3["node_id"], worker_id.as_str());
     }
+
+    // Logs come from the node that runs the task, through a manager.
+    m.ok(&[
+        "service",
+        "create",
+        "--name",
+        "talk",
+        "--driver",
+        "process",
+        "--constraint",
+        "node.role==worker",
+        "sh",
+        "-c",
+        "echo hello from the worker; sleep 300",
+    ]);
+    let logs = eventually(30, "the worker's task logs", || {
+        let out = m.cli(&["service", "logs", "talk"]);
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        text.contains("hello from the worker").then_some(text)
+    });
+    assert!(logs.contains("@wrk"), "lines are prefixed with their task and node: {logs}");
+    m.ok(&["service", "rm", "talk"]);
 
     // Every daemon dies: the tasks keep running.
     w.kill9();
@@ -242,7 +286,7 @@ fn oci_tasks_run_from_the_image_store_and_survive_their_daemon() {
         .expect("image import");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     // A missing image is rejected with a clear reason.
-    n.ok(&["service", "create", "--name", "nope", "--driver", "oci", "no-such-image:1", "sleep", "1"]);
+    n.ok(&["service", "create", "-d", "--name", "nope", "--driver", "oci", "no-such-image:1", "sleep", "1"]);
     n.ok(&[
         "service",
         "create",

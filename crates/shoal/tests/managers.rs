@@ -71,7 +71,7 @@ fn three_managers_join_fail_over_and_keep_every_write() {
     assert!(String::from_utf8_lossy(&again.stderr).contains("already part of a cluster"));
 
     // Writes from a follower are forwarded; linearizable reads on another follower see them.
-    nodes[1].ok(&["service", "create", "--name", "from-b", "--driver", "process", "true"]);
+    nodes[1].ok(&["service", "create", "-d", "--name", "from-b", "--driver", "process", "true"]);
     assert_eq!(service_names(&nodes[2]), vec!["from-b"]);
     let nodes_seen = nodes[2].json(&["node", "ls", "--format", "json"]);
     assert_eq!(
@@ -97,7 +97,7 @@ fn three_managers_join_fail_over_and_keep_every_write() {
     let started = Instant::now();
     eventually(15, "a write after failover", || {
         nodes[survivor]
-            .cli(&["service", "create", "--name", "after", "--driver", "process", "true"])
+            .cli(&["service", "create", "-d", "--name", "after", "--driver", "process", "true"])
             .status
             .success()
             .then_some(())
@@ -157,7 +157,8 @@ fn three_managers_join_fail_over_and_keep_every_write() {
     nodes[down1].kill9();
     nodes[down2].kill9();
     let started = Instant::now();
-    let out = nodes[last].cli(&["service", "create", "--name", "no-quorum", "--driver", "process", "true"]);
+    let out =
+        nodes[last].cli(&["service", "create", "-d", "--name", "no-quorum", "--driver", "process", "true"]);
     assert!(!out.status.success(), "a write without quorum must fail");
     let err = String::from_utf8_lossy(&out.stderr).to_string();
     assert!(err.contains("no quorum") || err.contains("leader"), "unclear error: {err}");
@@ -174,7 +175,7 @@ fn three_managers_join_fail_over_and_keep_every_write() {
     nodes[down1].start(mode);
     eventually(30, "writes to work again", || {
         nodes[last]
-            .cli(&["service", "create", "--name", "quorum-back", "--driver", "process", "true"])
+            .cli(&["service", "create", "-d", "--name", "quorum-back", "--driver", "process", "true"])
             .status
             .success()
             .then_some(())
@@ -212,7 +213,16 @@ fn three_managers_join_fail_over_and_keep_every_write() {
     });
     let listed = nodes[last].json(&["node", "ls", "--format", "json"]);
     assert!(listed.as_array().expect("list").iter().all(|n| n["id"] != gone_id.as_str()));
-    nodes[leader_now].ok(&["service", "create", "--name", "two-managers", "--driver", "process", "true"]);
+    nodes[leader_now].ok(&[
+        "service",
+        "create",
+        "-d",
+        "--name",
+        "two-managers",
+        "--driver",
+        "process",
+        "true",
+    ]);
     let known: Vec<&str> = names.iter().map(String::as_str).filter(|n| *n != "no-quorum").collect();
     assert_eq!(known, vec!["after", "from-b", "quorum-back"], "every acknowledged write is there");
 
@@ -269,7 +279,7 @@ fn certificates_renew_and_the_cluster_keeps_working() {
         (std::time::SystemTime::now() > expiry).then_some(())
     });
     assert!(started.elapsed() < Duration::from_secs(40));
-    nodes[1].ok(&["service", "create", "--name", "after-renewal", "--driver", "process", "true"]);
+    nodes[1].ok(&["service", "create", "-d", "--name", "after-renewal", "--driver", "process", "true"]);
     assert_eq!(service_names(&nodes[1]), vec!["after-renewal"]);
     let key_mode = {
         use std::os::unix::fs::PermissionsExt;

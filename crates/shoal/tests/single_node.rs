@@ -118,6 +118,7 @@ fn single_node_cluster_takes_writes_explains_and_survives_kill_9() {
         &[
             "service",
             "create",
+            "-d",
             "--name",
             "nowhere",
             "--replicas",

@@ -1,0 +1,1794 @@
+//! `shoal service create/update/scale/rollback/ls/ps/inspect` and `shoal node ps`: docker's
+//! service verbs and flags over the `/v1` API. The flags build a [`ServiceSpec`]; the API and the
+//! brain validate it. Without `-d`, create, update, scale and rollback follow the service's tasks
+//! and print one line per slot whenever it changes (plain lines, no terminal control codes) until
+//! the service converges, or fail with the reason (a task's error, a paused or rolled-back update,
+//! the timeout).
+
+use crate::cli::{print_json, table, Format, ListOpts};
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use shoal_api::{Client, ClientError, ClusterInfo, Created, ServiceUpdate};
+use shoal_types::{
+    Constraint, FailureAction, HealthCheck, Mount, MountType, Node, PlacementPreference, PortConfig,
+    Protocol, PublishMode, RestartCondition, Service, ServiceMode, ServiceSpec, Strategy, Task, TaskState,
+    UpdateConfig, UpdateOrder, UpdateState, NANO_CPUS_PER_CPU,
+};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+// ---------------------------------------------------------------------------------------------
+// Flags
+
+/// Waiting for convergence (create, update, scale, rollback).
+#[derive(Args, Clone, Debug)]
+pub struct ProgressOpts {
+    /// Exit immediately instead of waiting for the service to converge.
+    #[arg(short = 'd', long)]
+    pub detach: bool,
+    /// Suppress progress output.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    /// Fail when the service has not converged within this time (e.g. 30s, 2m).
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub timeout: Duration,
+}
+
+/// Flags that `create` and `update` share; each one left out keeps the spec's value (update) or
+/// the default (create).
+#[derive(Args, Clone, Debug, Default)]
+pub struct SpecFlags {
+    /// Working directory inside the task (absolute).
+    #[arg(long, short = 'w')]
+    pub workdir: Option<String>,
+    /// User to run as: name, uid or uid:gid.
+    #[arg(long, short = 'u')]
+    pub user: Option<String>,
+    /// Hostname of the task.
+    #[arg(long)]
+    pub hostname: Option<String>,
+    /// Most tasks of this service on one node (0 = unlimited).
+    #[arg(long)]
+    pub max_replicas_per_node: Option<u64>,
+    /// Scheduling strategy: spread, binpack or random.
+    #[arg(long, value_parser = parse_strategy)]
+    pub strategy: Option<Strategy>,
+    /// CPUs to reserve (decimal, e.g. 0.5).
+    #[arg(long, value_parser = parse_cpus)]
+    pub reserve_cpu: Option<u64>,
+    /// Memory to reserve (e.g. 512m, 1g, or bytes).
+    #[arg(long, value_parser = parse_bytes)]
+    pub reserve_memory: Option<u64>,
+    /// CPU limit (decimal, e.g. 1.5; 0 = unlimited).
+    #[arg(long, value_parser = parse_cpus)]
+    pub limit_cpu: Option<u64>,
+    /// Memory limit (e.g. 512m, 1g, or bytes; 0 = unlimited).
+    #[arg(long, value_parser = parse_bytes)]
+    pub limit_memory: Option<u64>,
+    /// Restart when: none, on-failure or any.
+    #[arg(long, value_parser = parse_restart_condition)]
+    pub restart_condition: Option<RestartCondition>,
+    /// Delay between restart attempts (e.g. 5s).
+    #[arg(long, value_parser = parse_duration)]
+    pub restart_delay: Option<Duration>,
+    /// Restarts before giving up (0 = unlimited).
+    #[arg(long)]
+    pub restart_max_attempts: Option<u64>,
+    /// Window in which restart attempts are counted (0 = forever).
+    #[arg(long, value_parser = parse_duration)]
+    pub restart_window: Option<Duration>,
+    /// Tasks updated at a time.
+    #[arg(long)]
+    pub update_parallelism: Option<u64>,
+    /// Delay between update batches.
+    #[arg(long, value_parser = parse_duration)]
+    pub update_delay: Option<Duration>,
+    /// When an update fails: pause, continue or rollback.
+    #[arg(long, value_parser = parse_failure_action)]
+    pub update_failure_action: Option<FailureAction>,
+    /// How long each new task is watched for failure.
+    #[arg(long, value_parser = parse_duration)]
+    pub update_monitor: Option<Duration>,
+    /// Fraction of tasks that may fail during an update (0 to 1).
+    #[arg(long, value_parser = parse_ratio)]
+    pub update_max_failure_ratio: Option<f64>,
+    /// stop-first or start-first.
+    #[arg(long, value_parser = parse_order)]
+    pub update_order: Option<UpdateOrder>,
+    /// Tasks rolled back at a time.
+    #[arg(long)]
+    pub rollback_parallelism: Option<u64>,
+    /// Delay between rollback batches.
+    #[arg(long, value_parser = parse_duration)]
+    pub rollback_delay: Option<Duration>,
+    /// When a rollback fails: pause or continue.
+    #[arg(long, value_parser = parse_failure_action)]
+    pub rollback_failure_action: Option<FailureAction>,
+    /// How long each rolled-back task is watched for failure.
+    #[arg(long, value_parser = parse_duration)]
+    pub rollback_monitor: Option<Duration>,
+    /// Fraction of tasks that may fail during a rollback (0 to 1).
+    #[arg(long, value_parser = parse_ratio)]
+    pub rollback_max_failure_ratio: Option<f64>,
+    /// stop-first or start-first.
+    #[arg(long, value_parser = parse_order)]
+    pub rollback_order: Option<UpdateOrder>,
+    /// Command to check health, run with `sh -c`.
+    #[arg(long)]
+    pub health_cmd: Option<String>,
+    /// Time between health checks.
+    #[arg(long, value_parser = parse_duration)]
+    pub health_interval: Option<Duration>,
+    /// Time a health check may take.
+    #[arg(long, value_parser = parse_duration)]
+    pub health_timeout: Option<Duration>,
+    /// Consecutive failures that make a task unhealthy.
+    #[arg(long)]
+    pub health_retries: Option<u32>,
+    /// Time to start before failed checks count.
+    #[arg(long, value_parser = parse_duration)]
+    pub health_start_period: Option<Duration>,
+    /// Disable the health check.
+    #[arg(long)]
+    pub no_healthcheck: bool,
+    /// Time to wait after SIGTERM before killing a task.
+    #[arg(long, value_parser = parse_duration)]
+    pub stop_grace_period: Option<Duration>,
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct CreateArgs {
+    /// Service name.
+    #[arg(long)]
+    pub name: String,
+    /// Number of tasks (replicated), or of completions (replicated-job).
+    #[arg(long)]
+    pub replicas: Option<u64>,
+    /// Tasks of a replicated job that run at once.
+    #[arg(long)]
+    pub max_concurrent: Option<u64>,
+    /// Service mode.
+    #[arg(long, default_value = "replicated",
+          value_parser = ["replicated", "global", "replicated-job", "global-job"])]
+    pub mode: String,
+    /// Task driver; with `process` every positional is the command.
+    #[arg(long, value_parser = ["process", "oci", "docker"])]
+    pub driver: Option<String>,
+    /// Override the image's entrypoint (split like a shell would).
+    #[arg(long)]
+    pub entrypoint: Option<String>,
+    /// Environment variable KEY=VALUE (or KEY, taken from this shell), repeatable.
+    #[arg(long = "env", short = 'e', value_parser = parse_env)]
+    pub env: Vec<(String, String)>,
+    /// Service label KEY[=VALUE], repeatable.
+    #[arg(long = "label", short = 'l', value_parser = parse_label)]
+    pub labels: Vec<(String, String)>,
+    /// Placement constraint (node.labels.zone==a), repeatable.
+    #[arg(long = "constraint", value_parser = parse_constraint)]
+    pub constraints: Vec<String>,
+    /// Placement preference spread=node.labels.KEY, repeatable.
+    #[arg(long = "placement-pref", value_parser = parse_pref)]
+    pub placement_prefs: Vec<PlacementPreference>,
+    /// type=bind|volume,source=SRC,target=DST[,readonly], repeatable.
+    #[arg(long = "mount", value_parser = parse_mount)]
+    pub mounts: Vec<Mount>,
+    /// Publish a port: [PUBLISHED:]TARGET[/tcp|udp] or published=P,target=T[,protocol=udp].
+    #[arg(long = "publish", short = 'p', value_parser = parse_port)]
+    pub publish: Vec<PortConfig>,
+    /// Reserve a generic resource NAME=COUNT (e.g. gpu=1), repeatable.
+    #[arg(long = "generic-resource", value_parser = parse_generic)]
+    pub generic_resources: Vec<(String, u64)>,
+    #[command(flatten)]
+    pub spec: SpecFlags,
+    #[command(flatten)]
+    pub progress: ProgressOpts,
+    /// IMAGE [COMMAND] [ARG...]; with `--driver process`: COMMAND [ARG...].
+    #[arg(trailing_var_arg = true, required = true, value_name = "IMAGE|COMMAND")]
+    pub args: Vec<String>,
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct UpdateArgs {
+    /// The service (name or ID).
+    pub service: String,
+    /// New image.
+    #[arg(long)]
+    pub image: Option<String>,
+    /// New arguments (the command of a service without an image), split like a shell would.
+    #[arg(long, allow_hyphen_values = true)]
+    pub args: Option<String>,
+    /// New entrypoint (split like a shell would; "" for the image's).
+    #[arg(long, allow_hyphen_values = true)]
+    pub entrypoint: Option<String>,
+    /// Number of tasks (replicated), or of completions (replicated-job).
+    #[arg(long)]
+    pub replicas: Option<u64>,
+    /// Tasks of a replicated job that run at once.
+    #[arg(long)]
+    pub max_concurrent: Option<u64>,
+    /// Replace the tasks even when nothing changed.
+    #[arg(long)]
+    pub force: bool,
+    /// Add or change an environment variable KEY=VALUE.
+    #[arg(long = "env-add", value_parser = parse_env)]
+    pub env_add: Vec<(String, String)>,
+    /// Remove an environment variable.
+    #[arg(long = "env-rm")]
+    pub env_rm: Vec<String>,
+    /// Add or change a service label KEY[=VALUE].
+    #[arg(long = "label-add", value_parser = parse_label)]
+    pub label_add: Vec<(String, String)>,
+    /// Remove a service label.
+    #[arg(long = "label-rm")]
+    pub label_rm: Vec<String>,
+    /// Add a placement constraint.
+    #[arg(long = "constraint-add", value_parser = parse_constraint)]
+    pub constraint_add: Vec<String>,
+    /// Remove a placement constraint.
+    #[arg(long = "constraint-rm")]
+    pub constraint_rm: Vec<String>,
+    /// Add a placement preference spread=node.labels.KEY.
+    #[arg(long = "placement-pref-add", value_parser = parse_pref)]
+    pub placement_pref_add: Vec<PlacementPreference>,
+    /// Remove a placement preference spread=node.labels.KEY.
+    #[arg(long = "placement-pref-rm", value_parser = parse_pref)]
+    pub placement_pref_rm: Vec<PlacementPreference>,
+    /// Add a mount (as --mount of create).
+    #[arg(long = "mount-add", value_parser = parse_mount)]
+    pub mount_add: Vec<Mount>,
+    /// Remove the mount at this target path.
+    #[arg(long = "mount-rm")]
+    pub mount_rm: Vec<String>,
+    /// Add a published port (as --publish of create).
+    #[arg(long = "publish-add", value_parser = parse_port)]
+    pub publish_add: Vec<PortConfig>,
+    /// Remove a published port by its target port: TARGET[/tcp|udp].
+    #[arg(long = "publish-rm")]
+    pub publish_rm: Vec<String>,
+    /// Add or change a generic resource reservation NAME=COUNT.
+    #[arg(long = "generic-resource-add", value_parser = parse_generic)]
+    pub generic_resource_add: Vec<(String, u64)>,
+    /// Remove a generic resource reservation.
+    #[arg(long = "generic-resource-rm")]
+    pub generic_resource_rm: Vec<String>,
+    #[command(flatten)]
+    pub spec: SpecFlags,
+    #[command(flatten)]
+    pub progress: ProgressOpts,
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct ScaleArgs {
+    /// SERVICE=REPLICAS, one or more.
+    #[arg(required = true, value_parser = parse_scale)]
+    pub scales: Vec<(String, u64)>,
+    #[command(flatten)]
+    pub progress: ProgressOpts,
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct PsArgs {
+    /// Do not truncate IDs.
+    #[arg(long)]
+    pub no_trunc: bool,
+    #[command(flatten)]
+    pub opts: ListOpts,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Value parsers (clap): each names the flag's syntax in its error.
+
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    shoal_types::time::duration::parse(s).map_err(|e| format!("{e} (use e.g. 10s, 1m30s, 500ms)"))
+}
+
+/// Docker's memory sizes: bytes, or a number with b, k, m, g or t (binary units; `kb`, `mib`...).
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    let err =
+        || format!("invalid size {s:?}: use bytes or a number with a unit b, k, m, g or t (e.g. 512m, 1g)");
+    let lower = s.trim().to_ascii_lowercase();
+    let split = lower.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(lower.len());
+    let (num, unit) = lower.split_at(split);
+    let mult: u64 = match unit.trim() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        "t" | "tb" | "tib" => 1 << 40,
+        _ => return Err(err()),
+    };
+    if num.is_empty() || num.starts_with('.') && num.len() == 1 {
+        return Err(err());
+    }
+    if !num.contains('.') {
+        let n: u64 = num.parse().map_err(|_| err())?;
+        return n.checked_mul(mult).ok_or_else(|| format!("size {s:?} is too large"));
+    }
+    let n: f64 = num.parse().map_err(|_| err())?;
+    let bytes = n * mult as f64;
+    if !bytes.is_finite() || bytes >= u64::MAX as f64 {
+        return Err(format!("size {s:?} is too large"));
+    }
+    Ok(bytes as u64)
+}
+
+/// A decimal number of CPUs (`0.5`, `2`) in nano-CPUs, exact to 9 decimal places.
+pub fn parse_cpus(s: &str) -> Result<u64, String> {
+    let err = || format!("invalid CPU count {s:?}: use a decimal number of CPUs (e.g. 0.5, 2)");
+    let t = s.trim();
+    let (int, frac) = t.split_once('.').unwrap_or((t, ""));
+    if (int.is_empty() && frac.is_empty())
+        || !int.bytes().all(|b| b.is_ascii_digit())
+        || !frac.bytes().all(|b| b.is_ascii_digit())
+        || frac.len() > 9
+    {
+        return Err(err());
+    }
+    let whole: u64 = if int.is_empty() { 0 } else { int.parse().map_err(|_| err())? };
+    let frac_nanos: u64 =
+        if frac.is_empty() { 0 } else { format!("{frac:0<9}").parse().map_err(|_| err())? };
+    whole
+        .checked_mul(NANO_CPUS_PER_CPU)
+        .and_then(|n| n.checked_add(frac_nanos))
+        .ok_or_else(|| format!("CPU count {s:?} is too large"))
+}
+
+fn parse_ratio(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
+        _ => Err(format!("invalid failure ratio {s:?}: use a number between 0 and 1 (e.g. 0.2)")),
+    }
+}
+
+fn parse_strategy(s: &str) -> Result<Strategy, String> {
+    match s {
+        "spread" => Ok(Strategy::Spread),
+        "binpack" => Ok(Strategy::Binpack),
+        "random" => Ok(Strategy::Random),
+        _ => Err(format!("strategy must be spread, binpack or random, not {s:?}")),
+    }
+}
+
+fn parse_restart_condition(s: &str) -> Result<RestartCondition, String> {
+    match s {
+        "none" => Ok(RestartCondition::None),
+        "on-failure" => Ok(RestartCondition::OnFailure),
+        "any" => Ok(RestartCondition::Any),
+        _ => Err(format!("restart condition must be none, on-failure or any, not {s:?}")),
+    }
+}
+
+fn parse_failure_action(s: &str) -> Result<FailureAction, String> {
+    match s {
+        "pause" => Ok(FailureAction::Pause),
+        "continue" => Ok(FailureAction::Continue),
+        "rollback" => Ok(FailureAction::Rollback),
+        _ => Err(format!("failure action must be pause, continue or rollback, not {s:?}")),
+    }
+}
+
+fn parse_order(s: &str) -> Result<UpdateOrder, String> {
+    match s {
+        "stop-first" => Ok(UpdateOrder::StopFirst),
+        "start-first" => Ok(UpdateOrder::StartFirst),
+        _ => Err(format!("order must be stop-first or start-first, not {s:?}")),
+    }
+}
+
+/// `KEY=VALUE`, or `KEY` alone: its value in this shell's environment.
+fn parse_env(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        None if !s.is_empty() => std::env::var(s)
+            .map(|v| (s.to_string(), v))
+            .map_err(|_| format!("{s:?} is not set in this environment (use KEY=VALUE)")),
+        _ => Err(format!("expected KEY=VALUE, got {s:?}")),
+    }
+}
+
+/// `KEY=VALUE` or `KEY` (an empty value).
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s.split_once('=').unwrap_or((s, ""));
+    if k.trim().is_empty() {
+        return Err(format!("expected KEY[=VALUE], got {s:?}"));
+    }
+    Ok((k.to_string(), v.to_string()))
+}
+
+fn parse_constraint(s: &str) -> Result<String, String> {
+    s.parse::<Constraint>().map(|_| s.to_string()).map_err(|e| e.to_string())
+}
+
+fn parse_pref(s: &str) -> Result<PlacementPreference, String> {
+    match s.split_once('=') {
+        Some(("spread", label)) if !label.is_empty() => Ok(PlacementPreference { spread: label.to_string() }),
+        _ => Err(format!("expected spread=node.labels.KEY, got {s:?}")),
+    }
+}
+
+fn parse_generic(s: &str) -> Result<(String, u64), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => match v.parse::<u64>() {
+            Ok(n) if n > 0 => Ok((k.to_string(), n)),
+            _ => Err(format!("expected NAME=COUNT with a whole number above 0, got {s:?}")),
+        },
+        _ => Err(format!("expected NAME=COUNT (e.g. gpu=1), got {s:?}")),
+    }
+}
+
+fn parse_scale(s: &str) -> Result<(String, u64), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => v
+            .parse::<u64>()
+            .map(|n| (k.to_string(), n))
+            .map_err(|_| format!("invalid scale {s:?}: REPLICAS must be a whole number")),
+        _ => Err(format!("invalid scale {s:?}: expected SERVICE=REPLICAS")),
+    }
+}
+
+fn parse_bool(key: &str, v: &str) -> Result<bool, String> {
+    match v {
+        "" | "1" | "true" => Ok(true),
+        "0" | "false" => Ok(false),
+        _ => Err(format!("{key}={v:?}: expected true or false")),
+    }
+}
+
+/// `type=bind|volume,source=SRC,target=DST[,readonly]` (docker's `--mount`; also `src`, `dst`,
+/// `destination`, `ro`). The type defaults to volume, as in docker.
+pub fn parse_mount(s: &str) -> Result<Mount, String> {
+    let mut m = Mount { kind: MountType::Volume, ..Default::default() };
+    for field in s.split(',').map(str::trim).filter(|f| !f.is_empty()) {
+        let (k, v) = field.split_once('=').unwrap_or((field, ""));
+        match k.to_ascii_lowercase().as_str() {
+            "type" => {
+                m.kind = match v {
+                    "bind" => MountType::Bind,
+                    "volume" => MountType::Volume,
+                    _ => return Err(format!("mount type {v:?} is not supported (use bind or volume)")),
+                }
+            }
+            "source" | "src" => m.source = v.to_string(),
+            "target" | "dst" | "destination" => m.target = v.to_string(),
+            "readonly" | "ro" => m.readonly = parse_bool(k, v)?,
+            other => {
+                return Err(format!(
+                    "mount option {other:?} is not supported (use type, source, target, readonly)"
+                ))
+            }
+        }
+    }
+    if m.target.is_empty() {
+        return Err(format!("mount {s:?}: target is required (type=bind,source=/src,target=/dst)"));
+    }
+    Ok(m)
+}
+
+fn parse_port_number(what: &str, v: &str, s: &str) -> Result<u16, String> {
+    v.trim()
+        .parse::<u16>()
+        .ok()
+        .filter(|p| *p > 0)
+        .ok_or_else(|| format!("invalid {what} port {v:?} in {s:?}: use a number from 1 to 65535"))
+}
+
+fn parse_protocol(v: &str, s: &str) -> Result<Protocol, String> {
+    match v.to_ascii_lowercase().as_str() {
+        "tcp" => Ok(Protocol::Tcp),
+        "udp" => Ok(Protocol::Udp),
+        _ => Err(format!("invalid protocol {v:?} in {s:?}: use tcp or udp")),
+    }
+}
+
+/// `[PUBLISHED:]TARGET[/tcp|udp]` or `published=P,target=T[,protocol=udp][,mode=host]`.
+pub fn parse_port(s: &str) -> Result<PortConfig, String> {
+    let mut p = PortConfig { mode: PublishMode::Host, ..Default::default() };
+    if s.contains('=') {
+        for field in s.split(',').map(str::trim).filter(|f| !f.is_empty()) {
+            let (k, v) = field.split_once('=').unwrap_or((field, ""));
+            match k {
+                "published" => p.published = parse_port_number("published", v, s)?,
+                "target" => p.target = parse_port_number("target", v, s)?,
+                "protocol" => p.protocol = parse_protocol(v, s)?,
+                "mode" if v == "host" => {}
+                "mode" => return Err(format!("publish mode {v:?} is not supported (only host)")),
+                _ => {
+                    return Err(format!(
+                        "unknown publish option {k:?} (use published, target, protocol, mode)"
+                    ))
+                }
+            }
+        }
+        if p.target == 0 {
+            return Err(format!("publish {s:?}: target is required"));
+        }
+        return Ok(p);
+    }
+    let (ports, proto) = s.split_once('/').unwrap_or((s, "tcp"));
+    p.protocol = parse_protocol(proto, s)?;
+    match ports.split_once(':') {
+        Some((published, target)) => {
+            p.published = parse_port_number("published", published, s)?;
+            p.target = parse_port_number("target", target, s)?;
+        }
+        None => p.target = parse_port_number("target", ports, s)?,
+    }
+    Ok(p)
+}
+
+/// Splits a command line like a POSIX shell would (quotes and backslashes; no expansion).
+pub fn shell_split(s: &str) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut in_word = false;
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\'' => {
+                in_word = true;
+                loop {
+                    match chars.next() {
+                        Some('\'') => break,
+                        Some(c) => cur.push(c),
+                        None => bail!("unterminated single quote in {s:?}"),
+                    }
+                }
+            }
+            '"' => {
+                in_word = true;
+                loop {
+                    match chars.next() {
+                        Some('"') => break,
+                        Some('\\') => match chars.next() {
+                            Some(c @ ('"' | '\\' | '$' | '`')) => cur.push(c),
+                            Some(c) => {
+                                cur.push('\\');
+                                cur.push(c);
+                            }
+                            None => bail!("unterminated double quote in {s:?}"),
+                        },
+                        Some(c) => cur.push(c),
+                        None => bail!("unterminated double quote in {s:?}"),
+                    }
+                }
+            }
+            '\\' => {
+                in_word = true;
+                match chars.next() {
+                    Some(c) => cur.push(c),
+                    None => bail!("trailing backslash in {s:?}"),
+                }
+            }
+            c if c.is_whitespace() => {
+                if in_word {
+                    out.push(std::mem::take(&mut cur));
+                    in_word = false;
+                }
+            }
+            c => {
+                in_word = true;
+                cur.push(c);
+            }
+        }
+    }
+    if in_word {
+        out.push(cur);
+    }
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Building specs
+
+impl SpecFlags {
+    /// Applies the flags that were given to `spec`.
+    pub fn apply(&self, spec: &mut ServiceSpec) -> Result<()> {
+        let t = &mut spec.task_template;
+        set(&mut t.workdir, &self.workdir);
+        set(&mut t.user, &self.user);
+        set(&mut t.hostname, &self.hostname);
+        set(&mut t.placement.max_replicas_per_node, &self.max_replicas_per_node);
+        set(&mut t.placement.strategy, &self.strategy);
+        set(&mut t.resources.reservations.nano_cpus, &self.reserve_cpu);
+        set(&mut t.resources.reservations.memory_bytes, &self.reserve_memory);
+        set(&mut t.resources.limits.nano_cpus, &self.limit_cpu);
+        set(&mut t.resources.limits.memory_bytes, &self.limit_memory);
+        let r = &mut t.restart_policy;
+        set(&mut r.condition, &self.restart_condition);
+        set(&mut r.delay, &self.restart_delay);
+        set(&mut r.max_attempts, &self.restart_max_attempts);
+        set(&mut r.window, &self.restart_window);
+        set(&mut t.stop_grace_period, &self.stop_grace_period);
+        self.apply_health(t)?;
+        let u = &mut spec.update_config;
+        set_update(
+            u,
+            self.update_parallelism,
+            self.update_delay,
+            self.update_failure_action,
+            self.update_monitor,
+            self.update_max_failure_ratio,
+            self.update_order,
+        );
+        let u = &mut spec.rollback_config;
+        set_update(
+            u,
+            self.rollback_parallelism,
+            self.rollback_delay,
+            self.rollback_failure_action,
+            self.rollback_monitor,
+            self.rollback_max_failure_ratio,
+            self.rollback_order,
+        );
+        Ok(())
+    }
+
+    fn apply_health(&self, t: &mut shoal_types::TaskTemplate) -> Result<()> {
+        let timing = self.health_interval.is_some()
+            || self.health_timeout.is_some()
+            || self.health_retries.is_some()
+            || self.health_start_period.is_some();
+        if self.no_healthcheck {
+            if timing || self.health_cmd.is_some() {
+                bail!("--no-healthcheck cannot be combined with --health-* flags");
+            }
+            t.health_check = Some(HealthCheck { test: vec!["NONE".into()], ..Default::default() });
+            return Ok(());
+        }
+        if !timing && self.health_cmd.is_none() {
+            return Ok(());
+        }
+        let mut h = t
+            .health_check
+            .clone()
+            .filter(|h| h.test.first().map(String::as_str) != Some("NONE"))
+            .unwrap_or_default();
+        if let Some(cmd) = &self.health_cmd {
+            if cmd.trim().is_empty() {
+                bail!("--health-cmd must not be empty (use --no-healthcheck to disable the check)");
+            }
+            h.test = vec!["CMD-SHELL".into(), cmd.clone()];
+        }
+        if h.test.is_empty() {
+            bail!("--health-interval, --health-timeout, --health-retries and --health-start-period need --health-cmd (the service has no health check)");
+        }
+        set(&mut h.interval, &self.health_interval);
+        set(&mut h.timeout, &self.health_timeout);
+        set(&mut h.retries, &self.health_retries);
+        set(&mut h.start_period, &self.health_start_period);
+        t.health_check = Some(h);
+        Ok(())
+    }
+}
+
+fn set<T: Clone>(field: &mut T, v: &Option<T>) {
+    if let Some(v) = v {
+        *field = v.clone();
+    }
+}
+
+fn set_update(
+    u: &mut UpdateConfig,
+    parallelism: Option<u64>,
+    delay: Option<Duration>,
+    action: Option<FailureAction>,
+    monitor: Option<Duration>,
+    ratio: Option<f64>,
+    order: Option<UpdateOrder>,
+) {
+    set(&mut u.parallelism, &parallelism);
+    set(&mut u.delay, &delay);
+    set(&mut u.failure_action, &action);
+    set(&mut u.monitor, &monitor);
+    set(&mut u.max_failure_ratio, &ratio);
+    set(&mut u.order, &order);
+}
+
+/// The spec `service create` sends.
+pub fn create_spec(a: &CreateArgs) -> Result<ServiceSpec> {
+    let mut spec = ServiceSpec { name: a.name.clone(), ..Default::default() };
+    spec.mode = shoal_types::validate::mode_from_flags(&a.mode, a.replicas, a.max_concurrent)?;
+    spec.labels = a.labels.iter().cloned().collect();
+    let t = &mut spec.task_template;
+    if a.driver.as_deref() == Some("process") {
+        if a.entrypoint.is_some() {
+            bail!("--entrypoint is for images; with --driver process every positional is the command");
+        }
+        t.command = a.args.clone();
+    } else {
+        // Docker's `IMAGE [COMMAND] [ARG...]`: what follows the image replaces its cmd and keeps its
+        // entrypoint (`--entrypoint` replaces that).
+        let mut it = a.args.iter().cloned();
+        t.image = it.next();
+        t.args = it.collect();
+        if let Some(e) = &a.entrypoint {
+            t.command = shell_split(e)?;
+        }
+    }
+    t.driver = a.driver.clone();
+    t.env = a.env.iter().cloned().collect();
+    t.mounts = a.mounts.clone();
+    t.placement.constraints = a.constraints.clone();
+    t.placement.preferences = a.placement_prefs.clone();
+    t.resources.reservations.generic = a.generic_resources.iter().cloned().collect();
+    spec.endpoint.ports = a.publish.clone();
+    a.spec.apply(&mut spec)?;
+    Ok(spec)
+}
+
+fn port_matches(p: &PortConfig, rm: &str) -> Result<bool> {
+    let (port, proto) = match rm.split_once('/') {
+        Some((port, proto)) => (port, Some(proto)),
+        None => (rm, None),
+    };
+    let target: u16 =
+        port.trim().parse().with_context(|| format!("--publish-rm {rm:?}: expected TARGET[/tcp|udp]"))?;
+    let proto = proto.map(|x| parse_protocol(x, rm)).transpose().map_err(anyhow::Error::msg)?;
+    Ok(p.target == target && proto.is_none_or(|x| x == p.protocol))
+}
+
+/// Applies `service update`'s flags to a copy of the current spec.
+pub fn update_spec(mut spec: ServiceSpec, a: &UpdateArgs) -> Result<ServiceSpec> {
+    if a.replicas.is_some() || a.max_concurrent.is_some() {
+        spec.mode = match spec.mode {
+            ServiceMode::Replicated { replicas } => {
+                if a.max_concurrent.is_some() {
+                    bail!("--max-concurrent is only for replicated-job services");
+                }
+                ServiceMode::Replicated { replicas: a.replicas.unwrap_or(replicas) }
+            }
+            ServiceMode::ReplicatedJob { max_concurrent, total_completions } => ServiceMode::ReplicatedJob {
+                max_concurrent: a.max_concurrent.unwrap_or(max_concurrent),
+                total_completions: a.replicas.unwrap_or(total_completions),
+            },
+            ref m => bail!("--replicas and --max-concurrent are not for {} services", m.name()),
+        };
+    }
+    for (k, v) in &a.label_add {
+        spec.labels.insert(k.clone(), v.clone());
+    }
+    for k in &a.label_rm {
+        if spec.labels.remove(k).is_none() {
+            bail!("--label-rm {k:?}: the service has no such label");
+        }
+    }
+    let t = &mut spec.task_template;
+    if let Some(img) = &a.image {
+        t.image = Some(img.clone());
+    }
+    if let Some(args) = &a.args {
+        let argv = shell_split(args)?;
+        if t.image.is_some() {
+            t.args = argv;
+        } else {
+            t.command = argv;
+            t.args.clear();
+        }
+    }
+    if let Some(e) = &a.entrypoint {
+        if t.image.is_none() {
+            bail!("--entrypoint is for services with an image (use --args to change the command)");
+        }
+        t.command = shell_split(e)?;
+    }
+    for k in &a.env_rm {
+        let key = k.split_once('=').map_or(k.as_str(), |(k, _)| k);
+        t.env.remove(key);
+    }
+    for (k, v) in &a.env_add {
+        t.env.insert(k.clone(), v.clone());
+    }
+    for c in &a.constraint_rm {
+        let before = t.placement.constraints.len();
+        t.placement.constraints.retain(|x| x != c);
+        if t.placement.constraints.len() == before {
+            bail!("--constraint-rm {c:?}: the service has no such constraint");
+        }
+    }
+    for c in &a.constraint_add {
+        if !t.placement.constraints.contains(c) {
+            t.placement.constraints.push(c.clone());
+        }
+    }
+    for p in &a.placement_pref_rm {
+        t.placement.preferences.retain(|x| x != p);
+    }
+    for p in &a.placement_pref_add {
+        if !t.placement.preferences.contains(p) {
+            t.placement.preferences.push(p.clone());
+        }
+    }
+    for target in &a.mount_rm {
+        t.mounts.retain(|m| &m.target != target);
+    }
+    for m in &a.mount_add {
+        t.mounts.retain(|x| x.target != m.target);
+        t.mounts.push(m.clone());
+    }
+    for k in &a.generic_resource_rm {
+        t.resources.reservations.generic.remove(k);
+    }
+    for (k, v) in &a.generic_resource_add {
+        t.resources.reservations.generic.insert(k.clone(), *v);
+    }
+    if a.force {
+        t.force_update = t.force_update.saturating_add(1);
+    }
+    let ports = &mut spec.endpoint.ports;
+    for rm in &a.publish_rm {
+        let mut keep = Vec::new();
+        for p in ports.drain(..) {
+            if !port_matches(&p, rm)? {
+                keep.push(p);
+            }
+        }
+        *ports = keep;
+    }
+    for p in &a.publish_add {
+        ports.retain(|x| !(x.target == p.target && x.protocol == p.protocol));
+        ports.push(p.clone());
+    }
+    a.spec.apply(&mut spec)?;
+    Ok(spec)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Commands
+
+fn is_version_conflict(e: &ClientError) -> bool {
+    matches!(e, ClientError::Api { code, message, .. } if code == "conflict" && message.contains("changed concurrently"))
+}
+
+pub async fn create(c: &Client, a: CreateArgs) -> Result<()> {
+    let spec = create_spec(&a)?;
+    let created: Created = c.post("/v1/services", &spec).await?;
+    println!("{}", created.id);
+    if a.progress.detach {
+        return Ok(());
+    }
+    wait(c, &created.id, &a.progress, Expect::Tasks).await
+}
+
+pub async fn update(c: &Client, a: UpdateArgs) -> Result<()> {
+    // The read-modify-write is checked against the service's version; the orchestrator records
+    // update progress on the service too, so a conflict is retried on a fresh read.
+    let mut attempts = 0;
+    let (before, after) = loop {
+        let svc: Service = c.get(&format!("/v1/services/{}", enc(&a.service))).await?;
+        let spec = update_spec(svc.spec.clone(), &a)?;
+        let u = ServiceUpdate { version: Some(svc.version), spec };
+        match c.post::<_, Service>(&format!("/v1/services/{}/update", svc.id), &u).await {
+            Ok(after) => break (svc, after),
+            Err(e) if is_version_conflict(&e) && attempts < 5 => attempts += 1,
+            Err(e) => return Err(e.into()),
+        }
+    };
+    println!("{}", after.spec.name);
+    if a.progress.detach {
+        return Ok(());
+    }
+    let expect = if after.spec_version != before.spec_version { Expect::Update } else { Expect::Tasks };
+    wait(c, after.id.as_str(), &a.progress, expect).await
+}
+
+pub async fn scale(c: &Client, a: ScaleArgs) -> Result<()> {
+    let mut errors = Vec::new();
+    let mut scaled = Vec::new();
+    for (name, n) in &a.scales {
+        match scale_one(c, name, *n).await {
+            Ok(id) => {
+                println!("{name} scaled to {n}");
+                scaled.push((name.clone(), id));
+            }
+            Err(e) => errors.push(format!("{name}: {e:#}")),
+        }
+    }
+    if !a.progress.detach {
+        for (name, id) in scaled {
+            if !a.progress.quiet {
+                println!("{name}: waiting for the tasks to converge");
+            }
+            if let Err(e) = wait(c, &id, &a.progress, Expect::Tasks).await {
+                errors.push(format!("{name}: {e:#}"));
+            }
+        }
+    }
+    if !errors.is_empty() {
+        bail!("{}", errors.join("\n"));
+    }
+    Ok(())
+}
+
+async fn scale_one(c: &Client, name: &str, n: u64) -> Result<String> {
+    let mut attempts = 0;
+    loop {
+        let svc: Service = c.get(&format!("/v1/services/{}", enc(name))).await?;
+        let mut spec = svc.spec.clone();
+        spec.mode = match spec.mode {
+            ServiceMode::Replicated { .. } => ServiceMode::Replicated { replicas: n },
+            ServiceMode::ReplicatedJob { max_concurrent, .. } => {
+                ServiceMode::ReplicatedJob { max_concurrent, total_completions: n }
+            }
+            ref m => {
+                bail!("scale can only be used with replicated or replicated-job services, not {}", m.name())
+            }
+        };
+        let u = ServiceUpdate { version: Some(svc.version), spec };
+        match c.post::<_, Service>(&format!("/v1/services/{}/update", svc.id), &u).await {
+            Ok(s) => return Ok(s.id.to_string()),
+            Err(e) if is_version_conflict(&e) && attempts < 5 => attempts += 1,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+pub async fn rollback(c: &Client, service: &str, progress: &ProgressOpts) -> Result<()> {
+    let before: Service = c.get(&format!("/v1/services/{}", enc(service))).await?;
+    let after: Service =
+        c.post(&format!("/v1/services/{}/rollback", before.id), &serde_json::json!({})).await?;
+    println!("{}", after.spec.name);
+    if progress.detach {
+        return Ok(());
+    }
+    let expect = if after.spec_version != before.spec_version { Expect::Rollback } else { Expect::Tasks };
+    wait(c, after.id.as_str(), progress, expect).await
+}
+
+/// Service names and IDs are `[A-Za-z0-9-_]`; anything else is escaped for the URL path.
+fn enc(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// Progress
+
+/// What convergence means for the command that waits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Expect {
+    /// The tasks match the spec (create, scale, an update that changed no task).
+    Tasks,
+    /// A rolling update must also complete (and not pause or roll back).
+    Update,
+    /// A rollback must complete.
+    Rollback,
+}
+
+/// One look at a service: a progress line per slot (keyed, so only changes are printed), and
+/// whether it has converged or cannot.
+#[derive(Debug, Default)]
+pub struct Assessment {
+    pub lines: Vec<(String, String)>,
+    pub overall: String,
+    pub converged: bool,
+    /// The update paused or rolled back: waiting longer will not help.
+    pub failed: Option<String>,
+    /// Why it has not converged yet (for the timeout message).
+    pub pending: Vec<String>,
+}
+
+/// `running`, `pending: no suitable node (...)`, `running (previous version)`.
+fn task_text(t: &Task, spec_version: u64) -> String {
+    let mut s = t.status.state.to_string();
+    if t.spec_version < spec_version {
+        s.push_str(" (previous version)");
+    }
+    if t.status.state == TaskState::Running {
+        match t.status.health {
+            Some(shoal_types::Health::Starting) => s.push_str(" (health: starting)"),
+            Some(shoal_types::Health::Unhealthy) => s.push_str(" (unhealthy)"),
+            _ => {}
+        }
+    }
+    if !t.status.err.is_empty() {
+        s.push_str(": ");
+        s.push_str(&t.status.err);
+    } else if t.status.state.is_terminal() && !t.status.message.is_empty() {
+        s.push_str(": ");
+        s.push_str(&t.status.message);
+    }
+    s
+}
+
+fn newest<'a>(tasks: impl Iterator<Item = &'a Task>) -> Option<&'a Task> {
+    tasks.max_by_key(|t| (t.created_at, t.version))
+}
+
+/// Nodes a global service should run on: schedulable, matching its constraints, with a driver.
+fn eligible_nodes<'a>(svc: &Service, nodes: &'a [Node]) -> Vec<&'a Node> {
+    let constraints =
+        Constraint::parse_all(&svc.spec.task_template.placement.constraints).unwrap_or_default();
+    let drivers = svc.spec.task_template.driver_candidates();
+    nodes
+        .iter()
+        .filter(|n| n.is_schedulable())
+        .filter(|n| constraints.iter().all(|c| c.matches(n)))
+        .filter(|n| drivers.iter().any(|d| n.description.driver(d).is_some()))
+        .collect()
+}
+
+/// Compares a service's tasks with its spec (a pure function of what the API returned).
+pub fn assess(svc: &Service, tasks: &[Task], nodes: &[Node], expect: Expect) -> Assessment {
+    let mut a = Assessment::default();
+    let v = svc.spec_version;
+    let mine: Vec<&Task> = tasks.iter().filter(|t| t.service_id == svc.id).collect();
+    let current_up = |t: &&Task| t.spec_version == v && t.desired_state == TaskState::Running && t.is_up();
+    let current_done = |t: &&Task| t.spec_version == v && t.status.state == TaskState::Complete;
+    let mut update_done = true;
+    if expect != Expect::Tasks {
+        if let Some(us) = &svc.update_status {
+            let msg = if us.message.is_empty() { String::new() } else { format!(": {}", us.message) };
+            match (expect, us.state) {
+                (_, UpdateState::Paused) => a.failed = Some(format!("update paused{msg}")),
+                (_, UpdateState::RollbackPaused) => a.failed = Some(format!("rollback paused{msg}")),
+                (Expect::Update, UpdateState::RollbackStarted | UpdateState::RollbackCompleted) => {
+                    a.failed = Some(format!("update rolled back{msg}"))
+                }
+                (_, UpdateState::Updating | UpdateState::RollbackStarted) => {
+                    update_done = false;
+                    a.pending.push(format!(
+                        "{} in progress",
+                        if expect == Expect::Rollback { "rollback" } else { "update" }
+                    ));
+                }
+                _ => {}
+            }
+        }
+    }
+    let (done, total) = match svc.spec.mode {
+        ServiceMode::Replicated { replicas } => {
+            let mut ok = 0;
+            for slot in 1..=replicas {
+                let in_slot = || mine.iter().copied().filter(move |t| t.slot == Some(slot));
+                let up = in_slot().any(|t| current_up(&t));
+                ok += u64::from(up);
+                let line = newest(in_slot()).map(|t| format!("{slot}/{replicas}: {}", task_text(t, v)));
+                if !up {
+                    a.pending.push(line.clone().unwrap_or_else(|| format!("{slot}/{replicas}: no task yet")));
+                }
+                if let Some(line) = line {
+                    a.lines.push((format!("slot {slot}"), line));
+                }
+            }
+            (ok, replicas)
+        }
+        ServiceMode::ReplicatedJob { total_completions, .. } => {
+            let done = mine.iter().filter(|t| current_done(t)).count() as u64;
+            let slots: BTreeSet<u64> =
+                mine.iter().filter(|t| t.spec_version == v).filter_map(|t| t.slot).collect();
+            for slot in slots {
+                if let Some(t) =
+                    newest(mine.iter().copied().filter(|t| t.slot == Some(slot) && t.spec_version == v))
+                {
+                    let line = format!("{slot}/{total_completions}: {}", task_text(t, v));
+                    if t.status.state != TaskState::Complete {
+                        a.pending.push(line.clone());
+                    }
+                    a.lines.push((format!("slot {slot}"), line));
+                }
+            }
+            (done.min(total_completions), total_completions)
+        }
+        ServiceMode::Global | ServiceMode::GlobalJob => {
+            let job = svc.spec.mode.is_job();
+            let eligible = eligible_nodes(svc, nodes);
+            let mut ok = 0;
+            for n in &eligible {
+                let on_node = || mine.iter().copied().filter(|t| t.node_id.as_ref() == Some(&n.id));
+                let good =
+                    if job { on_node().any(|t| current_done(&t)) } else { on_node().any(|t| current_up(&t)) };
+                ok += u64::from(good);
+                let name =
+                    if n.description.hostname.is_empty() { n.id.short() } else { &n.description.hostname };
+                let line = newest(on_node()).map(|t| format!("{name}: {}", task_text(t, v)));
+                if !good {
+                    a.pending.push(line.clone().unwrap_or_else(|| format!("{name}: no task yet")));
+                }
+                if let Some(line) = line {
+                    a.lines.push((format!("node {}", n.id), line));
+                }
+            }
+            (ok, eligible.len() as u64)
+        }
+    };
+    // Tasks told to stop (scaled down, replaced), or in slots above the replica count that the
+    // orchestrator has yet to stop, that have not stopped yet (the reaper ends unplaced ones).
+    let surplus = |t: &Task| match svc.spec.mode {
+        ServiceMode::Replicated { replicas } => t.slot.is_some_and(|s| s > replicas),
+        _ => false,
+    };
+    let stopping = mine
+        .iter()
+        .filter(|t| !t.status.state.is_terminal() && (t.desired_state > TaskState::Running || surplus(t)))
+        .count();
+    if stopping > 0 {
+        a.pending.push(format!("{stopping} task(s) stopping"));
+    }
+    let verb = match expect {
+        _ if svc.spec.mode.is_job() => "completed",
+        Expect::Tasks => "running",
+        Expect::Update => "updated",
+        Expect::Rollback => "rolled back",
+    };
+    a.overall = format!("overall progress: {done} out of {total} tasks {verb}");
+    a.converged = a.failed.is_none() && update_done && done >= total && stopping == 0;
+    a
+}
+
+/// Follows the service until it converges, prints per-slot progress, fails on a paused or
+/// rolled-back update or at the timeout.
+pub async fn wait(c: &Client, id: &str, opts: &ProgressOpts, expect: Expect) -> Result<()> {
+    let deadline = Instant::now() + opts.timeout;
+    let mut shown: BTreeMap<String, String> = BTreeMap::new();
+    let mut shown_overall = String::new();
+    loop {
+        let svc: Service = c.get(&format!("/v1/services/{id}")).await?;
+        let tasks: Vec<Task> = c.get(&format!("/v1/tasks?service={id}")).await?;
+        let nodes: Vec<Node> =
+            if svc.spec.mode.is_global() { c.get("/v1/nodes?stale=true").await? } else { Vec::new() };
+        let a = assess(&svc, &tasks, &nodes, expect);
+        if !opts.quiet {
+            if a.overall != shown_overall {
+                println!("{}", a.overall);
+                shown_overall = a.overall.clone();
+            }
+            for (key, line) in &a.lines {
+                if shown.get(key) != Some(line) {
+                    println!("{line}");
+                    shown.insert(key.clone(), line.clone());
+                }
+            }
+        }
+        if let Some(why) = a.failed {
+            bail!("service {}: {why}", svc.spec.name);
+        }
+        if a.converged {
+            if !opts.quiet {
+                println!("verify: Service converged");
+            }
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            let why =
+                if a.pending.is_empty() { "still converging".to_string() } else { a.pending.join("; ") };
+            bail!("service {} did not converge within {}: {why}", svc.spec.name, fmt_duration(opts.timeout));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Listing and inspecting
+
+fn replicas_text(s: &Service, tasks: &[Task], nodes: &[Node]) -> String {
+    let mine = || tasks.iter().filter(|t| t.service_id == s.id);
+    let running = mine()
+        .filter(|t| t.status.state == TaskState::Running && t.desired_state == TaskState::Running)
+        .count();
+    let completed =
+        mine().filter(|t| t.spec_version == s.spec_version && t.status.state == TaskState::Complete).count();
+    match s.spec.mode {
+        ServiceMode::Replicated { replicas } => format!("{running}/{replicas}"),
+        ServiceMode::Global => format!("{running}/{}", eligible_nodes(s, nodes).len()),
+        ServiceMode::ReplicatedJob { max_concurrent, total_completions } => {
+            format!("{running}/{max_concurrent} ({completed}/{total_completions} completed)")
+        }
+        ServiceMode::GlobalJob => {
+            let n = eligible_nodes(s, nodes).len();
+            format!("{running}/{n} ({completed}/{n} completed)")
+        }
+    }
+}
+
+fn ports_text(s: &Service) -> String {
+    s.spec
+        .endpoint
+        .ports
+        .iter()
+        .map(|p| {
+            let proto = if p.protocol == Protocol::Udp { "udp" } else { "tcp" };
+            if p.published == 0 {
+                format!("{}/{proto}", p.target)
+            } else {
+                format!("*:{}->{}/{proto}", p.published, p.target)
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn image_text(t: &shoal_types::TaskTemplate) -> String {
+    t.image.clone().unwrap_or_else(|| t.command.join(" "))
+}
+
+fn stale_q(stale: bool) -> &'static str {
+    if stale {
+        "?stale=true"
+    } else {
+        ""
+    }
+}
+
+pub async fn ls(c: &Client, o: &ListOpts) -> Result<()> {
+    let services: Vec<Service> = c.get(&format!("/v1/services{}", stale_q(o.stale))).await?;
+    if o.quiet {
+        services.iter().for_each(|s| println!("{}", s.id));
+        return Ok(());
+    }
+    if o.format == Format::Json {
+        return print_json(&services);
+    }
+    let tasks: Vec<Task> = c.get(&format!("/v1/tasks{}", stale_q(o.stale))).await?;
+    let nodes: Vec<Node> = if services.iter().any(|s| s.spec.mode.is_global()) {
+        c.get("/v1/nodes?stale=true").await?
+    } else {
+        Vec::new()
+    };
+    let mut services = services;
+    services.sort_by(|a, b| a.spec.name.cmp(&b.spec.name));
+    let rows = services
+        .iter()
+        .map(|s| {
+            vec![
+                s.id.short().to_string(),
+                s.spec.name.clone(),
+                s.spec.mode.name().to_string(),
+                replicas_text(s, &tasks, &nodes),
+                image_text(&s.spec.task_template),
+                ports_text(s),
+            ]
+        })
+        .collect();
+    table(&["ID", "NAME", "MODE", "REPLICAS", "IMAGE", "PORTS"], rows);
+    Ok(())
+}
+
+/// How long ago, roughly, as `docker ps` says it.
+fn ago(t: shoal_types::Timestamp) -> String {
+    let now = shoal_types::Timestamp::from_system_time(std::time::SystemTime::now());
+    let d = now.since(t).as_secs();
+    match d {
+        0..=1 => "1 second ago".to_string(),
+        2..=59 => format!("{d} seconds ago"),
+        60..=119 => "about a minute ago".to_string(),
+        120..=3599 => format!("{} minutes ago", d / 60),
+        3600..=7199 => "about an hour ago".to_string(),
+        7200..=172_799 => format!("{} hours ago", d / 3600),
+        _ => format!("{} days ago", d / 86_400),
+    }
+}
+
+/// Rows of `service ps` and `node ps`: the newest task of each slot first, its history below it
+/// as ` \_ NAME` (docker's layout).
+fn task_table(mut tasks: Vec<Task>, services: &[Service], nodes: &[Node], no_trunc: bool) {
+    let svc_name = |t: &Task| {
+        services
+            .iter()
+            .find(|s| s.id == t.service_id)
+            .map_or_else(|| t.service_id.short().to_string(), |s| s.spec.name.clone())
+    };
+    let host = |id: &Option<shoal_types::NodeId>| {
+        id.as_ref()
+            .map(|id| {
+                nodes.iter().find(|n| &n.id == id).map_or(id.to_string(), |n| n.description.hostname.clone())
+            })
+            .unwrap_or_default()
+    };
+    tasks.sort_by(|a, b| {
+        (svc_name(a), a.slot, &a.node_id, std::cmp::Reverse(a.created_at)).cmp(&(
+            svc_name(b),
+            b.slot,
+            &b.node_id,
+            std::cmp::Reverse(b.created_at),
+        ))
+    });
+    let mut rows = Vec::new();
+    let mut last_key = None;
+    for t in &tasks {
+        // Global tasks are one slot per node; replicated ones one per slot wherever they ran.
+        let key = (t.service_id.clone(), t.slot, if t.slot.is_some() { None } else { t.node_id.clone() });
+        let history = last_key.as_ref() == Some(&key);
+        let name = match t.slot {
+            Some(s) => format!("{}.{s}", svc_name(t)),
+            None => format!("{}.{}", svc_name(t), t.node_id.as_ref().map_or("", |n| n.short())),
+        };
+        let name = if history { format!(" \\_ {name}") } else { name };
+        last_key = Some(key);
+        let id = if no_trunc { t.id.to_string() } else { t.id.short().to_string() };
+        rows.push(vec![
+            id,
+            name,
+            image_text(&t.spec),
+            host(&t.node_id),
+            t.desired_state.to_string(),
+            format!("{} {}", t.status.state, ago(t.status.timestamp)),
+            t.status.err.clone(),
+        ]);
+    }
+    table(&["ID", "NAME", "IMAGE", "NODE", "DESIRED STATE", "CURRENT STATE", "ERROR"], rows);
+}
+
+fn print_tasks(tasks: Vec<Task>, services: &[Service], nodes: &[Node], a: &PsArgs) -> Result<()> {
+    if a.opts.quiet {
+        for t in &tasks {
+            println!("{}", if a.no_trunc { t.id.as_str() } else { t.id.short() });
+        }
+        return Ok(());
+    }
+    if a.opts.format == Format::Json {
+        return print_json(&tasks);
+    }
+    task_table(tasks, services, nodes, a.no_trunc);
+    Ok(())
+}
+
+pub async fn ps(c: &Client, services: &[String], a: &PsArgs) -> Result<()> {
+    if services.is_empty() {
+        bail!("name at least one service");
+    }
+    let stale = if a.opts.stale { "&stale=true" } else { "" };
+    let mut svcs = Vec::new();
+    let mut tasks = Vec::new();
+    for s in services {
+        let svc: Service = c.get(&format!("/v1/services/{}{}", enc(s), stale_q(a.opts.stale))).await?;
+        let t: Vec<Task> = c.get(&format!("/v1/tasks?service={}{stale}", svc.id)).await?;
+        tasks.extend(t);
+        svcs.push(svc);
+    }
+    let nodes: Vec<Node> = if a.opts.quiet || a.opts.format == Format::Json {
+        Vec::new()
+    } else {
+        c.get("/v1/nodes?stale=true").await?
+    };
+    print_tasks(tasks, &svcs, &nodes, a)
+}
+
+/// `node ps [NODE...]`: the tasks on nodes; by default the node whose API the CLI talks to.
+pub async fn node_ps(c: &Client, nodes: &[String], a: &PsArgs) -> Result<()> {
+    let stale = if a.opts.stale { "&stale=true" } else { "" };
+    let targets = if nodes.is_empty() {
+        let info: ClusterInfo = c.get("/v1/cluster?stale=true").await?;
+        vec![info.raft.node_id]
+    } else {
+        nodes.to_vec()
+    };
+    let all_nodes: Vec<Node> = c.get(&format!("/v1/nodes{}", stale_q(a.opts.stale))).await?;
+    let mut tasks = Vec::new();
+    for n in &targets {
+        let t: Vec<Task> = c.get(&format!("/v1/tasks?node={}{stale}", enc(n))).await?;
+        tasks.extend(t);
+    }
+    let services: Vec<Service> = c.get("/v1/services?stale=true").await?;
+    print_tasks(tasks, &services, &all_nodes, a)
+}
+
+pub async fn inspect(
+    c: &Client,
+    services: &[String],
+    pretty: bool,
+    format: Format,
+    quiet: bool,
+) -> Result<()> {
+    if services.is_empty() {
+        bail!("name at least one service");
+    }
+    let mut svcs = Vec::new();
+    for s in services {
+        let svc: Service = c.get(&format!("/v1/services/{}", enc(s))).await?;
+        svcs.push(svc);
+    }
+    if quiet {
+        svcs.iter().for_each(|s| println!("{}", s.id));
+        return Ok(());
+    }
+    if pretty || format == Format::Table {
+        for (i, s) in svcs.iter().enumerate() {
+            if i > 0 {
+                println!();
+            }
+            print!("{}", pretty_service(s));
+        }
+        return Ok(());
+    }
+    // One service: the object (as before); several: an array.
+    match svcs.as_slice() {
+        [one] => print_json(one),
+        many => print_json(&many),
+    }
+}
+
+pub fn fmt_duration(d: Duration) -> String {
+    if d.is_zero() {
+        return "0s".into();
+    }
+    let mut s = String::new();
+    let secs = d.as_secs();
+    let (h, m, sec) = (secs / 3600, secs / 60 % 60, secs % 60);
+    if h > 0 {
+        s.push_str(&format!("{h}h"));
+    }
+    if m > 0 {
+        s.push_str(&format!("{m}m"));
+    }
+    if sec > 0 {
+        s.push_str(&format!("{sec}s"));
+    }
+    let ms = d.subsec_millis();
+    if ms > 0 {
+        s.push_str(&format!("{ms}ms"));
+    }
+    if s.is_empty() {
+        s = format!("{}ns", d.subsec_nanos());
+    }
+    s
+}
+
+fn fmt_bytes(b: u64) -> String {
+    const UNITS: [(&str, u64); 4] = [("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)];
+    for (u, n) in UNITS {
+        if b >= n {
+            let v = b as f64 / n as f64;
+            return if b.checked_rem(n) == Some(0) { format!("{}{u}", b / n) } else { format!("{v:.2}{u}") };
+        }
+    }
+    format!("{b}B")
+}
+
+fn fmt_cpus(n: u64) -> String {
+    let whole = n / NANO_CPUS_PER_CPU;
+    let frac = n % NANO_CPUS_PER_CPU;
+    if frac == 0 {
+        return whole.to_string();
+    }
+    format!("{whole}.{}", format!("{frac:09}").trim_end_matches('0'))
+}
+
+fn lower<T: std::fmt::Debug>(v: T) -> String {
+    let s = format!("{v:?}");
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if c.is_ascii_uppercase() {
+            if i > 0 {
+                out.push('-');
+            }
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// A readable summary, like `docker service inspect --pretty`.
+pub fn pretty_service(s: &Service) -> String {
+    use std::fmt::Write;
+    let mut o = String::new();
+    let spec = &s.spec;
+    let t = &spec.task_template;
+    let _ = writeln!(o, "ID:\t\t{}", s.id);
+    let _ = writeln!(o, "Name:\t\t{}", spec.name);
+    let _ = writeln!(o, "Version:\t{} (spec version {})", s.version, s.spec_version);
+    if !spec.labels.is_empty() {
+        let _ = writeln!(o, "Labels:");
+        for (k, v) in &spec.labels {
+            let _ = writeln!(o, " {k}={v}");
+        }
+    }
+    let _ = writeln!(o, "Service Mode:\t{}", spec.mode.name());
+    match spec.mode {
+        ServiceMode::Replicated { replicas } => {
+            let _ = writeln!(o, " Replicas:\t{replicas}");
+        }
+        ServiceMode::ReplicatedJob { max_concurrent, total_completions } => {
+            let _ = writeln!(o, " Max Concurrent:\t{max_concurrent}");
+            let _ = writeln!(o, " Total Completions:\t{total_completions}");
+        }
+        _ => {}
+    }
+    if let Some(u) = &s.update_status {
+        let _ = writeln!(o, "UpdateStatus:");
+        let _ = writeln!(o, " State:\t\t{}", lower(u.state).replace('-', "_"));
+        let _ = writeln!(o, " Started:\t{}", ago(u.started_at));
+        if let Some(c) = u.completed_at {
+            let _ = writeln!(o, " Completed:\t{}", ago(c));
+        }
+        let _ = writeln!(o, " Message:\t{}", u.message);
+    }
+    let p = &t.placement;
+    let _ = writeln!(o, "Placement:");
+    let _ = writeln!(o, " Strategy:\t{}", lower(p.strategy));
+    if !p.constraints.is_empty() {
+        let _ = writeln!(o, " Constraints:\t[{}]", p.constraints.join(", "));
+    }
+    for pref in &p.preferences {
+        let _ = writeln!(o, " Preferences:\tspread={}", pref.spread);
+    }
+    if p.max_replicas_per_node > 0 {
+        let _ = writeln!(o, " Max Replicas Per Node:\t{}", p.max_replicas_per_node);
+    }
+    for (title, u) in [("UpdateConfig", &spec.update_config), ("RollbackConfig", &spec.rollback_config)] {
+        let _ = writeln!(o, "{title}:");
+        let _ = writeln!(o, " Parallelism:\t{}", u.parallelism);
+        if !u.delay.is_zero() {
+            let _ = writeln!(o, " Delay:\t\t{}", fmt_duration(u.delay));
+        }
+        let _ = writeln!(o, " On failure:\t{}", lower(u.failure_action));
+        let _ = writeln!(o, " Monitoring Period: {}", fmt_duration(u.monitor));
+        let _ = writeln!(o, " Max failure ratio: {}", u.max_failure_ratio);
+        let _ = writeln!(o, " Update order:      {}", lower(u.order));
+    }
+    let _ = writeln!(o, "TaskSpec:");
+    let _ = writeln!(o, " Driver:\t{}", t.driver.as_deref().unwrap_or("(node's choice)"));
+    if let Some(img) = &t.image {
+        let _ = writeln!(o, " Image:\t\t{img}");
+    }
+    if !t.command.is_empty() {
+        let _ = writeln!(o, " Command:\t{}", t.command.join(" "));
+    }
+    if !t.args.is_empty() {
+        let _ = writeln!(o, " Args:\t\t{}", t.args.join(" "));
+    }
+    if !t.env.is_empty() {
+        let env: Vec<String> = t.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let _ = writeln!(o, " Env:\t\t{}", env.join(" "));
+    }
+    for (label, v) in [("Dir", &t.workdir), ("User", &t.user), ("Hostname", &t.hostname)] {
+        if !v.is_empty() {
+            let _ = writeln!(o, " {label}:\t\t{v}");
+        }
+    }
+    if t.force_update > 0 {
+        let _ = writeln!(o, " Force update:\t{}", t.force_update);
+    }
+    if !t.mounts.is_empty() {
+        let _ = writeln!(o, "Mounts:");
+        for m in &t.mounts {
+            let _ = writeln!(o, " Target:\t{}", m.target);
+            let _ = writeln!(o, "  Source:\t{}", m.source);
+            let _ = writeln!(o, "  ReadOnly:\t{}", m.readonly);
+            let _ = writeln!(o, "  Type:\t\t{}", lower(m.kind));
+        }
+    }
+    let r = &t.resources;
+    if !r.reservations.is_zero() || !r.limits.is_zero() {
+        let _ = writeln!(o, "Resources:");
+        for (title, x) in [("Reservations", &r.reservations), ("Limits", &r.limits)] {
+            if x.is_zero() {
+                continue;
+            }
+            let _ = writeln!(o, " {title}:");
+            if x.nano_cpus > 0 {
+                let _ = writeln!(o, "  CPU:\t\t{}", fmt_cpus(x.nano_cpus));
+            }
+            if x.memory_bytes > 0 {
+                let _ = writeln!(o, "  Memory:\t{}", fmt_bytes(x.memory_bytes));
+            }
+            for (k, v) in &x.generic {
+                let _ = writeln!(o, "  {k}:\t\t{v}");
+            }
+        }
+    }
+    let rp = &t.restart_policy;
+    let _ = writeln!(o, "Restart Policy:");
+    let _ = writeln!(o, " Condition:\t{}", lower(rp.condition));
+    let _ = writeln!(o, " Delay:\t\t{}", fmt_duration(rp.delay));
+    let attempts = if rp.max_attempts == 0 { "unlimited".to_string() } else { rp.max_attempts.to_string() };
+    let _ = writeln!(o, " Max Attempts:\t{attempts}");
+    if !rp.window.is_zero() {
+        let _ = writeln!(o, " Window:\t{}", fmt_duration(rp.window));
+    }
+    if let Some(h) = &t.health_check {
+        let _ = writeln!(o, "Healthcheck:");
+        let _ = writeln!(o, " Test:\t\t{}", h.test.join(" "));
+        if h.test.first().map(String::as_str) != Some("NONE") {
+            let _ = writeln!(o, " Interval:\t{}", fmt_duration(h.interval));
+            let _ = writeln!(o, " Timeout:\t{}", fmt_duration(h.timeout));
+            let _ = writeln!(o, " Retries:\t{}", h.retries);
+            let _ = writeln!(o, " Start Period:\t{}", fmt_duration(h.start_period));
+        }
+    }
+    let _ = writeln!(o, "Stop Grace Period: {}", fmt_duration(t.stop_grace_period));
+    if !spec.endpoint.ports.is_empty() {
+        let _ = writeln!(o, "Ports:");
+        for p in &spec.endpoint.ports {
+            let _ = writeln!(o, " PublishedPort = {}", p.published);
+            let _ = writeln!(o, "  Protocol = {}", lower(p.protocol));
+            let _ = writeln!(o, "  TargetPort = {}", p.target);
+            let _ = writeln!(o, "  PublishMode = {}", lower(p.mode));
+        }
+    }
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_like_docker() {
+        assert_eq!(parse_bytes("512m"), Ok(512 << 20));
+        assert_eq!(parse_bytes("1g"), Ok(1 << 30));
+        assert_eq!(parse_bytes("1GB"), Ok(1 << 30));
+        assert_eq!(parse_bytes("1.5k"), Ok(1536));
+        assert_eq!(parse_bytes("4096"), Ok(4096));
+        assert!(parse_bytes("12x").is_err_and(|e| e.contains("invalid size \"12x\"")));
+        assert!(parse_bytes("").is_err());
+        assert!(parse_bytes("-1m").is_err());
+        assert!(parse_bytes("99999999999t").is_err());
+    }
+
+    #[test]
+    fn cpus_are_exact_decimals() {
+        assert_eq!(parse_cpus("0.5"), Ok(500_000_000));
+        assert_eq!(parse_cpus("2"), Ok(2_000_000_000));
+        assert_eq!(parse_cpus(".25"), Ok(250_000_000));
+        assert_eq!(parse_cpus("1.000000001"), Ok(1_000_000_001));
+        assert!(parse_cpus("1.0000000001").is_err());
+        assert!(parse_cpus("-1").is_err());
+        assert!(parse_cpus("half").is_err_and(|e| e.contains("invalid CPU count")));
+        assert_eq!(fmt_cpus(1_500_000_000), "1.5");
+    }
+
+    #[test]
+    fn ports_and_mounts() {
+        let p = parse_port("8080:80/udp").expect("port");
+        assert_eq!((p.published, p.target, p.protocol), (8080, 80, Protocol::Udp));
+        let p = parse_port("80").expect("port");
+        assert_eq!((p.published, p.target, p.protocol), (0, 80, Protocol::Tcp));
+        let p = parse_port("published=53,target=5353,protocol=udp").expect("long");
+        assert_eq!((p.published, p.target, p.protocol), (53, 5353, Protocol::Udp));
+        assert!(parse_port("80/sctp").is_err());
+        assert!(parse_port("0:80").is_err());
+        assert!(parse_port("mode=ingress,target=80").is_err());
+        let m = parse_mount("type=bind,source=/srv,target=/data,readonly").expect("mount");
+        assert_eq!(
+            m,
+            Mount { kind: MountType::Bind, source: "/srv".into(), target: "/data".into(), readonly: true }
+        );
+        let m = parse_mount("src=vol,dst=/v").expect("mount");
+        assert_eq!((m.kind, m.readonly), (MountType::Volume, false));
+        assert!(parse_mount("type=tmpfs,target=/t").is_err());
+        assert!(parse_mount("type=bind,source=/x").is_err());
+    }
+
+    #[test]
+    fn shell_words() {
+        assert_eq!(
+            shell_split(r#"sh -c "echo 'hi there'" a\ b"#).expect("split"),
+            vec!["sh", "-c", "echo 'hi there'", "a b"]
+        );
+        assert_eq!(shell_split("").expect("split"), Vec::<String>::new());
+        assert_eq!(shell_split("''").expect("split"), vec![""]);
+        assert!(shell_split("'open").is_err());
+    }
+
+    fn svc(replicas: u64) -> Service {
+        let mut spec = ServiceSpec { name: "web".into(), ..Default::default() };
+        spec.mode = ServiceMode::Replicated { replicas };
+        let mut s = Service::new(shoal_types::ServiceId::new("s1"), spec);
+        s.spec_version = 1;
+        s
+    }
+
+    fn task(id: &str, slot: u64, state: TaskState, err: &str) -> Task {
+        Task {
+            id: shoal_types::TaskId::new(id),
+            version: 1,
+            created_at: shoal_types::Timestamp(slot),
+            updated_at: shoal_types::Timestamp(slot),
+            service_id: shoal_types::ServiceId::new("s1"),
+            slot: Some(slot),
+            node_id: None,
+            spec: Default::default(),
+            endpoint: Default::default(),
+            spec_version: 1,
+            desired_state: TaskState::Running,
+            status: shoal_types::TaskStatus { state, err: err.into(), ..Default::default() },
+            restart_history: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn progress_per_slot() {
+        let s = svc(2);
+        let tasks =
+            vec![task("a", 1, TaskState::Running, ""), task("b", 2, TaskState::Pending, "no suitable node")];
+        let a = assess(&s, &tasks, &[], Expect::Tasks);
+        assert!(!a.converged);
+        assert_eq!(a.lines[0].1, "1/2: running");
+        assert_eq!(a.lines[1].1, "2/2: pending: no suitable node");
+        assert_eq!(a.overall, "overall progress: 1 out of 2 tasks running");
+        assert_eq!(a.pending, vec!["2/2: pending: no suitable node".to_string()]);
+        let tasks = vec![task("a", 1, TaskState::Running, ""), task("b", 2, TaskState::Running, "")];
+        assert!(assess(&s, &tasks, &[], Expect::Tasks).converged);
+        // Scaled down: converged once the extra task has stopped.
+        let s1 = svc(1);
+        // Not yet told to stop by the orchestrator: still not converged.
+        assert!(!assess(&s1, &tasks, &[], Expect::Tasks).converged);
+        let mut extra = tasks[1].clone();
+        extra.desired_state = TaskState::Shutdown;
+        extra.node_id = Some(shoal_types::NodeId::new("n1"));
+        extra.status.state = TaskState::Running;
+        assert!(!assess(&s1, &[tasks[0].clone(), extra.clone()], &[], Expect::Tasks).converged);
+        extra.status.state = TaskState::Shutdown;
+        assert!(assess(&s1, &[tasks[0].clone(), extra], &[], Expect::Tasks).converged);
+    }
+
+    #[test]
+    fn update_status_decides() {
+        let mut s = svc(1);
+        let tasks = vec![task("a", 1, TaskState::Running, "")];
+        let status = |state, message: &str| shoal_types::UpdateStatus {
+            state,
+            started_at: shoal_types::Timestamp(0),
+            completed_at: None,
+            message: message.into(),
+        };
+        s.update_status = Some(status(UpdateState::Updating, "update in progress"));
+        assert!(!assess(&s, &tasks, &[], Expect::Update).converged);
+        assert!(assess(&s, &tasks, &[], Expect::Tasks).converged);
+        s.update_status = Some(status(UpdateState::Completed, "update completed"));
+        assert!(assess(&s, &tasks, &[], Expect::Update).converged);
+        s.update_status = Some(status(UpdateState::Paused, "update paused due to failure"));
+        assert_eq!(
+            assess(&s, &tasks, &[], Expect::Update).failed.as_deref(),
+            Some("update paused: update paused due to failure")
+        );
+        s.update_status = Some(status(UpdateState::RollbackStarted, "update rolled back due to failure"));
+        assert!(assess(&s, &tasks, &[], Expect::Update).failed.is_some());
+        assert!(!assess(&s, &tasks, &[], Expect::Rollback).converged);
+        s.update_status = Some(status(UpdateState::RollbackCompleted, "rollback completed"));
+        assert!(assess(&s, &tasks, &[], Expect::Rollback).converged);
+    }
+
+    #[test]
+    fn update_flags_edit_the_spec() {
+        let mut spec = ServiceSpec { name: "web".into(), ..Default::default() };
+        spec.task_template.command = vec!["sleep".into(), "300".into()];
+        spec.task_template.env.insert("A".into(), "1".into());
+        spec.task_template.placement.constraints = vec!["node.role==manager".into()];
+        let a = UpdateArgs {
+            service: "web".into(),
+            image: None,
+            args: Some("sleep 400".into()),
+            entrypoint: None,
+            replicas: Some(3),
+            max_concurrent: None,
+            force: true,
+            env_add: vec![("B".into(), "2".into())],
+            env_rm: vec!["A".into()],
+            label_add: vec![("tier".into(), "web".into())],
+            label_rm: vec![],
+            constraint_add: vec!["node.labels.zone==a".into()],
+            constraint_rm: vec!["node.role==manager".into()],
+            placement_pref_add: vec![],
+            placement_pref_rm: vec![],
+            mount_add: vec![],
+            mount_rm: vec![],
+            publish_add: vec![parse_port("8080:80").expect("port")],
+            publish_rm: vec![],
+            generic_resource_add: vec![],
+            generic_resource_rm: vec![],
+            spec: SpecFlags { limit_memory: Some(64 << 20), ..Default::default() },
+            progress: ProgressOpts { detach: true, quiet: false, timeout: Duration::from_secs(1) },
+        };
+        let out = update_spec(spec, &a).expect("update");
+        let t = &out.task_template;
+        assert_eq!(t.command, vec!["sleep", "400"]);
+        assert_eq!(t.env.get("B").map(String::as_str), Some("2"));
+        assert!(!t.env.contains_key("A"));
+        assert_eq!(t.placement.constraints, vec!["node.labels.zone==a"]);
+        assert_eq!(t.force_update, 1);
+        assert_eq!(t.resources.limits.memory_bytes, 64 << 20);
+        assert_eq!(out.mode, ServiceMode::Replicated { replicas: 3 });
+        assert_eq!(out.labels.get("tier").map(String::as_str), Some("web"));
+        assert_eq!(out.endpoint.ports.len(), 1);
+    }
+}
