@@ -150,12 +150,19 @@ impl Client {
                 .map_err(|e| ClientError::Http(e.to_string()))?;
             sender.send_request(req).await.map_err(|e| ClientError::Http(error_chain(&e)))
         }
+        let (stream, host) = self.dial().await?;
+        send(stream, host, path).await
+    }
+
+    /// A connection to the daemon: the unix socket, or TCP with mutual TLS; and the host name to
+    /// send.
+    async fn dial(&self) -> Result<(Box<dyn Io>, &'static str), ClientError> {
         match &self.transport {
             Transport::Unix(socket) => {
                 let stream = tokio::net::UnixStream::connect(socket)
                     .await
                     .map_err(|e| ClientError::Connect(socket.display().to_string(), e))?;
-                send(stream, "shoal", path).await
+                Ok((Box::new(stream), "shoal"))
             }
             Transport::Tls { addr, config } => {
                 let tcp = tokio::net::TcpStream::connect(addr.as_str())
@@ -168,7 +175,7 @@ impl Client {
                     .connect(name, tcp)
                     .await
                     .map_err(|e| ClientError::Tls(format!("tcp://{addr}"), e))?;
-                send(stream, shoal_pki::MANAGER_SERVER_NAME, path).await
+                Ok((Box::new(stream), shoal_pki::MANAGER_SERVER_NAME))
             }
         }
     }
@@ -181,27 +188,8 @@ impl Client {
         body: Option<Vec<u8>>,
     ) -> Result<(StatusCode, Bytes), ClientError> {
         let fut = async {
-            match &self.transport {
-                Transport::Unix(socket) => {
-                    let stream = tokio::net::UnixStream::connect(socket)
-                        .await
-                        .map_err(|e| ClientError::Connect(socket.display().to_string(), e))?;
-                    exchange(stream, "shoal", method, path, body).await
-                }
-                Transport::Tls { addr, config } => {
-                    let tcp = tokio::net::TcpStream::connect(addr.as_str())
-                        .await
-                        .map_err(|e| ClientError::Connect(format!("tcp://{addr}"), e))?;
-                    let name = rustls_pki_types::ServerName::try_from(shoal_pki::MANAGER_SERVER_NAME)
-                        .map_err(|e| ClientError::Http(e.to_string()))?
-                        .to_owned();
-                    let stream = tokio_rustls::TlsConnector::from(config.clone())
-                        .connect(name, tcp)
-                        .await
-                        .map_err(|e| ClientError::Tls(format!("tcp://{addr}"), e))?;
-                    exchange(stream, shoal_pki::MANAGER_SERVER_NAME, method, path, body).await
-                }
-            }
+            let (stream, host) = self.dial().await?;
+            exchange(stream, host, method, path, body).await
         };
         tokio::time::timeout(self.timeout, fut)
             .await
@@ -250,6 +238,10 @@ impl Client {
         self.call::<serde_json::Value>(Method::DELETE, path, None).await.map(|_| ())
     }
 }
+
+/// A byte stream to the daemon (unix socket or TLS).
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 /// One HTTP/1.1 request on a fresh connection.
 async fn exchange<S>(
