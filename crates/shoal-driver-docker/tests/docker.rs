@@ -290,7 +290,9 @@ async fn stop_kills_a_term_ignoring_task_after_the_grace() {
 #[tokio::test]
 async fn memory_hog_is_oom_killed() {
     let Some(env) = Env::new("oom").await else { return };
-    let mut cfg = env.task("oom", "dd if=/dev/zero of=/dev/null bs=256M count=1; echo survived");
+    // `exec`: the hog is the container's only process, so the OOM kill ends the container (with a
+    // shell in front, the shell would go on and exit 0 after its child was killed).
+    let mut cfg = env.task("oom", "exec dd if=/dev/zero of=/dev/null bs=256M count=1");
     cfg.limits = Limits { memory_bytes: Some(16 << 20), ..Default::default() };
     let handle = env.start(&cfg).await;
     let status = env.wait(&handle).await;
