@@ -500,7 +500,16 @@ impl Driver for OciDriver {
             }
         }
         Self::check_mounts(cfg)?;
-        self.resolve_image(cfg).await?;
+        let img = self.resolve_image(cfg).await?;
+        let argv = process_args(cfg, &img);
+        if let Some(program) = argv.first() {
+            if !program_in_image(program, cfg, &img) {
+                return Err(DriverError::Invalid(format!(
+                    "executable not found in image {}: {program}",
+                    img.name
+                )));
+            }
+        }
         Ok(())
     }
 
@@ -575,15 +584,24 @@ impl Driver for OciDriver {
             ..ShimSpec::default()
         };
         let launched = shim::launch(&self.cfg.shim_exe, &task_dir, &shim_spec).await?;
-        self.wait_started(&container_id, &launched, &task_dir).await?;
+        let started = self.wait_started(&container_id, &launched, &task_dir).await;
         let st = HandleState { container_id: container_id.clone(), task_dir, rootfs, cgroup, launched };
-        tracing::info!(task = %cfg.task_id, container = %container_id, "oci task started");
-        Ok(Handle {
+        let handle = Handle {
             task_id: cfg.task_id.clone(),
             driver: DRIVER_NAME.into(),
-            runtime_id: container_id,
+            runtime_id: container_id.clone(),
             state: serde_json::to_value(&st).map_err(|e| DriverError::runtime("encoding the handle", e))?,
-        })
+        };
+        if let Err(e) = started {
+            // The agent keeps no handle for a task that failed to start: leave nothing behind
+            // (container state, overlay mount, cgroup).
+            if let Err(d) = self.destroy(&handle).await {
+                tracing::warn!(task = %cfg.task_id, error = %d, "cleaning up after a failed start");
+            }
+            return Err(e);
+        }
+        tracing::info!(task = %cfg.task_id, container = %container_id, "oci task started");
+        Ok(handle)
     }
 
     async fn recover(&self, handle: &Handle) -> Result<Recovered, DriverError> {
@@ -723,6 +741,33 @@ impl Driver for OciDriver {
         let exit_code = out.status.code().unwrap_or_else(|| 128 + out.status.signal().unwrap_or(0));
         Ok(ExecResult { exit_code, output })
     }
+}
+
+/// Whether `program` exists in the image's layers: an absolute path as is, a bare name through
+/// the `PATH` of the task (else the image's, else the usual one). Symlinks count (busybox applets
+/// are symlinks); the layers are looked at top first, without following links out of them.
+fn program_in_image(program: &str, cfg: &TaskConfig, img: &ResolvedImage) -> bool {
+    let path_env = cfg
+        .env
+        .get("PATH")
+        .cloned()
+        .or_else(|| img.env.iter().find_map(|e| e.strip_prefix("PATH=").map(str::to_string)))
+        .unwrap_or_else(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+    let candidates: Vec<String> = if program.contains('/') {
+        vec![program.to_string()]
+    } else {
+        path_env
+            .split(':')
+            .filter(|d| !d.is_empty())
+            .map(|d| format!("{}/{program}", d.trim_end_matches('/')))
+            .collect()
+    };
+    candidates.iter().any(|c| {
+        let rel = c.trim_start_matches('/');
+        // A relative program path is resolved against the working directory at run time: let runc judge it.
+        !c.starts_with('/')
+            || img.layer_dirs.iter().rev().any(|layer| std::fs::symlink_metadata(layer.join(rel)).is_ok())
+    })
 }
 
 /// The last `n` lines the task (here: runc) wrote, without their timestamps.

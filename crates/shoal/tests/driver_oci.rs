@@ -435,3 +435,25 @@ fn image_cli_import_ls_rm() {
     // Layers and blobs went with the last image.
     assert_eq!(std::fs::read_dir(data.join("images/layers")).expect("layers").count(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_missing_from_the_image_is_rejected_and_leaves_nothing_behind() {
+    if !usable() {
+        return;
+    }
+    let e = env();
+    let cfg = e.task(&["/bin/no-such-program"]);
+    let err = e.driver.prepare(&cfg).await.expect_err("a missing program is found out before starting");
+    assert!(matches!(err, shoal_driver::DriverError::Invalid(_)), "{err:?}");
+    let err = e.driver.start(&cfg).await.expect_err("a missing program cannot start");
+    assert!(matches!(err, shoal_driver::DriverError::Invalid(_)), "{err:?}");
+    assert!(err.to_string().contains("no-such-program"), "{err}");
+    // A bare name is looked up through PATH in the image; applets that are symlinks count.
+    e.driver.prepare(&e.task(&["sleep", "1"])).await.expect("sleep is in the image");
+    // No handle reaches the agent, so nothing may be left: no runc state, no mount.
+    let state =
+        Command::new("runc").args(["state", &format!("shoal-{}", cfg.task_id)]).output().expect("runc");
+    assert!(!state.status.success(), "the container is gone");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    assert!(!mounts.contains(&cfg.task_dir.display().to_string()), "the overlay is unmounted");
+}
