@@ -22,7 +22,7 @@ pub mod store;
 pub use plane::{Assignments, ControlPlane, PlaneError, StatusReport};
 
 use shoal_driver::{Driver, DriverError, ExitStatus, Handle, Limits, Recovered, TaskConfig};
-use shoal_types::{DriverInfo, NodeDescription, Task, TaskId, TaskState, TaskStatus, Timestamp};
+use shoal_types::{DriverInfo, Health, NodeDescription, Task, TaskId, TaskState, TaskStatus, Timestamp};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -371,8 +371,11 @@ impl Agent {
         match driver.start(&cfg).await {
             Ok(handle) => {
                 lt.handle = Some(handle.clone());
+                let checked =
+                    lt.task.spec.health_check.as_ref().is_some_and(|h| health_command(&h.test).is_some());
                 lt.status = TaskStatus {
                     runtime_id: handle.runtime_id.clone(),
+                    health: checked.then_some(Health::Starting),
                     ..status(TaskState::Running, "started")
                 };
                 self.save_and_report(&lt);
@@ -412,28 +415,84 @@ impl Agent {
         let wait = driver.wait(handle);
         tokio::pin!(wait);
         let stop_wanted = |rx: &watch::Receiver<Task>| rx.borrow().desired_state > TaskState::Running;
+        let health = async {
+            match lt.task.spec.health_check.as_ref().and_then(|h| health_command(&h.test).map(|c| (h, c))) {
+                Some((h, cmd)) => self.watch_health(lt, driver, handle, h, &cmd).await,
+                None => std::future::pending().await,
+            }
+        };
         let outcome = tokio::select! {
-            r = &mut wait => Some(r),
-            _ = wait_until(assigned, stop_wanted) => None,
+            r = &mut wait => Ending::Exited(r),
+            _ = wait_until(assigned, stop_wanted) => Ending::Stop,
+            why = health => Ending::Unhealthy(why),
         };
         match outcome {
-            Some(r) => match r {
-                Ok(x) => exited(&lt.status, &x),
-                Err(e) => TaskStatus {
-                    err: format!("lost track of the task: {e}"),
-                    ..status(TaskState::Failed, "lost")
-                },
+            Ending::Exited(Ok(x)) => exited(&lt.status, &x),
+            Ending::Exited(Err(e)) => TaskStatus {
+                err: format!("lost track of the task: {e}"),
+                ..status(TaskState::Failed, "lost")
             },
-            None => {
+            Ending::Stop | Ending::Unhealthy(_) => {
                 let grace = assigned.borrow().spec.stop_grace_period;
                 if let Err(e) = driver.stop(handle, grace).await {
                     tracing::warn!(task = %lt.task.id, error = %e, "stopping the task failed");
                 }
                 let x = wait.await;
-                let mut s = status(TaskState::Shutdown, "shut down");
+                let mut s = match outcome {
+                    Ending::Unhealthy(why) => TaskStatus {
+                        err: format!("unhealthy: {why}"),
+                        health: Some(Health::Unhealthy),
+                        ..status(TaskState::Failed, "failed its health check")
+                    },
+                    _ => status(TaskState::Shutdown, "shut down"),
+                };
                 s.runtime_id = handle.runtime_id.clone();
                 s.exit_code = x.ok().map(|x| x.code);
                 s
+            }
+        }
+    }
+
+    /// Runs the task's health check (docker's semantics): every `interval`, the command in the
+    /// task's context, killed after `timeout`; `retries` failures in a row make the task
+    /// unhealthy, except during `start_period`. Reports each change of health; returns why the
+    /// task is unhealthy.
+    async fn watch_health(
+        &self,
+        lt: &LocalTask,
+        driver: &dyn Driver,
+        handle: &Handle,
+        h: &shoal_types::HealthCheck,
+        cmd: &[String],
+    ) -> String {
+        let started = tokio::time::Instant::now();
+        let mut current = lt.status.clone();
+        current.health = Some(Health::Starting);
+        let mut failures = 0u32;
+        let mut tick =
+            tokio::time::interval_at(started + h.interval, h.interval.max(Duration::from_millis(10)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let (ok, output) = match driver.exec(handle, cmd, h.timeout).await {
+                Ok(r) => (r.exit_code == 0, format!("exit code {}: {}", r.exit_code, r.output.trim())),
+                Err(e) => (false, e.to_string()),
+            };
+            if ok {
+                failures = 0;
+                if current.health != Some(Health::Healthy) {
+                    current.health = Some(Health::Healthy);
+                    current.timestamp = now();
+                    self.report(&lt.task.id, &current);
+                }
+                continue;
+            }
+            if started.elapsed() < h.start_period {
+                continue;
+            }
+            failures += 1;
+            if failures >= h.retries.max(1) {
+                return format!("{failures} checks failed in a row; last: {output}");
             }
         }
     }
@@ -483,6 +542,24 @@ impl Agent {
     pub fn task_handle(&self, id: &TaskId) -> Option<(Arc<dyn Driver>, Handle)> {
         let lt = self.store.load_all().into_iter().flatten().find(|lt| &lt.task.id == id)?;
         Some((self.drivers.get(lt.driver.as_str())?.clone(), lt.handle?))
+    }
+}
+
+enum Ending {
+    Exited(Result<ExitStatus, DriverError>),
+    Stop,
+    Unhealthy(String),
+}
+
+/// The command of a health check: `["CMD", prog, args...]`, `["CMD-SHELL", line]` (through
+/// `/bin/sh -c`), or none (`["NONE"]` or empty).
+fn health_command(test: &[String]) -> Option<Vec<String>> {
+    match test.split_first() {
+        Some((kind, rest)) if kind == "CMD" && !rest.is_empty() => Some(rest.to_vec()),
+        Some((kind, rest)) if kind == "CMD-SHELL" && !rest.is_empty() => {
+            Some(vec!["/bin/sh".into(), "-c".into(), rest.join(" ")])
+        }
+        _ => None,
     }
 }
 

@@ -13,6 +13,8 @@ struct FakeRuntime {
     exits: Mutex<BTreeMap<String, Option<ExitStatus>>>,
     starts: AtomicU64,
     changed: tokio::sync::Notify,
+    /// What `exec` (the health check) answers.
+    unhealthy: std::sync::atomic::AtomicBool,
 }
 
 struct FakeDriver(Arc<FakeRuntime>);
@@ -83,8 +85,10 @@ impl Driver for FakeDriver {
     async fn stats(&self, _h: &Handle) -> Result<Stats, DriverError> {
         Ok(Stats::default())
     }
-    async fn exec(&self, _h: &Handle, _c: &[String], _t: Duration) -> Result<ExecResult, DriverError> {
-        Ok(ExecResult::default())
+    async fn exec(&self, _h: &Handle, c: &[String], _t: Duration) -> Result<ExecResult, DriverError> {
+        assert_eq!(c, ["/bin/sh", "-c", "probe"], "CMD-SHELL runs through sh -c");
+        let sick = self.0.unhealthy.load(Ordering::SeqCst);
+        Ok(ExecResult { exit_code: i32::from(sick), output: if sick { "down".into() } else { "ok".into() } })
     }
 }
 
@@ -298,4 +302,27 @@ async fn a_restarted_agent_reattaches_and_never_starts_a_task_twice() {
     // The re-attached task is still followed: its exit is reported.
     rig.runtime.exit("t1", 0);
     eventually("t1 complete", || rig.plane.get("t1").status.state == TaskState::Complete).await;
+}
+
+#[tokio::test]
+async fn health_checks_mark_a_task_healthy_then_fail_it_when_unhealthy() {
+    let rig = Rig::new();
+    let mut t = task("t1", "sleep");
+    t.spec.health_check = Some(shoal_types::HealthCheck {
+        test: vec!["CMD-SHELL".into(), "probe".into()],
+        interval: Duration::from_millis(20),
+        timeout: Duration::from_secs(1),
+        retries: 2,
+        start_period: Duration::ZERO,
+    });
+    rig.plane.set(t);
+    let _agent = rig.start();
+    eventually("healthy", || rig.plane.get("t1").status.health == Some(Health::Healthy)).await;
+    assert_eq!(rig.plane.get("t1").status.state, TaskState::Running);
+    rig.runtime.unhealthy.store(true, Ordering::SeqCst);
+    eventually("failed as unhealthy", || rig.plane.get("t1").status.state == TaskState::Failed).await;
+    let s = rig.plane.get("t1").status;
+    assert_eq!(s.health, Some(Health::Unhealthy));
+    assert!(s.err.contains("unhealthy") && s.err.contains("down"), "{}", s.err);
+    assert!(rig.runtime.running().is_empty(), "the unhealthy task was stopped");
 }

@@ -1308,7 +1308,18 @@ fn task_table(mut tasks: Vec<Task>, services: &[Service], nodes: &[Node], no_tru
             image_text(&t.spec),
             host(&t.node_id),
             t.desired_state.to_string(),
-            format!("{} {}", t.status.state, ago(t.status.timestamp)),
+            match t.status.health {
+                // Like `docker ps`: "running (healthy) 3 seconds ago".
+                Some(h) if t.status.state == shoal_types::TaskState::Running => {
+                    let h = match h {
+                        shoal_types::Health::Starting => "health: starting",
+                        shoal_types::Health::Healthy => "healthy",
+                        shoal_types::Health::Unhealthy => "unhealthy",
+                    };
+                    format!("{} ({h}) {}", t.status.state, ago(t.status.timestamp))
+                }
+                _ => format!("{} {}", t.status.state, ago(t.status.timestamp)),
+            },
             t.status.err.clone(),
         ]);
     }

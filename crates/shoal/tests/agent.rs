@@ -391,3 +391,60 @@ fn a_worker_renews_its_certificate_through_a_manager() {
     m.ok(&["service", "rm", "late"]);
     eventually(30, "the task to stop", || pids.iter().all(|p| !alive(*p)).then_some(()));
 }
+
+#[test]
+fn health_checks_gate_tasks_and_replace_unhealthy_ones() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut n = Node::new(tmp.path(), "hc");
+    n.start("dev");
+    let flag = tmp.path().join("healthy");
+    std::fs::write(&flag, b"").expect("flag");
+    let probe = format!("test -e {}", flag.display());
+    n.ok(&[
+        "service",
+        "create",
+        "-d",
+        "--name",
+        "hc",
+        "--driver",
+        "process",
+        "--health-cmd",
+        &probe,
+        "--health-interval",
+        "200ms",
+        "--health-retries",
+        "2",
+        "--restart-delay",
+        "100ms",
+        "sleep",
+        "300",
+    ]);
+    let first = eventually(30, "a healthy task", || {
+        let t = tasks(&n, "hc");
+        t.values()
+            .find(|(_, s, ..)| s == "running")
+            .filter(|t| t.3["status"]["health"] == "healthy")
+            .map(|t| t.2.clone())
+    });
+    let ps = n.ok(&["service", "ps", "hc"]);
+    assert!(ps.contains("running (healthy)"), "{ps}");
+    // The check starts failing: the task is failed as unhealthy and replaced.
+    std::fs::remove_file(&flag).expect("rm flag");
+    eventually_or(
+        30,
+        || {
+            tasks(&n, "hc").values().find(|(_, s, r, _)| s == "failed" && *r == first).and_then(|t| {
+                t.3["status"]["err"].as_str().filter(|e| e.starts_with("unhealthy")).map(|_| ())
+            })
+        },
+        || format!("the unhealthy task failed: {:#?}", tasks(&n, "hc")),
+    );
+    std::fs::write(&flag, b"").expect("flag");
+    eventually(30, "a healthy replacement", || {
+        let t = tasks(&n, "hc");
+        t.values()
+            .any(|(_, s, r, t)| s == "running" && *r != first && t["status"]["health"] == "healthy")
+            .then_some(())
+    });
+    n.ok(&["service", "rm", "hc"]);
+}
