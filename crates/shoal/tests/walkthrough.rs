@@ -1,0 +1,119 @@
+//! The Swarm walk-through on real daemons with the process driver: a manager and a worker, a
+//! service spread over both; drain moves every task off a node and `active` makes it eligible
+//! again; a node that is cut off (its daemon killed, its tasks still running) has its tasks
+//! running elsewhere within the heartbeat timeout plus a little, and when it comes back its stale
+//! tasks are stopped, never duplicated.
+
+use serde_json::Value;
+use std::time::{Duration, Instant};
+
+mod common;
+use common::{eventually, eventually_or, Node};
+
+/// (task id, node id, runtime id) of the running tasks that are meant to run.
+fn running(m: &Node, service: &str) -> Vec<(String, String, String)> {
+    let v: Value = m.json(&["service", "ps", service, "--format", "json"]);
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|t| t["desired_state"] == "running" && t["status"]["state"] == "running")
+                .map(|t| {
+                    let s = |k: &Value| k.as_str().unwrap_or_default().to_string();
+                    (s(&t["id"]), s(&t["node_id"]), s(&t["status"]["runtime_id"]))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn alive(pid: &str) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+fn node_id(m: &Node, hostname: &str) -> String {
+    let nodes = m.json(&["node", "ls", "--format", "json"]);
+    nodes
+        .as_array()
+        .and_then(|a| a.iter().find(|n| n["description"]["hostname"] == hostname))
+        .and_then(|n| n["id"].as_str().map(str::to_string))
+        .expect("node")
+}
+
+#[test]
+fn drain_failover_and_return_without_duplicates() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut m = Node::new(tmp.path(), "mgr");
+    let mut w = Node::new(tmp.path(), "wrk");
+    m.start("dev");
+    w.start("daemon");
+    let token = m.ok(&["cluster", "join-token", "worker", "-q"]);
+    w.ok(&["cluster", "join", "--token", &token, &m.addr()]);
+    eventually(30, "the worker to be ready", || {
+        let nodes = m.json(&["node", "ls", "--format", "json"]);
+        nodes
+            .as_array()?
+            .iter()
+            .any(|n| n["description"]["hostname"] == "wrk" && n["status"]["state"] == "ready")
+            .then_some(())
+    });
+    let (mgr, wrk) = (node_id(&m, "mgr"), node_id(&m, "wrk"));
+
+    // Spread: 4 replicas, 2 per node.
+    m.ok(&["service", "create", "--name", "web", "--replicas", "4", "--driver", "process", "sleep", "300"]);
+    let tasks = eventually(30, "4 running tasks", || Some(running(&m, "web")).filter(|r| r.len() == 4));
+    assert_eq!(tasks.iter().filter(|t| t.1 == wrk).count(), 2, "spread evenly: {tasks:?}");
+
+    // Drain the worker: its tasks stop and run on the manager instead.
+    m.ok(&["node", "update", "--availability", "drain", "wrk"]);
+    let drained = eventually(30, "every task off the drained node", || {
+        Some(running(&m, "web")).filter(|r| r.len() == 4 && r.iter().all(|t| t.1 == mgr))
+    });
+    for t in tasks.iter().filter(|t| t.1 == wrk) {
+        eventually(30, "the drained node's processes to stop", || (!alive(&t.2)).then_some(()));
+    }
+    // Active again: eligible, but nothing moves by itself (no rebalance yet).
+    m.ok(&["node", "update", "--availability", "active", "wrk"]);
+    m.ok(&["service", "scale", "web=6"]);
+    let spread = eventually(30, "new replicas on the worker", || {
+        Some(running(&m, "web")).filter(|r| r.len() == 6 && r.iter().filter(|t| t.1 == wrk).count() == 2)
+    });
+    assert!(drained.iter().all(|d| spread.iter().any(|s| s.0 == d.0)), "the drained-to tasks stayed");
+
+    // Node loss: the worker's daemon dies; its tasks go on running, cut off (like a partition).
+    let lost: Vec<_> = spread.iter().filter(|t| t.1 == wrk).cloned().collect();
+    w.kill9();
+    let t0 = Instant::now();
+    let replaced = eventually_or(
+        30,
+        || Some(running(&m, "web")).filter(|r| r.len() == 6 && r.iter().all(|t| t.1 == mgr)),
+        || format!("the lost node's replicas running elsewhere: {:#?}", running(&m, "web")),
+    );
+    let took = t0.elapsed();
+    assert!(took < Duration::from_secs(10), "replaced after {took:?} (heartbeat timeout is 3 s)");
+    eprintln!("node loss -> replicas running elsewhere: {took:?}");
+
+    // The node returns: its stale tasks are stopped, and the service still has exactly 6.
+    for t in &lost {
+        assert!(alive(&t.2), "the cut-off node's task ran on meanwhile");
+    }
+    w.start("daemon");
+    eventually(30, "the worker ready again", || {
+        let nodes = m.json(&["node", "ls", "--format", "json"]);
+        nodes
+            .as_array()?
+            .iter()
+            .any(|n| n["id"] == wrk.as_str() && n["status"]["state"] == "ready")
+            .then_some(())
+    });
+    for t in &lost {
+        eventually(30, "the returning node to stop its stale task", || (!alive(&t.2)).then_some(()));
+    }
+    let after = running(&m, "web");
+    assert_eq!(after.len(), 6, "{after:?}");
+    assert!(after.iter().all(|a| replaced.iter().any(|r| r.0 == a.0)), "no duplicate appeared: {after:?}");
+
+    m.ok(&["service", "rm", "web"]);
+    for t in &after {
+        eventually(30, "the tasks to stop", || (!alive(&t.2)).then_some(()));
+    }
+}
