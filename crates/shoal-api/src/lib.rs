@@ -3,6 +3,7 @@
 
 pub mod client;
 pub mod dispatcher;
+pub mod events;
 pub mod internal;
 pub mod join;
 pub mod logs;
@@ -23,16 +24,23 @@ pub async fn serve_unix(
     path: &Path,
     manager: std::sync::Arc<shoal_manager::Manager>,
     agent: logs::AgentSlot,
+    events: std::sync::Arc<events::EventLog>,
 ) -> std::io::Result<()> {
     // Stops (after answering what is in flight) once the node has asked to leave the cluster.
     let shutdown = manager.leave_requested();
-    serve_router(path, full_router(manager, agent), shutdown).await
+    serve_router(path, full_router(manager, agent, events), shutdown).await
 }
 
 /// The whole `/v1` API of a manager: the state endpoints and the logs of tasks, which its own
 /// agent (in `agent`) and the other nodes' agents serve.
-pub fn full_router(manager: std::sync::Arc<shoal_manager::Manager>, agent: logs::AgentSlot) -> axum::Router {
-    router(manager.clone()).merge(logs::service_logs_router(logs::LogsState { manager, agent }))
+pub fn full_router(
+    manager: std::sync::Arc<shoal_manager::Manager>,
+    agent: logs::AgentSlot,
+    events: std::sync::Arc<events::EventLog>,
+) -> axum::Router {
+    router(manager.clone())
+        .merge(logs::service_logs_router(logs::LogsState { manager, agent }))
+        .merge(events::events_router(events))
 }
 
 /// A leave request from a worker's socket to its daemon, answered when the node has left.

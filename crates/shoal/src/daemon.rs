@@ -100,6 +100,7 @@ pub async fn run(args: DaemonArgs) -> Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", args.listen_addr))?;
     let agent_slot: AgentSlot = Arc::new(std::sync::OnceLock::new());
+    let events = shoal_api::events::EventLog::start(manager.clone());
     tokio::spawn(serve_node_to_node(manager.clone(), listener, agent_slot.clone()));
     if let Some(addr) = &args.api_addr {
         // Bound now (a wrong address fails the start); served once this node has a certificate.
@@ -109,7 +110,7 @@ pub async fn run(args: DaemonArgs) -> Result<()> {
         tokio::spawn(shoal_api::serve_tcp(
             api_listener,
             manager.clone(),
-            shoal_api::full_router(manager.clone(), agent_slot.clone()),
+            shoal_api::full_router(manager.clone(), agent_slot.clone(), events.clone()),
         ));
     }
     manager.enable_tls().context("loading this node's certificate")?;
@@ -140,7 +141,8 @@ pub async fn run(args: DaemonArgs) -> Result<()> {
         let socket = args.api_socket.clone();
         let m = manager.clone();
         let slot = agent_slot.clone();
-        tokio::spawn(async move { shoal_api::serve_unix(&socket, m, slot).await })
+        let events = events.clone();
+        tokio::spawn(async move { shoal_api::serve_unix(&socket, m, slot, events).await })
     };
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {

@@ -4,6 +4,7 @@
 mod cli;
 mod daemon;
 mod drivers;
+mod events_cli;
 mod image_cli;
 mod logs_cli;
 mod service_cli;
@@ -120,6 +121,8 @@ enum Cmd {
     /// Manage services.
     #[command(subcommand)]
     Service(cli::ServiceCmd),
+    /// Object changes from the state store, as they happen (or since a time).
+    Events(events_cli::EventsArgs),
     /// Manage this node's image store (used by the oci driver).
     Image {
         /// The node's data directory (the store is `DATA_DIR/images`).
@@ -214,6 +217,7 @@ fn real_main() -> Result<()> {
         Cmd::Cluster(c) => runtime()?.block_on(async { cli::cluster(&client()?, c).await })?,
         Cmd::Node(c) => runtime()?.block_on(async { cli::node(&client()?, c).await })?,
         Cmd::Service(c) => runtime()?.block_on(async { cli::service(&client()?, c).await })?,
+        Cmd::Events(a) => runtime()?.block_on(async { events_cli::run(&client()?, a).await })?,
         Cmd::Image { data_dir, command } => image_cli::run(&data_dir, command)?,
         // No async runtime: the shim is a small single-threaded supervisor.
         Cmd::Shim { task_dir } => std::process::exit(shoal_driver::shim::run(&task_dir)),
