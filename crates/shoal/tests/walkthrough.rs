@@ -1,4 +1,4 @@
-//! The Swarm walk-through on real daemons with the process driver: a manager and a worker, a
+//! The Swarm walk-through on real daemons, once per driver (process, oci, docker): a manager and a worker, a
 //! service spread over both; drain moves every task off a node and `active` makes it eligible
 //! again; a node that is cut off (its daemon killed, its tasks still running) has its tasks
 //! running elsewhere within the heartbeat timeout plus a little, and when it comes back its stale
@@ -26,8 +26,49 @@ fn running(m: &Node, service: &str) -> Vec<(String, String, String)> {
         .unwrap_or_default()
 }
 
-fn alive(pid: &str) -> bool {
-    std::path::Path::new(&format!("/proc/{pid}")).exists()
+/// The runtime a walk-through runs on.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Runtime {
+    Process,
+    Oci,
+    Docker,
+}
+
+impl Runtime {
+    /// Whether the task with this runtime id is still running in its runtime.
+    fn alive(self, id: &str) -> bool {
+        match self {
+            Runtime::Process => std::path::Path::new(&format!("/proc/{id}")).exists(),
+            Runtime::Oci => std::process::Command::new("runc").args(["state", id]).output().is_ok_and(|o| {
+                o.status.success() && String::from_utf8_lossy(&o.stdout).contains("\"running\"")
+            }),
+            Runtime::Docker => std::process::Command::new("docker")
+                .args(["inspect", "-f", "{{.State.Running}}", id])
+                .output()
+                .is_ok_and(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).trim() == "true"),
+        }
+    }
+}
+
+/// A busybox rootfs tarball (no registry is reachable: images are built here).
+fn rootfs_tar(dir: &std::path::Path) -> std::path::PathBuf {
+    let root = dir.join("rootfs");
+    std::fs::create_dir_all(root.join("bin")).expect("mkdir");
+    std::fs::copy("/bin/busybox", root.join("bin/busybox")).expect("busybox-static is installed");
+    for l in ["sh", "sleep"] {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(l)).expect("symlink");
+    }
+    let tar = dir.join("rootfs.tar");
+    let st = std::process::Command::new("tar")
+        .arg("-C")
+        .arg(&root)
+        .arg("-cf")
+        .arg(&tar)
+        .arg(".")
+        .status()
+        .expect("tar");
+    assert!(st.success());
+    tar
 }
 
 fn node_id(m: &Node, hostname: &str) -> String {
@@ -40,7 +81,21 @@ fn node_id(m: &Node, hostname: &str) -> String {
 }
 
 #[test]
-fn drain_failover_and_return_without_duplicates() {
+fn walk_through_with_processes() {
+    walk_through(Runtime::Process);
+}
+
+#[test]
+fn walk_through_with_oci_containers() {
+    walk_through(Runtime::Oci);
+}
+
+#[test]
+fn walk_through_with_docker_containers() {
+    walk_through(Runtime::Docker);
+}
+
+fn walk_through(rt: Runtime) {
     let tmp = tempfile::tempdir().expect("tempdir");
     let mut m = Node::new(tmp.path(), "mgr");
     let mut w = Node::new(tmp.path(), "wrk");
@@ -57,9 +112,47 @@ fn drain_failover_and_return_without_duplicates() {
             .then_some(())
     });
     let (mgr, wrk) = (node_id(&m, "mgr"), node_id(&m, "wrk"));
+    // The image, where the runtime needs it: each node's own store (oci), the engine (docker).
+    let tar = rootfs_tar(tmp.path());
+    let image = format!(
+        "walk-{}:1",
+        tmp.path().file_name().and_then(|f| f.to_str()).unwrap_or("x").to_lowercase().replace('.', "")
+    );
+    match rt {
+        Runtime::Process => {}
+        Runtime::Oci => {
+            for n in [&m, &w] {
+                let out = std::process::Command::new(common::BIN)
+                    .args(["image", "--data-dir"])
+                    .arg(n.dir.join("data"))
+                    .arg("import")
+                    .arg(&tar)
+                    .arg(&image)
+                    .output()
+                    .expect("image import");
+                assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            }
+        }
+        Runtime::Docker => {
+            let st = std::process::Command::new("docker")
+                .arg("import")
+                .arg(&tar)
+                .arg(&image)
+                .output()
+                .expect("docker import");
+            assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+        }
+    }
+    let mut create: Vec<&str> = vec!["service", "create", "--name", "web", "--replicas", "4"];
+    match rt {
+        Runtime::Process => create.extend(["--driver", "process", "sleep", "300"]),
+        Runtime::Oci => create.extend(["--driver", "oci", &image, "sleep", "300"]),
+        Runtime::Docker => create.extend(["--driver", "docker", &image, "sleep", "300"]),
+    }
+    let alive = |id: &str| rt.alive(id);
 
     // Spread: 4 replicas, 2 per node.
-    m.ok(&["service", "create", "--name", "web", "--replicas", "4", "--driver", "process", "sleep", "300"]);
+    m.ok(&create);
     let tasks = eventually(30, "4 running tasks", || Some(running(&m, "web")).filter(|r| r.len() == 4));
     assert_eq!(tasks.iter().filter(|t| t.1 == wrk).count(), 2, "spread evenly: {tasks:?}");
 
@@ -90,7 +183,7 @@ fn drain_failover_and_return_without_duplicates() {
     );
     let took = t0.elapsed();
     assert!(took < Duration::from_secs(10), "replaced after {took:?} (heartbeat timeout is 3 s)");
-    eprintln!("node loss -> replicas running elsewhere: {took:?}");
+    eprintln!("{rt:?}: node loss -> replicas running elsewhere: {took:?}");
 
     // The node returns: its stale tasks are stopped, and the service still has exactly 6.
     for t in &lost {
@@ -115,6 +208,9 @@ fn drain_failover_and_return_without_duplicates() {
     m.ok(&["service", "rm", "web"]);
     for t in &after {
         eventually(30, "the tasks to stop", || (!alive(&t.2)).then_some(()));
+    }
+    if rt == Runtime::Docker {
+        let _ = std::process::Command::new("docker").args(["rmi", &image]).output();
     }
 }
 
