@@ -142,6 +142,7 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
     ("get", "/v1/services/{id}", "inspect a service (id or name)"),
     ("post", "/v1/services/{id}/update", "replace a service's spec"),
     ("post", "/v1/services/{id}/rollback", "return to the previous spec"),
+    ("post", "/v1/services/{id}/rebalance", "even out a replicated service's spread, one task at a time"),
     ("delete", "/v1/services/{id}", "remove a service and stop its tasks"),
     ("get", "/v1/tasks", "list tasks (?service=, ?node=)"),
     ("get", "/v1/openapi.json", "this document"),
@@ -164,6 +165,7 @@ pub fn router(manager: Arc<Manager>) -> Router {
         .route("/v1/services/{id}", get(inspect_service).delete(remove_service))
         .route("/v1/services/{id}/update", post(update_service))
         .route("/v1/services/{id}/rollback", post(rollback_service))
+        .route("/v1/services/{id}/rebalance", post(rebalance_service))
         .route("/v1/tasks", get(list_tasks))
         .route("/v1/openapi.json", get(openapi))
         .fallback(|| async {
@@ -598,6 +600,19 @@ async fn rollback_service(
 ) -> Result<Json<Service>, ApiError> {
     let id = service_id(&m, &key).await?;
     crate::internal::write(&m, Command::RollbackService { id: id.clone(), expected_version: None }).await?;
+    let q = ReadQuery { stale: true, ..Default::default() };
+    read(&m, &q, |s| s.service(&id).cloned())
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found("service", &key))
+}
+
+async fn rebalance_service(
+    State(m): State<AppState>,
+    Path(key): Path<String>,
+) -> Result<Json<Service>, ApiError> {
+    let id = service_id(&m, &key).await?;
+    crate::internal::write(&m, Command::RebalanceService { id: id.clone() }).await?;
     let q = ReadQuery { stale: true, ..Default::default() };
     read(&m, &q, |s| s.service(&id).cloned())
         .await?

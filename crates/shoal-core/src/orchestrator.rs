@@ -218,6 +218,77 @@ fn replicated(ctx: &mut Ctx<'_>, svc: &Service, slots: &BTreeMap<SlotKey, Slot<'
         .map(|s| (s, busy.contains(&s.key)))
         .collect();
     updater::run(ctx, svc, &keep);
+    if n == replicas && removed.is_empty() && busy.is_empty() {
+        rebalance(ctx, svc, &active);
+    }
+}
+
+/// Evens out a replicated service's spread over the nodes that may run it, when asked
+/// (`service rebalance`) or always (`rebalance: auto`): one task at a time, only while every
+/// task is up and no update runs, from the node with the most tasks to the one with the fewest
+/// (the spread strategy places the replacement), until they differ by at most one. A move only
+/// goes to a node with room for the task's reservations and host ports; services with placement
+/// preferences are left to them.
+fn rebalance(ctx: &mut Ctx<'_>, svc: &Service, active: &[(&Slot<'_>, Vec<&Task>)]) {
+    use shoal_types::RebalanceMode;
+    let requested = svc.rebalance_requested_at.is_some();
+    if !requested && svc.spec.rebalance != RebalanceMode::Auto {
+        return;
+    }
+    let updating = svc.update_status.as_ref().is_some_and(|u| {
+        u.state.is_active() || matches!(u.state, UpdateState::Paused | UpdateState::RollbackPaused)
+    });
+    // Moves in flight (or anything not up) wait for the next pass.
+    let settled = active.iter().all(|(_, current)| {
+        current.len() == 1 && current.iter().all(|t| t.desired_state == TaskState::Running && t.is_up())
+    });
+    if updating || !settled {
+        return;
+    }
+    let state = ctx.state;
+    let constraints =
+        Constraint::parse_all(&svc.spec.task_template.placement.constraints).unwrap_or_default();
+    let eligible: Vec<&Node> =
+        state.nodes().filter(|n| n.is_schedulable() && node_fits_service(n, &constraints, svc)).collect();
+    let mut on: BTreeMap<&NodeId, Vec<(u64, &Task)>> = eligible.iter().map(|n| (&n.id, Vec::new())).collect();
+    for (slot, current) in active {
+        let (SlotKey::Replica(no), Some(t)) = (&slot.key, current.first()) else { continue };
+        if let Some(v) = t.node_id.as_ref().and_then(|n| on.get_mut(n)) {
+            v.push((*no, t));
+        }
+    }
+    let most = on.iter().max_by_key(|(id, v)| (v.len(), Reverse(*id)));
+    let fewest = on.iter().min_by_key(|(id, v)| (v.len(), *id));
+    let balanced = !svc.spec.task_template.placement.preferences.is_empty()
+        || match (most, fewest) {
+            (Some((_, hi)), Some((_, lo))) => hi.len() <= lo.len() + 1,
+            _ => true,
+        };
+    if balanced {
+        if requested {
+            ctx.plan.service_updates.push(shoal_state::ServiceStatusChange {
+                service_id: svc.id.clone(),
+                service_version: svc.version,
+                update_status: svc.update_status.clone(),
+                rollback: false,
+                rebalance_done: true,
+            });
+        }
+        return;
+    }
+    let (Some((_, from)), Some((to, _))) = (most, fewest) else { return };
+    let Some(&(slot, t)) = from.iter().max_by_key(|(no, _)| *no) else { return };
+    // Room on the target: reservations and host ports.
+    let Some(target) = state.node(to) else { return };
+    let usage = state.usage(to);
+    let mut want = usage.reserved.clone();
+    want.add(&t.spec.resources.reservations);
+    let ports_free = t.endpoint.host_ports().all(|p| !usage.host_ports.contains_key(&p));
+    if target.description.resources.fits(&want).is_err() || !ports_free {
+        return;
+    }
+    ctx.set_desired(t, TaskState::Shutdown);
+    ctx.new_task(svc, Some(slot), None, t.restart_history.clone());
 }
 
 /// Which slots to remove on scale-down: slots not serving (unplaced, starting, stopped or

@@ -444,3 +444,67 @@ fn max_attempts_above_the_history_cap_still_runs_out() {
         restart::Restart::Now(_)
     ));
 }
+
+fn per_node(w: &World, svc: &ServiceId, nodes: usize) -> Vec<usize> {
+    let running = w.running(svc);
+    (0..nodes)
+        .map(|n| running.iter().filter(|t| t.node_id == Some(NodeId::new(format!("n{n}")))).count())
+        .collect()
+}
+
+#[test]
+fn rebalance_moves_one_task_at_a_time_until_the_spread_is_even() {
+    let mut w = World::new(2);
+    let svc = w.service(spec("web", 6));
+    w.converge(3);
+    assert_eq!(per_node(&w, &svc, 3), vec![3, 3, 0]);
+    // A node joins: nothing moves on its own (rebalance is manual by default).
+    w.cmd(Command::RegisterNode { node: Box::new(Node::test("n2", "host2")) });
+    w.converge(5);
+    assert_eq!(per_node(&w, &svc, 3), vec![3, 3, 0]);
+    let before: BTreeSet<TaskId> = w.running(&svc).iter().map(|t| t.id.clone()).collect();
+
+    w.cmd(Command::RebalanceService { id: svc.clone() });
+    // One move per pass at most: never fewer than 5 of 6 running along the way.
+    for _ in 0..20 {
+        w.step();
+        w.agents();
+        assert!(w.running(&svc).len() >= 5, "at most one task moves at a time");
+        w.now = w.now.saturating_add(Duration::from_secs(1));
+    }
+    assert_eq!(per_node(&w, &svc, 3), vec![2, 2, 2]);
+    let after: BTreeSet<TaskId> = w.running(&svc).iter().map(|t| t.id.clone()).collect();
+    assert_eq!(before.intersection(&after).count(), 4, "only the two moved tasks were replaced");
+    assert!(
+        w.state.service(&svc).expect("svc").rebalance_requested_at.is_none(),
+        "done: the request is cleared"
+    );
+    let slots: BTreeSet<u64> = w.running(&svc).iter().filter_map(|t| t.slot).collect();
+    assert_eq!(slots, (1..=6).collect());
+}
+
+#[test]
+fn auto_rebalance_follows_a_returning_node() {
+    let mut w = World::new(2);
+    let mut s = spec("web", 4);
+    s.rebalance = shoal_types::RebalanceMode::Auto;
+    let svc = w.service(s);
+    w.converge(3);
+    assert_eq!(per_node(&w, &svc, 2), vec![2, 2]);
+    w.set_node_state("n1", NodeState::Down);
+    w.converge(5);
+    assert_eq!(per_node(&w, &svc, 2), vec![4, 0]);
+    w.set_node_state("n1", NodeState::Ready);
+    w.converge(20);
+    assert_eq!(per_node(&w, &svc, 2), vec![2, 2]);
+}
+
+#[test]
+fn rebalance_of_a_global_service_is_refused() {
+    let mut w = World::new(1);
+    let mut s = spec("g", 1);
+    s.mode = ServiceMode::Global;
+    let svc = w.service(s);
+    let err = w.state.apply(w.now, Command::RebalanceService { id: svc }).expect_err("not replicated");
+    assert!(err.to_string().contains("not replicated"), "{err}");
+}

@@ -178,5 +178,6 @@ fn set_status(
         service_version: svc.version,
         update_status: Some(UpdateStatus { state, started_at: us.started_at, completed_at, message }),
         rollback,
+        rebalance_done: false,
     });
 }

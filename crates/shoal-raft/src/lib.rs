@@ -94,9 +94,10 @@ impl From<&StateError> for CommandError {
             StateError::VersionConflict { .. }
             | StateError::AlreadyExists { .. }
             | StateError::NameConflict(_) => ErrorKind::Conflict,
-            StateError::Invalid(_) | StateError::ModeChange { .. } | StateError::NoPreviousSpec(_) => {
-                ErrorKind::Invalid
-            }
+            StateError::Invalid(_)
+            | StateError::ModeChange { .. }
+            | StateError::NoPreviousSpec(_)
+            | StateError::NotReplicated(_) => ErrorKind::Invalid,
         };
         CommandError { kind, message: e.to_string() }
     }

@@ -44,6 +44,10 @@ pub enum Command {
         expected_version: Option<u64>,
     },
     /// Deletes the service and tells all its tasks to stop and be removed.
+    /// `service rebalance`: even out a replicated service's spread, one task at a time.
+    RebalanceService {
+        id: ServiceId,
+    },
     RemoveService {
         id: ServiceId,
     },
@@ -150,6 +154,9 @@ pub struct ServiceStatusChange {
     /// Switch the spec back to `previous_spec` (automatic rollback after a failed update).
     #[serde(default)]
     pub rollback: bool,
+    /// The spread is even: clear `rebalance_requested_at`.
+    #[serde(default)]
+    pub rebalance_done: bool,
 }
 
 /// Names one item of a plan (for skip reports and verification results).

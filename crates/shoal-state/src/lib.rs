@@ -74,6 +74,8 @@ pub enum StateError {
     ModeChange { from: &'static str, to: &'static str },
     #[error("service {0} has no previous spec to roll back to")]
     NoPreviousSpec(String),
+    #[error("service {0} is not replicated: only replicated services are rebalanced")]
+    NotReplicated(String),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -286,6 +288,15 @@ impl ClusterState {
                 let prev =
                     svc.previous_spec.clone().ok_or_else(|| StateError::NoPreviousSpec(id.to_string()))?;
                 self.update_service(index, at, &id, expected_version, prev, true, &mut out)?
+            }
+            Command::RebalanceService { id } => {
+                let svc = self.services.get_mut(&id).ok_or_else(|| not_found("service", id.as_str()))?;
+                if !matches!(svc.spec.mode, shoal_types::ServiceMode::Replicated { .. }) {
+                    return Err(StateError::NotReplicated(svc.spec.name.clone()));
+                }
+                svc.rebalance_requested_at = Some(at);
+                touch(&mut svc.version, &mut svc.updated_at, index, at);
+                out.events.push(event(index, at, Action::Update, Object::Service(Box::new(svc.clone()))));
             }
             Command::RemoveService { id } => self.remove_service(index, at, &id, &mut out)?,
             Command::SetConfig { config } => self.config = config,
@@ -546,6 +557,9 @@ impl ClusterState {
             }
             let Some(svc) = self.services.get_mut(&su.service_id) else { continue };
             svc.update_status = su.update_status;
+            if su.rebalance_done {
+                svc.rebalance_requested_at = None;
+            }
             touch(&mut svc.version, &mut svc.updated_at, index, at);
             out.events.push(event(index, at, Action::Update, Object::Service(Box::new(svc.clone()))));
         }

@@ -20,8 +20,8 @@ pub use node::{
 pub use resources::{Resources, Shortfall, NANO_CPUS_PER_CPU};
 pub use service::{
     EndpointSpec, FailureAction, HealthCheck, Mount, MountType, Placement, PlacementPreference, PortConfig,
-    Protocol, PublishMode, ResourceRequirements, RestartCondition, RestartPolicy, Service, ServiceMode,
-    ServiceSpec, Strategy, TaskTemplate, UpdateConfig, UpdateOrder, UpdateState, UpdateStatus,
+    Protocol, PublishMode, RebalanceMode, ResourceRequirements, RestartCondition, RestartPolicy, Service,
+    ServiceMode, ServiceSpec, Strategy, TaskTemplate, UpdateConfig, UpdateOrder, UpdateState, UpdateStatus,
 };
 pub use task::{Health, Task, TaskState, TaskStatus, ALL_TASK_STATES};
 pub use time::Timestamp;

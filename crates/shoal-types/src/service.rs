@@ -22,6 +22,10 @@ pub struct Service {
     pub previous_spec: Option<ServiceSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub update_status: Option<UpdateStatus>,
+    /// Set by `service rebalance` (system-owned, not a spec change): the orchestrator moves tasks
+    /// one at a time until the spread is even, then clears it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rebalance_requested_at: Option<Timestamp>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -34,6 +38,18 @@ pub struct ServiceSpec {
     pub update_config: UpdateConfig,
     pub rollback_config: UpdateConfig,
     pub endpoint: EndpointSpec,
+    /// `auto`: even out the spread whenever it is off by more than one (a node joined or came
+    /// back); `manual` (default): only on `service rebalance`.
+    pub rebalance: RebalanceMode,
+}
+
+/// When a replicated service's tasks are moved to even out their spread over eligible nodes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RebalanceMode {
+    #[default]
+    Manual,
+    Auto,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -364,6 +380,7 @@ impl Service {
             spec_version: 0,
             previous_spec: None,
             update_status: None,
+            rebalance_requested_at: None,
         }
     }
 

@@ -141,6 +141,13 @@ pub enum ServiceCmd {
         #[command(flatten)]
         progress: service_cli::ProgressOpts,
     },
+    /// Even out a replicated service's spread over its eligible nodes, one task at a time
+    /// (respecting that every task is up before the next move). Waits unless -d.
+    Rebalance {
+        service: String,
+        #[command(flatten)]
+        progress: service_cli::ProgressOpts,
+    },
     /// List services.
     Ls(ListOpts),
     /// List the tasks of services (history of a slot under ` \_ `).
@@ -406,6 +413,7 @@ pub async fn service(c: &Client, cmd: ServiceCmd) -> Result<()> {
         ServiceCmd::Logs(a) => crate::logs_cli::run(c, a).await?,
         ServiceCmd::Scale(a) => service_cli::scale(c, a).await?,
         ServiceCmd::Rollback { service, progress } => service_cli::rollback(c, &service, &progress).await?,
+        ServiceCmd::Rebalance { service, progress } => service_cli::rebalance(c, &service, &progress).await?,
         ServiceCmd::Ls(o) => service_cli::ls(c, &o).await?,
         ServiceCmd::Ps { services, args } => service_cli::ps(c, &services, &args).await?,
         ServiceCmd::Inspect { services, pretty, format, quiet } => {

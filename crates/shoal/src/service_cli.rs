@@ -53,6 +53,10 @@ pub struct SpecFlags {
     /// Scheduling strategy: spread, binpack or random.
     #[arg(long, value_parser = parse_strategy)]
     pub strategy: Option<Strategy>,
+    /// `auto`: move tasks to even out the spread whenever it is off by more than one (a node
+    /// joined or came back); `manual`: only on `shoal service rebalance`.
+    #[arg(long, value_parser = parse_rebalance)]
+    pub rebalance: Option<shoal_types::RebalanceMode>,
     /// CPUs to reserve (decimal, e.g. 0.5).
     #[arg(long, value_parser = parse_cpus)]
     pub reserve_cpu: Option<u64>,
@@ -340,6 +344,14 @@ fn parse_ratio(s: &str) -> Result<f64, String> {
     }
 }
 
+fn parse_rebalance(s: &str) -> Result<shoal_types::RebalanceMode, String> {
+    match s {
+        "auto" => Ok(shoal_types::RebalanceMode::Auto),
+        "manual" => Ok(shoal_types::RebalanceMode::Manual),
+        _ => Err(format!("rebalance must be auto or manual, not {s:?}")),
+    }
+}
+
 fn parse_strategy(s: &str) -> Result<Strategy, String> {
     match s {
         "spread" => Ok(Strategy::Spread),
@@ -583,6 +595,7 @@ pub fn shell_split(s: &str) -> Result<Vec<String>> {
 impl SpecFlags {
     /// Applies the flags that were given to `spec`.
     pub fn apply(&self, spec: &mut ServiceSpec) -> Result<()> {
+        set(&mut spec.rebalance, &self.rebalance);
         let t = &mut spec.task_template;
         set(&mut t.workdir, &self.workdir);
         set(&mut t.user, &self.user);
@@ -932,6 +945,36 @@ pub async fn rollback(c: &Client, service: &str, progress: &ProgressOpts) -> Res
     }
     let expect = if after.spec_version != before.spec_version { Expect::Rollback } else { Expect::Tasks };
     wait(c, after.id.as_str(), progress, expect).await
+}
+
+/// `service rebalance`: asks the managers to even out the spread; unless `-d`, waits until they
+/// say it is done.
+pub async fn rebalance(c: &Client, service: &str, progress: &ProgressOpts) -> Result<()> {
+    let before: Service = c.get(&format!("/v1/services/{}", enc(service))).await?;
+    let after: Service =
+        c.post(&format!("/v1/services/{}/rebalance", before.id), &serde_json::json!({})).await?;
+    println!("{}", after.spec.name);
+    if progress.detach {
+        return Ok(());
+    }
+    let deadline = std::time::Instant::now() + progress.timeout;
+    loop {
+        let s: Service = c.get(&format!("/v1/services/{}", after.id)).await?;
+        if s.rebalance_requested_at.is_none() {
+            if !progress.quiet {
+                println!("verify: Service rebalanced");
+            }
+            return Ok(());
+        }
+        if std::time::Instant::now() >= deadline {
+            bail!(
+                "service {} was not rebalanced within {}s (moves wait until every task is up and no update runs)",
+                s.spec.name,
+                progress.timeout.as_secs()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// Service names and IDs are `[A-Za-z0-9-_]`; anything else is escaped for the URL path.

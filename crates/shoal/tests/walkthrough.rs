@@ -2,7 +2,7 @@
 //! service spread over both; drain moves every task off a node and `active` makes it eligible
 //! again; a node that is cut off (its daemon killed, its tasks still running) has its tasks
 //! running elsewhere within the heartbeat timeout plus a little, and when it comes back its stale
-//! tasks are stopped, never duplicated.
+//! tasks are stopped, never duplicated; `service rebalance` then evens the spread out again.
 
 use serde_json::Value;
 use std::time::{Duration, Instant};
@@ -204,6 +204,18 @@ fn walk_through(rt: Runtime) {
     let after = running(&m, "web");
     assert_eq!(after.len(), 6, "{after:?}");
     assert!(after.iter().all(|a| replaced.iter().any(|r| r.0 == a.0)), "no duplicate appeared: {after:?}");
+
+    // Rebalance: half of the tasks move back to the returned node, one at a time.
+    let out = m.ok(&["service", "rebalance", "web"]);
+    assert!(out.contains("rebalanced"), "{out}");
+    let after = eventually(30, "an even spread", || {
+        Some(running(&m, "web")).filter(|r| r.len() == 6 && r.iter().filter(|t| t.1 == wrk).count() == 3)
+    });
+    assert_eq!(
+        after.iter().filter(|a| replaced.iter().any(|r| r.0 == a.0)).count(),
+        3,
+        "only three tasks moved"
+    );
 
     m.ok(&["service", "rm", "web"]);
     for t in &after {
