@@ -2,7 +2,8 @@
 //! service spread over both; drain moves every task off a node and `active` makes it eligible
 //! again; a node that is cut off (its daemon killed, its tasks still running) has its tasks
 //! running elsewhere within the heartbeat timeout plus a little, and when it comes back its stale
-//! tasks are stopped, never duplicated; `service rebalance` then evens the spread out again.
+//! tasks are stopped, never duplicated; `service rebalance` then evens the spread out again, and
+//! a rolling update to a version that cannot run rolls itself back.
 
 use serde_json::Value;
 use std::time::{Duration, Instant};
@@ -216,6 +217,32 @@ fn walk_through(rt: Runtime) {
         3,
         "only three tasks moved"
     );
+
+    // A rolling update to a version that cannot run rolls itself back.
+    let out = m.cli(&[
+        "service",
+        "update",
+        "--update-failure-action",
+        "rollback",
+        "--update-parallelism",
+        "2",
+        "--args",
+        "/nonexistent/program",
+        "web",
+    ]);
+    assert!(!out.status.success(), "the update did not converge: {}", String::from_utf8_lossy(&out.stdout));
+    eventually_or(
+        60,
+        || {
+            let svc = m.json(&["service", "inspect", "web", "--format", "json"]);
+            (svc["update_status"]["state"] == "rollback_completed"
+                && running(&m, "web").len() == 6
+                && svc["spec"]["task_template"].to_string().contains("300"))
+            .then_some(())
+        },
+        || format!("rolled back: {}", m.ok(&["service", "inspect", "web", "--format", "json"])),
+    );
+    let after = running(&m, "web");
 
     m.ok(&["service", "rm", "web"]);
     for t in &after {
