@@ -248,6 +248,14 @@ fn walk_through(rt: Runtime) {
     for t in &after {
         eventually(30, "the tasks to stop", || (!alive(&t.2)).then_some(()));
     }
+    // The agents clean up after the removed tasks (containers, overlay mounts, cgroups) before
+    // the daemons go away with the test.
+    for n in [&m, &w] {
+        let dir = n.dir.join("data/agent/tasks");
+        eventually(30, "the agents to clean up", || {
+            std::fs::read_dir(&dir).map_or(true, |mut d| d.next().is_none()).then_some(())
+        });
+    }
     if rt == Runtime::Docker {
         let _ = std::process::Command::new("docker").args(["rmi", &image]).output();
     }
