@@ -352,6 +352,11 @@ fn oci_tasks_run_from_the_image_store_and_survive_their_daemon() {
         let left = runc_containers();
         ids.iter().all(|id| !left.contains_key(id)).then_some(())
     });
+    // ... and everything else of them (overlay mounts, task directories) before the daemon goes.
+    let dir = n.dir.join("data/agent/tasks");
+    eventually(30, "the agent to clean up", || {
+        std::fs::read_dir(&dir).map_or(true, |mut d| d.next().is_none()).then_some(())
+    });
 }
 
 #[test]
