@@ -302,30 +302,9 @@ pub async fn call(
     path: &str,
     body: Option<Vec<u8>>,
 ) -> Result<(StatusCode, hyper::body::Bytes), String> {
-    use http_body_util::{BodyExt, Full};
-    use hyper_util::rt::TokioIo;
+    use http_body_util::BodyExt;
     let fut = async {
-        let tcp = tokio::net::TcpStream::connect(addr).await.map_err(|e| format!("connect {addr}: {e}"))?;
-        let name = rustls_pki_types::ServerName::try_from(shoal_pki::MANAGER_SERVER_NAME)
-            .map_err(|e| e.to_string())?
-            .to_owned();
-        let stream = tokio_rustls::TlsConnector::from(tls)
-            .connect(name, tcp)
-            .await
-            .map_err(|e| format!("TLS with {addr}: {e}"))?;
-        let (mut sender, conn) =
-            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        let req = hyper::Request::builder()
-            .method(method)
-            .uri(path)
-            .header("host", shoal_pki::MANAGER_SERVER_NAME)
-            .header("content-type", "application/json")
-            .body(Full::new(hyper::body::Bytes::from(body.unwrap_or_default())))
-            .map_err(|e| e.to_string())?;
-        let resp = sender.send_request(req).await.map_err(|e| format!("request to {addr}: {e}"))?;
+        let resp = open(tls, addr, shoal_pki::MANAGER_SERVER_NAME, method, path, body).await?;
         let status = resp.status();
         let bytes = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
         Ok((status, bytes))
@@ -335,7 +314,43 @@ pub async fn call(
         .map_err(|_| format!("{addr} did not answer within 15s"))?
 }
 
-fn remote_error(status: StatusCode, bytes: &[u8]) -> String {
+/// Sends one request to another node over mutual TLS, verifying its certificate as
+/// `server_name`; returns the response with its body still to be read (it may be a stream).
+pub async fn open(
+    tls: Arc<rustls::ClientConfig>,
+    addr: &str,
+    server_name: &str,
+    method: hyper::Method,
+    path: &str,
+    body: Option<Vec<u8>>,
+) -> Result<hyper::Response<hyper::body::Incoming>, String> {
+    use http_body_util::Full;
+    use hyper_util::rt::TokioIo;
+    let tcp = tokio::time::timeout(std::time::Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
+        .await
+        .map_err(|_| format!("connect {addr}: timed out"))?
+        .map_err(|e| format!("connect {addr}: {e}"))?;
+    let name = rustls_pki_types::ServerName::try_from(server_name.to_string()).map_err(|e| e.to_string())?;
+    let stream = tokio_rustls::TlsConnector::from(tls)
+        .connect(name, tcp)
+        .await
+        .map_err(|e| format!("TLS with {addr}: {e}"))?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let req = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", server_name)
+        .header("content-type", "application/json")
+        .body(Full::new(hyper::body::Bytes::from(body.unwrap_or_default())))
+        .map_err(|e| e.to_string())?;
+    sender.send_request(req).await.map_err(|e| format!("request to {addr}: {e}"))
+}
+
+pub(crate) fn remote_error(status: StatusCode, bytes: &[u8]) -> String {
     let v: serde_json::Value = serde_json::from_slice(bytes).unwrap_or_default();
     v["error"]["message"].as_str().map(str::to_string).unwrap_or_else(|| format!("HTTP {status}"))
 }

@@ -153,36 +153,14 @@ async fn remote_logs(
     source: String,
 ) -> Result<(), String> {
     use http_body_util::BodyExt;
-    use hyper_util::rt::TokioIo;
     let server_name = shoal_pki::node_dns_name(node.as_str());
-    let tcp = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
-        .await
-        .map_err(|_| format!("{addr}: connect timed out"))?
-        .map_err(|e| format!("connect {addr}: {e}"))?;
-    let name = rustls_pki_types::ServerName::try_from(server_name.clone()).map_err(|e| e.to_string())?;
-    let stream = tokio_rustls::TlsConnector::from(tls)
-        .connect(name, tcp)
-        .await
-        .map_err(|e| format!("TLS with {addr}: {e}"))?;
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    let query = serde_urlencoded_query(q);
-    let req = hyper::Request::builder()
-        .method(hyper::Method::GET)
-        .uri(format!("/internal/agent/logs?{query}"))
-        .header("host", server_name)
-        .body(http_body_util::Empty::<hyper::body::Bytes>::new())
-        .map_err(|e| e.to_string())?;
-    let resp = sender.send_request(req).await.map_err(|e| format!("request to {addr}: {e}"))?;
+    let path = format!("/internal/agent/logs?{}", query_string(q));
+    let resp = crate::internal::open(tls, addr, &server_name, hyper::Method::GET, &path, None).await?;
     let status = resp.status();
     let mut body = resp.into_body();
     if !status.is_success() {
         let bytes = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-        let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
-        return Err(v["error"]["message"].as_str().map_or_else(|| format!("HTTP {status}"), str::to_string));
+        return Err(crate::internal::remote_error(status, &bytes));
     }
     let mut buf: Vec<u8> = Vec::new();
     while let Some(frame) = body.frame().await {
@@ -203,7 +181,7 @@ async fn remote_logs(
     Ok(())
 }
 
-fn serde_urlencoded_query(q: &LogQuery) -> String {
+fn query_string(q: &LogQuery) -> String {
     let mut parts = vec![format!("task={}", q.task), format!("follow={}", q.follow)];
     if let Some(t) = q.tail {
         parts.push(format!("tail={t}"));

@@ -4,7 +4,6 @@
 use anyhow::{bail, Context, Result};
 use shoal_api::Client;
 use shoal_state::{Event, Object};
-use std::io::Write;
 use std::time::SystemTime;
 
 #[derive(clap::Args)]
@@ -84,27 +83,9 @@ pub async fn run(c: &Client, a: EventsArgs) -> Result<()> {
         q.push(format!("type={}", kinds.join(",")));
     }
     let path = format!("/v1/events?{}", q.join("&"));
-    let mut out = std::io::stdout().lock();
-    let mut failed = None;
-    c.get_lines(&path, |line| {
-        let text = match a.format {
-            EventFormat::Json => String::from_utf8_lossy(line).into_owned(),
-            EventFormat::Text => match serde_json::from_slice::<Event>(line) {
-                Ok(e) => describe(&e),
-                Err(_) => return true,
-            },
-        };
-        if let Err(e) = writeln!(out, "{text}").and_then(|_| out.flush()) {
-            if e.kind() != std::io::ErrorKind::BrokenPipe {
-                failed = Some(e);
-            }
-            return false;
-        }
-        true
+    crate::logs_cli::print_stream(c, &path, |line| match a.format {
+        EventFormat::Json => Some(String::from_utf8_lossy(line).into_owned()),
+        EventFormat::Text => serde_json::from_slice::<Event>(line).ok().map(|e| describe(&e)),
     })
-    .await?;
-    match failed {
-        Some(e) => Err(e.into()),
-        None => Ok(()),
-    }
+    .await
 }

@@ -47,10 +47,8 @@ pub async fn run(c: &Client, a: LogsArgs) -> Result<()> {
         q.push_str(&format!("&since={}", since_nanos(s)?));
     }
     let path = format!("/v1/services/{}/logs?{q}", a.service);
-    let mut out = std::io::stdout().lock();
-    let mut failed = None;
-    c.get_lines(&path, |line| {
-        let Ok(r) = serde_json::from_slice::<LogRecord>(line) else { return true };
+    print_stream(c, &path, |line| {
+        let r = serde_json::from_slice::<LogRecord>(line).ok()?;
         let mut text = String::new();
         if !a.raw {
             text.push_str(&r.source);
@@ -61,8 +59,23 @@ pub async fn run(c: &Client, a: LogsArgs) -> Result<()> {
             text.push(' ');
         }
         text.push_str(&r.line);
-        if let Err(e) = writeln!(out, "{text}") {
-            // A closed pipe (`| head`) ends the command quietly.
+        Some(text)
+    })
+    .await
+}
+
+/// Prints a stream of lines from the daemon (NDJSON) as `render` turns them into text (lines it
+/// cannot read are skipped), as they arrive; a closed pipe (`| head`) ends it quietly.
+pub async fn print_stream(
+    c: &Client,
+    path: &str,
+    mut render: impl FnMut(&[u8]) -> Option<String>,
+) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    let mut failed = None;
+    c.get_lines(path, |line| {
+        let Some(text) = render(line) else { return true };
+        if let Err(e) = writeln!(out, "{text}").and_then(|_| out.flush()) {
             if e.kind() != std::io::ErrorKind::BrokenPipe {
                 failed = Some(e);
             }

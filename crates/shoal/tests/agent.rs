@@ -141,8 +141,7 @@ fn a_worker_joins_runs_tasks_and_keeps_them_while_every_manager_is_down() {
     let mut w = Node::new(tmp.path(), "wrk");
     m.start("dev");
     w.start("daemon");
-    let token = m.ok(&["cluster", "join-token", "worker", "-q"]);
-    let out = w.ok(&["cluster", "join", "--token", &token, &m.addr()]);
+    let out = common::join_worker(&m, &w);
     assert!(out.contains("as a worker"), "{out}");
     let worker_id = eventually(30, "the worker to register", || {
         let nodes = m.json(&["node", "ls", "--format", "json"]);
@@ -248,33 +247,12 @@ fn runc_containers() -> BTreeMap<String, String> {
         .unwrap_or_default()
 }
 
-/// A rootfs tarball with a static busybox: the test image (no registry is reachable here).
-fn busybox_rootfs(dir: &std::path::Path) -> std::path::PathBuf {
-    let root = dir.join("rootfs");
-    std::fs::create_dir_all(root.join("bin")).expect("mkdir");
-    std::fs::copy("/bin/busybox", root.join("bin/busybox")).expect("busybox-static is installed");
-    for l in ["sh", "sleep", "echo", "cat"] {
-        std::os::unix::fs::symlink("busybox", root.join("bin").join(l)).expect("symlink");
-    }
-    let tar = dir.join("rootfs.tar");
-    let st = std::process::Command::new("tar")
-        .arg("-C")
-        .arg(&root)
-        .arg("-cf")
-        .arg(&tar)
-        .arg(".")
-        .status()
-        .expect("tar");
-    assert!(st.success());
-    tar
-}
-
 #[test]
 fn oci_tasks_run_from_the_image_store_and_survive_their_daemon() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let mut n = Node::new(tmp.path(), "oci");
     n.start("dev");
-    let tar = busybox_rootfs(tmp.path());
+    let tar = common::busybox_rootfs(tmp.path());
     let data = n.dir.join("data");
     let out = std::process::Command::new(common::BIN)
         .args(["image", "--data-dir"])
@@ -366,8 +344,7 @@ fn a_worker_renews_its_certificate_through_a_manager() {
     let mut w = Node::new(tmp.path(), "wrk");
     m.start_with("dev", &["--cert-ttl", "8s"]);
     w.start("daemon");
-    let token = m.ok(&["cluster", "join-token", "worker", "-q"]);
-    w.ok(&["cluster", "join", "--token", &token, &m.addr()]);
+    common::join_worker(&m, &w);
     let cert = w.dir.join("data/tls/node.crt");
     let first = std::fs::read_to_string(&cert).expect("the worker's certificate");
     let joined = std::time::Instant::now();

@@ -30,16 +30,7 @@ fn a_worker_is_promoted_demoted_and_leaves() {
     let mut w = Node::new(tmp.path(), "wrk");
     m.start("dev");
     w.start("daemon");
-    let token = m.ok(&["cluster", "join-token", "worker", "-q"]);
-    w.ok(&["cluster", "join", "--token", &token, &m.addr()]);
-    eventually(30, "the worker to register", || {
-        let nodes = m.json(&["node", "ls", "--format", "json"]);
-        nodes
-            .as_array()?
-            .iter()
-            .any(|n| n["description"]["hostname"] == "wrk" && n["status"]["state"] == "ready")
-            .then_some(())
-    });
+    common::join_worker(&m, &w);
     m.ok(&[
         "service",
         "create",

@@ -210,8 +210,7 @@ fn tcp_api_with_client_certificates() {
     // A worker's certificate is refused on the TCP API.
     let mut w = Node::new(tmp.path(), "wrk");
     w.start("daemon");
-    let token = m.ok(&["cluster", "join-token", "worker", "-q"]);
-    w.ok(&["cluster", "join", "--token", &token, &m.addr()]);
+    common::join_worker(&m, &w);
     let wrk_tls = w.dir.join("data/tls");
     eventually(20, "the worker's certificate", || wrk_tls.join("node.crt").exists().then_some(()));
     let worker = with_cert(&wrk_tls, "ca.crt", "node.crt", "node.key");

@@ -51,27 +51,6 @@ impl Runtime {
     }
 }
 
-/// A busybox rootfs tarball (no registry is reachable: images are built here).
-fn rootfs_tar(dir: &std::path::Path) -> std::path::PathBuf {
-    let root = dir.join("rootfs");
-    std::fs::create_dir_all(root.join("bin")).expect("mkdir");
-    std::fs::copy("/bin/busybox", root.join("bin/busybox")).expect("busybox-static is installed");
-    for l in ["sh", "sleep"] {
-        std::os::unix::fs::symlink("busybox", root.join("bin").join(l)).expect("symlink");
-    }
-    let tar = dir.join("rootfs.tar");
-    let st = std::process::Command::new("tar")
-        .arg("-C")
-        .arg(&root)
-        .arg("-cf")
-        .arg(&tar)
-        .arg(".")
-        .status()
-        .expect("tar");
-    assert!(st.success());
-    tar
-}
-
 fn node_id(m: &Node, hostname: &str) -> String {
     let nodes = m.json(&["node", "ls", "--format", "json"]);
     nodes
@@ -102,19 +81,10 @@ fn walk_through(rt: Runtime) {
     let mut w = Node::new(tmp.path(), "wrk");
     m.start("dev");
     w.start("daemon");
-    let token = m.ok(&["cluster", "join-token", "worker", "-q"]);
-    w.ok(&["cluster", "join", "--token", &token, &m.addr()]);
-    eventually(30, "the worker to be ready", || {
-        let nodes = m.json(&["node", "ls", "--format", "json"]);
-        nodes
-            .as_array()?
-            .iter()
-            .any(|n| n["description"]["hostname"] == "wrk" && n["status"]["state"] == "ready")
-            .then_some(())
-    });
+    common::join_worker(&m, &w);
     let (mgr, wrk) = (node_id(&m, "mgr"), node_id(&m, "wrk"));
     // The image, where the runtime needs it: each node's own store (oci), the engine (docker).
-    let tar = rootfs_tar(tmp.path());
+    let tar = common::busybox_rootfs(tmp.path());
     let image = format!(
         "walk-{}:1",
         tmp.path().file_name().and_then(|f| f.to_str()).unwrap_or("x").to_lowercase().replace('.', "")

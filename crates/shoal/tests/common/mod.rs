@@ -125,3 +125,35 @@ impl Node {
             .map(|v| v["raft"].clone())
     }
 }
+
+/// Joins `w` (a started `daemon`) to `m`'s cluster as a worker and waits until the managers see
+/// it ready; returns what `cluster join` printed.
+pub fn join_worker(m: &Node, w: &Node) -> String {
+    let token = m.ok(&["cluster", "join-token", "worker", "-q"]);
+    let out = w.ok(&["cluster", "join", "--token", &token, &m.addr()]);
+    let hostname = w.dir.file_name().and_then(|n| n.to_str()).unwrap_or("n").to_string();
+    eventually(30, "the worker to be ready", || {
+        let nodes = m.json(&["node", "ls", "--format", "json"]);
+        nodes
+            .as_array()?
+            .iter()
+            .any(|n| n["description"]["hostname"] == hostname.as_str() && n["status"]["state"] == "ready")
+            .then_some(())
+    });
+    out
+}
+
+/// A rootfs tarball with a static busybox and a few applets: the test image (no registry is
+/// reachable here, so images are built from it).
+pub fn busybox_rootfs(dir: &Path) -> PathBuf {
+    let root = dir.join("rootfs");
+    std::fs::create_dir_all(root.join("bin")).expect("mkdir");
+    std::fs::copy("/bin/busybox", root.join("bin/busybox")).expect("busybox-static is installed");
+    for l in ["sh", "sleep", "echo", "cat"] {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(l)).expect("symlink");
+    }
+    let tar = dir.join("rootfs.tar");
+    let st = Command::new("tar").arg("-C").arg(&root).arg("-cf").arg(&tar).arg(".").status().expect("tar");
+    assert!(st.success());
+    tar
+}
