@@ -16,7 +16,7 @@ for t in $(seq 1 "$TRIALS"); do
     for i in 0 1 2; do
         mode=daemon; [ "$i" = 0 ] && mode=dev
         "$BIN" "$mode" --data-dir "$D/n$i" --api-socket "$D/n$i.sock" --listen-addr "127.0.0.1:$((base + i))" \
-            --hostname "n$i" >"$D/n$i.log" 2>&1 &
+            --ui-addr off --hostname "n$i" >"$D/n$i.log" 2>&1 &
         pids+=($!)
     done
     cli() { "$BIN" -H "unix://$D/n$1.sock" "${@:2}"; }

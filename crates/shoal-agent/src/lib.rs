@@ -55,6 +55,8 @@ pub struct Agent {
     report_rx: Mutex<Option<mpsc::UnboundedReceiver<StatusReport>>>,
     /// Set by [`Agent::leave`]: no new task starts.
     leaving: std::sync::atomic::AtomicBool,
+    /// The last state reported for each task, with its driver: a state change is logged once.
+    reported: Mutex<BTreeMap<TaskId, (TaskState, &'static str)>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -115,6 +117,7 @@ impl Agent {
             reports,
             report_rx: Mutex::new(Some(rx)),
             leaving: std::sync::atomic::AtomicBool::new(false),
+            reported: Mutex::new(BTreeMap::new()),
         }))
     }
 
@@ -170,8 +173,31 @@ impl Agent {
         }
     }
 
-    fn report(&self, task_id: &TaskId, status: &TaskStatus) {
-        let _ = self.reports.send(StatusReport { task_id: task_id.clone(), status: status.clone() });
+    fn report(&self, task: &Task, status: &TaskStatus) {
+        let driver = self.driver_name(task);
+        let previous = lock(&self.reported).insert(task.id.clone(), (status.state, driver));
+        if previous.map(|p| p.0) != Some(status.state) {
+            log_state_change(task, status, driver);
+            let labels = shoal_metrics::StateLabels { state: status.state.to_string() };
+            shoal_metrics::metrics().agent_task_state_changes.get_or_create(&labels).inc();
+        }
+        let _ = self.reports.send(StatusReport { task_id: task.id.clone(), status: status.clone() });
+    }
+
+    /// The driver that runs (or would run) `task` here, for logs and metrics.
+    fn driver_name(&self, task: &Task) -> &'static str {
+        self.driver_for(task).map_or("none", |d| d.name())
+    }
+
+    /// Tasks this node runs now, by driver.
+    pub fn running_by_driver(&self) -> BTreeMap<&'static str, usize> {
+        let mut out = BTreeMap::new();
+        for (state, driver) in lock(&self.reported).values() {
+            if *state == TaskState::Running {
+                *out.entry(*driver).or_insert(0) += 1;
+            }
+        }
+        out
     }
 
     fn driver_for(&self, task: &Task) -> Result<Arc<dyn Driver>, String> {
@@ -194,10 +220,10 @@ impl Agent {
 
     /// Brings the local picture in line with the managers' complete list of this node's tasks.
     pub fn reconcile(self: &Arc<Self>, tasks: Vec<Task>) {
+        let mut runners = lock(&self.runners);
         if self.leaving.load(std::sync::atomic::Ordering::SeqCst) {
             return;
         }
-        let mut runners = lock(&self.runners);
         let assigned: BTreeSet<TaskId> = tasks.iter().map(|t| t.id.clone()).collect();
         // Tasks no longer bound to this node: their runners stop them and clean up.
         runners.retain(|id, _| assigned.contains(id));
@@ -216,7 +242,7 @@ impl Agent {
                 s.state = TaskState::Failed;
                 s.timestamp = now();
                 s.err = "the agent on this node has no record of this task (its local state was lost)".into();
-                self.report(&t.id, &s);
+                self.report(&t, &s);
             }
         }
     }
@@ -237,9 +263,19 @@ impl Agent {
                 continue;
             };
             let (tx, rx) = watch::channel(lt.task.clone());
-            lock(&self.runners).insert(id.clone(), tx);
+            {
+                // Under the runners' lock, so that a `leave` that started meanwhile either sees
+                // this runner or has already said so: then `tx` is dropped here and the runner
+                // stops the task and cleans up, as for every other task.
+                let mut runners = lock(&self.runners);
+                if !self.leaving.load(std::sync::atomic::Ordering::SeqCst) {
+                    runners.insert(id.clone(), tx);
+                }
+            }
+            // Its state was logged before the agent restarted: a re-attachment is not a change.
+            lock(&self.reported).insert(id.clone(), (lt.status.state, driver.name()));
             if lt.status.state.is_terminal() {
-                self.report(&id, &lt.status);
+                self.report(&lt.task, &lt.status);
                 tokio::spawn(self.clone().finished(lt, driver, rx));
                 continue;
             }
@@ -255,7 +291,7 @@ impl Agent {
             match driver.recover(&handle).await {
                 Ok(Recovered::Running) => {
                     tracing::info!(task = %id, driver = %lt.driver, "re-attached to a running task");
-                    self.report(&id, &lt.status);
+                    self.report(&lt.task, &lt.status);
                     tokio::spawn(self.clone().running(lt, driver, handle, rx));
                 }
                 Ok(Recovered::Exited(x)) => {
@@ -280,7 +316,7 @@ impl Agent {
         if let Err(e) = self.store.save(lt) {
             tracing::warn!(task = %lt.task.id, error = %e, "cannot record the task locally");
         }
-        self.report(&lt.task.id, &lt.status);
+        self.report(&lt.task, &lt.status);
     }
 
     fn config(&self, t: &Task) -> TaskConfig {
@@ -318,12 +354,11 @@ impl Agent {
 
     /// A newly assigned task: accept, prepare, start; then follow it while it runs.
     async fn run_new(self: Arc<Self>, task: Task, mut assigned: watch::Receiver<Task>) {
-        let id = task.id.clone();
         let driver = match self.driver_for(&task) {
             Ok(d) => d,
             Err(e) => {
                 let s = TaskStatus { err: e, ..status(TaskState::Rejected, "rejected") };
-                self.report(&id, &s);
+                self.report(&task, &s);
                 return;
             }
         };
@@ -368,8 +403,10 @@ impl Agent {
         }
         lt.status = status(TaskState::Starting, "starting");
         self.save_and_report(&lt);
+        let started = std::time::Instant::now();
         match driver.start(&cfg).await {
             Ok(handle) => {
+                shoal_metrics::metrics().observe_task_start(driver.name(), started.elapsed());
                 lt.handle = Some(handle.clone());
                 let checked =
                     lt.task.spec.health_check.as_ref().is_some_and(|h| health_command(&h.test).is_some());
@@ -483,7 +520,7 @@ impl Agent {
                 if current.health != Some(Health::Healthy) {
                     current.health = Some(Health::Healthy);
                     current.timestamp = now();
-                    self.report(&lt.task.id, &current);
+                    self.report(&lt.task, &current);
                 }
                 continue;
             }
@@ -514,6 +551,7 @@ impl Agent {
         if let Err(e) = self.store.remove(&lt.task.id) {
             tracing::warn!(task = %lt.task.id, error = %e, "removing the task's files failed");
         }
+        lock(&self.reported).remove(&lt.task.id);
         tracing::debug!(task = %lt.task.id, "task removed from this node");
     }
 
@@ -521,10 +559,15 @@ impl Agent {
     /// files and runtime leftovers removed; no new task starts. Returns once nothing is left, or
     /// with the number of tasks still there after `timeout`.
     pub async fn leave(&self, timeout: Duration) -> Result<(), usize> {
-        self.leaving.store(true, std::sync::atomic::Ordering::SeqCst);
         // Dropping a runner's channel means "no longer assigned here": it stops the task if it
-        // runs, destroys what the runtime kept and removes the task's directory.
-        lock(&self.runners).clear();
+        // runs, destroys what the runtime kept and removes the task's directory. Under the
+        // runners' lock: a task being recovered right now (a leave during the agent's start)
+        // gets no channel at all and stops the same way.
+        {
+            let mut runners = lock(&self.runners);
+            self.leaving.store(true, std::sync::atomic::Ordering::SeqCst);
+            runners.clear();
+        }
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let left = self.store.load_all().len();
@@ -553,6 +596,17 @@ enum Ending {
 
 /// The command of a health check: `["CMD", prog, args...]`, `["CMD-SHELL", line]` (through
 /// `/bin/sh -c`), or none (`["NONE"]` or empty).
+/// One log line per task state change, with the ids an operator greps for.
+fn log_state_change(task: &Task, status: &TaskStatus, driver: &str) {
+    let node = task.node_id.as_ref().map_or("", |n| n.as_str());
+    let (task_id, service, state) = (task.id.as_str(), task.service_id.as_str(), status.state.as_str());
+    if status.err.is_empty() {
+        tracing::info!(task = task_id, service, node, driver, state, detail = %status.message, "task state");
+    } else {
+        tracing::warn!(task = task_id, service, node, driver, state, detail = %status.message, error = %status.err, "task state");
+    }
+}
+
 fn health_command(test: &[String]) -> Option<Vec<String>> {
     match test.split_first() {
         Some((kind, rest)) if kind == "CMD" && !rest.is_empty() => Some(rest.to_vec()),

@@ -194,6 +194,11 @@ impl Rig {
     }
     /// Starts an agent over the same directory, runtime and managers (a restart).
     fn start(&self) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(self.agent().run())
+    }
+
+    /// An agent over the same directory, runtime and managers, not started.
+    fn agent(&self) -> Arc<Agent> {
         let cfg = AgentConfig {
             dir: self.dir.path().to_path_buf(),
             hostname: "n1".into(),
@@ -201,8 +206,7 @@ impl Rig {
             generic: BTreeMap::new(),
         };
         let driver: Arc<dyn Driver> = Arc::new(FakeDriver(self.runtime.clone()));
-        let agent = Agent::new(cfg, vec![driver], self.plane.clone()).expect("agent");
-        tokio::spawn(agent.run())
+        Agent::new(cfg, vec![driver], self.plane.clone()).expect("agent")
     }
 }
 
@@ -302,6 +306,29 @@ async fn a_restarted_agent_reattaches_and_never_starts_a_task_twice() {
     // The re-attached task is still followed: its exit is reported.
     rig.runtime.exit("t1", 0);
     eventually("t1 complete", || rig.plane.get("t1").status.state == TaskState::Complete).await;
+}
+
+/// `cluster leave` can arrive while a restarted agent is still finding its tasks again: the
+/// tasks it recovers after the leave began are stopped and removed too, and the leave ends.
+#[tokio::test]
+async fn a_leave_during_recovery_stops_the_recovered_tasks() {
+    let rig = Rig::new();
+    rig.plane.set(task("t1", "sleep"));
+    // The first agent runs in a runtime of its own, which goes away whole, like a process.
+    let first =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("rt");
+    first.spawn(rig.agent().run());
+    eventually("running", || rig.plane.get("t1").status.state == TaskState::Running).await;
+    first.shutdown_background();
+    let a = rig.agent();
+    let leaving = tokio::spawn({
+        let a = a.clone();
+        async move { a.leave(Duration::from_secs(10)).await }
+    });
+    eventually("the leave to begin", || a.leaving.load(Ordering::SeqCst)).await;
+    a.recover().await;
+    assert_eq!(leaving.await.expect("join"), Ok(()), "the recovered task was stopped and removed");
+    assert!(rig.runtime.running().is_empty());
 }
 
 #[tokio::test]

@@ -9,6 +9,7 @@ pub mod join;
 pub mod logs;
 pub mod server;
 pub mod tcp;
+pub mod ui;
 
 pub use client::{Client, ClientError};
 pub use server::{
@@ -41,6 +42,7 @@ pub fn full_router(
     router(manager.clone())
         .merge(logs::service_logs_router(logs::LogsState { manager, agent }))
         .merge(events::events_router(events))
+        .layer(axum::middleware::from_fn(ui::track_requests))
 }
 
 /// A leave request from a worker's socket to its daemon, answered when the node has left.

@@ -142,6 +142,7 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
     ("get", "/v1/services/{id}", "inspect a service (id or name)"),
     ("post", "/v1/services/{id}/update", "replace a service's spec"),
     ("post", "/v1/services/{id}/rollback", "return to the previous spec"),
+    ("post", "/v1/services/{id}/scale", "set a replicated service's replica count ({replicas})"),
     ("post", "/v1/services/{id}/rebalance", "even out a replicated service's spread, one task at a time"),
     ("delete", "/v1/services/{id}", "remove a service and stop its tasks"),
     ("get", "/v1/tasks", "list tasks (?service=, ?node=)"),
@@ -165,6 +166,7 @@ pub fn router(manager: Arc<Manager>) -> Router {
         .route("/v1/services/{id}", get(inspect_service).delete(remove_service))
         .route("/v1/services/{id}/update", post(update_service))
         .route("/v1/services/{id}/rollback", post(rollback_service))
+        .route("/v1/services/{id}/scale", post(scale_service))
         .route("/v1/services/{id}/rebalance", post(rebalance_service))
         .route("/v1/tasks", get(list_tasks))
         .route("/v1/openapi.json", get(openapi))
@@ -396,6 +398,28 @@ pub struct NodeUpdate {
     pub label_rm: Vec<String>,
 }
 
+/// `spec` with the update's changes.
+fn updated_spec(spec: &NodeSpec, u: &NodeUpdate) -> Result<NodeSpec, ApiError> {
+    let mut spec = spec.clone();
+    if let Some(a) = u.availability {
+        spec.availability = a;
+    }
+    if let Some(r) = u.role {
+        spec.role = r;
+    }
+    spec.labels.extend(u.label_add.clone());
+    for k in &u.label_rm {
+        if spec.labels.remove(k).is_none() {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid",
+                format!("node has no label {k:?}"),
+            ));
+        }
+    }
+    Ok(spec)
+}
+
 async fn update_node(
     State(m): State<AppState>,
     Path(id): Path<String>,
@@ -408,23 +432,7 @@ async fn update_node(
     if let Some(k) = u.label_add.keys().find(|k| k.trim().is_empty()) {
         return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid", format!("invalid label key {k:?}")));
     }
-    let mut spec: NodeSpec = node.spec.clone();
-    if let Some(a) = u.availability {
-        spec.availability = a;
-    }
-    if let Some(r) = u.role {
-        spec.role = r;
-    }
-    spec.labels.extend(u.label_add);
-    for k in &u.label_rm {
-        if spec.labels.remove(k).is_none() {
-            return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid",
-                format!("node has no label {k:?}"),
-            ));
-        }
-    }
+    let spec = updated_spec(&node.spec, &u)?;
     let demote = node.spec.role == NodeRole::Manager && spec.role == NodeRole::Worker;
     let raft_id = {
         let status = m.node.status();
@@ -457,9 +465,25 @@ async fn update_node(
             ));
         }
     }
-    let expected_version = Some(u.version.unwrap_or(node.version));
-    crate::internal::write(&m, Command::UpdateNodeSpec { id: node.id.clone(), expected_version, spec })
-        .await?;
+    let mut attempt = (node.version, spec);
+    for tries in 1.. {
+        let expected_version = Some(u.version.unwrap_or(attempt.0));
+        let cmd = Command::UpdateNodeSpec { id: node.id.clone(), expected_version, spec: attempt.1.clone() };
+        match crate::internal::write(&m, cmd).await {
+            Ok(_) => break,
+            // Without a version from the client, a race with a status change (heartbeats,
+            // registration) is not the client's conflict: apply the same change to the newest spec.
+            Err(WriteError::Refused(c))
+                if u.version.is_none() && c.kind == shoal_manager::ErrorKind::Conflict && tries < 5 =>
+            {
+                let fresh = read(&m, &q, |s| s.node(&node.id).cloned())
+                    .await?
+                    .ok_or_else(|| ApiError::not_found("node", &id))?;
+                attempt = (fresh.version, updated_spec(&fresh.spec, &u)?);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
     if let (true, Some(r)) = (demote, raft_id) {
         // The spec says worker first, so the demoted node knows what to become once it is out
         // of the membership.
@@ -600,6 +624,65 @@ async fn rollback_service(
 ) -> Result<Json<Service>, ApiError> {
     let id = service_id(&m, &key).await?;
     crate::internal::write(&m, Command::RollbackService { id: id.clone(), expected_version: None }).await?;
+    let q = ReadQuery { stale: true, ..Default::default() };
+    read(&m, &q, |s| s.service(&id).cloned())
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found("service", &key))
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ScaleRequest {
+    pub replicas: u64,
+}
+
+/// The most replicas one request may ask for (a typo guard, not a cluster limit).
+const MAX_REPLICAS: u64 = 100_000;
+
+/// Changes only the replica count, whatever else changes meanwhile (retried on a version race).
+async fn scale_service(
+    State(m): State<AppState>,
+    Path(key): Path<String>,
+    JsonBody(r): JsonBody<ScaleRequest>,
+) -> Result<Json<Service>, ApiError> {
+    if r.replicas > MAX_REPLICAS {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid",
+            format!("replicas: at most {MAX_REPLICAS}, got {}", r.replicas),
+        ));
+    }
+    let id = service_id(&m, &key).await?;
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let svc = read(&m, &ReadQuery::default(), |s| s.service(&id).cloned())
+            .await?
+            .ok_or_else(|| ApiError::not_found("service", &key))?;
+        let mut spec = svc.spec.clone();
+        match &mut spec.mode {
+            shoal_types::ServiceMode::Replicated { replicas } => *replicas = r.replicas,
+            _ => {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid",
+                    format!("service {} is not a replicated service: it cannot be scaled", svc.spec.name),
+                ))
+            }
+        }
+        let cmd = Command::UpdateService {
+            id: id.clone(),
+            expected_version: Some(svc.version),
+            spec: Box::new(spec),
+        };
+        match crate::internal::write(&m, cmd).await {
+            Ok(_) => break,
+            Err(WriteError::Refused(c)) if c.kind == shoal_manager::ErrorKind::Conflict && attempts < 5 => {
+                continue
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
     let q = ReadQuery { stale: true, ..Default::default() };
     read(&m, &q, |s| s.service(&id).cloned())
         .await?

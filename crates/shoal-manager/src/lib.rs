@@ -174,6 +174,7 @@ impl Manager {
 
     /// A heartbeat from `node_id` reached this manager.
     pub fn record_heartbeat(&self, node_id: &str) {
+        shoal_metrics::metrics().dispatcher_heartbeats.inc();
         let mut h = self.heartbeats.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         h.insert(node_id.to_string(), std::time::Instant::now());
     }
@@ -440,6 +441,7 @@ async fn liveness(m: Arc<Manager>, mut stop: watch::Receiver<bool>) {
                 || now.duration_since(since) < grace && state == shoal_types::NodeState::Ready;
             let want = match (state, alive) {
                 (shoal_types::NodeState::Ready, false) => {
+                    shoal_metrics::metrics().dispatcher_missed_heartbeats.inc();
                     Some((shoal_types::NodeState::Down, "heartbeat missed"))
                 }
                 (shoal_types::NodeState::Down | shoal_types::NodeState::Unknown, true) => {
@@ -456,6 +458,75 @@ async fn liveness(m: Arc<Manager>, mut stop: watch::Receiver<bool>) {
             }
         }
     }
+}
+
+/// A task state change the leader makes (created pending, placed, refused by the scheduler),
+/// logged once when its plan commits. The node's agent logs the states it observes.
+struct StateChange {
+    task: shoal_types::TaskId,
+    service: shoal_types::ServiceId,
+    node: Option<shoal_types::NodeId>,
+    state: shoal_types::TaskState,
+    message: String,
+    err: String,
+}
+
+impl StateChange {
+    fn log(&self) {
+        let node = self.node.as_ref().map_or("", |n| n.as_str());
+        let (task, service, state) = (self.task.as_str(), self.service.as_str(), self.state.as_str());
+        if self.err.is_empty() {
+            tracing::info!(task, service, node, state, detail = %self.message, "task state");
+        } else {
+            tracing::warn!(task, service, node, state, detail = %self.message, error = %self.err, "task state");
+        }
+    }
+}
+
+fn state_changes(state: &shoal_state::ClusterState, plan: &shoal_state::Plan) -> Vec<StateChange> {
+    let mut out = Vec::new();
+    for t in &plan.create_tasks {
+        out.push(StateChange {
+            task: t.id.clone(),
+            service: t.service_id.clone(),
+            node: t.node_id.clone(),
+            state: t.status.state,
+            message: t.status.message.clone(),
+            err: t.status.err.clone(),
+        });
+    }
+    let created = |id: &shoal_types::TaskId| plan.create_tasks.iter().find(|t| &t.id == id);
+    for a in &plan.assign {
+        let service = state
+            .task(&a.task_id)
+            .map(|t| t.service_id.clone())
+            .or_else(|| created(&a.task_id).map(|t| t.service_id.clone()));
+        if let Some(service) = service {
+            out.push(StateChange {
+                task: a.task_id.clone(),
+                service,
+                node: Some(a.node_id.clone()),
+                state: shoal_types::TaskState::Assigned,
+                message: "scheduler assigned task to node".into(),
+                err: String::new(),
+            });
+        }
+    }
+    for c in &plan.set_status {
+        let Some(t) = state.task(&c.task_id) else { continue };
+        // Only real state changes (a pending task whose explanation changed stays pending).
+        if t.status.state != c.status.state || t.status.err != c.status.err {
+            out.push(StateChange {
+                task: t.id.clone(),
+                service: t.service_id.clone(),
+                node: t.node_id.clone(),
+                state: c.status.state,
+                message: c.status.message.clone(),
+                err: c.status.err.clone(),
+            });
+        }
+    }
+    out
 }
 
 /// The leader's control loop.
@@ -475,13 +546,40 @@ async fn controllers(m: Arc<Manager>, mut stop: watch::Receiver<bool>) {
             continue;
         }
         let now = Timestamp::from_system_time(SystemTime::now());
-        let tick = {
+        let metrics = shoal_metrics::metrics();
+        let started = std::time::Instant::now();
+        let (tick, changes) = {
             let d = m.node.local_state();
-            shoal_core::tick(&d.state, now, random_seed())
+            let tick = shoal_core::tick(&d.state, now, random_seed());
+            let changes = state_changes(&d.state, &tick.plan);
+            (tick, changes)
         };
+        metrics.scheduler_plan_seconds.observe(started.elapsed().as_secs_f64());
         if !tick.plan.is_empty() {
             let items = tick.plan.len();
-            match m.node.write(Command::ApplyPlan { plan: tick.plan }).await {
+            let restarts = tick
+                .plan
+                .create_tasks
+                .iter()
+                .filter(|t| t.restart_history.last() == Some(&t.created_at))
+                .count();
+            let started = std::time::Instant::now();
+            let written = m.node.write(Command::ApplyPlan { plan: tick.plan }).await;
+            metrics.scheduler_plan_commit_seconds.observe(started.elapsed().as_secs_f64());
+            if let Ok(r) = &written {
+                for c in
+                    changes.iter().filter(|c| !r.rejected.iter().any(|(i, _)| i.task_id() == Some(&c.task)))
+                {
+                    c.log();
+                    if c.state == shoal_types::TaskState::Assigned {
+                        metrics.scheduler_placements.inc();
+                    }
+                }
+                if !r.rejected.iter().any(|(i, _)| matches!(i, shoal_state::PlanItem::Create(_))) {
+                    metrics.task_restarts.inc_by(restarts as u64);
+                }
+            }
+            match written {
                 Ok(r) if !r.rejected.is_empty() => {
                     tracing::debug!(items, rejected = r.rejected.len(), "plan partly rejected")
                 }

@@ -19,6 +19,8 @@ const KEY_PURGED: &str = "last_purged";
 #[derive(Clone)]
 pub struct LogStore {
     db: Arc<Database>,
+    /// The committed index openraft last saved, plus one (0: none), for metrics.
+    committed: Arc<std::sync::atomic::AtomicU64>,
 }
 
 fn io<E: std::error::Error + 'static>(f: fn(&E) -> StorageIOError<RaftId>) -> impl Fn(E) -> StorageError {
@@ -59,7 +61,21 @@ impl LogStore {
         tx.open_table(LOGS)?;
         tx.open_table(META)?;
         tx.commit()?;
-        Ok(LogStore { db })
+        let store = LogStore { db, committed: Arc::default() };
+        if let Ok(Some(Some(c))) = store.get_meta::<Option<LogId>>(KEY_COMMITTED, read_err) {
+            store.note_committed(Some(c));
+        }
+        Ok(store)
+    }
+
+    fn note_committed(&self, committed: Option<LogId>) {
+        let v = committed.map_or(0, |c| c.index.saturating_add(1));
+        self.committed.store(v, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The highest index known to be committed, as last saved by openraft.
+    pub(crate) fn committed_index(&self) -> Arc<std::sync::atomic::AtomicU64> {
+        self.committed.clone()
     }
 
     fn get_meta<T: serde::de::DeserializeOwned>(
@@ -168,7 +184,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
-        self.put_meta(KEY_COMMITTED, &committed, write_err)
+        self.put_meta(KEY_COMMITTED, &committed, write_err)?;
+        self.note_committed(committed);
+        Ok(())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {

@@ -143,6 +143,7 @@ pub struct RaftNode {
     raft: Raft,
     sm: StateMachineStore,
     shared: SharedState,
+    committed: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl RaftNode {
@@ -169,11 +170,13 @@ impl RaftNode {
         }
         .validate()
         .map_err(|e| StartError::Raft(e.to_string()))?;
+        let committed = log.committed_index();
         let raft = Raft::new(cfg.raft_id, Arc::new(raft_config), network, log, sm.clone())
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;
+        tokio::spawn(count_leader_changes(raft.metrics()));
         let shared = sm.shared();
-        Ok(RaftNode { cfg, raft, sm, shared })
+        Ok(RaftNode { cfg, raft, sm, shared, committed })
     }
 
     /// Makes this member the first voter of a new cluster. Idempotent.
@@ -267,7 +270,11 @@ impl RaftNode {
     /// Commits `command` through Raft and returns what applying it did.
     pub async fn write(&self, command: Command) -> Result<Response, WriteError> {
         let req = Request { at: Timestamp::from_system_time(SystemTime::now()), command };
+        let started = std::time::Instant::now();
         let res = tokio::time::timeout(self.cfg.quorum_timeout, self.raft.client_write(req)).await;
+        if matches!(res, Ok(Ok(_))) {
+            shoal_metrics::metrics().raft_apply_seconds.observe(started.elapsed().as_secs_f64());
+        }
         match res {
             Err(_) => Err(WriteError::Unavailable(format!(
                 "no quorum: the write was not committed within {}s; it takes effect later if a quorum returns \
@@ -369,6 +376,11 @@ impl RaftNode {
         }
     }
 
+    /// The highest log index known to be committed (as last saved by this member).
+    pub fn committed_index(&self) -> Option<u64> {
+        self.committed.load(std::sync::atomic::Ordering::Relaxed).checked_sub(1)
+    }
+
     pub fn is_leader(&self) -> bool {
         let m = self.raft.metrics().borrow().clone();
         m.state == ServerState::Leader && m.current_leader == Some(self.cfg.raft_id)
@@ -401,5 +413,19 @@ impl RaftNode {
     /// The local replica's state (no consistency check): for the leader's own controllers.
     pub fn local_state(&self) -> std::sync::RwLockReadGuard<'_, crate::state_machine::SmData> {
         self.shared.read().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Counts the leader changes this member sees (including losing a leader), until Raft stops.
+async fn count_leader_changes(mut rx: watch::Receiver<RaftMetrics<RaftId, ManagerNode>>) {
+    let mut leader = rx.borrow_and_update().current_leader;
+    while rx.changed().await.is_ok() {
+        let now = rx.borrow_and_update().current_leader;
+        if now != leader {
+            if now.is_some() {
+                shoal_metrics::metrics().raft_leader_changes.inc();
+            }
+            leader = now;
+        }
     }
 }

@@ -170,3 +170,17 @@ pub enum PlanItem {
     Delete(TaskId),
     Service(ServiceId),
 }
+
+impl PlanItem {
+    /// The task this item changes, if it is about a task.
+    pub fn task_id(&self) -> Option<&TaskId> {
+        match self {
+            PlanItem::Create(t)
+            | PlanItem::Assign(t)
+            | PlanItem::Desired(t)
+            | PlanItem::Status(t)
+            | PlanItem::Delete(t) => Some(t),
+            PlanItem::Service(_) => None,
+        }
+    }
+}

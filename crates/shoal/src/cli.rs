@@ -330,7 +330,9 @@ async fn set_role(c: &Client, nodes: Vec<String>, role: shoal_types::NodeRole) -
             println!("Node {node} is already a {}.", role.as_str());
             continue;
         }
-        let u = NodeUpdate { role: Some(role), version: Some(n.version), ..Default::default() };
+        // No version: the change is to the role only, and a status change meanwhile (a heartbeat,
+        // a re-registration) must not fail it; the manager applies it to the newest spec.
+        let u = NodeUpdate { role: Some(role), version: None, ..Default::default() };
         let _: Node = c.post(&format!("/v1/nodes/{node}/update"), &u).await?;
         let verb = if role == shoal_types::NodeRole::Manager { "promoted to" } else { "demoted to" };
         println!("Node {node} {verb} {}.", role.as_str());

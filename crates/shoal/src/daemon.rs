@@ -33,6 +33,17 @@ pub struct DaemonArgs {
     /// Where a manager serves the `/v1` API over TCP with mutual TLS (client certificates
     /// required); none: only the root socket.
     pub api_addr: Option<String>,
+    /// Where the web UI (managers) and `/metrics` (every node) are served; none: off.
+    pub ui_addr: Option<String>,
+}
+
+/// Binds `--ui-addr` now, so that a wrong or busy address fails the start with a clear message.
+async fn bind_ui(addr: &Option<String>) -> Result<Option<tokio::net::TcpListener>> {
+    let Some(addr) = addr else { return Ok(None) };
+    let l = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+        format!("cannot listen on --ui-addr {addr} (another daemon there? choose another address, or `--ui-addr off`)")
+    })?;
+    Ok(Some(l))
 }
 
 /// Who this node is; created once and kept in the data directory.
@@ -101,6 +112,14 @@ pub async fn run(args: DaemonArgs) -> Result<()> {
         .with_context(|| format!("cannot listen on {}", args.listen_addr))?;
     let agent_slot: AgentSlot = Arc::new(std::sync::OnceLock::new());
     let events = shoal_api::events::EventLog::start(manager.clone());
+    if let Some(ui) = bind_ui(&args.ui_addr).await? {
+        let (m, slot, events) = (manager.clone(), agent_slot.clone(), events.clone());
+        tokio::spawn(async move {
+            if let Err(e) = shoal_api::ui::serve(ui, Some(m), slot, Some(events)).await {
+                tracing::error!(error = %e, "web UI stopped");
+            }
+        });
+    }
     tokio::spawn(serve_node_to_node(manager.clone(), listener, agent_slot.clone()));
     if let Some(addr) = &args.api_addr {
         // Bound now (a wrong address fails the start); served once this node has a certificate.
@@ -536,6 +555,7 @@ async fn run_worker(args: DaemonArgs, identity: Identity, tls_dir: PathBuf) -> R
     if let Some(addr) = &args.api_addr {
         tracing::warn!(%addr, "a worker serves no TCP API (--api-addr is for managers); ignoring it");
     }
+    let ui = bind_ui(&args.ui_addr).await?;
     let managers_path = tls_dir.join(shoal_api::join::MANAGERS_FILE);
     let managers: Vec<String> = std::fs::read(&managers_path)
         .ok()
@@ -549,6 +569,14 @@ async fn run_worker(args: DaemonArgs, identity: Identity, tls_dir: PathBuf) -> R
     // The node-to-node listener of a worker serves its agent's endpoints (task logs) to managers.
     let slot: AgentSlot = Arc::new(std::sync::OnceLock::new());
     let _ = slot.set(agent.clone());
+    if let Some(ui) = ui {
+        let slot = slot.clone();
+        tokio::spawn(async move {
+            if let Err(e) = shoal_api::ui::serve(ui, None, slot, None).await {
+                tracing::error!(error = %e, "metrics listener stopped");
+            }
+        });
+    }
     let server_tls = tokio::sync::watch::channel(worker_server_tls(&tls_dir)?).0;
     let listener = tokio::net::TcpListener::bind(&args.listen_addr)
         .await

@@ -71,6 +71,11 @@ struct DaemonOpts {
     /// this cluster (`shoal cluster client-cert`). Default: none (the root-only socket only).
     #[arg(long)]
     api_addr: Option<String>,
+    /// Where to serve the web UI (managers) and Prometheus `/metrics` (every node), or `off`.
+    /// A loopback address is plain HTTP for root (and the daemon's user) only; any other address
+    /// needs a client certificate of the cluster (`shoal cluster client-cert`).
+    #[arg(long, default_value = "127.0.0.1:5050")]
+    ui_addr: String,
 }
 
 fn parse_resource(s: &str) -> Result<(String, u64), String> {
@@ -182,6 +187,7 @@ fn daemon_args(o: DaemonOpts, init: bool) -> daemon::DaemonArgs {
         labels: o.labels.into_iter().collect::<BTreeMap<_, _>>(),
         resources: o.resources.into_iter().collect::<BTreeMap<_, _>>(),
         api_addr: o.api_addr,
+        ui_addr: (o.ui_addr != "off").then_some(o.ui_addr),
         init,
     }
 }

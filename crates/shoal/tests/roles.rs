@@ -89,7 +89,15 @@ fn a_worker_is_promoted_demoted_and_leaves() {
     });
 
     // Leave: the worker's tasks stop and its daemon exits; the managers see it down.
-    let out = w.ok(&["cluster", "leave"]);
+    let out = w.cli(&["cluster", "leave"]);
+    let log = || std::fs::read_to_string(w.dir.join("daemon.log")).unwrap_or_default();
+    assert!(
+        out.status.success(),
+        "cluster leave: {}\nthe worker's log:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        log()
+    );
+    let out = String::from_utf8_lossy(&out.stdout);
     assert!(out.contains("left the cluster"), "{out}");
     assert!(!alive(pid), "leaving stopped the task");
     eventually(30, "the worker daemon to exit", || {

@@ -31,6 +31,7 @@ fn start(mode: &str, dir: &Path) -> Daemon {
         .arg(socket(dir))
         .args(["--hostname", "test-host", "--label", "disk=ssd"])
         .args(["--listen-addr", &format!("127.0.0.1:{}", free_port())])
+        .args(["--ui-addr", &format!("127.0.0.1:{}", free_port())])
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()

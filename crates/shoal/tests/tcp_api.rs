@@ -127,9 +127,14 @@ fn tcp_api_with_client_certificates() {
     assert!(!again.status.success());
 
     // The CLI over TCP.
-    let nodes = eventually(20, "the TCP API to answer", || {
+    // The node registers itself moments after the cluster is created: wait for it too.
+    let nodes = eventually(20, "the TCP API to list the node", || {
         let out = tcp_cli(api_port, &certs, &["node", "ls", "--format", "json"]);
-        out.status.success().then(|| serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("json"))
+        let v = out
+            .status
+            .success()
+            .then(|| serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("json"))?;
+        v.as_array().is_some_and(|a| !a.is_empty()).then_some(v)
     });
     let nodes = nodes.as_array().expect("array");
     assert_eq!(nodes.len(), 1, "{nodes:?}");

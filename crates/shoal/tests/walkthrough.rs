@@ -9,7 +9,7 @@ use serde_json::Value;
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{eventually, eventually_or, Node};
+use common::{eventually, eventually_or, remove_services_and_wait, Node};
 
 /// (task id, node id, runtime id) of the running tasks that are meant to run.
 fn running(m: &Node, service: &str) -> Vec<(String, String, String)> {
@@ -214,17 +214,11 @@ fn walk_through(rt: Runtime) {
     );
     let after = running(&m, "web");
 
-    m.ok(&["service", "rm", "web"]);
-    for t in &after {
-        eventually(30, "the tasks to stop", || (!alive(&t.2)).then_some(()));
-    }
     // The agents clean up after the removed tasks (containers, overlay mounts, cgroups) before
     // the daemons go away with the test.
-    for n in [&m, &w] {
-        let dir = n.dir.join("data/agent/tasks");
-        eventually(30, "the agents to clean up", || {
-            std::fs::read_dir(&dir).map_or(true, |mut d| d.next().is_none()).then_some(())
-        });
+    remove_services_and_wait(&m, &["web"], &[&m, &w]);
+    for t in &after {
+        eventually(30, "the tasks to stop", || (!alive(&t.2)).then_some(()));
     }
     if rt == Runtime::Docker {
         let _ = std::process::Command::new("docker").args(["rmi", &image]).output();

@@ -35,6 +35,8 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_shoal");
 pub struct Node {
     pub dir: PathBuf,
     pub port: u16,
+    /// Where the daemon serves its web UI (managers) and `/metrics`.
+    pub ui_port: u16,
     pub child: Option<Child>,
 }
 
@@ -51,7 +53,7 @@ impl Node {
     pub fn new(root: &Path, name: &str) -> Node {
         let dir = root.join(name);
         std::fs::create_dir_all(&dir).expect("dir");
-        Node { dir, port: free_port(), child: None }
+        Node { dir, port: free_port(), ui_port: free_port(), child: None }
     }
 
     pub fn start(&mut self, mode: &str) {
@@ -68,6 +70,7 @@ impl Node {
             .arg("--api-socket")
             .arg(self.dir.join("shoal.sock"))
             .args(["--listen-addr", &format!("127.0.0.1:{}", self.port)])
+            .args(["--ui-addr", &format!("127.0.0.1:{}", self.ui_port)])
             .args(["--hostname", self.dir.file_name().and_then(|n| n.to_str()).unwrap_or("n")])
             .stdout(Stdio::null())
             .stderr(log)
@@ -91,6 +94,11 @@ impl Node {
             c.wait().expect("reap");
         }
         let _ = std::fs::remove_file(self.dir.join("shoal.sock"));
+    }
+
+    /// `http://127.0.0.1:<ui port>`.
+    pub fn ui_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.ui_port)
     }
 
     pub fn addr(&self) -> String {
@@ -156,4 +164,18 @@ pub fn busybox_rootfs(dir: &Path) -> PathBuf {
     let st = Command::new("tar").arg("-C").arg(&root).arg("-cf").arg(&tar).arg(".").status().expect("tar");
     assert!(st.success());
     tar
+}
+
+/// Removes `services` and waits until the agents on `nodes` have cleaned up after every task
+/// (processes, containers, mounts, cgroups), so nothing outlives the test.
+pub fn remove_services_and_wait(m: &Node, services: &[&str], nodes: &[&Node]) {
+    let mut args = vec!["service", "rm"];
+    args.extend_from_slice(services);
+    m.ok(&args);
+    for n in nodes {
+        let dir = n.dir.join("data/agent/tasks");
+        eventually(30, "the agents to clean up", || {
+            std::fs::read_dir(&dir).map_or(true, |mut d| d.next().is_none()).then_some(())
+        });
+    }
 }
