@@ -3,7 +3,8 @@
 # is not running. Idempotent; run as root. Used by scripts/test.sh.
 set -euo pipefail
 
-want=(runc docker.io busybox-static docker-registry iproute2)
+# chromium + chromium-driver: the web UI test drives a real browser over WebDriver.
+want=(runc docker.io busybox-static docker-registry iproute2 chromium chromium-driver)
 missing=()
 for p in "${want[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -30,3 +31,14 @@ if ! /usr/bin/docker -H unix:///var/run/docker.sock version >/dev/null 2>&1; the
         exit 1
     }
 fi
+
+# The metrics test checks /metrics with the Prometheus project's own OpenMetrics parser.
+if ! python3 -c 'import prometheus_client.openmetrics.parser' 2>/dev/null; then
+    echo "==> installing the prometheus_client parser (PyPI)"
+    python3 -m pip install -q --disable-pip-version-check prometheus-client 2>&1 | grep -v "Running pip as the 'root'" || true
+    python3 -c 'import prometheus_client.openmetrics.parser'
+fi
+
+# CRIU >= 4 for checkpoint/restore (Debian 12's 3.17 fails `criu check` on this kernel): Debian 13's
+# criu in a private prefix, see scripts/install-criu.sh.
+bash "$(dirname "$0")/install-criu.sh"

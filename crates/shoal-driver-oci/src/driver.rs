@@ -15,14 +15,25 @@
 //!
 //! Containers share the host network; they get their own pid, mount, uts, ipc and cgroup
 //! namespaces. runc's state lives in its default root (`/run/runc`).
+//!
+//! Checkpoint/restore (CRIU through `runc --criu`): [`OciDriver::checkpoint_with`] dumps the
+//! container and its upper dir into a checkpoint directory ([`crate::checkpoint`]); a dump that
+//! stops the task leaves `checkpointed.json` in the task dir so [`Driver::wait`] reports
+//! [`ExitStatus::checkpointed`] instead of runc's 137. [`Driver::restore`] builds the rootfs and
+//! bundle as `start` does (the upper dir from the saved changes) and runs `runc restore` in the
+//! foreground under a new shim, like `runc run`; the restored processes keep the pipes they had
+//! (runc maps them through `descriptors.json`), so their output lands in the new task's log.
+//! `runc restore` has no `--keep`: the container and its cgroup go when it exits.
 
+use crate::checkpoint::{self, Manifest};
 use crate::store::{ImageStore, ResolvedImage, StoreError};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
+use shoal_driver::criu::CriuInfo;
 use shoal_driver::shim::{self, Launched, ShimSpec};
 use shoal_driver::{
-    capability, Driver, DriverError, ExecResult, ExitStatus, Handle, LogOptions, LogReceiver, Recovered,
-    Stats, TaskConfig, MIN_MEMORY_LIMIT,
+    capability, CheckpointOptions, CheckpointReport, Driver, DriverError, ExecResult, ExitStatus, Handle,
+    LogOptions, LogReceiver, Recovered, Stats, TaskConfig, MIN_MEMORY_LIMIT,
 };
 use shoal_types::{DriverInfo, MountType};
 use std::collections::BTreeMap;
@@ -41,11 +52,18 @@ pub struct OciDriverConfig {
     pub shim_exe: PathBuf,
     /// The runc binary; a bare name is looked up on `PATH`.
     pub runc: PathBuf,
+    /// The criu binary runc uses for checkpoint/restore; a bare name is looked up on `PATH`.
+    pub criu: PathBuf,
 }
 
 impl OciDriverConfig {
     pub fn new(root: impl Into<PathBuf>, shim_exe: impl Into<PathBuf>) -> Self {
-        OciDriverConfig { root: root.into(), shim_exe: shim_exe.into(), runc: PathBuf::from("runc") }
+        OciDriverConfig {
+            root: root.into(),
+            shim_exe: shim_exe.into(),
+            runc: PathBuf::from("runc"),
+            criu: PathBuf::from("criu"),
+        }
     }
 }
 
@@ -53,6 +71,8 @@ impl OciDriverConfig {
 #[derive(Clone, Debug)]
 pub struct OciDriver {
     cfg: OciDriverConfig,
+    /// The last successful CRIU probe (a failed one is not kept: it is retried).
+    criu: std::sync::Arc<std::sync::Mutex<Option<CriuInfo>>>,
 }
 
 /// What [`Handle::state`] holds.
@@ -64,6 +84,84 @@ struct HandleState {
     /// Absolute cgroup path (`/shoal/<task_id>`).
     cgroup: String,
     launched: Launched,
+}
+
+/// What [`OciDriver::setup_bundle`] made.
+struct Bundle {
+    container_id: String,
+    rootfs: PathBuf,
+    bundle: PathBuf,
+    cgroup: String,
+}
+
+/// `<task_dir>/checkpointed.json`: a checkpoint that stops the task is (being) taken, so its end
+/// is not a crash. Written before the dump, removed when the dump fails.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+struct CheckpointMarker {
+    /// `dumping` or `done`.
+    state: String,
+    dir: PathBuf,
+    /// Saving the checkpoint failed after CRIU had stopped the task.
+    error: Option<String>,
+}
+
+fn marker_path(task_dir: &Path) -> PathBuf {
+    task_dir.join("checkpointed.json")
+}
+
+fn write_marker(task_dir: &Path, m: &CheckpointMarker) -> Result<(), DriverError> {
+    let data = serde_json::to_vec(m).map_err(|e| DriverError::runtime("encoding checkpointed.json", e))?;
+    let tmp = task_dir.join("checkpointed.json.tmp");
+    std::fs::write(&tmp, data)
+        .and_then(|()| std::fs::rename(&tmp, marker_path(task_dir)))
+        .map_err(|e| DriverError::runtime("writing checkpointed.json", e))
+}
+
+fn read_marker(task_dir: &Path) -> Option<CheckpointMarker> {
+    serde_json::from_slice(&std::fs::read(marker_path(task_dir)).ok()?).ok()
+}
+
+/// How a task that a checkpoint stopped ended, once the checkpoint is done (`None`: it was not
+/// stopped by one). Waits for a dump in progress (the shim sees runc exit before the dump returns).
+async fn checkpoint_outcome(task_dir: &Path) -> Option<ExitStatus> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let m = read_marker(task_dir)?;
+        if m.state == "done" {
+            return Some(match m.error {
+                None => ExitStatus::checkpointed(),
+                Some(e) => ExitStatus {
+                    code: 1,
+                    signal: None,
+                    oom_killed: false,
+                    message: format!("{}, but saving the checkpoint failed: {e}", shoal_driver::CHECKPOINTED),
+                },
+            });
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The last error lines of a CRIU log (else its last lines).
+fn criu_log_tail(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    let errors: Vec<&str> = lines
+        .iter()
+        .copied()
+        .filter(|l| l.contains("Error") && !l.contains("RLIMIT_NOFILE for self"))
+        .collect();
+    let pick = if errors.is_empty() { &lines[..] } else { &errors[..] };
+    let tail = pick[pick.len().saturating_sub(3)..].join(" / ");
+    if tail.is_empty() {
+        format!("no log at {}", log.display())
+    } else {
+        format!("{tail} (log: {})", log.display())
+    }
 }
 
 fn state_of(h: &Handle) -> Result<HandleState, DriverError> {
@@ -315,7 +413,7 @@ fn volume_name_ok(name: &str) -> bool {
 
 impl OciDriver {
     pub fn new(cfg: OciDriverConfig) -> Self {
-        OciDriver { cfg }
+        OciDriver { cfg, criu: Default::default() }
     }
 
     /// The node's image store (`<root>/images`).
@@ -422,6 +520,363 @@ impl OciDriver {
         }
     }
 
+    /// Creates the task's overlay rootfs and bundle (`config.json`). With `rootfs_diff` (a restore),
+    /// the upper dir starts afresh from that layer tarball instead of being reused.
+    async fn setup_bundle(
+        &self,
+        cfg: &TaskConfig,
+        rootfs_diff: Option<&Path>,
+    ) -> Result<Bundle, DriverError> {
+        let img = self.resolve_image(cfg).await?;
+        let task_dir = cfg.task_dir.clone();
+        let (upper, work, rootfs, bundle) =
+            (task_dir.join("upper"), task_dir.join("work"), task_dir.join("rootfs"), task_dir.join("bundle"));
+        if let Some(diff) = rootfs_diff {
+            if is_mounted(&rootfs) {
+                rustix::mount::unmount(&rootfs, rustix::mount::UnmountFlags::DETACH)
+                    .map_err(|e| DriverError::runtime(&format!("unmounting {}", rootfs.display()), e))?;
+            }
+            for d in [&upper, &work] {
+                match std::fs::remove_dir_all(d) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(DriverError::runtime(&format!("removing {}", d.display()), e)),
+                }
+            }
+            std::fs::create_dir_all(&upper)
+                .map_err(|e| DriverError::runtime(&format!("creating {}", upper.display()), e))?;
+            let (diff, up) = (diff.to_path_buf(), upper.clone());
+            let r = tokio::task::spawn_blocking(move || checkpoint::apply_rootfs_diff(&diff, &up))
+                .await
+                .map_err(|e| DriverError::runtime("restoring the rootfs changes", e))?
+                .map_err(|e| DriverError::Invalid(format!("restoring the rootfs changes: {e}")))?;
+            tracing::debug!(task = %cfg.task_id, entries = r.entries, bytes = r.bytes, "rootfs changes restored");
+        }
+        for d in [&upper, &work, &rootfs, &bundle] {
+            std::fs::create_dir_all(d)
+                .map_err(|e| DriverError::runtime(&format!("creating {}", d.display()), e))?;
+        }
+        if !is_mounted(&rootfs) {
+            let lowers: Vec<String> = img.layer_dirs.iter().rev().map(|p| p.display().to_string()).collect();
+            let all: Vec<String> = lowers
+                .iter()
+                .cloned()
+                .chain([upper.display().to_string(), work.display().to_string()])
+                .collect();
+            if all.iter().any(|p| p.contains(',') || p.contains(':')) {
+                return Err(DriverError::Runtime("overlay paths may not contain ',' or ':'".into()));
+            }
+            let data = format!(
+                "lowerdir={},upperdir={},workdir={}",
+                lowers.join(":"),
+                all[all.len() - 2],
+                all[all.len() - 1]
+            );
+            let data =
+                std::ffi::CString::new(data).map_err(|e| DriverError::runtime("overlay options", e))?;
+            rustix::mount::mount(
+                "overlay",
+                &rootfs,
+                "overlay",
+                rustix::mount::MountFlags::empty(),
+                data.as_c_str(),
+            )
+            .map_err(|e| {
+                DriverError::runtime(&format!("mounting the overlay rootfs at {}", rootfs.display()), e)
+            })?;
+        }
+        let user = if cfg.user.is_empty() { img.user.clone() } else { cfg.user.clone() };
+        let (uid, gid) = resolve_user(&rootfs, &user)?;
+        let cgroup = format!("/shoal/{}", cfg.task_id);
+        let spec = build_spec(cfg, &img, &rootfs, uid, gid, &cgroup)?;
+        let json =
+            serde_json::to_vec_pretty(&spec).map_err(|e| DriverError::runtime("encoding config.json", e))?;
+        std::fs::write(bundle.join("config.json"), json)
+            .map_err(|e| DriverError::runtime("writing config.json", e))?;
+        Ok(Bundle { container_id: format!("shoal-{}", cfg.task_id), rootfs, bundle, cgroup })
+    }
+
+    /// Runs `argv` (`runc run` or `runc restore`, in the foreground) under a new shim and returns
+    /// the handle once the container runs; cleans up when it does not come up.
+    async fn launch_container(
+        &self,
+        cfg: &TaskConfig,
+        b: Bundle,
+        argv: Vec<String>,
+        restore_log: Option<&Path>,
+    ) -> Result<Handle, DriverError> {
+        let task_dir = cfg.task_dir.clone();
+        let shim_spec = ShimSpec {
+            argv,
+            env: BTreeMap::from([(
+                "PATH".to_string(),
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string(),
+            )]),
+            cwd: b.bundle.clone(),
+            log_max_bytes: 10 << 20,
+            log_max_files: 3,
+            ..ShimSpec::default()
+        };
+        let container_id = b.container_id;
+        let launched = shim::launch(&self.cfg.shim_exe, &task_dir, &shim_spec).await?;
+        let started = match restore_log {
+            None => self.wait_started(&container_id, &launched, &task_dir).await,
+            Some(log) => Self::wait_restored(&launched, &task_dir, log).await,
+        };
+        let st = HandleState {
+            container_id: container_id.clone(),
+            task_dir,
+            rootfs: b.rootfs,
+            cgroup: b.cgroup,
+            launched,
+        };
+        let handle = Handle {
+            task_id: cfg.task_id.clone(),
+            driver: DRIVER_NAME.into(),
+            runtime_id: container_id.clone(),
+            state: serde_json::to_value(&st).map_err(|e| DriverError::runtime("encoding the handle", e))?,
+        };
+        if let Err(e) = started {
+            // The agent keeps no handle for a task that failed to start: leave nothing behind
+            // (container state, overlay mount, cgroup).
+            if let Err(d) = self.destroy(&handle).await {
+                tracing::warn!(task = %cfg.task_id, error = %d, "cleaning up after a failed start");
+            }
+            return Err(e);
+        }
+        let what = if restore_log.is_some() { "oci task restored" } else { "oci task started" };
+        tracing::info!(task = %cfg.task_id, container = %container_id, "{what}");
+        Ok(handle)
+    }
+
+    /// Waits until CRIU reports the restore done (`runc restore` runs in the foreground and, unlike
+    /// `runc run --keep`, removes the container once it exits, so `runc state` cannot tell).
+    async fn wait_restored(l: &Launched, task_dir: &Path, log: &Path) -> Result<(), DriverError> {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            if text.contains("Restore finished successfully") {
+                return Ok(());
+            }
+            if !shim::is_running(l) {
+                let text = std::fs::read_to_string(log).unwrap_or_default();
+                if text.contains("Restore finished successfully") {
+                    return Ok(());
+                }
+                return Err(DriverError::Runtime(format!(
+                    "the restore failed: {}; criu: {}",
+                    log_tail(task_dir, 3),
+                    criu_log_tail(log)
+                )));
+            }
+            if Instant::now() >= deadline {
+                return Err(DriverError::Runtime("the restore did not finish within 120s".into()));
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    fn criu_path(&self) -> Result<PathBuf, DriverError> {
+        which(&self.cfg.criu).ok_or_else(|| DriverError::Unsupported {
+            driver: DRIVER_NAME.into(),
+            what: format!("checkpoint/restore: criu not found ({})", self.cfg.criu.display()),
+        })
+    }
+
+    /// CRIU's version and features when `criu check` passes (probes again each time).
+    pub async fn criu_info(&self) -> Option<CriuInfo> {
+        let info = shoal_driver::criu::probe(&self.criu_path().ok()?).await;
+        if let Ok(mut c) = self.criu.lock() {
+            c.clone_from(&info);
+        }
+        info
+    }
+
+    /// The criu binary and what it can do, probed once (and by every `fingerprint`).
+    async fn criu_ready(&self) -> Result<(PathBuf, CriuInfo), DriverError> {
+        let criu = self.criu_path()?;
+        let cached = self.criu.lock().ok().and_then(|c| c.clone());
+        let info = match cached {
+            Some(i) => Some(i),
+            None => self.criu_info().await,
+        };
+        match info {
+            Some(i) => Ok((criu, i)),
+            None => Err(DriverError::Unsupported {
+                driver: DRIVER_NAME.into(),
+                what: format!(
+                    "checkpoint/restore: `{} check` fails on this node (scripts/install-criu.sh)",
+                    criu.display()
+                ),
+            }),
+        }
+    }
+
+    /// `runc --criu CRIU ARGS...`; an error carries what runc and CRIU's `log` said.
+    async fn runc_criu(&self, criu: &Path, args: &[String], log: &Path) -> Result<(), DriverError> {
+        let mut all: Vec<&str> = vec!["--criu"];
+        let criu_s = criu.display().to_string();
+        all.push(&criu_s);
+        all.extend(args.iter().map(String::as_str));
+        let out = self.runc(&all).await?;
+        if out.status.success() {
+            return Ok(());
+        }
+        let said = String::from_utf8_lossy(&out.stderr);
+        let said = said.lines().rfind(|l| !l.trim().is_empty()).unwrap_or("").trim();
+        Err(DriverError::Runtime(format!(
+            "runc {}: {said}; criu: {}",
+            args.first().map(String::as_str).unwrap_or(""),
+            criu_log_tail(log)
+        )))
+    }
+
+    /// Checkpoints the task into `dir` (which must be empty or missing; see [`checkpoint`] for
+    /// its layout). Pre-dumps, if any, run first while the task keeps running; then the final
+    /// dump, after which the task is stopped (unless `leave_running`: then it is paused around
+    /// the dump and the filesystem copy, so both match, and resumed).
+    pub async fn checkpoint_with(
+        &self,
+        handle: &Handle,
+        dir: &Path,
+        opts: &CheckpointOptions,
+    ) -> Result<CheckpointReport, DriverError> {
+        let t0 = Instant::now();
+        let st = state_of(handle)?;
+        // runc resolves relative paths against its own working directory.
+        let dir = &std::path::absolute(dir).map_err(|e| DriverError::runtime("checkpoint dir", e))?;
+        if !shim::is_running(&st.launched) {
+            return Err(DriverError::Runtime(format!("{} is not running", st.container_id)));
+        }
+        let (criu, info) = self.criu_ready().await?;
+        match std::fs::read_dir(dir) {
+            Ok(mut it) => {
+                if it.next().is_some() {
+                    return Err(DriverError::Invalid(format!("{} is not empty", dir.display())));
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::create_dir_all(dir)
+                .map_err(|e| DriverError::runtime(&format!("creating {}", dir.display()), e))?,
+            Err(e) => return Err(DriverError::runtime(&format!("reading {}", dir.display()), e)),
+        }
+        let work = fresh_dir(&st.task_dir.join("criu-work").join("dump"))?;
+        let pre_dumps = if opts.pre_dumps > 0 && !info.mem_dirty_track {
+            tracing::warn!(
+                task = %handle.task_id,
+                "this kernel does not track dirty memory (CONFIG_MEM_SOFT_DIRTY): no pre-dumps"
+            );
+            0
+        } else {
+            opts.pre_dumps
+        };
+        let common = |args: &mut Vec<String>| {
+            args.push("--file-locks".into());
+            if opts.tcp_established {
+                args.push("--tcp-established".into());
+            }
+        };
+        let mut manifest = Manifest {
+            format: 1,
+            task_id: handle.task_id.clone(),
+            container_id: st.container_id.clone(),
+            criu_version: info.version.clone(),
+            tcp_established: opts.tcp_established,
+            leave_running: opts.leave_running,
+            ..Manifest::default()
+        };
+        for i in 1..=pre_dumps {
+            let name = format!("pre-{i}");
+            let w = fresh_dir(&work.join(&name))?;
+            let mut args: Vec<String> = vec!["checkpoint".into(), "--pre-dump".into()];
+            args.extend(["--image-path".into(), dir.join(&name).display().to_string()]);
+            args.extend(["--work-path".into(), w.display().to_string()]);
+            if let Some(p) = manifest.pre_dumps.last() {
+                args.extend(["--parent-path".into(), format!("../{p}")]);
+            }
+            common(&mut args);
+            args.push(st.container_id.clone());
+            self.runc_criu(&criu, &args, &w.join("dump.log")).await?;
+            manifest.pre_dumps.push(name);
+        }
+
+        let w = fresh_dir(&work.join("final"))?;
+        let mut args: Vec<String> = vec!["checkpoint".into()];
+        args.extend(["--image-path".into(), dir.join(checkpoint::IMAGES_DIR).display().to_string()]);
+        args.extend(["--work-path".into(), w.display().to_string()]);
+        if let Some(p) = manifest.pre_dumps.last() {
+            args.extend(["--parent-path".into(), format!("../{p}")]);
+        }
+        if opts.leave_running {
+            args.push("--leave-running".into());
+        }
+        common(&mut args);
+        args.push(st.container_id.clone());
+        let marker = CheckpointMarker { state: "dumping".into(), dir: dir.to_path_buf(), error: None };
+        let frozen_at = Instant::now();
+        if opts.leave_running {
+            let out = self.runc(&["pause", &st.container_id]).await?;
+            if !out.status.success() {
+                return Err(DriverError::Runtime(format!(
+                    "runc pause {}: {}",
+                    st.container_id,
+                    String::from_utf8_lossy(&out.stderr).trim()
+                )));
+            }
+        } else {
+            write_marker(&st.task_dir, &marker)?;
+        }
+        let dumped = self.runc_criu(&criu, &args, &w.join("dump.log")).await;
+        let mut freeze = frozen_at.elapsed();
+        if let Err(e) = dumped {
+            if opts.leave_running {
+                self.resume(&st.container_id).await;
+            } else {
+                let _ = std::fs::remove_file(marker_path(&st.task_dir));
+            }
+            return Err(e);
+        }
+        let (upper, out) = (st.task_dir.join("upper"), dir.join(checkpoint::ROOTFS_DIFF));
+        let diff = tokio::task::spawn_blocking(move || checkpoint::write_rootfs_diff(&upper, &out))
+            .await
+            .map_err(|e| DriverError::runtime("saving the rootfs changes", e))
+            .and_then(|r| r.map_err(|e| DriverError::runtime("saving the rootfs changes", e)));
+        if opts.leave_running {
+            self.resume(&st.container_id).await;
+            freeze = frozen_at.elapsed();
+        }
+        manifest.created_at = humantime_now();
+        let saved = diff.and_then(|_| manifest.write(dir).map_err(|e| DriverError::Runtime(e.to_string())));
+        if !opts.leave_running {
+            let error = saved.as_ref().err().map(|e| e.to_string());
+            write_marker(&st.task_dir, &CheckpointMarker { state: "done".into(), error, ..marker })?;
+        }
+        saved?;
+        let report = CheckpointReport { pre_dumps, freeze, total: t0.elapsed() };
+        tracing::info!(
+            task = %handle.task_id,
+            dir = %dir.display(),
+            pre_dumps,
+            freeze_ms = report.freeze.as_millis() as u64,
+            total_ms = report.total.as_millis() as u64,
+            "oci task checkpointed"
+        );
+        Ok(report)
+    }
+
+    async fn resume(&self, container_id: &str) {
+        match self.runc(&["resume", container_id]).await {
+            Ok(out) if out.status.success() => {}
+            Ok(out) => tracing::warn!(
+                container = container_id,
+                error = %String::from_utf8_lossy(&out.stderr).trim(),
+                "runc resume failed after a checkpoint"
+            ),
+            Err(e) => {
+                tracing::warn!(container = container_id, error = %e, "runc resume failed after a checkpoint")
+            }
+        }
+    }
+
     async fn wait_gone(l: &Launched, deadline: Instant) -> bool {
         loop {
             if !shim::is_running(l) {
@@ -484,11 +939,21 @@ impl Driver for OciDriver {
             .unwrap_or("unknown")
             .trim()
             .to_string();
-        Some(DriverInfo {
-            name: DRIVER_NAME.into(),
-            version,
-            capabilities: vec![capability::IMAGES.into(), capability::LIMITS.into(), capability::EXEC.into()],
-        })
+        let mut capabilities =
+            vec![capability::IMAGES.into(), capability::LIMITS.into(), capability::EXEC.into()];
+        // DriverInfo has no place for the CRIU version: it is logged.
+        match self.criu_info().await {
+            Some(criu) => {
+                tracing::info!(
+                    criu = %criu.version,
+                    pre_dumps = criu.mem_dirty_track,
+                    "criu check passes: checkpoint/restore available"
+                );
+                capabilities.push(capability::CHECKPOINT.into());
+            }
+            None => tracing::info!(criu = %self.cfg.criu.display(), "no working criu: no checkpoint/restore"),
+        }
+        Some(DriverInfo { name: DRIVER_NAME.into(), version, capabilities })
     }
 
     async fn prepare(&self, cfg: &TaskConfig) -> Result<(), DriverError> {
@@ -515,93 +980,19 @@ impl Driver for OciDriver {
 
     async fn start(&self, cfg: &TaskConfig) -> Result<Handle, DriverError> {
         self.prepare(cfg).await?;
-        let img = self.resolve_image(cfg).await?;
-        let task_dir = cfg.task_dir.clone();
-        let (upper, work, rootfs, bundle) =
-            (task_dir.join("upper"), task_dir.join("work"), task_dir.join("rootfs"), task_dir.join("bundle"));
-        for d in [&upper, &work, &rootfs, &bundle] {
-            std::fs::create_dir_all(d)
-                .map_err(|e| DriverError::runtime(&format!("creating {}", d.display()), e))?;
-        }
-        if !is_mounted(&rootfs) {
-            let lowers: Vec<String> = img.layer_dirs.iter().rev().map(|p| p.display().to_string()).collect();
-            let all: Vec<String> = lowers
-                .iter()
-                .cloned()
-                .chain([upper.display().to_string(), work.display().to_string()])
-                .collect();
-            if all.iter().any(|p| p.contains(',') || p.contains(':')) {
-                return Err(DriverError::Runtime("overlay paths may not contain ',' or ':'".into()));
-            }
-            let data = format!(
-                "lowerdir={},upperdir={},workdir={}",
-                lowers.join(":"),
-                all[all.len() - 2],
-                all[all.len() - 1]
-            );
-            let data =
-                std::ffi::CString::new(data).map_err(|e| DriverError::runtime("overlay options", e))?;
-            rustix::mount::mount(
-                "overlay",
-                &rootfs,
-                "overlay",
-                rustix::mount::MountFlags::empty(),
-                data.as_c_str(),
-            )
-            .map_err(|e| {
-                DriverError::runtime(&format!("mounting the overlay rootfs at {}", rootfs.display()), e)
-            })?;
-        }
-        let user = if cfg.user.is_empty() { img.user.clone() } else { cfg.user.clone() };
-        let (uid, gid) = resolve_user(&rootfs, &user)?;
-        let cgroup = format!("/shoal/{}", cfg.task_id);
-        let spec = build_spec(cfg, &img, &rootfs, uid, gid, &cgroup)?;
-        let json =
-            serde_json::to_vec_pretty(&spec).map_err(|e| DriverError::runtime("encoding config.json", e))?;
-        std::fs::write(bundle.join("config.json"), json)
-            .map_err(|e| DriverError::runtime("writing config.json", e))?;
-
-        let container_id = format!("shoal-{}", cfg.task_id);
+        let b = self.setup_bundle(cfg, None).await?;
         // A leftover from an interrupted start.
-        let _ = self.runc(&["delete", "--force", &container_id]).await;
+        let _ = self.runc(&["delete", "--force", &b.container_id]).await;
         let runc = self.runc_path()?;
-        let shim_spec = ShimSpec {
-            argv: vec![
-                runc.display().to_string(),
-                "run".into(),
-                "--keep".into(),
-                "--bundle".into(),
-                bundle.display().to_string(),
-                container_id.clone(),
-            ],
-            env: BTreeMap::from([(
-                "PATH".to_string(),
-                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string(),
-            )]),
-            cwd: bundle.clone(),
-            log_max_bytes: 10 << 20,
-            log_max_files: 3,
-            ..ShimSpec::default()
-        };
-        let launched = shim::launch(&self.cfg.shim_exe, &task_dir, &shim_spec).await?;
-        let started = self.wait_started(&container_id, &launched, &task_dir).await;
-        let st = HandleState { container_id: container_id.clone(), task_dir, rootfs, cgroup, launched };
-        let handle = Handle {
-            task_id: cfg.task_id.clone(),
-            driver: DRIVER_NAME.into(),
-            runtime_id: container_id.clone(),
-            state: serde_json::to_value(&st).map_err(|e| DriverError::runtime("encoding the handle", e))?,
-        };
-        if let Err(e) = started {
-            // The agent keeps no handle for a task that failed to start: leave nothing behind
-            // (container state, overlay mount, cgroup).
-            if let Err(d) = self.destroy(&handle).await {
-                tracing::warn!(task = %cfg.task_id, error = %d, "cleaning up after a failed start");
-            }
-            return Err(e);
-        }
-        tracing::info!(task = %cfg.task_id, container = %container_id, "oci task started");
-        Ok(handle)
+        let argv = vec![
+            runc.display().to_string(),
+            "run".into(),
+            "--keep".into(),
+            "--bundle".into(),
+            b.bundle.display().to_string(),
+            b.container_id.clone(),
+        ];
+        self.launch_container(cfg, b, argv, None).await
     }
 
     async fn recover(&self, handle: &Handle) -> Result<Recovered, DriverError> {
@@ -610,6 +1001,9 @@ impl Driver for OciDriver {
             return Ok(Recovered::Running);
         }
         if let Some(s) = shim::read_exit(&st.task_dir) {
+            if let Some(c) = checkpoint_outcome(&st.task_dir).await {
+                return Ok(Recovered::Exited(c));
+            }
             return Ok(Recovered::Exited(Self::finish_status(&st, s)));
         }
         // The shim is gone without a record: ask runc.
@@ -628,6 +1022,9 @@ impl Driver for OciDriver {
     async fn wait(&self, handle: &Handle) -> Result<ExitStatus, DriverError> {
         let st = state_of(handle)?;
         let s = shim::wait(&st.task_dir, &st.launched).await?;
+        if let Some(c) = checkpoint_outcome(&st.task_dir).await {
+            return Ok(c);
+        }
         Ok(Self::finish_status(&st, s))
     }
 
@@ -676,6 +1073,46 @@ impl Driver for OciDriver {
             }
         }
         Ok(())
+    }
+
+    async fn checkpoint(
+        &self,
+        handle: &Handle,
+        dir: &Path,
+        opts: &CheckpointOptions,
+    ) -> Result<CheckpointReport, DriverError> {
+        self.checkpoint_with(handle, dir, opts).await
+    }
+
+    async fn restore(&self, cfg: &TaskConfig, dir: &Path) -> Result<Handle, DriverError> {
+        let dir = &std::path::absolute(dir).map_err(|e| DriverError::runtime("checkpoint dir", e))?;
+        let images = dir.join(checkpoint::IMAGES_DIR);
+        let diff = dir.join(checkpoint::ROOTFS_DIFF);
+        if !images.is_dir() || !diff.is_file() {
+            return Err(DriverError::Invalid(format!("{} holds no checkpoint", dir.display())));
+        }
+        let manifest = Manifest::read(dir).map_err(|e| DriverError::Invalid(e.to_string()))?;
+        let (criu, _) = self.criu_ready().await?;
+        self.prepare(cfg).await?;
+        match std::fs::remove_file(marker_path(&cfg.task_dir)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(DriverError::runtime("removing a stale checkpointed.json", e)),
+        }
+        let b = self.setup_bundle(cfg, Some(&diff)).await?;
+        let _ = self.runc(&["delete", "--force", &b.container_id]).await;
+        let work = fresh_dir(&cfg.task_dir.join("criu-work").join("restore"))?;
+        let runc = self.runc_path()?;
+        let mut argv: Vec<String> =
+            vec![runc.display().to_string(), "--criu".into(), criu.display().to_string()];
+        argv.extend(["restore".into(), "--image-path".into(), images.display().to_string()]);
+        argv.extend(["--work-path".into(), work.display().to_string()]);
+        argv.extend(["--bundle".into(), b.bundle.display().to_string(), "--file-locks".into()]);
+        if manifest.tcp_established {
+            argv.push("--tcp-established".into());
+        }
+        argv.push(b.container_id.clone());
+        self.launch_container(cfg, b, argv, Some(&work.join("restore.log"))).await
     }
 
     async fn logs(&self, handle: &Handle, opts: &LogOptions) -> Result<LogReceiver, DriverError> {
@@ -741,6 +1178,21 @@ impl Driver for OciDriver {
         let exit_code = out.status.code().unwrap_or_else(|| 128 + out.status.signal().unwrap_or(0));
         Ok(ExecResult { exit_code, output })
     }
+}
+
+/// An empty directory at `p` (whatever was there is removed).
+fn fresh_dir(p: &Path) -> Result<PathBuf, DriverError> {
+    match std::fs::remove_dir_all(p) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(DriverError::runtime(&format!("removing {}", p.display()), e)),
+    }
+    std::fs::create_dir_all(p).map_err(|e| DriverError::runtime(&format!("creating {}", p.display()), e))?;
+    Ok(p.to_path_buf())
+}
+
+fn humantime_now() -> String {
+    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
 }
 
 /// Whether `program` exists in the image's layers: an absolute path as is, a bare name through

@@ -5,7 +5,10 @@
 //!   `remove`, `resolve`.
 //! - [`unpack`]: the safe layer unpacker (never writes outside its directory).
 //! - [`driver`]: [`OciDriver`], the [`shoal_driver::Driver`] on top of runc.
+//! - [`checkpoint`]: checkpoint directories (CRIU images + rootfs changes) and the signed archive
+//!   that carries one to another node.
 
+pub mod checkpoint;
 pub mod store;
 pub mod unpack;
 

@@ -10,6 +10,7 @@
 //! Everything a driver needs to find a task again after the agent restarts lives in its
 //! [`Handle`], which the agent persists next to the task.
 
+pub mod criu;
 pub mod shim;
 
 use async_trait::async_trait;
@@ -101,6 +102,43 @@ impl ExitStatus {
     pub fn success(&self) -> bool {
         self.code == 0 && self.signal.is_none() && !self.oom_killed
     }
+
+    /// How a task that a checkpoint stopped ended: code 0 with [`CHECKPOINTED`] as the message.
+    pub fn checkpointed() -> Self {
+        ExitStatus { code: 0, signal: None, oom_killed: false, message: CHECKPOINTED.into() }
+    }
+
+    pub fn is_checkpointed(&self) -> bool {
+        self.message == CHECKPOINTED
+    }
+}
+
+/// The message of [`ExitStatus::checkpointed`].
+pub const CHECKPOINTED: &str = "stopped by a checkpoint";
+
+/// How [`Driver::checkpoint`] works.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CheckpointOptions {
+    /// Keep the task running (a snapshot); by default the checkpoint stops it.
+    pub leave_running: bool,
+    /// Memory pre-dumps before the final dump, which then only copies what changed (a shorter
+    /// freeze). Needs the kernel's dirty-memory tracking; skipped with a warning without it.
+    pub pre_dumps: u32,
+    /// Also checkpoint established TCP connections; by default a task holding one is refused.
+    pub tcp_established: bool,
+}
+
+/// What [`Driver::checkpoint`] did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointReport {
+    /// Pre-dumps done (fewer than asked when the node cannot do them).
+    pub pre_dumps: u32,
+    /// How long the task was frozen for the final dump (with `leave_running`: until it was resumed,
+    /// the filesystem copy included). Without it the task stays down until restored.
+    pub freeze: Duration,
+    /// Everything, pre-dumps and filesystem changes included.
+    pub total: Duration,
 }
 
 /// What [`Driver::recover`] found.
@@ -227,12 +265,20 @@ pub trait Driver: Send + Sync + 'static {
         timeout: Duration,
     ) -> Result<ExecResult, DriverError>;
 
-    /// Checkpoints the running task into `dir` (CRIU), leaving it stopped.
-    async fn checkpoint(&self, _handle: &Handle, _dir: &std::path::Path) -> Result<(), DriverError> {
+    /// Checkpoints the running task into `dir` (CRIU): its processes and its filesystem changes.
+    /// Unless `opts.leave_running`, the task is stopped by it ([`Driver::wait`] then reports
+    /// [`ExitStatus::checkpointed`]).
+    async fn checkpoint(
+        &self,
+        _handle: &Handle,
+        _dir: &std::path::Path,
+        _opts: &CheckpointOptions,
+    ) -> Result<CheckpointReport, DriverError> {
         Err(DriverError::Unsupported { driver: self.name().into(), what: "checkpoint".into() })
     }
 
-    /// Starts a task from a checkpoint in `dir`.
+    /// Starts `cfg` from a checkpoint in `dir` (made by [`Driver::checkpoint`], maybe on another
+    /// node with the same image) and returns its handle once it runs, as [`Driver::start`] does.
     async fn restore(&self, _cfg: &TaskConfig, _dir: &std::path::Path) -> Result<Handle, DriverError> {
         Err(DriverError::Unsupported { driver: self.name().into(), what: "restore".into() })
     }
