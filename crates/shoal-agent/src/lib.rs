@@ -21,10 +21,13 @@ pub mod store;
 
 pub use plane::{Assignments, ControlPlane, PlaneError, StatusReport};
 
-use shoal_driver::{Driver, DriverError, ExitStatus, Handle, Limits, Recovered, TaskConfig};
+use shoal_driver::{
+    CheckpointOptions, CheckpointReport, Driver, DriverError, ExitStatus, Handle, Limits, Recovered,
+    TaskConfig,
+};
 use shoal_types::{DriverInfo, Health, NodeDescription, Task, TaskId, TaskState, TaskStatus, Timestamp};
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 use store::{LocalTask, Store};
@@ -58,6 +61,10 @@ pub struct Agent {
     /// The last state reported for each task, with its driver: a state change is logged once.
     reported: Mutex<BTreeMap<TaskId, (TaskState, &'static str)>>,
 }
+
+/// How long a task stopped by a checkpoint waits for the managers to move it (a migration
+/// commits in seconds); after that it is failed, and its slot restarts from scratch.
+const CHECKPOINT_LIMBO: Duration = Duration::from_secs(300);
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
@@ -189,6 +196,19 @@ impl Agent {
         self.driver_for(task).map_or("none", |d| d.name())
     }
 
+    /// Checkpoints a running task into `dir` and stops it (CRIU, through its driver). The task is
+    /// then neither complete nor failed: it waits for the managers to move it (its new task is
+    /// restored elsewhere and this one is told to stop) and reports `shutdown` then.
+    pub async fn checkpoint_task(&self, id: &TaskId, dir: &Path) -> Result<CheckpointReport, DriverError> {
+        let (driver, handle) = self.task_handle(id).ok_or_else(|| DriverError::NotFound(id.to_string()))?;
+        driver.checkpoint(&handle, dir, &CheckpointOptions::default()).await
+    }
+
+    /// Where the agent keeps checkpoints it makes or restores.
+    pub fn checkpoints_dir(&self) -> PathBuf {
+        self.cfg.dir.join("checkpoints")
+    }
+
     /// Tasks this node runs now, by driver.
     pub fn running_by_driver(&self) -> BTreeMap<&'static str, usize> {
         let mut out = BTreeMap::new();
@@ -296,7 +316,15 @@ impl Agent {
                 }
                 Ok(Recovered::Exited(x)) => {
                     tracing::info!(task = %id, code = x.code, "task ended while the agent was away");
-                    lt.status = exited(&lt.status, &x);
+                    lt.status = if x.is_checkpointed() {
+                        // A migration was under way when the agent went; its slot restarts (restart policy).
+                        TaskStatus {
+                            err: "stopped by a checkpoint while the agent was away".into(),
+                            ..status(TaskState::Failed, "checkpointed")
+                        }
+                    } else {
+                        exited(&lt.status, &x)
+                    };
                     self.save_and_report(&lt);
                     tokio::spawn(self.clone().finished(lt, driver, rx));
                 }
@@ -404,16 +432,24 @@ impl Agent {
         lt.status = status(TaskState::Starting, "starting");
         self.save_and_report(&lt);
         let started = std::time::Instant::now();
-        match driver.start(&cfg).await {
+        let launched = match lt.task.restore.clone() {
+            Some(spec) => self.restore(&spec, &cfg, driver.as_ref()).await,
+            None => driver.start(&cfg).await,
+        };
+        match launched {
             Ok(handle) => {
                 shoal_metrics::metrics().observe_task_start(driver.name(), started.elapsed());
                 lt.handle = Some(handle.clone());
                 let checked =
                     lt.task.spec.health_check.as_ref().is_some_and(|h| health_command(&h.test).is_some());
+                let how = match &lt.task.restore {
+                    Some(r) => format!("restored from a checkpoint of task {}", r.from_task),
+                    None => "started".into(),
+                };
                 lt.status = TaskStatus {
                     runtime_id: handle.runtime_id.clone(),
                     health: checked.then_some(Health::Starting),
-                    ..status(TaskState::Running, "started")
+                    ..status(TaskState::Running, how)
                 };
                 self.save_and_report(&lt);
                 self.running(lt, driver, handle, assigned).await
@@ -424,6 +460,45 @@ impl Agent {
                 self.finished(lt, driver, assigned).await
             }
         }
+    }
+
+    /// A migrated task: fetch its checkpoint (verified before anything is unpacked) and restore it.
+    async fn restore(
+        &self,
+        spec: &shoal_types::RestoreSpec,
+        cfg: &TaskConfig,
+        driver: &dyn Driver,
+    ) -> Result<Handle, DriverError> {
+        let restored = if spec.source_addr.is_empty() {
+            // Back home after a failed migration: from the checkpoint this node kept.
+            let dir = self.checkpoints_dir().join(&spec.checkpoint_id);
+            if !spec.checkpoint_id.bytes().all(|b| b.is_ascii_alphanumeric()) || !dir.is_dir() {
+                return Err(DriverError::Runtime(format!(
+                    "checkpoint {} is not on this node",
+                    spec.checkpoint_id
+                )));
+            }
+            let r = driver.restore(cfg, &dir).await;
+            (r, dir)
+        } else {
+            let dir = self.checkpoints_dir().join(format!("restore-{}", cfg.task_id));
+            let _ = store::remove_dir(&dir);
+            let r = match self.plane.fetch_checkpoint(spec, &dir).await {
+                Ok(()) => driver.restore(cfg, &dir).await,
+                Err(e) => {
+                    Err(DriverError::Runtime(format!("fetching checkpoint {}: {e}", spec.checkpoint_id)))
+                }
+            };
+            (r, dir)
+        };
+        let (restored, dir) = restored;
+        if let Err(e) = store::remove_dir(&dir) {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot remove a restored checkpoint");
+        }
+        restored.map_err(|e| match e {
+            DriverError::Invalid(m) => DriverError::Invalid(format!("restore: {m}")),
+            e => DriverError::Runtime(format!("restore: {e}")),
+        })
     }
 
     /// A running task: report how it ends, or stop it when asked (or when it is unassigned).
@@ -464,6 +539,20 @@ impl Agent {
             why = health => Ending::Unhealthy(why),
         };
         match outcome {
+            Ending::Exited(Ok(x)) if x.is_checkpointed() => {
+                // Stopped by a checkpoint: the managers are moving it. It stays as it is until
+                // they tell it to stop, so its slot is not restarted meanwhile.
+                let told = tokio::time::timeout(CHECKPOINT_LIMBO, wait_until(assigned, stop_wanted)).await;
+                let mut s = match told {
+                    Ok(()) => status(TaskState::Shutdown, "checkpointed and moved"),
+                    Err(_) => TaskStatus {
+                        err: "stopped by a checkpoint, but the managers never moved it".into(),
+                        ..status(TaskState::Failed, "checkpointed")
+                    },
+                };
+                s.runtime_id = handle.runtime_id.clone();
+                s
+            }
             Ending::Exited(Ok(x)) => exited(&lt.status, &x),
             Ending::Exited(Err(e)) => TaskStatus {
                 err: format!("lost track of the task: {e}"),

@@ -37,4 +37,13 @@ pub trait ControlPlane: Send + Sync + 'static {
     async fn report(&self, reports: Vec<StatusReport>) -> Result<(), PlaneError>;
     /// Says the node is alive.
     async fn heartbeat(&self) -> Result<(), PlaneError>;
+    /// Fetches a migrated task's checkpoint from the manager that holds it, verifies it and
+    /// unpacks it into `dest` (nothing is unpacked from an archive that fails verification).
+    async fn fetch_checkpoint(
+        &self,
+        spec: &shoal_types::RestoreSpec,
+        _dest: &std::path::Path,
+    ) -> Result<(), PlaneError> {
+        Err(PlaneError(format!("this node cannot fetch checkpoint {}", spec.checkpoint_id)))
+    }
 }

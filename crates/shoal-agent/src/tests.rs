@@ -175,6 +175,7 @@ fn task(id: &str, command: &str) -> Task {
         desired_state: TaskState::Running,
         status: TaskStatus { state: TaskState::Assigned, ..Default::default() },
         restart_history: Vec::new(),
+        restore: None,
     }
 }
 

@@ -56,6 +56,11 @@ pub struct Client {
 }
 
 impl Client {
+    /// The same client with another per-request timeout (long actions: migrations).
+    pub fn with_timeout(&self, timeout: Duration) -> Client {
+        Client { transport: self.transport.clone(), timeout }
+    }
+
     /// `unix:///run/shoal.sock` or a plain path.
     pub fn new(host: &str) -> Result<Client, ClientError> {
         let path = if let Some(p) = host.strip_prefix("unix://") {

@@ -162,6 +162,18 @@ impl ControlPlane for LocalPlane {
     async fn heartbeat(&self) -> Result<(), PlaneError> {
         Ok(())
     }
+
+    async fn fetch_checkpoint(
+        &self,
+        spec: &shoal_types::RestoreSpec,
+        dest: &std::path::Path,
+    ) -> Result<(), PlaneError> {
+        let tls =
+            self.manager.client_tls().ok_or_else(|| PlaneError("this node has no certificate yet".into()))?;
+        let here = spec.source_addr == self.manager.node.config().node.addr;
+        let local = here.then(|| crate::migrate::archive_dir(&self.manager));
+        crate::migrate::fetch_checkpoint(tls, local.as_deref(), spec, dest).await.map_err(PlaneError)
+    }
 }
 
 type Peer = Extension<Option<NodeIdentity>>;
@@ -398,6 +410,15 @@ impl ControlPlane for RemotePlane {
         self.call(hyper::Method::POST, "/internal/dispatcher/heartbeat", Some(b"{}".to_vec()))
             .await
             .map(|_| ())
+    }
+
+    async fn fetch_checkpoint(
+        &self,
+        spec: &shoal_types::RestoreSpec,
+        dest: &std::path::Path,
+    ) -> Result<(), PlaneError> {
+        let tls = self.tls.read().unwrap_or_else(PoisonError::into_inner).clone();
+        crate::migrate::fetch_checkpoint(tls, None, spec, dest).await.map_err(PlaneError)
     }
 }
 

@@ -289,6 +289,7 @@ pub fn internal_router(m: Arc<Manager>) -> Router {
         .route("/internal/read-index", get(read_index))
         .route("/internal/heartbeat", post(heartbeat))
         .route("/internal/status", get(status))
+        .route("/internal/checkpoints/{id}", get(crate::migrate::serve_archive))
         .with_state(m.clone())
         .merge(crate::dispatcher::dispatcher_router(m.clone()))
         .merge(shoal_raft::transport::raft_router(m.node.clone()))

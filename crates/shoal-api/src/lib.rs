@@ -7,6 +7,7 @@ pub mod events;
 pub mod internal;
 pub mod join;
 pub mod logs;
+pub mod migrate;
 pub mod server;
 pub mod tcp;
 pub mod ui;

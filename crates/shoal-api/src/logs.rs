@@ -140,7 +140,14 @@ async fn agent_logs(
 
 /// The agent's endpoints on a node's node-to-node listener.
 pub fn agent_router(slot: AgentSlot) -> Router {
-    Router::new().route("/internal/agent/logs", get(agent_logs)).with_state(slot)
+    Router::new()
+        .route("/internal/agent/logs", get(agent_logs))
+        .route("/internal/agent/checkpoint", axum::routing::post(crate::migrate::agent_checkpoint))
+        .route(
+            "/internal/agent/checkpoint/{id}",
+            axum::routing::delete(crate::migrate::agent_forget_checkpoint),
+        )
+        .with_state(slot)
 }
 
 /// Streams one task's lines from the agent of another node.

@@ -146,6 +146,11 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
     ("post", "/v1/services/{id}/rebalance", "even out a replicated service's spread, one task at a time"),
     ("delete", "/v1/services/{id}", "remove a service and stop its tasks"),
     ("get", "/v1/tasks", "list tasks (?service=, ?node=)"),
+    (
+        "post",
+        "/v1/tasks/{id}/migrate",
+        "move a running task with its state to another node ({to?}): checkpoint, transfer, restore",
+    ),
     ("get", "/v1/openapi.json", "this document"),
 ];
 
@@ -169,6 +174,7 @@ pub fn router(manager: Arc<Manager>) -> Router {
         .route("/v1/services/{id}/scale", post(scale_service))
         .route("/v1/services/{id}/rebalance", post(rebalance_service))
         .route("/v1/tasks", get(list_tasks))
+        .route("/v1/tasks/{id}/migrate", post(crate::migrate::migrate_handler))
         .route("/v1/openapi.json", get(openapi))
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint (see /v1/openapi.json)")
@@ -396,6 +402,44 @@ pub struct NodeUpdate {
     pub role: Option<shoal_types::NodeRole>,
     pub label_add: BTreeMap<String, String>,
     pub label_rm: Vec<String>,
+    /// With availability `drain`: migrate the node's tasks that can be checkpointed first.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub migrate: bool,
+}
+
+/// Before a drain with `--migrate`: every task on `node` that can be checkpointed moves to
+/// another node with its state (at most `PER_NODE` at a time). A task whose migration fails is
+/// back on the node and is restarted elsewhere by the drain, like the tasks that cannot migrate.
+async fn migrate_off(m: &Arc<Manager>, node: &NodeId) -> Result<(), ApiError> {
+    use futures_util::StreamExt;
+    let ids: Vec<shoal_types::TaskId> = read(m, &ReadQuery::default(), |s| {
+        s.tasks_on_node(node)
+            .filter(|t| shoal_core::migrate::check_source(s, t).is_ok())
+            .map(|t| t.id.clone())
+            .collect()
+    })
+    .await?;
+    let results: Vec<_> = futures_util::stream::iter(ids.into_iter().map(|id| {
+        let m = m.clone();
+        async move { (id.clone(), crate::migrate::migrate(&m, &id, None).await) }
+    }))
+    .buffer_unordered(crate::migrate::PER_NODE)
+    .collect()
+    .await;
+    for (id, r) in results {
+        match r {
+            Ok(x) if x.failed.is_none() => {
+                tracing::info!(task = %id, to = %x.to_node, "migrated off a draining node")
+            }
+            Ok(x) => {
+                tracing::warn!(task = %id, error = ?x.failed, "migration failed; the drain restarts it elsewhere")
+            }
+            Err(e) => {
+                tracing::warn!(task = %id, error = %e.message, "migration failed; the drain restarts it elsewhere")
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `spec` with the update's changes.
@@ -464,6 +508,9 @@ async fn update_node(
                 format!("demote a manager through the leader (at {leader})"),
             ));
         }
+    }
+    if u.migrate && spec.availability == Availability::Drain {
+        migrate_off(&m, &node.id).await?;
     }
     let mut attempt = (node.version, spec);
     for tries in 1.. {

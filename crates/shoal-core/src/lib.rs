@@ -6,6 +6,7 @@
 //! again. The same inputs give the same plan, byte for byte. The leader (or the simulator)
 //! verifies the plan against the latest state with [`verify`] and commits it.
 
+pub mod migrate;
 mod orchestrator;
 mod restart;
 pub mod rng;
@@ -177,6 +178,7 @@ impl<'s> Ctx<'s> {
                 ..Default::default()
             },
             restart_history,
+            restore: None,
         });
         id
     }

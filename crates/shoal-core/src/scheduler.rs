@@ -228,6 +228,14 @@ impl<'s> Scheduler<'s> {
         out
     }
 
+    /// Whether `t` could run on `node` now (readiness, availability, driver, constraints,
+    /// ports, max replicas, resources), with the reason when not.
+    pub fn fits(&mut self, t: &Task, node: &NodeId) -> Result<(), String> {
+        let mut t = t.clone();
+        t.node_id = Some(node.clone());
+        self.place_bound(&t).outcome.map(|_| ())
+    }
+
     /// A task whose node is fixed (global services): check that node only.
     fn place_bound(&mut self, t: &Task) -> Decision {
         let task_id = t.id.clone();

@@ -22,6 +22,7 @@ pub(crate) fn task_fixture() -> Task {
         desired_state: TaskState::Running,
         status: TaskStatus::default(),
         restart_history: vec![],
+        restore: None,
     }
 }
 
@@ -507,4 +508,61 @@ fn rebalance_of_a_global_service_is_refused() {
     let svc = w.service(s);
     let err = w.state.apply(w.now, Command::RebalanceService { id: svc }).expect_err("not replicated");
     assert!(err.to_string().contains("not replicated"), "{err}");
+}
+
+fn with_checkpoint(w: &mut World, nodes: &[&str]) {
+    for id in nodes {
+        let mut n = w.state.node(&NodeId::new(*id)).cloned().expect("node");
+        n.description.drivers = vec![shoal_types::DriverInfo {
+            name: "process".into(),
+            version: "test".into(),
+            capabilities: vec![crate::migrate::CHECKPOINT.into()],
+        }];
+        w.cmd(Command::RegisterNode { node: Box::new(n) });
+    }
+}
+
+#[test]
+fn migration_targets_are_capable_suitable_and_explained() {
+    let mut w = World::new(3);
+    let svc = w.service(spec("db", 1));
+    w.converge(3);
+    let task = w.running(&svc)[0].clone();
+    let source = task.node_id.clone().expect("placed");
+    let err = crate::migrate::target(&w.state, &task, None).expect_err("no CRIU anywhere");
+    assert!(err.contains("cannot checkpoint"), "{err}");
+    with_checkpoint(&mut w, &["n0", "n1", "n2"]);
+    let to = crate::migrate::target(&w.state, &task, None).expect("a target");
+    assert_ne!(to, source);
+    let err = crate::migrate::target(&w.state, &task, Some(&source)).expect_err("not where it runs");
+    assert!(err.contains("the task runs there"), "{err}");
+    // A drained node is no target, and says why.
+    let spec = shoal_types::NodeSpec { availability: shoal_types::Availability::Drain, ..Default::default() };
+    w.cmd(Command::UpdateNodeSpec { id: to.clone(), expected_version: None, spec });
+    let err = crate::migrate::target(&w.state, &task, Some(&to)).expect_err("drained");
+    assert!(err.contains("drain"), "{err}");
+    let other = crate::migrate::target(&w.state, &task, None).expect("the third node");
+    assert!(other != to && other != source);
+    // The move: the new task takes the slot on the target; nothing else is created.
+    let mut new = task.clone();
+    new.id = TaskId::new("moved");
+    new.node_id = Some(other.clone());
+    new.restore = Some(shoal_types::RestoreSpec {
+        from_task: task.id.clone(),
+        from_node: source.clone(),
+        checkpoint_id: "c1".into(),
+        source_addr: "m:1".into(),
+        key_hex: "00".into(),
+        binding: "b".into(),
+    });
+    w.cmd(Command::MigrateTask { task_id: task.id.clone(), task_version: task.version, task: Box::new(new) });
+    w.converge(3);
+    let running = w.running(&svc);
+    assert_eq!(running.len(), 1);
+    assert_eq!(
+        (running[0].id.as_str(), running[0].slot, running[0].node_id.as_ref()),
+        ("moved", Some(1), Some(&other))
+    );
+    let old = w.state.task(&task.id).expect("old task kept in history");
+    assert_eq!(old.desired_state, TaskState::Shutdown);
 }

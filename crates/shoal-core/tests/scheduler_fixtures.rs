@@ -134,6 +134,7 @@ fn run_fixture(path: &Path) {
                         desired_state: TaskState::Running,
                         status: TaskStatus { state: TaskState::Running, ..Default::default() },
                         restart_history: vec![],
+                        restore: None,
                     };
                     if let Some(m) = f.get("mem") {
                         t.spec.resources.reservations.memory_bytes = size(m);

@@ -397,7 +397,8 @@ pub fn finish_renewal(tls_dir: &std::path::Path) -> std::io::Result<()> {
     Ok(())
 }
 
-fn random_id() -> String {
+/// A new random object id.
+pub fn random_id() -> String {
     let (a, b) = (random_seed(), random_seed());
     shoal_types::id::id_from_bits(a, b)
 }

@@ -93,7 +93,8 @@ impl From<&StateError> for CommandError {
             StateError::NotFound { .. } => ErrorKind::NotFound,
             StateError::VersionConflict { .. }
             | StateError::AlreadyExists { .. }
-            | StateError::NameConflict(_) => ErrorKind::Conflict,
+            | StateError::NameConflict(_)
+            | StateError::Migration(_) => ErrorKind::Conflict,
             StateError::Invalid(_)
             | StateError::ModeChange { .. }
             | StateError::NoPreviousSpec(_)

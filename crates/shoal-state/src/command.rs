@@ -67,6 +67,13 @@ pub enum Command {
     ApplyPlan {
         plan: Plan,
     },
+    /// A running task moves to another node from a checkpoint: the old task is told to stop and
+    /// `task` (same slot, bound to its node, with `restore` set) replaces it.
+    MigrateTask {
+        task_id: TaskId,
+        task_version: u64,
+        task: Box<Task>,
+    },
     /// Observed task states, batched by the agent of `node_id`.
     ReportTaskStatus {
         node_id: NodeId,

@@ -76,6 +76,8 @@ pub enum StateError {
     NoPreviousSpec(String),
     #[error("service {0} is not replicated: only replicated services are rebalanced")]
     NotReplicated(String),
+    #[error("cannot migrate: {0}")]
+    Migration(String),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -316,6 +318,9 @@ impl ClusterState {
                 }
             }
             Command::ApplyPlan { plan } => self.apply_plan(index, at, plan, &mut out),
+            Command::MigrateTask { task_id, task_version, task } => {
+                self.migrate_task(index, at, &task_id, task_version, *task, &mut out)?
+            }
             Command::ReportTaskStatus { node_id, reports } => {
                 for r in reports {
                     self.report_status(index, at, &node_id, r, &mut out)
@@ -622,6 +627,56 @@ impl ClusterState {
             }
             Some(t) => Some(t),
         }
+    }
+
+    /// The old task is told to stop (its process is already stopped by the checkpoint); the new
+    /// one, bound to its node and carrying where its checkpoint is, takes the same slot.
+    fn migrate_task(
+        &mut self,
+        index: u64,
+        at: Timestamp,
+        id: &TaskId,
+        version: u64,
+        mut new: Task,
+        out: &mut Applied,
+    ) -> Result<(), StateError> {
+        let old = self.tasks.get(id).ok_or_else(|| not_found("task", id.as_str()))?;
+        if old.version != version {
+            return Err(StateError::VersionConflict {
+                kind: "task",
+                id: id.to_string(),
+                expected: version,
+                actual: old.version,
+            });
+        }
+        if old.desired_state > TaskState::Running {
+            return Err(StateError::Migration(format!("task {id} is already being stopped")));
+        }
+        if self.tasks.contains_key(&new.id) {
+            return Err(StateError::AlreadyExists { kind: "task", id: new.id.to_string() });
+        }
+        if new.service_id != old.service_id || new.slot != old.slot || new.restore.is_none() {
+            return Err(StateError::Migration(
+                "the new task must take the old one's slot and restore".into(),
+            ));
+        }
+        let Some(node) = new.node_id.as_ref().and_then(|n| self.nodes.get(n)) else {
+            return Err(StateError::Migration("the target node does not exist".into()));
+        };
+        if node.status.state != shoal_types::NodeState::Ready {
+            return Err(StateError::Migration(format!("node {} is not ready", node.description.hostname)));
+        }
+        let mut old = old.clone();
+        old.desired_state = TaskState::Shutdown;
+        self.commit_task(index, at, old, out);
+        new.desired_state = TaskState::Running;
+        new.status.state = TaskState::Assigned;
+        new.status.timestamp = at;
+        new.created_at = at;
+        touch(&mut new.version, &mut new.updated_at, index, at);
+        out.events.push(event(index, at, Action::Create, Object::Task(Box::new(new.clone()))));
+        self.put_task(new);
+        Ok(())
     }
 
     fn commit_task(&mut self, index: u64, at: Timestamp, mut t: Task, out: &mut Applied) {

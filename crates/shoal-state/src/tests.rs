@@ -32,6 +32,7 @@ fn task(id: &str, svc: &str) -> Task {
         desired_state: TaskState::Running,
         status: TaskStatus { state: TaskState::Pending, ..Default::default() },
         restart_history: vec![],
+        restore: None,
     }
 }
 

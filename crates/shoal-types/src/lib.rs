@@ -23,6 +23,6 @@ pub use service::{
     Protocol, PublishMode, RebalanceMode, ResourceRequirements, RestartCondition, RestartPolicy, Service,
     ServiceMode, ServiceSpec, Strategy, TaskTemplate, UpdateConfig, UpdateOrder, UpdateState, UpdateStatus,
 };
-pub use task::{Health, Task, TaskState, TaskStatus, ALL_TASK_STATES};
+pub use task::{Health, RestoreSpec, Task, TaskState, TaskStatus, ALL_TASK_STATES};
 pub use time::Timestamp;
 pub use validate::{FieldError, ValidationError};

@@ -146,6 +146,26 @@ pub struct Task {
     /// When this slot was restarted, newest last (bounded; used for max_attempts within a window).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub restart_history: Vec<Timestamp>,
+    /// Set for a task that continues another from a checkpoint (a migration): the agent
+    /// restores it instead of starting it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore: Option<RestoreSpec>,
+}
+
+/// Where a migrated task's checkpoint is and how to check it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestoreSpec {
+    /// The task this one continues.
+    pub from_task: TaskId,
+    /// The node it ran on.
+    pub from_node: NodeId,
+    pub checkpoint_id: String,
+    /// The manager (node-to-node address) that holds the archive.
+    pub source_addr: String,
+    /// The archive's MAC key (hex), derived by the managers for this checkpoint.
+    pub key_hex: String,
+    /// What the MAC binds the archive to (task, checkpoint and cluster).
+    pub binding: String,
 }
 
 impl Task {

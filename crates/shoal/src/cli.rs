@@ -103,6 +103,10 @@ pub enum NodeCmd {
         label_add: Vec<(String, String)>,
         #[arg(long = "label-rm")]
         label_rm: Vec<String>,
+        /// With `--availability drain`: move every task that can be checkpointed to other nodes
+        /// with its state (live migration) before the rest are restarted elsewhere.
+        #[arg(long)]
+        migrate: bool,
     },
     /// Make workers managers: each gets a manager certificate, restarts as a manager and joins
     /// the Raft membership (its tasks keep running).
@@ -381,16 +385,22 @@ pub async fn node(c: &Client, cmd: NodeCmd) -> Result<()> {
             }
             println!("{} {} {:?} {:?}", n.id, n.description.hostname, n.status.state, n.spec.availability);
         }
-        NodeCmd::Update { node, availability, label_add, label_rm } => {
+        NodeCmd::Update { node, availability, label_add, label_rm, migrate } => {
             if availability.is_none() && label_add.is_empty() && label_rm.is_empty() {
                 bail!("nothing to update: give --availability, --label-add or --label-rm");
+            }
+            if migrate && availability != Some(Availability::Drain) {
+                bail!("--migrate goes with --availability drain");
             }
             let u = NodeUpdate {
                 availability,
                 label_add: label_add.into_iter().collect::<BTreeMap<_, _>>(),
                 label_rm,
+                migrate,
                 ..Default::default()
             };
+            // Migrations take as long as their checkpoints: allow minutes.
+            let c = if migrate { c.with_timeout(std::time::Duration::from_secs(1800)) } else { c.clone() };
             let n: Node = c.post(&format!("/v1/nodes/{node}/update"), &u).await?;
             println!("{}", n.id);
         }
@@ -455,5 +465,39 @@ async fn client_cert(c: &Client, out: &std::path::Path, name: &str, force: bool)
     shoal_pki::write_public_file(out.join(shoal_api::client::TLS_CA_FILE), &cert.ca_pem)?;
     println!("Client certificate for {name:?} written to {}.", out.display());
     println!("Use it with: shoal -H tcp://<MANAGER>:<API-PORT> --tls-dir {} node ls", out.display());
+    Ok(())
+}
+
+#[derive(Subcommand)]
+pub enum TaskCmd {
+    /// Move a running task with its memory and files to another node (CRIU checkpoint, transfer
+    /// over the cluster's mutual TLS, restore). It keeps its slot; if anything fails after the
+    /// checkpoint it is restored on its own node.
+    Migrate {
+        task: String,
+        /// The node to move to (id or hostname); default: the scheduler's choice.
+        #[arg(long)]
+        to: Option<String>,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+}
+
+pub async fn task(c: &Client, cmd: TaskCmd) -> Result<()> {
+    match cmd {
+        TaskCmd::Migrate { task, to, format } => {
+            let c = c.with_timeout(std::time::Duration::from_secs(1800));
+            let r: shoal_api::migrate::Migration = c
+                .post(&format!("/v1/tasks/{task}/migrate"), &shoal_api::migrate::MigrateRequest { to })
+                .await?;
+            if format == Format::Json {
+                return print_json(&r);
+            }
+            println!(
+                "Task {} moved from {} to {} as task {} (downtime {} ms, {} bytes, {} ms in all).",
+                r.from_task, r.from_node, r.to_node, r.task, r.downtime_ms, r.archive_bytes, r.total_ms
+            );
+        }
+    }
     Ok(())
 }

@@ -126,6 +126,9 @@ enum Cmd {
     /// Manage services.
     #[command(subcommand)]
     Service(cli::ServiceCmd),
+    /// Act on single tasks (live migration).
+    #[command(subcommand)]
+    Task(cli::TaskCmd),
     /// Object changes from the state store, as they happen (or since a time).
     Events(events_cli::EventsArgs),
     /// Manage this node's image store (used by the oci driver).
@@ -223,6 +226,7 @@ fn real_main() -> Result<()> {
         Cmd::Cluster(c) => runtime()?.block_on(async { cli::cluster(&client()?, c).await })?,
         Cmd::Node(c) => runtime()?.block_on(async { cli::node(&client()?, c).await })?,
         Cmd::Service(c) => runtime()?.block_on(async { cli::service(&client()?, c).await })?,
+        Cmd::Task(c) => runtime()?.block_on(async { cli::task(&client()?, c).await })?,
         Cmd::Events(a) => runtime()?.block_on(async { events_cli::run(&client()?, a).await })?,
         Cmd::Image { data_dir, command } => image_cli::run(&data_dir, command)?,
         // No async runtime: the shim is a small single-threaded supervisor.

@@ -1746,6 +1746,7 @@ mod tests {
             desired_state: TaskState::Running,
             status: shoal_types::TaskStatus { state, err: err.into(), ..Default::default() },
             restart_history: Vec::new(),
+            restore: None,
         }
     }
 

@@ -61,8 +61,18 @@ impl Node {
     }
 
     pub fn start_with(&mut self, mode: &str, extra: &[&str]) {
-        let log = std::fs::File::create(self.dir.join(format!("{mode}.log"))).expect("log");
+        self.start_env(mode, extra, &[]);
+    }
+
+    /// Starts the daemon with extra environment variables (e.g. `SHOAL_FAILPOINTS`).
+    pub fn start_env(&mut self, mode: &str, extra: &[&str], env: &[(&str, &str)]) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join(format!("{mode}.log")))
+            .expect("log");
         let child = Command::new(BIN)
+            .envs(env.iter().copied())
             .args([mode])
             .args(extra)
             .arg("--data-dir")

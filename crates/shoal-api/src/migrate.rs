@@ -1,0 +1,549 @@
+//! Live migration of a running task (checkpoint → transfer over the cluster's mTLS → restore),
+//! coordinated by the manager that received `POST /v1/tasks/{id}/migrate`:
+//!
+//! 1. The target is chosen by the brain ([`shoal_core::migrate::target`]): a ready, active node
+//!    whose driver can restore, that the scheduler would accept.
+//! 2. The source node's agent checkpoints the task (it stops; the agent keeps it as it is until
+//!    the managers move it, so its slot is not restarted) and sends the archive, signed with a
+//!    key the managers derive from the cluster's CA key for this checkpoint and bound to the
+//!    cluster, the task and the checkpoint. The agent keeps the unpacked checkpoint meanwhile.
+//! 3. The manager stores the archive and commits `MigrateTask` through Raft: the old task is told
+//!    to stop, a new task takes its slot on the target with `restore` set.
+//! 4. The target's agent fetches the archive from this manager, verifies it before unpacking
+//!    anything, and restores the task.
+//!
+//! **A migration never loses the task**: if anything fails after the checkpoint (transfer, the
+//! commit, verification, the restore), the task is restored on its own node from the copy its
+//! agent kept, and the error says what failed. At most [`PER_NODE`] migrations leave one node at
+//! a time.
+
+use crate::server::ApiError;
+use axum::extract::{Path as UrlPath, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use serde::{Deserialize, Serialize};
+use shoal_manager::Manager;
+use shoal_pki::{NodeIdentity, Role};
+use shoal_state::Command;
+use shoal_types::{NodeId, RestoreSpec, Task, TaskId, TaskState, TaskStatus};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::{Duration, Instant};
+
+/// Concurrent migrations out of one node.
+pub const PER_NODE: usize = 2;
+/// How long the new task may take to run before the migration falls back.
+const RESTORE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// `POST /v1/tasks/{id}/migrate`.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct MigrateRequest {
+    /// The target node (id or hostname); none: the brain chooses.
+    #[serde(default)]
+    pub to: Option<String>,
+}
+
+/// What a migration did.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Migration {
+    pub from_task: String,
+    /// The task that runs now (restored on `to_node`, or back on `from_node` after a failure).
+    pub task: String,
+    pub from_node: String,
+    pub to_node: String,
+    pub checkpoint_id: String,
+    /// Bytes transferred.
+    pub archive_bytes: u64,
+    /// From the checkpoint's start to the restored task running (the task's downtime).
+    pub downtime_ms: u64,
+    pub total_ms: u64,
+    /// Set when the migration failed and the task was restored on its own node: what failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed: Option<String>,
+}
+
+/// The source agent's part (`POST /internal/agent/checkpoint`).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct CheckpointRequest {
+    pub task_id: String,
+    pub checkpoint_id: String,
+    pub key_hex: String,
+    pub binding: String,
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
+}
+
+/// The archive key for `checkpoint_id`: an HMAC of the id under a key derived from the cluster's
+/// CA key, so only this cluster's managers can make or check it.
+fn checkpoint_key(ca_key_pem: &str, checkpoint_id: &str) -> String {
+    use ring::hmac;
+    let root = ring::digest::digest(&ring::digest::SHA256, ca_key_pem.as_bytes());
+    let key = hmac::Key::new(hmac::HMAC_SHA256, root.as_ref());
+    hex(hmac::sign(&key, format!("shoal checkpoint {checkpoint_id}").as_bytes()).as_ref())
+}
+
+fn unavailable(m: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", m)
+}
+
+fn failpoint(name: &str) -> bool {
+    std::env::var("SHOAL_FAILPOINTS").is_ok_and(|v| v.split(',').any(|f| f.trim() == name))
+}
+
+/// Where a manager keeps checkpoint archives.
+pub fn archive_dir(m: &Manager) -> PathBuf {
+    m.tls_dir().parent().map_or_else(|| PathBuf::from("checkpoints"), |d| d.join("checkpoints"))
+}
+
+fn per_node(node: &NodeId) -> Arc<tokio::sync::Semaphore> {
+    static SEMS: OnceLock<Mutex<BTreeMap<NodeId, Arc<tokio::sync::Semaphore>>>> = OnceLock::new();
+    let map = SEMS.get_or_init(Mutex::default);
+    map.lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .entry(node.clone())
+        .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(PER_NODE)))
+        .clone()
+}
+
+/// `POST /v1/tasks/{id}/migrate`.
+pub async fn migrate_handler(
+    State(m): State<Arc<Manager>>,
+    UrlPath(id): UrlPath<String>,
+    crate::server::JsonBody(r): crate::server::JsonBody<MigrateRequest>,
+) -> Result<Json<Migration>, ApiError> {
+    let result = migrate(&m, &TaskId::new(id), r.to.as_deref()).await?;
+    if let Some(why) = &result.failed {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "migration_failed",
+            format!(
+                "migration failed, the task runs again on {} (task {}): {why}",
+                result.from_node, result.task
+            ),
+        ));
+    }
+    Ok(Json(result))
+}
+
+/// Migrates one task; see the module documentation.
+pub async fn migrate(m: &Arc<Manager>, id: &TaskId, to: Option<&str>) -> Result<Migration, ApiError> {
+    let started = Instant::now();
+    let invalid = |msg: String| ApiError::new(StatusCode::BAD_REQUEST, "invalid", msg);
+    // What to move, where to, and how to sign it: from one linearizable read.
+    let plan = crate::internal::read_linearizable(m, |s| {
+        let task = s.task(id).cloned().ok_or_else(|| {
+            ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("task {id} not found"))
+        })?;
+        let to = match to {
+            Some(key) => Some(
+                s.node(&NodeId::new(key))
+                    .or_else(|| s.nodes().find(|n| n.description.hostname == key))
+                    .map(|n| n.id.clone())
+                    .ok_or_else(|| {
+                        ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("node {key} not found"))
+                    })?,
+            ),
+            None => None,
+        };
+        let target = shoal_core::migrate::target(s, &task, to.as_ref()).map_err(invalid)?;
+        let node = |n: &NodeId| s.node(n).map(|x| (x.description.hostname.clone(), x.status.addr.clone()));
+        let source = task.node_id.clone().ok_or_else(|| invalid("the task has no node".into()))?;
+        let cluster = s.cluster().cloned().ok_or_else(|| unavailable("the cluster is not initialized"))?;
+        Ok::<_, ApiError>((task, source.clone(), node(&source), target.clone(), node(&target), cluster))
+    })
+    .await??;
+    let (task, source, source_info, target, target_info, cluster) = plan;
+    let (Some((source_name, source_addr)), Some((target_name, _))) = (source_info, target_info) else {
+        return Err(unavailable("a node of the migration disappeared"));
+    };
+    let _slot = per_node(&source).acquire_owned().await.map_err(|e| unavailable(e.to_string()))?;
+    let checkpoint_id = shoal_manager::random_id();
+    let key_hex = checkpoint_key(&cluster.ca_key_pem, &checkpoint_id);
+    let binding = format!("shoal/{}/{}/{}", cluster.id, task.id, checkpoint_id);
+    let tls = m.client_tls().ok_or_else(|| unavailable("this manager has no certificate yet"))?;
+    tracing::info!(task = %task.id, from = %source_name, to = %target_name, checkpoint = %checkpoint_id, "migrating a task");
+
+    // 2. Checkpoint on the source. Until this succeeds nothing has changed: a failure is an error.
+    let req = CheckpointRequest {
+        task_id: task.id.to_string(),
+        checkpoint_id: checkpoint_id.clone(),
+        key_hex: key_hex.clone(),
+        binding: binding.clone(),
+    };
+    let frozen_at = Instant::now();
+    let archive = checkpoint_on(&tls, &source_addr, &source, &req).await.map_err(|e| {
+        ApiError::new(StatusCode::CONFLICT, "checkpoint_failed", format!("checkpoint on {source_name}: {e}"))
+    })?;
+    let archive_bytes = archive.len() as u64;
+    let restore = RestoreSpec {
+        from_task: task.id.clone(),
+        from_node: source.clone(),
+        checkpoint_id: checkpoint_id.clone(),
+        source_addr: m.node.config().node.addr.clone(),
+        key_hex: key_hex.clone(),
+        binding: binding.clone(),
+    };
+    // 3-4. Store, commit, wait for the restore; any failure from here on restores the task at home.
+    let moved = async {
+        let dir = archive_dir(m);
+        tokio::fs::create_dir_all(&dir).await.map_err(|e| format!("storing the archive: {e}"))?;
+        let mut bytes = archive;
+        if failpoint("corrupt-checkpoint") {
+            let middle = bytes.len() / 2;
+            if let Some(b) = bytes.get_mut(middle) {
+                *b ^= 0xff;
+            }
+        }
+        tokio::fs::write(dir.join(format!("{checkpoint_id}.ckpt")), &bytes)
+            .await
+            .map_err(|e| format!("storing the archive: {e}"))?;
+        if failpoint("migrate-after-checkpoint") {
+            return Err("failpoint migrate-after-checkpoint".to_string());
+        }
+        let new = moved_task(&task, &target, restore.clone());
+        let new_id = new.id.clone();
+        commit(m, &task.id, new).await?;
+        wait_running(m, &new_id).await.map(|()| new_id)
+    }
+    .await;
+    let _ = tokio::fs::remove_file(archive_dir(m).join(format!("{checkpoint_id}.ckpt"))).await;
+    let mut out = Migration {
+        from_task: task.id.to_string(),
+        task: String::new(),
+        from_node: source_name.clone(),
+        to_node: target_name.clone(),
+        checkpoint_id: checkpoint_id.clone(),
+        archive_bytes,
+        downtime_ms: 0,
+        total_ms: 0,
+        failed: None,
+    };
+    match moved {
+        Ok(new_id) => {
+            out.task = new_id.to_string();
+            out.downtime_ms = frozen_at.elapsed().as_millis() as u64;
+            forget_checkpoint(&tls, &source_addr, &source, &checkpoint_id).await;
+            tracing::info!(task = %new_id, from = %source_name, to = %target_name, downtime_ms = out.downtime_ms, "task migrated");
+        }
+        Err(why) => {
+            tracing::warn!(task = %task.id, error = %why, "migration failed; restoring the task on its own node");
+            let home = RestoreSpec { source_addr: String::new(), ..restore };
+            let back = restore_at_home(m, &task, &source, home).await;
+            match back {
+                Ok(id) => {
+                    out.task = id.to_string();
+                    out.to_node = source_name.clone();
+                    out.downtime_ms = frozen_at.elapsed().as_millis() as u64;
+                    out.failed = Some(why);
+                }
+                Err(e) => {
+                    return Err(ApiError::new(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "migration_failed",
+                        format!("migration failed ({why}) and restoring the task on {source_name} failed too ({e}); its slot restarts from scratch"),
+                    ))
+                }
+            }
+        }
+    }
+    out.total_ms = started.elapsed().as_millis() as u64;
+    Ok(out)
+}
+
+/// The task that continues `old` on `node` from a checkpoint: same slot, spec and history.
+fn moved_task(old: &Task, node: &NodeId, restore: RestoreSpec) -> Task {
+    Task {
+        id: TaskId::new(shoal_manager::random_id()),
+        version: 0,
+        node_id: Some(node.clone()),
+        desired_state: TaskState::Running,
+        status: TaskStatus {
+            state: TaskState::Assigned,
+            message: format!("migrating from task {}", old.id),
+            ..Default::default()
+        },
+        restore: Some(restore),
+        ..old.clone()
+    }
+}
+
+async fn commit(m: &Manager, old: &TaskId, new: Task) -> Result<(), String> {
+    // The old task's version as it is now (its status may have been reported meanwhile).
+    for _ in 0..5 {
+        let version =
+            m.node.read(shoal_manager::Consistency::Stale, |s| s.task(old).map(|t| t.version)).await;
+        let version = version.map_err(|e| e.to_string())?.ok_or_else(|| format!("task {old} disappeared"))?;
+        let cmd =
+            Command::MigrateTask { task_id: old.clone(), task_version: version, task: Box::new(new.clone()) };
+        match crate::internal::write(m, cmd).await {
+            Ok(_) => return Ok(()),
+            Err(shoal_manager::WriteError::Refused(c)) if c.message.contains("changed concurrently") => {
+                continue
+            }
+            Err(e) => return Err(format!("committing the move: {e}")),
+        }
+    }
+    Err("committing the move: the task kept changing".into())
+}
+
+/// Waits until `id` runs (Ok) or fails (Err with its error).
+async fn wait_running(m: &Manager, id: &TaskId) -> Result<(), String> {
+    let deadline = tokio::time::Instant::now() + RESTORE_TIMEOUT;
+    let mut events = m.node.subscribe();
+    loop {
+        let t = m.node.read(shoal_manager::Consistency::Stale, |s| s.task(id).cloned()).await;
+        let t = t.map_err(|e| e.to_string())?.ok_or_else(|| format!("task {id} disappeared"))?;
+        match t.status.state {
+            TaskState::Running => return Ok(()),
+            s if s.is_terminal() => {
+                let node = t.node_id.map(|n| n.to_string()).unwrap_or_default();
+                return Err(format!(
+                    "restore on {node}: {}",
+                    if t.status.err.is_empty() { t.status.message } else { t.status.err }
+                ));
+            }
+            _ => {}
+        }
+        match tokio::time::timeout_at(deadline, events.recv()).await {
+            Err(_) => {
+                return Err(format!("the restored task did not run within {}s", RESTORE_TIMEOUT.as_secs()))
+            }
+            Ok(Err(tokio::sync::broadcast::error::RecvError::Closed)) => {
+                return Err("the manager is stopping".into())
+            }
+            Ok(_) => {}
+        }
+    }
+}
+
+/// After a failure: the task continues on its own node from the checkpoint its agent kept. The
+/// task to replace is whichever holds the slot now (the original, or a new one that failed).
+async fn restore_at_home(
+    m: &Manager,
+    original: &Task,
+    home: &NodeId,
+    spec: RestoreSpec,
+) -> Result<TaskId, String> {
+    let holder = m
+        .node
+        .read(shoal_manager::Consistency::Stale, |s| {
+            s.tasks_of_service(&original.service_id)
+                .filter(|t| t.slot == original.slot && t.desired_state == TaskState::Running)
+                .max_by_key(|t| t.created_at)
+                .map(|t| t.id.clone())
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or("the task's slot has no task any more")?;
+    let new = moved_task(original, home, spec);
+    let id = new.id.clone();
+    commit(m, &holder, new).await?;
+    wait_running(m, &id).await?;
+    Ok(id)
+}
+
+/// Asks the source node's agent to checkpoint; returns the signed archive.
+async fn checkpoint_on(
+    tls: &Arc<rustls::ClientConfig>,
+    addr: &str,
+    node: &NodeId,
+    req: &CheckpointRequest,
+) -> Result<Vec<u8>, String> {
+    use http_body_util::BodyExt;
+    let body = serde_json::to_vec(req).map_err(|e| e.to_string())?;
+    let server_name = shoal_pki::node_dns_name(node.as_str());
+    let fut = async {
+        let resp = crate::internal::open(
+            tls.clone(),
+            addr,
+            &server_name,
+            hyper::Method::POST,
+            "/internal/agent/checkpoint",
+            Some(body),
+        )
+        .await?;
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+        if !status.is_success() {
+            return Err(crate::internal::remote_error(status, &bytes));
+        }
+        Ok(bytes.to_vec())
+    };
+    tokio::time::timeout(Duration::from_secs(300), fut)
+        .await
+        .map_err(|_| "no answer within 300s".to_string())?
+}
+
+/// Tells the source agent it may delete the checkpoint it kept (best effort).
+async fn forget_checkpoint(tls: &Arc<rustls::ClientConfig>, addr: &str, node: &NodeId, id: &str) {
+    let path = format!("/internal/agent/checkpoint/{id}");
+    let name = shoal_pki::node_dns_name(node.as_str());
+    if let Err(e) = crate::internal::open(tls.clone(), addr, &name, hyper::Method::DELETE, &path, None).await
+    {
+        tracing::debug!(error = %e, "could not tell the source to delete its checkpoint");
+    }
+}
+
+fn require(peer: &Option<NodeIdentity>, roles: &[Role]) -> Result<(), ApiError> {
+    match peer {
+        Some(id) if roles.contains(&id.role) => Ok(()),
+        _ => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "a node certificate of this cluster is required",
+        )),
+    }
+}
+
+fn safe_id(id: &str) -> Result<(), ApiError> {
+    if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid", "bad checkpoint id"));
+    }
+    Ok(())
+}
+
+/// `POST /internal/agent/checkpoint` on a node: checkpoint the task, answer with the archive.
+pub async fn agent_checkpoint(
+    State(slot): State<crate::logs::AgentSlot>,
+    Extension(peer): Extension<Option<NodeIdentity>>,
+    crate::server::JsonBody(r): crate::server::JsonBody<CheckpointRequest>,
+) -> Result<Response, ApiError> {
+    require(&peer, &[Role::Manager])?;
+    safe_id(&r.checkpoint_id)?;
+    let agent = slot.get().cloned().ok_or_else(|| unavailable("the agent is not running yet"))?;
+    let key =
+        unhex(&r.key_hex).ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "invalid", "bad key"))?;
+    let dir = agent.checkpoints_dir().join(&r.checkpoint_id);
+    let file = agent.checkpoints_dir().join(format!("{}.ckpt", r.checkpoint_id));
+    let _ = shoal_agent::store::remove_dir(&dir);
+    let report = agent.checkpoint_task(&TaskId::new(r.task_id.clone()), &dir).await.map_err(|e| match e {
+        shoal_driver::DriverError::NotFound(_) => ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("task {} is not on this node", r.task_id),
+        ),
+        e => ApiError::new(StatusCode::CONFLICT, "checkpoint_failed", e.to_string()),
+    })?;
+    // The unpacked checkpoint stays here until the managers say the task runs elsewhere: it is
+    // what the task is restored from at home if the migration fails.
+    let (dir2, file2) = (dir.clone(), file.clone());
+    let packed = tokio::task::spawn_blocking(move || {
+        shoal_driver_oci::checkpoint::pack(&dir2, &file2, r.binding.as_bytes(), &key)
+            .map_err(|e| e.to_string())?;
+        std::fs::read(&file2).map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|e| unavailable(e.to_string()))?;
+    let _ = std::fs::remove_file(&file);
+    let bytes = packed.map_err(|e| {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "checkpoint_failed", format!("packing: {e}"))
+    })?;
+    tracing::info!(task = %r.task_id, bytes = bytes.len(), freeze_ms = report.freeze.as_millis() as u64, "task checkpointed for a migration");
+    Ok(([(axum::http::header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
+}
+
+/// `DELETE /internal/agent/checkpoint/{id}`: the task runs elsewhere; drop the local copy.
+pub async fn agent_forget_checkpoint(
+    State(slot): State<crate::logs::AgentSlot>,
+    Extension(peer): Extension<Option<NodeIdentity>>,
+    UrlPath(id): UrlPath<String>,
+) -> Result<StatusCode, ApiError> {
+    require(&peer, &[Role::Manager])?;
+    safe_id(&id)?;
+    let agent = slot.get().cloned().ok_or_else(|| unavailable("the agent is not running yet"))?;
+    shoal_agent::store::remove_dir(&agent.checkpoints_dir().join(&id))
+        .map_err(|e| unavailable(e.to_string()))?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `GET /internal/checkpoints/{id}` on a manager: the archive, for the node restoring it.
+pub async fn serve_archive(
+    State(m): State<Arc<Manager>>,
+    Extension(peer): Extension<Option<NodeIdentity>>,
+    UrlPath(id): UrlPath<String>,
+) -> Result<Response, ApiError> {
+    require(&peer, &[Role::Manager, Role::Worker])?;
+    safe_id(&id)?;
+    let bytes = tokio::fs::read(archive_dir(&m).join(format!("{id}.ckpt")))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("checkpoint {id}: {e}")))?;
+    Ok(([(axum::http::header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
+}
+
+/// For the planes: fetch `spec`'s archive (from `local` when this node holds it, else over mTLS
+/// from the manager that does), verify it and unpack it into `dest`.
+pub async fn fetch_checkpoint(
+    tls: Arc<rustls::ClientConfig>,
+    local: Option<&Path>,
+    spec: &RestoreSpec,
+    dest: &Path,
+) -> Result<(), String> {
+    use http_body_util::BodyExt;
+    safe_id(&spec.checkpoint_id).map_err(|e| e.message)?;
+    let key = unhex(&spec.key_hex).ok_or("bad key")?;
+    let file = dest.with_extension("ckpt");
+    if let Some(parent) = file.parent() {
+        tokio::fs::create_dir_all(parent).await.map_err(|e| e.to_string())?;
+    }
+    match local {
+        Some(dir) => {
+            tokio::fs::copy(dir.join(format!("{}.ckpt", spec.checkpoint_id)), &file)
+                .await
+                .map_err(|e| format!("reading the archive: {e}"))?;
+        }
+        None => {
+            let path = format!("/internal/checkpoints/{}", spec.checkpoint_id);
+            let resp = crate::internal::open(
+                tls,
+                &spec.source_addr,
+                shoal_pki::MANAGER_SERVER_NAME,
+                hyper::Method::GET,
+                &path,
+                None,
+            )
+            .await?;
+            let status = resp.status();
+            let bytes = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+            if !status.is_success() {
+                return Err(crate::internal::remote_error(status, &bytes));
+            }
+            tokio::fs::write(&file, &bytes).await.map_err(|e| e.to_string())?;
+        }
+    }
+    let (f, d, binding) = (file.clone(), dest.to_path_buf(), spec.binding.clone());
+    let unpacked = tokio::task::spawn_blocking(move || {
+        shoal_driver_oci::checkpoint::unpack_verified(&f, binding.as_bytes(), &key, &d)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|e| e.to_string())?;
+    let _ = tokio::fs::remove_file(&file).await;
+    unpacked
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_per_cluster_and_checkpoint() {
+        let a = checkpoint_key("ca-1", "c1");
+        assert_eq!(a, checkpoint_key("ca-1", "c1"));
+        assert_ne!(a, checkpoint_key("ca-2", "c1"));
+        assert_ne!(a, checkpoint_key("ca-1", "c2"));
+        assert_eq!(unhex(&a).map(|k| k.len()), Some(32));
+        assert_eq!(unhex("0g"), None);
+    }
+}
