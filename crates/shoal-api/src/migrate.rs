@@ -302,12 +302,18 @@ async fn wait_running(m: &Manager, id: &TaskId) -> Result<(), String> {
     let deadline = tokio::time::Instant::now() + RESTORE_TIMEOUT;
     let mut events = m.node.subscribe();
     loop {
-        let t = m.node.read(shoal_manager::Consistency::Stale, |s| s.task(id).cloned()).await;
-        let t = t.map_err(|e| e.to_string())?.ok_or_else(|| format!("task {id} disappeared"))?;
+        let t = m
+            .node
+            .read(shoal_manager::Consistency::Stale, |s| {
+                let t = s.task(id).cloned()?;
+                let host = t.node_id.as_ref().and_then(|n| s.node(n)).map(|n| n.description.hostname.clone());
+                Some((t, host.unwrap_or_default()))
+            })
+            .await;
+        let (t, node) = t.map_err(|e| e.to_string())?.ok_or_else(|| format!("task {id} disappeared"))?;
         match t.status.state {
             TaskState::Running => return Ok(()),
             s if s.is_terminal() => {
-                let node = t.node_id.map(|n| n.to_string()).unwrap_or_default();
                 return Err(format!(
                     "restore on {node}: {}",
                     if t.status.err.is_empty() { t.status.message } else { t.status.err }

@@ -407,14 +407,20 @@ pub struct NodeUpdate {
     pub migrate: bool,
 }
 
-/// Before a drain with `--migrate`: every task on `node` that can be checkpointed moves to
-/// another node with its state (at most `PER_NODE` at a time). A task whose migration fails is
-/// back on the node and is restarted elsewhere by the drain, like the tasks that cannot migrate.
-async fn migrate_off(m: &Arc<Manager>, node: &NodeId) -> Result<(), ApiError> {
+/// Before a drain: the tasks on `node` that can be checkpointed and should keep their state
+/// (`all`: `--migrate`; else those of services with `--on-drain migrate`) move to other nodes
+/// (at most `PER_NODE` at a time). A task whose migration fails is back on the node and is
+/// restarted elsewhere by the drain, like the tasks that cannot migrate.
+async fn migrate_off(m: &Arc<Manager>, node: &NodeId, all: bool) -> Result<(), ApiError> {
     use futures_util::StreamExt;
     let ids: Vec<shoal_types::TaskId> = read(m, &ReadQuery::default(), |s| {
+        let wanted = |t: &Task| {
+            all || s
+                .service(&t.service_id)
+                .is_some_and(|svc| svc.spec.on_drain == shoal_types::OnDrain::Migrate)
+        };
         s.tasks_on_node(node)
-            .filter(|t| shoal_core::migrate::check_source(s, t).is_ok())
+            .filter(|t| wanted(t) && shoal_core::migrate::check_source(s, t).is_ok())
             .map(|t| t.id.clone())
             .collect()
     })
@@ -509,8 +515,8 @@ async fn update_node(
             ));
         }
     }
-    if u.migrate && spec.availability == Availability::Drain {
-        migrate_off(&m, &node.id).await?;
+    if spec.availability == Availability::Drain && node.spec.availability != Availability::Drain {
+        migrate_off(&m, &node.id, u.migrate).await?;
     }
     let mut attempt = (node.version, spec);
     for tries in 1.. {

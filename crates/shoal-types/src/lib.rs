@@ -19,9 +19,10 @@ pub use node::{
 };
 pub use resources::{Resources, Shortfall, NANO_CPUS_PER_CPU};
 pub use service::{
-    EndpointSpec, FailureAction, HealthCheck, Mount, MountType, Placement, PlacementPreference, PortConfig,
-    Protocol, PublishMode, RebalanceMode, ResourceRequirements, RestartCondition, RestartPolicy, Service,
-    ServiceMode, ServiceSpec, Strategy, TaskTemplate, UpdateConfig, UpdateOrder, UpdateState, UpdateStatus,
+    EndpointSpec, FailureAction, HealthCheck, Mount, MountType, OnDrain, Placement, PlacementPreference,
+    PortConfig, Protocol, PublishMode, RebalanceMode, ResourceRequirements, RestartCondition, RestartPolicy,
+    Service, ServiceMode, ServiceSpec, Strategy, TaskTemplate, UpdateConfig, UpdateOrder, UpdateState,
+    UpdateStatus,
 };
 pub use task::{Health, RestoreSpec, Task, TaskState, TaskStatus, ALL_TASK_STATES};
 pub use time::Timestamp;

@@ -41,6 +41,18 @@ pub struct ServiceSpec {
     /// `auto`: even out the spread whenever it is off by more than one (a node joined or came
     /// back); `manual` (default): only on `service rebalance`.
     pub rebalance: RebalanceMode,
+    /// What happens to the service's tasks when their node drains: `restart` (default) elsewhere
+    /// from scratch, or `migrate` with their state (checkpoint/restore, where the node can).
+    pub on_drain: OnDrain,
+}
+
+/// See [`ServiceSpec::on_drain`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnDrain {
+    #[default]
+    Restart,
+    Migrate,
 }
 
 /// When a replicated service's tasks are moved to even out their spread over eligible nodes.

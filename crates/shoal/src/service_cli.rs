@@ -57,6 +57,10 @@ pub struct SpecFlags {
     /// joined or came back); `manual`: only on `shoal service rebalance`.
     #[arg(long, value_parser = parse_rebalance)]
     pub rebalance: Option<shoal_types::RebalanceMode>,
+    /// When a node drains: `restart` the tasks elsewhere (default), or `migrate` them with their
+    /// state (CRIU checkpoint/restore, for stateful services on nodes that can).
+    #[arg(long = "on-drain", value_parser = parse_on_drain)]
+    pub on_drain: Option<shoal_types::OnDrain>,
     /// CPUs to reserve (decimal, e.g. 0.5).
     #[arg(long, value_parser = parse_cpus)]
     pub reserve_cpu: Option<u64>,
@@ -344,6 +348,14 @@ fn parse_ratio(s: &str) -> Result<f64, String> {
     }
 }
 
+fn parse_on_drain(s: &str) -> Result<shoal_types::OnDrain, String> {
+    match s {
+        "restart" => Ok(shoal_types::OnDrain::Restart),
+        "migrate" => Ok(shoal_types::OnDrain::Migrate),
+        _ => Err(format!("on-drain must be restart or migrate, not {s:?}")),
+    }
+}
+
 fn parse_rebalance(s: &str) -> Result<shoal_types::RebalanceMode, String> {
     match s {
         "auto" => Ok(shoal_types::RebalanceMode::Auto),
@@ -596,6 +608,7 @@ impl SpecFlags {
     /// Applies the flags that were given to `spec`.
     pub fn apply(&self, spec: &mut ServiceSpec) -> Result<()> {
         set(&mut spec.rebalance, &self.rebalance);
+        set(&mut spec.on_drain, &self.on_drain);
         let t = &mut spec.task_template;
         set(&mut t.workdir, &self.workdir);
         set(&mut t.user, &self.user);

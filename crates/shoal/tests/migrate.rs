@@ -166,5 +166,20 @@ fn a_counter_migrates_survives_failures_and_drains_back() {
     let (t5, n5) = resumed(&m, n3);
     println!("after the drain: task {t5} on mgr at {n5}, resumed past {n3}");
 
+    // 5. A service that asks for it migrates on every drain, --migrate or not. Changing that
+    //    setting does not redeploy the service.
+    m.ok(&["node", "update", "--availability", "active", "wrk"]);
+    m.ok(&["service", "update", "-d", "--on-drain", "migrate", "counter"]);
+    assert_eq!(
+        running_task(&m).and_then(|t| t["id"].as_str().map(String::from)),
+        Some(t5.clone()),
+        "no redeploy"
+    );
+    m.ok(&["node", "update", "--availability", "drain", "mgr"]);
+    let t6 =
+        eventually(30, "the task on the worker", || running_task(&m).filter(|t| node_of(&m, t) == "wrk"));
+    assert!(t6["status"]["message"].as_str().is_some_and(|s| s.contains("restored")), "{t6}");
+    resumed(&m, n5);
+
     remove_services_and_wait(&m, &["counter"], &[&m, &w]);
 }
