@@ -199,9 +199,14 @@ impl Agent {
     /// Checkpoints a running task into `dir` and stops it (CRIU, through its driver). The task is
     /// then neither complete nor failed: it waits for the managers to move it (its new task is
     /// restored elsewhere and this one is told to stop) and reports `shutdown` then.
-    pub async fn checkpoint_task(&self, id: &TaskId, dir: &Path) -> Result<CheckpointReport, DriverError> {
+    pub async fn checkpoint_task(
+        &self,
+        id: &TaskId,
+        dir: &Path,
+        opts: &CheckpointOptions,
+    ) -> Result<CheckpointReport, DriverError> {
         let (driver, handle) = self.task_handle(id).ok_or_else(|| DriverError::NotFound(id.to_string()))?;
-        driver.checkpoint(&handle, dir, &CheckpointOptions::default()).await
+        driver.checkpoint(&handle, dir, opts).await
     }
 
     /// Where the agent keeps checkpoints it makes or restores.
@@ -544,7 +549,7 @@ impl Agent {
                 // they tell it to stop, so its slot is not restarted meanwhile.
                 let told = tokio::time::timeout(CHECKPOINT_LIMBO, wait_until(assigned, stop_wanted)).await;
                 let mut s = match told {
-                    Ok(()) => status(TaskState::Shutdown, "checkpointed and moved"),
+                    Ok(()) => status(TaskState::Shutdown, "checkpointed"),
                     Err(_) => TaskStatus {
                         err: "stopped by a checkpoint, but the managers never moved it".into(),
                         ..status(TaskState::Failed, "checkpointed")

@@ -201,27 +201,28 @@ impl Client {
             .map_err(|_| ClientError::Http(format!("no answer within {}s", self.timeout.as_secs())))?
     }
 
+    /// Sends a request; returns the body of a successful answer as it is (binary), or the API's
+    /// error.
+    pub async fn bytes(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<Bytes, ClientError> {
+        let (status, bytes) = self.raw(method, path, body).await?;
+        if !status.is_success() {
+            return Err(api_error(status, &bytes));
+        }
+        Ok(bytes)
+    }
+
     async fn call<T: DeserializeOwned>(
         &self,
         method: Method,
         path: &str,
         body: Option<Vec<u8>>,
     ) -> Result<T, ClientError> {
-        let (status, bytes) = self.raw(method, path, body).await?;
-        if !status.is_success() {
-            let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
-            let code = v["error"]["code"].as_str().unwrap_or("error").to_string();
-            let message = v["error"]["message"]
-                .as_str()
-                .map(str::to_string)
-                .unwrap_or_else(|| String::from_utf8_lossy(&bytes).trim().to_string());
-            let message = if message.is_empty() {
-                format!("the daemon answered {status} (is -H the API's address?)")
-            } else {
-                message
-            };
-            return Err(ClientError::Api { status: status.as_u16(), code, message });
-        }
+        let bytes = self.bytes(method, path, body).await?;
         let bytes = if bytes.is_empty() { Bytes::from_static(b"null") } else { bytes };
         serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode(e.to_string()))
     }
@@ -242,6 +243,22 @@ impl Client {
     pub async fn delete(&self, path: &str) -> Result<(), ClientError> {
         self.call::<serde_json::Value>(Method::DELETE, path, None).await.map(|_| ())
     }
+}
+
+/// The API's error answer as a [`ClientError`].
+fn api_error(status: StatusCode, bytes: &[u8]) -> ClientError {
+    let v: serde_json::Value = serde_json::from_slice(bytes).unwrap_or_default();
+    let code = v["error"]["code"].as_str().unwrap_or("error").to_string();
+    let message = v["error"]["message"]
+        .as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| String::from_utf8_lossy(bytes).trim().to_string());
+    let message = if message.is_empty() {
+        format!("the daemon answered {status} (is -H the API's address?)")
+    } else {
+        message
+    };
+    ClientError::Api { status: status.as_u16(), code, message }
 }
 
 /// A byte stream to the daemon (unix socket or TLS).

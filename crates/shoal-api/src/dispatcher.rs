@@ -170,7 +170,8 @@ impl ControlPlane for LocalPlane {
     ) -> Result<(), PlaneError> {
         let tls =
             self.manager.client_tls().ok_or_else(|| PlaneError("this node has no certificate yet".into()))?;
-        let here = spec.source_addr == self.manager.node.config().node.addr;
+        let here = spec.source_addr == self.manager.node.config().node.addr
+            && spec.source_path.starts_with("/internal/checkpoints/");
         let local = here.then(|| crate::migrate::archive_dir(&self.manager));
         crate::migrate::fetch_checkpoint(tls, local.as_deref(), spec, dest).await.map_err(PlaneError)
     }

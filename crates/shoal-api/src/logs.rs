@@ -147,6 +147,7 @@ pub fn agent_router(slot: AgentSlot) -> Router {
             "/internal/agent/checkpoint/{id}",
             axum::routing::delete(crate::migrate::agent_forget_checkpoint),
         )
+        .route("/internal/agent/checkpoint/{id}/archive", get(crate::migrate::agent_archive))
         .with_state(slot)
 }
 

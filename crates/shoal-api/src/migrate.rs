@@ -4,18 +4,21 @@
 //! 1. The target is chosen by the brain ([`shoal_core::migrate::target`]): a ready, active node
 //!    whose driver can restore, that the scheduler would accept.
 //! 2. The source node's agent checkpoints the task (it stops; the agent keeps it as it is until
-//!    the managers move it, so its slot is not restarted) and sends the archive, signed with a
+//!    the managers move it, so its slot is not restarted) and packs the archive, signed with a
 //!    key the managers derive from the cluster's CA key for this checkpoint and bound to the
-//!    cluster, the task and the checkpoint. The agent keeps the unpacked checkpoint meanwhile.
-//! 3. The manager stores the archive and commits `MigrateTask` through Raft: the old task is told
-//!    to stop, a new task takes its slot on the target with `restore` set.
-//! 4. The target's agent fetches the archive from this manager, verifies it before unpacking
-//!    anything, and restores the task.
+//!    cluster, the task and the checkpoint. It keeps the archive and the unpacked checkpoint.
+//! 3. The manager commits `MigrateTask` through Raft: the old task is told to stop, a new task
+//!    takes its slot on the target with `restore` set (where to fetch the archive, its key).
+//! 4. The target's agent fetches the archive from the source node's agent (node to node, mTLS),
+//!    verifies it before unpacking anything, and restores the task.
 //!
-//! **A migration never loses the task**: if anything fails after the checkpoint (transfer, the
-//! commit, verification, the restore), the task is restored on its own node from the copy its
-//! agent kept, and the error says what failed. At most [`PER_NODE`] migrations leave one node at
-//! a time.
+//! **A migration never loses the task**: if anything fails after the checkpoint (the commit,
+//! the transfer, verification, the restore), the task is restored on its own node from the copy
+//! its agent kept, and the error says what failed. At most [`PER_NODE`] migrations leave one
+//! node at a time.
+//!
+//! Checkpoint files (`task checkpoint` / `task restore`) are a JSON header line plus the same
+//! archive; a restored file is kept by the manager that received it until the task runs.
 
 use crate::server::ApiError;
 use axum::extract::{Path as UrlPath, State};
@@ -71,6 +74,24 @@ pub struct CheckpointRequest {
     pub checkpoint_id: String,
     pub key_hex: String,
     pub binding: String,
+    /// A snapshot: the task goes on running.
+    #[serde(default)]
+    pub leave_running: bool,
+    /// The `corrupt-checkpoint` failpoint of the coordinating manager: flip a byte of the archive.
+    #[serde(default)]
+    pub corrupt: bool,
+}
+
+/// The source agent's answer: the archive stays there, for the restoring node to fetch.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Checkpointed {
+    pub archive_bytes: u64,
+    pub freeze_ms: u64,
+}
+
+/// Where a node's agent serves the archive of checkpoint `id`.
+fn agent_archive_path(id: &str) -> String {
+    format!("/internal/agent/checkpoint/{id}/archive")
 }
 
 fn hex(b: &[u8]) -> String {
@@ -180,34 +201,27 @@ pub async fn migrate(m: &Arc<Manager>, id: &TaskId, to: Option<&str>) -> Result<
         checkpoint_id: checkpoint_id.clone(),
         key_hex: key_hex.clone(),
         binding: binding.clone(),
+        leave_running: false,
+        corrupt: failpoint("corrupt-checkpoint"),
     };
     let frozen_at = Instant::now();
-    let archive = checkpoint_on(&tls, &source_addr, &source, &req).await.map_err(|e| {
+    let done = checkpoint_on(&tls, &source_addr, &source, &req).await.map_err(|e| {
         ApiError::new(StatusCode::CONFLICT, "checkpoint_failed", format!("checkpoint on {source_name}: {e}"))
     })?;
-    let archive_bytes = archive.len() as u64;
+    let archive_bytes = done.archive_bytes;
+    // The target fetches the archive from the source node directly (mTLS between nodes).
     let restore = RestoreSpec {
         from_task: task.id.clone(),
         from_node: source.clone(),
         checkpoint_id: checkpoint_id.clone(),
-        source_addr: m.node.config().node.addr.clone(),
+        source_addr: source_addr.clone(),
+        source_path: agent_archive_path(&checkpoint_id),
+        source_server_name: shoal_pki::node_dns_name(source.as_str()),
         key_hex: key_hex.clone(),
         binding: binding.clone(),
     };
-    // 3-4. Store, commit, wait for the restore; any failure from here on restores the task at home.
+    // 3-4. Commit, wait for the restore; any failure from here on restores the task at home.
     let moved = async {
-        let dir = archive_dir(m);
-        tokio::fs::create_dir_all(&dir).await.map_err(|e| format!("storing the archive: {e}"))?;
-        let mut bytes = archive;
-        if failpoint("corrupt-checkpoint") {
-            let middle = bytes.len() / 2;
-            if let Some(b) = bytes.get_mut(middle) {
-                *b ^= 0xff;
-            }
-        }
-        tokio::fs::write(dir.join(format!("{checkpoint_id}.ckpt")), &bytes)
-            .await
-            .map_err(|e| format!("storing the archive: {e}"))?;
         if failpoint("migrate-after-checkpoint") {
             return Err("failpoint migrate-after-checkpoint".to_string());
         }
@@ -217,7 +231,6 @@ pub async fn migrate(m: &Arc<Manager>, id: &TaskId, to: Option<&str>) -> Result<
         wait_running(m, &new_id).await.map(|()| new_id)
     }
     .await;
-    let _ = tokio::fs::remove_file(archive_dir(m).join(format!("{checkpoint_id}.ckpt"))).await;
     let mut out = Migration {
         from_task: task.id.to_string(),
         task: String::new(),
@@ -238,8 +251,9 @@ pub async fn migrate(m: &Arc<Manager>, id: &TaskId, to: Option<&str>) -> Result<
         }
         Err(why) => {
             tracing::warn!(task = %task.id, error = %why, "migration failed; restoring the task on its own node");
-            let home = RestoreSpec { source_addr: String::new(), ..restore };
+            let home = RestoreSpec { source_addr: String::new(), source_path: String::new(), ..restore };
             let back = restore_at_home(m, &task, &source, home).await;
+            forget_checkpoint(&tls, &source_addr, &source, &checkpoint_id).await;
             match back {
                 Ok(id) => {
                     out.task = id.to_string();
@@ -359,26 +373,32 @@ async fn restore_at_home(
     Ok(id)
 }
 
-/// Asks the source node's agent to checkpoint; returns the signed archive.
+/// Asks the source node's agent to checkpoint; the signed archive stays there.
 async fn checkpoint_on(
     tls: &Arc<rustls::ClientConfig>,
     addr: &str,
     node: &NodeId,
     req: &CheckpointRequest,
+) -> Result<Checkpointed, String> {
+    let body = serde_json::to_vec(req).map_err(|e| e.to_string())?;
+    let bytes =
+        node_call(tls, addr, node, hyper::Method::POST, "/internal/agent/checkpoint", Some(body)).await?;
+    serde_json::from_slice(&bytes).map_err(|e| e.to_string())
+}
+
+/// One request to a node's agent (its certificate must name the node); the whole body.
+async fn node_call(
+    tls: &Arc<rustls::ClientConfig>,
+    addr: &str,
+    node: &NodeId,
+    method: hyper::Method,
+    path: &str,
+    body: Option<Vec<u8>>,
 ) -> Result<Vec<u8>, String> {
     use http_body_util::BodyExt;
-    let body = serde_json::to_vec(req).map_err(|e| e.to_string())?;
     let server_name = shoal_pki::node_dns_name(node.as_str());
     let fut = async {
-        let resp = crate::internal::open(
-            tls.clone(),
-            addr,
-            &server_name,
-            hyper::Method::POST,
-            "/internal/agent/checkpoint",
-            Some(body),
-        )
-        .await?;
+        let resp = crate::internal::open(tls.clone(), addr, &server_name, method, path, body).await?;
         let status = resp.status();
         let bytes = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
         if !status.is_success() {
@@ -399,6 +419,229 @@ async fn forget_checkpoint(tls: &Arc<rustls::ClientConfig>, addr: &str, node: &N
     {
         tracing::debug!(error = %e, "could not tell the source to delete its checkpoint");
     }
+}
+
+/// The first line of a checkpoint file (`shoal task checkpoint --output`); the signed archive
+/// follows. Every field is part of what the archive's MAC binds, so none can be changed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FileHeader {
+    pub shoal_checkpoint: u32,
+    pub cluster_id: String,
+    pub service_id: String,
+    pub slot: Option<u64>,
+    pub task_id: String,
+    pub checkpoint_id: String,
+}
+
+/// `POST /v1/tasks/{id}/checkpoint`.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct CheckpointToFile {
+    /// A snapshot: the task goes on running. Without it the task stops and its slot restarts
+    /// from scratch, as for any stopped task (`task restore` brings the checkpoint back).
+    #[serde(default)]
+    pub leave_running: bool,
+}
+
+/// `POST /v1/tasks/{id}/checkpoint`: the task's checkpoint as a file (header line + archive).
+pub async fn checkpoint_handler(
+    State(m): State<Arc<Manager>>,
+    UrlPath(id): UrlPath<String>,
+    crate::server::JsonBody(r): crate::server::JsonBody<CheckpointToFile>,
+) -> Result<Response, ApiError> {
+    let invalid = |msg: String| ApiError::new(StatusCode::BAD_REQUEST, "invalid", msg);
+    let id = TaskId::new(id);
+    let (task, source, addr, cluster) = crate::internal::read_linearizable(&m, |s| {
+        let task = s.task(&id).cloned().ok_or_else(|| {
+            ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("task {id} not found"))
+        })?;
+        let source = shoal_core::migrate::check_source(s, &task).map_err(invalid)?;
+        let addr = s.node(&source).map(|n| n.status.addr.clone()).unwrap_or_default();
+        let cluster = s.cluster().cloned().ok_or_else(|| unavailable("the cluster is not initialized"))?;
+        Ok::<_, ApiError>((task, source, addr, cluster))
+    })
+    .await??;
+    let header = FileHeader {
+        shoal_checkpoint: 1,
+        cluster_id: cluster.id.clone(),
+        service_id: task.service_id.to_string(),
+        slot: task.slot,
+        task_id: task.id.to_string(),
+        checkpoint_id: shoal_manager::random_id(),
+    };
+    let tls = m.client_tls().ok_or_else(|| unavailable("this manager has no certificate yet"))?;
+    let req = CheckpointRequest {
+        task_id: task.id.to_string(),
+        checkpoint_id: header.checkpoint_id.clone(),
+        key_hex: checkpoint_key(&cluster.ca_key_pem, &header.checkpoint_id),
+        binding: file_binding(&header),
+        leave_running: r.leave_running,
+        corrupt: false,
+    };
+    checkpoint_on(&tls, &addr, &source, &req)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::CONFLICT, "checkpoint_failed", format!("checkpoint: {e}")))?;
+    let path = agent_archive_path(&header.checkpoint_id);
+    let fetched = node_call(&tls, &addr, &source, hyper::Method::GET, &path, None).await;
+    forget_checkpoint(&tls, &addr, &source, &header.checkpoint_id).await;
+    let archive = fetched.map_err(|e| unavailable(format!("fetching the checkpoint: {e}")))?;
+    if !r.leave_running {
+        // The task is stopped: tell the managers, so its slot is filled again at once.
+        let version = crate::internal::read_linearizable(&m, |s| s.task(&task.id).map(|t| t.version)).await?;
+        if let Some(version) = version {
+            let plan = shoal_state::Plan {
+                set_desired: vec![shoal_state::DesiredChange {
+                    task_id: task.id.clone(),
+                    task_version: version,
+                    desired_state: TaskState::Shutdown,
+                }],
+                ..Default::default()
+            };
+            crate::internal::write(&m, Command::ApplyPlan { plan }).await?;
+        }
+    }
+    let mut file = serde_json::to_vec(&header).map_err(|e| unavailable(e.to_string()))?;
+    file.push(b'\n');
+    file.extend_from_slice(&archive);
+    Ok(([(axum::http::header::CONTENT_TYPE, "application/octet-stream")], file).into_response())
+}
+
+fn file_binding(h: &FileHeader) -> String {
+    format!("shoal-file/{}/{}/{:?}/{}/{}", h.cluster_id, h.service_id, h.slot, h.task_id, h.checkpoint_id)
+}
+
+/// `POST /v1/tasks/restore?node=`.
+#[derive(Debug, Default, Deserialize)]
+pub struct RestoreQuery {
+    pub node: Option<String>,
+}
+
+/// `POST /v1/tasks/restore` with a checkpoint file as the body: the checkpoint becomes the task
+/// of its slot again (on `node`, else where the slot's task runs, else where it fits), replacing
+/// the task that holds the slot now. The file is verified before anything changes: a tampered
+/// file, or one from another cluster, is refused.
+pub async fn restore_handler(
+    State(m): State<Arc<Manager>>,
+    axum::extract::Query(q): axum::extract::Query<RestoreQuery>,
+    body: axum::body::Bytes,
+) -> Result<Json<Migration>, ApiError> {
+    let started = Instant::now();
+    let invalid = |msg: String| ApiError::new(StatusCode::BAD_REQUEST, "invalid", msg);
+    let nl = body
+        .iter()
+        .take(4096)
+        .position(|b| *b == b'\n')
+        .ok_or_else(|| invalid("not a Shoal checkpoint file".into()))?;
+    let header: FileHeader = serde_json::from_slice(&body[..nl])
+        .map_err(|e| invalid(format!("not a Shoal checkpoint file: {e}")))?;
+    safe_id(&header.checkpoint_id)?;
+    let archive = body.slice(nl + 1..);
+    let plan = crate::internal::read_linearizable(&m, |s| {
+        let cluster = s.cluster().cloned().ok_or_else(|| unavailable("the cluster is not initialized"))?;
+        if cluster.id != header.cluster_id {
+            return Err(invalid(format!(
+                "the checkpoint was made by another cluster ({})",
+                header.cluster_id
+            )));
+        }
+        let holder = s
+            .tasks_of_service(&shoal_types::ServiceId::new(header.service_id.clone()))
+            .filter(|t| t.slot == header.slot && t.desired_state == TaskState::Running)
+            .max_by_key(|t| t.created_at)
+            .cloned()
+            .ok_or_else(|| invalid("the checkpoint's service or slot no longer exists".into()))?;
+        let wanted = match &q.node {
+            Some(key) => Some(
+                s.node(&NodeId::new(key.clone()))
+                    .or_else(|| s.nodes().find(|n| &n.description.hostname == key))
+                    .map(|n| n.id.clone())
+                    .ok_or_else(|| {
+                        ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("node {key} not found"))
+                    })?,
+            ),
+            None => None,
+        };
+        // Where: the node asked for, else the slot's node, else any node that can restore it.
+        let mut sched = shoal_core::Scheduler::new(s);
+        let mut candidates: Vec<NodeId> = wanted.clone().into_iter().collect();
+        if wanted.is_none() {
+            candidates.extend(holder.node_id.clone());
+            candidates.extend(s.nodes().map(|n| n.id.clone()));
+        }
+        let mut why = Vec::new();
+        let target = candidates.into_iter().find(|n| {
+            let Some(node) = s.node(n) else { return false };
+            if !shoal_core::migrate::can_checkpoint(node, &holder) {
+                why.push(format!("{}: no driver there can restore a checkpoint", node.description.hostname));
+                return false;
+            }
+            // The holder's own resources are freed by the replacement.
+            let fits = holder.node_id.as_ref() == Some(n) || sched.fits(&holder, n).is_ok();
+            if !fits {
+                why.push(format!("{}: the task does not fit", node.description.hostname));
+            }
+            fits
+        });
+        let target =
+            target.ok_or_else(|| invalid(format!("no node can restore the task ({})", why.join("; "))))?;
+        let host = s.node(&target).map(|n| n.description.hostname.clone()).unwrap_or_default();
+        Ok((cluster, holder, target, host))
+    })
+    .await??;
+    let (cluster, holder, target, host) = plan;
+    let key_hex = checkpoint_key(&cluster.ca_key_pem, &header.checkpoint_id);
+    let key = unhex(&key_hex).ok_or_else(|| unavailable("bad key"))?;
+    let dir = archive_dir(&m);
+    tokio::fs::create_dir_all(&dir).await.map_err(|e| unavailable(e.to_string()))?;
+    let file = dir.join(format!("{}.ckpt", header.checkpoint_id));
+    tokio::fs::write(&file, &archive).await.map_err(|e| unavailable(e.to_string()))?;
+    // Verified here before anything changes (and again by the node that restores it).
+    let (f, binding, check) =
+        (file.clone(), file_binding(&header), dir.join(format!("verify-{}", header.checkpoint_id)));
+    let verified = tokio::task::spawn_blocking(move || {
+        let r =
+            shoal_driver_oci::checkpoint::unpack_verified(&f, binding.as_bytes(), &key, &check).map(|_| ());
+        let _ = shoal_agent::store::remove_dir(&check);
+        r.map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|e| unavailable(e.to_string()))?;
+    if let Err(e) = verified {
+        let _ = tokio::fs::remove_file(&file).await;
+        return Err(invalid(format!("refused: {e}")));
+    }
+    let spec = RestoreSpec {
+        from_task: TaskId::new(header.task_id.clone()),
+        from_node: holder.node_id.clone().unwrap_or_else(|| target.clone()),
+        checkpoint_id: header.checkpoint_id.clone(),
+        source_addr: m.node.config().node.addr.clone(),
+        source_path: format!("/internal/checkpoints/{}", header.checkpoint_id),
+        source_server_name: shoal_pki::MANAGER_SERVER_NAME.into(),
+        key_hex,
+        binding: file_binding(&header),
+    };
+    let new = moved_task(&holder, &target, spec);
+    let new_id = new.id.clone();
+    let done = async {
+        commit(&m, &holder.id, new).await?;
+        wait_running(&m, &new_id).await
+    }
+    .await;
+    let _ = tokio::fs::remove_file(&file).await;
+    done.map_err(|e| {
+        ApiError::new(StatusCode::CONFLICT, "restore_failed", format!("{e}; the slot restarts from scratch"))
+    })?;
+    let total_ms = started.elapsed().as_millis() as u64;
+    Ok(Json(Migration {
+        from_task: header.task_id,
+        task: new_id.to_string(),
+        from_node: String::new(),
+        to_node: host,
+        checkpoint_id: header.checkpoint_id,
+        archive_bytes: archive.len() as u64,
+        downtime_ms: total_ms,
+        total_ms,
+        failed: None,
+    }))
 }
 
 fn require(peer: &Option<NodeIdentity>, roles: &[Role]) -> Result<(), ApiError> {
@@ -433,29 +676,67 @@ pub async fn agent_checkpoint(
     let dir = agent.checkpoints_dir().join(&r.checkpoint_id);
     let file = agent.checkpoints_dir().join(format!("{}.ckpt", r.checkpoint_id));
     let _ = shoal_agent::store::remove_dir(&dir);
-    let report = agent.checkpoint_task(&TaskId::new(r.task_id.clone()), &dir).await.map_err(|e| match e {
-        shoal_driver::DriverError::NotFound(_) => ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("task {} is not on this node", r.task_id),
-        ),
-        e => ApiError::new(StatusCode::CONFLICT, "checkpoint_failed", e.to_string()),
-    })?;
-    // The unpacked checkpoint stays here until the managers say the task runs elsewhere: it is
-    // what the task is restored from at home if the migration fails.
-    let (dir2, file2) = (dir.clone(), file.clone());
+    let opts = shoal_driver::CheckpointOptions { leave_running: r.leave_running, ..Default::default() };
+    let report =
+        agent.checkpoint_task(&TaskId::new(r.task_id.clone()), &dir, &opts).await.map_err(|e| match e {
+            shoal_driver::DriverError::NotFound(_) => ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("task {} is not on this node", r.task_id),
+            ),
+            e => ApiError::new(StatusCode::CONFLICT, "checkpoint_failed", e.to_string()),
+        })?;
+    // The unpacked checkpoint and its archive stay here until the managers say the task runs
+    // elsewhere: the restoring node fetches the archive from here, and the task is restored from
+    // the directory at home if the migration fails.
+    let (dir2, file2, corrupt) = (dir.clone(), file.clone(), r.corrupt);
     let packed = tokio::task::spawn_blocking(move || {
-        shoal_driver_oci::checkpoint::pack(&dir2, &file2, r.binding.as_bytes(), &key)
+        // Uncompressed: memory pages of real tasks compress little, and gzip costs more time
+        // (all of it in the task's downtime) than the transfer on a cluster network saves.
+        let none = shoal_driver_oci::checkpoint::Compression::None;
+        let n = shoal_driver_oci::checkpoint::pack_with(&dir2, &file2, r.binding.as_bytes(), &key, none)
             .map_err(|e| e.to_string())?;
-        std::fs::read(&file2).map_err(|e| e.to_string())
+        if corrupt {
+            corrupt_middle(&file2).map_err(|e| e.to_string())?;
+        }
+        Ok::<u64, String>(n)
     })
     .await
     .map_err(|e| unavailable(e.to_string()))?;
-    let _ = std::fs::remove_file(&file);
     let bytes = packed.map_err(|e| {
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "checkpoint_failed", format!("packing: {e}"))
     })?;
-    tracing::info!(task = %r.task_id, bytes = bytes.len(), freeze_ms = report.freeze.as_millis() as u64, "task checkpointed for a migration");
+    let freeze_ms = report.freeze.as_millis() as u64;
+    tracing::info!(task = %r.task_id, bytes, freeze_ms, "task checkpointed");
+    Ok(Json(Checkpointed { archive_bytes: bytes, freeze_ms }).into_response())
+}
+
+/// The `corrupt-checkpoint` failpoint: one byte in the middle of the archive flipped.
+fn corrupt_middle(file: &Path) -> std::io::Result<()> {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    let mut f = std::fs::OpenOptions::new().read(true).write(true).open(file)?;
+    let middle = f.metadata()?.len() / 2;
+    let mut b = [0u8; 1];
+    f.seek(SeekFrom::Start(middle))?;
+    f.read_exact(&mut b)?;
+    f.seek(SeekFrom::Start(middle))?;
+    f.write_all(&[b[0] ^ 0xff])?;
+    f.sync_all()
+}
+
+/// `GET /internal/agent/checkpoint/{id}/archive`: a checkpoint this node made, for the node that
+/// restores it (or the manager writing it to a file).
+pub async fn agent_archive(
+    State(slot): State<crate::logs::AgentSlot>,
+    Extension(peer): Extension<Option<NodeIdentity>>,
+    UrlPath(id): UrlPath<String>,
+) -> Result<Response, ApiError> {
+    require(&peer, &[Role::Manager, Role::Worker])?;
+    safe_id(&id)?;
+    let agent = slot.get().cloned().ok_or_else(|| unavailable("the agent is not running yet"))?;
+    let bytes = tokio::fs::read(agent.checkpoints_dir().join(format!("{id}.ckpt")))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("checkpoint {id}: {e}")))?;
     Ok(([(axum::http::header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
 }
 
@@ -470,6 +751,7 @@ pub async fn agent_forget_checkpoint(
     let agent = slot.get().cloned().ok_or_else(|| unavailable("the agent is not running yet"))?;
     shoal_agent::store::remove_dir(&agent.checkpoints_dir().join(&id))
         .map_err(|e| unavailable(e.to_string()))?;
+    let _ = std::fs::remove_file(agent.checkpoints_dir().join(format!("{id}.ckpt")));
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -509,13 +791,12 @@ pub async fn fetch_checkpoint(
                 .map_err(|e| format!("reading the archive: {e}"))?;
         }
         None => {
-            let path = format!("/internal/checkpoints/{}", spec.checkpoint_id);
             let resp = crate::internal::open(
                 tls,
                 &spec.source_addr,
-                shoal_pki::MANAGER_SERVER_NAME,
+                &spec.source_server_name,
                 hyper::Method::GET,
-                &path,
+                &spec.source_path,
                 None,
             )
             .await?;

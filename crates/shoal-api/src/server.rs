@@ -175,6 +175,11 @@ pub fn router(manager: Arc<Manager>) -> Router {
         .route("/v1/services/{id}/rebalance", post(rebalance_service))
         .route("/v1/tasks", get(list_tasks))
         .route("/v1/tasks/{id}/migrate", post(crate::migrate::migrate_handler))
+        .route("/v1/tasks/{id}/checkpoint", post(crate::migrate::checkpoint_handler))
+        .route(
+            "/v1/tasks/restore",
+            post(crate::migrate::restore_handler).layer(axum::extract::DefaultBodyLimit::disable()),
+        )
         .route("/v1/openapi.json", get(openapi))
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint (see /v1/openapi.json)")

@@ -552,6 +552,8 @@ fn migration_targets_are_capable_suitable_and_explained() {
         from_node: source.clone(),
         checkpoint_id: "c1".into(),
         source_addr: "m:1".into(),
+        source_path: "/internal/agent/checkpoint/c1/archive".into(),
+        source_server_name: "n0.node.shoal".into(),
         key_hex: "00".into(),
         binding: "b".into(),
     });

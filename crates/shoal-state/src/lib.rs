@@ -660,6 +660,15 @@ impl ClusterState {
                 "the new task must take the old one's slot and restore".into(),
             ));
         }
+        let taken = self.tasks_of_service(&new.service_id).any(|t| {
+            t.id != *id
+                && t.slot == new.slot
+                && t.desired_state == TaskState::Running
+                && !t.status.state.is_terminal()
+        });
+        if taken {
+            return Err(StateError::Migration("another task already holds the slot".into()));
+        }
         let Some(node) = new.node_id.as_ref().and_then(|n| self.nodes.get(n)) else {
             return Err(StateError::Migration("the target node does not exist".into()));
         };

@@ -160,8 +160,14 @@ pub struct RestoreSpec {
     /// The node it ran on.
     pub from_node: NodeId,
     pub checkpoint_id: String,
-    /// The manager (node-to-node address) that holds the archive.
+    /// Where the archive is: a node-to-node address (the source node's agent, or a manager for
+    /// a restored file), empty when it is the unpacked checkpoint the restoring node kept itself.
     pub source_addr: String,
+    /// The path to fetch there, and the name its TLS certificate must carry.
+    #[serde(default)]
+    pub source_path: String,
+    #[serde(default)]
+    pub source_server_name: String,
     /// The archive's MAC key (hex), derived by the managers for this checkpoint.
     pub key_hex: String,
     /// What the MAC binds the archive to (task, checkpoint and cluster).

@@ -1,7 +1,7 @@
 //! Client commands: talk to the local daemon's API and print tables or `--format json`.
 
 use crate::service_cli;
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
 use shoal_api::{Client, ClusterInfo, NodeUpdate};
 use shoal_types::{Availability, Node};
@@ -470,6 +470,27 @@ async fn client_cert(c: &Client, out: &std::path::Path, name: &str, force: bool)
 
 #[derive(Subcommand)]
 pub enum TaskCmd {
+    /// Checkpoint a running task into a file (CRIU: memory, open files, filesystem changes),
+    /// signed for this cluster. Without --leave-running the task stops and its slot restarts.
+    Checkpoint {
+        task: String,
+        /// Keep the task running (a snapshot).
+        #[arg(long)]
+        leave_running: bool,
+        /// The file to write (default: TASK.checkpoint); it must not exist.
+        #[arg(long, short = 'o')]
+        output: Option<std::path::PathBuf>,
+    },
+    /// Restore a checkpoint file as the task of its slot (replacing the task there now), on
+    /// --node or where the slot's task runs. A tampered file, or one from another cluster, is
+    /// refused before anything changes.
+    Restore {
+        file: std::path::PathBuf,
+        #[arg(long)]
+        node: Option<String>,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
     /// Move a running task with its memory and files to another node (CRIU checkpoint, transfer
     /// over the cluster's mutual TLS, restore). It keeps its slot; if anything fails after the
     /// checkpoint it is restored on its own node.
@@ -485,6 +506,46 @@ pub enum TaskCmd {
 
 pub async fn task(c: &Client, cmd: TaskCmd) -> Result<()> {
     match cmd {
+        TaskCmd::Checkpoint { task, leave_running, output } => {
+            let c = c.with_timeout(std::time::Duration::from_secs(1800));
+            let body = serde_json::to_vec(&shoal_api::migrate::CheckpointToFile { leave_running })?;
+            let file =
+                c.bytes(hyper::Method::POST, &format!("/v1/tasks/{task}/checkpoint"), Some(body)).await?;
+            let out = output.unwrap_or_else(|| std::path::PathBuf::from(format!("{task}.checkpoint")));
+            // The file holds the task's memory: only its owner may read it.
+            {
+                use std::io::Write;
+                use std::os::unix::fs::OpenOptionsExt;
+                let mut f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(&out)
+                    .with_context(|| format!("creating {} (it must not exist)", out.display()))?;
+                f.write_all(&file)?;
+                f.sync_all()?;
+            }
+            let what = if leave_running { "still running" } else { "stopped; its slot restarts" };
+            println!(
+                "Task {task} checkpointed to {} ({} bytes; the task is {what}).",
+                out.display(),
+                file.len()
+            );
+        }
+        TaskCmd::Restore { file, node, format } => {
+            let c = c.with_timeout(std::time::Duration::from_secs(1800));
+            let body = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let q = node.map(|n| format!("?node={n}")).unwrap_or_default();
+            let bytes = c.bytes(hyper::Method::POST, &format!("/v1/tasks/restore{q}"), Some(body)).await?;
+            let r: shoal_api::migrate::Migration = serde_json::from_slice(&bytes)?;
+            if format == Format::Json {
+                return print_json(&r);
+            }
+            println!(
+                "Restored task {} as task {} on {} ({} ms).",
+                r.from_task, r.task, r.to_node, r.total_ms
+            );
+        }
         TaskCmd::Migrate { task, to, format } => {
             let c = c.with_timeout(std::time::Duration::from_secs(1800));
             let r: shoal_api::migrate::Migration = c

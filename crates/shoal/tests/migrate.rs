@@ -179,7 +179,61 @@ fn a_counter_migrates_survives_failures_and_drains_back() {
     let t6 =
         eventually(30, "the task on the worker", || running_task(&m).filter(|t| node_of(&m, t) == "wrk"));
     assert!(t6["status"]["message"].as_str().is_some_and(|s| s.contains("restored")), "{t6}");
-    resumed(&m, n5);
+    let (t7, n7) = resumed(&m, n5);
+
+    // 6. A snapshot to a file (the task goes on), then the slot rewound to it. A tampered file and
+    //    one from another cluster are refused before anything changes.
+    let file = tmp.path().join("counter.checkpoint");
+    let f = file.to_str().expect("utf8");
+    m.ok(&["task", "checkpoint", &t7, "--leave-running", "-o", f]);
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&file).expect("file").permissions().mode() & 0o777, 0o600);
+    let (same, later) = counted_past(&m, n7 + 20);
+    assert_eq!(same, t7, "--leave-running keeps the task");
+    let bytes = std::fs::read(&file).expect("read");
+    let header_end = bytes.iter().position(|b| *b == b'\n').expect("header line");
+    let mut tampered = bytes.clone();
+    let i = header_end + 1 + (bytes.len() - header_end) / 2;
+    tampered[i] ^= 0xff;
+    std::fs::write(tmp.path().join("tampered"), &tampered).expect("write");
+    let out = m.cli(&["task", "restore", tmp.path().join("tampered").to_str().expect("utf8")]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("failed verification"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let header = String::from_utf8_lossy(&bytes[..header_end]).to_string();
+    let cluster = serde_json::from_str::<Value>(&header).expect("header")["cluster_id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let mut foreign = header.replace(&cluster, "someothercluster").into_bytes();
+    foreign.extend_from_slice(&bytes[header_end..]);
+    std::fs::write(tmp.path().join("foreign"), &foreign).expect("write");
+    let out = m.cli(&["task", "restore", tmp.path().join("foreign").to_str().expect("utf8")]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("another cluster"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        running_task(&m).and_then(|t| t["id"].as_str().map(String::from)),
+        Some(t7.clone()),
+        "nothing changed"
+    );
+    let out = m.ok(&["task", "restore", f, "--node", "wrk", "--format", "json"]);
+    let r: Value = serde_json::from_str(&out).expect("json");
+    let t8 = r["task"].as_str().expect("task").to_string();
+    let (_, _) = counted_past(&m, 0);
+    let values = eventually(30, "the restored task counting", || {
+        let v = counts(&m, &t8);
+        (v.len() > 5).then_some(v)
+    });
+    assert!(
+        values[0] > n7.saturating_sub(50) && values[0] < later,
+        "rewound to the snapshot: {values:?}, the old task had reached {later}"
+    );
 
     remove_services_and_wait(&m, &["counter"], &[&m, &w]);
 }
