@@ -131,6 +131,27 @@ async function refreshHealth() {
   } catch (_) { /* shown by refresh */ }
 }
 
+// Reads a newline-delimited JSON stream, handing each chunk's records to `onRecords` (lines
+// that do not parse are skipped), until the stream ends.
+async function readNdjson(response, onRecords) {
+  const reader = response.body.getReader();
+  const dec = new TextDecoder();
+  let buf = '';
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buf += dec.decode(value, { stream: true });
+    const lines = buf.split('\n');
+    buf = lines.pop();
+    const records = [];
+    for (const line of lines) {
+      if (!line.trim()) continue;
+      try { records.push(JSON.parse(line)); } catch (_) { /* skip a bad line */ }
+    }
+    if (records.length) onRecords(records);
+  }
+}
+
 // The live event feed: the last ten minutes, then every change as it happens.
 async function followEvents() {
   const since = (Date.now() - 10 * 60 * 1000) * 1e6;
@@ -138,23 +159,11 @@ async function followEvents() {
     try {
       const r = await fetch(`/v1/events?since=${since}`);
       if (!r.ok) throw new Error(r.statusText);
-      const reader = r.body.getReader();
-      const dec = new TextDecoder();
-      let buf = '';
-      for (;;) {
-        const { value, done } = await reader.read();
-        if (done) break;
-        buf += dec.decode(value, { stream: true });
-        let nl;
-        let got = false;
-        while ((nl = buf.indexOf('\n')) >= 0) {
-          const line = buf.slice(0, nl);
-          buf = buf.slice(nl + 1);
-          if (!line.trim()) continue;
-          try { addEvent(JSON.parse(line)); got = true; } catch (_) { /* skip a bad line */ }
-        }
-        if (got) { scheduleRefresh(); renderEvents(); }
-      }
+      await readNdjson(r, (records) => {
+        records.forEach(addEvent);
+        scheduleRefresh();
+        renderEvents();
+      });
     } catch (_) { /* reconnect below */ }
     await new Promise((res) => setTimeout(res, 2000));
   }
@@ -401,32 +410,17 @@ async function followLogs(id) {
   try {
     const r = await fetch(`/v1/services/${encodeURIComponent(id)}/logs?${q}`, { signal: logAbort.signal });
     if (!r.ok) { let m = r.statusText; try { m = (await r.json()).error.message; } catch (_) { /* keep */ } throw new Error(m); }
-    const reader = r.body.getReader();
-    const dec = new TextDecoder();
-    let buf = '';
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      buf += dec.decode(value, { stream: true });
-      let nl;
-      const frag = [];
-      while ((nl = buf.indexOf('\n')) >= 0) {
-        const line = buf.slice(0, nl);
-        buf = buf.slice(nl + 1);
-        if (!line.trim()) continue;
-        let rec;
-        try { rec = JSON.parse(line); } catch (_) { continue; }
-        if (rec.error) { frag.push(`<div class="stderr">${esc(rec.error)}</div>`); continue; }
+    await readNdjson(r, (records) => {
+      const frag = records.map((rec) => {
+        if (rec.error) return `<div class="stderr">${esc(rec.error)}</div>`;
         const ts = new Date(rec.timestamp / 1e6).toISOString().slice(11, 23);
-        frag.push(`<div class="${rec.stream === 'stderr' ? 'stderr' : ''}"><span class="ts">${ts} ${esc(rec.source || short(rec.task_id))}</span> ${esc(rec.line)}</div>`);
-      }
-      if (frag.length) {
-        const atBottom = box.scrollTop + box.clientHeight >= box.scrollHeight - 20;
-        box.insertAdjacentHTML('beforeend', frag.join(''));
-        while (box.childNodes.length > 2000) box.removeChild(box.firstChild);
-        if (atBottom) box.scrollTop = box.scrollHeight;
-      }
-    }
+        return `<div class="${rec.stream === 'stderr' ? 'stderr' : ''}"><span class="ts">${ts} ${esc(rec.source || short(rec.task_id))}</span> ${esc(rec.line)}</div>`;
+      });
+      const atBottom = box.scrollTop + box.clientHeight >= box.scrollHeight - 20;
+      box.insertAdjacentHTML('beforeend', frag.join(''));
+      while (box.childNodes.length > 2000) box.removeChild(box.firstChild);
+      if (atBottom) box.scrollTop = box.scrollHeight;
+    });
     box.insertAdjacentHTML('beforeend', '<div class="muted">— end of stream —</div>');
   } catch (e) {
     if (e.name !== 'AbortError') box.insertAdjacentHTML('beforeend', `<div class="stderr">${esc(e.message)}</div>`);

@@ -78,17 +78,7 @@ fn a_counter_migrates_survives_failures_and_drains_back() {
     m.start("dev");
     w.start("daemon");
     let tar = common::busybox_rootfs(tmp.path());
-    for n in [&m, &w] {
-        let out = std::process::Command::new(common::BIN)
-            .args(["image", "--data-dir"])
-            .arg(n.dir.join("data"))
-            .arg("import")
-            .arg(&tar)
-            .arg("counter:1")
-            .output()
-            .expect("image import");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    }
+    common::import_image(&[&m, &w], &tar, "counter:1");
     // Created before the worker joins, so it starts on the manager.
     m.ok(&["service", "create", "--name", "counter", "--driver", "oci", "counter:1", "sh", "-c", COUNTER]);
     join_worker(&m, &w);

@@ -212,6 +212,28 @@ async fn web_ui_in_chromium_against_a_live_cluster() {
     wait_js(&c, 10, "an error banner", banner, |v| v.as_str().is_some_and(|t| t.contains("whole number")))
         .await;
 
+    // Logs: Follow streams a service's lines into the page.
+    m.ok(&[
+        "service",
+        "create",
+        "--name",
+        "talk",
+        "--driver",
+        "process",
+        "/bin/sh",
+        "-c",
+        "while true; do echo hello-ui; sleep 0.2; done",
+    ]);
+    c.goto(&format!("{}/#/services/talk", m.ui_url())).await.expect("talk page");
+    wait_js(&c, 20, "talk's task", RUNNING_TASKS, |v| v == 1).await;
+    c.find(Locator::Css("#log-follow")).await.expect("follow").click().await.expect("click Follow");
+    let logs = "const l = document.querySelector('#logs'); return l ? l.textContent : null;";
+    wait_js(&c, 20, "followed log lines", logs, |v| {
+        v.as_str().is_some_and(|t| t.matches("hello-ui").count() >= 3)
+    })
+    .await;
+    screenshot(&c, "ui-logs.png").await;
+
     // 1,000 tasks: a service whose replicas can never be placed (no node has the memory) fills
     // the task list without starting processes. The page renders every row and stays usable.
     m.ok(&[
@@ -249,7 +271,7 @@ async fn web_ui_in_chromium_against_a_live_cluster() {
     wait_js(&c, 5, "nodes table text", reasons, |v| v.as_str().is_some_and(|t| t.contains("w1"))).await;
     println!("UI with 1000 tasks: service page rendered in {first_render:?}, tab switch in {switch:?}");
     c.close().await.expect("close the browser");
-    remove_services_and_wait(&m, &["web", "big"], &[&m, &w]);
+    remove_services_and_wait(&m, &["web", "big", "talk"], &[&m, &w]);
 }
 
 /// Every metric sample, as `[name, labels, value]`, from the Prometheus project's parser.

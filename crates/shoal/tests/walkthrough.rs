@@ -91,19 +91,7 @@ fn walk_through(rt: Runtime) {
     );
     match rt {
         Runtime::Process => {}
-        Runtime::Oci => {
-            for n in [&m, &w] {
-                let out = std::process::Command::new(common::BIN)
-                    .args(["image", "--data-dir"])
-                    .arg(n.dir.join("data"))
-                    .arg("import")
-                    .arg(&tar)
-                    .arg(&image)
-                    .output()
-                    .expect("image import");
-                assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-            }
-        }
+        Runtime::Oci => common::import_image(&[&m, &w], &tar, &image),
         Runtime::Docker => {
             let st = std::process::Command::new("docker")
                 .arg("import")

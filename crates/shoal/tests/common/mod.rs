@@ -189,3 +189,18 @@ pub fn remove_services_and_wait(m: &Node, services: &[&str], nodes: &[&Node]) {
         });
     }
 }
+
+/// Imports the image tarball `tar` as `image` into each node's own image store (the oci driver's).
+pub fn import_image(nodes: &[&Node], tar: &Path, image: &str) {
+    for n in nodes {
+        let out = Command::new(BIN)
+            .args(["image", "--data-dir"])
+            .arg(n.dir.join("data"))
+            .arg("import")
+            .arg(tar)
+            .arg(image)
+            .output()
+            .expect("image import");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+}
