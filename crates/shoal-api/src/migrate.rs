@@ -247,6 +247,9 @@ pub async fn migrate(m: &Arc<Manager>, id: &TaskId, to: Option<&str>) -> Result<
             out.task = new_id.to_string();
             out.downtime_ms = frozen_at.elapsed().as_millis() as u64;
             forget_checkpoint(&tls, &source_addr, &source, &checkpoint_id).await;
+            let metrics = shoal_metrics::metrics();
+            metrics.count_migration("moved");
+            metrics.migration_downtime_seconds.observe(frozen_at.elapsed().as_secs_f64());
             tracing::info!(task = %new_id, from = %source_name, to = %target_name, downtime_ms = out.downtime_ms, "task migrated");
         }
         Err(why) => {
@@ -256,17 +259,19 @@ pub async fn migrate(m: &Arc<Manager>, id: &TaskId, to: Option<&str>) -> Result<
             forget_checkpoint(&tls, &source_addr, &source, &checkpoint_id).await;
             match back {
                 Ok(id) => {
+                    shoal_metrics::metrics().count_migration("restored_at_home");
                     out.task = id.to_string();
                     out.to_node = source_name.clone();
                     out.downtime_ms = frozen_at.elapsed().as_millis() as u64;
                     out.failed = Some(why);
                 }
                 Err(e) => {
+                    shoal_metrics::metrics().count_migration("lost");
                     return Err(ApiError::new(
                         StatusCode::INTERNAL_SERVER_ERROR,
                         "migration_failed",
                         format!("migration failed ({why}) and restoring the task on {source_name} failed too ({e}); its slot restarts from scratch"),
-                    ))
+                    ));
                 }
             }
         }

@@ -49,6 +49,11 @@ pub struct ReasonLabels {
     pub reason: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: String,
+}
+
 type Hist = Family<RouteLabels, Histogram, fn() -> Histogram>;
 type DriverHist = Family<DriverLabels, Histogram, fn() -> Histogram>;
 
@@ -95,6 +100,10 @@ pub struct Metrics {
     pub agent_task_start_seconds: DriverHist,
     pub agent_tasks_running: Family<DriverLabels, Gauge>,
     pub agent_task_state_changes: Family<StateLabels, Counter>,
+
+    // Live migration (the coordinating manager).
+    pub migrations: Family<ResultLabels, Counter>,
+    pub migration_downtime_seconds: Histogram,
 }
 
 impl Metrics {
@@ -124,6 +133,8 @@ impl Metrics {
             agent_task_start_seconds: Family::new_with_constructor(latency),
             agent_tasks_running: Family::default(),
             agent_task_state_changes: Family::default(),
+            migrations: Family::default(),
+            migration_downtime_seconds: latency(),
         };
         r.register("raft_term", "Raft term this manager is in", m.raft_term.clone());
         r.register(
@@ -206,6 +217,17 @@ impl Metrics {
             "Task state changes this node's agent reported, by new state",
             m.agent_task_state_changes.clone(),
         );
+        r.register(
+            "migrations",
+            "Task migrations this manager coordinated: moved, restored_at_home (failed after the \
+             checkpoint), lost (failed and not restored)",
+            m.migrations.clone(),
+        );
+        r.register(
+            "migration_downtime_seconds",
+            "From the checkpoint to the restored task running, for migrations that moved",
+            m.migration_downtime_seconds.clone(),
+        );
         Metrics { registry: r, ..m }
     }
 
@@ -222,6 +244,10 @@ impl Metrics {
     pub fn observe_request(&self, method: &str, route: &str, status: u16, took: Duration) {
         let labels = RouteLabels { method: method.to_string(), route: route.to_string(), status };
         self.api_request_seconds.get_or_create(&labels).observe(took.as_secs_f64());
+    }
+
+    pub fn count_migration(&self, result: &str) {
+        self.migrations.get_or_create(&ResultLabels { result: result.to_string() }).inc();
     }
 
     pub fn observe_task_start(&self, driver: &str, took: Duration) {

@@ -225,5 +225,18 @@ fn a_counter_migrates_survives_failures_and_drains_back() {
         "rewound to the snapshot: {values:?}, the old task had reached {later}"
     );
 
+    // The manager counts what it coordinated (it restarted before the drains: 2 moves since).
+    let text = {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", m.ui_port)).expect("metrics");
+        write!(s, "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n\r\n", m.ui_port)
+            .expect("send");
+        let mut out = String::new();
+        s.read_to_string(&mut out).expect("read");
+        out
+    };
+    assert!(text.contains("shoal_migrations_total{result=\"moved\"} 2"), "{text}");
+    assert!(text.contains("shoal_migration_downtime_seconds_count 2"), "{text}");
+
     remove_services_and_wait(&m, &["counter"], &[&m, &w]);
 }
