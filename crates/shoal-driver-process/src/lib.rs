@@ -19,8 +19,8 @@ use cgroup::{Layout, TaskCgroups};
 use serde::{Deserialize, Serialize};
 use shoal_driver::shim::{self, Launched, ShimSpec};
 use shoal_driver::{
-    capability, Driver, DriverError, ExecResult, ExitStatus, Handle, LogOptions, LogReceiver, Recovered,
-    Stats, TaskConfig, MIN_MEMORY_LIMIT,
+    capability, CheckpointOptions, CheckpointReport, Driver, DriverError, ExecResult, ExitStatus, Handle,
+    LogOptions, LogReceiver, Recovered, Stats, TaskConfig, MIN_MEMORY_LIMIT,
 };
 use shoal_types::DriverInfo;
 use std::collections::BTreeMap;
@@ -81,6 +81,39 @@ impl ProcessDriverConfig {
 pub struct ProcessDriver {
     cfg: ProcessDriverConfig,
     layout: Option<Layout>,
+    /// `criu` once `criu check` passed (checked at the first fingerprint or checkpoint).
+    criu: std::sync::Mutex<Option<PathBuf>>,
+}
+
+/// Marks a task stopped by a checkpoint: its exit is reported as [`ExitStatus::checkpointed`].
+const CHECKPOINTED: &str = "checkpointed.json";
+
+/// What a process checkpoint needs besides CRIU's images: the task's output pipes, which the
+/// restore hands to the new shim.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct ProcessCheckpoint {
+    stdout: String,
+    stderr: String,
+    tcp_established: bool,
+    /// The checkpointed processes' pids: CRIU restores them with the same pids, so they must be
+    /// free where the task is restored.
+    #[serde(default)]
+    pids: Vec<i32>,
+}
+
+/// `pid` and all its descendants, from `/proc/<pid>/task/*/children`.
+fn process_tree(pid: i32) -> Vec<i32> {
+    let mut out = vec![pid];
+    let mut i = 0;
+    while let Some(&p) = out.get(i) {
+        i += 1;
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) else { continue };
+        for t in tasks.flatten() {
+            let children = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+            out.extend(children.split_whitespace().filter_map(|c| c.parse::<i32>().ok()));
+        }
+    }
+    out
 }
 
 /// The driver-private part of a [`Handle`].
@@ -119,7 +152,107 @@ impl ProcessDriver {
             CgroupMode::Disabled => None,
             CgroupMode::Layout(l) => Some(l.clone()),
         };
-        Self { cfg, layout }
+        Self { cfg, layout, criu: std::sync::Mutex::new(None) }
+    }
+
+    /// `criu` from `PATH` when `criu check` passes on this node.
+    async fn criu(&self) -> Option<PathBuf> {
+        if let Some(p) = self.criu.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone() {
+            return Some(p);
+        }
+        let path = std::env::var("PATH")
+            .unwrap_or_else(|_| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+        let criu = resolve_program("criu", &path, Path::new("/"))?;
+        let info = shoal_driver::criu::probe(&criu).await?;
+        tracing::info!(criu = %info.version, "process driver: criu check passes: checkpoint/restore available");
+        *self.criu.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(criu.clone());
+        Some(criu)
+    }
+
+    async fn criu_or_unsupported(&self) -> Result<PathBuf, DriverError> {
+        self.criu().await.ok_or_else(|| DriverError::Unsupported {
+            driver: DRIVER_NAME.into(),
+            what: "checkpoint/restore: no working criu on this node (scripts/install-criu.sh)".into(),
+        })
+    }
+
+    /// Starts the shim for `cfg`: it runs the task, or, with `restore`, CRIU restoring it.
+    async fn launch_task(
+        &self,
+        cfg: &TaskConfig,
+        r: Resolved,
+        restore: Option<(Vec<String>, PathBuf)>,
+    ) -> Result<Handle, DriverError> {
+        let (cgroups, shims) = match &self.layout {
+            Some(layout) => {
+                let cg = layout.task(&self.cfg.cgroup_parent, &cgroup::sanitize(&cfg.task_id));
+                cg.create(&cfg.limits).map_err(|e| DriverError::runtime("creating the task's cgroup", e))?;
+                let shims = layout.task(&self.cfg.cgroup_parent, "shims");
+                if let Err(e) = shims.create(&Default::default()) {
+                    tracing::warn!(error = %e, "cannot create the shims cgroup; shims stay in the task's cgroup");
+                }
+                (Some(cg), Some(shims))
+            }
+            None => {
+                if cfg.limits != Default::default() {
+                    tracing::warn!(task = %cfg.task_id, "no cgroups on this node: limits are not enforced");
+                }
+                (None, None)
+            }
+        };
+        let mut spec = ShimSpec {
+            argv: r.argv.clone(),
+            env: r.env.clone(),
+            cwd: r.cwd.clone(),
+            uid: r.uid,
+            gid: r.gid,
+            cgroup_procs: cgroups.as_ref().map(TaskCgroups::procs_files).unwrap_or_default(),
+            leave_cgroup_procs: shims.as_ref().map(TaskCgroups::procs_files).unwrap_or_default(),
+            log_max_bytes: self.cfg.log_max_bytes,
+            log_max_files: self.cfg.log_max_files,
+            restored_pidfile: None,
+        };
+        if let Some((argv, pidfile)) = restore {
+            // CRIU runs as root; the restored task gets its own credentials back from the images.
+            spec.argv = argv;
+            spec.env = BTreeMap::from([(
+                "PATH".into(),
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+            )]);
+            spec.cwd = PathBuf::from("/");
+            spec.uid = None;
+            spec.gid = None;
+            spec.restored_pidfile = Some(pidfile);
+        }
+        let launched = match shim::launch(&self.cfg.shim_exe, &cfg.task_dir, &spec).await {
+            Ok(l) => l,
+            Err(e) => {
+                if let Some(cg) = &cgroups {
+                    if let Err(re) = cg.remove().await {
+                        tracing::warn!(error = %re, "removing the cgroup of a task that did not start");
+                    }
+                }
+                return Err(e);
+            }
+        };
+        let state = State {
+            launched,
+            task_dir: cfg.task_dir.clone(),
+            cgroups,
+            memory_limit: cfg.limits.memory_bytes,
+            env: r.env,
+            cwd: r.cwd,
+            uid: r.uid,
+            gid: r.gid,
+        };
+        tracing::info!(task = %cfg.task_id, pid = launched.child_pid, shim = launched.shim_pid, "process task started");
+        Ok(Handle {
+            task_id: cfg.task_id.clone(),
+            driver: DRIVER_NAME.into(),
+            runtime_id: launched.child_pid.to_string(),
+            state: serde_json::to_value(&state)
+                .map_err(|e| DriverError::runtime("encoding the handle", e))?,
+        })
     }
 
     /// The detected cgroup layout, if any.
@@ -195,6 +328,9 @@ impl ProcessDriver {
 
     /// The OOM flag and message, from the cgroup.
     fn annotate(state: &State, mut status: ExitStatus) -> ExitStatus {
+        if state.task_dir.join(CHECKPOINTED).exists() {
+            return ExitStatus::checkpointed();
+        }
         if let Some(cg) = &state.cgroups {
             let oom = match cg.oom_kills() {
                 Some(n) => n > 0,
@@ -225,6 +361,19 @@ impl ProcessDriver {
             |_| DriverError::Runtime("the task's shim did not exit after the task was killed".into()),
         )?
     }
+}
+
+/// The last error lines of a CRIU log, for messages.
+fn criu_log_tail(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let errors: Vec<&str> =
+        text.lines().filter(|l| l.contains("Error") && !l.contains("RLIMIT_NOFILE")).collect();
+    let lines = if errors.is_empty() {
+        text.lines().rev().take(3).collect::<Vec<_>>()
+    } else {
+        errors.into_iter().rev().take(3).collect()
+    };
+    lines.into_iter().rev().collect::<Vec<_>>().join("; ")
 }
 
 /// Finds `program`: absolute, relative to `cwd` when it contains a slash, or searched in `path`.
@@ -314,13 +463,16 @@ impl Driver for ProcessDriver {
             tracing::warn!(shim = %self.cfg.shim_exe.display(), "the shim executable is missing");
             return None;
         }
-        let capabilities = match self.cgroups_unusable() {
+        let mut capabilities = match self.cgroups_unusable() {
             None => vec![capability::LIMITS.to_string(), capability::EXEC.to_string()],
             Some(why) => {
                 tracing::warn!(reason = %why, "process driver: cgroups unusable; no limits or exec offered");
                 Vec::new()
             }
         };
+        if self.criu().await.is_some() {
+            capabilities.push(capability::CHECKPOINT.to_string());
+        }
         Some(DriverInfo { name: DRIVER_NAME.into(), version, capabilities })
     }
 
@@ -330,63 +482,7 @@ impl Driver for ProcessDriver {
 
     async fn start(&self, cfg: &TaskConfig) -> Result<Handle, DriverError> {
         let r = self.resolve(cfg)?;
-        let (cgroups, shims) = match &self.layout {
-            Some(layout) => {
-                let cg = layout.task(&self.cfg.cgroup_parent, &cgroup::sanitize(&cfg.task_id));
-                cg.create(&cfg.limits).map_err(|e| DriverError::runtime("creating the task's cgroup", e))?;
-                let shims = layout.task(&self.cfg.cgroup_parent, "shims");
-                if let Err(e) = shims.create(&Default::default()) {
-                    tracing::warn!(error = %e, "cannot create the shims cgroup; shims stay in the task's cgroup");
-                }
-                (Some(cg), Some(shims))
-            }
-            None => {
-                if cfg.limits != Default::default() {
-                    tracing::warn!(task = %cfg.task_id, "no cgroups on this node: limits are not enforced");
-                }
-                (None, None)
-            }
-        };
-        let spec = ShimSpec {
-            argv: r.argv.clone(),
-            env: r.env.clone(),
-            cwd: r.cwd.clone(),
-            uid: r.uid,
-            gid: r.gid,
-            cgroup_procs: cgroups.as_ref().map(TaskCgroups::procs_files).unwrap_or_default(),
-            leave_cgroup_procs: shims.as_ref().map(TaskCgroups::procs_files).unwrap_or_default(),
-            log_max_bytes: self.cfg.log_max_bytes,
-            log_max_files: self.cfg.log_max_files,
-        };
-        let launched = match shim::launch(&self.cfg.shim_exe, &cfg.task_dir, &spec).await {
-            Ok(l) => l,
-            Err(e) => {
-                if let Some(cg) = &cgroups {
-                    if let Err(re) = cg.remove().await {
-                        tracing::warn!(error = %re, "removing the cgroup of a task that did not start");
-                    }
-                }
-                return Err(e);
-            }
-        };
-        let state = State {
-            launched,
-            task_dir: cfg.task_dir.clone(),
-            cgroups,
-            memory_limit: cfg.limits.memory_bytes,
-            env: r.env,
-            cwd: r.cwd,
-            uid: r.uid,
-            gid: r.gid,
-        };
-        tracing::info!(task = %cfg.task_id, pid = launched.child_pid, shim = launched.shim_pid, "process task started");
-        Ok(Handle {
-            task_id: cfg.task_id.clone(),
-            driver: DRIVER_NAME.into(),
-            runtime_id: launched.child_pid.to_string(),
-            state: serde_json::to_value(&state)
-                .map_err(|e| DriverError::runtime("encoding the handle", e))?,
-        })
+        self.launch_task(cfg, r, None).await
     }
 
     async fn recover(&self, handle: &Handle) -> Result<Recovered, DriverError> {
@@ -522,6 +618,134 @@ impl Driver for ProcessDriver {
                 Ok(ExecResult { exit_code: 124, output: format!("exec timed out after {timeout:?}") })
             }
         }
+    }
+
+    async fn checkpoint(
+        &self,
+        handle: &Handle,
+        dir: &Path,
+        opts: &CheckpointOptions,
+    ) -> Result<CheckpointReport, DriverError> {
+        let started = std::time::Instant::now();
+        let state = Self::state(handle)?;
+        let criu = self.criu_or_unsupported().await?;
+        if !shim::is_running(&state.launched) || shim::read_exit(&state.task_dir).is_some() {
+            return Err(DriverError::Invalid(format!("task {} is not running", handle.task_id)));
+        }
+        let pid = state.launched.child_pid;
+        // The output pipes the task writes to, so a restore can hand it its new shim's.
+        let pipe = |fd: u32| -> Result<String, DriverError> {
+            let link = std::fs::read_link(format!("/proc/{pid}/fd/{fd}"))
+                .map_err(|e| DriverError::runtime(&format!("reading the task's fd {fd}"), e))?;
+            let link = link.to_string_lossy().into_owned();
+            if !link.starts_with("pipe:[") {
+                return Err(DriverError::Invalid(format!(
+                    "the task's fd {fd} is {link}, not its output pipe"
+                )));
+            }
+            Ok(link)
+        };
+        let meta = ProcessCheckpoint {
+            stdout: pipe(1)?,
+            stderr: pipe(2)?,
+            tcp_established: opts.tcp_established,
+            pids: process_tree(pid),
+        };
+        let images = dir.join("criu");
+        std::fs::create_dir_all(&images)
+            .map_err(|e| DriverError::runtime("creating the checkpoint directory", e))?;
+        let marker = state.task_dir.join(CHECKPOINTED);
+        if !opts.leave_running {
+            // Before the dump stops the task, so whoever waits for it sees why it ended.
+            shim::write_atomic(&marker, b"{}").map_err(|e| DriverError::runtime("marking the task", e))?;
+        }
+        if opts.pre_dumps > 0 {
+            tracing::warn!(task = %handle.task_id, "process driver: pre-dumps are not supported; one final dump");
+        }
+        let log = dir.join("dump.log");
+        let mut cmd = tokio::process::Command::new(&criu);
+        cmd.arg("dump")
+            .args(["-t", &pid.to_string(), "--shell-job", "--file-locks", "-v2"])
+            .arg("-D")
+            .arg(&images)
+            .arg("--log-file")
+            .arg(&log)
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true);
+        if opts.leave_running {
+            cmd.arg("--leave-running");
+        }
+        if opts.tcp_established {
+            cmd.arg("--tcp-established");
+        }
+        let out = cmd.output().await.map_err(|e| DriverError::runtime("running criu dump", e));
+        let failed = match &out {
+            Ok(o) if o.status.success() => None,
+            Ok(o) => Some(format!("criu dump failed ({}): {}", o.status, criu_log_tail(&log))),
+            Err(e) => Some(e.to_string()),
+        };
+        if let Some(why) = failed {
+            let _ = std::fs::remove_file(&marker);
+            return Err(DriverError::Runtime(why));
+        }
+        let json =
+            serde_json::to_vec(&meta).map_err(|e| DriverError::runtime("encoding the checkpoint", e))?;
+        shim::write_atomic(&dir.join("process.json"), &json)
+            .map_err(|e| DriverError::runtime("writing process.json", e))?;
+        let took = started.elapsed();
+        Ok(CheckpointReport { pre_dumps: 0, freeze: took, total: took })
+    }
+
+    async fn restore(&self, cfg: &TaskConfig, dir: &Path) -> Result<Handle, DriverError> {
+        let criu = self.criu_or_unsupported().await?;
+        let meta: ProcessCheckpoint = std::fs::read(dir.join("process.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .ok_or_else(|| {
+                DriverError::Invalid(format!("{} is not a checkpoint of a process task", dir.display()))
+            })?;
+        let r = self.resolve(cfg)?;
+        // The checkpointed processes come back with their pids: wait (briefly) for them to be
+        // free, e.g. while the stopped originals are reaped on this node.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while let Some(p) = meta.pids.iter().find(|p| Path::new(&format!("/proc/{p}")).exists()) {
+            if std::time::Instant::now() >= deadline {
+                return Err(DriverError::Runtime(format!(
+                    "pid {p} is in use on this node: CRIU restores a process task with its own pids"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let pidfile = dir.join("restored.pid");
+        let log = dir.join("restore.log");
+        let _ = std::fs::remove_file(&pidfile);
+        let path = |p: &Path| p.to_string_lossy().into_owned();
+        let mut argv = vec![
+            path(&criu),
+            "restore".into(),
+            "-D".into(),
+            path(&dir.join("criu")),
+            "--shell-job".into(),
+            "--restore-detached".into(),
+            "--restore-sibling".into(),
+            "--file-locks".into(),
+            "--manage-cgroups=ignore".into(),
+            "--pidfile".into(),
+            path(&pidfile),
+            "--log-file".into(),
+            path(&log),
+            "-v2".into(),
+            "--inherit-fd".into(),
+            format!("fd[1]:{}", meta.stdout),
+            "--inherit-fd".into(),
+            format!("fd[2]:{}", meta.stderr),
+        ];
+        if meta.tcp_established {
+            argv.push("--tcp-established".into());
+        }
+        self.launch_task(cfg, r, Some((argv, pidfile)))
+            .await
+            .map_err(|e| DriverError::Runtime(format!("{e}: {}", criu_log_tail(&log))))
     }
 }
 

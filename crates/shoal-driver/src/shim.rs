@@ -78,6 +78,10 @@ pub struct ShimSpec {
     pub log_max_bytes: u64,
     /// Log files kept in all, `output.log` included (at least 1).
     pub log_max_files: u32,
+    /// Restore mode: `argv` is a `criu restore --restore-detached --restore-sibling` that writes
+    /// the restored task's pid here. The shim waits for CRIU, then supervises that pid (its own
+    /// child, as CRIU restored it as CRIU's sibling) as it supervises a task it spawned.
+    pub restored_pidfile: Option<PathBuf>,
 }
 
 /// A running shim, as the driver persists it.
@@ -125,7 +129,7 @@ fn shim_log_path(task_dir: &Path) -> PathBuf {
 }
 
 /// Writes `data` to `path` atomically (tmp file, fsync, rename).
-pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
+pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");

@@ -365,3 +365,57 @@ async fn log_rotation_keeps_at_most_n_files() {
     assert_eq!(lines.len(), 500 - first);
     d.destroy(&h).await.expect("destroy");
 }
+
+/// The counter values a task printed so far, once `enough` holds for them.
+async fn counted(d: &ProcessDriver, h: &Handle, enough: impl Fn(&[u64]) -> bool) -> Vec<u64> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let values: Vec<u64> = all_logs(d, h, LogOptions::default())
+            .await
+            .iter()
+            .filter_map(|l| l.line.trim().parse().ok())
+            .collect();
+        if enough(&values) {
+            return values;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for the counter: {values:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// CRIU (scripts/install-criu.sh): a counter is checkpointed under one task and restored under
+/// another (as on another node); it continues where it was, its output reaches the new task's
+/// log, its exit status reaches `wait`, and the checkpointed task reports how it ended.
+#[tokio::test]
+async fn checkpoint_and_restore_a_counter() {
+    let d = driver();
+    let info = d.fingerprint().await.expect("fingerprint");
+    if !info.capabilities.contains(&"checkpoint".to_string()) {
+        assert!(
+            std::env::var("SHOAL_REQUIRE_RUNTIMES").is_err(),
+            "criu is required (scripts/install-criu.sh): {info:?}"
+        );
+        eprintln!("skipping: no working criu");
+        return;
+    }
+    let (a, b, ck) =
+        (tempfile::tempdir().expect("a"), tempfile::tempdir().expect("b"), tempfile::tempdir().expect("c"));
+    let cfg = task(a.path(), "i=0; while true; do i=$((i+1)); echo $i; sleep 0.05; done");
+    let h = d.start(&cfg).await.expect("start");
+    counted(&d, &h, |v| v.last().is_some_and(|n| *n > 10)).await;
+    d.checkpoint(&h, ck.path(), &shoal_driver::CheckpointOptions::default()).await.expect("checkpoint");
+    let s = wait(&d, &h).await;
+    assert!(s.is_checkpointed(), "{s:?}");
+    let last = *counted(&d, &h, |v| !v.is_empty()).await.last().expect("values");
+    let mut cfg2 = task(b.path(), "");
+    cfg2.command = cfg.command.clone();
+    let h2 = d.restore(&cfg2, ck.path()).await.expect("restore");
+    let after = counted(&d, &h2, |v| v.len() > 5).await;
+    assert_eq!(after[0], last + 1, "continues where it was: {after:?}");
+    assert!(after.windows(2).all(|w| w[1] == w[0] + 1), "{after:?}");
+    d.stop(&h2, Duration::from_secs(2)).await.expect("stop");
+    let s2 = wait(&d, &h2).await;
+    assert_eq!(s2.code, 143, "the restored task's own exit status: {s2:?}");
+    d.destroy(&h2).await.expect("destroy");
+    d.destroy(&h).await.expect("destroy the checkpointed task");
+}

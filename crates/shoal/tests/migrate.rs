@@ -240,3 +240,42 @@ fn a_counter_migrates_survives_failures_and_drains_back() {
 
     remove_services_and_wait(&m, &["counter"], &[&m, &w]);
 }
+
+/// The process driver migrates too: a plain process (no container) moves with its memory and
+/// goes on counting (CRIU restores it with its own pids, which are free again here once the
+/// checkpointed original is gone).
+#[test]
+fn a_process_task_migrates_and_drains_back() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let mut m = Node::new(tmp.path(), "mgr");
+    let mut w = Node::new(tmp.path(), "wrk");
+    m.start("dev");
+    w.start("daemon");
+    m.ok(&["service", "create", "--name", "counter", "--driver", "process", "/bin/sh", "-c", COUNTER]);
+    join_worker(&m, &w);
+    eventually(30, "both nodes able to checkpoint processes", || {
+        let nodes = m.json(&["node", "ls", "--format", "json"]);
+        let capable = |n: &Value| {
+            n["description"]["drivers"].as_array().is_some_and(|d| {
+                d.iter().any(|d| {
+                    d["name"] == "process"
+                        && d["capabilities"].as_array().is_some_and(|c| c.iter().any(|c| c == "checkpoint"))
+                })
+            })
+        };
+        let a = nodes.as_array()?;
+        (a.len() == 2 && a.iter().all(capable)).then_some(())
+    });
+    let (t0, before) = counted_past(&m, 20);
+    let out = migrate(&m, &t0, "wrk");
+    assert!(out.status.success(), "migrate: {}", String::from_utf8_lossy(&out.stderr));
+    let t1 = running_task(&m).expect("a running task");
+    assert_eq!(node_of(&m, &t1), "wrk");
+    let (_, n1) = resumed(&m, before);
+    m.ok(&["node", "update", "--availability", "drain", "--migrate", "wrk"]);
+    let t2 =
+        eventually(30, "the task on the manager", || running_task(&m).filter(|t| node_of(&m, t) == "mgr"));
+    assert!(t2["status"]["message"].as_str().is_some_and(|s| s.contains("restored")), "{t2}");
+    resumed(&m, n1);
+    remove_services_and_wait(&m, &["counter"], &[&m, &w]);
+}

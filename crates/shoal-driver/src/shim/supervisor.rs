@@ -138,12 +138,38 @@ pub(super) fn supervise(task_dir: &Path) -> i32 {
         }
     };
     set_oom_score_adj(-1000);
+    // In restore mode the task is the one CRIU restores, known once CRIU is done.
+    let restored = if let Some(pidfile) = &spec.restored_pidfile {
+        // CRIU logs to its own file; what it prints and what the restored task writes meanwhile
+        // waits in the pipes (the readers start below).
+        let status = loop {
+            match child.wait() {
+                Ok(s) => break Ok(s),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => break Err(e),
+            }
+        };
+        match status {
+            Ok(s) if s.success() => {}
+            Ok(s) => return fail(task_dir, "other", format!("criu restore failed ({s})")),
+            Err(e) => return fail(task_dir, "other", format!("waiting for criu restore: {e}")),
+        }
+        let pid = std::fs::read_to_string(pidfile).ok().and_then(|p| p.trim().parse::<i32>().ok());
+        match pid.and_then(rustix::process::Pid::from_raw) {
+            Some(p) => Some(p),
+            None => {
+                return fail(task_dir, "other", format!("criu restore wrote no pid to {}", pidfile.display()))
+            }
+        }
+    } else {
+        None
+    };
     write_started(
         task_dir,
         &Started {
             shim_pid: Some(me as i32),
             shim_start_time: Some(my_start),
-            pid: Some(child.id() as i32),
+            pid: Some(restored.map_or(child.id() as i32, |p| p.as_raw_nonzero().get())),
             ..Default::default()
         },
     );
@@ -173,15 +199,34 @@ pub(super) fn supervise(task_dir: &Path) -> i32 {
         let _ = done_tx.send(());
     });
 
-    let status = loop {
-        match child.wait() {
-            Ok(s) => break Some(s),
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                eprintln!("shoal shim: waiting for the task: {e}");
-                break None;
+    // (code, signal) of the task.
+    let status: Option<(i32, Option<i32>)> = match restored {
+        Some(pid) => loop {
+            match rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::empty()) {
+                Ok(Some((_, s))) => {
+                    let signal = s.terminating_signal();
+                    break Some((s.exit_status().or(signal.map(|n| 128 + n)).unwrap_or(-1), signal));
+                }
+                Ok(None) => continue,
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => {
+                    eprintln!("shoal shim: waiting for the restored task: {e}");
+                    break None;
+                }
             }
-        }
+        },
+        None => loop {
+            match child.wait() {
+                Ok(s) => {
+                    break Some((s.code().or_else(|| s.signal().map(|n| 128 + n)).unwrap_or(-1), s.signal()))
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    eprintln!("shoal shim: waiting for the task: {e}");
+                    break None;
+                }
+            }
+        },
     };
     if done_rx.recv_timeout(DRAIN_TIMEOUT).is_err() {
         eprintln!(
@@ -189,9 +234,9 @@ pub(super) fn supervise(task_dir: &Path) -> i32 {
         );
     }
     let exit = match status {
-        Some(s) => ExitFile {
-            code: s.code().or_else(|| s.signal().map(|n| 128 + n)).unwrap_or(-1),
-            signal: s.signal(),
+        Some((code, signal)) => ExitFile {
+            code,
+            signal,
             finished_at: humantime::format_rfc3339_nanos(SystemTime::now()).to_string(),
         },
         None => ExitFile {
