@@ -101,6 +101,36 @@ struct ProcessCheckpoint {
     pids: Vec<i32>,
 }
 
+/// The first of `pids` that is still in use on this node: a process, or the process group or
+/// session of one (a zombie still holds its group's id until it is reaped).
+fn pid_in_use(pids: &[i32]) -> Option<i32> {
+    if let Some(p) = pids.iter().find(|p| Path::new(&format!("/proc/{p}")).exists()) {
+        return Some(*p);
+    }
+    let entries = std::fs::read_dir("/proc").ok()?;
+    for e in entries.flatten() {
+        let Some(stat) = e
+            .file_name()
+            .to_str()
+            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|n| std::fs::read_to_string(format!("/proc/{n}/stat")).ok())
+        else {
+            continue;
+        };
+        // After the command: state ppid pgrp session ...
+        let Some(rest) = stat.rfind(')').and_then(|i| stat.get(i + 2..)) else { continue };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        for f in fields.iter().skip(2).take(2) {
+            if let Ok(id) = f.parse::<i32>() {
+                if pids.contains(&id) {
+                    return Some(id);
+                }
+            }
+        }
+    }
+    None
+}
+
 /// `pid` and all its descendants, from `/proc/<pid>/task/*/children`.
 fn process_tree(pid: i32) -> Vec<i32> {
     let mut out = vec![pid];
@@ -708,10 +738,11 @@ impl Driver for ProcessDriver {
         // The checkpointed processes come back with their pids: wait (briefly) for them to be
         // free, e.g. while the stopped originals are reaped on this node.
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while let Some(p) = meta.pids.iter().find(|p| Path::new(&format!("/proc/{p}")).exists()) {
+        while let Some(p) = pid_in_use(&meta.pids) {
             if std::time::Instant::now() >= deadline {
                 return Err(DriverError::Runtime(format!(
-                    "pid {p} is in use on this node: CRIU restores a process task with its own pids"
+                    "pid {p} is in use on this node (a process, or the group of a process not yet reaped): \
+                     CRIU restores a process task with its own pids"
                 )));
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -743,9 +774,32 @@ impl Driver for ProcessDriver {
         if meta.tcp_established {
             argv.push("--tcp-established".into());
         }
-        self.launch_task(cfg, r, Some((argv, pidfile)))
-            .await
-            .map_err(|e| DriverError::Runtime(format!("{e}: {}", criu_log_tail(&log))))
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let err = match self.launch_task(cfg, r.clone(), Some((argv.clone(), pidfile.clone()))).await {
+                Ok(h) => return Ok(h),
+                Err(e) => format!("{e}: {}", criu_log_tail(&log)),
+            };
+            // A pid of the tree still taken, typically a process the dump stopped that is not
+            // reaped yet (the recorded pids are from just before the dump): wait for it, retry.
+            let taken = err
+                .split("Can't fork for ")
+                .nth(1)
+                .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+                .and_then(|p| p.parse::<i32>().ok());
+            let Some(pid) = taken.filter(|_| attempts < 4) else { return Err(DriverError::Runtime(err)) };
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            while pid_in_use(&[pid]).is_some() {
+                if std::time::Instant::now() >= deadline {
+                    return Err(DriverError::Runtime(format!(
+                        "pid {pid} is in use on this node (a process, or the group of a process not yet \
+                         reaped): CRIU restores a process task with its own pids"
+                    )));
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
     }
 }
 
