@@ -146,24 +146,6 @@ async fn checkpoint_outcome(task_dir: &Path) -> Option<ExitStatus> {
     }
 }
 
-/// The last error lines of a CRIU log (else its last lines).
-fn criu_log_tail(log: &Path) -> String {
-    let text = std::fs::read_to_string(log).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    let errors: Vec<&str> = lines
-        .iter()
-        .copied()
-        .filter(|l| l.contains("Error") && !l.contains("RLIMIT_NOFILE for self"))
-        .collect();
-    let pick = if errors.is_empty() { &lines[..] } else { &errors[..] };
-    let tail = pick[pick.len().saturating_sub(3)..].join(" / ");
-    if tail.is_empty() {
-        format!("no log at {}", log.display())
-    } else {
-        format!("{tail} (log: {})", log.display())
-    }
-}
-
 fn state_of(h: &Handle) -> Result<HandleState, DriverError> {
     serde_json::from_value(h.state.clone()).map_err(|e| DriverError::runtime("invalid oci handle", e))
 }
@@ -666,7 +648,7 @@ impl OciDriver {
                 return Err(DriverError::Runtime(format!(
                     "the restore failed: {}; criu: {}",
                     log_tail(task_dir, 3),
-                    criu_log_tail(log)
+                    shoal_driver::criu::log_tail(log)
                 )));
             }
             if Instant::now() >= deadline {
@@ -727,7 +709,7 @@ impl OciDriver {
         Err(DriverError::Runtime(format!(
             "runc {}: {said}; criu: {}",
             args.first().map(String::as_str).unwrap_or(""),
-            criu_log_tail(log)
+            shoal_driver::criu::log_tail(log)
         )))
     }
 

@@ -131,6 +131,21 @@ fn pid_in_use(pids: &[i32]) -> Option<i32> {
     None
 }
 
+/// Waits (at most 5 s, polling) until none of `pids` is in use; the error says which one stays.
+async fn wait_pids_free(pids: &[i32]) -> Result<(), DriverError> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while let Some(p) = pid_in_use(pids) {
+        if std::time::Instant::now() >= deadline {
+            return Err(DriverError::Runtime(format!(
+                "pid {p} is in use on this node (a process, or the group of a process not yet reaped): \
+                 CRIU restores a process task with its own pids"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
 /// `pid` and all its descendants, from `/proc/<pid>/task/*/children`.
 fn process_tree(pid: i32) -> Vec<i32> {
     let mut out = vec![pid];
@@ -391,19 +406,6 @@ impl ProcessDriver {
             |_| DriverError::Runtime("the task's shim did not exit after the task was killed".into()),
         )?
     }
-}
-
-/// The last error lines of a CRIU log, for messages.
-fn criu_log_tail(log: &Path) -> String {
-    let text = std::fs::read_to_string(log).unwrap_or_default();
-    let errors: Vec<&str> =
-        text.lines().filter(|l| l.contains("Error") && !l.contains("RLIMIT_NOFILE")).collect();
-    let lines = if errors.is_empty() {
-        text.lines().rev().take(3).collect::<Vec<_>>()
-    } else {
-        errors.into_iter().rev().take(3).collect()
-    };
-    lines.into_iter().rev().collect::<Vec<_>>().join("; ")
 }
 
 /// Finds `program`: absolute, relative to `cwd` when it contains a slash, or searched in `path`.
@@ -711,7 +713,7 @@ impl Driver for ProcessDriver {
         let out = cmd.output().await.map_err(|e| DriverError::runtime("running criu dump", e));
         let failed = match &out {
             Ok(o) if o.status.success() => None,
-            Ok(o) => Some(format!("criu dump failed ({}): {}", o.status, criu_log_tail(&log))),
+            Ok(o) => Some(format!("criu dump failed ({}): {}", o.status, shoal_driver::criu::log_tail(&log))),
             Err(e) => Some(e.to_string()),
         };
         if let Some(why) = failed {
@@ -737,16 +739,7 @@ impl Driver for ProcessDriver {
         let r = self.resolve(cfg)?;
         // The checkpointed processes come back with their pids: wait (briefly) for them to be
         // free, e.g. while the stopped originals are reaped on this node.
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while let Some(p) = pid_in_use(&meta.pids) {
-            if std::time::Instant::now() >= deadline {
-                return Err(DriverError::Runtime(format!(
-                    "pid {p} is in use on this node (a process, or the group of a process not yet reaped): \
-                     CRIU restores a process task with its own pids"
-                )));
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_pids_free(&meta.pids).await?;
         let pidfile = dir.join("restored.pid");
         let log = dir.join("restore.log");
         let _ = std::fs::remove_file(&pidfile);
@@ -779,7 +772,7 @@ impl Driver for ProcessDriver {
             attempts += 1;
             let err = match self.launch_task(cfg, r.clone(), Some((argv.clone(), pidfile.clone()))).await {
                 Ok(h) => return Ok(h),
-                Err(e) => format!("{e}: {}", criu_log_tail(&log)),
+                Err(e) => format!("{e}: {}", shoal_driver::criu::log_tail(&log)),
             };
             // A pid of the tree still taken, typically a process the dump stopped that is not
             // reaped yet (the recorded pids are from just before the dump): wait for it, retry.
@@ -789,16 +782,7 @@ impl Driver for ProcessDriver {
                 .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
                 .and_then(|p| p.parse::<i32>().ok());
             let Some(pid) = taken.filter(|_| attempts < 4) else { return Err(DriverError::Runtime(err)) };
-            let deadline = std::time::Instant::now() + Duration::from_secs(5);
-            while pid_in_use(&[pid]).is_some() {
-                if std::time::Instant::now() >= deadline {
-                    return Err(DriverError::Runtime(format!(
-                        "pid {pid} is in use on this node (a process, or the group of a process not yet \
-                         reaped): CRIU restores a process task with its own pids"
-                    )));
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
+            wait_pids_free(&[pid]).await?;
         }
     }
 }

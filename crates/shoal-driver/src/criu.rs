@@ -73,6 +73,25 @@ async fn run(criu: &Path, args: &[&str]) -> Option<std::process::Output> {
 }
 
 /// The version from `criu --version` output (`Version: 4.1.1`, maybe followed by `GitID: ...`).
+/// The last error lines of a CRIU log (else its last lines), for error messages. CRIU's warning
+/// that it cannot raise its own RLIMIT_NOFILE (it runs in every sandbox) is left out.
+pub fn log_tail(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    let errors: Vec<&str> = lines
+        .iter()
+        .copied()
+        .filter(|l| l.contains("Error") && !l.contains("RLIMIT_NOFILE for self"))
+        .collect();
+    let pick = if errors.is_empty() { &lines[..] } else { &errors[..] };
+    let tail = pick[pick.len().saturating_sub(3)..].join(" / ");
+    if tail.is_empty() {
+        format!("no log at {}", log.display())
+    } else {
+        format!("{tail} (log: {})", log.display())
+    }
+}
+
 pub fn parse_version(out: &str) -> Option<String> {
     let v = out.lines().find_map(|l| l.trim().strip_prefix("Version:"))?.trim();
     let ok = !v.is_empty()
