@@ -215,8 +215,31 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+/// `shoal service ps X | head -1`: a client command whose reader went away stops quietly, like
+/// other unix tools killed by SIGPIPE (exit status 141), instead of panicking in `println!`.
+/// (Rust ignores SIGPIPE and resetting it needs `unsafe`, which the workspace forbids; so the
+/// panic that `println!` raises on EPIPE is recognized here.) Not for the daemon or the shim.
+fn quiet_on_broken_stdout() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let msg = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if msg.starts_with("failed printing to stdout") && msg.contains("(os error 32)") {
+            std::process::exit(141);
+        }
+        default(info);
+    }));
+}
+
 fn real_main() -> Result<()> {
     let cli = Cli::parse();
+    if !matches!(cli.command, Cmd::Daemon(_) | Cmd::Dev(_) | Cmd::Shim { .. }) {
+        quiet_on_broken_stdout();
+    }
     init_logging(&cli.log_level, cli.log_format)?;
     let tls_dir = cli.tls_dir.clone().unwrap_or_else(default_tls_dir);
     let client = || shoal_api::Client::connect(&cli.host, &tls_dir);
