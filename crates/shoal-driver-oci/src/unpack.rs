@@ -22,6 +22,12 @@
 //! - **Whiteouts** become overlayfs whiteouts, since layers are stacked as overlayfs lowerdirs:
 //!   `.wh.NAME` becomes a `0/0` character device `NAME`, and `.wh..wh..opq` sets
 //!   `trusted.overlay.opaque=y` on its directory. Other `.wh..wh.` (aufs metadata) are skipped.
+//!   `NAME` must be one plain name inside the whiteout's own directory: `.wh.` (empty), `.wh..`
+//!   (the directory itself), `.wh...` (its parent — for an entry at the top, the directory that
+//!   holds the layer) and anything holding `/` or NUL are rejected
+//!   ([`UnpackError::InvalidWhiteout`]) before anything is removed. `.wh.` names are reserved
+//!   (OCI image spec), so an entry *under* such a name (`.wh.x/y`, `.wh..wh..opq/y`) is rejected
+//!   too. Every removal and directory open checks again that it was handed one plain name.
 //! - **Limits**: the sum of the declared entry sizes and the entry count are capped
 //!   ([`UnpackLimits`]); the check happens on the header, before any data is read.
 //! - gzip (detected by magic) and uncompressed tarballs; anything else is
@@ -58,6 +64,8 @@ pub enum UnpackError {
     ParentComponent(String),
     #[error("layer entry {0:?} has an empty or invalid name")]
     InvalidName(String),
+    #[error("layer entry {path:?} is not a valid whiteout: {reason}")]
+    InvalidWhiteout { path: String, reason: &'static str },
     #[error("layer entry {path:?} is a symlink to {target:?}, which escapes the layer root")]
     SymlinkEscape { path: String, target: String },
     #[error("layer entry {path:?} is a hard link to {target:?}, which is outside the layer")]
@@ -144,6 +152,25 @@ pub fn symlink_target_ok(link: &[String], target: &str) -> bool {
     true
 }
 
+/// Whether `hidden` (the part of a whiteout's name after `.wh.`) names one entry inside the
+/// whiteout's own directory; if not, why.
+pub fn whiteout_target_ok(hidden: &str) -> Result<(), &'static str> {
+    match hidden {
+        "" => Err("it names no entry"),
+        "." => Err("its target `.` is its own directory"),
+        ".." => Err("its target `..` is outside its own directory"),
+        h if h.contains('/') => Err("its target contains `/`"),
+        h if h.contains('\0') => Err("its target contains NUL"),
+        _ => Ok(()),
+    }
+}
+
+/// Whether `name` is one plain directory entry name (not empty, `.`, `..`, no `/` or NUL): the
+/// only kind of name the unpacker ever creates or removes.
+fn plain_name(name: &str) -> bool {
+    !(name.is_empty() || name == "." || name == ".." || name.contains('/') || name.contains('\0'))
+}
+
 /// Opens a reader over a possibly gzip-compressed tarball.
 pub fn decompress<'a, R: Read + 'a>(r: R) -> Result<Box<dyn Read + 'a>, UnpackError> {
     let mut br = BufReader::new(r);
@@ -221,7 +248,13 @@ pub fn unpack_tar<R: Read>(
         let gid = header.gid().unwrap_or(0);
         let mtime = header.mtime().unwrap_or(0);
 
-        // Whiteouts.
+        // Whiteouts. `.wh.` names are reserved: nothing may live under one.
+        if parents.iter().any(|p| p.starts_with(".wh.")) {
+            return Err(UnpackError::InvalidWhiteout {
+                path: raw_path,
+                reason: "a parent directory has the reserved `.wh.` prefix",
+            });
+        }
         if name == ".wh..wh..opq" {
             let dir = u.open_parents(parents, &raw_path)?;
             rustix::fs::fsetxattr(&dir, "trusted.overlay.opaque", b"y", rustix::fs::XattrFlags::empty())
@@ -233,8 +266,8 @@ pub fn unpack_tar<R: Read>(
             continue;
         }
         if let Some(hidden) = name.strip_prefix(".wh.") {
-            if hidden.is_empty() {
-                return Err(UnpackError::InvalidName(raw_path));
+            if let Err(reason) = whiteout_target_ok(hidden) {
+                return Err(UnpackError::InvalidWhiteout { path: raw_path, reason });
             }
             let dir = u.open_parents(parents, &raw_path)?;
             remove_existing(&dir, hidden, &raw_path)?;
@@ -381,6 +414,9 @@ pub fn unpack_tar<R: Read>(
 }
 
 fn open_dir_nofollow<Fd: AsFd>(dir: Fd, name: &str, raw_path: &str) -> Result<OwnedFd, UnpackError> {
+    if !plain_name(name) {
+        return Err(UnpackError::InvalidName(raw_path.to_string()));
+    }
     rustix::fs::openat(
         dir,
         name,
@@ -397,6 +433,10 @@ fn open_dir_nofollow<Fd: AsFd>(dir: Fd, name: &str, raw_path: &str) -> Result<Ow
 
 /// Removes whatever `name` is in `dir` (a whole tree for directories) without following links.
 fn remove_existing<Fd: AsFd>(dir: Fd, name: &str, raw_path: &str) -> Result<(), UnpackError> {
+    // Defence in depth: `..` here would empty the directory that holds the layer.
+    if !plain_name(name) {
+        return Err(UnpackError::InvalidName(raw_path.to_string()));
+    }
     let dir = dir.as_fd();
     match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
         Err(rustix::io::Errno::NOENT) => Ok(()),

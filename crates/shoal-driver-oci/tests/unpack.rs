@@ -252,6 +252,96 @@ fn whiteouts_become_overlay_whiteouts() {
     assert!(matches!(err, UnpackError::ParentComponent(_)));
 }
 
+/// Files the unpacker must never touch: one in the directory that holds the layer dir (the
+/// store's `tmp/`, where other imports stage their files) and one in `outside`.
+fn plant_sentinels(sb: &Sandbox) -> [std::path::PathBuf; 2] {
+    let parent = sb.dest.parent().expect("parent").join("sentinel");
+    let outside = sb.outside.join("sentinel");
+    std::fs::write(&parent, b"other import in progress").expect("sentinel");
+    std::fs::write(&outside, b"outside").expect("sentinel");
+    [parent, outside]
+}
+
+fn assert_sentinels(sb: &Sandbox, sentinels: &[std::path::PathBuf; 2], case: &str) {
+    for s in sentinels {
+        assert!(s.is_file(), "{case}: {} was removed", s.display());
+    }
+    assert!(sb.dest.is_dir(), "{case}: the layer dir itself was removed");
+}
+
+#[test]
+fn whiteouts_never_reach_outside_their_directory() {
+    // (entry name, what an accepted whiteout would have removed)
+    let cases = [
+        (".wh...", "the directory holding the layer dir"),
+        ("./.wh...", "the directory holding the layer dir"),
+        ("a/.wh...", "the layer root"),
+        (".wh..", "the layer root"),
+        ("a/.wh..", "directory a"),
+        (".wh.", "nothing"),
+    ];
+    for (name, what) in cases {
+        let sb = sandbox();
+        let sentinels = plant_sentinels(&sb);
+        let data = archive(&[
+            raw("keep", REG, "", b"k", None),
+            raw("a/", DIR, "", b"", None),
+            raw("a/keep", REG, "", b"k", None),
+            raw(name, REG, "", b"", None),
+        ]);
+        let res = unpack(&sb, data);
+        assert_sentinels(&sb, &sentinels, name);
+        let err = res.expect_err(name);
+        assert!(
+            matches!(err, UnpackError::InvalidWhiteout { ref path, .. } if path == name),
+            "{name} (would remove {what}): {err}"
+        );
+        assert!(err.to_string().contains(&format!("{name:?}")), "the error names the entry: {err}");
+        assert!(sb.dest.join("keep").is_file(), "{name}: removed inside the layer");
+        assert!(sb.dest.join("a/keep").is_file(), "{name}: removed inside the layer");
+    }
+}
+
+#[test]
+fn entries_under_reserved_whiteout_names_are_rejected() {
+    for name in [".wh..wh..opq/x", ".wh.d/x", "a/.wh..wh..opq/.wh...", "a/.wh.b/c/.wh..wh..opq"] {
+        let sb = sandbox();
+        let sentinels = plant_sentinels(&sb);
+        let err = unpack(&sb, archive(&[raw(name, REG, "", b"", None)])).expect_err(name);
+        assert!(
+            matches!(err, UnpackError::InvalidWhiteout { ref path, .. } if path == name),
+            "{name}: {err}"
+        );
+        assert!(err.to_string().contains(&format!("{name:?}")), "{err}");
+        assert_sentinels(&sb, &sentinels, name);
+        assert_eq!(std::fs::read_dir(&sb.dest).expect("dest").count(), 0, "{name}: created something");
+    }
+    // An opaque marker in its proper place, the layer root included, is still fine.
+    let sb = sandbox();
+    unpack(
+        &sb,
+        archive(&[raw(".wh..wh..opq", REG, "", b"", None), raw("d/.wh..wh..opq", REG, "", b"", None)]),
+    )
+    .expect("opaque markers");
+    assert!(sb.dest.join("d").is_dir());
+}
+
+#[test]
+fn a_whiteout_of_dotdot_in_an_imported_image_spares_the_store_staging_dir() {
+    // `image load` and `pull` unpack through the store into `<store>/tmp/layer-…`; the store's
+    // `tmp/` holds other imports' in-progress files.
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let store = shoal_driver_oci::ImageStore::open(tmp.path().join("images")).expect("store");
+    let other = store.root().join("tmp").join("load-other-import");
+    std::fs::create_dir(&other).expect("other");
+    std::fs::write(other.join("f0"), b"in progress").expect("other file");
+    let err = store.import(std::io::Cursor::new(archive(&[raw(".wh...", REG, "", b"", None)])), "evil:1");
+    assert!(other.join("f0").is_file(), "another import's staging file was removed: {err:?}");
+    let err = err.expect_err("the import must fail");
+    assert!(err.to_string().contains("\".wh...\""), "the error names the entry: {err}");
+    assert!(store.get("evil:1").expect("index").is_none());
+}
+
 #[test]
 fn truncated_and_unsupported_archives_fail_cleanly() {
     let sb = sandbox();
@@ -271,6 +361,8 @@ fn component() -> impl Strategy<Value = String> {
         Just("".to_string()),
         Just(".wh.a".to_string()),
         Just(".wh..wh..opq".to_string()),
+        Just(".wh..".to_string()),
+        Just(".wh...".to_string()),
         Just("etc".to_string()),
         "[a-c.]{1,4}",
     ]
