@@ -3,6 +3,10 @@
 //! These commands act on the store directly (`DATA_DIR/images`), not through the daemon: they
 //! work with or without a running daemon and affect only this node. The store is safe to share
 //! with a running daemon (index updates are locked, everything enters by atomic rename).
+//!
+//! Since no daemon is involved, a daemon address (`-H` or `SHOAL_HOST`) cannot say which store is
+//! meant: with one, the commands refuse to run unless `--data-dir` names the store explicitly,
+//! rather than quietly acting on this machine's default store (see [`check_target`]).
 
 use anyhow::{bail, Context, Result};
 use shoal_driver_oci::ImageStore;
@@ -76,6 +80,34 @@ fn human(bytes: u64) -> String {
     } else {
         format!("{v:.1} {}", units[i])
     }
+}
+
+/// Refuses a daemon address (`-H`/`--host` on the command line, or `SHOAL_HOST`) unless
+/// `--data-dir` was given too: `shoal image` never talks to a daemon, so the address would be
+/// ignored and the command would act on `data_dir` of *this* machine — possibly another daemon's
+/// store than the one the address names. `matches` are the whole command line's.
+pub fn check_target(matches: &clap::ArgMatches, host: &str, data_dir: &Path) -> Result<()> {
+    use clap::parser::ValueSource;
+    let named_by = match matches.value_source("host") {
+        Some(ValueSource::CommandLine) => format!("-H {host}"),
+        Some(ValueSource::EnvVariable) => format!("SHOAL_HOST={host}"),
+        _ => return Ok(()),
+    };
+    let data_dir_given = matches
+        .subcommand_matches("image")
+        .and_then(|m| m.value_source("data_dir"))
+        .is_some_and(|s| s == ValueSource::CommandLine);
+    if data_dir_given {
+        return Ok(());
+    }
+    bail!(
+        "`shoal image` does not go through a daemon, so it cannot act on the one named by {named_by}: \
+         it opens an image store directly, which here would be {store} on this machine \
+         (--data-dir {dir}, the default). Run `shoal image` on the node whose store you mean, \
+         with --data-dir set to that node's daemon --data-dir (e.g. `shoal image --data-dir {dir} ls`)",
+        store = data_dir.join("images").display(),
+        dir = data_dir.display(),
+    )
 }
 
 pub fn run(data_dir: &Path, cmd: ImageCmd) -> Result<()> {
