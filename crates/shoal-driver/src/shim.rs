@@ -13,7 +13,8 @@
 //! - `shim.json`: the [`ShimSpec`], written by [`launch`] before the shim starts.
 //! - `shim.log`: the shim's own stderr (its diagnostics).
 //! - `started.json`: written by the shim once the task runs (`{"shim_pid", "shim_start_time",
-//!   "pid"}`) or could not be started (`{"error", "error_kind"}`).
+//!   "pid"}`, plus `"oom_score_adj_error"` when it could not protect itself from the OOM killer)
+//!   or could not be started (`{"error", "error_kind"}`).
 //! - `logs/output.log[.N]`: the task's output, see [`log`] for format and rotation.
 //! - `exit.json`: `{"code", "signal", "finished_at"}`, written atomically (tmp + fsync + rename)
 //!   **before the shim exits**. Everything relies on this invariant: a shim that is gone without
@@ -34,10 +35,22 @@
 //!    task's limits) and sets its own `oom_score_adj` to -1000;
 //! 3. writes `started.json`;
 //! 4. copies output lines (two reader threads, one writer thread) into the log;
+//!    lines longer than [`log::MAX_LINE_BYTES`] are split, and the queue between readers and writer
+//!    is bounded (backpressure: a task that writes faster than its log is written blocks on its
+//!    pipe), so the shim's memory stays bounded (a few MiB) whatever the task writes;
 //! 5. waits for the task, gives the readers up to 2 s to drain (a grandchild may hold the pipes
 //!    open forever), writes `exit.json` and exits 0.
 //!
 //! The shim is single-threaded blocking code apart from the log threads and has no async runtime.
+//!
+//! # OOM protection
+//!
+//! The shim lives outside the task's cgroups, so the kernel's OOM killer may pick it when the
+//! *node* runs out of memory; a killed shim loses the task's exit status (and the task loses its
+//! log pipes). Hence `oom_score_adj = -1000`. Lowering it needs `CAP_SYS_RESOURCE` (or an agent
+//! that already runs at -1000, e.g. systemd's `OOMScoreAdjust=-1000`); without it the shim keeps
+//! the agent's score, records why in `started.json`, and [`launch`] logs a warning (once per
+//! process; later ones at debug level). [`oom_protection_error`] reads it back.
 
 pub mod log;
 mod supervisor;
@@ -46,6 +59,7 @@ use crate::{DriverError, ExitStatus, LogOptions, LogReceiver};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use tokio::io::AsyncReadExt;
 
@@ -104,6 +118,9 @@ struct Started {
     error: Option<String>,
     /// `not_found`, `permission_denied` or `other`.
     error_kind: Option<String>,
+    /// Why the shim could not set its own `oom_score_adj` to -1000 (usually: the agent lacks
+    /// `CAP_SYS_RESOURCE`); `None` when it is protected.
+    oom_score_adj_error: Option<String>,
 }
 
 /// What the shim writes into `exit.json`.
@@ -293,12 +310,39 @@ pub async fn launch(shim_exe: &Path, task_dir: &Path, spec: &ShimSpec) -> Result
             _ => DriverError::Runtime(format!("starting {program}: {error}")),
         });
     }
+    if let Some(error) = &started.oom_score_adj_error {
+        warn_unprotected(task_dir, error);
+    }
     match (started.shim_pid, started.shim_start_time, started.pid) {
         (Some(shim_pid), Some(shim_start_time), Some(child_pid)) => {
             Ok(Launched { shim_pid, shim_start_time, child_pid })
         }
         _ => Err(DriverError::Runtime("the shim wrote an incomplete started.json".into())),
     }
+}
+
+/// Logs that a shim is not protected from the OOM killer: a warning the first time in this
+/// process (it is a property of how the agent runs, so it would repeat for every task), then at
+/// debug level.
+fn warn_unprotected(task_dir: &Path, error: &str) {
+    static WARNED: AtomicBool = AtomicBool::new(false);
+    if WARNED.swap(true, Ordering::Relaxed) {
+        tracing::debug!(task_dir = %task_dir.display(), error, "shim not protected from the OOM killer");
+    } else {
+        tracing::warn!(
+            task_dir = %task_dir.display(),
+            error,
+            "task shims cannot protect themselves from the OOM killer (oom_score_adj -1000 needs \
+             CAP_SYS_RESOURCE): if this node runs out of memory the kernel may kill a shim, and that \
+             task's exit status is lost; grant the daemon CAP_SYS_RESOURCE"
+        );
+    }
+}
+
+/// Why the task's shim could not protect itself from the OOM killer (see the module docs); `None`
+/// when it did, or when it has not reported yet.
+pub fn oom_protection_error(task_dir: &Path) -> Option<String> {
+    read_started(task_dir)?.oom_score_adj_error
 }
 
 fn read_started(task_dir: &Path) -> Option<Started> {
@@ -385,6 +429,24 @@ mod tests {
         let s = read_exit(dir.path()).expect("exit");
         assert_eq!((s.code, s.signal), (137, Some(9)));
         assert!(!dir.path().join("exit.json.tmp").exists());
+    }
+
+    #[test]
+    fn oom_protection_error_is_read_from_started_json() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert_eq!(oom_protection_error(dir.path()), None);
+        write_atomic(&started_path(dir.path()), br#"{"shim_pid":1,"shim_start_time":2,"pid":3}"#)
+            .expect("write");
+        assert_eq!(oom_protection_error(dir.path()), None);
+        let started = Started {
+            shim_pid: Some(1),
+            shim_start_time: Some(2),
+            pid: Some(3),
+            oom_score_adj_error: Some("setting oom_score_adj to -1000: Permission denied".into()),
+            ..Default::default()
+        };
+        write_atomic(&started_path(dir.path()), &serde_json::to_vec(&started).expect("json")).expect("write");
+        assert_eq!(oom_protection_error(dir.path()).as_deref(), started.oom_score_adj_error.as_deref());
     }
 
     #[tokio::test]

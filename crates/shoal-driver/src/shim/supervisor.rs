@@ -13,6 +13,14 @@ use std::time::{Duration, SystemTime};
 /// How long the shim waits for the output pipes to drain after the task exited.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Output records queued between the pipe readers and the log writer. The queue is bounded: when
+/// the writer falls behind, the readers block, the pipes fill up and the task blocks in `write(2)`
+/// (backpressure, like Docker's default blocking log mode). So the shim's memory stays bounded
+/// (about `LOG_QUEUE_RECORDS` × [`super::log::MAX_LINE_BYTES`], 1 MiB, plus the pipe buffers)
+/// whatever the task writes; nothing is dropped, a task that writes faster than its log can be
+/// written is slowed down.
+const LOG_QUEUE_RECORDS: usize = 64;
+
 /// First stage: re-execute as the supervisor, print its pid, exit (so the supervisor is orphaned
 /// and adopted by init instead of staying the agent's child).
 pub(super) fn detach(task_dir: &Path) -> i32 {
@@ -64,10 +72,13 @@ fn fail(task_dir: &Path, kind: &str, error: String) -> i32 {
     1
 }
 
-fn set_oom_score_adj(value: i32) {
-    if let Err(e) = std::fs::write("/proc/self/oom_score_adj", value.to_string()) {
-        eprintln!("shoal shim: setting oom_score_adj to {value}: {e}");
-    }
+/// Sets the shim's own `oom_score_adj`; the error says why it could not.
+fn set_oom_score_adj(value: i32) -> Result<(), String> {
+    std::fs::write("/proc/self/oom_score_adj", value.to_string()).map_err(|e| {
+        let msg = format!("setting oom_score_adj to {value}: {e}");
+        eprintln!("shoal shim: {msg}");
+        msg
+    })
 }
 
 /// Second stage: supervise the task.
@@ -95,8 +106,9 @@ pub(super) fn supervise(task_dir: &Path) -> i32 {
             Err(e) => return fail(task_dir, "other", format!("opening the log: {e}")),
         };
 
-    // The task inherits oom_score_adj: give it the default, not the agent's.
-    set_oom_score_adj(0);
+    // The task inherits oom_score_adj: give it the default, not the agent's. (Raising it needs no
+    // privilege; should it fail anyway, the task keeps the agent's value, which is no worse.)
+    let _ = set_oom_score_adj(0);
     for procs in &spec.cgroup_procs {
         if let Err(e) = std::fs::write(procs, me.to_string()) {
             return fail(task_dir, "other", format!("joining the task's cgroup {}: {e}", procs.display()));
@@ -137,7 +149,10 @@ pub(super) fn supervise(task_dir: &Path) -> i32 {
             return fail(task_dir, kind, format!("{program}: {e}"));
         }
     };
-    set_oom_score_adj(-1000);
+    // Lowering it needs CAP_SYS_RESOURCE (unless the agent already ran at -1000). Without it the
+    // shim is as likely an OOM victim as anything else; recorded in started.json, so the agent
+    // can say so (see `super::launch`).
+    let oom_score_adj_error = set_oom_score_adj(-1000).err();
     // In restore mode the task is the one CRIU restores, known once CRIU is done.
     let restored = if let Some(pidfile) = &spec.restored_pidfile {
         // CRIU logs to its own file; what it prints and what the restored task writes meanwhile
@@ -170,13 +185,14 @@ pub(super) fn supervise(task_dir: &Path) -> i32 {
             shim_pid: Some(me as i32),
             shim_start_time: Some(my_start),
             pid: Some(restored.map_or(child.id() as i32, |p| p.as_raw_nonzero().get())),
+            oom_score_adj_error,
             ..Default::default()
         },
     );
 
     // Output: one reader thread per pipe, one writer thread (which also stamps the time, so the
-    // file is in time order).
-    let (tx, rx) = mpsc::channel::<(LogStream, Vec<u8>)>();
+    // file is in time order), a bounded queue between them (see `LOG_QUEUE_RECORDS`).
+    let (tx, rx) = mpsc::sync_channel::<(LogStream, Vec<u8>)>(LOG_QUEUE_RECORDS);
     if let Some(out) = child.stdout.take() {
         spawn_reader(out, LogStream::Stdout, tx.clone());
     }
@@ -260,7 +276,13 @@ pub(super) fn supervise(task_dir: &Path) -> i32 {
     0
 }
 
-fn spawn_reader(pipe: impl Read + Send + 'static, stream: LogStream, tx: mpsc::Sender<(LogStream, Vec<u8>)>) {
+/// Reads lines (at most [`super::log::MAX_LINE_BYTES`] each, longer ones are split) and queues
+/// them; blocks while the queue is full.
+fn spawn_reader(
+    pipe: impl Read + Send + 'static,
+    stream: LogStream,
+    tx: mpsc::SyncSender<(LogStream, Vec<u8>)>,
+) {
     std::thread::spawn(move || {
         let mut r = LineReader::new(BufReader::with_capacity(64 * 1024, pipe));
         let mut buf = Vec::new();
