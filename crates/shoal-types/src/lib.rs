@@ -22,7 +22,7 @@ pub use service::{
     EndpointSpec, FailureAction, HealthCheck, Mount, MountType, OnDrain, Placement, PlacementPreference,
     PortConfig, Protocol, PublishMode, RebalanceMode, ResourceRequirements, RestartCondition, RestartPolicy,
     Service, ServiceMode, ServiceSpec, Strategy, TaskTemplate, UpdateConfig, UpdateOrder, UpdateState,
-    UpdateStatus,
+    UpdateStatus, DEFAULT_STOP_GRACE_PERIOD,
 };
 pub use task::{Health, RestoreSpec, Task, TaskState, TaskStatus, ALL_TASK_STATES};
 pub use time::Timestamp;

@@ -47,8 +47,11 @@ pub enum Availability {
     Drain,
 }
 
+/// The operator's part of a node; refuses unknown fields like the service spec. The rest of
+/// the node (description, status, manager status) is reported by agents and managers, possibly
+/// of a newer version, and stays tolerant of fields it does not know.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct NodeSpec {
     pub role: NodeRole,
     pub availability: Availability,

@@ -1,5 +1,10 @@
 //! Services: what the operator wants running. `spec` is the user's; `spec_version`,
 //! `previous_spec` and `update_status` are the system's record of rolling updates.
+//!
+//! Every type of the user's spec refuses unknown fields (`deny_unknown_fields`), so a misspelled
+//! field is an error that names it instead of a setting silently left at its default. The
+//! system-owned types (`Service`, `UpdateStatus`) stay tolerant: other replicas and agents send
+//! them, possibly from a newer version.
 
 use crate::id::ServiceId;
 use crate::resources::Resources;
@@ -29,7 +34,7 @@ pub struct Service {
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct ServiceSpec {
     pub name: String,
     pub labels: BTreeMap<String, String>,
@@ -65,7 +70,7 @@ pub enum RebalanceMode {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum ServiceMode {
     Replicated { replicas: u64 },
     Global,
@@ -97,8 +102,8 @@ impl ServiceMode {
 }
 
 /// What each task runs. Copied into every task, so a task is self-describing.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct TaskTemplate {
     /// `process`, `oci` or `docker`; `None` lets the node pick (see the agent issue).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -117,10 +122,38 @@ pub struct TaskTemplate {
     pub placement: Placement,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub health_check: Option<HealthCheck>,
+    /// Time between SIGTERM and SIGKILL when the task is stopped (update, scale down, rm,
+    /// drain); [`DEFAULT_STOP_GRACE_PERIOD`] unless set.
     #[serde(with = "duration")]
     pub stop_grace_period: Duration,
     /// Incremented by `service update --force` to redeploy an unchanged spec.
     pub force_update: u64,
+}
+
+/// Docker's default: a stopped task gets 10 s to exit on SIGTERM before it is killed.
+pub const DEFAULT_STOP_GRACE_PERIOD: Duration = Duration::from_secs(10);
+
+/// Also what a JSON template without a field gets for it (`#[serde(default)]`).
+impl Default for TaskTemplate {
+    fn default() -> Self {
+        TaskTemplate {
+            driver: None,
+            image: None,
+            command: Vec::new(),
+            args: Vec::new(),
+            env: BTreeMap::new(),
+            workdir: String::new(),
+            user: String::new(),
+            hostname: String::new(),
+            mounts: Vec::new(),
+            resources: ResourceRequirements::default(),
+            restart_policy: RestartPolicy::default(),
+            placement: Placement::default(),
+            health_check: None,
+            stop_grace_period: DEFAULT_STOP_GRACE_PERIOD,
+            force_update: 0,
+        }
+    }
 }
 
 /// Drivers that can run images, in order of preference when a task names none.
@@ -150,7 +183,7 @@ pub enum MountType {
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct Mount {
     #[serde(rename = "type")]
     pub kind: MountType,
@@ -160,7 +193,7 @@ pub struct Mount {
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct ResourceRequirements {
     /// Guaranteed to the task; the scheduler never overcommits these.
     pub reservations: Resources,
@@ -179,7 +212,7 @@ pub enum RestartCondition {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct RestartPolicy {
     pub condition: RestartCondition,
     #[serde(with = "duration")]
@@ -215,7 +248,7 @@ pub enum Strategy {
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct Placement {
     pub constraints: Vec<String>,
     pub preferences: Vec<PlacementPreference>,
@@ -227,13 +260,13 @@ pub struct Placement {
 /// Spread tasks evenly over the values of a node label (`node.labels.zone`); several
 /// preferences form a hierarchy.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct PlacementPreference {
     pub spread: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct HealthCheck {
     /// `["CMD", "prog", "arg"]`, `["CMD-SHELL", "cmd"]` or `["NONE"]`.
     pub test: Vec<String>,
@@ -278,7 +311,7 @@ pub enum UpdateOrder {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct UpdateConfig {
     /// Tasks replaced at a time (at least 1).
     pub parallelism: u64,
@@ -324,7 +357,7 @@ pub enum PublishMode {
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct PortConfig {
     /// Port on the node; 0 = none published (target only).
     pub published: u16,
@@ -334,7 +367,7 @@ pub struct PortConfig {
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct EndpointSpec {
     pub ports: Vec<PortConfig>,
 }
