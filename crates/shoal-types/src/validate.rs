@@ -1,4 +1,10 @@
 //! Spec validation: every rule in one place, every error names the field and says what is wrong.
+//!
+//! Besides the spec's own structure, a spec may not ask for what the drivers that may run its
+//! tasks ([`TaskTemplate::driver_candidates`]) cannot do: a hostname or mounts on the process
+//! driver, or a published port mapped to a different target port where tasks share the node's
+//! network (process, oci). Such a spec is refused when it is created or updated, instead of
+//! being accepted and then ignored or failing task after task.
 
 use crate::constraint::Constraint;
 use crate::service::{
@@ -79,7 +85,20 @@ pub fn validate_name(name: &str) -> Result<(), String> {
 }
 
 impl ServiceSpec {
+    /// Every rule: the spec's structure and what its drivers can honour. Creating and updating a
+    /// service check this.
     pub fn validate(&self) -> Result<(), ValidationError> {
+        self.check(true)
+    }
+
+    /// Only the rules about the spec's own structure, without the driver checks of
+    /// [`ServiceSpec::validate`]. For a replayed log: a command committed before a driver rule
+    /// existed must apply as it did then, on every replica, whatever its version.
+    pub fn validate_structure(&self) -> Result<(), ValidationError> {
+        self.check(false)
+    }
+
+    fn check(&self, drivers: bool) -> Result<(), ValidationError> {
         let mut e = Errors::default();
         if let Err(m) = validate_name(&self.name) {
             e.push("name", m);
@@ -90,10 +109,13 @@ impl ServiceSpec {
             }
         }
         validate_mode(&self.mode, &mut e);
-        validate_template(&self.task_template, &mut e);
+        validate_template(&self.task_template, drivers, &mut e);
         validate_update_config("update_config", &self.update_config, &mut e);
         validate_update_config("rollback_config", &self.rollback_config, &mut e);
         validate_endpoint(&self.endpoint, &mut e);
+        if drivers {
+            validate_port_mapping(&self.task_template, &self.endpoint, &mut e);
+        }
         e.finish()
     }
 }
@@ -118,7 +140,86 @@ fn validate_mode(mode: &ServiceMode, e: &mut Errors) {
     }
 }
 
-fn validate_template(t: &TaskTemplate, e: &mut Errors) {
+/// What a built-in driver can do with a task, as far as the spec goes. A driver this does not know
+/// is left to the node to judge.
+struct Honours {
+    /// Its own UTS namespace.
+    hostname: bool,
+    /// Its own mount namespace.
+    mounts: bool,
+    /// Its own network, with published ports forwarded to target ports; without it a task
+    /// listens on the node's ports directly, so a published port must be the target port.
+    port_mapping: bool,
+}
+
+fn honours(driver: &str) -> Option<Honours> {
+    match driver {
+        // Runs the command on the host: no namespaces but cgroups.
+        "process" => Some(Honours { hostname: false, mounts: false, port_mapping: false }),
+        // runc with its own pid, mount, uts, ipc and cgroup namespaces, in the host network.
+        "oci" => Some(Honours { hostname: true, mounts: true, port_mapping: false }),
+        // dockerd: bridge network with port bindings, hostname, binds and volumes.
+        "docker" => Some(Honours { hostname: true, mounts: true, port_mapping: true }),
+        _ => None,
+    }
+}
+
+/// The task's candidate drivers that are known not to be able to do what `can` asks.
+fn unable(t: &TaskTemplate, can: fn(&Honours) -> bool) -> Vec<&str> {
+    t.driver_candidates().into_iter().filter(|d| honours(d).is_some_and(|h| !can(&h))).collect()
+}
+
+/// "the process driver cannot {what}", said for how the driver came to be chosen.
+fn cannot(t: &TaskTemplate, driver: &str, what: &str) -> String {
+    match (&t.driver, &t.image) {
+        (Some(_), _) => format!("the {driver} driver cannot {what}"),
+        (None, None) => format!("tasks without an image run on the {driver} driver, which cannot {what}"),
+        (None, Some(_)) => {
+            format!("without a driver the task may run on the {driver} driver, which cannot {what}")
+        }
+    }
+}
+
+/// Hostname and mounts: only the process driver cannot, and it runs no image.
+fn validate_drivers_support_template(t: &TaskTemplate, e: &mut Errors) {
+    let alt = if t.driver.is_some() {
+        "use the oci or docker driver"
+    } else {
+        "give an image, for the oci or docker driver"
+    };
+    if !t.hostname.is_empty() {
+        if let Some(d) = unable(t, |h| h.hostname).first() {
+            e.push("task_template.hostname", format!("{} ({alt})", cannot(t, d, "set a hostname")));
+        }
+    }
+    if !t.mounts.is_empty() {
+        if let Some(d) = unable(t, |h| h.mounts).first() {
+            e.push("task_template.mounts", format!("{} ({alt})", cannot(t, d, "mount anything")));
+        }
+    }
+}
+
+fn validate_port_mapping(t: &TaskTemplate, ep: &EndpointSpec, e: &mut Errors) {
+    let drivers = unable(t, |h| h.port_mapping);
+    let Some(d) = drivers.first() else { return };
+    for (i, p) in ep.ports.iter().enumerate() {
+        if p.published == 0 || p.published == p.target {
+            continue;
+        }
+        let what = format!(
+            "publish port {} as target port {}: its tasks listen on the node's own ports",
+            p.published, p.target
+        );
+        let alt = match (&t.driver, &t.image) {
+            (None, Some(_)) => format!("pick --driver docker, or publish {0}:{0}", p.target),
+            (Some(_), Some(_)) => format!("publish {0}:{0}, or use the docker driver", p.target),
+            (_, None) => format!("publish {0}:{0}", p.target),
+        };
+        e.push(format!("endpoint.ports[{i}].published"), format!("{} ({alt})", cannot(t, d, &what)));
+    }
+}
+
+fn validate_template(t: &TaskTemplate, drivers: bool, e: &mut Errors) {
     if let Some(d) = &t.driver {
         if d.is_empty() || !d.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
             e.push("task_template.driver", format!("invalid driver name {d:?}"));
@@ -141,6 +242,9 @@ fn validate_template(t: &TaskTemplate, e: &mut Errors) {
     }
     if !t.workdir.is_empty() && !t.workdir.starts_with('/') {
         e.push("task_template.workdir", format!("{:?} must be an absolute path", t.workdir));
+    }
+    if drivers {
+        validate_drivers_support_template(t, e);
     }
     let mut targets = BTreeSet::new();
     for (i, m) in t.mounts.iter().enumerate() {
@@ -371,14 +475,15 @@ mod tests {
             (
                 "duplicate published port",
                 |s| {
-                    let p = PortConfig { published: 80, target: 8080, ..Default::default() };
-                    s.endpoint.ports = vec![p.clone(), PortConfig { target: 9090, ..p }];
+                    let p = PortConfig { published: 80, target: 80, ..Default::default() };
+                    s.endpoint.ports = vec![p.clone(), p];
                 },
                 "endpoint.ports[1].published: duplicate published port 80/tcp",
             ),
             (
                 "relative bind",
                 |s| {
+                    s.task_template.image = Some("busybox".into());
                     s.task_template.mounts =
                         vec![Mount { source: "data".into(), target: "/data".into(), ..Default::default() }]
                 },
@@ -387,6 +492,7 @@ mod tests {
             (
                 "volume with slash",
                 |s| {
+                    s.task_template.image = Some("busybox".into());
                     s.task_template.mounts = vec![Mount {
                         kind: MountType::Volume,
                         source: "../x".into(),
@@ -421,6 +527,121 @@ mod tests {
             let got = first_error(&s);
             assert!(got.starts_with(want), "{name}: got {got:?}, want prefix {want:?}");
         }
+    }
+
+    fn image(driver: Option<&str>) -> ServiceSpec {
+        let mut s = valid();
+        s.task_template.command.clear();
+        s.task_template.image = Some("busybox".into());
+        s.task_template.driver = driver.map(str::to_string);
+        s
+    }
+
+    fn port(published: u16, target: u16) -> PortConfig {
+        PortConfig { published, target, ..Default::default() }
+    }
+
+    fn bind() -> Mount {
+        Mount { source: "/tmp".into(), target: "/x".into(), ..Default::default() }
+    }
+
+    fn errors(s: &ServiceSpec) -> Vec<String> {
+        match s.validate() {
+            Ok(()) => Vec::new(),
+            Err(e) => e.0.iter().map(|f| format!("{}: {}", f.field, f.message)).collect(),
+        }
+    }
+
+    #[test]
+    fn process_driver_refuses_hostname_and_mounts() {
+        let mut s = valid();
+        s.task_template.driver = Some("process".into());
+        s.task_template.hostname = "x".into();
+        assert_eq!(
+            errors(&s),
+            ["task_template.hostname: the process driver cannot set a hostname (use the oci or docker driver)"]
+        );
+        s.task_template.hostname.clear();
+        s.task_template.mounts = vec![bind()];
+        assert_eq!(
+            errors(&s),
+            ["task_template.mounts: the process driver cannot mount anything (use the oci or docker driver)"]
+        );
+        // No driver and no image is the process driver too.
+        s.task_template.driver = None;
+        s.task_template.hostname = "x".into();
+        let got = errors(&s);
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert!(
+            got[0].starts_with("task_template.hostname: tasks without an image run on the process driver")
+        );
+        assert!(got[1].starts_with("task_template.mounts: tasks without an image run on the process driver"));
+    }
+
+    #[test]
+    fn container_drivers_take_hostname_and_mounts() {
+        for driver in [None, Some("oci"), Some("docker")] {
+            let mut s = image(driver);
+            s.task_template.hostname = "x".into();
+            s.task_template.mounts = vec![bind()];
+            assert_eq!(s.validate(), Ok(()), "{driver:?}");
+        }
+        // A driver Shoal does not know is the node's to judge.
+        let mut s = valid();
+        s.task_template.driver = Some("firecracker".into());
+        s.task_template.hostname = "x".into();
+        s.task_template.mounts = vec![bind()];
+        s.endpoint.ports = vec![port(8080, 80)];
+        assert_eq!(s.validate(), Ok(()));
+    }
+
+    #[test]
+    fn host_network_drivers_refuse_port_mapping() {
+        let mut s = valid();
+        s.task_template.driver = Some("process".into());
+        s.endpoint.ports = vec![port(80, 80), port(8080, 80), port(0, 9090)];
+        assert_eq!(
+            errors(&s),
+            ["endpoint.ports[1].published: the process driver cannot publish port 8080 as target port 80: \
+              its tasks listen on the node's own ports (publish 80:80)"]
+        );
+        let mut s = image(Some("oci"));
+        s.endpoint.ports = vec![port(8080, 80)];
+        assert_eq!(
+            errors(&s),
+            ["endpoint.ports[0].published: the oci driver cannot publish port 8080 as target port 80: \
+              its tasks listen on the node's own ports (publish 80:80, or use the docker driver)"]
+        );
+        // Without a driver an image may land on oci: refused, naming the way out.
+        let mut s = image(None);
+        s.endpoint.ports = vec![port(8080, 80)];
+        assert_eq!(
+            errors(&s),
+            ["endpoint.ports[0].published: without a driver the task may run on the oci driver, which cannot \
+              publish port 8080 as target port 80: its tasks listen on the node's own ports \
+              (pick --driver docker, or publish 80:80)"]
+        );
+        // Docker maps; and the same port on both sides is honest everywhere.
+        let mut s = image(Some("docker"));
+        s.endpoint.ports = vec![port(8080, 80)];
+        assert_eq!(s.validate(), Ok(()));
+        for driver in [None, Some("oci"), Some("docker")] {
+            let mut s = image(driver);
+            s.endpoint.ports = vec![port(80, 80), port(0, 81)];
+            assert_eq!(s.validate(), Ok(()), "{driver:?}");
+        }
+    }
+
+    #[test]
+    fn structure_alone_skips_the_driver_checks() {
+        let mut s = valid();
+        s.task_template.hostname = "x".into();
+        s.task_template.mounts = vec![bind()];
+        s.endpoint.ports = vec![port(8080, 80)];
+        assert_eq!(s.validate().map_err(|e| e.0.len()), Err(3));
+        assert_eq!(s.validate_structure(), Ok(()));
+        s.name.clear();
+        assert!(s.validate_structure().is_err());
     }
 
     #[test]
