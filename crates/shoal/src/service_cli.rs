@@ -3,7 +3,9 @@
 //! brain validate it. Without `-d`, create, update, scale and rollback follow the service's tasks
 //! and print one line per slot whenever it changes (plain lines, no terminal control codes) until
 //! the service converges, or fail with the reason (a task's error, a paused or rolled-back update,
-//! the timeout).
+//! the timeout). Like docker, "converged" means the tasks match the spec and then stayed up for the
+//! monitor period (`update_config.monitor`, 5 s when 0): a task of the current spec that fails,
+//! exits or is rejected meanwhile fails the command ("verify: Detected task failure").
 
 use crate::cli::{print_json, table, Format, ListOpts};
 use anyhow::{bail, Context, Result};
@@ -11,8 +13,8 @@ use clap::Args;
 use shoal_api::{Client, ClientError, ClusterInfo, Created, ServiceUpdate};
 use shoal_types::{
     Constraint, FailureAction, HealthCheck, Mount, MountType, Node, PlacementPreference, PortConfig,
-    Protocol, PublishMode, RestartCondition, Service, ServiceMode, ServiceSpec, Strategy, Task, TaskState,
-    UpdateConfig, UpdateOrder, UpdateState, NANO_CPUS_PER_CPU,
+    Protocol, PublishMode, RestartCondition, Service, ServiceMode, ServiceSpec, Strategy, Task, TaskId,
+    TaskState, Timestamp, UpdateConfig, UpdateOrder, UpdateState, NANO_CPUS_PER_CPU,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -1024,6 +1026,11 @@ pub struct Assessment {
     pub lines: Vec<(String, String)>,
     pub overall: String,
     pub converged: bool,
+    /// The tasks match the spec (every slot or node has a task of the current spec up, nothing
+    /// left to stop), whatever the update status says: the verification window may start.
+    pub tasks_ready: bool,
+    /// How many slots (or nodes, or completions) the spec asks for.
+    pub expected: u64,
     /// The update paused or rolled back: waiting longer will not help.
     pub failed: Option<String>,
     /// Why it has not converged yet (for the timeout message).
@@ -1174,22 +1181,107 @@ pub fn assess(svc: &Service, tasks: &[Task], nodes: &[Node], expect: Expect) -> 
         Expect::Rollback => "rolled back",
     };
     a.overall = format!("overall progress: {done} out of {total} tasks {verb}");
-    a.converged = a.failed.is_none() && update_done && done >= total && stopping == 0;
+    a.tasks_ready = done >= total && stopping == 0;
+    a.expected = total;
+    a.converged = a.failed.is_none() && update_done && a.tasks_ready;
     a
 }
 
+/// The monitor period when the spec's is 0 (docker's default).
+pub const DEFAULT_MONITOR: Duration = Duration::from_secs(5);
+
+/// How long the tasks must stay up before the command calls the service converged: the monitor
+/// period of the update config in force (the rollback config's for a rollback), 5 s when it is 0.
+pub fn monitor_period(svc: &Service, expect: Expect) -> Duration {
+    let cfg = if expect == Expect::Rollback { &svc.spec.rollback_config } else { &svc.spec.update_config };
+    if cfg.monitor.is_zero() {
+        DEFAULT_MONITOR
+    } else {
+        cfg.monitor
+    }
+}
+
+/// A task that stopped when it should not have: it failed, was rejected or lost its node, or
+/// exited at all (a service's task; a job's may complete). The updater's rule.
+fn is_failure(t: &Task, svc: &Service) -> bool {
+    match t.status.state {
+        TaskState::Failed | TaskState::Rejected | TaskState::Orphaned => true,
+        TaskState::Complete => !svc.spec.mode.is_job(),
+        _ => false,
+    }
+}
+
+/// The service's tasks of its current spec that failed ([`is_failure`]), newest first.
+fn failed_tasks<'a>(svc: &Service, tasks: &'a [Task]) -> Vec<&'a Task> {
+    let mut out: Vec<&Task> = tasks
+        .iter()
+        .filter(|t| t.service_id == svc.id && t.spec_version == svc.spec_version && is_failure(t, svc))
+        .collect();
+    out.sort_by_key(|t| std::cmp::Reverse((t.status.timestamp, t.created_at)));
+    out
+}
+
+/// Why a task stopped, from its status: `exited with code 3`, the driver's or agent's error
+/// (`executable not found: ...`), else its state and message.
+pub fn failure_reason(t: &Task) -> String {
+    let s = &t.status;
+    if !s.err.is_empty() {
+        // The agent says "task exited with code 3"; the line already names the task.
+        return s.err.strip_prefix("task ").unwrap_or(&s.err).to_string();
+    }
+    match s.exit_code {
+        Some(code) => format!("exited with code {code}"),
+        None if s.message.is_empty() => s.state.to_string(),
+        None => format!("{}: {}", s.state, s.message),
+    }
+}
+
+/// `task 1a2b3c4d5e6f: exited with code 3`.
+fn failure_text(t: &Task) -> String {
+    format!("task {}: {}", t.id.short(), failure_reason(t))
+}
+
+/// The task an update's failure is about: the one its message names, else the newest failed task
+/// of the current spec.
+fn culprit<'a>(svc: &Service, tasks: &'a [Task]) -> Option<&'a Task> {
+    let named = svc
+        .update_status
+        .as_ref()
+        .and_then(|us| tasks.iter().find(|t| t.service_id == svc.id && us.message.contains(t.id.as_str())));
+    named.or_else(|| failed_tasks(svc, tasks).into_iter().next())
+}
+
+/// `5 seconds`, rounded up.
+fn seconds(d: Duration) -> String {
+    let n = d.as_millis().div_ceil(1000).max(1);
+    format!("{n} second{}", if n == 1 { "" } else { "s" })
+}
+
 /// Follows the service until it converges, prints per-slot progress, fails on a paused or
-/// rolled-back update or at the timeout.
+/// rolled-back update, on a task that fails once the tasks matched the spec, or at the timeout.
+///
+/// Once the tasks match the spec, they must stay up for the monitor period ([`monitor_period`];
+/// docker's "Waiting N seconds to verify that tasks are stable"); the timeout is extended to let
+/// that window finish. Jobs and services with nothing to run are not watched.
 pub async fn wait(c: &Client, id: &str, opts: &ProgressOpts, expect: Expect) -> Result<()> {
     let deadline = Instant::now() + opts.timeout;
     let mut shown: BTreeMap<String, String> = BTreeMap::new();
     let mut shown_overall = String::new();
+    // The failed tasks of the current spec when the tasks first matched it; any other task of it
+    // that fails from then on fails the command.
+    let mut known_failures: Option<BTreeSet<TaskId>> = None;
+    // When the tasks last came to match the spec: the start of the verification window.
+    let mut stable_since: Option<Instant> = None;
+    // A task failed during an update: the managers' verdict (pause, rollback) is awaited briefly
+    // so that the error can name it.
+    let mut detected: Option<(String, Instant)> = None;
     loop {
         let svc: Service = c.get(&format!("/v1/services/{id}")).await?;
         let tasks: Vec<Task> = c.get(&format!("/v1/tasks?service={id}")).await?;
         let nodes: Vec<Node> =
             if svc.spec.mode.is_global() { c.get("/v1/nodes?stale=true").await? } else { Vec::new() };
         let a = assess(&svc, &tasks, &nodes, expect);
+        let name = &svc.spec.name;
         if !opts.quiet {
             if a.overall != shown_overall {
                 println!("{}", a.overall);
@@ -1202,19 +1294,60 @@ pub async fn wait(c: &Client, id: &str, opts: &ProgressOpts, expect: Expect) -> 
                 }
             }
         }
-        if let Some(why) = a.failed {
-            bail!("service {}: {why}", svc.spec.name);
-        }
-        if a.converged {
-            if !opts.quiet {
-                println!("verify: Service converged");
+        if let Some(why) = &a.failed {
+            let task = culprit(&svc, &tasks);
+            if task.is_some() && detected.is_none() && !opts.quiet {
+                println!("verify: Detected task failure");
             }
-            return Ok(());
+            let task = task.map(|t| format!("; {}", failure_text(t))).unwrap_or_default();
+            bail!("service {name}: {why}{task}");
         }
-        if Instant::now() >= deadline {
+        let watch = !svc.spec.mode.is_job() && a.expected > 0;
+        let monitor = if watch { monitor_period(&svc, expect) } else { Duration::ZERO };
+        if watch && a.tasks_ready && known_failures.is_none() {
+            known_failures = Some(failed_tasks(&svc, &tasks).iter().map(|t| t.id.clone()).collect());
+        }
+        let updating = svc.update_status.as_ref().is_some_and(|u| u.state.is_active());
+        if let (Some(known), None) = (&known_failures, &detected) {
+            if let Some(t) = failed_tasks(&svc, &tasks).into_iter().find(|t| !known.contains(&t.id)) {
+                if !opts.quiet {
+                    println!("verify: Detected task failure");
+                }
+                if expect == Expect::Tasks || !updating {
+                    bail!("service {name}: {}", failure_text(t));
+                }
+                detected = Some((failure_text(t), Instant::now() + Duration::from_secs(3)));
+            }
+        }
+        if let Some((text, until)) = &detected {
+            if !updating || Instant::now() >= *until {
+                bail!("service {name}: {text}");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        }
+        if a.tasks_ready {
+            let since = *stable_since.get_or_insert_with(|| {
+                if watch && !opts.quiet {
+                    println!("verify: Waiting {} to verify that tasks are stable...", seconds(monitor));
+                }
+                Instant::now()
+            });
+            if a.converged && since.elapsed() >= monitor {
+                if !opts.quiet {
+                    println!("verify: Service converged");
+                }
+                return Ok(());
+            }
+        } else {
+            // Docker starts the wait again when a task goes away (a node left, a task moved).
+            stable_since = None;
+        }
+        let give_up = stable_since.map_or(deadline, |s| deadline.max(s + monitor));
+        if Instant::now() >= give_up {
             let why =
                 if a.pending.is_empty() { "still converging".to_string() } else { a.pending.join("; ") };
-            bail!("service {} did not converge within {}: {why}", svc.spec.name, fmt_duration(opts.timeout));
+            bail!("service {name} did not converge within {}: {why}", fmt_duration(opts.timeout));
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
@@ -1321,8 +1454,21 @@ fn ago(t: shoal_types::Timestamp) -> String {
     }
 }
 
-/// Rows of `service ps` and `node ps`: the newest task of each slot first, its history below it
-/// as ` \_ NAME` (docker's layout).
+type PsKey =
+    (String, Option<u64>, Option<shoal_types::NodeId>, bool, std::cmp::Reverse<(Timestamp, u64)>, TaskId);
+
+/// Where a task goes in `service ps` and `node ps`: by service and slot (a global service's slot
+/// is its node), then the slot's current task (desired running or complete) first, then newest
+/// first — wherever each ran, so a task that moved (drain, rebalance, update) never sorts under
+/// its own history.
+fn ps_key(t: &Task, service: String) -> PsKey {
+    let node_slot = if t.slot.is_some() { None } else { t.node_id.clone() };
+    let current = matches!(t.desired_state, TaskState::Running | TaskState::Complete);
+    (service, t.slot, node_slot, !current, std::cmp::Reverse((t.created_at, t.version)), t.id.clone())
+}
+
+/// Rows of `service ps` and `node ps`: the current task of each slot first, its history below it
+/// newest first as ` \_ NAME` (docker's layout).
 fn task_table(mut tasks: Vec<Task>, services: &[Service], nodes: &[Node], no_trunc: bool) {
     let svc_name = |t: &Task| {
         services
@@ -1337,14 +1483,7 @@ fn task_table(mut tasks: Vec<Task>, services: &[Service], nodes: &[Node], no_tru
             })
             .unwrap_or_default()
     };
-    tasks.sort_by(|a, b| {
-        (svc_name(a), a.slot, &a.node_id, std::cmp::Reverse(a.created_at)).cmp(&(
-            svc_name(b),
-            b.slot,
-            &b.node_id,
-            std::cmp::Reverse(b.created_at),
-        ))
-    });
+    tasks.sort_by_cached_key(|t| ps_key(t, svc_name(t)));
     let mut rows = Vec::new();
     let mut last_key = None;
     for t in &tasks {
@@ -1814,6 +1953,59 @@ mod tests {
         assert!(!assess(&s, &tasks, &[], Expect::Rollback).converged);
         s.update_status = Some(status(UpdateState::RollbackCompleted, "rollback completed"));
         assert!(assess(&s, &tasks, &[], Expect::Rollback).converged);
+    }
+
+    #[test]
+    fn ps_lists_the_current_task_of_a_slot_before_its_history() {
+        let on = |id: &str, node: &str, created: u64, desired: TaskState, state: TaskState| {
+            let mut t = task(id, 1, state, "");
+            t.node_id = Some(shoal_types::NodeId::new(node));
+            t.created_at = shoal_types::Timestamp(created);
+            t.desired_state = desired;
+            t
+        };
+        // Drained off node "a": the running task is on "b", which sorts after "a".
+        let mut tasks = vec![
+            on("old", "a", 1, TaskState::Shutdown, TaskState::Shutdown),
+            on("older", "a", 0, TaskState::Shutdown, TaskState::Failed),
+            on("new", "b", 2, TaskState::Running, TaskState::Running),
+        ];
+        let mut slot2 = on("two", "a", 0, TaskState::Running, TaskState::Running);
+        slot2.slot = Some(2);
+        tasks.push(slot2);
+        tasks.sort_by_cached_key(|t| ps_key(t, "web".into()));
+        let order: Vec<&str> = tasks.iter().map(|t| t.id.as_str()).collect();
+        assert_eq!(order, ["new", "old", "older", "two"]);
+    }
+
+    #[test]
+    fn failures_name_their_reason() {
+        let mut t = task("t1", 1, TaskState::Failed, "task exited with code 3");
+        t.status.exit_code = Some(3);
+        assert_eq!(failure_reason(&t), "exited with code 3");
+        assert_eq!(failure_text(&t), "task t1: exited with code 3");
+        let mut t = task("t2", 1, TaskState::Complete, "");
+        t.status.exit_code = Some(0);
+        assert_eq!(failure_reason(&t), "exited with code 0");
+        let t = task("t3", 1, TaskState::Rejected, "executable not found: /x");
+        assert_eq!(failure_reason(&t), "executable not found: /x");
+        let s = svc(1);
+        let tasks = vec![
+            task("ok", 1, TaskState::Running, ""),
+            task("done", 1, TaskState::Complete, ""),
+            task("bad", 1, TaskState::Failed, "boom"),
+        ];
+        let failed: Vec<&str> = failed_tasks(&s, &tasks).iter().map(|t| t.id.as_str()).collect();
+        assert_eq!(failed.len(), 2, "a service's task that exits at all failed: {failed:?}");
+        // The verification window: the spec's monitor period, 5 s when it is 0.
+        let mut s = svc(1);
+        assert_eq!(monitor_period(&s, Expect::Tasks), Duration::from_secs(5));
+        s.spec.update_config.monitor = Duration::ZERO;
+        assert_eq!(monitor_period(&s, Expect::Update), DEFAULT_MONITOR);
+        s.spec.update_config.monitor = Duration::from_secs(2);
+        assert_eq!(monitor_period(&s, Expect::Update), Duration::from_secs(2));
+        assert_eq!(seconds(Duration::from_millis(1500)), "2 seconds");
+        assert_eq!(seconds(Duration::from_secs(1)), "1 second");
     }
 
     #[test]
