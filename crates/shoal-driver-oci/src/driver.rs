@@ -11,7 +11,10 @@
 //! lands in the shim's logs exactly as for the process driver. `--keep` leaves the stopped
 //! container and its cgroup in place until [`Driver::destroy`], so the OOM counter can be read
 //! after the exit. The cgroup path is absolute, `/shoal/<task_id>` (v1: under every controller
-//! hierarchy; v2: `/sys/fs/cgroup/shoal/<task_id>`).
+//! hierarchy; v2: `/sys/fs/cgroup/shoal/<task_id>`). The limits (memory, cpu, pids) go into the
+//! spec's `linux.resources`; a task without a pids limit has none of its own, but `/shoal` is
+//! the process driver's parent too, whose `pids.max` caps all tasks together below the node's
+//! pid space (see `shoal_driver_process::cgroup`).
 //!
 //! Containers share the host network; they get their own pid, mount, uts, ipc and cgroup
 //! namespaces. runc's state lives in its default root (`/run/runc`).
@@ -1239,6 +1242,27 @@ mod tests {
         let env = process_env(&cfg, &img);
         assert!(env.contains(&"A=1".to_string()) && env.contains(&"B=3".to_string()));
         assert!(env.iter().any(|e| e.starts_with("PATH=")));
+    }
+
+    #[test]
+    fn limits_go_into_the_runtime_spec() {
+        let img = ResolvedImage { cmd: vec!["/bin/true".into()], ..ResolvedImage::default() };
+        let mut cfg = TaskConfig { task_id: "t".into(), ..TaskConfig::default() };
+        cfg.limits = shoal_driver::Limits {
+            memory_bytes: Some(64 << 20),
+            nano_cpus: Some(500_000_000),
+            pids: Some(50),
+        };
+        let v = build_spec(&cfg, &img, Path::new("/rootfs"), 0, 0, "/shoal/t").expect("spec");
+        let r = &v["linux"]["resources"];
+        assert_eq!(r["pids"]["limit"], 50);
+        assert_eq!(r["memory"]["limit"], 64 << 20);
+        assert_eq!(r["cpu"]["quota"], 50_000);
+        assert_eq!(v["linux"]["cgroupsPath"], "/shoal/t");
+        // No limit given: none set (runc leaves pids.max at "max", under Shoal's capped parent).
+        cfg.limits = shoal_driver::Limits::default();
+        let v = build_spec(&cfg, &img, Path::new("/rootfs"), 0, 0, "/shoal/t").expect("spec");
+        assert!(v["linux"]["resources"].get("pids").is_none(), "{}", v["linux"]["resources"]);
     }
 
     #[test]

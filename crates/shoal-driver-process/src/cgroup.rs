@@ -8,6 +8,13 @@
 //!   `<controller mount>/shoal/shims`.
 //!
 //! On a hybrid system (v1 controllers plus an empty v2 hierarchy) the v1 controllers are used.
+//!
+//! **Pids.** A task's own `pids.max` is its pids limit when it has one (none by default, as with
+//! Docker). The parent's `pids.max` caps all of Shoal's tasks together (and their shims, and the
+//! oci driver's containers, which runc puts under `/shoal` too) at [`parent_pids_cap`] of the
+//! node's pid space, so that a fork bomb in a task cannot take the last pids from the node
+//! (daemon, sshd, …): the rest is kept for the system, as Kubernetes' `system-reserved` pids do.
+//! The cap is written only where the parent has no limit (`max`): an administrator's value stays.
 
 use serde::{Deserialize, Serialize};
 use shoal_driver::{Limits, Stats};
@@ -160,6 +167,50 @@ pub fn sanitize(name: &str) -> String {
     match s.as_str() {
         "" | "." | ".." | "shims" => format!("task-{s}"),
         _ => s,
+    }
+}
+
+/// The node's pid space: the lower of `kernel.pid_max` and `kernel.threads-max` (threads count as
+/// pids), `None` when neither is readable.
+pub fn node_pid_space() -> Option<u64> {
+    let pid_max = read_u64(Path::new("/proc/sys/kernel/pid_max"));
+    let threads_max = read_u64(Path::new("/proc/sys/kernel/threads-max"));
+    match (pid_max, threads_max) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// The most pids all of Shoal's tasks may hold together on a node with `space` pids: all but a
+/// tenth, and never less than 1024 kept for the system (nor more than half the space).
+pub fn parent_pids_cap(space: u64) -> u64 {
+    let reserve = (space / 10).max(1024).min(space / 2);
+    space - reserve
+}
+
+impl Layout {
+    /// Writes `cap` into `<parent>/pids.max` when it has no limit yet (`max`).
+    /// Returns the limit in effect there: `cap`, or the value someone else set.
+    pub fn cap_parent_pids(&self, parent: &str, cap: u64) -> io::Result<u64> {
+        let Some(dir) = self.cgroups(parent, None).pids else {
+            return Err(io::Error::new(io::ErrorKind::Unsupported, "no pids controller on this node"));
+        };
+        let file = dir.join("pids.max");
+        let current = std::fs::read_to_string(&file)
+            .map_err(|e| io::Error::new(e.kind(), format!("reading {}: {e}", file.display())))?;
+        match current.trim() {
+            "max" => {
+                std::fs::write(&file, cap.to_string())
+                    .map_err(|e| io::Error::new(e.kind(), format!("writing {}: {e}", file.display())))?;
+                Ok(cap)
+            }
+            other => other.parse().map_err(|_| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{}: unexpected {other:?}", file.display()),
+                )
+            }),
+        }
     }
 }
 
@@ -480,6 +531,40 @@ mod tests {
         assert_eq!(t.oom_kills(), Some(1));
         std::fs::write(root.path().join("shoal/t/cgroup.procs"), "12\n7\n").expect("w");
         assert_eq!(t.pids(), vec![7, 12]);
+    }
+
+    #[test]
+    fn parent_pids_cap_keeps_a_reserve() {
+        assert_eq!(parent_pids_cap(32768), 32768 - 3276);
+        assert_eq!(parent_pids_cap(4_194_304), 4_194_304 - 419_430);
+        // Small nodes keep at least 1024, but tasks always get half.
+        assert_eq!(parent_pids_cap(8192), 8192 - 1024);
+        assert_eq!(parent_pids_cap(1500), 750);
+        let space = node_pid_space().expect("this machine has /proc/sys/kernel/pid_max");
+        assert!(parent_pids_cap(space) < space);
+    }
+
+    #[test]
+    fn the_parent_cap_is_written_only_where_there_is_no_limit() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let parent = root.path().join("shoal");
+        std::fs::create_dir_all(&parent).expect("mkdir");
+        std::fs::write(parent.join("pids.max"), "max\n").expect("w");
+        let l = Layout::V2 { mount: root.path().to_path_buf() };
+        assert_eq!(l.cap_parent_pids("shoal", 1000).expect("cap"), 1000);
+        assert_eq!(std::fs::read_to_string(parent.join("pids.max")).expect("r"), "1000");
+        // Set already (by us or an administrator): kept.
+        std::fs::write(parent.join("pids.max"), "77\n").expect("w");
+        assert_eq!(l.cap_parent_pids("shoal", 1000).expect("cap"), 77);
+        assert_eq!(std::fs::read_to_string(parent.join("pids.max")).expect("r"), "77\n");
+        // v1: the pids hierarchy's parent.
+        let v1 = Layout::V1 { controllers: BTreeMap::from([("pids".to_string(), root.path().join("pids"))]) };
+        std::fs::create_dir_all(root.path().join("pids/shoal")).expect("mkdir");
+        std::fs::write(root.path().join("pids/shoal/pids.max"), "max\n").expect("w");
+        assert_eq!(v1.cap_parent_pids("shoal", 5).expect("cap"), 5);
+        assert_eq!(std::fs::read_to_string(root.path().join("pids/shoal/pids.max")).expect("r"), "5");
+        let no_pids = Layout::V1 { controllers: BTreeMap::new() };
+        assert!(no_pids.cap_parent_pids("shoal", 5).is_err());
     }
 
     #[test]

@@ -26,6 +26,7 @@ use shoal_types::DriverInfo;
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 pub const DRIVER_NAME: &str = "process";
@@ -83,6 +84,10 @@ pub struct ProcessDriver {
     layout: Option<Layout>,
     /// `criu` once `criu check` passed (checked at the first fingerprint or checkpoint).
     criu: std::sync::Mutex<Option<PathBuf>>,
+    /// The parent cgroup's pids cap is in place (see [`cgroup`]'s docs).
+    parent_pids_capped: AtomicBool,
+    /// Failing to cap it was logged as a warning already.
+    parent_pids_warned: AtomicBool,
 }
 
 /// Marks a task stopped by a checkpoint: its exit is reported as [`ExitStatus::checkpointed`].
@@ -197,7 +202,43 @@ impl ProcessDriver {
             CgroupMode::Disabled => None,
             CgroupMode::Layout(l) => Some(l.clone()),
         };
-        Self { cfg, layout, criu: std::sync::Mutex::new(None) }
+        Self {
+            cfg,
+            layout,
+            criu: std::sync::Mutex::new(None),
+            parent_pids_capped: AtomicBool::new(false),
+            parent_pids_warned: AtomicBool::new(false),
+        }
+    }
+
+    /// Caps the pids of all of Shoal's tasks together, so that no task can take the node's last
+    /// pids (see [`cgroup`]'s docs); until it succeeds once, tried again at every start.
+    fn cap_parent_pids(&self) {
+        let Some(layout) = &self.layout else { return };
+        if self.parent_pids_capped.load(Ordering::Relaxed) {
+            return;
+        }
+        let capped = cgroup::node_pid_space()
+            .ok_or_else(|| std::io::Error::other("cannot read kernel.pid_max"))
+            .and_then(|space| {
+                let limit =
+                    layout.cap_parent_pids(&self.cfg.cgroup_parent, cgroup::parent_pids_cap(space))?;
+                Ok((space, limit))
+            });
+        match capped {
+            Ok((space, limit)) => {
+                self.parent_pids_capped.store(true, Ordering::Relaxed);
+                tracing::info!(
+                    parent = %self.cfg.cgroup_parent, limit, node_pids = space,
+                    "the pids of all tasks together are capped"
+                );
+            }
+            Err(e) if !self.parent_pids_warned.swap(true, Ordering::Relaxed) => tracing::warn!(
+                parent = %self.cfg.cgroup_parent, error = %e,
+                "cannot cap the pids of all tasks together: a task without a pids limit may exhaust the node's pids"
+            ),
+            Err(e) => tracing::debug!(error = %e, "cannot cap the pids of all tasks together"),
+        }
     }
 
     /// `criu` from `PATH` when `criu check` passes on this node.
@@ -232,6 +273,7 @@ impl ProcessDriver {
             Some(layout) => {
                 let cg = layout.task(&self.cfg.cgroup_parent, &cgroup::sanitize(&cfg.task_id));
                 cg.create(&cfg.limits).map_err(|e| DriverError::runtime("creating the task's cgroup", e))?;
+                self.cap_parent_pids();
                 let shims = layout.task(&self.cfg.cgroup_parent, "shims");
                 if let Err(e) = shims.create(&Default::default()) {
                     tracing::warn!(error = %e, "cannot create the shims cgroup; shims stay in the task's cgroup");
@@ -496,7 +538,10 @@ impl Driver for ProcessDriver {
             return None;
         }
         let mut capabilities = match self.cgroups_unusable() {
-            None => vec![capability::LIMITS.to_string(), capability::EXEC.to_string()],
+            None => {
+                self.cap_parent_pids();
+                vec![capability::LIMITS.to_string(), capability::EXEC.to_string()]
+            }
             Some(why) => {
                 tracing::warn!(reason = %why, "process driver: cgroups unusable; no limits or exec offered");
                 Vec::new()
