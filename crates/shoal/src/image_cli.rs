@@ -85,7 +85,7 @@ fn human(bytes: u64) -> String {
 /// Refuses a daemon address (`-H`/`--host` on the command line, or `SHOAL_HOST`) unless
 /// `--data-dir` was given too: `shoal image` never talks to a daemon, so the address would be
 /// ignored and the command would act on `data_dir` of *this* machine — possibly another daemon's
-/// store than the one the address names. `matches` are the whole command line's.
+/// store than the one the address names. `matches` are the whole command line's; [`run`] checks.
 pub fn check_target(matches: &clap::ArgMatches, host: &str, data_dir: &Path) -> Result<()> {
     use clap::parser::ValueSource;
     let named_by = match matches.value_source("host") {
@@ -111,6 +111,13 @@ pub fn check_target(matches: &clap::ArgMatches, host: &str, data_dir: &Path) -> 
 }
 
 pub fn run(data_dir: &Path, cmd: ImageCmd) -> Result<()> {
+    // Whether -H and --data-dir were given or defaulted: the derived `Cli` cannot tell, its
+    // matches can. The command line already parsed once, so this parse succeeds the same way.
+    let matches = <crate::Cli as clap::CommandFactory>::command()
+        .try_get_matches()
+        .context("parsing the command line")?;
+    let host = matches.get_one::<String>("host").map(String::as_str).unwrap_or_default();
+    check_target(&matches, host, data_dir)?;
     let store = ImageStore::open(data_dir.join("images"))
         .with_context(|| format!("opening the image store in {}", data_dir.display()))?;
     match cmd {
