@@ -64,18 +64,29 @@ async function api(path, opts = {}) {
   return r.json();
 }
 
-function banner(text, info) {
-  const b = $('#banner');
-  if (!text) { b.hidden = true; return; }
-  b.hidden = false;
-  b.className = 'banner' + (info ? ' info' : '');
-  b.textContent = text;
+// Two banners. #problem is the standing state of the connection (no quorum, API unreachable),
+// rewritten by every refresh. #banner is the result of the operator's last action: it stays until
+// dismissed or for FLASH_MS / FLASH_ERROR_MS, whatever refreshes happen meanwhile.
+const FLASH_MS = 10000;
+const FLASH_ERROR_MS = 30000;
+function showProblem(text) {
+  const b = $('#problem');
+  b.hidden = !text;
+  b.textContent = text || '';
 }
 let flashTimer = null;
 function flash(text, isError) {
-  banner(text, !isError);
+  const b = $('#banner');
+  $('#banner-text').textContent = text;
+  b.className = 'banner' + (isError ? '' : ' info');
+  b.hidden = false;
   clearTimeout(flashTimer);
-  flashTimer = setTimeout(() => banner(problem), isError ? 8000 : 3000);
+  flashTimer = setTimeout(dismissFlash, isError ? FLASH_ERROR_MS : FLASH_MS);
+}
+function dismissFlash() {
+  clearTimeout(flashTimer);
+  flashTimer = null;
+  $('#banner').hidden = true;
 }
 let problem = '';
 
@@ -109,7 +120,7 @@ async function refresh() {
     c.textContent = `index ${cluster.index} · ${cluster.raft.state} · term ${cluster.raft.term}`;
     c.className = 'conn';
     problem = cluster.raft.leader == null ? 'This manager sees no leader: the cluster has no quorum. What is shown may be stale; changes will fail until a quorum returns.' : '';
-    banner(problem);
+    showProblem(problem);
     if (cluster.index !== S.lastIndex || S.view === 'overview') {
       S.lastIndex = cluster.index;
       render(false);
@@ -118,7 +129,7 @@ async function refresh() {
     $('#conn').textContent = 'disconnected';
     $('#conn').className = 'conn bad';
     problem = `Cannot reach the manager's API: ${e.message}`;
-    banner(problem);
+    showProblem(problem);
   }
   if (S.view === 'overview') refreshHealth();
 }
@@ -301,7 +312,7 @@ function renderService(id, routeChanged) {
     main.innerHTML = `<div id="service" data-id="${esc(s.id)}"><h2><a href="#/services">Services</a> / ${esc(s.spec.name)}</h2>
       <div id="svc-summary"></div>
       <div class="bar">
-        ${replicated ? `<label>Replicas <input id="scale-input" type="number" min="0" value="${s.spec.mode.replicated.replicas}"></label>
+        ${replicated ? `<label>Replicas <input id="scale-input" type="number" min="0" max="${MAX_REPLICAS}" step="1" value="${s.spec.mode.replicated.replicas}"></label>
         <button id="scale-button" class="primary">Scale</button>` : ''}
         <button id="rollback-button">Roll back</button>
       </div>
@@ -375,13 +386,44 @@ async function setAvailability(node, availability) {
   refresh();
 }
 
+const MAX_REPLICAS = 100000;
+// The Replicas field as a whole number 0..MAX_REPLICAS, or null. An empty field is not 0, and
+// neither is text a number input could not parse (its value is then '').
+function parseReplicas(raw) {
+  const t = String(raw).trim();
+  if (!/^[0-9]+$/.test(t)) return null;
+  const n = Number(t);
+  return n <= MAX_REPLICAS ? n : null;
+}
+
+let scaling = false;
 async function scale(id) {
-  const n = Number($('#scale-input').value);
-  if (!Number.isInteger(n) || n < 0) { flash('Replicas must be a whole number, 0 or more', true); return; }
+  if (scaling) return;
+  const input = $('#scale-input');
+  const n = parseReplicas(input.value);
+  if (n === null) {
+    const shown = input.value.trim() || (input.validity && input.validity.badInput ? 'that' : 'an empty field');
+    flash(`Not scaled: replicas must be a whole number from 0 to ${MAX_REPLICAS} (got ${shown})`, true);
+    return;
+  }
+  const svc = S.services.find((x) => x.id === id);
+  const name = svc ? svc.spec.name : short(id);
+  const current = svc && svc.spec.mode.replicated ? svc.spec.mode.replicated.replicas : null;
+  if (n === 0 && current !== 0
+    && !window.confirm(`Scale ${name} to 0 replicas? Every task of ${name} will be stopped.`)) {
+    flash(`Not scaled: ${name} keeps ${current == null ? 'its' : current} replicas`);
+    return;
+  }
+  scaling = true;
+  const button = $('#scale-button');
+  if (button) button.disabled = true;
   try {
     const s = await api(`/v1/services/${encodeURIComponent(id)}/scale`, { method: 'POST', body: JSON.stringify({ replicas: n }) });
     flash(`${s.spec.name} scaled to ${n}`);
   } catch (e) { flash(`Scale failed: ${e.message}`, true); }
+  scaling = false;
+  const again = $('#scale-button');
+  if (again) again.disabled = false;
   refresh();
 }
 
@@ -432,6 +474,7 @@ async function followLogs(id) {
 document.addEventListener('click', (e) => {
   const b = e.target.closest('button');
   if (!b || b.disabled) return;
+  if (b.id === 'banner-close') { dismissFlash(); return; }
   if (b.dataset.availability) setAvailability(b.dataset.node, b.dataset.availability);
   const svc = $('#service');
   if (!svc) return;

@@ -2,7 +2,9 @@
 //!
 //! - the web UI in real headless Chromium, driven over WebDriver (Debian's chromium-driver):
 //!   nodes render and a joining worker appears live, a service and its tasks render, the Scale
-//!   and Drain buttons change the cluster; screenshots are saved as test artifacts;
+//!   and Drain buttons change the cluster, a bad Replicas value (empty, too large) is refused
+//!   without a request, scaling to 0 asks first (dismissed: nothing changes) and the result
+//!   banner outlives the page's refreshes; screenshots are saved as test artifacts;
 //! - `/metrics` on the manager and on the worker, parsed by the Prometheus project's own
 //!   OpenMetrics parser (a parse error fails the test);
 //! - `--log-format json`: every task state change is logged once, with task, service and node.
@@ -82,6 +84,40 @@ async fn wait_js(c: &Client, secs: u64, what: &str, script: &str, ok: impl Fn(&V
     let path = artifacts().join(format!("ui-timeout-{}.png", what.replace(' ', "-")));
     let _ = std::fs::write(&path, shot);
     panic!("timed out waiting for {what}; last: {last}; screenshot: {}", path.display());
+}
+
+/// Checks for `how_long` that `script`'s result keeps satisfying `ok` (e.g. a banner stays up).
+async fn stays(c: &Client, how_long: Duration, what: &str, script: &str, ok: impl Fn(&Value) -> bool) {
+    let until = Instant::now() + how_long;
+    while Instant::now() < until {
+        let v = c.execute(script, vec![]).await.unwrap_or_else(|e| json!(e.to_string()));
+        if !ok(&v) {
+            let shot = c.screenshot().await.unwrap_or_default();
+            let path = artifacts().join(format!("ui-gone-{}.png", what.replace(' ', "-")));
+            let _ = std::fs::write(&path, shot);
+            panic!("{what} did not stay for {how_long:?}; now: {v}; screenshot: {}", path.display());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until the page shows a JavaScript dialog (`confirm()`) and returns its text.
+async fn wait_dialog(c: &Client, secs: u64, what: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        match c.get_alert_text().await {
+            Ok(text) => return text,
+            Err(e) if Instant::now() >= deadline => panic!("timed out waiting for {what}: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+/// The replicas in `service`'s spec, from the CLI.
+fn spec_replicas(m: &Node, service: &str) -> u64 {
+    let svc = m.json(&["service", "inspect", service, "--format", "json"]);
+    let svc = if svc.is_array() { svc[0].clone() } else { svc };
+    svc["spec"]["mode"]["replicated"]["replicas"].as_u64().unwrap_or_else(|| panic!("replicas in {svc}"))
 }
 
 async fn screenshot(c: &Client, name: &str) {
@@ -211,6 +247,54 @@ async fn web_ui_in_chromium_against_a_live_cluster() {
     let banner = "const b = document.querySelector('#banner'); return b && !b.hidden ? b.textContent : null;";
     wait_js(&c, 10, "an error banner", banner, |v| v.as_str().is_some_and(|t| t.contains("whole number")))
         .await;
+    // The result of an action stays on screen through the page's refreshes (every 2 s) until it is
+    // dismissed.
+    let says = |want: &'static [&'static str]| {
+        move |v: &Value| v.as_str().is_some_and(|t| want.iter().all(|w| t.contains(w)))
+    };
+    stays(&c, Duration::from_millis(2500), "the error banner", banner, says(&["whole number"])).await;
+    c.find(Locator::Css("#banner-close")).await.expect("dismiss button").click().await.expect("dismiss");
+    wait_js(&c, 5, "the banner to be dismissed", banner, Value::is_null).await;
+
+    // An empty field is not 0, nor is a number past the limit: an error, no request.
+    for (typed, shown) in [("", "an empty field"), ("100001", "100001")] {
+        let input = c.find(Locator::Css("#scale-input")).await.expect("scale input");
+        input.clear().await.expect("clear");
+        if !typed.is_empty() {
+            input.send_keys(typed).await.expect("type");
+        }
+        c.find(Locator::Css("#scale-button")).await.expect("scale button").click().await.expect("click");
+        wait_js(&c, 10, "the bad-replicas error banner", banner, |v| {
+            v.as_str().is_some_and(|t| t.contains("whole number from 0 to 100000") && t.contains(shown))
+        })
+        .await;
+        assert_eq!(spec_replicas(&m, "web"), 4, "{typed:?} changed nothing");
+        c.find(Locator::Css("#banner-close")).await.expect("dismiss button").click().await.expect("dismiss");
+        wait_js(&c, 5, "the banner to be dismissed", banner, Value::is_null).await;
+    }
+
+    // 0 asks first. Dismissed, nothing changes.
+    let input = c.find(Locator::Css("#scale-input")).await.expect("scale input");
+    input.clear().await.expect("clear");
+    input.send_keys("0").await.expect("type 0");
+    c.find(Locator::Css("#scale-button")).await.expect("scale button").click().await.expect("click");
+    let question = wait_dialog(&c, 10, "the scale-to-0 confirmation").await;
+    assert!(question.contains("web to 0 replicas"), "{question}");
+    c.dismiss_alert().await.expect("dismiss the confirmation");
+    wait_js(&c, 10, "the cancelled-scale banner", banner, says(&["Not scaled", "keeps 4"])).await;
+    assert_eq!(spec_replicas(&m, "web"), 4, "a dismissed confirmation changes nothing");
+    wait_js(&c, 10, "4 running tasks still", RUNNING_TASKS, |v| v == 4).await;
+    // Accepted: scaled to 0; the result banner outlives the refreshes the change triggers.
+    c.find(Locator::Css("#scale-button")).await.expect("scale button").click().await.expect("click");
+    let question = wait_dialog(&c, 10, "the scale-to-0 confirmation").await;
+    assert!(question.contains("web to 0 replicas"), "{question}");
+    c.accept_alert().await.expect("accept the confirmation");
+    wait_js(&c, 10, "the scaled-to-0 banner", banner, says(&["web scaled to 0"])).await;
+    stays(&c, Duration::from_millis(2500), "the scaled-to-0 banner", banner, says(&["web scaled to 0"]))
+        .await;
+    eventually(10, "web scaled to 0 in the spec", || (spec_replicas(&m, "web") == 0).then_some(()));
+    wait_js(&c, 30, "no running web tasks", RUNNING_TASKS, |v| v == 0).await;
+    screenshot(&c, "ui-scaled-to-zero.png").await;
 
     // Logs: Follow streams a service's lines into the page.
     m.ok(&[
