@@ -236,9 +236,7 @@ fn quiet_on_broken_stdout() {
 }
 
 fn real_main() -> Result<()> {
-    // The matches too: `shoal image` asks whether -H was given or defaulted.
-    let matches = <Cli as clap::CommandFactory>::command().get_matches();
-    let cli = <Cli as clap::FromArgMatches>::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let cli = Cli::parse();
     if !matches!(cli.command, Cmd::Daemon(_) | Cmd::Dev(_) | Cmd::Shim { .. }) {
         quiet_on_broken_stdout();
     }
@@ -253,10 +251,7 @@ fn real_main() -> Result<()> {
         Cmd::Service(c) => runtime()?.block_on(async { cli::service(&client()?, c).await })?,
         Cmd::Task(c) => runtime()?.block_on(async { cli::task(&client()?, c).await })?,
         Cmd::Events(a) => runtime()?.block_on(async { events_cli::run(&client()?, a).await })?,
-        Cmd::Image { data_dir, command } => {
-            image_cli::check_target(&matches, &cli.host, &data_dir)?;
-            image_cli::run(&data_dir, command)?
-        }
+        Cmd::Image { data_dir, command } => image_cli::run(&data_dir, command)?,
         // No async runtime: the shim is a small single-threaded supervisor.
         Cmd::Shim { task_dir } => std::process::exit(shoal_driver::shim::run(&task_dir)),
         Cmd::Simulate { nodes, services, replicas, seed, fail_nodes, format } => {
