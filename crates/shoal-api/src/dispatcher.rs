@@ -275,7 +275,9 @@ async fn renew(
     Json(r): Json<Renewal>,
 ) -> Result<Json<Renewed>, ApiError> {
     let id = peer(&p)?;
-    let cert_pem = m.sign_renewal(&id.node_id, id.role, &r.csr_pem).await?;
+    let node = NodeId::new(id.node_id.clone());
+    let desired = crate::internal::read_linearizable(&m, |s| s.node(&node).map(|n| n.spec.role)).await?;
+    let cert_pem = m.sign_renewal(&id.node_id, id.role, desired, &r.csr_pem).await?;
     Ok(Json(Renewed { cert_pem }))
 }
 

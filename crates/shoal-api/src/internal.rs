@@ -4,8 +4,8 @@
 //!   certificate yet) and gets its certificate and the CA; the token decides its role.
 //! - `POST /internal/managers` — a manager that joined asks the leader to add it (learner, then
 //!   voter). Needs its manager certificate, and may only add itself.
-//! - `POST /internal/write` — a follower forwards a write to the leader. Needs a manager
-//!   certificate.
+//! - `POST /internal/leader` — a follower forwards a write or a membership change to the leader
+//!   (see [`crate::leader`], the one write path). Needs the certificate of a current member.
 //! - `GET /internal/read-index` — a follower asks the leader for the read index of a
 //!   linearizable read. Needs a manager certificate.
 //!
@@ -31,6 +31,7 @@ pub struct JoinRequest {
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct AddManager {
+    #[serde(with = "shoal_raft::raft_id_string")]
     pub raft_id: RaftId,
     pub node: ManagerNode,
 }
@@ -42,7 +43,7 @@ pub struct ReadIndex {
 
 type Peer = Extension<Option<NodeIdentity>>;
 
-fn require_manager(peer: &Option<NodeIdentity>) -> Result<&NodeIdentity, ApiError> {
+pub(crate) fn require_manager(peer: &Option<NodeIdentity>) -> Result<&NodeIdentity, ApiError> {
     match peer {
         Some(id) if id.role == Role::Manager => Ok(id),
         _ => Err(ApiError::new(
@@ -55,7 +56,10 @@ fn require_manager(peer: &Option<NodeIdentity>) -> Result<&NodeIdentity, ApiErro
 
 /// A manager certificate of a *current* member: a removed manager's certificate stays valid until
 /// it expires, but it no longer opens these endpoints.
-fn require_member<'p>(m: &Manager, peer: &'p Option<NodeIdentity>) -> Result<&'p NodeIdentity, ApiError> {
+pub(crate) fn require_member<'p>(
+    m: &Manager,
+    peer: &'p Option<NodeIdentity>,
+) -> Result<&'p NodeIdentity, ApiError> {
     let id = require_manager(peer)?;
     let s = m.node.status();
     if s.voters.values().chain(s.learners.values()).any(|n| n.node_id == id.node_id) {
@@ -89,6 +93,8 @@ async fn join(
     Ok(Json(m.admit(cluster, exists, &req.token, &req.csr_pem, &req.node_id)?))
 }
 
+/// A manager that has its certificate asks to be added (learner, then voter): through any
+/// manager, which forwards to the leader.
 async fn add_manager(
     State(m): State<Arc<Manager>>,
     Extension(peer): Peer,
@@ -98,59 +104,29 @@ async fn add_manager(
     if id.node_id != req.node.node_id {
         return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "a manager may only add itself"));
     }
-    m.add_manager(req.raft_id, req.node).await?;
+    crate::leader::submit(&m, crate::leader::LeaderOp::AddManager { raft_id: req.raft_id, node: req.node })
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// A member manager that leaves asks the leader to take it out of the membership.
+/// A member manager that leaves asks to be taken out of the membership.
 async fn remove_manager(
     State(m): State<Arc<Manager>>,
     Extension(peer): Peer,
 ) -> Result<StatusCode, ApiError> {
     let id = require_member(&m, &peer)?;
-    remove_member(&m, &id.node_id).await?;
+    remove_from_membership(&m, vec![id.node_id.clone()]).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn remove_member(m: &Manager, node_id: &str) -> Result<(), WriteError> {
-    let status = m.node.status();
-    let voters: std::collections::BTreeSet<RaftId> =
-        status.voters.iter().filter(|(_, n)| n.node_id != node_id).map(|(id, _)| *id).collect();
-    if voters.is_empty() {
-        return Err(WriteError::Refused(shoal_manager::CommandError {
-            kind: shoal_manager::ErrorKind::Conflict,
-            message: "cannot remove the last manager".into(),
-        }));
-    }
-    m.node.change_voters(voters).await
+/// Takes managers out of the Raft membership (voters and learners), through the leader.
+pub async fn remove_from_membership(m: &Manager, node_ids: Vec<String>) -> Result<(), WriteError> {
+    crate::leader::submit(m, crate::leader::LeaderOp::RemoveMembers { node_ids }).await.map(|_| ())
 }
 
-/// Takes this manager out of the Raft membership: directly on the leader, else through it.
+/// Takes this manager out of the Raft membership.
 pub async fn remove_self(m: &Manager) -> Result<(), WriteError> {
-    let me = m.node.config().node.node_id.clone();
-    if m.node.is_leader() {
-        return remove_member(m, &me).await;
-    }
-    let leader = m.node.status().leader_node.ok_or_else(|| WriteError::Unavailable("no leader".into()))?;
-    let tls = m.client_tls().ok_or_else(|| WriteError::Unavailable("this node has no certificate".into()))?;
-    let (st, bytes) = call(tls, &leader.addr, hyper::Method::DELETE, "/internal/managers", None)
-        .await
-        .map_err(WriteError::Unavailable)?;
-    if st.is_success() {
-        Ok(())
-    } else {
-        Err(WriteError::Unavailable(remote_error(st, &bytes)))
-    }
-}
-
-async fn forwarded_write(
-    State(m): State<Arc<Manager>>,
-    Extension(peer): Peer,
-    Json(cmd): Json<Command>,
-) -> Result<Json<shoal_raft::Response>, ApiError> {
-    require_member(&m, &peer)?;
-    // Only the leader writes; a forwarded write that lands on a follower is not forwarded again.
-    Ok(Json(m.node.write(cmd).await?))
+    remove_from_membership(m, vec![m.node.config().node.node_id.clone()]).await
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -285,7 +261,7 @@ pub fn internal_router(m: Arc<Manager>) -> Router {
     Router::new()
         .route("/internal/join", post(join))
         .route("/internal/managers", post(add_manager).delete(remove_manager))
-        .route("/internal/write", post(forwarded_write))
+        .route("/internal/leader", post(crate::leader::serve_forwarded))
         .route("/internal/read-index", get(read_index))
         .route("/internal/heartbeat", post(heartbeat))
         .route("/internal/status", get(status))
@@ -356,37 +332,11 @@ pub(crate) fn remote_error(status: StatusCode, bytes: &[u8]) -> String {
     v["error"]["message"].as_str().map(str::to_string).unwrap_or_else(|| format!("HTTP {status}"))
 }
 
-/// A write from anywhere: committed here if this manager leads, else forwarded to the leader.
+/// A write from anywhere: committed by the leader, through the one write path.
 pub async fn write(m: &Manager, cmd: Command) -> Result<shoal_raft::Response, WriteError> {
-    match m.node.write(cmd.clone()).await {
-        Err(WriteError::NotLeader { leader: Some(leader) })
-            if leader.node_id != m.node.config().node.node_id =>
-        {
-            let tls = m
-                .client_tls()
-                .ok_or_else(|| WriteError::Unavailable("this node has no certificate yet".into()))?;
-            let body = serde_json::to_vec(&cmd).map_err(|e| WriteError::Unavailable(e.to_string()))?;
-            let (status, bytes) = call(tls, &leader.addr, hyper::Method::POST, "/internal/write", Some(body))
-                .await
-                .map_err(|e| WriteError::Unavailable(format!("forwarding to the leader failed: {e}")))?;
-            if status.is_success() {
-                return serde_json::from_slice(&bytes).map_err(|e| WriteError::Unavailable(e.to_string()));
-            }
-            let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
-            let message = remote_error(status, &bytes);
-            let kind = match v["error"]["code"].as_str() {
-                Some("not_found") => Some(shoal_manager::ErrorKind::NotFound),
-                Some("conflict") => Some(shoal_manager::ErrorKind::Conflict),
-                Some("invalid") => Some(shoal_manager::ErrorKind::Invalid),
-                _ => None,
-            };
-            Err(match kind {
-                Some(kind) => WriteError::Refused(shoal_manager::CommandError { kind, message }),
-                None => WriteError::Unavailable(message),
-            })
-        }
-        other => other,
-    }
+    crate::leader::submit(m, crate::leader::LeaderOp::Write { command: cmd })
+        .await?
+        .ok_or_else(|| WriteError::Unavailable("the leader sent no result for the write".into()))
 }
 
 /// A linearizable read from anywhere: the leader confirms its read index; a follower asks the

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum JoinClusterError {
-    #[error("this node is already part of a cluster")]
+    #[error("this node is already part of a cluster: run `shoal cluster leave` on it first to join another")]
     AlreadyMember,
     #[error("invalid join token: {0}")]
     Token(String),
@@ -25,6 +25,20 @@ pub enum JoinClusterError {
     Remote(String),
     #[error("{0}")]
     Local(String),
+}
+
+impl JoinClusterError {
+    pub fn into_api_error(self) -> crate::server::ApiError {
+        use hyper::StatusCode;
+        let (status, code) = match &self {
+            JoinClusterError::AlreadyMember => (StatusCode::CONFLICT, "conflict"),
+            JoinClusterError::Token(_) => (StatusCode::BAD_REQUEST, "invalid"),
+            JoinClusterError::Remote(_) | JoinClusterError::Local(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+            }
+        };
+        crate::server::ApiError::new(status, code, self.to_string())
+    }
 }
 
 /// Where a worker keeps the managers' addresses (in its TLS directory).

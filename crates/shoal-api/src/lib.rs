@@ -6,6 +6,7 @@ pub mod dispatcher;
 pub mod events;
 pub mod internal;
 pub mod join;
+pub mod leader;
 pub mod logs;
 pub mod migrate;
 pub mod server;
@@ -23,7 +24,7 @@ use std::path::Path;
 
 /// Serves the API on a unix socket that only its owner (root) may use.
 pub async fn serve_unix(
-    path: &Path,
+    path: ApiSocket,
     manager: std::sync::Arc<shoal_manager::Manager>,
     agent: logs::AgentSlot,
     events: std::sync::Arc<events::EventLog>,
@@ -53,7 +54,7 @@ pub type LeaveRequest = tokio::sync::oneshot::Sender<Result<(), String>>;
 /// request to go to a manager (like `docker` on a Swarm worker). It stops serving (after
 /// answering what is in flight) when `shutdown` turns true.
 pub async fn serve_unix_worker(
-    path: &Path,
+    path: ApiSocket,
     node_id: String,
     leave: tokio::sync::mpsc::Sender<LeaveRequest>,
     shutdown: tokio::sync::watch::Receiver<bool>,
@@ -76,32 +77,99 @@ pub async fn serve_unix_worker(
             }
         }
     });
-    let r = axum::Router::new().route("/v1/health", health).route("/v1/cluster/leave", leave).fallback(
-        || async {
+    let join = axum::routing::post(|| async { join::JoinClusterError::AlreadyMember.into_api_error() });
+    let r = axum::Router::new()
+        .route("/v1/health", health)
+        .route("/v1/cluster/leave", leave)
+        .route("/v1/cluster/join", join)
+        .fallback(|| async {
             ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "not_manager",
                 "this node is a worker: run this command against a manager",
             )
-        },
-    );
+        });
     serve_router(path, r, shutdown).await
 }
 
+/// The daemon's API socket, claimed at start: a socket another daemon still serves is never
+/// taken over (the second daemon refuses to start, saying so); a stale one (nobody listening) is
+/// replaced. The daemon removes it on exit only while it is still its own.
+pub struct ApiSocket {
+    listener: std::os::unix::net::UnixListener,
+    owner: SocketOwner,
+}
+
+/// Which file is this daemon's socket (device and inode), to remove it on exit only if it is.
+#[derive(Clone, Debug)]
+pub struct SocketOwner {
+    path: std::path::PathBuf,
+    id: (u64, u64),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SocketError {
+    #[error(
+        "another daemon is serving {0} (stop it first, or give this one its own --api-socket; its data \
+         directory, --listen-addr and --ui-addr must differ too)"
+    )]
+    InUse(std::path::PathBuf),
+    #[error("{0} exists and is not a socket: refusing to replace it")]
+    NotASocket(std::path::PathBuf),
+    #[error("{0}: {1}")]
+    Io(std::path::PathBuf, std::io::Error),
+}
+
+impl ApiSocket {
+    pub fn bind(path: &Path) -> Result<ApiSocket, SocketError> {
+        use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+        let io = |e| SocketError::Io(path.to_path_buf(), e);
+        match std::fs::symlink_metadata(path) {
+            Ok(meta) if !meta.file_type().is_socket() => {
+                return Err(SocketError::NotASocket(path.to_path_buf()))
+            }
+            Ok(_) => match std::os::unix::net::UnixStream::connect(path) {
+                Ok(_) => return Err(SocketError::InUse(path.to_path_buf())),
+                // Nobody listens: a daemon that died without cleaning up.
+                Err(_) => std::fs::remove_file(path).map_err(io)?,
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io(e)),
+        }
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(io)?;
+        }
+        let listener = std::os::unix::net::UnixListener::bind(path).map_err(io)?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+        listener.set_nonblocking(true).map_err(io)?;
+        let meta = std::fs::metadata(path).map_err(io)?;
+        Ok(ApiSocket {
+            listener,
+            owner: SocketOwner { path: path.to_path_buf(), id: (meta.dev(), meta.ino()) },
+        })
+    }
+
+    pub fn owner(&self) -> SocketOwner {
+        self.owner.clone()
+    }
+}
+
+impl SocketOwner {
+    /// Removes the socket file if it is still the one this daemon bound.
+    pub fn remove_if_ours(&self) {
+        use std::os::unix::fs::MetadataExt;
+        if std::fs::metadata(&self.path).is_ok_and(|m| (m.dev(), m.ino()) == self.id) {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
 async fn serve_router(
-    path: &Path,
+    socket: ApiSocket,
     r: axum::Router,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> std::io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    if path.exists() {
-        std::fs::remove_file(path)?;
-    }
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let listener = tokio::net::UnixListener::bind(path)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    let listener = tokio::net::UnixListener::from_std(socket.listener)?;
     axum::serve(listener, r)
         .with_graceful_shutdown(async move {
             let _ = shutdown.wait_for(|s| *s).await;

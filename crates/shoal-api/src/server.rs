@@ -195,6 +195,9 @@ async fn refuse_on_worker(
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
+    if m.joined_as_worker().borrow().is_some() && req.uri().path() == "/v1/cluster/join" {
+        return crate::join::JoinClusterError::AlreadyMember.into_api_error().into_response();
+    }
     if m.joined_as_worker().borrow().is_some() && req.uri().path() != "/v1/health" {
         return ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -255,6 +258,7 @@ async fn cluster_health(State(m): State<AppState>) -> Json<Vec<crate::internal::
 }
 
 #[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct JoinArgs {
     pub token: String,
     pub addr: String,
@@ -274,14 +278,7 @@ async fn cluster_join(
     JsonBody(a): JsonBody<JoinArgs>,
 ) -> Result<Json<JoinInfo>, ApiError> {
     use crate::join::JoinClusterError as E;
-    crate::join::join_cluster(&m, &a.token, &a.addr).await.map_err(|e| {
-        let (status, code) = match &e {
-            E::AlreadyMember => (StatusCode::CONFLICT, "conflict"),
-            E::Token(_) => (StatusCode::BAD_REQUEST, "invalid"),
-            E::Remote(_) | E::Local(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
-        };
-        ApiError::new(status, code, e.to_string())
-    })?;
+    crate::join::join_cluster(&m, &a.token, &a.addr).await.map_err(E::into_api_error)?;
     if m.joined_as_worker().borrow().is_some() {
         return Ok(Json(JoinInfo { role: "worker".into(), managers: 1 }));
     }
@@ -342,19 +339,62 @@ async fn join_token(
     Path(role): Path<String>,
 ) -> Result<Json<JoinTokenInfo>, ApiError> {
     let role = parse_role(&role)?;
-    Ok(Json(JoinTokenInfo { role, token: m.join_token(role, false).await? }))
+    Ok(Json(JoinTokenInfo { role, token: current_join_token(&m, role).await? }))
 }
 
+/// The join token for `role` as the cluster has committed it (read through the leader, so a
+/// rotated token is never shown stale, on any manager).
+async fn current_join_token(m: &Manager, role: NodeRole) -> Result<String, ApiError> {
+    read(m, &ReadQuery::default(), |s| {
+        s.cluster().map(|c| match role {
+            NodeRole::Worker => c.worker_token.clone(),
+            NodeRole::Manager => c.manager_token.clone(),
+        })
+    })
+    .await?
+    .ok_or_else(|| ApiError::from(InitError::NoCa))
+}
+
+/// A new token replaces the old one (which stops working at once; nodes that joined with it are
+/// not affected), through the leader like every write.
 async fn rotate_join_token(
     State(m): State<AppState>,
     Path(role): Path<String>,
 ) -> Result<Json<JoinTokenInfo>, ApiError> {
     let role = parse_role(&role)?;
-    Ok(Json(JoinTokenInfo { role, token: m.join_token(role, true).await? }))
+    let ca_pem = read(&m, &ReadQuery::default(), |s| s.cluster().map(|c| c.ca_cert_pem.clone()))
+        .await?
+        .ok_or_else(|| ApiError::from(InitError::NoCa))?;
+    let digest = shoal_pki::cert_pem_digest(&ca_pem).map_err(|e| ApiError::from(InitError::from(e)))?;
+    let token = shoal_pki::JoinToken::generate(&digest).map_err(|e| ApiError::from(InitError::from(e)))?;
+    crate::internal::write(&m, Command::SetJoinToken { role, token: token.to_string() }).await?;
+    Ok(Json(JoinTokenInfo { role, token: current_join_token(&m, role).await? }))
 }
 
-fn find_node<'s>(s: &'s ClusterState, key: &str) -> Option<&'s Node> {
-    s.node(&NodeId::new(key)).or_else(|| s.nodes().find(|n| n.description.hostname == key))
+/// A node by id, or by hostname when exactly one node has it (like docker, an ambiguous
+/// hostname is refused: use the id).
+fn find_node<'s>(s: &'s ClusterState, key: &str) -> Result<Option<&'s Node>, ApiError> {
+    if let Some(n) = s.node(&NodeId::new(key)) {
+        return Ok(Some(n));
+    }
+    let mut named = s.nodes().filter(|n| n.description.hostname == key);
+    match (named.next(), named.next()) {
+        (Some(n), None) => Ok(Some(n)),
+        (None, _) => Ok(None),
+        (Some(a), Some(b)) => {
+            let mut ids = vec![a.id.to_string(), b.id.to_string()];
+            ids.extend(named.map(|n| n.id.to_string()));
+            Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                format!(
+                    "node {key} is ambiguous: {} nodes have this hostname ({}); use the node id",
+                    ids.len(),
+                    ids.join(", ")
+                ),
+            ))
+        }
+    }
 }
 
 fn find_service<'s>(s: &'s ClusterState, key: &str) -> Option<&'s Service> {
@@ -392,15 +432,15 @@ async fn inspect_node(
     Path(id): Path<String>,
     Query(q): Query<ReadQuery>,
 ) -> Result<Json<Node>, ApiError> {
-    read(&m, &q, |s| find_node(s, &id).cloned())
-        .await?
+    read(&m, &q, |s| find_node(s, &id).map(|n| n.cloned()))
+        .await??
         .map(|n| Json(with_manager_status(&m, n)))
         .ok_or_else(|| ApiError::not_found("node", &id))
 }
 
 /// A partial node update, as `shoal node update` sends it.
 #[derive(Debug, Default, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct NodeUpdate {
     pub version: Option<u64>,
     pub availability: Option<Availability>,
@@ -481,43 +521,30 @@ async fn update_node(
     JsonBody(u): JsonBody<NodeUpdate>,
 ) -> Result<Json<Node>, ApiError> {
     let q = ReadQuery::default();
-    let node = read(&m, &q, |s| find_node(s, &id).cloned())
-        .await?
+    // Read through the leader: a role change is decided on the committed state, never on a
+    // lagging replica.
+    let node = read(&m, &q, |s| find_node(s, &id).map(|n| n.cloned()))
+        .await??
         .ok_or_else(|| ApiError::not_found("node", &id))?;
     if let Some(k) = u.label_add.keys().find(|k| k.trim().is_empty()) {
         return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid", format!("invalid label key {k:?}")));
     }
     let spec = updated_spec(&node.spec, &u)?;
-    let demote = node.spec.role == NodeRole::Manager && spec.role == NodeRole::Worker;
-    let raft_id = {
+    let member = {
         let status = m.node.status();
+        let voters = status.voters.len();
         status
             .voters
-            .iter()
-            .chain(status.learners.iter())
+            .values()
+            .map(|n| (true, n))
+            .chain(status.learners.values().map(|n| (false, n)))
             .find(|(_, n)| n.node_id == node.id.as_str())
-            .map(|(id, _)| *id)
+            .map(|(voter, _)| (voter, voters))
     };
-    if demote {
-        // Checked before anything is written: the last manager cannot go, and only the leader
-        // changes the membership.
-        let status = m.node.status();
-        if let Some(r) = raft_id {
-            if status.voters.keys().all(|v| *v == r) {
-                return Err(ApiError::new(
-                    StatusCode::CONFLICT,
-                    "conflict",
-                    "cannot demote the last manager",
-                ));
-            }
-        }
-        if raft_id.is_some() && !m.node.is_leader() {
-            let leader = status.leader_node.map_or_else(|| "unknown".to_string(), |l| l.addr);
-            return Err(ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "not_leader",
-                format!("demote a manager through the leader (at {leader})"),
-            ));
+    if spec.role == NodeRole::Worker {
+        // Checked before anything is written: the last manager cannot go.
+        if let Some((true, 1)) = member {
+            return Err(ApiError::new(StatusCode::CONFLICT, "conflict", "cannot demote the last manager"));
         }
     }
     if spec.availability == Availability::Drain && node.spec.availability != Availability::Drain {
@@ -542,12 +569,11 @@ async fn update_node(
             Err(e) => return Err(e.into()),
         }
     }
-    if let (true, Some(r)) = (demote, raft_id) {
-        // The spec says worker first, so the demoted node knows what to become once it is out
-        // of the membership.
-        let voters: std::collections::BTreeSet<_> =
-            m.node.status().voters.keys().copied().filter(|v| *v != r).collect();
-        m.node.change_voters(voters).await?;
+    if attempt.1.role == NodeRole::Worker && member.is_some() {
+        // The spec says worker first, so the demoted node knows what to become once it is out of
+        // the membership. Idempotent: demoting a half-demoted node finishes the job (and the
+        // leader's reconciler does the same on its own).
+        crate::internal::remove_from_membership(&m, vec![node.id.to_string()]).await?;
     }
     let q = ReadQuery { stale: true, ..Default::default() };
     read(&m, &q, |s| s.node(&node.id).cloned())
@@ -561,9 +587,24 @@ async fn remove_node(
     Path(id): Path<String>,
     Query(q): Query<ReadQuery>,
 ) -> Result<StatusCode, ApiError> {
-    let node = read(&m, &ReadQuery::default(), |s| find_node(s, &id).cloned())
-        .await?
-        .ok_or_else(|| ApiError::not_found("node", &id))?;
+    let node = read(&m, &ReadQuery::default(), |s| find_node(s, &id).map(|n| n.cloned())).await??;
+    let status = m.node.status();
+    let Some(node) = node else {
+        // A manager in the membership without a node object (it never registered, or its object
+        // is gone): `node rm` takes it out of the membership all the same.
+        let ghost = status
+            .voters
+            .values()
+            .chain(status.learners.values())
+            .find(|n| n.node_id == id && n.node_id != m.node.config().node.node_id);
+        return match ghost {
+            Some(n) => {
+                crate::internal::remove_from_membership(&m, vec![n.node_id.clone()]).await?;
+                Ok(StatusCode::NO_CONTENT)
+            }
+            None => Err(ApiError::not_found("node", &id)),
+        };
+    };
     if node.status.state == shoal_types::NodeState::Ready && !q.force {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -578,22 +619,12 @@ async fn remove_node(
             "a manager cannot remove itself; demote it or run `shoal cluster leave` on it",
         ));
     }
-    // A manager leaves the Raft membership first, so its certificate stops working for Raft at
-    // once; the last voter can never be removed.
-    let status = m.node.status();
-    let raft_id = status
-        .voters
-        .iter()
-        .chain(status.learners.iter())
-        .find(|(_, n)| n.node_id == node.id.as_str())
-        .map(|(id, _)| *id);
-    if let Some(raft_id) = raft_id {
-        let voters: std::collections::BTreeSet<_> =
-            status.voters.keys().copied().filter(|v| *v != raft_id).collect();
-        if voters.is_empty() {
-            return Err(ApiError::new(StatusCode::CONFLICT, "conflict", "cannot remove the last manager"));
-        }
-        m.node.change_voters(voters).await?;
+    // A manager leaves the Raft membership first (voter or learner), so its certificate stops
+    // working for Raft at once; the last voter can never be removed.
+    let member =
+        status.voters.values().chain(status.learners.values()).any(|n| n.node_id == node.id.as_str());
+    if member {
+        crate::internal::remove_from_membership(&m, vec![node.id.to_string()]).await?;
     }
     crate::internal::write(&m, Command::RemoveNode { id: node.id }).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -648,6 +679,7 @@ async fn create_service(
 }
 
 #[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ServiceUpdate {
     /// The service version the change is based on (optimistic concurrency); omit to overwrite.
     pub version: Option<u64>,
@@ -665,10 +697,14 @@ async fn update_service(
     Path(key): Path<String>,
     JsonBody(u): JsonBody<ServiceUpdate>,
 ) -> Result<Json<Service>, ApiError> {
+    // The driver rules are checked here, on the request; `apply` checks only the structure, so
+    // commands committed before a rule existed replay as they applied then.
+    u.spec.validate().map_err(|e| {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid", format!("invalid service spec: {e}"))
+    })?;
     let id = service_id(&m, &key).await?;
-    m.node
-        .write(Command::UpdateService { id: id.clone(), expected_version: u.version, spec: Box::new(u.spec) })
-        .await?;
+    let cmd = Command::UpdateService { id: id.clone(), expected_version: u.version, spec: Box::new(u.spec) };
+    crate::internal::write(&m, cmd).await?;
     let q = ReadQuery { stale: true, ..Default::default() };
     read(&m, &q, |s| s.service(&id).cloned())
         .await?
@@ -690,6 +726,7 @@ async fn rollback_service(
 }
 
 #[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ScaleRequest {
     pub replicas: u64,
 }
@@ -773,7 +810,10 @@ async fn list_tasks(
 ) -> Result<Json<Vec<Task>>, ApiError> {
     let tasks = read(&m, &q, |s| {
         let svc = q.service.as_deref().map(|k| find_service(s, k).map(|x| x.id.clone()));
-        let node = q.node.as_deref().map(|k| find_node(s, k).map(|x| x.id.clone()));
+        let node = match q.node.as_deref().map(|k| find_node(s, k)).transpose() {
+            Ok(n) => n.map(|n| n.map(|x| x.id.clone())),
+            Err(e) => return Err(e),
+        };
         match (svc, node) {
             (Some(None), _) => Err(ApiError::not_found("service", q.service.as_deref().unwrap_or(""))),
             (_, Some(None)) => Err(ApiError::not_found("node", q.node.as_deref().unwrap_or(""))),

@@ -177,7 +177,7 @@ fn run_fixture(path: &Path) {
                         "max-per-node" => tt.placement.max_replicas_per_node = v.parse().expect("max"),
                         "port" => spec.endpoint.ports.push(PortConfig {
                             published: v.parse().expect("port"),
-                            target: 80,
+                            target: v.parse().expect("port"),
                             ..Default::default()
                         }),
                         "driver" => tt.driver = Some(v),

@@ -119,9 +119,16 @@ impl Manager {
     }
 
     /// Creates a new cluster with this manager as its first member: Raft membership, the root CA
-    /// (ECDSA P-256), the worker and manager join tokens, and this node's own certificate.
-    /// Calling it again on the same node only makes sure the certificate exists.
+    /// (ECDSA P-256), the worker and manager join tokens, and this node's own certificate, which
+    /// it then uses at once (Raft transport, node-to-node listener, its agent): no restart.
+    /// Calling it again on the same node only makes sure the certificate exists and is in use.
     pub async fn init_cluster(&self) -> Result<(), InitError> {
+        self.create_cluster().await?;
+        self.enable_tls()?;
+        Ok(())
+    }
+
+    async fn create_cluster(&self) -> Result<(), InitError> {
         self.node.initialize().await?;
         if self.node.wait_for_leader(Duration::from_secs(10)).await.is_none() {
             return Err(InitError::NoLeader(10));
@@ -281,15 +288,12 @@ impl Manager {
         &self,
         node_id: &str,
         role: shoal_pki::Role,
+        desired: Option<NodeRole>,
         csr_pem: &str,
     ) -> Result<String, InitError> {
-        let id = shoal_types::NodeId::new(node_id.to_string());
-        let desired = self
-            .node
-            .read(Consistency::Stale, |s| s.node(&id).map(|n| n.spec.role))
-            .await
-            .map_err(|e| InitError::Write(WriteError::Unavailable(e.to_string())))?
-            .ok_or_else(|| InitError::NotAMember(node_id.to_string()))?;
+        // `desired` comes from the committed state (a linearizable read by the caller): a role is
+        // never decided on a lagging replica.
+        let desired = desired.ok_or_else(|| InitError::NotAMember(node_id.to_string()))?;
         // A node's role follows its spec: a promoted worker renews into a manager certificate, a
         // demoted manager into a worker one.
         let role = match (role, desired) {
@@ -349,32 +353,6 @@ impl Manager {
         Ok(Admission { role, cert_pem, ca_pem: cluster.ca_cert_pem })
     }
 
-    /// The current join token for `role`; with `rotate`, a new one replaces it first (the old
-    /// one stops working at once; nodes that already joined are not affected).
-    pub async fn join_token(&self, role: NodeRole, rotate: bool) -> Result<String, InitError> {
-        let digest = self
-            .node
-            .read(Consistency::Linearizable, |s| s.cluster().map(|c| c.ca_cert_pem.clone()))
-            .await
-            .map_err(|e| InitError::Write(WriteError::Unavailable(e.to_string())))?
-            .ok_or(InitError::NoCa)
-            .and_then(|pem| shoal_pki::cert_pem_digest(&pem).map_err(InitError::from))?;
-        if rotate {
-            let token = shoal_pki::JoinToken::generate(&digest)?.to_string();
-            self.node.write(Command::SetJoinToken { role, token }).await?;
-        }
-        self.node
-            .read(Consistency::Linearizable, |s| {
-                s.cluster().map(|c| match role {
-                    NodeRole::Worker => c.worker_token.clone(),
-                    NodeRole::Manager => c.manager_token.clone(),
-                })
-            })
-            .await
-            .map_err(|e| InitError::Write(WriteError::Unavailable(e.to_string())))?
-            .ok_or(InitError::NoCa)
-    }
-
     pub async fn shutdown(&self) {
         let _ = self.stop.send(true);
         self.node.shutdown().await;
@@ -429,6 +407,7 @@ async fn liveness(m: Arc<Manager>, mut stop: watch::Receiver<bool>) {
             continue;
         }
         let since = *leading_since.get_or_insert_with(std::time::Instant::now);
+        reconcile_membership(&m).await;
         let now = std::time::Instant::now();
         let seen = m.heartbeats.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
         let me = m.node.config().node.node_id.clone();
@@ -458,6 +437,36 @@ async fn liveness(m: Arc<Manager>, mut stop: watch::Receiver<bool>) {
                 }
             }
         }
+    }
+}
+
+/// The leader keeps the Raft membership in step with the committed node specs: a member whose
+/// node the operator demoted (spec role worker) leaves the membership, even if the request that
+/// demoted it failed half-way. Promotions are driven by the promoted node (it needs a manager
+/// certificate first), so nothing is added here.
+async fn reconcile_membership(m: &Manager) {
+    let status = m.node.status();
+    let demoted: std::collections::BTreeSet<RaftId> = {
+        let d = m.node.local_state();
+        status
+            .voters
+            .iter()
+            .chain(status.learners.iter())
+            .filter(|(_, n)| {
+                d.state
+                    .node(&shoal_types::NodeId::new(n.node_id.clone()))
+                    .is_some_and(|n| n.spec.role == NodeRole::Worker)
+            })
+            .map(|(id, _)| *id)
+            .collect()
+    };
+    let remaining = status.voters.keys().filter(|v| !demoted.contains(v)).count();
+    if demoted.is_empty() || remaining == 0 {
+        return;
+    }
+    tracing::info!(members = ?demoted, "removing demoted managers from the membership");
+    if let Err(e) = m.node.remove_members(&demoted).await {
+        tracing::warn!(error = %e, "could not remove demoted managers from the membership");
     }
 }
 

@@ -39,6 +39,51 @@ pub use openraft;
 /// Raft node id (a number; the mapping to Shoal node ids is in [`ManagerNode`]).
 pub type RaftId = u64;
 
+/// Raft ids go up to 2^63, beyond what JSON tooling (JavaScript, jq) holds exactly in a number:
+/// the API writes them as strings and reads strings or numbers.
+pub mod raft_id_string {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Either {
+        N(u64),
+        S(String),
+    }
+
+    fn parse<'de, D: Deserializer<'de>>(e: Either) -> Result<u64, D::Error> {
+        match e {
+            Either::N(n) => Ok(n),
+            Either::S(s) => s.parse().map_err(|_| serde::de::Error::custom(format!("invalid raft id {s:?}"))),
+        }
+    }
+
+    pub fn serialize<S: Serializer>(id: &u64, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(id)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        parse::<D>(Either::deserialize(d)?)
+    }
+
+    /// The same for an optional id.
+    pub mod option {
+        use super::Either;
+        use serde::{Deserialize, Deserializer, Serializer};
+
+        pub fn serialize<S: Serializer>(id: &Option<u64>, s: S) -> Result<S::Ok, S::Error> {
+            match id {
+                Some(id) => s.collect_str(id),
+                None => s.serialize_none(),
+            }
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+            Option::<Either>::deserialize(d)?.map(super::parse::<D>).transpose()
+        }
+    }
+}
+
 /// What the Raft membership records about a manager.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ManagerNode {

@@ -115,10 +115,12 @@ pub enum Consistency {
 /// What `cluster inspect` / `cluster health` show about this manager's view of Raft.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RaftStatus {
+    #[serde(with = "crate::raft_id_string")]
     pub raft_id: RaftId,
     pub node_id: String,
     pub state: String,
     pub term: u64,
+    #[serde(with = "crate::raft_id_string::option")]
     pub leader: Option<RaftId>,
     pub leader_node: Option<ManagerNode>,
     pub last_log_index: Option<u64>,
@@ -138,7 +140,25 @@ impl RaftWatch {
     }
 }
 
+/// The outcome of one leadership check (shared by the reads batched into it).
+#[derive(Clone, Debug)]
+enum Check {
+    Index(u64),
+    NotLeader(Option<ManagerNode>),
+    QuorumNotEnough(usize),
+    Failed(String),
+}
+
+/// Read-index rounds: at most one leadership check runs at a time; `done` holds the last one.
+#[derive(Default)]
+struct ReadBatch {
+    started: std::sync::atomic::AtomicU64,
+    lock: tokio::sync::Mutex<()>,
+    done: watch::Sender<Option<(u64, Check)>>,
+}
+
 pub struct RaftNode {
+    read_batch: ReadBatch,
     cfg: NodeConfig,
     raft: Raft,
     sm: StateMachineStore,
@@ -176,7 +196,7 @@ impl RaftNode {
             .map_err(|e| StartError::Raft(e.to_string()))?;
         tokio::spawn(count_leader_changes(raft.metrics()));
         let shared = sm.shared();
-        Ok(RaftNode { cfg, raft, sm, shared, committed })
+        Ok(RaftNode { read_batch: ReadBatch::default(), cfg, raft, sm, shared, committed })
     }
 
     /// Makes this member the first voter of a new cluster. Idempotent.
@@ -260,6 +280,46 @@ impl RaftNode {
         }
     }
 
+    /// Takes `ids` out of the membership altogether, voters and learners alike (a node that was
+    /// removed, or a learner that never caught up). Refuses to remove every voter. Must run on the
+    /// leader. A change that meets another one still in progress is retried until the quorum
+    /// timeout.
+    pub async fn remove_members(&self, ids: &BTreeSet<RaftId>) -> Result<(), WriteError> {
+        let deadline = tokio::time::Instant::now() + self.cfg.quorum_timeout;
+        loop {
+            let status = self.status();
+            let voters: BTreeSet<RaftId> =
+                status.voters.keys().filter(|v| !ids.contains(v)).copied().collect();
+            if voters.is_empty() {
+                return Err(WriteError::Refused(CommandError {
+                    kind: ErrorKind::Conflict,
+                    message: "cannot remove the last manager".into(),
+                }));
+            }
+            let leaving_voters = status.voters.keys().any(|v| ids.contains(v));
+            let leaving_learners: BTreeSet<RaftId> =
+                status.learners.keys().filter(|l| ids.contains(l)).copied().collect();
+            let change = if leaving_voters {
+                openraft::ChangeMembers::ReplaceAllVoters(voters)
+            } else if !leaving_learners.is_empty() {
+                openraft::ChangeMembers::RemoveNodes(leaving_learners)
+            } else {
+                return Ok(());
+            };
+            let r = tokio::time::timeout_at(deadline, self.raft.change_membership(change, false)).await;
+            match r {
+                Err(_) => return Err(self.no_quorum("removing the managers")),
+                Ok(Ok(_)) => continue, // voters first, then learners: look again
+                Ok(Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(
+                    ChangeMembershipError::InProgress(_),
+                )))) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Ok(Err(e)) => return Err(membership_error(e)),
+            }
+        }
+    }
+
     fn no_quorum(&self, what: &str) -> WriteError {
         WriteError::Unavailable(format!(
             "no quorum: {what} was not committed within {}s (it may still take effect; check `shoal \
@@ -277,8 +337,9 @@ impl RaftNode {
         }
         match res {
             Err(_) => Err(WriteError::Unavailable(format!(
-                "no quorum: the write was not committed within {}s; it takes effect later if a quorum returns \
-                 (check `shoal cluster inspect` on each manager)",
+                "no quorum: the write was not committed within {}s — a majority of the managers is down or \
+                 unreachable, or an election is under way; it takes effect later if a quorum returns (see \
+                 `shoal cluster health`)",
                 self.cfg.quorum_timeout.as_secs()
             ))),
             Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
@@ -299,37 +360,88 @@ impl RaftNode {
         f: impl FnOnce(&ClusterState) -> T,
     ) -> Result<T, ReadError> {
         if consistency == Consistency::Linearizable {
-            let r = tokio::time::timeout(self.cfg.quorum_timeout, self.raft.ensure_linearizable()).await;
-            match r {
-                Err(_) => {
-                    return Err(ReadError::Unavailable(format!(
-                        "no quorum: a linearizable read could not be confirmed within {}s (use ?stale=true to read \
-                         this manager's replica)",
-                        self.cfg.quorum_timeout.as_secs()
-                    )))
-                }
-                Ok(Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f)))) => {
-                    return Err(ReadError::NotLeader { leader: f.leader_node })
-                }
-                Ok(Err(e)) => return Err(ReadError::Unavailable(format!("read failed: {e}"))),
-                Ok(Ok(_)) => {}
-            }
+            self.read_index().await?;
         }
         let d = self.shared.read().unwrap_or_else(PoisonError::into_inner);
         Ok(f(&d.state))
     }
 
-    /// Read-index on the leader: the log index a linearizable read must have applied.
+    /// Read-index on the leader: the log index a linearizable read must have applied. A round of
+    /// heartbeats that a majority did not answer in time (a busy leader, a slow disk) is retried
+    /// until the quorum timeout; only then is the read refused, saying why.
+    ///
+    /// Concurrent reads share rounds (as etcd batches read-index requests): a caller takes the
+    /// result of the first round that *started* after it arrived, so a burst of reads costs a few
+    /// rounds of heartbeats instead of one each.
     pub async fn read_index(&self) -> Result<u64, ReadError> {
-        let r = tokio::time::timeout(self.cfg.quorum_timeout, self.raft.ensure_linearizable()).await;
-        match r {
-            Err(_) => Err(ReadError::Unavailable("no quorum: the read index could not be confirmed".into())),
-            Ok(Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f)))) => {
-                Err(ReadError::NotLeader { leader: f.leader_node })
+        let deadline = tokio::time::Instant::now() + self.cfg.quorum_timeout;
+        let mut last_short: Option<String> = None;
+        loop {
+            let r = tokio::time::timeout_at(deadline, self.batched_check()).await;
+            match r {
+                Err(_) => return Err(self.no_read_quorum(last_short)),
+                Ok(Check::NotLeader(leader)) => return Err(ReadError::NotLeader { leader }),
+                Ok(Check::QuorumNotEnough(got)) => {
+                    let voters = self.status().voters.len();
+                    last_short = Some(format!("{got} of {voters} managers answered"));
+                    if tokio::time::Instant::now() + Duration::from_millis(50) >= deadline {
+                        return Err(self.no_read_quorum(last_short));
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Ok(Check::Failed(e)) => return Err(ReadError::Unavailable(format!("read failed: {e}"))),
+                Ok(Check::Index(i)) => return Ok(i),
             }
-            Ok(Err(e)) => Err(ReadError::Unavailable(format!("read failed: {e}"))),
-            Ok(Ok(log_id)) => Ok(log_id.map_or(0, |l| l.index)),
         }
+    }
+
+    /// One leadership check, shared with every caller that arrived before it started.
+    async fn batched_check(&self) -> Check {
+        let b = &self.read_batch;
+        let wanted = b.started.load(std::sync::atomic::Ordering::SeqCst) + 1;
+        let mut done = b.done.subscribe();
+        loop {
+            if let Some((round, check)) = &*done.borrow_and_update() {
+                if *round >= wanted {
+                    return check.clone();
+                }
+            }
+            tokio::select! {
+                _ = done.changed() => continue,
+                guard = b.lock.lock() => {
+                    // A round that satisfies this caller may have finished while it waited.
+                    if let Some((round, check)) = &*b.done.borrow() {
+                        if *round >= wanted {
+                            return check.clone();
+                        }
+                    }
+                    let round = b.started.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+                    let check = match self.raft.ensure_linearizable().await {
+                        Ok(log_id) => Check::Index(log_id.map_or(0, |l| l.index)),
+                        Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f))) => {
+                            Check::NotLeader(f.leader_node)
+                        }
+                        Err(RaftError::APIError(openraft::error::CheckIsLeaderError::QuorumNotEnough(q))) => {
+                            Check::QuorumNotEnough(q.got.len())
+                        }
+                        Err(e) => Check::Failed(e.to_string()),
+                    };
+                    b.done.send_replace(Some((round, check.clone())));
+                    drop(guard);
+                    return check;
+                }
+            }
+        }
+    }
+
+    fn no_read_quorum(&self, detail: Option<String>) -> ReadError {
+        ReadError::Unavailable(format!(
+            "no quorum: a majority of the managers did not confirm the leader within {}s{} — an election may \
+             be under way or too many managers are down (see `shoal cluster health`); retry, or read this \
+             manager's possibly stale copy with --stale",
+            self.cfg.quorum_timeout.as_secs(),
+            detail.map(|d| format!(" ({d})")).unwrap_or_default(),
+        ))
     }
 
     /// Waits until this replica has applied `index` (a follower serving a linearizable read with

@@ -130,7 +130,7 @@ fn spec_of(i: usize, g: &SvcGen) -> ServiceSpec {
         t.placement.preferences.push(PlacementPreference { spread: "node.labels.zone".into() });
     }
     if let Some(p) = g.port {
-        s.endpoint.ports.push(PortConfig { published: p, target: 80, ..Default::default() });
+        s.endpoint.ports.push(PortConfig { published: p, target: p, ..Default::default() });
     }
     if g.start_first && !(s.mode.is_global() && g.port.is_some()) {
         s.update_config.order = UpdateOrder::StartFirst;

@@ -356,7 +356,7 @@ impl ClusterState {
         mut svc: Service,
         out: &mut Applied,
     ) -> Result<(), StateError> {
-        svc.spec.validate()?;
+        svc.spec.validate_structure()?;
         if self.services.contains_key(&svc.id) {
             return Err(StateError::AlreadyExists { kind: "service", id: svc.id.to_string() });
         }
@@ -385,7 +385,7 @@ impl ClusterState {
         rollback: bool,
         out: &mut Applied,
     ) -> Result<(), StateError> {
-        spec.validate()?;
+        spec.validate_structure()?;
         let svc = self.services.get(id).ok_or_else(|| not_found("service", id.as_str()))?;
         check_version("service", id.as_str(), expected_version, svc.version)?;
         if svc.spec.mode.is_global() != spec.mode.is_global() || svc.spec.mode.is_job() != spec.mode.is_job()

@@ -83,11 +83,15 @@ pub async fn run(args: DaemonArgs) -> Result<()> {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&args.data_dir, std::fs::Permissions::from_mode(0o700))?;
     }
+    // Claimed first: a daemon that would take over another's socket stops before it starts
+    // anything else.
+    let socket = shoal_api::ApiSocket::bind(&args.api_socket)?;
+    let socket_owner = socket.owner();
     let identity = load_or_create_identity(&args.data_dir)?;
     let tls_dir = args.data_dir.join("tls");
     if let Some(role) = certified_role(&tls_dir)? {
         if role == shoal_pki::Role::Worker {
-            return run_worker(args, identity, tls_dir).await;
+            return run_worker(args, identity, tls_dir, socket).await;
         }
     }
     let me = ManagerNode { addr: args.advertise_addr.clone(), node_id: identity.node_id.clone() };
@@ -135,7 +139,6 @@ pub async fn run(args: DaemonArgs) -> Result<()> {
     manager.enable_tls().context("loading this node's certificate")?;
     if args.init && !in_cluster {
         manager.init_cluster().await.context("initializing the cluster")?;
-        manager.enable_tls().context("loading this node's certificate")?;
     }
     tracing::info!(node_id = %identity.node_id, socket = %args.api_socket.display(), "shoal daemon started");
 
@@ -157,11 +160,10 @@ pub async fn run(args: DaemonArgs) -> Result<()> {
     tokio::spawn(follow_role_as_manager(manager.clone(), args.data_dir.clone(), identity.raft_id));
 
     let api = {
-        let socket = args.api_socket.clone();
         let m = manager.clone();
         let slot = agent_slot.clone();
         let events = events.clone();
-        tokio::spawn(async move { shoal_api::serve_unix(&socket, m, slot, events).await })
+        tokio::spawn(async move { shoal_api::serve_unix(socket, m, slot, events).await })
     };
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
@@ -177,7 +179,7 @@ pub async fn run(args: DaemonArgs) -> Result<()> {
     }
     let leaving = *manager.leave_requested().borrow();
     manager.shutdown().await;
-    let _ = std::fs::remove_file(&args.api_socket);
+    socket_owner.remove_if_ours();
     if leaving {
         forget_cluster(&args.data_dir, agent_slot.get()).await;
         tracing::info!("left the cluster");
@@ -251,6 +253,7 @@ async fn follow_role_as_manager(m: Arc<Manager>, data_dir: PathBuf, raft_id: u64
         tokio::select! {
             _ = raft.changed() => {}
             _ = events.recv() => {}
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
         }
         let demoted = m
             .node
@@ -259,6 +262,19 @@ async fn follow_role_as_manager(m: Arc<Manager>, data_dir: PathBuf, raft_id: u64
             .node(&me)
             .is_some_and(|n| n.spec.role == shoal_types::NodeRole::Worker);
         if !demoted {
+            continue;
+        }
+        // The local replica may be catching up (a promoted manager replays the log in which it
+        // was still a worker): act only on the committed state, read through the leader. Once
+        // the leader has taken this node out of the membership it refuses that read: the
+        // demotion this replica applied is then the last word.
+        let confirmed =
+            match shoal_api::internal::read_linearizable(&m, |s| s.node(&me).map(|n| n.spec.role)).await {
+                Ok(role) => role == Some(shoal_types::NodeRole::Worker),
+                Err(_) => !still_a_member_says_leader(&m, raft_id).await,
+            };
+        if !confirmed {
+            tracing::debug!("this replica says worker, the leader does not (yet): not demoting");
             continue;
         }
         // Out of the membership yet? A removed member may never hear of its removal, so ask the
@@ -550,7 +566,13 @@ async fn start_agent(
 }
 
 /// A worker node: the agent and a unix socket that points users to a manager. No Raft.
-async fn run_worker(args: DaemonArgs, identity: Identity, tls_dir: PathBuf) -> Result<()> {
+async fn run_worker(
+    args: DaemonArgs,
+    identity: Identity,
+    tls_dir: PathBuf,
+    socket: shoal_api::ApiSocket,
+) -> Result<()> {
+    let socket_owner = socket.owner();
     let tls = worker_tls(&tls_dir)?;
     if let Some(addr) = &args.api_addr {
         tracing::warn!(%addr, "a worker serves no TCP API (--api-addr is for managers); ignoring it");
@@ -598,9 +620,8 @@ async fn run_worker(args: DaemonArgs, identity: Identity, tls_dir: PathBuf) -> R
     let (leave_tx, mut leave_rx) = tokio::sync::mpsc::channel::<shoal_api::LeaveRequest>(1);
     let (stop_api, api_stopped) = tokio::sync::watch::channel(false);
     let mut api = {
-        let socket = args.api_socket.clone();
         let id = identity.node_id.clone();
-        tokio::spawn(async move { shoal_api::serve_unix_worker(&socket, id, leave_tx, api_stopped).await })
+        tokio::spawn(async move { shoal_api::serve_unix_worker(socket, id, leave_tx, api_stopped).await })
     };
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
@@ -624,7 +645,7 @@ async fn run_worker(args: DaemonArgs, identity: Identity, tls_dir: PathBuf) -> R
         _ = term.recv() => tracing::info!("terminated, stopping"),
     }
     // Tasks keep running: the agent recovers them when the daemon starts again.
-    let _ = std::fs::remove_file(&args.api_socket);
+    socket_owner.remove_if_ours();
     Ok(())
 }
 

@@ -203,7 +203,16 @@ fn tcp_api_with_client_certificates() {
             ("POST", "/internal/dispatcher/register", "{\"description\":{},\"addr\":\"127.0.0.1:1\"}"),
             ("POST", "/internal/dispatcher/renew", "{\"csr_pem\":\"x\"}"),
             ("POST", "/internal/heartbeat", heartbeat.as_str()),
-            ("POST", "/internal/write", "{\"command\":\"remove_service\",\"id\":\"nope\"}"),
+            (
+                "POST",
+                "/internal/leader",
+                "{\"op\":\"write\",\"command\":{\"remove_service\":{\"id\":\"nope\"}}}",
+            ),
+            (
+                "POST",
+                "/internal/managers",
+                "{\"raft_id\":\"1\",\"node\":{\"addr\":\"x:1\",\"node_id\":\"x\"}}",
+            ),
             ("GET", "/internal/read-index", ""),
             ("POST", "/internal/raft/vote", "{}"),
         ] {
