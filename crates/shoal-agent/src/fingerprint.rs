@@ -70,6 +70,7 @@ pub fn describe(
             nano_cpus: cg_cpu.map_or(cpus, |c| c.min(cpus)),
             memory_bytes: cg_mem.map_or(mem, |m| m.min(mem)),
             generic,
+            pids: 0,
         },
         drivers,
         engine_version: env!("CARGO_PKG_VERSION").into(),

@@ -373,7 +373,7 @@ impl Agent {
             limits: Limits {
                 memory_bytes: opt(t.spec.resources.limits.memory_bytes),
                 nano_cpus: opt(t.spec.resources.limits.nano_cpus),
-                pids: None,
+                pids: opt(t.spec.resources.limits.pids),
             },
             ports: t.endpoint.ports.clone(),
             labels: BTreeMap::from([

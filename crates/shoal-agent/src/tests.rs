@@ -4,7 +4,7 @@
 use super::*;
 use async_trait::async_trait;
 use shoal_driver::{ExecResult, LogOptions, LogReceiver, Stats};
-use shoal_types::{NodeId, ServiceId, TaskTemplate};
+use shoal_types::{NodeId, Resources, ServiceId, TaskTemplate};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 #[derive(Default)]
@@ -217,6 +217,19 @@ async fn eventually(what: &str, f: impl Fn() -> bool) {
         assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+}
+
+#[tokio::test]
+async fn the_tasks_limits_reach_the_driver() {
+    let rig = Rig::new();
+    let mut t = task("t1", "sleep");
+    t.spec.resources.limits =
+        Resources { memory_bytes: 64 << 20, nano_cpus: 500_000_000, pids: 50, ..Default::default() };
+    let limits = rig.agent().config(&t).limits;
+    assert_eq!(limits, Limits { memory_bytes: Some(64 << 20), nano_cpus: Some(500_000_000), pids: Some(50) });
+    // Zero: no limit of its own.
+    t.spec.resources.limits = Resources::default();
+    assert_eq!(rig.agent().config(&t).limits, Limits::default());
 }
 
 #[tokio::test]

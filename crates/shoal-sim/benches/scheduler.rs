@@ -26,7 +26,7 @@ fn cluster(nodes: usize, zones: usize) -> ClusterState {
     for i in 0..nodes {
         let mut n = Node::test(&format!("node-{i:06}"), &format!("host-{i}"));
         n.description.resources =
-            Resources { nano_cpus: 8 * NANO_CPUS_PER_CPU, memory_bytes: 16 << 30, generic: BTreeMap::new() };
+            Resources { nano_cpus: 8 * NANO_CPUS_PER_CPU, memory_bytes: 16 << 30, ..Default::default() };
         let id = n.id.clone();
         let mut spec = n.spec.clone();
         spec.labels.insert("zone".into(), format!("z{}", i % zones));

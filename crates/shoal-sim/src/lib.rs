@@ -126,7 +126,7 @@ impl Sim {
         n.description.resources = Resources {
             nano_cpus: self.config.node_cpus * NANO_CPUS_PER_CPU,
             memory_bytes: self.config.node_memory,
-            generic: BTreeMap::new(),
+            ..Default::default()
         };
         if self.config.zones > 0 {
             n.spec.labels.insert("zone".into(), format!("z{}", i % self.config.zones));

@@ -149,7 +149,7 @@ impl Node {
                 resources: Resources {
                     nano_cpus: 4 * crate::resources::NANO_CPUS_PER_CPU,
                     memory_bytes: 8 << 30,
-                    generic: BTreeMap::new(),
+                    ..Default::default()
                 },
                 drivers: vec![DriverInfo {
                     name: "process".into(),

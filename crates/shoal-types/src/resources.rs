@@ -1,6 +1,6 @@
-//! Resource vectors: CPU (nano-CPUs, 1e9 = one core), memory (bytes) and named generic resources
-//! (`gpu=2`). Arithmetic saturates; `fits` is the one place that decides whether a reservation
-//! can be granted, so "never overcommit" has a single definition.
+//! Resource vectors: CPU (nano-CPUs, 1e9 = one core), memory (bytes), named generic resources
+//! (`gpu=2`) and, as limits only, pids. Arithmetic saturates; `fits` is the one place that decides
+//! whether a reservation can be granted, so "never overcommit" has a single definition.
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -15,6 +15,15 @@ pub struct Resources {
     pub memory_bytes: u64,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub generic: BTreeMap<String, u64>,
+    /// The most processes and threads the task may have at once (its cgroup's `pids.max`);
+    /// 0: no limit of its own. Meaningful in limits only: nodes do not advertise pids and
+    /// [`Resources::fits`], [`Resources::add`] and [`Resources::sub`] ignore them.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub pids: u64,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 /// Which dimension of a reservation did not fit (used to explain scheduling failures).
@@ -37,7 +46,10 @@ impl fmt::Display for Shortfall {
 
 impl Resources {
     pub fn is_zero(&self) -> bool {
-        self.nano_cpus == 0 && self.memory_bytes == 0 && self.generic.values().all(|&v| v == 0)
+        self.nano_cpus == 0
+            && self.memory_bytes == 0
+            && self.pids == 0
+            && self.generic.values().all(|&v| v == 0)
     }
 
     /// Whether `req` fits in `self` (self = what is still available). Returns the first
@@ -92,7 +104,7 @@ mod tests {
     use super::*;
 
     fn r(cpu: u64, mem: u64) -> Resources {
-        Resources { nano_cpus: cpu, memory_bytes: mem, generic: BTreeMap::new() }
+        Resources { nano_cpus: cpu, memory_bytes: mem, ..Default::default() }
     }
 
     #[test]
@@ -107,6 +119,27 @@ mod tests {
         let mut with_gpu = avail.clone();
         with_gpu.generic.insert("gpu".into(), 1);
         assert_eq!(with_gpu.fits(&gpu), Ok(()));
+    }
+
+    #[test]
+    fn pids_are_a_limit_only() {
+        // Not a schedulable quantity: a node (which advertises none) fits any pids limit.
+        let limits = Resources { pids: 50, ..Default::default() };
+        assert_eq!(r(1, 1).fits(&limits), Ok(()));
+        assert!(!limits.is_zero());
+        let mut used = r(1, 1);
+        used.add(&limits);
+        assert_eq!(used, r(1, 1));
+        // JSON: absent when 0 (older specs and readers unchanged), read when present.
+        assert_eq!(
+            serde_json::to_value(r(1, 2)).expect("json"),
+            serde_json::json!({"nano_cpus": 1, "memory_bytes": 2})
+        );
+        assert_eq!(serde_json::to_value(&limits).expect("json")["pids"], 50);
+        let back: Resources = serde_json::from_str(r#"{"memory_bytes": 5, "pids": 7}"#).expect("parse");
+        assert_eq!((back.memory_bytes, back.pids), (5, 7));
+        let old: Resources = serde_json::from_str(r#"{"memory_bytes": 5}"#).expect("parse");
+        assert_eq!(old.pids, 0);
     }
 
     #[test]

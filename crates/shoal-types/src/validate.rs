@@ -318,6 +318,9 @@ fn validate_resources(r: &ResourceRequirements, e: &mut Errors) {
             format!("{} is below the minimum of {MIN_MEMORY_LIMIT} bytes (4 MiB)", lim.memory_bytes),
         );
     }
+    if res.pids != 0 {
+        e.push("task_template.resources.reservations.pids", "pids are a limit, not a reservation");
+    }
     for (k, v) in &res.generic {
         if k.is_empty() || *v == 0 {
             e.push("task_template.resources.reservations.generic", format!("invalid entry {k:?}={v}"));
@@ -452,6 +455,11 @@ mod tests {
                 "limit below minimum",
                 |s| s.task_template.resources.limits.memory_bytes = 1024,
                 "task_template.resources.limits.memory_bytes: 1024 is below",
+            ),
+            (
+                "pids reservation",
+                |s| s.task_template.resources.reservations.pids = 10,
+                "task_template.resources.reservations.pids: pids are a limit, not a reservation",
             ),
             (
                 "malformed constraint",

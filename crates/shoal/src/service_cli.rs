@@ -75,6 +75,9 @@ pub struct SpecFlags {
     /// Memory limit (e.g. 512m, 1g, or bytes; 0 = unlimited).
     #[arg(long, value_parser = parse_bytes)]
     pub limit_memory: Option<u64>,
+    /// Most processes and threads a task may have at once (0 = no limit of its own).
+    #[arg(long)]
+    pub pids_limit: Option<u64>,
     /// Restart when: none, on-failure or any.
     #[arg(long, value_parser = parse_restart_condition)]
     pub restart_condition: Option<RestartCondition>,
@@ -621,6 +624,7 @@ impl SpecFlags {
         set(&mut t.resources.reservations.memory_bytes, &self.reserve_memory);
         set(&mut t.resources.limits.nano_cpus, &self.limit_cpu);
         set(&mut t.resources.limits.memory_bytes, &self.limit_memory);
+        set(&mut t.resources.limits.pids, &self.pids_limit);
         let r = &mut t.restart_policy;
         set(&mut r.condition, &self.restart_condition);
         set(&mut r.delay, &self.restart_delay);
@@ -1776,6 +1780,9 @@ pub fn pretty_service(s: &Service) -> String {
             if x.memory_bytes > 0 {
                 let _ = writeln!(o, "  Memory:\t{}", fmt_bytes(x.memory_bytes));
             }
+            if x.pids > 0 {
+                let _ = writeln!(o, "  Pids:\t\t{}", x.pids);
+            }
             for (k, v) in &x.generic {
                 let _ = writeln!(o, "  {k}:\t\t{v}");
             }
@@ -2036,7 +2043,7 @@ mod tests {
             publish_rm: vec![],
             generic_resource_add: vec![],
             generic_resource_rm: vec![],
-            spec: SpecFlags { limit_memory: Some(64 << 20), ..Default::default() },
+            spec: SpecFlags { limit_memory: Some(64 << 20), pids_limit: Some(100), ..Default::default() },
             progress: ProgressOpts { detach: true, quiet: false, timeout: Duration::from_secs(1) },
         };
         let out = update_spec(spec, &a).expect("update");
@@ -2047,6 +2054,7 @@ mod tests {
         assert_eq!(t.placement.constraints, vec!["node.labels.zone==a"]);
         assert_eq!(t.force_update, 1);
         assert_eq!(t.resources.limits.memory_bytes, 64 << 20);
+        assert_eq!(t.resources.limits.pids, 100);
         assert_eq!(out.mode, ServiceMode::Replicated { replicas: 3 });
         assert_eq!(out.labels.get("tier").map(String::as_str), Some("web"));
         assert_eq!(out.endpoint.ports.len(), 1);

@@ -110,3 +110,60 @@ async fn all_tasks_together_are_capped_below_the_nodes_pid_space() {
     d.stop(&h, Duration::from_secs(1)).await.expect("stop");
     d.destroy(&h).await.expect("destroy");
 }
+
+mod common;
+
+/// The pids cgroup directory of a process (v1 `pids` hierarchy, or the unified one).
+fn pids_cgroup_of(pid: &str) -> Option<PathBuf> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    let v1 = text.lines().find_map(|l| l.split_once(":pids:").map(|(_, p)| p.to_string()));
+    match v1 {
+        Some(p) => Some(PathBuf::from("/sys/fs/cgroup/pids").join(p.trim_start_matches('/'))),
+        None => {
+            let p = text.lines().find_map(|l| l.strip_prefix("0::"))?;
+            Some(PathBuf::from("/sys/fs/cgroup").join(p.trim_start_matches('/')))
+        }
+    }
+}
+
+/// `service create --pids-limit` through a real node: the spec's limit reaches the task's cgroup.
+#[test]
+fn the_services_pids_limit_reaches_the_tasks_cgroup() {
+    if !pids_controller(&driver()) {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut n = common::Node::new(tmp.path(), "solo");
+    n.start("dev");
+    // A subshell forks until refused; the task itself then stays (sleeping).
+    let script = "(for i in $(seq 200); do sleep 1000 & done); sleep 1000";
+    n.ok(&[
+        "service",
+        "create",
+        "-d",
+        "--name",
+        "pl",
+        "--driver",
+        "process",
+        "--pids-limit",
+        "50",
+        "sh",
+        "-c",
+        script,
+    ]);
+    let s = n.json(&["service", "inspect", "pl", "--format", "json"]);
+    assert_eq!(s["spec"]["task_template"]["resources"]["limits"]["pids"], 50, "{s}");
+    let pretty = n.ok(&["service", "inspect", "--pretty", "pl"]);
+    assert!(pretty.contains("Pids:\t\t50"), "{pretty}");
+    let cg = common::eventually(30, "the task running in its cgroup", || {
+        let ps = n.json(&["service", "ps", "pl", "--format", "json"]);
+        let t = ps.as_array()?.iter().find(|t| t["status"]["state"] == "running")?.clone();
+        pids_cgroup_of(t["status"]["runtime_id"].as_str()?)
+    });
+    assert_eq!(read(&cg.join("pids.max")), "50");
+    common::eventually(30, "a fork refused at the limit", || (max_events(&cg) > 0).then_some(()));
+    let current: u64 = read(&cg.join("pids.current")).parse().expect("pids.current");
+    assert!((45..=50).contains(&current), "pids.current {current}");
+    n.ok(&["service", "rm", "pl"]);
+    common::eventually(30, "the task's cgroup removed", || (!cg.exists()).then_some(()));
+}
