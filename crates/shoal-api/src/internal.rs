@@ -345,24 +345,44 @@ pub async fn read_linearizable<T>(
     m: &Manager,
     f: impl FnOnce(&shoal_state::ClusterState) -> T,
 ) -> Result<T, ReadError> {
-    let index = match m.node.read_index().await {
-        Ok(i) => i,
-        Err(ReadError::NotLeader { leader: Some(leader) }) => {
-            let tls = m
-                .client_tls()
-                .ok_or_else(|| ReadError::Unavailable("this node has no certificate yet".into()))?;
-            let (status, bytes) =
-                call(tls, &leader.addr, hyper::Method::GET, "/internal/read-index", None).await.map_err(
-                    |e| ReadError::Unavailable(format!("asking the leader for a read index failed: {e}")),
-                )?;
-            if !status.is_success() {
-                return Err(ReadError::Unavailable(remote_error(status, &bytes)));
-            }
-            let ri: ReadIndex =
-                serde_json::from_slice(&bytes).map_err(|e| ReadError::Unavailable(e.to_string()))?;
-            ri.index
-        }
-        Err(e) => return Err(e),
-    };
+    let index = read_index_anywhere(m).await?;
     m.node.read_at(index, f).await
+}
+
+/// The read index from the leader, wherever it is: here, or asked over mTLS; once more at the
+/// next leader if the leader is unknown or fails to answer.
+async fn read_index_anywhere(m: &Manager) -> Result<u64, ReadError> {
+    let mut retried = false;
+    loop {
+        let failed_leader = match m.node.read_index().await {
+            Ok(i) => return Ok(i),
+            Err(ReadError::NotLeader { leader: Some(leader) }) => match ask_read_index(m, &leader).await {
+                Ok(i) => return Ok(i),
+                Err(e) if retried => return Err(e),
+                Err(_) => Some(leader),
+            },
+            Err(ReadError::NotLeader { leader: None }) if retried => {
+                return Err(ReadError::Unavailable(crate::leader::NO_LEADER.into()))
+            }
+            Err(ReadError::NotLeader { leader: None }) => None,
+            Err(e) => return Err(e),
+        };
+        retried = true;
+        crate::leader::wait_for_leader(m, failed_leader.as_ref())
+            .await
+            .map_err(|e| ReadError::Unavailable(e.to_string()))?;
+    }
+}
+
+async fn ask_read_index(m: &Manager, leader: &ManagerNode) -> Result<u64, ReadError> {
+    let tls =
+        m.client_tls().ok_or_else(|| ReadError::Unavailable("this node has no certificate yet".into()))?;
+    let (status, bytes) = call(tls, &leader.addr, hyper::Method::GET, "/internal/read-index", None)
+        .await
+        .map_err(|e| ReadError::Unavailable(format!("asking the leader for a read index failed: {e}")))?;
+    if !status.is_success() {
+        return Err(ReadError::Unavailable(remote_error(status, &bytes)));
+    }
+    let ri: ReadIndex = serde_json::from_slice(&bytes).map_err(|e| ReadError::Unavailable(e.to_string()))?;
+    Ok(ri.index)
 }

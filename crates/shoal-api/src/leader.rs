@@ -55,6 +55,15 @@ pub struct OpDone {
     pub response: Option<shoal_raft::Response>,
 }
 
+/// Said when this node is in no cluster yet.
+pub(crate) const NOT_IN_CLUSTER: &str =
+    "this node is not in a cluster yet: run `shoal cluster init` to start one, or `shoal cluster join` to join one";
+
+/// Said when no leader emerges.
+pub(crate) const NO_LEADER: &str = "no leader: no manager has won an election within 10s — a majority of the managers is \
+     down or unreachable, so there is no quorum (see `shoal cluster health` on each manager); writes resume when a \
+     quorum is back, and reads work meanwhile with --stale";
+
 /// How long a follower waits for a leader to appear when it knows none, and for a new one after
 /// the leader it forwarded to went away (an election takes 0.4–2 s here).
 const LEADER_WAIT: Duration = Duration::from_secs(10);
@@ -108,7 +117,14 @@ enum Failure {
 
 /// The current leader, waiting up to [`LEADER_WAIT`] for one (other than `not`, if given; after
 /// the wait, `not` itself is accepted again if it is the leader).
-async fn wait_for_leader(m: &Manager, not: Option<&ManagerNode>) -> Result<ManagerNode, WriteError> {
+pub(crate) async fn wait_for_leader(
+    m: &Manager,
+    not: Option<&ManagerNode>,
+) -> Result<ManagerNode, WriteError> {
+    let status = m.node.status();
+    if status.voters.is_empty() && status.learners.is_empty() {
+        return Err(WriteError::Unavailable(NOT_IN_CLUSTER.into()));
+    }
     let mut watch = m.node.watch();
     let deadline =
         tokio::time::Instant::now() + if not.is_some() { Duration::from_secs(3) } else { LEADER_WAIT };
@@ -123,12 +139,7 @@ async fn wait_for_leader(m: &Manager, not: Option<&ManagerNode>) -> Result<Manag
         if !matches!(changed, Ok(true)) {
             return match (m.node.status().leader_node, not) {
                 (Some(l), _) => Ok(l),
-                (None, _) => Err(WriteError::Unavailable(format!(
-                    "no leader: no manager has won an election within {}s — a majority of the managers is \
-                     down or unreachable (see `shoal cluster health` on each manager); writes resume when a \
-                     quorum is back",
-                    LEADER_WAIT.as_secs()
-                ))),
+                (None, _) => Err(WriteError::Unavailable(NO_LEADER.into())),
             };
         }
     }

@@ -164,6 +164,7 @@ fn a_second_daemon_cannot_take_over_a_running_daemons_socket() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let m = daemon(tmp.path(), "m1");
     m.ok(&["cluster", "init"]);
+    eventually(20, "m1 ready", || (ready_nodes(&m)? == vec!["m1".to_string()]).then_some(()));
     let other = tmp.path().join("other");
     std::fs::create_dir_all(&other).expect("dir");
     let out = Command::new(common::BIN)
