@@ -61,7 +61,7 @@ pub(crate) const NOT_IN_CLUSTER: &str =
 
 /// Said when no leader emerges.
 pub(crate) const NO_LEADER: &str = "no leader: no manager has won an election within 10s — a majority of the managers is \
-     down or unreachable, so there is no quorum (see `shoal cluster health` on each manager); writes resume when a \
+     down or unreachable and a quorum is missing (see `shoal cluster health` on each manager); writes resume when a \
      quorum is back, and reads work meanwhile with --stale";
 
 /// How long a follower waits for a leader to appear when it knows none, and for a new one after
