@@ -164,19 +164,54 @@ async fn heartbeat(
 }
 
 /// Sends this node's heartbeat to the current leader every `HEARTBEAT_INTERVAL`.
+/// A manager that hears no leader yet (promoted and catching up, or just restarted) heartbeats
+/// through the managers it knows, whose dispatcher passes it on to the leader: its node is not
+/// marked down (and its tasks stopped as stale) while it catches up.
 pub async fn heartbeat_loop(m: Arc<Manager>) {
     let me = m.node.config().node.node_id.clone();
     loop {
         tokio::time::sleep(shoal_manager::HEARTBEAT_INTERVAL).await;
-        let status = m.node.status();
-        let (Some(leader), Some(tls)) = (status.leader_node, m.client_tls()) else { continue };
-        if leader.node_id == me {
-            m.record_heartbeat(&me);
-            continue;
-        }
-        let Ok(body) = serde_json::to_vec(&Heartbeat { node_id: me.clone() }) else { continue };
-        if let Err(e) = call(tls, &leader.addr, hyper::Method::POST, "/internal/heartbeat", Some(body)).await
-        {
+        let Some(tls) = m.client_tls() else { continue };
+        let delivered = match m.node.status().leader_node {
+            Some(leader) if leader.node_id == me => {
+                m.record_heartbeat(&me);
+                continue;
+            }
+            Some(leader) => {
+                let Ok(body) = serde_json::to_vec(&Heartbeat { node_id: me.clone() }) else { continue };
+                call(tls, &leader.addr, hyper::Method::POST, "/internal/heartbeat", Some(body))
+                    .await
+                    .map(|_| ())
+            }
+            None => {
+                let path = m.tls_dir().join(crate::join::MANAGERS_FILE);
+                let known: Vec<String> = std::fs::read(path)
+                    .ok()
+                    .and_then(|b| serde_json::from_slice(&b).ok())
+                    .unwrap_or_default();
+                let mut last = Err("no manager known".to_string());
+                for addr in known {
+                    last = match call(
+                        tls.clone(),
+                        &addr,
+                        hyper::Method::POST,
+                        "/internal/dispatcher/heartbeat",
+                        None,
+                    )
+                    .await
+                    {
+                        Ok((st, _)) if st.is_success() => Ok(()),
+                        Ok((st, bytes)) => Err(remote_error(st, &bytes)),
+                        Err(e) => Err(e),
+                    };
+                    if last.is_ok() {
+                        break;
+                    }
+                }
+                last
+            }
+        };
+        if let Err(e) = delivered {
             tracing::debug!(error = %e, "heartbeat not delivered");
         }
     }

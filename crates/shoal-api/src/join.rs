@@ -10,7 +10,7 @@
 
 use crate::internal::{call, AddManager, JoinRequest};
 use hyper::Method;
-use shoal_manager::{Admission, Manager, ManagerNode};
+use shoal_manager::{Admission, Manager};
 use shoal_pki::{JoinToken, Role};
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,11 +44,6 @@ impl JoinClusterError {
 /// Where a worker keeps the managers' addresses (in its TLS directory).
 pub const MANAGERS_FILE: &str = "managers.json";
 
-fn remote(status: hyper::StatusCode, bytes: &[u8]) -> String {
-    let v: serde_json::Value = serde_json::from_slice(bytes).unwrap_or_default();
-    v["error"]["message"].as_str().map(str::to_string).unwrap_or_else(|| format!("HTTP {status}"))
-}
-
 pub async fn join_cluster(m: &Arc<Manager>, token: &str, addr: &str) -> Result<(), JoinClusterError> {
     let status = m.node.status();
     if !status.voters.is_empty() || m.tls_dir().join("node.crt").exists() {
@@ -69,7 +64,7 @@ pub async fn join_cluster(m: &Arc<Manager>, token: &str, addr: &str) -> Result<(
         .await
         .map_err(|e| JoinClusterError::Remote(format!("cannot reach the manager at {addr}: {e}")))?;
     if !st.is_success() {
-        return Err(JoinClusterError::Remote(remote(st, &bytes)));
+        return Err(JoinClusterError::Remote(crate::internal::remote_error(st, &bytes)));
     }
     let adm: Admission =
         serde_json::from_slice(&bytes).map_err(|e| JoinClusterError::Remote(e.to_string()))?;
@@ -116,28 +111,17 @@ async fn add_self(m: &Arc<Manager>, addr: &str) -> Result<(), JoinClusterError> 
     let tls = m.client_tls().ok_or_else(|| JoinClusterError::Local("TLS did not come up".into()))?;
     let me = m.node.config().node.clone();
 
-    // Ask the leader to add us; follow "not the leader" hints for a few hops.
-    let add = AddManager { raft_id: m.node.config().raft_id, node: ManagerNode { ..me } };
+    // Any manager takes the request and passes it to the leader (the one write path).
+    let add = AddManager { raft_id: m.node.config().raft_id, node: me };
     let body = serde_json::to_vec(&add).map_err(|e| JoinClusterError::Local(e.to_string()))?;
-    let mut target = addr.to_string();
-    for _ in 0..5 {
-        let (st, bytes) = call(tls.clone(), &target, Method::POST, "/internal/managers", Some(body.clone()))
-            .await
-            .map_err(|e| JoinClusterError::Remote(format!("asking {target} to add this manager: {e}")))?;
-        if st.is_success() {
-            return match m.node.wait_for_leader(Duration::from_secs(10)).await {
-                Some(_) => Ok(()),
-                None => {
-                    Err(JoinClusterError::Remote("added, but no leader became visible within 10s".into()))
-                }
-            };
-        }
-        let msg = remote(st, &bytes);
-        // "not the leader (leader is ID at ADDR)"
-        match msg.rsplit_once(" at ").map(|(_, a)| a.trim_end_matches(')').to_string()) {
-            Some(a) if msg.starts_with("not the leader") && a != target => target = a,
-            _ => return Err(JoinClusterError::Remote(msg)),
-        }
+    let (st, bytes) = call(tls, addr, Method::POST, "/internal/managers", Some(body))
+        .await
+        .map_err(|e| JoinClusterError::Remote(format!("asking {addr} to add this manager: {e}")))?;
+    if !st.is_success() {
+        return Err(JoinClusterError::Remote(crate::internal::remote_error(st, &bytes)));
     }
-    Err(JoinClusterError::Remote("could not find the leader".into()))
+    match m.node.wait_for_leader(Duration::from_secs(10)).await {
+        Some(_) => Ok(()),
+        None => Err(JoinClusterError::Remote("added, but no leader became visible within 10s".into())),
+    }
 }

@@ -245,59 +245,78 @@ async fn rejoin_as_manager(m: Arc<Manager>, tls_dir: PathBuf) {
 /// A demoted manager: once its spec says worker and it is out of the Raft membership, it takes a
 /// worker certificate, keeps the managers' addresses, drops its Raft store and restarts as a
 /// worker.
+///
+/// A member the leader removed may never hear of it (it can be removed before its own replica
+/// has applied the demotion): such a node sees no leader and campaigns in vain. So when it has
+/// no leader, it asks the other managers; if a majority refuse it as a member, it was removed,
+/// and the role their state gives it decides.
 async fn follow_role_as_manager(m: Arc<Manager>, data_dir: PathBuf, raft_id: u64) {
+    use shoal_types::NodeRole;
     let mut raft = m.node.watch();
     let mut events = m.node.subscribe();
     let me = NodeId::new(m.node.config().node.node_id.clone());
+    let mut last_asked: Option<std::time::Instant> = None;
     loop {
         tokio::select! {
             _ = raft.changed() => {}
             _ = events.recv() => {}
+            // The only wake-up a removed member gets: it hears nothing any more.
             _ = tokio::time::sleep(Duration::from_secs(2)) => {}
         }
-        let demoted = m
-            .node
-            .local_state()
-            .state
-            .node(&me)
-            .is_some_and(|n| n.spec.role == shoal_types::NodeRole::Worker);
-        if !demoted {
-            continue;
-        }
-        // The local replica may be catching up (a promoted manager replays the log in which it
-        // was still a worker): act only on the committed state, read through the leader. Once
-        // the leader has taken this node out of the membership it refuses that read: the
-        // demotion this replica applied is then the last word.
-        let confirmed =
-            match shoal_api::internal::read_linearizable(&m, |s| s.node(&me).map(|n| n.spec.role)).await {
-                Ok(role) => role == Some(shoal_types::NodeRole::Worker),
-                Err(_) => !still_a_member_says_leader(&m, raft_id).await,
-            };
-        if !confirmed {
-            tracing::debug!("this replica says worker, the leader does not (yet): not demoting");
-            continue;
-        }
-        // Out of the membership yet? A removed member may never hear of its removal, so ask the
-        // leader as well; leaving Raft before that would cost the others their quorum.
-        let mut status = m.node.status();
-        loop {
-            let member = status.voters.contains_key(&raft_id) || status.learners.contains_key(&raft_id);
-            if !member || !still_a_member_says_leader(&m, raft_id).await {
-                break;
+        let status = m.node.status();
+        let others: Vec<String> =
+            status.voters.iter().filter(|(id, _)| **id != raft_id).map(|(_, n)| n.addr.clone()).collect();
+        let local_worker =
+            m.node.local_state().state.node(&me).is_some_and(|n| n.spec.role == NodeRole::Worker);
+        // Only a node that hears no leader asks the others (at most once a second): a replica
+        // that is catching up (it hears the leader) may list itself in a membership it is not in
+        // yet.
+        let ask = status.leader.is_none() && last_asked.is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
+        let removed_as = if ask {
+            last_asked = Some(std::time::Instant::now());
+            removed_from_membership(&m, &others).await
+        } else {
+            None
+        };
+        // What this node becomes, decided on the committed state (read through the leader) or
+        // on what the managers that removed it say; never on a replica that may be catching up
+        // (a promoted manager replays the log in which it was still a worker).
+        let become_role = match removed_as {
+            Some(role) => role,
+            None if local_worker => {
+                let committed =
+                    shoal_api::internal::read_linearizable(&m, |s| s.node(&me).map(|n| n.spec.role)).await;
+                let member = status.voters.contains_key(&raft_id) || status.learners.contains_key(&raft_id);
+                // Leaving Raft before the leader took this node out would cost the others their
+                // quorum: wait for that.
+                match committed {
+                    Ok(Some(NodeRole::Worker)) if !member => Some(NodeRole::Worker),
+                    _ => None,
+                }
             }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            status = m.node.status();
-        }
-        status.voters.remove(&raft_id);
-        status.learners.remove(&raft_id);
-        if status.voters.is_empty() {
+            None => None,
+        };
+        let Some(role) = become_role else { continue };
+        if others.is_empty() {
             continue;
         }
-        tracing::info!("demoted: restarting as a worker");
-        let managers: Vec<String> = status.voters.values().map(|n| n.addr.clone()).collect();
+        let cert_role = match role {
+            NodeRole::Worker => {
+                tracing::info!("demoted: restarting as a worker");
+                shoal_pki::Role::Worker
+            }
+            // Taken out of the membership while its spec says manager (demoted and promoted again
+            // before it heard of the demotion): it starts over with a fresh store and rejoins.
+            NodeRole::Manager => {
+                tracing::info!("out of the membership but still a manager: rejoining with a fresh store");
+                shoal_pki::Role::Manager
+            }
+        };
         let done = async {
-            m.replace_certificate(shoal_pki::Role::Worker).await?;
-            let json = serde_json::to_vec(&managers)?;
+            if cert_role == shoal_pki::Role::Worker {
+                m.replace_certificate(cert_role).await?;
+            }
+            let json = serde_json::to_vec(&others)?;
             shoal_pki::write_public_file(m.tls_dir().join(shoal_api::join::MANAGERS_FILE), json)?;
             m.shutdown().await;
             shoal_agent::store::remove_dir(&data_dir.join("raft"))?;
@@ -310,26 +329,57 @@ async fn follow_role_as_manager(m: Arc<Manager>, data_dir: PathBuf, raft_id: u64
                 std::process::exit(1);
             }
             Err(e) => {
-                tracing::error!(error = %format!("{e:#}"), "demotion failed; retrying on the next change");
+                tracing::error!(error = %format!("{e:#}"), "changing role failed; retrying on the next change");
             }
         }
     }
 }
 
-/// Whether the leader still lists this manager in the membership (a removed member's
-/// certificate is refused: that means no).
-async fn still_a_member_says_leader(m: &Manager, raft_id: u64) -> bool {
-    let Some(leader) = m.node.status().leader_node else { return true };
-    if leader.node_id == m.node.config().node.node_id {
-        return m.node.status().voters.contains_key(&raft_id);
+/// Whether a majority of the other managers (`others`, from this node's last view) refuse this
+/// node as a member — it was taken out of the membership — and if so, the role the managers'
+/// state gives it (from the dispatcher of one that refused it; `None` inside when none said).
+/// A manager that has appended the change that removed this node has also learnt that the
+/// demotion before it was committed, so its answer is not older than the demotion.
+async fn removed_from_membership(m: &Manager, others: &[String]) -> Option<Option<shoal_types::NodeRole>> {
+    let tls = m.client_tls()?;
+    let ask = |addr: String, path: &'static str| {
+        let tls = tls.clone();
+        async move {
+            tokio::time::timeout(
+                Duration::from_secs(2),
+                shoal_api::internal::call(tls, &addr, hyper::Method::GET, path, None),
+            )
+            .await
+            .ok()
+            .and_then(Result::ok)
+        }
+    };
+    let mut refused = Vec::new();
+    for addr in others {
+        if let Some((st, _)) = ask(addr.clone(), "/internal/status").await {
+            if st == hyper::StatusCode::FORBIDDEN {
+                refused.push(addr.clone());
+            }
+        }
     }
-    let Some(tls) = m.client_tls() else { return true };
-    match shoal_api::internal::call(tls, &leader.addr, hyper::Method::GET, "/internal/status", None).await {
-        Ok((st, body)) if st.is_success() => serde_json::from_slice::<shoal_manager::RaftStatus>(&body)
-            .map_or(true, |s| s.voters.contains_key(&raft_id) || s.learners.contains_key(&raft_id)),
-        Ok((st, _)) if st == hyper::StatusCode::FORBIDDEN => false,
-        _ => true,
+    tracing::debug!(
+        refused = refused.len(),
+        of = others.len(),
+        "asked the other managers whether this node is a member"
+    );
+    if others.is_empty() || refused.len() * 2 <= others.len() {
+        return None;
     }
+    for addr in refused {
+        if let Some((st, body)) = ask(addr, "/internal/dispatcher/assignments").await {
+            if st.is_success() {
+                let reply: Option<shoal_api::dispatcher::AssignmentsReply> =
+                    serde_json::from_slice(&body).ok();
+                return Some(reply.and_then(|r| r.role));
+            }
+        }
+    }
+    Some(None)
 }
 
 /// A promoted worker: once the managers say it is a manager, it renews into a manager

@@ -1171,9 +1171,19 @@ pub fn assess(svc: &Service, tasks: &[Task], nodes: &[Node], expect: Expect) -> 
         ServiceMode::Replicated { replicas } => t.slot.is_some_and(|s| s > replicas),
         _ => false,
     };
+    // A task on a node that is known to be down cannot report that it stopped until the node
+    // returns, and then it is stopped: it does not hold convergence up.
+    let node_up = |t: &Task| {
+        let node = t.node_id.as_ref().and_then(|id| nodes.iter().find(|n| &n.id == id));
+        node.is_none_or(|n| n.status.state == shoal_types::NodeState::Ready)
+    };
     let stopping = mine
         .iter()
-        .filter(|t| !t.status.state.is_terminal() && (t.desired_state > TaskState::Running || surplus(t)))
+        .filter(|t| {
+            !t.status.state.is_terminal()
+                && (t.desired_state > TaskState::Running || surplus(t))
+                && node_up(t)
+        })
         .count();
     if stopping > 0 {
         a.pending.push(format!("{stopping} task(s) stopping"));

@@ -30,12 +30,13 @@ impl Drop for Cleanup<'_> {
             args.extend(ids.iter().map(String::as_str));
             manager.cli(&args);
         }
+        // No panic here (this may run while a failed test unwinds): give up after the deadline.
         let deadline = Instant::now() + Duration::from_secs(30);
         for n in &self.0 {
             let dir = n.dir.join("data/agent/tasks");
-            while Instant::now() < deadline && std::fs::read_dir(&dir).is_ok_and(|mut d| d.next().is_some()) {
-                std::thread::sleep(Duration::from_millis(100));
-            }
+            common::poll(deadline.saturating_duration_since(Instant::now()), || {
+                std::fs::read_dir(&dir).map_or(true, |mut d| d.next().is_none()).then_some(())
+            });
         }
     }
 }
@@ -87,17 +88,13 @@ fn run_within(n: &Node, args: &[&str], secs: u64) -> Run {
 }
 
 fn eventually_or_kill(child: &mut std::process::Child, secs: u64, args: &[&str]) -> ExitStatus {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(st) = child.try_wait().expect("wait for the cli") {
-            return st;
-        }
-        if Instant::now() >= deadline {
+    match common::poll(Duration::from_secs(secs), || child.try_wait().expect("wait for the cli")) {
+        Some(st) => st,
+        None => {
             let _ = child.kill();
             let _ = child.wait();
             panic!("shoal {args:?} did not exit within {secs}s");
         }
-        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -195,19 +192,12 @@ fn assert_current_first(ps: &str, service: &str, slots: u64) -> usize {
 
 /// (task id, node id) of the tasks that run and are meant to.
 fn running_on(n: &Node, service: &str) -> Vec<(String, String)> {
-    let tasks = n.json(&["service", "ps", service, "--format", "json"]);
-    tasks
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter(|t| t["status"]["state"] == "running" && t["desired_state"] == "running")
-                .map(|t| {
-                    let s = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_string();
-                    (s(&t["id"]), s(&t["node_id"]))
-                })
-                .collect()
-        })
+    let s = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_string();
+    common::running_tasks(n, service)
         .unwrap_or_default()
+        .iter()
+        .map(|t| (s(&t["id"]), s(&t["node_id"])))
+        .collect()
 }
 
 #[test]

@@ -1,12 +1,13 @@
 //! The process driver against the real kernel: real processes, real cgroups (run as root).
 
+mod common;
+
 use shoal_driver::shim;
 use shoal_driver::{
     Driver, DriverError, ExitStatus, Handle, Limits, LogLine, LogOptions, Recovered, TaskConfig,
 };
 use shoal_driver_process::{ProcessDriver, ProcessDriverConfig};
 use std::path::Path;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 fn shim_exe() -> &'static Path {
@@ -17,17 +18,8 @@ fn driver() -> ProcessDriver {
     ProcessDriver::new(ProcessDriverConfig::new(shim_exe()))
 }
 
-static SEQ: AtomicU32 = AtomicU32::new(0);
-
 fn task(dir: &Path, script: &str) -> TaskConfig {
-    let id = format!("test-{}-{}", std::process::id(), SEQ.fetch_add(1, Ordering::Relaxed));
-    TaskConfig {
-        task_id: id.clone(),
-        name: id,
-        command: vec!["sh".into(), "-c".into(), script.into()],
-        task_dir: dir.to_path_buf(),
-        ..Default::default()
-    }
+    common::sh_task("test", dir, script)
 }
 
 async fn wait(d: &ProcessDriver, h: &Handle) -> ExitStatus {

@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{eventually, eventually_or, Node};
+use common::{alive, eventually, eventually_or, Node};
 
 fn stderr(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
@@ -68,23 +68,14 @@ fn ready_nodes(n: &Node) -> Option<Vec<String>> {
     Some(names)
 }
 
-/// Running tasks of `service`: (slot or node, pid).
+/// The pids of `service`'s running tasks, sorted (None: the list could not be read).
 fn running_pids(n: &Node, service: &str) -> Option<Vec<u32>> {
-    let out = n.cli(&["service", "ps", service, "--format", "json"]);
-    let v: Value = serde_json::from_slice(&out.stdout).ok()?;
-    let mut pids: Vec<u32> = v
-        .as_array()?
+    let mut pids: Vec<u32> = common::running_tasks(n, service)?
         .iter()
-        .filter(|t| t["status"]["state"] == "running" && t["desired_state"] == "running")
         .filter_map(|t| t["status"]["runtime_id"].as_str()?.parse().ok())
         .collect();
     pids.sort();
     Some(pids)
-}
-
-fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .is_ok_and(|s| s.rsplit_once(") ").is_some_and(|(_, rest)| !rest.starts_with('Z')))
 }
 
 /// Starts `shoal daemon` on `name` (no cluster yet).
@@ -380,9 +371,39 @@ fn role_changes_through_any_manager_while_writes_continue() {
             || {
                 let views: Vec<bool> = ms.iter().map(|m| member(m, "w1")).collect::<Option<_>>()?;
                 let n = if want { 4 } else { 3 };
-                (views.iter().all(|v| *v == want) && ms.iter().all(|m| voters(m) == Some(n))).then_some(())
+                // And w1 itself has become what it was told: a voter, or a worker.
+                let itself = if want {
+                    voters(&w) == Some(4)
+                } else {
+                    stderr(&w.cli(&["service", "ls"])).contains("this node is a worker")
+                };
+                (itself && views.iter().all(|v| *v == want) && ms.iter().all(|m| voters(m) == Some(n)))
+                    .then_some(())
             },
-            || format!("w1 {verb}d everywhere; its log:\n{}", log(&w)),
+            || {
+                let managers: Vec<String> = ms
+                    .iter()
+                    .map(|m| {
+                        let text = log(m);
+                        let lines: Vec<&str> = text
+                            .lines()
+                            .filter(|l| {
+                                l.contains("member")
+                                    || l.contains("demot")
+                                    || l.contains("promot")
+                                    || l.contains("leader")
+                            })
+                            .map(|l| &l[..l.len().min(400)])
+                            .collect::<Vec<_>>();
+                        format!("--- {}:\n{}", hostname(m), lines.join("\n"))
+                    })
+                    .collect();
+                format!(
+                    "w1 {verb}d everywhere; its log:\n{}\nthe managers:\n{}",
+                    log(&w),
+                    managers.join("\n")
+                )
+            },
         );
         assert!(alive(pid), "the task on w1 survived the {verb}");
     }
@@ -497,4 +518,48 @@ fn a_frozen_leader_and_a_busy_leader() {
     let mut args: Vec<&str> = vec!["service", "rm", "while-frozen"];
     args.extend(names.iter().map(String::as_str));
     ms[li].ok(&args);
+}
+
+/// Workloads that crash or start slowly, created through a follower, with the leader killed in
+/// between: the CLI reports the crash with its reason and a non-zero exit, and waits for the slow
+/// one to turn healthy before it says converged.
+#[test]
+fn crashing_and_slow_starting_services_through_a_follower() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut ms = managers(tmp.path(), &["m1", "m2", "m3"]);
+    let (li, fi) = leader_and_follower(&ms.iter().collect::<Vec<_>>());
+    let out =
+        ms[fi].cli(&["service", "create", "--name", "crash", "--driver", "process", "sh", "-c", "exit 3"]);
+    assert!(!out.status.success(), "a crashing service must not converge");
+    assert!(stderr(&out).contains("exited with code 3"), "{}", stderr(&out));
+
+    ms[li].kill9();
+    let survivor = (0..3).find(|i| *i != li).expect("a survivor");
+    let ready = tmp.path().join("ready");
+    let script = format!("sleep 3; touch {}; sleep 600", ready.display());
+    let check = format!("test -f {}", ready.display());
+    let started = Instant::now();
+    let out = ms[survivor].cli(&[
+        "service",
+        "create",
+        "--name",
+        "slow",
+        "--driver",
+        "process",
+        "--health-cmd",
+        &check,
+        "--health-interval",
+        "1s",
+        "--health-start-period",
+        "30s",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(ready.exists() && started.elapsed() >= Duration::from_secs(3), "converged before it was healthy");
+    ms[li].start("daemon");
+    eventually_or(40, || ms.iter().all(|m| voters(m) == Some(3)).then_some(()), || log(&ms[li]));
+    let nodes: Vec<&Node> = ms.iter().collect();
+    common::remove_services_and_wait(&ms[survivor], &["crash", "slow"], &nodes);
 }

@@ -5,22 +5,14 @@
 use serde_json::Value;
 
 mod common;
-use common::{eventually, eventually_or, Node};
+use common::{alive, eventually, eventually_or, Node};
 
 fn voters(n: &Node) -> Option<usize> {
     n.raft().and_then(|r| r["voters"].as_object().map(|v| v.len()))
 }
 
 fn task_pid(m: &Node, service: &str) -> Option<u32> {
-    let v: Value = m.json(&["service", "ps", service, "--format", "json"]);
-    v.as_array()?
-        .iter()
-        .find(|t| t["status"]["state"] == "running")
-        .and_then(|t| t["status"]["runtime_id"].as_str()?.parse().ok())
-}
-
-fn alive(pid: u32) -> bool {
-    std::path::Path::new(&format!("/proc/{pid}")).exists()
+    common::running_tasks(m, service)?.first()?["status"]["runtime_id"].as_str()?.parse().ok()
 }
 
 #[test]

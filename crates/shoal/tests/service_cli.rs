@@ -18,21 +18,12 @@ fn stderr(o: &Output) -> String {
 
 /// Tasks of a service that run and are meant to: (task id, pid).
 fn running(n: &Node, service: &str) -> Vec<(String, String)> {
-    let tasks = n.json(&["service", "ps", service, "--format", "json"]);
-    tasks
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter(|t| t["status"]["state"] == "running" && t["desired_state"] == "running")
-                .map(|t| {
-                    (
-                        t["id"].as_str().unwrap_or_default().to_string(),
-                        t["status"]["runtime_id"].as_str().unwrap_or_default().to_string(),
-                    )
-                })
-                .collect()
-        })
+    let s = |v: &Value| v.as_str().unwrap_or_default().to_string();
+    common::running_tasks(n, service)
         .unwrap_or_default()
+        .iter()
+        .map(|t| (s(&t["id"]), s(&t["status"]["runtime_id"])))
+        .collect()
 }
 
 fn alive(pid: &str) -> bool {

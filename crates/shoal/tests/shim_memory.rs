@@ -5,13 +5,14 @@
 //!   long lines split), and the logs are readable afterwards;
 //! - when it cannot protect itself from the OOM killer (no `CAP_SYS_RESOURCE`), it says so.
 
+mod common;
+
 use shoal_driver::shim;
 use shoal_driver::shim::log::MAX_LINE_BYTES;
 use shoal_driver::{Driver, Handle, Limits, LogOptions, LogStream, TaskConfig};
 use shoal_driver_process::{ProcessDriver, ProcessDriverConfig};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The most resident memory the shim may use while a task floods its output. The shim (a debug
 /// build of the whole `shoal` binary) starts at a few MiB; the unbounded queue of old grew past
@@ -22,18 +23,11 @@ fn shim_exe() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_shoal"))
 }
 
-static SEQ: AtomicU32 = AtomicU32::new(0);
-
 fn task(dir: &Path, script: &str) -> TaskConfig {
-    let id = format!("shimmem-{}-{}", std::process::id(), SEQ.fetch_add(1, Ordering::Relaxed));
     TaskConfig {
-        task_id: id.clone(),
-        name: id,
-        command: vec!["sh".into(), "-c".into(), script.into()],
-        task_dir: dir.to_path_buf(),
         // As in the reproduction; the shim is outside this limit either way.
         limits: Limits { memory_bytes: Some(64 << 20), ..Default::default() },
-        ..Default::default()
+        ..common::sh_task("shimmem", dir, script)
     }
 }
 
@@ -62,9 +56,12 @@ fn log_bytes(task_dir: &Path) -> u64 {
 async fn run_and_sample(d: &ProcessDriver, dir: &Path, script: &str) -> (Handle, i32, u64) {
     let h = d.start(&task(dir, script)).await.expect("start");
     let l = launched(&h);
-    let deadline = Instant::now() + Duration::from_secs(120);
     let (mut max_rss, mut samples) = (0, 0);
-    while shim::is_running(&l) {
+    // Sampled every 20 ms until the shim exits.
+    let ended = common::poll_async(Duration::from_secs(120), Duration::from_millis(20), async || {
+        if !shim::is_running(&l) {
+            return Some(());
+        }
         if let Some(rss) = vm_rss_kib(l.shim_pid) {
             max_rss = max_rss.max(rss);
             samples += 1;
@@ -73,9 +70,10 @@ async fn run_and_sample(d: &ProcessDriver, dir: &Path, script: &str) -> (Handle,
                 "the shim grew to {rss} KiB (at most {MAX_SHIM_RSS_KIB} allowed) while the task runs {script}"
             );
         }
-        assert!(Instant::now() < deadline, "the task did not end in time: {script}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        None
+    })
+    .await;
+    assert!(ended.is_some(), "the task did not end in time: {script}");
     assert!(samples > 20, "the shim was sampled only {samples} times");
     let s =
         tokio::time::timeout(Duration::from_secs(30), d.wait(&h)).await.expect("wait in time").expect("wait");

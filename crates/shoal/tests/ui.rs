@@ -68,17 +68,23 @@ async fn browser(driver_port: u16, profile: &Path) -> Client {
         .expect("a WebDriver session in headless Chromium")
 }
 
+/// How often the page is looked at again.
+const LOOK_EVERY: Duration = Duration::from_millis(100);
+
 /// Polls `f` (a script returning a JSON value) until `ok` accepts its result, for `secs`.
 async fn wait_js(c: &Client, secs: u64, what: &str, script: &str, ok: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(secs);
     let mut last = Value::Null;
-    while Instant::now() < deadline {
+    let found = common::poll_async(Duration::from_secs(secs), LOOK_EVERY, async || {
         match c.execute(script, vec![]).await {
-            Ok(v) if ok(&v) => return v,
+            Ok(v) if ok(&v) => return Some(v),
             Ok(v) => last = v,
             Err(e) => last = json!(e.to_string()),
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        None
+    })
+    .await;
+    if let Some(v) = found {
+        return v;
     }
     let shot = c.screenshot().await.unwrap_or_default();
     let path = artifacts().join(format!("ui-timeout-{}.png", what.replace(' ', "-")));
@@ -86,31 +92,30 @@ async fn wait_js(c: &Client, secs: u64, what: &str, script: &str, ok: impl Fn(&V
     panic!("timed out waiting for {what}; last: {last}; screenshot: {}", path.display());
 }
 
-/// Checks for `how_long` that `script`'s result keeps satisfying `ok` (e.g. a banner stays up).
+/// Checks for `how_long` that `script`'s result keeps satisfying `ok` (e.g. a banner stays up):
+/// looks for the first result that does not, which must not come within `how_long`.
 async fn stays(c: &Client, how_long: Duration, what: &str, script: &str, ok: impl Fn(&Value) -> bool) {
-    let until = Instant::now() + how_long;
-    while Instant::now() < until {
+    let gone = common::poll_async(how_long, LOOK_EVERY, async || {
         let v = c.execute(script, vec![]).await.unwrap_or_else(|e| json!(e.to_string()));
-        if !ok(&v) {
-            let shot = c.screenshot().await.unwrap_or_default();
-            let path = artifacts().join(format!("ui-gone-{}.png", what.replace(' ', "-")));
-            let _ = std::fs::write(&path, shot);
-            panic!("{what} did not stay for {how_long:?}; now: {v}; screenshot: {}", path.display());
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        (!ok(&v)).then_some(v)
+    })
+    .await;
+    if let Some(v) = gone {
+        let shot = c.screenshot().await.unwrap_or_default();
+        let path = artifacts().join(format!("ui-gone-{}.png", what.replace(' ', "-")));
+        let _ = std::fs::write(&path, shot);
+        panic!("{what} did not stay for {how_long:?}; now: {v}; screenshot: {}", path.display());
     }
 }
 
 /// Waits until the page shows a JavaScript dialog (`confirm()`) and returns its text.
 async fn wait_dialog(c: &Client, secs: u64, what: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        match c.get_alert_text().await {
-            Ok(text) => return text,
-            Err(e) if Instant::now() >= deadline => panic!("timed out waiting for {what}: {e}"),
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    }
+    let mut last = String::new();
+    let text = common::poll_async(Duration::from_secs(secs), LOOK_EVERY, async || {
+        c.get_alert_text().await.map_err(|e| last = e.to_string()).ok()
+    })
+    .await;
+    text.unwrap_or_else(|| panic!("timed out waiting for {what}: {last}"))
 }
 
 /// The replicas in `service`'s spec, from the CLI.

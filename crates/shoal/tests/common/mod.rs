@@ -7,20 +7,86 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+/// How often the polling helpers look again.
+const POLL_EVERY: Duration = Duration::from_millis(50);
+
 /// Polls `f` until it returns Some, or fails the test after `secs`.
 pub fn eventually<T>(secs: u64, what: &str, f: impl FnMut() -> Option<T>) -> T {
     eventually_or(secs, f, || format!("timed out waiting for {what}"))
 }
 
 /// Like [`eventually`], with a failure message built only when it times out (e.g. a log).
-pub fn eventually_or<T>(secs: u64, mut f: impl FnMut() -> Option<T>, why: impl FnOnce() -> String) -> T {
-    let deadline = Instant::now() + Duration::from_secs(secs);
+pub fn eventually_or<T>(secs: u64, f: impl FnMut() -> Option<T>, why: impl FnOnce() -> String) -> T {
+    poll(Duration::from_secs(secs), f).unwrap_or_else(|| panic!("{}", why()))
+}
+
+/// Polls `f` until it returns Some, or gives up after `timeout` (None): for callers that must not
+/// panic (cleanup in `Drop`) or that handle the timeout themselves.
+pub fn poll<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
     loop {
         if let Some(v) = f() {
-            return v;
+            return Some(v);
         }
-        assert!(Instant::now() < deadline, "{}", why());
-        std::thread::sleep(Duration::from_millis(50));
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(POLL_EVERY);
+    }
+}
+
+/// [`poll`] for async tests, looking again every `every` (a sampling period where the caller
+/// also measures something on each call).
+pub async fn poll_async<T>(
+    timeout: Duration,
+    every: Duration,
+    mut f: impl AsyncFnMut() -> Option<T>,
+) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// [`eventually`] for async tests.
+pub async fn eventually_async<T>(secs: u64, what: &str, f: impl AsyncFnMut() -> Option<T>) -> T {
+    poll_async(Duration::from_secs(secs), POLL_EVERY, f)
+        .await
+        .unwrap_or_else(|| panic!("timed out waiting for {what}"))
+}
+
+/// Whether `pid` is a live process (a zombie is not).
+pub fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|s| s.rsplit_once(") ").is_some_and(|(_, rest)| !rest.starts_with('Z')))
+}
+
+/// The tasks of `service` that run and are meant to (`service ps --format json` rows); None when
+/// the list could not be read.
+pub fn running_tasks(n: &Node, service: &str) -> Option<Vec<Value>> {
+    let out = n.cli(&["service", "ps", service, "--format", "json"]);
+    let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+    let running = |t: &&Value| t["status"]["state"] == "running" && t["desired_state"] == "running";
+    Some(v.as_array()?.iter().filter(running).cloned().collect())
+}
+
+/// A process-driver task that runs `sh -c script` in `dir`, with a fresh id (`prefix-pid-seq`).
+pub fn sh_task(prefix: &str, dir: &Path, script: &str) -> shoal_driver::TaskConfig {
+    static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let id = format!("{prefix}-{}-{seq}", std::process::id());
+    shoal_driver::TaskConfig {
+        task_id: id.clone(),
+        name: id,
+        command: vec!["sh".into(), "-c".into(), script.into()],
+        task_dir: dir.to_path_buf(),
+        ..Default::default()
     }
 }
 
