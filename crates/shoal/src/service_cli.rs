@@ -1292,8 +1292,9 @@ pub async fn wait(c: &Client, id: &str, opts: &ProgressOpts, expect: Expect) -> 
     loop {
         let svc: Service = c.get(&format!("/v1/services/{id}")).await?;
         let tasks: Vec<Task> = c.get(&format!("/v1/tasks?service={id}")).await?;
-        let nodes: Vec<Node> =
-            if svc.spec.mode.is_global() { c.get("/v1/nodes?stale=true").await? } else { Vec::new() };
+        // Nodes for every mode: a global service's eligible nodes, and which nodes are down (a
+        // task there cannot report that it stopped, and must not hold convergence up).
+        let nodes: Vec<Node> = c.get("/v1/nodes?stale=true").await?;
         let a = assess(&svc, &tasks, &nodes, expect);
         let name = &svc.spec.name;
         if !opts.quiet {
