@@ -179,6 +179,9 @@ impl ControlPlane for LocalPlane {
 
 type Peer = Extension<Option<NodeIdentity>>;
 
+/// The error code of a refusal because `node rm` removed the calling node.
+pub const NODE_REMOVED: &str = "node_removed";
+
 /// The calling node: a manager or worker certificate of this cluster. An operator's client
 /// certificate ([`Role::Client`]) is not a node and is refused.
 fn peer(p: &Option<NodeIdentity>) -> Result<&NodeIdentity, ApiError> {
@@ -190,6 +193,28 @@ fn peer(p: &Option<NodeIdentity>) -> Result<&NodeIdentity, ApiError> {
             "a node certificate of this cluster is required",
         )),
     }
+}
+
+/// A node certificate of a node that `node rm` has not removed (its certificate stays valid
+/// until it expires; the removed node learns from this answer that it is out of the cluster).
+fn member_peer<'p>(m: &Manager, p: &'p Option<NodeIdentity>) -> Result<&'p NodeIdentity, ApiError> {
+    let id = peer(p)?;
+    if m.node.local_state().state.is_removed(&NodeId::new(id.node_id.clone())) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            NODE_REMOVED,
+            format!("node {} was removed from the cluster", id.node_id),
+        ));
+    }
+    Ok(id)
+}
+
+/// Whether a dispatcher's answer says that `node rm` removed the calling node.
+pub fn says_node_removed(status: StatusCode, body: &[u8]) -> bool {
+    status == StatusCode::FORBIDDEN
+        && serde_json::from_slice::<serde_json::Value>(body)
+            .ok()
+            .is_some_and(|v| v["error"]["code"] == NODE_REMOVED)
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -220,7 +245,7 @@ async fn register(
     Extension(p): Peer,
     Json(r): Json<Register>,
 ) -> Result<StatusCode, ApiError> {
-    let id = peer(&p)?;
+    let id = member_peer(&m, &p)?;
     let role = if id.role == Role::Manager { NodeRole::Manager } else { NodeRole::Worker };
     let node = node_object(NodeId::new(id.node_id.clone()), role, r.description, r.addr);
     crate::internal::write(&m, Command::RegisterNode { node: Box::new(node) }).await?;
@@ -232,7 +257,7 @@ async fn assignments(
     Extension(p): Peer,
     Query(q): Query<AssignmentsQuery>,
 ) -> Result<Json<AssignmentsReply>, ApiError> {
-    let id = peer(&p)?;
+    let id = member_peer(&m, &p)?;
     let a = wait_assignments(&m, &NodeId::new(id.node_id.clone()), q.revision.as_deref(), LONG_POLL).await;
     let s = m.node.status();
     let managers = s.voters.values().chain(s.learners.values()).map(|n| n.addr.clone()).collect();
@@ -246,13 +271,13 @@ async fn status(
     Extension(p): Peer,
     Json(r): Json<Vec<StatusReport>>,
 ) -> Result<StatusCode, ApiError> {
-    let id = peer(&p)?;
+    let id = member_peer(&m, &p)?;
     crate::internal::write(&m, reports(NodeId::new(id.node_id.clone()), r)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 async fn heartbeat(State(m): State<Arc<Manager>>, Extension(p): Peer) -> Result<StatusCode, ApiError> {
-    let id = peer(&p)?;
+    let id = member_peer(&m, &p)?;
     deliver_heartbeat(&m, &id.node_id)
         .await
         .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e))?;
@@ -274,7 +299,7 @@ async fn renew(
     Extension(p): Peer,
     Json(r): Json<Renewal>,
 ) -> Result<Json<Renewed>, ApiError> {
-    let id = peer(&p)?;
+    let id = member_peer(&m, &p)?;
     let node = NodeId::new(id.node_id.clone());
     let desired = crate::internal::read_linearizable(&m, |s| s.node(&node).map(|n| n.spec.role)).await?;
     let cert_pem = m.sign_renewal(&id.node_id, id.role, desired, &r.csr_pem).await?;
@@ -295,6 +320,8 @@ pub fn dispatcher_router(m: Arc<Manager>) -> Router {
 pub struct RemotePlane {
     /// The role the operator wants this node to have, as last heard from a manager.
     role: tokio::sync::watch::Sender<Option<NodeRole>>,
+    /// Set once a manager says that `node rm` removed this node.
+    removed: tokio::sync::watch::Sender<bool>,
     tls: std::sync::RwLock<Arc<rustls::ClientConfig>>,
     managers: Mutex<Vec<String>>,
     addr: String,
@@ -304,6 +331,7 @@ impl RemotePlane {
     pub fn new(tls: Arc<rustls::ClientConfig>, managers: Vec<String>, addr: String) -> RemotePlane {
         RemotePlane {
             role: tokio::sync::watch::channel(None).0,
+            removed: tokio::sync::watch::channel(false).0,
             tls: std::sync::RwLock::new(tls),
             managers: Mutex::new(managers),
             addr,
@@ -313,6 +341,11 @@ impl RemotePlane {
     /// Changes of the role the operator wants for this node (`node promote/demote`).
     pub fn desired_role(&self) -> tokio::sync::watch::Receiver<Option<NodeRole>> {
         self.role.subscribe()
+    }
+
+    /// Becomes true when a manager says that `node rm` removed this node from the cluster.
+    pub fn removed(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.removed.subscribe()
     }
 
     /// Uses a renewed certificate from the next request on.
@@ -354,6 +387,13 @@ impl RemotePlane {
                         }
                     }
                     return Ok(bytes.to_vec());
+                }
+                // The managers' state says so: asking another manager changes nothing.
+                Ok((st, bytes)) if says_node_removed(st, &bytes) => {
+                    if !self.removed.send_replace(true) {
+                        tracing::warn!("the managers removed this node from the cluster");
+                    }
+                    return Err(PlaneError(String::from_utf8_lossy(&bytes).into_owned()));
                 }
                 Ok((st, bytes)) => last = format!("{addr}: HTTP {st}: {}", String::from_utf8_lossy(&bytes)),
                 Err(e) => last = e,

@@ -600,6 +600,9 @@ async fn remove_node(
         return match ghost {
             Some(n) => {
                 crate::internal::remove_from_membership(&m, vec![n.node_id.clone()]).await?;
+                // Remembered as removed: if it comes back it learns so and starts anew.
+                let id = shoal_types::NodeId::new(n.node_id.clone());
+                crate::internal::write(&m, Command::RemoveNode { id }).await?;
                 Ok(StatusCode::NO_CONTENT)
             }
             None => Err(ApiError::not_found("node", &id)),

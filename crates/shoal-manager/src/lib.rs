@@ -48,6 +48,8 @@ pub struct Manager {
 /// How often nodes heartbeat to the leader; a node is down after `MISSED_HEARTBEATS` misses.
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
 pub const MISSED_HEARTBEATS: u32 = 3;
+/// A manager none of whose Raft RPCs the leader got an answer to for this long is down.
+pub const MANAGER_UNREACHABLE: Duration = Duration::from_secs(1);
 
 /// Lifetime of node certificates (renewed between 50% and 80% of it).
 pub const NODE_CERT_VALIDITY: Duration = Duration::from_secs(90 * 24 * 3600);
@@ -411,27 +413,45 @@ async fn liveness(m: Arc<Manager>, mut stop: watch::Receiver<bool>) {
         let now = std::time::Instant::now();
         let seen = m.heartbeats.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
         let me = m.node.config().node.node_id.clone();
+        // Managers that answer none of the leader's Raft RPCs (heartbeats every 100 ms) are down
+        // sooner than the dispatcher's heartbeat grace would tell.
+        let cut_off: std::collections::BTreeMap<String, String> = {
+            let failing = m.network.contacts().unreachable(MANAGER_UNREACHABLE);
+            let status = m.node.status();
+            status
+                .voters
+                .iter()
+                .chain(status.learners.iter())
+                .filter_map(|(id, n)| failing.get(id).map(|e| (n.node_id.clone(), e.clone())))
+                .collect()
+        };
         let nodes: Vec<(shoal_types::NodeId, shoal_types::NodeState)> = {
             let d = m.node.local_state();
             d.state.nodes().map(|n| (n.id.clone(), n.status.state)).collect()
         };
         for (id, state) in nodes {
+            let unreachable = cut_off.get(id.as_str());
             let alive = id.as_str() == me
-                || seen.get(id.as_str()).is_some_and(|t| now.duration_since(*t) < grace && *t >= since)
-                || now.duration_since(since) < grace && state == shoal_types::NodeState::Ready;
+                || unreachable.is_none()
+                    && (seen.get(id.as_str()).is_some_and(|t| now.duration_since(*t) < grace && *t >= since)
+                        || now.duration_since(since) < grace && state == shoal_types::NodeState::Ready);
             let want = match (state, alive) {
                 (shoal_types::NodeState::Ready, false) => {
                     shoal_metrics::metrics().dispatcher_missed_heartbeats.inc();
-                    Some((shoal_types::NodeState::Down, "heartbeat missed"))
+                    let why = match unreachable {
+                        Some(e) => format!("manager unreachable: {e}"),
+                        None => "heartbeat missed".to_string(),
+                    };
+                    Some((shoal_types::NodeState::Down, why))
                 }
                 (shoal_types::NodeState::Down | shoal_types::NodeState::Unknown, true) => {
-                    Some((shoal_types::NodeState::Ready, ""))
+                    Some((shoal_types::NodeState::Ready, String::new()))
                 }
                 _ => None,
             };
             if let Some((state, message)) = want {
                 tracing::info!(node = %id, ?state, "node status changed");
-                let cmd = Command::SetNodeStatus { id, state, message: message.into() };
+                let cmd = Command::SetNodeStatus { id, state, message };
                 if let Err(e) = m.node.write(cmd).await {
                     tracing::warn!(error = %e, "could not record node status");
                 }

@@ -139,7 +139,8 @@ impl From<&StateError> for CommandError {
             StateError::VersionConflict { .. }
             | StateError::AlreadyExists { .. }
             | StateError::NameConflict(_)
-            | StateError::Migration(_) => ErrorKind::Conflict,
+            | StateError::Migration(_)
+            | StateError::NodeRemoved(_) => ErrorKind::Conflict,
             StateError::Invalid(_)
             | StateError::ModeChange { .. }
             | StateError::NoPreviousSpec(_)

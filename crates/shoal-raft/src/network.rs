@@ -68,6 +68,7 @@ impl RaftNetwork<TypeConfig> for NoPeer {
 #[derive(Clone, Default)]
 pub struct LazyTlsNetwork {
     inner: std::sync::Arc<std::sync::RwLock<Option<(u64, crate::transport::TlsNetwork)>>>,
+    contacts: crate::transport::PeerContacts,
 }
 
 impl LazyTlsNetwork {
@@ -75,7 +76,15 @@ impl LazyTlsNetwork {
     pub fn set(&self, client_config: std::sync::Arc<rustls::ClientConfig>) {
         let mut g = self.inner.write().unwrap_or_else(std::sync::PoisonError::into_inner);
         let generation = g.as_ref().map_or(1, |(n, _)| n + 1);
-        *g = Some((generation, crate::transport::TlsNetwork::new(client_config)));
+        *g = Some((
+            generation,
+            crate::transport::TlsNetwork::with_contacts(client_config, self.contacts.clone()),
+        ));
+    }
+
+    /// How the peers answered this member's RPCs (see [`crate::transport::PeerContacts`]).
+    pub fn contacts(&self) -> &crate::transport::PeerContacts {
+        &self.contacts
     }
 
     pub fn is_set(&self) -> bool {

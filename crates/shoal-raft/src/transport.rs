@@ -87,7 +87,7 @@ use rustls_pki_types::ServerName;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use shoal_pki::{identity_from_cert, NodeIdentity, Role, MANAGER_SERVER_NAME};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -161,6 +161,46 @@ pub struct TlsNetwork {
     local_id: Option<RaftId>,
     /// Idle connections by peer address.
     idle: Arc<Mutex<HashMap<String, Vec<Sender>>>>,
+    contacts: PeerContacts,
+}
+
+/// How each peer answered this member's last RPCs: a leader sends every follower a heartbeat
+/// each 100 ms, so a manager that stopped answering is known within a few of them (sooner than
+/// the dispatcher's heartbeat grace), which `node ls` shows as unreachable.
+#[derive(Clone, Debug, Default)]
+pub struct PeerContacts(Arc<Mutex<BTreeMap<RaftId, Contact>>>);
+
+#[derive(Clone, Debug, Default)]
+struct Contact {
+    /// Since when every RPC to the peer failed (None: the last one was answered).
+    failing_since: Option<std::time::Instant>,
+    error: String,
+}
+
+impl PeerContacts {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<RaftId, Contact>> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn answered(&self, peer: RaftId) {
+        self.lock().entry(peer).or_default().failing_since = None;
+    }
+
+    fn failed(&self, peer: RaftId, error: String) {
+        let mut g = self.lock();
+        let c = g.entry(peer).or_default();
+        c.failing_since.get_or_insert_with(std::time::Instant::now);
+        c.error = error;
+    }
+
+    /// Peers whose RPCs have all failed for at least `for_at_least`, with the last error.
+    pub fn unreachable(&self, for_at_least: Duration) -> BTreeMap<RaftId, String> {
+        self.lock()
+            .iter()
+            .filter(|(_, c)| c.failing_since.is_some_and(|t| t.elapsed() >= for_at_least))
+            .map(|(id, c)| (*id, c.error.clone()))
+            .collect()
+    }
 }
 
 impl std::fmt::Debug for TlsNetwork {
@@ -173,7 +213,18 @@ impl TlsNetwork {
     /// `client_config` must trust the cluster CA and present this manager's certificate
     /// ([`shoal_pki::client_config`]); servers are verified as [`MANAGER_SERVER_NAME`].
     pub fn new(client_config: Arc<rustls::ClientConfig>) -> Self {
-        TlsNetwork { connector: TlsConnector::from(client_config), local_id: None, idle: Arc::default() }
+        TlsNetwork::with_contacts(client_config, PeerContacts::default())
+    }
+
+    /// Like [`TlsNetwork::new`], recording how peers answer in `contacts` (shared across the
+    /// networks a renewal replaces).
+    pub fn with_contacts(client_config: Arc<rustls::ClientConfig>, contacts: PeerContacts) -> Self {
+        TlsNetwork {
+            connector: TlsConnector::from(client_config),
+            local_id: None,
+            idle: Arc::default(),
+            contacts,
+        }
     }
 
     /// Names this member in the [`RPCError::Timeout`]s it reports (otherwise they say 0).
@@ -311,12 +362,18 @@ impl TlsPeer {
             })
         };
         let answer = match tokio::time::timeout(wait, exchange).await {
-            Ok(Ok(answer)) => answer.map_err(unreachable)?,
+            Ok(Ok(Ok(answer))) => answer,
+            Ok(Ok(Err(e))) => {
+                self.net.contacts.failed(self.target, e.message.clone());
+                return Err(unreachable(e));
+            }
             Ok(Err(e)) => return Err(unreachable(self.fail(kind, format!("exchange task failed: {e}")))),
             Err(_) => {
                 let stage = progress.load(Ordering::Acquire);
                 if stage == CONNECTING {
-                    return Err(unreachable(self.fail(kind, format!("no connection within {wait:?}"))));
+                    let e = self.fail(kind, format!("no connection within {wait:?}"));
+                    self.net.contacts.failed(self.target, e.message.clone());
+                    return Err(unreachable(e));
                 }
                 if split {
                     let hint = (entries / 2).max(1) as u64;
@@ -328,6 +385,7 @@ impl TlsPeer {
                     );
                     return Err(RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint(hint)));
                 }
+                self.net.contacts.failed(self.target, format!("no answer within {wait:?}"));
                 return Err(RPCError::Timeout(Timeout {
                     action: kind.rpc_type(),
                     id: self.net.local_id.unwrap_or_default(),
@@ -336,6 +394,7 @@ impl TlsPeer {
                 }));
             }
         };
+        self.net.contacts.answered(self.target);
         // Answers are small (a vote, a log id): parse them here.
         match serde_json::from_slice::<Result<Resp, RaftError<RaftId, E>>>(&answer) {
             Ok(Ok(resp)) => Ok(resp),

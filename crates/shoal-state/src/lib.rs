@@ -78,6 +78,8 @@ pub enum StateError {
     NotReplicated(String),
     #[error("cannot migrate: {0}")]
     Migration(String),
+    #[error("node {0} was removed from the cluster: it must leave and join again")]
+    NodeRemoved(String),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -144,6 +146,10 @@ pub struct Snapshot {
     pub nodes: Vec<Node>,
     pub services: Vec<Service>,
     pub tasks: Vec<Task>,
+    /// Nodes removed with `node rm`: their certificates stay valid until they expire, so the
+    /// dispatcher refuses them by id (a node that leaves and joins again gets a new id).
+    #[serde(default)]
+    pub removed_nodes: Vec<NodeId>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -152,6 +158,7 @@ pub struct ClusterState {
     config: ClusterConfig,
     cluster: Option<ClusterObject>,
     nodes: BTreeMap<NodeId, Node>,
+    removed_nodes: BTreeSet<NodeId>,
     services: BTreeMap<ServiceId, Service>,
     tasks: BTreeMap<TaskId, Task>,
     // Secondary indexes, maintained by `put_task`/`drop_task` and rebuilt by `restore`.
@@ -186,6 +193,10 @@ impl ClusterState {
     }
     pub fn nodes(&self) -> impl ExactSizeIterator<Item = &Node> + '_ {
         self.nodes.values()
+    }
+    /// Whether `node rm` removed this node: it is no longer served and cannot register again.
+    pub fn is_removed(&self, id: &NodeId) -> bool {
+        self.removed_nodes.contains(id)
     }
     pub fn service(&self, id: &ServiceId) -> Option<&Service> {
         self.services.get(id)
@@ -233,6 +244,7 @@ impl ClusterState {
             nodes: self.nodes.values().cloned().collect(),
             services: self.services.values().cloned().collect(),
             tasks: self.tasks.values().cloned().collect(),
+            removed_nodes: self.removed_nodes.iter().cloned().collect(),
         }
     }
 
@@ -241,6 +253,7 @@ impl ClusterState {
             index: snap.index,
             config: snap.config,
             cluster: snap.cluster,
+            removed_nodes: snap.removed_nodes.into_iter().collect(),
             ..Default::default()
         };
         for n in snap.nodes {
@@ -263,7 +276,7 @@ impl ClusterState {
         let index = self.index + 1;
         let mut out = Applied { index, ..Default::default() };
         match cmd {
-            Command::RegisterNode { node } => self.register_node(index, at, *node, &mut out),
+            Command::RegisterNode { node } => self.register_node(index, at, *node, &mut out)?,
             Command::UpdateNodeSpec { id, expected_version, spec } => {
                 let n = self.nodes.get_mut(&id).ok_or_else(|| not_found("node", id.as_str()))?;
                 check_version("node", id.as_str(), expected_version, n.version)?;
@@ -277,9 +290,16 @@ impl ClusterState {
                 touch(&mut n.version, &mut n.updated_at, index, at);
                 out.events.push(event(index, at, Action::Update, Object::Node(Box::new(n.clone()))));
             }
+            // The node is remembered as removed, also a manager that never registered (`node rm`
+            // of a member with no node object): it can never come back under this id.
             Command::RemoveNode { id } => {
-                let n = self.nodes.remove(&id).ok_or_else(|| not_found("node", id.as_str()))?;
-                out.events.push(event(index, at, Action::Remove, Object::Node(Box::new(n))));
+                if self.removed_nodes.contains(&id) && !self.nodes.contains_key(&id) {
+                    return Err(not_found("node", id.as_str()));
+                }
+                if let Some(n) = self.nodes.remove(&id) {
+                    out.events.push(event(index, at, Action::Remove, Object::Node(Box::new(n))));
+                }
+                self.removed_nodes.insert(id);
             }
             Command::CreateService { service } => self.create_service(index, at, *service, &mut out)?,
             Command::UpdateService { id, expected_version, spec } => {
@@ -331,7 +351,16 @@ impl ClusterState {
         Ok(out)
     }
 
-    fn register_node(&mut self, index: u64, at: Timestamp, mut node: Node, out: &mut Applied) {
+    fn register_node(
+        &mut self,
+        index: u64,
+        at: Timestamp,
+        mut node: Node,
+        out: &mut Applied,
+    ) -> Result<(), StateError> {
+        if self.removed_nodes.contains(&node.id) {
+            return Err(StateError::NodeRemoved(node.id.to_string()));
+        }
         let action = match self.nodes.get(&node.id) {
             Some(old) => {
                 // The operator owns the spec: a re-registering agent cannot change it.
@@ -347,6 +376,7 @@ impl ClusterState {
         touch(&mut node.version, &mut node.updated_at, index, at);
         out.events.push(event(index, at, action, Object::Node(Box::new(node.clone()))));
         self.nodes.insert(node.id.clone(), node);
+        Ok(())
     }
 
     fn create_service(

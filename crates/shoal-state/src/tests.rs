@@ -230,3 +230,25 @@ fn reports_take_the_log_time_and_cannot_start_unscheduled_tasks() {
     let t = s.task(&TaskId::new("g1")).expect("g1");
     assert_eq!((t.status.state, t.status.timestamp), (TaskState::Rejected, at(4)), "time comes from the log");
 }
+
+#[test]
+fn a_removed_node_cannot_register_again_and_the_tombstone_survives_a_snapshot() {
+    let mut s = setup();
+    let id = NodeId::new("n1");
+    s.apply(at(2), Command::RemoveNode { id: id.clone() }).expect("remove");
+    assert!(s.node(&id).is_none() && s.is_removed(&id));
+    let again = s.apply(at(3), Command::RegisterNode { node: Box::new(Node::test("n1", "h1")) });
+    assert_eq!(again, Err(StateError::NodeRemoved("n1".into())));
+    // A member that never registered (no node object) is remembered as removed too, once.
+    let ghost = NodeId::new("ghost");
+    s.apply(at(3), Command::RemoveNode { id: ghost.clone() }).expect("tombstone");
+    assert!(s.is_removed(&ghost));
+    assert!(matches!(s.apply(at(4), Command::RemoveNode { id: ghost }), Err(StateError::NotFound { .. })));
+    let restored = ClusterState::restore(s.snapshot());
+    assert!(restored.is_removed(&id));
+    let again = ClusterState::restore(s.snapshot())
+        .apply(at(5), Command::RegisterNode { node: Box::new(Node::test("n1", "h1")) });
+    assert_eq!(again, Err(StateError::NodeRemoved("n1".into())));
+    // Another node (a machine that left and joined again gets a new id) registers as usual.
+    s.apply(at(5), Command::RegisterNode { node: Box::new(Node::test("n2", "h1")) }).expect("new id");
+}

@@ -157,7 +157,12 @@ pub async fn run(args: DaemonArgs) -> Result<()> {
         // the managers it knows to add it (learner, then voter).
         tokio::spawn(rejoin_as_manager(manager.clone(), manager.tls_dir().to_path_buf()));
     }
-    tokio::spawn(follow_role_as_manager(manager.clone(), args.data_dir.clone(), identity.raft_id));
+    tokio::spawn(follow_role_as_manager(
+        manager.clone(),
+        args.data_dir.clone(),
+        identity.raft_id,
+        agent_slot.clone(),
+    ));
 
     let api = {
         let m = manager.clone();
@@ -205,6 +210,32 @@ async fn forget_cluster(data_dir: &Path, agent: Option<&Arc<Agent>>) {
     let _ = std::fs::remove_file(data_dir.join("node.json"));
 }
 
+/// A node that `node rm` removed (the managers say so): like `cluster leave` its tasks stop and it
+/// forgets the cluster, but the daemon starts anew as a node in no cluster, so that the operator
+/// can join it again without touching the machine (Docker's node goes to "inactive").
+async fn forget_when_removed(
+    mut removed: tokio::sync::watch::Receiver<bool>,
+    data_dir: PathBuf,
+    agent: AgentSlot,
+) {
+    if removed.wait_for(|r| *r).await.is_err() {
+        return;
+    }
+    start_anew(&data_dir, agent.get()).await
+}
+
+/// Forgets the cluster after `node rm` and restarts the daemon as a node in no cluster.
+async fn start_anew(data_dir: &Path, agent: Option<&Arc<Agent>>) -> ! {
+    forget_cluster(data_dir, agent).await;
+    tracing::warn!(
+        "this node was removed from the cluster (node rm): it forgot the cluster and starts anew; \
+         `shoal cluster join` joins it again"
+    );
+    let e = restart_daemon();
+    tracing::error!(error = %format!("{e:#}"), "cannot restart; stopping");
+    std::process::exit(1);
+}
+
 /// Replaces this process with a fresh start of the same command line (after a role change: the
 /// node comes back as what its new certificate says). Tasks keep running: they belong to their
 /// shims, not to this process.
@@ -214,7 +245,7 @@ fn restart_daemon() -> anyhow::Error {
         Ok(e) => e,
         Err(e) => return anyhow::Error::from(e).context("finding this executable to restart"),
     };
-    tracing::info!("restarting the daemon in its new role");
+    tracing::info!("restarting the daemon");
     let err = std::process::Command::new(exe).args(std::env::args_os().skip(1)).exec();
     anyhow::Error::from(err).context("restarting the daemon")
 }
@@ -250,7 +281,7 @@ async fn rejoin_as_manager(m: Arc<Manager>, tls_dir: PathBuf) {
 /// has applied the demotion): such a node sees no leader and campaigns in vain. So when it has
 /// no leader, it asks the other managers; if a majority refuse it as a member, it was removed,
 /// and the role their state gives it decides.
-async fn follow_role_as_manager(m: Arc<Manager>, data_dir: PathBuf, raft_id: u64) {
+async fn follow_role_as_manager(m: Arc<Manager>, data_dir: PathBuf, raft_id: u64, agent: AgentSlot) {
     use shoal_types::NodeRole;
     let mut raft = m.node.watch();
     let mut events = m.node.subscribe();
@@ -282,7 +313,11 @@ async fn follow_role_as_manager(m: Arc<Manager>, data_dir: PathBuf, raft_id: u64
         // on what the managers that removed it say; never on a replica that may be catching up
         // (a promoted manager replays the log in which it was still a worker).
         let become_role = match removed_as {
-            Some(role) => role,
+            Some(Removal::FromCluster) => {
+                m.shutdown().await;
+                start_anew(&data_dir, agent.get()).await
+            }
+            Some(Removal::AsRole(role)) => role,
             None if local_worker => {
                 let committed =
                     shoal_api::internal::read_linearizable(&m, |s| s.node(&me).map(|n| n.spec.role)).await;
@@ -335,12 +370,21 @@ async fn follow_role_as_manager(m: Arc<Manager>, data_dir: PathBuf, raft_id: u64
     }
 }
 
+/// Why a manager is out of the Raft membership.
+enum Removal {
+    /// Demoted (or promoted again before it heard of the demotion): the role the managers' state
+    /// gives it (`None` when no manager said).
+    AsRole(Option<shoal_types::NodeRole>),
+    /// `node rm` removed it from the cluster.
+    FromCluster,
+}
+
 /// Whether a majority of the other managers (`others`, from this node's last view) refuse this
-/// node as a member — it was taken out of the membership — and if so, the role the managers'
-/// state gives it (from the dispatcher of one that refused it; `None` inside when none said).
+/// node as a member — it was taken out of the membership — and if so, why (from the dispatcher
+/// of one that refused it).
 /// A manager that has appended the change that removed this node has also learnt that the
 /// demotion before it was committed, so its answer is not older than the demotion.
-async fn removed_from_membership(m: &Manager, others: &[String]) -> Option<Option<shoal_types::NodeRole>> {
+async fn removed_from_membership(m: &Manager, others: &[String]) -> Option<Removal> {
     let tls = m.client_tls()?;
     let ask = |addr: String, path: &'static str| {
         let tls = tls.clone();
@@ -372,14 +416,17 @@ async fn removed_from_membership(m: &Manager, others: &[String]) -> Option<Optio
     }
     for addr in refused {
         if let Some((st, body)) = ask(addr, "/internal/dispatcher/assignments").await {
+            if shoal_api::dispatcher::says_node_removed(st, &body) {
+                return Some(Removal::FromCluster);
+            }
             if st.is_success() {
                 let reply: Option<shoal_api::dispatcher::AssignmentsReply> =
                     serde_json::from_slice(&body).ok();
-                return Some(reply.and_then(|r| r.role));
+                return Some(Removal::AsRole(reply.and_then(|r| r.role)));
             }
         }
     }
-    Some(None)
+    Some(Removal::AsRole(None))
 }
 
 /// A promoted worker: once the managers say it is a manager, it renews into a manager
@@ -584,6 +631,11 @@ async fn start_agent(
                         tls_dir.join(shoal_api::join::MANAGERS_FILE),
                     ));
                     if let Some(data_dir) = tls_dir.parent() {
+                        tokio::spawn(forget_when_removed(
+                            plane.removed(),
+                            data_dir.to_path_buf(),
+                            slot.clone(),
+                        ));
                         tokio::spawn(follow_role_as_worker(
                             plane.clone(),
                             data_dir.to_path_buf(),
@@ -656,7 +708,7 @@ async fn run_worker(
     tokio::spawn(shoal_raft::transport::serve_tls_reloading(
         listener,
         server_tls.subscribe(),
-        shoal_api::logs::agent_router(slot),
+        shoal_api::logs::agent_router(slot.clone()),
         |_: &shoal_pki::NodeIdentity, _: &str| false,
     ));
     tokio::spawn(remember_managers(plane.clone(), managers_path));
@@ -666,6 +718,7 @@ async fn run_worker(
         identity.node_id.clone(),
         Some(server_tls),
     ));
+    tokio::spawn(forget_when_removed(plane.removed(), args.data_dir.clone(), slot.clone()));
     tokio::spawn(follow_role_as_worker(plane, args.data_dir.clone(), identity.node_id.clone()));
     let (leave_tx, mut leave_rx) = tokio::sync::mpsc::channel::<shoal_api::LeaveRequest>(1);
     let (stop_api, api_stopped) = tokio::sync::watch::channel(false);

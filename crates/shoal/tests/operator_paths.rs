@@ -563,3 +563,130 @@ fn crashing_and_slow_starting_services_through_a_follower() {
     let nodes: Vec<&Node> = ms.iter().collect();
     common::remove_services_and_wait(&ms[survivor], &["crash", "slow"], &nodes);
 }
+
+/// `node rm --force` of a live worker and of a live manager: each notices, stops its tasks,
+/// forgets the cluster and keeps running as a daemon in no cluster, refuses to come back under
+/// its old id, and joins again with a token like a new machine.
+#[test]
+fn removed_nodes_notice_forget_the_cluster_and_join_again() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut ms = managers(tmp.path(), &["m1", "m2", "m3"]);
+    let (li, fi) = leader_and_follower(&ms.iter().collect::<Vec<_>>());
+    let w = daemon(tmp.path(), "w1");
+    common::join_worker(&ms[fi], &w);
+    let on_w1 = ["--constraint", "node.hostname==w1"];
+    let mut args = vec!["service", "create", "-d", "--name", "pinned", "--driver", "process"];
+    args.extend(on_w1);
+    args.extend(["sleep", "300"]);
+    ms[fi].ok(&args);
+    let pid = eventually(30, "the pinned task running", || running_pids(&ms[fi], "pinned")?.first().copied());
+    let old_id = first(ms[li].json(&["node", "inspect", "w1", "--format", "json"]))["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+
+    // A live node needs --force, through a follower.
+    let refused = ms[fi].cli(&["node", "rm", "w1"]);
+    assert!(!refused.status.success() && stderr(&refused).contains("--force"), "{}", stderr(&refused));
+    ms[fi].ok(&["node", "rm", "--force", "w1"]);
+    eventually_or(30, || (!alive(pid)).then_some(()), || format!("the task still runs:\n{}", log(&w)));
+    let not_in_cluster = || {
+        let out = w.cli(&["node", "ls"]);
+        (!out.status.success() && stderr(&out).contains("not in a cluster")).then_some(())
+    };
+    eventually_or(30, not_in_cluster, || log(&w));
+    assert!(log(&w).contains("removed from the cluster"), "{}", log(&w));
+    // The old id is gone for good: it never reappears in the node list.
+    let ids: Vec<String> = ms[li]
+        .json(&["node", "ls", "--format", "json"])
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .filter_map(|n| n["id"].as_str().map(str::to_string))
+        .collect();
+    assert!(!ids.contains(&old_id), "{ids:?}");
+    // The same daemon joins again, with a new id, and runs the pinned service's task again.
+    common::join_worker(&ms[li], &w);
+    let new_id = first(ms[li].json(&["node", "inspect", "w1", "--format", "json"]))["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    assert_ne!(new_id, old_id);
+    eventually(30, "the pinned task running again", || running_pids(&ms[li], "pinned")?.first().copied());
+
+    // A second machine with the same hostname joins (as Docker, it is accepted): a command that
+    // names the hostname is refused as ambiguous, listing both ids, instead of picking one.
+    let twin = {
+        let mut n = Node::new(&tmp.path().join("twin"), "w1");
+        n.start("daemon");
+        n
+    };
+    let token = ms[fi].ok(&["cluster", "join-token", "worker", "-q"]);
+    twin.ok(&["cluster", "join", "--token", &token, &ms[fi].addr()]);
+    let twin_id = eventually(30, "the twin listed", || {
+        let nodes = ms[fi].json(&["node", "ls", "--format", "json"]);
+        nodes.as_array()?.iter().find_map(|n| {
+            let id = n["id"].as_str()?;
+            (n["description"]["hostname"] == "w1" && id != new_id).then(|| id.to_string())
+        })
+    });
+    let ambiguous = ms[fi].cli(&["node", "update", "--availability", "drain", "w1"]);
+    let err = stderr(&ambiguous);
+    assert!(!ambiguous.status.success(), "an ambiguous hostname must be refused");
+    assert!(err.contains(&new_id) && err.contains(&twin_id), "{err}");
+    ms[fi].ok(&["node", "update", "--availability", "drain", &twin_id]);
+    let drained = first(ms[li].json(&["node", "inspect", &twin_id, "--format", "json"]));
+    assert_eq!(drained["spec"]["availability"], "drain", "{drained}");
+    let kept = first(ms[li].json(&["node", "inspect", &new_id, "--format", "json"]));
+    assert_eq!(kept["spec"]["availability"], "active", "{kept}");
+
+    // A killed manager is shown down and unreachable within a few of the leader's Raft
+    // heartbeats, well before the dispatcher's 3 s heartbeat grace runs out.
+    let (li, fi) = leader_and_follower(&ms.iter().collect::<Vec<_>>());
+    let victim = (0..3).find(|i| *i != li && *i != fi).expect("third manager");
+    let name = hostname(&ms[victim]).to_string();
+    ms[victim].kill9();
+    let killed_at = Instant::now();
+    let shown = eventually(15, "the killed manager down and unreachable", || {
+        let v = first(ms[fi].json(&["node", "inspect", &name, "--format", "json"]));
+        (v["status"]["state"] == "down" && v["manager_status"]["reachability"] == "unreachable")
+            .then(|| (killed_at.elapsed(), v))
+    });
+    assert!(shown.0 < Duration::from_millis(2500), "shown down after {:?}: {}", shown.0, shown.1);
+    assert!(shown.1["status"]["message"].as_str().is_some_and(|m| m.contains("unreachable")), "{}", shown.1);
+    ms[victim].start("daemon");
+    let mut want: Vec<String> = vec!["m1".into(), "m2".into(), "m3".into(), "w1".into(), "w1".into()];
+    want.sort();
+    for m in &ms {
+        eventually_or(
+            40,
+            || (voters(m) == Some(3) && ready_nodes(m).as_ref() == Some(&want)).then_some(()),
+            || log(m),
+        );
+    }
+
+    // A live manager (a follower), removed through the other follower.
+    let (li, fi) = leader_and_follower(&ms.iter().collect::<Vec<_>>());
+    let victim = (0..3).find(|i| *i != li && *i != fi).expect("third manager");
+    let name = hostname(&ms[victim]).to_string();
+    ms[fi].ok(&["node", "rm", "--force", &name]);
+    for i in [li, fi] {
+        eventually(20, "two members in cluster health", || {
+            let h = ms[i].json(&["cluster", "health", "--format", "json"]);
+            (h.as_array()?.len() == 2).then_some(())
+        });
+    }
+    eventually_or(
+        40,
+        || {
+            let out = ms[victim].cli(&["node", "ls"]);
+            (!out.status.success() && stderr(&out).contains("not in a cluster")).then_some(())
+        },
+        || log(&ms[victim]),
+    );
+    let token = ms[li].ok(&["cluster", "join-token", "manager", "-q"]);
+    ms[victim].ok(&["cluster", "join", "--token", &token, &ms[fi].addr()]);
+    eventually_or(40, || ms.iter().all(|m| voters(m) == Some(3)).then_some(()), || log(&ms[victim]));
+    let nodes: Vec<&Node> = ms.iter().chain([&w]).collect();
+    common::remove_services_and_wait(&ms[li], &["pinned"], &nodes);
+}
