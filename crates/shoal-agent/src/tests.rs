@@ -176,6 +176,7 @@ fn task(id: &str, command: &str) -> Task {
         status: TaskStatus { state: TaskState::Assigned, ..Default::default() },
         restart_history: Vec::new(),
         restore: None,
+        networks: Vec::new(),
     }
 }
 

@@ -76,7 +76,7 @@ pub async fn wait_assignments(
                     let mine = match &ev.object {
                         Object::Task(t) => t.node_id.as_ref() == Some(node),
                         Object::Node(n) => &n.id == node,
-                        Object::Service(_) => false,
+                        Object::Service(_) | Object::Network(_) => false,
                     };
                     if mine {
                         break;

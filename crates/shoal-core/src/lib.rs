@@ -179,6 +179,7 @@ impl<'s> Ctx<'s> {
             },
             restart_history,
             restore: None,
+            networks: Vec::new(),
         });
         id
     }

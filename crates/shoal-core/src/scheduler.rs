@@ -10,12 +10,18 @@
 //!
 //! The scheduler never fails: a task it cannot place gets an explanation that counts, per reason,
 //! how many nodes were ruled out ("insufficient memory on 3 nodes").
+//!
+//! Ports published through the routing mesh (`mode=ingress`) are not host ports: they are
+//! reserved cluster-wide when the service is created, so they never rule out a node. A task that
+//! still needs an address on one of its networks is placed only while the network has one left
+//! for it (counting what this pass placed): otherwise it stays pending with `no free address in
+//! network NAME`, as apply would refuse the placement.
 
 use crate::rng::Rng;
 use shoal_state::ClusterState;
 use shoal_types::{
-    Availability, Constraint, Node, NodeId, NodeState, Protocol, Resources, ServiceId, Shortfall, Strategy,
-    Task, TaskId,
+    Availability, Constraint, NetworkId, Node, NodeId, NodeState, Protocol, Resources, ServiceId, Shortfall,
+    Strategy, Task, TaskId,
 };
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet};
@@ -96,6 +102,8 @@ pub struct Scheduler<'s> {
     state: &'s ClusterState,
     infos: Vec<NodeInfo<'s>>,
     by_id: BTreeMap<&'s NodeId, u32>,
+    /// Free addresses per network, less those this pass's placements will take.
+    addresses: BTreeMap<NetworkId, u64>,
 }
 
 /// The static part of a group's requirements.
@@ -143,7 +151,36 @@ impl<'s> Scheduler<'s> {
             });
             by_id.insert(&node.id, i as u32);
         }
-        Scheduler { state, infos, by_id }
+        Scheduler { state, infos, by_id, addresses: BTreeMap::new() }
+    }
+
+    /// Counts an address on every network `t` still needs one on against what is left this
+    /// pass; when one has none left, nothing is taken and the reason comes back.
+    fn take_addresses(&mut self, t: &Task) -> Result<Vec<NetworkId>, String> {
+        let state = self.state;
+        let need: Vec<NetworkId> =
+            state.addresses_needed(t).into_iter().filter(|id| state.network(id).is_some()).collect();
+        for id in &need {
+            let left = *self.addresses.entry(id.clone()).or_insert_with(|| state.free_addresses(id));
+            if left == 0 {
+                return Err(state.no_free_address(id));
+            }
+        }
+        for id in &need {
+            if let Some(left) = self.addresses.get_mut(id) {
+                *left -= 1;
+            }
+        }
+        Ok(need)
+    }
+
+    /// A task that was not placed after all does not keep its addresses.
+    fn give_back_addresses(&mut self, taken: &[NetworkId]) {
+        for id in taken {
+            if let Some(left) = self.addresses.get_mut(id) {
+                *left += 1;
+            }
+        }
     }
 
     fn service_count(&self, i: usize, svc: &ServiceId) -> u64 {
@@ -250,12 +287,17 @@ impl<'s> Scheduler<'s> {
             return Decision { task_id, outcome: Err(format!("node {node_id} no longer exists")) };
         };
         let i = i as usize;
+        let taken = match self.take_addresses(t) {
+            Ok(taken) => taken,
+            Err(why) => return Decision { task_id, outcome: Err(why) },
+        };
         match self.static_check(i, &g).and_then(|()| self.dynamic_check(i, &g)) {
             Ok(()) => {
                 self.commit(i, &g);
                 Decision { task_id, outcome: Ok(node_id.clone()) }
             }
             Err(r) => {
+                self.give_back_addresses(&taken);
                 let mut e = Explanation::default();
                 e.add(r);
                 Decision { task_id, outcome: Err(e.render(1)) }
@@ -288,6 +330,13 @@ impl<'s> Scheduler<'s> {
             pools[tree.branches[leaf].pool].insert(key);
         }
         for t in tasks {
+            let taken = match self.take_addresses(t) {
+                Ok(taken) => taken,
+                Err(why) => {
+                    out.push(Decision { task_id: t.id.clone(), outcome: Err(why) });
+                    continue;
+                }
+            };
             let placed = loop {
                 let Some(leaf) = tree.choose() else { break None };
                 let pool = tree.branches[leaf].pool;
@@ -310,6 +359,9 @@ impl<'s> Scheduler<'s> {
                     Err(r) => why.add(r),
                 }
             };
+            if placed.is_none() {
+                self.give_back_addresses(&taken);
+            }
             let outcome = placed.ok_or_else(|| why.render(self.infos.len()));
             out.push(Decision { task_id: t.id.clone(), outcome });
         }

@@ -23,6 +23,7 @@ pub(crate) fn task_fixture() -> Task {
         status: TaskStatus::default(),
         restart_history: vec![],
         restore: None,
+        networks: Vec::new(),
     }
 }
 
@@ -567,4 +568,69 @@ fn migration_targets_are_capable_suitable_and_explained() {
     );
     let old = w.state.task(&task.id).expect("old task kept in history");
     assert_eq!(old.desired_state, TaskState::Shutdown);
+}
+
+#[test]
+fn ingress_ports_never_rule_out_a_node_host_ports_do() {
+    use shoal_types::{PortConfig, PublishMode};
+    let mut w = World::new(2);
+    let mut host = spec("host", 3);
+    host.endpoint.ports = vec![PortConfig { published: 80, target: 80, ..Default::default() }];
+    let host = w.service(host);
+    let mut mesh = spec("mesh", 4);
+    mesh.endpoint.ports =
+        vec![PortConfig { published: 8080, target: 8080, mode: PublishMode::Ingress, ..Default::default() }];
+    let mesh = w.service(mesh);
+    w.converge(3);
+    assert_eq!(w.running(&mesh).len(), 4, "ingress ports do not bind the node's port");
+    assert_eq!(w.running(&host).len(), 2, "one host port per node");
+    let pending = w.state.tasks_of_service(&host).find(|t| t.status.state == TaskState::Pending);
+    assert!(pending.is_some_and(|t| t.status.err.contains("host port 80/tcp in use on 2 nodes")));
+    // Every task of the mesh service has its address on the ingress network.
+    let ingress = w.state.ingress_network().expect("ingress").id.clone();
+    assert!(w.running(&mesh).iter().all(|t| t.networks.len() == 1
+        && t.networks[0].network_id == ingress
+        && t.networks[0].addrs.len() == 1));
+}
+
+#[test]
+fn a_full_network_is_explained_and_not_placed() {
+    use shoal_types::{Network, NetworkAttachmentConfig, NetworkId, NetworkSpec};
+    let mut w = World::new(1);
+    let spec_net =
+        NetworkSpec { name: "small".into(), subnet: Some("10.9.0.0/29".into()), ..Default::default() };
+    w.cmd(Command::CreateNetwork { network: Box::new(Network::new(NetworkId::new("small"), spec_net)) });
+    let mut s = spec("web", 5);
+    s.networks = vec![NetworkAttachmentConfig { target: "small".into(), aliases: vec![] }];
+    let svc = w.service(s);
+    // /29: 6 addresses, less the gateway, the node's own and the VIP: room for 3 tasks.
+    let t = w.step();
+    assert_eq!(t.unplaced, 2);
+    assert!(t
+        .plan
+        .create_tasks
+        .iter()
+        .filter(|t| t.node_id.is_none())
+        .all(|t| t.status.err == "no free address in network small"));
+    w.agents();
+    w.converge(2);
+    assert_eq!(w.running(&svc).len(), 3);
+    let pending: Vec<&Task> =
+        w.state.tasks_of_service(&svc).filter(|t| t.status.state == TaskState::Pending).collect();
+    assert_eq!(pending.len(), 2);
+    assert!(pending
+        .iter()
+        .all(|t| t.status.err == "no free address in network small" && t.networks[0].addrs.is_empty()));
+    let mut addrs: Vec<&str> = w.running(&svc).iter().map(|t| t.networks[0].addrs[0].as_str()).collect();
+    addrs.sort();
+    assert_eq!(addrs, ["10.9.0.4/29", "10.9.0.5/29", "10.9.0.6/29"]);
+    // Nothing changes while it stays full: no plan is proposed again and again.
+    assert!(w.step().plan.is_empty());
+    // Scale down to 2: the pending ones go first and an address is left over; back to 3 fits.
+    let mut s = w.state.service(&svc).expect("svc").spec.clone();
+    s.mode = ServiceMode::Replicated { replicas: 2 };
+    w.cmd(Command::UpdateService { id: svc.clone(), expected_version: None, spec: Box::new(s.clone()) });
+    w.converge(4);
+    assert_eq!(w.running(&svc).len(), 2);
+    assert_eq!(w.state.check_indexes(), Ok(()));
 }

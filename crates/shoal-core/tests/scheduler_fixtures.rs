@@ -135,6 +135,7 @@ fn run_fixture(path: &Path) {
                         status: TaskStatus { state: TaskState::Running, ..Default::default() },
                         restart_history: vec![],
                         restore: None,
+                        networks: Vec::new(),
                     };
                     if let Some(m) = f.get("mem") {
                         t.spec.resources.reservations.memory_bytes = size(m);

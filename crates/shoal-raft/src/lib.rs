@@ -140,8 +140,10 @@ impl From<&StateError> for CommandError {
             | StateError::AlreadyExists { .. }
             | StateError::NameConflict(_)
             | StateError::Migration(_)
-            | StateError::NodeRemoved(_) => ErrorKind::Conflict,
+            | StateError::NodeRemoved(_)
+            | StateError::Conflict(_) => ErrorKind::Conflict,
             StateError::Invalid(_)
+            | StateError::InvalidNetwork(_)
             | StateError::ModeChange { .. }
             | StateError::NoPreviousSpec(_)
             | StateError::NotReplicated(_) => ErrorKind::Invalid,

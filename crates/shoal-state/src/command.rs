@@ -2,8 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 use shoal_types::{
-    Node, NodeId, NodeSpec, NodeState, Service, ServiceId, ServiceSpec, Task, TaskId, TaskState, TaskStatus,
-    UpdateStatus,
+    Network, NetworkId, Node, NodeId, NodeSpec, NodeState, Service, ServiceId, ServiceSpec, Task, TaskId,
+    TaskState, TaskStatus, UpdateStatus,
 };
 
 use crate::{ClusterConfig, ClusterObject};
@@ -78,6 +78,15 @@ pub enum Command {
     ReportTaskStatus {
         node_id: NodeId,
         reports: Vec<TaskStatusReport>,
+    },
+    /// A new network: `apply` validates the spec and allocates its VNI, subnet and the nodes'
+    /// addresses on it.
+    CreateNetwork {
+        network: Box<Network>,
+    },
+    /// Removes a network no service uses (its VNI, subnet and addresses are released).
+    RemoveNetwork {
+        id: NetworkId,
     },
 }
 

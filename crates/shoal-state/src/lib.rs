@@ -4,11 +4,13 @@
 //! simulator can replay it. No I/O, no clock reads: `at` (the proposal time) is an argument.
 
 mod command;
+mod network;
 mod usage;
 
 pub use command::{
     Assignment, Command, DesiredChange, Plan, PlanItem, ServiceStatusChange, StatusChange, TaskStatusReport,
 };
+pub use network::{IpamSnapshot, NodeAddress};
 pub use usage::NodeUsage;
 
 use serde::{Deserialize, Serialize};
@@ -78,6 +80,12 @@ pub enum StateError {
     NotReplicated(String),
     #[error("cannot migrate: {0}")]
     Migration(String),
+    #[error("invalid network spec: {0}")]
+    InvalidNetwork(ValidationError),
+    /// Refused because of what exists: a network in use, overlapping subnets, a published port
+    /// taken. The message says which.
+    #[error("{0}")]
+    Conflict(String),
     #[error("node {0} was removed from the cluster: it must leave and join again")]
     NodeRemoved(String),
 }
@@ -97,6 +105,7 @@ pub enum Object {
     Node(Box<Node>),
     Service(Box<Service>),
     Task(Box<Task>),
+    Network(Box<shoal_types::Network>),
 }
 
 impl Object {
@@ -105,6 +114,7 @@ impl Object {
             Object::Node(_) => "node",
             Object::Service(_) => "service",
             Object::Task(_) => "task",
+            Object::Network(_) => "network",
         }
     }
     pub fn id(&self) -> &str {
@@ -112,6 +122,7 @@ impl Object {
             Object::Node(n) => n.id.as_str(),
             Object::Service(s) => s.id.as_str(),
             Object::Task(t) => t.id.as_str(),
+            Object::Network(n) => n.id.as_str(),
         }
     }
 }
@@ -146,6 +157,11 @@ pub struct Snapshot {
     pub nodes: Vec<Node>,
     pub services: Vec<Service>,
     pub tasks: Vec<Task>,
+    /// Networks with what they were allocated, and the allocators' state (phase 1 networking).
+    #[serde(default)]
+    pub networks: Vec<shoal_types::Network>,
+    #[serde(default)]
+    pub ipam: IpamSnapshot,
     /// Nodes removed with `node rm`: their certificates stay valid until they expire, so the
     /// dispatcher refuses them by id (a node that leaves and joins again gets a new id).
     #[serde(default)]
@@ -167,6 +183,8 @@ pub struct ClusterState {
     tasks_by_node: BTreeMap<NodeId, BTreeSet<TaskId>>,
     usage: BTreeMap<NodeId, NodeUsage>,
     needs_placement: BTreeSet<TaskId>,
+    /// Networks, their address pools and the nodes' addresses on them (see `network.rs`).
+    net: network::NetState,
 }
 
 static EMPTY_USAGE: std::sync::LazyLock<NodeUsage> = std::sync::LazyLock::new(NodeUsage::default);
@@ -237,6 +255,7 @@ impl ClusterState {
     // ---- snapshot ----------------------------------------------------------------------------
 
     pub fn snapshot(&self) -> Snapshot {
+        let (networks, ipam) = self.net.snapshot();
         Snapshot {
             index: self.index,
             config: self.config.clone(),
@@ -244,6 +263,8 @@ impl ClusterState {
             nodes: self.nodes.values().cloned().collect(),
             services: self.services.values().cloned().collect(),
             tasks: self.tasks.values().cloned().collect(),
+            networks,
+            ipam,
             removed_nodes: self.removed_nodes.iter().cloned().collect(),
         }
     }
@@ -266,6 +287,7 @@ impl ClusterState {
         for t in snap.tasks {
             s.put_task(t);
         }
+        s.restore_networks(snap.networks, snap.ipam);
         s
     }
 
@@ -276,7 +298,11 @@ impl ClusterState {
         let index = self.index + 1;
         let mut out = Applied { index, ..Default::default() };
         match cmd {
-            Command::RegisterNode { node } => self.register_node(index, at, *node, &mut out)?,
+            Command::RegisterNode { node } => {
+                let id = node.id.clone();
+                self.register_node(index, at, *node, &mut out)?;
+                self.node_joined_networks(&id);
+            }
             Command::UpdateNodeSpec { id, expected_version, spec } => {
                 let n = self.nodes.get_mut(&id).ok_or_else(|| not_found("node", id.as_str()))?;
                 check_version("node", id.as_str(), expected_version, n.version)?;
@@ -299,6 +325,7 @@ impl ClusterState {
                 if let Some(n) = self.nodes.remove(&id) {
                     out.events.push(event(index, at, Action::Remove, Object::Node(Box::new(n))));
                 }
+                self.node_left_networks(&id);
                 self.removed_nodes.insert(id);
             }
             Command::CreateService { service } => self.create_service(index, at, *service, &mut out)?,
@@ -329,6 +356,9 @@ impl ClusterState {
                 let mut c = *cluster;
                 c.created_at = at;
                 self.cluster = Some(c);
+                // The routing-mesh network exists from the start (best effort: a service that
+                // publishes an ingress port creates it later if this could not).
+                let _ = self.ensure_ingress(index, at, &mut out);
             }
             Command::SetJoinToken { role, token } => {
                 let c = self.cluster.as_mut().ok_or_else(|| not_found("cluster", "(not initialized)"))?;
@@ -346,6 +376,8 @@ impl ClusterState {
                     self.report_status(index, at, &node_id, r, &mut out)
                 }
             }
+            Command::CreateNetwork { network } => self.create_network(index, at, *network, &mut out)?,
+            Command::RemoveNetwork { id } => self.remove_network(index, at, &id, &mut out)?,
         }
         self.index = index;
         Ok(out)
@@ -393,6 +425,9 @@ impl ClusterState {
         if self.service_by_name.contains_key(&svc.spec.name) {
             return Err(StateError::NameConflict(svc.spec.name));
         }
+        self.resolve_service_networks(&mut svc.spec)?;
+        svc.endpoint = Default::default();
+        self.attach_service(index, at, &svc.id, &svc.spec, &mut svc.endpoint, out)?;
         svc.created_at = at;
         svc.spec_version = 1;
         svc.previous_spec = None;
@@ -416,6 +451,8 @@ impl ClusterState {
         out: &mut Applied,
     ) -> Result<(), StateError> {
         spec.validate_structure()?;
+        let mut spec = spec;
+        self.resolve_service_networks(&mut spec)?;
         let svc = self.services.get(id).ok_or_else(|| not_found("service", id.as_str()))?;
         check_version("service", id.as_str(), expected_version, svc.version)?;
         if svc.spec.mode.is_global() != spec.mode.is_global() || svc.spec.mode.is_job() != spec.mode.is_job()
@@ -426,8 +463,10 @@ impl ClusterState {
             return Err(StateError::NameConflict(spec.name));
         }
         let mut svc = svc.clone();
-        let template_changed =
-            svc.spec.task_template != spec.task_template || svc.spec.endpoint != spec.endpoint;
+        self.attach_service(index, at, id, &spec, &mut svc.endpoint, out)?;
+        let template_changed = svc.spec.task_template != spec.task_template
+            || svc.spec.endpoint != spec.endpoint
+            || svc.spec.networks != spec.networks;
         let job_rerun = svc.spec.mode.is_job() && svc.spec.mode != spec.mode;
         if spec.name != svc.spec.name {
             self.service_by_name.remove(&svc.spec.name);
@@ -468,6 +507,7 @@ impl ClusterState {
     ) -> Result<(), StateError> {
         let svc = self.services.remove(id).ok_or_else(|| not_found("service", id.as_str()))?;
         self.service_by_name.remove(&svc.spec.name);
+        self.detach_service(&svc);
         out.events.push(event(index, at, Action::Remove, Object::Service(Box::new(svc))));
         // Every task is told to stop and be removed; the reaper deletes them once stopped.
         let ids: Vec<TaskId> = self.tasks_by_service.get(id).into_iter().flatten().cloned().collect();
@@ -495,6 +535,7 @@ impl ClusterState {
                 out.skipped.push((PlanItem::Create(t.id.clone()), "service no longer exists".into()));
                 continue;
             }
+            self.attach_new_task(&mut t);
             t.created_at = at;
             t.status.timestamp = at;
             touch(&mut t.version, &mut t.updated_at, index, at);
@@ -513,6 +554,11 @@ impl ClusterState {
                 continue;
             }
             let mut t = t.clone();
+            if let Err(why) = self.allocate_task_addresses(&mut t) {
+                out.skipped.push((item, why.clone()));
+                self.refuse_placement(index, at, t, why, out);
+                continue;
+            }
             t.node_id = Some(a.node_id);
             t.status.state = TaskState::Assigned;
             t.status.timestamp = at;
@@ -706,6 +752,7 @@ impl ClusterState {
             return Err(StateError::Migration(format!("node {} is not ready", node.description.hostname)));
         }
         let mut old = old.clone();
+        self.attach_task_networks(&mut new).map_err(StateError::Migration)?;
         old.desired_state = TaskState::Shutdown;
         self.commit_task(index, at, old, out);
         new.desired_state = TaskState::Running;
@@ -740,11 +787,13 @@ impl ClusterState {
                 self.usage.entry(n.clone()).or_default().add(&t);
             }
         }
+        self.hold_task_addresses(&t);
         self.tasks.insert(id, t);
     }
 
     fn drop_task(&mut self, id: &TaskId) -> Option<Task> {
         let t = self.tasks.remove(id)?;
+        self.release_task_addresses(&t);
         self.needs_placement.remove(id);
         if let Some(set) = self.tasks_by_service.get_mut(&t.service_id) {
             set.remove(id);
@@ -785,6 +834,9 @@ impl ClusterState {
         }
         if rebuilt.service_by_name != self.service_by_name {
             return Err("service name index out of step".into());
+        }
+        if rebuilt.net != self.net {
+            return Err("network address index out of step".into());
         }
         Ok(())
     }

@@ -33,6 +33,7 @@ fn task(id: &str, svc: &str) -> Task {
         status: TaskStatus { state: TaskState::Pending, ..Default::default() },
         restart_history: vec![],
         restore: None,
+        networks: Vec::new(),
     }
 }
 

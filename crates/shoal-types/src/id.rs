@@ -50,6 +50,10 @@ id_type!(
     /// Identifies a task (one scheduled instance of a service).
     TaskId
 );
+id_type!(
+    /// Identifies a network.
+    NetworkId
+);
 
 /// Length of generated IDs (lowercase base-36, like SwarmKit's 25-character IDs).
 pub const ID_LEN: usize = 25;

@@ -4,6 +4,7 @@
 
 pub mod constraint;
 pub mod id;
+pub mod network;
 pub mod node;
 pub mod resources;
 pub mod service;
@@ -12,17 +13,21 @@ pub mod time;
 pub mod validate;
 
 pub use constraint::{Constraint, ConstraintError, ConstraintKey, Operator};
-pub use id::{NodeId, ServiceId, TaskId};
+pub use id::{NetworkId, NodeId, ServiceId, TaskId};
+pub use network::{
+    Ipv4Net, Network, NetworkAttachmentConfig, NetworkDriver, NetworkSpec, NetworkStatus, ServiceEndpoint,
+    TaskNetwork, VirtualIp,
+};
 pub use node::{
     Availability, DriverInfo, ManagerStatus, Node, NodeDescription, NodeRole, NodeSpec, NodeState,
     NodeStatus, Platform, Reachability,
 };
 pub use resources::{Resources, Shortfall, NANO_CPUS_PER_CPU};
 pub use service::{
-    EndpointSpec, FailureAction, HealthCheck, Mount, MountType, OnDrain, Placement, PlacementPreference,
-    PortConfig, Protocol, PublishMode, RebalanceMode, ResourceRequirements, RestartCondition, RestartPolicy,
-    Service, ServiceMode, ServiceSpec, Strategy, TaskTemplate, UpdateConfig, UpdateOrder, UpdateState,
-    UpdateStatus, DEFAULT_STOP_GRACE_PERIOD,
+    EndpointMode, EndpointSpec, FailureAction, HealthCheck, Mount, MountType, OnDrain, Placement,
+    PlacementPreference, PortConfig, Protocol, PublishMode, RebalanceMode, ResourceRequirements,
+    RestartCondition, RestartPolicy, Service, ServiceMode, ServiceSpec, Strategy, TaskTemplate, UpdateConfig,
+    UpdateOrder, UpdateState, UpdateStatus, DEFAULT_STOP_GRACE_PERIOD,
 };
 pub use task::{Health, RestoreSpec, Task, TaskState, TaskStatus, ALL_TASK_STATES};
 pub use time::Timestamp;

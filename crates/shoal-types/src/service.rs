@@ -7,6 +7,7 @@
 //! them, possibly from a newer version.
 
 use crate::id::ServiceId;
+use crate::network::{NetworkAttachmentConfig, ServiceEndpoint};
 use crate::resources::Resources;
 use crate::time::{duration, Timestamp};
 use serde::{Deserialize, Serialize};
@@ -31,6 +32,9 @@ pub struct Service {
     /// one at a time until the spread is even, then clears it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rebalance_requested_at: Option<Timestamp>,
+    /// The service's virtual IPs on its networks (allocated by the managers).
+    #[serde(default, skip_serializing_if = "ServiceEndpoint::is_empty")]
+    pub endpoint: ServiceEndpoint,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -49,6 +53,9 @@ pub struct ServiceSpec {
     /// What happens to the service's tasks when their node drains: `restart` (default) elsewhere
     /// from scratch, or `migrate` with their state (checkpoint/restore, where the node can).
     pub on_drain: OnDrain,
+    /// Overlay networks the tasks join (name or id; stored as the id). Empty: the node's own
+    /// network, as before networks existed.
+    pub networks: Vec<NetworkAttachmentConfig>,
 }
 
 /// See [`ServiceSpec::on_drain`].
@@ -351,9 +358,14 @@ pub enum Protocol {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PublishMode {
-    /// Bound on the node that runs the task; two such tasks cannot share a node.
+    /// Bound on the node that runs the task; two such tasks cannot share a node. The default
+    /// when a spec does not say (as before ingress existed).
     #[default]
     Host,
+    /// The routing mesh: published on every node and reserved cluster-wide (one service per
+    /// port and protocol); the service joins the `ingress` network. Phase 1 allocates and
+    /// reserves it; nothing forwards it yet.
+    Ingress,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -366,16 +378,40 @@ pub struct PortConfig {
     pub mode: PublishMode,
 }
 
+/// How a service is reached on its networks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndpointMode {
+    /// One virtual IP per network, load-balanced over the tasks.
+    #[default]
+    Vip,
+    /// DNS round robin over the task addresses; no virtual IP.
+    Dnsrr,
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct EndpointSpec {
+    pub mode: EndpointMode,
     pub ports: Vec<PortConfig>,
 }
 
 impl EndpointSpec {
-    /// Host ports this endpoint binds on its node.
+    /// Host ports this endpoint binds on its node (host mode only: ingress ports are the
+    /// routing mesh's, reserved cluster-wide, and never restrict where a task goes).
     pub fn host_ports(&self) -> impl Iterator<Item = (Protocol, u16)> + '_ {
-        self.ports.iter().filter(|p| p.published != 0).map(|p| (p.protocol, p.published))
+        self.ports
+            .iter()
+            .filter(|p| p.published != 0 && p.mode == PublishMode::Host)
+            .map(|p| (p.protocol, p.published))
+    }
+
+    /// Ports published through the routing mesh.
+    pub fn ingress_ports(&self) -> impl Iterator<Item = (Protocol, u16)> + '_ {
+        self.ports
+            .iter()
+            .filter(|p| p.published != 0 && p.mode == PublishMode::Ingress)
+            .map(|p| (p.protocol, p.published))
     }
 }
 
@@ -426,6 +462,7 @@ impl Service {
             previous_spec: None,
             update_status: None,
             rebalance_requested_at: None,
+            endpoint: ServiceEndpoint::default(),
         }
     }
 

@@ -1,6 +1,7 @@
 //! Tasks: one scheduled instance of a service, and the one place the task state machine lives.
 
 use crate::id::{NodeId, ServiceId, TaskId};
+use crate::network::TaskNetwork;
 use crate::service::{EndpointSpec, TaskTemplate};
 use crate::time::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -150,6 +151,10 @@ pub struct Task {
     /// restores it instead of starting it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restore: Option<RestoreSpec>,
+    /// The task's addresses on the networks of its service (allocated by the managers when the
+    /// task is created; released when it is removed from the state).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub networks: Vec<TaskNetwork>,
 }
 
 /// Where a migrated task's checkpoint is and how to check it.
@@ -189,6 +194,11 @@ impl Task {
     pub fn is_up(&self) -> bool {
         self.status.state == TaskState::Running
             && !matches!(self.status.health, Some(Health::Starting) | Some(Health::Unhealthy))
+    }
+
+    /// Networks on which the task has no address yet.
+    pub fn networks_without_address(&self) -> impl Iterator<Item = &crate::id::NetworkId> + '_ {
+        self.networks.iter().filter(|n| n.addrs.is_empty()).map(|n| &n.network_id)
     }
 
     /// Waiting for the scheduler.

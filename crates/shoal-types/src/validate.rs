@@ -7,9 +7,10 @@
 //! being accepted and then ignored or failing task after task.
 
 use crate::constraint::Constraint;
+use crate::network::{self, Ipv4Net, NetworkAttachmentConfig, NetworkSpec};
 use crate::service::{
-    EndpointSpec, MountType, Placement, ResourceRequirements, ServiceMode, ServiceSpec, TaskTemplate,
-    UpdateConfig,
+    EndpointMode, EndpointSpec, MountType, Placement, PublishMode, ResourceRequirements, ServiceMode,
+    ServiceSpec, TaskTemplate, UpdateConfig,
 };
 use std::collections::BTreeSet;
 use std::fmt;
@@ -113,6 +114,7 @@ impl ServiceSpec {
         validate_update_config("update_config", &self.update_config, &mut e);
         validate_update_config("rollback_config", &self.rollback_config, &mut e);
         validate_endpoint(&self.endpoint, &mut e);
+        validate_attachments(&self.networks, &mut e);
         if drivers {
             validate_port_mapping(&self.task_template, &self.endpoint, &mut e);
         }
@@ -363,12 +365,87 @@ fn validate_endpoint(ep: &EndpointSpec, e: &mut Errors) {
         if p.target == 0 {
             e.push(format!("endpoint.ports[{i}].target"), "must be between 1 and 65535");
         }
+        if p.mode == PublishMode::Ingress && p.published == 0 {
+            e.push(format!("endpoint.ports[{i}].published"), "the ingress mode needs a published port");
+        }
+        if p.mode == PublishMode::Ingress && ep.mode == EndpointMode::Dnsrr {
+            e.push(
+                format!("endpoint.ports[{i}].mode"),
+                "ingress ports need a virtual IP: use mode=host with --endpoint-mode dnsrr",
+            );
+        }
         if p.published != 0 && !published.insert((p.protocol, p.published)) {
             e.push(
                 format!("endpoint.ports[{i}].published"),
                 format!("duplicate published port {}/{:?}", p.published, p.protocol).to_lowercase(),
             );
         }
+    }
+}
+
+fn validate_attachments(nets: &[NetworkAttachmentConfig], e: &mut Errors) {
+    let mut seen = BTreeSet::new();
+    for (i, n) in nets.iter().enumerate() {
+        let f = format!("networks[{i}]");
+        if n.target.trim().is_empty() {
+            e.push(format!("{f}.target"), "a network name or id is required");
+        } else if !seen.insert(n.target.as_str()) {
+            e.push(format!("{f}.target"), format!("network {:?} is listed twice", n.target));
+        }
+        for a in &n.aliases {
+            if let Err(m) = validate_name(a) {
+                e.push(format!("{f}.aliases"), m.replacen("name", "alias", 1));
+            }
+        }
+    }
+}
+
+impl NetworkSpec {
+    /// Every rule of a network's spec: name, IPv4 subnet with a prefix from /8 to /29 and no
+    /// host bits, a gateway inside it, MTU, labels. Overlaps and names already taken are the
+    /// state's to judge.
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        let mut e = Errors::default();
+        if let Err(m) = validate_name(&self.name) {
+            e.push("name", m);
+        }
+        let subnet = self.subnet.as_deref().map(|s| {
+            Ipv4Net::parse(s).and_then(|n| {
+                if (network::MIN_PREFIX..=network::MAX_PREFIX).contains(&n.prefix()) {
+                    Ok(n)
+                } else {
+                    Err(format!(
+                        "{s:?}: the prefix must be from /{} to /{}",
+                        network::MIN_PREFIX,
+                        network::MAX_PREFIX
+                    ))
+                }
+            })
+        });
+        if let Some(Err(m)) = &subnet {
+            e.push("subnet", m.clone());
+        }
+        if let Some(g) = &self.gateway {
+            match (network::parse_ipv4(g), &subnet) {
+                (Err(m), _) => e.push("gateway", m),
+                (Ok(_), None) => e.push("gateway", "a gateway needs a subnet"),
+                (Ok(a), Some(Ok(n))) if !n.is_host(a) => {
+                    e.push("gateway", format!("{g} is not a host address of {n}"))
+                }
+                _ => {}
+            }
+        }
+        if let Some(mtu) = self.mtu {
+            if mtu < network::MIN_MTU {
+                e.push("mtu", format!("{mtu} is below the minimum of {}", network::MIN_MTU));
+            }
+        }
+        for k in self.labels.keys() {
+            if k.trim().is_empty() {
+                e.push("labels", "label keys must not be empty");
+            }
+        }
+        e.finish()
     }
 }
 
@@ -670,6 +747,90 @@ mod tests {
         let e = s.validate().expect_err("invalid");
         assert_eq!(e.0.len(), 2);
         assert!(e.to_string().contains("; "));
+    }
+
+    #[test]
+    fn network_specs_table() {
+        let ok = NetworkSpec { name: "net1".into(), ..Default::default() };
+        assert_eq!(ok.validate(), Ok(()));
+        type Edit = fn(&mut NetworkSpec);
+        let cases: Vec<(Edit, &str)> = vec![
+            (|n| n.name = "-x".into(), "name: invalid name"),
+            (|n| n.subnet = Some("10.0.1.0".into()), "subnet: \"10.0.1.0\" is not an IPv4 CIDR"),
+            (|n| n.subnet = Some("10.0.1.7/24".into()), "subnet: \"10.0.1.7/24\" has host bits set"),
+            (
+                |n| n.subnet = Some("10.0.0.0/30".into()),
+                "subnet: \"10.0.0.0/30\": the prefix must be from /8 to /29",
+            ),
+            (|n| n.subnet = Some("10.0.0.0/7".into()), "subnet: \"10.0.0.0/7\": the prefix must be from /8"),
+            (|n| n.subnet = Some("fd00::/64".into()), "subnet: \"fd00::/64\" is not an IPv4 CIDR"),
+            (|n| n.gateway = Some("10.0.1.1".into()), "gateway: a gateway needs a subnet"),
+            (
+                |n| {
+                    n.subnet = Some("10.0.1.0/24".into());
+                    n.gateway = Some("10.0.2.1".into());
+                },
+                "gateway: 10.0.2.1 is not a host address of 10.0.1.0/24",
+            ),
+            (
+                |n| {
+                    n.subnet = Some("10.0.1.0/24".into());
+                    n.gateway = Some("10.0.1.255".into());
+                },
+                "gateway: 10.0.1.255 is not a host address",
+            ),
+            (|n| n.mtu = Some(60), "mtu: 60 is below the minimum of 68"),
+        ];
+        for (edit, want) in cases {
+            let mut n = ok.clone();
+            edit(&mut n);
+            let got = n.validate().map_err(|e| e.to_string());
+            assert!(got.as_ref().is_err_and(|e| e.starts_with(want)), "got {got:?}, want {want:?}");
+        }
+        let mut n = ok;
+        n.subnet = Some("10.0.0.0/8".into());
+        n.gateway = Some("10.0.0.1".into());
+        n.mtu = Some(1400);
+        assert_eq!(n.validate(), Ok(()));
+    }
+
+    #[test]
+    fn network_attachments_and_ingress_ports() {
+        let mut s = valid();
+        s.networks = vec![
+            NetworkAttachmentConfig { target: "net1".into(), aliases: vec!["db".into()] },
+            NetworkAttachmentConfig { target: "net1".into(), aliases: vec![] },
+            NetworkAttachmentConfig { target: " ".into(), aliases: vec!["-bad".into()] },
+        ];
+        assert_eq!(
+            errors(&s),
+            [
+                "networks[1].target: network \"net1\" is listed twice",
+                "networks[2].target: a network name or id is required",
+                "networks[2].aliases: invalid alias \"-bad\": use letters, digits, '-' and '_', starting and ending with a letter or digit",
+            ]
+        );
+        let mut s = valid();
+        s.endpoint.ports =
+            vec![PortConfig { published: 0, target: 80, mode: PublishMode::Ingress, ..Default::default() }];
+        assert_eq!(errors(&s), ["endpoint.ports[0].published: the ingress mode needs a published port"]);
+        s.endpoint.ports[0].published = 80;
+        assert_eq!(s.validate(), Ok(()));
+        s.endpoint.mode = EndpointMode::Dnsrr;
+        assert_eq!(
+            errors(&s),
+            ["endpoint.ports[0].mode: ingress ports need a virtual IP: use mode=host with --endpoint-mode dnsrr"]
+        );
+        // Ingress ports on host-network drivers: still the same port on both sides in phase 1.
+        let mut s = valid();
+        s.endpoint.ports = vec![PortConfig {
+            published: 8080,
+            target: 80,
+            mode: PublishMode::Ingress,
+            ..Default::default()
+        }];
+        assert!(first_error(&s)
+            .starts_with("endpoint.ports[0].published: tasks without an image run on the process driver"));
     }
 
     #[test]

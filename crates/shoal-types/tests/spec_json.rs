@@ -158,3 +158,58 @@ fn system_owned_objects_stay_tolerant() {
     let t: Task = serde_json::from_value(task).expect("tolerant task");
     assert_eq!(t.spec.stop_grace_period, Duration::from_secs(10));
 }
+
+#[test]
+fn network_specs_refuse_unknown_fields() {
+    let e =
+        serde_json::from_value::<shoal_types::NetworkSpec>(json!({"name": "n", "subnett": "10.0.0.0/24"}))
+            .expect_err("typo");
+    assert!(e.to_string().contains("unknown field `subnett`"), "{e}");
+    let e = serde_json::from_value::<shoal_types::NetworkSpec>(json!({"name": "n", "driver": "bridge"}))
+        .expect_err("driver");
+    assert!(e.to_string().contains("unknown variant `bridge`, expected `overlay`"), "{e}");
+    let n: shoal_types::NetworkSpec =
+        serde_json::from_value(json!({"name": "n", "driver": "overlay", "mtu": 1400})).expect("spec");
+    assert_eq!(n.mtu, Some(1400));
+    // In a service: the attachments and the endpoint mode.
+    let mut v = minimal();
+    v["networks"] = json!([{"target": "n", "alias": ["x"]}]);
+    assert!(spec_error(v).contains("unknown field `alias`"));
+    let mut v = minimal();
+    v["endpoint"] = json!({"mode": "dnsr"});
+    assert!(spec_error(v).contains("unknown variant `dnsr`"));
+    let mut v = minimal();
+    v["endpoint"] = json!({"mode": "dnsrr", "ports": [{"published": 80, "target": 80, "mode": "ingress"}]});
+    let s: ServiceSpec = serde_json::from_value(v).expect("ingress port");
+    assert_eq!(s.endpoint.mode, shoal_types::EndpointMode::Dnsrr);
+    assert_eq!(s.endpoint.ports[0].mode, shoal_types::PublishMode::Ingress);
+}
+
+#[test]
+fn objects_from_before_networks_read_back() {
+    // A service, a task and a port as an older version wrote them: no networks, no endpoint mode,
+    // no VIPs, no task addresses. They read back with today's defaults (host ports, vip mode).
+    let svc = json!({
+        "id": "s1", "version": 2, "created_at": "1970-01-01T00:00:00Z", "updated_at": "1970-01-01T00:00:00Z",
+        "spec": {"name": "web", "task_template": {"command": ["x"]},
+                 "endpoint": {"ports": [{"published": 80, "target": 80, "protocol": "tcp", "mode": "host"}]}},
+        "spec_version": 1
+    });
+    let s: Service = serde_json::from_value(svc).expect("old service");
+    assert!(s.spec.networks.is_empty() && s.endpoint.vips.is_empty());
+    assert_eq!(s.spec.endpoint.mode, shoal_types::EndpointMode::Vip);
+    assert_eq!(s.spec.endpoint.host_ports().collect::<Vec<_>>(), vec![(shoal_types::Protocol::Tcp, 80)]);
+    let port: shoal_types::PortConfig =
+        serde_json::from_value(json!({"published": 81, "target": 81})).expect("port");
+    assert_eq!(port.mode, shoal_types::PublishMode::Host);
+    // And what is written without networks stays as it was (no new keys).
+    let text = serde_json::to_string(&s).expect("json");
+    assert!(!text.contains("vips") && !text.contains("\"networks\":[{"), "{text}");
+    let mut with = s.clone();
+    with.endpoint.vips = vec![shoal_types::VirtualIp {
+        network_id: shoal_types::NetworkId::new("n1"),
+        addr: "10.0.1.2/24".into(),
+    }];
+    let back: Service = serde_json::from_str(&serde_json::to_string(&with).expect("json")).expect("back");
+    assert_eq!(back, with);
+}

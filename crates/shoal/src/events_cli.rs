@@ -1,4 +1,4 @@
-//! `shoal events [--since T] [--until T] [--filter type=service|node|task] [--format json]`: object
+//! `shoal events [--since T] [--until T] [--filter type=service|node|task|network] [--format json]`: object
 //! changes from the state store as they happen (or since a time), like `docker events`.
 
 use anyhow::{bail, Context, Result};
@@ -14,7 +14,7 @@ pub struct EventsArgs {
     /// Stop at a time (a duration ago, or RFC 3339; a future time waits for it).
     #[arg(long)]
     pub until: Option<String>,
-    /// `type=service`, `type=node` or `type=task`; repeatable.
+    /// `type=service`, `type=node`, `type=task` or `type=network`; repeatable.
     #[arg(long = "filter", short = 'f')]
     pub filters: Vec<String>,
     #[arg(long, value_enum, default_value_t = EventFormat::Text)]
@@ -59,6 +59,11 @@ fn describe(e: &Event) -> String {
                 t.desired_state
             ),
         ),
+        Object::Network(n) => (
+            "network",
+            n.id.as_str(),
+            format!("name={}, subnet={}, vni={}", n.spec.name, n.status.subnet, n.status.vni),
+        ),
     };
     let action = format!("{:?}", e.action).to_lowercase();
     format!("{} {kind} {action} {id} ({detail})", e.at)
@@ -75,8 +80,10 @@ pub async fn run(c: &Client, a: EventsArgs) -> Result<()> {
     let mut kinds = Vec::new();
     for f in &a.filters {
         match f.split_once('=') {
-            Some(("type", v)) if matches!(v, "service" | "node" | "task") => kinds.push(v.to_string()),
-            _ => bail!("unsupported filter {f:?}: use type=service, type=node or type=task"),
+            Some(("type", v)) if matches!(v, "service" | "node" | "task" | "network") => {
+                kinds.push(v.to_string())
+            }
+            _ => bail!("unsupported filter {f:?}: use type=service, type=node, type=task or type=network"),
         }
     }
     if !kinds.is_empty() {

@@ -1917,6 +1917,7 @@ mod tests {
             status: shoal_types::TaskStatus { state, err: err.into(), ..Default::default() },
             restart_history: Vec::new(),
             restore: None,
+            networks: Vec::new(),
         }
     }
 
