@@ -269,6 +269,7 @@ mod tests {
             ("ui.rs", include_str!("ui.rs")),
             ("logs.rs", include_str!("logs.rs")),
             ("events.rs", include_str!("events.rs")),
+            ("networks.rs", include_str!("networks.rs")),
         ];
         let forbidden = [
             ".write(Command",

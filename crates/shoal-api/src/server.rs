@@ -112,7 +112,11 @@ impl ReadQuery {
     }
 }
 
-async fn read<T>(m: &Manager, q: &ReadQuery, f: impl FnOnce(&ClusterState) -> T) -> Result<T, ApiError> {
+pub(crate) async fn read<T>(
+    m: &Manager,
+    q: &ReadQuery,
+    f: impl FnOnce(&ClusterState) -> T,
+) -> Result<T, ApiError> {
     match q.consistency() {
         Consistency::Linearizable => Ok(crate::internal::read_linearizable(m, f).await?),
         Consistency::Stale => Ok(m.node.read(Consistency::Stale, f).await?),
@@ -146,6 +150,10 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
     ("post", "/v1/services/{id}/rebalance", "even out a replicated service's spread, one task at a time"),
     ("delete", "/v1/services/{id}", "remove a service and stop its tasks"),
     ("get", "/v1/tasks", "list tasks (?service=, ?node=)"),
+    ("get", "/v1/networks", "list networks"),
+    ("post", "/v1/networks", "create an overlay network from a NetworkSpec (VNI and subnet are allocated)"),
+    ("get", "/v1/networks/{id}", "inspect a network (id or name), with every node's address on it"),
+    ("delete", "/v1/networks/{id}", "remove a network that no service uses"),
     (
         "post",
         "/v1/tasks/{id}/migrate",
@@ -174,6 +182,8 @@ pub fn router(manager: Arc<Manager>) -> Router {
         .route("/v1/services/{id}/scale", post(scale_service))
         .route("/v1/services/{id}/rebalance", post(rebalance_service))
         .route("/v1/tasks", get(list_tasks))
+        .route("/v1/networks", get(crate::networks::list).post(crate::networks::create))
+        .route("/v1/networks/{id}", get(crate::networks::inspect).delete(crate::networks::remove))
         .route("/v1/tasks/{id}/migrate", post(crate::migrate::migrate_handler))
         .route("/v1/tasks/{id}/checkpoint", post(crate::migrate::checkpoint_handler))
         .route(
@@ -652,7 +662,7 @@ async fn inspect_service(
 }
 
 /// New object ids: 25 base-36 characters from the OS random source.
-fn new_id() -> String {
+pub(crate) fn new_id() -> String {
     let mut b = [0u8; 16];
     if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b).is_err() {
         let t = Timestamp::from_system_time(std::time::SystemTime::now()).as_nanos();

@@ -470,6 +470,11 @@ async fn client_cert(c: &Client, out: &std::path::Path, name: &str, force: bool)
 
 #[derive(Subcommand)]
 pub enum TaskCmd {
+    /// Show tasks (id or unique id prefix) as JSON, with their network addresses.
+    Inspect {
+        #[arg(required = true)]
+        tasks: Vec<String>,
+    },
     /// Checkpoint a running task into a file (CRIU: memory, open files, filesystem changes),
     /// signed for this cluster. Without --leave-running the task stops and its slot restarts.
     Checkpoint {
@@ -506,6 +511,19 @@ pub enum TaskCmd {
 
 pub async fn task(c: &Client, cmd: TaskCmd) -> Result<()> {
     match cmd {
+        TaskCmd::Inspect { tasks } => {
+            let all: Vec<shoal_types::Task> = c.get("/v1/tasks").await?;
+            let mut found = Vec::new();
+            for key in &tasks {
+                let mut m = all.iter().filter(|t| t.id.as_str().starts_with(key.as_str()));
+                match (m.next(), m.next()) {
+                    (Some(t), None) => found.push(t),
+                    (None, _) => bail!("task {key} not found"),
+                    (Some(_), Some(_)) => bail!("task {key} is ambiguous: give more of its id"),
+                }
+            }
+            return print_json(&found);
+        }
         TaskCmd::Checkpoint { task, leave_running, output } => {
             let c = c.with_timeout(std::time::Duration::from_secs(1800));
             let body = serde_json::to_vec(&shoal_api::migrate::CheckpointToFile { leave_running })?;

@@ -7,6 +7,7 @@ mod drivers;
 mod events_cli;
 mod image_cli;
 mod logs_cli;
+mod network_cli;
 mod service_cli;
 
 use anyhow::{bail, Context, Result};
@@ -126,9 +127,12 @@ enum Cmd {
     /// Manage services.
     #[command(subcommand)]
     Service(cli::ServiceCmd),
-    /// Act on single tasks (live migration).
+    /// Act on single tasks (inspect, live migration).
     #[command(subcommand)]
     Task(cli::TaskCmd),
+    /// Manage overlay networks.
+    #[command(subcommand)]
+    Network(network_cli::NetworkCmd),
     /// Object changes from the state store, as they happen (or since a time).
     Events(events_cli::EventsArgs),
     /// Manage this node's image store (used by the oci driver).
@@ -250,6 +254,7 @@ fn real_main() -> Result<()> {
         Cmd::Node(c) => runtime()?.block_on(async { cli::node(&client()?, c).await })?,
         Cmd::Service(c) => runtime()?.block_on(async { cli::service(&client()?, c).await })?,
         Cmd::Task(c) => runtime()?.block_on(async { cli::task(&client()?, c).await })?,
+        Cmd::Network(c) => runtime()?.block_on(async { network_cli::run(&client()?, c).await })?,
         Cmd::Events(a) => runtime()?.block_on(async { events_cli::run(&client()?, a).await })?,
         Cmd::Image { data_dir, command } => image_cli::run(&data_dir, command)?,
         // No async runtime: the shim is a small single-threaded supervisor.

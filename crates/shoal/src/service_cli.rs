@@ -147,6 +147,10 @@ pub struct SpecFlags {
     /// Time to wait after SIGTERM before killing a task.
     #[arg(long, value_parser = parse_duration)]
     pub stop_grace_period: Option<Duration>,
+    /// How the service is reached on its networks: `vip` (a virtual IP per network, default) or
+    /// `dnsrr` (DNS round robin over the task addresses, no VIP).
+    #[arg(long, value_parser = parse_endpoint_mode)]
+    pub endpoint_mode: Option<shoal_types::EndpointMode>,
 }
 
 #[derive(Args, Clone, Debug)]
@@ -185,9 +189,15 @@ pub struct CreateArgs {
     /// type=bind|volume,source=SRC,target=DST[,readonly], repeatable.
     #[arg(long = "mount", value_parser = parse_mount)]
     pub mounts: Vec<Mount>,
-    /// Publish a port: [PUBLISHED:]TARGET[/tcp|udp] or published=P,target=T[,protocol=udp].
+    /// Publish a port: [PUBLISHED:]TARGET[/tcp|udp] (host mode), or
+    /// published=P,target=T[,protocol=tcp|udp][,mode=ingress|host].
     #[arg(long = "publish", short = 'p', value_parser = parse_port)]
     pub publish: Vec<PortConfig>,
+    /// Join an overlay network: NAME (or ID), or name=NAME[,alias=ALIAS...]; repeatable. The
+    /// managers allocate the tasks' addresses and the service's VIP (not plumbed on the nodes
+    /// yet: tasks still use the node's network).
+    #[arg(long = "network", value_parser = parse_network)]
+    pub networks: Vec<shoal_types::NetworkAttachmentConfig>,
     /// Reserve a generic resource NAME=COUNT (e.g. gpu=1), repeatable.
     #[arg(long = "generic-resource", value_parser = parse_generic)]
     pub generic_resources: Vec<(String, u64)>,
@@ -258,6 +268,12 @@ pub struct UpdateArgs {
     /// Remove a published port by its target port: TARGET[/tcp|udp].
     #[arg(long = "publish-rm")]
     pub publish_rm: Vec<String>,
+    /// Join a network (as --network of create).
+    #[arg(long = "network-add", value_parser = parse_network)]
+    pub network_add: Vec<shoal_types::NetworkAttachmentConfig>,
+    /// Leave a network (name or ID).
+    #[arg(long = "network-rm")]
+    pub network_rm: Vec<String>,
     /// Add or change a generic resource reservation NAME=COUNT.
     #[arg(long = "generic-resource-add", value_parser = parse_generic)]
     pub generic_resource_add: Vec<(String, u64)>,
@@ -351,6 +367,38 @@ fn parse_ratio(s: &str) -> Result<f64, String> {
         Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
         _ => Err(format!("invalid failure ratio {s:?}: use a number between 0 and 1 (e.g. 0.2)")),
     }
+}
+
+fn parse_endpoint_mode(s: &str) -> Result<shoal_types::EndpointMode, String> {
+    match s {
+        "vip" => Ok(shoal_types::EndpointMode::Vip),
+        "dnsrr" => Ok(shoal_types::EndpointMode::Dnsrr),
+        _ => Err(format!("endpoint mode must be vip or dnsrr, not {s:?}")),
+    }
+}
+
+/// `NAME` (or ID), or docker's long form `name=NAME[,alias=ALIAS...]`.
+pub fn parse_network(s: &str) -> Result<shoal_types::NetworkAttachmentConfig, String> {
+    let mut a = shoal_types::NetworkAttachmentConfig::default();
+    if !s.contains('=') {
+        a.target = s.trim().to_string();
+    } else {
+        for field in s.split(',').map(str::trim).filter(|f| !f.is_empty()) {
+            match field.split_once('=') {
+                Some(("name" | "target", v)) => a.target = v.to_string(),
+                Some(("alias", v)) => a.aliases.push(v.to_string()),
+                _ => {
+                    return Err(format!(
+                        "unknown network option {field:?} in {s:?} (use name=NAME,alias=ALIAS)"
+                    ))
+                }
+            }
+        }
+    }
+    if a.target.is_empty() {
+        return Err(format!("network {s:?}: a network name is required"));
+    }
+    Ok(a)
 }
 
 fn parse_on_drain(s: &str) -> Result<shoal_types::OnDrain, String> {
@@ -509,7 +557,12 @@ fn parse_protocol(v: &str, s: &str) -> Result<Protocol, String> {
     }
 }
 
-/// `[PUBLISHED:]TARGET[/tcp|udp]` or `published=P,target=T[,protocol=udp][,mode=host]`.
+/// `[PUBLISHED:]TARGET[/tcp|udp]` or `published=P,target=T[,protocol=udp][,mode=ingress|host]`.
+///
+/// The short form publishes in host mode (the task's node binds the port), unlike docker's
+/// default of ingress: until the routing mesh is plumbed on the nodes (networking phase 2) an
+/// ingress port is reserved cluster-wide but forwarded nowhere, and `-p 80:80` must keep doing
+/// what it did. `mode=ingress` asks for the routing mesh explicitly.
 pub fn parse_port(s: &str) -> Result<PortConfig, String> {
     let mut p = PortConfig { mode: PublishMode::Host, ..Default::default() };
     if s.contains('=') {
@@ -519,8 +572,9 @@ pub fn parse_port(s: &str) -> Result<PortConfig, String> {
                 "published" => p.published = parse_port_number("published", v, s)?,
                 "target" => p.target = parse_port_number("target", v, s)?,
                 "protocol" => p.protocol = parse_protocol(v, s)?,
-                "mode" if v == "host" => {}
-                "mode" => return Err(format!("publish mode {v:?} is not supported (only host)")),
+                "mode" if v == "host" => p.mode = PublishMode::Host,
+                "mode" if v == "ingress" => p.mode = PublishMode::Ingress,
+                "mode" => return Err(format!("publish mode {v:?}: use ingress or host")),
                 _ => {
                     return Err(format!(
                         "unknown publish option {k:?} (use published, target, protocol, mode)"
@@ -530,6 +584,9 @@ pub fn parse_port(s: &str) -> Result<PortConfig, String> {
         }
         if p.target == 0 {
             return Err(format!("publish {s:?}: target is required"));
+        }
+        if p.mode == PublishMode::Ingress && p.published == 0 {
+            return Err(format!("publish {s:?}: mode=ingress needs published=PORT"));
         }
         return Ok(p);
     }
@@ -632,6 +689,7 @@ impl SpecFlags {
         set(&mut r.window, &self.restart_window);
         set(&mut t.stop_grace_period, &self.stop_grace_period);
         self.apply_health(t)?;
+        set(&mut spec.endpoint.mode, &self.endpoint_mode);
         let u = &mut spec.update_config;
         set_update(
             u,
@@ -744,6 +802,7 @@ pub fn create_spec(a: &CreateArgs) -> Result<ServiceSpec> {
     t.placement.preferences = a.placement_prefs.clone();
     t.resources.reservations.generic = a.generic_resources.iter().cloned().collect();
     spec.endpoint.ports = a.publish.clone();
+    spec.networks = a.networks.clone();
     a.spec.apply(&mut spec)?;
     Ok(spec)
 }
@@ -860,6 +919,21 @@ pub fn update_spec(mut spec: ServiceSpec, a: &UpdateArgs) -> Result<ServiceSpec>
         ports.retain(|x| !(x.target == p.target && x.protocol == p.protocol));
         ports.push(p.clone());
     }
+    // Network names are resolved to ids by `update` first (the spec holds ids).
+    for rm in &a.network_rm {
+        let before = spec.networks.len();
+        spec.networks.retain(|n| &n.target != rm);
+        if spec.networks.len() == before {
+            bail!("--network-rm {rm:?}: the service is not attached to this network");
+        }
+    }
+    for add in &a.network_add {
+        match spec.networks.iter_mut().find(|n| n.target == add.target) {
+            Some(n) if !add.aliases.is_empty() => n.aliases = add.aliases.clone(),
+            Some(_) => {}
+            None => spec.networks.push(add.clone()),
+        }
+    }
     a.spec.apply(&mut spec)?;
     Ok(spec)
 }
@@ -882,6 +956,7 @@ pub async fn create(c: &Client, a: CreateArgs) -> Result<()> {
 }
 
 pub async fn update(c: &Client, a: UpdateArgs) -> Result<()> {
+    let a = crate::network_cli::resolve_network_flags(c, a).await?;
     // The read-modify-write is checked against the service's version; the orchestrator records
     // update progress on the service too, so a conflict is retried on a fresh read.
     let mut attempts = 0;
@@ -1828,6 +1903,14 @@ pub fn pretty_service(s: &Service) -> String {
             let _ = writeln!(o, "  PublishMode = {}", lower(p.mode));
         }
     }
+    if !spec.networks.is_empty() || !s.endpoint.vips.is_empty() {
+        let _ = writeln!(o, "Endpoint Mode:\t{}", lower(spec.endpoint.mode));
+        let targets: Vec<&str> = spec.networks.iter().map(|n| n.target.as_str()).collect();
+        let _ = writeln!(o, "Networks:\t{}", targets.join(" "));
+        for v in &s.endpoint.vips {
+            let _ = writeln!(o, " VirtualIP:\t{} on {}", v.addr, v.network_id);
+        }
+    }
     o
 }
 
@@ -2033,6 +2116,7 @@ mod tests {
         spec.task_template.command = vec!["sleep".into(), "300".into()];
         spec.task_template.env.insert("A".into(), "1".into());
         spec.task_template.placement.constraints = vec!["node.role==manager".into()];
+        spec.networks = vec![parse_network("net1").expect("net")];
         let a = UpdateArgs {
             service: "web".into(),
             image: None,
@@ -2053,9 +2137,16 @@ mod tests {
             mount_rm: vec![],
             publish_add: vec![parse_port("8080:80").expect("port")],
             publish_rm: vec![],
+            network_add: vec![parse_network("name=net2,alias=db").expect("net")],
+            network_rm: vec!["net1".into()],
             generic_resource_add: vec![],
             generic_resource_rm: vec![],
-            spec: SpecFlags { limit_memory: Some(64 << 20), pids_limit: Some(100), ..Default::default() },
+            spec: SpecFlags {
+                limit_memory: Some(64 << 20),
+                pids_limit: Some(100),
+                endpoint_mode: Some(shoal_types::EndpointMode::Dnsrr),
+                ..Default::default()
+            },
             progress: ProgressOpts { detach: true, quiet: false, timeout: Duration::from_secs(1) },
         };
         let out = update_spec(spec, &a).expect("update");
@@ -2070,5 +2161,31 @@ mod tests {
         assert_eq!(out.mode, ServiceMode::Replicated { replicas: 3 });
         assert_eq!(out.labels.get("tier").map(String::as_str), Some("web"));
         assert_eq!(out.endpoint.ports.len(), 1);
+        assert_eq!(out.endpoint.mode, shoal_types::EndpointMode::Dnsrr);
+        let nets: Vec<(&str, &[String])> =
+            out.networks.iter().map(|n| (n.target.as_str(), n.aliases.as_slice())).collect();
+        assert_eq!(nets, [("net2", &["db".to_string()][..])]);
+        let mut again = a.clone();
+        again.network_add.clear();
+        again.constraint_rm.clear();
+        let e = update_spec(out, &again).expect_err("not attached");
+        assert!(e.to_string().contains("--network-rm \"net1\": the service is not attached"), "{e}");
+    }
+
+    #[test]
+    fn publish_modes_and_networks() {
+        // The short form is host mode (no routing mesh on the nodes yet); the long form says.
+        assert_eq!(parse_port("80:80").expect("short").mode, PublishMode::Host);
+        let p = parse_port("published=8080,target=80,mode=ingress").expect("ingress");
+        assert_eq!((p.published, p.target, p.mode), (8080, 80, PublishMode::Ingress));
+        assert_eq!(parse_port("published=8080,target=80,mode=host").expect("host").mode, PublishMode::Host);
+        assert!(
+            parse_port("published=1,target=1,mode=mesh").is_err_and(|e| e.contains("use ingress or host"))
+        );
+        let n = parse_network("name=front,alias=web,alias=www").expect("long");
+        assert_eq!((n.target.as_str(), n.aliases.len()), ("front", 2));
+        assert_eq!(parse_network("front").expect("short").target, "front");
+        assert!(parse_network("name=").is_err());
+        assert!(parse_network("nam=front").is_err_and(|e| e.contains("unknown network option")));
     }
 }
