@@ -54,7 +54,9 @@ pub struct ServiceSpec {
     /// from scratch, or `migrate` with their state (checkpoint/restore, where the node can).
     pub on_drain: OnDrain,
     /// Overlay networks the tasks join (name or id; stored as the id). Empty: the node's own
-    /// network, as before networks existed.
+    /// network, as before networks existed. Left out of the JSON when empty (as `endpoint.mode`
+    /// when `vip`), so a spec that does not use networks reads the same to a version without them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub networks: Vec<NetworkAttachmentConfig>,
 }
 
@@ -389,9 +391,16 @@ pub enum EndpointMode {
     Dnsrr,
 }
 
+impl EndpointMode {
+    pub fn is_vip(&self) -> bool {
+        *self == EndpointMode::Vip
+    }
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct EndpointSpec {
+    #[serde(skip_serializing_if = "EndpointMode::is_vip")]
     pub mode: EndpointMode,
     pub ports: Vec<PortConfig>,
 }
