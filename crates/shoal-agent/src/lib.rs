@@ -44,6 +44,9 @@ pub struct AgentConfig {
     pub labels: BTreeMap<String, String>,
     /// Generic resources this node offers (`--resource gpu=2`).
     pub generic: BTreeMap<String, u64>,
+    /// This node's id: names its network namespaces (unique on a machine that simulates several
+    /// nodes). Empty: the agent builds no networks (tasks that join one are rejected).
+    pub node_id: String,
 }
 
 pub struct Agent {
@@ -60,6 +63,11 @@ pub struct Agent {
     leaving: std::sync::atomic::AtomicBool,
     /// The last state reported for each task, with its driver: a state change is logged once.
     reported: Mutex<BTreeMap<TaskId, (TaskState, &'static str)>>,
+    /// The node's networks (None without a node id) and its resolver.
+    net: Option<Arc<shoal_net::Net>>,
+    dns: shoal_net::dns::Dns,
+    /// The newest network view from the managers, once one came.
+    netview: watch::Sender<Option<Arc<shoal_net::NetView>>>,
 }
 
 /// How long a task stopped by a checkpoint waits for the managers to move it (a migration
@@ -113,6 +121,8 @@ impl Agent {
         let volumes_dir = cfg.dir.join("volumes");
         std::fs::create_dir_all(&volumes_dir)?;
         let (reports, rx) = mpsc::unbounded_channel();
+        let cfg_node_id = cfg.node_id.clone();
+        let net_dir = cfg.dir.join("net");
         Ok(Arc::new(Agent {
             store,
             volumes_dir,
@@ -125,6 +135,9 @@ impl Agent {
             report_rx: Mutex::new(Some(rx)),
             leaving: std::sync::atomic::AtomicBool::new(false),
             reported: Mutex::new(BTreeMap::new()),
+            net: (!cfg_node_id.is_empty()).then(|| Arc::new(shoal_net::Net::new(&cfg_node_id, &net_dir))),
+            dns: shoal_net::dns::Dns::default(),
+            netview: watch::channel(None).0,
         }))
     }
 
@@ -165,6 +178,7 @@ impl Agent {
         }
         tracing::info!(drivers = ?description.drivers.iter().map(|d| &d.name).collect::<Vec<_>>(), "agent registered");
         tokio::spawn(heartbeats(self.plane.clone()));
+        tokio::spawn(self.clone().follow_networks());
         let mut revision: Option<String> = None;
         loop {
             match self.plane.assignments(revision.as_deref()).await {
@@ -178,6 +192,86 @@ impl Agent {
                 }
             }
         }
+    }
+
+    /// Keeps the node's networks, VIPs, routing mesh and resolver in line with the newest view
+    /// from the managers; removes the namespaces of tasks that are gone.
+    async fn follow_networks(self: Arc<Self>) {
+        let Some(net) = self.net.clone() else { return };
+        let mut known: Option<String> = None;
+        loop {
+            let view = match self.plane.netview(known.as_deref()).await {
+                Ok(v) => v,
+                Err(e) => {
+                    tracing::debug!(error = %e, "network view unavailable");
+                    tokio::time::sleep(RETRY).await;
+                    continue;
+                }
+            };
+            if known.as_deref() == Some(view.revision.as_str()) {
+                continue;
+            }
+            let started = std::time::Instant::now();
+            match net.reconcile(&view).await {
+                Ok(0) => tracing::debug!(revision = %view.revision, "networks already as the view says"),
+                Ok(changes) => tracing::info!(
+                    revision = %view.revision, changes, took_ms = started.elapsed().as_millis() as u64,
+                    "networks reconciled"
+                ),
+                Err(e) => {
+                    tracing::warn!(error = %e, "networks not reconciled; retrying");
+                    self.netview.send_replace(Some(Arc::new(view)));
+                    tokio::time::sleep(RETRY).await;
+                    known = None;
+                    continue;
+                }
+            }
+            for (addr, e) in self.dns.update(&view).await {
+                tracing::warn!(%addr, error = %e, "the resolver cannot listen there yet");
+            }
+            let live: BTreeSet<String> = lock(&self.runners).keys().map(|t| t.to_string()).collect();
+            net.forget_tasks_except(&live).await;
+            known = Some(view.revision.clone());
+            self.netview.send_replace(Some(Arc::new(view)));
+        }
+    }
+
+    /// Prepares `task`'s namespace on its networks, once the view has them all; None when the
+    /// task is told to stop meanwhile.
+    async fn attach_networks(
+        &self,
+        task: &Task,
+        assigned: &mut watch::Receiver<Task>,
+    ) -> Option<Result<shoal_net::Attachment, String>> {
+        let Some(net) = self.net.clone() else {
+            return Some(Err("this node builds no networks (it has no node id)".into()));
+        };
+        let addrs: Vec<shoal_net::TaskAddr> = task
+            .networks
+            .iter()
+            .map(|n| shoal_net::TaskAddr {
+                network_id: n.network_id.to_string(),
+                addr: n.addrs.first().cloned().unwrap_or_default(),
+            })
+            .collect();
+        if let Some(missing) = addrs.iter().find(|a| a.addr.is_empty()) {
+            return Some(Err(format!("no address on network {}", missing.network_id)));
+        }
+        let mut views = self.netview.subscribe();
+        let has_all = |v: &Option<Arc<shoal_net::NetView>>| {
+            v.as_ref().is_some_and(|v| addrs.iter().all(|a| v.network(&a.network_id).is_some()))
+        };
+        let stop_wanted = |rx: &watch::Receiver<Task>| rx.borrow().desired_state > TaskState::Running;
+        tokio::select! {
+            r = views.wait_for(has_all) => if r.is_err() { return Some(Err("the agent is stopping".into())) },
+            _ = wait_until(assigned, stop_wanted) => return None,
+        }
+        let view = views.borrow().clone()?;
+        Some(
+            net.attach(task.id.as_str(), &addrs, &view)
+                .await
+                .map_err(|e| format!("attaching to its networks: {e}")),
+        )
     }
 
     fn report(&self, task: &Task, status: &TaskStatus) {
@@ -382,6 +476,9 @@ impl Agent {
             ]),
             task_dir: self.store.run_dir(&t.id),
             volumes_dir: self.volumes_dir.clone(),
+            // Set once the task is attached to its networks (see `attach_networks`).
+            netns: None,
+            resolv_conf: None,
         }
     }
 
@@ -408,9 +505,27 @@ impl Agent {
             self.save_and_report(&lt);
             return self.finished(lt, driver, assigned).await;
         }
-        let cfg = self.config(&lt.task);
+        let mut cfg = self.config(&lt.task);
         lt.status = status(TaskState::Preparing, "preparing");
         self.save_and_report(&lt);
+        if !lt.task.networks.is_empty() {
+            match self.attach_networks(&lt.task, &mut assigned).await {
+                None => {
+                    lt.status = status(TaskState::Shutdown, "stopped before it started");
+                    self.save_and_report(&lt);
+                    return self.finished(lt, driver, assigned).await;
+                }
+                Some(Err(e)) => {
+                    lt.status = TaskStatus { err: e, ..status(TaskState::Failed, "failed to start") };
+                    self.save_and_report(&lt);
+                    return self.finished(lt, driver, assigned).await;
+                }
+                Some(Ok(at)) => {
+                    cfg.netns = Some(at.netns);
+                    cfg.resolv_conf = Some(at.resolv_conf);
+                }
+            }
+        }
         let prepared = tokio::select! {
             r = driver.prepare(&cfg) => Some(r),
             _ = wait_until(&mut assigned, stop_wanted) => None,
@@ -642,6 +757,11 @@ impl Agent {
                 tracing::warn!(task = %lt.task.id, error = %e, "cleaning up the task failed");
             }
         }
+        if let (Some(net), false) = (&self.net, lt.task.networks.is_empty()) {
+            if let Err(e) = net.detach(lt.task.id.as_str()).await {
+                tracing::warn!(task = %lt.task.id, error = %e, "removing the task's network namespace failed");
+            }
+        }
         if let Err(e) = self.store.remove(&lt.task.id) {
             tracing::warn!(task = %lt.task.id, error = %e, "removing the task's files failed");
         }
@@ -666,6 +786,9 @@ impl Agent {
         loop {
             let left = self.store.load_all().len();
             if left == 0 {
+                if let Some(net) = &self.net {
+                    net.remove_all().await;
+                }
                 return Ok(());
             }
             if tokio::time::Instant::now() >= deadline {

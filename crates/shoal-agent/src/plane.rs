@@ -37,6 +37,12 @@ pub trait ControlPlane: Send + Sync + 'static {
     async fn report(&self, reports: Vec<StatusReport>) -> Result<(), PlaneError>;
     /// Says the node is alive.
     async fn heartbeat(&self) -> Result<(), PlaneError>;
+    /// The node's network view, long-polled like the assignments: at once when `known` is not
+    /// the current revision, else when it changes (or after a server-chosen wait). A plane
+    /// without networks never answers.
+    async fn netview(&self, _known: Option<&str>) -> Result<shoal_net::NetView, PlaneError> {
+        std::future::pending().await
+    }
     /// Fetches a migrated task's checkpoint from the manager that holds it, verifies it and
     /// unpacks it into `dest` (nothing is unpacked from an archive that fails verification).
     async fn fetch_checkpoint(

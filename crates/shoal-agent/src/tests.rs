@@ -206,6 +206,7 @@ impl Rig {
             hostname: "n1".into(),
             labels: BTreeMap::new(),
             generic: BTreeMap::new(),
+            node_id: String::new(),
         };
         let driver: Arc<dyn Driver> = Arc::new(FakeDriver(self.runtime.clone()));
         Agent::new(cfg, vec![driver], self.plane.clone()).expect("agent")

@@ -151,6 +151,10 @@ impl ControlPlane for LocalPlane {
         Ok(wait_assignments(&self.manager, &self.node_id, known, LONG_POLL).await)
     }
 
+    async fn netview(&self, known: Option<&str>) -> Result<shoal_net::NetView, PlaneError> {
+        Ok(crate::netview::wait_netview(&self.manager, &self.node_id, known, LONG_POLL).await)
+    }
+
     async fn report(&self, r: Vec<StatusReport>) -> Result<(), PlaneError> {
         crate::internal::write(&self.manager, reports(self.node_id.clone(), r))
             .await
@@ -266,6 +270,16 @@ async fn assignments(
     Ok(Json(AssignmentsReply { assignments: a, managers, role }))
 }
 
+async fn netview(
+    State(m): State<Arc<Manager>>,
+    Extension(p): Peer,
+    Query(q): Query<AssignmentsQuery>,
+) -> Result<Json<shoal_net::NetView>, ApiError> {
+    let id = member_peer(&m, &p)?;
+    let node = NodeId::new(id.node_id.clone());
+    Ok(Json(crate::netview::wait_netview(&m, &node, q.revision.as_deref(), LONG_POLL).await))
+}
+
 async fn status(
     State(m): State<Arc<Manager>>,
     Extension(p): Peer,
@@ -311,6 +325,7 @@ pub fn dispatcher_router(m: Arc<Manager>) -> Router {
         .route("/internal/dispatcher/renew", post(renew))
         .route("/internal/dispatcher/register", post(register))
         .route("/internal/dispatcher/assignments", get(assignments))
+        .route("/internal/dispatcher/netview", get(netview))
         .route("/internal/dispatcher/status", post(status))
         .route("/internal/dispatcher/heartbeat", post(heartbeat))
         .with_state(m)
@@ -442,6 +457,15 @@ impl ControlPlane for RemotePlane {
             *m = next;
         }
         Ok(reply.assignments)
+    }
+
+    async fn netview(&self, known: Option<&str>) -> Result<shoal_net::NetView, PlaneError> {
+        let path = match known {
+            Some(r) => format!("/internal/dispatcher/netview?revision={r}"),
+            None => "/internal/dispatcher/netview".to_string(),
+        };
+        let bytes = self.call(hyper::Method::GET, &path, None).await?;
+        serde_json::from_slice(&bytes).map_err(|e| PlaneError(e.to_string()))
     }
 
     async fn report(&self, r: Vec<StatusReport>) -> Result<(), PlaneError> {

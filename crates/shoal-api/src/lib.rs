@@ -9,6 +9,7 @@ pub mod join;
 pub mod leader;
 pub mod logs;
 pub mod migrate;
+pub mod netview;
 pub mod networks;
 pub mod server;
 pub mod tcp;

@@ -316,6 +316,12 @@ fn validate(cfg: &TaskConfig) -> Result<&str, DriverError> {
         .as_deref()
         .filter(|i| !i.trim().is_empty())
         .ok_or_else(|| DriverError::Invalid("the docker driver needs an image".into()))?;
+    if cfg.netns.is_some() {
+        return Err(DriverError::Invalid(
+            "the docker driver cannot attach tasks to overlay networks yet: use the oci or process driver"
+                .into(),
+        ));
+    }
     if let Some(memory) = cfg.limits.memory_bytes {
         if memory < MIN_MEMORY_LIMIT {
             return Err(DriverError::Invalid(format!(

@@ -349,10 +349,14 @@ fn build_spec(
     v["hostname"] = json!(hostname);
 
     let mut mounts = v["mounts"].as_array().cloned().unwrap_or_default();
-    // runc's own cgroup mount is fine; host files for a host-network container:
-    for f in ["/etc/resolv.conf", "/etc/hosts"] {
-        if Path::new(f).is_file() {
-            mounts.push(json!({"destination": f, "type": "bind", "source": f, "options": ["rbind", "rprivate", "ro"]}));
+    // runc's own cgroup mount is fine; host files for a host-network container, the node's
+    // resolver for a container on overlay networks:
+    let resolv = cfg.resolv_conf.clone().unwrap_or_else(|| PathBuf::from("/etc/resolv.conf"));
+    for (dest, source) in [("/etc/resolv.conf", resolv.as_path()), ("/etc/hosts", Path::new("/etc/hosts"))] {
+        if source.is_file() {
+            mounts.push(
+                json!({"destination": dest, "type": "bind", "source": source, "options": ["rbind", "rprivate", "ro"]}),
+            );
         }
     }
     for m in &cfg.mounts {
@@ -384,9 +388,19 @@ fn build_spec(
     let linux = &mut v["linux"];
     linux["resources"] = resources;
     linux["cgroupsPath"] = json!(cgroup);
-    linux["namespaces"] = json!([
-        {"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}, {"type": "cgroup"}
-    ]);
+    let mut namespaces = vec![
+        json!({"type": "pid"}),
+        json!({"type": "ipc"}),
+        json!({"type": "uts"}),
+        json!({"type": "mount"}),
+        json!({"type": "cgroup"}),
+    ];
+    // On overlay networks runc joins the namespace the agent prepared; otherwise the container
+    // shares the node's network.
+    if let Some(netns) = &cfg.netns {
+        namespaces.push(json!({"type": "network", "path": netns}));
+    }
+    linux["namespaces"] = json!(namespaces);
     serde_json::from_value::<oci_spec::runtime::Spec>(v.clone())
         .map_err(|e| DriverError::runtime("the generated runtime spec is invalid", e))?;
     Ok(v)

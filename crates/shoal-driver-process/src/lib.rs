@@ -298,6 +298,8 @@ impl ProcessDriver {
             log_max_bytes: self.cfg.log_max_bytes,
             log_max_files: self.cfg.log_max_files,
             restored_pidfile: None,
+            netns: cfg.netns.clone(),
+            resolv_conf: cfg.resolv_conf.clone(),
         };
         if let Some((argv, pidfile)) = restore {
             // CRIU runs as root; the restored task gets its own credentials back from the images.

@@ -61,6 +61,13 @@ pub struct TaskConfig {
     pub task_dir: PathBuf,
     /// Where named volumes live on this node (`<volumes_dir>/<name>`).
     pub volumes_dir: PathBuf,
+    /// The task's network namespace (`/run/netns/...`) when it joins overlay networks; None: the
+    /// node's network, as before networks existed.
+    #[serde(default)]
+    pub netns: Option<PathBuf>,
+    /// With `netns`: the `resolv.conf` the task must see (it names the node's resolver).
+    #[serde(default)]
+    pub resolv_conf: Option<PathBuf>,
 }
 
 /// Runtime limits; `None` = unlimited.

@@ -96,6 +96,12 @@ pub struct ShimSpec {
     /// the restored task's pid here. The shim waits for CRIU, then supervises that pid (its own
     /// child, as CRIU restored it as CRIU's sibling) as it supervises a task it spawned.
     pub restored_pidfile: Option<PathBuf>,
+    /// The network namespace the task is born in (None: the shim's own).
+    #[serde(default)]
+    pub netns: Option<PathBuf>,
+    /// Bind-mounted over `/etc/resolv.conf` in a mount namespace of the task's own.
+    #[serde(default)]
+    pub resolv_conf: Option<PathBuf>,
 }
 
 /// A running shim, as the driver persists it.

@@ -117,6 +117,13 @@ impl ServiceSpec {
         validate_attachments(&self.networks, &mut e);
         if drivers {
             validate_port_mapping(&self.task_template, &self.endpoint, &mut e);
+            let joins = !self.networks.is_empty() || self.endpoint.ingress_ports().next().is_some();
+            if joins && self.task_template.driver.as_deref() == Some("docker") {
+                e.push(
+                    "networks",
+                    "the docker driver cannot attach tasks to overlay networks yet (use --driver oci or process)",
+                );
+            }
         }
         e.finish()
     }
@@ -205,7 +212,9 @@ fn validate_port_mapping(t: &TaskTemplate, ep: &EndpointSpec, e: &mut Errors) {
     let drivers = unable(t, |h| h.port_mapping);
     let Some(d) = drivers.first() else { return };
     for (i, p) in ep.ports.iter().enumerate() {
-        if p.published == 0 || p.published == p.target {
+        // The routing mesh forwards an ingress port to any target port of the task's own
+        // network namespace.
+        if p.published == 0 || p.published == p.target || p.mode == crate::PublishMode::Ingress {
             continue;
         }
         let what = format!(
@@ -821,7 +830,8 @@ mod tests {
             errors(&s),
             ["endpoint.ports[0].mode: ingress ports need a virtual IP: use mode=host with --endpoint-mode dnsrr"]
         );
-        // Ingress ports on host-network drivers: still the same port on both sides in phase 1.
+        // The routing mesh forwards an ingress port to another target port on every driver's
+        // tasks (they get a network namespace of their own); a host-mode one cannot.
         let mut s = valid();
         s.endpoint.ports = vec![PortConfig {
             published: 8080,
@@ -829,8 +839,20 @@ mod tests {
             mode: PublishMode::Ingress,
             ..Default::default()
         }];
+        assert_eq!(s.validate(), Ok(()));
+        s.endpoint.ports[0].mode = PublishMode::Host;
         assert!(first_error(&s)
             .starts_with("endpoint.ports[0].published: tasks without an image run on the process driver"));
+        // The docker driver cannot join overlays yet: refused at create time, not per task.
+        let mut s = valid();
+        s.task_template.driver = Some("docker".into());
+        s.task_template.image = Some("busybox".into());
+        s.networks = vec![NetworkAttachmentConfig { target: "net1".into(), aliases: vec![] }];
+        assert!(
+            first_error(&s).starts_with("networks: the docker driver cannot attach tasks"),
+            "{}",
+            first_error(&s)
+        );
     }
 
     #[test]

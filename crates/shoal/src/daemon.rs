@@ -146,7 +146,7 @@ pub async fn run(args: DaemonArgs) -> Result<()> {
     tokio::spawn(renew_certificates(manager.clone()));
     tokio::spawn(start_agent(
         manager.clone(),
-        agent_config(&args),
+        agent_config(&args, &identity.node_id),
         crate::drivers::all(&args.data_dir),
         NodeId::new(identity.node_id.clone()),
         me,
@@ -564,12 +564,13 @@ async fn renew_certificates(m: Arc<Manager>) {
     }
 }
 
-fn agent_config(args: &DaemonArgs) -> AgentConfig {
+fn agent_config(args: &DaemonArgs, node_id: &str) -> AgentConfig {
     AgentConfig {
         dir: args.data_dir.join("agent"),
         hostname: args.hostname.clone().unwrap_or_else(shoal_agent::fingerprint::hostname),
         labels: args.labels.clone(),
         generic: args.resources.clone(),
+        node_id: node_id.to_string(),
     }
 }
 
@@ -686,8 +687,12 @@ async fn run_worker(
         .and_then(|b| serde_json::from_slice(&b).ok())
         .with_context(|| format!("reading the managers' addresses from {}", managers_path.display()))?;
     let plane = Arc::new(RemotePlane::new(tls, managers, args.advertise_addr.clone()));
-    let agent = Agent::new(agent_config(&args), crate::drivers::all(&args.data_dir), plane.clone())
-        .context("starting the agent")?;
+    let agent = Agent::new(
+        agent_config(&args, &identity.node_id),
+        crate::drivers::all(&args.data_dir),
+        plane.clone(),
+    )
+    .context("starting the agent")?;
     tracing::info!(node_id = %identity.node_id, socket = %args.api_socket.display(), "shoal worker started");
     tokio::spawn(agent.clone().run());
     // The node-to-node listener of a worker serves its agent's endpoints (task logs) to managers.

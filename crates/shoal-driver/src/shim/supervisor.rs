@@ -81,6 +81,33 @@ fn set_oom_score_adj(value: i32) -> Result<(), String> {
     })
 }
 
+/// Moves the shim (still single-threaded: no reader has started) into the task's network
+/// namespace and, for its `resolv.conf`, into a mount namespace of its own where the file is
+/// bound over `/etc/resolv.conf`; the task inherits both.
+fn enter_namespaces(spec: &ShimSpec) -> Result<(), String> {
+    if let Some(netns) = &spec.netns {
+        let f = std::fs::File::open(netns).map_err(|e| format!("opening {}: {e}", netns.display()))?;
+        rustix::thread::move_into_link_name_space(
+            std::os::fd::AsFd::as_fd(&f),
+            Some(rustix::thread::LinkNameSpaceType::Network),
+        )
+        .map_err(|e| format!("joining the network namespace {}: {e}", netns.display()))?;
+    }
+    if let Some(resolv) = &spec.resolv_conf {
+        // A new mount namespace only (the reason `unshare` is deprecated is CLONE_FILES, which
+        // this does not use).
+        #[allow(deprecated)]
+        rustix::thread::unshare(rustix::thread::UnshareFlags::NEWNS)
+            .map_err(|e| format!("a mount namespace for the task: {e}"))?;
+        use rustix::mount::MountPropagationFlags as P;
+        rustix::mount::mount_change("/", P::DOWNSTREAM | P::REC)
+            .map_err(|e| format!("making the task's mounts private: {e}"))?;
+        rustix::mount::mount_bind(resolv, "/etc/resolv.conf")
+            .map_err(|e| format!("binding {} over /etc/resolv.conf: {e}", resolv.display()))?;
+    }
+    Ok(())
+}
+
 /// Second stage: supervise the task.
 pub(super) fn supervise(task_dir: &Path) -> i32 {
     if let Err(e) = rustix::process::setsid() {
@@ -113,6 +140,9 @@ pub(super) fn supervise(task_dir: &Path) -> i32 {
         if let Err(e) = std::fs::write(procs, me.to_string()) {
             return fail(task_dir, "other", format!("joining the task's cgroup {}: {e}", procs.display()));
         }
+    }
+    if let Err(e) = enter_namespaces(&spec) {
+        return fail(task_dir, "other", e);
     }
     let mut cmd = Command::new(program);
     cmd.args(args)

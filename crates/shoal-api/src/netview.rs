@@ -1,0 +1,170 @@
+//! The network view of one node, computed from the replicated state (a pure function of it):
+//! what the node's agent needs to build its overlays, VIPs, routing mesh and DNS. Served next to
+//! the assignments by the dispatcher (long-polled, with a revision), from any manager's replica.
+
+use shoal_manager::Manager;
+use shoal_net::{NetView, ViewAddr, ViewAlias, ViewNetwork, ViewPeer, ViewPort, ViewService, ViewTask};
+use shoal_state::{ClusterState, Object};
+use shoal_types::{EndpointMode, Node, NodeId, Protocol, TaskState};
+use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
+use std::time::Duration;
+
+/// The host part of a node's `host:port` address: its VXLAN endpoint.
+fn vtep(n: &Node) -> String {
+    let a = n.status.addr.as_str();
+    let host = a.rsplit_once(':').map_or(a, |(h, _)| h);
+    host.trim_start_matches('[').trim_end_matches(']').to_string()
+}
+
+fn host(addr: &str) -> String {
+    addr.split_once('/').map_or(addr, |(a, _)| a).to_string()
+}
+
+/// The view of `node`: every network (all nodes take part in all of them), this node's own
+/// address on each, the endpoints on other nodes, and every service that has addresses.
+pub fn netview_of(state: &ClusterState, node: &NodeId) -> NetView {
+    let mut view = NetView {
+        vtep: state.node(node).map(vtep).unwrap_or_default(),
+        data_port: shoal_net::DEFAULT_DATA_PORT,
+        ..Default::default()
+    };
+    let vteps: BTreeMap<&NodeId, String> = state.nodes().map(|n| (&n.id, vtep(n))).collect();
+    for net in state.networks() {
+        let addrs = state.node_addresses(&net.id);
+        let Some(local) = addrs.iter().find(|a| &a.node_id == node) else { continue };
+        let mut peers: Vec<ViewPeer> = addrs
+            .iter()
+            .filter(|a| &a.node_id != node)
+            .filter_map(|a| Some(ViewPeer { addr: host(&a.addr), vtep: vteps.get(&a.node_id)?.clone() }))
+            .collect();
+        for t in state.tasks() {
+            let Some(on) = t.node_id.as_ref().filter(|n| *n != node) else { continue };
+            if t.status.state.is_terminal() || t.status.state < TaskState::Assigned {
+                continue;
+            }
+            let Some(vtep) = vteps.get(on) else { continue };
+            for tn in t.networks.iter().filter(|tn| tn.network_id == net.id) {
+                peers.extend(tn.addrs.iter().map(|a| ViewPeer { addr: host(a), vtep: vtep.clone() }));
+            }
+        }
+        peers.sort();
+        peers.dedup();
+        view.networks.push(ViewNetwork {
+            id: net.id.to_string(),
+            name: net.spec.name.clone(),
+            vni: net.status.vni,
+            subnet: net.status.subnet.clone(),
+            mtu: net.spec.mtu,
+            ingress: net.spec.ingress,
+            local_addr: host(&local.addr),
+            peers,
+        });
+    }
+    for svc in state.services() {
+        let mut tasks = Vec::new();
+        for t in state.tasks_of_service(&svc.id) {
+            if t.networks.is_empty() || t.status.state.is_terminal() {
+                continue;
+            }
+            let addrs: Vec<ViewAddr> = t
+                .networks
+                .iter()
+                .flat_map(|tn| {
+                    tn.addrs.iter().map(|a| ViewAddr { network_id: tn.network_id.to_string(), addr: host(a) })
+                })
+                .collect();
+            if addrs.is_empty() {
+                continue;
+            }
+            tasks.push(ViewTask {
+                id: t.id.to_string(),
+                slot: t.slot,
+                node_id: t.node_id.as_ref().map(|n| n.to_string()).unwrap_or_default(),
+                addrs,
+                ready: t.is_up() && t.desired_state <= TaskState::Running,
+            });
+        }
+        let vips: Vec<ViewAddr> = svc
+            .endpoint
+            .vips
+            .iter()
+            .map(|v| ViewAddr { network_id: v.network_id.to_string(), addr: host(&v.addr) })
+            .collect();
+        if tasks.is_empty() && vips.is_empty() {
+            continue;
+        }
+        let spec = &svc.spec;
+        let aliases = spec
+            .networks
+            .iter()
+            .filter_map(|a| {
+                let id = state
+                    .network(&shoal_types::NetworkId::new(a.target.clone()))
+                    .or_else(|| state.network_by_name(&a.target))?
+                    .id
+                    .to_string();
+                Some(
+                    a.aliases
+                        .iter()
+                        .map(move |name| ViewAlias { network_id: id.clone(), name: name.clone() }),
+                )
+            })
+            .flatten()
+            .collect();
+        let ingress_ports = spec
+            .endpoint
+            .ports
+            .iter()
+            .filter(|p| p.published != 0 && p.mode == shoal_types::PublishMode::Ingress)
+            .map(|p| ViewPort {
+                protocol: if p.protocol == Protocol::Udp { "udp" } else { "tcp" }.into(),
+                published: p.published,
+                target: p.target,
+            })
+            .collect();
+        view.services.push(ViewService {
+            id: svc.id.to_string(),
+            name: spec.name.clone(),
+            dnsrr: spec.endpoint.mode == EndpointMode::Dnsrr,
+            aliases,
+            vips,
+            ingress_ports,
+            tasks,
+        });
+    }
+    // SipHash with fixed keys: the same view gives the same revision on every manager.
+    let mut h = std::hash::DefaultHasher::new();
+    serde_json::to_vec(&view).unwrap_or_default().hash(&mut h);
+    view.revision = format!("{:016x}", h.finish());
+    view
+}
+
+/// Answers with `node`'s view once it differs from `known`, or after `wait`.
+pub async fn wait_netview(m: &Manager, node: &NodeId, known: Option<&str>, wait: Duration) -> NetView {
+    let mut events = m.node.subscribe();
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let v = netview_of(&m.node.local_state().state, node);
+        if known != Some(v.revision.as_str()) {
+            return v;
+        }
+        // Any change to nodes, networks, services or tasks may change the view.
+        loop {
+            match tokio::time::timeout_at(deadline, events.recv()).await {
+                Err(_) => return v,
+                Ok(Ok(ev)) => {
+                    let relevant = match &ev.object {
+                        Object::Task(t) => !t.networks.is_empty(),
+                        _ => true,
+                    };
+                    if relevant {
+                        break;
+                    }
+                }
+                Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => break,
+                Ok(Err(tokio::sync::broadcast::error::RecvError::Closed)) => return v,
+            }
+        }
+    }
+}

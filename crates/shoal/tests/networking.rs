@@ -1,0 +1,275 @@
+//! Service networking on simulated hosts: each `shoal daemon` runs in its own network namespace
+//! (started with `nsenter --net=…`, never `ip netns exec`, whose private mount namespace would
+//! hide the namespaces the daemon creates), the hosts joined by an underlay bridge, so the VXLAN
+//! tunnels, nftables rules and resolvers are the real ones. Tasks use the process driver.
+
+use serde_json::Value;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+mod common;
+use common::{eventually, eventually_or, Node, BIN};
+
+/// Namespaces and daemons of one test; everything is removed on drop, also when it fails.
+struct Sim {
+    tag: String,
+    hosts: Vec<Node>,
+}
+
+fn sh(cmd: &str) -> std::process::Output {
+    Command::new("sh").args(["-c", cmd]).output().expect("sh")
+}
+
+fn must(cmd: &str) {
+    let out = sh(cmd);
+    assert!(out.status.success(), "{cmd}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+impl Sim {
+    fn underlay(&self) -> String {
+        format!("{}-ul", self.tag)
+    }
+
+    fn host_ns(&self, i: usize) -> String {
+        format!("{}-h{i}", self.tag)
+    }
+
+    /// `n` hosts at 198.51.100.1..n on a bridge in the underlay namespace, which is also the
+    /// outside client (198.51.100.100).
+    fn new(root: &Path, n: usize) -> Sim {
+        let tag = format!("shoaltest{}", std::process::id());
+        let mut sim = Sim { tag, hosts: Vec::new() };
+        let ul = sim.underlay();
+        must(&format!(
+            "ip netns add {ul} && ip -n {ul} link add name ulbr type bridge && ip -n {ul} link set ulbr up \
+             && ip -n {ul} addr add 198.51.100.100/24 dev ulbr && ip -n {ul} link set lo up"
+        ));
+        for i in 1..=n {
+            let h = sim.host_ns(i);
+            must(&format!(
+                "ip netns add {h} && ip -n {ul} link add u{i} type veth peer name eth0 netns {h} \
+                 && ip -n {ul} link set u{i} master ulbr up && ip -n {h} addr add 198.51.100.{i}/24 dev eth0 \
+                 && ip -n {h} link set eth0 up && ip -n {h} link set lo up"
+            ));
+            let mut node = Node::new(root, &format!("h{i}"));
+            let log = std::fs::File::create(node.dir.join("daemon.log")).expect("log");
+            let child = Command::new("nsenter")
+                .arg(format!("--net=/run/netns/{h}"))
+                .arg(BIN)
+                .args(["daemon", "--data-dir"])
+                .arg(node.dir.join("data"))
+                .arg("--api-socket")
+                .arg(node.dir.join("shoal.sock"))
+                .args(["--listen-addr", &format!("198.51.100.{i}:{}", node.port)])
+                .args(["--ui-addr", "off", "--hostname", &format!("h{i}")])
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .expect("spawn");
+            node.child = Some(child);
+            let sock = node.dir.join("shoal.sock");
+            eventually(20, "the daemon's socket", || sock.exists().then_some(()));
+            sim.hosts.push(node);
+        }
+        sim
+    }
+
+    fn addr(&self, i: usize) -> String {
+        format!("198.51.100.{}:{}", i + 1, self.hosts[i].port)
+    }
+
+    /// Runs `cmd` in a network namespace (the mounts stay the test's own).
+    fn in_ns(&self, ns: &str, cmd: &str) -> std::process::Output {
+        Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{ns}"))
+            .args(["sh", "-c", cmd])
+            .output()
+            .expect("nsenter")
+    }
+}
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        for h in &mut self.hosts {
+            if let Some(mut c) = h.child.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+        // The hosts' namespaces (and the veths in them), and whatever the daemons created.
+        let ids: Vec<String> = self
+            .hosts
+            .iter()
+            .filter_map(|h| std::fs::read_to_string(h.dir.join("data/node.json")).ok())
+            .filter_map(|s| {
+                serde_json::from_str::<Value>(&s).ok()?["node_id"].as_str().map(|id| id[..8].to_string())
+            })
+            .collect();
+        if let Ok(dir) = std::fs::read_dir("/run/netns") {
+            for e in dir.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if name.starts_with(&self.tag)
+                    || ids.iter().any(|id| name.starts_with(&format!("shoal-{id}-")))
+                {
+                    let _ = sh(&format!("ip netns del {name}"));
+                }
+            }
+        }
+    }
+}
+
+fn task_of(n: &Node, service: &str) -> Option<Value> {
+    let v = n.json(&["service", "ps", service, "--format", "json"]);
+    v.as_array()?.iter().find(|t| t["status"]["state"] == "running").cloned()
+}
+
+fn addr_of(task: &Value) -> Option<String> {
+    let a = task["networks"][0]["addrs"][0].as_str()?;
+    Some(a.split('/').next()?.to_string())
+}
+
+#[test]
+fn services_reach_each_other_by_name_across_hosts_and_through_the_routing_mesh() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let sim = Sim::new(tmp.path(), 3);
+    let m = &sim.hosts[0];
+    let out = m.ok(&["cluster", "init"]);
+    assert!(out.contains("initialized"), "{out}");
+    let token = m.ok(&["cluster", "join-token", "worker", "-q"]);
+    for i in 1..3 {
+        sim.hosts[i].ok(&["cluster", "join", "--token", &token, &sim.addr(0)]);
+    }
+    eventually_or(
+        40,
+        || {
+            let nodes = m.json(&["node", "ls", "--format", "json"]);
+            (nodes.as_array()?.iter().filter(|n| n["status"]["state"] == "ready").count() == 3).then_some(())
+        },
+        || std::fs::read_to_string(sim.hosts[1].dir.join("daemon.log")).unwrap_or_default(),
+    );
+    m.ok(&["network", "create", "front"]);
+
+    // web: only on h1, published on 8080 through the routing mesh.
+    let www = tmp.path().join("www");
+    std::fs::create_dir_all(&www).expect("www");
+    std::fs::write(www.join("index.html"), "hello from web\n").expect("index");
+    let www_s = www.display().to_string();
+    m.ok(&[
+        "service",
+        "create",
+        "-d",
+        "--name",
+        "web",
+        "--driver",
+        "process",
+        "--network",
+        "front",
+        "--constraint",
+        "node.hostname==h1",
+        "--publish",
+        "published=8080,target=80,mode=ingress",
+        "busybox",
+        "httpd",
+        "-f",
+        "-p",
+        "80",
+        "-h",
+        &www_s,
+    ]);
+    // client: only on h2; fetches http://web/ by name, with the resolver its resolv.conf names.
+    let got = tmp.path().join("got");
+    let script = format!(
+        "while :; do curl -s -m 2 http://web/ > {g}.tmp && mv {g}.tmp {g}; sleep 0.2; done",
+        g = got.display()
+    );
+    m.ok(&[
+        "service",
+        "create",
+        "-d",
+        "--name",
+        "client",
+        "--driver",
+        "process",
+        "--network",
+        "front",
+        "--constraint",
+        "node.hostname==h2",
+        "sh",
+        "-c",
+        &script,
+    ]);
+
+    let web = eventually(60, "web running", || task_of(m, "web"));
+    let client = eventually(60, "client running", || task_of(m, "client"));
+    // A task on h2 reaches the service served only by a task on h1, by name, over VXLAN.
+    eventually_or(
+        30,
+        || std::fs::read_to_string(&got).ok().filter(|s| s.contains("hello from web")).map(|_| ()),
+        || std::fs::read_to_string(sim.hosts[1].dir.join("daemon.log")).unwrap_or_default(),
+    );
+
+    // DNS on h2: the name is the VIP that `service inspect` shows, tasks.NAME the task's address.
+    let svc = m.json(&["service", "inspect", "web", "--format", "json"]);
+    let svc = if svc.is_array() { svc[0].clone() } else { svc };
+    let front_id = m.json(&["network", "inspect", "front", "--format", "json"]);
+    let front_id = if front_id.is_array() { front_id[0]["id"].clone() } else { front_id["id"].clone() };
+    let vip = svc["endpoint"]["vips"]
+        .as_array()
+        .expect("vips")
+        .iter()
+        .find(|v| v["network_id"] == front_id)
+        .and_then(|v| v["addr"].as_str())
+        .and_then(|a| a.split('/').next())
+        .expect("a VIP on front")
+        .to_string();
+    let client_node = client["node_id"].as_str().expect("node").to_string();
+    let client_ns = format!("shoal-{}-t-{}", &client_node[..8], client["id"].as_str().expect("id"));
+    let resolv = std::fs::read_to_string(
+        sim.hosts[1].dir.join(format!("data/agent/net/resolv/{}.conf", client["id"].as_str().expect("id"))),
+    )
+    .expect("the client's resolv.conf");
+    let dns = resolv.lines().find_map(|l| l.strip_prefix("nameserver ")).expect("nameserver").to_string();
+    let dig = |name: &str| {
+        let out = sim.in_ns(&client_ns, &format!("dig +short +time=2 +tries=1 @{dns} {name}"));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    assert_eq!(dig("web"), vip);
+    assert_eq!(dig("tasks.web"), addr_of(&web).expect("web's address"));
+
+    // The published port answers on every host, also h3, which runs no task of web.
+    for i in [3, 1, 2] {
+        let out = sim.in_ns(&sim.underlay(), &format!("curl -s -m 3 http://198.51.100.{i}:8080/"));
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("hello from web"),
+            "the routing mesh on h{i}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    // Removing the services and the network leaves no task namespace and no sandbox behind.
+    m.ok(&["service", "rm", "web", "client"]);
+    eventually(60, "no task namespaces", || {
+        let left = std::fs::read_dir("/run/netns")
+            .ok()?
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().contains("-t-"))
+            .filter(|e| {
+                let n = e.file_name().to_string_lossy().into_owned();
+                n.contains(&client_node[..8]) || n.contains(&web["node_id"].as_str().unwrap_or("-")[..8])
+            })
+            .count();
+        (left == 0).then_some(())
+    });
+    eventually(30, "the network removed", || {
+        m.cli(&["network", "rm", "front"]).status.success().then_some(())
+    });
+    eventually(30, "no sandbox of front", || {
+        let left = std::fs::read_dir("/run/netns")
+            .ok()?
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().contains(&client_node[..8]))
+            .filter(|e| !e.file_name().to_string_lossy().ends_with("-n4096"))
+            .count();
+        (left == 0).then_some(())
+    });
+}
