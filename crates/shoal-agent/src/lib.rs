@@ -469,7 +469,14 @@ impl Agent {
                 nano_cpus: opt(t.spec.resources.limits.nano_cpus),
                 pids: opt(t.spec.resources.limits.pids),
             },
-            ports: t.endpoint.ports.clone(),
+            // Ingress ports are the routing mesh's (nftables on every node), not the driver's.
+            ports: t
+                .endpoint
+                .ports
+                .iter()
+                .filter(|p| p.mode == shoal_types::PublishMode::Host)
+                .cloned()
+                .collect(),
             labels: BTreeMap::from([
                 ("shoal.task.id".to_string(), t.id.to_string()),
                 ("shoal.service.id".to_string(), t.service_id.to_string()),

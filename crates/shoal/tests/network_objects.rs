@@ -3,15 +3,16 @@
 //! removed through followers, services that join them, the leader killed between commands, and
 //! every address the managers hand out checked for duplicates.
 //!
-//! The tasks use the process driver. The agent does nothing with networks yet: a process task
-//! whose service joins a network runs on the node's own network, with addresses allocated for it
-//! that nothing plumbs (phase 2 makes the agent honour them). What this suite checks is the
-//! allocation: VNIs, subnets, VIPs, task and node addresses, published ports, and the errors.
+//! The tasks use the process driver, each daemon on a simulated host of its own (`common::sim`),
+//! so their network namespaces are really built; `networking.rs` checks the traffic. What this
+//! suite checks is the allocation: VNIs, subnets, VIPs, task and node addresses, published ports,
+//! and the errors.
 
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 
 mod common;
+use common::sim::Underlay;
 use common::{eventually, eventually_or, Node};
 
 fn stderr(o: &std::process::Output) -> String {
@@ -22,8 +23,10 @@ fn log(n: &Node) -> String {
     std::fs::read_to_string(n.dir.join("daemon.log")).unwrap_or_default()
 }
 
-fn daemon(root: &std::path::Path, name: &str) -> Node {
-    let mut n = Node::new(root, name);
+/// A daemon on simulated host `i`: tasks on networks need a host of their own (VXLAN endpoint,
+/// nftables, resolver).
+fn daemon(ul: &Underlay, root: &std::path::Path, name: &str, i: usize) -> Node {
+    let mut n = ul.node(root, name, i);
     n.start("daemon");
     n
 }
@@ -40,12 +43,12 @@ fn ready_nodes(n: &Node) -> Option<usize> {
 
 /// `cluster init` on the first daemon, then the others join with a token read from the newest
 /// manager; waits until every manager sees every voter and every node ready.
-fn managers(root: &std::path::Path, names: &[&str]) -> Vec<Node> {
-    let first = daemon(root, names[0]);
+fn managers(ul: &Underlay, root: &std::path::Path, names: &[&str]) -> Vec<Node> {
+    let first = daemon(ul, root, names[0], 1);
     first.ok(&["cluster", "init"]);
     let mut ms = vec![first];
     for name in &names[1..] {
-        let n = daemon(root, name);
+        let n = daemon(ul, root, name, ms.len() + 1);
         let last = &ms[ms.len() - 1];
         let token = last.ok(&["cluster", "join-token", "manager", "-q"]);
         n.ok(&["cluster", "join", "--token", &token, &last.addr()]);
@@ -152,7 +155,8 @@ fn in_subnet(addr: &str, prefix: &str) -> bool {
 #[test]
 fn networks_through_followers_with_the_leader_killed_between_commands() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let mut ms = managers(tmp.path(), &["m1", "m2", "m3"]);
+    let ul = Underlay::new("objs", 3);
+    let mut ms = managers(&ul, tmp.path(), &["m1", "m2", "m3"]);
     let (li, fi) = leader_and_follower(&ms);
     let f = &ms[fi];
 

@@ -4,119 +4,10 @@
 //! tunnels, nftables rules and resolvers are the real ones. Tasks use the process driver.
 
 use serde_json::Value;
-use std::path::Path;
-use std::process::{Command, Stdio};
 
 mod common;
-use common::{eventually, eventually_or, Node, BIN};
-
-/// Namespaces and daemons of one test; everything is removed on drop, also when it fails.
-struct Sim {
-    tag: String,
-    hosts: Vec<Node>,
-}
-
-fn sh(cmd: &str) -> std::process::Output {
-    Command::new("sh").args(["-c", cmd]).output().expect("sh")
-}
-
-fn must(cmd: &str) {
-    let out = sh(cmd);
-    assert!(out.status.success(), "{cmd}: {}", String::from_utf8_lossy(&out.stderr));
-}
-
-impl Sim {
-    fn underlay(&self) -> String {
-        format!("{}-ul", self.tag)
-    }
-
-    fn host_ns(&self, i: usize) -> String {
-        format!("{}-h{i}", self.tag)
-    }
-
-    /// `n` hosts at 198.51.100.1..n on a bridge in the underlay namespace, which is also the
-    /// outside client (198.51.100.100).
-    fn new(root: &Path, n: usize) -> Sim {
-        let tag = format!("shoaltest{}", std::process::id());
-        let mut sim = Sim { tag, hosts: Vec::new() };
-        let ul = sim.underlay();
-        must(&format!(
-            "ip netns add {ul} && ip -n {ul} link add name ulbr type bridge && ip -n {ul} link set ulbr up \
-             && ip -n {ul} addr add 198.51.100.100/24 dev ulbr && ip -n {ul} link set lo up"
-        ));
-        for i in 1..=n {
-            let h = sim.host_ns(i);
-            must(&format!(
-                "ip netns add {h} && ip -n {ul} link add u{i} type veth peer name eth0 netns {h} \
-                 && ip -n {ul} link set u{i} master ulbr up && ip -n {h} addr add 198.51.100.{i}/24 dev eth0 \
-                 && ip -n {h} link set eth0 up && ip -n {h} link set lo up"
-            ));
-            let mut node = Node::new(root, &format!("h{i}"));
-            let log = std::fs::File::create(node.dir.join("daemon.log")).expect("log");
-            let child = Command::new("nsenter")
-                .arg(format!("--net=/run/netns/{h}"))
-                .arg(BIN)
-                .args(["daemon", "--data-dir"])
-                .arg(node.dir.join("data"))
-                .arg("--api-socket")
-                .arg(node.dir.join("shoal.sock"))
-                .args(["--listen-addr", &format!("198.51.100.{i}:{}", node.port)])
-                .args(["--ui-addr", "off", "--hostname", &format!("h{i}")])
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .expect("spawn");
-            node.child = Some(child);
-            let sock = node.dir.join("shoal.sock");
-            eventually(20, "the daemon's socket", || sock.exists().then_some(()));
-            sim.hosts.push(node);
-        }
-        sim
-    }
-
-    fn addr(&self, i: usize) -> String {
-        format!("198.51.100.{}:{}", i + 1, self.hosts[i].port)
-    }
-
-    /// Runs `cmd` in a network namespace (the mounts stay the test's own).
-    fn in_ns(&self, ns: &str, cmd: &str) -> std::process::Output {
-        Command::new("nsenter")
-            .arg(format!("--net=/run/netns/{ns}"))
-            .args(["sh", "-c", cmd])
-            .output()
-            .expect("nsenter")
-    }
-}
-
-impl Drop for Sim {
-    fn drop(&mut self) {
-        for h in &mut self.hosts {
-            if let Some(mut c) = h.child.take() {
-                let _ = c.kill();
-                let _ = c.wait();
-            }
-        }
-        // The hosts' namespaces (and the veths in them), and whatever the daemons created.
-        let ids: Vec<String> = self
-            .hosts
-            .iter()
-            .filter_map(|h| std::fs::read_to_string(h.dir.join("data/node.json")).ok())
-            .filter_map(|s| {
-                serde_json::from_str::<Value>(&s).ok()?["node_id"].as_str().map(|id| id[..8].to_string())
-            })
-            .collect();
-        if let Ok(dir) = std::fs::read_dir("/run/netns") {
-            for e in dir.flatten() {
-                let name = e.file_name().to_string_lossy().into_owned();
-                if name.starts_with(&self.tag)
-                    || ids.iter().any(|id| name.starts_with(&format!("shoal-{id}-")))
-                {
-                    let _ = sh(&format!("ip netns del {name}"));
-                }
-            }
-        }
-    }
-}
+use common::sim::Underlay;
+use common::{eventually, eventually_or, Node};
 
 fn task_of(n: &Node, service: &str) -> Option<Value> {
     let v = n.json(&["service", "ps", service, "--format", "json"]);
@@ -131,13 +22,20 @@ fn addr_of(task: &Value) -> Option<String> {
 #[test]
 fn services_reach_each_other_by_name_across_hosts_and_through_the_routing_mesh() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let sim = Sim::new(tmp.path(), 3);
-    let m = &sim.hosts[0];
+    let ul = Underlay::new("mesh", 3);
+    let hosts: Vec<Node> = (1..=3)
+        .map(|i| {
+            let mut n = ul.node(tmp.path(), &format!("h{i}"), i);
+            n.start("daemon");
+            n
+        })
+        .collect();
+    let m = &hosts[0];
     let out = m.ok(&["cluster", "init"]);
     assert!(out.contains("initialized"), "{out}");
     let token = m.ok(&["cluster", "join-token", "worker", "-q"]);
-    for i in 1..3 {
-        sim.hosts[i].ok(&["cluster", "join", "--token", &token, &sim.addr(0)]);
+    for h in &hosts[1..] {
+        h.ok(&["cluster", "join", "--token", &token, &m.addr()]);
     }
     eventually_or(
         40,
@@ -145,7 +43,7 @@ fn services_reach_each_other_by_name_across_hosts_and_through_the_routing_mesh()
             let nodes = m.json(&["node", "ls", "--format", "json"]);
             (nodes.as_array()?.iter().filter(|n| n["status"]["state"] == "ready").count() == 3).then_some(())
         },
-        || std::fs::read_to_string(sim.hosts[1].dir.join("daemon.log")).unwrap_or_default(),
+        || std::fs::read_to_string(hosts[1].dir.join("daemon.log")).unwrap_or_default(),
     );
     m.ok(&["network", "create", "front"]);
 
@@ -205,7 +103,7 @@ fn services_reach_each_other_by_name_across_hosts_and_through_the_routing_mesh()
     eventually_or(
         30,
         || std::fs::read_to_string(&got).ok().filter(|s| s.contains("hello from web")).map(|_| ()),
-        || std::fs::read_to_string(sim.hosts[1].dir.join("daemon.log")).unwrap_or_default(),
+        || std::fs::read_to_string(hosts[1].dir.join("daemon.log")).unwrap_or_default(),
     );
 
     // DNS on h2: the name is the VIP that `service inspect` shows, tasks.NAME the task's address.
@@ -225,12 +123,12 @@ fn services_reach_each_other_by_name_across_hosts_and_through_the_routing_mesh()
     let client_node = client["node_id"].as_str().expect("node").to_string();
     let client_ns = format!("shoal-{}-t-{}", &client_node[..8], client["id"].as_str().expect("id"));
     let resolv = std::fs::read_to_string(
-        sim.hosts[1].dir.join(format!("data/agent/net/resolv/{}.conf", client["id"].as_str().expect("id"))),
+        hosts[1].dir.join(format!("data/agent/net/resolv/{}.conf", client["id"].as_str().expect("id"))),
     )
     .expect("the client's resolv.conf");
     let dns = resolv.lines().find_map(|l| l.strip_prefix("nameserver ")).expect("nameserver").to_string();
     let dig = |name: &str| {
-        let out = sim.in_ns(&client_ns, &format!("dig +short +time=2 +tries=1 @{dns} {name}"));
+        let out = ul.run_in(&client_ns, &format!("dig +short +time=2 +tries=1 @{dns} {name}"));
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     };
     assert_eq!(dig("web"), vip);
@@ -238,7 +136,7 @@ fn services_reach_each_other_by_name_across_hosts_and_through_the_routing_mesh()
 
     // The published port answers on every host, also h3, which runs no task of web.
     for i in [3, 1, 2] {
-        let out = sim.in_ns(&sim.underlay(), &format!("curl -s -m 3 http://198.51.100.{i}:8080/"));
+        let out = ul.run_in(&ul.name(), &format!("curl -s -m 3 http://198.51.100.{i}:8080/"));
         assert!(
             String::from_utf8_lossy(&out.stdout).contains("hello from web"),
             "the routing mesh on h{i}: {}",

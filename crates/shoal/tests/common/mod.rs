@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod sim;
+
 /// How often the polling helpers look again.
 const POLL_EVERY: Duration = Duration::from_millis(50);
 
@@ -100,6 +102,10 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_shoal");
 
 pub struct Node {
     pub dir: PathBuf,
+    /// The address the daemon listens on (127.0.0.1, or a simulated host's underlay address).
+    pub host: String,
+    /// The network namespace of a simulated host the daemon runs in (see `sim`).
+    pub netns: Option<String>,
     pub port: u16,
     /// Where the daemon serves its web UI (managers) and `/metrics`.
     pub ui_port: u16,
@@ -119,7 +125,14 @@ impl Node {
     pub fn new(root: &Path, name: &str) -> Node {
         let dir = root.join(name);
         std::fs::create_dir_all(&dir).expect("dir");
-        Node { dir, port: free_port(), ui_port: free_port(), child: None }
+        Node {
+            dir,
+            host: "127.0.0.1".into(),
+            netns: None,
+            port: free_port(),
+            ui_port: free_port(),
+            child: None,
+        }
     }
 
     pub fn start(&mut self, mode: &str) {
@@ -137,7 +150,17 @@ impl Node {
             .append(true)
             .open(self.dir.join(format!("{mode}.log")))
             .expect("log");
-        let child = Command::new(BIN)
+        // In a simulated host's namespace through `nsenter --net` (never `ip netns exec`, whose
+        // private mount namespace would hide the namespaces the daemon creates).
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net=/run/netns/{ns}")).arg(BIN);
+                c
+            }
+            None => Command::new(BIN),
+        };
+        let child = cmd
             .envs(env.iter().copied())
             .args([mode])
             .args(extra)
@@ -145,7 +168,7 @@ impl Node {
             .arg(self.dir.join("data"))
             .arg("--api-socket")
             .arg(self.dir.join("shoal.sock"))
-            .args(["--listen-addr", &format!("127.0.0.1:{}", self.port)])
+            .args(["--listen-addr", &format!("{}:{}", self.host, self.port)])
             .args(["--ui-addr", &format!("127.0.0.1:{}", self.ui_port)])
             .args(["--hostname", self.dir.file_name().and_then(|n| n.to_str()).unwrap_or("n")])
             .stdout(Stdio::null())
@@ -178,7 +201,7 @@ impl Node {
     }
 
     pub fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        format!("{}:{}", self.host, self.port)
     }
 
     pub fn cli(&self, args: &[&str]) -> Output {
