@@ -30,7 +30,18 @@ pub fn netview_of(state: &ClusterState, node: &NodeId) -> NetView {
         ..Default::default()
     };
     let vteps: BTreeMap<&NodeId, String> = state.nodes().map(|n| (&n.id, vtep(n))).collect();
-    for net in state.networks() {
+    // A node builds a network only when it needs it: a task of its own is on it, or it is the
+    // routing mesh and something is published (every node then answers on the port). A node
+    // with nothing to do on networks changes nothing in its kernel.
+    let mut needed: std::collections::BTreeSet<&shoal_types::NetworkId> = state
+        .tasks_on_node(node)
+        .filter(|t| !t.status.state.is_terminal())
+        .flat_map(|t| t.networks.iter().map(|n| &n.network_id))
+        .collect();
+    if state.services().any(|s| s.spec.endpoint.ingress_ports().next().is_some()) {
+        needed.extend(state.ingress_network().map(|n| &n.id));
+    }
+    for net in state.networks().filter(|n| needed.contains(&n.id)) {
         let addrs = state.node_addresses(&net.id);
         let Some(local) = addrs.iter().find(|a| &a.node_id == node) else { continue };
         let mut peers: Vec<ViewPeer> = addrs
@@ -61,6 +72,7 @@ pub fn netview_of(state: &ClusterState, node: &NodeId) -> NetView {
             peers,
         });
     }
+    let in_view: std::collections::BTreeSet<String> = view.networks.iter().map(|n| n.id.clone()).collect();
     for svc in state.services() {
         let mut tasks = Vec::new();
         for t in state.tasks_of_service(&svc.id) {
@@ -70,6 +82,7 @@ pub fn netview_of(state: &ClusterState, node: &NodeId) -> NetView {
             let addrs: Vec<ViewAddr> = t
                 .networks
                 .iter()
+                .filter(|tn| in_view.contains(tn.network_id.as_str()))
                 .flat_map(|tn| {
                     tn.addrs.iter().map(|a| ViewAddr { network_id: tn.network_id.to_string(), addr: host(a) })
                 })
@@ -89,6 +102,7 @@ pub fn netview_of(state: &ClusterState, node: &NodeId) -> NetView {
             .endpoint
             .vips
             .iter()
+            .filter(|v| in_view.contains(v.network_id.as_str()))
             .map(|v| ViewAddr { network_id: v.network_id.to_string(), addr: host(&v.addr) })
             .collect();
         if tasks.is_empty() && vips.is_empty() {

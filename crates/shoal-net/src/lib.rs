@@ -139,6 +139,11 @@ impl Net {
         let mut applied = self.applied.lock().await;
         let mut changes = 0;
         let mut errors = Vec::new();
+        if view.networks.is_empty() && view.services.is_empty() {
+            // Nothing to build: leave the node's kernel alone (and take away what an earlier
+            // view built).
+            return self.clear(&mut applied).await;
+        }
         if !applied.forwarding {
             sys::sysctl("net.ipv4.ip_forward", "1")?;
             sys::sysctl("net.ipv4.conf.all.send_redirects", "0")?;
@@ -155,7 +160,7 @@ impl Net {
         for ns in list_netns() {
             if let Some(vni) = self.names.sandbox_vni(&ns) {
                 if !wanted.contains(&vni) {
-                    match sys::ip(None, &["netns", "del", &ns]).await {
+                    match remove_sandbox(&ns, vni).await {
                         Ok(_) => {
                             tracing::info!(netns = %ns, "removed the sandbox of a deleted network");
                             changes += 1;
@@ -196,6 +201,27 @@ impl Net {
         } else {
             Err(NetError::Invalid(errors.join("; ")))
         }
+    }
+
+    /// Removes this node's sandboxes and ruleset (its tasks' namespaces stay with their tasks).
+    async fn clear(&self, applied: &mut Applied) -> Result<usize, NetError> {
+        let mut changes = 0;
+        for ns in list_netns() {
+            if let Some(vni) = self.names.sandbox_vni(&ns) {
+                remove_sandbox(&ns, vni).await?;
+                changes += 1;
+            }
+        }
+        let had_table = applied.nft.is_some() || self.state_dir.join(NFT_FILE).exists();
+        if had_table {
+            // Gone already is fine (another agent on this host may have removed it).
+            let _ = sys::run("nft", &["delete", "table", "ip", nft::TABLE]).await;
+            let _ = std::fs::remove_file(self.state_dir.join(NFT_FILE));
+            changes += 1;
+        }
+        applied.nft = None;
+        applied.balancing = nft::Balancing::default();
+        Ok(changes)
     }
 
     /// The sandbox of `n`, the node's endpoint and VIPs on it, and the static peers.
@@ -314,27 +340,35 @@ impl Net {
             let _ = sys::ip(None, &["link", "del", &vx]).await;
             let port = if view.data_port == 0 { DEFAULT_DATA_PORT } else { view.data_port }.to_string();
             let vni = n.vni.to_string();
-            sys::ip(
-                None,
-                &[
-                    "link",
-                    "add",
-                    &vx,
-                    "mtu",
-                    &mtu,
-                    "type",
-                    "vxlan",
-                    "id",
-                    &vni,
-                    "dstport",
-                    &port,
-                    "local",
-                    &view.vtep,
-                    "nolearning",
-                    "proxy",
-                ],
-            )
-            .await?;
+            let add = [
+                "link",
+                "add",
+                &vx,
+                "mtu",
+                &mtu,
+                "type",
+                "vxlan",
+                "id",
+                &vni,
+                "dstport",
+                &port,
+                "local",
+                &view.vtep,
+                "nolearning",
+                "proxy",
+            ];
+            // A device of a sandbox deleted just before may still be on its way out.
+            let mut tries = 0;
+            loop {
+                match sys::ip(None, &add).await {
+                    Ok(_) => break,
+                    Err(e) if tries < 20 && e.to_string().contains("already exists") => {
+                        tries += 1;
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
             sys::ip(None, &["link", "set", &vx, "netns", &ns]).await?;
             sys::ip(Some(&ns), &["link", "set", &vx, "master", names::BRIDGE, "up"]).await?;
             changes += 1;
@@ -479,6 +513,14 @@ impl Net {
         let _ = std::fs::remove_file(self.state_dir.join(NFT_FILE));
         *self.applied.lock().await = Applied::default();
     }
+}
+
+/// Deletes a sandbox. Its VXLAN device goes first and at once: a namespace's devices are torn
+/// down in the background after `ip netns del`, and until then a new device with the same VNI
+/// cannot be made (the network may come back right away).
+async fn remove_sandbox(ns: &str, vni: u32) -> Result<(), NetError> {
+    let _ = sys::ip(Some(ns), &["link", "del", &names::vxlan(vni)]).await;
+    sys::ip(None, &["netns", "del", ns]).await.map(|_| ())
 }
 
 /// Connection-tracking entries to backends that are no longer behind a VIP or a published port

@@ -340,7 +340,17 @@ fn networks_through_followers_with_the_leader_killed_between_commands() {
         "sleep",
         "300",
     ]);
-    eventually(60, "tiny2 gets the freed addresses", || running_with_addresses(f, "tiny2", 1));
+    eventually_or(
+        60,
+        || running_with_addresses(f, "tiny2", 1),
+        || {
+            format!(
+                "tiny2 gets the freed addresses: {:?}\n{}",
+                tasks(f, "tiny2"),
+                ms.iter().map(log).collect::<Vec<_>>().join("\n----\n")
+            )
+        },
+    );
 
     // Kill the leader between two commands: the survivors allocate, and nothing is handed out
     // twice, before or after the killed manager is back.
