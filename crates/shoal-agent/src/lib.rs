@@ -199,6 +199,7 @@ impl Agent {
     async fn follow_networks(self: Arc<Self>) {
         let Some(net) = self.net.clone() else { return };
         let mut known: Option<String> = None;
+        let mut checked_once = false;
         loop {
             let view = match self.plane.netview(known.as_deref()).await {
                 Ok(v) => v,
@@ -212,7 +213,13 @@ impl Agent {
                 continue;
             }
             let started = std::time::Instant::now();
+            let first = known.is_none() && !checked_once;
             match net.reconcile(&view).await {
+                // After a restart, what the previous run built should still be there.
+                Ok(changes) if first => {
+                    checked_once = true;
+                    tracing::info!(revision = %view.revision, changes, "networks checked on start")
+                }
                 Ok(0) => tracing::debug!(revision = %view.revision, "networks already as the view says"),
                 Ok(changes) => tracing::info!(
                     revision = %view.revision, changes, took_ms = started.elapsed().as_millis() as u64,
@@ -810,6 +817,53 @@ impl Agent {
         let lt = self.store.load_all().into_iter().flatten().find(|lt| &lt.task.id == id)?;
         Some((self.drivers.get(lt.driver.as_str())?.clone(), lt.handle?))
     }
+
+    /// Runs `cmd` inside a running task's namespaces through its driver (`shoal task exec`), and
+    /// answers with its exit code and output. Only a task this node runs now: one that has not
+    /// started yet or has ended is refused with its state.
+    pub async fn exec_task(
+        &self,
+        id: &TaskId,
+        cmd: &[String],
+        timeout: Duration,
+    ) -> Result<shoal_driver::ExecResult, ExecError> {
+        if cmd.is_empty() {
+            return Err(ExecError::EmptyCommand);
+        }
+        let state = lock(&self.reported).get(id).map(|(s, _)| *s);
+        match state {
+            Some(TaskState::Running) => {}
+            Some(state) => return Err(ExecError::NotRunning { task: id.clone(), state }),
+            None => return Err(ExecError::NotHere(id.clone())),
+        }
+        let (driver, handle) = self.task_handle(id).ok_or_else(|| ExecError::NotHere(id.clone()))?;
+        match driver.exec(&handle, cmd, timeout).await {
+            Ok(r) => Ok(r),
+            // The command itself cannot run (not found, not executable): the operator's input.
+            Err(DriverError::Invalid(why)) => Err(ExecError::CannotRun(why)),
+            Err(DriverError::NotFound(_)) => Err(ExecError::Ended(id.clone())),
+            Err(e) => Err(ExecError::Driver(e)),
+        }
+    }
+}
+
+/// Why [`Agent::exec_task`] ran nothing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExecError {
+    #[error("exec needs a command")]
+    EmptyCommand,
+    #[error("task {0} is not on this node")]
+    NotHere(TaskId),
+    #[error("task {task} is not running (state {state})")]
+    NotRunning { task: TaskId, state: TaskState },
+    /// It ended between the check and the exec (its runtime no longer knows it).
+    #[error("task {0} is not running (it has just ended)")]
+    Ended(TaskId),
+    /// The command cannot be started in the task (not found, not executable).
+    #[error("{0}")]
+    CannotRun(String),
+    #[error("exec failed: {0}")]
+    Driver(DriverError),
 }
 
 enum Ending {

@@ -177,6 +177,9 @@ pub struct State {
     pub cwd: PathBuf,
     pub uid: Option<u32>,
     pub gid: Option<u32>,
+    /// The task runs in namespaces of its own (overlay networks): exec joins them.
+    #[serde(default)]
+    pub own_namespaces: bool,
 }
 
 /// A task's command and context, validated.
@@ -333,6 +336,7 @@ impl ProcessDriver {
             cwd: r.cwd,
             uid: r.uid,
             gid: r.gid,
+            own_namespaces: cfg.netns.is_some(),
         };
         tracing::info!(task = %cfg.task_id, pid = launched.child_pid, shim = launched.shim_pid, "process task started");
         Ok(Handle {
@@ -654,7 +658,29 @@ impl Driver for ProcessDriver {
         let path_var = state.env.get("PATH").map(String::as_str).unwrap_or(DEFAULT_PATH);
         let resolved = resolve_program(program, path_var, &state.cwd)
             .ok_or_else(|| DriverError::Invalid(format!("executable not found: {program}")))?;
-        let mut c = tokio::process::Command::new(resolved);
+        // A task on overlay networks has its own network and mount namespaces (its resolver's
+        // resolv.conf): the command joins the task's, as `docker exec` does.
+        let mut c = if state.own_namespaces {
+            let mut c = tokio::process::Command::new("nsenter");
+            c.arg(format!("--target={}", state.launched.child_pid)).args(["--net", "--mount"]);
+            if let Some(g) = state.gid {
+                c.arg(format!("--setgid={g}"));
+            }
+            if let Some(u) = state.uid {
+                c.arg(format!("--setuid={u}"));
+            }
+            c.arg("--").arg(resolved);
+            c
+        } else {
+            let mut c = tokio::process::Command::new(resolved);
+            if let Some(g) = state.gid {
+                c.gid(g);
+            }
+            if let Some(u) = state.uid {
+                c.uid(u);
+            }
+            c
+        };
         c.args(&cmd[1..])
             .env_clear()
             .envs(&state.env)
@@ -664,12 +690,6 @@ impl Driver for ProcessDriver {
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped());
-        if let Some(g) = state.gid {
-            c.gid(g);
-        }
-        if let Some(u) = state.uid {
-            c.uid(u);
-        }
         let mut child = c.spawn().map_err(|e| DriverError::runtime(&format!("exec {program}"), e))?;
         let pgid = child.id().and_then(|id| rustix::process::Pid::from_raw(id as i32));
         let (Some(mut out), Some(mut err)) = (child.stdout.take(), child.stderr.take()) else {

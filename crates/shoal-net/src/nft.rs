@@ -77,6 +77,19 @@ fn elements(out: &mut String, items: &[String]) {
 /// The whole table as `nft -f` input that replaces the previous one in one transaction.
 pub fn render(view: &NetView) -> String {
     let b = balancing(view);
+    // The interface each VIP is reached on (its network's `shl<vni>`).
+    let mut vip_if: Vec<String> = Vec::new();
+    for svc in &view.services {
+        for v in &svc.vips {
+            let Some(n) = view.network(&v.network_id) else { continue };
+            let addr = crate::host_of(&v.addr);
+            if b.vips.get(addr).is_some_and(|bk| !bk.is_empty()) {
+                vip_if.push(format!("\"{}\" . {addr}", names::lb_host(n.vni)));
+            }
+        }
+    }
+    vip_if.sort();
+    vip_if.dedup();
     let mut all_vips: Vec<String> = b.vips.keys().cloned().collect();
     all_vips.sort();
     let mut served = Vec::new();
@@ -112,6 +125,8 @@ pub fn render(view: &NetView) -> String {
     elements(&mut t, &all_vips);
     t.push_str(" }\n  set vips { type ipv4_addr;");
     elements(&mut t, &served);
+    t.push_str(" }\n  set vips_in { typeof iifname . ip daddr;");
+    elements(&mut t, &vip_if);
     t.push_str(" }\n  map vip_backends { typeof ip daddr . numgen random mod 60 : ip daddr;");
     elements(&mut t, &vip_map);
     t.push_str(" }\n");
@@ -125,6 +140,8 @@ pub fn render(view: &NetView) -> String {
     t.push_str("  set subnets { type ipv4_addr; flags interval;");
     elements(&mut t, &subnets);
     t.push_str(" }\n");
+    // A task reaches the VIPs of its own networks only (the node itself, all of them).
+    let dnat_in = "iifname . ip daddr @vips_in dnat to ip daddr . numgen random mod 60 map @vip_backends";
     let dnat = "ip daddr @vips dnat to ip daddr . numgen random mod 60 map @vip_backends";
     let mesh = |hook: &str| {
         let mut s = String::new();
@@ -139,7 +156,7 @@ pub fn render(view: &NetView) -> String {
     };
     let _ = write!(
         t,
-        "  chain prerouting {{\n    type nat hook prerouting priority dstnat; policy accept;\n    {dnat}\n{}  }}\n",
+        "  chain prerouting {{\n    type nat hook prerouting priority dstnat; policy accept;\n    {dnat_in}\n{}  }}\n",
         mesh("prerouting")
     );
     let _ = write!(
@@ -160,6 +177,18 @@ pub fn render(view: &NetView) -> String {
     t.push_str(
         "  chain input {\n    type filter hook input priority filter; policy accept;\n    ip daddr @vips_all reject\n  }\n",
     );
+    // Networks are isolated: the node routes between its overlay endpoints, but forwards from one
+    // network to another only what the VIPs or the mesh translated.
+    t.push_str("  chain forward {\n    type filter hook forward priority filter; policy accept;\n");
+    for n in &view.networks {
+        let _ = writeln!(
+            t,
+            "    iifname \"{i}\" oifname \"{p}*\" oifname != \"{i}\" ct status & dnat == 0 drop",
+            i = names::lb_host(n.vni),
+            p = names::LB_HOST_PREFIX
+        );
+    }
+    t.push_str("  }\n");
     t.push_str("}\n");
     t
 }
@@ -251,6 +280,17 @@ mod tests {
         assert!(t.contains("oifname \"shl4097\" ct status dnat snat to 10.0.1.250"), "{t}");
         assert!(t.contains("oifname \"shl4096\" ct status dnat snat to 10.255.0.9"), "{t}");
         assert!(t.starts_with("table ip shoal\ndelete table ip shoal\n"));
+    }
+
+    #[test]
+    fn networks_do_not_route_into_each_other() {
+        let t = render(&view());
+        assert!(
+            t.contains(
+                "iifname \"shl4097\" oifname \"shl*\" oifname != \"shl4097\" ct status & dnat == 0 drop"
+            ),
+            "{t}"
+        );
     }
 
     #[test]

@@ -171,3 +171,207 @@ fn services_reach_each_other_by_name_across_hosts_and_through_the_routing_mesh()
         (left == 0).then_some(())
     });
 }
+
+/// The address on `eth0` of the task the shell runs in (process tasks on networks have their own
+/// network namespace).
+const MY_ADDR: &str = "$(ip -4 -o addr show dev eth0 | awk '{print $4}' | cut -d/ -f1)";
+
+/// The daemon's log without terminal colours.
+fn log_of(n: &Node) -> String {
+    let raw = std::fs::read_to_string(n.dir.join("daemon.log")).unwrap_or_default();
+    let mut out = String::with_capacity(raw.len());
+    let mut chars = raw.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // ESC [ ... m
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[test]
+fn load_spreads_health_reaches_dns_networks_are_isolated_and_a_restart_changes_nothing() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let ul = Underlay::new("lb", 3);
+    let mut hosts: Vec<Node> = (1..=3)
+        .map(|i| {
+            let mut n = ul.node(tmp.path(), &format!("h{i}"), i);
+            n.start("daemon");
+            n
+        })
+        .collect();
+    let m = &hosts[0];
+    m.ok(&["cluster", "init"]);
+    let token = m.ok(&["cluster", "join-token", "worker", "-q"]);
+    for h in &hosts[1..] {
+        h.ok(&["cluster", "join", "--token", &token, &m.addr()]);
+    }
+    eventually(40, "three ready nodes", || {
+        let nodes = m.json(&["node", "ls", "--format", "json"]);
+        (nodes.as_array()?.iter().filter(|n| n["status"]["state"] == "ready").count() == 3).then_some(())
+    });
+    m.ok(&["network", "create", "front"]);
+    m.ok(&["network", "create", "back"]);
+
+    // Two web tasks (h1, h2), each answering with its own address and healthy until told not to.
+    let sick = tmp.path().join("sick");
+    std::fs::create_dir_all(&sick).expect("sick dir");
+    let serve = format!("d=$(mktemp -d); echo {MY_ADDR} > $d/index.html; exec busybox httpd -f -p 80 -h $d");
+    let health = format!("test ! -e {}/{MY_ADDR}", sick.display());
+    m.ok(&[
+        "service",
+        "create",
+        "-d",
+        "--name",
+        "web",
+        "--replicas",
+        "2",
+        "--driver",
+        "process",
+        "--network",
+        "front",
+        "--constraint",
+        "node.hostname!=h3",
+        "--health-cmd",
+        &health,
+        "--health-interval",
+        "1s",
+        "--health-retries",
+        "1",
+        "--health-timeout",
+        "2s",
+        "sh",
+        "-c",
+        &serve,
+    ]);
+    // A client on h3 asks http://web/ all the time and keeps every answer.
+    let answers = tmp.path().join("answers");
+    let ask = format!("while :; do curl -s -m 1 http://web/ >> {a}; sleep 0.05; done", a = answers.display());
+    m.ok(&[
+        "service",
+        "create",
+        "-d",
+        "--name",
+        "client",
+        "--driver",
+        "process",
+        "--network",
+        "front",
+        "--constraint",
+        "node.hostname==h3",
+        "sh",
+        "-c",
+        &ask,
+    ]);
+    let web: Vec<String> = eventually(60, "two healthy web tasks", || {
+        let ts = m.json(&["service", "ps", "web", "--format", "json"]);
+        let up: Vec<String> = ts
+            .as_array()?
+            .iter()
+            .filter(|t| t["status"]["state"] == "running" && t["status"]["health"] == "healthy")
+            .filter_map(|t| t["networks"][0]["addrs"][0].as_str()?.split('/').next().map(str::to_string))
+            .collect();
+        (up.len() == 2).then_some(up)
+    });
+    // The VIP spreads the connections over both tasks.
+    eventually(30, "answers from both tasks", || {
+        let got = std::fs::read_to_string(&answers).ok()?;
+        web.iter().all(|a| got.contains(a.as_str())).then_some(())
+    });
+
+    let client = eventually(30, "the client", || task_of(m, "client"));
+    let client_ns = format!(
+        "{}t-{}",
+        Underlay::prefix_of(client["node_id"].as_str().expect("node")),
+        client["id"].as_str().expect("id")
+    );
+    let dns = std::fs::read_to_string(
+        hosts[2].dir.join(format!("data/agent/net/resolv/{}.conf", client["id"].as_str().expect("id"))),
+    )
+    .expect("resolv.conf");
+    let dns = dns.lines().find_map(|l| l.strip_prefix("nameserver ")).expect("nameserver").to_string();
+    let dig = |ns: &str, server: &str, name: &str| {
+        let out = ul.run_in(ns, &format!("dig +short +time=1 +tries=1 @{server} {name}"));
+        let mut v: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect();
+        v.sort();
+        v
+    };
+    let mut both = web.clone();
+    both.sort();
+    assert_eq!(dig(&client_ns, &dns, "tasks.web"), both);
+
+    // One task turns unhealthy: it leaves tasks.web and the VIP's backends.
+    let (gone, kept) = (web[0].clone(), web[1].clone());
+    std::fs::write(sick.join(&gone), "").expect("sick");
+    let started = std::time::Instant::now();
+    eventually(20, "tasks.web without the unhealthy task", || {
+        (dig(&client_ns, &dns, "tasks.web") == vec![kept.clone()]).then_some(())
+    });
+    let took = started.elapsed();
+    eprintln!("an unhealthy task left DNS after {took:?} (health interval 1 s, 1 retry)");
+    std::fs::write(&answers, "").expect("truncate");
+    let after = eventually(20, "ten answers after the change", || {
+        let got = std::fs::read_to_string(&answers).ok()?;
+        (got.matches(kept.as_str()).count() + got.matches(gone.as_str()).count() >= 10).then_some(got)
+    });
+    assert!(!after.contains(gone.as_str()), "the unhealthy task still answered: {after}");
+
+    // Networks are isolated: a task on back neither resolves web nor reaches its tasks.
+    m.ok(&[
+        "service",
+        "create",
+        "-d",
+        "--name",
+        "other",
+        "--driver",
+        "process",
+        "--network",
+        "back",
+        "--constraint",
+        "node.hostname==h3",
+        "sleep",
+        "600",
+    ]);
+    let other = eventually(30, "other running", || task_of(m, "other"));
+    let other_ns = format!(
+        "{}t-{}",
+        Underlay::prefix_of(other["node_id"].as_str().expect("node")),
+        other["id"].as_str().expect("id")
+    );
+    let other_dns = std::fs::read_to_string(
+        hosts[2].dir.join(format!("data/agent/net/resolv/{}.conf", other["id"].as_str().expect("id"))),
+    )
+    .expect("resolv.conf");
+    let other_dns =
+        other_dns.lines().find_map(|l| l.strip_prefix("nameserver ")).expect("nameserver").to_string();
+    assert!(dig(&other_ns, &other_dns, "web").is_empty(), "web resolves on another network");
+    let reach = ul.run_in(&other_ns, &format!("curl -s -m 2 http://{kept}/"));
+    assert!(!reach.status.success(), "a task on back reached a task on front");
+
+    // The agent on h3 restarts (kill -9): the client keeps its connection path, and the kernel
+    // is found as it was left.
+    let before = log_of(&hosts[2]).len();
+    hosts[2].kill9();
+    hosts[2].start("daemon");
+    let checked = eventually(30, "h3's networks checked on start", || {
+        let log = log_of(&hosts[2]);
+        log[before.min(log.len())..]
+            .lines()
+            .find(|l| l.contains("networks checked on start"))
+            .map(str::to_string)
+    });
+    assert!(checked.contains("changes=0"), "{checked}");
+    std::fs::write(&answers, "").expect("truncate");
+    eventually(20, "answers after the restart", || {
+        std::fs::read_to_string(&answers).ok()?.contains(kept.as_str()).then_some(())
+    });
+    let m = &hosts[0];
+    m.ok(&["service", "rm", "web", "client", "other"]);
+}
