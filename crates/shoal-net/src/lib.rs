@@ -61,6 +61,8 @@ pub struct Attachment {
 #[derive(Default)]
 struct Applied {
     nft: Option<String>,
+    /// What this run loaded (to send only the difference next time).
+    rules: Option<nft::Ruleset>,
     balancing: nft::Balancing,
     forwarding: bool,
 }
@@ -170,7 +172,8 @@ impl Net {
                 }
             }
         }
-        let table = nft::render(view);
+        let rules = nft::ruleset(view);
+        let table = rules.full.clone();
         let saved = self.state_dir.join(NFT_FILE);
         if applied.nft.is_none() {
             // After a restart: what the previous run loaded, if the kernel still has it.
@@ -181,7 +184,14 @@ impl Net {
             }
         }
         if applied.nft.as_deref() != Some(table.as_str()) {
-            match sys::run_with("nft", &["-f", "-"], Some(&table)).await {
+            // Elements only when the structure is the same (one service's backends: a few ms
+            // whatever the number of services), else the whole table, atomically.
+            let input = applied
+                .rules
+                .as_ref()
+                .and_then(|old| rules.update_from(old))
+                .unwrap_or_else(|| table.clone());
+            match sys::run_with("nft", &["-f", "-"], Some(&input)).await {
                 Ok(_) => {
                     let next = nft::balancing(view);
                     changes += 1 + forget_removed_backends(&applied.balancing, &next).await;
@@ -192,8 +202,13 @@ impl Net {
                         tracing::warn!(file = %saved.display(), error = %e, "cannot keep the loaded ruleset");
                     }
                     applied.nft = Some(table);
+                    applied.rules = Some(rules);
                 }
-                Err(e) => errors.push(e.to_string()),
+                Err(e) => {
+                    // The next attempt replaces the whole table.
+                    applied.rules = None;
+                    errors.push(e.to_string())
+                }
             }
         }
         if errors.is_empty() {
@@ -220,6 +235,7 @@ impl Net {
             changes += 1;
         }
         applied.nft = None;
+        applied.rules = None;
         applied.balancing = nft::Balancing::default();
         Ok(changes)
     }

@@ -68,14 +68,77 @@ pub fn balancing(view: &NetView) -> Balancing {
     b
 }
 
-fn elements(out: &mut String, items: &[String]) {
-    if !items.is_empty() {
-        let _ = write!(out, " elements = {{ {} }}", items.join(", "));
+/// The table split into its structure (chains, set declarations) and the elements of each set:
+/// when only elements change (backends, VIPs, ports), the update is the difference, not the
+/// whole table.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Ruleset {
+    /// The table with every set empty.
+    pub skeleton: String,
+    /// Elements by set name (a map's element is `key : value`).
+    pub sets: BTreeMap<String, BTreeSet<String>>,
+    /// The table with its elements: `nft -f` input that replaces the previous one.
+    pub full: String,
+}
+
+impl Ruleset {
+    /// `nft -f` input that turns `old` into `self` in one transaction by changing elements only;
+    /// None when the structure differs (then the table is replaced whole).
+    pub fn update_from(&self, old: &Ruleset) -> Option<String> {
+        if self.skeleton != old.skeleton {
+            return None;
+        }
+        let empty = BTreeSet::new();
+        let mut out = String::new();
+        for (name, new) in &self.sets {
+            let before = old.sets.get(name).unwrap_or(&empty);
+            // A map's key is what `delete element` names; a changed value is a delete and an add.
+            let key = |e: &String| e.split(" : ").next().unwrap_or(e).to_string();
+            let gone: Vec<String> = before.difference(new).map(key).collect();
+            let added: Vec<&String> = new.difference(before).collect();
+            if !gone.is_empty() {
+                let _ = writeln!(out, "delete element ip {TABLE} {name} {{ {} }}", gone.join(", "));
+            }
+            if !added.is_empty() {
+                let added: Vec<&str> = added.iter().map(|s| s.as_str()).collect();
+                let _ = writeln!(out, "add element ip {TABLE} {name} {{ {} }}", added.join(", "));
+            }
+        }
+        Some(out)
+    }
+}
+
+struct Writer {
+    full: String,
+    skeleton: String,
+    sets: BTreeMap<String, BTreeSet<String>>,
+}
+
+impl Writer {
+    fn text(&mut self, s: &str) {
+        self.full.push_str(s);
+        self.skeleton.push_str(s);
+    }
+
+    /// `set NAME { DECL; elements = { … } }`
+    fn set(&mut self, kind: &str, name: &str, decl: &str, items: &[String]) {
+        let head = format!("  {kind} {name} {{ {decl};");
+        self.text(&head);
+        if !items.is_empty() {
+            let _ = write!(self.full, " elements = {{ {} }}", items.join(", "));
+        }
+        self.text(" }\n");
+        self.sets.insert(name.to_string(), items.iter().cloned().collect());
     }
 }
 
 /// The whole table as `nft -f` input that replaces the previous one in one transaction.
 pub fn render(view: &NetView) -> String {
+    ruleset(view).full
+}
+
+/// The table for `view`, with its structure and elements apart (see [`Ruleset`]).
+pub fn ruleset(view: &NetView) -> Ruleset {
     let b = balancing(view);
     // The interface each VIP is reached on (its network's `shl<vni>`).
     let mut vip_if: Vec<String> = Vec::new();
@@ -118,28 +181,29 @@ pub fn render(view: &NetView) -> String {
     }
     let subnets: Vec<String> = view.networks.iter().map(|n| n.subnet.clone()).collect();
 
-    let mut t = String::new();
+    let mut w = Writer { full: String::new(), skeleton: String::new(), sets: BTreeMap::new() };
     // Creating the table first makes the delete succeed on a node that has none yet.
-    let _ = writeln!(t, "table ip {TABLE}\ndelete table ip {TABLE}\ntable ip {TABLE} {{");
-    t.push_str("  set vips_all { type ipv4_addr;");
-    elements(&mut t, &all_vips);
-    t.push_str(" }\n  set vips { type ipv4_addr;");
-    elements(&mut t, &served);
-    t.push_str(" }\n  set vips_in { typeof iifname . ip daddr;");
-    elements(&mut t, &vip_if);
-    t.push_str(" }\n  map vip_backends { typeof ip daddr . numgen random mod 60 : ip daddr;");
-    elements(&mut t, &vip_map);
-    t.push_str(" }\n");
+    w.text(&format!("table ip {TABLE}\ndelete table ip {TABLE}\ntable ip {TABLE} {{\n"));
+    w.set("set", "vips_all", "type ipv4_addr", &all_vips);
+    w.set("set", "vips", "type ipv4_addr", &served);
+    w.set("set", "vips_in", "typeof iifname . ip daddr", &vip_if);
+    w.set("map", "vip_backends", "typeof ip daddr . numgen random mod 60 : ip daddr", &vip_map);
     for proto in ["tcp", "udp"] {
-        let _ = write!(t, "  set pub_{proto} {{ typeof {proto} dport;");
-        elements(&mut t, ports.get(proto).map_or(&[][..], |v| v));
-        let _ = write!(t, " }}\n  map pub_{proto}_backends {{ typeof {proto} dport . numgen random mod 60 : ip daddr . {proto} dport;");
-        elements(&mut t, port_maps.get(proto).map_or(&[][..], |v| v));
-        t.push_str(" }\n");
+        w.set(
+            "set",
+            &format!("pub_{proto}"),
+            &format!("typeof {proto} dport"),
+            ports.get(proto).map_or(&[][..], |v| v),
+        );
+        w.set(
+            "map",
+            &format!("pub_{proto}_backends"),
+            &format!("typeof {proto} dport . numgen random mod 60 : ip daddr . {proto} dport"),
+            port_maps.get(proto).map_or(&[][..], |v| v),
+        );
     }
-    t.push_str("  set subnets { type ipv4_addr; flags interval;");
-    elements(&mut t, &subnets);
-    t.push_str(" }\n");
+    w.set("set", "subnets", "type ipv4_addr; flags interval", &subnets);
+    let mut t = String::new();
     // A task reaches the VIPs of its own networks only (the node itself, all of them).
     let dnat_in = "iifname . ip daddr @vips_in dnat to ip daddr . numgen random mod 60 map @vip_backends";
     let dnat = "ip daddr @vips dnat to ip daddr . numgen random mod 60 map @vip_backends";
@@ -190,7 +254,8 @@ pub fn render(view: &NetView) -> String {
     }
     t.push_str("  }\n");
     t.push_str("}\n");
-    t
+    w.text(&t);
+    Ruleset { skeleton: w.skeleton, sets: w.sets, full: w.full }
 }
 
 #[cfg(test)]
@@ -291,6 +356,29 @@ mod tests {
             ),
             "{t}"
         );
+    }
+
+    #[test]
+    fn a_backend_change_is_an_element_update_and_a_new_network_a_replacement() {
+        let before = ruleset(&view());
+        let mut v = view();
+        v.services[0].tasks[0].ready = false;
+        let after = ruleset(&v);
+        let update = after.update_from(&before).expect("same structure");
+        // Slots that pointed at 10.0.1.3 now point at 10.0.1.4: deleted by key and added again.
+        assert!(update.contains("delete element ip shoal vip_backends { 10.0.1.2 . 0,"), "{update}");
+        assert!(update.contains("add element ip shoal vip_backends { 10.0.1.2 . 0 : 10.0.1.4,"), "{update}");
+        assert!(!update.contains("table"), "{update}");
+        assert_eq!(ruleset(&view()).update_from(&before).as_deref(), Some(""), "no change, nothing to do");
+        let mut v = view();
+        v.networks.push(ViewNetwork {
+            id: "n2".into(),
+            vni: 4098,
+            subnet: "10.0.2.0/24".into(),
+            local_addr: "10.0.2.9".into(),
+            ..Default::default()
+        });
+        assert_eq!(ruleset(&v).update_from(&before), None, "new chains: the table is replaced");
     }
 
     #[test]
