@@ -375,3 +375,113 @@ fn load_spreads_health_reaches_dns_networks_are_isolated_and_a_restart_changes_n
     let m = &hosts[0];
     m.ok(&["service", "rm", "web", "client", "other"]);
 }
+
+/// Three simulated hosts in one cluster (h1 manager, h2 and h3 workers), all ready.
+fn three_hosts(ul: &Underlay, root: &std::path::Path) -> Vec<Node> {
+    let hosts: Vec<Node> = (1..=3)
+        .map(|i| {
+            let mut n = ul.node(root, &format!("h{i}"), i);
+            n.start("daemon");
+            n
+        })
+        .collect();
+    let m = &hosts[0];
+    m.ok(&["cluster", "init"]);
+    let token = m.ok(&["cluster", "join-token", "worker", "-q"]);
+    for h in &hosts[1..] {
+        h.ok(&["cluster", "join", "--token", &token, &m.addr()]);
+    }
+    eventually(40, "three ready nodes", || {
+        let nodes = m.json(&["node", "ls", "--format", "json"]);
+        (nodes.as_array()?.iter().filter(|n| n["status"]["state"] == "ready").count() == 3).then_some(())
+    });
+    hosts
+}
+
+/// UDP through a VIP from one fixed source port: connection tracking keeps the flow on its
+/// backend; when that backend goes, its entries are deleted and the next datagram reaches the
+/// other task instead of vanishing.
+#[test]
+fn udp_through_a_vip_moves_to_the_remaining_task_when_its_backend_goes() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let ul = Underlay::new("udp", 3);
+    let hosts = three_hosts(&ul, tmp.path());
+    let m = &hosts[0];
+    m.ok(&["network", "create", "front"]);
+    let sick = tmp.path().join("sick");
+    std::fs::create_dir_all(&sick).expect("sick dir");
+    let echo = format!("a={MY_ADDR}; exec socat UDP4-RECVFROM:5000,fork SYSTEM:\"echo $a\"");
+    let health = format!("test ! -e {}/{MY_ADDR}", sick.display());
+    m.ok(&[
+        "service",
+        "create",
+        "-d",
+        "--name",
+        "udp",
+        "--replicas",
+        "2",
+        "--driver",
+        "process",
+        "--network",
+        "front",
+        "--constraint",
+        "node.hostname!=h3",
+        "--health-cmd",
+        &health,
+        "--health-interval",
+        "1s",
+        "--health-retries",
+        "1",
+        "sh",
+        "-c",
+        &echo,
+    ]);
+    m.ok(&[
+        "service",
+        "create",
+        "-d",
+        "--name",
+        "client",
+        "--driver",
+        "process",
+        "--network",
+        "front",
+        "--constraint",
+        "node.hostname==h3",
+        "sleep",
+        "600",
+    ]);
+    eventually(60, "two healthy udp tasks", || {
+        let ts = m.json(&["service", "ps", "udp", "--format", "json"]);
+        let n = ts.as_array()?.iter().filter(|t| t["status"]["health"] == "healthy").count();
+        (n == 2).then_some(())
+    });
+    let client = eventually(30, "the client", || task_of(m, "client"));
+    let ns = format!(
+        "{}t-{}",
+        Underlay::prefix_of(client["node_id"].as_str().expect("node")),
+        client["id"].as_str().expect("id")
+    );
+    let svc = m.json(&["service", "inspect", "udp", "--format", "json"]);
+    let svc = if svc.is_array() { svc[0].clone() } else { svc };
+    let vip = svc["endpoint"]["vips"][0]["addr"]
+        .as_str()
+        .and_then(|a| a.split('/').next())
+        .expect("vip")
+        .to_string();
+    let ask = || {
+        let out = ul.run_in(&ns, &format!("echo q | socat -T1 - UDP4:{vip}:5000,sourceport=40000,reuseaddr"));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let first = eventually(20, "an answer through the VIP", || Some(ask()).filter(|a| !a.is_empty()));
+    // The same flow stays on the same task.
+    for _ in 0..3 {
+        assert_eq!(ask(), first, "one flow, one backend");
+    }
+    std::fs::write(sick.join(&first), "").expect("sick");
+    let other = eventually(20, "the flow answered by the other task", || {
+        Some(ask()).filter(|a| !a.is_empty() && *a != first)
+    });
+    assert_ne!(other, first);
+    m.ok(&["service", "rm", "udp", "client"]);
+}
