@@ -485,3 +485,70 @@ fn udp_through_a_vip_moves_to_the_remaining_task_when_its_backend_goes() {
     assert_ne!(other, first);
     m.ok(&["service", "rm", "udp", "client"]);
 }
+
+/// An oci container (runc joins the namespace the agent prepared, and sees the node's resolver in
+/// its resolv.conf) serves a process task on another host by name.
+#[test]
+fn an_oci_container_on_an_overlay_serves_a_process_task_by_name() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let ul = Underlay::new("oci", 3);
+    let hosts = three_hosts(&ul, tmp.path());
+    let m = &hosts[0];
+    let img = tmp.path().join("img");
+    std::fs::create_dir_all(&img).expect("img");
+    let tar = common::busybox_rootfs(&img);
+    let nodes: Vec<&Node> = hosts.iter().collect();
+    common::import_image(&nodes, &tar, "bbox:1");
+    m.ok(&["network", "create", "front"]);
+    m.ok(&[
+        "service",
+        "create",
+        "-d",
+        "--name",
+        "box",
+        "--driver",
+        "oci",
+        "--network",
+        "front",
+        "--constraint",
+        "node.hostname==h1",
+        "bbox:1",
+        "sh",
+        "-c",
+        "mkdir -p /www && echo served-by-oci > /www/index.html && exec busybox httpd -f -p 80 -h /www",
+    ]);
+    let got = tmp.path().join("got");
+    let script = format!(
+        "while :; do curl -s -m 2 http://box/ > {g}.tmp && mv {g}.tmp {g}; sleep 0.2; done",
+        g = got.display()
+    );
+    m.ok(&[
+        "service",
+        "create",
+        "-d",
+        "--name",
+        "client",
+        "--driver",
+        "process",
+        "--network",
+        "front",
+        "--constraint",
+        "node.hostname==h2",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    eventually_or(
+        60,
+        || std::fs::read_to_string(&got).ok().filter(|s| s.contains("served-by-oci")).map(|_| ()),
+        || format!("{:?}\n{}", m.json(&["service", "ps", "box", "--format", "json"]), log_of(&hosts[0])),
+    );
+    // Inside the container: its own interface on the overlay, and the node's resolver.
+    let bx = eventually(30, "box running", || task_of(m, "box"));
+    let resolv = std::fs::read_to_string(
+        hosts[0].dir.join(format!("data/agent/net/resolv/{}.conf", bx["id"].as_str().expect("id"))),
+    )
+    .expect("resolv.conf");
+    assert!(resolv.starts_with("nameserver 10."), "{resolv}");
+    common::remove_services_and_wait(m, &["box", "client"], &nodes);
+}
