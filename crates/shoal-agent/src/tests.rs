@@ -369,3 +369,27 @@ async fn health_checks_mark_a_task_healthy_then_fail_it_when_unhealthy() {
     assert!(s.err.contains("unhealthy") && s.err.contains("down"), "{}", s.err);
     assert!(rig.runtime.running().is_empty(), "the unhealthy task was stopped");
 }
+
+#[tokio::test]
+async fn exec_runs_only_in_a_running_task_of_this_node() {
+    let rig = Rig::new();
+    rig.plane.set(task("t1", "sleep"));
+    let agent = rig.agent();
+    let _run = tokio::spawn(agent.clone().run());
+    let cmd: Vec<String> = ["/bin/sh", "-c", "probe"].map(String::from).to_vec();
+    let limit = Duration::from_secs(1);
+    let (t1, nope) = (TaskId::new("t1"), TaskId::new("nope"));
+    assert_eq!(agent.exec_task(&nope, &cmd, limit).await, Err(ExecError::NotHere(nope.clone())));
+    eventually("running", || rig.plane.get("t1").status.state == TaskState::Running).await;
+    let r = agent.exec_task(&t1, &cmd, limit).await;
+    assert_eq!(r, Ok(ExecResult { exit_code: 0, output: "ok".into() }));
+    assert_eq!(agent.exec_task(&t1, &[], limit).await, Err(ExecError::EmptyCommand));
+    rig.runtime.exit("t1", 0);
+    eventually("complete", || rig.plane.get("t1").status.state == TaskState::Complete).await;
+    let refused = agent.exec_task(&t1, &cmd, limit).await;
+    assert_eq!(refused, Err(ExecError::NotRunning { task: t1.clone(), state: TaskState::Complete }));
+    assert_eq!(
+        refused.map_err(|e| e.to_string()),
+        Err("task t1 is not running (state complete)".to_string())
+    );
+}

@@ -4,6 +4,7 @@
 pub mod client;
 pub mod dispatcher;
 pub mod events;
+pub mod exec;
 pub mod internal;
 pub mod join;
 pub mod leader;
@@ -44,7 +45,8 @@ pub fn full_router(
     events: std::sync::Arc<events::EventLog>,
 ) -> axum::Router {
     router(manager.clone())
-        .merge(logs::service_logs_router(logs::LogsState { manager, agent }))
+        .merge(logs::service_logs_router(logs::LogsState { manager: manager.clone(), agent: agent.clone() }))
+        .merge(exec::exec_router(logs::LogsState { manager, agent }))
         .merge(events::events_router(events))
         .layer(axum::middleware::from_fn(ui::track_requests))
 }

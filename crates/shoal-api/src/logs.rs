@@ -142,6 +142,7 @@ async fn agent_logs(
 pub fn agent_router(slot: AgentSlot) -> Router {
     Router::new()
         .route("/internal/agent/logs", get(agent_logs))
+        .route(crate::exec::AGENT_EXEC_PATH, crate::exec::agent_exec_route())
         .route("/internal/agent/checkpoint", axum::routing::post(crate::migrate::agent_checkpoint))
         .route(
             "/internal/agent/checkpoint/{id}",

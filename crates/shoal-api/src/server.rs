@@ -159,6 +159,11 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
         "/v1/tasks/{id}/migrate",
         "move a running task with its state to another node ({to?}): checkpoint, transfer, restore",
     ),
+    (
+        "post",
+        "/v1/tasks/{id}/exec",
+        "run a command in a running task's namespaces through its driver ({cmd, timeout_secs?}): exit code and output",
+    ),
     ("get", "/v1/openapi.json", "this document"),
 ];
 

@@ -507,10 +507,14 @@ pub enum TaskCmd {
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
+    /// Run a command inside a running task (its namespaces, through its driver) on whichever node
+    /// runs it; print its output and exit with its exit code. No terminal: -i/-t are refused.
+    Exec(crate::exec_cli::ExecArgs),
 }
 
 pub async fn task(c: &Client, cmd: TaskCmd) -> Result<()> {
     match cmd {
+        TaskCmd::Exec(a) => return crate::exec_cli::run(c, a).await,
         TaskCmd::Inspect { tasks } => {
             let all: Vec<shoal_types::Task> = c.get("/v1/tasks").await?;
             let mut found = Vec::new();

@@ -5,6 +5,7 @@ mod cli;
 mod daemon;
 mod drivers;
 mod events_cli;
+mod exec_cli;
 mod image_cli;
 mod logs_cli;
 mod network_cli;
@@ -127,7 +128,7 @@ enum Cmd {
     /// Manage services.
     #[command(subcommand)]
     Service(cli::ServiceCmd),
-    /// Act on single tasks (inspect, live migration).
+    /// Act on single tasks (inspect, exec, live migration).
     #[command(subcommand)]
     Task(cli::TaskCmd),
     /// Manage overlay networks.
@@ -211,6 +212,14 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 fn main() -> std::process::ExitCode {
     match real_main() {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        // `task exec`: the command's own exit status.
+        Err(e) if e.is::<exec_cli::Exit>() => {
+            let exit = e.downcast_ref::<exec_cli::Exit>();
+            if let Some(m) = exit.and_then(|x| x.message.as_ref()) {
+                eprintln!("Error: {m}");
+            }
+            std::process::ExitCode::from(exit.map_or(1, |x| x.code))
+        }
         Err(e) => {
             // The message, with its causes; no backtrace for a user-facing error.
             eprintln!("Error: {e:#}");
