@@ -157,6 +157,10 @@ impl Net {
                 Err(e) => errors.push(format!("network {}: {e}", n.name)),
             }
         }
+        match let_overlays_through_the_firewall(true).await {
+            Ok(n) => changes += n,
+            Err(e) => errors.push(e.to_string()),
+        }
         // Sandboxes of networks that are gone (their tasks are gone too).
         let wanted: BTreeSet<u32> = view.networks.iter().map(|n| n.vni).collect();
         for ns in list_netns() {
@@ -227,6 +231,7 @@ impl Net {
                 changes += 1;
             }
         }
+        changes += let_overlays_through_the_firewall(false).await.unwrap_or(0);
         let had_table = applied.nft.is_some() || self.state_dir.join(NFT_FILE).exists();
         if had_table {
             // Gone already is fine (another agent on this host may have removed it).
@@ -529,6 +534,36 @@ impl Net {
         let _ = std::fs::remove_file(self.state_dir.join(NFT_FILE));
         *self.applied.lock().await = Applied::default();
     }
+}
+
+/// Where Docker runs, the node's `FORWARD` policy is `DROP` and only `DOCKER-USER` is the
+/// operator's: traffic the node forwards between its overlay endpoints (VIPs, the routing mesh)
+/// would be dropped there. With `on`, accept rules for the `shl*` interfaces go first in
+/// `DOCKER-USER` (or in `FORWARD` when its policy drops and there is no Docker); without, they are
+/// taken out. A node without iptables has no such policy. Returns the rules changed.
+async fn let_overlays_through_the_firewall(on: bool) -> Result<usize, NetError> {
+    let chain = if sys::run("iptables", &["-S", "DOCKER-USER"]).await.is_ok() {
+        "DOCKER-USER"
+    } else {
+        match sys::run("iptables", &["-S", "FORWARD"]).await {
+            Ok(rules) if rules.lines().any(|l| l.trim() == "-P FORWARD DROP") => "FORWARD",
+            _ => return Ok(0),
+        }
+    };
+    let pattern = format!("{}+", names::LB_HOST_PREFIX);
+    let mut changed = 0;
+    for dir in ["-i", "-o"] {
+        let rule = [chain, dir, pattern.as_str(), "-j", "ACCEPT"];
+        let present = sys::run("iptables", &[&["-C"][..], &rule[..]].concat()).await.is_ok();
+        if on && !present {
+            sys::run("iptables", &[&["-I"][..], &rule[..]].concat()).await?;
+            changed += 1;
+        } else if !on && present {
+            sys::run("iptables", &[&["-D"][..], &rule[..]].concat()).await?;
+            changed += 1;
+        }
+    }
+    Ok(changed)
 }
 
 /// Deletes a sandbox. Its VXLAN device goes first and at once: a namespace's devices are torn
