@@ -166,6 +166,18 @@ pub async fn migrate(m: &Arc<Manager>, id: &TaskId, to: Option<&str>) -> Result<
         let task = s.task(id).cloned().ok_or_else(|| {
             ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("task {id} not found"))
         })?;
+        // Its addresses are allocated per task and its namespace built on its node: a restored
+        // copy elsewhere would come back with other addresses. Refused rather than broken.
+        if !task.networks.is_empty() {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                format!(
+                    "task {id} is on overlay networks: live migration would change its addresses, which is not \
+                     supported yet (move it with a rolling update instead)"
+                ),
+            ));
+        }
         let to = match to {
             Some(key) => Some(
                 s.node(&NodeId::new(key))

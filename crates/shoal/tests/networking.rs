@@ -144,6 +144,17 @@ fn services_reach_each_other_by_name_across_hosts_and_through_the_routing_mesh()
         );
     }
 
+    // Live migration would change the task's addresses: refused with the reason, never a break.
+    let out = std::process::Command::new("curl")
+        .args(["-s", "--unix-socket"])
+        .arg(m.dir.join("shoal.sock"))
+        .args(["-X", "POST", "-H", "content-type: application/json", "-d", "{}"])
+        .arg(format!("http://shoal/v1/tasks/{}/migrate", web["id"].as_str().expect("id")))
+        .output()
+        .expect("curl");
+    let body = String::from_utf8_lossy(&out.stdout);
+    assert!(body.contains("overlay networks") && body.contains("conflict"), "{body}");
+
     // Removing the services and the network leaves no task namespace and no sandbox behind.
     m.ok(&["service", "rm", "web", "client"]);
     eventually(60, "no task namespaces", || {
