@@ -23,28 +23,8 @@ fn addr_of(task: &Value) -> Option<String> {
 fn services_reach_each_other_by_name_across_hosts_and_through_the_routing_mesh() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let ul = Underlay::new("mesh", 3);
-    let hosts: Vec<Node> = (1..=3)
-        .map(|i| {
-            let mut n = ul.node(tmp.path(), &format!("h{i}"), i);
-            n.start("daemon");
-            n
-        })
-        .collect();
+    let hosts = three_hosts(&ul, tmp.path());
     let m = &hosts[0];
-    let out = m.ok(&["cluster", "init"]);
-    assert!(out.contains("initialized"), "{out}");
-    let token = m.ok(&["cluster", "join-token", "worker", "-q"]);
-    for h in &hosts[1..] {
-        h.ok(&["cluster", "join", "--token", &token, &m.addr()]);
-    }
-    eventually_or(
-        40,
-        || {
-            let nodes = m.json(&["node", "ls", "--format", "json"]);
-            (nodes.as_array()?.iter().filter(|n| n["status"]["state"] == "ready").count() == 3).then_some(())
-        },
-        || std::fs::read_to_string(hosts[1].dir.join("daemon.log")).unwrap_or_default(),
-    );
     m.ok(&["network", "create", "front"]);
 
     // web: only on h1, published on 8080 through the routing mesh.
@@ -211,23 +191,8 @@ fn log_of(n: &Node) -> String {
 fn load_spreads_health_reaches_dns_networks_are_isolated_and_a_restart_changes_nothing() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let ul = Underlay::new("lb", 3);
-    let mut hosts: Vec<Node> = (1..=3)
-        .map(|i| {
-            let mut n = ul.node(tmp.path(), &format!("h{i}"), i);
-            n.start("daemon");
-            n
-        })
-        .collect();
+    let mut hosts = three_hosts(&ul, tmp.path());
     let m = &hosts[0];
-    m.ok(&["cluster", "init"]);
-    let token = m.ok(&["cluster", "join-token", "worker", "-q"]);
-    for h in &hosts[1..] {
-        h.ok(&["cluster", "join", "--token", &token, &m.addr()]);
-    }
-    eventually(40, "three ready nodes", || {
-        let nodes = m.json(&["node", "ls", "--format", "json"]);
-        (nodes.as_array()?.iter().filter(|n| n["status"]["state"] == "ready").count() == 3).then_some(())
-    });
     m.ok(&["network", "create", "front"]);
     m.ok(&["network", "create", "back"]);
 
