@@ -55,27 +55,7 @@ fn services_reach_each_other_by_name_across_hosts_and_through_the_routing_mesh()
         &www_s,
     ]);
     // client: only on h2; fetches http://web/ by name, with the resolver its resolv.conf names.
-    let got = tmp.path().join("got");
-    let script = format!(
-        "while :; do curl -s -m 2 http://web/ > {g}.tmp && mv {g}.tmp {g}; sleep 0.2; done",
-        g = got.display()
-    );
-    m.ok(&[
-        "service",
-        "create",
-        "-d",
-        "--name",
-        "client",
-        "--driver",
-        "process",
-        "--network",
-        "front",
-        "--constraint",
-        "node.hostname==h2",
-        "sh",
-        "-c",
-        &script,
-    ]);
+    let got = common::sim::fetcher(m, tmp.path(), "client", "front", Some("node.hostname==h2"), "web");
 
     let web = eventually(60, "web running", || task_of(m, "web"));
     let client = eventually(60, "client running", || task_of(m, "client"));
@@ -493,27 +473,7 @@ fn an_oci_container_on_an_overlay_serves_a_process_task_by_name() {
         "-c",
         "mkdir -p /www && echo served-by-oci > /www/index.html && exec busybox httpd -f -p 80 -h /www",
     ]);
-    let got = tmp.path().join("got");
-    let script = format!(
-        "while :; do curl -s -m 2 http://box/ > {g}.tmp && mv {g}.tmp {g}; sleep 0.2; done",
-        g = got.display()
-    );
-    m.ok(&[
-        "service",
-        "create",
-        "-d",
-        "--name",
-        "client",
-        "--driver",
-        "process",
-        "--network",
-        "front",
-        "--constraint",
-        "node.hostname==h2",
-        "sh",
-        "-c",
-        &script,
-    ]);
+    let got = common::sim::fetcher(m, tmp.path(), "client", "front", Some("node.hostname==h2"), "box");
     eventually_or(
         60,
         || std::fs::read_to_string(&got).ok().filter(|s| s.contains("served-by-oci")).map(|_| ()),

@@ -78,25 +78,7 @@ fn a_service_reaches_another_by_name_on_a_host_where_docker_drops_forwarding() {
         "-h",
         &www_s,
     ]);
-    let got = tmp.path().join("got");
-    let script = format!(
-        "while :; do curl -s -m 2 http://rweb/ > {g}.tmp && mv {g}.tmp {g}; sleep 0.2; done",
-        g = got.display()
-    );
-    m.ok(&[
-        "service",
-        "create",
-        "-d",
-        "--name",
-        "rclient",
-        "--driver",
-        "process",
-        "--network",
-        "rootnet",
-        "sh",
-        "-c",
-        &script,
-    ]);
+    let got = common::sim::fetcher(m, tmp.path(), "rclient", "rootnet", None, "rweb");
     // Task → VIP → DNAT → back out towards the other task: forwarded by this node, through
     // Docker's FORWARD chain.
     eventually_or(

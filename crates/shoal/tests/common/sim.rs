@@ -117,3 +117,28 @@ impl Drop for Underlay {
         let _ = sh(&format!("ip netns del {}", self.name()));
     }
 }
+
+/// A process service `name` on `network` (pinned by `constraint` when given) that fetches
+/// `http://TARGET/` by name again and again; returns the file that holds the newest answer.
+pub fn fetcher(
+    m: &Node,
+    dir: &Path,
+    name: &str,
+    network: &str,
+    constraint: Option<&str>,
+    target: &str,
+) -> PathBuf {
+    let got = dir.join(format!("{name}.got"));
+    let script = format!(
+        "while :; do curl -s -m 2 http://{target}/ > {g}.tmp && mv {g}.tmp {g}; sleep 0.2; done",
+        g = got.display()
+    );
+    let mut args =
+        vec!["service", "create", "-d", "--name", name, "--driver", "process", "--network", network];
+    if let Some(c) = constraint {
+        args.extend(["--constraint", c]);
+    }
+    args.extend(["sh", "-c", &script]);
+    m.ok(&args);
+    got
+}
