@@ -7,10 +7,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # The oci driver needs runc (and busybox-static makes a test image without a registry); the
-# process driver needs nothing. Install them when missing and we are root on Debian.
+# process driver needs nothing; overlay networks need iproute2, nftables and conntrack. Install
+# them when missing and we are root on Debian.
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     missing=()
-    for p in runc busybox-static; do
+    for p in runc busybox-static iproute2 nftables conntrack; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
     done
     if ((${#missing[@]})); then
