@@ -200,6 +200,7 @@ impl Agent {
         let Some(net) = self.net.clone() else { return };
         let mut known: Option<String> = None;
         let mut checked_once = false;
+        let mut failures: u32 = 0;
         loop {
             let view = match self.plane.netview(known.as_deref()).await {
                 Ok(v) => v,
@@ -226,13 +227,19 @@ impl Agent {
                     "networks reconciled"
                 ),
                 Err(e) => {
-                    tracing::warn!(error = %e, "networks not reconciled; retrying");
+                    // Backing off (0.5 s doubling to 10 s) keeps a node that cannot build its
+                    // networks (no nftables, say) from spinning and flooding its log.
+                    failures += 1;
+                    let wait =
+                        (RETRY * 2u32.saturating_pow(failures.min(5) - 1)).min(Duration::from_secs(10));
+                    tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "networks not reconciled");
                     self.netview.send_replace(Some(Arc::new(view)));
-                    tokio::time::sleep(RETRY).await;
+                    tokio::time::sleep(wait).await;
                     known = None;
                     continue;
                 }
             }
+            failures = 0;
             for (addr, e) in self.dns.update(&view).await {
                 tracing::warn!(%addr, error = %e, "the resolver cannot listen there yet");
             }
