@@ -1574,6 +1574,8 @@ fn task_table(mut tasks: Vec<Task>, services: &[Service], nodes: &[Node], no_tru
             .unwrap_or_default()
     };
     tasks.sort_by_cached_key(|t| ps_key(t, svc_name(t)));
+    // Tasks on overlay networks: their addresses in a last column (absent otherwise, as in docker).
+    let with_addrs = tasks.iter().any(|t| t.networks.iter().any(|n| !n.addrs.is_empty()));
     let mut rows = Vec::new();
     let mut last_key = None;
     for t in &tasks {
@@ -1607,8 +1609,22 @@ fn task_table(mut tasks: Vec<Task>, services: &[Service], nodes: &[Node], no_tru
             },
             t.status.err.clone(),
         ]);
+        if with_addrs {
+            let addrs: Vec<&str> = t
+                .networks
+                .iter()
+                .flat_map(|n| n.addrs.iter().map(|a| a.split('/').next().unwrap_or(a)))
+                .collect();
+            if let Some(row) = rows.last_mut() {
+                row.push(addrs.join(","));
+            }
+        }
     }
-    table(&["ID", "NAME", "IMAGE", "NODE", "DESIRED STATE", "CURRENT STATE", "ERROR"], rows);
+    let mut headers = vec!["ID", "NAME", "IMAGE", "NODE", "DESIRED STATE", "CURRENT STATE", "ERROR"];
+    if with_addrs {
+        headers.push("ADDRESSES");
+    }
+    table(&headers, rows);
 }
 
 fn print_tasks(tasks: Vec<Task>, services: &[Service], nodes: &[Node], a: &PsArgs) -> Result<()> {

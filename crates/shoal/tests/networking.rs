@@ -58,6 +58,8 @@ fn services_reach_each_other_by_name_across_hosts_and_through_the_routing_mesh()
     let got = common::sim::fetcher(m, tmp.path(), "client", "front", Some("node.hostname==h2"), "web");
 
     let web = eventually(60, "web running", || task_of(m, "web"));
+    let ps = m.ok(&["service", "ps", "web"]);
+    assert!(ps.contains("ADDRESSES") && ps.contains(&addr_of(&web).expect("an address")), "{ps}");
     let client = eventually(60, "client running", || task_of(m, "client"));
     // A task on h2 reaches the service served only by a task on h1, by name, over VXLAN.
     eventually_or(
