@@ -251,14 +251,19 @@ impl Agent {
     }
 
     /// Prepares `task`'s namespace on its networks, once the view has them all; None when the
-    /// task is told to stop meanwhile.
+    /// task is told to stop meanwhile. The driver makes the namespace first when it needs one of
+    /// its own (docker: an infra container's); then the interfaces are plumbed into it.
     async fn attach_networks(
         &self,
         task: &Task,
+        driver: &dyn Driver,
+        cfg: &TaskConfig,
         assigned: &mut watch::Receiver<Task>,
-    ) -> Option<Result<shoal_net::Attachment, String>> {
+    ) -> Option<Result<shoal_net::Attachment, DriverError>> {
         let Some(net) = self.net.clone() else {
-            return Some(Err("this node builds no networks (it has no node id)".into()));
+            return Some(Err(DriverError::Runtime(
+                "this node builds no networks (it has no node id)".into(),
+            )));
         };
         let addrs: Vec<shoal_net::TaskAddr> = task
             .networks
@@ -269,7 +274,7 @@ impl Agent {
             })
             .collect();
         if let Some(missing) = addrs.iter().find(|a| a.addr.is_empty()) {
-            return Some(Err(format!("no address on network {}", missing.network_id)));
+            return Some(Err(DriverError::Runtime(format!("no address on network {}", missing.network_id))));
         }
         let mut views = self.netview.subscribe();
         let has_all = |v: &Option<Arc<shoal_net::NetView>>| {
@@ -277,14 +282,24 @@ impl Agent {
         };
         let stop_wanted = |rx: &watch::Receiver<Task>| rx.borrow().desired_state > TaskState::Running;
         tokio::select! {
-            r = views.wait_for(has_all) => if r.is_err() { return Some(Err("the agent is stopping".into())) },
+            r = views.wait_for(has_all) => if r.is_err() {
+                return Some(Err(DriverError::Runtime("the agent is stopping".into())));
+            },
             _ = wait_until(assigned, stop_wanted) => return None,
         }
         let view = views.borrow().clone()?;
+        let ns = net.names().task(task.id.as_str());
+        let made = tokio::select! {
+            r = driver.network_namespace(cfg, &ns) => r,
+            _ = wait_until(assigned, stop_wanted) => return None,
+        };
+        if let Err(e) = made {
+            return Some(Err(e));
+        }
         Some(
             net.attach(task.id.as_str(), &addrs, &view)
                 .await
-                .map_err(|e| format!("attaching to its networks: {e}")),
+                .map_err(|e| DriverError::Runtime(format!("attaching to its networks: {e}"))),
         )
     }
 
@@ -529,15 +544,22 @@ impl Agent {
         let mut cfg = self.config(&lt.task);
         lt.status = status(TaskState::Preparing, "preparing");
         self.save_and_report(&lt);
+        let fail = |lt: &mut LocalTask, e: DriverError| {
+            lt.status = match e {
+                DriverError::Invalid(m) => TaskStatus { err: m, ..status(TaskState::Rejected, "rejected") },
+                e => TaskStatus { err: e.to_string(), ..status(TaskState::Failed, "failed to start") },
+            };
+        };
         if !lt.task.networks.is_empty() {
-            match self.attach_networks(&lt.task, &mut assigned).await {
+            let task = lt.task.clone();
+            match self.attach_networks(&task, driver.as_ref(), &cfg, &mut assigned).await {
                 None => {
                     lt.status = status(TaskState::Shutdown, "stopped before it started");
                     self.save_and_report(&lt);
                     return self.finished(lt, driver, assigned).await;
                 }
                 Some(Err(e)) => {
-                    lt.status = TaskStatus { err: e, ..status(TaskState::Failed, "failed to start") };
+                    fail(&mut lt, e);
                     self.save_and_report(&lt);
                     return self.finished(lt, driver, assigned).await;
                 }
@@ -550,12 +572,6 @@ impl Agent {
         let prepared = tokio::select! {
             r = driver.prepare(&cfg) => Some(r),
             _ = wait_until(&mut assigned, stop_wanted) => None,
-        };
-        let fail = |lt: &mut LocalTask, e: DriverError| {
-            lt.status = match e {
-                DriverError::Invalid(m) => TaskStatus { err: m, ..status(TaskState::Rejected, "rejected") },
-                e => TaskStatus { err: e.to_string(), ..status(TaskState::Failed, "failed to start") },
-            };
         };
         match prepared {
             None => {
@@ -779,6 +795,9 @@ impl Agent {
             }
         }
         if let (Some(net), false) = (&self.net, lt.task.networks.is_empty()) {
+            if let Err(e) = driver.remove_network_namespace(lt.task.id.as_str()).await {
+                tracing::warn!(task = %lt.task.id, error = %e, "removing the driver's network namespace failed");
+            }
             if let Err(e) = net.detach(lt.task.id.as_str()).await {
                 tracing::warn!(task = %lt.task.id, error = %e, "removing the task's network namespace failed");
             }

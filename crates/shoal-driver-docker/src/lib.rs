@@ -7,6 +7,14 @@
 //!
 //! Images are never pulled: they must already be in the engine (`docker load`/`docker import`);
 //! a missing image makes the task invalid.
+//!
+//! Overlay networks: Docker cannot join a network namespace by path, so a task on networks gets
+//! an infra container first ([`DockerDriver::infra_name`], like Kubernetes' sandbox): made from
+//! the task's own image with network mode `none`, running a static busybox from the node
+//! (bind-mounted read-only, [`PAUSE_BINARIES`]) that sleeps forever. Its namespace is named
+//! `/run/netns/<name>` (`ip netns attach`), the agent plumbs the task's interfaces into it, and
+//! the task's container joins it (`container:<infra>`) with the agent's `resolv.conf` mounted
+//! over `/etc/resolv.conf`. The infra container carries the task's labels and goes with it.
 
 use async_trait::async_trait;
 use bollard::container::LogOutput;
@@ -49,6 +57,14 @@ pub const EXEC_OUTPUT_CAP: usize = 4096;
 pub const LOG_MAX_SIZE: &str = "10m";
 /// Log rotation of the json-file log driver: number of files kept.
 pub const LOG_MAX_FILES: &str = "3";
+/// The label marking an infra container (the holder of a task's network namespace).
+pub const LABEL_INFRA: &str = "shoal.infra";
+/// Where the infra container's sleeping process comes from: the first of these that exists on
+/// the node, a statically linked busybox (Debian's busybox-static).
+pub const PAUSE_BINARIES: &[&str] = &["/bin/busybox", "/usr/bin/busybox"];
+/// Where the pause binary is mounted in the infra container (named `busybox`, so that busybox
+/// runs its first argument as the applet).
+const PAUSE_TARGET: &str = "/.shoal-pause/busybox";
 
 /// Requests that answer quickly (inspect, create, start...).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
@@ -120,6 +136,11 @@ impl DockerDriver {
     /// The container name of a task.
     pub fn container_name(task_id: &str) -> String {
         format!("shoal-{task_id}")
+    }
+
+    /// The infra container of a task on overlay networks (it holds the task's network namespace).
+    pub fn infra_name(task_id: &str) -> String {
+        format!("shoal-{task_id}-infra")
     }
 
     /// A handle for a container found otherwise (e.g. by [`Self::list_shoal_containers`]), so the
@@ -195,6 +216,74 @@ impl DockerDriver {
             Err(e) if status_of(&e) == Some(409) && e.to_string().contains("already in progress") => Ok(()),
             Err(e) => Err(DriverError::runtime("removing the container", e)),
         }
+    }
+
+    /// The id of the task's running infra container, for its container to join.
+    async fn running_infra(&self, task_id: &str) -> Result<String, DriverError> {
+        let name = Self::infra_name(task_id);
+        let info = match self.inspect(&name).await {
+            Err(DriverError::NotFound(_)) => {
+                return Err(DriverError::Runtime(format!("the task's infra container {name} is gone")))
+            }
+            r => r?,
+        };
+        if !is_running(&info) {
+            return Err(DriverError::Runtime(format!("the task's infra container {name} is not running")));
+        }
+        info.id.ok_or_else(|| DriverError::Runtime(format!("the engine gave no id for {name}")))
+    }
+
+    /// Starts (or adopts) the task's infra container and names its network namespace
+    /// `/run/netns/<ns>`.
+    async fn make_infra(&self, cfg: &TaskConfig, image: &str, ns: &str) -> Result<(), DriverError> {
+        let pause = pause_binary()?;
+        let name = Self::infra_name(&cfg.task_id);
+        let docker = self.client().await?;
+        let adopted = match self.inspect(&name).await {
+            Ok(info) if is_running(&info) => info.id,
+            Ok(info) => {
+                self.remove(info.id.as_deref().unwrap_or(&name)).await?;
+                None
+            }
+            Err(DriverError::NotFound(_)) => None,
+            Err(e) => return Err(e),
+        };
+        if adopted.is_none() {
+            let options = CreateContainerOptions { name: Some(name.clone()), ..Default::default() };
+            let created = match docker.create_container(Some(options), infra_body(cfg, image, pause)).await {
+                Ok(created) => created,
+                Err(e) if status_of(&e) == Some(404) => return Err(image_not_found(image)),
+                Err(DockerError::DockerResponseServerError { status_code: 400, message }) => {
+                    return Err(DriverError::Invalid(format!(
+                        "docker rejected the infra container: {message}"
+                    )))
+                }
+                Err(e) => return Err(DriverError::runtime("creating the infra container", e)),
+            };
+            docker
+                .start_container(&created.id, None::<StartContainerOptions>)
+                .await
+                .map_err(|e| DriverError::runtime("starting the infra container", e))?;
+            tracing::info!(task = %cfg.task_id, container = %short_id(&created.id), "infra container started");
+        }
+        let info = self.inspect(&name).await?;
+        let pid = info
+            .state
+            .as_ref()
+            .and_then(|s| s.pid)
+            .filter(|p| *p > 0)
+            .ok_or_else(|| DriverError::Runtime(format!("the infra container {name} is not running")))?;
+        let path = Path::new("/run/netns").join(ns);
+        let proc_ns = PathBuf::from(format!("/proc/{pid}/ns/net"));
+        if path.exists() {
+            if same_file(&path, &proc_ns) {
+                return Ok(());
+            }
+            // A namespace of an earlier attempt that no container holds any more.
+            ip(&["netns", "del", ns]).await?;
+        }
+        ip(&["netns", "attach", ns, &pid.to_string()]).await?;
+        ip(&["-n", ns, "link", "set", "lo", "up"]).await
     }
 
     /// The container of a stale earlier attempt at the same task: removed when it is not
@@ -316,11 +405,8 @@ fn validate(cfg: &TaskConfig) -> Result<&str, DriverError> {
         .as_deref()
         .filter(|i| !i.trim().is_empty())
         .ok_or_else(|| DriverError::Invalid("the docker driver needs an image".into()))?;
-    if cfg.netns.is_some() {
-        return Err(DriverError::Invalid(
-            "the docker driver cannot attach tasks to overlay networks yet: use the oci or process driver"
-                .into(),
-        ));
+    if cfg.netns.is_some() && !cfg.ports.is_empty() {
+        return Err(DriverError::Invalid(NO_HOST_PORTS_ON_NETWORKS.into()));
     }
     if let Some(memory) = cfg.limits.memory_bytes {
         if memory < MIN_MEMORY_LIMIT {
@@ -361,8 +447,96 @@ fn validate(cfg: &TaskConfig) -> Result<&str, DriverError> {
     Ok(image)
 }
 
-/// The container to create for a task.
-fn container_body(cfg: &TaskConfig, image: &str) -> Result<ContainerCreateBody, DriverError> {
+/// The labels of every container of a task.
+fn task_labels(cfg: &TaskConfig) -> HashMap<String, String> {
+    let mut labels: HashMap<String, String> = cfg.labels.clone().into_iter().collect();
+    labels.insert(LABEL_TASK_ID.into(), cfg.task_id.clone());
+    labels.insert(LABEL_SERVICE_ID.into(), cfg.service_id.clone());
+    if !cfg.name.is_empty() {
+        labels.insert(LABEL_TASK_NAME.into(), cfg.name.clone());
+    }
+    labels
+}
+
+/// The infra container of a task on overlay networks: the task's image, no network of Docker's,
+/// and the node's static busybox sleeping forever (the image need not have anything).
+fn infra_body(cfg: &TaskConfig, image: &str, pause: &str) -> ContainerCreateBody {
+    let mut labels = task_labels(cfg);
+    labels.insert(LABEL_INFRA.into(), "true".into());
+    ContainerCreateBody {
+        image: Some(image.to_string()),
+        entrypoint: Some(vec![PAUSE_TARGET.to_string()]),
+        cmd: Some(vec!["sleep".into(), "2147483647".into()]),
+        hostname: (!cfg.hostname.is_empty()).then(|| cfg.hostname.clone()),
+        labels: Some(labels),
+        attach_stdin: Some(false),
+        attach_stdout: Some(false),
+        attach_stderr: Some(false),
+        tty: Some(false),
+        open_stdin: Some(false),
+        host_config: Some(HostConfig {
+            restart_policy: Some(RestartPolicy {
+                name: Some(RestartPolicyNameEnum::NO),
+                maximum_retry_count: None,
+            }),
+            network_mode: Some("none".into()),
+            binds: Some(vec![format!("{pause}:{PAUSE_TARGET}:ro")]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The static busybox that infra containers run.
+fn pause_binary() -> Result<&'static str, DriverError> {
+    PAUSE_BINARIES.iter().copied().find(|p| Path::new(p).is_file()).ok_or_else(|| {
+        DriverError::Invalid(format!(
+            "a docker task on overlay networks needs a static busybox on the node for its infra \
+             container (none of {}; install busybox-static)",
+            PAUSE_BINARIES.join(", ")
+        ))
+    })
+}
+
+/// Whether two paths are the same namespace (same device and inode).
+fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
+/// Runs `ip ARGS`; a failure carries the command and what it said.
+async fn ip(args: &[&str]) -> Result<(), DriverError> {
+    let out = tokio::process::Command::new("ip")
+        .args(args)
+        .output()
+        .await
+        .map_err(|e| DriverError::Runtime(format!("running ip {}: {e}", args.join(" "))))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(DriverError::Runtime(format!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
+    }
+}
+
+/// Why host-mode ports are refused for a task on overlay networks.
+const NO_HOST_PORTS_ON_NETWORKS: &str =
+    "the docker driver cannot publish host-mode ports of a task on overlay \
+     networks (its container shares another's network namespace): publish with mode=ingress";
+
+/// The container to create for a task; `infra`: the id of the infra container whose network
+/// namespace it joins (a task on overlay networks).
+fn container_body(
+    cfg: &TaskConfig,
+    image: &str,
+    infra: Option<&str>,
+) -> Result<ContainerCreateBody, DriverError> {
     let (entrypoint, cmd) = if !cfg.command.is_empty() {
         (Some(cfg.command.clone()), Some(cfg.args.clone()))
     } else if !cfg.args.is_empty() {
@@ -370,13 +544,8 @@ fn container_body(cfg: &TaskConfig, image: &str) -> Result<ContainerCreateBody, 
     } else {
         (None, None)
     };
-    let mut labels: HashMap<String, String> = cfg.labels.clone().into_iter().collect();
-    labels.insert(LABEL_TASK_ID.into(), cfg.task_id.clone());
-    labels.insert(LABEL_SERVICE_ID.into(), cfg.service_id.clone());
-    if !cfg.name.is_empty() {
-        labels.insert(LABEL_TASK_NAME.into(), cfg.name.clone());
-    }
-    let binds: Vec<String> = cfg
+    let labels = task_labels(cfg);
+    let mut binds: Vec<String> = cfg
         .mounts
         .iter()
         .map(|m| {
@@ -384,6 +553,10 @@ fn container_body(cfg: &TaskConfig, image: &str) -> Result<ContainerCreateBody, 
             format!("{}:{}{mode}", m.source, m.target)
         })
         .collect();
+    if let (Some(_), Some(resolv)) = (infra, &cfg.resolv_conf) {
+        // A mount of its own there: Docker then leaves out the infra container's file.
+        binds.push(format!("{}:/etc/resolv.conf:ro", resolv.display()));
+    }
     let mut exposed = Vec::new();
     let mut port_bindings: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
     for port in &cfg.ports {
@@ -413,6 +586,7 @@ fn container_body(cfg: &TaskConfig, image: &str) -> Result<ContainerCreateBody, 
         pids_limit: cfg.limits.pids.map(|p| checked_i64("pids limit", p)).transpose()?,
         binds: (!binds.is_empty()).then_some(binds),
         port_bindings: (!port_bindings.is_empty()).then_some(port_bindings),
+        network_mode: infra.map(|id| format!("container:{id}")),
         log_config: Some(HostConfigLogConfig {
             typ: Some("json-file".into()),
             config: Some(HashMap::from([
@@ -430,7 +604,9 @@ fn container_body(cfg: &TaskConfig, image: &str) -> Result<ContainerCreateBody, 
         env: Some(cfg.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
         working_dir: non_empty(&cfg.workdir),
         user: non_empty(&cfg.user),
-        hostname: non_empty(&cfg.hostname),
+        // In another container's network namespace the hostname is that container's (Docker
+        // refuses one of its own there): the infra container gets it.
+        hostname: if infra.is_some() { None } else { non_empty(&cfg.hostname) },
         labels: Some(labels),
         exposed_ports: (!exposed.is_empty()).then_some(exposed),
         attach_stdin: Some(false),
@@ -520,7 +696,11 @@ impl Driver for DockerDriver {
         if let Some(handle) = self.existing(cfg, &name).await? {
             return Ok(handle);
         }
-        let body = container_body(cfg, image)?;
+        let infra = match &cfg.netns {
+            None => None,
+            Some(_) => Some(self.running_infra(&cfg.task_id).await?),
+        };
+        let body = container_body(cfg, image, infra.as_deref())?;
         let docker = self.client().await?;
         let options = CreateContainerOptions { name: Some(name.clone()), ..Default::default() };
         let created = match docker.create_container(Some(options), body).await {
@@ -600,7 +780,30 @@ impl Driver for DockerDriver {
     }
 
     async fn destroy(&self, handle: &Handle) -> Result<(), DriverError> {
-        self.remove(&container_id(handle)?).await
+        self.remove(&container_id(handle)?).await?;
+        // The task's container first: it lives in the infra container's namespace.
+        self.remove(&Self::infra_name(&handle.task_id)).await
+    }
+
+    async fn network_namespace(&self, cfg: &TaskConfig, name: &str) -> Result<(), DriverError> {
+        let image = validate(cfg)?;
+        if !cfg.ports.is_empty() {
+            return Err(DriverError::Invalid(NO_HOST_PORTS_ON_NETWORKS.into()));
+        }
+        if name.is_empty() || name.contains('/') {
+            return Err(DriverError::Invalid(format!("not a namespace name: {name:?}")));
+        }
+        let made = self.make_infra(cfg, image, name).await;
+        if made.is_err() {
+            if let Err(e) = self.remove(&Self::infra_name(&cfg.task_id)).await {
+                tracing::warn!(task = %cfg.task_id, error = %e, "removing an infra container that failed");
+            }
+        }
+        made
+    }
+
+    async fn remove_network_namespace(&self, task_id: &str) -> Result<(), DriverError> {
+        self.remove(&Self::infra_name(task_id)).await
     }
 
     async fn logs(&self, handle: &Handle, opts: &LogOptions) -> Result<LogReceiver, DriverError> {
@@ -790,11 +993,11 @@ mod tests {
     fn command_and_args_map_to_entrypoint_and_cmd() {
         let mut cfg = TaskConfig { task_id: "t1".into(), image: Some("img".into()), ..Default::default() };
         cfg.args = vec!["a".into()];
-        let body = container_body(&cfg, "img").expect("body");
+        let body = container_body(&cfg, "img", None).expect("body");
         assert_eq!(body.entrypoint, None);
         assert_eq!(body.cmd, Some(vec!["a".to_string()]));
         cfg.command = vec!["/bin/sh".into()];
-        let body = container_body(&cfg, "img").expect("body");
+        let body = container_body(&cfg, "img", None).expect("body");
         assert_eq!(body.entrypoint, Some(vec!["/bin/sh".to_string()]));
         assert_eq!(body.cmd, Some(vec!["a".to_string()]));
     }
@@ -815,7 +1018,7 @@ mod tests {
             }],
             ..Default::default()
         };
-        let body = container_body(&cfg, "img").expect("body");
+        let body = container_body(&cfg, "img", None).expect("body");
         let host = body.host_config.expect("host config");
         assert_eq!(host.restart_policy.and_then(|r| r.name), Some(RestartPolicyNameEnum::NO));
         assert_eq!(host.memory, Some(64 << 20));
@@ -829,6 +1032,40 @@ mod tests {
         let labels = body.labels.expect("labels");
         assert_eq!(labels.get(LABEL_TASK_ID).map(String::as_str), Some("t1"));
         assert_eq!(labels.get(LABEL_SERVICE_ID).map(String::as_str), Some("s1"));
+    }
+
+    #[test]
+    fn a_task_on_networks_joins_its_infra_container() {
+        let cfg = TaskConfig {
+            task_id: "t1".into(),
+            service_id: "s1".into(),
+            image: Some("img".into()),
+            hostname: "web".into(),
+            netns: Some("/run/netns/x".into()),
+            resolv_conf: Some("/var/lib/shoal/resolv/t1.conf".into()),
+            ..Default::default()
+        };
+        let body = container_body(&cfg, "img", Some("abc")).expect("body");
+        assert_eq!(body.hostname, None);
+        let host = body.host_config.expect("host config");
+        assert_eq!(host.network_mode.as_deref(), Some("container:abc"));
+        assert_eq!(host.binds, Some(vec!["/var/lib/shoal/resolv/t1.conf:/etc/resolv.conf:ro".to_string()]));
+        assert_eq!(host.port_bindings, None);
+        let infra = infra_body(&cfg, "img", "/bin/busybox");
+        assert_eq!(infra.hostname.as_deref(), Some("web"));
+        assert_eq!(infra.entrypoint, Some(vec![PAUSE_TARGET.to_string()]));
+        let labels = infra.labels.expect("labels");
+        assert_eq!(labels.get(LABEL_TASK_ID).map(String::as_str), Some("t1"));
+        assert_eq!(labels.get(LABEL_INFRA).map(String::as_str), Some("true"));
+        let host = infra.host_config.expect("host config");
+        assert_eq!(host.network_mode.as_deref(), Some("none"));
+        assert_eq!(host.binds, Some(vec![format!("/bin/busybox:{PAUSE_TARGET}:ro")]));
+        // Host-mode ports cannot be published from another container's namespace.
+        let ports = TaskConfig {
+            ports: vec![PortConfig { published: 8080, target: 80, ..Default::default() }],
+            ..cfg
+        };
+        assert!(matches!(validate(&ports), Err(DriverError::Invalid(m)) if m.contains("mode=ingress")));
     }
 
     #[test]

@@ -272,6 +272,22 @@ pub trait Driver: Send + Sync + 'static {
         timeout: Duration,
     ) -> Result<ExecResult, DriverError>;
 
+    /// Makes the network namespace `/run/netns/<name>` for a task that joins overlay networks,
+    /// before the agent plumbs its interfaces into it (`shoal_net::Net::attach` adds the namespace
+    /// only when it is missing). For runtimes that cannot join a namespace by path (Docker): they
+    /// create one of their own (an infra container) and name it here. The default does nothing:
+    /// the agent adds a plain namespace and [`TaskConfig::netns`] names it.
+    async fn network_namespace(&self, _cfg: &TaskConfig, _name: &str) -> Result<(), DriverError> {
+        Ok(())
+    }
+
+    /// Removes what [`Driver::network_namespace`] made for task `task_id` (called when the task
+    /// is removed, before the agent deletes the namespace, also for a task that never started).
+    /// Idempotent.
+    async fn remove_network_namespace(&self, _task_id: &str) -> Result<(), DriverError> {
+        Ok(())
+    }
+
     /// Checkpoints the running task into `dir` (CRIU): its processes and its filesystem changes.
     /// Unless `opts.leave_running`, the task is stopped by it ([`Driver::wait`] then reports
     /// [`ExitStatus::checkpointed`]).

@@ -118,10 +118,14 @@ impl ServiceSpec {
         if drivers {
             validate_port_mapping(&self.task_template, &self.endpoint, &mut e);
             let joins = !self.networks.is_empty() || self.endpoint.ingress_ports().next().is_some();
-            if joins && self.task_template.driver.as_deref() == Some("docker") {
+            // A docker task on networks lives in its infra container's network namespace, where
+            // Docker publishes no ports of its own.
+            let host_ports = self.endpoint.ports.iter().any(|p| p.mode == PublishMode::Host);
+            if joins && host_ports && self.task_template.driver.as_deref() == Some("docker") {
                 e.push(
-                    "networks",
-                    "the docker driver cannot attach tasks to overlay networks yet (use --driver oci or process)",
+                    "endpoint.ports",
+                    "the docker driver cannot publish host-mode ports of a task on overlay networks \
+                     (its container shares its infra container's network namespace): publish with mode=ingress",
                 );
             }
         }
@@ -843,16 +847,21 @@ mod tests {
         s.endpoint.ports[0].mode = PublishMode::Host;
         assert!(first_error(&s)
             .starts_with("endpoint.ports[0].published: tasks without an image run on the process driver"));
-        // The docker driver cannot join overlays yet: refused at create time, not per task.
+        // The docker driver joins overlays (through an infra container), but cannot publish
+        // host-mode ports from there: refused at create time, not per task.
         let mut s = valid();
         s.task_template.driver = Some("docker".into());
         s.task_template.image = Some("busybox".into());
         s.networks = vec![NetworkAttachmentConfig { target: "net1".into(), aliases: vec![] }];
+        assert_eq!(s.validate(), Ok(()));
+        s.endpoint.ports = vec![PortConfig { published: 8080, target: 80, ..Default::default() }];
         assert!(
-            first_error(&s).starts_with("networks: the docker driver cannot attach tasks"),
+            first_error(&s).starts_with("endpoint.ports: the docker driver cannot publish host-mode ports"),
             "{}",
             first_error(&s)
         );
+        s.endpoint.ports[0].mode = PublishMode::Ingress;
+        assert_eq!(s.validate(), Ok(()));
     }
 
     #[test]

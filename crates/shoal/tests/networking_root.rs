@@ -1,6 +1,10 @@
 //! Service networking in the machine's own network namespace, next to a running dockerd and its
 //! firewall (`FORWARD` policy `DROP`, `br_netfilter`): the simulated hosts of `networking.rs`
-//! cannot show that traffic the node forwards between its overlay endpoints gets through.
+//! cannot show that traffic the node forwards between its overlay endpoints gets through, nor
+//! run docker tasks (one dockerd per machine).
+//!
+//! One test function: every flow here owns the machine's `ip shoal` table and `DOCKER-USER`
+//! rules, and nextest runs the tests of a binary in parallel processes.
 
 use std::process::Command;
 
@@ -16,6 +20,8 @@ fn sh(cmd: &str) -> String {
 /// daemon is killed before this runs: fields drop in order).
 struct RootCleanup {
     node: Node,
+    /// A docker image this test imported: its containers and itself go too.
+    image: Option<String>,
 }
 
 impl Drop for RootCleanup {
@@ -37,17 +43,39 @@ impl Drop for RootCleanup {
         }
         sh("nft delete table ip shoal; for l in $(ip -o link show | awk -F': ' '{print $2}' | cut -d@ -f1 | grep -E '^(shl|vx)[0-9]+$'); do ip link del $l; done");
         sh("iptables -D DOCKER-USER -i shl+ -j ACCEPT; iptables -D DOCKER-USER -o shl+ -j ACCEPT");
+        if let Some(image) = &self.image {
+            sh(&format!(
+                "docker rm -f $(docker ps -aq --filter ancestor={image}) 2>/dev/null; docker rmi -f {image}"
+            ));
+        }
     }
 }
 
+/// Once nothing here uses networks, the node takes its rules and namespaces away again.
+fn networking_gone() {
+    eventually(60, "the node's networking gone", || {
+        let table = Command::new("nft").args(["list", "table", "ip", "shoal"]).output().ok()?;
+        let user = sh("iptables -S DOCKER-USER");
+        (!table.status.success() && !user.contains("shl+")).then_some(())
+    });
+}
+
 #[test]
-fn a_service_reaches_another_by_name_on_a_host_where_docker_drops_forwarding() {
+fn networking_in_the_machines_own_namespace() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut guard = RootCleanup { node: Node::new(tmp.path(), "root1"), image: None };
+    a_service_reaches_another_by_name_on_a_host_where_docker_drops_forwarding(&mut guard, tmp.path());
+    a_docker_task_joins_an_overlay_network_through_its_infra_container(&mut guard, tmp.path());
+}
+
+fn a_service_reaches_another_by_name_on_a_host_where_docker_drops_forwarding(
+    guard: &mut RootCleanup,
+    tmp: &std::path::Path,
+) {
     assert!(
         sh("iptables -S FORWARD").lines().any(|l| l.trim() == "-P FORWARD DROP"),
         "this test needs dockerd's firewall in place (scripts/install-deps.sh starts dockerd)"
     );
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let mut guard = RootCleanup { node: Node::new(tmp.path(), "root1") };
     guard.node.start("daemon");
     let m = &guard.node;
     m.ok(&["cluster", "init"]);
@@ -56,7 +84,7 @@ fn a_service_reaches_another_by_name_on_a_host_where_docker_drops_forwarding() {
         (nodes.as_array()?.first()?["status"]["state"] == "ready").then_some(())
     });
     m.ok(&["network", "create", "rootnet"]);
-    let www = tmp.path().join("www");
+    let www = tmp.join("www");
     std::fs::create_dir_all(&www).expect("www");
     std::fs::write(www.join("index.html"), "hello through the forward chain\n").expect("index");
     let www_s = www.display().to_string();
@@ -78,7 +106,7 @@ fn a_service_reaches_another_by_name_on_a_host_where_docker_drops_forwarding() {
         "-h",
         &www_s,
     ]);
-    let got = common::sim::fetcher(m, tmp.path(), "rclient", "rootnet", None, "rweb");
+    let got = common::sim::fetcher(m, tmp, "rclient", "rootnet", None, "rweb");
     // Task → VIP → DNAT → back out towards the other task: forwarded by this node, through
     // Docker's FORWARD chain.
     eventually_or(
@@ -89,14 +117,80 @@ fn a_service_reaches_another_by_name_on_a_host_where_docker_drops_forwarding() {
     let user = sh("iptables -S DOCKER-USER");
     assert!(user.contains("-i shl+ -j ACCEPT") && user.contains("-o shl+ -j ACCEPT"), "{user}");
 
-    // Once nothing here uses networks, the node takes its rules and namespaces away again.
     m.ok(&["service", "rm", "rweb", "rclient"]);
     eventually(60, "the network removed", || {
         m.cli(&["network", "rm", "rootnet"]).status.success().then_some(())
     });
-    eventually(60, "the node's networking gone", || {
-        let table = Command::new("nft").args(["list", "table", "ip", "shoal"]).output().ok()?;
-        let user = sh("iptables -S DOCKER-USER");
-        (!table.status.success() && !user.contains("shl+")).then_some(())
+    networking_gone();
+}
+
+/// Docker cannot join a namespace by path: the task's infra container holds it, the task's
+/// container joins that one's, and both go with the task.
+fn a_docker_task_joins_an_overlay_network_through_its_infra_container(
+    guard: &mut RootCleanup,
+    tmp: &std::path::Path,
+) {
+    let dir = tmp.join("dockerimg");
+    std::fs::create_dir_all(&dir).expect("image dir");
+    let tar = common::busybox_rootfs(&dir);
+    let image = format!(
+        "netroot-{}:1",
+        tmp.file_name().and_then(|f| f.to_str()).unwrap_or("x").to_lowercase().replace('.', "")
+    );
+    let out = Command::new("docker").arg("import").arg(&tar).arg(&image).output().expect("docker import");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    guard.image = Some(image.clone());
+    let m = &guard.node;
+    m.ok(&["network", "create", "dockernet"]);
+    m.ok(&[
+        "service",
+        "create",
+        "-d",
+        "--name",
+        "dweb",
+        "--driver",
+        "docker",
+        "--network",
+        "dockernet",
+        &image,
+        "sh",
+        "-c",
+        "busybox mkdir -p /www && echo hello from a docker task > /www/index.html && \
+         exec busybox httpd -f -p 80 -h /www",
+    ]);
+    let got = common::sim::fetcher(m, tmp, "dclient", "dockernet", None, "dweb");
+    eventually_or(
+        90,
+        || std::fs::read_to_string(&got).ok().filter(|s| s.contains("hello from a docker")).map(|_| ()),
+        || {
+            let ps = m.cli(&["service", "ps", "dweb"]);
+            format!(
+                "{}\n{}",
+                String::from_utf8_lossy(&ps.stdout),
+                std::fs::read_to_string(m.dir.join("daemon.log")).unwrap_or_default()
+            )
+        },
+    );
+    let tasks = common::running_tasks(m, "dweb").expect("service ps");
+    let task = tasks.first().and_then(|t| t["id"].as_str()).expect("a running dweb task").to_string();
+    let containers = |filter: &str| sh(&format!("docker ps -aq --filter label={filter}"));
+    let ours = containers(&format!("shoal.task.id={task}"));
+    assert_eq!(ours.lines().count(), 2, "the task's container and its infra container: {ours}");
+    assert_eq!(containers(&format!("shoal.infra --filter label=shoal.task.id={task}")).lines().count(), 1);
+
+    m.ok(&["service", "rm", "dweb", "dclient"]);
+    eventually(60, "the network removed", || {
+        m.cli(&["network", "rm", "dockernet"]).status.success().then_some(())
     });
+    eventually(60, "the task's containers removed", || {
+        containers(&format!("shoal.task.id={task}")).trim().is_empty().then_some(())
+    });
+    networking_gone();
+    let left: Vec<String> = sh("ip netns list")
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|ns| ns.ends_with(&format!("-t-{task}")))
+        .map(str::to_string)
+        .collect();
+    assert!(left.is_empty(), "the task's namespace is left: {left:?}");
 }
