@@ -90,3 +90,5 @@ lat() { for _ in $(seq 200); do curl -s -o /dev/null -w '%{time_total}\n' "$1"; 
 echo "HTTP underlay host→host: $(nsenter --net=/run/netns/$tag-h2 bash -c "$(declare -f lat); lat http://198.51.100.1:8081/")"
 echo "HTTP task→task:          $(nsenter --net=/run/netns/$cns bash -c "$(declare -f lat); lat http://$wip/")"
 echo "HTTP task→VIP:           $(nsenter --net=/run/netns/$cns bash -c "$(declare -f lat); lat http://$wvip/")"
+dns=$(grep nameserver "$dir/h2/data/agent/net/resolv/$(basename "${cns#*-t-}").conf" | cut -d' ' -f2)
+echo "resolver (UDP, from a task on h2 to its node's resolver): $(nsenter --net=/run/netns/$cns python3 scripts/bench-dns.py "$dns" web 20000)"
