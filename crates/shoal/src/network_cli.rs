@@ -5,6 +5,7 @@
 //! plumb them yet; tasks still run on the node's own network.
 
 use crate::cli::{print_json, table, Format, ListOpts};
+use crate::service_cli::enc;
 use anyhow::{bail, Result};
 use clap::{Args, Subcommand};
 use shoal_api::networks::NetworkInfo;
@@ -180,19 +181,6 @@ fn pretty(info: &NetworkInfo) -> String {
         }
     }
     o
-}
-
-/// Names and ids are `[A-Za-z0-9-_]`; anything else is escaped for the URL path.
-fn enc(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.' {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 /// `service update --network-add/--network-rm` name networks by name or id; the service's spec

@@ -1071,8 +1071,9 @@ pub async fn rebalance(c: &Client, service: &str, progress: &ProgressOpts) -> Re
     }
 }
 
-/// Service names and IDs are `[A-Za-z0-9-_]`; anything else is escaped for the URL path.
-fn enc(s: &str) -> String {
+/// Names and IDs (of services, networks) are `[A-Za-z0-9-_.]`; anything else is escaped for the
+/// URL path.
+pub(crate) fn enc(s: &str) -> String {
     let mut out = String::new();
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.' {
