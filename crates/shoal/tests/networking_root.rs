@@ -177,6 +177,13 @@ fn a_docker_task_joins_an_overlay_network_through_its_infra_container(
     let ours = containers(&format!("shoal.task.id={task}"));
     assert_eq!(ours.lines().count(), 2, "the task's container and its infra container: {ours}");
     assert_eq!(containers(&format!("shoal.infra --filter label=shoal.task.id={task}")).lines().count(), 1);
+    // Inside the container, names resolve through the node's resolver (its resolv.conf).
+    let client_addr = eventually(30, "the client's address", || {
+        let t = common::running_tasks(m, "dclient")?.into_iter().next()?;
+        Some(t["networks"][0]["addrs"][0].as_str()?.split('/').next()?.to_string())
+    });
+    let looked_up = m.ok(&["task", "exec", &task, "--", "busybox", "nslookup", "tasks.dclient"]);
+    assert!(looked_up.contains(&client_addr), "{looked_up}");
 
     m.ok(&["service", "rm", "dweb", "dclient"]);
     eventually(60, "the network removed", || {
