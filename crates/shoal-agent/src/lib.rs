@@ -550,30 +550,25 @@ impl Agent {
                 e => TaskStatus { err: e.to_string(), ..status(TaskState::Failed, "failed to start") },
             };
         };
-        if !lt.task.networks.is_empty() {
-            let task = lt.task.clone();
-            match self.attach_networks(&task, driver.as_ref(), &cfg, &mut assigned).await {
-                None => {
-                    lt.status = status(TaskState::Shutdown, "stopped before it started");
-                    self.save_and_report(&lt);
-                    return self.finished(lt, driver, assigned).await;
-                }
-                Some(Err(e)) => {
-                    fail(&mut lt, e);
-                    self.save_and_report(&lt);
-                    return self.finished(lt, driver, assigned).await;
-                }
-                Some(Ok(at)) => {
-                    cfg.netns = Some(at.netns);
-                    cfg.resolv_conf = Some(at.resolv_conf);
+        // Its networks (the namespace the driver runs it in), then the driver's own preparation;
+        // either may end with the task told to stop (None) or failing.
+        let ready = async {
+            if !lt.task.networks.is_empty() {
+                match self.attach_networks(&lt.task, driver.as_ref(), &cfg, &mut assigned).await? {
+                    Ok(at) => {
+                        cfg.netns = Some(at.netns);
+                        cfg.resolv_conf = Some(at.resolv_conf);
+                    }
+                    Err(e) => return Some(Err(e)),
                 }
             }
+            tokio::select! {
+                r = driver.prepare(&cfg) => Some(r),
+                _ = wait_until(&mut assigned, stop_wanted) => None,
+            }
         }
-        let prepared = tokio::select! {
-            r = driver.prepare(&cfg) => Some(r),
-            _ = wait_until(&mut assigned, stop_wanted) => None,
-        };
-        match prepared {
+        .await;
+        match ready {
             None => {
                 lt.status = status(TaskState::Shutdown, "stopped before it started");
                 self.save_and_report(&lt);

@@ -41,6 +41,19 @@ pub fn netview_of(state: &ClusterState, node: &NodeId) -> NetView {
     if state.services().any(|s| s.spec.endpoint.ingress_ports().next().is_some()) {
         needed.extend(state.ingress_network().map(|n| &n.id));
     }
+    // Tasks on other nodes, by network: one pass over the tasks for all networks.
+    let mut remote: BTreeMap<&shoal_types::NetworkId, Vec<ViewPeer>> = BTreeMap::new();
+    for t in state.tasks() {
+        let Some(on) = t.node_id.as_ref().filter(|n| *n != node) else { continue };
+        if t.status.state.is_terminal() || t.status.state < TaskState::Assigned {
+            continue;
+        }
+        let Some(vtep) = vteps.get(on) else { continue };
+        for tn in t.networks.iter().filter(|tn| needed.contains(&tn.network_id)) {
+            let peers = remote.entry(&tn.network_id).or_default();
+            peers.extend(tn.addrs.iter().map(|a| ViewPeer { addr: host(a), vtep: vtep.clone() }));
+        }
+    }
     for net in state.networks().filter(|n| needed.contains(&n.id)) {
         let addrs = state.node_addresses(&net.id);
         let Some(local) = addrs.iter().find(|a| &a.node_id == node) else { continue };
@@ -49,16 +62,7 @@ pub fn netview_of(state: &ClusterState, node: &NodeId) -> NetView {
             .filter(|a| &a.node_id != node)
             .filter_map(|a| Some(ViewPeer { addr: host(&a.addr), vtep: vteps.get(&a.node_id)?.clone() }))
             .collect();
-        for t in state.tasks() {
-            let Some(on) = t.node_id.as_ref().filter(|n| *n != node) else { continue };
-            if t.status.state.is_terminal() || t.status.state < TaskState::Assigned {
-                continue;
-            }
-            let Some(vtep) = vteps.get(on) else { continue };
-            for tn in t.networks.iter().filter(|tn| tn.network_id == net.id) {
-                peers.extend(tn.addrs.iter().map(|a| ViewPeer { addr: host(a), vtep: vtep.clone() }));
-            }
-        }
+        peers.extend(remote.remove(&net.id).unwrap_or_default());
         peers.sort();
         peers.dedup();
         view.networks.push(ViewNetwork {

@@ -60,10 +60,9 @@ pub struct Attachment {
 /// What the last reconcile left, to tell what changed.
 #[derive(Default)]
 struct Applied {
-    nft: Option<String>,
-    /// What this run loaded (to send only the difference next time).
+    /// The ruleset in the kernel (to send only the difference next time, and to know which
+    /// backends went).
     rules: Option<nft::Ruleset>,
-    balancing: nft::Balancing,
     forwarding: bool,
 }
 
@@ -73,6 +72,8 @@ pub struct Net {
     state_dir: PathBuf,
     resolv_dir: PathBuf,
     applied: tokio::sync::Mutex<Applied>,
+    /// The underlay's MTU, by underlay address, read once (not on every view and attach).
+    underlay_mtu: std::sync::Mutex<BTreeMap<String, u16>>,
 }
 
 /// `10.0.1.0/24` → (address, prefix).
@@ -111,6 +112,7 @@ impl Net {
             state_dir: state_dir.to_path_buf(),
             resolv_dir: state_dir.join("resolv"),
             applied: Default::default(),
+            underlay_mtu: Default::default(),
         }
     }
 
@@ -123,6 +125,24 @@ impl Net {
         if let Some(m) = n.mtu {
             return m;
         }
+        let known =
+            self.underlay_mtu.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(vtep).copied();
+        let underlay = match known {
+            Some(m) => m,
+            None => {
+                let m = self.read_underlay_mtu(vtep).await;
+                self.underlay_mtu
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .insert(vtep.to_string(), m);
+                m
+            }
+        };
+        underlay.saturating_sub(VXLAN_OVERHEAD).max(68)
+    }
+
+    /// The MTU of the interface that carries `vtep` (1500 when none is found).
+    async fn read_underlay_mtu(&self, vtep: &str) -> u16 {
         let underlay = match sys::json("ip", None, &["-4", "addr", "show"]).await {
             Ok(v) => v
                 .as_array()
@@ -132,8 +152,7 @@ impl Net {
                 .and_then(|l| l["mtu"].as_u64()),
             Err(_) => None,
         };
-        let underlay = underlay.and_then(|m| u16::try_from(m).ok()).unwrap_or(1500);
-        underlay.saturating_sub(VXLAN_OVERHEAD).max(68)
+        underlay.and_then(|m| u16::try_from(m).ok()).unwrap_or(1500)
     }
 
     /// Makes the kernel match `view`; returns how many changes it made (0 when it already did).
@@ -177,35 +196,29 @@ impl Net {
             }
         }
         let rules = nft::ruleset(view);
-        let table = rules.full.clone();
         let saved = self.state_dir.join(NFT_FILE);
-        if applied.nft.is_none() {
-            // After a restart: what the previous run loaded, if the kernel still has it.
+        let mut unchanged = applied.rules.as_ref().is_some_and(|old| old.full == rules.full);
+        if applied.rules.is_none() {
+            // After a restart: the previous run's ruleset, if the kernel still has it and it is
+            // what the view wants.
             let loaded = sys::run("nft", &["list", "table", "ip", nft::TABLE]).await.is_ok();
-            if loaded {
-                applied.nft = std::fs::read_to_string(&saved).ok();
-                applied.balancing = nft::balancing(view);
-            }
+            unchanged = loaded && std::fs::read_to_string(&saved).is_ok_and(|t| t == rules.full);
         }
-        if applied.nft.as_deref() != Some(table.as_str()) {
+        if unchanged {
+            applied.rules = Some(rules);
+        } else {
             // Elements only when the structure is the same (one service's backends: a few ms
             // whatever the number of services), else the whole table, atomically.
-            let input = applied
-                .rules
-                .as_ref()
-                .and_then(|old| rules.update_from(old))
-                .unwrap_or_else(|| table.clone());
-            match sys::run_with("nft", &["-f", "-"], Some(&input)).await {
+            let input = applied.rules.as_ref().and_then(|old| rules.update_from(old));
+            match sys::run_with("nft", &["-f", "-"], Some(input.as_deref().unwrap_or(&rules.full))).await {
                 Ok(_) => {
-                    let next = nft::balancing(view);
-                    changes += 1 + forget_removed_backends(&applied.balancing, &next).await;
-                    applied.balancing = next;
-                    if let Err(e) =
-                        std::fs::create_dir_all(&self.state_dir).and_then(|()| std::fs::write(&saved, &table))
+                    let before = applied.rules.as_ref().map(|r| &r.balancing);
+                    changes += 1 + forget_removed_backends(before, &rules.balancing).await;
+                    if let Err(e) = std::fs::create_dir_all(&self.state_dir)
+                        .and_then(|()| std::fs::write(&saved, &rules.full))
                     {
                         tracing::warn!(file = %saved.display(), error = %e, "cannot keep the loaded ruleset");
                     }
-                    applied.nft = Some(table);
                     applied.rules = Some(rules);
                 }
                 Err(e) => {
@@ -232,16 +245,14 @@ impl Net {
             }
         }
         changes += let_overlays_through_the_firewall(false).await.unwrap_or(0);
-        let had_table = applied.nft.is_some() || self.state_dir.join(NFT_FILE).exists();
+        let had_table = applied.rules.is_some() || self.state_dir.join(NFT_FILE).exists();
         if had_table {
             // Gone already is fine (another agent on this host may have removed it).
             let _ = sys::run("nft", &["delete", "table", "ip", nft::TABLE]).await;
             let _ = std::fs::remove_file(self.state_dir.join(NFT_FILE));
             changes += 1;
         }
-        applied.nft = None;
         applied.rules = None;
-        applied.balancing = nft::Balancing::default();
         Ok(changes)
     }
 
@@ -576,7 +587,8 @@ async fn remove_sandbox(ns: &str, vni: u32) -> Result<(), NetError> {
 
 /// Connection-tracking entries to backends that are no longer behind a VIP or a published port
 /// are deleted: a UDP flow would otherwise stick to a dead task.
-async fn forget_removed_backends(before: &nft::Balancing, after: &nft::Balancing) -> usize {
+async fn forget_removed_backends(before: Option<&nft::Balancing>, after: &nft::Balancing) -> usize {
+    let Some(before) = before else { return 0 };
     let mut gone: BTreeSet<&str> = BTreeSet::new();
     for (vip, old) in &before.vips {
         let now = after.vips.get(vip);

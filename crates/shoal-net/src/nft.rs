@@ -18,7 +18,7 @@ pub const SLOTS: usize = 60;
 pub const TABLE: &str = "shoal";
 
 /// Backends per VIP, and per published (protocol, port) the backends with their target port.
-#[derive(Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Balancing {
     pub vips: BTreeMap<String, Vec<String>>,
     pub published: BTreeMap<(String, u16), Vec<(String, u16)>>,
@@ -79,6 +79,8 @@ pub struct Ruleset {
     pub sets: BTreeMap<String, BTreeSet<String>>,
     /// The table with its elements: `nft -f` input that replaces the previous one.
     pub full: String,
+    /// Who serves what (to clear the connection tracking of backends that went).
+    pub balancing: Balancing,
 }
 
 impl Ruleset {
@@ -255,7 +257,7 @@ pub fn ruleset(view: &NetView) -> Ruleset {
     t.push_str("  }\n");
     t.push_str("}\n");
     w.text(&t);
-    Ruleset { skeleton: w.skeleton, sets: w.sets, full: w.full }
+    Ruleset { skeleton: w.skeleton, sets: w.sets, full: w.full, balancing: b }
 }
 
 #[cfg(test)]
