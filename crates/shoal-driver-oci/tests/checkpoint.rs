@@ -16,8 +16,11 @@ use std::pin::Pin;
 use std::time::{Duration, Instant};
 use support::{logs, numbers, wait_for_count, Cleanup, Node};
 
+/// `/tmp/count` is replaced by a rename, never truncated in place: a reader (the exec below) must
+/// never see it empty between the shell's truncation and its write.
 const COUNTER: &str = "echo before > /tmp/before; rm /etc/group; i=0; \
-    while true; do i=$((i+1)); echo $i; echo $i > /tmp/count; sleep 0.05; done";
+    while true; do i=$((i+1)); echo $i; echo $i > /tmp/count.new; mv /tmp/count.new /tmp/count; \
+    sleep 0.05; done";
 const CLUSTER: &[u8] = b"cluster-test";
 const KEY: &[u8] = b"test-cluster-checkpoint-key";
 
