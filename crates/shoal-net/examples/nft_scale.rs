@@ -1,7 +1,8 @@
 //! How long the node's ruleset takes to load at scale: renders views with N services (one VIP,
 //! two backends, one published port each), loads them with `nft -f` in the current network
-//! namespace, then changes one service's backends and loads again (Shoal replaces the whole
-//! table atomically on every change). Run in a scratch namespace:
+//! namespace, then changes one service's backends and loads the difference, and finally replaces
+//! the whole table (what a node does on its first load or when a network comes or goes). Run in
+//! a scratch namespace:
 //! `ip netns add scale && nsenter --net=/run/netns/scale target/release/examples/nft_scale 1000 10000`.
 
 use shoal_net::{NetView, ViewAddr, ViewNetwork, ViewPort, ViewService, ViewTask};
@@ -59,17 +60,18 @@ fn load(text: &str) -> std::time::Duration {
 
 fn main() {
     for n in std::env::args().skip(1).filter_map(|a| a.parse::<usize>().ok()) {
+        let (v0, v1) = (view(n, 0), view(n, 7));
         let started = Instant::now();
-        let first = shoal_net::nft::render(&view(n, 0));
+        let old = shoal_net::nft::ruleset(&v0);
+        let first = old.full();
         let render = started.elapsed();
         let full = load(&first);
-        let old = shoal_net::nft::ruleset(&view(n, 0));
         let started = Instant::now();
-        let new = shoal_net::nft::ruleset(&view(n, 7));
+        let new = shoal_net::nft::ruleset(&v1);
         let update = new.update_from(&old).expect("same structure");
         let diff = started.elapsed();
         let change = load(&update);
-        let replace = load(&new.full);
+        let replace = load(&new.full());
         println!(
             "{n} services: render {render:?}, first load {full:?}; one service's backends changed: \
              diff {diff:?} + element update {change:?} ({} bytes), or whole table replaced {replace:?} ({} bytes)",

@@ -30,7 +30,7 @@ use std::path::{Path, PathBuf};
 pub const VXLAN_OVERHEAD: u16 = 50;
 pub const DEFAULT_DATA_PORT: u16 = 4789;
 /// The ruleset last loaded, kept in the state directory (an agent restart then reloads nothing).
-const NFT_FILE: &str = "nftables.conf";
+const NFT_FILE: &str = "ruleset.json";
 
 #[derive(Debug, thiserror::Error)]
 pub enum NetError {
@@ -195,28 +195,37 @@ impl Net {
                 }
             }
         }
-        let rules = nft::ruleset(view);
+        let mut rules = nft::ruleset(view);
         let saved = self.state_dir.join(NFT_FILE);
-        let mut unchanged = applied.rules.as_ref().is_some_and(|old| old.full == rules.full);
         if applied.rules.is_none() {
-            // After a restart: the previous run's ruleset, if the kernel still has it and it is
-            // what the view wants.
+            // After a restart: the previous run's ruleset, if the kernel still has the table.
             let loaded = sys::run("nft", &["list", "table", "ip", nft::TABLE]).await.is_ok();
-            unchanged = loaded && std::fs::read_to_string(&saved).is_ok_and(|t| t == rules.full);
+            applied.rules = loaded
+                .then(|| std::fs::read(&saved).ok())
+                .flatten()
+                .and_then(|b| serde_json::from_slice::<nft::Ruleset>(&b).ok());
         }
-        if unchanged {
+        if let Some(old) = applied.rules.as_ref().filter(|old| rules.is_loaded_by(old)) {
+            rules.keep_chains_of(old);
             applied.rules = Some(rules);
         } else {
-            // Elements only when the structure is the same (one service's backends: a few ms
-            // whatever the number of services), else the whole table, atomically.
-            let input = applied.rules.as_ref().and_then(|old| rules.update_from(old));
-            match sys::run_with("nft", &["-f", "-"], Some(input.as_deref().unwrap_or(&rules.full))).await {
+            // Elements (and new balancing chains) only when the structure is the same: one
+            // service's backends cost a few ms whatever the number of services. Else the whole
+            // table, atomically.
+            let update = applied.rules.as_ref().and_then(|old| rules.update_from(old));
+            let input = update.clone().unwrap_or_else(|| rules.full());
+            match sys::run_with("nft", &["-f", "-"], Some(&input)).await {
                 Ok(_) => {
                     let before = applied.rules.as_ref().map(|r| &r.balancing);
                     changes += 1 + forget_removed_backends(before, &rules.balancing).await;
-                    if let Err(e) = std::fs::create_dir_all(&self.state_dir)
-                        .and_then(|()| std::fs::write(&saved, &rules.full))
-                    {
+                    if update.is_some() {
+                        if let Some(old) = &applied.rules {
+                            rules.keep_chains_of(old);
+                        }
+                    }
+                    if let Err(e) = std::fs::create_dir_all(&self.state_dir).and_then(|()| {
+                        std::fs::write(&saved, serde_json::to_vec(&rules).map_err(std::io::Error::other)?)
+                    }) {
                         tracing::warn!(file = %saved.display(), error = %e, "cannot keep the loaded ruleset");
                     }
                     applied.rules = Some(rules);

@@ -1,27 +1,37 @@
-//! The node's one nftables table (`ip shoal`), rendered from the view and replaced atomically.
+//! The node's one nftables table (`ip shoal`), rendered from the view.
 //!
-//! Flat sets and maps only (no chain per service): a VIP is DNATed to
-//! `vip . numgen random mod SLOTS → backend`, a published port to
-//! `port . numgen random mod SLOTS → backend . target port`, with the backends spread over the
-//! slots round-robin. Connections stay with their backend (NAT decides on the first packet).
-//! DNATed traffic leaving towards an overlay is SNATed to this node's address there, so replies
-//! come back through it; traffic from the overlays to the outside is masqueraded. A VIP with no
-//! ready backend is refused (`reject`) rather than answered by a socket of the node.
+//! Flat sets and maps, and one small chain per backend count (never one per service): a VIP with
+//! `k` ready backends maps to `jump vip<k>` in the verdict map `vip_lb`, and chain `vip<k>` DNATs
+//! to `vip . numgen random mod k → backend`, so every backend gets exactly `1/k` of the new
+//! connections and a VIP costs `k + 1` elements. Published ports work the same way through
+//! `pub_<proto>_lb` and chains `<proto><k>`. Connections stay with their backend (NAT decides on
+//! the first packet). DNATed traffic leaving towards an overlay is SNATed to this node's address
+//! there, so replies come back through it; traffic from the overlays to the outside is
+//! masqueraded. A VIP with no ready backend is refused (`reject`) rather than answered by a
+//! socket of the node.
+//!
+//! A change that keeps the table's structure (backends, VIPs, ports, a new backend count) is sent
+//! as element deletes and adds (and new chains) in one transaction; anything else replaces the
+//! table whole, also in one transaction.
 
 use crate::names;
 use crate::view::NetView;
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 
-/// Slots per VIP or published port: 60 divides evenly among 1-6, 10, 12, 15, 20 and 30 backends.
-pub const SLOTS: usize = 60;
 pub const TABLE: &str = "shoal";
 
-/// Backends per VIP, and per published (protocol, port) the backends with their target port.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// Backends per VIP, and per published port (`tcp/8080`) the backends with their target port.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Balancing {
     pub vips: BTreeMap<String, Vec<String>>,
-    pub published: BTreeMap<(String, u16), Vec<(String, u16)>>,
+    pub published: BTreeMap<String, Vec<(String, u16)>>,
+}
+
+/// The key of a published port in [`Balancing::published`].
+pub fn port_key(protocol: &str, published: u16) -> String {
+    format!("{}/{published}", if protocol == "udp" { "udp" } else { "tcp" })
 }
 
 /// Who serves what, from the view: ready tasks only, in a stable order.
@@ -62,173 +72,217 @@ pub fn balancing(view: &NetView) -> Balancing {
                 .collect();
             backends.sort();
             backends.dedup();
-            b.published.entry((port.protocol.clone(), port.published)).or_default().extend(backends);
+            b.published.entry(port_key(&port.protocol, port.published)).or_default().extend(backends);
         }
     }
     b
 }
 
-/// The table split into its structure (chains, set declarations) and the elements of each set:
-/// when only elements change (backends, VIPs, ports), the update is the difference, not the
-/// whole table.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// The rule of chain `<kind><k>` (kind `vip`, `tcp` or `udp`): one of `k` backends at random.
+fn chain_rule(kind: &str, k: usize) -> String {
+    match kind {
+        "vip" => format!("dnat to ip daddr . numgen random mod {k} map @vip_backends"),
+        proto => format!("dnat to {proto} dport . numgen random mod {k} map @pub_{proto}_backends"),
+    }
+}
+
+/// The table split into its structure (base chains, set declarations), its balancing chains and
+/// the elements of each set: when only elements and chains are added or changed (backends,
+/// VIPs, ports), the update is the difference, not the whole table.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ruleset {
-    /// The table with every set empty.
+    /// The table with every set empty and no balancing chain.
     pub skeleton: String,
+    /// The balancing chains: (kind, backend count).
+    pub chains: BTreeSet<(String, usize)>,
     /// Elements by set name (a map's element is `key : value`).
     pub sets: BTreeMap<String, BTreeSet<String>>,
-    /// The table with its elements: `nft -f` input that replaces the previous one.
-    pub full: String,
     /// Who serves what (to clear the connection tracking of backends that went).
     pub balancing: Balancing,
 }
 
 impl Ruleset {
-    /// `nft -f` input that turns `old` into `self` in one transaction by changing elements only;
-    /// None when the structure differs (then the table is replaced whole).
+    /// `nft -f` input that replaces the previous table with this one in one transaction.
+    pub fn full(&self) -> String {
+        let mut out = String::with_capacity(
+            self.skeleton.len() + 32 * self.sets.values().map(|s| s.len()).sum::<usize>(),
+        );
+        out.push_str(&self.skeleton);
+        for (kind, k) in &self.chains {
+            let _ = writeln!(out, "add chain ip {TABLE} {kind}{k}");
+            let _ = writeln!(out, "add rule ip {TABLE} {kind}{k} {}", chain_rule(kind, *k));
+        }
+        for (name, elements) in &self.sets {
+            if !elements.is_empty() {
+                out.push_str("add element ip ");
+                out.push_str(TABLE);
+                out.push(' ');
+                out.push_str(name);
+                out.push_str(" { ");
+                join_into(&mut out, elements.iter());
+                out.push_str(" }\n");
+            }
+        }
+        out
+    }
+
+    /// Whether the kernel holding `old` already holds this table (balancing chains that are no
+    /// longer used are harmless and stay until the table is replaced).
+    pub fn is_loaded_by(&self, old: &Ruleset) -> bool {
+        self.skeleton == old.skeleton && self.sets == old.sets && self.chains.is_subset(&old.chains)
+    }
+
+    /// `nft -f` input that turns `old` into `self` in one transaction by adding chains and
+    /// changing elements only; None when the structure differs (then the table is replaced
+    /// whole). Call [`Ruleset::keep_chains_of`] once it is loaded.
     pub fn update_from(&self, old: &Ruleset) -> Option<String> {
         if self.skeleton != old.skeleton {
             return None;
         }
         let empty = BTreeSet::new();
         let mut out = String::new();
+        for (kind, k) in self.chains.difference(&old.chains) {
+            let _ = writeln!(out, "add chain ip {TABLE} {kind}{k}");
+            let _ = writeln!(out, "add rule ip {TABLE} {kind}{k} {}", chain_rule(kind, *k));
+        }
+        // Deletes first, in every set, then adds: a map key whose value changes is deleted and
+        // added again.
+        let mut adds = String::new();
         for (name, new) in &self.sets {
             let before = old.sets.get(name).unwrap_or(&empty);
-            // A map's key is what `delete element` names; a changed value is a delete and an add.
             let key = |e: &String| e.split(" : ").next().unwrap_or(e).to_string();
-            let gone: Vec<String> = before.difference(new).map(key).collect();
+            let gone: BTreeSet<String> = before.difference(new).map(key).collect();
             let added: Vec<&String> = new.difference(before).collect();
             if !gone.is_empty() {
-                let _ = writeln!(out, "delete element ip {TABLE} {name} {{ {} }}", gone.join(", "));
+                let _ = write!(out, "delete element ip {TABLE} {name} {{ ");
+                join_into(&mut out, gone.iter());
+                out.push_str(" }\n");
             }
             if !added.is_empty() {
-                let added: Vec<&str> = added.iter().map(|s| s.as_str()).collect();
-                let _ = writeln!(out, "add element ip {TABLE} {name} {{ {} }}", added.join(", "));
+                let _ = write!(adds, "add element ip {TABLE} {name} {{ ");
+                join_into(&mut adds, added.into_iter());
+                adds.push_str(" }\n");
             }
         }
+        for (name, before) in &old.sets {
+            if !self.sets.contains_key(name) && !before.is_empty() {
+                let keys: BTreeSet<String> =
+                    before.iter().map(|e| e.split(" : ").next().unwrap_or(e).to_string()).collect();
+                let _ = write!(out, "delete element ip {TABLE} {name} {{ ");
+                join_into(&mut out, keys.iter());
+                out.push_str(" }\n");
+            }
+        }
+        out.push_str(&adds);
         Some(out)
     }
-}
 
-struct Writer {
-    full: String,
-    skeleton: String,
-    sets: BTreeMap<String, BTreeSet<String>>,
-}
-
-impl Writer {
-    fn text(&mut self, s: &str) {
-        self.full.push_str(s);
-        self.skeleton.push_str(s);
+    /// After [`Ruleset::update_from`] was loaded: the chains the kernel now has.
+    pub fn keep_chains_of(&mut self, old: &Ruleset) {
+        self.chains.extend(old.chains.iter().cloned());
     }
+}
 
-    /// `set NAME { DECL; elements = { … } }`
-    fn set(&mut self, kind: &str, name: &str, decl: &str, items: &[String]) {
-        let head = format!("  {kind} {name} {{ {decl};");
-        self.text(&head);
-        if !items.is_empty() {
-            let _ = write!(self.full, " elements = {{ {} }}", items.join(", "));
+fn join_into<'a>(out: &mut String, items: impl Iterator<Item = &'a String>) {
+    for (i, e) in items.enumerate() {
+        if i > 0 {
+            out.push_str(", ");
         }
-        self.text(" }\n");
-        self.sets.insert(name.to_string(), items.iter().cloned().collect());
+        out.push_str(e);
     }
 }
 
 /// The whole table as `nft -f` input that replaces the previous one in one transaction.
 pub fn render(view: &NetView) -> String {
-    ruleset(view).full
+    ruleset(view).full()
 }
 
-/// The table for `view`, with its structure and elements apart (see [`Ruleset`]).
+/// The table for `view`, with its structure, chains and elements apart (see [`Ruleset`]).
 pub fn ruleset(view: &NetView) -> Ruleset {
     let b = balancing(view);
-    // The interface each VIP is reached on (its network's `shl<vni>`).
-    let mut vip_if: Vec<String> = Vec::new();
+    let mut chains = BTreeSet::new();
+    // Gathered in vectors and sorted once (faster than inserting one by one at 10,000 services).
+    let mut vips_in = Vec::new();
+    let mut vip_lb = Vec::with_capacity(b.vips.len());
+    let mut vip_backends = Vec::with_capacity(2 * b.vips.len());
+    // A served VIP is reached on its network's interface (`shl<vni>`) only.
     for svc in &view.services {
         for v in &svc.vips {
             let Some(n) = view.network(&v.network_id) else { continue };
             let addr = crate::host_of(&v.addr);
             if b.vips.get(addr).is_some_and(|bk| !bk.is_empty()) {
-                vip_if.push(format!("\"{}\" . {addr}", names::lb_host(n.vni)));
+                vips_in.push(format!("\"{}\" . {addr}", names::lb_host(n.vni)));
             }
         }
     }
-    vip_if.sort();
-    vip_if.dedup();
-    let mut all_vips: Vec<String> = b.vips.keys().cloned().collect();
-    all_vips.sort();
-    let mut served = Vec::new();
-    let mut vip_map = Vec::new();
     for (vip, backends) in &b.vips {
         if backends.is_empty() {
             continue;
         }
-        served.push(vip.clone());
-        for slot in 0..SLOTS {
-            vip_map.push(format!("{vip} . {slot} : {}", backends[slot % backends.len()]));
+        chains.insert(("vip".to_string(), backends.len()));
+        vip_lb.push(format!("{vip} : jump vip{}", backends.len()));
+        for (i, backend) in backends.iter().enumerate() {
+            vip_backends.push(format!("{vip} . {i} : {backend}"));
         }
     }
-    let mut ports: BTreeMap<&str, Vec<String>> = BTreeMap::new();
-    let mut port_maps: BTreeMap<&str, Vec<String>> = BTreeMap::new();
-    for ((proto, published), backends) in &b.published {
-        let proto = if proto == "udp" { "udp" } else { "tcp" };
-        if backends.is_empty() {
-            continue;
-        }
-        ports.entry(proto).or_default().push(published.to_string());
-        for slot in 0..SLOTS {
-            let (addr, target) = &backends[slot % backends.len()];
-            port_maps.entry(proto).or_default().push(format!("{published} . {slot} : {addr} . {target}"));
-        }
-    }
-    let subnets: Vec<String> = view.networks.iter().map(|n| n.subnet.clone()).collect();
-
-    let mut w = Writer { full: String::new(), skeleton: String::new(), sets: BTreeMap::new() };
-    // Creating the table first makes the delete succeed on a node that has none yet.
-    w.text(&format!("table ip {TABLE}\ndelete table ip {TABLE}\ntable ip {TABLE} {{\n"));
-    w.set("set", "vips_all", "type ipv4_addr", &all_vips);
-    w.set("set", "vips", "type ipv4_addr", &served);
-    w.set("set", "vips_in", "typeof iifname . ip daddr", &vip_if);
-    w.set("map", "vip_backends", "typeof ip daddr . numgen random mod 60 : ip daddr", &vip_map);
+    let mut sets: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for proto in ["tcp", "udp"] {
-        w.set(
-            "set",
-            &format!("pub_{proto}"),
-            &format!("typeof {proto} dport"),
-            ports.get(proto).map_or(&[][..], |v| v),
-        );
-        w.set(
-            "map",
-            &format!("pub_{proto}_backends"),
-            &format!("typeof {proto} dport . numgen random mod 60 : ip daddr . {proto} dport"),
-            port_maps.get(proto).map_or(&[][..], |v| v),
+        let mut lb = Vec::new();
+        let mut map = Vec::new();
+        for (key, backends) in &b.published {
+            let Some((p, published)) = key.split_once('/') else { continue };
+            if p != proto || backends.is_empty() {
+                continue;
+            }
+            chains.insert((proto.to_string(), backends.len()));
+            lb.push(format!("{published} : jump {proto}{}", backends.len()));
+            for (i, (addr, target)) in backends.iter().enumerate() {
+                map.push(format!("{published} . {i} : {addr} . {target}"));
+            }
+        }
+        sets.insert(format!("pub_{proto}_lb"), lb.into_iter().collect());
+        sets.insert(format!("pub_{proto}_backends"), map.into_iter().collect());
+    }
+    sets.insert("vips_all".into(), b.vips.keys().cloned().collect());
+    sets.insert("vips_in".into(), vips_in.into_iter().collect());
+    sets.insert("vip_lb".into(), vip_lb.into_iter().collect());
+    sets.insert("vip_backends".into(), vip_backends.into_iter().collect());
+    sets.insert("subnets".into(), view.networks.iter().map(|n| n.subnet.clone()).collect());
+    Ruleset { skeleton: skeleton(view), chains, sets, balancing: b }
+}
+
+/// The table's structure: set declarations and base chains, which depend on the networks only.
+fn skeleton(view: &NetView) -> String {
+    let mut t = String::new();
+    // Creating the table first makes the delete succeed on a node that has none yet.
+    let _ = writeln!(t, "table ip {TABLE}\ndelete table ip {TABLE}\ntable ip {TABLE} {{");
+    t.push_str("  set vips_all { type ipv4_addr; }\n");
+    t.push_str("  set vips_in { typeof iifname . ip daddr; }\n");
+    t.push_str("  map vip_lb { type ipv4_addr : verdict; }\n");
+    t.push_str("  map vip_backends { typeof ip daddr . numgen random mod 2 : ip daddr; }\n");
+    for proto in ["tcp", "udp"] {
+        let _ = writeln!(t, "  map pub_{proto}_lb {{ type inet_service : verdict; }}");
+        let _ = writeln!(
+            t,
+            "  map pub_{proto}_backends {{ typeof {proto} dport . numgen random mod 2 : ip daddr . {proto} dport; }}"
         );
     }
-    w.set("set", "subnets", "type ipv4_addr; flags interval", &subnets);
-    let mut t = String::new();
+    t.push_str("  set subnets { type ipv4_addr; flags interval; }\n");
     // A task reaches the VIPs of its own networks only (the node itself, all of them).
-    let dnat_in = "iifname . ip daddr @vips_in dnat to ip daddr . numgen random mod 60 map @vip_backends";
-    let dnat = "ip daddr @vips dnat to ip daddr . numgen random mod 60 map @vip_backends";
-    let mesh = |hook: &str| {
-        let mut s = String::new();
-        for proto in ["tcp", "udp"] {
-            let _ = writeln!(
-                s,
-                "    fib daddr type local ip daddr != @vips_all {proto} dport @pub_{proto} dnat to {proto} dport . numgen random mod 60 map @pub_{proto}_backends"
-            );
-        }
-        let _ = hook;
-        s
-    };
+    let mut mesh = String::new();
+    for proto in ["tcp", "udp"] {
+        let _ = writeln!(
+            mesh,
+            "    fib daddr type local ip daddr != @vips_all {proto} dport vmap @pub_{proto}_lb"
+        );
+    }
     let _ = write!(
         t,
-        "  chain prerouting {{\n    type nat hook prerouting priority dstnat; policy accept;\n    {dnat_in}\n{}  }}\n",
-        mesh("prerouting")
+        "  chain prerouting {{\n    type nat hook prerouting priority dstnat; policy accept;\n    iifname . ip daddr @vips_in ip daddr vmap @vip_lb\n{mesh}  }}\n"
     );
     let _ = write!(
         t,
-        "  chain output {{\n    type nat hook output priority -100; policy accept;\n    {dnat}\n{}  }}\n",
-        mesh("output")
+        "  chain output {{\n    type nat hook output priority -100; policy accept;\n    ip daddr vmap @vip_lb\n{mesh}  }}\n"
     );
     t.push_str("  chain postrouting {\n    type nat hook postrouting priority srcnat; policy accept;\n");
     for n in &view.networks {
@@ -254,10 +308,8 @@ pub fn ruleset(view: &NetView) -> Ruleset {
             p = names::LB_HOST_PREFIX
         );
     }
-    t.push_str("  }\n");
-    t.push_str("}\n");
-    w.text(&t);
-    Ruleset { skeleton: w.skeleton, sets: w.sets, full: w.full, balancing: b }
+    t.push_str("  }\n}\n");
+    t
 }
 
 #[cfg(test)]
@@ -316,29 +368,42 @@ mod tests {
     }
 
     #[test]
-    fn only_ready_tasks_are_backends_spread_evenly() {
+    fn only_ready_tasks_are_backends_each_exactly_once() {
         let b = balancing(&view());
         assert_eq!(b.vips["10.0.1.2"], vec!["10.0.1.3", "10.0.1.4"]);
         assert!(b.vips["10.0.1.6"].is_empty());
         assert_eq!(
-            b.published[&("tcp".to_string(), 8080)],
+            b.published["tcp/8080"],
             vec![("10.255.0.3".to_string(), 80), ("10.255.0.4".to_string(), 80)]
         );
-        let t = render(&view());
-        assert_eq!(t.matches(": 10.0.1.3").count(), SLOTS / 2);
-        assert_eq!(t.matches(": 10.0.1.4").count(), SLOTS / 2);
-        assert!(!t.contains(": 10.0.1.5"), "an unready task is no backend");
-        assert_eq!(t.matches("8080 . ").count(), SLOTS);
+        let r = ruleset(&view());
+        // Two ready backends: the VIP jumps to the chain that picks one of two, each named once.
+        assert!(r.sets["vip_lb"].contains("10.0.1.2 : jump vip2"), "{:?}", r.sets["vip_lb"]);
+        assert!(r.sets["vip_backends"].contains("10.0.1.2 . 0 : 10.0.1.3"));
+        assert!(r.sets["vip_backends"].contains("10.0.1.2 . 1 : 10.0.1.4"));
+        assert!(r.sets["pub_tcp_lb"].contains("8080 : jump tcp2"));
+        assert!(r.sets["pub_tcp_backends"].contains("8080 . 1 : 10.255.0.4 . 80"));
+        let t = r.full();
+        assert!(!t.contains("10.0.1.5"), "an unready task is no backend");
+        assert!(
+            t.contains("add rule ip shoal vip2 dnat to ip daddr . numgen random mod 2 map @vip_backends"),
+            "{t}"
+        );
+        assert!(t.contains(
+            "add rule ip shoal tcp2 dnat to tcp dport . numgen random mod 2 map @pub_tcp_backends"
+        ));
+        // k + 1 elements per balanced VIP: web's two VIPs (front and ingress), two backends each.
+        assert_eq!(r.sets["vip_backends"].len() + r.sets["vip_lb"].len(), 6);
     }
 
     #[test]
     fn a_vip_without_backends_is_refused_not_balanced() {
-        let t = render(&view());
-        let vips = t.lines().find(|l| l.contains("set vips {")).expect("vips");
-        assert!(vips.contains("10.0.1.2") && !vips.contains("10.0.1.6"), "{vips}");
-        let all = t.lines().find(|l| l.contains("set vips_all")).expect("vips_all");
-        assert!(all.contains("10.0.1.6"), "{all}");
-        assert!(t.contains("ip daddr @vips_all reject"));
+        let r = ruleset(&view());
+        assert!(r.sets["vip_lb"].iter().all(|e| !e.starts_with("10.0.1.6 ")), "{:?}", r.sets["vip_lb"]);
+        assert!(r.sets["vips_all"].contains("10.0.1.6"));
+        assert!(r.sets["vips_in"].contains("\"shl4097\" . 10.0.1.2"));
+        assert!(!r.sets["vips_in"].iter().any(|e| e.ends_with("10.0.1.6")));
+        assert!(r.skeleton.contains("ip daddr @vips_all reject"));
     }
 
     #[test]
@@ -363,14 +428,33 @@ mod tests {
     #[test]
     fn a_backend_change_is_an_element_update_and_a_new_network_a_replacement() {
         let before = ruleset(&view());
+        // A third backend: a new chain for three, the VIP's jump replaced, one backend added.
         let mut v = view();
-        v.services[0].tasks[0].ready = false;
-        let after = ruleset(&v);
+        v.services[0].tasks[2].ready = true;
+        let mut after = ruleset(&v);
         let update = after.update_from(&before).expect("same structure");
-        // Slots that pointed at 10.0.1.3 now point at 10.0.1.4: deleted by key and added again.
-        assert!(update.contains("delete element ip shoal vip_backends { 10.0.1.2 . 0,"), "{update}");
-        assert!(update.contains("add element ip shoal vip_backends { 10.0.1.2 . 0 : 10.0.1.4,"), "{update}");
+        assert!(update.starts_with("add chain ip shoal tcp3\n"), "{update}");
+        assert!(
+            update.contains("add chain ip shoal vip3\nadd rule ip shoal vip3 dnat to ip daddr . numgen random mod 3 map @vip_backends\n"),
+            "{update}"
+        );
+        assert!(update.contains("delete element ip shoal vip_lb { 10.0.1.2, 10.255.0.2 }"), "{update}");
+        assert!(update.contains("add element ip shoal vip_lb { 10.0.1.2 : jump vip3, "), "{update}");
+        assert!(update.contains("add element ip shoal vip_backends { 10.0.1.2 . 2 : 10.0.1.5, "), "{update}");
         assert!(!update.contains("table"), "{update}");
+        // Every delete comes before any add (a changed map value is a delete and an add).
+        let last_delete = update.rfind("delete element").expect("deletes");
+        let first_add = update.find("add element").expect("adds");
+        assert!(last_delete < first_add, "{update}");
+        after.keep_chains_of(&before);
+        assert!(after.chains.contains(&("vip".to_string(), 2)), "the kernel keeps the chain for two");
+        // Back to two: no chain to add, the chain for three stays, nothing else changes twice.
+        let back = ruleset(&view());
+        let update = back.update_from(&after).expect("same structure");
+        assert!(!update.contains("add chain"), "{update}");
+        assert!(update.contains("add element ip shoal vip_lb { 10.0.1.2 : jump vip2, "), "{update}");
+        assert!(update.contains("delete element ip shoal vip_backends { 10.0.1.2 . 2, "), "{update}");
+        assert!(back.is_loaded_by(&before) && !back.is_loaded_by(&after));
         assert_eq!(ruleset(&view()).update_from(&before).as_deref(), Some(""), "no change, nothing to do");
         let mut v = view();
         v.networks.push(ViewNetwork {
@@ -384,8 +468,17 @@ mod tests {
     }
 
     #[test]
+    fn the_ruleset_reads_back_from_its_saved_form() {
+        let r = ruleset(&view());
+        let text = serde_json::to_string(&r).expect("json");
+        let back: Ruleset = serde_json::from_str(&text).expect("parse");
+        assert_eq!(back, r);
+        assert!(r.is_loaded_by(&back));
+    }
+
+    #[test]
     fn an_empty_view_is_a_valid_empty_table() {
         let t = render(&NetView::default());
-        assert!(!t.contains("elements"), "{t}");
+        assert!(!t.contains("add element"), "{t}");
     }
 }

@@ -368,7 +368,10 @@ fn udp_through_a_vip_moves_to_the_remaining_task_when_its_backend_goes() {
     m.ok(&["network", "create", "front"]);
     let sick = tmp.path().join("sick");
     std::fs::create_dir_all(&sick).expect("sick dir");
-    let echo = format!("a={MY_ADDR}; exec socat UDP4-RECVFROM:5000,fork SYSTEM:\"echo $a\"");
+    // `-t 0.01`: each datagram's child exits right after answering. With socat's default 0.5 s
+    // linger, a child still reading the shared socket took the next question (0.5 s later) and
+    // fed it to its finished command: no answer, and the test failed for the server's sake.
+    let echo = format!("a={MY_ADDR}; exec socat -t 0.01 UDP4-RECVFROM:5000,fork SYSTEM:\"echo $a\"");
     let health = format!("test ! -e {}/{MY_ADDR}", sick.display());
     m.ok(&[
         "service",
