@@ -18,8 +18,8 @@ pub mod ui;
 
 pub use client::{Client, ClientError};
 pub use server::{
-    router, ApiError, ClusterInfo, Created, JoinArgs, JoinInfo, JoinTokenInfo, NodeUpdate, ServiceUpdate,
-    ROUTES,
+    router, ApiError, ClusterInfo, Created, InitArgs, JoinArgs, JoinInfo, JoinTokenInfo, NodeUpdate,
+    ServiceUpdate, ROUTES,
 };
 pub use tcp::{serve_tcp, ClientCert, ClientCertRequest};
 

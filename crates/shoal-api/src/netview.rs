@@ -26,7 +26,8 @@ fn host(addr: &str) -> String {
 pub fn netview_of(state: &ClusterState, node: &NodeId) -> NetView {
     let mut view = NetView {
         vtep: state.node(node).map(vtep).unwrap_or_default(),
-        data_port: shoal_net::DEFAULT_DATA_PORT,
+        // The cluster's (`cluster init --data-path-port`): the same on every node.
+        data_port: state.cluster().map_or(shoal_state::DEFAULT_DATA_PATH_PORT, |c| c.data_path_port),
         ..Default::default()
     };
     let vteps: BTreeMap<&NodeId, String> = state.nodes().map(|n| (&n.id, vtep(n))).collect();
@@ -184,5 +185,37 @@ pub async fn wait_netview(m: &Manager, node: &NodeId, known: Option<&str>, wait:
                 Ok(Err(tokio::sync::broadcast::error::RecvError::Closed)) => return v,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_state::{ClusterObject, Command};
+    use shoal_types::Timestamp;
+
+    #[test]
+    fn the_view_carries_the_clusters_data_path_port() {
+        let mut state = ClusterState::new();
+        let node = NodeId::new("n1");
+        assert_eq!(netview_of(&state, &node).data_port, 4789, "no cluster object yet: the default");
+        let cluster = ClusterObject {
+            id: "c1".into(),
+            created_at: Timestamp::ZERO,
+            ca_cert_pem: String::new(),
+            ca_key_pem: String::new(),
+            worker_token: String::new(),
+            manager_token: String::new(),
+            data_path_port: 7789,
+        };
+        state
+            .apply(Timestamp::from_secs(1), Command::InitCluster { cluster: Box::new(cluster) })
+            .expect("init");
+        let view = netview_of(&state, &node);
+        assert_eq!(view.data_port, 7789);
+        // The port is part of what the revision covers.
+        let mut default = view.clone();
+        default.data_port = 4789;
+        assert_ne!(serde_json::to_vec(&default).ok(), serde_json::to_vec(&view).ok());
     }
 }

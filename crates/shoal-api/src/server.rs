@@ -126,7 +126,7 @@ pub(crate) async fn read<T>(
 /// Everything the API serves, for the OpenAPI document and `shoal` CLI discovery.
 pub const ROUTES: &[(&str, &str, &str)] = &[
     ("get", "/v1/cluster", "cluster and Raft status of this manager"),
-    ("post", "/v1/cluster/init", "make this manager the first member of a new cluster"),
+    ("post", "/v1/cluster/init", "make this manager the first member of a new cluster ({data_path_port})"),
     ("post", "/v1/cluster/join", "join an existing cluster as a manager ({token, addr})"),
     ("get", "/v1/cluster/health", "every manager: reachable, Raft state, term, log and applied index"),
     ("get", "/v1/cluster/join-token/{role}", "the join token for workers or managers (root socket only)"),
@@ -231,6 +231,9 @@ pub struct ClusterInfo {
     pub nodes: usize,
     pub services: usize,
     pub tasks: usize,
+    /// The UDP port of the VXLAN data path (`cluster init --data-path-port`; 4789 by default).
+    #[serde(default = "shoal_state::default_data_path_port")]
+    pub data_path_port: u16,
 }
 
 async fn cluster(
@@ -238,9 +241,12 @@ async fn cluster(
     Query(q): Query<ReadQuery>,
 ) -> Result<Json<ClusterInfo>, ApiError> {
     let raft = m.node.status();
-    let (index, nodes, services, tasks) =
-        read(&m, &q, |s| (s.index(), s.nodes().len(), s.services().len(), s.tasks().len())).await?;
-    Ok(Json(ClusterInfo { raft, index, nodes, services, tasks }))
+    let (index, nodes, services, tasks, data_path_port) = read(&m, &q, |s| {
+        let port = s.cluster().map_or(shoal_state::DEFAULT_DATA_PATH_PORT, |c| c.data_path_port);
+        (s.index(), s.nodes().len(), s.services().len(), s.tasks().len(), port)
+    })
+    .await?;
+    Ok(Json(ClusterInfo { raft, index, nodes, services, tasks, data_path_port }))
 }
 
 impl From<InitError> for ApiError {
@@ -256,7 +262,31 @@ impl From<InitError> for ApiError {
     }
 }
 
-async fn cluster_init(State(m): State<AppState>) -> Result<Json<ClusterInfo>, ApiError> {
+/// What `cluster init` may choose (an empty body: the defaults).
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InitArgs {
+    /// The VXLAN data-path port (1024-49151; default 4789), fixed for the cluster's life.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_path_port: Option<u64>,
+}
+
+async fn cluster_init(
+    State(m): State<AppState>,
+    body: axum::body::Bytes,
+) -> Result<Json<ClusterInfo>, ApiError> {
+    // Checked before anything is created. No body (a bare POST, as before options) is the defaults.
+    let args: InitArgs = if body.iter().all(u8::is_ascii_whitespace) {
+        InitArgs::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid", format!("invalid body: {e}")))?
+    };
+    let data_path_port = match args.data_path_port {
+        None => shoal_state::DEFAULT_DATA_PATH_PORT,
+        Some(p) => shoal_state::validate_data_path_port(p)
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid", e.to_string()))?,
+    };
     if m.node.status().leader.is_some() || !m.node.status().voters.is_empty() {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -264,7 +294,7 @@ async fn cluster_init(State(m): State<AppState>) -> Result<Json<ClusterInfo>, Ap
             "this node is already part of a cluster (see `shoal cluster inspect`)",
         ));
     }
-    m.init_cluster().await?;
+    m.init_cluster(data_path_port).await?;
     cluster(State(m), Query(ReadQuery::default())).await
 }
 

@@ -124,13 +124,15 @@ impl Manager {
     /// (ECDSA P-256), the worker and manager join tokens, and this node's own certificate, which
     /// it then uses at once (Raft transport, node-to-node listener, its agent): no restart.
     /// Calling it again on the same node only makes sure the certificate exists and is in use.
-    pub async fn init_cluster(&self) -> Result<(), InitError> {
-        self.create_cluster().await?;
+    /// `data_path_port` is the cluster's VXLAN port (checked by the caller; see
+    /// [`shoal_state::validate_data_path_port`]), fixed from then on.
+    pub async fn init_cluster(&self, data_path_port: u16) -> Result<(), InitError> {
+        self.create_cluster(data_path_port).await?;
         self.enable_tls()?;
         Ok(())
     }
 
-    async fn create_cluster(&self) -> Result<(), InitError> {
+    async fn create_cluster(&self, data_path_port: u16) -> Result<(), InitError> {
         self.node.initialize().await?;
         if self.node.wait_for_leader(Duration::from_secs(10)).await.is_none() {
             return Err(InitError::NoLeader(10));
@@ -152,6 +154,7 @@ impl Manager {
             ca_key_pem: ca.key_pem().to_string(),
             worker_token,
             manager_token,
+            data_path_port,
         };
         self.node.write(Command::InitCluster { cluster: Box::new(cluster) }).await?;
         tracing::info!("cluster initialized with a new root CA");

@@ -376,10 +376,31 @@ impl Net {
             sys::ip(Some(&ns), &["link", "set", names::BRIDGE, "up"]).await?;
             changes += 1;
         }
-        if !link_exists(Some(&ns), &vx).await {
+        let port = if view.data_port == 0 { DEFAULT_DATA_PORT } else { view.data_port };
+        // The device as the kernel has it: None when there is none, else its UDP port (None when
+        // iproute2 does not print it: left alone rather than made again on every view).
+        let have = sys::json("ip", Some(&ns), &["-d", "link", "show", "dev", &vx])
+            .await
+            .ok()
+            .map(|v| v[0]["linkinfo"]["info_data"]["port"].as_u64());
+        let missing = match have {
+            None => true,
+            // Made with another data-path port (a sandbox left by an earlier cluster): its
+            // tunnels would never meet the other nodes'. Made again below.
+            Some(Some(p)) if p != u64::from(port) => {
+                tracing::info!(
+                    device = %vx, netns = %ns, have = p, want = port,
+                    "the VXLAN port differs: recreating the device"
+                );
+                sys::ip(Some(&ns), &["link", "del", &vx]).await?;
+                true
+            }
+            Some(_) => false,
+        };
+        if missing {
             // A leftover from an interrupted attempt, still in the node's namespace.
             let _ = sys::ip(None, &["link", "del", &vx]).await;
-            let port = if view.data_port == 0 { DEFAULT_DATA_PORT } else { view.data_port }.to_string();
+            let port = port.to_string();
             let vni = n.vni.to_string();
             let add = [
                 "link",

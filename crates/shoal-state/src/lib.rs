@@ -36,6 +36,31 @@ impl Default for ClusterConfig {
     }
 }
 
+/// The UDP port of the VXLAN data path between nodes unless `cluster init --data-path-port` chose
+/// another (IANA's, as Docker's default).
+pub const DEFAULT_DATA_PATH_PORT: u16 = 4789;
+
+/// The data-path ports `cluster init` accepts: Docker's rule, neither a well-known port nor an
+/// ephemeral one.
+pub const DATA_PATH_PORTS: std::ops::RangeInclusive<u16> = 1024..=49151;
+
+/// A data-path port outside [`DATA_PATH_PORTS`].
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "data path port {0} is out of range: it must be within 1024-49151 (neither a well-known nor an ephemeral port)"
+)]
+pub struct DataPathPortError(pub u64);
+
+/// Checks a `--data-path-port` (any number, so that 70000 gets the same message as 80).
+pub fn validate_data_path_port(port: u64) -> Result<u16, DataPathPortError> {
+    u16::try_from(port).ok().filter(|p| DATA_PATH_PORTS.contains(p)).ok_or(DataPathPortError(port))
+}
+
+/// The data-path port of state written before it could be chosen.
+pub fn default_data_path_port() -> u16 {
+    DEFAULT_DATA_PATH_PORT
+}
+
 /// The cluster itself: its identity, its root CA and its join tokens. Replicated so that any
 /// manager can sign certificates and check tokens after a failover. `Debug` never prints the CA
 /// key or the tokens, and the API never serves them except `join-token` to the local root user.
@@ -47,6 +72,10 @@ pub struct ClusterObject {
     pub ca_key_pem: String,
     pub worker_token: String,
     pub manager_token: String,
+    /// The UDP port VXLAN uses between nodes (`cluster init --data-path-port`), fixed for the
+    /// cluster's life: every node's tunnels use it. Older state reads back with 4789.
+    #[serde(default = "default_data_path_port")]
+    pub data_path_port: u16,
 }
 
 impl std::fmt::Debug for ClusterObject {
@@ -54,6 +83,7 @@ impl std::fmt::Debug for ClusterObject {
         f.debug_struct("ClusterObject")
             .field("id", &self.id)
             .field("created_at", &self.created_at)
+            .field("data_path_port", &self.data_path_port)
             .field("ca_key_pem", &"<redacted>")
             .field("tokens", &"<redacted>")
             .finish()
@@ -354,6 +384,10 @@ impl ClusterState {
                     return Err(StateError::AlreadyExists { kind: "cluster", id: c.id.clone() });
                 }
                 let mut c = *cluster;
+                // The API checks it first; a command from elsewhere is refused the same way.
+                validate_data_path_port(c.data_path_port.into()).map_err(|e| {
+                    StateError::InvalidNetwork(ValidationError::single("data_path_port", e.to_string()))
+                })?;
                 c.created_at = at;
                 self.cluster = Some(c);
                 // The routing-mesh network exists from the start (best effort: a service that
@@ -871,3 +905,67 @@ fn check_version(kind: &'static str, id: &str, expected: Option<u64>, actual: u6
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod data_path_port_tests {
+    use super::*;
+
+    fn cluster(port: u16) -> ClusterObject {
+        ClusterObject {
+            id: "c1".into(),
+            created_at: Timestamp::ZERO,
+            ca_cert_pem: String::new(),
+            ca_key_pem: String::new(),
+            worker_token: String::new(),
+            manager_token: String::new(),
+            data_path_port: port,
+        }
+    }
+
+    #[test]
+    fn only_ports_within_1024_to_49151_are_accepted() {
+        for ok in [1024, 4789, 7789, 49151] {
+            assert_eq!(validate_data_path_port(ok), Ok(ok as u16));
+        }
+        for bad in [0, 80, 1023, 49152, 65535, 70000] {
+            let e = validate_data_path_port(bad).expect_err("refused");
+            let msg = e.to_string();
+            assert!(msg.contains(&format!("data path port {bad} ")) && msg.contains("1024-49151"), "{msg}");
+        }
+    }
+
+    #[test]
+    fn state_from_before_the_port_reads_back_with_4789() {
+        // What a version without the field wrote: today's JSON less `data_path_port`.
+        let mut snap = serde_json::to_value(Snapshot { cluster: Some(cluster(7789)), ..Default::default() })
+            .expect("json");
+        let old = snap["cluster"].as_object_mut().expect("cluster");
+        assert!(old.remove("data_path_port").is_some());
+        let c: ClusterObject = serde_json::from_value(snap["cluster"].clone()).expect("old cluster object");
+        assert_eq!(c.data_path_port, DEFAULT_DATA_PATH_PORT);
+        let snap: Snapshot = serde_json::from_value(snap).expect("old snapshot");
+        let s = ClusterState::restore(snap);
+        assert_eq!(s.cluster().map(|c| c.data_path_port), Some(4789));
+    }
+
+    #[test]
+    fn the_port_chosen_at_init_survives_a_snapshot() {
+        let mut s = ClusterState::new();
+        s.apply(Timestamp::from_secs(1), Command::InitCluster { cluster: Box::new(cluster(7789)) })
+            .expect("init");
+        let json = serde_json::to_string(&s.snapshot()).expect("snapshot");
+        let back = ClusterState::restore(serde_json::from_str(&json).expect("read back"));
+        assert_eq!(back.cluster().map(|c| c.data_path_port), Some(7789));
+        assert_eq!(back, s);
+    }
+
+    #[test]
+    fn init_with_a_port_out_of_range_is_refused_and_creates_nothing() {
+        let mut s = ClusterState::new();
+        let e = s
+            .apply(Timestamp::from_secs(1), Command::InitCluster { cluster: Box::new(cluster(80)) })
+            .expect_err("refused");
+        assert!(e.to_string().contains("1024-49151"), "{e}");
+        assert_eq!(s, ClusterState::new());
+    }
+}

@@ -30,7 +30,14 @@ pub struct ListOpts {
 #[derive(Subcommand)]
 pub enum ClusterCmd {
     /// Make the local daemon the first manager of a new cluster.
-    Init,
+    Init {
+        /// The UDP port of the VXLAN data path between nodes (overlay networks), 1024-49151;
+        /// every node must accept UDP on it from the others. Fixed for the cluster's life: it
+        /// cannot be changed after init (as in Docker).
+        #[arg(long, value_name = "PORT", default_value_t = shoal_state::DEFAULT_DATA_PATH_PORT,
+              value_parser = parse_data_path_port)]
+        data_path_port: u16,
+    },
     /// Show the cluster and this manager's Raft view.
     Inspect {
         #[arg(long, value_enum, default_value_t = Format::Table)]
@@ -185,6 +192,12 @@ fn parse_kv(s: &str) -> Result<(String, String), String> {
     }
 }
 
+/// `--data-path-port`: refused here already (the daemon checks again), with the daemon's message.
+fn parse_data_path_port(s: &str) -> Result<u16, String> {
+    let n: u64 = s.trim().parse().map_err(|_| format!("not a port number: {s:?}"))?;
+    shoal_state::validate_data_path_port(n).map_err(|e| e.to_string())
+}
+
 fn parse_availability(s: &str) -> Result<Availability, String> {
     match s {
         "active" => Ok(Availability::Active),
@@ -234,8 +247,9 @@ pub(crate) fn table(headers: &[&str], rows: Vec<Vec<String>>) {
 
 pub async fn cluster(c: &Client, cmd: ClusterCmd) -> Result<()> {
     match cmd {
-        ClusterCmd::Init => {
-            let info: ClusterInfo = c.post("/v1/cluster/init", &serde_json::json!({})).await?;
+        ClusterCmd::Init { data_path_port } => {
+            let args = shoal_api::InitArgs { data_path_port: Some(data_path_port.into()) };
+            let info: ClusterInfo = c.post("/v1/cluster/init", &args).await?;
             println!(
                 "Cluster initialized: this node ({}) is now a manager and the leader.",
                 info.raft.node_id
@@ -321,6 +335,7 @@ pub async fn cluster(c: &Client, cmd: ClusterCmd) -> Result<()> {
             println!("Applied index:  {}", r.last_applied.map_or("-".into(), |i| i.to_string()));
             println!("Managers:       {}", r.voters.len());
             println!("State index:    {}", info.index);
+            println!("Data path port: {}", info.data_path_port);
             println!("Nodes: {}   Services: {}   Tasks: {}", info.nodes, info.services, info.tasks);
         }
     }
@@ -583,4 +598,39 @@ pub async fn task(c: &Client, cmd: TaskCmd) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(subcommand)]
+        cmd: ClusterCmd,
+    }
+
+    fn init(args: &[&str]) -> Result<u16, String> {
+        let all = [&["shoal", "init"][..], args].concat();
+        match Cli::try_parse_from(all).map_err(|e| e.to_string())?.cmd {
+            ClusterCmd::Init { data_path_port } => Ok(data_path_port),
+            _ => Err("not init".into()),
+        }
+    }
+
+    #[test]
+    fn init_takes_a_data_path_port_from_1024_to_49151_and_defaults_to_4789() {
+        assert_eq!(init(&[]), Ok(4789));
+        assert_eq!(init(&["--data-path-port", "7789"]), Ok(7789));
+        assert_eq!(init(&["--data-path-port", "49151"]), Ok(49151));
+        for bad in ["80", "1023", "49152", "70000", "0"] {
+            let e = init(&["--data-path-port", bad]).expect_err(bad);
+            assert!(
+                e.contains(&format!("data path port {bad} is out of range")) && e.contains("1024-49151"),
+                "{e}"
+            );
+        }
+        assert!(init(&["--data-path-port", "http"]).expect_err("text").contains("not a port number"));
+    }
 }

@@ -138,7 +138,11 @@ pub async fn run(args: DaemonArgs) -> Result<()> {
     }
     manager.enable_tls().context("loading this node's certificate")?;
     if args.init && !in_cluster {
-        manager.init_cluster().await.context("initializing the cluster")?;
+        // `shoal dev`: a single node, the default data-path port.
+        manager
+            .init_cluster(shoal_state::DEFAULT_DATA_PATH_PORT)
+            .await
+            .context("initializing the cluster")?;
     }
     tracing::info!(node_id = %identity.node_id, socket = %args.api_socket.display(), "shoal daemon started");
 

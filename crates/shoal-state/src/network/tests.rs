@@ -149,6 +149,7 @@ fn cluster_init_creates_the_ingress_network_first() {
         ca_key_pem: String::new(),
         worker_token: String::new(),
         manager_token: String::new(),
+        data_path_port: crate::DEFAULT_DATA_PATH_PORT,
     };
     let out = apply(&mut s, Command::InitCluster { cluster: Box::new(cluster) }).expect("init");
     assert_eq!(out.events.iter().map(|e| e.object.kind()).collect::<Vec<_>>(), ["network"]);
