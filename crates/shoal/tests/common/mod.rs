@@ -118,6 +118,42 @@ impl Drop for Node {
             let _ = c.kill();
             let _ = c.wait();
         }
+        kill_processes_under(&self.dir);
+    }
+}
+
+/// Tasks outlive their daemon by design (their shims are not its children), but a test's tasks
+/// must not outlive the test, also one that failed before it removed its services: kills every
+/// process whose command line names a path under `dir` (the shims, whose argument is their task
+/// directory) and everything below them.
+pub fn kill_processes_under(dir: &Path) {
+    let needle = format!("{}/", dir.display());
+    let mut children: std::collections::BTreeMap<u32, Vec<u32>> = Default::default();
+    let mut roots = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else { return };
+    for e in entries.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|p| p.parse::<u32>().ok()) else { continue };
+        if pid == std::process::id() {
+            continue;
+        }
+        let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+        // `pid (comm) state ppid …`: comm may hold spaces, so read after the last ')'.
+        let ppid = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse().ok());
+        if let Some(ppid) = ppid {
+            children.entry(ppid).or_default().push(pid);
+        }
+        let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        if String::from_utf8_lossy(&cmdline).replace('\0', " ").contains(&needle) {
+            roots.push(pid);
+        }
+    }
+    let mut doomed = Vec::new();
+    while let Some(pid) = roots.pop() {
+        doomed.push(pid);
+        roots.extend(children.get(&pid).into_iter().flatten());
+    }
+    for pid in doomed {
+        let _ = Command::new("kill").args(["-9", &pid.to_string()]).stderr(Stdio::null()).status();
     }
 }
 
