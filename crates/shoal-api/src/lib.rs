@@ -1,6 +1,7 @@
 //! Shoal's user API: the `/v1` JSON routes every manager serves, and the client the CLI uses.
 //! This crate (with the transport in `shoal-raft`) is the only one that knows wire formats.
 
+pub mod app;
 pub mod client;
 pub mod dispatcher;
 pub mod events;

@@ -180,12 +180,9 @@ pub async fn migrate(m: &Arc<Manager>, id: &TaskId, to: Option<&str>) -> Result<
         }
         let to = match to {
             Some(key) => Some(
-                s.node(&NodeId::new(key))
-                    .or_else(|| s.nodes().find(|n| n.description.hostname == key))
+                crate::app::find_node(s, key)?
                     .map(|n| n.id.clone())
-                    .ok_or_else(|| {
-                        ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("node {key} not found"))
-                    })?,
+                    .ok_or_else(|| ApiError::from(crate::app::AppError::not_found("node", key)))?,
             ),
             None => None,
         };
@@ -568,12 +565,9 @@ pub async fn restore_handler(
             .ok_or_else(|| invalid("the checkpoint's service or slot no longer exists".into()))?;
         let wanted = match &q.node {
             Some(key) => Some(
-                s.node(&NodeId::new(key.clone()))
-                    .or_else(|| s.nodes().find(|n| &n.description.hostname == key))
+                crate::app::find_node(s, key)?
                     .map(|n| n.id.clone())
-                    .ok_or_else(|| {
-                        ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("node {key} not found"))
-                    })?,
+                    .ok_or_else(|| ApiError::from(crate::app::AppError::not_found("node", key)))?,
             ),
             None => None,
         };

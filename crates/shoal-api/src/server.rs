@@ -3,6 +3,7 @@
 //! when there is no quorum (a write or linearizable read never hangs past the quorum timeout).
 //! Reads are linearizable unless the query says `?stale=true`.
 
+use crate::app::{App, AppError, Kind, TaskFilter};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -12,10 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use shoal_manager::{Consistency, InitError, Manager, ReadError, WriteError};
 use shoal_state::{ClusterState, Command};
-use shoal_types::{
-    Availability, Node, NodeId, NodeRole, NodeSpec, Service, ServiceId, ServiceSpec, Task, Timestamp,
-};
-use std::collections::BTreeMap;
+use shoal_types::{Node, NodeRole, Service, ServiceSpec, Task};
 use std::sync::Arc;
 
 type AppState = Arc<Manager>;
@@ -32,9 +30,6 @@ impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         ApiError { status, code, message: message.into() }
     }
-    fn not_found(what: &str, id: &str) -> Self {
-        ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("{what} {id} not found"))
-    }
 }
 
 impl IntoResponse for ApiError {
@@ -44,33 +39,28 @@ impl IntoResponse for ApiError {
     }
 }
 
+impl From<AppError> for ApiError {
+    fn from(e: AppError) -> Self {
+        let status = match e.kind {
+            Kind::Invalid => StatusCode::BAD_REQUEST,
+            Kind::NotFound => StatusCode::NOT_FOUND,
+            Kind::Conflict => StatusCode::CONFLICT,
+            Kind::Forbidden => StatusCode::FORBIDDEN,
+            Kind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        ApiError::new(status, e.code, e.message)
+    }
+}
+
 impl From<WriteError> for ApiError {
     fn from(e: WriteError) -> Self {
-        match e {
-            WriteError::Refused(c) => {
-                let (status, code) = match c.kind {
-                    shoal_manager::ErrorKind::NotFound => (StatusCode::NOT_FOUND, "not_found"),
-                    shoal_manager::ErrorKind::Conflict => (StatusCode::CONFLICT, "conflict"),
-                    shoal_manager::ErrorKind::Invalid => (StatusCode::BAD_REQUEST, "invalid"),
-                };
-                ApiError::new(status, code, c.message)
-            }
-            e @ WriteError::NotLeader { .. } => {
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_leader", e.to_string())
-            }
-            WriteError::Unavailable(m) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", m),
-        }
+        AppError::from(e).into()
     }
 }
 
 impl From<ReadError> for ApiError {
     fn from(e: ReadError) -> Self {
-        match e {
-            e @ ReadError::NotLeader { .. } => {
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_leader", e.to_string())
-            }
-            ReadError::Unavailable(m) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", m),
-        }
+        AppError::from(e).into()
     }
 }
 
@@ -103,7 +93,7 @@ pub struct ReadQuery {
 }
 
 impl ReadQuery {
-    fn consistency(&self) -> Consistency {
+    pub fn consistency(&self) -> Consistency {
         if self.stale {
             Consistency::Stale
         } else {
@@ -122,6 +112,8 @@ pub(crate) async fn read<T>(
         Consistency::Stale => Ok(m.node.read(Consistency::Stale, f).await?),
     }
 }
+
+pub use crate::app::{new_id, NodeUpdate};
 
 /// Everything the API serves, for the OpenAPI document and `shoal` CLI discovery.
 pub const ROUTES: &[(&str, &str, &str)] = &[
@@ -416,60 +408,15 @@ async fn rotate_join_token(
     Ok(Json(JoinTokenInfo { role, token: current_join_token(&m, role).await? }))
 }
 
-/// A node by id, or by hostname when exactly one node has it (like docker, an ambiguous
-/// hostname is refused: use the id).
-fn find_node<'s>(s: &'s ClusterState, key: &str) -> Result<Option<&'s Node>, ApiError> {
-    if let Some(n) = s.node(&NodeId::new(key)) {
-        return Ok(Some(n));
-    }
-    let mut named = s.nodes().filter(|n| n.description.hostname == key);
-    match (named.next(), named.next()) {
-        (Some(n), None) => Ok(Some(n)),
-        (None, _) => Ok(None),
-        (Some(a), Some(b)) => {
-            let mut ids = vec![a.id.to_string(), b.id.to_string()];
-            ids.extend(named.map(|n| n.id.to_string()));
-            Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "conflict",
-                format!(
-                    "node {key} is ambiguous: {} nodes have this hostname ({}); use the node id",
-                    ids.len(),
-                    ids.join(", ")
-                ),
-            ))
-        }
-    }
-}
-
-fn find_service<'s>(s: &'s ClusterState, key: &str) -> Option<&'s Service> {
-    s.service(&ServiceId::new(key)).or_else(|| s.service_by_name(key))
-}
-
-/// Manager status is Raft's view, not a stored claim: leader and members come from the current
-/// membership, reachability from the node's heartbeat state.
-fn with_manager_status(m: &Manager, mut node: Node) -> Node {
-    let raft = m.node.status();
-    let member =
-        raft.voters.values().chain(raft.learners.values()).find(|n| n.node_id == node.id.as_str()).cloned();
-    node.manager_status = member.map(|n| shoal_types::ManagerStatus {
-        leader: raft.leader_node.as_ref().is_some_and(|l| l.node_id == n.node_id),
-        reachability: if node.status.state == shoal_types::NodeState::Ready {
-            shoal_types::Reachability::Reachable
-        } else {
-            shoal_types::Reachability::Unreachable
-        },
-        addr: n.addr,
-    });
-    node
+fn app(m: &AppState) -> App {
+    App::new(m.clone())
 }
 
 async fn list_nodes(
     State(m): State<AppState>,
     Query(q): Query<ReadQuery>,
 ) -> Result<Json<Vec<Node>>, ApiError> {
-    let nodes: Vec<Node> = read(&m, &q, |s| s.nodes().cloned().collect()).await?;
-    Ok(Json(nodes.into_iter().map(|n| with_manager_status(&m, n)).collect()))
+    Ok(Json(app(&m).nodes(q.consistency()).await?))
 }
 
 async fn inspect_node(
@@ -477,87 +424,7 @@ async fn inspect_node(
     Path(id): Path<String>,
     Query(q): Query<ReadQuery>,
 ) -> Result<Json<Node>, ApiError> {
-    read(&m, &q, |s| find_node(s, &id).map(|n| n.cloned()))
-        .await??
-        .map(|n| Json(with_manager_status(&m, n)))
-        .ok_or_else(|| ApiError::not_found("node", &id))
-}
-
-/// A partial node update, as `shoal node update` sends it.
-#[derive(Debug, Default, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct NodeUpdate {
-    pub version: Option<u64>,
-    pub availability: Option<Availability>,
-    pub role: Option<shoal_types::NodeRole>,
-    pub label_add: BTreeMap<String, String>,
-    pub label_rm: Vec<String>,
-    /// With availability `drain`: migrate the node's tasks that can be checkpointed first.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub migrate: bool,
-}
-
-/// Before a drain: the tasks on `node` that can be checkpointed and should keep their state
-/// (`all`: `--migrate`; else those of services with `--on-drain migrate`) move to other nodes
-/// (at most `PER_NODE` at a time). A task whose migration fails is back on the node and is
-/// restarted elsewhere by the drain, like the tasks that cannot migrate.
-async fn migrate_off(m: &Arc<Manager>, node: &NodeId, all: bool) -> Result<(), ApiError> {
-    use futures_util::StreamExt;
-    let ids: Vec<shoal_types::TaskId> = read(m, &ReadQuery::default(), |s| {
-        let wanted = |t: &Task| {
-            all || s
-                .service(&t.service_id)
-                .is_some_and(|svc| svc.spec.on_drain == shoal_types::OnDrain::Migrate)
-        };
-        s.tasks_on_node(node)
-            .filter(|t| wanted(t) && shoal_core::migrate::check_source(s, t).is_ok())
-            .map(|t| t.id.clone())
-            .collect()
-    })
-    .await?;
-    let results: Vec<_> = futures_util::stream::iter(ids.into_iter().map(|id| {
-        let m = m.clone();
-        async move { (id.clone(), crate::migrate::migrate(&m, &id, None).await) }
-    }))
-    .buffer_unordered(crate::migrate::PER_NODE)
-    .collect()
-    .await;
-    for (id, r) in results {
-        match r {
-            Ok(x) if x.failed.is_none() => {
-                tracing::info!(task = %id, to = %x.to_node, "migrated off a draining node")
-            }
-            Ok(x) => {
-                tracing::warn!(task = %id, error = ?x.failed, "migration failed; the drain restarts it elsewhere")
-            }
-            Err(e) => {
-                tracing::warn!(task = %id, error = %e.message, "migration failed; the drain restarts it elsewhere")
-            }
-        }
-    }
-    Ok(())
-}
-
-/// `spec` with the update's changes.
-fn updated_spec(spec: &NodeSpec, u: &NodeUpdate) -> Result<NodeSpec, ApiError> {
-    let mut spec = spec.clone();
-    if let Some(a) = u.availability {
-        spec.availability = a;
-    }
-    if let Some(r) = u.role {
-        spec.role = r;
-    }
-    spec.labels.extend(u.label_add.clone());
-    for k in &u.label_rm {
-        if spec.labels.remove(k).is_none() {
-            return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid",
-                format!("node has no label {k:?}"),
-            ));
-        }
-    }
-    Ok(spec)
+    Ok(Json(app(&m).node(&id, q.consistency()).await?))
 }
 
 async fn update_node(
@@ -565,66 +432,7 @@ async fn update_node(
     Path(id): Path<String>,
     JsonBody(u): JsonBody<NodeUpdate>,
 ) -> Result<Json<Node>, ApiError> {
-    let q = ReadQuery::default();
-    // Read through the leader: a role change is decided on the committed state, never on a
-    // lagging replica.
-    let node = read(&m, &q, |s| find_node(s, &id).map(|n| n.cloned()))
-        .await??
-        .ok_or_else(|| ApiError::not_found("node", &id))?;
-    if let Some(k) = u.label_add.keys().find(|k| k.trim().is_empty()) {
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid", format!("invalid label key {k:?}")));
-    }
-    let spec = updated_spec(&node.spec, &u)?;
-    let member = {
-        let status = m.node.status();
-        let voters = status.voters.len();
-        status
-            .voters
-            .values()
-            .map(|n| (true, n))
-            .chain(status.learners.values().map(|n| (false, n)))
-            .find(|(_, n)| n.node_id == node.id.as_str())
-            .map(|(voter, _)| (voter, voters))
-    };
-    if spec.role == NodeRole::Worker {
-        // Checked before anything is written: the last manager cannot go.
-        if let Some((true, 1)) = member {
-            return Err(ApiError::new(StatusCode::CONFLICT, "conflict", "cannot demote the last manager"));
-        }
-    }
-    if spec.availability == Availability::Drain && node.spec.availability != Availability::Drain {
-        migrate_off(&m, &node.id, u.migrate).await?;
-    }
-    let mut attempt = (node.version, spec);
-    for tries in 1.. {
-        let expected_version = Some(u.version.unwrap_or(attempt.0));
-        let cmd = Command::UpdateNodeSpec { id: node.id.clone(), expected_version, spec: attempt.1.clone() };
-        match crate::internal::write(&m, cmd).await {
-            Ok(_) => break,
-            // Without a version from the client, a race with a status change (heartbeats,
-            // registration) is not the client's conflict: apply the same change to the newest spec.
-            Err(WriteError::Refused(c))
-                if u.version.is_none() && c.kind == shoal_manager::ErrorKind::Conflict && tries < 5 =>
-            {
-                let fresh = read(&m, &q, |s| s.node(&node.id).cloned())
-                    .await?
-                    .ok_or_else(|| ApiError::not_found("node", &id))?;
-                attempt = (fresh.version, updated_spec(&fresh.spec, &u)?);
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
-    if attempt.1.role == NodeRole::Worker && member.is_some() {
-        // The spec says worker first, so the demoted node knows what to become once it is out of
-        // the membership. Idempotent: demoting a half-demoted node finishes the job (and the
-        // leader's reconciler does the same on its own).
-        crate::internal::remove_from_membership(&m, vec![node.id.to_string()]).await?;
-    }
-    let q = ReadQuery { stale: true, ..Default::default() };
-    read(&m, &q, |s| s.node(&node.id).cloned())
-        .await?
-        .map(Json)
-        .ok_or_else(|| ApiError::not_found("node", &id))
+    Ok(Json(app(&m).update_node(&id, &u).await?))
 }
 
 async fn remove_node(
@@ -632,49 +440,7 @@ async fn remove_node(
     Path(id): Path<String>,
     Query(q): Query<ReadQuery>,
 ) -> Result<StatusCode, ApiError> {
-    let node = read(&m, &ReadQuery::default(), |s| find_node(s, &id).map(|n| n.cloned())).await??;
-    let status = m.node.status();
-    let Some(node) = node else {
-        // A manager in the membership without a node object (it never registered, or its object
-        // is gone): `node rm` takes it out of the membership all the same.
-        let ghost = status
-            .voters
-            .values()
-            .chain(status.learners.values())
-            .find(|n| n.node_id == id && n.node_id != m.node.config().node.node_id);
-        return match ghost {
-            Some(n) => {
-                crate::internal::remove_from_membership(&m, vec![n.node_id.clone()]).await?;
-                // Remembered as removed: if it comes back it learns so and starts anew.
-                let id = shoal_types::NodeId::new(n.node_id.clone());
-                crate::internal::write(&m, Command::RemoveNode { id }).await?;
-                Ok(StatusCode::NO_CONTENT)
-            }
-            None => Err(ApiError::not_found("node", &id)),
-        };
-    };
-    if node.status.state == shoal_types::NodeState::Ready && !q.force {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "conflict",
-            format!("node {} is ready: drain and stop it first, or use --force", node.id),
-        ));
-    }
-    if node.id.as_str() == m.node.config().node.node_id {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "conflict",
-            "a manager cannot remove itself; demote it or run `shoal cluster leave` on it",
-        ));
-    }
-    // A manager leaves the Raft membership first (voter or learner), so its certificate stops
-    // working for Raft at once; the last voter can never be removed.
-    let member =
-        status.voters.values().chain(status.learners.values()).any(|n| n.node_id == node.id.as_str());
-    if member {
-        crate::internal::remove_from_membership(&m, vec![node.id.to_string()]).await?;
-    }
-    crate::internal::write(&m, Command::RemoveNode { id: node.id }).await?;
+    app(&m).remove_node(&id, q.force).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -682,7 +448,7 @@ async fn list_services(
     State(m): State<AppState>,
     Query(q): Query<ReadQuery>,
 ) -> Result<Json<Vec<Service>>, ApiError> {
-    Ok(Json(read(&m, &q, |s| s.services().cloned().collect()).await?))
+    Ok(Json(app(&m).services(q.consistency()).await?))
 }
 
 async fn inspect_service(
@@ -690,22 +456,7 @@ async fn inspect_service(
     Path(id): Path<String>,
     Query(q): Query<ReadQuery>,
 ) -> Result<Json<Service>, ApiError> {
-    read(&m, &q, |s| find_service(s, &id).cloned())
-        .await?
-        .map(Json)
-        .ok_or_else(|| ApiError::not_found("service", &id))
-}
-
-/// New object ids: 25 base-36 characters from the OS random source.
-pub(crate) fn new_id() -> String {
-    let mut b = [0u8; 16];
-    if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b).is_err() {
-        let t = Timestamp::from_system_time(std::time::SystemTime::now()).as_nanos();
-        b[..8].copy_from_slice(&t.to_le_bytes());
-    }
-    let hi = u64::from_le_bytes(b[..8].try_into().unwrap_or_default());
-    let lo = u64::from_le_bytes(b[8..].try_into().unwrap_or_default());
-    shoal_types::id::id_from_bits(hi, lo)
+    Ok(Json(app(&m).service(&id, q.consistency()).await?))
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -717,13 +468,8 @@ async fn create_service(
     State(m): State<AppState>,
     JsonBody(spec): JsonBody<ServiceSpec>,
 ) -> Result<(StatusCode, Json<Created>), ApiError> {
-    spec.validate().map_err(|e| {
-        ApiError::new(StatusCode::BAD_REQUEST, "invalid", format!("invalid service spec: {e}"))
-    })?;
-    let id = new_id();
-    let svc = Service::new(ServiceId::new(id.clone()), spec);
-    crate::internal::write(&m, Command::CreateService { service: Box::new(svc) }).await?;
-    Ok((StatusCode::CREATED, Json(Created { id })))
+    let id = app(&m).create_service(spec).await?;
+    Ok((StatusCode::CREATED, Json(Created { id: id.to_string() })))
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -734,43 +480,19 @@ pub struct ServiceUpdate {
     pub spec: ServiceSpec,
 }
 
-async fn service_id(m: &Manager, key: &str) -> Result<ServiceId, ApiError> {
-    read(m, &ReadQuery::default(), |s| find_service(s, key).map(|s| s.id.clone()))
-        .await?
-        .ok_or_else(|| ApiError::not_found("service", key))
-}
-
 async fn update_service(
     State(m): State<AppState>,
     Path(key): Path<String>,
     JsonBody(u): JsonBody<ServiceUpdate>,
 ) -> Result<Json<Service>, ApiError> {
-    // The driver rules are checked here, on the request; `apply` checks only the structure, so
-    // commands committed before a rule existed replay as they applied then.
-    u.spec.validate().map_err(|e| {
-        ApiError::new(StatusCode::BAD_REQUEST, "invalid", format!("invalid service spec: {e}"))
-    })?;
-    let id = service_id(&m, &key).await?;
-    let cmd = Command::UpdateService { id: id.clone(), expected_version: u.version, spec: Box::new(u.spec) };
-    crate::internal::write(&m, cmd).await?;
-    let q = ReadQuery { stale: true, ..Default::default() };
-    read(&m, &q, |s| s.service(&id).cloned())
-        .await?
-        .map(Json)
-        .ok_or_else(|| ApiError::not_found("service", &key))
+    Ok(Json(app(&m).update_service(&key, u.version, u.spec).await?))
 }
 
 async fn rollback_service(
     State(m): State<AppState>,
     Path(key): Path<String>,
 ) -> Result<Json<Service>, ApiError> {
-    let id = service_id(&m, &key).await?;
-    crate::internal::write(&m, Command::RollbackService { id: id.clone(), expected_version: None }).await?;
-    let q = ReadQuery { stale: true, ..Default::default() };
-    read(&m, &q, |s| s.service(&id).cloned())
-        .await?
-        .map(Json)
-        .ok_or_else(|| ApiError::not_found("service", &key))
+    Ok(Json(app(&m).rollback_service(&key).await?))
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -779,76 +501,23 @@ pub struct ScaleRequest {
     pub replicas: u64,
 }
 
-/// The most replicas one request may ask for (a typo guard, not a cluster limit).
-const MAX_REPLICAS: u64 = 100_000;
-
-/// Changes only the replica count, whatever else changes meanwhile (retried on a version race).
 async fn scale_service(
     State(m): State<AppState>,
     Path(key): Path<String>,
     JsonBody(r): JsonBody<ScaleRequest>,
 ) -> Result<Json<Service>, ApiError> {
-    if r.replicas > MAX_REPLICAS {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid",
-            format!("replicas: at most {MAX_REPLICAS}, got {}", r.replicas),
-        ));
-    }
-    let id = service_id(&m, &key).await?;
-    let mut attempts = 0;
-    loop {
-        attempts += 1;
-        let svc = read(&m, &ReadQuery::default(), |s| s.service(&id).cloned())
-            .await?
-            .ok_or_else(|| ApiError::not_found("service", &key))?;
-        let mut spec = svc.spec.clone();
-        match &mut spec.mode {
-            shoal_types::ServiceMode::Replicated { replicas } => *replicas = r.replicas,
-            _ => {
-                return Err(ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "invalid",
-                    format!("service {} is not a replicated service: it cannot be scaled", svc.spec.name),
-                ))
-            }
-        }
-        let cmd = Command::UpdateService {
-            id: id.clone(),
-            expected_version: Some(svc.version),
-            spec: Box::new(spec),
-        };
-        match crate::internal::write(&m, cmd).await {
-            Ok(_) => break,
-            Err(WriteError::Refused(c)) if c.kind == shoal_manager::ErrorKind::Conflict && attempts < 5 => {
-                continue
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
-    let q = ReadQuery { stale: true, ..Default::default() };
-    read(&m, &q, |s| s.service(&id).cloned())
-        .await?
-        .map(Json)
-        .ok_or_else(|| ApiError::not_found("service", &key))
+    Ok(Json(app(&m).scale_service(&key, r.replicas).await?))
 }
 
 async fn rebalance_service(
     State(m): State<AppState>,
     Path(key): Path<String>,
 ) -> Result<Json<Service>, ApiError> {
-    let id = service_id(&m, &key).await?;
-    crate::internal::write(&m, Command::RebalanceService { id: id.clone() }).await?;
-    let q = ReadQuery { stale: true, ..Default::default() };
-    read(&m, &q, |s| s.service(&id).cloned())
-        .await?
-        .map(Json)
-        .ok_or_else(|| ApiError::not_found("service", &key))
+    Ok(Json(app(&m).rebalance_service(&key).await?))
 }
 
 async fn remove_service(State(m): State<AppState>, Path(key): Path<String>) -> Result<StatusCode, ApiError> {
-    let id = service_id(&m, &key).await?;
-    crate::internal::write(&m, Command::RemoveService { id }).await?;
+    app(&m).remove_service(&key).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -856,26 +525,8 @@ async fn list_tasks(
     State(m): State<AppState>,
     Query(q): Query<ReadQuery>,
 ) -> Result<Json<Vec<Task>>, ApiError> {
-    let tasks = read(&m, &q, |s| {
-        let svc = q.service.as_deref().map(|k| find_service(s, k).map(|x| x.id.clone()));
-        let node = match q.node.as_deref().map(|k| find_node(s, k)).transpose() {
-            Ok(n) => n.map(|n| n.map(|x| x.id.clone())),
-            Err(e) => return Err(e),
-        };
-        match (svc, node) {
-            (Some(None), _) => Err(ApiError::not_found("service", q.service.as_deref().unwrap_or(""))),
-            (_, Some(None)) => Err(ApiError::not_found("node", q.node.as_deref().unwrap_or(""))),
-            (Some(Some(sid)), n) => Ok(s
-                .tasks_of_service(&sid)
-                .filter(|t| n.as_ref().is_none_or(|n| n.as_ref() == t.node_id.as_ref()))
-                .cloned()
-                .collect()),
-            (None, Some(Some(nid))) => Ok(s.tasks_on_node(&nid).cloned().collect()),
-            (None, None) => Ok(s.tasks().cloned().collect()),
-        }
-    })
-    .await??;
-    Ok(Json(tasks))
+    let filter = TaskFilter { service: q.service.clone(), node: q.node.clone() };
+    Ok(Json(app(&m).tasks(&filter, q.consistency()).await?))
 }
 
 async fn openapi() -> Json<serde_json::Value> {
