@@ -156,7 +156,12 @@ impl NetState {
         self.networks.insert(n.id.clone(), n);
     }
 
+    /// A task holds its addresses until it ends (Docker releases them then too): a slot's history
+    /// of failed tasks must not use up a small subnet. The ended task keeps them in its record.
     fn hold_task(&mut self, t: &Task) {
+        if t.status.state.is_terminal() {
+            return;
+        }
         for tn in &t.networks {
             if let Some(p) = self.pools.get_mut(&tn.network_id) {
                 tn.addrs.iter().for_each(|a| p.hold(a));
@@ -350,8 +355,12 @@ impl ClusterState {
         self.net.hold_task(t);
     }
 
-    /// Index maintenance for `drop_task`: the task's addresses are free again.
+    /// Index maintenance for `drop_task`: the task's addresses are free again (an ended task's
+    /// were freed when it ended, and may be another task's by now).
     pub(crate) fn release_task_addresses(&mut self, t: &Task) {
+        if t.status.state.is_terminal() {
+            return;
+        }
         for tn in &t.networks {
             if let Some(p) = self.net.pools.get_mut(&tn.network_id) {
                 tn.addrs.iter().for_each(|a| p.release(a));

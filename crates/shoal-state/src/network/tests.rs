@@ -92,6 +92,13 @@ fn addrs(t: &Task) -> Vec<String> {
     t.networks.iter().flat_map(|n| n.addrs.clone()).collect()
 }
 
+/// The agent on `node` reports the task failed.
+fn fail(s: &mut ClusterState, node_id: NodeId, task_id: TaskId) {
+    let status = TaskStatus { state: TaskState::Failed, exit_code: Some(1), ..Default::default() };
+    let reports = vec![crate::TaskStatusReport { task_id, status }];
+    apply(s, Command::ReportTaskStatus { node_id, reports }).expect("report");
+}
+
 fn register(s: &mut ClusterState, id: &str) {
     apply(s, Command::RegisterNode { node: Box::new(Node::test(id, id)) }).expect("node");
 }
@@ -272,6 +279,34 @@ fn a_full_network_leaves_tasks_pending_with_the_reason() {
     assert!(out.skipped.is_empty(), "{:?}", out.skipped);
     let t5 = s.task(&TaskId::new("t5")).expect("t5");
     assert_eq!((t5.status.state, addrs(t5)), (TaskState::Assigned, vec!["10.9.0.4/29".to_string()]));
+    assert_eq!(s.check_indexes(), Ok(()));
+}
+
+#[test]
+fn ended_tasks_free_their_addresses_and_keep_them_on_record() {
+    let mut s = ClusterState::new();
+    register(&mut s, "n1");
+    // /29: gateway, n1 and the VIP leave 3 addresses for tasks.
+    create_net(&mut s, "small", "small", Some("10.9.0.0/29")).expect("net");
+    create_svc(&mut s, "s1", svc_spec("web", 3, &["small"])).expect("svc");
+    create_tasks(&mut s, (1..=3).map(|i| new_task(&format!("t{i}"), "s1", i, Some("n1"))).collect());
+    assert_eq!(s.free_addresses(&NetworkId::new("small")), 0);
+    // Ten failures in slot 1, each replaced: the failed ones stay as history, holding nothing.
+    for round in 0..10 {
+        let old = if round == 0 { "t1".to_string() } else { format!("r{}", round - 1) };
+        fail(&mut s, NodeId::new("n1"), TaskId::new(old.clone()));
+        assert_eq!(s.free_addresses(&NetworkId::new("small")), 1, "round {round}");
+        let failed = s.task(&TaskId::new(old)).expect("kept as history");
+        assert_eq!(addrs(failed).len(), 1, "the record keeps the address it had");
+        create_tasks(&mut s, vec![new_task(&format!("r{round}"), "s1", 1, Some("n1"))]);
+        let new = s.task(&TaskId::new(format!("r{round}"))).expect("new");
+        assert_eq!((new.status.state, addrs(new).len()), (TaskState::Assigned, 1), "round {round}");
+        assert_eq!(s.free_addresses(&NetworkId::new("small")), 0);
+    }
+    // Deleting a failed task whose address another task holds now frees nothing.
+    let before = s.free_addresses(&NetworkId::new("small"));
+    delete_tasks(&mut s, &[TaskId::new("t1"), TaskId::new("r0")]);
+    assert_eq!(s.free_addresses(&NetworkId::new("small")), before);
     assert_eq!(s.check_indexes(), Ok(()));
 }
 
@@ -471,6 +506,10 @@ enum Op {
     Reap {
         k: u8,
     },
+    /// The agents report every `k`-th placed task failed (it keeps its record, not its addresses).
+    Fail {
+        k: u8,
+    },
     RemoveService {
         s: u8,
     },
@@ -489,6 +528,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0u8..4, proptest::collection::vec(0u8..5, 0..3)).prop_map(|(s, nets)| Op::UpdateNetworks { s, nets }),
         4 => (0u8..4, 1u8..6).prop_map(|(s, count)| Op::Scale { s, count }),
         2 => (1u8..4).prop_map(|k| Op::Reap { k }),
+        2 => (1u8..4).prop_map(|k| Op::Fail { k }),
         1 => (0u8..4).prop_map(|s| Op::RemoveService { s }),
         1 => Just(Op::SnapshotRestore),
     ]
@@ -559,6 +599,17 @@ impl World {
                 let ids: Vec<TaskId> = s.tasks().step_by(usize::from(k)).map(|t| t.id.clone()).collect();
                 delete_tasks(s, &ids);
             }
+            Op::Fail { k } => {
+                let placed: Vec<(NodeId, TaskId)> = s
+                    .tasks()
+                    .filter(|t| t.status.state == TaskState::Assigned)
+                    .step_by(usize::from(k))
+                    .filter_map(|t| Some((t.node_id.clone()?, t.id.clone())))
+                    .collect();
+                for (node_id, task_id) in placed {
+                    fail(s, node_id, task_id);
+                }
+            }
             Op::RemoveService { s: i } => {
                 let _ = apply(s, Command::RemoveService { id: ServiceId::new(format!("s{i}")) });
             }
@@ -592,7 +643,7 @@ impl World {
                 hold(&v.network_id, &v.addr, format!("vip of {}", svc.id))?;
             }
         }
-        for t in self.s.tasks() {
+        for t in self.s.tasks().filter(|t| !t.status.state.is_terminal()) {
             for tn in &t.networks {
                 for a in &tn.addrs {
                     hold(&tn.network_id, a, format!("task {}", t.id))?;
