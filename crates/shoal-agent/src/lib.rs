@@ -433,6 +433,11 @@ impl Agent {
                     ..status(TaskState::Failed, "not started")
                 };
                 self.save_and_report(&lt);
+                // It never runs under this id, but its start may have gone further than the record
+                // says (the agent died before recording the handle): what its networks hold goes
+                // now, with a docker task's container that joined its infra container's namespace,
+                // so nothing of it runs beside its replacement.
+                self.remove_networking(&lt.task, driver.as_ref()).await;
                 tokio::spawn(self.clone().finished(lt, driver, rx));
                 continue;
             };
@@ -789,19 +794,28 @@ impl Agent {
                 tracing::warn!(task = %lt.task.id, error = %e, "cleaning up the task failed");
             }
         }
-        if let (Some(net), false) = (&self.net, lt.task.networks.is_empty()) {
-            if let Err(e) = driver.remove_network_namespace(lt.task.id.as_str()).await {
-                tracing::warn!(task = %lt.task.id, error = %e, "removing the driver's network namespace failed");
-            }
-            if let Err(e) = net.detach(lt.task.id.as_str()).await {
-                tracing::warn!(task = %lt.task.id, error = %e, "removing the task's network namespace failed");
-            }
-        }
+        self.remove_networking(&lt.task, driver.as_ref()).await;
         if let Err(e) = self.store.remove(&lt.task.id) {
             tracing::warn!(task = %lt.task.id, error = %e, "removing the task's files failed");
         }
         lock(&self.reported).remove(&lt.task.id);
         tracing::debug!(task = %lt.task.id, "task removed from this node");
+    }
+
+    /// Removes what a task on networks holds on this node: the driver's part (docker: the infra
+    /// container holding the namespace) and the task's namespace. Idempotent.
+    async fn remove_networking(&self, task: &Task, driver: &dyn Driver) {
+        if task.networks.is_empty() {
+            return;
+        }
+        if let Err(e) = driver.remove_network_namespace(task.id.as_str()).await {
+            tracing::warn!(task = %task.id, error = %e, "removing the driver's network namespace failed");
+        }
+        if let Some(net) = &self.net {
+            if let Err(e) = net.detach(task.id.as_str()).await {
+                tracing::warn!(task = %task.id, error = %e, "removing the task's network namespace failed");
+            }
+        }
     }
 
     /// The node leaves its cluster: every task is stopped (each with its grace period) and its

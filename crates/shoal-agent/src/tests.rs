@@ -15,6 +15,8 @@ struct FakeRuntime {
     changed: tokio::sync::Notify,
     /// What `exec` (the health check) answers.
     unhealthy: std::sync::atomic::AtomicBool,
+    /// The tasks whose network namespace the driver was told to remove.
+    netns_removed: Mutex<Vec<String>>,
 }
 
 struct FakeDriver(Arc<FakeRuntime>);
@@ -89,6 +91,10 @@ impl Driver for FakeDriver {
         assert_eq!(c, ["/bin/sh", "-c", "probe"], "CMD-SHELL runs through sh -c");
         let sick = self.0.unhealthy.load(Ordering::SeqCst);
         Ok(ExecResult { exit_code: i32::from(sick), output: if sick { "down".into() } else { "ok".into() } })
+    }
+    async fn remove_network_namespace(&self, task_id: &str) -> Result<(), DriverError> {
+        lock(&self.0.netns_removed).push(task_id.to_string());
+        Ok(())
     }
 }
 
@@ -322,6 +328,48 @@ async fn a_restarted_agent_reattaches_and_never_starts_a_task_twice() {
     // The re-attached task is still followed: its exit is reported.
     rig.runtime.exit("t1", 0);
     eventually("t1 complete", || rig.plane.get("t1").status.state == TaskState::Complete).await;
+}
+
+/// The agent died between starting a task on networks and recording its handle: the restarted
+/// agent reports it failed and removes what its networks hold at once (a docker task's infra
+/// container and its container in there), not only once the managers forget the task, so the
+/// interrupted attempt never runs beside its replacement.
+#[tokio::test]
+async fn a_task_interrupted_before_its_handle_was_recorded_leaves_its_networks_at_once() {
+    let rig = Rig::new();
+    let mut t = task("t1", "sleep");
+    t.networks = vec![shoal_types::TaskNetwork {
+        network_id: shoal_types::NetworkId::new("net1"),
+        addrs: vec!["10.0.1.5/24".into()],
+    }];
+    t.status.state = TaskState::Preparing;
+    rig.plane.set(t.clone());
+    let mut plain = task("t2", "sleep");
+    plain.status.state = TaskState::Preparing;
+    rig.plane.set(plain.clone());
+    let agent = rig.agent();
+    for t in [t, plain] {
+        let lt = LocalTask {
+            task: t,
+            driver: "process".into(),
+            handle: None,
+            status: status(TaskState::Starting, "starting"),
+        };
+        agent.store.save(&lt).expect("record");
+    }
+    drop(agent);
+    let _agent = rig.start();
+    eventually("both failed", || {
+        rig.plane.get("t1").status.state == TaskState::Failed
+            && rig.plane.get("t2").status.state == TaskState::Failed
+    })
+    .await;
+    assert!(rig.plane.get("t1").status.err.contains("restarted before the task started"));
+    // Still listed (as history), yet its networks are gone; a task on no network has none to remove.
+    eventually("t1's namespace removed", || lock(&rig.runtime.netns_removed).contains(&"t1".to_string()))
+        .await;
+    assert_eq!(*lock(&rig.runtime.netns_removed), ["t1"]);
+    assert_eq!(rig.runtime.starts.load(Ordering::SeqCst), 0, "nothing was started");
 }
 
 /// `cluster leave` can arrive while a restarted agent is still finding its tasks again: the

@@ -803,6 +803,10 @@ impl Driver for DockerDriver {
     }
 
     async fn remove_network_namespace(&self, task_id: &str) -> Result<(), DriverError> {
+        // The task's container too, found by name: it lives in the infra container's namespace,
+        // and one whose handle the agent never recorded (it died between the start and the
+        // record) would run on there, out of everyone's sight, for good.
+        self.remove(&Self::container_name(task_id)).await?;
         self.remove(&Self::infra_name(task_id)).await
     }
 

@@ -478,3 +478,40 @@ async fn host_ports_are_published() {
     env.driver.stop(&handle, Duration::from_secs(2)).await.expect("stop");
     env.driver.destroy(&handle).await.expect("destroy");
 }
+
+/// Deletes a named network namespace on drop, also when the test fails.
+struct NetnsGuard(String);
+
+impl Drop for NetnsGuard {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip").args(["netns", "del", &self.0]).output();
+    }
+}
+
+/// A task on overlay networks: its infra container holds the namespace and its container joins
+/// it. `remove_network_namespace`, which needs only the task id, removes both: the agent calls it
+/// for a task whose handle it never recorded (it died between the start and the record), and the
+/// task's container must not run on there unseen.
+#[tokio::test]
+async fn removing_the_network_namespace_removes_the_task_container_in_it() {
+    let Some(env) = Env::new("netns").await else { return };
+    let mut cfg = env.task("netns", "exec sleep 600");
+    let ns = format!("shoal-dtest-{}-netns", std::process::id());
+    let _ns = NetnsGuard(ns.clone());
+    env.containers.lock().expect("lock").push(DockerDriver::infra_name(&cfg.task_id));
+    env.driver.network_namespace(&cfg, &ns).await.expect("the infra container");
+    assert!(Path::new("/run/netns").join(&ns).exists(), "the namespace is named");
+    cfg.netns = Some(Path::new("/run/netns").join(&ns));
+    let handle = env.start(&cfg).await;
+    assert!(matches!(env.driver.recover(&handle).await, Ok(Recovered::Running)));
+
+    env.driver.remove_network_namespace(&cfg.task_id).await.expect("remove");
+    assert!(
+        matches!(env.driver.recover(&handle).await, Err(DriverError::NotFound(_))),
+        "the task's container"
+    );
+    let infra = env.docker.inspect_container(&DockerDriver::infra_name(&cfg.task_id), None).await;
+    assert!(infra.is_err(), "the infra container is gone");
+    // Idempotent, as the agent calls it again when the task is removed.
+    env.driver.remove_network_namespace(&cfg.task_id).await.expect("again");
+}
