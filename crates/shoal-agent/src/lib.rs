@@ -15,6 +15,7 @@
 //! task the managers believe is already past `assigned`: a task it has no record of is reported
 //! failed and the orchestrator replaces it, so a restart never runs a task twice.
 
+mod exec_stream;
 pub mod fingerprint;
 pub mod plane;
 pub mod store;

@@ -161,7 +161,7 @@ impl Client {
 
     /// A connection to the daemon: the unix socket, or TCP with mutual TLS; and the host name to
     /// send.
-    async fn dial(&self) -> Result<(Box<dyn Io>, &'static str), ClientError> {
+    pub(crate) async fn dial(&self) -> Result<(Box<dyn Io>, &'static str), ClientError> {
         match &self.transport {
             Transport::Unix(socket) => {
                 let stream = tokio::net::UnixStream::connect(socket)
@@ -246,7 +246,7 @@ impl Client {
 }
 
 /// The API's error answer as a [`ClientError`].
-fn api_error(status: StatusCode, bytes: &[u8]) -> ClientError {
+pub(crate) fn api_error(status: StatusCode, bytes: &[u8]) -> ClientError {
     let v: serde_json::Value = serde_json::from_slice(bytes).unwrap_or_default();
     let code = v["error"]["code"].as_str().unwrap_or("error").to_string();
     let message = v["error"]["message"]
@@ -262,7 +262,7 @@ fn api_error(status: StatusCode, bytes: &[u8]) -> ClientError {
 }
 
 /// A byte stream to the daemon (unix socket or TLS).
-trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+pub(crate) trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 /// One HTTP/1.1 request on a fresh connection.
@@ -305,7 +305,7 @@ where
 }
 
 /// An error with its causes: `connection error: received fatal alert: …`.
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut out = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {

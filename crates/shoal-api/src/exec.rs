@@ -65,15 +65,15 @@ pub struct AgentExecRequest {
     pub timeout_secs: u64,
 }
 
-fn invalid(msg: impl Into<String>) -> ApiError {
+pub(crate) fn invalid(msg: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, "invalid", msg)
 }
 
-fn unavailable(msg: impl Into<String>) -> ApiError {
+pub(crate) fn unavailable(msg: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", msg)
 }
 
-fn unreachable(msg: impl Into<String>) -> ApiError {
+pub(crate) fn unreachable(msg: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::BAD_GATEWAY, "unreachable", msg)
 }
 
@@ -93,7 +93,7 @@ fn check(cmd: &[String], timeout_secs: u64) -> Result<Duration, ApiError> {
 }
 
 /// The agent's refusal as the API's error.
-fn from_exec_error(e: ExecError, cmd: &[String]) -> ApiError {
+pub(crate) fn from_exec_error(e: ExecError, cmd: &[String]) -> ApiError {
     match e {
         ExecError::EmptyCommand => invalid(e.to_string()),
         ExecError::NotHere(_) => ApiError::new(StatusCode::NOT_FOUND, "not_found", e.to_string()),
@@ -135,10 +135,10 @@ async fn agent_exec(
 }
 
 /// Where a task runs, as the replica says.
-struct Target {
-    node: NodeId,
-    hostname: String,
-    addr: String,
+pub(crate) struct Target {
+    pub(crate) node: NodeId,
+    pub(crate) hostname: String,
+    pub(crate) addr: String,
 }
 
 fn locate(s: &ClusterState, id: &TaskId) -> Result<Target, ApiError> {
@@ -200,7 +200,7 @@ async fn exec_there(
 
 /// The node's refusal, passed on as it is when it is about the request or the task; anything
 /// else (its certificate check, its own trouble) means the node could not do it.
-fn node_error(status: StatusCode, bytes: &[u8], host: &str) -> ApiError {
+pub(crate) fn node_error(status: StatusCode, bytes: &[u8], host: &str) -> ApiError {
     let v: serde_json::Value = serde_json::from_slice(bytes).unwrap_or_default();
     let message = crate::internal::remote_error(status, bytes);
     let code = match v["error"]["code"].as_str() {
@@ -215,6 +215,28 @@ fn node_error(status: StatusCode, bytes: &[u8], host: &str) -> ApiError {
     ApiError::new(status, code, message)
 }
 
+/// Where task `id` runs. This manager's replica answers at once; a refusal (the task unknown or
+/// not running) is confirmed with a linearizable read, so a replica a moment behind does not
+/// refuse a task that runs now.
+pub(crate) async fn find_target(m: &shoal_manager::Manager, id: &TaskId) -> Result<Target, ApiError> {
+    let here = {
+        let d = m.node.local_state();
+        locate(&d.state, id)
+    };
+    match here {
+        Ok(t) => Ok(t),
+        Err(e) => match crate::internal::read_linearizable(m, |s| locate(s, id)).await {
+            Ok(r) => r,
+            Err(_) => Err(e),
+        },
+    }
+}
+
+/// Whether the task runs on this manager's own node (its agent in-process).
+pub(crate) fn is_here(m: &shoal_manager::Manager, target: &Target) -> bool {
+    target.node.as_str() == m.node.config().node.node_id
+}
+
 /// `POST /v1/tasks/{id}/exec`.
 async fn task_exec(
     State(st): State<LogsState>,
@@ -224,22 +246,8 @@ async fn task_exec(
     let timeout = check(&r.cmd, r.timeout_secs)?;
     let id = TaskId::new(id);
     let m = st.manager.clone();
-    // This manager's replica answers at once; a refusal (the task unknown or not running) is
-    // confirmed with a linearizable read, so a replica a moment behind does not refuse a task that
-    // runs now.
-    let here = {
-        let d = m.node.local_state();
-        locate(&d.state, &id)
-    };
-    let target = match here {
-        Ok(t) => t,
-        Err(e) => match crate::internal::read_linearizable(&m, |s| locate(s, &id)).await {
-            Ok(r) => r?,
-            Err(_) => return Err(e),
-        },
-    };
-    let me = NodeId::new(m.node.config().node.node_id.clone());
-    let out = if target.node == me {
+    let target = find_target(&m, &id).await?;
+    let out = if is_here(&m, &target) {
         exec_here(&st.agent, &id, &r.cmd, timeout).await?
     } else {
         let tls = m.client_tls().ok_or_else(|| unavailable("this manager has no certificate yet"))?;

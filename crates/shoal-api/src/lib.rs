@@ -6,6 +6,7 @@ pub mod client;
 pub mod dispatcher;
 pub mod events;
 pub mod exec;
+pub mod exec_stream;
 pub mod internal;
 pub mod join;
 pub mod leader;
@@ -47,6 +48,10 @@ pub fn full_router(
 ) -> axum::Router {
     router(manager.clone())
         .merge(logs::service_logs_router(logs::LogsState { manager: manager.clone(), agent: agent.clone() }))
+        .merge(exec_stream::exec_stream_router(logs::LogsState {
+            manager: manager.clone(),
+            agent: agent.clone(),
+        }))
         .merge(exec::exec_router(logs::LogsState { manager, agent }))
         .merge(events::events_router(events))
         .layer(axum::middleware::from_fn(ui::track_requests))

@@ -143,6 +143,7 @@ pub fn agent_router(slot: AgentSlot) -> Router {
     Router::new()
         .route("/internal/agent/logs", get(agent_logs))
         .route(crate::exec::AGENT_EXEC_PATH, crate::exec::agent_exec_route())
+        .route(crate::exec_stream::AGENT_EXEC_STREAM_PATH, crate::exec_stream::agent_exec_stream_route())
         .route("/internal/agent/checkpoint", axum::routing::post(crate::migrate::agent_checkpoint))
         .route(
             "/internal/agent/checkpoint/{id}",

@@ -156,6 +156,11 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
         "/v1/tasks/{id}/exec",
         "run a command in a running task's namespaces through its driver ({cmd, timeout_secs?}): exit code and output",
     ),
+    (
+        "post",
+        "/v1/tasks/{id}/exec/stream",
+        "interactive exec ({cmd, stdin?, tty?, size?}, Upgrade: shoal-exec): stdin, output and exit code streamed in frames",
+    ),
     ("get", "/v1/openapi.json", "this document"),
 ];
 

@@ -156,7 +156,8 @@ async fn serve_connection(acceptor: TlsAcceptor, tcp: TcpStream, peer: SocketAdd
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder.timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
-    if let Err(e) = builder.serve_connection(TokioIo::new(tls), service).await {
+    // `with_upgrades`: a streamed exec (`POST /v1/tasks/{id}/exec/stream`) takes the connection over.
+    if let Err(e) = builder.serve_connection(TokioIo::new(tls), service).with_upgrades().await {
         tracing::debug!(%peer, error = %e, "TCP API: connection ended with an error");
     }
 }

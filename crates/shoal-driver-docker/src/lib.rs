@@ -16,6 +16,8 @@
 //! the task's container joins it (`container:<infra>`) with the agent's `resolv.conf` mounted
 //! over `/etc/resolv.conf`. The infra container carries the task's labels and goes with it.
 
+mod exec_tty;
+
 use async_trait::async_trait;
 use bollard::container::LogOutput;
 use bollard::errors::Error as DockerError;
@@ -889,6 +891,16 @@ impl Driver for DockerDriver {
             memory_limit_bytes: limit,
             pids: stats.pids_stats.and_then(|p| p.current).unwrap_or(0),
         })
+    }
+
+    async fn exec_stream(
+        &self,
+        handle: &Handle,
+        cmd: &[String],
+        opts: &shoal_driver::ExecStreamOptions,
+    ) -> Result<shoal_driver::ExecSession, DriverError> {
+        let id = container_id(handle)?;
+        exec_tty::exec_stream(self.client().await?, &id, cmd, opts).await
     }
 
     async fn exec(

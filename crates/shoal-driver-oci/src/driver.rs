@@ -1137,6 +1137,16 @@ impl Driver for OciDriver {
         })
     }
 
+    async fn exec_stream(
+        &self,
+        handle: &Handle,
+        cmd: &[String],
+        opts: &shoal_driver::ExecStreamOptions,
+    ) -> Result<shoal_driver::ExecSession, DriverError> {
+        let st = state_of(handle)?;
+        crate::exec_tty::exec_stream(&self.runc_path()?, &st.container_id, &st.task_dir, cmd, opts)
+    }
+
     async fn exec(
         &self,
         handle: &Handle,

@@ -13,6 +13,7 @@
 //!   (its whole process group) after the timeout; its output is capped at 4 KiB.
 
 pub mod cgroup;
+mod exec_tty;
 
 use async_trait::async_trait;
 use cgroup::{Layout, TaskCgroups};
@@ -717,6 +718,15 @@ impl Driver for ProcessDriver {
                 Ok(ExecResult { exit_code: 124, output: format!("exec timed out after {timeout:?}") })
             }
         }
+    }
+
+    async fn exec_stream(
+        &self,
+        handle: &Handle,
+        cmd: &[String],
+        opts: &shoal_driver::ExecStreamOptions,
+    ) -> Result<shoal_driver::ExecSession, DriverError> {
+        exec_tty::exec_stream(handle, cmd, opts)
     }
 
     async fn checkpoint(

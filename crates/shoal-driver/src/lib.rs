@@ -11,9 +11,11 @@
 //! [`Handle`], which the agent persists next to the task.
 
 pub mod criu;
+pub mod exec_stream;
 pub mod shim;
 
 use async_trait::async_trait;
+pub use exec_stream::{ExecInput, ExecOutput, ExecSession, ExecStreamOptions, WindowSize};
 use serde::{Deserialize, Serialize};
 use shoal_types::{DriverInfo, Mount, PortConfig};
 use std::collections::BTreeMap;
@@ -271,6 +273,18 @@ pub trait Driver: Send + Sync + 'static {
         cmd: &[String],
         timeout: Duration,
     ) -> Result<ExecResult, DriverError>;
+
+    /// Runs a command in the task's context with its stdin, output and exit code streamed while
+    /// it runs, on a pseudo-terminal with `opts.tty` (`shoal task exec -i/-t`); see
+    /// [`exec_stream`] for the session's contract (dropping its output kills the command).
+    async fn exec_stream(
+        &self,
+        _handle: &Handle,
+        _cmd: &[String],
+        _opts: &ExecStreamOptions,
+    ) -> Result<ExecSession, DriverError> {
+        Err(DriverError::Unsupported { driver: self.name().into(), what: "interactive exec (-i/-t)".into() })
+    }
 
     /// Makes the network namespace `/run/netns/<name>` for a task that joins overlay networks,
     /// before the agent plumbs its interfaces into it (`shoal_net::Net::attach` adds the namespace

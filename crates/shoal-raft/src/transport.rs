@@ -714,7 +714,8 @@ async fn serve_connection<A>(
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder.timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
-    if let Err(e) = builder.serve_connection(TokioIo::new(tls), service).await {
+    // `with_upgrades`: an agent's streamed exec takes the connection over after its `101`.
+    if let Err(e) = builder.serve_connection(TokioIo::new(tls), service).with_upgrades().await {
         tracing::debug!(%peer, error = %e, "raft transport: connection ended with an error");
     }
 }

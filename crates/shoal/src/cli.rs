@@ -523,7 +523,7 @@ pub enum TaskCmd {
         format: Format,
     },
     /// Run a command inside a running task (its namespaces, through its driver) on whichever node
-    /// runs it; print its output and exit with its exit code. No terminal: -i/-t are refused.
+    /// runs it and exit with its exit code; -i streams stdin and output, -t gives it a terminal.
     Exec(crate::exec_cli::ExecArgs),
 }
 
