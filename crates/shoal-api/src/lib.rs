@@ -162,6 +162,12 @@ impl ApiSocket {
     pub fn owner(&self) -> SocketOwner {
         self.owner.clone()
     }
+
+    /// The bound listener (non-blocking), for a server of another protocol on a socket claimed
+    /// the same way (the Docker Engine API).
+    pub fn into_listener(self) -> std::os::unix::net::UnixListener {
+        self.listener
+    }
 }
 
 impl SocketOwner {

@@ -35,6 +35,8 @@ pub struct DaemonArgs {
     pub api_addr: Option<String>,
     /// Where the web UI (managers) and `/metrics` (every node) are served; none: off.
     pub ui_addr: Option<String>,
+    /// Where to serve the Docker Engine API (`shoal_docker`); none: off.
+    pub docker_socket: Option<PathBuf>,
 }
 
 /// Binds `--ui-addr` now, so that a wrong or busy address fails the start with a clear message.
@@ -94,6 +96,9 @@ pub async fn run(args: DaemonArgs) -> Result<()> {
             return run_worker(args, identity, tls_dir, socket).await;
         }
     }
+    // The Docker API's socket, claimed like the API's (a worker claims it in `run_worker`).
+    let docker_socket = args.docker_socket.as_deref().map(shoal_api::ApiSocket::bind).transpose()?;
+    let docker_owner = docker_socket.as_ref().map(|s| s.owner());
     let me = ManagerNode { addr: args.advertise_addr.clone(), node_id: identity.node_id.clone() };
     let cfg = NodeConfig::new(args.data_dir.join("raft"), identity.raft_id, me.clone());
     let network = shoal_raft::LazyTlsNetwork::default();
@@ -174,6 +179,15 @@ pub async fn run(args: DaemonArgs) -> Result<()> {
         let events = events.clone();
         tokio::spawn(async move { shoal_api::serve_unix(socket, m, slot, events).await })
     };
+    if let Some(sock) = docker_socket {
+        let (app, slot) = (shoal_api::app::App::new(manager.clone()), agent_slot.clone());
+        let shutdown = manager.leave_requested();
+        tokio::spawn(async move {
+            if let Err(e) = shoal_docker::serve(sock, app, slot, shutdown).await {
+                tracing::error!(error = %e, "the Docker API socket stopped");
+            }
+        });
+    }
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         r = api => {
@@ -189,6 +203,9 @@ pub async fn run(args: DaemonArgs) -> Result<()> {
     let leaving = *manager.leave_requested().borrow();
     manager.shutdown().await;
     socket_owner.remove_if_ours();
+    if let Some(o) = &docker_owner {
+        o.remove_if_ours();
+    }
     if leaving {
         forget_cluster(&args.data_dir, agent_slot.get()).await;
         tracing::info!("left the cluster");
@@ -680,6 +697,8 @@ async fn run_worker(
     socket: shoal_api::ApiSocket,
 ) -> Result<()> {
     let socket_owner = socket.owner();
+    let docker_socket = args.docker_socket.as_deref().map(shoal_api::ApiSocket::bind).transpose()?;
+    let docker_owner = docker_socket.as_ref().map(|s| s.owner());
     let tls = worker_tls(&tls_dir)?;
     if let Some(addr) = &args.api_addr {
         tracing::warn!(%addr, "a worker serves no TCP API (--api-addr is for managers); ignoring it");
@@ -690,6 +709,11 @@ async fn run_worker(
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
         .with_context(|| format!("reading the managers' addresses from {}", managers_path.display()))?;
+    let docker_node = shoal_docker::WorkerNode {
+        node_id: identity.node_id.clone(),
+        hostname: args.hostname.clone().unwrap_or_else(shoal_agent::fingerprint::hostname),
+        managers: managers.clone(),
+    };
     let plane = Arc::new(RemotePlane::new(tls, managers, args.advertise_addr.clone()));
     let agent = Agent::new(
         agent_config(&args, &identity.node_id),
@@ -731,6 +755,14 @@ async fn run_worker(
     tokio::spawn(follow_role_as_worker(plane, args.data_dir.clone(), identity.node_id.clone()));
     let (leave_tx, mut leave_rx) = tokio::sync::mpsc::channel::<shoal_api::LeaveRequest>(1);
     let (stop_api, api_stopped) = tokio::sync::watch::channel(false);
+    if let Some(sock) = docker_socket {
+        let stopped = api_stopped.clone();
+        tokio::spawn(async move {
+            if let Err(e) = shoal_docker::serve_worker(sock, docker_node, stopped).await {
+                tracing::error!(error = %e, "the Docker API socket stopped");
+            }
+        });
+    }
     let mut api = {
         let id = identity.node_id.clone();
         tokio::spawn(async move { shoal_api::serve_unix_worker(socket, id, leave_tx, api_stopped).await })
@@ -758,6 +790,9 @@ async fn run_worker(
     }
     // Tasks keep running: the agent recovers them when the daemon starts again.
     socket_owner.remove_if_ours();
+    if let Some(o) = &docker_owner {
+        o.remove_if_ours();
+    }
     Ok(())
 }
 

@@ -78,6 +78,11 @@ struct DaemonOpts {
     /// needs a client certificate of the cluster (`shoal cluster client-cert`).
     #[arg(long, default_value = "127.0.0.1:5050")]
     ui_addr: String,
+    /// Also serve the Docker Engine API (the swarm subset the docker CLI uses) on this unix
+    /// socket (root only), or `off`. Default: off for `daemon`; for `dev`, `docker.sock` next to
+    /// the API socket (`/run/shoal/docker.sock`).
+    #[arg(long)]
+    docker_socket: Option<PathBuf>,
 }
 
 fn parse_resource(s: &str) -> Result<(String, u64), String> {
@@ -190,12 +195,18 @@ fn daemon_args(o: DaemonOpts, init: bool) -> daemon::DaemonArgs {
         advertise_addr: o.advertise_addr.unwrap_or_else(|| o.listen_addr.replace("0.0.0.0", "127.0.0.1")),
         listen_addr: o.listen_addr,
         cert_ttl: o.cert_ttl,
-        api_socket: o.api_socket,
+        api_socket: o.api_socket.clone(),
         hostname: o.hostname,
         labels: o.labels.into_iter().collect::<BTreeMap<_, _>>(),
         resources: o.resources.into_iter().collect::<BTreeMap<_, _>>(),
         api_addr: o.api_addr,
         ui_addr: (o.ui_addr != "off").then_some(o.ui_addr),
+        docker_socket: match o.docker_socket {
+            Some(p) if p.as_os_str() == "off" => None,
+            Some(p) => Some(p),
+            None if init => Some(o.api_socket.with_file_name("docker.sock")),
+            None => None,
+        },
         init,
     }
 }
