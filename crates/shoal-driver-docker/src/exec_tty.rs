@@ -120,11 +120,21 @@ async fn run(
     let _ = output.send(last).await;
 }
 
+/// Kills the exec's process; one that has not started yet (the client left at once) is waited
+/// for a moment.
 async fn kill(docker: &Docker, exec_id: &str) {
-    match docker.inspect_exec(exec_id).await {
-        Ok(info) if info.running == Some(true) => kill_exec(info.pid),
-        Ok(_) => {}
-        Err(e) => tracing::warn!(exec = %exec_id, error = %e, "inspecting an exec to kill it"),
+    let deadline = tokio::time::Instant::now() + EXIT_CODE_WAIT;
+    loop {
+        match docker.inspect_exec(exec_id).await {
+            Ok(info) if info.running == Some(true) => return kill_exec(info.pid),
+            // It ended.
+            Ok(info) if info.exit_code.is_some() => return,
+            Ok(_) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Ok(_) => return tracing::warn!(exec = %exec_id, "an exec that never started was not killed"),
+            Err(e) => return tracing::warn!(exec = %exec_id, error = %e, "inspecting an exec to kill it"),
+        }
     }
 }
 

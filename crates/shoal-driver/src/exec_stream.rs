@@ -169,9 +169,10 @@ impl Pty {
     }
 }
 
-/// What `kill` does before the process group is killed (e.g. kill a process that a runtime
-/// started elsewhere for the command).
-pub type BeforeKill = Box<dyn FnOnce() + Send>;
+/// What is done before the command's process group is killed (e.g. kill a process that a runtime
+/// started elsewhere for it), given the command's pid. It runs on a blocking thread: it may wait
+/// a moment (for a pid file).
+pub type BeforeKill = Box<dyn FnOnce(Option<u32>) + Send>;
 
 /// Runs `cmd` (from [`command`]) as an interactive exec: on a new pseudo-terminal with `opts.tty`
 /// (sized `opts.size`), else on pipes (stdin null without `opts.stdin`). The session ends with the
@@ -267,7 +268,7 @@ async fn run(
         () = output.closed() => {
             tracing::debug!(pid, "exec client gone: killing the command");
             if let Some(f) = before_kill {
-                f();
+                let _ = tokio::task::spawn_blocking(move || f(pid)).await;
             }
             if let Some(p) = pid.and_then(|p| i32::try_from(p).ok()).and_then(rustix::process::Pid::from_raw) {
                 let _ = rustix::process::kill_process_group(p, rustix::process::Signal::KILL);
@@ -486,7 +487,7 @@ mod tests {
             let opts = ExecStreamOptions { stdin: true, tty, size: None };
             let (ran_tx, ran_rx) = std::sync::mpsc::channel();
             let mut s =
-                spawn(c, &opts, Some(Box::new(move || ran_tx.send(()).unwrap_or_default()))).expect("spawn");
+                spawn(c, &opts, Some(Box::new(move |_| ran_tx.send(()).unwrap_or_default()))).expect("spawn");
             let mut got = Vec::new();
             let pid: u32 = loop {
                 match tokio::time::timeout(Duration::from_secs(20), s.output.recv()).await {

@@ -202,7 +202,10 @@ fn sleeping(secs: &str) -> bool {
 
 /// The CLI killed mid-session: the command in the task goes too.
 fn killed_with_the_cli(api: &Api, task: &str) {
-    let secs = (100_000 + std::process::id()).to_string();
+    // Unique on this machine: the tests of this file run at once.
+    static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let secs = format!("{}{seq:02}", 100_000 + std::process::id());
     let script = format!("echo started; exec sleep {secs}");
     let mut cli = api
         .command(&["-i", task, "--", "sh", "-c", &script])
@@ -214,7 +217,8 @@ fn killed_with_the_cli(api: &Api, task: &str) {
     let mut line = String::new();
     std::io::BufReader::new(cli.stdout.take().expect("stdout")).read_line(&mut line).expect("read");
     assert_eq!(line, "started\n");
-    assert!(sleeping(&secs), "the command runs");
+    // `exec sleep` follows the echo a moment later.
+    eventually(20, "the command to run", || sleeping(&secs).then_some(()));
     cli.kill().expect("kill the CLI");
     cli.wait().expect("reap the CLI");
     eventually(20, "the command to die with the CLI", || (!sleeping(&secs)).then_some(()));
