@@ -517,6 +517,16 @@ mod tests {
     }
 
     #[test]
+    fn a_driver_without_interactive_exec_says_so() {
+        let e = DriverError::Unsupported { driver: "fake".into(), what: "interactive exec (-i/-t)".into() };
+        let e = refusal(ExecError::Driver(e), &["sh".into()]);
+        assert_eq!((e.status, e.code), (StatusCode::NOT_IMPLEMENTED, "unsupported"));
+        assert_eq!(e.message, "not supported by the fake driver: interactive exec (-i/-t)");
+        let e = refusal(ExecError::CannotRun("executable not found: nope".into()), &["nope".into()]);
+        assert_eq!((e.status, e.code), (StatusCode::BAD_REQUEST, "cannot_run"));
+    }
+
+    #[test]
     fn requests_are_checked() {
         let r: ExecStreamRequest = serde_json::from_str(
             r#"{"cmd": ["sh"], "stdin": true, "tty": true, "size": {"rows": 24, "cols": 80}}"#,
