@@ -442,6 +442,10 @@ impl App {
     /// they applied then.
     pub async fn create_service(&self, spec: ServiceSpec) -> AppResult<ServiceId> {
         spec.validate().map_err(|e| AppError::invalid(format!("invalid service spec: {e}")))?;
+        if !spec.depends_on.is_empty() {
+            let check = |s: &ClusterState| crate::stack::check_dependencies(s, &spec, None);
+            self.read(Consistency::Linearizable, check).await??;
+        }
         let id = ServiceId::new(new_id());
         let svc = Service::new(id.clone(), spec);
         self.write(Command::CreateService { service: Box::new(svc) }).await?;
@@ -458,6 +462,10 @@ impl App {
     ) -> AppResult<Service> {
         spec.validate().map_err(|e| AppError::invalid(format!("invalid service spec: {e}")))?;
         let id = self.service_id(key).await?;
+        if !spec.depends_on.is_empty() {
+            let check = |s: &ClusterState| crate::stack::check_dependencies(s, &spec, Some(&id));
+            self.read(Consistency::Linearizable, check).await??;
+        }
         let cmd = Command::UpdateService { id: id.clone(), expected_version: version, spec: Box::new(spec) };
         self.write(cmd).await?;
         self.service_after_write(&id, key).await

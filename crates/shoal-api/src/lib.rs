@@ -15,6 +15,7 @@ pub mod migrate;
 pub mod netview;
 pub mod networks;
 pub mod server;
+pub mod stack;
 pub mod tcp;
 pub mod ui;
 

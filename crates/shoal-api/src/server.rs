@@ -161,6 +161,15 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
         "/v1/tasks/{id}/exec/stream",
         "interactive exec ({cmd, stdin?, tty?, size?}, Upgrade: shoal-exec): stdin, output and exit code streamed in frames",
     ),
+    ("get", "/v1/stacks", "list stacks (the com.docker.stack.namespace labels of services and networks)"),
+    (
+        "post",
+        "/v1/stacks/{name}/deploy",
+        "create or update a stack from a StackSpec ({spec, prune}): networks, then services in dependency order",
+    ),
+    ("get", "/v1/stacks/{name}/services", "the services of a stack"),
+    ("get", "/v1/stacks/{name}/tasks", "the tasks of a stack's services"),
+    ("delete", "/v1/stacks/{name}", "remove a stack's services, then its networks"),
     ("get", "/v1/openapi.json", "this document"),
 ];
 
@@ -193,6 +202,7 @@ pub fn router(manager: Arc<Manager>) -> Router {
             post(crate::migrate::restore_handler).layer(axum::extract::DefaultBodyLimit::disable()),
         )
         .route("/v1/openapi.json", get(openapi))
+        .merge(crate::stack::routes())
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint (see /v1/openapi.json)")
         })

@@ -6,6 +6,7 @@
 //! again. The same inputs give the same plan, byte for byte. The leader (or the simulator)
 //! verifies the plan against the latest state with [`verify`] and commits it.
 
+mod depends;
 pub mod migrate;
 mod orchestrator;
 mod restart;
@@ -49,8 +50,16 @@ fn schedule(ctx: &mut Ctx<'_>) -> usize {
         .filter(|t| !ctx.touched.contains(&t.id) && state.service(&t.service_id).is_some())
         .collect();
     let created = std::mem::take(&mut ctx.plan.create_tasks);
+    // Tasks of services whose dependencies are not up yet wait, explained (`depends_on`).
+    let blocked = depends::blocked(state);
+    let (waiting, ready): (Vec<&Task>, Vec<&Task>) =
+        existing.iter().copied().chain(created.iter()).partition(|t| blocked.contains_key(&t.service_id));
     let mut sched = Scheduler::new(state);
-    let mut decisions = sched.schedule(existing.iter().copied().chain(created.iter()), &mut ctx.rng);
+    let mut decisions = sched.schedule(ready, &mut ctx.rng);
+    decisions.extend(waiting.into_iter().filter_map(|t| {
+        let why = blocked.get(&t.service_id)?;
+        Some(Decision { task_id: t.id.clone(), outcome: Err(why.clone()) })
+    }));
     // Decisions come back grouped; index them by task for the two passes below.
     decisions.sort_by(|a, b| a.task_id.cmp(&b.task_id));
     let find = |id: &TaskId| decisions.binary_search_by(|d| d.task_id.cmp(id)).ok().map(|i| &decisions[i]);

@@ -8,6 +8,7 @@ pub mod network;
 pub mod node;
 pub mod resources;
 pub mod service;
+pub mod stack;
 pub mod task;
 pub mod time;
 pub mod validate;
@@ -24,11 +25,12 @@ pub use node::{
 };
 pub use resources::{Resources, Shortfall, NANO_CPUS_PER_CPU};
 pub use service::{
-    EndpointMode, EndpointSpec, FailureAction, HealthCheck, Mount, MountType, OnDrain, Placement,
-    PlacementPreference, PortConfig, Protocol, PublishMode, RebalanceMode, ResourceRequirements,
-    RestartCondition, RestartPolicy, Service, ServiceMode, ServiceSpec, Strategy, TaskTemplate, UpdateConfig,
-    UpdateOrder, UpdateState, UpdateStatus, DEFAULT_STOP_GRACE_PERIOD,
+    Dependency, DependencyCondition, EndpointMode, EndpointSpec, FailureAction, HealthCheck, Mount,
+    MountType, OnDrain, Placement, PlacementPreference, PortConfig, Protocol, PublishMode, RebalanceMode,
+    ResourceRequirements, RestartCondition, RestartPolicy, Service, ServiceMode, ServiceSpec, Strategy,
+    TaskTemplate, UpdateConfig, UpdateOrder, UpdateState, UpdateStatus, DEFAULT_STOP_GRACE_PERIOD,
 };
+pub use stack::StackSpec;
 pub use task::{Health, RestoreSpec, Task, TaskState, TaskStatus, ALL_TASK_STATES};
 pub use time::Timestamp;
 pub use validate::{FieldError, ValidationError};

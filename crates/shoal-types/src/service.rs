@@ -58,6 +58,42 @@ pub struct ServiceSpec {
     /// when `vip`), so a spec that does not use networks reads the same to a version without them.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub networks: Vec<NetworkAttachmentConfig>,
+    /// Services (by name) whose tasks must be up before a task of this one is placed (compose's
+    /// `depends_on`): a new task waits, pending and explained, until every dependency has a
+    /// running (or healthy) task; tasks already running never stop for a dependency. Not part
+    /// of the tasks: changing it redeploys nothing. Left out of the JSON when empty.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<Dependency>,
+}
+
+/// One entry of [`ServiceSpec::depends_on`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Dependency {
+    /// The service's name.
+    pub service: String,
+    pub condition: DependencyCondition,
+}
+
+/// When a dependency counts as satisfied: at least one of its tasks is running (`started`), or
+/// running and, when it has a health check, healthy (`healthy`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DependencyCondition {
+    #[default]
+    #[serde(alias = "service_started")]
+    Started,
+    #[serde(alias = "service_healthy")]
+    Healthy,
+}
+
+impl DependencyCondition {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DependencyCondition::Started => "started",
+            DependencyCondition::Healthy => "healthy",
+        }
+    }
 }
 
 /// See [`ServiceSpec::on_drain`].

@@ -115,6 +115,7 @@ impl ServiceSpec {
         validate_update_config("rollback_config", &self.rollback_config, &mut e);
         validate_endpoint(&self.endpoint, &mut e);
         validate_attachments(&self.networks, &mut e);
+        validate_depends_on(&self.name, &self.depends_on, &mut e);
         if drivers {
             validate_port_mapping(&self.task_template, &self.endpoint, &mut e);
             let joins = !self.networks.is_empty() || self.endpoint.ingress_ports().next().is_some();
@@ -409,6 +410,22 @@ fn validate_attachments(nets: &[NetworkAttachmentConfig], e: &mut Errors) {
             if let Err(m) = validate_name(a) {
                 e.push(format!("{f}.aliases"), m.replacen("name", "alias", 1));
             }
+        }
+    }
+}
+
+/// Each dependency names a service (a valid name, not this one), once. Whether it exists and
+/// whether the dependencies form a cycle are the managers' to judge (they know the services).
+fn validate_depends_on(name: &str, deps: &[crate::service::Dependency], e: &mut Errors) {
+    let mut seen = BTreeSet::new();
+    for (i, d) in deps.iter().enumerate() {
+        let f = format!("depends_on[{i}].service");
+        if let Err(m) = validate_name(&d.service) {
+            e.push(f, m);
+        } else if d.service == name {
+            e.push(f, format!("service {name} cannot depend on itself"));
+        } else if !seen.insert(d.service.as_str()) {
+            e.push(f, format!("{} is listed twice", d.service));
         }
     }
 }
@@ -862,6 +879,34 @@ mod tests {
         );
         s.endpoint.ports[0].mode = PublishMode::Ingress;
         assert_eq!(s.validate(), Ok(()));
+    }
+
+    #[test]
+    fn depends_on_names_other_services_once() {
+        use crate::service::{Dependency, DependencyCondition};
+        let dep = |s: &str| Dependency { service: s.into(), condition: DependencyCondition::Started };
+        let mut s = valid();
+        s.depends_on = vec![dep("db"), dep("web"), dep("db"), dep("-x")];
+        assert_eq!(
+            errors(&s),
+            [
+                "depends_on[1].service: service web cannot depend on itself",
+                "depends_on[2].service: db is listed twice",
+                "depends_on[3].service: invalid name \"-x\": use letters, digits, '-' and '_', starting and ending with a letter or digit",
+            ]
+        );
+        s.depends_on =
+            vec![dep("db"), Dependency { service: "cache".into(), condition: DependencyCondition::Healthy }];
+        assert_eq!(s.validate(), Ok(()));
+        // Old JSON (no field) reads back, and a spec without dependencies writes none.
+        let json = serde_json::to_string(&valid()).expect("json");
+        assert!(!json.contains("depends_on"), "{json}");
+        let back: ServiceSpec =
+            serde_json::from_str(&serde_json::to_string(&s).expect("json")).expect("back");
+        assert_eq!(back.depends_on, s.depends_on);
+        let compose: crate::service::Dependency =
+            serde_json::from_str(r#"{"service":"db","condition":"service_healthy"}"#).expect("alias");
+        assert_eq!(compose.condition, DependencyCondition::Healthy);
     }
 
     #[test]

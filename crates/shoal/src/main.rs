@@ -10,6 +10,7 @@ mod image_cli;
 mod logs_cli;
 mod network_cli;
 mod service_cli;
+mod stack_cli;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -139,6 +140,9 @@ enum Cmd {
     /// Manage overlay networks.
     #[command(subcommand)]
     Network(network_cli::NetworkCmd),
+    /// Deploy and manage stacks of services from compose files.
+    #[command(subcommand)]
+    Stack(stack_cli::StackCmd),
     /// Object changes from the state store, as they happen (or since a time).
     Events(events_cli::EventsArgs),
     /// Manage this node's image store (used by the oci driver).
@@ -275,6 +279,9 @@ fn real_main() -> Result<()> {
         Cmd::Service(c) => runtime()?.block_on(async { cli::service(&client()?, c).await })?,
         Cmd::Task(c) => runtime()?.block_on(async { cli::task(&client()?, c).await })?,
         Cmd::Network(c) => runtime()?.block_on(async { network_cli::run(&client()?, c).await })?,
+        // `stack config` reads files only: no daemon.
+        Cmd::Stack(stack_cli::StackCmd::Config { files }) => stack_cli::config(&files)?,
+        Cmd::Stack(c) => runtime()?.block_on(async { stack_cli::run(&client()?, c).await })?,
         Cmd::Events(a) => runtime()?.block_on(async { events_cli::run(&client()?, a).await })?,
         Cmd::Image { data_dir, command } => image_cli::run(&data_dir, command)?,
         // No async runtime: the shim is a small single-threaded supervisor.

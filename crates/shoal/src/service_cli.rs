@@ -201,6 +201,10 @@ pub struct CreateArgs {
     /// Reserve a generic resource NAME=COUNT (e.g. gpu=1), repeatable.
     #[arg(long = "generic-resource", value_parser = parse_generic)]
     pub generic_resources: Vec<(String, u64)>,
+    /// Start tasks only once SERVICE has a running task (`:healthy`: a healthy one), repeatable:
+    /// SERVICE[:started|healthy] (compose's depends_on).
+    #[arg(long = "depends-on", value_parser = parse_dependency)]
+    pub depends_on: Vec<shoal_types::Dependency>,
     #[command(flatten)]
     pub spec: SpecFlags,
     #[command(flatten)]
@@ -280,6 +284,12 @@ pub struct UpdateArgs {
     /// Remove a generic resource reservation.
     #[arg(long = "generic-resource-rm")]
     pub generic_resource_rm: Vec<String>,
+    /// Add or change a dependency SERVICE[:started|healthy] (as --depends-on of create).
+    #[arg(long = "depends-on-add", value_parser = parse_dependency)]
+    pub depends_on_add: Vec<shoal_types::Dependency>,
+    /// Remove the dependency on SERVICE.
+    #[arg(long = "depends-on-rm")]
+    pub depends_on_rm: Vec<String>,
     #[command(flatten)]
     pub spec: SpecFlags,
     #[command(flatten)]
@@ -481,6 +491,21 @@ fn parse_pref(s: &str) -> Result<PlacementPreference, String> {
         Some(("spread", label)) if !label.is_empty() => Ok(PlacementPreference { spread: label.to_string() }),
         _ => Err(format!("expected spread=node.labels.KEY, got {s:?}")),
     }
+}
+
+/// `SERVICE[:started|healthy]`.
+fn parse_dependency(s: &str) -> Result<shoal_types::Dependency, String> {
+    use shoal_types::DependencyCondition;
+    let (service, condition) = match s.split_once(':') {
+        None => (s, DependencyCondition::Started),
+        Some((svc, "started")) => (svc, DependencyCondition::Started),
+        Some((svc, "healthy")) => (svc, DependencyCondition::Healthy),
+        Some(_) => return Err(format!("expected SERVICE[:started|healthy], got {s:?}")),
+    };
+    if service.is_empty() {
+        return Err(format!("expected SERVICE[:started|healthy], got {s:?}"));
+    }
+    Ok(shoal_types::Dependency { service: service.to_string(), condition })
 }
 
 fn parse_generic(s: &str) -> Result<(String, u64), String> {
@@ -803,6 +828,7 @@ pub fn create_spec(a: &CreateArgs) -> Result<ServiceSpec> {
     t.resources.reservations.generic = a.generic_resources.iter().cloned().collect();
     spec.endpoint.ports = a.publish.clone();
     spec.networks = a.networks.clone();
+    spec.depends_on = a.depends_on.clone();
     a.spec.apply(&mut spec)?;
     Ok(spec)
 }
@@ -933,6 +959,17 @@ pub fn update_spec(mut spec: ServiceSpec, a: &UpdateArgs) -> Result<ServiceSpec>
             Some(_) => {}
             None => spec.networks.push(add.clone()),
         }
+    }
+    for rm in &a.depends_on_rm {
+        let before = spec.depends_on.len();
+        spec.depends_on.retain(|d| &d.service != rm);
+        if spec.depends_on.len() == before {
+            bail!("--depends-on-rm {rm:?}: the service does not depend on it");
+        }
+    }
+    for add in &a.depends_on_add {
+        spec.depends_on.retain(|d| d.service != add.service);
+        spec.depends_on.push(add.clone());
     }
     a.spec.apply(&mut spec)?;
     Ok(spec)
@@ -1447,7 +1484,7 @@ pub async fn wait(c: &Client, id: &str, opts: &ProgressOpts, expect: Expect) -> 
 // ---------------------------------------------------------------------------------------------
 // Listing and inspecting
 
-fn replicas_text(s: &Service, tasks: &[Task], nodes: &[Node]) -> String {
+pub(crate) fn replicas_text(s: &Service, tasks: &[Task], nodes: &[Node]) -> String {
     let mine = || tasks.iter().filter(|t| t.service_id == s.id);
     let running = mine()
         .filter(|t| t.status.state == TaskState::Running && t.desired_state == TaskState::Running)
@@ -1467,7 +1504,7 @@ fn replicas_text(s: &Service, tasks: &[Task], nodes: &[Node]) -> String {
     }
 }
 
-fn ports_text(s: &Service) -> String {
+pub(crate) fn ports_text(s: &Service) -> String {
     s.spec
         .endpoint
         .ports
@@ -1484,7 +1521,7 @@ fn ports_text(s: &Service) -> String {
         .join(", ")
 }
 
-fn image_text(t: &shoal_types::TaskTemplate) -> String {
+pub(crate) fn image_text(t: &shoal_types::TaskTemplate) -> String {
     t.image.clone().unwrap_or_else(|| t.command.join(" "))
 }
 
@@ -1628,7 +1665,7 @@ fn task_table(mut tasks: Vec<Task>, services: &[Service], nodes: &[Node], no_tru
     table(&headers, rows);
 }
 
-fn print_tasks(tasks: Vec<Task>, services: &[Service], nodes: &[Node], a: &PsArgs) -> Result<()> {
+pub(crate) fn print_tasks(tasks: Vec<Task>, services: &[Service], nodes: &[Node], a: &PsArgs) -> Result<()> {
     if a.opts.quiet {
         for t in &tasks {
             println!("{}", if a.no_trunc { t.id.as_str() } else { t.id.short() });
@@ -1911,6 +1948,11 @@ pub fn pretty_service(s: &Service) -> String {
         }
     }
     let _ = writeln!(o, "Stop Grace Period: {}", fmt_duration(t.stop_grace_period));
+    if !spec.depends_on.is_empty() {
+        let deps: Vec<String> =
+            spec.depends_on.iter().map(|d| format!("{} ({})", d.service, d.condition.as_str())).collect();
+        let _ = writeln!(o, "Depends On:\t{}", deps.join(", "));
+    }
     if !spec.endpoint.ports.is_empty() {
         let _ = writeln!(o, "Ports:");
         for p in &spec.endpoint.ports {
@@ -2158,6 +2200,8 @@ mod tests {
             network_rm: vec!["net1".into()],
             generic_resource_add: vec![],
             generic_resource_rm: vec![],
+            depends_on_add: vec![parse_dependency("db:healthy").expect("dep")],
+            depends_on_rm: vec![],
             spec: SpecFlags {
                 limit_memory: Some(64 << 20),
                 pids_limit: Some(100),
@@ -2182,6 +2226,10 @@ mod tests {
         let nets: Vec<(&str, &[String])> =
             out.networks.iter().map(|n| (n.target.as_str(), n.aliases.as_slice())).collect();
         assert_eq!(nets, [("net2", &["db".to_string()][..])]);
+        assert_eq!(out.depends_on, [parse_dependency("db:healthy").expect("dep")]);
+        assert_eq!(out.depends_on[0].condition, shoal_types::DependencyCondition::Healthy);
+        assert!(parse_dependency("db:ready").is_err());
+        assert_eq!(parse_dependency("db").expect("dep").condition, shoal_types::DependencyCondition::Started);
         let mut again = a.clone();
         again.network_add.clear();
         again.constraint_rm.clear();

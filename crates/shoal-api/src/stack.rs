@@ -1,0 +1,523 @@
+//! Stacks (`/v1/stacks`, `shoal stack`): services and networks deployed together, as Swarm's
+//! `docker stack`. A stack is no object of its own: its services and networks are named
+//! `STACK_NAME` and carry the label `com.docker.stack.namespace=STACK`
+//! ([`shoal_types::stack`]), so stacks deployed by the docker CLI through the Engine API are
+//! stacks here too.
+//!
+//! The client turns compose files into a [`StackSpec`] (interpolation and `env_file` need the
+//! client's environment and files); [`App::deploy_stack`] puts it in the stack's namespace,
+//! checks every service and network before anything changes, creates the networks, then creates
+//! or updates the services in dependency order (a dependency exists before its dependents name
+//! it), leaves unchanged ones alone, and removes what the files no longer name only with `prune`.
+//! Networks cannot change in place: one whose spec differs is refused, naming it.
+
+use crate::app::{find_network, find_service, App, AppError, AppResult, Kind};
+use crate::server::{ApiError, JsonBody, ReadQuery};
+use axum::extract::{Path, Query, State};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use shoal_manager::{Consistency, Manager};
+use shoal_state::ClusterState;
+use shoal_types::stack::{in_stack, StackSpec};
+use shoal_types::{DependencyCondition, Network, NetworkId, Service, ServiceId, ServiceSpec, Task};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// `POST /v1/stacks/{name}/deploy`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeployRequest {
+    pub spec: StackSpec,
+    /// Remove the stack's services and networks that `spec` no longer names.
+    #[serde(default)]
+    pub prune: bool,
+}
+
+/// What a deploy or a removal did to one object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Change {
+    Created,
+    Updated,
+    Unchanged,
+    Removed,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StackChange {
+    /// `service` or `network`.
+    pub object: String,
+    pub name: String,
+    pub id: String,
+    pub change: Change,
+}
+
+/// The answer of a deploy or a removal: every object it looked at, in the order it acted.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct StackReport {
+    pub stack: String,
+    pub changes: Vec<StackChange>,
+}
+
+/// A row of `stack ls`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StackInfo {
+    pub name: String,
+    pub services: usize,
+    pub networks: usize,
+}
+
+/// The managers' rules for a service's `depends_on`, on the state it is written to: every
+/// dependency exists, a `healthy` one has a health check (else it could never be healthy), and
+/// the dependencies form no cycle. `id` is the service being updated (none for a create).
+pub(crate) fn check_dependencies(
+    s: &ClusterState,
+    spec: &ServiceSpec,
+    id: Option<&ServiceId>,
+) -> AppResult<()> {
+    for d in &spec.depends_on {
+        let Some(dep) = s.service_by_name(&d.service).filter(|dep| Some(&dep.id) != id) else {
+            return Err(AppError::new(
+                Kind::NotFound,
+                format!("depends_on: service {} not found", d.service),
+            ));
+        };
+        let checked = dep
+            .spec
+            .task_template
+            .health_check
+            .as_ref()
+            .is_some_and(|h| h.test.first().is_some_and(|t| t != "NONE"));
+        if d.condition == DependencyCondition::Healthy && !checked {
+            return Err(AppError::invalid(format!(
+                "depends_on: {} has no health check, so it is never healthy: depend on it with condition \
+                 started, or give it a health check",
+                d.service
+            )));
+        }
+    }
+    // The dependency graph by name, with this spec in place of the service it replaces.
+    let mut graph: BTreeMap<&str, Vec<&str>> = s
+        .services()
+        .filter(|x| Some(&x.id) != id)
+        .map(|x| (x.spec.name.as_str(), x.spec.depends_on.iter().map(|d| d.service.as_str()).collect()))
+        .collect();
+    graph.insert(&spec.name, spec.depends_on.iter().map(|d| d.service.as_str()).collect());
+    if let Some(cycle) = cycle_through(&graph, &spec.name) {
+        return Err(AppError::invalid(format!("depends_on: a dependency cycle: {}", cycle.join(" → "))));
+    }
+    Ok(())
+}
+
+/// A path of dependencies from `start` back to itself, if there is one.
+fn cycle_through<'a>(graph: &BTreeMap<&'a str, Vec<&'a str>>, start: &'a str) -> Option<Vec<&'a str>> {
+    fn dfs<'a>(
+        graph: &BTreeMap<&'a str, Vec<&'a str>>,
+        start: &'a str,
+        at: &'a str,
+        path: &mut Vec<&'a str>,
+        seen: &mut BTreeSet<&'a str>,
+    ) -> bool {
+        for &next in graph.get(at).into_iter().flatten() {
+            if next == start {
+                path.push(next);
+                return true;
+            }
+            if seen.insert(next) {
+                path.push(next);
+                if dfs(graph, start, next, path, seen) {
+                    return true;
+                }
+                path.pop();
+            }
+        }
+        false
+    }
+    let mut path = vec![start];
+    dfs(graph, start, start, &mut path, &mut BTreeSet::new()).then_some(path)
+}
+
+/// The services and networks of a stack, by name.
+#[derive(Default)]
+struct Current {
+    services: BTreeMap<String, Service>,
+    networks: BTreeMap<String, Network>,
+}
+
+fn current(s: &ClusterState, stack: &str) -> Current {
+    Current {
+        services: s
+            .services()
+            .filter(|x| in_stack(&x.spec.labels, stack))
+            .map(|x| (x.spec.name.clone(), x.clone()))
+            .collect(),
+        networks: s
+            .networks()
+            .filter(|n| in_stack(&n.spec.labels, stack))
+            .map(|n| (n.spec.name.clone(), n.clone()))
+            .collect(),
+    }
+}
+
+/// An error on the way, with what was done before it (a deploy is not a transaction).
+fn partial(e: AppError, doing: &str, report: &StackReport) -> AppError {
+    let done: Vec<String> = report
+        .changes
+        .iter()
+        .filter(|c| c.change != Change::Unchanged)
+        .map(|c| format!("{} {} {}", c.change.verb(), c.object, c.name))
+        .collect();
+    let done = if done.is_empty() { String::new() } else { format!(" (done before: {})", done.join(", ")) };
+    AppError { message: format!("{doing}: {}{done}", e.message), ..e }
+}
+
+impl Change {
+    pub fn verb(self) -> &'static str {
+        match self {
+            Change::Created => "created",
+            Change::Updated => "updated",
+            Change::Unchanged => "unchanged",
+            Change::Removed => "removed",
+        }
+    }
+}
+
+/// How long a removal waits for the tasks of removed services to stop before their networks
+/// can go: their longest grace period and this much more.
+const STOP_SLACK: Duration = Duration::from_secs(30);
+
+impl App {
+    /// Every stack: the names that services or networks carry in their namespace label.
+    pub async fn stacks(&self, c: Consistency) -> AppResult<Vec<StackInfo>> {
+        self.read(c, |s| {
+            use shoal_types::stack::NAMESPACE_LABEL;
+            let mut by: BTreeMap<String, StackInfo> = BTreeMap::new();
+            let empty = |name: &String| StackInfo { name: name.clone(), services: 0, networks: 0 };
+            for name in s.services().filter_map(|x| x.spec.labels.get(NAMESPACE_LABEL)) {
+                by.entry(name.clone()).or_insert_with(|| empty(name)).services += 1;
+            }
+            for name in s.networks().filter_map(|n| n.spec.labels.get(NAMESPACE_LABEL)) {
+                by.entry(name.clone()).or_insert_with(|| empty(name)).networks += 1;
+            }
+            by.into_values().collect()
+        })
+        .await
+    }
+
+    /// The services of a stack, by name; a stack with nothing in it is not found.
+    pub async fn stack_services(&self, stack: &str, c: Consistency) -> AppResult<Vec<Service>> {
+        let cur = self.read(c, |s| current(s, stack)).await?;
+        if cur.services.is_empty() && cur.networks.is_empty() {
+            return Err(nothing_in(stack));
+        }
+        Ok(cur.services.into_values().collect())
+    }
+
+    /// The tasks of a stack's services.
+    pub async fn stack_tasks(&self, stack: &str, c: Consistency) -> AppResult<Vec<Task>> {
+        let tasks = self
+            .read(c, |s| {
+                let cur = current(s, stack);
+                let found = !cur.services.is_empty() || !cur.networks.is_empty();
+                let tasks: Vec<Task> =
+                    cur.services.values().flat_map(|svc| s.tasks_of_service(&svc.id).cloned()).collect();
+                found.then_some(tasks)
+            })
+            .await?;
+        tasks.ok_or_else(|| nothing_in(stack))
+    }
+
+    /// Deploys (creates or updates) stack `stack`: see the module's documentation.
+    pub async fn deploy_stack(&self, stack: &str, req: DeployRequest) -> AppResult<StackReport> {
+        let spec = req.spec.scoped(stack).map_err(|e| AppError::invalid(format!("invalid stack: {e}")))?;
+        // Everything is checked before anything changes.
+        let mut problems = Vec::new();
+        for s in &spec.services {
+            if let Err(e) = s.validate() {
+                problems.push(format!("service {}: {e}", s.name));
+            }
+        }
+        for n in &spec.networks {
+            if let Err(e) = n.validate() {
+                problems.push(format!("network {}: {e}", n.name));
+            }
+        }
+        if !problems.is_empty() {
+            return Err(AppError::invalid(format!("invalid stack: {}", problems.join("; "))));
+        }
+        let order = spec
+            .deploy_order()
+            .map_err(|cycle| AppError::invalid(format!("invalid stack: a dependency cycle: {cycle}")))?;
+        let wanted_services: BTreeSet<&str> = spec.services.iter().map(|s| s.name.as_str()).collect();
+        let wanted_networks: BTreeSet<&str> = spec.networks.iter().map(|n| n.name.as_str()).collect();
+        let (cur, foreign) = self
+            .read(Consistency::Linearizable, |s| {
+                let cur = current(s, stack);
+                // Objects of these names outside the stack.
+                let mut foreign = Vec::new();
+                for name in &wanted_services {
+                    if !cur.services.contains_key(*name) && find_service(s, name).is_some() {
+                        foreign.push(format!("service {name}"));
+                    }
+                }
+                for name in &wanted_networks {
+                    if !cur.networks.contains_key(*name) && s.network_by_name(name).is_some() {
+                        foreign.push(format!("network {name}"));
+                    }
+                }
+                (cur, foreign)
+            })
+            .await?;
+        if !foreign.is_empty() {
+            return Err(AppError::conflict(format!(
+                "{} already exist{} outside stack {stack}: remove or rename {}",
+                foreign.join(", "),
+                if foreign.len() == 1 { "s" } else { "" },
+                if foreign.len() == 1 { "it" } else { "them" },
+            )));
+        }
+        for n in &spec.networks {
+            if let Some(have) = cur.networks.get(&n.name) {
+                if have.spec != *n {
+                    return Err(AppError::conflict(format!(
+                        "network {} exists with another spec, and networks cannot change in place: remove the \
+                         services that use it and the network first (e.g. `shoal stack rm {stack}`)",
+                        n.name
+                    )));
+                }
+            }
+        }
+
+        let mut report = StackReport { stack: stack.to_string(), changes: Vec::new() };
+        let change = |object: &str, name: &str, id: String, change: Change| StackChange {
+            object: object.into(),
+            name: name.into(),
+            id,
+            change,
+        };
+        for n in &spec.networks {
+            let c = match cur.networks.get(&n.name) {
+                Some(have) => change("network", &n.name, have.id.to_string(), Change::Unchanged),
+                None => {
+                    let id = self
+                        .create_network(n.clone())
+                        .await
+                        .map_err(|e| partial(e, &format!("creating network {}", n.name), &report))?;
+                    change("network", &n.name, id.to_string(), Change::Created)
+                }
+            };
+            report.changes.push(c);
+        }
+        // Network names as the state stores them (ids), to compare specs with what is stored.
+        let targets: BTreeSet<String> =
+            spec.services.iter().flat_map(|s| s.networks.iter().map(|n| n.target.clone())).collect();
+        let ids: BTreeMap<String, NetworkId> = self
+            .read(Consistency::Linearizable, |s| {
+                targets.iter().filter_map(|t| find_network(s, t).map(|n| (t.clone(), n.id.clone()))).collect()
+            })
+            .await?;
+        for want in order {
+            let mut want = want.clone();
+            let c = match cur.services.get(&want.name) {
+                Some(have) => {
+                    for n in &mut want.networks {
+                        if let Some(id) = ids.get(&n.target) {
+                            n.target = id.to_string();
+                        }
+                    }
+                    // `service update --force` counts are the cluster's, not the file's.
+                    want.task_template.force_update = have.spec.task_template.force_update;
+                    if want == have.spec {
+                        change("service", &want.name, have.id.to_string(), Change::Unchanged)
+                    } else {
+                        let svc = self
+                            .update_service(have.id.as_str(), Some(have.version), want.clone())
+                            .await
+                            .map_err(|e| partial(e, &format!("updating service {}", want.name), &report))?;
+                        change("service", &want.name, svc.id.to_string(), Change::Updated)
+                    }
+                }
+                None => {
+                    let id = self
+                        .create_service(want.clone())
+                        .await
+                        .map_err(|e| partial(e, &format!("creating service {}", want.name), &report))?;
+                    change("service", &want.name, id.to_string(), Change::Created)
+                }
+            };
+            report.changes.push(c);
+        }
+        if req.prune {
+            let services: Vec<&Service> =
+                cur.services.values().filter(|s| !wanted_services.contains(s.spec.name.as_str())).collect();
+            let networks: Vec<&Network> =
+                cur.networks.values().filter(|n| !wanted_networks.contains(n.spec.name.as_str())).collect();
+            self.remove_objects(&services, &networks, &mut report).await?;
+        }
+        Ok(report)
+    }
+
+    /// Removes a stack: its services, then its networks once their tasks have stopped.
+    pub async fn remove_stack(&self, stack: &str) -> AppResult<StackReport> {
+        let cur = self.read(Consistency::Linearizable, |s| current(s, stack)).await?;
+        if cur.services.is_empty() && cur.networks.is_empty() {
+            return Err(nothing_in(stack));
+        }
+        let mut report = StackReport { stack: stack.to_string(), changes: Vec::new() };
+        let services: Vec<&Service> = cur.services.values().collect();
+        let networks: Vec<&Network> = cur.networks.values().collect();
+        self.remove_objects(&services, &networks, &mut report).await?;
+        Ok(report)
+    }
+
+    async fn remove_objects(
+        &self,
+        services: &[&Service],
+        networks: &[&Network],
+        report: &mut StackReport,
+    ) -> AppResult<()> {
+        for s in services {
+            match self.remove_service(s.id.as_str()).await {
+                Ok(()) => {}
+                Err(e) if e.kind == Kind::NotFound => {}
+                Err(e) => return Err(partial(e, &format!("removing service {}", s.spec.name), report)),
+            }
+            report.changes.push(StackChange {
+                object: "service".into(),
+                name: s.spec.name.clone(),
+                id: s.id.to_string(),
+                change: Change::Removed,
+            });
+        }
+        // A network is refused while tasks of the removed services still stop on it.
+        let grace = services.iter().map(|s| s.spec.task_template.stop_grace_period).max().unwrap_or_default();
+        let deadline = tokio::time::Instant::now() + grace + STOP_SLACK;
+        for n in networks {
+            loop {
+                match self.remove_network(n.id.as_str()).await {
+                    Ok(()) => break,
+                    Err(e) if e.kind == Kind::NotFound => break,
+                    Err(e) if e.kind == Kind::Conflict && tokio::time::Instant::now() < deadline => {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                    Err(e) => return Err(partial(e, &format!("removing network {}", n.spec.name), report)),
+                }
+            }
+            report.changes.push(StackChange {
+                object: "network".into(),
+                name: n.spec.name.clone(),
+                id: n.id.to_string(),
+                change: Change::Removed,
+            });
+        }
+        Ok(())
+    }
+}
+
+fn nothing_in(stack: &str) -> AppError {
+    AppError::new(Kind::NotFound, format!("nothing found in stack {stack}"))
+}
+
+// ---- /v1 ----
+
+type AppState = Arc<Manager>;
+
+/// The `/v1/stacks` routes (merged into the `/v1` router).
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/stacks", get(list))
+        .route("/v1/stacks/{name}", axum::routing::delete(remove))
+        .route("/v1/stacks/{name}/deploy", post(deploy))
+        .route("/v1/stacks/{name}/services", get(services))
+        .route("/v1/stacks/{name}/tasks", get(tasks))
+}
+
+async fn list(
+    State(m): State<AppState>,
+    Query(q): Query<ReadQuery>,
+) -> Result<Json<Vec<StackInfo>>, ApiError> {
+    Ok(Json(App::new(m).stacks(q.consistency()).await?))
+}
+
+async fn services(
+    State(m): State<AppState>,
+    Path(name): Path<String>,
+    Query(q): Query<ReadQuery>,
+) -> Result<Json<Vec<Service>>, ApiError> {
+    Ok(Json(App::new(m).stack_services(&name, q.consistency()).await?))
+}
+
+async fn tasks(
+    State(m): State<AppState>,
+    Path(name): Path<String>,
+    Query(q): Query<ReadQuery>,
+) -> Result<Json<Vec<Task>>, ApiError> {
+    Ok(Json(App::new(m).stack_tasks(&name, q.consistency()).await?))
+}
+
+async fn deploy(
+    State(m): State<AppState>,
+    Path(name): Path<String>,
+    JsonBody(req): JsonBody<DeployRequest>,
+) -> Result<Json<StackReport>, ApiError> {
+    Ok(Json(App::new(m).deploy_stack(&name, req).await?))
+}
+
+async fn remove(State(m): State<AppState>, Path(name): Path<String>) -> Result<Json<StackReport>, ApiError> {
+    Ok(Json(App::new(m).remove_stack(&name).await?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_state::Command;
+    use shoal_types::{Dependency, HealthCheck, Timestamp};
+
+    fn state(services: &[(&str, &[&str], bool)]) -> ClusterState {
+        let mut s = ClusterState::new();
+        for (name, deps, checked) in services {
+            let mut spec = ServiceSpec { name: name.to_string(), ..Default::default() };
+            spec.task_template.command = vec!["true".into()];
+            spec.depends_on = deps
+                .iter()
+                .map(|d| Dependency { service: d.to_string(), condition: DependencyCondition::Started })
+                .collect();
+            if *checked {
+                spec.task_template.health_check =
+                    Some(HealthCheck { test: vec!["CMD".into(), "true".into()], ..Default::default() });
+            }
+            let svc = Service::new(ServiceId::new(format!("id-{name}")), spec);
+            s.apply(Timestamp::from_secs(1), Command::CreateService { service: Box::new(svc) })
+                .expect("create");
+        }
+        s
+    }
+
+    fn spec(name: &str, deps: &[(&str, DependencyCondition)]) -> ServiceSpec {
+        let mut spec = ServiceSpec { name: name.to_string(), ..Default::default() };
+        spec.depends_on =
+            deps.iter().map(|(d, c)| Dependency { service: d.to_string(), condition: *c }).collect();
+        spec
+    }
+
+    #[test]
+    fn dependencies_must_exist_be_checkable_and_acyclic() {
+        use DependencyCondition::{Healthy, Started};
+        let s = state(&[("db", &[], true), ("cache", &[], false), ("api", &["web"], false)]);
+        assert!(check_dependencies(&s, &spec("web", &[("db", Healthy), ("cache", Started)]), None).is_ok());
+        let e = check_dependencies(&s, &spec("web", &[("nope", Started)]), None).expect_err("unknown");
+        assert_eq!((e.kind, e.message.as_str()), (Kind::NotFound, "depends_on: service nope not found"));
+        let e = check_dependencies(&s, &spec("web", &[("cache", Healthy)]), None).expect_err("no check");
+        assert!(e.message.starts_with("depends_on: cache has no health check"), "{}", e.message);
+        // api → web exists; web → api closes the cycle.
+        let e = check_dependencies(&s, &spec("web", &[("api", Started)]), None).expect_err("cycle");
+        assert_eq!(e.message, "depends_on: a dependency cycle: web → api → web");
+        // An update replaces the service's own edges: db → api → web is fine until web → db.
+        let db = ServiceId::new("id-db");
+        assert!(check_dependencies(&s, &spec("db", &[("api", Started)]), Some(&db)).is_ok());
+        let e = check_dependencies(&s, &spec("db", &[("db", Started)]), Some(&db)).expect_err("itself");
+        assert_eq!(e.kind, Kind::NotFound, "a service is no dependency of itself: {}", e.message);
+    }
+}
