@@ -431,19 +431,19 @@ fn non_zero(v: u64) -> Option<i64> {
     (v != 0).then(|| i64::try_from(v).unwrap_or(i64::MAX))
 }
 
-/// Docker's spec → Shoal's. `base` is the service being updated (its Shoal-only settings are
-/// kept); `None` when creating. Every problem is reported at once, as one message.
+/// Docker's spec → Shoal's. `base` is the service being updated: every field Docker can
+/// express is set from the request (Docker's default when absent), every other one (Shoal-only
+/// settings: the driver, the placement strategy, rebalance, on-drain, dependencies, …) stays as
+/// the service has it. `None` when creating. Every problem is reported at once, as one message.
 pub fn to_shoal(d: &ServiceSpec, base: Option<&st::ServiceSpec>) -> Result<st::ServiceSpec, String> {
     let mut p = Problems::default();
     p.unknown("Spec", &d.extra);
-    let mut s = st::ServiceSpec { name: d.name.clone().unwrap_or_default(), ..Default::default() };
+    let mut s = base.cloned().unwrap_or_default();
+    s.name = d.name.clone().unwrap_or_default();
     s.labels = d.labels.clone().unwrap_or_default();
-    if let Some(b) = base {
-        s.rebalance = b.rebalance;
-        s.on_drain = b.on_drain;
-        s.task_template.driver = b.task_template.driver.clone();
-        s.task_template.placement.strategy = b.task_template.placement.strategy;
-    }
+    s.networks.clear();
+    s.endpoint = st::EndpointSpec::default();
+    reset_mapped(&mut s.task_template);
     let tt = d.task_template.clone().unwrap_or_default();
     task_template(&mut p, &tt, &mut s.task_template);
     // Networks: the task template's, or the deprecated service-level field.
@@ -514,6 +514,30 @@ pub fn to_shoal(d: &ServiceSpec, base: Option<&st::ServiceSpec>) -> Result<st::S
     } else {
         Err(p.0.join("; "))
     }
+}
+
+/// Docker's defaults for every part of a task template that Docker can express.
+fn reset_mapped(t: &mut st::TaskTemplate) {
+    let d = st::TaskTemplate::default();
+    t.image = d.image;
+    t.command = d.command;
+    t.args = d.args;
+    t.env = d.env;
+    t.workdir = d.workdir;
+    t.user = d.user;
+    t.hostname = d.hostname;
+    t.mounts = d.mounts;
+    t.resources.limits.nano_cpus = 0;
+    t.resources.limits.memory_bytes = 0;
+    t.resources.limits.pids = 0;
+    t.resources.reservations = st::Resources::default();
+    t.restart_policy = d.restart_policy;
+    t.placement.constraints = d.placement.constraints;
+    t.placement.preferences = d.placement.preferences;
+    t.placement.max_replicas_per_node = d.placement.max_replicas_per_node;
+    t.health_check = d.health_check;
+    t.stop_grace_period = d.stop_grace_period;
+    t.force_update = d.force_update;
 }
 
 fn task_template(p: &mut Problems, tt: &TaskSpec, t: &mut st::TaskTemplate) {
@@ -1058,6 +1082,16 @@ mod tests {
         base.task_template.placement.strategy = st::Strategy::Binpack;
         let again = to_shoal(&from_shoal(&base), Some(&base)).expect("round trip");
         assert_eq!(again, base);
+        // What Docker can express comes from the request alone: a setting it leaves out is
+        // gone, not kept from the service.
+        let mut rich = base.clone();
+        rich.task_template.env.insert("A".into(), "1".into());
+        rich.task_template.health_check =
+            Some(st::HealthCheck { test: vec!["NONE".into()], ..Default::default() });
+        rich.task_template.resources.limits.memory_bytes = 64 << 20;
+        rich.endpoint.ports.push(st::PortConfig { published: 80, target: 80, ..Default::default() });
+        let plain = to_shoal(&parse(CREATE), Some(&rich)).expect("maps");
+        assert_eq!(plain, base);
     }
 
     #[test]

@@ -150,7 +150,13 @@ fn base_info(id: &str, hostname: &str) -> SystemInfo {
 pub(crate) async fn info(State(ctx): State<Ctx>) -> DockerResult<Json<SystemInfo>> {
     let m = ctx.app.manager();
     let me = m.node.config().node.node_id.clone();
-    let worker = m.joined_as_worker().borrow().is_some();
+    let joined_as_worker = m.joined_as_worker().borrow().clone();
+    if let Some(managers) = joined_as_worker {
+        // Joined as a worker (until the daemon restarts as one): its replica knows nothing.
+        let mut info = base_info(&me, "");
+        info.swarm = Some(worker_swarm(&me, &managers));
+        return Ok(Json(info));
+    }
     let (cluster, hostname, node_addr) = ctx
         .app
         .read(Consistency::Stale, |s| {
@@ -187,7 +193,7 @@ pub(crate) async fn info(State(ctx): State<Ctx>) -> DockerResult<Json<SystemInfo
         node_id: Some(me),
         node_addr: node_addr.or(Some(String::new())),
         local_node_state: Some(LocalNodeState::ACTIVE),
-        control_available: Some(!worker),
+        control_available: Some(true),
         error: Some(String::new()),
         remote_managers: Some(remote),
         nodes: Some(nodes.len() as i64),
@@ -228,21 +234,25 @@ pub(crate) async fn info(State(ctx): State<Ctx>) -> DockerResult<Json<SystemInfo
 /// `docker info` on a worker: a swarm node without control.
 pub(crate) async fn worker_info(State(node): State<WorkerNode>) -> Json<SystemInfo> {
     let mut info = base_info(&node.node_id, &node.hostname);
-    info.swarm = Some(SwarmInfo {
-        node_id: Some(node.node_id.clone()),
+    info.swarm = Some(worker_swarm(&node.node_id, &node.managers));
+    Json(info)
+}
+
+fn worker_swarm(node_id: &str, managers: &[String]) -> SwarmInfo {
+    SwarmInfo {
+        node_id: Some(node_id.to_string()),
         node_addr: Some(String::new()),
         local_node_state: Some(LocalNodeState::ACTIVE),
         control_available: Some(false),
         error: Some(String::new()),
         remote_managers: Some(
-            node.managers
+            managers
                 .iter()
                 .map(|a| PeerNode { node_id: Some(String::new()), addr: Some(a.clone()) })
                 .collect(),
         ),
         ..Default::default()
-    });
-    Json(info)
+    }
 }
 
 /// `docker secret ls`, `docker config ls`: Shoal has neither yet.

@@ -1,0 +1,686 @@
+//! The real docker CLI (`DOCKER_HOST=unix://…/docker.sock`) against real `shoal` daemons: version
+//! negotiation, `info`, nodes, services with the CLI's attached progress, tasks, logs, overlay
+//! networks, secret and config lists, and the error paths (unknown service, a version race, a
+//! worker's socket, what Shoal cannot map, what it does not implement).
+//!
+//! Services run on the docker driver of the machine's dockerd, from a busybox image each test
+//! imports (no registry is reachable). Without the docker CLI, dockerd or a static busybox the
+//! tests are skipped, unless `SHOAL_REQUIRE_RUNTIMES=1`.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Instant;
+
+mod common;
+use common::{eventually, join_worker, Node};
+
+fn required() -> bool {
+    std::env::var("SHOAL_REQUIRE_RUNTIMES").is_ok_and(|v| v == "1")
+}
+
+/// Whether this machine has what the test needs (the docker CLI; with `engine`, a running
+/// dockerd and a static busybox too).
+fn available(test: &str, engine: bool) -> bool {
+    let cli = Command::new("docker").arg("--version").output().is_ok_and(|o| o.status.success());
+    let daemon = || Command::new("docker").arg("info").output().is_ok_and(|o| o.status.success());
+    let why = if !cli {
+        "no docker CLI"
+    } else if engine && !daemon() {
+        "no docker engine"
+    } else if engine && !Path::new("/bin/busybox").exists() {
+        "no static busybox at /bin/busybox"
+    } else {
+        return true;
+    };
+    assert!(!required(), "SHOAL_REQUIRE_RUNTIMES=1 but {why}");
+    eprintln!("skipping {test}: {why}");
+    false
+}
+
+/// The docker CLI pointed at a Shoal socket, with a configuration directory of its own.
+struct Docker {
+    sock: PathBuf,
+    config: PathBuf,
+    /// The daemon's log, shown when a command fails.
+    log: PathBuf,
+}
+
+impl Docker {
+    /// The CLI for `n`'s socket at `sock`.
+    fn new(n: &Node, sock: PathBuf, root: &Path, mode: &str) -> Docker {
+        let config = root.join("docker-config");
+        std::fs::create_dir_all(&config).expect("docker config dir");
+        Docker { sock, config, log: n.dir.join(format!("{mode}.log")) }
+    }
+
+    /// The last lines of the daemon's log.
+    fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+
+    fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        Command::new("docker")
+            .env("DOCKER_HOST", format!("unix://{}", self.sock.display()))
+            .env("DOCKER_CONFIG", &self.config)
+            .env_remove("DOCKER_CONTEXT")
+            .env_remove("DOCKER_API_VERSION")
+            .envs(env.iter().copied())
+            .args(args)
+            .output()
+            .expect("docker")
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.run_env(args, &[])
+    }
+
+    /// Stdout of a command that must succeed.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "docker {args:?} failed:\n{}{}\n--- daemon log:\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            self.log_tail()
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// Stderr of a command that must fail.
+    fn fails(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(!out.status.success(), "docker {args:?} succeeded: {}", String::from_utf8_lossy(&out.stdout));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+}
+
+/// One HTTP/1.0 request on a unix socket: status, headers, body.
+fn http(sock: &Path, method: &str, path: &str, body: &str) -> (u16, String, String) {
+    // Status 0: no daemon answered (none listening, or the connection dropped).
+    let Ok(mut s) = std::os::unix::net::UnixStream::connect(sock) else {
+        return (0, String::new(), String::new());
+    };
+    let request = format!(
+        "{method} {path} HTTP/1.0\r\nHost: docker\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let mut resp = String::new();
+    if s.write_all(request.as_bytes()).is_err() || s.read_to_string(&mut resp).is_err() {
+        return (0, String::new(), String::new());
+    }
+    let (head, body) = resp.split_once("\r\n\r\n").unwrap_or((&resp, ""));
+    let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (status, head.to_lowercase(), body.to_string())
+}
+
+/// A busybox image in the machine's dockerd; it and its containers go when the test ends (also
+/// when it fails: declared before the nodes, it drops after them).
+struct Image(String);
+
+impl Image {
+    fn import(root: &Path, test: &str) -> Image {
+        let dir = root.join("image");
+        std::fs::create_dir_all(&dir).expect("image dir");
+        let tar = common::busybox_rootfs(&dir);
+        let name = format!("shoal-dockercli-{test}-{}:1", std::process::id());
+        let out = Command::new("docker").arg("import").arg(&tar).arg(&name).output().expect("docker import");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        Image(name)
+    }
+
+    /// The machine's containers of this image (all of them, running or not).
+    fn containers(&self) -> Vec<String> {
+        let out = Command::new("docker")
+            .args(["ps", "-aq", "--filter", &format!("ancestor={}", self.0)])
+            .output()
+            .expect("docker ps");
+        String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect()
+    }
+}
+
+impl Drop for Image {
+    fn drop(&mut self) {
+        for c in self.containers() {
+            let _ = Command::new("docker").args(["rm", "-f", &c]).output();
+        }
+        let _ = Command::new("docker").args(["rmi", "-f", &self.0]).output();
+    }
+}
+
+/// A task that stops at once on SIGTERM (a shell as PID 1 would ignore it) and says something.
+const TICKER: &str = "trap 'exit 0' TERM; echo started; while :; do echo tick; sleep 1; done";
+
+/// Lines without trailing blanks, sorted (an empty last column leaves none).
+fn sorted_lines(out: &str) -> Vec<String> {
+    let mut v: Vec<String> = out.lines().map(|l| l.trim_end().to_string()).collect();
+    v.sort();
+    v
+}
+
+fn node_id(n: &Node) -> String {
+    let text = std::fs::read_to_string(n.dir.join("data/node.json")).expect("node.json");
+    let v: serde_json::Value = serde_json::from_str(&text).expect("json");
+    v["node_id"].as_str().expect("node_id").to_string()
+}
+
+#[test]
+fn version_info_nodes_networks_and_lists() {
+    if !available("version_info_nodes_networks_and_lists", false) {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut n = Node::new(tmp.path(), "dk1");
+    n.start("dev");
+    // `shoal dev` serves the Docker API next to its own socket by default, root only.
+    let sock = n.dir.join("docker.sock");
+    eventually(20, "the docker socket", || sock.exists().then_some(()));
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&sock).expect("meta").permissions());
+    assert_eq!(mode & 0o777, 0o600);
+    let d = Docker::new(&n, sock.clone(), tmp.path(), "dev");
+    eventually(30, "the node ready", || {
+        (d.ok(&["node", "ls", "--format", "{{.Status}}"]) == "Ready").then_some(())
+    });
+
+    // Versions: negotiated through /_ping, served under any prefix from 1.24 to 1.50.
+    assert_eq!(
+        d.ok(&[
+            "version",
+            "--format",
+            "{{.Server.APIVersion}} {{.Server.MinAPIVersion}} {{.Client.APIVersion}}"
+        ]),
+        "1.50 1.24 1.50"
+    );
+    for v in ["1.24", "1.41"] {
+        let out = d.run_env(
+            &["version", "--format", "{{.Client.APIVersion}} {{.Server.Os}}"],
+            &[("DOCKER_API_VERSION", v)],
+        );
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("{v} linux"));
+    }
+    let (status, head, body) = http(&sock, "GET", "/_ping", "");
+    assert_eq!((status, body.as_str()), (200, "OK"));
+    assert!(head.contains("api-version: 1.50") && head.contains("swarm: active/manager"), "{head}");
+    let (status, _, body) = http(&sock, "GET", "/v1.12/info", "");
+    assert_eq!(status, 400);
+    assert!(body.contains("client version 1.12 is too old. Minimum supported API version is 1.24"), "{body}");
+    let (status, _, body) = http(&sock, "GET", "/v1.51/info", "");
+    assert_eq!(status, 400);
+    assert!(body.contains("Maximum supported API version is 1.50"), "{body}");
+
+    // Info: this node's view of the swarm.
+    let id = node_id(&n);
+    assert_eq!(
+        d.ok(&[
+            "info",
+            "--format",
+            "{{.Swarm.LocalNodeState}} {{.Swarm.ControlAvailable}} {{.Swarm.NodeID}} {{.Swarm.Managers}} {{.Swarm.Nodes}} {{.Name}}"
+        ]),
+        format!("active true {id} 1 1 dk1")
+    );
+    let cluster_id = d.ok(&["info", "--format", "{{.Swarm.Cluster.ID}}"]);
+    assert_eq!(cluster_id.len(), 25, "{cluster_id}");
+
+    // Nodes: ls (the CLI marks itself through info's NodeID), inspect, update, the last manager.
+    assert_eq!(
+        d.ok(&[
+            "node",
+            "ls",
+            "--format",
+            "{{.Hostname}} {{.Status}} {{.Availability}} {{.ManagerStatus}} {{.Self}}"
+        ]),
+        "dk1 Ready Active Leader true"
+    );
+    assert_eq!(d.ok(&["node", "ls", "-q", "--filter", "role=worker"]), "");
+    assert_eq!(
+        d.ok(&["node", "inspect", "self", "--format", "{{.ID}} {{.Spec.Role}} {{.Status.State}}"]),
+        format!("{id} manager ready")
+    );
+    d.ok(&[
+        "node",
+        "update",
+        "--label-add",
+        "zone=a",
+        "--label-add",
+        "rack=7",
+        "--availability",
+        "pause",
+        "dk1",
+    ]);
+    assert_eq!(
+        d.ok(&[
+            "node",
+            "inspect",
+            "dk1",
+            "--format",
+            "{{.Spec.Availability}} {{index .Spec.Labels \"zone\"}}"
+        ]),
+        "pause a"
+    );
+    // Shoal's own view agrees: the translation reached the node's spec.
+    let shoal_view = n.json(&["node", "inspect", "dk1", "--format", "json"]);
+    assert_eq!(shoal_view["spec"]["availability"], "pause");
+    assert_eq!(shoal_view["spec"]["labels"]["rack"], "7");
+    assert_eq!(d.ok(&["node", "ls", "-q", "--filter", "node.label=zone=a"]), id);
+    d.ok(&["node", "update", "--label-rm", "zone", "--availability", "active", "dk1"]);
+    assert_eq!(
+        d.ok(&["node", "inspect", "dk1", "--format", "{{.Spec.Availability}} {{len .Spec.Labels}}"]),
+        "active 1"
+    );
+    assert!(d.fails(&["node", "demote", "dk1"]).contains("cannot demote the last manager"));
+    assert!(d.fails(&["node", "rm", "dk1"]).contains("is ready"));
+    assert!(d.fails(&["node", "inspect", "nope"]).contains("nope"));
+
+    // Networks: ingress from `cluster init`, overlay networks created, inspected, removed.
+    let nets = d.ok(&["network", "ls", "--format", "{{.Name}} {{.Driver}} {{.Scope}}"]);
+    assert!(nets.lines().any(|l| l == "ingress overlay swarm"), "{nets}");
+    let created = d.ok(&[
+        "network",
+        "create",
+        "-d",
+        "overlay",
+        "--subnet",
+        "10.77.3.0/24",
+        "--attachable",
+        "--opt",
+        "mtu=1400",
+        "--label",
+        "team=a",
+        "front",
+    ]);
+    assert_eq!(created.len(), 25, "{created}");
+    assert_eq!(
+        d.ok(&[
+            "network",
+            "inspect",
+            "front",
+            "--format",
+            "{{.Driver}} {{.Scope}} {{(index .IPAM.Config 0).Subnet}} {{.Attachable}} {{index .Options \"com.docker.network.driver.mtu\"}} {{index .Labels \"team\"}}"
+        ]),
+        "overlay swarm 10.77.3.0/24 true 1400 a"
+    );
+    assert_eq!(
+        n.json(&["network", "inspect", "front", "--format", "json"])[0]["status"]["subnet"],
+        "10.77.3.0/24"
+    );
+    assert_eq!(d.ok(&["network", "ls", "--filter", "name=fro", "--format", "{{.Name}}"]), "front");
+    let e = d.fails(&["network", "create", "plain"]);
+    assert!(e.contains("Driver: \"bridge\" is not supported: Shoal's networks are overlay networks"), "{e}");
+    let e = d.fails(&["network", "create", "-d", "overlay", "--internal", "--ipv6", "odd"]);
+    assert!(e.contains("Internal: not supported") && e.contains("EnableIPv6: not supported"), "{e}");
+    let e = d.fails(&["network", "create", "-d", "overlay", "--subnet", "10.77.3.0/25", "overlapping"]);
+    assert!(e.contains("overlaps network front"), "{e}");
+    assert_eq!(d.ok(&["network", "rm", "front"]), "front");
+    assert!(!d.ok(&["network", "ls", "--format", "{{.Name}}"]).contains("front"));
+
+    // Secrets and configs do not exist yet: empty lists.
+    assert_eq!(d.ok(&["secret", "ls", "-q"]), "");
+    assert_eq!(d.ok(&["config", "ls", "-q"]), "");
+
+    // Outside the subset: 501, naming what is missing.
+    let e = d.fails(&["ps"]);
+    assert!(e.contains("Shoal does not implement GET /containers/json"), "{e}");
+    let (status, _, body) = http(&sock, "POST", "/v1.50/swarm/init", "{}");
+    assert_eq!(status, 501);
+    assert!(body.starts_with("{\"message\":\"Shoal does not implement POST /swarm/init"), "{body}");
+}
+
+#[test]
+fn services_through_the_docker_cli() {
+    if !available("services_through_the_docker_cli", true) {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let image = Image::import(tmp.path(), "svc");
+    let img = image.0.as_str();
+    let mut n = Node::new(tmp.path(), "dk2");
+    n.start("dev");
+    let d = Docker::new(&n, n.dir.join("docker.sock"), tmp.path(), "dev");
+    eventually(30, "the node ready with its docker driver", || {
+        let nodes = n.json(&["node", "ls", "--format", "json"]);
+        let node = nodes.as_array()?.first()?.clone();
+        let docker = node["description"]["drivers"].as_array()?.iter().any(|x| x["name"] == "docker");
+        (node["status"]["state"] == "ready" && docker).then_some(())
+    });
+
+    // Create without -d: the CLI polls until every task runs and stays up for the monitor period.
+    let started = Instant::now();
+    let out = d.run(&[
+        "service",
+        "create",
+        "--name",
+        "web",
+        "--replicas",
+        "2",
+        "--stop-grace-period",
+        "5s",
+        "--env",
+        "A=1",
+        "--limit-memory",
+        "64m",
+        img,
+        "sh",
+        "-c",
+        TICKER,
+    ]);
+    let created_in = started.elapsed();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        stdout.contains("overall progress: 2 out of 2 tasks") && stdout.contains("converged"),
+        "{stdout}"
+    );
+    eprintln!("measured: docker service create (2 replicas, attached) converged in {created_in:?}");
+    assert_eq!(
+        d.ok(&["service", "ls", "--format", "{{.Name}} {{.Mode}} {{.Replicas}} {{.Image}}"]),
+        format!("web replicated 2/2 {img}")
+    );
+    // The tasks run on the docker driver of this machine's dockerd.
+    assert_eq!(image.containers().len(), 2);
+    let ps = d.ok(&[
+        "service",
+        "ps",
+        "web",
+        "--format",
+        "{{.Name}} {{.Node}} {{.DesiredState}} {{.CurrentState}}",
+    ]);
+    let lines: Vec<&str> = ps.lines().collect();
+    assert_eq!(lines.len(), 2, "{ps}");
+    for (i, l) in lines.iter().enumerate() {
+        assert!(l.starts_with(&format!("web.{} dk2 Running Running", i + 1)), "{ps}");
+    }
+    assert_eq!(
+        d.ok(&[
+            "service",
+            "inspect",
+            "web",
+            "--format",
+            "{{.Spec.Mode.Replicated.Replicas}} {{.Spec.TaskTemplate.ContainerSpec.Image}} {{json .Spec.TaskTemplate.ContainerSpec.Env}} {{.Spec.TaskTemplate.ContainerSpec.StopGracePeriod}} {{.Spec.TaskTemplate.Resources.Limits.MemoryBytes}}"
+        ]),
+        format!("2 {img} [\"A=1\"] 5s 67108864")
+    );
+    let shoal_spec = n.json(&["service", "inspect", "web", "--format", "json"]);
+    assert_eq!(shoal_spec["spec"]["task_template"]["resources"]["limits"]["memory_bytes"], 67108864);
+
+    // Tasks: docker's filters, and a task inspected by id.
+    let running = d.ok(&["service", "ps", "-q", "--no-trunc", "--filter", "desired-state=running", "web"]);
+    let ids: Vec<&str> = running.lines().collect();
+    assert_eq!(ids.len(), 2, "{running}");
+    assert_eq!(d.ok(&["service", "ps", "-q", "--filter", "desired-state=shutdown", "web"]), "");
+    assert_eq!(d.ok(&["service", "ps", "-q", "--filter", "name=web.2", "web"]).lines().count(), 1);
+    assert_eq!(
+        d.ok(&[
+            "inspect",
+            "--type",
+            "task",
+            ids[0],
+            "--format",
+            "{{.Status.State}} {{.DesiredState}} {{.Spec.ContainerSpec.Image}}"
+        ]),
+        format!("running running {img}")
+    );
+    assert_eq!(d.ok(&["node", "ps", "-q", "dk2"]).lines().count(), 2);
+
+    // Logs: docker's multiplexed frames, with the task attributes the CLI turns into context.
+    let logs = eventually(30, "two ticks of each task", || {
+        let out = d.ok(&["service", "logs", "web"]);
+        let ticks = |slot: &str| out.lines().filter(|l| l.starts_with(slot) && l.ends_with("| tick")).count();
+        (ticks("web.1.") >= 2 && ticks("web.2.") >= 2).then_some(out)
+    });
+    assert!(
+        logs.lines().any(|l| l.starts_with("web.1.") && l.contains("@dk2") && l.ends_with("| started")),
+        "{logs}"
+    );
+    let raw = d.ok(&["service", "logs", "--raw", "--timestamps", "--tail", "1", "web"]);
+    let raw_lines: Vec<&str> = raw.lines().collect();
+    assert_eq!(raw_lines.len(), 2, "one line per task: {raw}");
+    for l in raw_lines {
+        let (ts, line) = l.split_once(' ').expect("timestamp");
+        assert!(ts.len() == 30 && ts.ends_with('Z') && line == "tick", "{raw}");
+    }
+    let task_logs = d.ok(&["service", "logs", "--tail", "1", ids[0]]);
+    assert_eq!(task_logs.lines().count(), 1, "{task_logs}");
+
+    // Scale, attached: converges at 3.
+    let out = d.ok(&["service", "scale", "web=3"]);
+    assert!(out.contains("web scaled to 3") && out.contains("converged"), "{out}");
+    assert_eq!(d.ok(&["service", "ls", "--format", "{{.Replicas}}"]), "3/3");
+
+    // Update, attached: env, image and update settings; the tasks are replaced.
+    let v2 = format!("{}:2", img.trim_end_matches(":1"));
+    let tagged = Command::new("docker").args(["tag", img, &v2]).output().expect("docker tag");
+    assert!(tagged.status.success());
+    let started = Instant::now();
+    let out = d.ok(&[
+        "service",
+        "update",
+        "--image",
+        &v2,
+        "--env-add",
+        "COLOR=blue",
+        "--update-parallelism",
+        "2",
+        "--update-delay",
+        "1s",
+        "--update-order",
+        "start-first",
+        "web",
+    ]);
+    eprintln!(
+        "measured: docker service update (3 replicas, parallelism 2, attached) took {:?}",
+        started.elapsed()
+    );
+    assert!(out.contains("converged"), "{out}");
+    assert_eq!(
+        d.ok(&[
+            "service",
+            "inspect",
+            "web",
+            "--format",
+            "{{.Spec.TaskTemplate.ContainerSpec.Image}} {{json .Spec.TaskTemplate.ContainerSpec.Env}} {{.Spec.UpdateConfig.Parallelism}} {{.Spec.UpdateConfig.Order}} {{.Spec.UpdateConfig.Delay}} {{.PreviousSpec.TaskTemplate.ContainerSpec.Image}}"
+        ]),
+        format!("{v2} [\"A=1\",\"COLOR=blue\"] 2 start-first 1s {img}")
+    );
+    eventually(30, "the update completed", || {
+        (d.ok(&["service", "inspect", "web", "--format", "{{.UpdateStatus.State}}"]) == "completed")
+            .then_some(())
+    });
+    let running = d.ok(&["service", "ps", "-q", "--no-trunc", "--filter", "desired-state=running", "web"]);
+    for id in running.lines() {
+        let env = d.ok(&["inspect", "--type", "task", id, "--format", "{{json .Spec.ContainerSpec.Env}}"]);
+        assert_eq!(env, "[\"A=1\",\"COLOR=blue\"]");
+        // And in the container itself.
+        let c = Command::new("docker")
+            .args(["inspect", &format!("shoal-{id}"), "--format", "{{json .Config.Env}}"])
+            .output()
+            .expect("docker inspect");
+        assert!(
+            String::from_utf8_lossy(&c.stdout).contains("COLOR=blue"),
+            "{}",
+            String::from_utf8_lossy(&c.stdout)
+        );
+    }
+
+    // A version race: an update based on an old version is refused, as in Docker.
+    let spec = format!(
+        r#"{{"Name":"web","TaskTemplate":{{"ContainerSpec":{{"Image":"{img}"}}}},"Mode":{{"Replicated":{{"Replicas":1}}}}}}"#
+    );
+    let (status, _, body) = http(&d.sock, "POST", "/v1.50/services/web/update?version=1", &spec);
+    assert_eq!(status, 409, "{body}");
+    assert!(body.contains("was changed concurrently") && body.contains("expected 1"), "{body}");
+
+    // Rollback, attached: back to the previous spec.
+    let out = d.ok(&["service", "rollback", "web"]);
+    assert!(out.contains("rollback") && out.contains("converged"), "{out}");
+    assert_eq!(
+        d.ok(&[
+            "service",
+            "inspect",
+            "web",
+            "--format",
+            "{{.Spec.TaskTemplate.ContainerSpec.Image}} {{json .Spec.TaskTemplate.ContainerSpec.Env}}"
+        ]),
+        format!("{img} [\"A=1\"]")
+    );
+
+    // Detached create returns at once with the id.
+    let id = d.ok(&["service", "create", "-d", "--name", "quick", "--mode", "replicated-job", img, "true"]);
+    assert_eq!(id.len(), 25, "{id}");
+    assert!(d
+        .ok(&["service", "ls", "--filter", "mode=replicated-job", "--format", "{{.Name}}"])
+        .contains("quick"));
+
+    // Errors: an unknown service (404), what cannot be mapped (400, naming the field).
+    assert!(d.fails(&["service", "inspect", "nope"]).contains("no such service: nope"));
+    assert!(d.fails(&["service", "rm", "nope"]).contains("service nope not found"));
+    assert!(d.fails(&["service", "ps", "nope"]).contains("no such service: nope"));
+    assert!(d.fails(&["service", "scale", "nope=2"]).contains("service nope not found"));
+    let e = d.fails(&[
+        "service",
+        "create",
+        "-d",
+        "--name",
+        "bad",
+        "--cap-add",
+        "NET_ADMIN",
+        "--tty",
+        img,
+        "true",
+    ]);
+    assert!(
+        e.contains("TaskTemplate.ContainerSpec.CapabilityAdd: not supported by Shoal")
+            && e.contains("TaskTemplate.ContainerSpec.TTY: not supported by Shoal"),
+        "{e}"
+    );
+    let e = d.fails(&[
+        "service",
+        "create",
+        "-d",
+        "--name",
+        "bad",
+        "--mount",
+        "type=tmpfs,target=/t",
+        img,
+        "true",
+    ]);
+    assert!(e.contains("\"tmpfs\" mounts are not supported"), "{e}");
+    assert!(d.ok(&["service", "ls", "--format", "{{.Name}}"]).lines().all(|l| l != "bad"));
+
+    // Remove: the services go, and so do their containers.
+    assert_eq!(d.ok(&["service", "rm", "web", "quick"]), "web\nquick");
+    assert_eq!(d.ok(&["service", "ls", "-q"]), "");
+    eventually(60, "the containers removed", || image.containers().is_empty().then_some(()));
+}
+
+#[test]
+fn a_cluster_through_the_docker_cli_and_a_workers_socket() {
+    if !available("a_cluster_through_the_docker_cli_and_a_workers_socket", true) {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let image = Image::import(tmp.path(), "cluster");
+    let img = image.0.as_str();
+    let mut m = Node::new(tmp.path(), "dm1");
+    let mut w = Node::new(tmp.path(), "dw1");
+    let m_sock = m.dir.join("docker.sock");
+    let w_sock = w.dir.join("docker.sock");
+    m.start_with("daemon", &["--docker-socket", &m_sock.display().to_string()]);
+    w.start_with("daemon", &["--docker-socket", &w_sock.display().to_string()]);
+    let dm = Docker::new(&m, m_sock.clone(), tmp.path(), "daemon");
+    let dw = Docker::new(&w, w_sock.clone(), tmp.path(), "daemon");
+    // Before `cluster init` the node is in no swarm.
+    eventually(20, "the docker socket", || m_sock.exists().then_some(()));
+    assert_eq!(dm.ok(&["info", "--format", "{{.Swarm.LocalNodeState}}"]), "inactive");
+    assert!(dm.fails(&["node", "ls"]).contains("This node is not a swarm manager. Use `shoal cluster init`"));
+    m.ok(&["cluster", "init"]);
+    join_worker(&m, &w);
+    let wid = node_id(&w);
+
+    // The worker's socket: a swarm node without control; swarm requests answer 503 like Docker's.
+    // (A node that joined as a worker may restart as one meanwhile, so each answer is awaited.)
+    let stderr_of = |args: &[&str]| String::from_utf8_lossy(&dw.run(args).stderr).into_owned();
+    let worker_view = || {
+        let out = dw.run(&[
+            "info",
+            "--format",
+            "{{.Swarm.LocalNodeState}} {{.Swarm.ControlAvailable}} {{.Swarm.NodeID}}",
+        ]);
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    eventually(30, "the worker's info", || (worker_view() == format!("active false {wid}")).then_some(()));
+    const REFUSED: &str =
+        "This node is not a swarm manager. Worker nodes can't be used to view or modify cluster state.";
+    eventually(30, "the worker refusing node ls", || {
+        stderr_of(&["node", "ls"]).contains(REFUSED).then_some(())
+    });
+    eventually(30, "the worker refusing a service", || {
+        stderr_of(&["service", "create", "-d", "--name", "x", img]).contains(REFUSED).then_some(())
+    });
+    let (status, head, _) = eventually(30, "a 503 from the worker", || {
+        let r = http(&w_sock, "GET", "/v1.50/services", "");
+        (r.0 == 503).then_some(r)
+    });
+    assert_eq!(status, 503);
+    assert!(head.contains("api-version: 1.50"), "{head}");
+
+    // The manager's socket: both nodes, a global service on both, the worker's tasks.
+    eventually(30, "both nodes ready", || {
+        let out = dm.ok(&["node", "ls", "--format", "{{.Hostname}} {{.Status}} {{.ManagerStatus}}"]);
+        (sorted_lines(&out) == ["dm1 Ready Leader", "dw1 Ready"]).then_some(())
+    });
+    let out = dm.ok(&["service", "create", "--name", "g", "--mode", "global", img, "sh", "-c", TICKER]);
+    assert!(out.contains("converged"), "{out}");
+    assert_eq!(dm.ok(&["service", "ls", "--format", "{{.Name}} {{.Mode}} {{.Replicas}}"]), "g global 2/2");
+    assert_eq!(
+        dm.ok(&["node", "ps", "dw1", "--format", "{{.Name}} {{.Node}} {{.DesiredState}}"]),
+        format!("g.{wid} dw1 Running")
+    );
+    let on_worker = dm.ok(&["service", "ps", "g", "-q", "--filter", &format!("node={wid}")]);
+    assert_eq!(on_worker.lines().count(), 1, "{on_worker}");
+    let logs = eventually(30, "the worker's task logs", || {
+        let out = dm.ok(&["service", "logs", "g"]);
+        out.lines().any(|l| l.contains("@dw1") && l.ends_with("| tick")).then_some(out)
+    });
+    assert!(logs.lines().any(|l| l.contains("@dm1")), "{logs}");
+
+    // Promote and demote through the CLI: the worker becomes a manager and back (its daemon
+    // restarts each time, and serves the Docker API in its new role).
+    assert!(dm.ok(&["node", "promote", "dw1"]).contains("promoted to a manager"));
+    eventually(90, "dw1 a reachable manager", || {
+        let out = dm.ok(&["node", "ls", "--format", "{{.Hostname}} {{.ManagerStatus}}"]);
+        out.lines().any(|l| l == "dw1 Reachable").then_some(())
+    });
+    eventually(60, "dw1's socket a manager's", || {
+        let out = dw.run(&["info", "--format", "{{.Swarm.ControlAvailable}} {{.Swarm.Managers}}"]);
+        (String::from_utf8_lossy(&out.stdout).trim() == "true 2").then_some(())
+    });
+    assert!(dm.ok(&["node", "demote", "dw1"]).contains("demoted in the swarm"));
+    eventually(90, "dw1 a worker again", || {
+        let out = dm.ok(&["node", "ls", "--format", "{{.Hostname}} {{.ManagerStatus}}"]);
+        sorted_lines(&out).contains(&"dw1".to_string()).then_some(())
+    });
+    eventually(60, "dw1's socket a worker's", || {
+        let out = dw.run(&[
+            "info",
+            "--format",
+            "{{.Swarm.LocalNodeState}} {{.Swarm.ControlAvailable}} {{.Swarm.NodeID}}",
+        ]);
+        (String::from_utf8_lossy(&out.stdout).trim() == format!("active false {wid}")).then_some(())
+    });
+
+    // A node that is down can be removed.
+    assert_eq!(dm.ok(&["service", "rm", "g"]), "g");
+    eventually(60, "the containers removed", || image.containers().is_empty().then_some(()));
+    w.kill9();
+    eventually(30, "dw1 down", || {
+        let out = dm.ok(&["node", "ls", "--format", "{{.Hostname}} {{.Status}}"]);
+        out.lines().any(|l| l == "dw1 Down").then_some(())
+    });
+    dm.ok(&["node", "rm", "dw1"]);
+    assert_eq!(dm.ok(&["node", "ls", "--format", "{{.Hostname}}"]), "dm1");
+}
