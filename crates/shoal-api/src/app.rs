@@ -174,6 +174,46 @@ pub fn find_network<'s>(s: &'s ClusterState, key: &str) -> Option<&'s Network> {
     s.network(&NetworkId::new(key)).or_else(|| s.network_by_name(key))
 }
 
+/// What [`resolve_prefix`] looks up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lookup {
+    Node,
+    Service,
+    Task,
+    Network,
+}
+
+/// A key as Docker resolves it (`docker service rm 1nzd34uubvk2`, an id as `ls` shows it): an
+/// id or a name (a hostname for nodes), as the lookups above take it, or else the full id of the
+/// one object whose id starts with `key`. `None`: nothing matches; a prefix of several ids is a
+/// conflict.
+pub fn resolve_prefix(s: &ClusterState, what: Lookup, key: &str) -> AppResult<Option<String>> {
+    let exact = match what {
+        Lookup::Node => find_node(s, key)?.is_some(),
+        Lookup::Service => find_service(s, key).is_some(),
+        Lookup::Task => s.task(&TaskId::new(key)).is_some(),
+        Lookup::Network => find_network(s, key).is_some(),
+    };
+    if exact || key.is_empty() {
+        return Ok(exact.then(|| key.to_string()));
+    }
+    let starts = |id: &str| id.starts_with(key).then(|| id.to_string());
+    let ids: Vec<String> = match what {
+        Lookup::Node => s.nodes().filter_map(|n| starts(n.id.as_str())).collect(),
+        Lookup::Service => s.services().filter_map(|x| starts(x.id.as_str())).collect(),
+        Lookup::Task => s.tasks().filter_map(|t| starts(t.id.as_str())).collect(),
+        Lookup::Network => s.networks().filter_map(|n| starts(n.id.as_str())).collect(),
+    };
+    match ids.as_slice() {
+        [] => Ok(None),
+        [one] => Ok(Some(one.clone())),
+        many => {
+            let kind = format!("{what:?}").to_lowercase();
+            Err(AppError::conflict(format!("{kind} {key} is ambiguous ({} matches found)", many.len())))
+        }
+    }
+}
+
 /// `spec` with the update's changes.
 fn updated_spec(spec: &NodeSpec, u: &NodeUpdate) -> AppResult<NodeSpec> {
     let mut spec = spec.clone();

@@ -27,7 +27,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 pub use error::{DockerError, DockerResult};
-use shoal_api::app::App;
+use shoal_api::app::{resolve_prefix, App, Lookup};
 use shoal_api::logs::AgentSlot;
 use shoal_api::ApiSocket;
 use tower::Layer;
@@ -54,6 +54,16 @@ impl ApiVersion {
 pub(crate) struct Ctx {
     pub app: App,
     pub agent: AgentSlot,
+}
+
+/// The key [`App`]'s operations take for what a Docker request names `key`: Docker's lookups
+/// (id, name, or a unique id prefix as `ls` shows ids) are the application layer's
+/// ([`resolve_prefix`]); a key that names nothing passes through, so the operation's own
+/// not-found answers.
+pub(crate) async fn resolve(ctx: &Ctx, what: Lookup, key: &str) -> DockerResult<String> {
+    let found =
+        ctx.app.read(shoal_manager::Consistency::Linearizable, |s| resolve_prefix(s, what, key)).await??;
+    Ok(found.unwrap_or_else(|| key.to_string()))
 }
 
 /// This node, for a worker's `/info`.

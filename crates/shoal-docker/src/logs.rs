@@ -17,7 +17,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use http_body_util::BodyExt;
-use shoal_api::app::TaskFilter;
+use shoal_api::app::{Lookup, TaskFilter};
 use shoal_api::logs::{LogRecord, LogsState};
 use shoal_driver::LogStream;
 use shoal_manager::Consistency;
@@ -122,6 +122,7 @@ pub(crate) async fn service_logs(
     Query(q): Query<HashMap<String, String>>,
 ) -> DockerResult<Response> {
     let o = options(&q)?;
+    let id = crate::resolve(&ctx, Lookup::Service, &id).await?;
     let svc = ctx.app.service(&id, Consistency::Linearizable).await?;
     stream(&ctx, svc.id.as_str(), None, o, version).await
 }
@@ -133,20 +134,13 @@ pub(crate) async fn task_logs(
     Query(q): Query<HashMap<String, String>>,
 ) -> DockerResult<Response> {
     let o = options(&q)?;
+    let key = crate::resolve(&ctx, Lookup::Task, &id).await?;
     let task = ctx
         .app
         .read(Consistency::Linearizable, |s| {
-            let mut found = s.tasks().filter(|t| t.id.as_str() == id || t.id.as_str().starts_with(&id));
-            match (found.next(), found.next()) {
-                (Some(t), None) => Ok(Some((t.id.to_string(), t.service_id.to_string()))),
-                (Some(a), Some(_)) if a.id.as_str() == id => {
-                    Ok(Some((a.id.to_string(), a.service_id.to_string())))
-                }
-                (Some(_), Some(_)) => Err(DockerError::invalid(format!("task {id} is ambiguous"))),
-                (None, _) => Ok(None),
-            }
+            s.task(&shoal_types::TaskId::new(key)).map(|t| (t.id.to_string(), t.service_id.to_string()))
         })
-        .await??;
+        .await?;
     let (task, service) = task.ok_or_else(|| DockerError::not_found(format!("task {id} not found")))?;
     stream(&ctx, &service, Some(task), o, version).await
 }

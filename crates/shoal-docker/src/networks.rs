@@ -10,6 +10,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use bollard::models::{ConfigReference, Ipam, IpamConfig, Network, NetworkCreateResponse, PeerInfo};
 use serde_json::Value;
+use shoal_api::app::Lookup;
 use shoal_manager::Consistency;
 use shoal_types as st;
 use std::collections::HashMap;
@@ -80,6 +81,7 @@ pub(crate) async fn list(
 }
 
 pub(crate) async fn inspect(State(ctx): State<Ctx>, Path(id): Path<String>) -> DockerResult<Json<Network>> {
+    let id = crate::resolve(&ctx, Lookup::Network, &id).await?;
     let info = ctx.app.network(&id, Consistency::Linearizable).await?;
     let peers = info
         .peers
@@ -211,6 +213,7 @@ pub(crate) async fn create(
 }
 
 pub(crate) async fn remove(State(ctx): State<Ctx>, Path(id): Path<String>) -> DockerResult<StatusCode> {
+    let id = crate::resolve(&ctx, Lookup::Network, &id).await?;
     ctx.app.remove_network(&id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -12,7 +12,7 @@ use bollard::models::{
     NodeDescription, NodeSpec, NodeSpecAvailabilityEnum, NodeSpecRoleEnum, NodeState, NodeStatus,
     ObjectVersion, Platform, Reachability, ResourceObject,
 };
-use shoal_api::app::NodeUpdate;
+use shoal_api::app::{Lookup, NodeUpdate};
 use shoal_manager::Consistency;
 use shoal_types as st;
 use std::collections::HashMap;
@@ -139,6 +139,7 @@ pub(crate) async fn list(
 }
 
 pub(crate) async fn inspect(State(ctx): State<Ctx>, Path(id): Path<String>) -> DockerResult<Json<Node>> {
+    let id = crate::resolve(&ctx, Lookup::Node, &id).await?;
     Ok(Json(render(&ctx.app.node(&id, Consistency::Linearizable).await?)))
 }
 
@@ -163,6 +164,7 @@ pub(crate) async fn update(
             "Spec.Name: not supported by Shoal (nodes are named by their hostname)",
         ));
     }
+    let id = crate::resolve(&ctx, Lookup::Node, &id).await?;
     let node = ctx.app.node(&id, Consistency::Linearizable).await?;
     let labels = spec.labels.unwrap_or_default();
     let u = NodeUpdate {
@@ -196,6 +198,7 @@ pub(crate) async fn remove(
     Path(id): Path<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> DockerResult<StatusCode> {
+    let id = crate::resolve(&ctx, Lookup::Node, &id).await?;
     ctx.app.remove_node(&id, bool_param(&q, "force")).await?;
     Ok(StatusCode::OK)
 }

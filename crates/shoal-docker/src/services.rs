@@ -14,6 +14,7 @@ use bollard::models::{
     ServiceUpdateStatusStateEnum,
 };
 use serde::Serialize;
+use shoal_api::app::Lookup;
 use shoal_manager::Consistency;
 use shoal_state::ClusterState;
 use shoal_types as st;
@@ -176,6 +177,7 @@ pub(crate) async fn list(
 }
 
 pub(crate) async fn inspect(State(ctx): State<Ctx>, Path(id): Path<String>) -> DockerResult<Json<Service>> {
+    let id = crate::resolve(&ctx, Lookup::Service, &id).await?;
     let svc = ctx.app.service(&id, Consistency::Linearizable).await?;
     Ok(Json(render(&svc, None)))
 }
@@ -238,6 +240,7 @@ pub(crate) async fn update(
             v.parse::<u64>().map_err(|_| DockerError::invalid(format!("invalid service version {v:?}")))?,
         ),
     };
+    let id = crate::resolve(&ctx, Lookup::Service, &id).await?;
     match q.get("rollback").map(String::as_str) {
         None | Some("") => {}
         // The previous spec, as Shoal keeps it (the spec sent along is not used, as in Docker).
@@ -255,6 +258,7 @@ pub(crate) async fn update(
 }
 
 pub(crate) async fn remove(State(ctx): State<Ctx>, Path(id): Path<String>) -> DockerResult<StatusCode> {
+    let id = crate::resolve(&ctx, Lookup::Service, &id).await?;
     ctx.app.remove_service(&id).await?;
     Ok(StatusCode::OK)
 }

@@ -10,7 +10,7 @@ use axum::extract::{Path, Query, State};
 use axum::Json;
 use bollard::models::{ContainerStatus, ObjectVersion, TaskState, TaskStatus};
 use serde::Serialize;
-use shoal_api::app::{find_node, find_service, AppError};
+use shoal_api::app::{find_node, find_service, resolve_prefix, AppError, Lookup};
 use shoal_manager::Consistency;
 use shoal_state::ClusterState;
 use shoal_types as st;
@@ -177,12 +177,14 @@ pub(crate) async fn list(
             // Services and nodes by id or name, as Docker resolves them (unknown: 404).
             let mut services = BTreeSet::new();
             for key in f.get("service") {
-                let svc = find_service(s, key).ok_or_else(|| AppError::not_found("service", key))?;
+                let id = resolve_prefix(s, Lookup::Service, key)?.unwrap_or_default();
+                let svc = find_service(s, &id).ok_or_else(|| AppError::not_found("service", key))?;
                 services.insert(svc.id.clone());
             }
             let mut nodes = BTreeSet::new();
             for key in f.get("node") {
-                let n = find_node(s, key)?.ok_or_else(|| AppError::not_found("node", key))?;
+                let id = resolve_prefix(s, Lookup::Node, key)?.unwrap_or_default();
+                let n = find_node(s, &id)?.ok_or_else(|| AppError::not_found("node", key))?;
                 nodes.insert(n.id.clone());
             }
             let candidates: Vec<&st::Task> = if services.is_empty() {
@@ -211,29 +213,37 @@ pub(crate) async fn list(
 }
 
 pub(crate) async fn inspect(State(ctx): State<Ctx>, Path(id): Path<String>) -> DockerResult<Json<Task>> {
+    let key = crate::resolve(&ctx, Lookup::Task, &id).await?;
     let found = ctx
         .app
-        .read(Consistency::Linearizable, |s| -> Result<Option<Task>, DockerError> {
-            if let Some(t) = s.task(&st::TaskId::new(id.clone())) {
-                return Ok(Some(render(s, t)));
-            }
-            // A unique id prefix, as Docker accepts.
-            let mut matches = s.tasks().filter(|t| t.id.as_str().starts_with(&id));
-            match (matches.next(), matches.next()) {
-                (Some(t), None) => Ok(Some(render(s, t))),
-                (Some(_), Some(_)) => Err(DockerError::invalid(format!(
-                    "task {id} is ambiguous: more than one task has this prefix"
-                ))),
-                (None, _) => Ok(None),
-            }
-        })
-        .await??;
+        .read(Consistency::Linearizable, |s| s.task(&st::TaskId::new(key)).map(|t| render(s, t)))
+        .await?;
     found.map(Json).ok_or_else(|| DockerError::not_found(format!("task {id} not found")))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn short_ids_resolve_as_in_docker() {
+        let mut s = ClusterState::new();
+        for (id, name) in [("abc111", "web"), ("abc222", "db")] {
+            let mut spec = st::ServiceSpec { name: name.into(), ..Default::default() };
+            spec.task_template.image = Some("busybox".into());
+            let cmd = shoal_state::Command::CreateService {
+                service: Box::new(st::Service::new(st::ServiceId::new(id), spec)),
+            };
+            s.apply(st::Timestamp::from_secs(1), cmd).expect("create");
+        }
+        let r = |k: &str| resolve_prefix(&s, Lookup::Service, k);
+        assert_eq!(r("web").expect("name"), Some("web".into()));
+        assert_eq!(r("abc111").expect("id"), Some("abc111".into()));
+        assert_eq!(r("abc2").expect("prefix"), Some("abc222".into()));
+        assert_eq!(r("zzz").expect("none"), None);
+        let e = r("abc").expect_err("two services start so");
+        assert_eq!(e.message, "service abc is ambiguous (2 matches found)");
+    }
 
     #[test]
     fn names_and_states_read_as_docker_writes_them() {

@@ -572,7 +572,15 @@ fn services_through_the_docker_cli() {
     assert!(d.ok(&["service", "ls", "--format", "{{.Name}}"]).lines().all(|l| l != "bad"));
 
     // Remove: the services go, and so do their containers.
-    assert_eq!(d.ok(&["service", "rm", "web", "quick"]), "web\nquick");
+    // By the short ids `ls` shows, as Docker resolves them (a unique id prefix).
+    let short = d.ok(&["service", "ls", "-q", "--filter", "name=web"]);
+    assert_eq!(short.len(), 12, "{short}");
+    assert_eq!(d.ok(&["service", "inspect", &short, "--format", "{{.Spec.Name}}"]), "web");
+    let task =
+        d.ok(&["service", "ps", "-q", "--filter", "desired-state=running", "--filter", "name=web.1", "web"]);
+    assert_eq!(d.ok(&["inspect", "--type", "task", &task, "--format", "{{.Slot}}"]), "1");
+    let quick = d.ok(&["service", "ls", "-q", "--filter", "name=quick"]);
+    assert_eq!(d.ok(&["service", "rm", &short, &quick]), format!("{short}\n{quick}"));
     assert_eq!(d.ok(&["service", "ls", "-q"]), "");
     eventually(60, "the containers removed", || image.containers().is_empty().then_some(()));
 }
