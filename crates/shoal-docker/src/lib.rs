@@ -276,6 +276,31 @@ mod tests {
         Request::builder().uri(path).body(axum::body::Body::empty()).expect("request")
     }
 
+    /// This crate translates: every change goes through an `App` operation, never a command of
+    /// its own, a Raft write or the write path underneath.
+    #[test]
+    fn changes_only_through_app_operations() {
+        let sources = [
+            ("lib.rs", include_str!("lib.rs")),
+            ("nodes.rs", include_str!("nodes.rs")),
+            ("services.rs", include_str!("services.rs")),
+            ("tasks.rs", include_str!("tasks.rs")),
+            ("networks.rs", include_str!("networks.rs")),
+            ("logs.rs", include_str!("logs.rs")),
+            ("system.rs", include_str!("system.rs")),
+            ("spec.rs", include_str!("spec.rs")),
+        ];
+        let forbidden =
+            [".write(", "Command::Create", "Command::Update", "Command::Remove", "internal::", "leader::"];
+        for (file, text) in sources {
+            // The unit tests build states of their own.
+            let code = text.split("#[cfg(test)]").next().unwrap_or(text);
+            for f in forbidden {
+                assert!(!code.contains(f), "{file} uses {f}: call an App operation");
+            }
+        }
+    }
+
     #[tokio::test]
     async fn versions_are_negotiated_like_docker() {
         for path in ["/_ping", "/v1.24/_ping", "/v1.50/_ping", "/v1.41/_ping"] {
