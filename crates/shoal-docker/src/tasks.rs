@@ -86,9 +86,17 @@ pub(crate) fn state(s: st::TaskState) -> TaskState {
     }
 }
 
+/// A task's slot as Docker numbers it: from 1 for replicated services, from 0 for replicated
+/// jobs (the CLI's job progress counts slots from 0); Shoal counts both from 1.
+fn docker_slot(t: &st::Task, svc: Option<&st::Service>) -> Option<u64> {
+    let job = svc.is_some_and(|v| matches!(v.spec.mode, st::ServiceMode::ReplicatedJob { .. }));
+    t.slot.map(|s| if job { s.saturating_sub(1) } else { s })
+}
+
 /// Docker's task name: `<service>.<slot or node id>.<task id>` (what the `name` filter matches).
-fn task_name(t: &st::Task, service_name: &str) -> String {
-    let middle = match (t.slot, &t.node_id) {
+fn task_name(t: &st::Task, svc: Option<&st::Service>) -> String {
+    let service_name = svc.map_or("", |v| v.spec.name.as_str());
+    let middle = match (docker_slot(t, svc), &t.node_id) {
         (Some(slot), _) => slot.to_string(),
         (None, Some(n)) => n.to_string(),
         (None, None) => String::new(),
@@ -129,7 +137,7 @@ pub(crate) fn render(s: &ClusterState, t: &st::Task) -> Task {
         labels: HashMap::new(),
         spec: spec::from_shoal(&template).task_template.unwrap_or_default(),
         service_id: t.service_id.to_string(),
-        slot: t.slot,
+        slot: docker_slot(t, svc),
         node_id: t.node_id.as_ref().map(|n| n.to_string()),
         status: TaskStatus {
             timestamp: Some(t.status.timestamp.to_string()),
@@ -196,7 +204,7 @@ pub(crate) async fn list(
                 .into_iter()
                 .filter(|t| {
                     let svc = s.service(&t.service_id);
-                    let name = task_name(t, svc.map_or("", |v| v.spec.name.as_str()));
+                    let name = task_name(t, svc);
                     (nodes.is_empty() || t.node_id.as_ref().is_some_and(|n| nodes.contains(n)))
                         && (desired.is_empty() || desired.contains(&t.desired_state))
                         && (!up_to_date || svc.is_some_and(|v| v.spec_version == t.spec_version))
@@ -273,9 +281,15 @@ mod tests {
         };
         t.status.state = st::TaskState::Running;
         t.status.err = String::new();
-        assert_eq!(task_name(&t, "web"), "web.2.t1");
+        let web = s.service(&st::ServiceId::new("s1")).cloned();
+        assert_eq!(task_name(&t, web.as_ref()), "web.2.t1");
         let v = serde_json::to_value(render(&s, &t)).expect("json");
         assert_eq!(v["Slot"], 2);
+        // A replicated job's slots count from 0 in Docker.
+        let mut job = web.clone().expect("service");
+        job.spec.mode = st::ServiceMode::ReplicatedJob { max_concurrent: 2, total_completions: 2 };
+        assert_eq!(docker_slot(&t, Some(&job)), Some(1));
+        assert_eq!(task_name(&t, Some(&job)), "web.1.t1");
         assert_eq!(v["DesiredState"], "running");
         assert_eq!(v["Status"]["State"], "running");
         assert!(v["Status"].get("Err").is_none());

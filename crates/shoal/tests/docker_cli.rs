@@ -529,11 +529,45 @@ fn services_through_the_docker_cli() {
     );
 
     // Detached create returns at once with the id.
-    let id = d.ok(&["service", "create", "-d", "--name", "quick", "--mode", "replicated-job", img, "true"]);
+    let id = d.ok(&[
+        "service",
+        "create",
+        "-d",
+        "--name",
+        "quick",
+        "--mode",
+        "replicated-job",
+        img,
+        "sh",
+        "-c",
+        "exit 0",
+    ]);
     assert_eq!(id.len(), 25, "{id}");
     assert!(d
         .ok(&["service", "ls", "--filter", "mode=replicated-job", "--format", "{{.Name}}"])
         .contains("quick"));
+    // A job, attached: the CLI's job progress (slots from 0, job iterations) completes.
+    let out = d.ok(&[
+        "service",
+        "create",
+        "--name",
+        "batch",
+        "--mode",
+        "replicated-job",
+        "--replicas",
+        "3",
+        "--max-concurrent",
+        "2",
+        img,
+        "sh",
+        "-c",
+        "exit 0",
+    ]);
+    assert!(out.contains("job complete"), "{out}");
+    assert_eq!(
+        d.ok(&["service", "ls", "--filter", "name=batch", "--format", "{{.Replicas}}"]),
+        "0/0 (3/3 completed)"
+    );
 
     // Errors: an unknown service (404), what cannot be mapped (400, naming the field).
     assert!(d.fails(&["service", "inspect", "nope"]).contains("no such service: nope"));
@@ -580,7 +614,7 @@ fn services_through_the_docker_cli() {
         d.ok(&["service", "ps", "-q", "--filter", "desired-state=running", "--filter", "name=web.1", "web"]);
     assert_eq!(d.ok(&["inspect", "--type", "task", &task, "--format", "{{.Slot}}"]), "1");
     let quick = d.ok(&["service", "ls", "-q", "--filter", "name=quick"]);
-    assert_eq!(d.ok(&["service", "rm", &short, &quick]), format!("{short}\n{quick}"));
+    assert_eq!(d.ok(&["service", "rm", &short, &quick, "batch"]), format!("{short}\n{quick}\nbatch"));
     assert_eq!(d.ok(&["service", "ls", "-q"]), "");
     eventually(60, "the containers removed", || image.containers().is_empty().then_some(()));
 }
