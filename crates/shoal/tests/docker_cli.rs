@@ -134,20 +134,34 @@ impl Image {
 
     /// The machine's containers of this image (all of them, running or not).
     fn containers(&self) -> Vec<String> {
-        let out = Command::new("docker")
+        Command::new("docker")
             .args(["ps", "-aq", "--filter", &format!("ancestor={}", self.0)])
             .output()
-            .expect("docker ps");
-        String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect()
+            .map(|o| String::from_utf8_lossy(&o.stdout).lines().map(str::to_string).collect())
+            .unwrap_or_default()
     }
 }
 
 impl Drop for Image {
     fn drop(&mut self) {
-        for c in self.containers() {
-            let _ = Command::new("docker").args(["rm", "-f", &c]).output();
+        // Every container of the image (a daemon killed mid-start may still be creating one),
+        // then every tag of its repository (the test tags a second one).
+        common::poll(std::time::Duration::from_secs(20), || {
+            let left = self.containers();
+            for c in &left {
+                let _ = Command::new("docker").args(["rm", "-f", c]).output();
+            }
+            left.is_empty().then_some(())
+        });
+        let repo = self.0.split(':').next().unwrap_or(&self.0);
+        let tags = Command::new("docker")
+            .args(["images", repo, "--format", "{{.Repository}}:{{.Tag}}"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        for tag in tags.lines().chain([self.0.as_str()]) {
+            let _ = Command::new("docker").args(["rmi", "-f", tag]).output();
         }
-        let _ = Command::new("docker").args(["rmi", "-f", &self.0]).output();
     }
 }
 
