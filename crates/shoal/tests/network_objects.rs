@@ -107,7 +107,8 @@ fn running_with_addresses(n: &Node, service: &str, count: usize) -> Option<Vec<V
 }
 
 /// Every address the managers handed out, per network id, with who holds it: gateways, node
-/// addresses, the services' VIPs and every task's addresses. Panics on a duplicate.
+/// addresses, the services' VIPs and the addresses of every task that has not ended. Panics on a
+/// duplicate.
 fn all_addresses(n: &Node, services: &[&str]) -> BTreeMap<String, BTreeMap<String, String>> {
     let mut out: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
     let mut hold = |net: &str, addr: &str, owner: String| {
@@ -133,7 +134,11 @@ fn all_addresses(n: &Node, services: &[&str]) -> BTreeMap<String, BTreeMap<Strin
                 format!("vip of {s}"),
             );
         }
-        for t in tasks(n, s) {
+        // An ended task's addresses are free again (it keeps them on record only).
+        let ended = ["complete", "shutdown", "failed", "rejected", "remove", "orphaned"];
+        for t in
+            tasks(n, s).into_iter().filter(|t| !ended.contains(&t["status"]["state"].as_str().unwrap_or("")))
+        {
             for tn in t["networks"].as_array().into_iter().flatten() {
                 for a in tn["addrs"].as_array().into_iter().flatten() {
                     hold(
