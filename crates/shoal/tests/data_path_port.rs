@@ -3,38 +3,13 @@
 //! the tunnels of every node use the chosen one, a restart changes nothing, and a VXLAN device
 //! found with another port is made again.
 
-use serde_json::Value;
 use std::process::Command;
 
 mod common;
-use common::sim::Underlay;
-use common::{eventually, eventually_or, Node};
+use common::sim::{start_hosts, web_server, Underlay};
+use common::{daemon_log_plain, eventually, eventually_or, task_of, Node};
 
 const PORT: &str = "7789";
-
-fn task_of(n: &Node, service: &str) -> Option<Value> {
-    let v = n.json(&["service", "ps", service, "--format", "json"]);
-    v.as_array()?.iter().find(|t| t["status"]["state"] == "running").cloned()
-}
-
-/// The daemon's log without terminal colours.
-fn log_of(n: &Node) -> String {
-    let raw = std::fs::read_to_string(n.dir.join("daemon.log")).unwrap_or_default();
-    let mut out = String::with_capacity(raw.len());
-    let mut chars = raw.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c == 'm' {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
 
 /// `POST /v1/cluster/init` with `body` on `n`'s API socket: the status line's code and the body.
 fn post_init(n: &Node, body: &str) -> String {
@@ -66,13 +41,7 @@ fn vxlan_details(ul: &Underlay, ns: &str, vni: u64) -> String {
 fn the_data_path_port_chosen_at_init_carries_the_overlay_and_a_device_with_another_is_made_again() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let ul = Underlay::new("dpp", 2);
-    let mut hosts: Vec<Node> = (1..=2)
-        .map(|i| {
-            let mut n = ul.node(tmp.path(), &format!("h{i}"), i);
-            n.start("daemon");
-            n
-        })
-        .collect();
+    let mut hosts = start_hosts(&ul, tmp.path(), 2);
     let m = &hosts[0];
 
     // Out of range: refused by the CLI and by the API, before anything is created.
@@ -98,44 +67,15 @@ fn the_data_path_port_chosen_at_init_carries_the_overlay_and_a_device_with_anoth
     let net = m.json(&["network", "inspect", "front", "--format", "json"]);
     let net = if net.is_array() { net[0].clone() } else { net };
     let vni = net["status"]["vni"].as_u64().expect("vni");
-    let www = tmp.path().join("www");
-    std::fs::create_dir_all(&www).expect("www");
-    std::fs::write(www.join("index.html"), "hello from web\n").expect("index");
-    let www_s = www.display().to_string();
-    m.ok(&[
-        "service",
-        "create",
-        "-d",
-        "--name",
-        "web",
-        "--driver",
-        "process",
-        "--network",
-        "front",
-        "--constraint",
-        "node.hostname==h1",
-        "busybox",
-        "httpd",
-        "-f",
-        "-p",
-        "80",
-        "-h",
-        &www_s,
-    ]);
+    web_server(m, tmp.path(), "web", "front", &["--constraint", "node.hostname==h1"], "hello from web\n");
     let got = common::sim::fetcher(m, tmp.path(), "client", "front", Some("node.hostname==h2"), "web");
     eventually(60, "web running", || task_of(m, "web"));
     eventually(60, "client running", || task_of(m, "client"));
     let answered = || std::fs::read_to_string(&got).ok().filter(|s| s.contains("hello from web")).map(|_| ());
-    eventually_or(30, answered, || log_of(&hosts[1]));
+    eventually_or(30, answered, || daemon_log_plain(&hosts[1]));
 
     // Both ends of the tunnel use the cluster's port.
-    let sandbox_of = |n: &Node| {
-        let id: Value = serde_json::from_str(
-            &std::fs::read_to_string(n.dir.join("data/node.json")).expect("the node's identity"),
-        )
-        .expect("node.json");
-        format!("{}n{vni}", Underlay::prefix_of(id["node_id"].as_str().expect("node_id")))
-    };
+    let sandbox_of = |n: &Node| format!("{}n{vni}", Underlay::prefix_of(&n.node_id()));
     let sandboxes: Vec<String> = hosts.iter().map(sandbox_of).collect();
     for ns in &sandboxes {
         let d = vxlan_details(&ul, ns, vni);
@@ -143,11 +83,11 @@ fn the_data_path_port_chosen_at_init_carries_the_overlay_and_a_device_with_anoth
     }
 
     // A restart of h2's daemon finds everything as the view wants it: nothing is made again.
-    let before = log_of(&hosts[1]).len();
+    let before = daemon_log_plain(&hosts[1]).len();
     hosts[1].kill9();
     hosts[1].start("daemon");
     let checked = eventually(30, "h2's networks checked on start", || {
-        let log = log_of(&hosts[1]);
+        let log = daemon_log_plain(&hosts[1]);
         log[before.min(log.len())..]
             .lines()
             .find(|l| l.contains("networks checked on start"))
@@ -184,11 +124,11 @@ fn the_data_path_port_chosen_at_init_carries_the_overlay_and_a_device_with_anoth
     eventually_or(
         30,
         || vxlan_details(&ul, h2_sandbox, vni).contains(&format!("dstport {PORT} ")).then_some(()),
-        || format!("{}\n{}", vxlan_details(&ul, h2_sandbox, vni), log_of(&hosts[1])),
+        || format!("{}\n{}", vxlan_details(&ul, h2_sandbox, vni), daemon_log_plain(&hosts[1])),
     );
-    assert!(log_of(&hosts[1]).contains("the VXLAN port differs: recreating the device"));
+    assert!(daemon_log_plain(&hosts[1]).contains("the VXLAN port differs: recreating the device"));
     std::fs::remove_file(&got).expect("remove the last answer");
-    eventually_or(30, answered, || log_of(&hosts[1]));
+    eventually_or(30, answered, || daemon_log_plain(&hosts[1]));
 
     common::remove_services_and_wait(m, &["web", "client", "nudge"], &[&hosts[0], &hosts[1]]);
 }

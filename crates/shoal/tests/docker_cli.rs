@@ -123,12 +123,8 @@ struct Image(String);
 
 impl Image {
     fn import(root: &Path, test: &str) -> Image {
-        let dir = root.join("image");
-        std::fs::create_dir_all(&dir).expect("image dir");
-        let tar = common::busybox_rootfs(&dir);
         let name = format!("shoal-dockercli-{test}-{}:1", std::process::id());
-        let out = Command::new("docker").arg("import").arg(&tar).arg(&name).output().expect("docker import");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        common::docker_import(&root.join("image"), &name);
         Image(name)
     }
 
@@ -173,12 +169,6 @@ fn sorted_lines(out: &str) -> Vec<String> {
     let mut v: Vec<String> = out.lines().map(|l| l.trim_end().to_string()).collect();
     v.sort();
     v
-}
-
-fn node_id(n: &Node) -> String {
-    let text = std::fs::read_to_string(n.dir.join("data/node.json")).expect("node.json");
-    let v: serde_json::Value = serde_json::from_str(&text).expect("json");
-    v["node_id"].as_str().expect("node_id").to_string()
 }
 
 #[test]
@@ -228,7 +218,7 @@ fn version_info_nodes_networks_and_lists() {
     assert!(body.contains("Maximum supported API version is 1.50"), "{body}");
 
     // Info: this node's view of the swarm.
-    let id = node_id(&n);
+    let id = n.node_id();
     assert_eq!(
         d.ok(&[
             "info",
@@ -655,7 +645,7 @@ fn a_cluster_through_the_docker_cli_and_a_workers_socket() {
     assert!(dm.fails(&["node", "ls"]).contains("This node is not a swarm manager. Use `shoal cluster init`"));
     m.ok(&["cluster", "init"]);
     join_worker(&m, &w);
-    let wid = node_id(&w);
+    let wid = w.node_id();
 
     // The worker's socket: a swarm node without control; swarm requests answer 503 like Docker's.
     // (A node that joined as a worker may restart as one meanwhile, so each answer is awaited.)

@@ -3,21 +3,9 @@
 //! hide the namespaces the daemon creates), the hosts joined by an underlay bridge, so the VXLAN
 //! tunnels, nftables rules and resolvers are the real ones. Tasks use the process driver.
 
-use serde_json::Value;
-
 mod common;
-use common::sim::Underlay;
-use common::{eventually, eventually_or, Node};
-
-fn task_of(n: &Node, service: &str) -> Option<Value> {
-    let v = n.json(&["service", "ps", service, "--format", "json"]);
-    v.as_array()?.iter().find(|t| t["status"]["state"] == "running").cloned()
-}
-
-fn addr_of(task: &Value) -> Option<String> {
-    let a = task["networks"][0]["addrs"][0].as_str()?;
-    Some(a.split('/').next()?.to_string())
-}
+use common::sim::{three_hosts, web_server, Underlay};
+use common::{addr_of, daemon_log, daemon_log_plain, eventually, eventually_or, task_of, Node};
 
 #[test]
 fn services_reach_each_other_by_name_across_hosts_and_through_the_routing_mesh() {
@@ -28,32 +16,14 @@ fn services_reach_each_other_by_name_across_hosts_and_through_the_routing_mesh()
     m.ok(&["network", "create", "front"]);
 
     // web: only on h1, published on 8080 through the routing mesh.
-    let www = tmp.path().join("www");
-    std::fs::create_dir_all(&www).expect("www");
-    std::fs::write(www.join("index.html"), "hello from web\n").expect("index");
-    let www_s = www.display().to_string();
-    m.ok(&[
-        "service",
-        "create",
-        "-d",
-        "--name",
+    web_server(
+        m,
+        tmp.path(),
         "web",
-        "--driver",
-        "process",
-        "--network",
         "front",
-        "--constraint",
-        "node.hostname==h1",
-        "--publish",
-        "published=8080,target=80,mode=ingress",
-        "busybox",
-        "httpd",
-        "-f",
-        "-p",
-        "80",
-        "-h",
-        &www_s,
-    ]);
+        &["--constraint", "node.hostname==h1", "--publish", "published=8080,target=80,mode=ingress"],
+        "hello from web\n",
+    );
     // client: only on h2; fetches http://web/ by name, with the resolver its resolv.conf names.
     let got = common::sim::fetcher(m, tmp.path(), "client", "front", Some("node.hostname==h2"), "web");
 
@@ -65,7 +35,7 @@ fn services_reach_each_other_by_name_across_hosts_and_through_the_routing_mesh()
     eventually_or(
         30,
         || std::fs::read_to_string(&got).ok().filter(|s| s.contains("hello from web")).map(|_| ()),
-        || std::fs::read_to_string(hosts[1].dir.join("daemon.log")).unwrap_or_default(),
+        || daemon_log(&hosts[1]),
     );
 
     // DNS on h2: the name is the VIP that `service inspect` shows, tasks.NAME the task's address.
@@ -148,26 +118,6 @@ fn services_reach_each_other_by_name_across_hosts_and_through_the_routing_mesh()
 /// The address on `eth0` of the task the shell runs in (process tasks on networks have their own
 /// network namespace).
 const MY_ADDR: &str = "$(ip -4 -o addr show dev eth0 | awk '{print $4}' | cut -d/ -f1)";
-
-/// The daemon's log without terminal colours.
-fn log_of(n: &Node) -> String {
-    let raw = std::fs::read_to_string(n.dir.join("daemon.log")).unwrap_or_default();
-    let mut out = String::with_capacity(raw.len());
-    let mut chars = raw.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            // ESC [ ... m
-            for c in chars.by_ref() {
-                if c == 'm' {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
 
 #[test]
 fn load_spreads_health_reaches_dns_networks_are_isolated_and_a_restart_changes_nothing() {
@@ -315,11 +265,11 @@ fn load_spreads_health_reaches_dns_networks_are_isolated_and_a_restart_changes_n
 
     // The agent on h3 restarts (kill -9): the client keeps its connection path, and the kernel
     // is found as it was left.
-    let before = log_of(&hosts[2]).len();
+    let before = daemon_log_plain(&hosts[2]).len();
     hosts[2].kill9();
     hosts[2].start("daemon");
     let checked = eventually(30, "h3's networks checked on start", || {
-        let log = log_of(&hosts[2]);
+        let log = daemon_log_plain(&hosts[2]);
         log[before.min(log.len())..]
             .lines()
             .find(|l| l.contains("networks checked on start"))
@@ -332,28 +282,6 @@ fn load_spreads_health_reaches_dns_networks_are_isolated_and_a_restart_changes_n
     });
     let m = &hosts[0];
     m.ok(&["service", "rm", "web", "client", "other"]);
-}
-
-/// Three simulated hosts in one cluster (h1 manager, h2 and h3 workers), all ready.
-fn three_hosts(ul: &Underlay, root: &std::path::Path) -> Vec<Node> {
-    let hosts: Vec<Node> = (1..=3)
-        .map(|i| {
-            let mut n = ul.node(root, &format!("h{i}"), i);
-            n.start("daemon");
-            n
-        })
-        .collect();
-    let m = &hosts[0];
-    m.ok(&["cluster", "init"]);
-    let token = m.ok(&["cluster", "join-token", "worker", "-q"]);
-    for h in &hosts[1..] {
-        h.ok(&["cluster", "join", "--token", &token, &m.addr()]);
-    }
-    eventually(40, "three ready nodes", || {
-        let nodes = m.json(&["node", "ls", "--format", "json"]);
-        (nodes.as_array()?.iter().filter(|n| n["status"]["state"] == "ready").count() == 3).then_some(())
-    });
-    hosts
 }
 
 /// UDP through a VIP from one fixed source port: connection tracking keeps the flow on its
@@ -482,7 +410,13 @@ fn an_oci_container_on_an_overlay_serves_a_process_task_by_name() {
     eventually_or(
         60,
         || std::fs::read_to_string(&got).ok().filter(|s| s.contains("served-by-oci")).map(|_| ()),
-        || format!("{:?}\n{}", m.json(&["service", "ps", "box", "--format", "json"]), log_of(&hosts[0])),
+        || {
+            format!(
+                "{:?}\n{}",
+                m.json(&["service", "ps", "box", "--format", "json"]),
+                daemon_log_plain(&hosts[0])
+            )
+        },
     );
     // Inside the container: its own interface on the overlay, and the node's resolver.
     let bx = eventually(30, "box running", || task_of(m, "box"));

@@ -14,29 +14,17 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 mod common;
-use common::sim::Underlay;
-use common::{eventually, eventually_or, Node};
+use common::sim::{task_namespaces, two_managers_and_a_worker, Underlay};
+use common::{eventually, eventually_or, id_of, running, service_tasks, Node};
 
 /// How long the DNS may lag behind `service ps`.
 const ALLOWED: Duration = Duration::from_millis(1500);
 /// The sampling period of both pollers.
 const EVERY: Duration = Duration::from_millis(20);
 
-fn tasks(n: &Node, service: &str) -> Vec<Value> {
-    let out = n.cli(&["service", "ps", service, "--format", "json"]);
-    serde_json::from_slice::<Value>(&out.stdout).ok().and_then(|v| v.as_array().cloned()).unwrap_or_default()
-}
-
-fn running(t: &Value) -> bool {
-    t["status"]["state"] == "running" && t["desired_state"] == "running"
-}
-
-fn id_of(t: &Value) -> String {
-    t["id"].as_str().unwrap_or_default().to_string()
-}
-
+/// A task's address on its first network (empty when it has none).
 fn addr_of(t: &Value) -> String {
-    t["networks"][0]["addrs"][0].as_str().and_then(|a| a.split('/').next()).unwrap_or_default().to_string()
+    common::addr_of(t).unwrap_or_default()
 }
 
 fn running_addrs(ts: &[Value]) -> BTreeSet<String> {
@@ -96,7 +84,7 @@ fn race(
             let mut seen: Vec<Option<Instant>> = vec![None; changes.len()];
             let mut last = Vec::new();
             while seen.iter().any(Option::is_none) && Instant::now() < deadline {
-                last = tasks(fo, service);
+                last = service_tasks(fo, service);
                 let now = Instant::now();
                 for (c, t) in changes.iter().zip(seen.iter_mut()) {
                     if t.is_none() && (c.ps)(&last) {
@@ -161,7 +149,7 @@ fn assert_in_time(lags: &[i128], what: &str) {
 fn tasks_name_follows_scaling_crashes_and_drains_within_a_second() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let ul = Underlay::new("dns", 3);
-    let (hosts, f) = cluster(&ul, tmp.path());
+    let (hosts, f) = two_managers_and_a_worker(&ul, tmp.path(), &[]);
     let fo = &hosts[f];
     fo.ok(&["network", "create", "front"]);
     // The resolver asked: h3's, from the namespace of a task there.
@@ -195,7 +183,7 @@ fn tasks_name_follows_scaling_crashes_and_drains_within_a_second() {
         "sleep",
         "600",
     ]);
-    let probe = eventually(60, "the probe running", || tasks(fo, "probe").into_iter().find(running));
+    let probe = eventually(60, "the probe running", || service_tasks(fo, "probe").into_iter().find(running));
     let probe_id = id_of(&probe);
     let resolv = std::fs::read_to_string(hosts[2].dir.join(format!("data/agent/net/resolv/{probe_id}.conf")))
         .expect("the probe's resolv.conf");
@@ -204,7 +192,7 @@ fn tasks_name_follows_scaling_crashes_and_drains_within_a_second() {
         server: resolv.lines().find_map(|l| l.strip_prefix("nameserver ")).expect("nameserver").to_string(),
     };
     let one = eventually(60, "one web task running", || {
-        let up = running_addrs(&tasks(fo, "web"));
+        let up = running_addrs(&service_tasks(fo, "web"));
         (up.len() == 1).then_some(up)
     });
     eventually_or(
@@ -226,7 +214,7 @@ fn tasks_name_follows_scaling_crashes_and_drains_within_a_second() {
     assert_in_time(&lags, "scale up");
 
     // A task's process dies: its address goes.
-    let victim = tasks(fo, "web")
+    let victim = service_tasks(fo, "web")
         .into_iter()
         .find(|t| running(t) && t["node_id"] != probe["node_id"])
         .expect("a web task off h3");
@@ -246,13 +234,13 @@ fn tasks_name_follows_scaling_crashes_and_drains_within_a_second() {
     assert_in_time(&lags, "crash");
     // Its replacement comes (restart delay 1 s) and is in the answer too.
     let again = eventually(60, "three web tasks running again", || {
-        let up = running_addrs(&tasks(fo, "web"));
+        let up = running_addrs(&service_tasks(fo, "web"));
         (up.len() == 3).then_some(up)
     });
     eventually(10, "tasks.web with the replacement", || (dig.ask("tasks.web") == again).then_some(()));
 
     // A node running a task is drained: that task's address goes, its replacement's appears.
-    let before = tasks(fo, "web");
+    let before = service_tasks(fo, "web");
     let old = before
         .iter()
         .find(|t| running(t) && t["node_id"] != probe["node_id"])
@@ -283,21 +271,14 @@ fn tasks_name_follows_scaling_crashes_and_drains_within_a_second() {
     assert_ne!(new["node_id"].as_str(), Some(node.as_str()), "the replacement runs elsewhere");
     assert!(answer.contains(&addr_of(new)) && !answer.contains(&old_addr), "{answer:?}");
     eventually(10, "tasks.web = the running tasks", || {
-        (dig.ask("tasks.web") == running_addrs(&tasks(fo, "web"))).then_some(())
+        (dig.ask("tasks.web") == running_addrs(&service_tasks(fo, "web"))).then_some(())
     });
 
     // Nothing is left of the tasks once the services are gone.
-    let mut ids: Vec<String> = tasks(fo, "web").iter().map(id_of).collect();
-    ids.extend(tasks(fo, "probe").iter().map(id_of));
+    let mut ids: Vec<String> = service_tasks(fo, "web").iter().map(id_of).collect();
+    ids.extend(service_tasks(fo, "probe").iter().map(id_of));
     fo.ok(&["service", "rm", "web", "probe"]);
-    eventually(60, "no namespace of their tasks", || {
-        let left = std::fs::read_dir("/run/netns")
-            .ok()?
-            .flatten()
-            .filter(|e| ids.iter().any(|id| e.file_name().to_string_lossy().ends_with(&format!("-t-{id}"))))
-            .count();
-        (left == 0).then_some(())
-    });
+    eventually(60, "no namespace of their tasks", || task_namespaces(&ids).is_empty().then_some(()));
 }
 
 fn hostname_of(n: &Node, node_id: &str) -> String {
@@ -308,48 +289,4 @@ fn hostname_of(n: &Node, node_id: &str) -> String {
         .and_then(|x| x["description"]["hostname"].as_str())
         .expect("the node's hostname")
         .to_string()
-}
-
-/// This node's Raft view: (its node id, the leader's node id).
-fn leader_of(n: &Node) -> Option<(String, String)> {
-    let r = n.raft()?;
-    Some((r["node_id"].as_str()?.to_string(), r["leader_node"]["node_id"].as_str()?.to_string()))
-}
-
-/// Three simulated hosts: h1 initializes the cluster, h2 joins as a manager, h3 as a worker.
-/// Returns the hosts and the index of a follower manager.
-fn cluster(ul: &Underlay, root: &std::path::Path) -> (Vec<Node>, usize) {
-    let hosts: Vec<Node> = (1..=3)
-        .map(|i| {
-            let mut n = ul.node(root, &format!("h{i}"), i);
-            n.start("daemon");
-            n
-        })
-        .collect();
-    hosts[0].ok(&["cluster", "init"]);
-    let token = hosts[0].ok(&["cluster", "join-token", "manager", "-q"]);
-    hosts[1].ok(&["cluster", "join", "--token", &token, &hosts[0].addr()]);
-    let token = hosts[1].ok(&["cluster", "join-token", "worker", "-q"]);
-    hosts[2].ok(&["cluster", "join", "--token", &token, &hosts[1].addr()]);
-    eventually(60, "three ready nodes and two voters", || {
-        let nodes = hosts[0].json(&["node", "ls", "--format", "json"]);
-        let ready = nodes.as_array()?.iter().filter(|n| n["status"]["state"] == "ready").count();
-        let voters = hosts[1].raft()?["voters"].as_object()?.len();
-        (ready == 3 && voters == 2).then_some(())
-    });
-    let f = eventually(30, "a leader both managers agree on", || {
-        let (a, la) = leader_of(&hosts[0])?;
-        let (b, lb) = leader_of(&hosts[1])?;
-        if la != lb {
-            return None;
-        }
-        if la == a {
-            Some(1)
-        } else if lb == b {
-            Some(0)
-        } else {
-            None
-        }
-    });
-    (hosts, f)
 }

@@ -7,63 +7,10 @@
 //! through the routing mesh, a client reaching it by name) on three hosts with the docker driver.
 
 use serde_json::Value;
-use std::process::Command;
 
 mod common;
-use common::sim::Underlay;
-use common::{eventually, eventually_or, Node};
-
-fn sh(cmd: &str) -> String {
-    let out = Command::new("sh").args(["-c", cmd]).output().expect("sh");
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// The docker image this test imported: its containers and itself go on drop, also when the test
-/// fails (declared before the nodes, so the daemons are killed first).
-struct DockerImage(String);
-
-impl DockerImage {
-    /// Imports the busybox rootfs of `common::busybox_rootfs` as a fresh image.
-    fn import(dir: &std::path::Path, tag: &str) -> DockerImage {
-        assert!(
-            Command::new("docker").arg("version").output().is_ok_and(|o| o.status.success()),
-            "this test needs dockerd (scripts/install-deps.sh starts it)"
-        );
-        std::fs::create_dir_all(dir).expect("image dir");
-        let tar = common::busybox_rootfs(dir);
-        let image = format!("shoal-netdocker-{tag}-{}:1", std::process::id());
-        let out = Command::new("docker").arg("import").arg(&tar).arg(&image).output().expect("docker import");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        DockerImage(image)
-    }
-
-    /// The containers made from the image whose names start with `shoal-` (tasks and infra).
-    fn containers(&self) -> Vec<String> {
-        sh(&format!("docker ps -a --filter ancestor={} --format '{{{{.Names}}}}'", self.0))
-            .lines()
-            .map(str::trim)
-            .filter(|n| n.starts_with("shoal-"))
-            .map(str::to_string)
-            .collect()
-    }
-}
-
-impl Drop for DockerImage {
-    fn drop(&mut self) {
-        sh(&format!("docker rm -f $(docker ps -aq --filter ancestor={}) 2>/dev/null", self.0));
-        sh(&format!("docker rmi -f {} 2>/dev/null", self.0));
-    }
-}
-
-fn task_of(n: &Node, service: &str) -> Option<Value> {
-    let v = n.json(&["service", "ps", service, "--format", "json"]);
-    v.as_array()?.iter().find(|t| t["status"]["state"] == "running").cloned()
-}
-
-fn addr_of(task: &Value) -> Option<String> {
-    let a = task["networks"][0]["addrs"][0].as_str()?;
-    Some(a.split('/').next()?.to_string())
-}
+use common::sim::{task_namespaces, three_hosts, Underlay};
+use common::{addr_of, daemon_log, eventually, eventually_or, task_of, DockerImage, Node};
 
 /// Every task id of `services` the managers list (running or history).
 fn task_ids(n: &Node, services: &[&str]) -> Vec<String> {
@@ -75,27 +22,11 @@ fn task_ids(n: &Node, services: &[&str]) -> Vec<String> {
     ids
 }
 
-/// The namespaces in /run/netns whose name ends with `-t-<one of ids>`.
-fn task_namespaces(ids: &[String]) -> Vec<String> {
-    std::fs::read_dir("/run/netns")
-        .map(|d| {
-            d.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| ids.iter().any(|id| n.ends_with(&format!("-t-{id}"))))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn log_of(n: &Node) -> String {
-    std::fs::read_to_string(n.dir.join("daemon.log")).unwrap_or_default()
-}
-
 #[test]
 fn a_two_service_docker_application_across_three_hosts_by_name_and_through_the_routing_mesh() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let ul = Underlay::new("dock", 3);
-    let image = DockerImage::import(&tmp.path().join("img"), "app");
+    let image = DockerImage::import(&tmp.path().join("img"), "shoal-netdocker-app");
     let hosts = three_hosts(&ul, tmp.path());
     let m = &hosts[0];
     m.ok(&["network", "create", "front"]);
@@ -154,9 +85,9 @@ fn a_two_service_docker_application_across_three_hosts_by_name_and_through_the_r
             "web:\n{}\nclient:\n{}\ncontainers: {:?}\nh1 log:\n{}\nh2 log:\n{}",
             ps("web"),
             ps("client"),
-            image.containers(),
-            log_of(&hosts[0]),
-            log_of(&hosts[1])
+            image.containers("shoal-"),
+            daemon_log(&hosts[0]),
+            daemon_log(&hosts[1])
         )
     };
     let web = eventually_or(90, || task_of(m, "web"), diagnose);
@@ -174,7 +105,8 @@ fn a_two_service_docker_application_across_three_hosts_by_name_and_through_the_r
     // Each task is its container plus an infra container, which holds the namespace.
     for (t, name) in [(&web, "web"), (&client, "client")] {
         let id = t["id"].as_str().expect("id");
-        let mut names: Vec<String> = image.containers().into_iter().filter(|c| c.contains(id)).collect();
+        let mut names: Vec<String> =
+            image.containers("shoal-").into_iter().filter(|c| c.contains(id)).collect();
         names.sort();
         assert_eq!(names, vec![format!("shoal-{id}"), format!("shoal-{id}-infra")], "{name}'s containers");
     }
@@ -207,8 +139,8 @@ fn a_two_service_docker_application_across_three_hosts_by_name_and_through_the_r
     m.ok(&["service", "rm", "web", "client"]);
     eventually_or(
         60,
-        || (task_namespaces(&ids).is_empty() && image.containers().is_empty()).then_some(()),
-        || format!("left: {:?} {:?}\n{}", task_namespaces(&ids), image.containers(), diagnose()),
+        || (task_namespaces(&ids).is_empty() && image.containers("shoal-").is_empty()).then_some(()),
+        || format!("left: {:?} {:?}\n{}", task_namespaces(&ids), image.containers("shoal-"), diagnose()),
     );
     eventually(30, "the network removed", || {
         m.cli(&["network", "rm", "front"]).status.success().then_some(())
@@ -223,26 +155,4 @@ fn hosts_node_id(m: &Node, name: &str) -> Value {
         .and_then(|a| a.iter().find(|n| n["description"]["hostname"] == name))
         .map(|n| n["id"].clone())
         .unwrap_or(Value::Null)
-}
-
-/// Three simulated hosts in one cluster (h1 manager, h2 and h3 workers), all ready.
-fn three_hosts(ul: &Underlay, root: &std::path::Path) -> Vec<Node> {
-    let hosts: Vec<Node> = (1..=3)
-        .map(|i| {
-            let mut n = ul.node(root, &format!("h{i}"), i);
-            n.start("daemon");
-            n
-        })
-        .collect();
-    let m = &hosts[0];
-    m.ok(&["cluster", "init"]);
-    let token = m.ok(&["cluster", "join-token", "worker", "-q"]);
-    for h in &hosts[1..] {
-        h.ok(&["cluster", "join", "--token", &token, &m.addr()]);
-    }
-    eventually(40, "three ready nodes", || {
-        let nodes = m.json(&["node", "ls", "--format", "json"]);
-        (nodes.as_array()?.iter().filter(|n| n["status"]["state"] == "ready").count() == 3).then_some(())
-    });
-    hosts
 }

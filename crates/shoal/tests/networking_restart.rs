@@ -15,54 +15,16 @@ use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 
 mod common;
-use common::sim::Underlay;
-use common::{eventually, eventually_or, Node};
+use common::sim::{two_managers_and_a_worker, Underlay};
+use common::{
+    addr_of, daemon_log, eventually, eventually_or, id_of, running, service_tasks, sh_stdout as sh,
+    DockerImage, Node,
+};
 
 const DOCKERD: &str = "/var/run/docker.sock";
-
-fn sh(cmd: &str) -> String {
-    let out = Command::new("sh").args(["-c", cmd]).output().expect("sh");
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// The docker image this test imported: its containers and itself go on drop, also when the test
-/// fails (declared before the nodes, so the daemons are killed first).
-struct DockerImage(String);
-
-impl DockerImage {
-    fn import(dir: &Path, tag: &str) -> DockerImage {
-        assert!(
-            Command::new("docker").arg("version").output().is_ok_and(|o| o.status.success()),
-            "this test needs dockerd (scripts/install-deps.sh starts it)"
-        );
-        std::fs::create_dir_all(dir).expect("image dir");
-        let tar = common::busybox_rootfs(dir);
-        let image = format!("shoal-netrestart-{tag}-{}:1", std::process::id());
-        let out = Command::new("docker").arg("import").arg(&tar).arg(&image).output().expect("docker import");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        DockerImage(image)
-    }
-
-    /// The names of the containers made from the image (tasks and infra containers).
-    fn containers(&self) -> Vec<String> {
-        sh(&format!("docker ps -a --filter ancestor={} --format '{{{{.Names}}}}'", self.0))
-            .lines()
-            .map(|l| l.trim().to_string())
-            .filter(|n| !n.is_empty())
-            .collect()
-    }
-}
-
-impl Drop for DockerImage {
-    fn drop(&mut self) {
-        sh(&format!("docker rm -f $(docker ps -aq --filter ancestor={}) 2>/dev/null", self.0));
-        sh(&format!("docker rmi -f {} 2>/dev/null", self.0));
-    }
-}
 
 /// A proxy in front of dockerd's socket that can hold the answer to one container start.
 #[derive(Default)]
@@ -175,23 +137,6 @@ fn container(id: &str) -> Option<(String, bool)> {
     Some((name.trim_start_matches('/').to_string(), running == "true"))
 }
 
-fn tasks(n: &Node, service: &str) -> Vec<Value> {
-    let out = n.cli(&["service", "ps", service, "--format", "json"]);
-    serde_json::from_slice::<Value>(&out.stdout).ok().and_then(|v| v.as_array().cloned()).unwrap_or_default()
-}
-
-fn running(t: &Value) -> bool {
-    t["status"]["state"] == "running" && t["desired_state"] == "running"
-}
-
-fn id_of(t: &Value) -> String {
-    t["id"].as_str().unwrap_or_default().to_string()
-}
-
-fn addr_of(t: &Value) -> Option<String> {
-    Some(t["networks"][0]["addrs"][0].as_str()?.split('/').next()?.to_string())
-}
-
 /// The task namespaces in /run/netns whose names start with `prefix` (one node's), by task id.
 fn task_namespaces(prefix: &str) -> BTreeSet<String> {
     let tasks = format!("{prefix}t-");
@@ -204,29 +149,19 @@ fn task_namespaces(prefix: &str) -> BTreeSet<String> {
         .unwrap_or_default()
 }
 
-fn log_of(n: &Node) -> String {
-    std::fs::read_to_string(n.dir.join("daemon.log")).unwrap_or_default()
-}
-
-fn node_id(n: &Node) -> String {
-    let s = std::fs::read_to_string(n.dir.join("data/node.json")).expect("node.json");
-    let v: Value = serde_json::from_str(&s).expect("node.json");
-    v["node_id"].as_str().expect("node_id").to_string()
-}
-
 #[test]
 fn a_worker_killed_while_a_docker_task_on_a_network_starts_runs_it_once_after_its_restart() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let ul = Underlay::new("rst", 3);
-    let image = DockerImage::import(&tmp.path().join("img"), "slow");
+    let image = DockerImage::import(&tmp.path().join("img"), "shoal-netrestart-slow");
     let proxy = tmp.path().join("docker-proxy.sock");
     let gate = Gate::serve(&proxy);
     let docker_host = format!("unix://{}", proxy.display());
     let env = [("DOCKER_HOST", docker_host.as_str())];
-    let (mut hosts, f) = cluster(&ul, tmp.path(), &env);
+    let (mut hosts, f) = two_managers_and_a_worker(&ul, tmp.path(), &env);
     let fo = &hosts[f];
     fo.ok(&["network", "create", "front"]);
-    let h3_prefix = Underlay::prefix_of(&node_id(&hosts[2]));
+    let h3_prefix = Underlay::prefix_of(&hosts[2].node_id());
 
     // 1. Killed while the task is being prepared: its infra container has just started (the
     //    agent waits for dockerd's answer), its namespace not named nor plumbed yet.
@@ -251,7 +186,7 @@ fn a_worker_killed_while_a_docker_task_on_a_network_starts_runs_it_once_after_it
         "busybox mkdir -p /www && echo served-by-slow > /www/index.html && exec busybox httpd -f -p 80 -h /www",
     ]);
     let got = common::sim::fetcher(fo, tmp.path(), "fetch", "front", Some("node.hostname==h2"), "slow");
-    let first = eventually(30, "slow's first task", || tasks(fo, "slow").first().map(id_of));
+    let first = eventually(30, "slow's first task", || service_tasks(fo, "slow").first().map(id_of));
     let infra = format!("shoal-{first}-infra");
     eventually_or(
         60,
@@ -259,16 +194,20 @@ fn a_worker_killed_while_a_docker_task_on_a_network_starts_runs_it_once_after_it
             let held = gate.held();
             (held.len() == 1 && container(&held[0]) == Some((infra.clone(), true))).then_some(())
         },
-        || format!("the start of {infra} held: {:?}\n{}", gate.held(), log_of(&hosts[2])),
+        || format!("the start of {infra} held: {:?}\n{}", gate.held(), daemon_log(&hosts[2])),
     );
-    let state = tasks(fo, "slow").first().map(|t| t["status"]["state"].clone());
+    let state = service_tasks(fo, "slow").first().map(|t| t["status"]["state"].clone());
     eprintln!("killing h3 while {first} prepares (the managers say {state:?})");
     restart(&mut hosts[2], &gate, &env);
     let fo = &hosts[f];
     let failed = eventually_or(
         60,
-        || tasks(fo, "slow").into_iter().find(|t| id_of(t) == first && t["status"]["state"] == "failed"),
-        || format!("{first} failed\n{}", log_of(&hosts[2])),
+        || {
+            service_tasks(fo, "slow")
+                .into_iter()
+                .find(|t| id_of(t) == first && t["status"]["state"] == "failed")
+        },
+        || format!("{first} failed\n{}", daemon_log(&hosts[2])),
     );
     let err = failed["status"]["err"].as_str().unwrap_or_default();
     assert!(err.contains("restarted before the task started"), "{err}");
@@ -286,7 +225,7 @@ fn a_worker_killed_while_a_docker_task_on_a_network_starts_runs_it_once_after_it
     fo.ok(&["service", "scale", "-d", "slow=2"]);
     let second = eventually(30, "slow's new slot", || {
         let known: BTreeSet<String> = [first.clone()].into();
-        tasks(fo, "slow")
+        service_tasks(fo, "slow")
             .into_iter()
             .find(|t| t["slot"] == 2 && !known.contains(&id_of(t)))
             .map(|t| id_of(&t))
@@ -298,7 +237,7 @@ fn a_worker_killed_while_a_docker_task_on_a_network_starts_runs_it_once_after_it
             let held = gate.held();
             (held.len() == 1 && container(&held[0]) == Some((own.clone(), true))).then_some(())
         },
-        || format!("the start of {own} held: {:?}\n{}", gate.held(), log_of(&hosts[2])),
+        || format!("the start of {own} held: {:?}\n{}", gate.held(), daemon_log(&hosts[2])),
     );
     eprintln!("killing h3 while {second} starts (its container runs, its handle is not recorded)");
     restart(&mut hosts[2], &gate, &env);
@@ -306,7 +245,7 @@ fn a_worker_killed_while_a_docker_task_on_a_network_starts_runs_it_once_after_it
     eventually_or(
         60,
         || {
-            tasks(fo, "slow")
+            service_tasks(fo, "slow")
                 .iter()
                 .any(|t| id_of(t) == second && t["status"]["state"] == "failed")
                 .then_some(())
@@ -317,12 +256,12 @@ fn a_worker_killed_while_a_docker_task_on_a_network_starts_runs_it_once_after_it
     let up = eventually_or(
         60,
         || {
-            let up: Vec<Value> = tasks(fo, "slow").into_iter().filter(running).collect();
+            let up: Vec<Value> = service_tasks(fo, "slow").into_iter().filter(running).collect();
             (up.len() == 2).then_some(up)
         },
         || report(&hosts, f, &image, &h3_prefix, "two running tasks of slow"),
     );
-    let fetcher = tasks(fo, "fetch").into_iter().find(running).expect("the fetcher runs");
+    let fetcher = service_tasks(fo, "fetch").into_iter().find(running).expect("the fetcher runs");
     let fetcher_ns =
         format!("{}t-{}", Underlay::prefix_of(fetcher["node_id"].as_str().expect("node")), id_of(&fetcher));
     let resolv =
@@ -349,8 +288,8 @@ fn a_worker_killed_while_a_docker_task_on_a_network_starts_runs_it_once_after_it
     });
 
     // Removing the services leaves no namespace and no container of any of their tasks.
-    let mut ids: Vec<String> = tasks(fo, "slow").iter().map(id_of).collect();
-    ids.extend(tasks(fo, "fetch").iter().map(id_of));
+    let mut ids: Vec<String> = service_tasks(fo, "slow").iter().map(id_of).collect();
+    ids.extend(service_tasks(fo, "fetch").iter().map(id_of));
     fo.ok(&["service", "rm", "slow", "fetch"]);
     eventually_or(
         60,
@@ -361,7 +300,7 @@ fn a_worker_killed_while_a_docker_task_on_a_network_starts_runs_it_once_after_it
                 .map(|e| e.file_name().to_string_lossy().into_owned())
                 .filter(|n| ids.iter().any(|id| n.ends_with(&format!("-t-{id}"))))
                 .collect();
-            (left.is_empty() && image.containers().is_empty()).then_some(())
+            (left.is_empty() && image.containers("").is_empty()).then_some(())
         },
         || report(&hosts, f, &image, &h3_prefix, "nothing left after service rm"),
     );
@@ -374,10 +313,10 @@ fn a_worker_killed_while_a_docker_task_on_a_network_starts_runs_it_once_after_it
 fn report(hosts: &[Node], f: usize, image: &DockerImage, h3_prefix: &str, what: &str) -> String {
     format!(
         "{what}\nslow: {:?}\nnamespaces of h3: {:?}\ncontainers: {:?}\nh3 log:\n{}",
-        tasks(&hosts[f], "slow"),
+        service_tasks(&hosts[f], "slow"),
         task_namespaces(h3_prefix),
-        image.containers(),
-        log_of(&hosts[2])
+        image.containers(""),
+        daemon_log(&hosts[2])
     )
 }
 
@@ -394,19 +333,20 @@ fn no_leftovers(
     eventually_or(
         30,
         || {
-            let up: BTreeSet<String> = tasks(fo, "slow").iter().filter(|t| running(t)).map(id_of).collect();
-            let containers = image.containers();
+            let up: BTreeSet<String> =
+                service_tasks(fo, "slow").iter().filter(|t| running(t)).map(id_of).collect();
+            let containers = image.containers("");
             let left = containers.iter().any(|c| killed.iter().any(|k| c.contains(k)));
             (up.len() == n && task_namespaces(h3_prefix) == up && !left).then_some(())
         },
         || diagnose(&format!("h3's namespaces = slow's {n} running tasks, nothing left of {killed:?}")),
     );
     // Each running task is its container and its infra container, nothing more.
-    let up: Vec<String> = tasks(fo, "slow").iter().filter(|t| running(t)).map(id_of).collect();
+    let up: Vec<String> = service_tasks(fo, "slow").iter().filter(|t| running(t)).map(id_of).collect();
     let mut want: Vec<String> =
         up.iter().flat_map(|id| [format!("shoal-{id}"), format!("shoal-{id}-infra")]).collect();
     want.sort();
-    let mut have = image.containers();
+    let mut have = image.containers("");
     have.sort();
     assert_eq!(have, want, "{}", diagnose("the containers of slow's running tasks"));
 }
@@ -416,48 +356,4 @@ fn restart(h3: &mut Node, gate: &Gate, env: &[(&str, &str)]) {
     h3.kill9();
     gate.disarm();
     h3.start_env("daemon", &[], env);
-}
-
-/// This node's Raft view: (its node id, the leader's node id).
-fn leader_of(n: &Node) -> Option<(String, String)> {
-    let r = n.raft()?;
-    Some((r["node_id"].as_str()?.to_string(), r["leader_node"]["node_id"].as_str()?.to_string()))
-}
-
-/// Three simulated hosts: h1 initializes the cluster, h2 joins as a manager, h3 as a worker whose
-/// daemon gets `h3_env`. Returns the hosts and the index of a follower manager.
-fn cluster(ul: &Underlay, root: &Path, h3_env: &[(&str, &str)]) -> (Vec<Node>, usize) {
-    let hosts: Vec<Node> = (1..=3)
-        .map(|i| {
-            let mut n = ul.node(root, &format!("h{i}"), i);
-            n.start_env("daemon", &[], if i == 3 { h3_env } else { &[] });
-            n
-        })
-        .collect();
-    hosts[0].ok(&["cluster", "init"]);
-    let token = hosts[0].ok(&["cluster", "join-token", "manager", "-q"]);
-    hosts[1].ok(&["cluster", "join", "--token", &token, &hosts[0].addr()]);
-    let token = hosts[1].ok(&["cluster", "join-token", "worker", "-q"]);
-    hosts[2].ok(&["cluster", "join", "--token", &token, &hosts[1].addr()]);
-    eventually(60, "three ready nodes and two voters", || {
-        let nodes = hosts[0].json(&["node", "ls", "--format", "json"]);
-        let ready = nodes.as_array()?.iter().filter(|n| n["status"]["state"] == "ready").count();
-        let voters = hosts[1].raft()?["voters"].as_object()?.len();
-        (ready == 3 && voters == 2).then_some(())
-    });
-    let f = eventually(30, "a leader both managers agree on", || {
-        let (a, la) = leader_of(&hosts[0])?;
-        let (b, lb) = leader_of(&hosts[1])?;
-        if la != lb {
-            return None;
-        }
-        if la == a {
-            Some(1)
-        } else if lb == b {
-            Some(0)
-        } else {
-            None
-        }
-    });
-    (hosts, f)
 }

@@ -9,12 +9,7 @@
 use std::process::Command;
 
 mod common;
-use common::{eventually, eventually_or, Node};
-
-fn sh(cmd: &str) -> String {
-    let out = Command::new("sh").args(["-c", cmd]).output().expect("sh");
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+use common::{daemon_log, eventually, eventually_or, sh_stdout as sh, Node};
 
 /// Takes away what the node built in the machine's namespace, also when the test fails (the
 /// daemon is killed before this runs: fields drop in order).
@@ -30,10 +25,7 @@ impl Drop for RootCleanup {
             let _ = c.kill();
             let _ = c.wait();
         }
-        let id = std::fs::read_to_string(self.node.dir.join("data/node.json")).ok().and_then(|s| {
-            serde_json::from_str::<serde_json::Value>(&s).ok()?["node_id"].as_str().map(str::to_string)
-        });
-        if let Some(id) = id {
+        if let Some(id) = common::node_id_in(&self.node.dir) {
             let prefix = common::sim::Underlay::prefix_of(&id);
             for ns in sh("ip netns list").lines().filter_map(|l| l.split_whitespace().next()) {
                 if ns.starts_with(&prefix) {
@@ -84,35 +76,14 @@ fn a_service_reaches_another_by_name_on_a_host_where_docker_drops_forwarding(
         (nodes.as_array()?.first()?["status"]["state"] == "ready").then_some(())
     });
     m.ok(&["network", "create", "rootnet"]);
-    let www = tmp.join("www");
-    std::fs::create_dir_all(&www).expect("www");
-    std::fs::write(www.join("index.html"), "hello through the forward chain\n").expect("index");
-    let www_s = www.display().to_string();
-    m.ok(&[
-        "service",
-        "create",
-        "-d",
-        "--name",
-        "rweb",
-        "--driver",
-        "process",
-        "--network",
-        "rootnet",
-        "busybox",
-        "httpd",
-        "-f",
-        "-p",
-        "80",
-        "-h",
-        &www_s,
-    ]);
+    common::sim::web_server(m, tmp, "rweb", "rootnet", &[], "hello through the forward chain\n");
     let got = common::sim::fetcher(m, tmp, "rclient", "rootnet", None, "rweb");
     // Task → VIP → DNAT → back out towards the other task: forwarded by this node, through
     // Docker's FORWARD chain.
     eventually_or(
         60,
         || std::fs::read_to_string(&got).ok().filter(|s| s.contains("hello through")).map(|_| ()),
-        || std::fs::read_to_string(m.dir.join("daemon.log")).unwrap_or_default(),
+        || daemon_log(m),
     );
     let user = sh("iptables -S DOCKER-USER");
     assert!(user.contains("-i shl+ -j ACCEPT") && user.contains("-o shl+ -j ACCEPT"), "{user}");
@@ -130,15 +101,11 @@ fn a_docker_task_joins_an_overlay_network_through_its_infra_container(
     guard: &mut RootCleanup,
     tmp: &std::path::Path,
 ) {
-    let dir = tmp.join("dockerimg");
-    std::fs::create_dir_all(&dir).expect("image dir");
-    let tar = common::busybox_rootfs(&dir);
     let image = format!(
         "netroot-{}:1",
         tmp.file_name().and_then(|f| f.to_str()).unwrap_or("x").to_lowercase().replace('.', "")
     );
-    let out = Command::new("docker").arg("import").arg(&tar).arg(&image).output().expect("docker import");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    common::docker_import(&tmp.join("dockerimg"), &image);
     guard.image = Some(image.clone());
     let m = &guard.node;
     m.ok(&["network", "create", "dockernet"]);
@@ -164,11 +131,7 @@ fn a_docker_task_joins_an_overlay_network_through_its_infra_container(
         || std::fs::read_to_string(&got).ok().filter(|s| s.contains("hello from a docker")).map(|_| ()),
         || {
             let ps = m.cli(&["service", "ps", "dweb"]);
-            format!(
-                "{}\n{}",
-                String::from_utf8_lossy(&ps.stdout),
-                std::fs::read_to_string(m.dir.join("daemon.log")).unwrap_or_default()
-            )
+            format!("{}\n{}", String::from_utf8_lossy(&ps.stdout), daemon_log(m))
         },
     );
     let tasks = common::running_tasks(m, "dweb").expect("service ps");

@@ -88,13 +88,7 @@ fn timestamp(v: &Value) -> shoal_types::Timestamp {
 
 /// Two managers on two hosts, ready; the second is a follower.
 fn two_managers(ul: &Underlay, root: &Path) -> Vec<Node> {
-    let hosts: Vec<Node> = (1..=2)
-        .map(|i| {
-            let mut n = ul.node(root, &format!("h{i}"), i);
-            n.start("daemon");
-            n
-        })
-        .collect();
+    let hosts = common::sim::start_hosts(ul, root, 2);
     hosts[0].ok(&["cluster", "init"]);
     let token = hosts[0].ok(&["cluster", "join-token", "manager", "-q"]);
     hosts[1].ok(&["cluster", "join", "--token", &token, &hosts[0].addr()]);

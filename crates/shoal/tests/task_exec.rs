@@ -7,7 +7,7 @@ use serde_json::Value;
 use std::process::Output;
 
 mod common;
-use common::{eventually, eventually_or, Node};
+use common::{eventually, Node};
 
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
@@ -15,47 +15,6 @@ fn stdout(o: &Output) -> String {
 
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn log(n: &Node) -> String {
-    std::fs::read_to_string(n.dir.join("daemon.log")).unwrap_or_default()
-}
-
-fn daemon(root: &std::path::Path, name: &str) -> Node {
-    let mut n = Node::new(root, name);
-    n.start("daemon");
-    n
-}
-
-fn ready_nodes(n: &Node) -> Option<Vec<String>> {
-    let out = n.cli(&["node", "ls", "--format", "json"]);
-    let v: Value = serde_json::from_slice(&out.stdout).ok()?;
-    let mut names: Vec<String> = v
-        .as_array()?
-        .iter()
-        .filter(|x| x["status"]["state"] == "ready")
-        .filter_map(|x| x["description"]["hostname"].as_str().map(str::to_string))
-        .collect();
-    names.sort();
-    Some(names)
-}
-
-/// Whether `n` is a follower that knows the leader.
-fn is_follower(n: &Node) -> Option<bool> {
-    let r = n.raft()?;
-    let leader = r["leader_node"]["node_id"].as_str()?;
-    Some(r["node_id"].as_str()? != leader)
-}
-
-/// The id of `service`'s one running task.
-fn running_task(m: &Node, service: &str) -> String {
-    eventually(30, "the service's task to run", || {
-        let t = common::running_tasks(m, service)?;
-        match t.as_slice() {
-            [one] => one["id"].as_str().map(str::to_string),
-            _ => None,
-        }
-    })
 }
 
 /// A service of one `sleep 300` process task on node `host`, with the environment `GREETING=hello`.
@@ -75,7 +34,7 @@ fn pinned_sleeper(m: &Node, name: &str, host: &str) -> String {
         "sleep",
         "300",
     ]);
-    running_task(m, name)
+    common::one_running_task(m, name, 30)
 }
 
 /// A raw `POST` on a node's API socket: (status, body).
@@ -99,28 +58,8 @@ fn post_raw(n: &Node, path: &str, body: &str) -> (u16, Value) {
 #[test]
 fn exec_runs_in_tasks_on_any_node_through_any_manager() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let m1 = daemon(tmp.path(), "m1");
-    assert!(m1.ok(&["cluster", "init"]).contains("initialized"));
-    let m2 = daemon(tmp.path(), "m2");
-    let token = m1.ok(&["cluster", "join-token", "manager", "-q"]);
-    m2.ok(&["cluster", "join", "--token", &token, &m1.addr()]);
-    let w1 = daemon(tmp.path(), "w1");
-    let token = m1.ok(&["cluster", "join-token", "worker", "-q"]);
-    w1.ok(&["cluster", "join", "--token", &token, &m1.addr()]);
-    let want = vec!["m1".to_string(), "m2".to_string(), "w1".to_string()];
-    for m in [&m1, &m2] {
-        eventually_or(
-            40,
-            || (ready_nodes(m).as_ref() == Some(&want)).then_some(()),
-            || format!("three ready nodes:\n{}", log(m)),
-        );
-    }
-    let (leader, follower) =
-        eventually(30, "a follower that knows the leader", || match (is_follower(&m1)?, is_follower(&m2)?) {
-            (false, true) => Some((&m1, &m2)),
-            (true, false) => Some((&m2, &m1)),
-            _ => None,
-        });
+    let (m1, m2, w1) = common::two_managers_and_a_worker(tmp.path(), &[]);
+    let (leader, follower) = common::leader_and_follower(&m1, &m2);
 
     let on_worker = pinned_sleeper(leader, "on-worker", "w1");
     let on_manager = pinned_sleeper(leader, "on-manager", "m1");

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 mod common;
-use common::{eventually, eventually_or, Node, BIN};
+use common::{eventually, Node, BIN};
 
 /// Runs a command on a new pseudo-terminal sized by the first step, then plays the steps:
 /// `{"send": s}` types s; `{"send": s, "until": u}` types s again every second until u is printed
@@ -224,39 +224,6 @@ fn killed_with_the_cli(api: &Api, task: &str) {
     eventually(20, "the command to die with the CLI", || (!sleeping(&secs)).then_some(()));
 }
 
-fn ready_nodes(n: &Node) -> Option<Vec<String>> {
-    let v = n.json(&["node", "ls", "--format", "json"]);
-    let mut names: Vec<String> = v
-        .as_array()?
-        .iter()
-        .filter(|x| x["status"]["state"] == "ready")
-        .filter_map(|x| x["description"]["hostname"].as_str().map(str::to_string))
-        .collect();
-    names.sort();
-    Some(names)
-}
-
-fn is_follower(n: &Node) -> Option<bool> {
-    let r = n.raft()?;
-    let leader = r["leader_node"]["node_id"].as_str()?;
-    Some(r["node_id"].as_str()? != leader)
-}
-
-/// The id of `service`'s one running task.
-fn running_task(m: &Node, service: &str) -> String {
-    eventually(60, "the service's task to run", || {
-        let t = common::running_tasks(m, service)?;
-        match t.as_slice() {
-            [one] => one["id"].as_str().map(str::to_string),
-            _ => None,
-        }
-    })
-}
-
-fn log(n: &Node) -> String {
-    std::fs::read_to_string(n.dir.join("daemon.log")).unwrap_or_default()
-}
-
 /// A raw request on a node's API socket; the status line's code.
 fn raw_status(n: &Node, request: &str) -> (u16, String) {
     use std::io::Read;
@@ -272,32 +239,10 @@ fn raw_status(n: &Node, request: &str) -> (u16, String) {
 fn interactive_exec_with_processes_through_any_manager_and_the_tcp_api() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let script = converse_script(tmp.path());
-    let mut m1 = Node::new(tmp.path(), "m1");
-    m1.start("daemon");
-    assert!(m1.ok(&["cluster", "init"]).contains("initialized"));
     let tcp_port = common::free_port();
-    let mut m2 = Node::new(tmp.path(), "m2");
-    m2.start_with("daemon", &["--api-addr", &format!("127.0.0.1:{tcp_port}")]);
-    let token = m1.ok(&["cluster", "join-token", "manager", "-q"]);
-    m2.ok(&["cluster", "join", "--token", &token, &m1.addr()]);
-    let mut w1 = Node::new(tmp.path(), "w1");
-    w1.start("daemon");
-    let token = m1.ok(&["cluster", "join-token", "worker", "-q"]);
-    w1.ok(&["cluster", "join", "--token", &token, &m1.addr()]);
-    let want = vec!["m1".to_string(), "m2".to_string(), "w1".to_string()];
-    for m in [&m1, &m2] {
-        eventually_or(
-            40,
-            || (ready_nodes(m).as_ref() == Some(&want)).then_some(()),
-            || format!("three ready nodes:\n{}", log(m)),
-        );
-    }
-    let (leader, follower) =
-        eventually(30, "a follower that knows the leader", || match (is_follower(&m1)?, is_follower(&m2)?) {
-            (false, true) => Some((&m1, &m2)),
-            (true, false) => Some((&m2, &m1)),
-            _ => None,
-        });
+    let (m1, m2, w1) =
+        common::two_managers_and_a_worker(tmp.path(), &["--api-addr", &format!("127.0.0.1:{tcp_port}")]);
+    let (leader, follower) = common::leader_and_follower(&m1, &m2);
     let certs = tmp.path().join("certs");
     leader.ok(&["cluster", "client-cert", "--out", certs.to_str().expect("utf8"), "--name", "ops"]);
     let tcp = Api::Tcp(tcp_port, certs);
@@ -317,7 +262,7 @@ fn interactive_exec_with_processes_through_any_manager_and_the_tcp_api() {
             "sleep",
             "300",
         ]);
-        tasks.push(running_task(leader, name));
+        tasks.push(common::one_running_task(leader, name, 60));
     }
     let (on_worker, on_manager) = (tasks[0].as_str(), tasks[1].as_str());
 
@@ -402,7 +347,7 @@ fn interactive_exec_in_oci_containers() {
     let tar = common::busybox_rootfs(tmp.path());
     common::import_image(&[&m], &tar, "exec-it:1");
     m.ok(&["service", "create", "--name", "box", "--driver", "oci", "exec-it:1", "sleep", "300"]);
-    let task = running_task(&m, "box");
+    let task = common::one_running_task(&m, "box", 60);
     let api = Api::of(&m);
     // The image has busybox and a few applets: the others through busybox.
     shell_session(&api, &script, &task, "busybox stty size");
@@ -411,34 +356,15 @@ fn interactive_exec_in_oci_containers() {
     common::remove_services_and_wait(&m, &["box"], &[&m]);
 }
 
-/// The docker image this test imported: its containers and itself go on drop, also when the test
-/// fails (declared before the node, so the daemon is killed first).
-struct DockerImage(String);
-
-impl Drop for DockerImage {
-    fn drop(&mut self) {
-        let sh = |c: String| Command::new("sh").args(["-c", &c]).output();
-        let _ = sh(format!("docker rm -f $(docker ps -aq --filter ancestor={}) 2>/dev/null", self.0));
-        let _ = sh(format!("docker rmi -f {} 2>/dev/null", self.0));
-    }
-}
-
 #[test]
 fn interactive_exec_in_docker_containers() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    assert!(
-        Command::new("docker").arg("version").output().is_ok_and(|o| o.status.success()),
-        "this test needs dockerd (scripts/install-deps.sh starts it)"
-    );
     let script = converse_script(tmp.path());
-    let tar = common::busybox_rootfs(tmp.path());
-    let image = DockerImage(format!("shoal-exec-it-{}:1", std::process::id()));
-    let out = Command::new("docker").arg("import").arg(&tar).arg(&image.0).output().expect("docker import");
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    let image = common::DockerImage::import(tmp.path(), "shoal-exec-it");
     let mut m = Node::new(tmp.path(), "dck");
     m.start("dev");
     m.ok(&["service", "create", "--name", "box", "--driver", "docker", &image.0, "sleep", "300"]);
-    let task = running_task(&m, "box");
+    let task = common::one_running_task(&m, "box", 60);
     let api = Api::of(&m);
     shell_session(&api, &script, &task, "busybox stty size");
     piped_input(&api, &task, &["busybox", "wc", "-c"]);

@@ -69,13 +69,152 @@ pub fn alive(pid: u32) -> bool {
         .is_ok_and(|s| s.rsplit_once(") ").is_some_and(|(_, rest)| !rest.starts_with('Z')))
 }
 
+/// Whether a task (a `service ps --format json` row) runs and is meant to.
+pub fn running(t: &Value) -> bool {
+    t["status"]["state"] == "running" && t["desired_state"] == "running"
+}
+
 /// The tasks of `service` that run and are meant to (`service ps --format json` rows); None when
 /// the list could not be read.
 pub fn running_tasks(n: &Node, service: &str) -> Option<Vec<Value>> {
     let out = n.cli(&["service", "ps", service, "--format", "json"]);
     let v: Value = serde_json::from_slice(&out.stdout).ok()?;
-    let running = |t: &&Value| t["status"]["state"] == "running" && t["desired_state"] == "running";
-    Some(v.as_array()?.iter().filter(running).cloned().collect())
+    Some(v.as_array()?.iter().filter(|t| running(t)).cloned().collect())
+}
+
+/// Every task of `service` (`service ps --format json` rows, running or not); none when the list
+/// could not be read.
+pub fn service_tasks(n: &Node, service: &str) -> Vec<Value> {
+    let out = n.cli(&["service", "ps", service, "--format", "json"]);
+    serde_json::from_slice::<Value>(&out.stdout).ok().and_then(|v| v.as_array().cloned()).unwrap_or_default()
+}
+
+/// The first task of `service` whose state is running (`service ps` must answer).
+pub fn task_of(n: &Node, service: &str) -> Option<Value> {
+    let v = n.json(&["service", "ps", service, "--format", "json"]);
+    v.as_array()?.iter().find(|t| t["status"]["state"] == "running").cloned()
+}
+
+/// The id of `service`'s one running task, waited for up to `secs`.
+pub fn one_running_task(m: &Node, service: &str, secs: u64) -> String {
+    eventually(secs, "the service's task to run", || {
+        let t = running_tasks(m, service)?;
+        match t.as_slice() {
+            [one] => one["id"].as_str().map(str::to_string),
+            _ => None,
+        }
+    })
+}
+
+/// A task's id (empty when the row has none).
+pub fn id_of(t: &Value) -> String {
+    t["id"].as_str().unwrap_or_default().to_string()
+}
+
+/// A task's address on its first network, without the prefix length.
+pub fn addr_of(t: &Value) -> Option<String> {
+    Some(t["networks"][0]["addrs"][0].as_str()?.split('/').next()?.to_string())
+}
+
+/// The hostnames of the nodes `n` lists as ready, sorted; None when the list could not be read.
+pub fn ready_nodes(n: &Node) -> Option<Vec<String>> {
+    let out = n.cli(&["node", "ls", "--format", "json"]);
+    let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+    let mut names: Vec<String> = v
+        .as_array()?
+        .iter()
+        .filter(|x| x["status"]["state"] == "ready")
+        .filter_map(|x| x["description"]["hostname"].as_str().map(str::to_string))
+        .collect();
+    names.sort();
+    Some(names)
+}
+
+/// This node's Raft view: (its node id, the leader's node id).
+pub fn leader_of(n: &Node) -> Option<(String, String)> {
+    let r = n.raft()?;
+    Some((r["node_id"].as_str()?.to_string(), r["leader_node"]["node_id"].as_str()?.to_string()))
+}
+
+/// Whether `n` is a follower that knows the leader.
+pub fn is_follower(n: &Node) -> Option<bool> {
+    let r = n.raft()?;
+    let leader = r["leader_node"]["node_id"].as_str()?;
+    Some(r["node_id"].as_str()? != leader)
+}
+
+/// Of two managers, (the leader, the follower), once one of them is a follower that knows the
+/// leader.
+pub fn leader_and_follower<'a>(a: &'a Node, b: &'a Node) -> (&'a Node, &'a Node) {
+    eventually(30, "a follower that knows the leader", || match (is_follower(a)?, is_follower(b)?) {
+        (false, true) => Some((a, b)),
+        (true, false) => Some((b, a)),
+        _ => None,
+    })
+}
+
+/// Daemons m1, m2 and w1 under `root`: m1 runs `cluster init`, m2 (started with `m2_extra`) joins
+/// it as a manager and w1 as a worker, both with tokens m1 gives; waits until both managers list
+/// the three nodes ready.
+pub fn two_managers_and_a_worker(root: &Path, m2_extra: &[&str]) -> (Node, Node, Node) {
+    let mut m1 = Node::new(root, "m1");
+    m1.start("daemon");
+    assert!(m1.ok(&["cluster", "init"]).contains("initialized"));
+    let mut m2 = Node::new(root, "m2");
+    m2.start_with("daemon", m2_extra);
+    let token = m1.ok(&["cluster", "join-token", "manager", "-q"]);
+    m2.ok(&["cluster", "join", "--token", &token, &m1.addr()]);
+    let mut w1 = Node::new(root, "w1");
+    w1.start("daemon");
+    let token = m1.ok(&["cluster", "join-token", "worker", "-q"]);
+    w1.ok(&["cluster", "join", "--token", &token, &m1.addr()]);
+    let want = vec!["m1".to_string(), "m2".to_string(), "w1".to_string()];
+    for m in [&m1, &m2] {
+        eventually_or(
+            40,
+            || (ready_nodes(m).as_ref() == Some(&want)).then_some(()),
+            || format!("three ready nodes:\n{}", daemon_log(m)),
+        );
+    }
+    (m1, m2, w1)
+}
+
+/// `n`'s daemon log (`daemon.log`); empty when there is none.
+pub fn daemon_log(n: &Node) -> String {
+    std::fs::read_to_string(n.dir.join("daemon.log")).unwrap_or_default()
+}
+
+/// [`daemon_log`] without terminal colours.
+pub fn daemon_log_plain(n: &Node) -> String {
+    let raw = daemon_log(n);
+    let mut out = String::with_capacity(raw.len());
+    let mut chars = raw.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // ESC [ ... m
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The node id in the data directory of the node whose files are in `dir` (`data/node.json`);
+/// None before it has one.
+pub fn node_id_in(dir: &Path) -> Option<String> {
+    let s = std::fs::read_to_string(dir.join("data/node.json")).ok()?;
+    serde_json::from_str::<Value>(&s).ok()?["node_id"].as_str().map(str::to_string)
+}
+
+/// What `sh -c cmd` printed on stdout.
+pub fn sh_stdout(cmd: &str) -> String {
+    let out = Command::new("sh").args(["-c", cmd]).output().expect("sh");
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// A process-driver task that runs `sh -c script` in `dir`, with a fresh id (`prefix-pid-seq`).
@@ -259,6 +398,11 @@ impl Node {
         serde_json::from_str(&self.ok(args)).expect("json")
     }
 
+    /// This node's id (its `data/node.json` must exist).
+    pub fn node_id(&self) -> String {
+        node_id_in(&self.dir).expect("node_id in data/node.json")
+    }
+
     pub fn raft(&self) -> Option<Value> {
         let out = self.cli(&["cluster", "inspect", "--format", "json"]);
         out.status
@@ -327,5 +471,55 @@ pub fn import_image(nodes: &[&Node], tar: &Path, image: &str) {
             .output()
             .expect("image import");
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+/// Fails the test unless the machine's dockerd answers.
+pub fn assert_dockerd() {
+    assert!(
+        Command::new("docker").arg("version").output().is_ok_and(|o| o.status.success()),
+        "this test needs dockerd (scripts/install-deps.sh starts it)"
+    );
+}
+
+/// Imports the busybox rootfs of [`busybox_rootfs`] (made in `dir`) into the machine's dockerd as
+/// `image`.
+pub fn docker_import(dir: &Path, image: &str) {
+    std::fs::create_dir_all(dir).expect("image dir");
+    let tar = busybox_rootfs(dir);
+    let out = Command::new("docker").arg("import").arg(&tar).arg(image).output().expect("docker import");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A docker image a test imported: its containers and itself go on drop, also when the test fails
+/// (declared before the nodes, so the daemons are killed first).
+pub struct DockerImage(pub String);
+
+impl DockerImage {
+    /// Checks that dockerd runs, then imports the busybox rootfs (see [`docker_import`]) as a
+    /// fresh image `name-<pid>:1`.
+    pub fn import(dir: &Path, name: &str) -> DockerImage {
+        assert_dockerd();
+        let image = format!("{name}-{}:1", std::process::id());
+        docker_import(dir, &image);
+        DockerImage(image)
+    }
+
+    /// The names of the containers made from the image that start with `prefix` (tasks and infra
+    /// containers).
+    pub fn containers(&self, prefix: &str) -> Vec<String> {
+        sh_stdout(&format!("docker ps -a --filter ancestor={} --format '{{{{.Names}}}}'", self.0))
+            .lines()
+            .map(str::trim)
+            .filter(|n| !n.is_empty() && n.starts_with(prefix))
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+impl Drop for DockerImage {
+    fn drop(&mut self) {
+        sh_stdout(&format!("docker rm -f $(docker ps -aq --filter ancestor={}) 2>/dev/null", self.0));
+        sh_stdout(&format!("docker rmi -f {} 2>/dev/null", self.0));
     }
 }

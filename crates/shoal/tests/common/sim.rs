@@ -4,7 +4,7 @@
 //! nftables and the resolvers are real and per host. Everything is removed on drop, also when
 //! the test fails: the namespaces of the hosts and the ones the daemons created.
 
-use super::Node;
+use super::{eventually, leader_of, Node};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -90,10 +90,8 @@ impl Underlay {
             .dirs
             .borrow()
             .iter()
-            .filter_map(|d| std::fs::read_to_string(d.join("data/node.json")).ok())
-            .filter_map(|s| {
-                serde_json::from_str::<serde_json::Value>(&s).ok()?["node_id"].as_str().map(Self::prefix_of)
-            })
+            .filter_map(|d| super::node_id_in(d))
+            .map(|id| Self::prefix_of(&id))
             .collect();
         std::fs::read_dir("/run/netns")
             .map(|d| {
@@ -141,4 +139,99 @@ pub fn fetcher(
     args.extend(["sh", "-c", &script]);
     m.ok(&args);
     got
+}
+
+/// Nodes h1…hN on hosts 1 to `n` of `ul`, their daemons started.
+pub fn start_hosts(ul: &Underlay, root: &Path, n: usize) -> Vec<Node> {
+    start_hosts_env(ul, root, n, |_| &[])
+}
+
+/// [`start_hosts`], the daemon of host i started with the environment `env(i)`.
+pub fn start_hosts_env<'e>(
+    ul: &Underlay,
+    root: &Path,
+    n: usize,
+    env: impl Fn(usize) -> &'e [(&'e str, &'e str)],
+) -> Vec<Node> {
+    (1..=n)
+        .map(|i| {
+            let mut node = ul.node(root, &format!("h{i}"), i);
+            node.start_env("daemon", &[], env(i));
+            node
+        })
+        .collect()
+}
+
+/// Three simulated hosts in one cluster (h1 manager, h2 and h3 workers), all ready.
+pub fn three_hosts(ul: &Underlay, root: &Path) -> Vec<Node> {
+    let hosts = start_hosts(ul, root, 3);
+    let m = &hosts[0];
+    m.ok(&["cluster", "init"]);
+    let token = m.ok(&["cluster", "join-token", "worker", "-q"]);
+    for h in &hosts[1..] {
+        h.ok(&["cluster", "join", "--token", &token, &m.addr()]);
+    }
+    eventually(40, "three ready nodes", || {
+        let nodes = m.json(&["node", "ls", "--format", "json"]);
+        (nodes.as_array()?.iter().filter(|n| n["status"]["state"] == "ready").count() == 3).then_some(())
+    });
+    hosts
+}
+
+/// Three simulated hosts: h1 initializes the cluster, h2 joins as a manager, h3 as a worker whose
+/// daemon gets `h3_env`. Returns the hosts and the index of a follower manager.
+pub fn two_managers_and_a_worker(ul: &Underlay, root: &Path, h3_env: &[(&str, &str)]) -> (Vec<Node>, usize) {
+    let hosts = start_hosts_env(ul, root, 3, |i| if i == 3 { h3_env } else { &[] });
+    hosts[0].ok(&["cluster", "init"]);
+    let token = hosts[0].ok(&["cluster", "join-token", "manager", "-q"]);
+    hosts[1].ok(&["cluster", "join", "--token", &token, &hosts[0].addr()]);
+    let token = hosts[1].ok(&["cluster", "join-token", "worker", "-q"]);
+    hosts[2].ok(&["cluster", "join", "--token", &token, &hosts[1].addr()]);
+    eventually(60, "three ready nodes and two voters", || {
+        let nodes = hosts[0].json(&["node", "ls", "--format", "json"]);
+        let ready = nodes.as_array()?.iter().filter(|n| n["status"]["state"] == "ready").count();
+        let voters = hosts[1].raft()?["voters"].as_object()?.len();
+        (ready == 3 && voters == 2).then_some(())
+    });
+    let f = eventually(30, "a leader both managers agree on", || {
+        let (a, la) = leader_of(&hosts[0])?;
+        let (b, lb) = leader_of(&hosts[1])?;
+        if la != lb {
+            return None;
+        }
+        if la == a {
+            Some(1)
+        } else if lb == b {
+            Some(0)
+        } else {
+            None
+        }
+    });
+    (hosts, f)
+}
+
+/// A process service `name` on `network` (with the extra `flags`: a constraint, a published port)
+/// that serves `page` at `http://NAME/` with busybox's httpd, from `dir/www`.
+pub fn web_server(m: &Node, dir: &Path, name: &str, network: &str, flags: &[&str], page: &str) {
+    let www = dir.join("www");
+    std::fs::create_dir_all(&www).expect("www");
+    std::fs::write(www.join("index.html"), page).expect("index");
+    let www_s = www.display().to_string();
+    let mut args =
+        vec!["service", "create", "-d", "--name", name, "--driver", "process", "--network", network];
+    args.extend_from_slice(flags);
+    args.extend(["busybox", "httpd", "-f", "-p", "80", "-h", &www_s]);
+    m.ok(&args);
+}
+
+/// The namespaces in /run/netns whose name ends with `-t-<one of ids>` (those of the tasks `ids`).
+pub fn task_namespaces(ids: &[String]) -> Vec<String> {
+    std::fs::read_dir("/run/netns")
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| ids.iter().any(|id| n.ends_with(&format!("-t-{id}"))))
+                .collect()
+        })
+        .unwrap_or_default()
 }
