@@ -5,6 +5,7 @@
 use crate::merge;
 use crate::{parse_env_file, Options, Project};
 use serde_norway::Value;
+use shoal_types::shell::{shell_split, TrailingBackslash};
 use shoal_types::{
     Dependency, DependencyCondition, EndpointMode, FailureAction, HealthCheck, Mount, MountType,
     NetworkAttachmentConfig, NetworkDriver, NetworkSpec, PlacementPreference, PortConfig, Protocol,
@@ -296,72 +297,13 @@ fn strings(cx: &mut Cx<'_>, path: &str, v: &Value) -> Vec<String> {
 /// A command: a list, or a string split as a shell would (quotes, backslashes; no expansion).
 fn command(cx: &mut Cx<'_>, path: &str, v: &Value) -> Option<Vec<String>> {
     match v {
-        Value::String(s) => shell_split(s).map_err(|e| cx.err(path, e)).ok(),
+        Value::String(s) => shell_split(s, TrailingBackslash::Ignore).map_err(|e| cx.err(path, e)).ok(),
         Value::Sequence(_) => Some(strings(cx, path, v)),
         other => {
             cx.err(path, format!("expected a string or a list, got {}", show(other)));
             None
         }
     }
-}
-
-pub(crate) fn shell_split(s: &str) -> Result<Vec<String>, String> {
-    let mut out = Vec::new();
-    let mut cur = String::new();
-    let mut in_word = false;
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '\'' => {
-                in_word = true;
-                loop {
-                    match chars.next() {
-                        Some('\'') => break,
-                        Some(c) => cur.push(c),
-                        None => return Err(format!("unterminated single quote in {s:?}")),
-                    }
-                }
-            }
-            '"' => {
-                in_word = true;
-                loop {
-                    match chars.next() {
-                        Some('"') => break,
-                        Some('\\') => match chars.next() {
-                            Some(c @ ('"' | '\\' | '$' | '`')) => cur.push(c),
-                            Some(c) => {
-                                cur.push('\\');
-                                cur.push(c);
-                            }
-                            None => return Err(format!("unterminated double quote in {s:?}")),
-                        },
-                        Some(c) => cur.push(c),
-                        None => return Err(format!("unterminated double quote in {s:?}")),
-                    }
-                }
-            }
-            '\\' => {
-                in_word = true;
-                if let Some(c) = chars.next() {
-                    cur.push(c);
-                }
-            }
-            c if c.is_whitespace() => {
-                if in_word {
-                    out.push(std::mem::take(&mut cur));
-                    in_word = false;
-                }
-            }
-            c => {
-                in_word = true;
-                cur.push(c);
-            }
-        }
-    }
-    if in_word {
-        out.push(cur);
-    }
-    Ok(out)
 }
 
 /// `{K: V}` or `["K=V", "K"]`: a value of `None` is a key given alone.

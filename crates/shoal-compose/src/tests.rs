@@ -483,10 +483,6 @@ fn the_name_is_reported_and_scalars_parse_like_docker() {
     assert_eq!(convert::parse_bytes("64MB"), Ok(64 << 20));
     assert_eq!(convert::parse_cpus("1.25"), Ok(1_250_000_000));
     assert!(convert::parse_cpus("1.5.2").is_err());
-    assert_eq!(
-        convert::shell_split("a 'b c' \"d \\\"e\\\"\" f\\ g"),
-        Ok(vec!["a".into(), "b c".into(), "d \"e\"".into(), "f g".into()])
-    );
 }
 
 #[test]

@@ -8,6 +8,7 @@ pub mod network;
 pub mod node;
 pub mod resources;
 pub mod service;
+pub mod shell;
 pub mod stack;
 pub mod task;
 pub mod time;
