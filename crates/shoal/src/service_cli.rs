@@ -11,6 +11,7 @@ use crate::cli::{print_json, table, Format, ListOpts};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use shoal_api::{Client, ClientError, ClusterInfo, Created, ServiceUpdate};
+use shoal_types::shell::TrailingBackslash;
 use shoal_types::{
     Constraint, FailureAction, HealthCheck, Mount, MountType, Node, PlacementPreference, PortConfig,
     Protocol, PublishMode, RestartCondition, Service, ServiceMode, ServiceSpec, Strategy, Task, TaskId,
@@ -627,65 +628,10 @@ pub fn parse_port(s: &str) -> Result<PortConfig, String> {
     Ok(p)
 }
 
-/// Splits a command line like a POSIX shell would (quotes and backslashes; no expansion).
+/// Splits a command line like a POSIX shell would (quotes and backslashes; no expansion); a
+/// backslash at the very end is an error.
 pub fn shell_split(s: &str) -> Result<Vec<String>> {
-    let mut out = Vec::new();
-    let mut cur = String::new();
-    let mut in_word = false;
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '\'' => {
-                in_word = true;
-                loop {
-                    match chars.next() {
-                        Some('\'') => break,
-                        Some(c) => cur.push(c),
-                        None => bail!("unterminated single quote in {s:?}"),
-                    }
-                }
-            }
-            '"' => {
-                in_word = true;
-                loop {
-                    match chars.next() {
-                        Some('"') => break,
-                        Some('\\') => match chars.next() {
-                            Some(c @ ('"' | '\\' | '$' | '`')) => cur.push(c),
-                            Some(c) => {
-                                cur.push('\\');
-                                cur.push(c);
-                            }
-                            None => bail!("unterminated double quote in {s:?}"),
-                        },
-                        Some(c) => cur.push(c),
-                        None => bail!("unterminated double quote in {s:?}"),
-                    }
-                }
-            }
-            '\\' => {
-                in_word = true;
-                match chars.next() {
-                    Some(c) => cur.push(c),
-                    None => bail!("trailing backslash in {s:?}"),
-                }
-            }
-            c if c.is_whitespace() => {
-                if in_word {
-                    out.push(std::mem::take(&mut cur));
-                    in_word = false;
-                }
-            }
-            c => {
-                in_word = true;
-                cur.push(c);
-            }
-        }
-    }
-    if in_word {
-        out.push(cur);
-    }
-    Ok(out)
+    shoal_types::shell::shell_split(s, TrailingBackslash::Error).map_err(anyhow::Error::msg)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1543,13 +1489,19 @@ pub async fn ls(c: &Client, o: &ListOpts) -> Result<()> {
         return print_json(&services);
     }
     let tasks: Vec<Task> = c.get(&format!("/v1/tasks{}", stale_q(o.stale))).await?;
+    let mut services = services;
+    services.sort_by(|a, b| a.spec.name.cmp(&b.spec.name));
+    print_services(c, &services, &tasks).await
+}
+
+/// The table of `service ls` (and `stack services`): `services` in this order, their replicas
+/// counted from `tasks` (and, for global ones, the nodes).
+pub(crate) async fn print_services(c: &Client, services: &[Service], tasks: &[Task]) -> Result<()> {
     let nodes: Vec<Node> = if services.iter().any(|s| s.spec.mode.is_global()) {
         c.get("/v1/nodes?stale=true").await?
     } else {
         Vec::new()
     };
-    let mut services = services;
-    services.sort_by(|a, b| a.spec.name.cmp(&b.spec.name));
     let rows = services
         .iter()
         .map(|s| {
@@ -1557,7 +1509,7 @@ pub async fn ls(c: &Client, o: &ListOpts) -> Result<()> {
                 s.id.short().to_string(),
                 s.spec.name.clone(),
                 s.spec.mode.name().to_string(),
-                replicas_text(s, &tasks, &nodes),
+                replicas_text(s, tasks, &nodes),
                 image_text(&s.spec.task_template),
                 ports_text(s),
             ]

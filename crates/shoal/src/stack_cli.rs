@@ -9,7 +9,7 @@
 //! `stack ps` shows them (a task waiting for a dependency says so).
 
 use crate::cli::{print_json, table, Format, ListOpts};
-use crate::service_cli::{enc, image_text, ports_text, print_tasks, replicas_text, PsArgs};
+use crate::service_cli::{enc, print_services, print_tasks, PsArgs};
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use shoal_api::stack::{Change, DeployRequest, StackInfo, StackReport};
@@ -203,26 +203,7 @@ async fn services(c: &Client, stack: &str, o: &ListOpts) -> Result<()> {
         return print_json(&services);
     }
     let tasks: Vec<Task> = c.get(&format!("/v1/stacks/{}/tasks{q}", enc(stack))).await?;
-    let nodes: Vec<Node> = if services.iter().any(|s| s.spec.mode.is_global()) {
-        c.get("/v1/nodes?stale=true").await?
-    } else {
-        Vec::new()
-    };
-    let rows = services
-        .iter()
-        .map(|s| {
-            vec![
-                s.id.short().to_string(),
-                s.spec.name.clone(),
-                s.spec.mode.name().to_string(),
-                replicas_text(s, &tasks, &nodes),
-                image_text(&s.spec.task_template),
-                ports_text(s),
-            ]
-        })
-        .collect();
-    table(&["ID", "NAME", "MODE", "REPLICAS", "IMAGE", "PORTS"], rows);
-    Ok(())
+    print_services(c, &services, &tasks).await
 }
 
 async fn rm(c: &Client, stacks: &[String], format: Format) -> Result<()> {
