@@ -4,7 +4,7 @@
 //! becomes its controlling terminal (`setsid --ctty`). Killed, with its process group, when the
 //! client goes away.
 
-use crate::{resolve_program, ProcessDriver, DEFAULT_PATH};
+use crate::{exec_command, ProcessDriver};
 use shoal_driver::exec_stream::{self, ExecSession, ExecStreamOptions};
 use shoal_driver::{DriverError, Handle};
 
@@ -14,34 +14,8 @@ pub(crate) fn exec_stream(
     opts: &ExecStreamOptions,
 ) -> Result<ExecSession, DriverError> {
     let state = ProcessDriver::state(handle)?;
-    let Some(program) = cmd.first() else {
-        return Err(DriverError::Invalid("exec needs a command".into()));
-    };
-    let path_var = state.env.get("PATH").map(String::as_str).unwrap_or(DEFAULT_PATH);
-    let resolved = resolve_program(program, path_var, &state.cwd)
-        .ok_or_else(|| DriverError::Invalid(format!("executable not found: {program}")))?;
-    let mut c = if state.own_namespaces {
-        let mut c = exec_stream::command(opts.tty, exec_stream::host_program("nsenter"));
-        c.arg(format!("--target={}", state.launched.child_pid)).args(["--net", "--mount"]);
-        if let Some(g) = state.gid {
-            c.arg(format!("--setgid={g}"));
-        }
-        if let Some(u) = state.uid {
-            c.arg(format!("--setuid={u}"));
-        }
-        c.arg("--").arg(resolved);
-        c
-    } else {
-        let mut c = exec_stream::command(opts.tty, resolved);
-        if let Some(g) = state.gid {
-            c.gid(g);
-        }
-        if let Some(u) = state.uid {
-            c.uid(u);
-        }
-        c
-    };
-    c.args(&cmd[1..]).env_clear().envs(&state.env).current_dir(&state.cwd);
+    let nsenter = exec_stream::host_program("nsenter");
+    let mut c = exec_command(&state, cmd, nsenter.as_os_str(), |p| exec_stream::command(opts.tty, p))?;
     if opts.tty && !state.env.contains_key("TERM") {
         // What `docker exec -t` sets: programs that draw (top, vi, less) need to know the terminal.
         c.env("TERM", "xterm");

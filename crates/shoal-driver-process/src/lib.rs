@@ -457,6 +457,48 @@ impl ProcessDriver {
     }
 }
 
+/// The command that runs `cmd` in the task of `state` (for `exec` and `exec_stream`): with the
+/// task's environment, working directory and user; a task on overlay networks has its own network
+/// and mount namespaces (its resolver's resolv.conf), which the command joins through `nsenter`
+/// (the program at `nsenter`), as `docker exec` does. `new` makes the command for the program
+/// started (the resolved `cmd[0]`, or `nsenter`).
+fn exec_command(
+    state: &State,
+    cmd: &[String],
+    nsenter: &std::ffi::OsStr,
+    new: impl Fn(&std::ffi::OsStr) -> tokio::process::Command,
+) -> Result<tokio::process::Command, DriverError> {
+    let Some(program) = cmd.first() else {
+        return Err(DriverError::Invalid("exec needs a command".into()));
+    };
+    let path_var = state.env.get("PATH").map(String::as_str).unwrap_or(DEFAULT_PATH);
+    let resolved = resolve_program(program, path_var, &state.cwd)
+        .ok_or_else(|| DriverError::Invalid(format!("executable not found: {program}")))?;
+    let mut c = if state.own_namespaces {
+        let mut c = new(nsenter);
+        c.arg(format!("--target={}", state.launched.child_pid)).args(["--net", "--mount"]);
+        if let Some(g) = state.gid {
+            c.arg(format!("--setgid={g}"));
+        }
+        if let Some(u) = state.uid {
+            c.arg(format!("--setuid={u}"));
+        }
+        c.arg("--").arg(resolved);
+        c
+    } else {
+        let mut c = new(resolved.as_os_str());
+        if let Some(g) = state.gid {
+            c.gid(g);
+        }
+        if let Some(u) = state.uid {
+            c.uid(u);
+        }
+        c
+    };
+    c.args(&cmd[1..]).env_clear().envs(&state.env).current_dir(&state.cwd);
+    Ok(c)
+}
+
 /// Finds `program`: absolute, relative to `cwd` when it contains a slash, or searched in `path`.
 fn resolve_program(program: &str, path: &str, cwd: &Path) -> Option<PathBuf> {
     let executable = |p: &Path| {
@@ -653,40 +695,9 @@ impl Driver for ProcessDriver {
         timeout: Duration,
     ) -> Result<ExecResult, DriverError> {
         let state = Self::state(handle)?;
-        let Some(program) = cmd.first() else {
-            return Err(DriverError::Invalid("exec needs a command".into()));
-        };
-        let path_var = state.env.get("PATH").map(String::as_str).unwrap_or(DEFAULT_PATH);
-        let resolved = resolve_program(program, path_var, &state.cwd)
-            .ok_or_else(|| DriverError::Invalid(format!("executable not found: {program}")))?;
-        // A task on overlay networks has its own network and mount namespaces (its resolver's
-        // resolv.conf): the command joins the task's, as `docker exec` does.
-        let mut c = if state.own_namespaces {
-            let mut c = tokio::process::Command::new("nsenter");
-            c.arg(format!("--target={}", state.launched.child_pid)).args(["--net", "--mount"]);
-            if let Some(g) = state.gid {
-                c.arg(format!("--setgid={g}"));
-            }
-            if let Some(u) = state.uid {
-                c.arg(format!("--setuid={u}"));
-            }
-            c.arg("--").arg(resolved);
-            c
-        } else {
-            let mut c = tokio::process::Command::new(resolved);
-            if let Some(g) = state.gid {
-                c.gid(g);
-            }
-            if let Some(u) = state.uid {
-                c.uid(u);
-            }
-            c
-        };
-        c.args(&cmd[1..])
-            .env_clear()
-            .envs(&state.env)
-            .current_dir(&state.cwd)
-            .process_group(0)
+        let mut c = exec_command(&state, cmd, "nsenter".as_ref(), |p| tokio::process::Command::new(p))?;
+        let program = &cmd[0];
+        c.process_group(0)
             .kill_on_drop(true)
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
