@@ -2,9 +2,9 @@
 //! [`Agent::exec_task`] (a task this node runs now), then the driver's
 //! [`Driver::exec_stream`](shoal_driver::Driver::exec_stream), whose session the API streams.
 
-use crate::{lock, Agent, ExecError};
+use crate::{Agent, ExecError};
 use shoal_driver::{DriverError, ExecSession, ExecStreamOptions};
-use shoal_types::{TaskId, TaskState};
+use shoal_types::TaskId;
 
 impl Agent {
     /// Starts `cmd` inside a running task's namespaces through its driver, with its input and
@@ -20,13 +20,7 @@ impl Agent {
         if cmd.first().is_none_or(|p| p.is_empty()) {
             return Err(ExecError::EmptyCommand);
         }
-        let state = lock(&self.reported).get(id).map(|(s, _)| *s);
-        match state {
-            Some(TaskState::Running) => {}
-            Some(state) => return Err(ExecError::NotRunning { task: id.clone(), state }),
-            None => return Err(ExecError::NotHere(id.clone())),
-        }
-        let (driver, handle) = self.task_handle(id).ok_or_else(|| ExecError::NotHere(id.clone()))?;
+        let (driver, handle) = self.running_task_handle(id)?;
         tracing::info!(task = %id, driver = driver.name(), tty = opts.tty, stdin = opts.stdin, "interactive exec in a task");
         driver.exec_stream(&handle, cmd, opts).await.map_err(|e| match e {
             DriverError::Invalid(why) => ExecError::CannotRun(why),

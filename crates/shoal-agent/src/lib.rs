@@ -854,6 +854,18 @@ impl Agent {
         Some((self.drivers.get(lt.driver.as_str())?.clone(), lt.handle?))
     }
 
+    /// The driver and handle of task `id` for an exec: it must run here (as this agent last
+    /// reported it).
+    fn running_task_handle(&self, id: &TaskId) -> Result<(Arc<dyn Driver>, Handle), ExecError> {
+        let state = lock(&self.reported).get(id).map(|(s, _)| *s);
+        match state {
+            Some(TaskState::Running) => {}
+            Some(state) => return Err(ExecError::NotRunning { task: id.clone(), state }),
+            None => return Err(ExecError::NotHere(id.clone())),
+        }
+        self.task_handle(id).ok_or_else(|| ExecError::NotHere(id.clone()))
+    }
+
     /// Runs `cmd` inside a running task's namespaces through its driver (`shoal task exec`), and
     /// answers with its exit code and output. Only a task this node runs now: one that has not
     /// started yet or has ended is refused with its state.
@@ -866,13 +878,7 @@ impl Agent {
         if cmd.is_empty() {
             return Err(ExecError::EmptyCommand);
         }
-        let state = lock(&self.reported).get(id).map(|(s, _)| *s);
-        match state {
-            Some(TaskState::Running) => {}
-            Some(state) => return Err(ExecError::NotRunning { task: id.clone(), state }),
-            None => return Err(ExecError::NotHere(id.clone())),
-        }
-        let (driver, handle) = self.task_handle(id).ok_or_else(|| ExecError::NotHere(id.clone()))?;
+        let (driver, handle) = self.running_task_handle(id)?;
         match driver.exec(&handle, cmd, timeout).await {
             Ok(r) => Ok(r),
             // The command itself cannot run (not found, not executable): the operator's input.
