@@ -626,4 +626,39 @@ impl App {
         self.write(Command::RemoveNetwork { id }).await?;
         Ok(())
     }
+
+    /// Removes a network once the tasks of removed services still stopping on it have stopped
+    /// (`stack rm`, and `docker network rm` right after `docker stack rm`, which Swarm allows):
+    /// waits out their longest grace period and `STOP_SLACK` more. A network that a service uses
+    /// is refused at once.
+    pub async fn remove_network_when_stopped(&self, key: &str) -> AppResult<()> {
+        let grace = self
+            .read(Consistency::Linearizable, |s| {
+                let id = find_network(s, key)?.id.clone();
+                s.tasks()
+                    .filter(|t| {
+                        !t.status.state.is_terminal() && t.networks.iter().any(|n| n.network_id == id)
+                    })
+                    .map(|t| t.spec.stop_grace_period)
+                    .max()
+            })
+            .await?
+            .unwrap_or_default();
+        let deadline = tokio::time::Instant::now() + grace + STOP_SLACK;
+        loop {
+            match self.remove_network(key).await {
+                Err(e)
+                    if e.kind == Kind::Conflict
+                        && e.message.contains(shoal_state::STILL_STOPPING)
+                        && tokio::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                }
+                r => return r,
+            }
+        }
+    }
 }
+
+/// How long a network's removal waits for stopping tasks beyond their grace period.
+const STOP_SLACK: std::time::Duration = std::time::Duration::from_secs(30);

@@ -23,7 +23,6 @@ use shoal_types::stack::{in_stack, StackSpec};
 use shoal_types::{DependencyCondition, Network, NetworkId, Service, ServiceId, ServiceSpec, Task};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::Duration;
 
 /// `POST /v1/stacks/{name}/deploy`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -183,10 +182,6 @@ impl Change {
         }
     }
 }
-
-/// How long a removal waits for the tasks of removed services to stop before their networks
-/// can go: their longest grace period and this much more.
-const STOP_SLACK: Duration = Duration::from_secs(30);
 
 impl App {
     /// Every stack: the names that services or networks carry in their namespace label.
@@ -392,18 +387,11 @@ impl App {
             });
         }
         // A network is refused while tasks of the removed services still stop on it.
-        let grace = services.iter().map(|s| s.spec.task_template.stop_grace_period).max().unwrap_or_default();
-        let deadline = tokio::time::Instant::now() + grace + STOP_SLACK;
         for n in networks {
-            loop {
-                match self.remove_network(n.id.as_str()).await {
-                    Ok(()) => break,
-                    Err(e) if e.kind == Kind::NotFound => break,
-                    Err(e) if e.kind == Kind::Conflict && tokio::time::Instant::now() < deadline => {
-                        tokio::time::sleep(Duration::from_millis(200)).await;
-                    }
-                    Err(e) => return Err(partial(e, &format!("removing network {}", n.spec.name), report)),
-                }
+            match self.remove_network_when_stopped(n.id.as_str()).await {
+                Ok(()) => {}
+                Err(e) if e.kind == Kind::NotFound => {}
+                Err(e) => return Err(partial(e, &format!("removing network {}", n.spec.name), report)),
             }
             report.changes.push(StackChange {
                 object: "network".into(),

@@ -214,7 +214,8 @@ pub(crate) async fn create(
 
 pub(crate) async fn remove(State(ctx): State<Ctx>, Path(id): Path<String>) -> DockerResult<StatusCode> {
     let id = crate::resolve(&ctx, Lookup::Network, &id).await?;
-    ctx.app.remove_network(&id).await?;
+    // `docker stack rm` removes a stack's networks right after its services, as Swarm allows.
+    ctx.app.remove_network_when_stopped(&id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -431,6 +431,9 @@ fn non_zero(v: u64) -> Option<i64> {
     (v != 0).then(|| i64::try_from(v).unwrap_or(i64::MAX))
 }
 
+/// The label `docker stack deploy` puts on a stack's services, networks and containers.
+pub const STACK_NAMESPACE: &str = "com.docker.stack.namespace";
+
 /// Docker's spec → Shoal's. `base` is the service being updated: every field Docker can
 /// express is set from the request (Docker's default when absent), every other one (Shoal-only
 /// settings: the driver, the placement strategy, rebalance, on-drain, dependencies, …) stays as
@@ -446,6 +449,16 @@ pub fn to_shoal(d: &ServiceSpec, base: Option<&st::ServiceSpec>) -> Result<st::S
     reset_mapped(&mut s.task_template);
     let tt = d.task_template.clone().unwrap_or_default();
     task_template(&mut p, &tt, &mut s.task_template);
+    let container_stack =
+        tt.container_spec.as_ref().and_then(|c| c.labels.as_ref()?.get(STACK_NAMESPACE).cloned());
+    if let Some(v) = container_stack {
+        if v.as_str() != s.labels.get(STACK_NAMESPACE).map(String::as_str) {
+            p.push(
+                &format!("TaskTemplate.ContainerSpec.Labels.{STACK_NAMESPACE}"),
+                "must equal the service's label of that name (Shoal keeps the stack on the service)",
+            );
+        }
+    }
     // Networks: the task template's, or the deprecated service-level field.
     let nets = match (&tt.networks, &d.networks) {
         (Some(n), _) if !n.is_empty() => n.clone(),
@@ -630,7 +643,6 @@ fn container_spec(p: &mut Problems, cs: &ContainerSpec, t: &mut st::TaskTemplate
     let path = "TaskTemplate.ContainerSpec";
     p.unknown(path, &cs.extra);
     let refused = [
-        ("Labels", &cs.labels, "container labels; use service labels"),
         ("Groups", &cs.groups, "supplementary groups"),
         ("Privileges", &cs.privileges, "security options"),
         ("TTY", &cs.tty, "terminals"),
@@ -649,6 +661,14 @@ fn container_spec(p: &mut Problems, cs: &ContainerSpec, t: &mut st::TaskTemplate
     ];
     for (field, v, what) in refused {
         p.unsupported(&format!("{path}.{field}"), v, what);
+    }
+    // `docker stack deploy` labels each container with its stack, which it also puts on the
+    // service: that label alone is carried by the service's (checked in `to_shoal`); any other
+    // container label is refused.
+    let only_the_stack =
+        cs.labels.as_ref().and_then(Value::as_object).is_some_and(|l| l.keys().all(|k| k == STACK_NAMESPACE));
+    if !only_the_stack {
+        p.unsupported(&format!("{path}.Labels"), &cs.labels, "container labels; use service labels");
     }
     if cs.init == Some(true) {
         p.push(&format!("{path}.Init"), "not supported by Shoal (an init process)");
@@ -1030,6 +1050,26 @@ mod tests {
         assert_eq!(s.task_template.restart_policy, st::RestartPolicy::default());
         assert_eq!(s.task_template.stop_grace_period, st::DEFAULT_STOP_GRACE_PERIOD);
         s.validate().expect("valid");
+    }
+
+    #[test]
+    fn a_stacks_container_label_rides_on_the_service_label() {
+        let with = |service: &str, container: &str| {
+            parse(&format!(
+                r#"{{"Name":"app_web","Labels":{service},"TaskTemplate":{{"ContainerSpec":{{"Image":"busybox:latest",
+                "Labels":{container}}}}},"Mode":{{"Replicated":{{}}}}}}"#
+            ))
+        };
+        // What `docker stack deploy` sends: the namespace on the service and on its containers.
+        let ns = r#"{"com.docker.stack.namespace":"app"}"#;
+        let s = to_shoal(&with(ns, ns), None).expect("a stack's service maps");
+        assert_eq!(s.labels.get(STACK_NAMESPACE).map(String::as_str), Some("app"));
+        // Any other container label, or a namespace the service does not carry, is refused.
+        let e =
+            to_shoal(&with(ns, r#"{"com.docker.stack.namespace":"app","x":"1"}"#), None).expect_err("other");
+        assert!(e.contains("TaskTemplate.ContainerSpec.Labels: not supported by Shoal"), "{e}");
+        let e = to_shoal(&with("{}", ns), None).expect_err("not on the service");
+        assert!(e.contains("must equal the service's label"), "{e}");
     }
 
     #[test]

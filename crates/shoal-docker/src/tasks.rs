@@ -211,7 +211,9 @@ pub(crate) async fn list(
                         && f.any("id", |p| t.id.as_str().starts_with(p))
                         && f.any("name", |p| name.starts_with(p))
                         && f.any("runtime", |r| r == "container")
-                        && f.labels_match("label", |_| None)
+                        // Like swarmkit: a task's labels are its service's (`docker stack ps`
+                        // lists a stack's tasks by the namespace label).
+                        && f.labels_match("label", |k| svc.and_then(|v| v.spec.labels.get(k)).map(String::as_str))
                 })
                 .map(|t| render(s, t))
                 .collect())

@@ -10,7 +10,7 @@ mod usage;
 pub use command::{
     Assignment, Command, DesiredChange, Plan, PlanItem, ServiceStatusChange, StatusChange, TaskStatusReport,
 };
-pub use network::{IpamSnapshot, NodeAddress};
+pub use network::{IpamSnapshot, NodeAddress, STILL_STOPPING};
 pub use usage::NodeUsage;
 
 use serde::{Deserialize, Serialize};

@@ -240,6 +240,10 @@ fn derived_id(cluster: &str, name: &str, index: u64) -> NetworkId {
     NetworkId::new(shoal_types::id::id_from_bits(fnv(0xcbf2_9ce4_8422_2325), fnv(0x8422_2325_cbf2_9ce4)))
 }
 
+/// How `RemoveNetwork`'s refusal names tasks of removed services that are still stopping on the
+/// network (callers that may wait for them look for it).
+pub const STILL_STOPPING: &str = "that have not stopped yet";
+
 fn conflict(m: impl Into<String>) -> StateError {
     StateError::Conflict(m.into())
 }
@@ -481,7 +485,7 @@ impl ClusterState {
             .collect();
         if !live.is_empty() {
             return Err(conflict(format!(
-                "network {name} still has tasks of service {} that have not stopped yet; try again when they have",
+                "network {name} still has tasks of service {} {STILL_STOPPING}; try again when they have",
                 names(&live)
             )));
         }

@@ -730,3 +730,67 @@ fn a_cluster_through_the_docker_cli_and_a_workers_socket() {
     dm.ok(&["node", "rm", "dw1"]);
     assert_eq!(dm.ok(&["node", "ls", "--format", "{{.Hostname}}"]), "dm1");
 }
+
+/// `docker stack deploy` of a compose file as Swarm takes it (two services, an overlay network
+/// of the file's and the stack's default one): Shoal names and labels it as Swarm does, so the
+/// docker CLI's `stack ls/services/ps` and `shoal stack ls` both see it; a re-deploy changes what
+/// changed; `docker stack rm` removes services and networks.
+#[test]
+fn a_stack_through_docker_stack_deploy() {
+    if !available("a_stack_through_docker_stack_deploy", true) {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let img = Image::import(tmp.path(), "stack");
+    // In a simulated host of its own: overlays and the node's nftables table are per network
+    // namespace, and other tests build theirs in the machine's own.
+    let ul = common::sim::Underlay::new("dstack", 1);
+    let mut n = ul.node(tmp.path(), "dk1", 1);
+    n.start("dev");
+    let sock = n.dir.join("docker.sock");
+    eventually(20, "the docker socket", || sock.exists().then_some(()));
+    let d = Docker::new(&n, sock, tmp.path(), "dev");
+    eventually(30, "the node ready", || {
+        (d.ok(&["node", "ls", "--format", "{{.Status}}"]) == "Ready").then_some(())
+    });
+    let compose = |ticks: &str| {
+        format!(
+            "services:\n  web:\n    image: {img}\n    command: [\"sh\", \"-c\", \"{TICKER}\"]\n    environment:\n      TICKS: \"{ticks}\"\n    deploy:\n      replicas: 2\n  worker:\n    image: {img}\n    command: [\"sh\", \"-c\", \"{TICKER}\"]\n    networks: [back]\nnetworks:\n  back:\n    driver: overlay\n",
+            img = img.0
+        )
+    };
+    let file = tmp.path().join("stack.yml");
+    std::fs::write(&file, compose("1")).expect("compose file");
+    let file_s = file.display().to_string();
+    let out = d.ok(&["stack", "deploy", "--detach=true", "-c", &file_s, "app"]);
+    assert!(out.contains("Creating service app_web") && out.contains("Creating network app_back"), "{out}");
+    assert_eq!(d.ok(&["stack", "ls", "--format", "{{.Name}} {{.Services}}"]), "app 2");
+    eventually(60, "both services running", || {
+        let s = d.ok(&["stack", "services", "app", "--format", "{{.Name}} {{.Replicas}}"]);
+        (sorted_lines(&s) == ["app_web 2/2", "app_worker 1/1"]).then_some(())
+    });
+    let ps = d.ok(&["stack", "ps", "app", "--filter", "desired-state=running", "--format", "{{.Name}}"]);
+    assert_eq!(sorted_lines(&ps), ["app_web.1", "app_web.2", "app_worker.1"]);
+    // Shoal's own CLI sees the same stack, with its two networks.
+    let shoal = n.ok(&["stack", "ls"]);
+    assert!(shoal.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["app", "2", "2"]), "{shoal}");
+    // A re-deploy with a change updates that service.
+    std::fs::write(&file, compose("2")).expect("compose file");
+    d.ok(&["stack", "deploy", "--detach=true", "-c", &file_s, "app"]);
+    eventually(60, "web updated", || {
+        let env = d.ok(&[
+            "service",
+            "inspect",
+            "app_web",
+            "--format",
+            "{{json .Spec.TaskTemplate.ContainerSpec.Env}}",
+        ]);
+        env.contains("TICKS=2").then_some(())
+    });
+    let out = d.ok(&["stack", "rm", "app"]);
+    assert!(out.contains("Removing service app_web") && out.contains("Removing network app_back"), "{out}");
+    eventually(60, "the stack gone", || {
+        let nets = d.ok(&["network", "ls", "--format", "{{.Name}}"]);
+        (d.ok(&["stack", "ls", "--format", "{{.Name}}"]).is_empty() && !nets.contains("app_")).then_some(())
+    });
+}
