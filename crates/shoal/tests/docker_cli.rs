@@ -190,15 +190,17 @@ fn version_info_nodes_networks_and_lists() {
         (d.ok(&["node", "ls", "--format", "{{.Status}}"]) == "Ready").then_some(())
     });
 
-    // Versions: negotiated through /_ping, served under any prefix from 1.24 to 1.50.
-    assert_eq!(
-        d.ok(&[
-            "version",
-            "--format",
-            "{{.Server.APIVersion}} {{.Server.MinAPIVersion}} {{.Client.APIVersion}}"
-        ]),
-        "1.50 1.24 1.50"
-    );
+    // Versions: negotiated through /_ping (the client speaks the lower of its newest and the
+    // server's 1.50: 1.50 for CLI 28, 1.41 for Debian's 20.10), served under any prefix from 1.24.
+    let v = d.ok(&[
+        "version",
+        "--format",
+        "{{.Server.APIVersion}} {{.Server.MinAPIVersion}} {{.Client.APIVersion}} {{.Client.DefaultAPIVersion}}",
+    ]);
+    let v: Vec<&str> = v.split_whitespace().collect();
+    let minor = |s: &str| s.strip_prefix("1.").and_then(|m| m.parse::<u32>().ok()).unwrap_or(0);
+    assert_eq!(v[..2], ["1.50", "1.24"], "{v:?}");
+    assert_eq!(minor(v[2]), minor(v[3]).min(50), "{v:?}");
     for v in ["1.24", "1.41"] {
         let out = d.run_env(
             &["version", "--format", "{{.Client.APIVersion}} {{.Server.Os}}"],
