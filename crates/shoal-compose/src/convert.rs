@@ -10,7 +10,6 @@ use shoal_types::{
     Dependency, DependencyCondition, EndpointMode, FailureAction, HealthCheck, Mount, MountType,
     NetworkAttachmentConfig, NetworkDriver, NetworkSpec, PlacementPreference, PortConfig, Protocol,
     PublishMode, RestartCondition, ServiceMode, ServiceSpec, StackSpec, UpdateConfig, UpdateOrder,
-    NANO_CPUS_PER_CPU,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Component, Path, PathBuf};
@@ -258,22 +257,7 @@ fn bytes(cx: &mut Cx<'_>, path: &str, v: &Value) -> Option<u64> {
     got.map_err(|e| cx.err(path, e)).ok()
 }
 
-/// A decimal number of CPUs in nano-CPUs, exact to 9 places.
-pub(crate) fn parse_cpus(s: &str) -> Result<u64, String> {
-    let err = || format!("invalid CPU count {s:?} (use a decimal number, e.g. 0.5)");
-    let t = s.trim();
-    let (int, frac) = t.split_once('.').unwrap_or((t, ""));
-    if (int.is_empty() && frac.is_empty())
-        || !int.bytes().all(|b| b.is_ascii_digit())
-        || !frac.bytes().all(|b| b.is_ascii_digit())
-        || frac.len() > 9
-    {
-        return Err(err());
-    }
-    let whole: u64 = if int.is_empty() { 0 } else { int.parse().map_err(|_| err())? };
-    let frac: u64 = if frac.is_empty() { 0 } else { format!("{frac:0<9}").parse().map_err(|_| err())? };
-    whole.checked_mul(NANO_CPUS_PER_CPU).and_then(|n| n.checked_add(frac)).ok_or_else(err)
-}
+pub(crate) use shoal_types::parse_cpus;
 
 fn cpus(cx: &mut Cx<'_>, path: &str, v: &Value) -> Option<u64> {
     let got = match v {

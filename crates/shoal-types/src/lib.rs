@@ -24,7 +24,7 @@ pub use node::{
     Availability, DriverInfo, ManagerStatus, Node, NodeDescription, NodeRole, NodeSpec, NodeState,
     NodeStatus, Platform, Reachability,
 };
-pub use resources::{Resources, Shortfall, NANO_CPUS_PER_CPU};
+pub use resources::{parse_cpus, Resources, Shortfall, NANO_CPUS_PER_CPU};
 pub use service::{
     Dependency, DependencyCondition, EndpointMode, EndpointSpec, FailureAction, HealthCheck, Mount,
     MountType, OnDrain, Placement, PlacementPreference, PortConfig, Protocol, PublishMode, RebalanceMode,

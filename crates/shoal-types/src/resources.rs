@@ -8,6 +8,28 @@ use std::fmt;
 
 pub const NANO_CPUS_PER_CPU: u64 = 1_000_000_000;
 
+/// A decimal number of CPUs (`0.5`, `2`) in nano-CPUs, exact to 9 decimal places (the CLI's
+/// `--limit-cpu`/`--reserve-cpu` and compose's `cpus`).
+pub fn parse_cpus(s: &str) -> Result<u64, String> {
+    let err = || format!("invalid CPU count {s:?}: use a decimal number of CPUs (e.g. 0.5, 2)");
+    let t = s.trim();
+    let (int, frac) = t.split_once('.').unwrap_or((t, ""));
+    if (int.is_empty() && frac.is_empty())
+        || !int.bytes().all(|b| b.is_ascii_digit())
+        || !frac.bytes().all(|b| b.is_ascii_digit())
+        || frac.len() > 9
+    {
+        return Err(err());
+    }
+    let whole: u64 = if int.is_empty() { 0 } else { int.parse().map_err(|_| err())? };
+    let frac_nanos: u64 =
+        if frac.is_empty() { 0 } else { format!("{frac:0<9}").parse().map_err(|_| err())? };
+    whole
+        .checked_mul(NANO_CPUS_PER_CPU)
+        .and_then(|n| n.checked_add(frac_nanos))
+        .ok_or_else(|| format!("CPU count {s:?} is too large"))
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Resources {
