@@ -21,7 +21,9 @@ fi
 if ! /usr/bin/docker -H unix:///var/run/docker.sock version >/dev/null 2>&1; then
     echo "==> starting dockerd"
     mkdir -p /var/log
-    nohup /usr/sbin/dockerd >/var/log/shoal-test-dockerd.log 2>&1 &
+    # Its own session: a job runner that kills the caller's process group on exit (CI steps,
+    # shells with job control) must not take dockerd with it.
+    setsid nohup /usr/sbin/dockerd >>/var/log/shoal-test-dockerd.log 2>&1 </dev/null &
     for _ in $(seq 1 120); do
         /usr/bin/docker -H unix:///var/run/docker.sock version >/dev/null 2>&1 && break
         sleep 0.5

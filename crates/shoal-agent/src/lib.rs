@@ -20,7 +20,7 @@ pub mod fingerprint;
 pub mod plane;
 pub mod store;
 
-pub use plane::{Assignments, ControlPlane, PlaneError, StatusReport};
+pub use plane::{AssignedService, Assignments, ControlPlane, PlaneError, StatusReport};
 
 use shoal_driver::{
     CheckpointOptions, CheckpointReport, Driver, DriverError, ExitStatus, Handle, Limits, Recovered,
@@ -69,6 +69,8 @@ pub struct Agent {
     dns: shoal_net::dns::Dns,
     /// The newest network view from the managers, once one came.
     netview: watch::Sender<Option<Arc<shoal_net::NetView>>>,
+    /// The services of the assigned tasks (names for the tasks' containers).
+    services: Mutex<BTreeMap<shoal_types::ServiceId, AssignedService>>,
 }
 
 /// How long a task stopped by a checkpoint waits for the managers to move it (a migration
@@ -139,6 +141,7 @@ impl Agent {
             net: (!cfg_node_id.is_empty()).then(|| Arc::new(shoal_net::Net::new(&cfg_node_id, &net_dir))),
             dns: shoal_net::dns::Dns::default(),
             netview: watch::channel(None).0,
+            services: Mutex::new(BTreeMap::new()),
         }))
     }
 
@@ -185,6 +188,9 @@ impl Agent {
             match self.plane.assignments(revision.as_deref()).await {
                 Ok(a) => {
                     revision = Some(a.revision.clone());
+                    if !a.services.is_empty() {
+                        *lock(&self.services) = a.services;
+                    }
                     self.reconcile(a.tasks);
                 }
                 Err(e) => {
@@ -487,10 +493,17 @@ impl Agent {
             || t.node_id.as_ref().map_or_else(String::new, |n| n.to_string()),
             |s| s.to_string(),
         );
+        let service = lock(&self.services).get(&t.service_id).cloned().unwrap_or_default();
+        let service_name =
+            if service.name.is_empty() { t.service_id.to_string() } else { service.name.clone() };
         TaskConfig {
             task_id: t.id.to_string(),
             service_id: t.service_id.to_string(),
-            name: format!("{}.{}.{}", t.service_id, slot, t.id),
+            name: format!("{service_name}.{slot}.{}", t.id),
+            service_name: service.name,
+            stack_namespace: service.stack,
+            node_id: self.cfg.node_id.clone(),
+            options: shoal_driver::ContainerOptions::of(&t.spec),
             image: t.spec.image.clone(),
             command: t.spec.command.clone(),
             args: t.spec.args.clone(),

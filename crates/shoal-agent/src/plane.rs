@@ -3,7 +3,8 @@
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
-use shoal_types::{NodeDescription, Task, TaskId, TaskStatus};
+use shoal_types::{NodeDescription, ServiceId, Task, TaskId, TaskStatus};
+use std::collections::BTreeMap;
 
 /// The tasks assigned to this node, as of `revision`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -13,6 +14,19 @@ pub struct Assignments {
     pub revision: String,
     /// Every task bound to this node, in id order: the complete set, never a delta.
     pub tasks: Vec<Task>,
+    /// The services of those tasks (their names name the tasks' containers). Older managers
+    /// send none: the agent then names containers after the service id.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub services: BTreeMap<ServiceId, AssignedService>,
+}
+
+/// What the agent knows of a task's service.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AssignedService {
+    pub name: String,
+    /// Its `com.docker.stack.namespace` label, for a service of a stack.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stack: Option<String>,
 }
 
 /// An observed task status, batched to the managers.

@@ -139,6 +139,7 @@ impl ControlPlane for FakePlane {
                 return Ok(Assignments {
                     revision: rev,
                     tasks: lock(&self.tasks).values().cloned().collect(),
+                    ..Default::default()
                 });
             }
             notified.await;

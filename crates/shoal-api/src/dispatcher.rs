@@ -50,7 +50,16 @@ pub fn assignments_of(state: &ClusterState, node: &NodeId) -> Assignments {
     tasks.len().hash(&mut h);
     // The node's role is part of what the agent follows (promote/demote).
     state.node(node).map(|n| n.spec.role).hash(&mut h);
-    Assignments { revision: format!("{:016x}", h.finish()), tasks }
+    // The tasks' services, whose names name the tasks' containers (a service's name never changes).
+    let services = tasks
+        .iter()
+        .filter_map(|t| {
+            let s = state.service(&t.service_id)?;
+            let stack = s.spec.labels.get("com.docker.stack.namespace").cloned();
+            Some((t.service_id.clone(), shoal_agent::AssignedService { name: s.spec.name.clone(), stack }))
+        })
+        .collect();
+    Assignments { revision: format!("{:016x}", h.finish()), tasks, services }
 }
 
 /// Answers with the node's assignments once they differ from `known`, or after `wait`.

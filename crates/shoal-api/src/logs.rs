@@ -5,8 +5,11 @@
 //! [`LogRecord`]s read through the task's driver. A manager's `GET /v1/services/{id}/logs` asks the
 //! agent of every node that ran one of the service's tasks — its own in-process, others over TLS
 //! (verifying the node's certificate name) — and merges the lines: sorted by time for a snapshot,
-//! in arrival order while following.
+//! in arrival order while following. `GET /v1/tasks/{id}/logs` does the same for one task. Both
+//! take an id, an id's unique prefix, or (a service) its name, as docker does; each line says
+//! where it came from ([`LogOrigin`]) so that the CLI can name it as the user asks.
 
+use crate::app::{find_service, resolve_prefix, Lookup};
 use crate::server::ApiError;
 use axum::body::Body;
 use axum::extract::{Extension, Path, Query, State};
@@ -19,7 +22,8 @@ use shoal_agent::Agent;
 use shoal_driver::{LogOptions, LogStream};
 use shoal_manager::Manager;
 use shoal_pki::{NodeIdentity, Role};
-use shoal_types::{NodeId, Task, TaskId, Timestamp};
+use shoal_state::ClusterState;
+use shoal_types::{Node, NodeId, Service, Task, TaskId, Timestamp};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
@@ -39,6 +43,23 @@ pub struct LogRecord {
     /// `<service>.<slot or node>.<task id>@<node>`, for display.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub source: String,
+    /// The task's service, slot and node, by name and by id (`service logs --no-resolve`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<LogOrigin>,
+}
+
+/// Where a task's lines come from.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LogOrigin {
+    pub service_id: String,
+    pub service_name: String,
+    /// The task's slot; `None` for a global service's task (its node names it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slot: Option<u64>,
+    pub node_id: String,
+    /// The node's hostname.
+    pub node_name: String,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -83,7 +104,7 @@ async fn local_logs(
     task: &TaskId,
     q: &LogQuery,
     out: mpsc::Sender<LogRecord>,
-    source: String,
+    source: Source,
 ) -> Result<(), String> {
     let (driver, handle) = agent
         .task_handle(task)
@@ -96,7 +117,8 @@ async fn local_logs(
             stream: l.stream,
             line: l.line,
             task_id: task.to_string(),
-            source: source.clone(),
+            source: source.text.clone(),
+            origin: source.origin.clone(),
         };
         if out.send(rec).await.is_err() {
             break;
@@ -131,7 +153,7 @@ async fn agent_logs(
     }
     let (tx, rx) = mpsc::channel(256);
     tokio::spawn(async move {
-        if let Err(e) = local_logs(&agent, &task, &q, tx, String::new()).await {
+        if let Err(e) = local_logs(&agent, &task, &q, tx, Source::default()).await {
             tracing::debug!(error = %e, "task logs");
         }
     });
@@ -160,7 +182,7 @@ async fn remote_logs(
     node: &NodeId,
     q: &LogQuery,
     out: mpsc::Sender<LogRecord>,
-    source: String,
+    source: Source,
 ) -> Result<(), String> {
     use http_body_util::BodyExt;
     let server_name = shoal_pki::node_dns_name(node.as_str());
@@ -181,7 +203,8 @@ async fn remote_logs(
             let line: Vec<u8> = buf.drain(..=pos).collect();
             if let Ok(mut rec) = serde_json::from_slice::<LogRecord>(&line) {
                 rec.task_id = q.task.clone();
-                rec.source = source.clone();
+                rec.source = source.text.clone();
+                rec.origin = source.origin.clone();
                 if out.send(rec).await.is_err() {
                     return Ok(());
                 }
@@ -209,12 +232,52 @@ pub struct LogsState {
     pub agent: AgentSlot,
 }
 
-fn source_of(t: &Task, service_name: &str, node_name: &str) -> String {
+/// How a manager names a task's lines.
+#[derive(Clone, Debug, Default)]
+struct Source {
+    /// `<service>.<slot or node>.<task id>@<node>`.
+    text: String,
+    origin: Option<LogOrigin>,
+}
+
+fn source_of(t: &Task, svc: &Service, node: &Node) -> Source {
     let slot = t
         .slot
         .map_or_else(|| t.node_id.as_ref().map_or_else(String::new, |n| n.to_string()), |s| s.to_string());
     let id: String = t.id.as_str().chars().take(12).collect();
-    format!("{service_name}.{slot}.{id}@{node_name}")
+    let node_name = &node.description.hostname;
+    Source {
+        text: format!("{}.{slot}.{id}@{node_name}", svc.spec.name),
+        origin: Some(LogOrigin {
+            service_id: svc.id.to_string(),
+            service_name: svc.spec.name.clone(),
+            slot: t.slot,
+            node_id: node.id.to_string(),
+            node_name: node_name.clone(),
+        }),
+    }
+}
+
+/// A task whose lines to read: on which node (id, address), named how.
+type Target = (TaskId, NodeId, String, Source);
+
+/// The tasks of `tasks` that have lines (they started), in slot order, with their nodes.
+fn targets(s: &ClusterState, svc: &Service, tasks: Vec<Task>) -> Vec<Target> {
+    let mut tasks: Vec<Task> =
+        tasks.into_iter().filter(|t| t.status.state >= shoal_types::TaskState::Starting).collect();
+    tasks.sort_by(|a, b| (a.slot, &a.id).cmp(&(b.slot, &b.id)));
+    tasks
+        .into_iter()
+        .filter_map(|t| {
+            let node = s.node(t.node_id.as_ref()?)?;
+            let source = source_of(&t, svc, node);
+            Some((t.id.clone(), node.id.clone(), node.status.addr.clone(), source))
+        })
+        .collect()
+}
+
+fn not_found(what: &str, key: &str) -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("{what} {key} not found"))
 }
 
 async fn service_logs(
@@ -222,30 +285,37 @@ async fn service_logs(
     Path(id): Path<String>,
     Query(q): Query<LogQuery>,
 ) -> Result<Response, ApiError> {
-    let m = st.manager.clone();
     // Which tasks, on which nodes (name and address), from this manager's replica.
     let targets = {
-        let d = m.node.local_state();
+        let d = st.manager.node.local_state();
         let s = &d.state;
-        let svc =
-            s.services().find(|v| v.id.as_str() == id || v.spec.name == id).cloned().ok_or_else(|| {
-                ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("service {id} not found"))
-            })?;
-        let mut tasks: Vec<Task> = s
-            .tasks_of_service(&svc.id)
-            .filter(|t| t.status.state >= shoal_types::TaskState::Starting)
-            .cloned()
-            .collect();
-        tasks.sort_by(|a, b| (a.slot, &a.id).cmp(&(b.slot, &b.id)));
-        tasks
-            .into_iter()
-            .filter_map(|t| {
-                let node = s.node(t.node_id.as_ref()?)?;
-                let source = source_of(&t, &svc.spec.name, &node.description.hostname);
-                Some((t.id.clone(), node.id.clone(), node.status.addr.clone(), source))
-            })
-            .collect::<Vec<_>>()
+        let key = resolve_prefix(s, Lookup::Service, &id)?.ok_or_else(|| not_found("service", &id))?;
+        let svc = find_service(s, &key).ok_or_else(|| not_found("service", &id))?;
+        targets(s, svc, s.tasks_of_service(&svc.id).cloned().collect())
     };
+    read_logs(&st, targets, q).await
+}
+
+/// One task's lines (`service logs TASK`): the task by id or unique id prefix.
+async fn task_logs(
+    State(st): State<LogsState>,
+    Path(id): Path<String>,
+    Query(q): Query<LogQuery>,
+) -> Result<Response, ApiError> {
+    let targets = {
+        let d = st.manager.node.local_state();
+        let s = &d.state;
+        let key = resolve_prefix(s, Lookup::Task, &id)?.ok_or_else(|| not_found("task", &id))?;
+        let task = s.task(&TaskId::new(key)).ok_or_else(|| not_found("task", &id))?;
+        let svc = s.service(&task.service_id).ok_or_else(|| not_found("task", &id))?;
+        targets(s, svc, vec![task.clone()])
+    };
+    read_logs(&st, targets, q).await
+}
+
+/// The lines of `targets`, each asked of its node's agent (this node's in-process), merged.
+async fn read_logs(st: &LogsState, targets: Vec<Target>, q: LogQuery) -> Result<Response, ApiError> {
+    let m = st.manager.clone();
     let me = NodeId::new(m.node.config().node.node_id.clone());
     let (tx, mut rx) = mpsc::channel::<LogRecord>(1024);
     for (task, node, addr, source) in targets {
@@ -289,8 +359,12 @@ async fn service_logs(
     Ok(ndjson(rx))
 }
 
+/// `GET /v1/services/{id}/logs` and `GET /v1/tasks/{id}/logs`.
 pub fn service_logs_router(st: LogsState) -> Router {
-    Router::new().route("/v1/services/{id}/logs", get(service_logs)).with_state(st)
+    Router::new()
+        .route("/v1/services/{id}/logs", get(service_logs))
+        .route("/v1/tasks/{id}/logs", get(task_logs))
+        .with_state(st)
 }
 
 /// For the CLI: a timestamp of a record.

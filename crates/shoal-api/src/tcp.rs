@@ -181,6 +181,10 @@ pub struct ClientCert {
     pub cert_pem: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_pem: Option<String>,
+    /// Where the manager that issued it serves the TCP API (`HOST:PORT`); none when it serves
+    /// only its unix socket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_addr: Option<String>,
 }
 
 pub(crate) async fn issue_client_cert(
@@ -211,7 +215,7 @@ pub(crate) async fn issue_client_cert(
         .issue(&csr_pem, &r.name, Role::Client, m.cert_validity(), SystemTime::now())
         .map_err(|e| invalid(e.to_string()))?;
     tracing::info!(name = %r.name, "issued a client certificate");
-    Ok(Json(ClientCert { ca_pem, cert_pem, key_pem }))
+    Ok(Json(ClientCert { ca_pem, cert_pem, key_pem, api_addr: m.api_addr().map(str::to_string) }))
 }
 
 #[cfg(test)]

@@ -335,22 +335,20 @@ const SERVICE_UNSUPPORTED: &[(&str, &str)] = &[
     ("mem_reservation", "use deploy.resources.reservations.memory"),
     ("pids_limit", "use deploy.resources.limits.pids"),
     ("gpus", "reserve generic resources with deploy.resources.reservations.generic_resources"),
-    ("labels", "container labels; service labels go in deploy.labels"),
     ("links", "services reach each other by name on their networks"),
     ("external_links", "services reach each other by name on their networks"),
     ("network_mode", "tasks join overlay networks (networks:)"),
     ("secrets", "not yet"),
     ("configs", "not yet"),
-    ("logging", "the nodes keep task output (shoal service logs)"),
     ("stop_signal", "tasks get SIGTERM, then SIGKILL after stop_grace_period"),
     ("pull_policy", "nodes do not pull for the docker driver: the image must be on them"),
     ("extends", "merge files with several -c instead"),
-    ("profiles", ""), ("platform", ""), ("privileged", ""), ("cap_add", ""), ("cap_drop", ""),
-    ("devices", ""), ("dns", ""), ("dns_opt", ""), ("dns_search", ""), ("domainname", ""),
-    ("extra_hosts", ""), ("init", ""), ("ipc", ""), ("pid", ""), ("read_only", ""),
-    ("security_opt", ""), ("shm_size", ""), ("stdin_open", ""), ("tty", ""), ("sysctls", ""),
-    ("tmpfs", ""), ("ulimits", ""), ("userns_mode", ""), ("volumes_from", ""), ("mac_address", ""),
-    ("oom_kill_disable", ""), ("oom_score_adj", ""), ("group_add", ""), ("isolation", ""),
+    ("profiles", ""), ("platform", ""), ("privileged", ""),
+    ("devices", ""), ("domainname", ""),
+    ("extra_hosts", ""), ("ipc", ""), ("pid", ""),
+    ("security_opt", ""), ("shm_size", ""), ("stdin_open", ""), ("sysctls", ""),
+    ("tmpfs", ""), ("userns_mode", ""), ("volumes_from", ""), ("mac_address", ""),
+    ("oom_kill_disable", ""), ("oom_score_adj", ""), ("isolation", ""),
     ("runtime", ""), ("storage_opt", ""), ("cgroup", ""), ("cgroup_parent", ""), ("cpu_count", ""),
     ("cpu_percent", ""), ("cpu_period", ""), ("cpu_quota", ""), ("cpu_rt_runtime", ""),
     ("cpu_rt_period", ""), ("cpu_shares", ""), ("cpuset", ""), ("blkio_config", ""),
@@ -713,6 +711,7 @@ fn service(cx: &mut Cx<'_>, name: &str, v: &Value, refs: &Refs<'_>, used: &mut U
     if let Some((p, v)) = o.get("volumes") {
         t.mounts = mounts(cx, &p, v, refs, used);
     }
+    container_options(cx, &mut o, t);
     if o.get("expose").is_some() {
         cx.warn(format!(
             "{path}.expose has no effect: tasks on a network reach each other's ports without it"
@@ -730,6 +729,105 @@ fn service(cx: &mut Cx<'_>, name: &str, v: &Value, refs: &Refs<'_>, used: &mut U
     }
     o.done(cx, SERVICE_UNSUPPORTED);
     Some(spec)
+}
+
+/// The container options: `read_only`, `init`, `tty`, `cap_add`, `cap_drop`, `dns`,
+/// `dns_search`, `dns_opt`, `labels` (the container's; the service's are `deploy.labels`),
+/// `ulimits`, `group_add` and `logging`.
+fn container_options(cx: &mut Cx<'_>, o: &mut Obj<'_>, t: &mut shoal_types::TaskTemplate) {
+    for (key, field) in [("read_only", &mut t.read_only), ("init", &mut t.init), ("tty", &mut t.tty)] {
+        if let Some((p, v)) = o.get(key) {
+            *field = boolean(cx, &p, v).unwrap_or(false);
+        }
+    }
+    for (key, field) in [("cap_add", &mut t.cap_add), ("cap_drop", &mut t.cap_drop)] {
+        if let Some((p, v)) = o.get(key) {
+            for (i, c) in strings(cx, &p, v).into_iter().enumerate() {
+                match shoal_types::container::normalize_capability(&c) {
+                    Ok(c) => field.push(c),
+                    Err(e) => cx.err(&format!("{p}[{i}]"), e),
+                }
+            }
+        }
+    }
+    for (key, field) in [
+        ("dns", &mut t.dns.nameservers),
+        ("dns_search", &mut t.dns.search),
+        ("dns_opt", &mut t.dns.options),
+        ("group_add", &mut t.groups),
+    ] {
+        if let Some((p, v)) = o.get(key) {
+            *field = strings(cx, &p, v);
+        }
+    }
+    if let Some((p, v)) = o.get("labels") {
+        t.container_labels =
+            key_values(cx, &p, v).into_iter().map(|(k, v)| (k, v.unwrap_or_default())).collect();
+    }
+    if let Some((p, v)) = o.get("ulimits") {
+        if let Some(mut u) = Obj::new(cx, &p, v) {
+            let names: Vec<String> = u.entries.iter().map(|(k, _)| k.clone()).collect();
+            for name in names {
+                let Some((np, nv)) = u.get(&name) else { continue };
+                // `nofile: 1024` or `nofile: {soft: 1024, hard: 2048}`.
+                let (soft, hard) = match nv {
+                    Value::Mapping(_) => {
+                        let Some(mut m) = Obj::new(cx, &np, nv) else { continue };
+                        let soft = m.get("soft").and_then(|(p, v)| int(cx, &p, v));
+                        let hard = m.get("hard").and_then(|(p, v)| int(cx, &p, v));
+                        m.done(cx, &[]);
+                        match (soft, hard) {
+                            (Some(s), Some(h)) => (s, h),
+                            _ => {
+                                cx.err(&np, "soft and hard are both required");
+                                continue;
+                            }
+                        }
+                    }
+                    other => match int(cx, &np, other) {
+                        Some(n) => (n, n),
+                        None => continue,
+                    },
+                };
+                match shoal_types::container::parse_ulimit(&format!("{name}={soft}:{hard}")) {
+                    Ok(l) => t.ulimits.push(l),
+                    Err(e) => cx.err(&np, e),
+                }
+            }
+            u.done(cx, &[]);
+        }
+    }
+    if let Some((p, v)) = o.get("logging") {
+        if let Some(mut l) = Obj::new(cx, &p, v) {
+            let name =
+                l.get("driver").and_then(|(p, v)| string(cx, &p, v)).unwrap_or_else(|| "json-file".into());
+            let options: BTreeMap<String, String> = l
+                .get("options")
+                .map(|(p, v)| {
+                    key_values(cx, &p, v).into_iter().map(|(k, v)| (k, v.unwrap_or_default())).collect()
+                })
+                .unwrap_or_default();
+            l.done(cx, &[]);
+            let ld = shoal_types::LogDriver { name, options };
+            for e in shoal_types::container::check_log_driver(&ld) {
+                cx.err(&p, e);
+            }
+            t.log_driver = Some(ld);
+        }
+    }
+}
+
+/// A whole number, negative allowed (-1: unlimited).
+fn int(cx: &mut Cx<'_>, path: &str, v: &Value) -> Option<i64> {
+    let got = match v {
+        Value::Number(n) => n.as_i64(),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    };
+    if got.is_none() {
+        cx.err(path, format!("expected a whole number, got {}", show(v)));
+    }
+    got
 }
 
 /// `env_file`s in order, then `environment` over them; an entry without a value takes the

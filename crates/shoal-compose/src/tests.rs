@@ -309,9 +309,9 @@ services:
     build: .
     image: web
     imagee: web
-    cap_add: [NET_ADMIN]
+    sysctls: {net.core.somaxconn: 1024}
     restart: always
-    labels: {a: b}
+    logging: {driver: syslog}
     x-anything: ignored
     x-shoal-drivr: process
     deploy:
@@ -328,15 +328,66 @@ x-common: &common {a: 1}
         "services.web.deploy.resouces: unknown key (did you mean resources?)",
         "services.web.build: not supported by Shoal: a build-only key: Shoal runs images and does not build them; build the image, load it on the nodes (or push it) and name it in image:",
         "services.web.imagee: unknown key (did you mean image?)",
-        "services.web.cap_add: not supported by Shoal",
+        "services.web.sysctls: not supported by Shoal",
         "services.web.restart: not supported by Shoal: use deploy.restart_policy (Swarm ignores restart: as well)",
-        "services.web.labels: not supported by Shoal: container labels; service labels go in deploy.labels",
+        "services.web.logging: log driver \"syslog\": not supported: Shoal keeps task logs itself; see shoal service logs",
         "services.web.x-shoal-drivr: unknown key (did you mean x-shoal-driver?)",
     ];
     for w in want {
         assert!(e.iter().any(|x| x == w), "missing {w:?} in\n{}", e.join("\n"));
     }
     assert_eq!(e.len(), want.len(), "{}", e.join("\n"));
+}
+
+#[test]
+fn container_options_read_like_swarms() {
+    let p = ok(r#"
+services:
+  web:
+    image: web
+    read_only: true
+    init: true
+    tty: true
+    cap_add: [NET_ADMIN]
+    cap_drop: [cap_net_raw]
+    dns: 1.1.1.1
+    dns_search: [example.org]
+    dns_opt: [ndots:2]
+    labels: [team=fish]
+    ulimits: {nproc: 64, nofile: {soft: 1024, hard: 2048}}
+    group_add: [audio, "50"]
+    logging: {driver: local, options: {max-size: 1m, max-file: "2"}}
+    deploy: {labels: {tier: web}}
+"#);
+    let web = svc(&p, "web");
+    let t = &web.task_template;
+    assert!(t.read_only && t.init && t.tty);
+    assert_eq!(t.cap_add, ["CAP_NET_ADMIN"]);
+    assert_eq!(t.cap_drop, ["CAP_NET_RAW"]);
+    assert_eq!(t.dns.nameservers, ["1.1.1.1"]);
+    assert_eq!(t.dns.search, ["example.org"]);
+    assert_eq!(t.dns.options, ["ndots:2"]);
+    assert_eq!(t.container_labels, env_of(&[("team", "fish")]));
+    assert_eq!(web.labels, env_of(&[("tier", "web")]), "deploy.labels are the service's");
+    let limits: Vec<(&str, i64, i64)> = t.ulimits.iter().map(|u| (u.name.as_str(), u.soft, u.hard)).collect();
+    assert!(limits.contains(&("nproc", 64, 64)) && limits.contains(&("nofile", 1024, 2048)), "{limits:?}");
+    assert_eq!(t.groups, ["audio", "50"]);
+    let log = t.log_driver.as_ref().expect("logging");
+    assert_eq!((log.name.as_str(), log.max_size(), log.max_file()), ("local", Some(1 << 20), Some(2)));
+    // A stack's services join its default network, where the resolver is Shoal's: servers of
+    // the service's own are refused there (search domains and options are fine).
+    let e = web.validate().expect_err("dns servers on a network");
+    assert_eq!(e.0.len(), 1, "{e}");
+    assert_eq!(e.0[0].field, "task_template.dns.nameservers");
+    let e = errors("services: {web: {image: web, ulimits: {nofile: {soft: 2, hard: 1}}, cap_add: [FLY]}}");
+    assert!(
+        e.iter().any(|x| x.contains("services.web.ulimits.nofile") && x.contains("above the hard")),
+        "{e:?}"
+    );
+    assert!(
+        e.iter().any(|x| x.contains("services.web.cap_add[0]") && x.contains("unknown capability")),
+        "{e:?}"
+    );
 }
 
 #[test]

@@ -5,7 +5,8 @@
 //! which the CLI turns into `web.1.abc@node |`).
 //!
 //! The lines come from Shoal's own merge of every node's task logs (`/v1/services/{id}/logs`,
-//! `shoal_api::logs`), called in-process: this module only changes their format.
+//! `/v1/tasks/{id}/logs`, `shoal_api::logs`), called in-process: this module only changes their
+//! format (the attributes come from each line's `origin`).
 
 use crate::error::{DockerError, DockerResult};
 use crate::filters::bool_param;
@@ -17,7 +18,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use http_body_util::BodyExt;
-use shoal_api::app::{Lookup, TaskFilter};
+use shoal_api::app::Lookup;
 use shoal_api::logs::{LogRecord, LogsState};
 use shoal_driver::LogStream;
 use shoal_manager::Consistency;
@@ -73,7 +74,7 @@ fn parse_since(s: &str) -> Option<u64> {
 }
 
 /// One line as a frame of Docker's multiplexed stream.
-fn frame(rec: &LogRecord, node: &str, service: &str, o: &Options) -> Option<Bytes> {
+fn frame(rec: &LogRecord, o: &Options) -> Option<Bytes> {
     let stream: u8 = match rec.stream {
         LogStream::Stdout if o.stdout => 1,
         LogStream::Stderr if o.stderr => 2,
@@ -85,6 +86,7 @@ fn frame(rec: &LogRecord, node: &str, service: &str, o: &Options) -> Option<Byte
         payload.push(' ');
     }
     if o.details {
+        let (node, service) = rec.origin.as_ref().map_or(("", ""), |g| (&g.node_id, &g.service_id));
         payload.push_str(&format!(
             "com.docker.swarm.node.id={},com.docker.swarm.service.id={},com.docker.swarm.task.id={} ",
             escape(node),
@@ -124,7 +126,7 @@ pub(crate) async fn service_logs(
     let o = options(&q)?;
     let id = crate::resolve(&ctx, Lookup::Service, &id).await?;
     let svc = ctx.app.service(&id, Consistency::Linearizable).await?;
-    stream(&ctx, svc.id.as_str(), None, o, version).await
+    stream(&ctx, &format!("/v1/services/{}/logs", svc.id), o, version).await
 }
 
 pub(crate) async fn task_logs(
@@ -137,33 +139,16 @@ pub(crate) async fn task_logs(
     let key = crate::resolve(&ctx, Lookup::Task, &id).await?;
     let task = ctx
         .app
-        .read(Consistency::Linearizable, |s| {
-            s.task(&shoal_types::TaskId::new(key)).map(|t| (t.id.to_string(), t.service_id.to_string()))
-        })
+        .read(Consistency::Linearizable, |s| s.task(&shoal_types::TaskId::new(key)).map(|t| t.id.to_string()))
         .await?;
-    let (task, service) = task.ok_or_else(|| DockerError::not_found(format!("task {id} not found")))?;
-    stream(&ctx, &service, Some(task), o, version).await
+    let task = task.ok_or_else(|| DockerError::not_found(format!("task {id} not found")))?;
+    stream(&ctx, &format!("/v1/tasks/{task}/logs"), o, version).await
 }
 
-/// The service's lines (of one task when `only` says so), reformatted as they arrive.
-async fn stream(
-    ctx: &Ctx,
-    service: &str,
-    only: Option<String>,
-    o: Options,
-    version: ApiVersion,
-) -> DockerResult<Response> {
+/// The lines of `/v1/...{id}/logs` at `path`, reformatted as they arrive.
+async fn stream(ctx: &Ctx, path: &str, o: Options, version: ApiVersion) -> DockerResult<Response> {
     use tower::ServiceExt;
-    // Which node ran each task, for the attributes.
-    let filter = TaskFilter { service: Some(service.to_string()), node: None };
-    let nodes: HashMap<String, String> = ctx
-        .app
-        .tasks(&filter, Consistency::Stale)
-        .await?
-        .into_iter()
-        .map(|t| (t.id.to_string(), t.node_id.map(|n| n.to_string()).unwrap_or_default()))
-        .collect();
-    let mut uri = format!("/v1/services/{service}/logs?follow={}", o.follow);
+    let mut uri = format!("{path}?follow={}", o.follow);
     if let Some(t) = o.tail {
         uri.push_str(&format!("&tail={t}"));
     }
@@ -189,7 +174,6 @@ async fn stream(
         return Err(DockerError::new(status, message));
     }
     let (tx, rx) = mpsc::channel::<Bytes>(256);
-    let service = service.to_string();
     let mut body = resp.into_body().into_data_stream();
     tokio::spawn(async move {
         let mut buf: Vec<u8> = Vec::new();
@@ -199,11 +183,7 @@ async fn stream(
             while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
                 let line: Vec<u8> = buf.drain(..=pos).collect();
                 let Ok(rec) = serde_json::from_slice::<LogRecord>(&line) else { continue };
-                if only.as_ref().is_some_and(|t| *t != rec.task_id) {
-                    continue;
-                }
-                let node = nodes.get(&rec.task_id).map_or("", String::as_str);
-                let Some(f) = frame(&rec, node, &service, &o) else { continue };
+                let Some(f) = frame(&rec, &o) else { continue };
                 if tx.send(f).await.is_err() {
                     // The client went away: dropping the body stops the readers.
                     return;
@@ -247,8 +227,13 @@ mod tests {
             line: "hello".into(),
             task_id: "t1".into(),
             source: String::new(),
+            origin: Some(shoal_api::logs::LogOrigin {
+                service_id: "s1".into(),
+                node_id: "n1".into(),
+                ..Default::default()
+            }),
         };
-        let f = frame(&rec, "n1", "s1", &opts()).expect("frame");
+        let f = frame(&rec, &opts()).expect("frame");
         let payload =
             "com.docker.swarm.node.id=n1,com.docker.swarm.service.id=s1,com.docker.swarm.task.id=t1 hello\n";
         assert_eq!(f[0], 2);
@@ -256,10 +241,10 @@ mod tests {
         assert_eq!(u32::from_be_bytes([f[4], f[5], f[6], f[7]]) as usize, payload.len());
         assert_eq!(&f[8..], payload.as_bytes());
         let o = Options { details: false, timestamps: true, ..opts() };
-        let f = frame(&rec, "n1", "s1", &o).expect("frame");
+        let f = frame(&rec, &o).expect("frame");
         assert_eq!(&f[8..], b"2023-11-14T22:13:20.000000001Z hello\n");
         let o = Options { stderr: false, ..opts() };
-        assert!(frame(&rec, "n1", "s1", &o).is_none(), "stderr not asked for");
+        assert!(frame(&rec, &o).is_none(), "stderr not asked for");
     }
 
     #[test]

@@ -65,8 +65,8 @@ pub struct TaskSpec {
     pub plugin_spec: Option<Value>,
     #[serde(rename = "NetworkAttachmentSpec", default, skip_serializing)]
     pub network_attachment_spec: Option<Value>,
-    #[serde(rename = "LogDriver", default, skip_serializing)]
-    pub log_driver: Option<Value>,
+    #[serde(rename = "LogDriver", default, skip_serializing_if = "Option::is_none")]
+    pub log_driver: Option<LogDriverSpec>,
     #[serde(flatten)]
     pub extra: Extra,
 }
@@ -98,38 +98,72 @@ pub struct ContainerSpec {
     pub init: Option<bool>,
     #[serde(rename = "Isolation", default, skip_serializing_if = "Option::is_none")]
     pub isolation: Option<String>,
-    #[serde(rename = "Labels", default, skip_serializing)]
-    pub labels: Option<Value>,
-    #[serde(rename = "Groups", default, skip_serializing)]
-    pub groups: Option<Value>,
+    #[serde(rename = "Labels", default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<BTreeMap<String, String>>,
+    #[serde(rename = "Groups", default, skip_serializing_if = "Option::is_none")]
+    pub groups: Option<Vec<String>>,
     #[serde(rename = "Privileges", default, skip_serializing)]
     pub privileges: Option<Value>,
-    #[serde(rename = "TTY", default, skip_serializing)]
-    pub tty: Option<Value>,
+    #[serde(rename = "TTY", default, skip_serializing_if = "Option::is_none")]
+    pub tty: Option<bool>,
     #[serde(rename = "OpenStdin", default, skip_serializing)]
     pub open_stdin: Option<Value>,
-    #[serde(rename = "ReadOnly", default, skip_serializing)]
-    pub read_only: Option<Value>,
+    #[serde(rename = "ReadOnly", default, skip_serializing_if = "Option::is_none")]
+    pub read_only: Option<bool>,
     #[serde(rename = "StopSignal", default, skip_serializing)]
     pub stop_signal: Option<Value>,
     #[serde(rename = "Hosts", default, skip_serializing)]
     pub hosts: Option<Value>,
-    #[serde(rename = "DNSConfig", default, skip_serializing)]
-    pub dns_config: Option<Value>,
+    #[serde(rename = "DNSConfig", default, skip_serializing_if = "Option::is_none")]
+    pub dns_config: Option<DnsConfigSpec>,
     #[serde(rename = "Secrets", default, skip_serializing)]
     pub secrets: Option<Value>,
     #[serde(rename = "Configs", default, skip_serializing)]
     pub configs: Option<Value>,
     #[serde(rename = "Sysctls", default, skip_serializing)]
     pub sysctls: Option<Value>,
-    #[serde(rename = "CapabilityAdd", default, skip_serializing)]
-    pub capability_add: Option<Value>,
-    #[serde(rename = "CapabilityDrop", default, skip_serializing)]
-    pub capability_drop: Option<Value>,
-    #[serde(rename = "Ulimits", default, skip_serializing)]
-    pub ulimits: Option<Value>,
+    #[serde(rename = "CapabilityAdd", default, skip_serializing_if = "Option::is_none")]
+    pub capability_add: Option<Vec<String>>,
+    #[serde(rename = "CapabilityDrop", default, skip_serializing_if = "Option::is_none")]
+    pub capability_drop: Option<Vec<String>>,
+    #[serde(rename = "Ulimits", default, skip_serializing_if = "Option::is_none")]
+    pub ulimits: Option<Vec<UlimitSpec>>,
     #[serde(rename = "OomScoreAdj", default, skip_serializing)]
     pub oom_score_adj: Option<Value>,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DnsConfigSpec {
+    #[serde(rename = "Nameservers", default, skip_serializing_if = "Option::is_none")]
+    pub nameservers: Option<Vec<String>>,
+    #[serde(rename = "Search", default, skip_serializing_if = "Option::is_none")]
+    pub search: Option<Vec<String>>,
+    #[serde(rename = "Options", default, skip_serializing_if = "Option::is_none")]
+    pub options: Option<Vec<String>>,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UlimitSpec {
+    #[serde(rename = "Name", default)]
+    pub name: String,
+    #[serde(rename = "Soft", default)]
+    pub soft: i64,
+    #[serde(rename = "Hard", default)]
+    pub hard: i64,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogDriverSpec {
+    #[serde(rename = "Name", default)]
+    pub name: String,
+    #[serde(rename = "Options", default, skip_serializing_if = "Option::is_none")]
+    pub options: Option<BTreeMap<String, String>>,
     #[serde(flatten)]
     pub extra: Extra,
 }
@@ -449,10 +483,13 @@ pub fn to_shoal(d: &ServiceSpec, base: Option<&st::ServiceSpec>) -> Result<st::S
     reset_mapped(&mut s.task_template);
     let tt = d.task_template.clone().unwrap_or_default();
     task_template(&mut p, &tt, &mut s.task_template);
+    // `docker stack deploy` labels each container with its stack, which it also puts on the
+    // service: that label rides on the service's (Shoal's docker driver puts it on the
+    // containers); the other container labels are the template's.
     let container_stack =
         tt.container_spec.as_ref().and_then(|c| c.labels.as_ref()?.get(STACK_NAMESPACE).cloned());
     if let Some(v) = container_stack {
-        if v.as_str() != s.labels.get(STACK_NAMESPACE).map(String::as_str) {
+        if Some(v.as_str()) != s.labels.get(STACK_NAMESPACE).map(String::as_str) {
             p.push(
                 &format!("TaskTemplate.ContainerSpec.Labels.{STACK_NAMESPACE}"),
                 "must equal the service's label of that name (Shoal keeps the stack on the service)",
@@ -551,13 +588,30 @@ fn reset_mapped(t: &mut st::TaskTemplate) {
     t.health_check = d.health_check;
     t.stop_grace_period = d.stop_grace_period;
     t.force_update = d.force_update;
+    t.read_only = d.read_only;
+    t.cap_add = d.cap_add;
+    t.cap_drop = d.cap_drop;
+    t.dns = d.dns;
+    t.init = d.init;
+    t.tty = d.tty;
+    t.container_labels = d.container_labels;
+    t.ulimits = d.ulimits;
+    t.groups = d.groups;
+    t.log_driver = d.log_driver;
 }
 
 fn task_template(p: &mut Problems, tt: &TaskSpec, t: &mut st::TaskTemplate) {
     p.unknown("TaskTemplate", &tt.extra);
     p.unsupported("TaskTemplate.PluginSpec", &tt.plugin_spec, "plugin services");
     p.unsupported("TaskTemplate.NetworkAttachmentSpec", &tt.network_attachment_spec, "attachment tasks");
-    p.unsupported("TaskTemplate.LogDriver", &tt.log_driver, "per-service log drivers");
+    if let Some(l) = tt.log_driver.as_ref().filter(|l| !l.name.is_empty()) {
+        p.unknown("TaskTemplate.LogDriver", &l.extra);
+        let ld = st::LogDriver { name: l.name.clone(), options: l.options.clone().unwrap_or_default() };
+        for m in st::container::check_log_driver(&ld) {
+            p.push("TaskTemplate.LogDriver", m);
+        }
+        t.log_driver = Some(ld);
+    }
     match tt.runtime.as_deref() {
         None | Some("") | Some("container") => {}
         Some(r) => p.push("TaskTemplate.Runtime", format!("{r:?} is not supported (only container)")),
@@ -643,35 +697,52 @@ fn container_spec(p: &mut Problems, cs: &ContainerSpec, t: &mut st::TaskTemplate
     let path = "TaskTemplate.ContainerSpec";
     p.unknown(path, &cs.extra);
     let refused = [
-        ("Groups", &cs.groups, "supplementary groups"),
         ("Privileges", &cs.privileges, "security options"),
-        ("TTY", &cs.tty, "terminals"),
         ("OpenStdin", &cs.open_stdin, "stdin"),
-        ("ReadOnly", &cs.read_only, "read-only root filesystems"),
         ("StopSignal", &cs.stop_signal, "stop signals other than SIGTERM"),
         ("Hosts", &cs.hosts, "extra /etc/hosts entries"),
-        ("DNSConfig", &cs.dns_config, "DNS settings; tasks use the node's resolver"),
         ("Secrets", &cs.secrets, "secrets do not exist yet"),
         ("Configs", &cs.configs, "configs do not exist yet"),
         ("Sysctls", &cs.sysctls, "sysctls"),
-        ("CapabilityAdd", &cs.capability_add, "capabilities"),
-        ("CapabilityDrop", &cs.capability_drop, "capabilities"),
-        ("Ulimits", &cs.ulimits, "ulimits; use --limit-pids for processes"),
         ("OomScoreAdj", &cs.oom_score_adj, "OOM score adjustments"),
     ];
     for (field, v, what) in refused {
         p.unsupported(&format!("{path}.{field}"), v, what);
     }
-    // `docker stack deploy` labels each container with its stack, which it also puts on the
-    // service: that label alone is carried by the service's (checked in `to_shoal`); any other
-    // container label is refused.
-    let only_the_stack =
-        cs.labels.as_ref().and_then(Value::as_object).is_some_and(|l| l.keys().all(|k| k == STACK_NAMESPACE));
-    if !only_the_stack {
-        p.unsupported(&format!("{path}.Labels"), &cs.labels, "container labels; use service labels");
+    t.read_only = cs.read_only.unwrap_or(false);
+    t.init = cs.init.unwrap_or(false);
+    t.tty = cs.tty.unwrap_or(false);
+    t.groups = cs.groups.clone().unwrap_or_default();
+    // The stack's label rides on the service's (checked in `to_shoal`).
+    t.container_labels = cs
+        .labels
+        .iter()
+        .flatten()
+        .filter(|(k, _)| k.as_str() != STACK_NAMESPACE)
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    for (field, from, to) in [
+        ("CapabilityAdd", &cs.capability_add, &mut t.cap_add),
+        ("CapabilityDrop", &cs.capability_drop, &mut t.cap_drop),
+    ] {
+        for c in from.iter().flatten() {
+            match st::container::normalize_capability(c) {
+                Ok(c) => to.push(c),
+                Err(m) => p.push(&format!("{path}.{field}"), m),
+            }
+        }
     }
-    if cs.init == Some(true) {
-        p.push(&format!("{path}.Init"), "not supported by Shoal (an init process)");
+    if let Some(d) = &cs.dns_config {
+        p.unknown(&format!("{path}.DNSConfig"), &d.extra);
+        t.dns = st::DnsConfig {
+            nameservers: d.nameservers.clone().unwrap_or_default(),
+            search: d.search.clone().unwrap_or_default(),
+            options: d.options.clone().unwrap_or_default(),
+        };
+    }
+    for (i, u) in cs.ulimits.iter().flatten().enumerate() {
+        p.unknown(&format!("{path}.Ulimits[{i}]"), &u.extra);
+        t.ulimits.push(st::Ulimit { name: u.name.to_ascii_lowercase(), soft: u.soft, hard: u.hard });
     }
     match cs.isolation.as_deref() {
         None | Some("") | Some("default") => {}
@@ -854,6 +925,25 @@ pub fn from_shoal(s: &st::ServiceSpec) -> ServiceSpec {
             ..Default::default()
         }),
         isolation: Some("default".into()),
+        read_only: t.read_only.then_some(true),
+        init: Some(t.init),
+        tty: t.tty.then_some(true),
+        groups: (!t.groups.is_empty()).then(|| t.groups.clone()),
+        labels: (!t.container_labels.is_empty()).then(|| t.container_labels.clone()),
+        capability_add: (!t.cap_add.is_empty()).then(|| t.cap_add.clone()),
+        capability_drop: (!t.cap_drop.is_empty()).then(|| t.cap_drop.clone()),
+        dns_config: Some(DnsConfigSpec {
+            nameservers: (!t.dns.nameservers.is_empty()).then(|| t.dns.nameservers.clone()),
+            search: (!t.dns.search.is_empty()).then(|| t.dns.search.clone()),
+            options: (!t.dns.options.is_empty()).then(|| t.dns.options.clone()),
+            extra: Extra::new(),
+        }),
+        ulimits: (!t.ulimits.is_empty()).then(|| {
+            t.ulimits
+                .iter()
+                .map(|u| UlimitSpec { name: u.name.clone(), soft: u.soft, hard: u.hard, extra: Extra::new() })
+                .collect()
+        }),
         ..Default::default()
     };
     let r = &t.resources;
@@ -931,6 +1021,11 @@ pub fn from_shoal(s: &st::ServiceSpec) -> ServiceSpec {
         networks: (!networks.is_empty()).then_some(networks),
         force_update: Some(t.force_update),
         runtime: Some("container".into()),
+        log_driver: t.log_driver.as_ref().map(|l| LogDriverSpec {
+            name: l.name.clone(),
+            options: (!l.options.is_empty()).then(|| l.options.clone()),
+            extra: Extra::new(),
+        }),
         ..Default::default()
     };
     let mode = match &s.mode {
@@ -1064,10 +1159,11 @@ mod tests {
         let ns = r#"{"com.docker.stack.namespace":"app"}"#;
         let s = to_shoal(&with(ns, ns), None).expect("a stack's service maps");
         assert_eq!(s.labels.get(STACK_NAMESPACE).map(String::as_str), Some("app"));
-        // Any other container label, or a namespace the service does not carry, is refused.
-        let e =
-            to_shoal(&with(ns, r#"{"com.docker.stack.namespace":"app","x":"1"}"#), None).expect_err("other");
-        assert!(e.contains("TaskTemplate.ContainerSpec.Labels: not supported by Shoal"), "{e}");
+        assert!(s.task_template.container_labels.is_empty(), "the namespace is the service's");
+        // Other container labels are the template's; a namespace the service does not carry is
+        // refused.
+        let s = to_shoal(&with(ns, r#"{"com.docker.stack.namespace":"app","x":"1"}"#), None).expect("other");
+        assert_eq!(s.task_template.container_labels, BTreeMap::from([("x".to_string(), "1".to_string())]));
         let e = to_shoal(&with("{}", ns), None).expect_err("not on the service");
         assert!(e.contains("must equal the service's label"), "{e}");
     }
@@ -1113,6 +1209,51 @@ mod tests {
         assert_eq!(wire["TaskTemplate"]["ContainerSpec"]["Healthcheck"]["Test"][0], "CMD-SHELL");
     }
 
+    /// What the docker CLI 28 sends for `docker service create --read-only --cap-add NET_ADMIN
+    /// --cap-drop NET_RAW --dns 1.1.1.1 --dns-search example.org --dns-option ndots:2 --init -t
+    /// --container-label team=fish --ulimit nofile=1024:2048 --group audio --log-driver json-file
+    /// --log-opt max-size=1m busybox`.
+    const CONTAINER_OPTIONS: &str = r#"{"Name":"opts","TaskTemplate":{"ContainerSpec":{"Image":"busybox:latest",
+        "Labels":{"team":"fish"},"Init":true,"TTY":true,"ReadOnly":true,"Groups":["audio"],
+        "DNSConfig":{"Nameservers":["1.1.1.1"],"Search":["example.org"],"Options":["ndots:2"]},
+        "CapabilityAdd":["CAP_NET_ADMIN"],"CapabilityDrop":["CAP_NET_RAW"],
+        "Ulimits":[{"Name":"nofile","Hard":2048,"Soft":1024}]},
+        "LogDriver":{"Name":"json-file","Options":{"max-size":"1m"}},"ForceUpdate":0},
+        "Mode":{"Replicated":{}}}"#;
+
+    #[test]
+    fn container_options_map_both_ways() {
+        let s = to_shoal(&parse(CONTAINER_OPTIONS), None).expect("maps");
+        let t = &s.task_template;
+        assert!(t.read_only && t.init && t.tty);
+        assert_eq!(t.cap_add, ["CAP_NET_ADMIN"]);
+        assert_eq!(t.cap_drop, ["CAP_NET_RAW"]);
+        assert_eq!(t.dns.nameservers, ["1.1.1.1"]);
+        assert_eq!(t.dns.search, ["example.org"]);
+        assert_eq!(t.dns.options, ["ndots:2"]);
+        assert_eq!(t.container_labels.get("team").map(String::as_str), Some("fish"));
+        assert_eq!(t.ulimits, [st::Ulimit { name: "nofile".into(), soft: 1024, hard: 2048 }]);
+        assert_eq!(t.groups, ["audio"]);
+        assert_eq!(t.log_driver.as_ref().and_then(|l| l.max_size()), Some(1 << 20));
+        s.validate().expect("valid: docker can do all of it");
+        assert_eq!(t.driver_candidates(), ["docker"], "only docker gives a task a terminal");
+        // Back, as `docker service inspect` shows it, and again: the same spec.
+        let wire = serde_json::to_value(from_shoal(&s)).expect("json");
+        let cs = &wire["TaskTemplate"]["ContainerSpec"];
+        assert_eq!(cs["ReadOnly"], true);
+        assert_eq!(cs["TTY"], true);
+        assert_eq!(cs["CapabilityAdd"][0], "CAP_NET_ADMIN");
+        assert_eq!(cs["DNSConfig"]["Nameservers"][0], "1.1.1.1");
+        assert_eq!(cs["Ulimits"][0]["Soft"], 1024);
+        assert_eq!(cs["Labels"]["team"], "fish");
+        assert_eq!(wire["TaskTemplate"]["LogDriver"]["Options"]["max-size"], "1m");
+        let again = to_shoal(&from_shoal(&s), Some(&s)).expect("round trip");
+        assert_eq!(again, s);
+        // Leaving them out of an update clears them (Docker can express them all).
+        let plain = to_shoal(&parse(CREATE), Some(&s)).expect("maps");
+        assert!(!plain.task_template.uses_container_options());
+    }
+
     #[test]
     fn shoal_only_settings_survive_a_docker_update() {
         let mut base = to_shoal(&parse(CREATE), None).expect("maps");
@@ -1137,22 +1278,22 @@ mod tests {
     #[test]
     fn what_cannot_be_mapped_is_refused_with_its_path() {
         let d = parse(
-            r#"{"Name":"x","TaskTemplate":{"ContainerSpec":{"Image":"busybox","TTY":true,
-            "Secrets":[{"SecretName":"s"}],"Privileges":{"NoNewPrivileges":true},"Init":true,"Frobnicate":1,
+            r#"{"Name":"x","TaskTemplate":{"ContainerSpec":{"Image":"busybox","Sysctls":{"a":"1"},
+            "Secrets":[{"SecretName":"s"}],"Privileges":{"NoNewPrivileges":true},"CapabilityAdd":["CAP_FLY"],"Frobnicate":1,
             "Mounts":[{"Type":"tmpfs","Target":"/t"}],"Env":["NOVALUE"]},"LogDriver":{"Name":"syslog"},
             "Placement":{"Platforms":[{"OS":"linux"}]}},
             "EndpointSpec":{"Ports":[{"Protocol":"sctp","TargetPort":1}]}}"#,
         );
         let e = to_shoal(&d, None).expect_err("refused");
         for want in [
-            "TaskTemplate.ContainerSpec.TTY: not supported",
+            "TaskTemplate.ContainerSpec.Sysctls: not supported",
             "TaskTemplate.ContainerSpec.Secrets: not supported",
             "TaskTemplate.ContainerSpec.Privileges: not supported",
-            "TaskTemplate.ContainerSpec.Init: not supported",
+            "TaskTemplate.ContainerSpec.CapabilityAdd: unknown capability \"CAP_FLY\"",
             "TaskTemplate.ContainerSpec.Frobnicate: unknown field",
             "TaskTemplate.ContainerSpec.Mounts[0].Type: \"tmpfs\" mounts are not supported",
             "TaskTemplate.ContainerSpec.Env: \"NOVALUE\" has no value",
-            "TaskTemplate.LogDriver: not supported",
+            "TaskTemplate.LogDriver: log driver \"syslog\": not supported: Shoal keeps task logs itself",
             "TaskTemplate.Placement.Platforms: not supported",
             "EndpointSpec.Ports[0].Protocol: \"sctp\" is not supported",
         ] {

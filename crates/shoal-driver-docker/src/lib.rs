@@ -24,7 +24,7 @@ use bollard::errors::Error as DockerError;
 use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
 use bollard::models::{
     ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum, ContainerSummaryStateEnum,
-    HostConfig, HostConfigLogConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum,
+    HostConfig, HostConfigLogConfig, PortBinding, ResourcesUlimits, RestartPolicy, RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
     CreateContainerOptions, InspectContainerOptions, ListContainersOptions, LogsOptions,
@@ -34,8 +34,8 @@ use bollard::Docker;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use shoal_driver::{
-    capability, Driver, DriverError, ExecResult, ExitStatus, Handle, LogLine, LogOptions, LogReceiver,
-    LogStream, Recovered, Stats, TaskConfig, MIN_MEMORY_LIMIT,
+    capability, write_resolv_conf, Driver, DriverError, ExecResult, ExitStatus, Handle, LogLine, LogOptions,
+    LogReceiver, LogStream, Recovered, Stats, TaskConfig, MIN_MEMORY_LIMIT,
 };
 use shoal_types::{DriverInfo, MountType, Protocol};
 use std::collections::HashMap;
@@ -59,6 +59,14 @@ pub const EXEC_OUTPUT_CAP: usize = 4096;
 pub const LOG_MAX_SIZE: &str = "10m";
 /// Log rotation of the json-file log driver: number of files kept.
 pub const LOG_MAX_FILES: &str = "3";
+/// Swarm's labels on a task's container, which Shoal sets too.
+pub const SWARM_SERVICE_NAME: &str = "com.docker.swarm.service.name";
+pub const SWARM_SERVICE_ID: &str = "com.docker.swarm.service.id";
+pub const SWARM_TASK_ID: &str = "com.docker.swarm.task.id";
+pub const SWARM_TASK_NAME: &str = "com.docker.swarm.task.name";
+pub const SWARM_NODE_ID: &str = "com.docker.swarm.node.id";
+/// The stack a container's service belongs to.
+pub const STACK_NAMESPACE: &str = "com.docker.stack.namespace";
 /// The label marking an infra container (the holder of a task's network namespace).
 pub const LABEL_INFRA: &str = "shoal.infra";
 /// Where the infra container's sleeping process comes from: the first of these that exists on
@@ -135,8 +143,24 @@ impl DockerDriver {
         &self.socket
     }
 
-    /// The container name of a task.
-    pub fn container_name(task_id: &str) -> String {
+    /// The container name of a task: Swarm's `<service>.<slot>.<task id>` (`<service>.<node
+    /// id>.<task id>` for global services), [`TaskConfig::name`], kept to the characters Docker
+    /// allows; [`Self::legacy_name`] when the config has no name.
+    pub fn container_name(cfg: &TaskConfig) -> String {
+        let name: String = cfg
+            .name
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') { c } else { '_' })
+            .collect();
+        if name.starts_with(|c: char| c.is_ascii_alphanumeric()) {
+            name
+        } else {
+            Self::legacy_name(&cfg.task_id)
+        }
+    }
+
+    /// The name earlier versions gave a task's container (still found and removed).
+    pub fn legacy_name(task_id: &str) -> String {
         format!("shoal-{task_id}")
     }
 
@@ -200,6 +224,27 @@ impl DockerDriver {
                 Some((task_id, id, running))
             })
             .collect())
+    }
+
+    /// Every container of a task, found by its [`LABEL_TASK_ID`] label whatever its name (this
+    /// version's or an older one's): `(container id, infra)`, the task's own containers first.
+    async fn task_containers(&self, task_id: &str) -> Result<Vec<(String, bool)>, DriverError> {
+        let docker = self.client().await?;
+        let filters = HashMap::from([("label".to_string(), vec![format!("{LABEL_TASK_ID}={task_id}")])]);
+        let options = ListContainersOptions { all: true, filters: Some(filters), ..Default::default() };
+        let containers = docker
+            .list_containers(Some(options))
+            .await
+            .map_err(|e| DriverError::runtime("listing the task's containers", e))?;
+        let mut found: Vec<(String, bool)> = containers
+            .into_iter()
+            .filter_map(|c| {
+                let infra = c.labels.as_ref().is_some_and(|l| l.contains_key(LABEL_INFRA));
+                Some((c.id?, infra))
+            })
+            .collect();
+        found.sort_by_key(|(_, infra)| *infra);
+        Ok(found)
     }
 
     async fn inspect(&self, container: &str) -> Result<ContainerInspectResponse, DriverError> {
@@ -410,6 +455,11 @@ fn validate(cfg: &TaskConfig) -> Result<&str, DriverError> {
     if cfg.netns.is_some() && !cfg.ports.is_empty() {
         return Err(DriverError::Invalid(NO_HOST_PORTS_ON_NETWORKS.into()));
     }
+    if let Some(l) = &cfg.options.log_driver {
+        if let Some(problem) = shoal_types::container::check_log_driver(l).into_iter().next() {
+            return Err(DriverError::Invalid(problem));
+        }
+    }
     if let Some(memory) = cfg.limits.memory_bytes {
         if memory < MIN_MEMORY_LIMIT {
             return Err(DriverError::Invalid(format!(
@@ -449,13 +499,27 @@ fn validate(cfg: &TaskConfig) -> Result<&str, DriverError> {
     Ok(image)
 }
 
-/// The labels of every container of a task.
+/// The labels of every container of a task: the task's container labels, Swarm's
+/// (`com.docker.swarm.*`, `com.docker.stack.namespace`) and Shoal's own (which find it again).
 fn task_labels(cfg: &TaskConfig) -> HashMap<String, String> {
-    let mut labels: HashMap<String, String> = cfg.labels.clone().into_iter().collect();
+    let mut labels: HashMap<String, String> = cfg.options.labels.clone().into_iter().collect();
+    labels.extend(cfg.labels.clone());
     labels.insert(LABEL_TASK_ID.into(), cfg.task_id.clone());
     labels.insert(LABEL_SERVICE_ID.into(), cfg.service_id.clone());
+    labels.insert(SWARM_TASK_ID.into(), cfg.task_id.clone());
+    labels.insert(SWARM_SERVICE_ID.into(), cfg.service_id.clone());
     if !cfg.name.is_empty() {
         labels.insert(LABEL_TASK_NAME.into(), cfg.name.clone());
+        labels.insert(SWARM_TASK_NAME.into(), cfg.name.clone());
+    }
+    if !cfg.service_name.is_empty() {
+        labels.insert(SWARM_SERVICE_NAME.into(), cfg.service_name.clone());
+    }
+    if !cfg.node_id.is_empty() {
+        labels.insert(SWARM_NODE_ID.into(), cfg.node_id.clone());
+    }
+    if let Some(stack) = &cfg.stack_namespace {
+        labels.insert(STACK_NAMESPACE.into(), stack.clone());
     }
     labels
 }
@@ -538,7 +602,9 @@ fn container_body(
     cfg: &TaskConfig,
     image: &str,
     infra: Option<&str>,
+    resolv: Option<&Path>,
 ) -> Result<ContainerCreateBody, DriverError> {
+    let o = &cfg.options;
     let (entrypoint, cmd) = if !cfg.command.is_empty() {
         (Some(cfg.command.clone()), Some(cfg.args.clone()))
     } else if !cfg.args.is_empty() {
@@ -555,10 +621,24 @@ fn container_body(
             format!("{}:{}{mode}", m.source, m.target)
         })
         .collect();
-    if let (Some(_), Some(resolv)) = (infra, &cfg.resolv_conf) {
-        // A mount of its own there: Docker then leaves out the infra container's file.
+    if let (Some(_), Some(resolv)) = (infra, resolv) {
+        // A mount of its own there: Docker then leaves out the infra container's file. (Docker
+        // refuses DNS settings in another container's namespace: the file carries them.)
         binds.push(format!("{}:/etc/resolv.conf:ro", resolv.display()));
     }
+    let dns_list = |v: &Vec<String>| (infra.is_none() && !v.is_empty()).then(|| v.clone());
+    let list = |v: &Vec<String>| (!v.is_empty()).then(|| v.clone());
+    let ulimits = o
+        .ulimits
+        .iter()
+        .map(|u| ResourcesUlimits { name: Some(u.name.clone()), soft: Some(u.soft), hard: Some(u.hard) })
+        .collect::<Vec<_>>();
+    let (log_driver, mut log_opts) = match &o.log_driver {
+        Some(l) => (l.name.clone(), l.options.clone().into_iter().collect::<HashMap<_, _>>()),
+        None => ("json-file".to_string(), HashMap::new()),
+    };
+    log_opts.entry("max-size".into()).or_insert_with(|| LOG_MAX_SIZE.into());
+    log_opts.entry("max-file".into()).or_insert_with(|| LOG_MAX_FILES.into());
     let mut exposed = Vec::new();
     let mut port_bindings: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
     for port in &cfg.ports {
@@ -589,13 +669,16 @@ fn container_body(
         binds: (!binds.is_empty()).then_some(binds),
         port_bindings: (!port_bindings.is_empty()).then_some(port_bindings),
         network_mode: infra.map(|id| format!("container:{id}")),
-        log_config: Some(HostConfigLogConfig {
-            typ: Some("json-file".into()),
-            config: Some(HashMap::from([
-                ("max-size".to_string(), LOG_MAX_SIZE.to_string()),
-                ("max-file".to_string(), LOG_MAX_FILES.to_string()),
-            ])),
-        }),
+        log_config: Some(HostConfigLogConfig { typ: Some(log_driver), config: Some(log_opts) }),
+        readonly_rootfs: o.read_only.then_some(true),
+        cap_add: list(&o.cap_add),
+        cap_drop: list(&o.cap_drop),
+        dns: dns_list(&o.dns.nameservers),
+        dns_search: dns_list(&o.dns.search),
+        dns_options: dns_list(&o.dns.options),
+        init: o.init.then_some(true),
+        ulimits: (!ulimits.is_empty()).then_some(ulimits),
+        group_add: list(&o.groups),
         ..Default::default()
     };
     let non_empty = |s: &str| (!s.is_empty()).then(|| s.to_string());
@@ -614,7 +697,9 @@ fn container_body(
         attach_stdin: Some(false),
         attach_stdout: Some(false),
         attach_stderr: Some(false),
-        tty: Some(false),
+        // A terminal's output reaches `docker logs` as one raw stream (no stdout/stderr frames):
+        // `logs` reads it as stdout.
+        tty: Some(o.tty),
         open_stdin: Some(false),
         host_config: Some(host_config),
         ..Default::default()
@@ -694,15 +779,22 @@ impl Driver for DockerDriver {
 
     async fn start(&self, cfg: &TaskConfig) -> Result<Handle, DriverError> {
         let image = validate(cfg)?;
-        let name = Self::container_name(&cfg.task_id);
-        if let Some(handle) = self.existing(cfg, &name).await? {
-            return Ok(handle);
+        let name = Self::container_name(cfg);
+        // An earlier attempt's container, under this version's name or an older one's.
+        for n in [name.clone(), Self::legacy_name(&cfg.task_id)] {
+            if let Some(handle) = self.existing(cfg, &n).await? {
+                return Ok(handle);
+            }
         }
         let infra = match &cfg.netns {
             None => None,
             Some(_) => Some(self.running_infra(&cfg.task_id).await?),
         };
-        let body = container_body(cfg, image, infra.as_deref())?;
+        let resolv = match infra {
+            Some(_) => write_resolv_conf(cfg)?.or_else(|| cfg.resolv_conf.clone()),
+            None => None,
+        };
+        let body = container_body(cfg, image, infra.as_deref(), resolv.as_deref())?;
         let docker = self.client().await?;
         let options = CreateContainerOptions { name: Some(name.clone()), ..Default::default() };
         let created = match docker.create_container(Some(options), body).await {
@@ -807,8 +899,13 @@ impl Driver for DockerDriver {
     async fn remove_network_namespace(&self, task_id: &str) -> Result<(), DriverError> {
         // The task's container too, found by name: it lives in the infra container's namespace,
         // and one whose handle the agent never recorded (it died between the start and the
-        // record) would run on there, out of everyone's sight, for good.
-        self.remove(&Self::container_name(task_id)).await?;
+        // record) would run on there, out of everyone's sight, for good. Found by its label
+        // (its name has the service's name, which a task id alone does not tell), and by the
+        // names of older versions.
+        for (id, _) in self.task_containers(task_id).await? {
+            self.remove(&id).await?;
+        }
+        self.remove(&Self::legacy_name(task_id)).await?;
         self.remove(&Self::infra_name(task_id)).await
     }
 
@@ -1009,11 +1106,11 @@ mod tests {
     fn command_and_args_map_to_entrypoint_and_cmd() {
         let mut cfg = TaskConfig { task_id: "t1".into(), image: Some("img".into()), ..Default::default() };
         cfg.args = vec!["a".into()];
-        let body = container_body(&cfg, "img", None).expect("body");
+        let body = container_body(&cfg, "img", None, None).expect("body");
         assert_eq!(body.entrypoint, None);
         assert_eq!(body.cmd, Some(vec!["a".to_string()]));
         cfg.command = vec!["/bin/sh".into()];
-        let body = container_body(&cfg, "img", None).expect("body");
+        let body = container_body(&cfg, "img", None, None).expect("body");
         assert_eq!(body.entrypoint, Some(vec!["/bin/sh".to_string()]));
         assert_eq!(body.cmd, Some(vec!["a".to_string()]));
     }
@@ -1034,7 +1131,7 @@ mod tests {
             }],
             ..Default::default()
         };
-        let body = container_body(&cfg, "img", None).expect("body");
+        let body = container_body(&cfg, "img", None, None).expect("body");
         let host = body.host_config.expect("host config");
         assert_eq!(host.restart_policy.and_then(|r| r.name), Some(RestartPolicyNameEnum::NO));
         assert_eq!(host.memory, Some(64 << 20));
@@ -1051,6 +1148,81 @@ mod tests {
     }
 
     #[test]
+    fn container_options_names_and_swarms_labels() {
+        let mut cfg = TaskConfig {
+            task_id: "t1".into(),
+            service_id: "s1".into(),
+            name: "web.1.t1".into(),
+            service_name: "web".into(),
+            stack_namespace: Some("app".into()),
+            node_id: "n1".into(),
+            image: Some("img".into()),
+            ..Default::default()
+        };
+        assert_eq!(DockerDriver::container_name(&cfg), "web.1.t1");
+        let o = &mut cfg.options;
+        o.read_only = true;
+        o.cap_add = vec!["CAP_NET_ADMIN".into()];
+        o.cap_drop = vec!["CAP_NET_RAW".into()];
+        o.dns.nameservers = vec!["1.1.1.1".into()];
+        o.dns.options = vec!["ndots:2".into()];
+        o.init = true;
+        o.tty = true;
+        o.labels.insert("team".into(), "fish".into());
+        o.ulimits = vec![shoal_types::Ulimit { name: "nofile".into(), soft: 10, hard: 20 }];
+        o.groups = vec!["audio".into()];
+        o.log_driver = Some(shoal_types::LogDriver {
+            name: "local".into(),
+            options: [("max-size".to_string(), "1m".to_string())].into(),
+        });
+        let body = container_body(&cfg, "img", None, None).expect("body");
+        assert_eq!(body.tty, Some(true));
+        let labels = body.labels.expect("labels");
+        for (k, v) in [
+            ("team", "fish"),
+            (SWARM_SERVICE_NAME, "web"),
+            (SWARM_SERVICE_ID, "s1"),
+            (SWARM_TASK_ID, "t1"),
+            (SWARM_TASK_NAME, "web.1.t1"),
+            (SWARM_NODE_ID, "n1"),
+            (STACK_NAMESPACE, "app"),
+            (LABEL_TASK_ID, "t1"),
+        ] {
+            assert_eq!(labels.get(k).map(String::as_str), Some(v), "{k}");
+        }
+        let host = body.host_config.expect("host config");
+        assert_eq!(host.readonly_rootfs, Some(true));
+        assert_eq!(host.cap_add, Some(vec!["CAP_NET_ADMIN".to_string()]));
+        assert_eq!(host.cap_drop, Some(vec!["CAP_NET_RAW".to_string()]));
+        assert_eq!(host.dns, Some(vec!["1.1.1.1".to_string()]));
+        assert_eq!(host.dns_options, Some(vec!["ndots:2".to_string()]));
+        assert_eq!(host.init, Some(true));
+        assert_eq!(host.group_add, Some(vec!["audio".to_string()]));
+        let u = &host.ulimits.expect("ulimits")[0];
+        assert_eq!((u.name.as_deref(), u.soft, u.hard), (Some("nofile"), Some(10), Some(20)));
+        let log = host.log_config.expect("log");
+        assert_eq!(log.typ.as_deref(), Some("local"));
+        let opts = log.config.expect("log options");
+        assert_eq!(opts.get("max-size").map(String::as_str), Some("1m"));
+        assert_eq!(opts.get("max-file").map(String::as_str), Some(LOG_MAX_FILES), "the default for the rest");
+        // In another container's namespace Docker takes no DNS settings: the task's file has them.
+        let body =
+            container_body(&cfg, "img", Some("abc"), Some(Path::new("/task/resolv.conf"))).expect("body");
+        let host = body.host_config.expect("host config");
+        assert_eq!(host.dns, None);
+        assert_eq!(host.binds, Some(vec!["/task/resolv.conf:/etc/resolv.conf:ro".to_string()]));
+        // Odd characters never make an invalid name; no name at all: the old one.
+        cfg.name = "we b.1.t1".into();
+        assert_eq!(DockerDriver::container_name(&cfg), "we_b.1.t1");
+        cfg.name.clear();
+        assert_eq!(DockerDriver::container_name(&cfg), "shoal-t1");
+        cfg.options.log_driver = Some(shoal_types::LogDriver { name: "syslog".into(), ..Default::default() });
+        assert!(
+            matches!(validate(&cfg), Err(DriverError::Invalid(m)) if m.contains("Shoal keeps task logs itself"))
+        );
+    }
+
+    #[test]
     fn a_task_on_networks_joins_its_infra_container() {
         let cfg = TaskConfig {
             task_id: "t1".into(),
@@ -1061,7 +1233,7 @@ mod tests {
             resolv_conf: Some("/var/lib/shoal/resolv/t1.conf".into()),
             ..Default::default()
         };
-        let body = container_body(&cfg, "img", Some("abc")).expect("body");
+        let body = container_body(&cfg, "img", Some("abc"), cfg.resolv_conf.as_deref()).expect("body");
         assert_eq!(body.hostname, None);
         let host = body.host_config.expect("host config");
         assert_eq!(host.network_mode.as_deref(), Some("container:abc"));

@@ -118,7 +118,7 @@ impl Env {
         TaskConfig {
             task_id: format!("{}-{name}", self.prefix),
             service_id: format!("svc-{}", self.prefix),
-            name: format!("svc.1.{name}"),
+            name: format!("svc.1.{}-{name}", self.prefix),
             image: Some(self.image.clone()),
             command: vec!["/bin/sh".into(), "-c".into()],
             args: vec![script.into()],
@@ -128,7 +128,7 @@ impl Env {
 
     async fn start(&self, cfg: &TaskConfig) -> Handle {
         // Registered before the start so that a half-started container is cleaned up too.
-        self.containers.lock().expect("lock").push(DockerDriver::container_name(&cfg.task_id));
+        self.containers.lock().expect("lock").push(DockerDriver::container_name(cfg));
         self.driver.prepare(cfg).await.expect("prepare");
         let handle = self.driver.start(cfg).await.expect("start");
         self.containers.lock().expect("lock").push(handle.runtime_id.clone());
@@ -380,7 +380,8 @@ async fn containers_have_no_restart_policy_and_carry_labels_and_limits() {
     assert_eq!(labels.get(LABEL_SERVICE_ID), Some(&cfg.service_id));
     assert_eq!(labels.get("team").map(String::as_str), Some("fish"));
     assert!(config.env.unwrap_or_default().contains(&"SHOAL_GREETING=hi".to_string()));
-    assert_eq!(info.name.as_deref(), Some(format!("/shoal-{}", cfg.task_id).as_str()));
+    // Swarm's name: SERVICE.SLOT.TASKID.
+    assert_eq!(info.name.as_deref(), Some(format!("/svc.1.{}", cfg.task_id).as_str()));
     assert!(env.wait(&handle).await.success());
     let lines = all_logs(&env.driver, &handle).await;
     assert!(lines.iter().any(|l| l.line == "policy 65534 /tmp shoal-host hi"), "{lines:?}");
@@ -402,7 +403,7 @@ async fn a_missing_image_is_invalid() {
         Err(DriverError::Invalid(message)) => assert!(message.contains("image not found"), "{message}"),
         other => panic!("expected Invalid, got {other:?}"),
     }
-    env.containers.lock().expect("lock").push(DockerDriver::container_name(&cfg.task_id));
+    env.containers.lock().expect("lock").push(DockerDriver::container_name(&cfg));
     assert!(matches!(env.driver.start(&cfg).await, Err(DriverError::Invalid(_))));
 
     let mut small = env.task("small", "true");

@@ -35,8 +35,8 @@ use serde::{Deserialize, Serialize};
 use shoal_driver::criu::CriuInfo;
 use shoal_driver::shim::{self, Launched, ShimSpec};
 use shoal_driver::{
-    capability, CheckpointOptions, CheckpointReport, Driver, DriverError, ExecResult, ExitStatus, Handle,
-    LogOptions, LogReceiver, Recovered, Stats, TaskConfig, MIN_MEMORY_LIMIT,
+    capability, CheckpointOptions, CheckpointReport, ContainerOptions, Driver, DriverError, ExecResult,
+    ExitStatus, Handle, LogOptions, LogReceiver, Recovered, Stats, TaskConfig, MIN_MEMORY_LIMIT,
 };
 use shoal_types::{DriverInfo, MountType};
 use std::collections::BTreeMap;
@@ -202,6 +202,57 @@ fn oom_kills(cgroup: &str) -> Option<u64> {
     })
 }
 
+/// `/etc/<name>` of the rootfs, never following symlinks out of it ("" when it is not there).
+fn read_etc(rootfs: &Path, name: &str) -> String {
+    let etc = rootfs.join("etc");
+    let file = etc.join(name);
+    let is_plain =
+        |p: &Path| std::fs::symlink_metadata(p).map(|m| !m.file_type().is_symlink()).unwrap_or(false);
+    if is_plain(&etc) && is_plain(&file) {
+        std::fs::read_to_string(file).unwrap_or_default()
+    } else {
+        String::new()
+    }
+}
+
+/// Where `--init` looks for the node's init (a static binary: it runs inside the container).
+pub const INIT_BINARIES: &[&str] = &["docker-init", "tini-static", "tini"];
+/// Where the init is mounted in the container (as Docker does).
+pub const INIT_TARGET: &str = "/sbin/docker-init";
+
+/// The node's init for `--init`: the first of [`INIT_BINARIES`] on `PATH` (Debian's docker.io
+/// ships `/usr/bin/docker-init`, a static tini).
+fn init_binary() -> Result<PathBuf, DriverError> {
+    INIT_BINARIES.iter().find_map(|b| which(Path::new(b))).ok_or_else(|| {
+        DriverError::Invalid(format!(
+            "--init needs an init on the node ({} on PATH; Debian's docker.io or tini packages ship one)",
+            INIT_BINARIES.join(", ")
+        ))
+    })
+}
+
+/// The process's capabilities: runc's default set (Docker's), or every capability with
+/// `--cap-add ALL`; then `--cap-drop` (`ALL`: none), then the capabilities added by name.
+pub fn capabilities(add: &[String], drop: &[String]) -> Vec<String> {
+    let all = |v: &[String]| v.iter().any(|c| c == "ALL");
+    let mut caps: Vec<String> = if all(add) {
+        shoal_types::container::CAPABILITIES.iter().map(|c| format!("CAP_{c}")).collect()
+    } else {
+        DEFAULT_CAPS.iter().map(|c| c.to_string()).collect()
+    };
+    if all(drop) {
+        caps.clear();
+    } else {
+        caps.retain(|c| !drop.contains(c));
+    }
+    for c in add.iter().filter(|c| c.as_str() != "ALL") {
+        if !caps.contains(c) {
+            caps.push(c.clone());
+        }
+    }
+    caps
+}
+
 /// Resolves `user` (`uid[:gid]`, `name[:group]`) against the rootfs's `/etc/passwd` and
 /// `/etc/group`, never following symlinks out of it.
 fn resolve_user(rootfs: &Path, user: &str) -> Result<(u32, u32), DriverError> {
@@ -212,17 +263,7 @@ fn resolve_user(rootfs: &Path, user: &str) -> Result<(u32, u32), DriverError> {
         Some((u, g)) => (u, Some(g)),
         None => (user, None),
     };
-    let read = |name: &str| -> String {
-        let etc = rootfs.join("etc");
-        let file = etc.join(name);
-        let is_plain =
-            |p: &Path| std::fs::symlink_metadata(p).map(|m| !m.file_type().is_symlink()).unwrap_or(false);
-        if is_plain(&etc) && is_plain(&file) {
-            std::fs::read_to_string(file).unwrap_or_default()
-        } else {
-            String::new()
-        }
-    };
+    let read = |name: &str| read_etc(rootfs, name);
     let (uid, primary_gid) = match u.parse::<u32>() {
         Ok(uid) => (uid, None),
         Err(_) => {
@@ -300,6 +341,17 @@ pub fn process_env(cfg: &TaskConfig, img: &ResolvedImage) -> Vec<String> {
     env.into_iter().map(|(k, v)| format!("{k}={v}")).collect()
 }
 
+/// What [`build_spec`] needs from the node besides the task and its image.
+#[derive(Clone, Debug, Default)]
+pub struct SpecExtras {
+    /// Supplementary gids (resolved from the image's `/etc/group`).
+    pub groups: Vec<u32>,
+    /// The node's init binary, for `--init`.
+    pub init: Option<PathBuf>,
+    /// The task's own `resolv.conf` (DNS options).
+    pub resolv_conf: Option<PathBuf>,
+}
+
 /// Builds the bundle's `config.json` (validated by parsing it back as an oci-spec `Spec`).
 fn build_spec(
     cfg: &TaskConfig,
@@ -308,16 +360,35 @@ fn build_spec(
     uid: u32,
     gid: u32,
     cgroup: &str,
+    extras: &SpecExtras,
 ) -> Result<serde_json::Value, DriverError> {
     use serde_json::json;
+    let o = &cfg.options;
+    ContainerOptions::refuse(
+        DRIVER_NAME,
+        &[(o.tty, "--tty (a terminal for the task; use the docker driver)")],
+    )?;
+    if let Some(l) = &o.log_driver {
+        if let Some(problem) = shoal_types::container::check_log_driver(l).into_iter().next() {
+            return Err(DriverError::Invalid(problem));
+        }
+    }
     let mut v = serde_json::to_value(oci_spec::runtime::Spec::default())
         .map_err(|e| DriverError::runtime("building the runtime spec", e))?;
-    let args = process_args(cfg, img);
+    let mut args = process_args(cfg, img);
     if args.is_empty() {
         return Err(DriverError::Invalid(format!(
             "no command: the task has none and the image {} has no entrypoint or cmd",
             img.name
         )));
+    }
+    if o.init {
+        if extras.init.is_none() {
+            return Err(init_binary()
+                .err()
+                .unwrap_or_else(|| DriverError::Invalid("--init: no init".into())));
+        }
+        args = [INIT_TARGET.to_string(), "--".to_string()].into_iter().chain(args).collect();
     }
     let cwd = if !cfg.workdir.is_empty() {
         cfg.workdir.clone()
@@ -331,33 +402,61 @@ fn build_spec(
     }
     let hostname =
         if cfg.hostname.is_empty() { cfg.task_id.chars().take(12).collect() } else { cfg.hostname.clone() };
-    let caps: Vec<&str> = DEFAULT_CAPS.to_vec();
+    let caps = capabilities(&o.cap_add, &o.cap_drop);
+    let mut user = json!({"uid": uid, "gid": gid});
+    if !extras.groups.is_empty() {
+        user["additionalGids"] = json!(extras.groups);
+    }
     v["process"] = json!({
         "terminal": false,
-        "user": {"uid": uid, "gid": gid},
+        "user": user,
         "args": args,
         "env": process_env(cfg, img),
         "cwd": cwd,
         "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
         "noNewPrivileges": true,
     });
-    // No rlimits: the container inherits the node's (the shim's).
+    // Without ulimits: none, the container inherits the node's (the shim's).
     if let Some(p) = v["process"].as_object_mut() {
         p.remove("rlimits");
     }
-    v["root"] = json!({"path": rootfs, "readonly": false});
+    if !o.ulimits.is_empty() {
+        let rlimits: Vec<serde_json::Value> = o
+            .ulimits
+            .iter()
+            .map(|u| {
+                json!({
+                    "type": u.rlimit_name(),
+                    "soft": shoal_types::Ulimit::kernel_value(u.soft),
+                    "hard": shoal_types::Ulimit::kernel_value(u.hard),
+                })
+            })
+            .collect();
+        v["process"]["rlimits"] = json!(rlimits);
+    }
+    if !o.labels.is_empty() {
+        v["annotations"] = json!(o.labels);
+    }
+    v["root"] = json!({"path": rootfs, "readonly": o.read_only});
     v["hostname"] = json!(hostname);
 
     let mut mounts = v["mounts"].as_array().cloned().unwrap_or_default();
     // runc's own cgroup mount is fine; host files for a host-network container, the node's
     // resolver for a container on overlay networks:
-    let resolv = cfg.resolv_conf.clone().unwrap_or_else(|| PathBuf::from("/etc/resolv.conf"));
+    let resolv = extras
+        .resolv_conf
+        .clone()
+        .or_else(|| cfg.resolv_conf.clone())
+        .unwrap_or_else(|| PathBuf::from("/etc/resolv.conf"));
     for (dest, source) in [("/etc/resolv.conf", resolv.as_path()), ("/etc/hosts", Path::new("/etc/hosts"))] {
         if source.is_file() {
             mounts.push(
                 json!({"destination": dest, "type": "bind", "source": source, "options": ["rbind", "rprivate", "ro"]}),
             );
         }
+    }
+    if let (true, Some(init)) = (o.init, &extras.init) {
+        mounts.push(json!({"destination": INIT_TARGET, "type": "bind", "source": init, "options": ["rbind", "rprivate", "ro"]}));
     }
     for m in &cfg.mounts {
         let source = match m.kind {
@@ -587,7 +686,17 @@ impl OciDriver {
         let user = if cfg.user.is_empty() { img.user.clone() } else { cfg.user.clone() };
         let (uid, gid) = resolve_user(&rootfs, &user)?;
         let cgroup = format!("/shoal/{}", cfg.task_id);
-        let spec = build_spec(cfg, &img, &rootfs, uid, gid, &cgroup)?;
+        let o = &cfg.options;
+        let extras = SpecExtras {
+            groups: shoal_driver::resolve_groups(
+                &o.groups,
+                &read_etc(&rootfs, "group"),
+                "the image's /etc/group",
+            )?,
+            init: if o.init { Some(init_binary()?) } else { None },
+            resolv_conf: shoal_driver::write_resolv_conf(cfg)?,
+        };
+        let spec = build_spec(cfg, &img, &rootfs, uid, gid, &cgroup, &extras)?;
         let json =
             serde_json::to_vec_pretty(&spec).map_err(|e| DriverError::runtime("encoding config.json", e))?;
         std::fs::write(bundle.join("config.json"), json)
@@ -612,8 +721,8 @@ impl OciDriver {
                 "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string(),
             )]),
             cwd: b.bundle.clone(),
-            log_max_bytes: 10 << 20,
-            log_max_files: 3,
+            log_max_bytes: cfg.options.log_rotation(10 << 20, 3).0,
+            log_max_files: cfg.options.log_rotation(10 << 20, 3).1,
             ..ShimSpec::default()
         };
         let container_id = b.container_id;
@@ -1277,7 +1386,8 @@ mod tests {
             nano_cpus: Some(500_000_000),
             pids: Some(50),
         };
-        let v = build_spec(&cfg, &img, Path::new("/rootfs"), 0, 0, "/shoal/t").expect("spec");
+        let v = build_spec(&cfg, &img, Path::new("/rootfs"), 0, 0, "/shoal/t", &SpecExtras::default())
+            .expect("spec");
         let r = &v["linux"]["resources"];
         assert_eq!(r["pids"]["limit"], 50);
         assert_eq!(r["memory"]["limit"], 64 << 20);
@@ -1285,8 +1395,50 @@ mod tests {
         assert_eq!(v["linux"]["cgroupsPath"], "/shoal/t");
         // No limit given: none set (runc leaves pids.max at "max", under Shoal's capped parent).
         cfg.limits = shoal_driver::Limits::default();
-        let v = build_spec(&cfg, &img, Path::new("/rootfs"), 0, 0, "/shoal/t").expect("spec");
+        let v = build_spec(&cfg, &img, Path::new("/rootfs"), 0, 0, "/shoal/t", &SpecExtras::default())
+            .expect("spec");
         assert!(v["linux"]["resources"].get("pids").is_none(), "{}", v["linux"]["resources"]);
+    }
+
+    #[test]
+    fn container_options_go_into_the_runtime_spec() {
+        let img = ResolvedImage { cmd: vec!["/bin/true".into()], ..ResolvedImage::default() };
+        let mut cfg = TaskConfig { task_id: "t".into(), ..TaskConfig::default() };
+        let o = &mut cfg.options;
+        o.read_only = true;
+        o.cap_drop = vec!["CAP_NET_RAW".into()];
+        o.cap_add = vec!["CAP_NET_ADMIN".into()];
+        o.init = true;
+        o.labels.insert("team".into(), "fish".into());
+        o.ulimits = vec![shoal_types::Ulimit { name: "nofile".into(), soft: 1024, hard: -1 }];
+        let extras = SpecExtras {
+            groups: vec![50, 60],
+            init: Some("/usr/bin/docker-init".into()),
+            resolv_conf: Some("/task/resolv.conf".into()),
+        };
+        let v = build_spec(&cfg, &img, Path::new("/rootfs"), 0, 0, "/shoal/t", &extras).expect("spec");
+        assert_eq!(v["root"]["readonly"], true);
+        let caps = v["process"]["capabilities"]["effective"].as_array().expect("caps");
+        assert!(caps.iter().any(|c| c == "CAP_NET_ADMIN") && !caps.iter().any(|c| c == "CAP_NET_RAW"));
+        assert!(caps.iter().any(|c| c == "CAP_CHOWN"), "the rest of the default set stays");
+        assert_eq!(v["process"]["args"], serde_json::json!([INIT_TARGET, "--", "/bin/true"]));
+        assert_eq!(v["annotations"]["team"], "fish");
+        assert_eq!(v["process"]["rlimits"][0]["type"], "RLIMIT_NOFILE");
+        assert_eq!(v["process"]["rlimits"][0]["soft"], 1024);
+        assert_eq!(v["process"]["rlimits"][0]["hard"], u64::MAX);
+        assert_eq!(v["process"]["user"]["additionalGids"], serde_json::json!([50, 60]));
+        let mounts = v["mounts"].as_array().expect("mounts");
+        let at = |dest: &str| mounts.iter().find(|m| m["destination"] == dest).map(|m| m["source"].clone());
+        assert_eq!(at(INIT_TARGET), Some(serde_json::json!("/usr/bin/docker-init")));
+        // /etc/resolv.conf is mounted only when the source exists: not in this test.
+        assert!(at("/etc/resolv.conf").is_none_or(|s| s == "/task/resolv.conf"));
+        // All capabilities, less what is dropped; none, plus what is added.
+        assert!(capabilities(&["ALL".into()], &["CAP_SYS_ADMIN".into()]).len() > DEFAULT_CAPS.len());
+        assert_eq!(capabilities(&["CAP_KILL".into()], &["ALL".into()]), vec!["CAP_KILL".to_string()]);
+        // A terminal is refused, never ignored.
+        cfg.options.tty = true;
+        let e = build_spec(&cfg, &img, Path::new("/rootfs"), 0, 0, "/shoal/t", &extras).expect_err("tty");
+        assert!(matches!(&e, DriverError::Invalid(m) if m.contains("--tty")), "{e}");
     }
 
     #[test]

@@ -20,8 +20,8 @@ use cgroup::{Layout, TaskCgroups};
 use serde::{Deserialize, Serialize};
 use shoal_driver::shim::{self, Launched, ShimSpec};
 use shoal_driver::{
-    capability, CheckpointOptions, CheckpointReport, Driver, DriverError, ExecResult, ExitStatus, Handle,
-    LogOptions, LogReceiver, Recovered, Stats, TaskConfig, MIN_MEMORY_LIMIT,
+    capability, CheckpointOptions, CheckpointReport, ContainerOptions, Driver, DriverError, ExecResult,
+    ExitStatus, Handle, LogOptions, LogReceiver, Recovered, Stats, TaskConfig, MIN_MEMORY_LIMIT,
 };
 use shoal_types::DriverInfo;
 use std::collections::BTreeMap;
@@ -191,6 +191,10 @@ struct Resolved {
     cwd: PathBuf,
     uid: Option<u32>,
     gid: Option<u32>,
+    /// Supplementary gids (`--group`).
+    groups: Vec<u32>,
+    /// The task's own `resolv.conf` (DNS options).
+    resolv_conf: Option<PathBuf>,
 }
 
 impl ProcessDriver {
@@ -291,6 +295,8 @@ impl ProcessDriver {
                 (None, None)
             }
         };
+        let (log_max_bytes, log_max_files) =
+            cfg.options.log_rotation(self.cfg.log_max_bytes, self.cfg.log_max_files);
         let mut spec = ShimSpec {
             argv: r.argv.clone(),
             env: r.env.clone(),
@@ -299,11 +305,22 @@ impl ProcessDriver {
             gid: r.gid,
             cgroup_procs: cgroups.as_ref().map(TaskCgroups::procs_files).unwrap_or_default(),
             leave_cgroup_procs: shims.as_ref().map(TaskCgroups::procs_files).unwrap_or_default(),
-            log_max_bytes: self.cfg.log_max_bytes,
-            log_max_files: self.cfg.log_max_files,
+            log_max_bytes,
+            log_max_files,
             restored_pidfile: None,
             netns: cfg.netns.clone(),
-            resolv_conf: cfg.resolv_conf.clone(),
+            resolv_conf: r.resolv_conf.clone().or_else(|| cfg.resolv_conf.clone()),
+            rlimits: cfg
+                .options
+                .ulimits
+                .iter()
+                .map(|u| shim::ShimRlimit {
+                    name: u.name.clone(),
+                    soft: shoal_types::Ulimit::kernel_value(u.soft),
+                    hard: shoal_types::Ulimit::kernel_value(u.hard),
+                })
+                .collect(),
+            groups: r.groups.clone(),
         };
         if let Some((argv, pidfile)) = restore {
             // CRIU runs as root; the restored task gets its own credentials back from the images.
@@ -315,6 +332,8 @@ impl ProcessDriver {
             spec.cwd = PathBuf::from("/");
             spec.uid = None;
             spec.gid = None;
+            spec.rlimits.clear();
+            spec.groups.clear();
             spec.restored_pidfile = Some(pidfile);
         }
         let launched = match shim::launch(&self.cfg.shim_exe, &cfg.task_dir, &spec).await {
@@ -382,6 +401,26 @@ impl ProcessDriver {
         if !cfg.mounts.is_empty() {
             return Err(DriverError::Invalid("the process driver does not support mounts".into()));
         }
+        let o = &cfg.options;
+        // A process on the node has no root filesystem, capability set or container of its own.
+        ContainerOptions::refuse(
+            DRIVER_NAME,
+            &[
+                (o.read_only, "--read-only (a root filesystem of the task's own)"),
+                (
+                    !o.cap_add.is_empty() || !o.cap_drop.is_empty(),
+                    "--cap-add/--cap-drop (a capability set of the task's own)",
+                ),
+                (o.init, "--init (an init process in a container)"),
+                (o.tty, "--tty (a terminal)"),
+                (!o.labels.is_empty(), "--container-label (a container to label)"),
+            ],
+        )?;
+        if let Some(l) = &o.log_driver {
+            if let Some(problem) = shoal_types::container::check_log_driver(l).into_iter().next() {
+                return Err(DriverError::Invalid(problem));
+            }
+        }
         if let Some(m) = cfg.limits.memory_bytes {
             if m < MIN_MEMORY_LIMIT {
                 return Err(DriverError::Invalid(format!(
@@ -409,7 +448,9 @@ impl ProcessDriver {
         let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
         let group = std::fs::read_to_string("/etc/group").unwrap_or_default();
         let (uid, gid) = parse_user(&cfg.user, &passwd, &group).map_err(DriverError::Invalid)?;
-        Ok(Resolved { argv, env, cwd, uid, gid })
+        let groups = shoal_driver::resolve_groups(&o.groups, &group, "the node's /etc/group")?;
+        let resolv_conf = shoal_driver::write_resolv_conf(cfg)?;
+        Ok(Resolved { argv, env, cwd, uid, gid, groups, resolv_conf })
     }
 
     fn state(handle: &Handle) -> Result<State, DriverError> {

@@ -17,7 +17,7 @@ pub mod shim;
 use async_trait::async_trait;
 pub use exec_stream::{ExecInput, ExecOutput, ExecSession, ExecStreamOptions, WindowSize};
 use serde::{Deserialize, Serialize};
-use shoal_types::{DriverInfo, Mount, PortConfig};
+use shoal_types::{DnsConfig, DriverInfo, LogDriver, Mount, PortConfig, Ulimit};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
@@ -70,6 +70,161 @@ pub struct TaskConfig {
     /// With `netns`: the `resolv.conf` the task must see (it names the node's resolver).
     #[serde(default)]
     pub resolv_conf: Option<PathBuf>,
+    /// The service's name (docker names its containers `<service>.<slot>.<task id>` after it, as
+    /// Swarm does); empty when the agent does not know it.
+    #[serde(default)]
+    pub service_name: String,
+    /// The stack the service belongs to (its `com.docker.stack.namespace` label), if any.
+    #[serde(default)]
+    pub stack_namespace: Option<String>,
+    /// The node the task runs on.
+    #[serde(default)]
+    pub node_id: String,
+    /// Container options (`shoal_types::container`). A driver that cannot honour one it is given
+    /// refuses the task ([`DriverError::Invalid`]); none is ever ignored.
+    #[serde(default)]
+    pub options: ContainerOptions,
+}
+
+/// The task template's container options, as the drivers get them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ContainerOptions {
+    pub read_only: bool,
+    /// `CAP_…` names or `ALL`.
+    pub cap_add: Vec<String>,
+    pub cap_drop: Vec<String>,
+    pub dns: DnsConfig,
+    pub init: bool,
+    pub tty: bool,
+    /// Container labels (docker) or OCI annotations (oci).
+    pub labels: BTreeMap<String, String>,
+    pub ulimits: Vec<Ulimit>,
+    /// Supplementary groups: names (resolved in the image's or node's `/etc/group`) or gids.
+    pub groups: Vec<String>,
+    pub log_driver: Option<LogDriver>,
+}
+
+impl ContainerOptions {
+    /// The template's options.
+    pub fn of(t: &shoal_types::TaskTemplate) -> Self {
+        ContainerOptions {
+            read_only: t.read_only,
+            cap_add: t.cap_add.clone(),
+            cap_drop: t.cap_drop.clone(),
+            dns: t.dns.clone(),
+            init: t.init,
+            tty: t.tty,
+            labels: t.container_labels.clone(),
+            ulimits: t.ulimits.clone(),
+            groups: t.groups.clone(),
+            log_driver: t.log_driver.clone(),
+        }
+    }
+
+    /// Refuses what a driver cannot do: `unable` lists (option, "why") pairs that are in use.
+    pub fn refuse(driver: &str, unable: &[(bool, &str)]) -> Result<(), DriverError> {
+        let used: Vec<&str> = unable.iter().filter(|(on, _)| *on).map(|(_, what)| *what).collect();
+        if used.is_empty() {
+            Ok(())
+        } else {
+            Err(DriverError::Invalid(format!("the {driver} driver cannot honour {}", used.join(", "))))
+        }
+    }
+
+    /// Log rotation (`max-size`, `max-file`) of the task's log driver, else the defaults given.
+    pub fn log_rotation(&self, max_bytes: u64, max_files: u32) -> (u64, u32) {
+        match &self.log_driver {
+            None => (max_bytes, max_files),
+            Some(l) => (l.max_size().unwrap_or(max_bytes), l.max_file().unwrap_or(max_files)),
+        }
+    }
+}
+
+/// The `resolv.conf` a task with DNS options must see, or `None` without any (the driver's
+/// default file then). `base` is what it would see otherwise: the agent's file naming Shoal's
+/// resolver on overlay networks (`on_networks`), else the node's `/etc/resolv.conf`. Each part the
+/// options give replaces the base's; on networks the nameserver stays Shoal's resolver (a service
+/// with its own servers on networks is refused at create time), and the base's options are kept
+/// before the task's (the resolver reads the last of a kind).
+pub fn resolv_conf_text(
+    dns: &DnsConfig,
+    base: &str,
+    on_networks: bool,
+) -> Result<Option<String>, DriverError> {
+    if dns.is_empty() {
+        return Ok(None);
+    }
+    if on_networks && !dns.nameservers.is_empty() {
+        return Err(DriverError::Invalid(
+            "DNS servers of the task's own cannot be used on overlay networks: its resolver is Shoal's"
+                .into(),
+        ));
+    }
+    let of = |kind: &str| -> Vec<String> {
+        base.lines()
+            .filter_map(|l| {
+                let mut w = l.split_whitespace();
+                (w.next() == Some(kind)).then(|| w.map(str::to_string).collect::<Vec<_>>())
+            })
+            .flatten()
+            .collect()
+    };
+    let nameservers = if dns.nameservers.is_empty() { of("nameserver") } else { dns.nameservers.clone() };
+    let search = if dns.search.is_empty() { of("search") } else { dns.search.clone() };
+    let options = match (dns.options.is_empty(), on_networks) {
+        (true, _) => of("options"),
+        (false, true) => of("options").into_iter().chain(dns.options.iter().cloned()).collect(),
+        (false, false) => dns.options.clone(),
+    };
+    let mut text = String::new();
+    for n in nameservers {
+        text.push_str(&format!("nameserver {n}\n"));
+    }
+    if !search.is_empty() {
+        text.push_str(&format!("search {}\n", search.join(" ")));
+    }
+    if !options.is_empty() {
+        text.push_str(&format!("options {}\n", options.join(" ")));
+    }
+    Ok(Some(text))
+}
+
+/// Writes the task's own `resolv.conf` into its directory when its DNS options ask for one
+/// ([`resolv_conf_text`]) and returns its path; `None`: the task sees `cfg.resolv_conf` (on
+/// networks) or the node's file, as without options.
+pub fn write_resolv_conf(cfg: &TaskConfig) -> Result<Option<PathBuf>, DriverError> {
+    if cfg.options.dns.is_empty() {
+        return Ok(None);
+    }
+    let base_path = cfg.resolv_conf.clone().unwrap_or_else(|| PathBuf::from("/etc/resolv.conf"));
+    let base = std::fs::read_to_string(&base_path).unwrap_or_default();
+    let Some(text) = resolv_conf_text(&cfg.options.dns, &base, cfg.netns.is_some())? else { return Ok(None) };
+    std::fs::create_dir_all(&cfg.task_dir)
+        .map_err(|e| DriverError::runtime(&format!("creating {}", cfg.task_dir.display()), e))?;
+    let path = cfg.task_dir.join("resolv.conf");
+    std::fs::write(&path, text)
+        .map_err(|e| DriverError::runtime(&format!("writing {}", path.display()), e))?;
+    Ok(Some(path))
+}
+
+/// Resolves supplementary groups (names or gids) against an `/etc/group` text; a name that is
+/// not there is an error naming `where_` (the image's or the node's file).
+pub fn resolve_groups(groups: &[String], etc_group: &str, where_: &str) -> Result<Vec<u32>, DriverError> {
+    groups
+        .iter()
+        .map(|g| {
+            if let Ok(gid) = g.parse::<u32>() {
+                return Ok(gid);
+            }
+            etc_group
+                .lines()
+                .map(|l| l.split(':').collect::<Vec<_>>())
+                .find(|f| f.len() >= 3 && f[0] == g)
+                .and_then(|f| f[2].parse().ok())
+                .ok_or_else(|| DriverError::Invalid(format!("group {g:?} not found in {where_}")))
+        })
+        .collect()
 }
 
 /// Runtime limits; `None` = unlimited.

@@ -66,6 +66,7 @@ use tokio::io::AsyncReadExt;
 /// The environment variable that tells `shoal shim` it is the re-executed supervisor.
 pub const STAGE_ENV: &str = "SHOAL_SHIM_STAGE";
 const STAGE_SUPERVISE: &str = "supervise";
+const STAGE_EXEC: &str = "exec";
 
 /// How long [`launch`] waits for the shim to report that the task started.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -102,6 +103,29 @@ pub struct ShimSpec {
     /// Bind-mounted over `/etc/resolv.conf` in a mount namespace of the task's own.
     #[serde(default)]
     pub resolv_conf: Option<PathBuf>,
+    /// Resource limits of the task, set just before its program is executed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rlimits: Vec<ShimRlimit>,
+    /// Supplementary groups of the task (set with `gid` and `uid`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<u32>,
+}
+
+/// One resource limit for [`ShimSpec::rlimits`]: docker's name (`nofile`), `u64::MAX` unlimited.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShimRlimit {
+    pub name: String,
+    pub soft: u64,
+    pub hard: u64,
+}
+
+impl ShimSpec {
+    /// Whether the task needs the exec stage (limits or groups std's `Command` cannot set without
+    /// `unsafe`): the shim then spawns itself as `STAGE_EXEC`, which sets them and executes the
+    /// task's program in its own place (same pid, process group, pipes, cgroups, namespaces).
+    fn needs_exec_stage(&self) -> bool {
+        self.restored_pidfile.is_none() && (!self.rlimits.is_empty() || !self.groups.is_empty())
+    }
 }
 
 /// A running shim, as the driver persists it.
@@ -167,6 +191,8 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
 pub fn run(task_dir: &Path) -> i32 {
     if std::env::var(STAGE_ENV).as_deref() == Ok(STAGE_SUPERVISE) {
         supervisor::supervise(task_dir)
+    } else if std::env::var(STAGE_ENV).as_deref() == Ok(STAGE_EXEC) {
+        supervisor::exec_task(task_dir)
     } else {
         supervisor::detach(task_dir)
     }

@@ -43,6 +43,9 @@ pub struct Manager {
     joined_as_worker: watch::Sender<Option<Vec<String>>>,
     /// Set by `cluster leave`: the daemon stops this node's tasks, forgets the cluster and exits.
     leave: watch::Sender<bool>,
+    /// Where this manager serves the `/v1` API over TCP (`--api-addr`, its host made reachable),
+    /// for the commands that tell a client where to connect.
+    api_addr: std::sync::OnceLock<String>,
 }
 
 /// How often nodes heartbeat to the leader; a node is down after `MISSED_HEARTBEATS` misses.
@@ -114,6 +117,7 @@ impl Manager {
             heartbeats: std::sync::Mutex::new(std::collections::BTreeMap::new()),
             joined_as_worker: watch::channel(None).0,
             leave: watch::channel(false).0,
+            api_addr: std::sync::OnceLock::new(),
         });
         tokio::spawn(controllers(m.clone(), stop_rx.clone()));
         tokio::spawn(liveness(m.clone(), stop_rx));
@@ -243,6 +247,16 @@ impl Manager {
     }
 
     /// Lifetime of the certificates this manager issues (default 90 days).
+    /// Records where this manager serves the TCP API (once, at start).
+    pub fn set_api_addr(&self, addr: String) {
+        let _ = self.api_addr.set(addr);
+    }
+
+    /// Where this manager serves the TCP API, if it does.
+    pub fn api_addr(&self) -> Option<&str> {
+        self.api_addr.get().map(String::as_str)
+    }
+
     pub fn set_cert_validity(&self, d: Duration) {
         self.cert_validity_secs.store(d.as_secs().max(1), std::sync::atomic::Ordering::Relaxed);
     }

@@ -474,9 +474,19 @@ impl ClusterState {
         }
         let holders: Vec<&Task> =
             self.tasks.values().filter(|t| t.networks.iter().any(|tn| tn.network_id == *id)).collect();
+        // A task told to stop on a node that is down cannot report until the node returns; it
+        // does not hold the network (as in Swarm): the returning agent stops it, and its view no
+        // longer has the network, so it tears the network down there.
+        let node_down = |t: &Task| {
+            t.node_id
+                .as_ref()
+                .and_then(|n| self.nodes.get(n))
+                .is_some_and(|n| n.status.state == shoal_types::NodeState::Down)
+        };
         let live: Vec<String> = holders
             .iter()
             .filter(|t| !t.status.state.is_terminal())
+            .filter(|t| !(t.desired_state.is_terminal() && node_down(t)))
             .map(|t| {
                 self.services
                     .get(&t.service_id)

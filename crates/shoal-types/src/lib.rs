@@ -3,6 +3,7 @@
 //! (observed, owned by the system). No I/O, no clocks: pure data plus validation.
 
 pub mod constraint;
+pub mod container;
 pub mod id;
 pub mod network;
 pub mod node;
@@ -15,6 +16,7 @@ pub mod time;
 pub mod validate;
 
 pub use constraint::{Constraint, ConstraintError, ConstraintKey, Operator};
+pub use container::{DnsConfig, LogDriver, Ulimit};
 pub use id::{NetworkId, NodeId, ServiceId, TaskId};
 pub use network::{
     Ipv4Net, Network, NetworkAttachmentConfig, NetworkDriver, NetworkSpec, NetworkStatus, ServiceEndpoint,

@@ -6,6 +6,7 @@
 //! system-owned types (`Service`, `UpdateStatus`) stay tolerant: other replicas and agents send
 //! them, possibly from a newer version.
 
+use crate::container::{DnsConfig, LogDriver, Ulimit};
 use crate::id::ServiceId;
 use crate::network::{NetworkAttachmentConfig, ServiceEndpoint};
 use crate::resources::Resources;
@@ -173,6 +174,44 @@ pub struct TaskTemplate {
     pub stop_grace_period: Duration,
     /// Incremented by `service update --force` to redeploy an unchanged spec.
     pub force_update: u64,
+    // Container options (see `crate::container`): each is left out of the JSON while unused, so
+    // a template without them reads the same to a version that does not know them.
+    /// Mount the task's root filesystem read-only (docker, oci).
+    #[serde(skip_serializing_if = "is_false")]
+    pub read_only: bool,
+    /// Capabilities added to the runtime's default set (`CAP_NET_ADMIN`, or `ALL`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cap_add: Vec<String>,
+    /// Capabilities dropped from the runtime's default set (`CAP_NET_RAW`, or `ALL`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cap_drop: Vec<String>,
+    /// Resolver settings of the task's `resolv.conf`.
+    #[serde(skip_serializing_if = "DnsConfig::is_empty")]
+    pub dns: DnsConfig,
+    /// Run an init process (docker-init/tini) as the task's pid 1 (docker, oci).
+    #[serde(skip_serializing_if = "is_false")]
+    pub init: bool,
+    /// Give the task a pseudo-terminal (docker).
+    #[serde(skip_serializing_if = "is_false")]
+    pub tty: bool,
+    /// Labels of the task's container (docker) or OCI annotations (oci); the service's labels
+    /// are `ServiceSpec::labels`.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub container_labels: BTreeMap<String, String>,
+    /// Resource limits (`setrlimit`) of the task's processes.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ulimits: Vec<Ulimit>,
+    /// Supplementary groups of the task's user (names or gids).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
+    /// How the task's output is kept: Shoal's own store (`json-file`/`local` with
+    /// `max-size`/`max-file`); `None`: the node's default rotation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_driver: Option<LogDriver>,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// Docker's default: a stopped task gets 10 s to exit on SIGTERM before it is killed.
@@ -197,6 +236,16 @@ impl Default for TaskTemplate {
             health_check: None,
             stop_grace_period: DEFAULT_STOP_GRACE_PERIOD,
             force_update: 0,
+            read_only: false,
+            cap_add: Vec::new(),
+            cap_drop: Vec::new(),
+            dns: DnsConfig::default(),
+            init: false,
+            tty: false,
+            container_labels: BTreeMap::new(),
+            ulimits: Vec::new(),
+            groups: Vec::new(),
+            log_driver: None,
         }
     }
 }
@@ -210,10 +259,17 @@ impl TaskTemplate {
     /// Drivers that may run this task, in order of preference: the one it names, else the image
     /// drivers for an image, else the process driver. The agent picks the first it offers; the
     /// scheduler only places the task on a node that offers one of them.
+    ///
+    /// An image without a driver leaves out the image drivers that cannot honour the template's
+    /// container options (`--tty`: docker only), so the scheduler places such a task only where
+    /// a driver that can runs. A named driver (or the process driver of a task without an image)
+    /// stays the candidate: validation refuses a template it cannot honour, naming the option.
     pub fn driver_candidates(&self) -> Vec<&str> {
         match (&self.driver, &self.image) {
             (Some(d), _) => vec![d.as_str()],
-            (None, Some(_)) => IMAGE_DRIVERS.to_vec(),
+            (None, Some(_)) => {
+                IMAGE_DRIVERS.into_iter().filter(|d| self.options_unsupported_by(d).is_empty()).collect()
+            }
             (None, None) => vec![PROCESS_DRIVER],
         }
     }

@@ -116,6 +116,16 @@ impl ServiceSpec {
         validate_endpoint(&self.endpoint, &mut e);
         validate_attachments(&self.networks, &mut e);
         validate_depends_on(&self.name, &self.depends_on, &mut e);
+        if !self.task_template.dns.nameservers.is_empty()
+            && (!self.networks.is_empty() || self.endpoint.ingress_ports().next().is_some())
+        {
+            e.push(
+                "task_template.dns.nameservers",
+                "a task on overlay networks asks Shoal's resolver on its node, which answers the \
+                 networks' names and forwards the rest to the node's own resolvers; it cannot \
+                 forward to servers of the service's own (--dns-search and --dns-option work there)",
+            );
+        }
         if drivers {
             validate_port_mapping(&self.task_template, &self.endpoint, &mut e);
             let joins = !self.networks.is_empty() || self.endpoint.ingress_ports().next().is_some();
@@ -213,6 +223,84 @@ fn validate_drivers_support_template(t: &TaskTemplate, e: &mut Errors) {
     }
 }
 
+/// Container options the task's drivers cannot honour (`crate::container::DRIVER_OPTIONS`).
+fn validate_driver_options(t: &TaskTemplate, e: &mut Errors) {
+    let candidates = t.driver_candidates();
+    for o in crate::container::DRIVER_OPTIONS.iter().filter(|o| (o.used)(t)) {
+        let unable = |d: &&&str| t.options_unsupported_by(d).iter().any(|u| u.field == o.field);
+        let Some(d) = candidates.iter().find(unable) else { continue };
+        let can = o.drivers.join(" or ");
+        let alt = if t.image.is_some() {
+            format!("use the {can} driver")
+        } else {
+            format!("give an image, for the {can} driver")
+        };
+        e.push(format!("task_template.{}", o.field), format!("{} ({alt})", cannot(t, d, o.what)));
+    }
+    if candidates.is_empty() {
+        e.push("task_template", "no driver can honour all of this template's container options");
+    }
+}
+
+/// The container options' own rules (whatever the driver).
+fn validate_container_options(t: &TaskTemplate, e: &mut Errors) {
+    for (field, caps) in [("task_template.cap_add", &t.cap_add), ("task_template.cap_drop", &t.cap_drop)] {
+        for c in caps.iter() {
+            match crate::container::normalize_capability(c) {
+                Ok(n) if &n == c => {}
+                Ok(n) => e.push(field, format!("{c:?} must be written {n:?}")),
+                Err(m) => e.push(field, m),
+            }
+        }
+    }
+    if let Some(c) = t.cap_add.iter().find(|c| t.cap_drop.contains(c) && c.as_str() != "ALL") {
+        e.push("task_template.cap_add", format!("{c} is both added and dropped"));
+    }
+    for ns in &t.dns.nameservers {
+        if ns.parse::<core::net::IpAddr>().is_err() {
+            e.push("task_template.dns.nameservers", format!("{ns:?} is not an IP address"));
+        }
+    }
+    for d in &t.dns.search {
+        if d.is_empty() || d.chars().any(|c| c.is_whitespace() || c == '/') {
+            e.push("task_template.dns.search", format!("{d:?} is not a domain"));
+        }
+    }
+    for o in &t.dns.options {
+        if o.is_empty() || o.chars().any(char::is_whitespace) {
+            e.push("task_template.dns.options", format!("{o:?} is not a resolver option (e.g. ndots:2)"));
+        }
+    }
+    for k in t.container_labels.keys() {
+        if k.trim().is_empty() {
+            e.push("task_template.container_labels", "label keys must not be empty");
+        } else if k.starts_with("shoal.") || k.starts_with("com.docker.swarm.") {
+            e.push(
+                "task_template.container_labels",
+                format!("{k:?}: the shoal.* and com.docker.swarm.* labels are Shoal's own (it sets them on every container)"),
+            );
+        }
+    }
+    let mut seen = BTreeSet::new();
+    for u in &t.ulimits {
+        if let Err(m) = crate::container::check_ulimit(u) {
+            e.push("task_template.ulimits", m);
+        } else if !seen.insert(u.name.as_str()) {
+            e.push("task_template.ulimits", format!("{} is given twice", u.name));
+        }
+    }
+    for g in &t.groups {
+        if g.is_empty() || g.chars().any(|c| c.is_whitespace() || c == ':') {
+            e.push("task_template.groups", format!("{g:?} is not a group name or gid"));
+        }
+    }
+    if let Some(l) = &t.log_driver {
+        for m in crate::container::check_log_driver(l) {
+            e.push("task_template.log_driver", m);
+        }
+    }
+}
+
 fn validate_port_mapping(t: &TaskTemplate, ep: &EndpointSpec, e: &mut Errors) {
     let drivers = unable(t, |h| h.port_mapping);
     let Some(d) = drivers.first() else { return };
@@ -261,7 +349,9 @@ fn validate_template(t: &TaskTemplate, drivers: bool, e: &mut Errors) {
     }
     if drivers {
         validate_drivers_support_template(t, e);
+        validate_driver_options(t, e);
     }
+    validate_container_options(t, e);
     let mut targets = BTreeSet::new();
     for (i, m) in t.mounts.iter().enumerate() {
         let f = format!("task_template.mounts[{i}]");
@@ -650,6 +740,103 @@ mod tests {
         s.task_template.image = Some("busybox".into());
         s.task_template.driver = driver.map(str::to_string);
         s
+    }
+
+    #[test]
+    fn container_options_go_to_drivers_that_honour_them() {
+        // An image without a driver: the image drivers that can (a terminal: docker only).
+        let mut s = image(None);
+        s.task_template.read_only = true;
+        assert_eq!(s.task_template.driver_candidates(), ["docker", "oci"]);
+        s.task_template.tty = true;
+        assert_eq!(s.task_template.driver_candidates(), ["docker"]);
+        assert_eq!(errors(&s), Vec::<String>::new());
+        // A named driver that cannot is refused, naming the option and the driver.
+        let mut s = image(Some("oci"));
+        s.task_template.tty = true;
+        assert_eq!(
+            errors(&s),
+            ["task_template.tty: the oci driver cannot give the task a terminal (use the docker driver)"]
+        );
+        let mut s = valid();
+        s.task_template.read_only = true;
+        s.task_template.cap_drop = vec!["CAP_NET_RAW".into()];
+        s.task_template.container_labels.insert("a".into(), "b".into());
+        assert_eq!(
+            errors(&s),
+            [
+                "task_template.read_only: tasks without an image run on the process driver, which cannot mount the root filesystem read-only (give an image, for the docker or oci driver)",
+                "task_template.cap_drop: tasks without an image run on the process driver, which cannot drop capabilities (give an image, for the docker or oci driver)",
+                "task_template.container_labels: tasks without an image run on the process driver, which cannot label a container (its tasks run no container) (give an image, for the docker or oci driver)",
+            ]
+        );
+        assert!(s.validate_structure().is_ok(), "driver rules only on create and update");
+        // What every driver can do: ulimits, groups, DNS, log rotation.
+        let mut s = valid();
+        s.task_template.ulimits = vec![crate::Ulimit { name: "nofile".into(), soft: 10, hard: 20 }];
+        s.task_template.groups = vec!["audio".into()];
+        s.task_template.dns.search = vec!["example.org".into()];
+        s.task_template.log_driver = Some(crate::LogDriver { name: "local".into(), ..Default::default() });
+        assert_eq!(errors(&s), Vec::<String>::new());
+        assert_eq!(s.task_template.driver_candidates(), ["process"]);
+    }
+
+    #[test]
+    fn container_options_have_rules_of_their_own() {
+        let mut s = image(None);
+        let t = &mut s.task_template;
+        t.cap_add = vec!["net_admin".into(), "CAP_FLY".into(), "CAP_KILL".into()];
+        t.cap_drop = vec!["CAP_KILL".into()];
+        t.dns = crate::DnsConfig {
+            nameservers: vec!["dns.example".into()],
+            search: vec!["a b".into()],
+            options: vec!["".into()],
+        };
+        t.container_labels.insert("shoal.task.id".into(), "x".into());
+        t.ulimits = vec![
+            crate::Ulimit { name: "nofile".into(), soft: 2, hard: 1 },
+            crate::Ulimit { name: "nproc".into(), soft: 1, hard: 1 },
+            crate::Ulimit { name: "nproc".into(), soft: 1, hard: 1 },
+        ];
+        t.groups = vec!["a:b".into()];
+        t.log_driver = Some(crate::LogDriver { name: "syslog".into(), ..Default::default() });
+        let got = errors(&s);
+        for want in [
+            "task_template.cap_add: \"net_admin\" must be written \"CAP_NET_ADMIN\"",
+            "task_template.cap_add: unknown capability \"CAP_FLY\"",
+            "task_template.cap_add: CAP_KILL is both added and dropped",
+            "task_template.dns.nameservers: \"dns.example\" is not an IP address",
+            "task_template.dns.search: \"a b\" is not a domain",
+            "task_template.dns.options: \"\" is not a resolver option",
+            "task_template.container_labels: \"shoal.task.id\": the shoal.* and com.docker.swarm.* labels are Shoal's own",
+            "task_template.ulimits: nofile: the soft limit 2 is above the hard limit 1",
+            "task_template.ulimits: nproc is given twice",
+            "task_template.groups: \"a:b\" is not a group name or gid",
+            "task_template.log_driver: log driver \"syslog\": not supported: Shoal keeps task logs itself",
+        ] {
+            assert!(got.iter().any(|g| g.starts_with(want)), "missing {want:?} in {got:#?}");
+        }
+        // Servers of the task's own cannot be reached through Shoal's resolver on networks.
+        let mut s = image(None);
+        s.task_template.dns.nameservers = vec!["1.1.1.1".into()];
+        assert_eq!(errors(&s), Vec::<String>::new());
+        s.networks = vec![NetworkAttachmentConfig { target: "front".into(), aliases: vec![] }];
+        assert!(errors(&s)[0].starts_with("task_template.dns.nameservers: a task on overlay networks"));
+        // Unused options stay out of the JSON, so older versions read the template unchanged.
+        let json = serde_json::to_value(image(None).task_template).expect("json");
+        for k in [
+            "read_only",
+            "cap_add",
+            "dns",
+            "init",
+            "tty",
+            "container_labels",
+            "ulimits",
+            "groups",
+            "log_driver",
+        ] {
+            assert!(json.get(k).is_none(), "{k} in {json}");
+        }
     }
 
     fn port(published: u16, target: u16) -> PortConfig {

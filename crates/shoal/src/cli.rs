@@ -1,24 +1,24 @@
 //! Client commands: talk to the local daemon's API and print tables or `--format json`.
 
+use crate::filter::Filters;
+use crate::format::print_listing;
 use crate::service_cli;
 use anyhow::{bail, Context, Result};
-use clap::{Args, Subcommand, ValueEnum};
+use clap::{Args, Subcommand};
 use shoal_api::{Client, ClusterInfo, NodeUpdate};
 use shoal_types::{Availability, Node};
 use std::collections::BTreeMap;
 
-#[derive(Clone, Copy, Debug, Default, ValueEnum, PartialEq, Eq)]
-pub enum Format {
-    #[default]
-    Table,
-    Json,
-}
+pub use crate::format::Format;
 
 #[derive(Args, Clone, Debug)]
 pub struct ListOpts {
-    /// Output format.
-    #[arg(long, value_enum, default_value_t = Format::Table)]
+    /// Output format: `table`, `json`, or a Go template (`'{{.Name}}'`, `'table {{.ID}}\t{{.Name}}'`).
+    #[arg(long, value_parser = crate::format::parse_format, default_value = "table")]
     pub format: Format,
+    /// Only what matches KEY=VALUE (repeatable; values of one key are alternatives).
+    #[arg(long = "filter", short = 'f', value_name = "KEY=VALUE")]
+    pub filter: Vec<String>,
     /// Only print IDs.
     #[arg(short, long)]
     pub quiet: bool,
@@ -40,12 +40,12 @@ pub enum ClusterCmd {
     },
     /// Show the cluster and this manager's Raft view.
     Inspect {
-        #[arg(long, value_enum, default_value_t = Format::Table)]
+        #[arg(long, value_parser = crate::format::parse_format, default_value = "table")]
         format: Format,
     },
     /// Every manager: reachable, Raft state, term, last log and applied index.
     Health {
-        #[arg(long, value_enum, default_value_t = Format::Table)]
+        #[arg(long, value_parser = crate::format::parse_format, default_value = "table")]
         format: Format,
     },
     /// This node leaves its cluster: its tasks stop and it forgets the cluster; the daemon exits.
@@ -98,7 +98,7 @@ pub enum NodeCmd {
     /// Show one node.
     Inspect {
         node: String,
-        #[arg(long, value_enum, default_value_t = Format::Json)]
+        #[arg(long, value_parser = crate::format::parse_format, default_value = "json")]
         format: Format,
     },
     /// Change a node's availability or labels.
@@ -114,6 +114,9 @@ pub enum NodeCmd {
         /// with its state (live migration) before the rest are restarted elsewhere.
         #[arg(long)]
         migrate: bool,
+        /// `manager` or `worker`: promote or demote the node (as `node promote|demote`).
+        #[arg(long, value_parser = parse_role)]
+        role: Option<shoal_types::NodeRole>,
     },
     /// Make workers managers: each gets a manager certificate, restarts as a manager and joins
     /// the Raft membership (its tasks keep running).
@@ -175,7 +178,7 @@ pub enum ServiceCmd {
         /// A readable summary instead of JSON.
         #[arg(long)]
         pretty: bool,
-        #[arg(long, value_enum, default_value_t = Format::Json)]
+        #[arg(long, value_parser = crate::format::parse_format, default_value = "json")]
         format: Format,
         /// Only print IDs.
         #[arg(short, long)]
@@ -204,6 +207,14 @@ fn parse_availability(s: &str) -> Result<Availability, String> {
         "pause" => Ok(Availability::Pause),
         "drain" => Ok(Availability::Drain),
         _ => Err(format!("availability must be active, pause or drain, not {s:?}")),
+    }
+}
+
+fn parse_role(s: &str) -> Result<shoal_types::NodeRole, String> {
+    match s {
+        "manager" => Ok(shoal_types::NodeRole::Manager),
+        "worker" => Ok(shoal_types::NodeRole::Worker),
+        _ => Err(format!("role must be manager or worker, not {s:?}")),
     }
 }
 
@@ -315,8 +326,17 @@ pub async fn cluster(c: &Client, cmd: ClusterCmd) -> Result<()> {
                 if rotate {
                     println!("Successfully rotated {role} join token.\n");
                 }
+                // This manager's node-to-node address, as the cluster knows it.
+                let cluster: ClusterInfo = c.get("/v1/cluster?stale=true").await?;
+                let r = &cluster.raft;
+                let addr = r
+                    .voters
+                    .values()
+                    .chain(r.learners.values())
+                    .find(|m| m.node_id == r.node_id)
+                    .map_or_else(|| "MANAGER-ADDR".to_string(), |m| m.addr.clone());
                 println!("To add a {role} to this cluster, run the following command:\n");
-                println!("    shoal cluster join --token {} <MANAGER-ADDR>\n", info.token);
+                println!("    shoal cluster join --token {} {addr}\n", info.token);
             }
         }
         ClusterCmd::Inspect { format } => {
@@ -359,23 +379,36 @@ async fn set_role(c: &Client, nodes: Vec<String>, role: shoal_types::NodeRole) -
     Ok(())
 }
 
+/// `node ls --filter`: docker's keys (`label` is the daemon's `--label`, `node.label` the
+/// node's own labels; every node is an accepted member).
+fn node_matches(f: &Filters, n: &Node) -> bool {
+    f.prefix("id", &[n.id.as_str()])
+        && f.prefix("name", &[n.description.hostname.as_str()])
+        && f.labels("label", &n.description.engine_labels)
+        && f.labels("node.label", &n.spec.labels)
+        && f.exact("role", &[n.spec.role.as_str()])
+        && f.exact("membership", &["accepted"])
+}
+
 pub async fn node(c: &Client, cmd: NodeCmd) -> Result<()> {
     match cmd {
         NodeCmd::Ls(o) => {
-            let nodes: Vec<Node> = c.get(&format!("/v1/nodes{}", stale_q(o.stale))).await?;
+            let filters =
+                Filters::parse(&o.filter, &["id", "name", "label", "node.label", "role", "membership"])?;
+            let mut nodes: Vec<Node> = c.get(&format!("/v1/nodes{}", stale_q(o.stale))).await?;
+            nodes.retain(|n| node_matches(&filters, n));
             let info: Option<ClusterInfo> = c.get("/v1/cluster?stale=true").await.ok();
             let me = info.map(|i| i.raft.node_id).unwrap_or_default();
             if o.quiet {
                 nodes.iter().for_each(|n| println!("{}", n.id));
                 return Ok(());
             }
-            if o.format == Format::Json {
-                return print_json(&nodes);
-            }
+            let table = o.format == Format::Table;
             let rows = nodes
                 .iter()
                 .map(|n| {
-                    let id = if n.id.as_str() == me { format!("{} *", n.id) } else { n.id.to_string() };
+                    let is_me = n.id.as_str() == me;
+                    let id = if is_me && table { format!("{} *", n.id) } else { n.id.to_string() };
                     let manager = match &n.manager_status {
                         Some(m) if m.leader => "Leader".to_string(),
                         Some(m) => format!("{:?}", m.reachability),
@@ -383,6 +416,7 @@ pub async fn node(c: &Client, cmd: NodeCmd) -> Result<()> {
                     };
                     vec![
                         id,
+                        is_me.to_string(),
                         n.description.hostname.clone(),
                         format!("{:?}", n.status.state),
                         format!("{:?}", n.spec.availability),
@@ -391,21 +425,38 @@ pub async fn node(c: &Client, cmd: NodeCmd) -> Result<()> {
                     ]
                 })
                 .collect();
-            table(&["ID", "HOSTNAME", "STATUS", "AVAILABILITY", "MANAGER STATUS", "VERSION"], rows);
+            let columns = [
+                ("ID", "ID"),
+                ("Self", ""),
+                ("Hostname", "HOSTNAME"),
+                ("Status", "STATUS"),
+                ("Availability", "AVAILABILITY"),
+                ("ManagerStatus", "MANAGER STATUS"),
+                ("EngineVersion", "VERSION"),
+            ];
+            print_listing(&o.format, &columns, rows, || print_json(&nodes))?;
         }
         NodeCmd::Inspect { node, format } => {
             let n: Node = c.get(&format!("/v1/nodes/{node}")).await?;
             if format == Format::Json {
                 return print_json(&n);
             }
+            if crate::format::print_inspect(&format, &[&n])? {
+                return Ok(());
+            }
             println!("{} {} {:?} {:?}", n.id, n.description.hostname, n.status.state, n.spec.availability);
         }
-        NodeCmd::Update { node, availability, label_add, label_rm, migrate } => {
-            if availability.is_none() && label_add.is_empty() && label_rm.is_empty() {
-                bail!("nothing to update: give --availability, --label-add or --label-rm");
+        NodeCmd::Update { node, availability, label_add, label_rm, migrate, role } => {
+            if availability.is_none() && label_add.is_empty() && label_rm.is_empty() && role.is_none() {
+                bail!("nothing to update: give --availability, --label-add, --label-rm or --role");
             }
             if migrate && availability != Some(Availability::Drain) {
                 bail!("--migrate goes with --availability drain");
+            }
+            if availability.is_none() && label_add.is_empty() && label_rm.is_empty() {
+                if let Some(role) = role {
+                    return set_role(c, vec![node], role).await;
+                }
             }
             let u = NodeUpdate {
                 availability,
@@ -418,6 +469,9 @@ pub async fn node(c: &Client, cmd: NodeCmd) -> Result<()> {
             let c = if migrate { c.with_timeout(std::time::Duration::from_secs(1800)) } else { c.clone() };
             let n: Node = c.post(&format!("/v1/nodes/{node}/update"), &u).await?;
             println!("{}", n.id);
+            if let Some(role) = role {
+                set_role(&c, vec![node], role).await?;
+            }
         }
         NodeCmd::Promote { nodes } | NodeCmd::Demote { nodes } if nodes.is_empty() => {
             bail!("name at least one node");
@@ -479,7 +533,14 @@ async fn client_cert(c: &Client, out: &std::path::Path, name: &str, force: bool)
     shoal_pki::write_public_file(out.join(shoal_api::client::TLS_CERT_FILE), &cert.cert_pem)?;
     shoal_pki::write_public_file(out.join(shoal_api::client::TLS_CA_FILE), &cert.ca_pem)?;
     println!("Client certificate for {name:?} written to {}.", out.display());
-    println!("Use it with: shoal -H tcp://<MANAGER>:<API-PORT> --tls-dir {} node ls", out.display());
+    match cert.api_addr.as_deref().filter(|a| !a.is_empty()) {
+        Some(addr) => println!("Use it with: shoal -H tcp://{addr} --tls-dir {} node ls", out.display()),
+        None => println!(
+            "Use it with: shoal -H tcp://HOST:PORT --tls-dir {} node ls, against a manager started with \
+             --api-addr (this one serves no TCP API)",
+            out.display()
+        ),
+    }
     Ok(())
 }
 
@@ -508,7 +569,7 @@ pub enum TaskCmd {
         file: std::path::PathBuf,
         #[arg(long)]
         node: Option<String>,
-        #[arg(long, value_enum, default_value_t = Format::Table)]
+        #[arg(long, value_parser = crate::format::parse_format, default_value = "table")]
         format: Format,
     },
     /// Move a running task with its memory and files to another node (CRIU checkpoint, transfer
@@ -519,7 +580,7 @@ pub enum TaskCmd {
         /// The node to move to (id or hostname); default: the scheduler's choice.
         #[arg(long)]
         to: Option<String>,
-        #[arg(long, value_enum, default_value_t = Format::Table)]
+        #[arg(long, value_parser = crate::format::parse_format, default_value = "table")]
         format: Format,
     },
     /// Run a command inside a running task (its namespaces, through its driver) on whichever node

@@ -135,6 +135,7 @@ pub async fn run(args: DaemonArgs) -> Result<()> {
         let api_listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen on --api-addr {addr}"))?;
+        manager.set_api_addr(reachable_addr(&api_listener, &args.advertise_addr));
         tokio::spawn(shoal_api::serve_tcp(
             api_listener,
             manager.clone(),
@@ -866,5 +867,18 @@ async fn remember_managers(plane: Arc<RemotePlane>, path: PathBuf) {
             }
             last = now;
         }
+    }
+}
+
+/// Where clients reach a listener: its bound address, with the host of `--advertise-addr` when it
+/// is bound to every address (`0.0.0.0:2378`).
+fn reachable_addr(listener: &tokio::net::TcpListener, advertise: &str) -> String {
+    match listener.local_addr() {
+        Ok(a) if a.ip().is_unspecified() => {
+            let host = advertise.rsplit_once(':').map_or(advertise, |(h, _)| h);
+            format!("{host}:{}", a.port())
+        }
+        Ok(a) => a.to_string(),
+        Err(_) => String::new(),
     }
 }

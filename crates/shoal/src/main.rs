@@ -6,9 +6,12 @@ mod daemon;
 mod drivers;
 mod events_cli;
 mod exec_cli;
+mod filter;
+mod format;
 mod image_cli;
 mod logs_cli;
 mod network_cli;
+mod progress;
 mod service_cli;
 mod stack_cli;
 
@@ -263,8 +266,81 @@ fn quiet_on_broken_stdout() {
     }));
 }
 
+/// Docker's `service create/update` flags that Shoal does not have, and why: such a flag is
+/// answered with this instead of clap's "unexpected argument" and its tip, which would suggest a
+/// flag that does something else.
+const UNSUPPORTED_DOCKER_FLAGS: &[(&[&str], &str)] = &[
+    (&["secret", "secret-add", "secret-rm"], "Shoal does not support secrets yet (pass values with --env/--env-file, or a file with --mount type=bind)"),
+    (&["config", "config-add", "config-rm"], "Shoal does not support configs yet (bind-mount the file with --mount type=bind)"),
+    (&["credential-spec"], "Shoal does not support Windows managed service accounts (it runs Linux tasks only)"),
+    (&["isolation"], "Shoal does not support isolation modes (they are Windows'; Shoal runs Linux tasks only)"),
+    (&["health-start-interval"], "Shoal does not support a start interval (health checks run every --health-interval, also during --health-start-period)"),
+    (&["host", "host-add", "host-rm"], "Shoal does not support extra /etc/hosts entries (tasks on a network reach services by name; Shoal's own -H/--host names the daemon: unix://... or tcp://...)"),
+    (&["sysctl", "sysctl-add", "sysctl-rm"], "Shoal does not support per-task sysctls"),
+    (&["stop-signal"], "Shoal does not support other stop signals (tasks get SIGTERM, then SIGKILL after --stop-grace-period)"),
+    (&["oom-score-adj"], "Shoal does not support OOM score adjustments (tasks keep the kernel's default score)"),
+    (&["with-registry-auth"], "Shoal does not support registry credentials (nodes never pull images: load them on the nodes)"),
+    (&["rollback"], "Shoal rolls back with its own verb: shoal service rollback SERVICE"),
+];
+
+/// Why `flag` (`--secret`, maybe `--secret=x`) is a docker flag Shoal does not support, when it is.
+fn unsupported_docker_flag(flag: &str) -> Option<(String, &'static str)> {
+    let name = flag.strip_prefix("--")?.split('=').next()?;
+    UNSUPPORTED_DOCKER_FLAGS
+        .iter()
+        .find(|(names, _)| names.contains(&name))
+        .map(|(_, why)| (format!("--{name}"), *why))
+}
+
+/// Whether the command line is `shoal [...] service create|update ...`; the index of the verb.
+fn service_verb(args: &[String]) -> Option<usize> {
+    let s = args.iter().position(|a| a == "service")?;
+    let v = s + 1;
+    matches!(args.get(v).map(String::as_str), Some("create" | "update")).then_some(v)
+}
+
+/// Parses the command line; docker flags Shoal does not support are refused with the reason
+/// (exit status 2, as for any usage error).
+fn parse_cli() -> Cli {
+    let args: Vec<String> = std::env::args().collect();
+    let refuse = |flag: &str, why: &str| -> ! {
+        eprintln!("Error: unsupported flag {flag}: {why}");
+        std::process::exit(2)
+    };
+    if let Some(verb) = service_verb(&args) {
+        // Docker's `--host NAME:IP` would be taken as Shoal's global `--host` (the daemon).
+        let mut it = args[verb + 1..].iter().take_while(|a| a.as_str() != "--");
+        while let Some(a) = it.next() {
+            let value = match a.strip_prefix("--host") {
+                Some("") => it.next().map(String::as_str),
+                Some(v) if v.starts_with('=') => Some(&v[1..]),
+                _ => continue,
+            };
+            if !value.is_some_and(|v| v.starts_with("unix://") || v.starts_with("tcp://")) {
+                if let Some((flag, why)) = unsupported_docker_flag("--host") {
+                    refuse(&flag, why);
+                }
+            }
+        }
+    }
+    match Cli::try_parse_from(&args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::{ContextKind, ContextValue, ErrorKind};
+            if e.kind() == ErrorKind::UnknownArgument && service_verb(&args).is_some() {
+                if let Some(ContextValue::String(arg)) = e.get(ContextKind::InvalidArg) {
+                    if let Some((flag, why)) = unsupported_docker_flag(arg) {
+                        refuse(&flag, why);
+                    }
+                }
+            }
+            e.exit()
+        }
+    }
+}
+
 fn real_main() -> Result<()> {
-    let cli = Cli::parse();
+    let cli = parse_cli();
     if !matches!(cli.command, Cmd::Daemon(_) | Cmd::Dev(_) | Cmd::Shim { .. }) {
         quiet_on_broken_stdout();
     }
@@ -318,4 +394,40 @@ fn real_main() -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unsupported_docker_flags_are_named_with_why() {
+        let (flag, why) = unsupported_docker_flag("--secret=db").expect("secret");
+        assert_eq!(flag, "--secret");
+        assert!(why.contains("Shoal does not support secrets"), "{why}");
+        assert!(unsupported_docker_flag("--sysctl-add").is_some());
+        assert!(unsupported_docker_flag("--replicas").is_none());
+        assert!(unsupported_docker_flag("secret").is_none());
+        let args = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(service_verb(&args(&["shoal", "service", "create", "x"])), Some(2));
+        assert_eq!(service_verb(&args(&["shoal", "-H", "unix:///s", "service", "update", "x"])), Some(4));
+        assert_eq!(service_verb(&args(&["shoal", "service", "ls"])), None);
+    }
+
+    #[test]
+    fn every_flag_of_the_table_is_unknown_to_shoal() {
+        use clap::CommandFactory;
+        let cmd = Cli::command();
+        let service = cmd.find_subcommand("service").expect("service");
+        for verb in ["create", "update"] {
+            let c = service.find_subcommand(verb).expect("verb");
+            for (names, _) in UNSUPPORTED_DOCKER_FLAGS {
+                for n in *names {
+                    // `--host` is the global daemon address, refused before clap sees it.
+                    let known = c.get_arguments().any(|a| a.get_long() == Some(n)) && *n != "host";
+                    assert!(!known, "--{n} is a flag of service {verb} now: take it off the table");
+                }
+            }
+        }
+    }
 }

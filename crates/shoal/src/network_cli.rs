@@ -4,7 +4,7 @@
 //! for them (VNI, subnet, the services' VIPs, the tasks' and nodes' addresses). The nodes do not
 //! plumb them yet; tasks still run on the node's own network.
 
-use crate::cli::{print_json, table, Format, ListOpts};
+use crate::cli::{print_json, Format, ListOpts};
 use crate::service_cli::enc;
 use anyhow::{bail, Result};
 use clap::{Args, Subcommand};
@@ -24,7 +24,7 @@ pub enum NetworkCmd {
     Inspect {
         #[arg(required = true)]
         networks: Vec<String>,
-        #[arg(long, value_enum, default_value_t = Format::Json)]
+        #[arg(long, value_parser = crate::format::parse_format, default_value = "json")]
         format: Format,
     },
     /// Remove networks that no service uses.
@@ -108,8 +108,8 @@ pub async fn run(c: &Client, cmd: NetworkCmd) -> Result<()> {
                 let info: NetworkInfo = c.get(&format!("/v1/networks/{}", enc(n))).await?;
                 found.push(info);
             }
-            if format == Format::Json {
-                return print_json(&found);
+            if crate::format::print_inspect(&format, &found)? {
+                return Ok(());
             }
             for info in &found {
                 print!("{}", pretty(info));
@@ -133,14 +133,19 @@ pub async fn run(c: &Client, cmd: NetworkCmd) -> Result<()> {
 
 async fn ls(c: &Client, o: &ListOpts) -> Result<()> {
     let q = if o.stale { "?stale=true" } else { "" };
+    let f = crate::filter::Filters::parse(&o.filter, &["id", "name", "label", "driver", "scope"])?;
     let mut nets: Vec<Network> = c.get(&format!("/v1/networks{q}")).await?;
+    nets.retain(|n| {
+        f.prefix("id", &[n.id.as_str()])
+            && f.prefix("name", &[n.spec.name.as_str()])
+            && f.labels("label", &n.spec.labels)
+            && f.exact("driver", &[n.spec.driver.as_str()])
+            && f.exact("scope", &["swarm"])
+    });
     nets.sort_by(|a, b| a.spec.name.cmp(&b.spec.name));
     if o.quiet {
         nets.iter().for_each(|n| println!("{}", n.id));
         return Ok(());
-    }
-    if o.format == Format::Json {
-        return print_json(&nets);
     }
     let rows = nets
         .iter()
@@ -153,8 +158,8 @@ async fn ls(c: &Client, o: &ListOpts) -> Result<()> {
             ]
         })
         .collect();
-    table(&["NETWORK ID", "NAME", "DRIVER", "SCOPE"], rows);
-    Ok(())
+    let columns = [("ID", "NETWORK ID"), ("Name", "NAME"), ("Driver", "DRIVER"), ("Scope", "SCOPE")];
+    crate::format::print_listing(&o.format, &columns, rows, || print_json(&nets))
 }
 
 fn pretty(info: &NetworkInfo) -> String {

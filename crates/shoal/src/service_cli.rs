@@ -1,13 +1,13 @@
 //! `shoal service create/update/scale/rollback/ls/ps/inspect` and `shoal node ps`: docker's
 //! service verbs and flags over the `/v1` API. The flags build a [`ServiceSpec`]; the API and the
 //! brain validate it. Without `-d`, create, update, scale and rollback follow the service's tasks
-//! and print one line per slot whenever it changes (plain lines, no terminal control codes) until
-//! the service converges, or fail with the reason (a task's error, a paused or rolled-back update,
+//! and show their progress until the service converges — on a terminal docker's block, redrawn in
+//! place; elsewhere one plain line per slot whenever it changes (`progress.rs`) — or fail with the reason (a task's error, a paused or rolled-back update,
 //! the timeout). Like docker, "converged" means the tasks match the spec and then stayed up for the
 //! monitor period (`update_config.monitor`, 5 s when 0): a task of the current spec that fails,
 //! exits or is rejected meanwhile fails the command ("verify: Detected task failure").
 
-use crate::cli::{print_json, table, Format, ListOpts};
+use crate::cli::{print_json, Format, ListOpts};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use shoal_api::{Client, ClientError, ClusterInfo, Created, ServiceUpdate};
@@ -51,7 +51,7 @@ pub struct SpecFlags {
     #[arg(long)]
     pub hostname: Option<String>,
     /// Most tasks of this service on one node (0 = unlimited).
-    #[arg(long)]
+    #[arg(long, visible_alias = "replicas-max-per-node")]
     pub max_replicas_per_node: Option<u64>,
     /// Scheduling strategy: spread, binpack or random.
     #[arg(long, value_parser = parse_strategy)]
@@ -77,7 +77,7 @@ pub struct SpecFlags {
     #[arg(long, value_parser = parse_bytes)]
     pub limit_memory: Option<u64>,
     /// Most processes and threads a task may have at once (0 = no limit of its own).
-    #[arg(long)]
+    #[arg(long, visible_alias = "limit-pids")]
     pub pids_limit: Option<u64>,
     /// Restart when: none, on-failure or any.
     #[arg(long, value_parser = parse_restart_condition)]
@@ -152,6 +152,34 @@ pub struct SpecFlags {
     /// `dnsrr` (DNS round robin over the task addresses, no VIP).
     #[arg(long, value_parser = parse_endpoint_mode)]
     pub endpoint_mode: Option<shoal_types::EndpointMode>,
+    /// Mount the task's root filesystem read-only (docker, oci); `--read-only=false` on update.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    pub read_only: Option<bool>,
+    /// Run an init (docker-init/tini) as the task's pid 1, forwarding signals and reaping
+    /// processes (docker, oci).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    pub init: Option<bool>,
+    /// Give the task a pseudo-terminal (docker driver only).
+    #[arg(long, short = 't', num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    pub tty: Option<bool>,
+    /// Add a Linux capability (NET_ADMIN, CAP_SYS_TIME or ALL), repeatable (docker, oci); on
+    /// update it also leaves the dropped ones.
+    #[arg(long = "cap-add", value_parser = parse_capability)]
+    pub cap_add: Vec<String>,
+    /// Drop a Linux capability (NET_RAW, ... or ALL), repeatable (docker, oci); on update it also
+    /// leaves the added ones.
+    #[arg(long = "cap-drop", value_parser = parse_capability)]
+    pub cap_drop: Vec<String>,
+    /// Where task output goes: json-file or local, both Shoal's own log store (shoal service
+    /// logs), rotated per --log-opt max-size/max-file. Other drivers are refused.
+    #[arg(long)]
+    pub log_driver: Option<String>,
+    /// Log driver option KEY=VALUE (max-size, max-file), repeatable; with --log-driver.
+    #[arg(long = "log-opt", value_parser = parse_key_value)]
+    pub log_opts: Vec<(String, String)>,
+    /// Docker's flag, for scripts that pass it: Shoal never queries a registry for an image.
+    #[arg(long)]
+    pub no_resolve_image: bool,
 }
 
 #[derive(Args, Clone, Debug)]
@@ -206,6 +234,31 @@ pub struct CreateArgs {
     /// SERVICE[:started|healthy] (compose's depends_on).
     #[arg(long = "depends-on", value_parser = parse_dependency)]
     pub depends_on: Vec<shoal_types::Dependency>,
+    /// Read environment variables from a file (KEY=VALUE lines, `#` comments; a bare KEY takes
+    /// this shell's value), repeatable; -e wins over it.
+    #[arg(long = "env-file")]
+    pub env_files: Vec<std::path::PathBuf>,
+    /// A DNS server of the task's resolv.conf, repeatable (not for tasks on overlay networks,
+    /// whose resolver is Shoal's).
+    #[arg(long = "dns")]
+    pub dns: Vec<String>,
+    /// A DNS search domain of the task's resolv.conf, repeatable.
+    #[arg(long = "dns-search")]
+    pub dns_search: Vec<String>,
+    /// A resolver option of the task's resolv.conf (e.g. ndots:2), repeatable.
+    #[arg(long = "dns-option")]
+    pub dns_options: Vec<String>,
+    /// Container label KEY[=VALUE] (docker: container labels; oci: OCI annotations),
+    /// repeatable. Service labels are --label.
+    #[arg(long = "container-label", value_parser = parse_label)]
+    pub container_labels: Vec<(String, String)>,
+    /// Resource limit NAME=SOFT[:HARD] (docker's names: nofile, nproc, core...; -1 unlimited),
+    /// repeatable.
+    #[arg(long = "ulimit", value_parser = parse_ulimit)]
+    pub ulimits: Vec<shoal_types::Ulimit>,
+    /// A supplementary group of the task's user (name or gid), repeatable.
+    #[arg(long = "group")]
+    pub groups: Vec<String>,
     #[command(flatten)]
     pub spec: SpecFlags,
     #[command(flatten)]
@@ -291,6 +344,42 @@ pub struct UpdateArgs {
     /// Remove the dependency on SERVICE.
     #[arg(long = "depends-on-rm")]
     pub depends_on_rm: Vec<String>,
+    /// Add a DNS server (as --dns of create).
+    #[arg(long = "dns-add")]
+    pub dns_add: Vec<String>,
+    /// Remove a DNS server.
+    #[arg(long = "dns-rm")]
+    pub dns_rm: Vec<String>,
+    /// Add a DNS search domain.
+    #[arg(long = "dns-search-add")]
+    pub dns_search_add: Vec<String>,
+    /// Remove a DNS search domain.
+    #[arg(long = "dns-search-rm")]
+    pub dns_search_rm: Vec<String>,
+    /// Add a resolver option.
+    #[arg(long = "dns-option-add")]
+    pub dns_option_add: Vec<String>,
+    /// Remove a resolver option.
+    #[arg(long = "dns-option-rm")]
+    pub dns_option_rm: Vec<String>,
+    /// Add or change a container label KEY[=VALUE].
+    #[arg(long = "container-label-add", value_parser = parse_label)]
+    pub container_label_add: Vec<(String, String)>,
+    /// Remove a container label.
+    #[arg(long = "container-label-rm")]
+    pub container_label_rm: Vec<String>,
+    /// Add or change a resource limit NAME=SOFT[:HARD].
+    #[arg(long = "ulimit-add", value_parser = parse_ulimit)]
+    pub ulimit_add: Vec<shoal_types::Ulimit>,
+    /// Remove a resource limit by its name.
+    #[arg(long = "ulimit-rm")]
+    pub ulimit_rm: Vec<String>,
+    /// Add a supplementary group.
+    #[arg(long = "group-add")]
+    pub group_add: Vec<String>,
+    /// Remove a supplementary group.
+    #[arg(long = "group-rm")]
+    pub group_rm: Vec<String>,
     #[command(flatten)]
     pub spec: SpecFlags,
     #[command(flatten)]
@@ -462,6 +551,53 @@ fn parse_label(s: &str) -> Result<(String, String), String> {
         return Err(format!("expected KEY[=VALUE], got {s:?}"));
     }
     Ok((k.to_string(), v.to_string()))
+}
+
+/// `KEY=VALUE` (`--log-opt`).
+fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
+        _ => Err(format!("expected KEY=VALUE, got {s:?}")),
+    }
+}
+
+/// `NET_ADMIN`, `cap_net_admin`, `ALL` → `CAP_NET_ADMIN`, `ALL`.
+fn parse_capability(s: &str) -> Result<String, String> {
+    shoal_types::container::normalize_capability(s)
+}
+
+fn parse_ulimit(s: &str) -> Result<shoal_types::Ulimit, String> {
+    shoal_types::container::parse_ulimit(s)
+}
+
+/// Docker's `--env-file`: `KEY=VALUE` lines taken as they are (no quotes removed), `#` comments
+/// and blank lines skipped, a bare `KEY` takes this shell's value (left out when it has none).
+/// Errors name the file and the line.
+pub fn parse_env_file(path: &std::path::Path, text: &str) -> Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.trim_start();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let at = || format!("--env-file {}, line {}", path.display(), i + 1);
+        let (key, value) = match line.split_once('=') {
+            Some((k, v)) => (k, Some(v)),
+            None => (line.trim_end(), None),
+        };
+        if key.is_empty() || key.chars().any(char::is_whitespace) {
+            bail!("{}: variable name {key:?} must not be empty or contain whitespace", at());
+        }
+        match value {
+            Some(v) => out.push((key.to_string(), v.to_string())),
+            None => {
+                if let Ok(v) = std::env::var(key) {
+                    out.push((key.to_string(), v));
+                }
+            }
+        }
+    }
+    Ok(out)
 }
 
 fn parse_constraint(s: &str) -> Result<String, String> {
@@ -641,6 +777,7 @@ impl SpecFlags {
         set(&mut r.window, &self.restart_window);
         set(&mut t.stop_grace_period, &self.stop_grace_period);
         self.apply_health(t)?;
+        self.apply_container(t)?;
         set(&mut spec.endpoint.mode, &self.endpoint_mode);
         let u = &mut spec.update_config;
         set_update(
@@ -662,6 +799,43 @@ impl SpecFlags {
             self.rollback_max_failure_ratio,
             self.rollback_order,
         );
+        Ok(())
+    }
+
+    /// The container options both verbs share. `--cap-add X` also takes X off the dropped ones
+    /// and `--cap-drop X` off the added ones (docker's update); `--log-driver` replaces the
+    /// driver and its options.
+    fn apply_container(&self, t: &mut shoal_types::TaskTemplate) -> Result<()> {
+        set(&mut t.read_only, &self.read_only);
+        set(&mut t.init, &self.init);
+        set(&mut t.tty, &self.tty);
+        for c in &self.cap_add {
+            t.cap_drop.retain(|x| x != c);
+            if !t.cap_add.contains(c) {
+                t.cap_add.push(c.clone());
+            }
+        }
+        for c in &self.cap_drop {
+            t.cap_add.retain(|x| x != c);
+            if !t.cap_drop.contains(c) {
+                t.cap_drop.push(c.clone());
+            }
+        }
+        match (&self.log_driver, self.log_opts.is_empty()) {
+            (Some(name), _) => {
+                let l = shoal_types::LogDriver {
+                    name: name.clone(),
+                    options: self.log_opts.iter().cloned().collect(),
+                };
+                let problems = shoal_types::container::check_log_driver(&l);
+                if let Some(p) = problems.first() {
+                    bail!("{p}");
+                }
+                t.log_driver = Some(l);
+            }
+            (None, false) => bail!("--log-opt needs --log-driver (json-file or local)"),
+            (None, true) => {}
+        }
         Ok(())
     }
 
@@ -748,8 +922,24 @@ pub fn create_spec(a: &CreateArgs) -> Result<ServiceSpec> {
         }
     }
     t.driver = a.driver.clone();
-    t.env = a.env.iter().cloned().collect();
+    for f in &a.env_files {
+        let text = std::fs::read_to_string(f).with_context(|| format!("--env-file {}", f.display()))?;
+        t.env.extend(parse_env_file(f, &text)?);
+    }
+    t.env.extend(a.env.iter().cloned());
     t.mounts = a.mounts.clone();
+    t.dns = shoal_types::DnsConfig {
+        nameservers: a.dns.clone(),
+        search: a.dns_search.clone(),
+        options: a.dns_options.clone(),
+    };
+    t.container_labels = a.container_labels.iter().cloned().collect();
+    t.ulimits = Vec::new();
+    for u in &a.ulimits {
+        t.ulimits.retain(|x| x.name != u.name);
+        t.ulimits.push(u.clone());
+    }
+    t.groups = a.groups.clone();
     t.placement.constraints = a.constraints.clone();
     t.placement.preferences = a.placement_prefs.clone();
     t.resources.reservations.generic = a.generic_resources.iter().cloned().collect();
@@ -854,6 +1044,30 @@ pub fn update_spec(mut spec: ServiceSpec, a: &UpdateArgs) -> Result<ServiceSpec>
     }
     for (k, v) in &a.generic_resource_add {
         t.resources.reservations.generic.insert(k.clone(), *v);
+    }
+    // Docker's -rm then -add, per list.
+    let edit = |list: &mut Vec<String>, rm: &[String], add: &[String]| {
+        list.retain(|x| !rm.contains(x));
+        for a in add {
+            if !list.contains(a) {
+                list.push(a.clone());
+            }
+        }
+    };
+    edit(&mut t.dns.nameservers, &a.dns_rm, &a.dns_add);
+    edit(&mut t.dns.search, &a.dns_search_rm, &a.dns_search_add);
+    edit(&mut t.dns.options, &a.dns_option_rm, &a.dns_option_add);
+    edit(&mut t.groups, &a.group_rm, &a.group_add);
+    for k in &a.container_label_rm {
+        t.container_labels.remove(k);
+    }
+    for (k, v) in &a.container_label_add {
+        t.container_labels.insert(k.clone(), v.clone());
+    }
+    t.ulimits.retain(|u| !a.ulimit_rm.contains(&u.name));
+    for u in &a.ulimit_add {
+        t.ulimits.retain(|x| x.name != u.name);
+        t.ulimits.push(u.clone());
     }
     if a.force {
         t.force_update = t.force_update.saturating_add(1);
@@ -1068,6 +1282,9 @@ pub enum Expect {
 #[derive(Debug, Default)]
 pub struct Assessment {
     pub lines: Vec<(String, String)>,
+    /// The same slots (or nodes) for the terminal's block, a row also for each one with no task
+    /// yet (`progress::Row`).
+    pub rows: Vec<crate::progress::Row>,
     pub overall: String,
     pub converged: bool,
     /// The tasks match the spec (every slot or node has a task of the current spec up, nothing
@@ -1102,6 +1319,16 @@ fn task_text(t: &Task, spec_version: u64) -> String {
         s.push_str(&t.status.message);
     }
     s
+}
+
+/// A slot's (or node's) row of the terminal's block: its newest task, if any.
+fn progress_row(label: String, t: Option<&Task>, spec_version: u64, job: bool) -> crate::progress::Row {
+    crate::progress::Row {
+        label,
+        state: t.map(|t| t.status.state),
+        text: t.map(|t| task_text(t, spec_version)).unwrap_or_default(),
+        job,
+    }
 }
 
 fn newest<'a>(tasks: impl Iterator<Item = &'a Task>) -> Option<&'a Task> {
@@ -1157,6 +1384,7 @@ pub fn assess(svc: &Service, tasks: &[Task], nodes: &[Node], expect: Expect) -> 
                 let up = in_slot().any(|t| current_up(&t));
                 ok += u64::from(up);
                 let line = newest(in_slot()).map(|t| format!("{slot}/{replicas}: {}", task_text(t, v)));
+                a.rows.push(progress_row(format!("{slot}/{replicas}"), newest(in_slot()), v, false));
                 if !up {
                     a.pending.push(line.clone().unwrap_or_else(|| format!("{slot}/{replicas}: no task yet")));
                 }
@@ -1175,6 +1403,7 @@ pub fn assess(svc: &Service, tasks: &[Task], nodes: &[Node], expect: Expect) -> 
                     newest(mine.iter().copied().filter(|t| t.slot == Some(slot) && t.spec_version == v))
                 {
                     let line = format!("{slot}/{total_completions}: {}", task_text(t, v));
+                    a.rows.push(progress_row(format!("{slot}/{total_completions}"), Some(t), v, true));
                     if t.status.state != TaskState::Complete {
                         a.pending.push(line.clone());
                     }
@@ -1195,6 +1424,7 @@ pub fn assess(svc: &Service, tasks: &[Task], nodes: &[Node], expect: Expect) -> 
                 let name =
                     if n.description.hostname.is_empty() { n.id.short() } else { &n.description.hostname };
                 let line = newest(on_node()).map(|t| format!("{name}: {}", task_text(t, v)));
+                a.rows.push(progress_row(name.to_string(), newest(on_node()), v, job));
                 if !good {
                     a.pending.push(line.clone().unwrap_or_else(|| format!("{name}: no task yet")));
                 }
@@ -1319,8 +1549,8 @@ fn seconds(d: Duration) -> String {
 /// that window finish. Jobs and services with nothing to run are not watched.
 pub async fn wait(c: &Client, id: &str, opts: &ProgressOpts, expect: Expect) -> Result<()> {
     let deadline = Instant::now() + opts.timeout;
-    let mut shown: BTreeMap<String, String> = BTreeMap::new();
-    let mut shown_overall = String::new();
+    // docker's block, redrawn in place, on a terminal; plain lines elsewhere.
+    let mut progress = crate::progress::Printer::stdout(opts.quiet);
     // The failed tasks of the current spec when the tasks first matched it; any other task of it
     // that fails from then on fails the command.
     let mut known_failures: Option<BTreeSet<TaskId>> = None;
@@ -1337,22 +1567,11 @@ pub async fn wait(c: &Client, id: &str, opts: &ProgressOpts, expect: Expect) -> 
         let nodes: Vec<Node> = c.get("/v1/nodes?stale=true").await?;
         let a = assess(&svc, &tasks, &nodes, expect);
         let name = &svc.spec.name;
-        if !opts.quiet {
-            if a.overall != shown_overall {
-                println!("{}", a.overall);
-                shown_overall = a.overall.clone();
-            }
-            for (key, line) in &a.lines {
-                if shown.get(key) != Some(line) {
-                    println!("{line}");
-                    shown.insert(key.clone(), line.clone());
-                }
-            }
-        }
+        progress.show(&a);
         if let Some(why) = &a.failed {
             let task = culprit(&svc, &tasks);
-            if task.is_some() && detected.is_none() && !opts.quiet {
-                println!("verify: Detected task failure");
+            if task.is_some() && detected.is_none() {
+                progress.verify("Detected task failure");
             }
             let task = task.map(|t| format!("; {}", failure_text(t))).unwrap_or_default();
             bail!("service {name}: {why}{task}");
@@ -1365,9 +1584,7 @@ pub async fn wait(c: &Client, id: &str, opts: &ProgressOpts, expect: Expect) -> 
         let updating = svc.update_status.as_ref().is_some_and(|u| u.state.is_active());
         if let (Some(known), None) = (&known_failures, &detected) {
             if let Some(t) = failed_tasks(&svc, &tasks).into_iter().find(|t| !known.contains(&t.id)) {
-                if !opts.quiet {
-                    println!("verify: Detected task failure");
-                }
+                progress.verify("Detected task failure");
                 if expect == Expect::Tasks || !updating {
                     bail!("service {name}: {}", failure_text(t));
                 }
@@ -1383,20 +1600,25 @@ pub async fn wait(c: &Client, id: &str, opts: &ProgressOpts, expect: Expect) -> 
         }
         if a.tasks_ready {
             let since = *stable_since.get_or_insert_with(|| {
-                if watch && !opts.quiet {
-                    println!("verify: Waiting {} to verify that tasks are stable...", seconds(monitor));
+                if watch {
+                    progress
+                        .verify(&format!("Waiting {} to verify that tasks are stable...", seconds(monitor)));
                 }
                 Instant::now()
             });
             if a.converged && since.elapsed() >= monitor {
-                if !opts.quiet {
-                    println!("verify: Service converged");
-                }
+                progress.verify("Service converged");
                 return Ok(());
+            }
+            if watch {
+                // The block counts down (plain lines said it once).
+                let left = monitor.saturating_sub(since.elapsed());
+                progress.countdown(&format!("Waiting {} to verify that tasks are stable...", seconds(left)));
             }
         } else {
             // Docker starts the wait again when a task goes away (a node left, a task moved).
             stable_since = None;
+            progress.unverified();
         }
         let give_up = stable_since.map_or(deadline, |s| deadline.max(s + monitor));
         if Instant::now() >= give_up {
@@ -1460,24 +1682,45 @@ fn stale_q(stale: bool) -> &'static str {
     }
 }
 
+/// `service ls --filter` keys (docker's).
+const SERVICE_FILTERS: &[&str] = &["id", "name", "label", "mode"];
+
 pub async fn ls(c: &Client, o: &ListOpts) -> Result<()> {
     let services: Vec<Service> = c.get(&format!("/v1/services{}", stale_q(o.stale))).await?;
-    if o.quiet {
-        services.iter().for_each(|s| println!("{}", s.id));
-        return Ok(());
-    }
+    let Some(mut services) = filtered_services(o, services)? else { return Ok(()) };
     if o.format == Format::Json {
         return print_json(&services);
     }
     let tasks: Vec<Task> = c.get(&format!("/v1/tasks{}", stale_q(o.stale))).await?;
-    let mut services = services;
     services.sort_by(|a, b| a.spec.name.cmp(&b.spec.name));
-    print_services(c, &services, &tasks).await
+    print_services(c, &services, &tasks, &o.format).await
+}
+
+/// `service ls` (and `stack services`) filtered as `o` says: the services, or only their ids.
+pub(crate) fn filtered_services(o: &ListOpts, mut services: Vec<Service>) -> Result<Option<Vec<Service>>> {
+    let f = crate::filter::Filters::parse(&o.filter, SERVICE_FILTERS)?;
+    services.retain(|s| {
+        f.prefix("id", &[s.id.as_str()])
+            && f.prefix("name", &[s.spec.name.as_str()])
+            && f.labels("label", &s.spec.labels)
+            && f.exact("mode", &[s.spec.mode.name()])
+    });
+    if o.quiet {
+        services.iter().for_each(|s| println!("{}", s.id));
+        return Ok(None);
+    }
+    Ok(Some(services))
 }
 
 /// The table of `service ls` (and `stack services`): `services` in this order, their replicas
-/// counted from `tasks` (and, for global ones, the nodes).
-pub(crate) async fn print_services(c: &Client, services: &[Service], tasks: &[Task]) -> Result<()> {
+/// counted from `tasks` (and, for global ones, the nodes); or a `--format` template over docker's
+/// fields (`.ID .Name .Mode .Replicas .Image .Ports`).
+pub(crate) async fn print_services(
+    c: &Client,
+    services: &[Service],
+    tasks: &[Task],
+    format: &Format,
+) -> Result<()> {
     let nodes: Vec<Node> = if services.iter().any(|s| s.spec.mode.is_global()) {
         c.get("/v1/nodes?stale=true").await?
     } else {
@@ -1496,8 +1739,15 @@ pub(crate) async fn print_services(c: &Client, services: &[Service], tasks: &[Ta
             ]
         })
         .collect();
-    table(&["ID", "NAME", "MODE", "REPLICAS", "IMAGE", "PORTS"], rows);
-    Ok(())
+    let columns = [
+        ("ID", "ID"),
+        ("Name", "NAME"),
+        ("Mode", "MODE"),
+        ("Replicas", "REPLICAS"),
+        ("Image", "IMAGE"),
+        ("Ports", "PORTS"),
+    ];
+    crate::format::print_listing(format, &columns, rows, || print_json(&services))
 }
 
 /// How long ago, roughly, as `docker ps` says it.
@@ -1528,9 +1778,32 @@ fn ps_key(t: &Task, service: String) -> PsKey {
     (service, t.slot, node_slot, !current, std::cmp::Reverse((t.created_at, t.version)), t.id.clone())
 }
 
+/// docker's `service ps` ERROR cell: quoted, cut to 30 characters with an ellipsis unless
+/// `--no-trunc`.
+fn error_cell(err: &str, no_trunc: bool) -> String {
+    const MAX: usize = 30;
+    if err.is_empty() {
+        return String::new();
+    }
+    if no_trunc || err.chars().count() <= MAX {
+        return format!("{err:?}");
+    }
+    let cut: String = err.chars().take(MAX - 1).collect();
+    format!("{:?}", format!("{cut}…"))
+}
+
+/// A task's name in `ps`: `service.slot`, or `service.node` for a global service's.
+fn task_name(t: &Task, service: &str) -> String {
+    match t.slot {
+        Some(s) => format!("{service}.{s}"),
+        None => format!("{service}.{}", t.node_id.as_ref().map_or("", |n| n.short())),
+    }
+}
+
 /// Rows of `service ps` and `node ps`: the current task of each slot first, its history below it
-/// newest first as ` \_ NAME` (docker's layout).
-fn task_table(mut tasks: Vec<Task>, services: &[Service], nodes: &[Node], no_trunc: bool) {
+/// newest first as ` \_ NAME` (docker's layout); or a `--format` template over docker's fields
+/// (`.ID .Name .Image .Node .DesiredState .CurrentState .Error .Ports`, and `.Addresses`).
+fn task_table(mut tasks: Vec<Task>, services: &[Service], nodes: &[Node], a: &PsArgs) -> Result<()> {
     let svc_name = |t: &Task| {
         services
             .iter()
@@ -1553,13 +1826,15 @@ fn task_table(mut tasks: Vec<Task>, services: &[Service], nodes: &[Node], no_tru
         // Global tasks are one slot per node; replicated ones one per slot wherever they ran.
         let key = (t.service_id.clone(), t.slot, if t.slot.is_some() { None } else { t.node_id.clone() });
         let history = last_key.as_ref() == Some(&key);
-        let name = match t.slot {
-            Some(s) => format!("{}.{s}", svc_name(t)),
-            None => format!("{}.{}", svc_name(t), t.node_id.as_ref().map_or("", |n| n.short())),
-        };
+        let name = task_name(t, &svc_name(t));
         let name = if history { format!(" \\_ {name}") } else { name };
         last_key = Some(key);
-        let id = if no_trunc { t.id.to_string() } else { t.id.short().to_string() };
+        let id = if a.no_trunc { t.id.to_string() } else { t.id.short().to_string() };
+        let addrs: Vec<&str> = t
+            .networks
+            .iter()
+            .flat_map(|n| n.addrs.iter().map(|a| a.split('/').next().unwrap_or(a)))
+            .collect();
         rows.push(vec![
             id,
             name,
@@ -1578,27 +1853,65 @@ fn task_table(mut tasks: Vec<Task>, services: &[Service], nodes: &[Node], no_tru
                 }
                 _ => format!("{} {}", t.status.state, ago(t.status.timestamp)),
             },
-            t.status.err.clone(),
+            error_cell(&t.status.err, a.no_trunc),
+            String::new(),
+            addrs.join(","),
         ]);
-        if with_addrs {
-            let addrs: Vec<&str> = t
-                .networks
-                .iter()
-                .flat_map(|n| n.addrs.iter().map(|a| a.split('/').next().unwrap_or(a)))
-                .collect();
-            if let Some(row) = rows.last_mut() {
-                row.push(addrs.join(","));
-            }
-        }
     }
-    let mut headers = vec!["ID", "NAME", "IMAGE", "NODE", "DESIRED STATE", "CURRENT STATE", "ERROR"];
-    if with_addrs {
-        headers.push("ADDRESSES");
-    }
-    table(&headers, rows);
+    let columns = [
+        ("ID", "ID"),
+        ("Name", "NAME"),
+        ("Image", "IMAGE"),
+        ("Node", "NODE"),
+        ("DesiredState", "DESIRED STATE"),
+        ("CurrentState", "CURRENT STATE"),
+        ("Error", "ERROR"),
+        // Tasks publish no ports of their own (`-p` is the service's); docker's column is kept
+        // for templates.
+        ("Ports", ""),
+        ("Addresses", if with_addrs { "ADDRESSES" } else { "" }),
+    ];
+    crate::format::print_listing(&a.opts.format, &columns, rows, || print_json(&tasks))
 }
 
-pub(crate) fn print_tasks(tasks: Vec<Task>, services: &[Service], nodes: &[Node], a: &PsArgs) -> Result<()> {
+/// `service ps`/`node ps`/`stack ps --filter` keys (docker's).
+const TASK_FILTERS: &[&str] = &["id", "name", "node", "desired-state", "label"];
+const DESIRED_STATES: &[&str] = &["running", "shutdown", "accepted", "complete", "remove"];
+
+/// The tasks `--filter` lets through: `id` and `name` (`web.1`) by prefix, `node` by id or
+/// hostname, `desired-state`, `label` on the service's labels.
+fn filter_tasks(a: &PsArgs, tasks: &mut Vec<Task>, services: &[Service], nodes: &[Node]) -> Result<()> {
+    let f = crate::filter::Filters::parse(&a.opts.filter, TASK_FILTERS)?;
+    if let Some(bad) = f.values("desired-state").iter().find(|v| !DESIRED_STATES.contains(&v.as_str())) {
+        bail!("invalid desired-state filter {bad:?}: use {}", DESIRED_STATES.join(", "));
+    }
+    let no_labels = BTreeMap::new();
+    tasks.retain(|t| {
+        let svc = services.iter().find(|s| s.id == t.service_id);
+        let name = task_name(t, svc.map_or(t.service_id.short(), |s| s.spec.name.as_str()));
+        let node = t.node_id.as_ref().and_then(|id| nodes.iter().find(|n| &n.id == id));
+        let node_names = [
+            t.node_id.as_ref().map_or("", |n| n.as_str()),
+            node.map_or("", |n| n.description.hostname.as_str()),
+        ];
+        f.prefix("id", &[t.id.as_str()])
+            && f.prefix("name", &[name.as_str()])
+            && f.any("node", |v| !v.is_empty() && node_names.contains(&v))
+            && f.exact("desired-state", &[t.desired_state.as_str()])
+            && f.labels("label", svc.map_or(&no_labels, |s| &s.spec.labels))
+    });
+    Ok(())
+}
+
+/// Prints `service ps`/`node ps`/`stack ps` as `a` says. `services` and `nodes` name the tasks
+/// (and resolve filters); without them ids stand in.
+pub(crate) fn print_tasks(
+    mut tasks: Vec<Task>,
+    services: &[Service],
+    nodes: &[Node],
+    a: &PsArgs,
+) -> Result<()> {
+    filter_tasks(a, &mut tasks, services, nodes)?;
     if a.opts.quiet {
         for t in &tasks {
             println!("{}", if a.no_trunc { t.id.as_str() } else { t.id.short() });
@@ -1608,8 +1921,7 @@ pub(crate) fn print_tasks(tasks: Vec<Task>, services: &[Service], nodes: &[Node]
     if a.opts.format == Format::Json {
         return print_json(&tasks);
     }
-    task_table(tasks, services, nodes, a.no_trunc);
-    Ok(())
+    task_table(tasks, services, nodes, a)
 }
 
 pub async fn ps(c: &Client, services: &[String], a: &PsArgs) -> Result<()> {
@@ -1625,11 +1937,7 @@ pub async fn ps(c: &Client, services: &[String], a: &PsArgs) -> Result<()> {
         tasks.extend(t);
         svcs.push(svc);
     }
-    let nodes: Vec<Node> = if a.opts.quiet || a.opts.format == Format::Json {
-        Vec::new()
-    } else {
-        c.get("/v1/nodes?stale=true").await?
-    };
+    let nodes: Vec<Node> = c.get("/v1/nodes?stale=true").await?;
     print_tasks(tasks, &svcs, &nodes, a)
 }
 
@@ -1670,6 +1978,9 @@ pub async fn inspect(
     if quiet {
         svcs.iter().for_each(|s| println!("{}", s.id));
         return Ok(());
+    }
+    if matches!(format, Format::Template(_)) {
+        return crate::format::print_inspect(&format, &svcs).map(|_| ());
     }
     if pretty || format == Format::Table {
         for (i, s) in svcs.iter().enumerate() {
@@ -2135,6 +2446,18 @@ mod tests {
             generic_resource_rm: vec![],
             depends_on_add: vec![parse_dependency("db:healthy").expect("dep")],
             depends_on_rm: vec![],
+            dns_add: vec![],
+            dns_rm: vec![],
+            dns_search_add: vec![],
+            dns_search_rm: vec![],
+            dns_option_add: vec![],
+            dns_option_rm: vec![],
+            container_label_add: vec![],
+            container_label_rm: vec![],
+            ulimit_add: vec![],
+            ulimit_rm: vec![],
+            group_add: vec![],
+            group_rm: vec![],
             spec: SpecFlags {
                 limit_memory: Some(64 << 20),
                 pids_limit: Some(100),
@@ -2168,6 +2491,121 @@ mod tests {
         again.constraint_rm.clear();
         let e = update_spec(out, &again).expect_err("not attached");
         assert!(e.to_string().contains("--network-rm \"net1\": the service is not attached"), "{e}");
+    }
+
+    /// `shoal service create ARGS...` / `update ARGS...` as clap parses them.
+    fn create_args(args: &str) -> std::result::Result<CreateArgs, clap::Error> {
+        #[derive(clap::Parser)]
+        struct C {
+            #[command(flatten)]
+            a: CreateArgs,
+        }
+        <C as clap::Parser>::try_parse_from(std::iter::once("create").chain(args.split_whitespace()))
+            .map(|c| c.a)
+    }
+
+    fn update_args(args: &str) -> UpdateArgs {
+        #[derive(clap::Parser)]
+        struct U {
+            #[command(flatten)]
+            a: UpdateArgs,
+        }
+        <U as clap::Parser>::try_parse_from(std::iter::once("update").chain(args.split_whitespace()))
+            .unwrap_or_else(|e| panic!("{args}: {e}"))
+            .a
+    }
+
+    #[test]
+    fn container_option_flags_build_the_template() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("app.env");
+        std::fs::write(&file, "# comment\n\nA=1\nQUOTED=\"kept\"\n  B=x=y\nPATH\nSHOAL_SURELY_UNSET_VAR\n")
+            .expect("env file");
+        let a = create_args(&format!(
+            "--name web --env-file {} -e A=2 --read-only --init -t --cap-add net_admin --cap-drop CAP_NET_RAW \
+             --dns 1.1.1.1 --dns-search example.org --dns-option ndots:2 --container-label team=fish \
+             --ulimit nofile=1024:2048 --group audio --group 50 --log-driver json-file --log-opt max-size=1m \
+             --replicas-max-per-node 2 --limit-pids 30 busybox",
+            file.display()
+        ))
+        .expect("flags");
+        let spec = create_spec(&a).expect("spec");
+        let t = &spec.task_template;
+        assert_eq!(t.env.get("A").map(String::as_str), Some("2"), "-e wins over --env-file");
+        assert_eq!(t.env.get("QUOTED").map(String::as_str), Some("\"kept\""), "docker keeps quotes");
+        assert_eq!(t.env.get("B").map(String::as_str), Some("x=y"));
+        assert_eq!(t.env.get("PATH"), std::env::var("PATH").ok().as_ref(), "a bare KEY is this shell's");
+        assert!(!t.env.contains_key("SHOAL_SURELY_UNSET_VAR"));
+        assert!(t.read_only && t.init && t.tty);
+        assert_eq!(t.cap_add, ["CAP_NET_ADMIN"]);
+        assert_eq!(t.cap_drop, ["CAP_NET_RAW"]);
+        assert_eq!(t.dns.nameservers, ["1.1.1.1"]);
+        assert_eq!(t.dns.search, ["example.org"]);
+        assert_eq!(t.dns.options, ["ndots:2"]);
+        assert_eq!(t.container_labels.get("team").map(String::as_str), Some("fish"));
+        assert_eq!(t.ulimits, [shoal_types::Ulimit { name: "nofile".into(), soft: 1024, hard: 2048 }]);
+        assert_eq!(t.groups, ["audio", "50"]);
+        assert_eq!(t.log_driver.as_ref().and_then(|l| l.max_size()), Some(1 << 20));
+        assert_eq!(t.placement.max_replicas_per_node, 2);
+        assert_eq!(t.resources.limits.pids, 30);
+        spec.validate().expect("valid");
+        assert_eq!(t.driver_candidates(), ["docker"], "a terminal: docker only");
+
+        // Update: -add/-rm per list; --cap-add takes a capability off the dropped ones.
+        let a = update_args(
+            "web --read-only=false --cap-add NET_RAW --dns-rm 1.1.1.1 --dns-add 9.9.9.9 --group-rm audio \
+             --group-add video --container-label-rm team --container-label-add tier=web --ulimit-rm nofile \
+             --ulimit-add nproc=64 --dns-option-rm ndots:2 --dns-search-add example.com",
+        );
+        let out = update_spec(spec, &a).expect("update");
+        let t = &out.task_template;
+        assert!(!t.read_only && t.init, "only what is given changes");
+        assert_eq!(
+            (t.cap_add.as_slice(), t.cap_drop.as_slice()),
+            (&["CAP_NET_ADMIN".to_string(), "CAP_NET_RAW".to_string()][..], &[][..])
+        );
+        assert_eq!(t.dns.nameservers, ["9.9.9.9"]);
+        assert_eq!(t.dns.search, ["example.org", "example.com"]);
+        assert!(t.dns.options.is_empty());
+        assert_eq!(t.groups, ["50", "video"]);
+        assert_eq!(t.container_labels.keys().collect::<Vec<_>>(), ["tier"]);
+        assert_eq!(t.ulimits, [shoal_types::Ulimit { name: "nproc".into(), soft: 64, hard: 64 }]);
+
+        // What is refused, and says why.
+        let e = create_spec(&create_args("--name x --log-driver syslog busybox").expect("flags"))
+            .expect_err("syslog");
+        assert!(
+            e.to_string().contains("not supported: Shoal keeps task logs itself; see shoal service logs"),
+            "{e}"
+        );
+        let e = create_spec(
+            &create_args("--name x --log-driver json-file --log-opt compress=true busybox").expect("flags"),
+        )
+        .expect_err("compress");
+        assert!(e.to_string().contains("\"compress\""), "{e}");
+        let e = create_spec(&create_args("--name x --log-opt max-size=1m busybox").expect("flags"))
+            .expect_err("no driver");
+        assert!(e.to_string().contains("--log-opt needs --log-driver"), "{e}");
+        assert!(create_args("--name x --cap-add FLY busybox")
+            .is_err_and(|e| e.to_string().contains("unknown capability")));
+        assert!(create_args("--name x --ulimit nofile=2:1 busybox")
+            .is_err_and(|e| e.to_string().contains("above the hard")));
+        let bad = dir.path().join("bad.env");
+        std::fs::write(&bad, "OK=1\nBAD KEY=2\n").expect("env file");
+        let e = create_spec(
+            &create_args(&format!("--name x --env-file {} busybox", bad.display())).expect("flags"),
+        )
+        .expect_err("bad line");
+        assert!(e.to_string().contains(&format!("--env-file {}, line 2", bad.display())), "{e}");
+        let spec = create_spec(&create_args("--name x --driver process --read-only sleep 1").expect("flags"))
+            .expect("spec");
+        let e = spec.validate().expect_err("process + read-only");
+        assert!(
+            e.to_string().contains(
+                "task_template.read_only: the process driver cannot mount the root filesystem read-only"
+            ),
+            "{e}"
+        );
     }
 
     #[test]

@@ -8,8 +8,9 @@
 //! services in dependency order. Like `docker stack deploy` it does not wait for the tasks:
 //! `stack ps` shows them (a task waiting for a dependency says so).
 
-use crate::cli::{print_json, table, Format, ListOpts};
-use crate::service_cli::{enc, print_services, print_tasks, PsArgs};
+use crate::cli::{print_json, Format, ListOpts};
+use crate::format::print_listing;
+use crate::service_cli::{enc, filtered_services, print_services, print_tasks, PsArgs};
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use shoal_api::stack::{Change, DeployRequest, StackInfo, StackReport};
@@ -26,7 +27,7 @@ pub enum StackCmd {
     Deploy(DeployArgs),
     /// List stacks.
     Ls {
-        #[arg(long, value_enum, default_value_t = Format::Table)]
+        #[arg(long, value_parser = crate::format::parse_format, default_value = "table")]
         format: Format,
     },
     /// List the tasks of a stack (history of a slot under ` \_ `).
@@ -45,7 +46,7 @@ pub enum StackCmd {
     Rm {
         #[arg(required = true)]
         stacks: Vec<String>,
-        #[arg(long, value_enum, default_value_t = Format::Table)]
+        #[arg(long, value_parser = crate::format::parse_format, default_value = "table")]
         format: Format,
     },
     /// Print the stack the compose files describe, as `deploy` would send it (interpolated,
@@ -65,7 +66,7 @@ pub struct DeployArgs {
     /// Remove the stack's services and networks that the files no longer name.
     #[arg(long)]
     pub prune: bool,
-    #[arg(long, value_enum, default_value_t = Format::Table)]
+    #[arg(long, value_parser = crate::format::parse_format, default_value = "table")]
     pub format: Format,
     /// The stack's name (its services are NAME_SERVICE).
     pub name: String,
@@ -78,7 +79,7 @@ const STACK_TIMEOUT: Duration = Duration::from_secs(300);
 pub async fn run(c: &Client, cmd: StackCmd) -> Result<()> {
     match cmd {
         StackCmd::Deploy(a) => deploy(c, a).await,
-        StackCmd::Ls { format } => ls(c, format).await,
+        StackCmd::Ls { format } => ls(c, &format).await,
         StackCmd::Ps { stack, args } => ps(c, &stack, &args).await,
         StackCmd::Services { stack, opts } => services(c, &stack, &opts).await,
         StackCmd::Rm { stacks, format } => rm(c, &stacks, format).await,
@@ -159,15 +160,12 @@ async fn deploy(c: &Client, a: DeployArgs) -> Result<()> {
     Ok(())
 }
 
-async fn ls(c: &Client, format: Format) -> Result<()> {
+async fn ls(c: &Client, format: &Format) -> Result<()> {
     let stacks: Vec<StackInfo> = c.get("/v1/stacks").await?;
-    if format == Format::Json {
-        return print_json(&stacks);
-    }
     let rows =
         stacks.iter().map(|s| vec![s.name.clone(), s.services.to_string(), s.networks.to_string()]).collect();
-    table(&["NAME", "SERVICES", "NETWORKS"], rows);
-    Ok(())
+    let columns = [("Name", "NAME"), ("Services", "SERVICES"), ("Networks", "NETWORKS")];
+    print_listing(format, &columns, rows, || print_json(&stacks))
 }
 
 fn stale(stale: bool) -> &'static str {
@@ -181,29 +179,27 @@ fn stale(stale: bool) -> &'static str {
 async fn ps(c: &Client, stack: &str, a: &PsArgs) -> Result<()> {
     let q = stale(a.opts.stale);
     let tasks: Vec<Task> = c.get(&format!("/v1/stacks/{}/tasks{q}", enc(stack))).await?;
-    let (services, nodes): (Vec<Service>, Vec<Node>) = if a.opts.quiet || a.opts.format == Format::Json {
-        (Vec::new(), Vec::new())
-    } else {
-        (
-            c.get(&format!("/v1/stacks/{}/services{q}", enc(stack))).await?,
-            c.get("/v1/nodes?stale=true").await?,
-        )
-    };
+    let (services, nodes): (Vec<Service>, Vec<Node>) =
+        if (a.opts.quiet || a.opts.format == Format::Json) && a.opts.filter.is_empty() {
+            (Vec::new(), Vec::new())
+        } else {
+            (
+                c.get(&format!("/v1/stacks/{}/services{q}", enc(stack))).await?,
+                c.get("/v1/nodes?stale=true").await?,
+            )
+        };
     print_tasks(tasks, &services, &nodes, a)
 }
 
 async fn services(c: &Client, stack: &str, o: &ListOpts) -> Result<()> {
     let q = stale(o.stale);
     let services: Vec<Service> = c.get(&format!("/v1/stacks/{}/services{q}", enc(stack))).await?;
-    if o.quiet {
-        services.iter().for_each(|s| println!("{}", s.id));
-        return Ok(());
-    }
+    let Some(services) = filtered_services(o, services)? else { return Ok(()) };
     if o.format == Format::Json {
         return print_json(&services);
     }
     let tasks: Vec<Task> = c.get(&format!("/v1/stacks/{}/tasks{q}", enc(stack))).await?;
-    print_services(c, &services, &tasks).await
+    print_services(c, &services, &tasks, &o.format).await
 }
 
 async fn rm(c: &Client, stacks: &[String], format: Format) -> Result<()> {

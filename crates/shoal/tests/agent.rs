@@ -126,7 +126,7 @@ fn tasks_survive_kill_9_of_their_daemon_and_are_recovered() {
         },
         || format!("a rejected task: {:#?}", tasks(&n, "bad")),
     );
-    let ps = n.ok(&["service", "ps", "bad"]);
+    let ps = n.ok(&["service", "ps", "--no-trunc", "bad"]);
     assert!(ps.contains("executable not found: /nonexistent/program"), "{ps}");
 
     // Removing the service stops its processes.

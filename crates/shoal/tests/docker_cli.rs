@@ -501,8 +501,11 @@ fn services_through_the_docker_cli() {
         let env = d.ok(&["inspect", "--type", "task", id, "--format", "{{json .Spec.ContainerSpec.Env}}"]);
         assert_eq!(env, "[\"A=1\",\"COLOR=blue\"]");
         // And in the container itself.
-        let c = Command::new("docker")
-            .args(["inspect", &format!("shoal-{id}"), "--format", "{{json .Config.Env}}"])
+        let c = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "docker inspect --format '{{{{json .Config.Env}}}}' $(docker ps -aq --filter label=com.docker.swarm.task.id={id})"
+            ))
             .output()
             .expect("docker inspect");
         assert!(
@@ -586,15 +589,18 @@ fn services_through_the_docker_cli() {
         "-d",
         "--name",
         "bad",
-        "--cap-add",
-        "NET_ADMIN",
-        "--tty",
+        "--sysctl",
+        "net.core.somaxconn=1024",
+        "--log-driver",
+        "syslog",
         img,
         "true",
     ]);
     assert!(
-        e.contains("TaskTemplate.ContainerSpec.CapabilityAdd: not supported by Shoal")
-            && e.contains("TaskTemplate.ContainerSpec.TTY: not supported by Shoal"),
+        e.contains("TaskTemplate.ContainerSpec.Sysctls: not supported by Shoal")
+            && e.contains(
+                "TaskTemplate.LogDriver: log driver \"syslog\": not supported: Shoal keeps task logs itself"
+            ),
         "{e}"
     );
     let e = d.fails(&[

@@ -85,7 +85,7 @@ fn a_two_service_docker_application_across_three_hosts_by_name_and_through_the_r
             "web:\n{}\nclient:\n{}\ncontainers: {:?}\nh1 log:\n{}\nh2 log:\n{}",
             ps("web"),
             ps("client"),
-            image.containers("shoal-"),
+            image.containers(""),
             daemon_log(&hosts[0]),
             daemon_log(&hosts[1])
         )
@@ -105,10 +105,12 @@ fn a_two_service_docker_application_across_three_hosts_by_name_and_through_the_r
     // Each task is its container plus an infra container, which holds the namespace.
     for (t, name) in [(&web, "web"), (&client, "client")] {
         let id = t["id"].as_str().expect("id");
-        let mut names: Vec<String> =
-            image.containers("shoal-").into_iter().filter(|c| c.contains(id)).collect();
+        let mut names: Vec<String> = image.containers("").into_iter().filter(|c| c.contains(id)).collect();
         names.sort();
-        assert_eq!(names, vec![format!("shoal-{id}"), format!("shoal-{id}-infra")], "{name}'s containers");
+        // Swarm's name for the task's own: SERVICE.SLOT.TASKID.
+        let mut want = vec![format!("shoal-{id}-infra"), format!("{name}.1.{id}")];
+        want.sort();
+        assert_eq!(names, want, "{name}'s containers");
     }
 
     // The name resolves at h2's resolver, from the client's namespace.
@@ -139,8 +141,8 @@ fn a_two_service_docker_application_across_three_hosts_by_name_and_through_the_r
     m.ok(&["service", "rm", "web", "client"]);
     eventually_or(
         60,
-        || (task_namespaces(&ids).is_empty() && image.containers("shoal-").is_empty()).then_some(()),
-        || format!("left: {:?} {:?}\n{}", task_namespaces(&ids), image.containers("shoal-"), diagnose()),
+        || (task_namespaces(&ids).is_empty() && image.containers("").is_empty()).then_some(()),
+        || format!("left: {:?} {:?}\n{}", task_namespaces(&ids), image.containers(""), diagnose()),
     );
     eventually(30, "the network removed", || {
         m.cli(&["network", "rm", "front"]).status.success().then_some(())

@@ -230,7 +230,7 @@ fn a_worker_killed_while_a_docker_task_on_a_network_starts_runs_it_once_after_it
             .find(|t| t["slot"] == 2 && !known.contains(&id_of(t)))
             .map(|t| id_of(&t))
     });
-    let own = format!("shoal-{second}");
+    let own = format!("slow.2.{second}");
     eventually_or(
         60,
         || {
@@ -342,9 +342,11 @@ fn no_leftovers(
         || diagnose(&format!("h3's namespaces = slow's {n} running tasks, nothing left of {killed:?}")),
     );
     // Each running task is its container and its infra container, nothing more.
-    let up: Vec<String> = service_tasks(fo, "slow").iter().filter(|t| running(t)).map(id_of).collect();
-    let mut want: Vec<String> =
-        up.iter().flat_map(|id| [format!("shoal-{id}"), format!("shoal-{id}-infra")]).collect();
+    let mut want: Vec<String> = service_tasks(fo, "slow")
+        .iter()
+        .filter(|t| running(t))
+        .flat_map(|t| [format!("slow.{}.{}", t["slot"], id_of(t)), format!("shoal-{}-infra", id_of(t))])
+        .collect();
     want.sort();
     let mut have = image.containers("");
     have.sort();

@@ -55,8 +55,9 @@ fn a_worker_is_promoted_demoted_and_leaves() {
     assert_eq!(wrk.map(|n| n["spec"]["role"].clone()), Some(Value::from("manager")));
     assert_eq!(task_pid(&w, "t"), Some(pid), "the same process, re-attached by the new manager's agent");
 
-    // Demote (through the leader): out of the membership, back to a worker.
-    let out = m.ok(&["node", "demote", "wrk"]);
+    // Demote (through the leader, with docker's `node update --role`): out of the membership,
+    // back to a worker.
+    let out = m.ok(&["node", "update", "--role", "worker", "wrk"]);
     assert!(out.contains("demoted"), "{out}");
     eventually_or(
         60,

@@ -162,8 +162,9 @@ fn a_compose_stack_with_a_healthy_dependency_deploys_updates_and_goes() {
         assert!(still_waiting(f), "web started before db was healthy: {:?}", tasks_of(f, "app"));
         None::<()>
     });
-    let table = f.ok(&["stack", "ps", "app"]);
-    assert!(table.contains("waiting for app_db to be healthy"), "{table}");
+    // docker's ERROR cell: quoted, and whole with --no-trunc.
+    let table = f.ok(&["stack", "ps", "--no-trunc", "app"]);
+    assert!(table.contains("\"waiting for app_db to be healthy\""), "{table}");
 
     // The health check passes: db turns healthy, then web's tasks start.
     let ready_at = shoal_types::Timestamp::from_system_time(std::time::SystemTime::now());

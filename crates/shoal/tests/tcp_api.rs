@@ -115,6 +115,10 @@ fn tcp_api_with_client_certificates() {
     let certs = tmp.path().join("certs");
     let out = m.ok(&["cluster", "client-cert", "--out", certs.to_str().expect("utf8"), "--name", "alice"]);
     assert!(out.contains("written to"), "{out}");
+    assert!(
+        out.contains(&format!("shoal -H tcp://{api} --tls-dir")),
+        "the manager's real API address: {out}"
+    );
     let mode = |p: &Path| std::fs::metadata(p).expect("metadata").permissions().mode() & 0o777;
     assert_eq!(mode(&certs.join("key.pem")), 0o600, "the key is private");
     assert_eq!(mode(&certs), 0o700);

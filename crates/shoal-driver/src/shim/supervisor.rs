@@ -144,22 +144,32 @@ pub(super) fn supervise(task_dir: &Path) -> i32 {
     if let Err(e) = enter_namespaces(&spec) {
         return fail(task_dir, "other", e);
     }
-    let mut cmd = Command::new(program);
-    cmd.args(args)
-        .env_clear()
-        .envs(&spec.env)
-        .process_group(0)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    let exec_stage = spec.needs_exec_stage();
+    let mut cmd = if exec_stage {
+        match std::env::current_exe() {
+            Ok(exe) => {
+                let mut c = Command::new(exe);
+                c.arg("shim").arg(task_dir).env_clear().env(STAGE_ENV, super::STAGE_EXEC);
+                c
+            }
+            Err(e) => return fail(task_dir, "other", format!("cannot find the shim executable: {e}")),
+        }
+    } else {
+        let mut c = Command::new(program);
+        c.args(args).env_clear().envs(&spec.env);
+        c
+    };
+    cmd.process_group(0).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
     if !spec.cwd.as_os_str().is_empty() {
         cmd.current_dir(&spec.cwd);
     }
-    if let Some(gid) = spec.gid {
-        cmd.gid(gid);
-    }
-    if let Some(uid) = spec.uid {
-        cmd.uid(uid);
+    if !exec_stage {
+        if let Some(gid) = spec.gid {
+            cmd.gid(gid);
+        }
+        if let Some(uid) = spec.uid {
+            cmd.uid(uid);
+        }
     }
     let spawned = cmd.spawn();
     // Out of the task's cgroups whatever happened, so the shim is not charged against its limits.
@@ -331,4 +341,85 @@ fn spawn_reader(
             }
         }
     });
+}
+
+/// The exec stage (see `ShimSpec::needs_exec_stage`): a single-threaded child of the supervisor
+/// that sets the task's resource limits, supplementary groups, gid and uid on itself, then
+/// executes the task's program in its place. Returns only on failure (126: a limit or id could not
+/// be set, 127: the program could not be executed), with the reason on stderr (the task's log).
+pub(super) fn exec_task(task_dir: &Path) -> i32 {
+    let spec: ShimSpec = match std::fs::read(spec_path(task_dir))
+        .map_err(|e| e.to_string())
+        .and_then(|d| serde_json::from_slice(&d).map_err(|e| e.to_string()))
+    {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("shoal shim: reading shim.json: {e}");
+            return 126;
+        }
+    };
+    let Some((program, args)) = spec.argv.split_first() else {
+        eprintln!("shoal shim: the command is empty");
+        return 126;
+    };
+    for l in &spec.rlimits {
+        let Some(resource) = rlimit_resource(&l.name) else {
+            eprintln!("shoal shim: unknown resource limit {:?}", l.name);
+            return 126;
+        };
+        let value = |v: u64| (v != u64::MAX).then_some(v);
+        let limit = rustix::process::Rlimit { current: value(l.soft), maximum: value(l.hard) };
+        if let Err(e) = rustix::process::setrlimit(resource, limit) {
+            eprintln!("shoal shim: setting the {} limit to {}:{}: {e}", l.name, l.soft, l.hard);
+            return 126;
+        }
+    }
+    // The single thread of this process: the thread's ids are the process's.
+    if !spec.groups.is_empty() || spec.uid.is_some() {
+        let groups: Vec<rustix::process::Gid> =
+            spec.groups.iter().map(|g| rustix::process::Gid::from_raw(*g)).collect();
+        if let Err(e) = rustix::thread::set_thread_groups(&groups) {
+            eprintln!("shoal shim: setting the supplementary groups {:?}: {e}", spec.groups);
+            return 126;
+        }
+    }
+    if let Some(gid) = spec.gid {
+        if let Err(e) = rustix::thread::set_thread_gid(rustix::process::Gid::from_raw(gid)) {
+            eprintln!("shoal shim: setting gid {gid}: {e}");
+            return 126;
+        }
+    }
+    if let Some(uid) = spec.uid {
+        if let Err(e) = rustix::thread::set_thread_uid(rustix::process::Uid::from_raw(uid)) {
+            eprintln!("shoal shim: setting uid {uid}: {e}");
+            return 126;
+        }
+    }
+    let e = Command::new(program).args(args).env_clear().envs(&spec.env).exec();
+    eprintln!("shoal shim: executing {program}: {e}");
+    127
+}
+
+/// Docker's ulimit name → the kernel's resource.
+fn rlimit_resource(name: &str) -> Option<rustix::process::Resource> {
+    use rustix::process::Resource as R;
+    Some(match name {
+        "as" => R::As,
+        "core" => R::Core,
+        "cpu" => R::Cpu,
+        "data" => R::Data,
+        "fsize" => R::Fsize,
+        "locks" => R::Locks,
+        "memlock" => R::Memlock,
+        "msgqueue" => R::Msgqueue,
+        "nice" => R::Nice,
+        "nofile" => R::Nofile,
+        "nproc" => R::Nproc,
+        "rss" => R::Rss,
+        "rtprio" => R::Rtprio,
+        "rttime" => R::Rttime,
+        "sigpending" => R::Sigpending,
+        "stack" => R::Stack,
+        _ => return None,
+    })
 }

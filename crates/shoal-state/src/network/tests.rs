@@ -1,13 +1,13 @@
 //! The network allocator: VNIs, subnets, VIPs, task and node addresses, ingress ports; unit
 //! tests, then property tests over random command sequences.
 
-use crate::{Applied, ClusterObject, ClusterState, Command, Plan, Snapshot, StateError};
+use crate::{Applied, ClusterObject, ClusterState, Command, Plan, Snapshot, StateError, STILL_STOPPING};
 use proptest::prelude::*;
 use shoal_types::network::{parse_addr_with_prefix, Ipv4Net};
 use shoal_types::{
-    EndpointMode, Network, NetworkAttachmentConfig, NetworkId, NetworkSpec, Node, NodeId, PortConfig,
-    Protocol, PublishMode, Service, ServiceId, ServiceMode, ServiceSpec, Task, TaskId, TaskState, TaskStatus,
-    Timestamp,
+    EndpointMode, Network, NetworkAttachmentConfig, NetworkId, NetworkSpec, Node, NodeId, NodeState,
+    PortConfig, Protocol, PublishMode, Service, ServiceId, ServiceMode, ServiceSpec, Task, TaskId, TaskState,
+    TaskStatus, Timestamp,
 };
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -337,6 +337,25 @@ fn a_network_in_use_cannot_be_removed() {
         apply(&mut s, Command::RemoveNetwork { id: NetworkId::new("a") }),
         Err(StateError::NotFound { kind: "network", .. })
     ));
+    assert_eq!(s.check_indexes(), Ok(()));
+}
+
+#[test]
+fn tasks_told_to_stop_on_a_down_node_do_not_hold_the_network() {
+    let mut s = ClusterState::new();
+    register(&mut s, "n1");
+    create_net(&mut s, "a", "net-a", None).expect("a");
+    create_svc(&mut s, "s1", svc_spec("web", 1, &["a"])).expect("svc");
+    create_tasks(&mut s, vec![new_task("t1", "s1", 1, Some("n1"))]);
+    apply(&mut s, Command::RemoveService { id: ServiceId::new("s1") }).expect("rm");
+    let m = conflict(apply(&mut s, Command::RemoveNetwork { id: NetworkId::new("a") }));
+    assert!(m.contains(STILL_STOPPING), "{m}");
+    // Its node goes down: the task cannot report, and no longer holds the network.
+    let down =
+        Command::SetNodeStatus { id: NodeId::new("n1"), state: NodeState::Down, message: "gone".into() };
+    apply(&mut s, down).expect("down");
+    apply(&mut s, Command::RemoveNetwork { id: NetworkId::new("a") }).expect("rm net");
+    assert!(s.networks().next().is_none());
     assert_eq!(s.check_indexes(), Ok(()));
 }
 
