@@ -126,14 +126,15 @@ pub async fn run(c: &Client, a: LogsArgs) -> Result<()> {
     let render = |naming: Naming| {
         move |line: &[u8]| {
             let r = serde_json::from_slice::<LogRecord>(line).ok()?;
+            // docker's order: time, then the task, then the line.
             let mut text = String::new();
-            if !a.raw {
-                text.push_str(&prefix(&r, &naming));
-                text.push_str("    | ");
-            }
             if a.timestamps {
                 text.push_str(&shoal_api::logs::record_time(&r).to_string());
                 text.push(' ');
+            }
+            if !a.raw {
+                text.push_str(&prefix(&r, &naming));
+                text.push_str("    | ");
             }
             text.push_str(&r.line);
             Some(text)
