@@ -1,6 +1,8 @@
 //! The network view of one node, computed from the replicated state (a pure function of it):
-//! what the node's agent needs to build its overlays, VIPs, routing mesh and DNS. Served next to
-//! the assignments by the dispatcher (long-polled, with a revision), from any manager's replica.
+//! what the node's agent needs to build its overlays, VIPs, routing mesh and DNS, with the DNS
+//! servers of the node's own tasks that have some (its resolver forwards their other queries
+//! there). Served next to the assignments by the dispatcher (long-polled, with a revision), from
+//! any manager's replica.
 
 use shoal_manager::Manager;
 use shoal_net::{NetView, ViewAddr, ViewAlias, ViewNetwork, ViewPeer, ViewPort, ViewService, ViewTask};
@@ -95,12 +97,16 @@ pub fn netview_of(state: &ClusterState, node: &NodeId) -> NetView {
             if addrs.is_empty() {
                 continue;
             }
+            // Only this node's resolver is asked by the task (its resolv.conf names it), so only
+            // this node's view carries the task's own servers.
+            let own = t.node_id.as_ref() == Some(node);
             tasks.push(ViewTask {
                 id: t.id.to_string(),
                 slot: t.slot,
                 node_id: t.node_id.as_ref().map(|n| n.to_string()).unwrap_or_default(),
                 addrs,
                 ready: t.is_up() && t.desired_state <= TaskState::Running,
+                dns_servers: if own { t.spec.dns.nameservers.clone() } else { Vec::new() },
             });
         }
         let vips: Vec<ViewAddr> = svc

@@ -623,7 +623,8 @@ fn container_body(
         .collect();
     if let (Some(_), Some(resolv)) = (infra, resolv) {
         // A mount of its own there: Docker then leaves out the infra container's file. (Docker
-        // refuses DNS settings in another container's namespace: the file carries them.)
+        // refuses DNS settings in another container's namespace: the file carries the search
+        // domains and options and names Shoal's resolver, which forwards to the task's servers.)
         binds.push(format!("{}:/etc/resolv.conf:ro", resolv.display()));
     }
     let dns_list = |v: &Vec<String>| (infra.is_none() && !v.is_empty()).then(|| v.clone());
@@ -1205,7 +1206,8 @@ mod tests {
         let opts = log.config.expect("log options");
         assert_eq!(opts.get("max-size").map(String::as_str), Some("1m"));
         assert_eq!(opts.get("max-file").map(String::as_str), Some(LOG_MAX_FILES), "the default for the rest");
-        // In another container's namespace Docker takes no DNS settings: the task's file has them.
+        // In another container's namespace Docker takes no DNS settings: the task's file has the
+        // search domains and options, and names Shoal's resolver, which forwards to its servers.
         let body =
             container_body(&cfg, "img", Some("abc"), Some(Path::new("/task/resolv.conf"))).expect("body");
         let host = body.host_config.expect("host config");

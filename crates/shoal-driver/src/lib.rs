@@ -144,22 +144,18 @@ impl ContainerOptions {
 /// The `resolv.conf` a task with DNS options must see, or `None` without any (the driver's
 /// default file then). `base` is what it would see otherwise: the agent's file naming Shoal's
 /// resolver on overlay networks (`on_networks`), else the node's `/etc/resolv.conf`. Each part the
-/// options give replaces the base's; on networks the nameserver stays Shoal's resolver (a service
-/// with its own servers on networks is refused at create time), and the base's options are kept
-/// before the task's (the resolver reads the last of a kind).
+/// options give replaces the base's; on networks the nameserver stays Shoal's resolver (which
+/// forwards the names the cluster does not own to the task's own servers: the agent gives them to
+/// it), and the base's options are kept before the task's (the resolver reads the last of a kind).
 pub fn resolv_conf_text(
     dns: &DnsConfig,
     base: &str,
     on_networks: bool,
 ) -> Result<Option<String>, DriverError> {
-    if dns.is_empty() {
+    // On networks the servers are the resolver's business, not the file's.
+    let own_servers = !on_networks && !dns.nameservers.is_empty();
+    if !own_servers && dns.search.is_empty() && dns.options.is_empty() {
         return Ok(None);
-    }
-    if on_networks && !dns.nameservers.is_empty() {
-        return Err(DriverError::Invalid(
-            "DNS servers of the task's own cannot be used on overlay networks: its resolver is Shoal's"
-                .into(),
-        ));
     }
     let of = |kind: &str| -> Vec<String> {
         base.lines()
@@ -170,7 +166,7 @@ pub fn resolv_conf_text(
             .flatten()
             .collect()
     };
-    let nameservers = if dns.nameservers.is_empty() { of("nameserver") } else { dns.nameservers.clone() };
+    let nameservers = if own_servers { dns.nameservers.clone() } else { of("nameserver") };
     let search = if dns.search.is_empty() { of("search") } else { dns.search.clone() };
     let options = match (dns.options.is_empty(), on_networks) {
         (true, _) => of("options"),
@@ -473,5 +469,31 @@ pub trait Driver: Send + Sync + 'static {
     /// node with the same image) and returns its handle once it runs, as [`Driver::start`] does.
     async fn restore(&self, _cfg: &TaskConfig, _dir: &std::path::Path) -> Result<Handle, DriverError> {
         Err(DriverError::Unsupported { driver: self.name().into(), what: "restore".into() })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn on_networks_the_nameserver_stays_shoals_resolver() {
+        let base = "nameserver 10.0.1.250\noptions ndots:0\n";
+        let dns = DnsConfig {
+            nameservers: vec!["192.0.2.53".into()],
+            search: vec!["example.org".into()],
+            options: vec!["ndots:2".into()],
+        };
+        let text = resolv_conf_text(&dns, base, true).expect("text");
+        assert_eq!(
+            text.as_deref(),
+            Some("nameserver 10.0.1.250\nsearch example.org\noptions ndots:0 ndots:2\n")
+        );
+        // Servers alone change nothing there: the resolver forwards to them.
+        let only = DnsConfig { nameservers: vec!["192.0.2.53".into()], ..Default::default() };
+        assert_eq!(resolv_conf_text(&only, base, true).expect("text"), None);
+        // Off networks they are the file's.
+        let text = resolv_conf_text(&only, "nameserver 192.0.2.1\nsearch lan\n", false).expect("text");
+        assert_eq!(text.as_deref(), Some("nameserver 192.0.2.53\nsearch lan\n"));
     }
 }

@@ -7,15 +7,17 @@
 //! - `NAME.SLOT.TASKID` and `TASKID`: one task's address; PTR for task addresses.
 //!
 //! Records come from the same view as the nftables rules, so names and load balancing never
-//! disagree, and change as soon as the view does (TTL 1 s). Other names go to the node's own
-//! resolvers (`/etc/resolv.conf`); without any, the answer is NXDOMAIN.
+//! disagree, and change as soon as the view does (TTL 1 s). Other names go to the DNS servers
+//! of the task that asked (`--dns`: the view lists them by the task's addresses, and the query's
+//! source address tells which task asked), else to the node's own resolvers (`/etc/resolv.conf`),
+//! in order, the next on a timeout or failure; without any, the answer is NXDOMAIN.
 
 use crate::view::NetView;
 use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::{A, PTR};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -134,7 +136,31 @@ pub fn upstreams() -> Vec<SocketAddr> {
         .collect()
 }
 
-/// Asks the node's resolvers (UDP); None when none answered.
+/// The DNS servers of the tasks that have their own (port 53), by each of the tasks' addresses.
+/// Entries that are not IP addresses are left out (validation refuses them); a task with none
+/// left asks the node's resolvers.
+pub fn task_upstreams(view: &NetView) -> BTreeMap<Ipv4Addr, Vec<SocketAddr>> {
+    let mut out = BTreeMap::new();
+    for t in view.services.iter().flat_map(|s| &s.tasks) {
+        let servers: Vec<SocketAddr> = t
+            .dns_servers
+            .iter()
+            .filter_map(|a| a.trim().parse::<IpAddr>().ok())
+            .map(|ip| SocketAddr::new(ip, 53))
+            .collect();
+        if servers.is_empty() {
+            continue;
+        }
+        for a in &t.addrs {
+            if let Ok(ip) = crate::host_of(&a.addr).parse::<Ipv4Addr>() {
+                out.insert(ip, servers.clone());
+            }
+        }
+    }
+    out
+}
+
+/// Asks `upstreams` in order (UDP); None when none answered.
 async fn forward(upstreams: &[SocketAddr], query: &[u8]) -> Option<Vec<u8>> {
     for up in upstreams {
         let bind: SocketAddr = if up.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }.parse().ok()?;
@@ -151,23 +177,44 @@ async fn forward(upstreams: &[SocketAddr], query: &[u8]) -> Option<Vec<u8>> {
     None
 }
 
-type Zones = Arc<RwLock<BTreeMap<Ipv4Addr, Zone>>>;
+/// What the listeners share: the records and the upstreams, replaced as a whole by each view.
+#[derive(Default)]
+struct Shared {
+    zones: RwLock<BTreeMap<Ipv4Addr, Zone>>,
+    /// The servers of tasks that have their own, by the tasks' addresses.
+    by_source: RwLock<BTreeMap<Ipv4Addr, Arc<Vec<SocketAddr>>>>,
+    /// The node's resolvers.
+    node: Arc<Vec<SocketAddr>>,
+}
 
-async fn resolve(zones: &Zones, local: Ipv4Addr, upstreams: &[SocketAddr], bytes: &[u8]) -> Option<Vec<u8>> {
+impl Shared {
+    /// Where names the cluster does not own go, for a query from `source`.
+    fn upstreams_for(&self, source: IpAddr) -> Arc<Vec<SocketAddr>> {
+        let v4 = match source {
+            IpAddr::V4(a) => Some(a),
+            IpAddr::V6(a) => a.to_ipv4_mapped(),
+        };
+        let by_source = self.by_source.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        v4.and_then(|a| by_source.get(&a)).cloned().unwrap_or_else(|| self.node.clone())
+    }
+}
+
+async fn resolve(shared: &Shared, local: Ipv4Addr, source: IpAddr, bytes: &[u8]) -> Option<Vec<u8>> {
     let request = Message::from_vec(bytes).ok()?;
     if request.metadata.message_type != MessageType::Query {
         return None;
     }
     let answered = {
-        let z = zones.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let z = shared.zones.read().unwrap_or_else(std::sync::PoisonError::into_inner);
         z.get(&local).map(|zone| answer(zone, &request))
     };
     match answered {
         Some(Some(resp)) => resp.to_vec().ok(),
-        _ => match forward(upstreams, bytes).await {
+        _ => match forward(&shared.upstreams_for(source), bytes).await {
             Some(resp) => Some(resp),
             None => {
-                let code = if upstreams.is_empty() { ResponseCode::NXDomain } else { ResponseCode::ServFail };
+                let none = shared.upstreams_for(source).is_empty();
+                let code = if none { ResponseCode::NXDomain } else { ResponseCode::ServFail };
                 let mut resp = Message::error_msg(request.metadata.id, OpCode::Query, code);
                 resp.metadata.recursion_desired = request.metadata.recursion_desired;
                 resp.metadata.recursion_available = true;
@@ -178,35 +225,25 @@ async fn resolve(zones: &Zones, local: Ipv4Addr, upstreams: &[SocketAddr], bytes
     }
 }
 
-async fn serve_udp(
-    sock: tokio::net::UdpSocket,
-    zones: Zones,
-    local: Ipv4Addr,
-    upstreams: Arc<Vec<SocketAddr>>,
-) {
+async fn serve_udp(sock: tokio::net::UdpSocket, shared: Arc<Shared>, local: Ipv4Addr) {
     let sock = Arc::new(sock);
     let mut buf = vec![0u8; 4096];
     loop {
         let Ok((n, from)) = sock.recv_from(&mut buf).await else { continue };
         let query = buf[..n].to_vec();
-        let (sock, zones, upstreams) = (sock.clone(), zones.clone(), upstreams.clone());
+        let (sock, shared) = (sock.clone(), shared.clone());
         tokio::spawn(async move {
-            if let Some(resp) = resolve(&zones, local, &upstreams, &query).await {
+            if let Some(resp) = resolve(&shared, local, from.ip(), &query).await {
                 let _ = sock.send_to(&resp, from).await;
             }
         });
     }
 }
 
-async fn serve_tcp(
-    listener: tokio::net::TcpListener,
-    zones: Zones,
-    local: Ipv4Addr,
-    upstreams: Arc<Vec<SocketAddr>>,
-) {
+async fn serve_tcp(listener: tokio::net::TcpListener, shared: Arc<Shared>, local: Ipv4Addr) {
     loop {
-        let Ok((mut conn, _)) = listener.accept().await else { continue };
-        let (zones, upstreams) = (zones.clone(), upstreams.clone());
+        let Ok((mut conn, from)) = listener.accept().await else { continue };
+        let shared = shared.clone();
         tokio::spawn(async move {
             loop {
                 let Ok(Ok(len)) = tokio::time::timeout(Duration::from_secs(10), conn.read_u16()).await else {
@@ -216,7 +253,7 @@ async fn serve_tcp(
                 if conn.read_exact(&mut query).await.is_err() {
                     return;
                 }
-                let Some(resp) = resolve(&zones, local, &upstreams, &query).await else { return };
+                let Some(resp) = resolve(&shared, local, from.ip(), &query).await else { return };
                 let Ok(len) = u16::try_from(resp.len()) else { return };
                 if conn.write_u16(len).await.is_err() || conn.write_all(&resp).await.is_err() {
                     return;
@@ -228,8 +265,7 @@ async fn serve_tcp(
 
 /// The resolver of one node: listeners on the node's addresses, records from the newest view.
 pub struct Dns {
-    zones: Zones,
-    upstreams: Arc<Vec<SocketAddr>>,
+    shared: Arc<Shared>,
     listeners: tokio::sync::Mutex<BTreeMap<Ipv4Addr, Vec<tokio::task::JoinHandle<()>>>>,
 }
 
@@ -240,17 +276,34 @@ impl Default for Dns {
 }
 
 impl Dns {
+    /// A resolver that forwards to `upstreams` (the node's resolvers) what it does not own.
     pub fn new(upstreams: Vec<SocketAddr>) -> Dns {
-        Dns { zones: Arc::default(), upstreams: Arc::new(upstreams), listeners: Default::default() }
+        let shared = Shared { node: Arc::new(upstreams), ..Default::default() };
+        Dns { shared: Arc::new(shared), listeners: Default::default() }
+    }
+
+    /// Takes the records and the tasks' own servers of `view` (replacing the previous view's
+    /// whole) and returns the node's addresses to answer on.
+    fn take(&self, view: &NetView) -> Vec<Ipv4Addr> {
+        let zones = zones(view);
+        let wanted: Vec<Ipv4Addr> = zones.keys().copied().collect();
+        let by_source = task_upstreams(view).into_iter().map(|(a, u)| (a, Arc::new(u))).collect();
+        *self.shared.zones.write().unwrap_or_else(std::sync::PoisonError::into_inner) = zones;
+        *self.shared.by_source.write().unwrap_or_else(std::sync::PoisonError::into_inner) = by_source;
+        wanted
+    }
+
+    /// Where a query from `source` goes when the cluster does not own its name: the asking
+    /// task's own servers, else the node's resolvers.
+    pub fn upstreams_for(&self, source: IpAddr) -> Vec<SocketAddr> {
+        self.shared.upstreams_for(source).to_vec()
     }
 
     /// Takes the records of `view` and listens on the node's address on each of its networks
     /// (the addresses must exist: call after [`crate::Net::reconcile`]). Returns the addresses it
     /// could not listen on, with why.
     pub async fn update(&self, view: &NetView) -> Vec<(Ipv4Addr, String)> {
-        let zones = zones(view);
-        let wanted: Vec<Ipv4Addr> = zones.keys().copied().collect();
-        *self.zones.write().unwrap_or_else(std::sync::PoisonError::into_inner) = zones;
+        let wanted = self.take(view);
         let mut listeners = self.listeners.lock().await;
         listeners.retain(|addr, tasks| {
             let keep = wanted.contains(addr);
@@ -279,8 +332,8 @@ impl Dns {
                     continue;
                 }
             };
-            let u = tokio::spawn(serve_udp(udp, self.zones.clone(), addr, self.upstreams.clone()));
-            let t = tokio::spawn(serve_tcp(tcp, self.zones.clone(), addr, self.upstreams.clone()));
+            let u = tokio::spawn(serve_udp(udp, self.shared.clone(), addr));
+            let t = tokio::spawn(serve_tcp(tcp, self.shared.clone(), addr));
             listeners.insert(addr, vec![u, t]);
         }
         failed
@@ -388,5 +441,127 @@ mod tests {
             ask(front, "3.1.0.10.in-addr.arpa.", RecordType::PTR),
             Some(vec!["web.1.aaa.front.".to_string()])
         );
+    }
+
+    fn ip(a: &str) -> IpAddr {
+        a.parse().expect("ip")
+    }
+
+    fn sock(a: &str) -> SocketAddr {
+        a.parse().expect("socket address")
+    }
+
+    /// `view()` with task aaa (10.0.1.3, and 10.0.2.9 on back) asking its own servers.
+    fn view_with_servers(servers: &[&str]) -> NetView {
+        let mut v = view();
+        let aaa = &mut v.services[0].tasks[0];
+        aaa.addrs.push(ViewAddr { network_id: "n2".into(), addr: "10.0.2.9/24".into() });
+        aaa.dns_servers = servers.iter().map(|s| s.to_string()).collect();
+        v
+    }
+
+    #[test]
+    fn a_task_with_servers_of_its_own_gets_them_by_its_addresses() {
+        let dns = Dns::new(vec![sock("192.0.2.1:53")]);
+        let node = vec![sock("192.0.2.1:53")];
+        let own = vec![sock("198.51.100.53:53"), sock("[2001:db8::53]:53")];
+        // Nothing from the view yet: the node's resolvers for everyone.
+        assert_eq!(dns.upstreams_for(ip("10.0.1.3")), node);
+        dns.take(&view_with_servers(&["198.51.100.53", "2001:db8::53", "not-an-ip"]));
+        assert_eq!(dns.upstreams_for(ip("10.0.1.3")), own, "in order; what is no address is left out");
+        assert_eq!(dns.upstreams_for(ip("10.0.2.9")), own, "from its address on every network");
+        assert_eq!(dns.upstreams_for(ip("::ffff:10.0.1.3")), own, "an IPv4-mapped source");
+        assert_eq!(dns.upstreams_for(ip("10.0.1.4")), node, "a task without servers: the node's");
+        assert_eq!(dns.upstreams_for(ip("10.0.1.250")), node, "the node itself");
+        // The same view again changes nothing; one without the servers takes them away.
+        dns.take(&view_with_servers(&["198.51.100.53", "2001:db8::53", "not-an-ip"]));
+        assert_eq!(dns.upstreams_for(ip("10.0.1.3")), own);
+        dns.take(&view());
+        assert_eq!(dns.upstreams_for(ip("10.0.1.3")), node);
+        // Nothing usable: the node's.
+        dns.take(&view_with_servers(&["dns.example"]));
+        assert_eq!(dns.upstreams_for(ip("10.0.1.3")), node);
+        assert!(task_upstreams(&view_with_servers(&["dns.example"])).is_empty());
+    }
+
+    #[test]
+    fn views_without_servers_read_and_serialize_as_before() {
+        let old = r#"{"id":"aaa","slot":1,"node_id":"n1","addrs":[{"network_id":"n1","addr":"10.0.1.3"}],"ready":true}"#;
+        let t: ViewTask = serde_json::from_str(old).expect("an older view's task");
+        assert!(t.dns_servers.is_empty());
+        assert_eq!(serde_json::to_string(&t).expect("json"), old, "no new key when there are no servers");
+        let with = ViewTask { dns_servers: vec!["1.1.1.1".into()], ..t };
+        let back: ViewTask =
+            serde_json::from_str(&serde_json::to_string(&with).expect("json")).expect("read");
+        assert_eq!(back.dns_servers, ["1.1.1.1"]);
+    }
+
+    /// A server on loopback that answers every A query with `addr` (None: never answers).
+    async fn upstream(addr: Option<Ipv4Addr>) -> SocketAddr {
+        let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        let at = sock.local_addr().expect("address");
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            while let Ok((n, from)) = sock.recv_from(&mut buf).await {
+                let (Some(addr), Ok(q)) = (addr, Message::from_vec(&buf[..n])) else { continue };
+                let Some(query) = q.queries.first().cloned() else { continue };
+                let mut r = Message::response(q.metadata.id, OpCode::Query);
+                r.add_answer(Record::from_rdata(query.name().clone(), 60, RData::A(A(addr))));
+                r.add_query(query);
+                let _ = sock.send_to(&r.to_vec().expect("encode"), from).await;
+            }
+        });
+        at
+    }
+
+    fn query(name: &str) -> Vec<u8> {
+        let mut m = Message::query();
+        m.metadata.id = 7;
+        m.add_query(Query::query(Name::from_ascii(name).expect("name"), RecordType::A));
+        m.to_vec().expect("encode")
+    }
+
+    fn answers(resp: Option<Vec<u8>>) -> (ResponseCode, Vec<String>) {
+        let m = Message::from_vec(&resp.expect("a response")).expect("decode");
+        (m.metadata.response_code, m.answers.iter().map(|a| a.data.to_string()).collect())
+    }
+
+    #[tokio::test]
+    async fn other_names_go_to_the_asking_tasks_servers_next_on_timeout() {
+        let silent = upstream(None).await;
+        let own = upstream(Some(Ipv4Addr::new(192, 0, 2, 7))).await;
+        let node = upstream(Some(Ipv4Addr::new(192, 0, 2, 1))).await;
+        let v = view_with_servers(&["192.0.2.53"]);
+        let shared = Shared {
+            zones: RwLock::new(zones(&v)),
+            // What `task_upstreams` gives, with the test's ports.
+            by_source: RwLock::new(BTreeMap::from([(
+                Ipv4Addr::new(10, 0, 1, 3),
+                Arc::new(vec![silent, own]),
+            )])),
+            node: Arc::new(vec![node]),
+        };
+        let local = Ipv4Addr::new(10, 0, 1, 250);
+        let (aaa, bbb) = (ip("10.0.1.3"), ip("10.0.1.4"));
+        let started = std::time::Instant::now();
+        let got = answers(resolve(&shared, local, aaa, &query("ext.example.")).await);
+        assert_eq!(got, (ResponseCode::NoError, vec!["192.0.2.7".to_string()]), "the task's second server");
+        assert!(started.elapsed() >= UPSTREAM_TIMEOUT, "after the first timed out");
+        let got = answers(resolve(&shared, local, bbb, &query("ext.example.")).await);
+        assert_eq!(got, (ResponseCode::NoError, vec!["192.0.2.1".to_string()]), "another task: the node's");
+        // The cluster's names answer as before, for both.
+        for from in [aaa, bbb] {
+            let got = answers(resolve(&shared, local, from, &query("web.")).await);
+            assert_eq!(got, (ResponseCode::NoError, vec!["10.0.1.2".to_string()]));
+        }
+        // Servers that all fail: SERVFAIL; no servers anywhere: NXDOMAIN.
+        let shared = Shared {
+            by_source: RwLock::new(BTreeMap::from([(Ipv4Addr::new(10, 0, 1, 3), Arc::new(vec![silent]))])),
+            ..Default::default()
+        };
+        let got = answers(resolve(&shared, local, aaa, &query("ext.example.")).await);
+        assert_eq!(got.0, ResponseCode::ServFail);
+        let got = answers(resolve(&shared, local, bbb, &query("ext.example.")).await);
+        assert_eq!(got.0, ResponseCode::NXDomain);
     }
 }

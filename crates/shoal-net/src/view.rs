@@ -94,6 +94,12 @@ pub struct ViewTask {
     /// Running and not unhealthy (or starting with a health check): a backend of the VIP and
     /// the routing mesh, and listed under `tasks.NAME`.
     pub ready: bool,
+    /// The task's own DNS servers (`--dns`, IP literals), only for a task of this node that has
+    /// them: the node's resolver forwards the names it does not own, asked from the task's
+    /// addresses, to these instead of the node's resolvers. Left out of the JSON when empty, so
+    /// views without it read (and hash) as before.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dns_servers: Vec<String>,
 }
 
 impl NetView {

@@ -10,7 +10,8 @@ use std::collections::BTreeMap;
 
 /// The task's resolver settings (docker's `--dns`, `--dns-search`, `--dns-option`). Each list
 /// that is given replaces that part of the node's `resolv.conf`; on overlay networks the
-/// nameserver stays Shoal's resolver (see the validation of `dns.nameservers`).
+/// nameserver stays Shoal's resolver, which forwards the names the cluster does not own to the
+/// task's servers (as Swarm's embedded DNS does).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DnsConfig {

@@ -116,16 +116,6 @@ impl ServiceSpec {
         validate_endpoint(&self.endpoint, &mut e);
         validate_attachments(&self.networks, &mut e);
         validate_depends_on(&self.name, &self.depends_on, &mut e);
-        if !self.task_template.dns.nameservers.is_empty()
-            && (!self.networks.is_empty() || self.endpoint.ingress_ports().next().is_some())
-        {
-            e.push(
-                "task_template.dns.nameservers",
-                "a task on overlay networks asks Shoal's resolver on its node, which answers the \
-                 networks' names and forwards the rest to the node's own resolvers; it cannot \
-                 forward to servers of the service's own (--dns-search and --dns-option work there)",
-            );
-        }
         if drivers {
             validate_port_mapping(&self.task_template, &self.endpoint, &mut e);
             let joins = !self.networks.is_empty() || self.endpoint.ingress_ports().next().is_some();
@@ -816,12 +806,13 @@ mod tests {
         ] {
             assert!(got.iter().any(|g| g.starts_with(want)), "missing {want:?} in {got:#?}");
         }
-        // Servers of the task's own cannot be reached through Shoal's resolver on networks.
+        // Servers of the task's own, also on networks (Shoal's resolver forwards to them there),
+        // IPv4 or IPv6.
         let mut s = image(None);
-        s.task_template.dns.nameservers = vec!["1.1.1.1".into()];
+        s.task_template.dns.nameservers = vec!["1.1.1.1".into(), "2001:db8::53".into()];
         assert_eq!(errors(&s), Vec::<String>::new());
         s.networks = vec![NetworkAttachmentConfig { target: "front".into(), aliases: vec![] }];
-        assert!(errors(&s)[0].starts_with("task_template.dns.nameservers: a task on overlay networks"));
+        assert_eq!(errors(&s), Vec::<String>::new());
         // Unused options stay out of the JSON, so older versions read the template unchanged.
         let json = serde_json::to_value(image(None).task_template).expect("json");
         for k in [

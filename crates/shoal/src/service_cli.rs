@@ -238,8 +238,8 @@ pub struct CreateArgs {
     /// this shell's value), repeatable; -e wins over it.
     #[arg(long = "env-file")]
     pub env_files: Vec<std::path::PathBuf>,
-    /// A DNS server of the task's resolv.conf, repeatable (not for tasks on overlay networks,
-    /// whose resolver is Shoal's).
+    /// A DNS server for the task, repeatable: its resolv.conf's; for a task on overlay networks,
+    /// where Shoal's resolver answers the cluster's names, the server it forwards other names to.
     #[arg(long = "dns")]
     pub dns: Vec<String>,
     /// A DNS search domain of the task's resolv.conf, repeatable.

@@ -7,6 +7,10 @@
 //! when `service ps --format json` (through that follower) first shows the change to when the
 //! resolver first answers with it, each polled by a thread of its own; the test prints it and
 //! allows 1.5 s (the aim is 1 s, plus room for a loaded CI machine).
+//!
+//! A service's own DNS servers (`--dns`) on an overlay network: the node's resolver answers the
+//! cluster's names and forwards the rest, from that service's task only, to a tiny DNS server the
+//! test runs on the underlay; another task on the same node still asks the node's resolvers.
 
 use serde_json::Value;
 use std::collections::BTreeSet;
@@ -15,7 +19,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 use common::sim::{task_namespaces, two_managers_and_a_worker, Underlay};
-use common::{eventually, eventually_or, id_of, running, service_tasks, Node};
+use common::{eventually, eventually_or, id_of, running, service_tasks, DockerImage, Node};
 
 /// How long the DNS may lag behind `service ps`.
 const ALLOWED: Duration = Duration::from_millis(1500);
@@ -41,9 +45,16 @@ struct Dig {
 impl Dig {
     /// The addresses in the answer (none when there is no answer).
     fn ask(&self, name: &str) -> BTreeSet<String> {
+        self.ask_with(name, &[])
+    }
+
+    /// [`Dig::ask`] with more dig options (`+tcp`).
+    fn ask_with(&self, name: &str, opts: &[&str]) -> BTreeSet<String> {
         let out = Command::new("nsenter")
             .arg(format!("--net=/run/netns/{}", self.netns))
-            .args(["dig", "+short", "+time=1", "+tries=1", &format!("@{}", self.server), name])
+            .args(["dig", "+short", "+time=1", "+tries=1"])
+            .args(opts)
+            .args([&format!("@{}", self.server), name])
             .output()
             .expect("dig");
         String::from_utf8_lossy(&out.stdout)
@@ -289,4 +300,305 @@ fn hostname_of(n: &Node, node_id: &str) -> String {
         .and_then(|x| x["description"]["hostname"].as_str())
         .expect("the node's hostname")
         .to_string()
+}
+
+/// The zone the test's own DNS server answers: every name in it is [`EXTERNAL_ADDR`].
+const EXTERNAL_ZONE: &str = "shoal-test.example";
+const EXTERNAL_ADDR: [u8; 4] = [203, 0, 113, 77];
+
+/// The DNS answer to `query` (the wire format, by hand: one question, A records only): names in
+/// [`EXTERNAL_ZONE`] get [`EXTERNAL_ADDR`] (no record for other types), others NXDOMAIN. None for
+/// what is not a query; also returns the name asked.
+fn external_answer(query: &[u8]) -> Option<(Vec<u8>, String)> {
+    if query.len() < 12 || query[2] & 0x80 != 0 || u16::from_be_bytes([query[4], query[5]]) != 1 {
+        return None;
+    }
+    let mut labels = Vec::new();
+    let mut at = 12;
+    loop {
+        let len = usize::from(*query.get(at)?);
+        if len == 0 {
+            break;
+        }
+        labels.push(String::from_utf8_lossy(query.get(at + 1..at + 1 + len)?).to_ascii_lowercase());
+        at += 1 + len;
+    }
+    let qtype = u16::from_be_bytes([*query.get(at + 1)?, *query.get(at + 2)?]);
+    let question_end = at + 5;
+    let question = query.get(12..question_end)?;
+    let name = labels.join(".");
+    let ours = name == EXTERNAL_ZONE || name.ends_with(&format!(".{EXTERNAL_ZONE}"));
+    let answer = ours && qtype == 1;
+    // QR, the query's RD, RA; NXDOMAIN when not ours.
+    let flags = [0x80 | (query[2] & 0x01), 0x80 | if ours { 0 } else { 3 }];
+    let mut r = vec![query[0], query[1], flags[0], flags[1], 0, 1, 0, u8::from(answer), 0, 0, 0, 0];
+    r.extend_from_slice(question);
+    if answer {
+        // The question's name (a pointer to offset 12), A, IN, TTL 60, 4 bytes.
+        r.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4]);
+        r.extend_from_slice(&EXTERNAL_ADDR);
+    }
+    Some((r, name))
+}
+
+/// A DNS server on UDP port 53 of `addr` in network namespace `netns`, answering with
+/// [`external_answer`] and keeping the names it was asked; it stops when dropped.
+struct ExternalDns {
+    asked: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ExternalDns {
+    fn start(netns: &str, addr: &str) -> ExternalDns {
+        let ns = std::fs::File::open(format!("/run/netns/{netns}")).expect("the namespace");
+        let at = format!("{addr}:53");
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let asked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (asked2, stop2) = (asked.clone(), stop.clone());
+        // A thread of its own enters the namespace; its socket stays there.
+        let thread = std::thread::spawn(move || {
+            let bound = rustix::thread::move_into_link_name_space(
+                std::os::fd::AsFd::as_fd(&ns),
+                Some(rustix::thread::LinkNameSpaceType::Network),
+            )
+            .map_err(|e| e.to_string())
+            .and_then(|()| std::net::UdpSocket::bind(&at).map_err(|e| e.to_string()))
+            .and_then(|s| {
+                s.set_read_timeout(Some(Duration::from_millis(100))).map(|()| s).map_err(|e| e.to_string())
+            });
+            let sock = match bound {
+                Ok(s) => {
+                    let _ = ready_tx.send(Ok(()));
+                    s
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                    return;
+                }
+            };
+            let mut buf = [0u8; 4096];
+            while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
+                let Ok((n, from)) = sock.recv_from(&mut buf) else { continue };
+                if let Some((resp, name)) = external_answer(&buf[..n]) {
+                    asked2.lock().expect("asked").push(name);
+                    let _ = sock.send_to(&resp, from);
+                }
+            }
+        });
+        let ready = ready_rx.recv().expect("the DNS server thread");
+        ready.unwrap_or_else(|e| panic!("the test's DNS server on {addr}:53 in {netns}: {e}"));
+        ExternalDns { asked, stop, thread: Some(thread) }
+    }
+
+    fn asked(&self) -> Vec<String> {
+        self.asked.lock().expect("asked").clone()
+    }
+}
+
+impl Drop for ExternalDns {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[test]
+fn external_answers_are_the_tests_own() {
+    // The query dig sends for `a.shoal-test.example` A (id 0x1234, RD), and one for another name.
+    let q = |name: &str, qtype: u8| {
+        let mut m = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+        for l in name.split('.') {
+            m.push(l.len() as u8);
+            m.extend_from_slice(l.as_bytes());
+        }
+        m.extend_from_slice(&[0, 0, qtype, 0, 1]);
+        m
+    };
+    let (r, name) = external_answer(&q("A.shoal-test.example", 1)).expect("an answer");
+    assert_eq!(name, "a.shoal-test.example");
+    assert_eq!(&r[..12], &[0x12, 0x34, 0x81, 0x80, 0, 1, 0, 1, 0, 0, 0, 0]);
+    assert_eq!(&r[r.len() - 4..], &EXTERNAL_ADDR);
+    let (r, _) = external_answer(&q("elsewhere.example", 1)).expect("an answer");
+    assert_eq!(&r[2..8], &[0x81, 0x83, 0, 1, 0, 0], "NXDOMAIN");
+    let (r, _) = external_answer(&q("a.shoal-test.example", 28)).expect("an answer");
+    assert_eq!(&r[2..8], &[0x81, 0x80, 0, 1, 0, 0], "AAAA: no record");
+}
+
+/// A single-node cluster on host 1 of `ul` with a network `front`, ready.
+fn one_node_with_a_network(ul: &Underlay, root: &std::path::Path) -> Node {
+    let mut n = ul.node(root, "h1", 1);
+    n.start("dev");
+    eventually(30, "the node ready", || {
+        let nodes = n.cli(&["node", "ls", "--format", "json"]);
+        let v: Value = serde_json::from_slice(&nodes.stdout).ok()?;
+        (v.as_array()?.iter().filter(|x| x["status"]["state"] == "ready").count() == 1).then_some(())
+    });
+    n.ok(&["network", "create", "front"]);
+    n
+}
+
+/// The running task of `service`: its id, and a [`Dig`] from its namespace at its resolver.
+fn dig_of(n: &Node, service: &str) -> (String, Dig) {
+    let t =
+        eventually(90, &format!("{service} running"), || service_tasks(n, service).into_iter().find(running));
+    let id = id_of(&t);
+    let resolv = std::fs::read_to_string(n.dir.join(format!("data/agent/net/resolv/{id}.conf")))
+        .expect("the task's resolv.conf from the agent");
+    let dig = Dig {
+        netns: format!("{}t-{id}", Underlay::prefix_of(t["node_id"].as_str().expect("node"))),
+        server: resolv.lines().find_map(|l| l.strip_prefix("nameserver ")).expect("nameserver").to_string(),
+    };
+    (id, dig)
+}
+
+/// The address the test's server gives every name in its zone.
+fn external_answer_set() -> BTreeSet<String> {
+    BTreeSet::from([std::net::Ipv4Addr::from(EXTERNAL_ADDR).to_string()])
+}
+
+/// `name` asked from `dig`'s task gets the test's server's answer (within 30 s).
+fn answers_from_the_tests_server(dig: &Dig, name: &str) {
+    eventually_or(
+        30,
+        || (dig.ask(name) == external_answer_set()).then_some(()),
+        || format!("{name} from {}: {:?}", dig.netns, dig.ask(name)),
+    );
+}
+
+/// The tasks of a service with `--dns` and of one without, on the same node and network: the
+/// first's other names go to its server, the second's to the node's resolvers; both resolve the
+/// cluster's names. Its resolv.conf keeps naming Shoal's resolver, with its search domain.
+#[test]
+fn a_tasks_own_dns_servers_answer_what_the_cluster_does_not_own() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let ul = Underlay::new("dnsown", 1);
+    // The test's DNS server, on the underlay next to the node (which reaches it from its own
+    // namespace, where its resolver runs).
+    let external = ExternalDns::start(&ul.name(), "198.51.100.100");
+    let n = one_node_with_a_network(&ul, tmp.path());
+    let seen = tmp.path().join("own.resolv");
+    let script = format!("cat /etc/resolv.conf > {0}.tmp && mv {0}.tmp {0}; exec sleep 600", seen.display());
+    n.ok(&[
+        "service",
+        "create",
+        "-d",
+        "--name",
+        "own",
+        "--driver",
+        "process",
+        "--network",
+        "front",
+        "--dns",
+        "198.51.100.100",
+        "--dns-search",
+        EXTERNAL_ZONE,
+        "sh",
+        "-c",
+        &script,
+    ]);
+    n.ok(&[
+        "service",
+        "create",
+        "-d",
+        "--name",
+        "plain",
+        "--driver",
+        "process",
+        "--network",
+        "front",
+        "sleep",
+        "600",
+    ]);
+    let (own_id, own) = dig_of(&n, "own");
+    let (plain_id, plain) = dig_of(&n, "plain");
+
+    // Inside the task: Shoal's resolver, with the service's search domain.
+    let inside =
+        eventually(30, "the task's view of /etc/resolv.conf", || std::fs::read_to_string(&seen).ok());
+    let nameservers: Vec<&str> = inside.lines().filter_map(|l| l.strip_prefix("nameserver ")).collect();
+    assert_eq!(nameservers, [own.server.as_str()], "{inside}");
+    assert!(inside.lines().any(|l| l == format!("search {EXTERNAL_ZONE}")), "{inside}");
+
+    // Cluster names resolve for both, as before.
+    for (who, dig) in [("own", &own), ("plain", &plain)] {
+        eventually_or(
+            30,
+            || (dig.ask("own").len() == 1 && dig.ask("tasks.plain").len() == 1).then_some(()),
+            || format!("{who}: own = {:?}, tasks.plain = {:?}", dig.ask("own"), dig.ask("tasks.plain")),
+        );
+    }
+    // The external name: the test's server answers the task with --dns, over UDP and TCP.
+    answers_from_the_tests_server(&own, "ext.shoal-test.example");
+    assert_eq!(own.ask_with("tcp.shoal-test.example", &["+tcp"]), external_answer_set(), "over TCP");
+    assert!(external.asked().iter().any(|a| a == "tcp.shoal-test.example"), "{:?}", external.asked());
+    // The other task asks the node's resolvers: never the test's server.
+    assert!(
+        plain.ask("plain.shoal-test.example").is_empty(),
+        "the task without --dns got the server's answer"
+    );
+    assert!(
+        !external.asked().iter().any(|a| a == "plain.shoal-test.example"),
+        "the task without --dns reached the test's server: {:?}",
+        external.asked()
+    );
+
+    n.ok(&["service", "rm", "own", "plain"]);
+    let ids = [own_id, plain_id];
+    eventually(60, "no namespace of their tasks", || task_namespaces(&ids).is_empty().then_some(()));
+}
+
+/// The same with the docker driver: Docker gets no DNS servers of its own for a task in its infra
+/// container's namespace; the container's resolv.conf names Shoal's resolver (with the service's
+/// option), which forwards to the service's server.
+#[test]
+fn a_docker_tasks_own_dns_servers_are_asked_through_shoals_resolver() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let ul = Underlay::new("dnsdock", 1);
+    let image = DockerImage::import(&tmp.path().join("img"), "shoal-dnsown");
+    let external = ExternalDns::start(&ul.name(), "198.51.100.100");
+    let n = one_node_with_a_network(&ul, tmp.path());
+    let out = tmp.path().join("out");
+    std::fs::create_dir_all(&out).expect("out dir");
+    let mount = format!("type=bind,source={},target=/out", out.display());
+    n.ok(&[
+        "service",
+        "create",
+        "-d",
+        "--name",
+        "dock",
+        "--driver",
+        "docker",
+        "--network",
+        "front",
+        "--dns",
+        "198.51.100.100",
+        "--dns-option",
+        "ndots:2",
+        "--mount",
+        &mount,
+        &image.0,
+        "sh",
+        "-c",
+        "busybox cat /etc/resolv.conf > /out/resolv.tmp && busybox mv /out/resolv.tmp /out/resolv; \
+         exec busybox sleep 600",
+    ]);
+    let (id, dock) = dig_of(&n, "dock");
+    let inside = eventually(30, "the container's /etc/resolv.conf", || {
+        std::fs::read_to_string(out.join("resolv")).ok()
+    });
+    let nameservers: Vec<&str> = inside.lines().filter_map(|l| l.strip_prefix("nameserver ")).collect();
+    assert_eq!(nameservers, [dock.server.as_str()], "{inside}");
+    assert!(inside.lines().any(|l| l.starts_with("options") && l.contains("ndots:2")), "{inside}");
+    answers_from_the_tests_server(&dock, "dock.shoal-test.example");
+    assert!(external.asked().iter().any(|a| a == "dock.shoal-test.example"), "{:?}", external.asked());
+    eventually(30, "dock by name", || (dock.ask("dock").len() == 1).then_some(()));
+
+    n.ok(&["service", "rm", "dock"]);
+    eventually(60, "no namespace of its task", || {
+        task_namespaces(std::slice::from_ref(&id)).is_empty().then_some(())
+    });
 }
