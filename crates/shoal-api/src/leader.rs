@@ -37,6 +37,15 @@ pub enum LeaderOp {
     },
     /// Take managers out of the Raft membership, voters and learners alike (by node id).
     RemoveMembers { node_ids: Vec<String> },
+    /// Renew a key-value lease (`keep_alive`) or read its remaining time: only the leader
+    /// keeps lease time (etcd's model), so both are done there and never written to the log.
+    /// Answered in the response's `lease`.
+    KvLease {
+        id: i64,
+        keep_alive: bool,
+        #[serde(default)]
+        keys: bool,
+    },
 }
 
 impl LeaderOp {
@@ -45,6 +54,7 @@ impl LeaderOp {
             LeaderOp::Write { .. } => "write",
             LeaderOp::AddManager { .. } => "adding a manager",
             LeaderOp::RemoveMembers { .. } => "removing managers",
+            LeaderOp::KvLease { .. } => "a lease's time",
         }
     }
 }
@@ -216,6 +226,19 @@ async fn execute(m: &Manager, op: &LeaderOp) -> Result<Option<shoal_raft::Respon
                 .map(|(id, _)| *id)
                 .collect();
             m.node.remove_members(&ids).await.map(|()| None)
+        }
+        LeaderOp::KvLease { id, keep_alive, keys } => {
+            if !m.node.is_leader() {
+                return Err(WriteError::NotLeader { leader: m.node.status().leader_node });
+            }
+            let now = shoal_types::Timestamp::from_system_time(std::time::SystemTime::now()).as_nanos();
+            let lease = m.node.kv_leader(|kv| {
+                if *keep_alive {
+                    kv.lease_keepalive(*id, now)?;
+                }
+                kv.lease_time_to_live(*id, now, *keys)
+            });
+            Ok(Some(shoal_raft::Response { lease: Some(lease), ..Default::default() }))
         }
     }
 }

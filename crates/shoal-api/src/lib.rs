@@ -9,6 +9,8 @@ pub mod exec;
 pub mod exec_stream;
 pub mod internal;
 pub mod join;
+pub mod kv;
+pub mod kv_http;
 pub mod leader;
 pub mod logs;
 pub mod migrate;
@@ -28,16 +30,34 @@ pub use tcp::{serve_tcp, ClientCert, ClientCertRequest};
 
 use std::path::Path;
 
+/// A manager's long-lived API parts that every front end shares: the event log and the
+/// key-value store's application layer (group commit, watches, lease housekeeping).
+#[derive(Clone)]
+pub struct Services {
+    pub events: std::sync::Arc<events::EventLog>,
+    pub kv: std::sync::Arc<kv::KvApp>,
+}
+
+impl Services {
+    /// Starts them for `manager`; the key-value store keeps `retained_revisions` of history.
+    pub fn start(manager: std::sync::Arc<shoal_manager::Manager>, retained_revisions: i64) -> Services {
+        Services {
+            events: events::EventLog::start(manager.clone()),
+            kv: kv::KvApp::start(manager, retained_revisions),
+        }
+    }
+}
+
 /// Serves the API on a unix socket that only its owner (root) may use.
 pub async fn serve_unix(
     path: ApiSocket,
     manager: std::sync::Arc<shoal_manager::Manager>,
     agent: logs::AgentSlot,
-    events: std::sync::Arc<events::EventLog>,
+    services: Services,
 ) -> std::io::Result<()> {
     // Stops (after answering what is in flight) once the node has asked to leave the cluster.
     let shutdown = manager.leave_requested();
-    serve_router(path, full_router(manager, agent, events), shutdown).await
+    serve_router(path, full_router(manager, agent, services), shutdown).await
 }
 
 /// The whole `/v1` API of a manager: the state endpoints and the logs of tasks, which its own
@@ -45,7 +65,7 @@ pub async fn serve_unix(
 pub fn full_router(
     manager: std::sync::Arc<shoal_manager::Manager>,
     agent: logs::AgentSlot,
-    events: std::sync::Arc<events::EventLog>,
+    services: Services,
 ) -> axum::Router {
     router(manager.clone())
         .merge(logs::service_logs_router(logs::LogsState { manager: manager.clone(), agent: agent.clone() }))
@@ -54,7 +74,8 @@ pub fn full_router(
             agent: agent.clone(),
         }))
         .merge(exec::exec_router(logs::LogsState { manager, agent }))
-        .merge(events::events_router(events))
+        .merge(events::events_router(services.events))
+        .merge(kv_http::kv_router(services.kv))
         .layer(axum::middleware::from_fn(ui::track_requests))
 }
 

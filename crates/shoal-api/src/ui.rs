@@ -17,7 +17,6 @@
 //! - Either way the UI reaches only what it shows and its three actions: node availability,
 //!   scale, rollback. Join tokens, certificates, membership and deletes stay with the CLI.
 
-use crate::events::EventLog;
 use crate::logs::AgentSlot;
 use crate::server::ApiError;
 use axum::body::Body;
@@ -131,7 +130,7 @@ struct UiState {
 pub fn ui_router(
     manager: Option<Arc<Manager>>,
     agent: AgentSlot,
-    events: Option<Arc<EventLog>>,
+    services: Option<crate::Services>,
     access: Access,
 ) -> Router {
     let st = UiState { manager: manager.clone(), agent: agent.clone(), access };
@@ -143,10 +142,10 @@ pub fn ui_router(
     };
     let html = "text/html; charset=utf-8";
     let mut r: Router = Router::new().route("/metrics", metrics_route).with_state(st.clone());
-    match (manager, events) {
-        (Some(m), Some(events)) => {
-            let api =
-                crate::full_router(m, agent, events).layer(axum::middleware::from_fn(only_what_the_ui_uses));
+    match (manager, services) {
+        (Some(m), Some(services)) => {
+            let api = crate::full_router(m, agent, services)
+                .layer(axum::middleware::from_fn(only_what_the_ui_uses));
             r = r
                 .route("/", page(INDEX_HTML, html))
                 .route("/app.js", page(APP_JS, "text/javascript; charset=utf-8"))
@@ -296,19 +295,19 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     manager: Option<Arc<Manager>>,
     agent: AgentSlot,
-    events: Option<Arc<EventLog>>,
+    services: Option<crate::Services>,
 ) -> std::io::Result<()> {
     let addr = listener.local_addr()?;
     if addr.ip().is_loopback() {
         tracing::info!(%addr, "web UI and metrics at http://{addr}/");
-        let r = ui_router(manager, agent, events, Access::Loopback(addr));
+        let r = ui_router(manager, agent, services, Access::Loopback(addr));
         return axum::serve(listener, r.into_make_service_with_connect_info::<SocketAddr>()).await;
     }
     let Some(m) = manager else {
         return Err(std::io::Error::other("a worker serves its metrics on a loopback address only"));
     };
     tracing::info!(%addr, "web UI and metrics at https://{addr}/ (client certificate required)");
-    let r = ui_router(Some(m.clone()), agent, events, Access::Tls);
+    let r = ui_router(Some(m.clone()), agent, services, Access::Tls);
     crate::tcp::serve_tcp(listener, m, r).await;
     Ok(())
 }

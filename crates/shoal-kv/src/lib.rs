@@ -63,6 +63,11 @@ mod types;
 mod validate;
 
 pub use error::{GrpcCode, KvError};
+
+/// Standard base64 with padding (how keys and values travel in JSON, as in etcd's gateway).
+pub mod base64 {
+    pub use crate::bytes::{decode, encode};
+}
 pub use store::{Applied, KvConfig, KvStats, KvStore, Op, OpResponse};
 pub use types::*;
 pub use validate::validate;

@@ -26,7 +26,7 @@ pub mod transport;
 pub use log_store::LogStore;
 pub use network::{LazyTlsNetwork, SingleManagerNetwork};
 pub use node::{Consistency, NodeConfig, RaftNode, RaftStatus, RaftWatch, ReadError, StartError, WriteError};
-pub use state_machine::{SharedState, SmData, StateMachineStore};
+pub use state_machine::{KvCommit, SharedState, SmData, StateMachineStore};
 
 use serde::{Deserialize, Serialize};
 use shoal_state::{Command, PlanItem, StateError};
@@ -161,6 +161,13 @@ pub struct Response {
     pub error: Option<CommandError>,
     /// Plan items that verification or the state machine refused, with the reason.
     pub rejected: Vec<(PlanItem, String)>,
+    /// For a key-value command: each op's outcome, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kv: Vec<Result<shoal_kv::Applied<shoal_kv::OpResponse>, shoal_kv::KvError>>,
+    /// For a lease keep-alive or time-to-live, answered by the leader from its lease clock
+    /// (not through the log): the lease's remaining TTL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<Result<shoal_kv::LeaseTimeToLiveResponse, shoal_kv::KvError>>,
 }
 
 openraft::declare_raft_types!(

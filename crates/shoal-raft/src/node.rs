@@ -460,6 +460,24 @@ impl RaftNode {
         self.sm.subscribe()
     }
 
+    /// This replica's state as it is now, read under the lock (hold it briefly).
+    pub fn local<T>(&self, f: impl FnOnce(&ClusterState) -> T) -> T {
+        let d = self.shared.read().unwrap_or_else(PoisonError::into_inner);
+        f(&d.state)
+    }
+
+    /// The key-value store's revisions as they are applied (watches).
+    pub fn subscribe_kv(&self) -> broadcast::Receiver<Arc<crate::KvCommit>> {
+        self.sm.subscribe_kv()
+    }
+
+    /// The key-value store's leader-local soft state (lease deadlines), which no command
+    /// replicates: keep-alives and a new leader's refresh. Hold it briefly.
+    pub fn kv_leader<T>(&self, f: impl FnOnce(&mut shoal_kv::KvStore) -> T) -> T {
+        let mut d = self.shared.write().unwrap_or_else(PoisonError::into_inner);
+        f(d.state.kv_leader_mut())
+    }
+
     pub fn status(&self) -> RaftStatus {
         let m = self.raft.metrics().borrow().clone();
         let membership = m.membership_config.membership();

@@ -31,11 +31,19 @@ struct StoredSnapshot {
     data: Vec<u8>,
 }
 
+/// The key-value store's changes at one revision, as watchers see them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KvCommit {
+    pub revision: i64,
+    pub events: Vec<shoal_kv::Event>,
+}
+
 #[derive(Clone)]
 pub struct StateMachineStore {
     db: Arc<Database>,
     data: SharedState,
     events: broadcast::Sender<Arc<Event>>,
+    kv_events: broadcast::Sender<Arc<KvCommit>>,
 }
 
 impl StateMachineStore {
@@ -44,7 +52,8 @@ impl StateMachineStore {
         tx.open_table(SNAPSHOT)?;
         tx.commit()?;
         let (events, _) = broadcast::channel(8192);
-        let sm = StateMachineStore { db, data: Arc::default(), events };
+        let (kv_events, _) = broadcast::channel(8192);
+        let sm = StateMachineStore { db, data: Arc::default(), events, kv_events };
         if let Some(stored) = sm.read_stored().map_err(|e| redb::Error::Corrupted(e.to_string()))? {
             let state = decode_state(&stored.data).map_err(|e| redb::Error::Corrupted(e.to_string()))?;
             let mut d = sm.data.write().unwrap_or_else(PoisonError::into_inner);
@@ -63,6 +72,12 @@ impl StateMachineStore {
     /// Every change the state machine applies, as events (for watches and the event stream).
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
         self.events.subscribe()
+    }
+
+    /// Every revision of the key-value store as it is applied (watches; a receiver that lags
+    /// behind replays from the store's history).
+    pub fn subscribe_kv(&self) -> broadcast::Receiver<Arc<KvCommit>> {
+        self.kv_events.subscribe()
     }
 
     fn read_stored(&self) -> Result<Option<StoredSnapshot>, StorageError> {
@@ -111,9 +126,15 @@ fn apply_request(state: &mut ClusterState, req: Request) -> (Response, Vec<Event
     match state.apply(req.at, command) {
         Ok(applied) => {
             rejected.extend(applied.skipped);
-            (Response { index: applied.index, error: None, rejected }, applied.events)
+            (
+                Response { index: applied.index, error: None, rejected, kv: applied.kv, lease: None },
+                applied.events,
+            )
         }
-        Err(e) => (Response { index: state.index(), error: Some((&e).into()), rejected }, Vec::new()),
+        Err(e) => (
+            Response { index: state.index(), error: Some((&e).into()), rejected, ..Default::default() },
+            Vec::new(),
+        ),
     }
 }
 
@@ -151,6 +172,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     {
         let mut responses = Vec::new();
         let mut events = Vec::new();
+        let mut kv_commits = Vec::new();
         {
             let mut d = self.data.write().unwrap_or_else(PoisonError::into_inner);
             for entry in entries {
@@ -163,6 +185,12 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                     EntryPayload::Normal(req) => {
                         let (resp, ev) = apply_request(&mut d.state, req);
                         events.extend(ev);
+                        for applied in resp.kv.iter().flatten() {
+                            if let Some(first) = applied.events.first() {
+                                let revision = first.kv.mod_revision;
+                                kv_commits.push(KvCommit { revision, events: applied.events.clone() });
+                            }
+                        }
                         responses.push(resp);
                     }
                     EntryPayload::Membership(m) => {
@@ -175,6 +203,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         for e in events {
             // No subscribers is fine: nobody is watching.
             let _ = self.events.send(Arc::new(e));
+        }
+        for c in kv_commits {
+            let _ = self.kv_events.send(Arc::new(c));
         }
         Ok(responses)
     }

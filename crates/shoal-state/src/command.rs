@@ -88,6 +88,13 @@ pub enum Command {
     RemoveNetwork {
         id: NetworkId,
     },
+    /// Operations on the user key-value store (etcd's API), applied in order, each its own
+    /// revision (group commit: many clients' writes in one log entry). They change no cluster
+    /// object and leave the cluster-state index alone; each op's outcome is in
+    /// [`crate::Applied::kv`].
+    Kv {
+        ops: Vec<shoal_kv::Op>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -175,6 +175,9 @@ pub struct Applied {
     /// Plan items that were skipped because the state moved on (stale version, illegal
     /// transition, missing object), with the reason.
     pub skipped: Vec<(PlanItem, String)>,
+    /// For [`Command::Kv`]: each op's outcome (its response and watch events, or etcd's error),
+    /// in order.
+    pub kv: Vec<Result<shoal_kv::Applied<shoal_kv::OpResponse>, shoal_kv::KvError>>,
 }
 
 /// A serializable image of the state; indexes are rebuilt on restore.
@@ -196,6 +199,9 @@ pub struct Snapshot {
     /// dispatcher refuses them by id (a node that leaves and joins again gets a new id).
     #[serde(default)]
     pub removed_nodes: Vec<NodeId>,
+    /// The user key-value store (etcd's API), with its history since the last compaction.
+    #[serde(default)]
+    pub kv: shoal_kv::KvStore,
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -215,6 +221,8 @@ pub struct ClusterState {
     needs_placement: BTreeSet<TaskId>,
     /// Networks, their address pools and the nodes' addresses on them (see `network.rs`).
     net: network::NetState,
+    /// The user key-value store: its own keyspace and revisions, apart from cluster objects.
+    kv: shoal_kv::KvStore,
 }
 
 static EMPTY_USAGE: std::sync::LazyLock<NodeUsage> = std::sync::LazyLock::new(NodeUsage::default);
@@ -228,6 +236,18 @@ impl ClusterState {
 
     pub fn index(&self) -> u64 {
         self.index
+    }
+
+    /// The user key-value store.
+    pub fn kv(&self) -> &shoal_kv::KvStore {
+        &self.kv
+    }
+
+    /// The key-value store's leader-local soft state (lease deadlines: keep-alives and a new
+    /// leader's refresh), which is not replicated; replicated changes go through
+    /// [`Command::Kv`].
+    pub fn kv_leader_mut(&mut self) -> &mut shoal_kv::KvStore {
+        &mut self.kv
     }
     pub fn config(&self) -> &ClusterConfig {
         &self.config
@@ -296,6 +316,7 @@ impl ClusterState {
             networks,
             ipam,
             removed_nodes: self.removed_nodes.iter().cloned().collect(),
+            kv: self.kv.clone(),
         }
     }
 
@@ -305,6 +326,7 @@ impl ClusterState {
             config: snap.config,
             cluster: snap.cluster,
             removed_nodes: snap.removed_nodes.into_iter().collect(),
+            kv: snap.kv,
             ..Default::default()
         };
         for n in snap.nodes {
@@ -325,6 +347,11 @@ impl ClusterState {
 
     /// Applies one command at proposal time `at`. On error nothing changed.
     pub fn apply(&mut self, at: Timestamp, cmd: Command) -> Result<Applied, StateError> {
+        if let Command::Kv { ops } = cmd {
+            // Its own keyspace and revisions: the cluster index stays.
+            let kv = self.kv.apply_batch(ops, at.as_nanos());
+            return Ok(Applied { index: self.index, kv, ..Default::default() });
+        }
         let index = self.index + 1;
         let mut out = Applied { index, ..Default::default() };
         match cmd {
@@ -412,6 +439,7 @@ impl ClusterState {
             }
             Command::CreateNetwork { network } => self.create_network(index, at, *network, &mut out)?,
             Command::RemoveNetwork { id } => self.remove_network(index, at, &id, &mut out)?,
+            Command::Kv { .. } => {}
         }
         self.index = index;
         Ok(out)

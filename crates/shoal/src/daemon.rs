@@ -120,11 +120,11 @@ pub async fn run(args: DaemonArgs) -> Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", args.listen_addr))?;
     let agent_slot: AgentSlot = Arc::new(std::sync::OnceLock::new());
-    let events = shoal_api::events::EventLog::start(manager.clone());
+    let services = shoal_api::Services::start(manager.clone(), shoal_api::kv::DEFAULT_RETAINED_REVISIONS);
     if let Some(ui) = bind_ui(&args.ui_addr).await? {
-        let (m, slot, events) = (manager.clone(), agent_slot.clone(), events.clone());
+        let (m, slot, services) = (manager.clone(), agent_slot.clone(), services.clone());
         tokio::spawn(async move {
-            if let Err(e) = shoal_api::ui::serve(ui, Some(m), slot, Some(events)).await {
+            if let Err(e) = shoal_api::ui::serve(ui, Some(m), slot, Some(services)).await {
                 tracing::error!(error = %e, "web UI stopped");
             }
         });
@@ -139,7 +139,7 @@ pub async fn run(args: DaemonArgs) -> Result<()> {
         tokio::spawn(shoal_api::serve_tcp(
             api_listener,
             manager.clone(),
-            shoal_api::full_router(manager.clone(), agent_slot.clone(), events.clone()),
+            shoal_api::full_router(manager.clone(), agent_slot.clone(), services.clone()),
         ));
     }
     manager.enable_tls().context("loading this node's certificate")?;
@@ -177,8 +177,8 @@ pub async fn run(args: DaemonArgs) -> Result<()> {
     let api = {
         let m = manager.clone();
         let slot = agent_slot.clone();
-        let events = events.clone();
-        tokio::spawn(async move { shoal_api::serve_unix(socket, m, slot, events).await })
+        let services = services.clone();
+        tokio::spawn(async move { shoal_api::serve_unix(socket, m, slot, services).await })
     };
     if let Some(sock) = docker_socket {
         let (app, slot) = (shoal_api::app::App::new(manager.clone()), agent_slot.clone());
