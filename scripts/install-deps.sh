@@ -5,7 +5,8 @@ set -euo pipefail
 
 # chromium + chromium-driver: the web UI test drives a real browser over WebDriver.
 # nftables, conntrack, curl, dnsutils, socat: the networking tests (VIPs and routing mesh are nftables rules).
-want=(runc docker.io busybox-static docker-registry iproute2 chromium chromium-driver nftables conntrack curl dnsutils socat)
+# etcd-client: the etcd API tests drive the real etcdctl (3.4).
+want=(runc docker.io busybox-static docker-registry iproute2 chromium chromium-driver nftables conntrack curl dnsutils socat etcd-client)
 missing=()
 for p in "${want[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -69,8 +69,17 @@ impl From<ReadError> for KvFailure {
 /// One revision's changes, or the end of a watch that fell behind compaction.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum WatchItem {
-    Events { revision: i64, events: Vec<Event> },
-    Compacted { compact_revision: i64 },
+    Events {
+        revision: i64,
+        events: Vec<Event>,
+    },
+    /// Everything up to `revision` has been sent (after the replay).
+    Progress {
+        revision: i64,
+    },
+    Compacted {
+        compact_revision: i64,
+    },
 }
 
 struct Pending {
@@ -205,7 +214,11 @@ impl KvApp {
                 }
             }
             // Everything up to the replay's revision has been sent.
-            follow(m, live, tx, current.max(start - 1), key, range_end).await;
+            let last = current.max(start - 1);
+            if tx.send(WatchItem::Progress { revision: last }).await.is_err() {
+                return;
+            }
+            follow(m, live, tx, last, key, range_end).await;
         });
         Ok(rx)
     }

@@ -89,10 +89,12 @@ async fn watch(State(kv): State<Arc<KvApp>>, Query(q): Query<WatchQuery>) -> Res
     let range_end = b64("range_end", &q.range_end)?;
     let rx = kv.watch(q.start_revision, key, range_end)?;
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-        let item = rx.recv().await?;
-        let line = match item {
-            WatchItem::Events { revision, events } => WatchLine::Events { revision, events },
-            WatchItem::Compacted { compact_revision } => WatchLine::Compacted { compact_revision },
+        let line = loop {
+            match rx.recv().await? {
+                WatchItem::Events { revision, events } => break WatchLine::Events { revision, events },
+                WatchItem::Compacted { compact_revision } => break WatchLine::Compacted { compact_revision },
+                WatchItem::Progress { .. } => continue,
+            }
         };
         let mut bytes = serde_json::to_vec(&line).unwrap_or_default();
         bytes.push(b'\n');

@@ -112,6 +112,8 @@ pub struct KvStats {
     pub log_events: usize,
     /// Leases.
     pub leases: usize,
+    /// Bytes of keys and values held, history included (etcd's "db size", roughly).
+    pub bytes: usize,
 }
 
 /// The live part of a stored version.
@@ -262,6 +264,13 @@ impl KvStore {
             log_revisions: self.log.len(),
             log_events: self.log.values().map(Vec::len).sum(),
             leases: self.leases.len(),
+            bytes: self
+                .keys
+                .iter()
+                .map(|(k, h)| {
+                    h.iter().map(|e| k.len() + e.live.as_ref().map_or(0, |l| l.value.len())).sum::<usize>()
+                })
+                .sum(),
         }
     }
 

@@ -608,7 +608,9 @@ fn compaction_frees_history() {
             history_entries: 2,
             log_revisions: 1,
             log_events: 1,
-            leases: 0
+            leases: 0,
+            // "hot" = "99" and "cold" = "c"
+            bytes: 5 + 5,
         }
     );
     assert_eq!(val(&get(&s, "hot").expect("hot")), "99");

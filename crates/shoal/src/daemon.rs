@@ -37,6 +37,10 @@ pub struct DaemonArgs {
     pub ui_addr: Option<String>,
     /// Where to serve the Docker Engine API (`shoal_docker`); none: off.
     pub docker_socket: Option<PathBuf>,
+    /// Where to serve the etcd v3 API (`shoal_etcd`); none: off.
+    pub etcd_addr: Option<String>,
+    /// `etcd_addr` is the default: a port in use then only turns it off (with a warning).
+    pub etcd_addr_is_default: bool,
 }
 
 /// Binds `--ui-addr` now, so that a wrong or busy address fails the start with a clear message.
@@ -121,6 +125,7 @@ pub async fn run(args: DaemonArgs) -> Result<()> {
         .with_context(|| format!("cannot listen on {}", args.listen_addr))?;
     let agent_slot: AgentSlot = Arc::new(std::sync::OnceLock::new());
     let services = shoal_api::Services::start(manager.clone(), shoal_api::kv::DEFAULT_RETAINED_REVISIONS);
+    serve_etcd(&args, &manager, &services).await?;
     if let Some(ui) = bind_ui(&args.ui_addr).await? {
         let (m, slot, services) = (manager.clone(), agent_slot.clone(), services.clone());
         tokio::spawn(async move {
@@ -881,4 +886,58 @@ fn reachable_addr(listener: &tokio::net::TcpListener, advertise: &str) -> String
         Ok(a) => a.to_string(),
         Err(_) => String::new(),
     }
+}
+
+/// The etcd v3 API on `--etcd-addr`: plain on loopback; elsewhere mutual TLS with the cluster's
+/// CA, from the moment this node has its certificate.
+async fn serve_etcd(
+    args: &DaemonArgs,
+    manager: &Arc<shoal_manager::Manager>,
+    services: &shoal_api::Services,
+) -> Result<()> {
+    let Some(addr) = &args.etcd_addr else { return Ok(()) };
+    let listener = match tokio::net::TcpListener::bind(addr).await {
+        Ok(l) => l,
+        Err(e) if args.etcd_addr_is_default => {
+            tracing::warn!(%addr, error = %e, "the etcd API is off: its default address is taken (--etcd-addr)");
+            return Ok(());
+        }
+        Err(e) => return Err(e).with_context(|| format!("cannot listen on --etcd-addr {addr}")),
+    };
+    let local = listener.local_addr().context("the etcd listener's address")?;
+    let loopback = local.ip().is_loopback();
+    let url = format!(
+        "{}://{}",
+        if loopback { "http" } else { "https" },
+        reachable_addr(&listener, &args.advertise_addr)
+    );
+    let backend: Arc<dyn shoal_etcd::EtcdBackend> =
+        Arc::new(shoal_etcd::ClusterBackend::new(services.kv.clone(), url));
+    let manager = manager.clone();
+    tokio::spawn(async move {
+        let tls = if loopback {
+            None
+        } else {
+            // Wait for this node's certificate (a daemon not in a cluster yet has none).
+            let mut node_tls = manager.server_tls();
+            loop {
+                if node_tls.borrow_and_update().is_some() {
+                    match shoal_api::tcp::api_server_config(manager.tls_dir()) {
+                        Ok(c) => break Some(c),
+                        Err(e) => {
+                            tracing::error!(error = %e, "etcd API: cannot load this node's certificate")
+                        }
+                    }
+                }
+                if node_tls.changed().await.is_err() {
+                    return;
+                }
+            }
+        };
+        tracing::info!(addr = %local, tls = !loopback, "etcd API listening");
+        if let Err(e) = shoal_etcd::serve(listener, backend, tls).await {
+            tracing::error!(error = %e, "the etcd API stopped");
+        }
+    });
+    Ok(())
 }

@@ -250,7 +250,7 @@ async fn lease(c: &Client, cmd: LeaseCmd) -> Result<()> {
             else {
                 bail!("unexpected answer")
             };
-            println!("lease {id:x} granted with TTL({ttl}s)");
+            println!("lease {id:016x} granted with TTL({ttl}s)");
         }
         LeaseCmd::Revoke { id } => {
             let OpResponse::LeaseRevoke(LeaseRevokeResponse { .. }) =
@@ -258,13 +258,13 @@ async fn lease(c: &Client, cmd: LeaseCmd) -> Result<()> {
             else {
                 bail!("unexpected answer")
             };
-            println!("lease {id:x} revoked");
+            println!("lease {id:016x} revoked");
         }
         LeaseCmd::KeepAlive { id, once } => loop {
             let r: serde_json::Value =
                 c.post(&format!("/v1/kv/leases/{id}/keepalive"), &serde_json::json!({})).await?;
             let ttl = r["ttl"].as_i64().context("the daemon's answer has no ttl")?;
-            println!("lease {id:x} keepalived with TTL({ttl})");
+            println!("lease {id:016x} keepalived with TTL({ttl})");
             if once {
                 break;
             }
@@ -274,7 +274,7 @@ async fn lease(c: &Client, cmd: LeaseCmd) -> Result<()> {
         LeaseCmd::Timetolive { id, keys } => {
             let r: LeaseTimeToLiveResponse = c.get(&format!("/v1/kv/leases/{id}?keys={keys}")).await?;
             let mut line =
-                format!("lease {id:x} granted with TTL({}s), remaining({}s)", r.granted_ttl, r.ttl);
+                format!("lease {id:016x} granted with TTL({}s), remaining({}s)", r.granted_ttl, r.ttl);
             if keys {
                 let names: Vec<String> = r.keys.iter().map(|k| text(k)).collect();
                 line.push_str(&format!(", attached keys([{}])", names.join(" ")));
@@ -285,7 +285,7 @@ async fn lease(c: &Client, cmd: LeaseCmd) -> Result<()> {
             let ids: Vec<i64> = c.get("/v1/kv/leases").await?;
             println!("found {} leases", ids.len());
             for id in ids {
-                println!("{id:x}");
+                println!("{id:016x}");
             }
         }
     }

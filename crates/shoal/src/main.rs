@@ -88,7 +88,16 @@ struct DaemonOpts {
     /// the API socket (`/run/shoal/docker.sock`).
     #[arg(long)]
     docker_socket: Option<PathBuf>,
+    /// Where to serve the etcd v3 API (etcdctl, etcd clients) on the cluster's key-value store,
+    /// or `off`. A loopback address is plain (h2c); any other needs a client certificate of the
+    /// cluster (`shoal cluster client-cert`; `etcdctl --cacert --cert --key`). With the default,
+    /// a port already in use (a real etcd) only turns it off, with a warning.
+    #[arg(long, default_value = DEFAULT_ETCD_ADDR)]
+    etcd_addr: String,
 }
+
+/// etcd's client port, on loopback.
+const DEFAULT_ETCD_ADDR: &str = "127.0.0.1:2379";
 
 fn parse_resource(s: &str) -> Result<(String, u64), String> {
     match s.split_once('=') {
@@ -219,6 +228,8 @@ fn daemon_args(o: DaemonOpts, init: bool) -> daemon::DaemonArgs {
             None => None,
         },
         init,
+        etcd_addr: (o.etcd_addr != "off").then(|| o.etcd_addr.clone()),
+        etcd_addr_is_default: o.etcd_addr == DEFAULT_ETCD_ADDR,
     }
 }
 

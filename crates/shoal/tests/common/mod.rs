@@ -248,6 +248,8 @@ pub struct Node {
     pub port: u16,
     /// Where the daemon serves its web UI (managers) and `/metrics`.
     pub ui_port: u16,
+    /// Where the daemon serves the etcd API (loopback; every test daemon its own port).
+    pub etcd_port: u16,
     pub child: Option<Child>,
 }
 
@@ -306,6 +308,7 @@ impl Node {
             netns: None,
             port: free_port(),
             ui_port: free_port(),
+            etcd_port: free_port(),
             child: None,
         }
     }
@@ -345,6 +348,7 @@ impl Node {
             .arg(self.dir.join("shoal.sock"))
             .args(["--listen-addr", &format!("{}:{}", self.host, self.port)])
             .args(["--ui-addr", &format!("127.0.0.1:{}", self.ui_port)])
+            .args(["--etcd-addr", &format!("127.0.0.1:{}", self.etcd_port)])
             .args(["--hostname", self.dir.file_name().and_then(|n| n.to_str()).unwrap_or("n")])
             .stdout(Stdio::null())
             .stderr(log)
