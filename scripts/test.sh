@@ -18,6 +18,8 @@ fi
 # skip, when a runtime is missing.
 bash scripts/install-deps.sh
 export SHOAL_REQUIRE_RUNTIMES=1
+# One build of every test binary: incremental state only fills the disk here (tens of GB).
+export CARGO_INCREMENTAL=0
 
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
