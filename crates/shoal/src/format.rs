@@ -343,9 +343,9 @@ mod tests {
         let out = render_rows("table {{.ID}}\\t{{.Name}}\\t{{.Replicas}}", COLS, rows()).expect("ok");
         assert_eq!(
             out,
-            "ID        NAME               REPLICAS\n\
-             abc       web                3/3\n\
-             def       a-longer-name      0/1\n"
+            "ID        NAME            REPLICAS\n\
+             abc       web             3/3\n\
+             def       a-longer-name   0/1\n"
         );
     }
 

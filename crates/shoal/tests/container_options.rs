@@ -25,7 +25,8 @@ fn probed(m: &Node, service: &str) -> String {
         || {
             let out = m.cli(&["service", "logs", service]);
             let text = String::from_utf8_lossy(&out.stdout).into_owned();
-            text.contains("PROBED").then_some(text)
+            // The line itself: the script's text (with "PROBED" in it) is in PID1's command line.
+            text.lines().any(|l| l.trim_end().ends_with("| PROBED")).then_some(text)
         },
         || {
             let ps = String::from_utf8_lossy(&m.cli(&["service", "ps", "--no-trunc", service]).stdout)

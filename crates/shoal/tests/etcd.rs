@@ -4,13 +4,13 @@
 //! kill, a lease that expires once after the failover, member list and endpoint status naming
 //! the managers, and etcd's error texts.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
 mod common;
-use common::{eventually, eventually_or, leader_of, Node};
+use common::{eventually, eventually_or, leader_of, next_lines as lines, Node};
 
 fn etcdctl(n: &Node, args: &[&str]) -> Command {
     let mut c = Command::new("etcdctl");
@@ -41,33 +41,7 @@ fn fails(n: &Node, args: &[&str]) -> String {
 
 /// `etcdctl watch ARGS` on `n`, its lines sent as they come.
 fn watch(n: &Node, args: &[&str]) -> (Child, mpsc::Receiver<String>) {
-    let mut child = etcdctl(n, &[&["watch"][..], args].concat())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn etcdctl watch");
-    let out = child.stdout.take().expect("stdout");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    (child, rx)
-}
-
-fn lines(rx: &mpsc::Receiver<String>, n: usize, secs: u64) -> Vec<String> {
-    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
-    let mut out = Vec::new();
-    while out.len() < n {
-        match rx.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now())) {
-            Ok(l) => out.push(l),
-            Err(_) => panic!("the watch printed {out:?}, expected {n} lines"),
-        }
-    }
-    out
+    common::spawn_lines(etcdctl(n, &[&["watch"][..], args].concat()))
 }
 
 #[test]

@@ -4,49 +4,21 @@
 //! expires once, after the failover too; acknowledged writes survive the leader's death; reads
 //! at compacted revisions fail with etcd's error.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::mpsc;
 use std::time::Duration;
 
 mod common;
-use common::{eventually, eventually_or, leader_of, Node};
+use common::{eventually, eventually_or, leader_of, next_lines as lines, Node};
 
 /// `shoal kv watch ARGS` on `n`, its stdout lines sent to the receiver as they come.
 fn watch(n: &Node, args: &[&str]) -> (Child, mpsc::Receiver<String>) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_shoal"))
-        .arg("-H")
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_shoal"));
+    cmd.arg("-H")
         .arg(format!("unix://{}", n.dir.join("shoal.sock").display()))
         .args(["kv", "watch"])
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn watch");
-    let out = child.stdout.take().expect("stdout");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    (child, rx)
-}
-
-/// The next `n` lines of a watch, waiting up to `secs`.
-fn lines(rx: &mpsc::Receiver<String>, n: usize, secs: u64) -> Vec<String> {
-    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
-    let mut out = Vec::new();
-    while out.len() < n {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(l) => out.push(l),
-            Err(_) => panic!("the watch printed {out:?}, expected {n} lines"),
-        }
-    }
-    out
+        .args(args);
+    common::spawn_lines(cmd)
 }
 
 fn three_managers(root: &std::path::Path) -> Vec<Node> {

@@ -261,5 +261,6 @@ fn events_stream_object_changes_and_look_back() {
     assert!(events.iter().any(|e| e["type"] == "service" && e["action"] == "create"), "{out}");
     assert!(events.iter().all(|e| e["type"] == "service"));
     let bad = n.cli(&["events", "--filter", "color=blue"]);
-    assert!(String::from_utf8_lossy(&bad.stderr).contains("unsupported filter"));
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("invalid filter \"color\"") && err.contains("type, event, service"), "{err}");
 }

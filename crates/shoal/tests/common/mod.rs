@@ -527,3 +527,32 @@ impl Drop for DockerImage {
         sh_stdout(&format!("docker rmi -f {} 2>/dev/null", self.0));
     }
 }
+
+/// Starts `cmd` with its stdout piped; its lines arrive on the receiver as it prints them.
+pub fn spawn_lines(mut cmd: Command) -> (Child, std::sync::mpsc::Receiver<String>) {
+    use std::io::BufRead;
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("spawn");
+    let out = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    (child, rx)
+}
+
+/// The next `n` lines from `rx`, waiting up to `secs` for them all.
+pub fn next_lines(rx: &std::sync::mpsc::Receiver<String>, n: usize, secs: u64) -> Vec<String> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    let mut out = Vec::new();
+    while out.len() < n {
+        match rx.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now())) {
+            Ok(l) => out.push(l),
+            Err(_) => panic!("printed {out:?}, expected {n} lines"),
+        }
+    }
+    out
+}
