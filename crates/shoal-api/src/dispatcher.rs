@@ -210,7 +210,10 @@ fn peer(p: &Option<NodeIdentity>) -> Result<&NodeIdentity, ApiError> {
 
 /// A node certificate of a node that `node rm` has not removed (its certificate stays valid
 /// until it expires; the removed node learns from this answer that it is out of the cluster).
-fn member_peer<'p>(m: &Manager, p: &'p Option<NodeIdentity>) -> Result<&'p NodeIdentity, ApiError> {
+pub(crate) fn member_peer<'p>(
+    m: &Manager,
+    p: &'p Option<NodeIdentity>,
+) -> Result<&'p NodeIdentity, ApiError> {
     let id = peer(p)?;
     if m.node.local_state().state.is_removed(&NodeId::new(id.node_id.clone())) {
         return Err(ApiError::new(
@@ -370,6 +373,11 @@ impl RemotePlane {
     /// Becomes true when a manager says that `node rm` removed this node from the cluster.
     pub fn removed(&self) -> tokio::sync::watch::Receiver<bool> {
         self.removed.subscribe()
+    }
+
+    /// The client TLS config requests use now (renewals replace it).
+    pub fn client_tls(&self) -> Arc<rustls::ClientConfig> {
+        self.tls.read().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
     /// Uses a renewed certificate from the next request on.

@@ -8,6 +8,10 @@
 //!   (see [`crate::leader`], the one write path). Needs the certificate of a current member.
 //! - `GET /internal/read-index` — a follower asks the leader for the read index of a
 //!   linearizable read. Needs a manager certificate.
+//! - `/internal/kv/...` — the key-value store for workers' etcd API (etcd's gRPC proxy): the
+//!   `/v1/kv` routes ([`crate::kv_http`]) with typed errors, plus `GET /internal/kv/info`
+//!   ([`crate::kv_http::KvInfo`]). Needs a node certificate (worker or manager) of a node that
+//!   has not been removed; an operator's client certificate is refused.
 //!
 //! Errors use the API's `{"error": {"code", "message"}}` shape; `not_leader` carries the leader.
 
@@ -304,6 +308,32 @@ pub fn internal_router(m: Arc<Manager>) -> Router {
         .with_state(m.clone())
         .merge(crate::dispatcher::dispatcher_router(m.clone()))
         .merge(shoal_raft::transport::raft_router(m.node.clone()))
+}
+
+/// The key-value routes for workers' etcd API (see the module doc).
+pub fn internal_kv_router(m: Arc<Manager>, kv: Arc<crate::kv::KvApp>) -> Router {
+    crate::kv_http::kv_routes::<crate::kv_http::WireError>("/internal/kv")
+        .route("/internal/kv/info", get(kv_info))
+        .route_layer(axum::middleware::from_fn_with_state(m, nodes_only))
+        .with_state(kv)
+}
+
+async fn kv_info(State(kv): State<Arc<crate::kv::KvApp>>) -> Json<crate::kv_http::KvInfo> {
+    Json(crate::kv_http::KvInfo::of(&kv))
+}
+
+/// Only nodes of this cluster (workers and managers) that `node rm` has not removed.
+async fn nodes_only(
+    State(m): State<Arc<Manager>>,
+    Extension(peer): Peer,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match crate::dispatcher::member_peer(&m, &peer) {
+        Ok(_) => next.run(req).await,
+        Err(e) => crate::kv_http::WireError::from(e).into_response(),
+    }
 }
 
 /// Sends a JSON request to another manager over TLS; returns the status and body.

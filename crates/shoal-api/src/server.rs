@@ -170,6 +170,15 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
     ("get", "/v1/stacks/{name}/services", "the services of a stack"),
     ("get", "/v1/stacks/{name}/tasks", "the tasks of a stack's services"),
     ("delete", "/v1/stacks/{name}", "remove a stack's services, then its networks"),
+    ("get", "/v1/services/{id}/logs", "the lines of every task of a service (?follow, ?tail, ?since), NDJSON"),
+    ("get", "/v1/tasks/{id}/logs", "the lines of one task (id or unique prefix), NDJSON"),
+    ("get", "/v1/events", "object changes as they happen (?since, ?until, ?type), NDJSON"),
+    ("post", "/v1/kv/range", "read keys (a RangeRequest, +serializable; keys and values base64)"),
+    ("post", "/v1/kv/ops", "a key-value write: put, delete_range, txn, compact, lease_grant, lease_revoke"),
+    ("get", "/v1/kv/watch", "changes from a revision (?key, ?range_end base64, ?start_revision), NDJSON"),
+    ("get", "/v1/kv/leases", "every lease id"),
+    ("get", "/v1/kv/leases/{id}", "a lease's remaining time from the leader (?keys=true)"),
+    ("post", "/v1/kv/leases/{id}/keepalive", "renew a lease on the leader"),
     ("get", "/v1/openapi.json", "this document"),
 ];
 

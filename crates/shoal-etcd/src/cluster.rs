@@ -34,7 +34,7 @@ impl From<KvFailure> for BackendError {
 }
 
 /// A stable 64-bit id for the cluster from its id string (FNV-1a), never 0.
-fn cluster_id(id: &str) -> u64 {
+pub(crate) fn cluster_id(id: &str) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in id.bytes() {
         h ^= u64::from(b);

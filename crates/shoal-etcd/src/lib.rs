@@ -6,6 +6,7 @@
 //!   compiled with protox at build time (no system `protoc`).
 //! * [`backend`]: the trait the application layer implements (Raft-replicated in Shoal).
 //! * [`serve`]: the server (h2c, or TLS with ALPN `h2`).
+//! * [`RemoteKvBackend`]: a worker's backend, forwarding to the managers (etcd's gRPC proxy).
 //! * `MemoryBackend` (feature `memory`, and in this crate's tests): a single-process test
 //!   double.
 //!
@@ -18,6 +19,7 @@ pub mod cluster;
 pub mod convert;
 #[cfg(any(test, feature = "memory"))]
 pub mod memory;
+pub mod remote;
 mod server;
 mod service;
 mod watch;
@@ -43,5 +45,6 @@ pub use backend::{BackendError, EtcdBackend, Header, Member, Status, WatchFeed, 
 pub use cluster::ClusterBackend;
 #[cfg(any(test, feature = "memory"))]
 pub use memory::MemoryBackend;
+pub use remote::RemoteKvBackend;
 pub use server::{serve, EtcdServer, ServeError};
 pub use service::{EtcdService, ServiceConfig};

@@ -125,7 +125,20 @@ pub async fn run(args: DaemonArgs) -> Result<()> {
         .with_context(|| format!("cannot listen on {}", args.listen_addr))?;
     let agent_slot: AgentSlot = Arc::new(std::sync::OnceLock::new());
     let services = shoal_api::Services::start(manager.clone(), shoal_api::kv::DEFAULT_RETAINED_REVISIONS);
-    serve_etcd(&args, &manager, &services).await?;
+    let etcd_handoff: EtcdHandoff = Arc::new(std::sync::OnceLock::new());
+    {
+        // Until this node joins a cluster as a worker (then forwarded to the managers, see
+        // `start_agent`).
+        let (kv, slot) = (services.kv.clone(), etcd_handoff.clone());
+        let backend = move |url| -> Arc<dyn shoal_etcd::EtcdBackend> {
+            let handoff = Arc::new(shoal_etcd::remote::Handoff::new(Arc::new(
+                shoal_etcd::ClusterBackend::new(kv, url),
+            )));
+            let _ = slot.set(handoff.clone());
+            handoff
+        };
+        serve_etcd(&args, backend, manager_etcd_tls(manager.clone())).await?;
+    }
     if let Some(ui) = bind_ui(&args.ui_addr).await? {
         let (m, slot, services) = (manager.clone(), agent_slot.clone(), services.clone());
         tokio::spawn(async move {
@@ -134,7 +147,7 @@ pub async fn run(args: DaemonArgs) -> Result<()> {
             }
         });
     }
-    tokio::spawn(serve_node_to_node(manager.clone(), listener, agent_slot.clone()));
+    tokio::spawn(serve_node_to_node(manager.clone(), listener, agent_slot.clone(), services.kv.clone()));
     if let Some(addr) = &args.api_addr {
         // Bound now (a wrong address fails the start); served once this node has a certificate.
         let api_listener = tokio::net::TcpListener::bind(addr)
@@ -166,6 +179,7 @@ pub async fn run(args: DaemonArgs) -> Result<()> {
         NodeId::new(identity.node_id.clone()),
         me,
         agent_slot.clone(),
+        etcd_handoff,
     ));
     if in_cluster && manager.node.status().last_log_index.is_none() {
         // A promoted worker restarts with a manager certificate and an empty Raft store: it asks
@@ -506,7 +520,12 @@ async fn follow_role_as_worker(plane: Arc<RemotePlane>, data_dir: PathBuf, node_
 /// Serves Raft and the other node-to-node endpoints over mutual TLS once this node has a
 /// certificate. Raft messages are accepted only from current members' manager certificates, so
 /// the certificate of a removed manager stops working at once.
-async fn serve_node_to_node(m: Arc<Manager>, listener: tokio::net::TcpListener, agent: AgentSlot) {
+async fn serve_node_to_node(
+    m: Arc<Manager>,
+    listener: tokio::net::TcpListener,
+    agent: AgentSlot,
+    kv: Arc<shoal_api::kv::KvApp>,
+) {
     let mut tls = m.server_tls();
     let mut worker = m.joined_as_worker();
     let cfg = loop {
@@ -556,7 +575,9 @@ async fn serve_node_to_node(m: Arc<Manager>, listener: tokio::net::TcpListener, 
     shoal_raft::transport::serve_tls_reloading(
         listener,
         configs,
-        shoal_api::internal::internal_router(m).merge(shoal_api::logs::agent_router(agent)),
+        shoal_api::internal::internal_router(m.clone())
+            .merge(shoal_api::internal::internal_kv_router(m, kv))
+            .merge(shoal_api::logs::agent_router(agent)),
         authorize,
     )
     .await;
@@ -630,6 +651,16 @@ fn worker_tls(tls_dir: &Path) -> Result<Arc<rustls::ClientConfig>> {
         .context("loading this node's certificate")
 }
 
+/// The etcd API's backend of a daemon that may join a cluster as a worker (set by `serve_etcd`).
+type EtcdHandoff = Arc<std::sync::OnceLock<Arc<shoal_etcd::remote::Handoff>>>;
+
+/// The managers as a worker's etcd API reaches them: the agent's current certificate and the
+/// managers it has learned.
+fn manager_link(plane: &Arc<RemotePlane>) -> shoal_etcd::remote::ManagerLink {
+    let plane = plane.clone();
+    Arc::new(move || (plane.client_tls(), plane.managers()))
+}
+
 /// Starts this node's agent once the node is in a cluster: against the local dispatcher on a
 /// manager, or against the managers over mutual TLS when the node has just joined as a worker.
 async fn start_agent(
@@ -639,6 +670,7 @@ async fn start_agent(
     id: NodeId,
     me: ManagerNode,
     slot: AgentSlot,
+    etcd: EtcdHandoff,
 ) {
     let mut manager_tls = m.server_tls();
     let mut worker = m.joined_as_worker();
@@ -647,6 +679,10 @@ async fn start_agent(
             match worker_tls(m.tls_dir()) {
                 Ok(tls) => {
                     let plane = Arc::new(RemotePlane::new(tls, managers, me.addr.clone()));
+                    if let Some(handoff) = etcd.get() {
+                        handoff.hand_off(Arc::new(shoal_etcd::RemoteKvBackend::new(manager_link(&plane))));
+                        tracing::info!("etcd API: joined as a worker, forwarding to the managers");
+                    }
                     let tls_dir = m.tls_dir().to_path_buf();
                     tokio::spawn(renew_worker_certificate(
                         plane.clone(),
@@ -721,6 +757,20 @@ async fn run_worker(
         managers: managers.clone(),
     };
     let plane = Arc::new(RemotePlane::new(tls, managers, args.advertise_addr.clone()));
+    // The etcd API, forwarded to the managers (like etcd's gRPC proxy).
+    {
+        let link = manager_link(&plane);
+        let backend = move |_url| -> Arc<dyn shoal_etcd::EtcdBackend> {
+            Arc::new(shoal_etcd::RemoteKvBackend::new(link))
+        };
+        let dir = tls_dir.clone();
+        let tls = async move {
+            shoal_api::tcp::api_server_config(&dir)
+                .map_err(|e| tracing::error!(error = %e, "etcd API: cannot load this node's certificate"))
+                .ok()
+        };
+        serve_etcd(&args, backend, tls).await?;
+    }
     let agent = Agent::new(
         agent_config(&args, &identity.node_id),
         crate::drivers::all(&args.data_dir),
@@ -888,13 +938,17 @@ fn reachable_addr(listener: &tokio::net::TcpListener, advertise: &str) -> String
     }
 }
 
-/// The etcd v3 API on `--etcd-addr`: plain on loopback; elsewhere mutual TLS with the cluster's
-/// CA, from the moment this node has its certificate.
-async fn serve_etcd(
+/// The etcd v3 API on `--etcd-addr` (managers and workers; `backend` gets the client URL):
+/// plain on loopback; elsewhere mutual TLS with the cluster's CA, with the server config that
+/// `tls` yields (it waits for this node's certificate; `None`: never).
+async fn serve_etcd<T>(
     args: &DaemonArgs,
-    manager: &Arc<shoal_manager::Manager>,
-    services: &shoal_api::Services,
-) -> Result<()> {
+    backend: impl FnOnce(String) -> Arc<dyn shoal_etcd::EtcdBackend>,
+    tls: T,
+) -> Result<()>
+where
+    T: std::future::Future<Output = Option<Arc<rustls::ServerConfig>>> + Send + 'static,
+{
     let Some(addr) = &args.etcd_addr else { return Ok(()) };
     let listener = match tokio::net::TcpListener::bind(addr).await {
         Ok(l) => l,
@@ -911,27 +965,14 @@ async fn serve_etcd(
         if loopback { "http" } else { "https" },
         reachable_addr(&listener, &args.advertise_addr)
     );
-    let backend: Arc<dyn shoal_etcd::EtcdBackend> =
-        Arc::new(shoal_etcd::ClusterBackend::new(services.kv.clone(), url));
-    let manager = manager.clone();
+    let backend = backend(url);
     tokio::spawn(async move {
         let tls = if loopback {
             None
         } else {
-            // Wait for this node's certificate (a daemon not in a cluster yet has none).
-            let mut node_tls = manager.server_tls();
-            loop {
-                if node_tls.borrow_and_update().is_some() {
-                    match shoal_api::tcp::api_server_config(manager.tls_dir()) {
-                        Ok(c) => break Some(c),
-                        Err(e) => {
-                            tracing::error!(error = %e, "etcd API: cannot load this node's certificate")
-                        }
-                    }
-                }
-                if node_tls.changed().await.is_err() {
-                    return;
-                }
+            match tls.await {
+                Some(c) => Some(c),
+                None => return,
             }
         };
         tracing::info!(addr = %local, tls = !loopback, "etcd API listening");
@@ -940,4 +981,23 @@ async fn serve_etcd(
         }
     });
     Ok(())
+}
+
+/// A manager's etcd API server config, once it has its certificate (a daemon not in a cluster
+/// yet has none; one that joins as a worker gets a worker certificate).
+async fn manager_etcd_tls(manager: Arc<shoal_manager::Manager>) -> Option<Arc<rustls::ServerConfig>> {
+    let mut node_tls = manager.server_tls();
+    let mut worker = manager.joined_as_worker();
+    loop {
+        if node_tls.borrow_and_update().is_some() || worker.borrow_and_update().is_some() {
+            match shoal_api::tcp::api_server_config(manager.tls_dir()) {
+                Ok(c) => return Some(c),
+                Err(e) => tracing::error!(error = %e, "etcd API: cannot load this node's certificate"),
+            }
+        }
+        tokio::select! {
+            r = node_tls.changed() => if r.is_err() { return None },
+            r = worker.changed() => if r.is_err() { return None },
+        }
+    }
 }
