@@ -5,33 +5,14 @@
 //! the managers, and etcd's error texts.
 
 use std::io::Write;
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
+use std::process::Stdio;
 use std::time::Duration;
 
 mod common;
-use common::{eventually, eventually_or, leader_of, next_lines as lines, Node};
-
-fn etcdctl(n: &Node, args: &[&str]) -> Command {
-    let mut c = Command::new("etcdctl");
-    // host:port without a scheme: etcdctl 3.4 sends an invalid :authority with http:// on its
-    // maintenance calls (kv-etcd.md §1.3).
-    c.env("ETCDCTL_API", "3")
-        .arg(format!("--endpoints=127.0.0.1:{}", n.etcd_port))
-        .args(["--dial-timeout=5s", "--command-timeout=15s"])
-        .args(args);
-    c
-}
-
-fn run(n: &Node, args: &[&str]) -> Output {
-    etcdctl(n, args).output().expect("etcdctl is installed (scripts/install-deps.sh)")
-}
-
-fn ok(n: &Node, args: &[&str]) -> String {
-    let o = run(n, args);
-    assert!(o.status.success(), "etcdctl {args:?}: {}", String::from_utf8_lossy(&o.stderr));
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
+use common::{
+    etcdctl, etcdctl_ok as ok, etcdctl_run as run, etcdctl_watch as watch, eventually, eventually_or,
+    leader_of, next_lines as lines, Node,
+};
 
 fn fails(n: &Node, args: &[&str]) -> String {
     let o = run(n, args);
@@ -39,28 +20,10 @@ fn fails(n: &Node, args: &[&str]) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-/// `etcdctl watch ARGS` on `n`, its lines sent as they come.
-fn watch(n: &Node, args: &[&str]) -> (Child, mpsc::Receiver<String>) {
-    common::spawn_lines(etcdctl(n, &[&["watch"][..], args].concat()))
-}
-
 #[test]
 fn etcdctl_against_three_managers_across_a_leader_kill() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let mut nodes: Vec<Node> = ["e1", "e2", "e3"].iter().map(|n| Node::new(tmp.path(), n)).collect();
-    for n in nodes.iter_mut() {
-        n.start("daemon");
-    }
-    assert!(nodes[0].ok(&["cluster", "init"]).contains("initialized"));
-    let token = nodes[0].ok(&["cluster", "join-token", "manager", "-q"]);
-    for i in 1..3 {
-        nodes[i].ok(&["cluster", "join", "--token", &token, &nodes[0].addr()]);
-    }
-    for n in &nodes {
-        eventually(30, "three voters everywhere", || {
-            n.raft().filter(|r| r["voters"].as_object().map(|v| v.len()) == Some(3)).map(|_| ())
-        });
-    }
+    let mut nodes = common::managers(tmp.path(), &["e1", "e2", "e3"]);
     let (_, leader_id) = eventually(20, "a leader", || leader_of(&nodes[0]));
     let li = nodes.iter().position(|n| n.node_id() == leader_id).expect("leader");
     let f: Vec<usize> = (0..3).filter(|i| *i != li).collect();

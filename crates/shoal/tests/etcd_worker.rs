@@ -2,35 +2,10 @@
 //! forwards to the managers over mutual TLS, like etcd's gRPC proxy. One manager (`cluster
 //! init`) and one worker (`common::join_worker`).
 
-use std::process::{Child, Command, Output};
-use std::sync::mpsc;
-
 mod common;
-use common::{eventually, next_lines as lines, Node};
-
-fn etcdctl(n: &Node, args: &[&str]) -> Command {
-    let mut c = Command::new("etcdctl");
-    // host:port without a scheme (kv-etcd.md §1.3).
-    c.env("ETCDCTL_API", "3")
-        .arg(format!("--endpoints=127.0.0.1:{}", n.etcd_port))
-        .args(["--dial-timeout=5s", "--command-timeout=15s"])
-        .args(args);
-    c
-}
-
-fn run(n: &Node, args: &[&str]) -> Output {
-    etcdctl(n, args).output().expect("etcdctl is installed (scripts/install-deps.sh)")
-}
-
-fn ok(n: &Node, args: &[&str]) -> String {
-    let o = run(n, args);
-    assert!(o.status.success(), "etcdctl {args:?}: {}", String::from_utf8_lossy(&o.stderr));
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn watch(n: &Node, args: &[&str]) -> (Child, mpsc::Receiver<String>) {
-    common::spawn_lines(etcdctl(n, &[&["watch"][..], args].concat()))
-}
+use common::{
+    etcdctl_ok as ok, etcdctl_run as run, etcdctl_watch as watch, eventually, next_lines as lines, Node,
+};
 
 #[test]
 fn etcdctl_against_a_worker_forwards_to_the_managers() {
@@ -108,22 +83,9 @@ fn etcdctl_against_a_worker_forwards_to_the_managers() {
 #[test]
 fn a_workers_watch_survives_a_manager_kill() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let mut nodes: Vec<Node> = ["f1", "f2", "f3"].iter().map(|n| Node::new(tmp.path(), n)).collect();
+    let mut nodes = common::managers(tmp.path(), &["f1", "f2", "f3"]);
     let mut w = Node::new(tmp.path(), "fw");
-    for n in nodes.iter_mut() {
-        n.start("daemon");
-    }
     w.start("daemon");
-    assert!(nodes[0].ok(&["cluster", "init"]).contains("initialized"));
-    let token = nodes[0].ok(&["cluster", "join-token", "manager", "-q"]);
-    for n in &nodes[1..] {
-        n.ok(&["cluster", "join", "--token", &token, &nodes[0].addr()]);
-    }
-    for n in &nodes {
-        eventually(30, "three voters everywhere", || {
-            n.raft().filter(|r| r["voters"].as_object().map(|v| v.len()) == Some(3)).map(|_| ())
-        });
-    }
     common::join_worker(&nodes[0], &w);
     eventually(30, "the worker's etcd API to forward", || {
         common::daemon_log(&w).contains("forwarding to the managers").then_some(())

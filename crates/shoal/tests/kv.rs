@@ -21,28 +21,10 @@ fn watch(n: &Node, args: &[&str]) -> (Child, mpsc::Receiver<String>) {
     common::spawn_lines(cmd)
 }
 
-fn three_managers(root: &std::path::Path) -> Vec<Node> {
-    let mut nodes: Vec<Node> = ["k1", "k2", "k3"].iter().map(|n| Node::new(root, n)).collect();
-    for n in nodes.iter_mut() {
-        n.start("daemon");
-    }
-    assert!(nodes[0].ok(&["cluster", "init"]).contains("initialized"));
-    let token = nodes[0].ok(&["cluster", "join-token", "manager", "-q"]);
-    for i in 1..3 {
-        nodes[i].ok(&["cluster", "join", "--token", &token, &nodes[0].addr()]);
-    }
-    for n in &nodes {
-        eventually(30, "three voters everywhere", || {
-            n.raft().filter(|r| r["voters"].as_object().map(|v| v.len()) == Some(3)).map(|_| ())
-        });
-    }
-    nodes
-}
-
 #[test]
 fn kv_through_every_manager_across_a_leader_kill() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let mut nodes = three_managers(tmp.path());
+    let mut nodes = common::managers(tmp.path(), &["k1", "k2", "k3"]);
     let (_, leader_id) = eventually(20, "a leader", || leader_of(&nodes[0]));
     let li = nodes.iter().position(|n| n.node_id() == leader_id).expect("the leader is one of them");
     let followers: Vec<usize> = (0..3).filter(|i| *i != li).collect();

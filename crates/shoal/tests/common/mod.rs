@@ -556,3 +556,51 @@ pub fn next_lines(rx: &std::sync::mpsc::Receiver<String>, n: usize, secs: u64) -
     }
     out
 }
+
+/// `shoal daemon`s named `names` under `root`: the first runs `cluster init`, the others join it
+/// as managers; returns once every one lists them all as voters.
+pub fn managers(root: &Path, names: &[&str]) -> Vec<Node> {
+    let mut nodes: Vec<Node> = names.iter().map(|n| Node::new(root, n)).collect();
+    for n in nodes.iter_mut() {
+        n.start("daemon");
+    }
+    assert!(nodes[0].ok(&["cluster", "init"]).contains("initialized"));
+    let token = nodes[0].ok(&["cluster", "join-token", "manager", "-q"]);
+    for n in &nodes[1..] {
+        n.ok(&["cluster", "join", "--token", &token, &nodes[0].addr()]);
+    }
+    for n in &nodes {
+        eventually(30, "every manager a voter everywhere", || {
+            n.raft().filter(|r| r["voters"].as_object().map(|v| v.len()) == Some(names.len())).map(|_| ())
+        });
+    }
+    nodes
+}
+
+/// The real `etcdctl` (v3 API) against `n`'s `--etcd-addr`: `host:port` without a scheme, as
+/// etcdctl 3.4 needs (kv-etcd.md §1.3).
+pub fn etcdctl(n: &Node, args: &[&str]) -> Command {
+    let mut c = Command::new("etcdctl");
+    c.env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints=127.0.0.1:{}", n.etcd_port))
+        .args(["--dial-timeout=5s", "--command-timeout=15s"])
+        .args(args);
+    c
+}
+
+/// `etcdctl ARGS` against `n`, run to the end.
+pub fn etcdctl_run(n: &Node, args: &[&str]) -> Output {
+    etcdctl(n, args).output().expect("etcdctl is installed (scripts/install-deps.sh)")
+}
+
+/// `etcdctl ARGS` against `n`, which must succeed: its stdout.
+pub fn etcdctl_ok(n: &Node, args: &[&str]) -> String {
+    let o = etcdctl_run(n, args);
+    assert!(o.status.success(), "etcdctl {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// `etcdctl watch ARGS` against `n`: its lines as they come.
+pub fn etcdctl_watch(n: &Node, args: &[&str]) -> (Child, std::sync::mpsc::Receiver<String>) {
+    spawn_lines(etcdctl(n, &[&["watch"][..], args].concat()))
+}
