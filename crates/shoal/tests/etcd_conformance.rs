@@ -493,7 +493,7 @@ fn shoal_answers_like_etcd() {
     let etcd_lines = rt.block_on(async { probes(connect(etcd.client_port, "etcd").await).await });
     drop(etcd);
 
-    let mut node = Node::new(tmp.path(), "m1");
+    let mut node = Node::with_etcd(tmp.path(), "m1");
     node.start("daemon");
     assert!(node.ok(&["cluster", "init"]).contains("initialized"));
     let shoal_lines = rt.block_on(async { probes(connect(node.etcd_port, "shoal").await).await });

@@ -10,8 +10,8 @@ use common::{
 #[test]
 fn etcdctl_against_a_worker_forwards_to_the_managers() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let mut m = Node::new(tmp.path(), "em");
-    let mut w = Node::new(tmp.path(), "ew");
+    let mut m = Node::with_etcd(tmp.path(), "em");
+    let mut w = Node::with_etcd(tmp.path(), "ew");
     m.start("daemon");
     w.start("daemon");
     assert!(m.ok(&["cluster", "init"]).contains("initialized"));
@@ -84,7 +84,7 @@ fn etcdctl_against_a_worker_forwards_to_the_managers() {
 fn a_workers_watch_survives_a_manager_kill() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let mut nodes = common::managers(tmp.path(), &["f1", "f2", "f3"]);
-    let mut w = Node::new(tmp.path(), "fw");
+    let mut w = Node::with_etcd(tmp.path(), "fw");
     w.start("daemon");
     common::join_worker(&nodes[0], &w);
     eventually(30, "the worker's etcd API to forward", || {

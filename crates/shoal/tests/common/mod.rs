@@ -248,7 +248,10 @@ pub struct Node {
     pub port: u16,
     /// Where the daemon serves its web UI (managers) and `/metrics`.
     pub ui_port: u16,
-    /// Where the daemon serves the etcd API (loopback; every test daemon its own port).
+    /// Where the daemon serves the etcd API on loopback ([`Node::with_etcd`]); 0: the default
+    /// address, which only one daemon on the machine gets (the others turn theirs off). Each
+    /// port a test reserves ahead is a chance for another process to take it first, so only the
+    /// tests of the etcd API ask for one.
     pub etcd_port: u16,
     pub child: Option<Child>,
 }
@@ -308,9 +311,16 @@ impl Node {
             netns: None,
             port: free_port(),
             ui_port: free_port(),
-            etcd_port: free_port(),
+            etcd_port: 0,
             child: None,
         }
+    }
+
+    /// A node (not started) that serves the etcd API on a loopback port of its own.
+    pub fn with_etcd(root: &Path, name: &str) -> Node {
+        let mut n = Node::new(root, name);
+        n.etcd_port = free_port();
+        n
     }
 
     pub fn start(&mut self, mode: &str) {
@@ -348,7 +358,11 @@ impl Node {
             .arg(self.dir.join("shoal.sock"))
             .args(["--listen-addr", &format!("{}:{}", self.host, self.port)])
             .args(["--ui-addr", &format!("127.0.0.1:{}", self.ui_port)])
-            .args(["--etcd-addr", &format!("127.0.0.1:{}", self.etcd_port)])
+            .args(if self.etcd_port == 0 {
+                Vec::new()
+            } else {
+                vec!["--etcd-addr".to_string(), format!("127.0.0.1:{}", self.etcd_port)]
+            })
             .args(["--hostname", self.dir.file_name().and_then(|n| n.to_str()).unwrap_or("n")])
             .stdout(Stdio::null())
             .stderr(log)
@@ -557,10 +571,10 @@ pub fn next_lines(rx: &std::sync::mpsc::Receiver<String>, n: usize, secs: u64) -
     out
 }
 
-/// `shoal daemon`s named `names` under `root`: the first runs `cluster init`, the others join it
-/// as managers; returns once every one lists them all as voters.
+/// `shoal daemon`s named `names` under `root` (each with its etcd port): the first runs `cluster
+/// init`, the others join it as managers; returns once every one lists them all as voters.
 pub fn managers(root: &Path, names: &[&str]) -> Vec<Node> {
-    let mut nodes: Vec<Node> = names.iter().map(|n| Node::new(root, n)).collect();
+    let mut nodes: Vec<Node> = names.iter().map(|n| Node::with_etcd(root, n)).collect();
     for n in nodes.iter_mut() {
         n.start("daemon");
     }
