@@ -573,10 +573,12 @@ fn services_through_the_docker_cli() {
         "exit 0",
     ]);
     assert!(out.contains("job complete"), "{out}");
-    assert_eq!(
-        d.ok(&["service", "ls", "--filter", "name=batch", "--format", "{{.Replicas}}"]),
-        "0/0 (3/3 completed)"
-    );
+    // The CLI's "complete" comes from the tasks' states; the last task's desired state follows
+    // a moment later (the orchestrator's pass), and the listing counts desired states.
+    eventually(10, "the job listed as done", || {
+        let replicas = d.ok(&["service", "ls", "--filter", "name=batch", "--format", "{{.Replicas}}"]);
+        (replicas == "0/0 (3/3 completed)").then_some(())
+    });
 
     // Errors: an unknown service (404), what cannot be mapped (400, naming the field).
     assert!(d.fails(&["service", "inspect", "nope"]).contains("no such service: nope"));
