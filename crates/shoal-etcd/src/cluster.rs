@@ -87,21 +87,14 @@ impl EtcdBackend for ClusterBackend {
         key: Vec<u8>,
         range_end: Vec<u8>,
     ) -> Result<WatchFeed, BackendError> {
-        let mut rx = self.kv.watch(start_revision, key, range_end)?;
-        let (tx, out) = tokio::sync::mpsc::channel(256);
-        tokio::spawn(async move {
-            while let Some(item) = rx.recv().await {
-                let msg = match item {
-                    WatchItem::Events { revision, events } => WatchMessage::Events { revision, events },
-                    WatchItem::Progress { revision } => WatchMessage::Progress { revision },
-                    WatchItem::Compacted { compact_revision } => WatchMessage::Compacted { compact_revision },
-                };
-                if tx.send(msg).await.is_err() {
-                    return;
-                }
-            }
-        });
-        Ok(WatchFeed::from_receiver(out))
+        // The application layer's items, translated as they pass (no task or channel of its own).
+        use tokio_stream::StreamExt;
+        let rx = self.kv.watch(start_revision, key, range_end)?;
+        Ok(WatchFeed::new(tokio_stream::wrappers::ReceiverStream::new(rx).map(|item| match item {
+            WatchItem::Events { revision, events } => WatchMessage::Events { revision, events },
+            WatchItem::Progress { revision } => WatchMessage::Progress { revision },
+            WatchItem::Compacted { compact_revision } => WatchMessage::Compacted { compact_revision },
+        })))
     }
 
     async fn members(&self) -> Result<Vec<Member>, BackendError> {
