@@ -6,7 +6,7 @@
 #
 # Usage: scripts/bench-etcd.sh [SIZES]   SIZES: cluster sizes, default "1 3"
 # Env: SECS (per run, default 10), VALUE (bytes, default 1024), IN_FLIGHT (default "1 16 256"),
-# BUILD=0 to skip the release builds.
+# BUILD=0 to skip the release builds, SYSTEMS (default "etcd shoal") to run only one side.
 # Connections: 1 for up to 16 in flight, 4 for more; they go round-robin over the members,
 # first member first (etcd: whichever member leads; Shoal: the `cluster init` manager leads).
 set -euo pipefail
@@ -15,6 +15,7 @@ SIZES=${1:-"1 3"}
 SECS=${SECS:-10}
 VALUE=${VALUE:-1024}
 IN_FLIGHT=${IN_FLIGHT:-"1 16 256"}
+SYSTEMS=${SYSTEMS:-"etcd shoal"}
 command -v etcd >/dev/null || { echo "etcd is not installed (apt-get install etcd-server)" >&2; exit 1; }
 if [ "${BUILD:-1}" = 1 ]; then # BUILD=0: use the binaries already in target/release
     CARGO_INCREMENTAL=0 cargo build --release -q -p shoal
@@ -62,6 +63,7 @@ wait_healthy() {
 }
 
 for n in $SIZES; do
+  if [[ " $SYSTEMS " == *" etcd "* ]]; then
     # A real etcd, n members.
     cluster="" endpoints=""
     for i in $(seq 1 "$n"); do
@@ -78,7 +80,9 @@ for n in $SIZES; do
     wait_healthy "$endpoints"
     bench etcd "$n" "$endpoints"
     stop
+  fi
 
+  if [[ " $SYSTEMS " == *" shoal "* ]]; then
     # Shoal, n managers: `shoal daemon` each, `cluster init` on the first, the others join.
     endpoints=""
     for i in $(seq 1 "$n"); do
@@ -100,6 +104,7 @@ for n in $SIZES; do
     wait_healthy "$endpoints"
     bench shoal "$n" "$endpoints"
     stop
+  fi
 done
 
 echo

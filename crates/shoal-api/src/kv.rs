@@ -3,10 +3,10 @@
 //! kept by the leader, watches that replay history and then follow the log, and the leader's
 //! housekeeping (lease expiry, automatic compaction).
 //!
-//! * **Group commit.** Writes queue; one task sends everything queued as one
-//!   [`Command::Kv`] through [`leader::submit`] (forwarded to the leader from a follower) while
-//!   the next writes queue behind it — so concurrent clients share a log entry and an fsync,
-//!   each op still its own revision, in order.
+//! * **Group commit.** Writes queue; everything queued goes as one [`Command::Kv`] through
+//!   [`leader::submit`] (forwarded to the leader from a follower) while the next writes queue
+//!   behind it — so concurrent clients share a log entry and an fsync, each op still its own
+//!   revision, in order.
 //! * **Leases.** Deadlines are the leader's alone (etcd's model, `shoal_kv` docs): keep-alives
 //!   and time-to-live go to the leader ([`LeaderOp::KvLease`]); the leader revokes what expired
 //!   every [`LEASE_TICK`] through the log, and a manager that becomes leader first gives every
@@ -29,6 +29,13 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 pub const LEASE_TICK: Duration = Duration::from_millis(500);
 /// The most ops one log entry carries.
 const MAX_BATCH: usize = 1024;
+/// How many batches may be on their way through Raft at once. One: openraft 0.9 appends and
+/// fsyncs proposals one after another, so more batches only split the queue into smaller log
+/// entries (measured, one manager, 16 in flight: 4,490 puts/s with 4 batches, 7,664 with 1).
+const BATCHES_IN_FLIGHT: usize = 1;
+/// Scheduler turns given before a batch is cut, so a burst whose requests are still being
+/// decoded joins it (256 in flight: 23,100 -> 25,600 puts/s).
+const YIELDS_BEFORE_BATCH: usize = 2;
 /// Revisions kept before the leader compacts automatically (history for watchers and reads at
 /// past revisions; etcd's `--auto-compaction-mode=revision`).
 pub const DEFAULT_RETAINED_REVISIONS: i64 = 10_000;
@@ -300,9 +307,18 @@ async fn follow(
     }
 }
 
-/// Sends what is queued as one log entry, again and again.
+/// Sends what is queued as one log entry, with up to [`BATCHES_IN_FLIGHT`] entries on their
+/// way at once; what arrives meanwhile queues and goes as the next batch.
 async fn commit_loop(m: Arc<Manager>, mut rx: mpsc::Receiver<Pending>) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(BATCHES_IN_FLIGHT));
     while let Some(first) = rx.recv().await {
+        // Waiting for a slot lets the queue fill: the next batch is bigger.
+        let Ok(slot) = slots.clone().acquire_owned().await else { return };
+        // Requests that arrived together (a client's pipelined burst, answered at once by the
+        // last batch) are still being decoded by their connections' tasks: let them queue.
+        for _ in 0..YIELDS_BEFORE_BATCH {
+            tokio::task::yield_now().await;
+        }
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
@@ -310,30 +326,38 @@ async fn commit_loop(m: Arc<Manager>, mut rx: mpsc::Receiver<Pending>) {
                 Err(_) => break,
             }
         }
-        let ops = batch.iter().map(|p| p.op.clone()).collect();
-        let outcome = leader::submit(&m, LeaderOp::Write { command: Command::Kv { ops } }).await;
-        match outcome {
-            Ok(Some(resp)) if resp.kv.len() == batch.len() => {
-                for (p, r) in batch.into_iter().zip(resp.kv) {
-                    let _ = p.reply.send(r.map(|a| a.response).map_err(KvFailure::from));
-                }
+        let m = m.clone();
+        tokio::spawn(async move {
+            commit(&m, batch).await;
+            drop(slot);
+        });
+    }
+}
+
+/// Commits one batch and answers each of its writers.
+async fn commit(m: &Arc<Manager>, batch: Vec<Pending>) {
+    let ops = batch.iter().map(|p| p.op.clone()).collect();
+    let outcome = leader::submit(m, LeaderOp::Write { command: Command::Kv { ops } }).await;
+    match outcome {
+        Ok(Some(resp)) if resp.kv.len() == batch.len() => {
+            for (p, r) in batch.into_iter().zip(resp.kv) {
+                let _ = p.reply.send(r.map(|a| a.response).map_err(KvFailure::from));
             }
-            Ok(_) => {
-                for p in batch {
-                    let _ = p
-                        .reply
-                        .send(Err(KvFailure::Unavailable("the leader's answer had no outcome".into())));
-                }
+        }
+        Ok(_) => {
+            for p in batch {
+                let _ =
+                    p.reply.send(Err(KvFailure::Unavailable("the leader's answer had no outcome".into())));
             }
-            Err(e) => {
-                let failure = KvFailure::from(e);
-                for p in batch {
-                    let again = match &failure {
-                        KvFailure::NoLeader => KvFailure::NoLeader,
-                        other => KvFailure::Unavailable(other.to_string()),
-                    };
-                    let _ = p.reply.send(Err(again));
-                }
+        }
+        Err(e) => {
+            let failure = KvFailure::from(e);
+            for p in batch {
+                let again = match &failure {
+                    KvFailure::NoLeader => KvFailure::NoLeader,
+                    other => KvFailure::Unavailable(other.to_string()),
+                };
+                let _ = p.reply.send(Err(again));
             }
         }
     }
@@ -344,19 +368,14 @@ async fn commit_loop(m: Arc<Manager>, mut rx: mpsc::Receiver<Pending>) {
 async fn housekeeping(m: Arc<Manager>, retained: i64) {
     let mut tick = tokio::time::interval(LEASE_TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut leading_term: Option<u64> = None;
     loop {
         tick.tick().await;
         if !m.node.is_leader() {
-            leading_term = None;
             continue;
         }
+        // Deadlines were the old leader's: start every lease afresh (etcd does the same).
         let term = m.node.status().term;
-        if leading_term != Some(term) {
-            // Deadlines were the old leader's: start every lease afresh (etcd does the same).
-            m.node.kv_leader(|kv| kv.refresh_all_leases(now_nanos()));
-            leading_term = Some(term);
-        }
+        m.node.kv_leader(|kv| kv.promote(term, now_nanos()));
         let (expired, compact) =
             m.node.local(|s| (s.kv().expired_leases(now_nanos()), s.kv().auto_compact_target(retained)));
         let mut ops: Vec<Op> = expired.into_iter().map(|id| Op::LeaseRevoke { id }).collect();

@@ -232,7 +232,11 @@ async fn execute(m: &Manager, op: &LeaderOp) -> Result<Option<shoal_raft::Respon
                 return Err(WriteError::NotLeader { leader: m.node.status().leader_node });
             }
             let now = shoal_types::Timestamp::from_system_time(std::time::SystemTime::now()).as_nanos();
+            let term = m.node.status().term;
             let lease = m.node.kv_leader(|kv| {
+                // A new leader answers from its own deadlines only: before the first answer in
+                // its term, every lease gets a full TTL (the followers' deadlines are stale).
+                kv.promote(term, now);
                 if *keep_alive {
                     kv.lease_keepalive(*id, now)?;
                 }

@@ -161,6 +161,9 @@ pub struct KvStore {
     pub(crate) leases: BTreeMap<LeaseId, Lease>,
     /// Leader-local soft state: lease deadlines (ns since the epoch). Not serialized.
     pub(crate) deadlines: BTreeMap<LeaseId, u64>,
+    /// Leader-local: the term in which [`KvStore::promote`] last made the deadlines this
+    /// leader's.
+    pub(crate) promoted_term: Option<u64>,
 }
 
 impl PartialEq for KvStore {
@@ -237,6 +240,7 @@ impl KvStore {
             log: BTreeMap::new(),
             leases: BTreeMap::new(),
             deadlines: BTreeMap::new(),
+            promoted_term: None,
         }
     }
 
@@ -849,6 +853,16 @@ impl KvStore {
 
     /// On becoming leader (etcd's `Promote`): every lease gets a full TTL from `now`, as etcd
     /// does on a leader change, since deadlines were only known to the old leader.
+    pub fn promote(&mut self, term: u64, now: u64) -> bool {
+        if self.promoted_term == Some(term) {
+            return false;
+        }
+        self.refresh_all_leases(now);
+        self.promoted_term = Some(term);
+        true
+    }
+
+    /// Every lease gets a full TTL from `now`.
     pub fn refresh_all_leases(&mut self, now: u64) {
         self.deadlines = self.leases.iter().map(|(&id, l)| (id, deadline(now, l.ttl))).collect();
     }

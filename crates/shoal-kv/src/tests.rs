@@ -767,3 +767,21 @@ fn error_messages_and_codes_are_etcds() {
         assert_eq!((e.to_string().as_str(), e.grpc_code().name(), e.grpc_code().number()), (msg, code, n));
     }
 }
+
+/// A new leader's first lease answer in its term comes from fresh deadlines: a lease granted
+/// longer ago than its TTL (whose deadline on this replica went stale while another member
+/// led) is renewed, not reported gone; a second promote in the same term changes nothing.
+#[test]
+fn promote_refreshes_stale_deadlines_once_per_term() {
+    let mut s = KvStore::default();
+    let now = 1_000 * SEC;
+    let g = s.lease_grant(0, 5, now).expect("grant");
+    let later = now + 60 * SEC;
+    assert_eq!(s.lease_keepalive(g.id, later), Err(KvError::LeaseNotFound), "stale deadline");
+    assert!(s.promote(7, later), "a new term refreshes");
+    assert_eq!(s.lease_keepalive(g.id, later + SEC), Ok(5));
+    assert!(!s.promote(7, later + 30 * SEC), "same term: deadlines stay this leader's");
+    assert_eq!(s.expired_leases(later + 30 * SEC), vec![g.id], "and they expire on its clock");
+    assert!(s.promote(8, later + 30 * SEC), "the next term refreshes again");
+    assert!(s.expired_leases(later + 34 * SEC).is_empty());
+}

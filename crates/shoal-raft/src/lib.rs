@@ -195,7 +195,8 @@ pub type SnapshotMeta = openraft::SnapshotMeta<RaftId, ManagerNode>;
 pub fn open(path: &std::path::Path) -> Result<(LogStore, StateMachineStore), OpenError> {
     let db = std::sync::Arc::new(redb::Database::create(path).map_err(|e| OpenError(e.to_string()))?);
     let log = LogStore::new(db.clone()).map_err(|e| OpenError(e.to_string()))?;
-    let sm = StateMachineStore::new(db).map_err(|e| OpenError(e.to_string()))?;
+    let sm =
+        StateMachineStore::new(db, path.with_extension("snapshot")).map_err(|e| OpenError(e.to_string()))?;
     Ok((log, sm))
 }
 

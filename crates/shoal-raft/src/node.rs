@@ -13,6 +13,7 @@ use shoal_state::{ClusterState, Command, Event};
 use shoal_types::Timestamp;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError};
 use std::time::{Duration, SystemTime};
 use tokio::sync::{broadcast, watch};
@@ -179,7 +180,8 @@ impl RaftNode {
             election_timeout_min: cfg.election_timeout_ms.0,
             election_timeout_max: cfg.election_timeout_ms.1,
             heartbeat_interval: cfg.heartbeat_ms,
-            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(2_000),
+            // See `snapshot_policy` below.
+            snapshot_policy: openraft::SnapshotPolicy::Never,
             max_in_snapshot_log_to_keep: 500,
             // Snapshots travel as JSON (bytes as a number array, ~4x) in chunks; each chunk (the
             // last one includes installing the snapshot) must arrive within this timeout. The
@@ -191,10 +193,12 @@ impl RaftNode {
         .validate()
         .map_err(|e| StartError::Raft(e.to_string()))?;
         let committed = log.committed_index();
+        let (appended, snapshot_bytes) = (log.appended_bytes(), sm.snapshot_bytes());
         let raft = Raft::new(cfg.raft_id, Arc::new(raft_config), network, log, sm.clone())
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;
         tokio::spawn(count_leader_changes(raft.metrics()));
+        tokio::spawn(snapshot_policy(raft.clone(), appended, snapshot_bytes));
         let shared = sm.shared();
         Ok(RaftNode { read_batch: ReadBatch::default(), cfg, raft, sm, shared, committed })
     }
@@ -547,6 +551,42 @@ impl RaftNode {
 }
 
 /// Counts the leader changes this member sees (including losing a leader), until Raft stops.
+/// The fewest log entries between two snapshots.
+const SNAPSHOT_MIN_ENTRIES: u64 = 2_000;
+
+/// When to snapshot: once the log since the last snapshot has at least
+/// [`SNAPSHOT_MIN_ENTRIES`] entries *and* half as many bytes as that snapshot. A snapshot
+/// copies the whole state, so with a large key-value store a fixed entry count would rebuild
+/// hundreds of megabytes every few seconds under load; tied to bytes written, its cost stays
+/// proportional to the writes, and the log stays under about half the state's size.
+async fn snapshot_policy(raft: Raft, appended: Arc<AtomicU64>, snapshot_bytes: Arc<AtomicU64>) {
+    let rx = raft.metrics();
+    let mut bytes_at_last = 0u64;
+    // A look twice a second is plenty: 2,000 entries take longer than that to write.
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if rx.has_changed().is_err() {
+            return; // Raft has stopped.
+        }
+        let (applied, snapshot) = {
+            let m = rx.borrow();
+            (m.last_applied.map_or(0, |l| l.index), m.snapshot.map_or(0, |l| l.index))
+        };
+        let bytes = appended.load(Ordering::Relaxed);
+        if applied.saturating_sub(snapshot) < SNAPSHOT_MIN_ENTRIES
+            || bytes.saturating_sub(bytes_at_last) < snapshot_bytes.load(Ordering::Relaxed) / 2
+        {
+            continue;
+        }
+        if raft.trigger().snapshot().await.is_err() {
+            return;
+        }
+        bytes_at_last = bytes;
+    }
+}
+
 async fn count_leader_changes(mut rx: watch::Receiver<RaftMetrics<RaftId, ManagerNode>>) {
     let mut leader = rx.borrow_and_update().current_leader;
     while rx.changed().await.is_ok() {

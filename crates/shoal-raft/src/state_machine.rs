@@ -9,11 +9,18 @@ use redb::{Database, ReadableDatabase, TableDefinition};
 use serde::{Deserialize, Serialize};
 use shoal_state::{ClusterState, Command, Event};
 use std::io::Cursor;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use tokio::sync::broadcast;
 
-const SNAPSHOT: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("raft_snapshot");
+/// Where snapshots were kept before they moved to their own file (read once, then removed).
+const LEGACY_SNAPSHOT: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("raft_snapshot");
 const KEY_CURRENT: &str = "current";
+/// The snapshot file starts with this, then the metadata's length (u64 LE), the metadata
+/// (JSON), then the state as it is sent to other managers.
+const SNAPSHOT_MAGIC: &[u8] = b"SHOAL-SNAPSHOT-1\n";
 
 /// What the state machine holds; shared read-only with the API and the controllers.
 #[derive(Debug, Default)]
@@ -31,6 +38,47 @@ struct StoredSnapshot {
     data: Vec<u8>,
 }
 
+impl StoredSnapshot {
+    fn encode(&self) -> Result<Vec<u8>, serde_json::Error> {
+        let meta = serde_json::to_vec(&self.meta)?;
+        let mut out = Vec::with_capacity(SNAPSHOT_MAGIC.len() + 8 + meta.len() + self.data.len());
+        out.extend_from_slice(SNAPSHOT_MAGIC);
+        out.extend_from_slice(&(meta.len() as u64).to_le_bytes());
+        out.extend_from_slice(&meta);
+        out.extend_from_slice(&self.data);
+        Ok(out)
+    }
+
+    fn decode(mut bytes: Vec<u8>) -> Result<StoredSnapshot, String> {
+        let rest = bytes.strip_prefix(SNAPSHOT_MAGIC).ok_or("not a Shoal snapshot file")?;
+        let (len, rest) = rest.split_first_chunk::<8>().ok_or("snapshot file cut short")?;
+        let len = usize::try_from(u64::from_le_bytes(*len)).map_err(|_| "snapshot metadata too long")?;
+        let meta = rest.get(..len).ok_or("snapshot file cut short")?;
+        let meta: SnapshotMeta =
+            serde_json::from_slice(meta).map_err(|e| format!("snapshot metadata: {e}"))?;
+        let start = SNAPSHOT_MAGIC.len() + 8 + len;
+        let data = bytes.split_off(start);
+        Ok(StoredSnapshot { meta, data })
+    }
+}
+
+/// Writes `bytes` to `path` atomically and durably (temporary file, fsync, rename, fsync dir).
+fn write_file_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    {
+        let mut f =
+            std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
 /// The key-value store's changes at one revision, as watchers see them.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KvCommit {
@@ -41,20 +89,33 @@ pub struct KvCommit {
 #[derive(Clone)]
 pub struct StateMachineStore {
     db: Arc<Database>,
+    /// The last snapshot (a file beside the log: a large state does not bloat the log's
+    /// database or hold its write lock while it is written).
+    snapshot_path: Arc<PathBuf>,
+    /// The size of the last snapshot built or installed (the snapshot policy's yardstick).
+    snapshot_bytes: Arc<AtomicU64>,
     data: SharedState,
     events: broadcast::Sender<Arc<Event>>,
     kv_events: broadcast::Sender<Arc<KvCommit>>,
 }
 
 impl StateMachineStore {
-    pub(crate) fn new(db: Arc<Database>) -> Result<Self, redb::Error> {
+    pub(crate) fn new(db: Arc<Database>, snapshot_path: PathBuf) -> Result<Self, redb::Error> {
         let tx = db.begin_write()?;
-        tx.open_table(SNAPSHOT)?;
+        tx.open_table(LEGACY_SNAPSHOT)?;
         tx.commit()?;
         let (events, _) = broadcast::channel(8192);
         let (kv_events, _) = broadcast::channel(8192);
-        let sm = StateMachineStore { db, data: Arc::default(), events, kv_events };
+        let sm = StateMachineStore {
+            db,
+            snapshot_path: Arc::new(snapshot_path),
+            snapshot_bytes: Arc::default(),
+            data: Arc::default(),
+            events,
+            kv_events,
+        };
         if let Some(stored) = sm.read_stored().map_err(|e| redb::Error::Corrupted(e.to_string()))? {
+            sm.snapshot_bytes.store(stored.data.len() as u64, Ordering::Relaxed);
             let state = decode_state(&stored.data).map_err(|e| redb::Error::Corrupted(e.to_string()))?;
             let mut d = sm.data.write().unwrap_or_else(PoisonError::into_inner);
             d.state = state;
@@ -80,10 +141,24 @@ impl StateMachineStore {
         self.kv_events.subscribe()
     }
 
+    /// The size of the last snapshot, in bytes.
+    pub(crate) fn snapshot_bytes(&self) -> Arc<AtomicU64> {
+        self.snapshot_bytes.clone()
+    }
+
+    /// The current snapshot: the file, or (from an older version) the log database's entry.
     fn read_stored(&self) -> Result<Option<StoredSnapshot>, StorageError> {
+        let err = |e: &dyn std::fmt::Display| StorageError::IO {
+            source: StorageIOError::read_snapshot(None, &std::io::Error::other(e.to_string())),
+        };
+        match std::fs::read(&*self.snapshot_path) {
+            Ok(bytes) => return StoredSnapshot::decode(bytes).map(Some).map_err(|e| err(&e)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(err(&e)),
+        }
         let map = |e: redb::Error| StorageError::IO { source: StorageIOError::read_snapshot(None, &e) };
         let tx = self.db.begin_read().map_err(|e| map(e.into()))?;
-        let t = tx.open_table(SNAPSHOT).map_err(|e| map(e.into()))?;
+        let t = tx.open_table(LEGACY_SNAPSHOT).map_err(|e| map(e.into()))?;
         match t.get(KEY_CURRENT).map_err(|e| map(e.into()))? {
             None => Ok(None),
             Some(v) => serde_json::from_slice(v.value())
@@ -94,16 +169,24 @@ impl StateMachineStore {
 
     fn write_stored(&self, s: &StoredSnapshot) -> Result<(), StorageError> {
         let sig = Some(s.meta.signature());
-        let map =
-            |e: redb::Error| StorageError::IO { source: StorageIOError::write_snapshot(sig.clone(), &e) };
-        let bytes = serde_json::to_vec(s)
-            .map_err(|e| StorageError::IO { source: StorageIOError::write_snapshot(sig.clone(), &e) })?;
-        let tx = self.db.begin_write().map_err(|e| map(e.into()))?;
-        {
-            let mut t = tx.open_table(SNAPSHOT).map_err(|e| map(e.into()))?;
-            t.insert(KEY_CURRENT, bytes.as_slice()).map_err(|e| map(e.into()))?;
-        }
-        tx.commit().map_err(|e| map(e.into()))
+        let err = |e: &dyn std::fmt::Display| StorageError::IO {
+            source: StorageIOError::write_snapshot(sig.clone(), &std::io::Error::other(e.to_string())),
+        };
+        let bytes = s.encode().map_err(|e| err(&e))?;
+        write_file_durably(&self.snapshot_path, &bytes).map_err(|e| err(&e))?;
+        self.snapshot_bytes.store(s.data.len() as u64, Ordering::Relaxed);
+        // The file is durable: an older version's copy in the database can go.
+        let legacy = || -> Result<(), redb::Error> {
+            let tx = self.db.begin_write()?;
+            let had = tx.open_table(LEGACY_SNAPSHOT)?.remove(KEY_CURRENT)?.is_some();
+            if had {
+                tx.commit()?;
+            } else {
+                tx.abort()?;
+            }
+            Ok(())
+        };
+        legacy().map_err(|e| err(&e))
     }
 }
 
@@ -138,27 +221,42 @@ fn apply_request(state: &mut ClusterState, req: Request) -> (Response, Vec<Event
     }
 }
 
-impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
+/// A snapshot being built: the state as it was when openraft asked (copied while applying
+/// waited), serialized and written without holding the state's lock.
+pub struct SnapshotBuilder {
+    store: StateMachineStore,
+    state: shoal_state::Snapshot,
+    last_applied: Option<LogId>,
+    membership: StoredMembership,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
-        let (data, last_applied, membership) = {
-            let d = self.data.read().unwrap_or_else(PoisonError::into_inner);
-            let data = serde_json::to_vec(&d.state.snapshot())
+        let state = std::mem::take(&mut self.state);
+        let (store, last_applied, membership) =
+            (self.store.clone(), self.last_applied, self.membership.clone());
+        let build = move || -> Result<Snapshot<TypeConfig>, StorageError> {
+            let data = serde_json::to_vec(&state)
                 .map_err(|e| StorageError::IO { source: StorageIOError::read_state_machine(&e) })?;
-            (data, d.last_applied, d.membership.clone())
+            drop(state);
+            let snapshot_id = match last_applied {
+                Some(l) => format!("{}-{}-{}", l.leader_id, l.index, data.len()),
+                None => format!("empty-{}", data.len()),
+            };
+            let meta = SnapshotMeta { last_log_id: last_applied, last_membership: membership, snapshot_id };
+            let stored = StoredSnapshot { meta: meta.clone(), data };
+            store.write_stored(&stored)?;
+            Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(stored.data)) })
         };
-        let snapshot_id = match last_applied {
-            Some(l) => format!("{}-{}-{}", l.leader_id, l.index, data.len()),
-            None => format!("empty-{}", data.len()),
-        };
-        let meta = SnapshotMeta { last_log_id: last_applied, last_membership: membership, snapshot_id };
-        let stored = StoredSnapshot { meta: meta.clone(), data };
-        self.write_stored(&stored)?;
-        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(stored.data)) })
+        // Serializing a large state and fsyncing it is blocking work.
+        tokio::task::spawn_blocking(build).await.map_err(|e| StorageError::IO {
+            source: StorageIOError::read_state_machine(&std::io::Error::other(e.to_string())),
+        })?
     }
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachineStore {
-    type SnapshotBuilder = Self;
+    type SnapshotBuilder = SnapshotBuilder;
 
     async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
         let d = self.data.read().unwrap_or_else(PoisonError::into_inner);
@@ -211,7 +309,13 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        self.clone()
+        let d = self.data.read().unwrap_or_else(PoisonError::into_inner);
+        SnapshotBuilder {
+            store: self.clone(),
+            state: d.state.snapshot(),
+            last_applied: d.last_applied,
+            membership: d.membership.clone(),
+        }
     }
 
     async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
@@ -227,7 +331,13 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let state = decode_state(&data).map_err(|e| StorageError::IO {
             source: StorageIOError::read_snapshot(Some(meta.signature()), &e),
         })?;
-        self.write_stored(&StoredSnapshot { meta: meta.clone(), data })?;
+        let stored = StoredSnapshot { meta: meta.clone(), data };
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || store.write_stored(&stored)).await.map_err(|e| {
+            StorageError::IO {
+                source: StorageIOError::write_snapshot(None, &std::io::Error::other(e.to_string())),
+            }
+        })??;
         let mut d = self.data.write().unwrap_or_else(PoisonError::into_inner);
         d.state = state;
         d.last_applied = meta.last_log_id;
