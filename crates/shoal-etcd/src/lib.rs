@@ -5,7 +5,10 @@
 //! * [`pb`]: the protos (etcd 3.4's `rpc.proto`, `kv.proto`, `auth.proto`, in `proto/`),
 //!   compiled with protox at build time (no system `protoc`).
 //! * [`backend`]: the trait the application layer implements (Raft-replicated in Shoal).
-//! * [`serve`]: the server (h2c, or TLS with ALPN `h2`).
+//! * [`serve`]: the server (h2c, or TLS with ALPN `h2`), with etcd's JSON gateway (`curl -X POST
+//!   host:2379/v3/kv/range -d '{"key":"Zm9v"}'`, `GET /health`, `GET /version`) on the same
+//!   port: `gateway` (HTTP), `jsonpb` (jsonpb's JSON over the protos' descriptors) and `gojson`
+//!   (Go's JSON, base64 and quoting, for etcd's exact answers and error messages).
 //! * [`RemoteKvBackend`]: a worker's backend, forwarding to the managers (etcd's gRPC proxy).
 //! * `MemoryBackend` (feature `memory`, and in this crate's tests): a single-process test
 //!   double.
@@ -17,6 +20,9 @@
 pub mod backend;
 pub mod cluster;
 pub mod convert;
+mod gateway;
+mod gojson;
+mod jsonpb;
 #[cfg(any(test, feature = "memory"))]
 pub mod memory;
 pub mod remote;

@@ -1,6 +1,10 @@
-//! The listener: etcd's services on their own port, h2c or TLS (ALPN `h2`).
+//! The listener: etcd's services on their own port, h2c or TLS (ALPN `h2` and `http/1.1`),
+//! gRPC and the JSON gateway ([`crate::gateway`]) on the same connections, as etcd serves them:
+//! requests with a gRPC content-type go to the gRPC services, the others to the gateway, over
+//! HTTP/1.1 (curl's default) or HTTP/2.
 
 use crate::backend::EtcdBackend;
+use crate::gateway::GatewayLayer;
 use crate::pb::etcdserverpb::{cluster_server, kv_server, lease_server, maintenance_server, watch_server};
 use crate::service::{EtcdService, ServiceConfig};
 use std::future::Future;
@@ -22,10 +26,10 @@ pub enum ServeError {
 /// How long a client may take to finish the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// gRPC message limit: etcd's default `--max-request-bytes` (1.5 MiB) plus gRPC overhead.
-const MAX_MESSAGE_BYTES: usize = 2 * 1024 * 1024;
+pub(crate) const MAX_MESSAGE_BYTES: usize = 2 * 1024 * 1024;
 
 /// Serves etcd's API on `listener` until an error. `tls`: the rustls configuration (Shoal's
-/// requires client certificates); ALPN is set to `h2` here. See [`EtcdServer`] for options and
+/// requires client certificates, of gRPC and JSON clients alike); ALPN is set here. See [`EtcdServer`] for options and
 /// graceful shutdown.
 pub async fn serve(
     listener: TcpListener,
@@ -48,14 +52,16 @@ impl EtcdServer {
         EtcdServer { backend, config: ServiceConfig::default(), tls: None }
     }
 
-    /// Serve TLS with this configuration (ALPN is forced to `h2`).
+    /// Serve TLS with this configuration (ALPN is set to `h2` and `http/1.1`: gRPC clients
+    /// need h2, and curl without HTTP/2 support still reaches the gateway).
     pub fn tls(mut self, tls: Option<Arc<rustls::ServerConfig>>) -> Self {
+        let alpn = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         self.tls = tls.map(|cfg| {
-            if cfg.alpn_protocols == [b"h2".to_vec()] {
+            if cfg.alpn_protocols == alpn {
                 cfg
             } else {
                 let mut c = (*cfg).clone();
-                c.alpn_protocols = vec![b"h2".to_vec()];
+                c.alpn_protocols = alpn;
                 Arc::new(c)
             }
         });
@@ -78,6 +84,9 @@ impl EtcdServer {
         let svc = EtcdService::new(self.backend, self.config);
         let router = tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            // HTTP/1.1 for the JSON gateway; gRPC clients speak HTTP/2 (detected by its preface).
+            .accept_http1(true)
+            .layer(GatewayLayer::new(svc.clone()))
             .add_service(kv_server::KvServer::new(svc.clone()).max_decoding_message_size(MAX_MESSAGE_BYTES))
             .add_service(watch_server::WatchServer::new(svc.clone()))
             .add_service(lease_server::LeaseServer::new(svc.clone()))
