@@ -15,7 +15,9 @@
 //! - On any other address it is served only over TLS with a client certificate of the cluster
 //!   (like `--api-addr`): import the one from `shoal cluster client-cert` into the browser.
 //! - Either way the UI reaches only what it shows and its three actions: node availability,
-//!   scale, rollback. Join tokens, certificates, membership and deletes stay with the CLI.
+//!   scale, rollback. Join tokens, certificates, membership and deletes stay with the CLI. Of the
+//!   key-value store it reads keys (`POST /v1/kv/range`, a read despite the method) and watches
+//!   them; writes, compaction and leases stay with `shoal kv` and etcdctl.
 
 use crate::logs::AgentSlot;
 use crate::server::ApiError;
@@ -223,6 +225,8 @@ fn ui_route_allowed(method: &Method, path: &str) -> bool {
         ("GET", ["v1", "cluster"] | ["v1", "cluster", "health"] | ["v1", "health"])
             | ("GET", ["v1", "nodes"] | ["v1", "nodes", _] | ["v1", "tasks"] | ["v1", "events"])
             | ("GET", ["v1", "services"] | ["v1", "services", _] | ["v1", "services", _, "logs"])
+            | ("GET", ["v1", "kv", "watch"])
+            | ("POST", ["v1", "kv", "range"])
             | ("POST", ["v1", "nodes", _, "update"] | ["v1", "services", _, "scale" | "rollback"])
     )
 }
@@ -369,5 +373,36 @@ mod tests {
         assert!(!get("/v1/cluster/join-token/worker") && !post("/v1/cluster/client-cert"));
         assert!(!post("/v1/services") && !post("/v1/services/web/update") && !post("/v1/cluster/leave"));
         assert!(!ui_route_allowed(&Method::DELETE, "/v1/services/web") && !post("/v1/nodes/n1/update/x"));
+    }
+
+    #[test]
+    fn the_ui_reads_the_kv_store_and_writes_nothing_there() {
+        let get = |p| ui_route_allowed(&Method::GET, p);
+        let post = |p| ui_route_allowed(&Method::POST, p);
+        // Reads: a range (a POST that only reads) and a watch.
+        assert!(post("/v1/kv/range") && get("/v1/kv/watch"));
+        // Writes (put, delete, txn, compaction, lease grant and revoke all go to ops) and leases:
+        // refused, whatever the method.
+        for m in [Method::GET, Method::POST, Method::PUT, Method::DELETE, Method::PATCH] {
+            for p in [
+                "/v1/kv/ops",
+                "/v1/kv/leases",
+                "/v1/kv/leases/1",
+                "/v1/kv/leases/1/keepalive",
+                "/v1/kv/range/x",
+                "/v1/kv/watch/x",
+                "/v1/kv",
+                "/internal/kv/range",
+                "/internal/kv/ops",
+            ] {
+                assert!(!ui_route_allowed(&m, p), "{m} {p} must stay refused");
+            }
+        }
+        // Only with the methods that read.
+        assert!(!get("/v1/kv/range") && !post("/v1/kv/watch"));
+        assert!(
+            !ui_route_allowed(&Method::PUT, "/v1/kv/range")
+                && !ui_route_allowed(&Method::DELETE, "/v1/kv/watch")
+        );
     }
 }

@@ -55,13 +55,15 @@ async function api(path, opts = {}) {
     o.headers['Content-Type'] = 'application/json';
   }
   const r = await fetch(path, o);
-  if (!r.ok) {
-    let msg = `${r.status} ${r.statusText}`;
-    try { const j = await r.json(); if (j.error && j.error.message) msg = j.error.message; } catch (_) { /* not JSON */ }
-    throw new Error(msg);
-  }
+  if (!r.ok) throw new Error(await errorOf(r));
   if (r.status === 204) return null;
   return r.json();
+}
+// A failed answer's message: the API's `error.message`, else the HTTP status.
+async function errorOf(r) {
+  let msg = `${r.status} ${r.statusText}`;
+  try { const j = await r.json(); if (j.error && j.error.message) msg = j.error.message; } catch (_) { /* not JSON */ }
+  return msg;
 }
 
 // Two banners. #problem is the standing state of the connection (no quorum, API unreachable),
@@ -144,7 +146,7 @@ async function refreshHealth() {
 
 // Reads a newline-delimited JSON stream, handing each chunk's records to `onRecords` (lines
 // that do not parse are skipped), until the stream ends.
-async function readNdjson(response, onRecords) {
+async function readNdjson(response, onRecords, parse = JSON.parse) {
   const reader = response.body.getReader();
   const dec = new TextDecoder();
   let buf = '';
@@ -157,7 +159,7 @@ async function readNdjson(response, onRecords) {
     const records = [];
     for (const line of lines) {
       if (!line.trim()) continue;
-      try { records.push(JSON.parse(line)); } catch (_) { /* skip a bad line */ }
+      try { records.push(parse(line)); } catch (_) { /* skip a bad line */ }
     }
     if (records.length) onRecords(records);
   }
@@ -202,12 +204,14 @@ function render(routeChanged) {
   S.view = view;
   document.querySelectorAll('nav a').forEach((a) => a.classList.toggle('active', a.dataset.nav === view));
   if (routeChanged) stopLogs();
+  if (routeChanged && view !== 'kv') kvLeave();
   if (!S.loaded) return;
   const main = $('#main');
   if (view === 'nodes') main.innerHTML = nodesView();
   else if (view === 'services' && id) renderService(id, routeChanged);
   else if (view === 'services') main.innerHTML = servicesView();
   else if (view === 'events') { if (routeChanged || !$('#events')) main.innerHTML = eventsView(); renderEvents(); }
+  else if (view === 'kv') kvView();
   else overviewView(routeChanged);
 }
 
@@ -377,6 +381,397 @@ function renderEvents() {
   }</tbody></table>`;
 }
 
+// ---------- key-value store ----------
+// Read-only: the keys under a prefix (POST /v1/kv/range, read from this manager's replica like
+// the rest of the page), then, with Watch on, every change as it is applied (GET /v1/kv/watch,
+// from the revision after the one the table holds, so nothing falls between the two). Keys and
+// values are bytes, base64 in the API's JSON: they are shown as text when they are UTF-8 without
+// control characters, else as base64, marked. They are user data: they reach the page only as
+// text nodes and attributes set from script, never as HTML.
+const KV_LIMIT = 1000; // keys read per browse
+const KV_SHOWN = 80; // characters of a value shown before "Show all"
+const KV_LOG = 30; // entries kept in the live log
+const KV_RETRY_MS = [500, 1000, 2000, 5000]; // waits between reconnections
+const K = {
+  shown: null, // the prefix on screen; null when the view is not built
+  rows: new Map(), // base64 key -> KeyValue (its lease id as a decimal string)
+  expanded: new Set(), // base64 keys whose whole value is shown
+  changed: new Set(), // keys put by the last batch of events (highlighted)
+  listed: false, more: false, count: 0,
+  revision: 0, // the store's revision, as last seen (a read's header, an event, a progress line)
+  seen: 0, // the table holds every change up to this revision: a watch resumes after it
+  log: [], // newest first
+  note: null, // {text, kind, at}: the last thing that happened to the watch
+  watching: false, // the Watch toggle
+  state: 'off', // the watch: off, connecting, live, reconnecting
+  loop: null, // the running watch's token: a loop whose token is no longer this one stops
+  abort: null, // the open watch request
+  browse: 0, // the current browse: an older one's answer is dropped
+};
+
+// A DOM element with attributes (`class`, anything else through setAttribute) and children
+// (strings become text nodes: user data is never parsed as HTML).
+function el(tag, attrs, ...children) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v == null || v === false) continue;
+    if (k === 'class') e.className = v; else e.setAttribute(k, v);
+  }
+  for (const c of children) if (c != null && c !== '') e.append(c);
+  return e;
+}
+
+const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+function b64encode(bytes) {
+  let s = '';
+  for (let i = 0; i < bytes.length; i += 0x8000) s += String.fromCharCode.apply(null, bytes.subarray(i, i + 0x8000));
+  return btoa(s);
+}
+function b64decode(s) {
+  const bin = atob(s || '');
+  const out = new Uint8Array(bin.length);
+  for (let i = 0; i < bin.length; i++) out[i] = bin.charCodeAt(i);
+  return out;
+}
+// Control characters (but tab and line breaks) and the bidirectional overrides, which would make
+// text look other than it is.
+const NOT_TEXT = /[\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]/;
+// A base64 field as shown: {text, base64, size}, the text being the base64 itself when the
+// bytes are not UTF-8 text.
+function shown(b64) {
+  const bytes = b64decode(b64);
+  let text = null;
+  try { text = utf8.decode(bytes); } catch (_) { /* not UTF-8 */ }
+  if (text === null || NOT_TEXT.test(text)) return { text: b64 || '', base64: true, size: bytes.length };
+  return { text, base64: false, size: bytes.length };
+}
+function cmpBytes(a, b) {
+  const n = Math.min(a.length, b.length);
+  for (let i = 0; i < n; i++) if (a[i] !== b[i]) return a[i] - b[i];
+  return a.length - b.length;
+}
+// (key, range_end) selecting every key that starts with `prefix` (etcd's prefix range); the
+// empty prefix selects every key.
+function prefixRange(prefix) {
+  const key = new TextEncoder().encode(prefix);
+  if (!key.length) return { key: Uint8Array.of(0), end: Uint8Array.of(0) };
+  const end = Array.from(key);
+  while (end.length) {
+    const last = end.pop();
+    if (last < 0xff) { end.push(last + 1); return { key, end: Uint8Array.from(end) }; }
+  }
+  return { key, end: Uint8Array.of(0) };
+}
+// The API's JSON with every lease id as a string: ids are 64-bit, past what a JavaScript number
+// holds exactly. (Keys and values are base64, so `"lease":` appears only as a field name.)
+const kvParse = (text) => JSON.parse(text.replace(/"lease":(-?\d+)/g, '"lease":"$1"'));
+// A lease id as etcd prints it: 16 hex digits; none for 0.
+function leaseHex(id) {
+  if (id == null || String(id) === '0') return '';
+  return BigInt.asUintN(64, BigInt(id)).toString(16).padStart(16, '0');
+}
+
+async function kvRange(prefix) {
+  const { key, end } = prefixRange(prefix);
+  const r = await fetch('/v1/kv/range', {
+    method: 'POST',
+    headers: { 'X-Shoal-UI': '1', 'Content-Type': 'application/json' },
+    body: JSON.stringify({ key: b64encode(key), range_end: b64encode(end), limit: KV_LIMIT, serializable: true }),
+  });
+  if (!r.ok) throw new Error(await errorOf(r));
+  return kvParse(await r.text());
+}
+
+// The prefix in the address (`#/kv/<prefix, URI-encoded>`).
+function kvHashPrefix() {
+  const h = location.hash.replace(/^#\/?/, '');
+  if (!h.startsWith('kv/')) return '';
+  try { return decodeURIComponent(h.slice(3)); } catch (_) { return h.slice(3); }
+}
+
+function kvView() {
+  const prefix = kvHashPrefix();
+  if (!$('#kv')) {
+    $('#main').innerHTML = `<div id="kv"><h2>Key-value</h2>
+      <p class="muted">The cluster's key-value store (the etcd API's), read-only: the keys under a prefix as this manager's replica has them; Watch follows every change live. Writes go through <code>shoal kv</code> or <code>etcdctl</code>.</p>
+      <div class="bar"><label>Prefix <input id="kv-prefix" type="text" spellcheck="false" autocomplete="off" placeholder="(every key)"></label>
+        <button id="kv-browse" class="primary">Browse</button>
+        <button id="kv-watch" aria-pressed="false">Watch</button>
+        <span id="kv-watch-state"></span>
+        <span class="muted" title="The store's revision when the keys were read, or at the last change the watch saw (changes outside the prefix move it too, unseen here)"><span id="kv-count"></span> · store revision <span id="kv-rev" class="mono"></span></span></div>
+      <div id="kv-note" class="note" role="status" hidden></div>
+      <div id="kv-keys"></div>
+      <h3>Live events</h3><div id="kv-log"></div></div>`;
+    K.shown = null;
+  }
+  if (K.shown !== prefix) {
+    $('#kv-prefix').value = prefix;
+    kvBrowse(prefix);
+  }
+}
+
+// Leaving the view: the watch stops (and is off when the view comes back).
+function kvLeave() {
+  K.browse++;
+  kvStopWatch();
+  K.watching = false;
+  K.state = 'off';
+  K.shown = null;
+}
+
+function kvGo() {
+  const p = $('#kv-prefix').value;
+  if (route().view === 'kv' && kvHashPrefix() === p) kvBrowse(p);
+  else location.hash = '#/kv/' + encodeURIComponent(p);
+}
+
+async function kvBrowse(prefix) {
+  const me = ++K.browse;
+  kvStopWatch(); // restarted on the new listing, when on
+  K.shown = prefix;
+  K.listed = false;
+  K.rows = new Map();
+  K.expanded.clear();
+  K.changed.clear();
+  K.log = [];
+  K.note = null;
+  if (K.watching) K.state = 'connecting';
+  renderKv();
+  try {
+    const r = await kvRange(prefix);
+    if (me !== K.browse) return;
+    kvList(r);
+    if (K.watching) kvStartWatch();
+  } catch (e) {
+    if (me !== K.browse) return;
+    kvNote(`Could not read the keys: ${e.message}`, 'bad');
+  }
+  renderKv();
+}
+
+// A read's answer replaces the table.
+function kvList(r) {
+  K.rows = new Map((r.kvs || []).map((kv) => [kv.key, kv]));
+  K.changed.clear();
+  K.revision = r.revision;
+  K.seen = r.revision;
+  K.more = !!r.more;
+  K.count = r.count;
+  K.listed = true;
+}
+
+function kvToggleWatch() {
+  if (K.watching) {
+    K.watching = false;
+    kvStopWatch();
+    K.state = 'off';
+    K.note = null;
+    kvLogNote(`Watch stopped; the table holds the changes up to revision ${K.seen}`);
+  } else {
+    K.watching = true;
+    K.state = 'connecting';
+    if (K.listed) kvStartWatch(); // else once the keys are read
+  }
+  renderKv();
+}
+
+function kvToggleValue(key) {
+  if (K.expanded.has(key)) K.expanded.delete(key); else K.expanded.add(key);
+  renderKv();
+}
+
+function kvStartWatch() {
+  const me = {};
+  K.loop = me;
+  kvWatch(me);
+}
+function kvStopWatch() {
+  K.loop = null;
+  if (K.abort) { K.abort.abort(); K.abort = null; }
+}
+
+// The watch, reconnected after the revision the table holds whenever it ends or fails, until it
+// is turned off (or the view left, or another prefix browsed: `me` is no longer K.loop).
+async function kvWatch(me) {
+  let attempt = 0;
+  let trouble = false; // the last connection ended or failed
+  while (K.loop === me) {
+    const ctl = new AbortController();
+    K.abort = ctl;
+    let compacted = null; // why the changes since K.seen are gone, when they are
+    let ended = 'The watch ended';
+    const from = K.seen + 1;
+    try {
+      const { key, end } = prefixRange(K.shown);
+      const q = `key=${encodeURIComponent(b64encode(key))}&range_end=${encodeURIComponent(b64encode(end))}&start_revision=${from}&progress=true`;
+      const r = await fetch(`/v1/kv/watch?${q}`, { signal: ctl.signal });
+      if (K.loop !== me) return;
+      if (!r.ok) {
+        const msg = await errorOf(r);
+        if (!/compacted/i.test(msg)) throw new Error(msg);
+        compacted = msg;
+      } else {
+        K.state = 'live';
+        attempt = 0;
+        if (trouble) kvNote(`The watch is back, from revision ${from}.`, 'info');
+        trouble = false;
+        kvLogNote(`Watching from revision ${from}`);
+        renderKv();
+        await readNdjson(r, (lines) => {
+          if (K.loop !== me) return;
+          const c = kvApply(lines);
+          if (c != null) compacted = `compacted up to revision ${c}`;
+        }, kvParse);
+      }
+    } catch (e) {
+      if (K.loop !== me) return; // turned off (the request was aborted)
+      ended = `The watch failed (${e.message})`;
+    }
+    if (K.loop !== me) return;
+    if (compacted != null) {
+      // The history the watch needed is gone: read the keys again, and watch from there.
+      K.state = 'connecting';
+      renderKv();
+      try {
+        const r = await kvRange(K.shown);
+        if (K.loop !== me) return;
+        kvList(r);
+        kvNote(`The store's history from revision ${from} is gone (${compacted}): the keys were read again at revision ${r.revision}, and the watch goes on from there.`, 'warn');
+        kvLogNote(`History compacted: keys read again at revision ${r.revision}`);
+        renderKv();
+        continue;
+      } catch (e) {
+        if (K.loop !== me) return;
+        ended = `The history was compacted and the keys could not be read again (${e.message})`;
+      }
+    }
+    trouble = true;
+    K.state = 'reconnecting';
+    kvNote(`${ended}: reconnecting from revision ${K.seen + 1}…`, 'bad');
+    kvLogNote(`${ended}; reconnecting`);
+    renderKv();
+    await new Promise((res) => setTimeout(res, KV_RETRY_MS[Math.min(attempt, KV_RETRY_MS.length - 1)]));
+    attempt++;
+  }
+}
+
+// Applies a batch of watch lines to the table; the compact revision if one says the history is
+// gone.
+function kvApply(lines) {
+  let compacted = null;
+  K.changed.clear();
+  for (const line of lines) {
+    if (line.events) {
+      const rev = line.events.revision;
+      for (const ev of line.events.events || []) {
+        const key = ev.kv.key;
+        if (ev.kind === 'DELETE') {
+          K.rows.delete(key);
+          K.expanded.delete(key);
+          K.changed.delete(key);
+        } else {
+          K.rows.set(key, ev.kv);
+          K.changed.add(key);
+        }
+        kvLogAdd({ kind: ev.kind, key, rev });
+      }
+      K.seen = Math.max(K.seen, rev);
+      K.revision = Math.max(K.revision, rev);
+    } else if (line.progress) {
+      K.seen = Math.max(K.seen, line.progress.revision);
+      K.revision = Math.max(K.revision, line.progress.revision);
+    } else if (line.compacted) {
+      compacted = line.compacted.compact_revision;
+    }
+  }
+  renderKv();
+  return compacted;
+}
+
+function kvLogAdd(entry) {
+  K.log.unshift({ ...entry, at: new Date() });
+  if (K.log.length > KV_LOG) K.log.length = KV_LOG;
+}
+const kvLogNote = (text) => kvLogAdd({ kind: 'NOTE', text });
+function kvNote(text, kind) {
+  K.note = text ? { text, kind, at: new Date() } : null;
+  renderKv();
+}
+
+// Text cut to KV_SHOWN characters of its first line.
+function clip(text) {
+  const first = text.split('\n')[0];
+  return first.length > KV_SHOWN ? first.slice(0, KV_SHOWN) + '…' : first + ' …';
+}
+
+function kvRow(kv) {
+  const key = shown(kv.key);
+  const value = shown(kv.value);
+  const long = value.text.length > KV_SHOWN || value.text.includes('\n');
+  const open = long && K.expanded.has(kv.key);
+  const mark = (f) => (f.base64 ? el('span', { class: 'pill warn', title: 'not UTF-8 text: shown as base64' }, 'base64') : null);
+  return el('tr', { 'data-key': kv.key, class: K.changed.has(kv.key) ? 'kv-changed' : null },
+    el('td', { class: 'kv-key', 'data-encoding': key.base64 ? 'base64' : 'text' }, mark(key), el('span', { class: 'kv-text mono' }, key.text)),
+    el('td', { class: 'kv-value', 'data-encoding': value.base64 ? 'base64' : 'text', 'data-size': String(value.size) },
+      mark(value),
+      el('span', { class: open ? 'kv-text mono kv-full' : 'kv-text mono' }, long && !open ? clip(value.text) : value.text),
+      long ? el('button', { class: 'kv-more', 'data-key': kv.key, 'aria-expanded': String(open) }, open ? 'Show less' : `Show all (${bytes(value.size)})`) : null),
+    el('td', { class: 'num kv-create' }, String(kv.create_revision)),
+    el('td', { class: 'num kv-mod' }, String(kv.mod_revision)),
+    el('td', { class: 'num kv-version' }, String(kv.version)),
+    el('td', { class: 'mono kv-lease' }, leaseHex(kv.lease)));
+}
+
+function renderKv() {
+  const box = $('#kv-keys');
+  if (!box) return;
+  const watch = $('#kv-watch');
+  watch.textContent = K.watching ? 'Stop watching' : 'Watch';
+  watch.setAttribute('aria-pressed', String(K.watching));
+  watch.classList.toggle('primary', K.watching);
+  const state = $('#kv-watch-state');
+  state.dataset.state = K.state;
+  const pills = { connecting: ['connecting…', 'warn'], live: ['live', 'ok'], reconnecting: ['reconnecting…', 'bad'] };
+  state.replaceChildren(pills[K.state] ? el('span', { class: `pill ${pills[K.state][1]}` }, pills[K.state][0]) : '');
+  const n = K.rows.size;
+  $('#kv-count').textContent = K.listed ? `${n} key${n === 1 ? '' : 's'}${K.more ? ` (only the first ${KV_LIMIT} of ${K.count} were read)` : ''}` : 'reading…';
+  $('#kv-rev').textContent = K.listed ? String(K.revision) : '';
+  const note = $('#kv-note');
+  note.hidden = !K.note;
+  note.className = 'note ' + (K.note ? K.note.kind : '');
+  note.textContent = K.note ? `${K.note.at.toLocaleTimeString()} ${K.note.text}` : '';
+
+  if (!K.listed) {
+    box.replaceChildren();
+  } else if (!n) {
+    const what = K.shown ? ['No keys start with ', el('code', {}, K.shown), '.'] : ['The store has no keys.'];
+    box.replaceChildren(el('p', { class: 'empty' }, ...what, ' Write some with ', el('code', {}, 'shoal kv put KEY VALUE'), '.'));
+  } else {
+    const rows = Array.from(K.rows.values()).map((kv) => [b64decode(kv.key), kv]);
+    rows.sort((a, b) => cmpBytes(a[0], b[0]));
+    box.replaceChildren(el('table', { id: 'kv-table' },
+      el('thead', {}, el('tr', {}, ...['Key', 'Value', 'Created', 'Modified', 'Version', 'Lease'].map((h) => el('th', {}, h)))),
+      el('tbody', {}, ...rows.map(([, kv]) => kvRow(kv)))));
+  }
+
+  const log = $('#kv-log');
+  if (!K.log.length) {
+    log.replaceChildren(el('p', { class: 'empty' }, K.watching ? 'No changes yet.' : 'Turn on Watch to see changes as they happen.'));
+    return;
+  }
+  const kinds = { PUT: 'ok', DELETE: 'bad', NOTE: '' };
+  log.replaceChildren(el('table', { id: 'kv-log-table', class: 'events' },
+    el('thead', {}, el('tr', {}, el('th', {}, 'When'), el('th', {}, 'Change'), el('th', {}, 'Key'), el('th', {}, 'Revision'))),
+    el('tbody', {}, ...K.log.map((e) => {
+      const key = e.key != null ? shown(e.key) : null;
+      return el('tr', { 'data-kind': e.kind },
+        el('td', { class: 'muted' }, e.at.toLocaleTimeString()),
+        el('td', {}, e.kind === 'NOTE' ? el('span', { class: 'muted' }, 'watch') : el('span', { class: `pill ${kinds[e.kind]}` }, e.kind)),
+        key ? el('td', { class: 'kv-text mono' }, key.base64 ? el('span', { class: 'pill warn' }, 'base64') : null, key.text) : el('td', { class: 'muted' }, e.text),
+        el('td', { class: 'num' }, e.rev != null ? String(e.rev) : ''));
+    }))));
+}
+
 // ---------- actions ----------
 async function setAvailability(node, availability) {
   try {
@@ -476,6 +871,9 @@ document.addEventListener('click', (e) => {
   if (!b || b.disabled) return;
   if (b.id === 'banner-close') { dismissFlash(); return; }
   if (b.dataset.availability) setAvailability(b.dataset.node, b.dataset.availability);
+  if (b.id === 'kv-browse') { kvGo(); return; }
+  if (b.id === 'kv-watch') { kvToggleWatch(); return; }
+  if (b.classList.contains('kv-more')) { kvToggleValue(b.dataset.key); return; }
   const svc = $('#service');
   if (!svc) return;
   if (b.id === 'scale-button') scale(svc.dataset.id);
@@ -485,6 +883,7 @@ document.addEventListener('click', (e) => {
 });
 document.addEventListener('keydown', (e) => {
   if (e.key === 'Enter' && e.target.id === 'scale-input') { const svc = $('#service'); if (svc) scale(svc.dataset.id); }
+  if (e.key === 'Enter' && e.target.id === 'kv-prefix') kvGo();
 });
 window.addEventListener('hashchange', () => render(true));
 
