@@ -208,20 +208,37 @@ pub fn delete_to_pb(h: Header, r: kv::DeleteRangeResponse) -> pb::DeleteRangeRes
 
 /// A store `TxnResponse` on the wire (nested responses carry headers too, as in etcd).
 pub fn txn_to_pb(h: Header, r: kv::TxnResponse) -> pb::TxnResponse {
+    let header = header(h, r.revision);
+    pb::TxnResponse { header, succeeded: r.succeeded, responses: txn_responses(h, r.responses) }
+}
+
+/// A txn's inner responses as etcd 3.4 fills them: a range, put or delete carries only its
+/// revision in its header, a nested txn an empty header.
+fn txn_responses(h: Header, responses: Vec<kv::ResponseOp>) -> Vec<pb::ResponseOp> {
     use pb::response_op::Response as R;
-    let responses = r
-        .responses
+    let only = |revision: i64| Some(pb::ResponseHeader { revision, ..Default::default() });
+    responses
         .into_iter()
         .map(|op| pb::ResponseOp {
             response: Some(match op {
-                kv::ResponseOp::Range(x) => R::ResponseRange(range_to_pb(h, x)),
-                kv::ResponseOp::Put(x) => R::ResponsePut(put_to_pb(h, x)),
-                kv::ResponseOp::DeleteRange(x) => R::ResponseDeleteRange(delete_to_pb(h, x)),
-                kv::ResponseOp::Txn(x) => R::ResponseTxn(txn_to_pb(h, x)),
+                kv::ResponseOp::Range(x) => {
+                    R::ResponseRange(pb::RangeResponse { header: only(x.revision), ..range_to_pb(h, x) })
+                }
+                kv::ResponseOp::Put(x) => {
+                    R::ResponsePut(pb::PutResponse { header: only(x.revision), ..put_to_pb(h, x) })
+                }
+                kv::ResponseOp::DeleteRange(x) => R::ResponseDeleteRange(pb::DeleteRangeResponse {
+                    header: only(x.revision),
+                    ..delete_to_pb(h, x)
+                }),
+                kv::ResponseOp::Txn(x) => R::ResponseTxn(pb::TxnResponse {
+                    header: Some(pb::ResponseHeader::default()),
+                    succeeded: x.succeeded,
+                    responses: txn_responses(h, x.responses),
+                }),
             }),
         })
-        .collect();
-    pb::TxnResponse { header: header(h, r.revision), succeeded: r.succeeded, responses }
+        .collect()
 }
 
 #[cfg(test)]

@@ -250,7 +250,8 @@ impl cluster_server::Cluster for EtcdService {
         let members = self.backend.members().await?;
         let h = self.backend.header();
         Ok(Response::new(pb::MemberListResponse {
-            header: header(h, h.revision),
+            // etcd's member list header carries no revision.
+            header: header(h, 0),
             members: members
                 .into_iter()
                 .map(|m| pb::Member {
@@ -277,9 +278,9 @@ impl maintenance_server::Maintenance for EtcdService {
     async fn alarm(&self, request: Request<pb::AlarmRequest>) -> Result<Response<pb::AlarmResponse>, Status> {
         // Shoal raises no etcd alarms (no NOSPACE quota, no corruption checker): GET lists
         // none, ACTIVATE/DEACTIVATE change nothing.
+        // etcd 3.4 answers with no header at all.
         let _ = request;
-        let h = self.backend.header();
-        Ok(Response::new(pb::AlarmResponse { header: header(h, h.revision), alarms: Vec::new() }))
+        Ok(Response::new(pb::AlarmResponse { header: None, alarms: Vec::new() }))
     }
 
     async fn status(
@@ -306,9 +307,9 @@ impl maintenance_server::Maintenance for EtcdService {
         &self,
         _request: Request<pb::DefragmentRequest>,
     ) -> Result<Response<pb::DefragmentResponse>, Status> {
-        // Nothing to defragment: compaction frees memory directly.
-        let h = self.backend.header();
-        Ok(Response::new(pb::DefragmentResponse { header: header(h, h.revision) }))
+        // Nothing to defragment: compaction frees memory directly. (etcd 3.4 answers with no
+        // header.)
+        Ok(Response::new(pb::DefragmentResponse { header: None }))
     }
 
     async fn hash(&self, _: Request<pb::HashRequest>) -> Result<Response<pb::HashResponse>, Status> {

@@ -17,15 +17,15 @@ pub fn validate(op: &Op, config: &KvConfig) -> Result<(), KvError> {
     match op {
         Op::Range(r) => {
             non_empty(&r.key)?;
-            size(r.key.len() + r.range_end.len(), config)
+            size(op.payload_bytes(), config)
         }
         Op::Put(p) => {
             check_put(p)?;
-            size(p.key.len() + p.value.len(), config)
+            size(op.payload_bytes(), config)
         }
         Op::DeleteRange(d) => {
             non_empty(&d.key)?;
-            size(d.key.len() + d.range_end.len(), config)
+            size(op.payload_bytes(), config)
         }
         Op::Txn(t) => validate_txn(t, config),
         Op::Compact { .. } | Op::LeaseRevoke { .. } => Ok(()),
@@ -35,6 +35,20 @@ pub fn validate(op: &Op, config: &KvConfig) -> Result<(), KvError> {
             } else {
                 Ok(())
             }
+        }
+    }
+}
+
+impl Op {
+    /// The bytes of keys, range ends and values the op carries (what etcd's request size
+    /// limit counts; also how large it is in the log).
+    pub fn payload_bytes(&self) -> usize {
+        match self {
+            Op::Range(r) => r.key.len() + r.range_end.len(),
+            Op::Put(p) => p.key.len() + p.value.len(),
+            Op::DeleteRange(d) => d.key.len() + d.range_end.len(),
+            Op::Txn(t) => txn_bytes(t),
+            Op::Compact { .. } | Op::LeaseGrant { .. } | Op::LeaseRevoke { .. } => 0,
         }
     }
 }

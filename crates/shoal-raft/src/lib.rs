@@ -107,6 +107,17 @@ pub struct Request {
     pub command: Command,
 }
 
+impl Request {
+    /// About how many bytes the request takes encoded: key-value batches by their payload,
+    /// anything else as a small command. (Decides whether encoding it is worth a thread hop.)
+    pub(crate) fn approx_bytes(&self) -> usize {
+        match &self.command {
+            Command::Kv { ops } => ops.iter().map(|op| op.payload_bytes() * 4 / 3 + 64).sum(),
+            _ => 1024,
+        }
+    }
+}
+
 impl fmt::Display for Request {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let name = serde_json::to_value(&self.command)

@@ -324,13 +324,16 @@ impl TlsPeer {
     }
 
     /// Sends one RPC and decodes the peer's `Result`. `entries`: how many log entries an
-    /// `append` carries (for the batch-size hint).
+    /// `append` carries (for the batch-size hint); `heavy`: encode it on the blocking pool
+    /// (a snapshot chunk, or entries of 64 KiB and more: a small append is encoded in place,
+    /// a thread hop would cost more than the encoding).
     async fn call<Req, Resp, E>(
         &self,
         kind: RpcKind,
         req: Req,
         option: &RPCOption,
         entries: usize,
+        heavy: bool,
     ) -> ClientResult<Resp, E>
     where
         Req: Serialize + Send + 'static,
@@ -348,7 +351,6 @@ impl TlsPeer {
         // so a slow answer or a slow handshake leaves a usable connection in the pool instead of
         // a torn one. Large bodies are encoded off the async worker threads.
         let progress = Arc::new(AtomicU8::new(ENCODING));
-        let heavy = kind == RpcKind::Snapshot || entries > 0;
         let exchange = {
             let peer = self.clone();
             let progress = progress.clone();
@@ -494,7 +496,15 @@ impl RaftNetwork<TypeConfig> for TlsPeer {
         option: RPCOption,
     ) -> ClientResult<AppendEntriesResponse<RaftId>, openraft::error::Infallible> {
         let entries = rpc.entries.len();
-        self.call(RpcKind::Append, rpc, &option, entries).await
+        let bytes: usize = rpc
+            .entries
+            .iter()
+            .map(|e| match &e.payload {
+                openraft::EntryPayload::Normal(req) => req.approx_bytes(),
+                _ => 256,
+            })
+            .sum();
+        self.call(RpcKind::Append, rpc, &option, entries, bytes >= BLOCKING_THRESHOLD).await
     }
 
     async fn install_snapshot(
@@ -502,7 +512,7 @@ impl RaftNetwork<TypeConfig> for TlsPeer {
         rpc: InstallSnapshotRequest<TypeConfig>,
         option: RPCOption,
     ) -> ClientResult<InstallSnapshotResponse<RaftId>, InstallSnapshotError> {
-        self.call(RpcKind::Snapshot, rpc, &option, 0).await
+        self.call(RpcKind::Snapshot, rpc, &option, 0, true).await
     }
 
     async fn vote(
@@ -510,7 +520,7 @@ impl RaftNetwork<TypeConfig> for TlsPeer {
         rpc: VoteRequest<RaftId>,
         option: RPCOption,
     ) -> ClientResult<VoteResponse<RaftId>, openraft::error::Infallible> {
-        self.call(RpcKind::Vote, rpc, &option, 0).await
+        self.call(RpcKind::Vote, rpc, &option, 0, false).await
     }
 }
 
