@@ -7,10 +7,13 @@
 //! Endpoints are given as `127.0.0.1:PORT` without a scheme: etcdctl 3.4 sends an invalid
 //! `:authority` for `http://…` on its maintenance calls (design note §1.3).
 
+mod support;
+
 use shoal_etcd::{EtcdServer, MemoryBackend};
 use std::process::Stdio;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use support::eventually;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdout, Command};
 
@@ -141,23 +144,6 @@ impl Watch {
             }
         }
         out
-    }
-}
-
-/// Polls `f` until it returns `Some`, for at most `secs` seconds.
-async fn eventually<T, F, Fut>(secs: u64, what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::task::yield_now().await;
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

@@ -7,11 +7,14 @@
 //! Needs `etcd`, `etcdctl` and `curl` on the PATH (`apt-get install etcd-server etcd-client
 //! curl`); skipped without them unless `SHOAL_REQUIRE_RUNTIMES=1`.
 
+mod support;
+
 use shoal_etcd::{EtcdServer, MemoryBackend};
 use std::path::Path;
 use std::process::Stdio;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use support::{eventually, pki, server_config};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, ChildStdout, Command};
 
@@ -34,22 +37,6 @@ fn missing(test: &str) -> bool {
 fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     l.local_addr().expect("addr").port()
-}
-
-/// Polls `f` until it returns `Some`, for at most `secs` seconds.
-async fn eventually<T, F, Fut>(secs: u64, what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// One HTTP answer, as curl saw it.
@@ -506,71 +493,6 @@ async fn the_gateway_answers_what_etcd_answers() {
         .await;
     assert_eq!(refused.status, 403, "{refused:?}");
     assert!(refused.body.ends_with(r#""code":7}"#), "{refused:?}");
-}
-
-struct Pki {
-    ca_pem: String,
-    ca_der: rustls::pki_types::CertificateDer<'static>,
-    server: (rustls::pki_types::CertificateDer<'static>, rustls::pki_types::PrivateKeyDer<'static>),
-    client_pem: (String, String),
-}
-
-fn pki() -> Pki {
-    use rcgen::{
-        BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-        Issuer, KeyPair, SanType,
-    };
-    // Distinct names: OpenSSL (curl) takes a leaf whose issuer is its own subject for
-    // self-signed.
-    let named = |cn: &str| {
-        let mut p = CertificateParams::default();
-        let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, cn);
-        p.distinguished_name = dn;
-        p
-    };
-    let ca_key = KeyPair::generate().expect("key");
-    let mut ca_params = named("gateway test CA");
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = ca_params.self_signed(&ca_key).expect("ca");
-    let issuer = Issuer::from_ca_cert_der(ca.der(), ca_key).expect("issuer");
-    let server_key = KeyPair::generate().expect("key");
-    let mut p = named("gateway test server");
-    p.subject_alt_names = vec![SanType::IpAddress([127, 0, 0, 1].into())];
-    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    let server = p.signed_by(&server_key, &issuer).expect("server cert");
-    let client_key = KeyPair::generate().expect("key");
-    let mut p = named("gateway test client");
-    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    let client = p.signed_by(&client_key, &issuer).expect("client cert");
-    Pki {
-        ca_pem: ca.pem(),
-        ca_der: ca.der().clone(),
-        server: (
-            server.der().clone(),
-            rustls::pki_types::PrivateKeyDer::Pkcs8(rustls::pki_types::PrivatePkcs8KeyDer::from(
-                server_key.serialize_der(),
-            )),
-        ),
-        client_pem: (client.pem(), client_key.serialize_pem()),
-    }
-}
-
-fn server_config(p: &Pki) -> Arc<rustls::ServerConfig> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(p.ca_der.clone()).expect("root");
-    let verifier =
-        rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-            .build()
-            .expect("verifier");
-    let cfg = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(vec![p.server.0.clone()], p.server.1.clone_key())
-        .expect("server config");
-    Arc::new(cfg)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

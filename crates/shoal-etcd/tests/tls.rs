@@ -1,64 +1,11 @@
 //! TLS: ALPN h2, client certificates required, driven by the real etcdctl with
 //! `--cacert/--cert/--key` (skipped without etcdctl unless `SHOAL_REQUIRE_RUNTIMES=1`).
 
-use rcgen::{BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, SanType};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+mod support;
+
 use shoal_etcd::{EtcdServer, MemoryBackend};
-use std::sync::Arc;
 use std::time::Duration;
-
-struct Pki {
-    ca_pem: String,
-    server: (CertificateDer<'static>, PrivateKeyDer<'static>),
-    client_pem: (String, String),
-    ca_der: CertificateDer<'static>,
-}
-
-fn pki() -> Pki {
-    let ca_key = KeyPair::generate().expect("key");
-    let mut ca_params = CertificateParams::default();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = ca_params.self_signed(&ca_key).expect("ca");
-    let issuer = Issuer::from_ca_cert_der(ca.der(), ca_key).expect("issuer");
-
-    let server_key = KeyPair::generate().expect("key");
-    let mut p = CertificateParams::default();
-    p.subject_alt_names = vec![SanType::IpAddress([127, 0, 0, 1].into())];
-    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    let server = p.signed_by(&server_key, &issuer).expect("server cert");
-
-    let client_key = KeyPair::generate().expect("key");
-    let mut p = CertificateParams::default();
-    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    let client = p.signed_by(&client_key, &issuer).expect("client cert");
-
-    Pki {
-        ca_pem: ca.pem(),
-        server: (
-            server.der().clone(),
-            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(server_key.serialize_der())),
-        ),
-        client_pem: (client.pem(), client_key.serialize_pem()),
-        ca_der: ca.der().clone(),
-    }
-}
-
-fn server_config(p: &Pki) -> Arc<rustls::ServerConfig> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(p.ca_der.clone()).expect("root");
-    let verifier =
-        rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-            .build()
-            .expect("verifier");
-    let cfg = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(vec![p.server.0.clone()], p.server.1.clone_key())
-        .expect("server config");
-    Arc::new(cfg)
-}
+use support::{pki, server_config};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcdctl_over_mutual_tls() {
