@@ -86,15 +86,24 @@ impl Session {
         let mut ticker = tokio::time::interval(self.interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ticker.tick().await;
+        let mut requests_open = true;
+        let out = self.tx.clone();
         loop {
             let alive = tokio::select! {
-                req = inbound.next() => match req {
+                req = inbound.next(), if requests_open => match req {
                     Some(Ok(req)) => self.request(req).await,
-                    // The client closed its side or went away: etcd ends the stream too.
-                    Some(Err(_)) | None => false,
+                    // The client finished sending (a half-close): like etcd, its watchers go on.
+                    None => {
+                        requests_open = false;
+                        true
+                    }
+                    // The connection broke.
+                    Some(Err(_)) => false,
                 },
                 Some((id, msg)) = self.feeds.next(), if !self.feeds.is_empty() => self.feed(id, msg).await,
                 _ = ticker.tick() => self.progress_notify().await,
+                // The client is gone (its response stream was dropped).
+                () = out.closed() => false,
             };
             if !alive {
                 return;

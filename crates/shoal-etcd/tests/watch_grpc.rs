@@ -222,3 +222,18 @@ async fn hasleader_and_keepalive_stream() {
     assert_eq!(err.message(), "etcdserver: no leader");
     open(&env).await;
 }
+
+/// A client that half-closes its request stream after creating a watcher keeps receiving
+/// events, as from etcd (its server only ends the stream when the client goes away).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watchers_outlive_a_half_closed_request_stream() {
+    let env = start(Duration::from_secs(600)).await;
+    let (tx, mut s) = open(&env).await;
+    tx.send(create("half", |_| {})).await.expect("send");
+    drop(tx); // the request stream ends here
+    assert!(next(&mut s).await.created, "the watcher is created");
+    let rev = put(&env, "half", "1").await;
+    let r = next(&mut s).await;
+    assert_eq!(keys(&r), vec![(0, "half".to_string())], "the put after the half-close arrives");
+    assert_eq!(r.events[0].kv.as_ref().expect("kv").mod_revision, rev);
+}
