@@ -12,8 +12,9 @@
 //! Every change to the store goes through that one queue, in the order openraft made it.
 //! Truncate, purge and vote wait for their transaction (and its fsync). The commit index costs
 //! no fsync of its own: it rides along with the next transaction (or the last one on a clean
-//! shutdown), so after a crash it may be older than what was applied — safe, since Raft's
-//! commit index is volatile state and the leader's next commit covers the rest.
+//! shutdown), so after a crash it may be older than what was applied. Raft allows that (the
+//! commit index is volatile state); for openraft 0.9 it also takes `read_vote`
+//! handing back the vote uncommitted (see there).
 
 use crate::{Entry, LogId, RaftId, StorageError, TypeConfig, Vote};
 use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
@@ -43,7 +44,8 @@ enum Job {
         entries: Vec<Arc<Entry>>,
         callback: LogFlushed<TypeConfig>,
     },
-    /// Meta `key` := `value` (JSON); durable unless it is the commit index.
+    /// Meta `key` := `value` (JSON). The commit index (`done` none) is not written on its own:
+    /// see `write_loop`.
     Meta {
         key: &'static str,
         value: Vec<u8>,
