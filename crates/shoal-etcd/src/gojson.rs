@@ -786,21 +786,6 @@ pub(crate) fn write_string(out: &mut String, s: &str) {
     out.push('"');
 }
 
-const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-/// Go's `base64.StdEncoding.EncodeToString`.
-pub(crate) fn base64_encode(data: &[u8], out: &mut String) {
-    for chunk in data.chunks(3) {
-        let b = [chunk[0], chunk.get(1).copied().unwrap_or(0), chunk.get(2).copied().unwrap_or(0)];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        let idx = |shift: u32| char::from(B64[((n >> shift) & 0x3F) as usize]);
-        out.push(idx(18));
-        out.push(idx(12));
-        out.push(if chunk.len() > 1 { idx(6) } else { '=' });
-        out.push(if chunk.len() > 2 { idx(0) } else { '=' });
-    }
-}
-
 fn b64_value(c: u8) -> Option<u8> {
     match c {
         b'A'..=b'Z' => Some(c - b'A'),
@@ -978,9 +963,6 @@ mod tests {
         assert_eq!(base64_decode(b"aGVsbG8"), Err("illegal base64 data at input byte 4".into()));
         assert_eq!(base64_decode(b"YQ==YQ=="), Err("illegal base64 data at input byte 4".into()));
         assert_eq!(base64_decode(b"Y\nQ=\r="), Ok(b"a".to_vec()));
-        let mut s = String::new();
-        base64_encode(b"hello", &mut s);
-        assert_eq!(s, "aGVsbG8=");
     }
 
     #[test]

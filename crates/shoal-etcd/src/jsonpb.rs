@@ -393,7 +393,7 @@ fn encode_value(kind: &Kind, v: &Value, out: &mut String) {
         Value::String(s) => gojson::write_string(out, s),
         Value::Bytes(b) => {
             out.push('"');
-            gojson::base64_encode(b, out);
+            out.push_str(&shoal_kv::base64::encode(b));
             out.push('"');
         }
         Value::F32(f) => out.push_str(&f.to_string()),

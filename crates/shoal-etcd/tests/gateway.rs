@@ -502,21 +502,18 @@ async fn over_tls_the_gateway_wants_a_client_certificate_too() {
     }
     let p = pki();
     let dir = tempfile::tempdir().expect("tempdir");
-    let path = |n: &str| dir.path().join(n).to_string_lossy().into_owned();
-    std::fs::write(path("ca.pem"), &p.ca_pem).expect("write");
-    std::fs::write(path("client.pem"), &p.client_pem.0).expect("write");
-    std::fs::write(path("client.key"), &p.client_pem.1).expect("write");
+    let [ca, cert, key] = p.write_client_files(dir.path());
     let (endpoint, _stop) = start_shoal(Some(server_config(&p))).await;
     let base = format!("https://{endpoint}");
     let with_cert = Curl {
         base: base.clone(),
         extra: vec![
             "--cacert".into(),
-            path("ca.pem"),
+            ca.clone(),
             "--cert".into(),
-            path("client.pem"),
+            cert.clone(),
             "--key".into(),
-            path("client.key"),
+            key.clone(),
         ],
     };
     // HTTP/2 (curl's choice through ALPN) and HTTP/1.1.
@@ -530,9 +527,9 @@ async fn over_tls_the_gateway_wants_a_client_certificate_too() {
         .env("ETCDCTL_API", "3")
         .arg(format!("--endpoints={endpoint}"))
         .args(["--dial-timeout=5s", "--command-timeout=10s"])
-        .arg(format!("--cacert={}", path("ca.pem")))
-        .arg(format!("--cert={}", path("client.pem")))
-        .arg(format!("--key={}", path("client.key")))
+        .arg(format!("--cacert={}", ca.clone()))
+        .arg(format!("--cert={}", cert.clone()))
+        .arg(format!("--key={}", key.clone()))
         .args(["get", "t", "--print-value-only"])
         .output()
         .await
@@ -540,7 +537,7 @@ async fn over_tls_the_gateway_wants_a_client_certificate_too() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "1\n", "{}", String::from_utf8_lossy(&out.stderr));
 
     // Without a client certificate the handshake is refused: no HTTP answer at all.
-    let without = Curl { base, extra: vec!["--cacert".into(), path("ca.pem")] };
+    let without = Curl { base, extra: vec!["--cacert".into(), ca.clone()] };
     for flags in [&[][..], &["--http1.1"][..]] {
         let mut args = flags.to_vec();
         let url = format!("{}/v3/kv/range", without.base);

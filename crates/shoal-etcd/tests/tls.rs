@@ -21,10 +21,7 @@ async fn etcdctl_over_mutual_tls() {
     }
     let p = pki();
     let dir = tempfile::tempdir().expect("tempdir");
-    let path = |n: &str| dir.path().join(n).to_string_lossy().into_owned();
-    std::fs::write(path("ca.pem"), &p.ca_pem).expect("write");
-    std::fs::write(path("client.pem"), &p.client_pem.0).expect("write");
-    std::fs::write(path("client.key"), &p.client_pem.1).expect("write");
+    let [ca, cert, key] = p.write_client_files(dir.path());
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let endpoint = listener.local_addr().expect("addr").to_string();
@@ -55,9 +52,9 @@ async fn etcdctl_over_mutual_tls() {
     };
     let tls = |rest: &[&str]| {
         let mut v = vec![
-            format!("--cacert={}", path("ca.pem")),
-            format!("--cert={}", path("client.pem")),
-            format!("--key={}", path("client.key")),
+            format!("--cacert={}", ca.clone()),
+            format!("--cert={}", cert.clone()),
+            format!("--key={}", key.clone()),
         ];
         v.extend(rest.iter().map(|s| s.to_string()));
         v
@@ -67,6 +64,6 @@ async fn etcdctl_over_mutual_tls() {
     let (ok, status) = run(tls(&["endpoint", "status"])).await;
     assert!(ok && status.contains(", 3.4.0, "), "{status}");
     // Without a client certificate the handshake is refused.
-    let (ok, _) = run(vec![format!("--cacert={}", path("ca.pem")), "get".into(), "k".into()]).await;
+    let (ok, _) = run(vec![format!("--cacert={}", ca.clone()), "get".into(), "k".into()]).await;
     assert!(!ok, "a client without a certificate must be refused");
 }

@@ -53,6 +53,23 @@ pub fn pki() -> Pki {
     }
 }
 
+impl Pki {
+    /// Writes `ca.pem`, `client.pem` and `client.key` (what etcdctl's and curl's TLS flags
+    /// take) into `dir`; their paths, in that order.
+    pub fn write_client_files(&self, dir: &std::path::Path) -> [String; 3] {
+        let files = [
+            ("ca.pem", &self.ca_pem),
+            ("client.pem", &self.client_pem.0),
+            ("client.key", &self.client_pem.1),
+        ];
+        files.map(|(name, pem)| {
+            let path = dir.join(name);
+            std::fs::write(&path, pem).expect("write a PEM file");
+            path.to_string_lossy().into_owned()
+        })
+    }
+}
+
 pub fn server_config(p: &Pki) -> Arc<rustls::ServerConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
