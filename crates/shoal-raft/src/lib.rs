@@ -4,10 +4,11 @@
 //! This is the only crate that names openraft; the rest of Shoal sees [`Request`] (a command and
 //! the proposal time chosen by the leader) and [`Response`].
 //!
-//! Durability: every append, vote and commit-index write is a redb transaction committed with
-//! `Durability::Immediate` (fsync) before openraft is told it is done, so an acknowledged write
-//! survives a crash of any minority of managers. The state machine lives in memory and is rebuilt
-//! on restart from the last snapshot (persisted in redb) plus the committed log after it.
+//! Durability: every append and vote is in a redb transaction committed with fsync before
+//! openraft is told it is done, so an acknowledged write survives a crash of any minority of
+//! managers; the commit index rides along with the next transaction (see `log_store`). The
+//! state machine lives in memory and is rebuilt on restart from the last snapshot (its own
+//! file, `raft.snapshot`) plus the committed log after it.
 //!
 //! Managers talk to each other through [`transport`]: Raft RPCs as JSON over HTTP/1.1 over
 //! mutual TLS ([`transport::TlsNetwork`] on the client side, [`transport::raft_router`] served by
