@@ -8,6 +8,7 @@ pub mod events;
 pub mod exec;
 pub mod exec_stream;
 pub mod internal;
+pub mod jobs;
 pub mod join;
 pub mod kv;
 pub mod kv_http;

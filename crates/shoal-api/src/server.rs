@@ -179,6 +179,11 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
     ("get", "/v1/kv/leases", "every lease id"),
     ("get", "/v1/kv/leases/{id}", "a lease's remaining time from the leader (?keys=true)"),
     ("post", "/v1/kv/leases/{id}/keepalive", "renew a lease on the leader"),
+    ("get", "/v1/jobs", "scheduled jobs (services in mode scheduled) with their runs"),
+    ("get", "/v1/jobs/graph", "the jobs' dependency graph (?format=json|dot|csv)"),
+    ("post", "/v1/jobs/{id}/run", "start a run of a scheduled job now"),
+    ("post", "/v1/jobs/{id}/suspend", "stop starting scheduled and parent-triggered runs"),
+    ("post", "/v1/jobs/{id}/resume", "start them again (no catch-up of what was missed)"),
     ("get", "/v1/openapi.json", "this document"),
 ];
 
@@ -212,6 +217,7 @@ pub fn router(manager: Arc<Manager>) -> Router {
         )
         .route("/v1/openapi.json", get(openapi))
         .merge(crate::stack::routes())
+        .merge(crate::jobs::routes())
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint (see /v1/openapi.json)")
         })

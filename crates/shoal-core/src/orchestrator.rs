@@ -64,6 +64,7 @@ pub(crate) fn run(ctx: &mut Ctx<'_>) {
             ServiceMode::ReplicatedJob { max_concurrent, total_completions } => {
                 replicated_job(ctx, svc, &slots, max_concurrent, total_completions)
             }
+            ServiceMode::Scheduled(ref job) => crate::cron::scheduled(ctx, svc, job, &slots),
         }
         for slot in slots.values() {
             // History of a global task whose node is gone has nothing left to tell.
@@ -82,7 +83,7 @@ pub(crate) fn run(ctx: &mut Ctx<'_>) {
 
 /// Why a task must leave its node, if it must: the node is gone, down or drained, or no longer
 /// satisfies the service's constraints (labels changed; SwarmKit's constraint enforcer).
-fn node_problem(ctx: &Ctx<'_>, t: &Task, constraints: &[Constraint]) -> Option<&'static str> {
+pub(crate) fn node_problem(ctx: &Ctx<'_>, t: &Task, constraints: &[Constraint]) -> Option<&'static str> {
     let id = t.node_id.as_ref()?;
     match ctx.state.node(id) {
         None => Some("node removed"),

@@ -86,11 +86,40 @@ pub fn verify(state: &ClusterState, plan: Plan) -> Verified {
         }
     }
 
-    let Plan { base_index, create_tasks, assign, set_desired, set_status, delete_tasks, service_updates } =
-        plan;
+    let Plan {
+        base_index,
+        create_tasks,
+        assign,
+        set_desired,
+        set_status,
+        delete_tasks,
+        service_updates,
+        job_updates,
+    } = plan;
     out.plan.base_index = base_index;
+    // A job's record and the tasks of its runs commit together: a job that changed since the
+    // plan (another plan started a run meanwhile) gets neither.
+    let mut stale_jobs: BTreeSet<ServiceId> = BTreeSet::new();
+    for ju in job_updates {
+        match state.service(&ju.service_id) {
+            Some(svc) if svc.version == ju.service_version && svc.version <= base => {
+                out.plan.job_updates.push(ju)
+            }
+            _ => {
+                out.rejected.push((
+                    PlanItem::Service(ju.service_id.clone()),
+                    "job changed since the plan was computed".into(),
+                ));
+                stale_jobs.insert(ju.service_id);
+            }
+        }
+    }
     for mut t in create_tasks {
         let item = PlanItem::Create(t.id.clone());
+        if stale_jobs.contains(&t.service_id) {
+            out.rejected.push((item, "job changed since the plan was computed".into()));
+            continue;
+        }
         let Some(svc) = state.service(&t.service_id) else {
             out.rejected.push((item, "service no longer exists".into()));
             continue;

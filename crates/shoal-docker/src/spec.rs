@@ -511,7 +511,14 @@ pub fn to_shoal(d: &ServiceSpec, base: Option<&st::ServiceSpec>) -> Result<st::S
             aliases: n.aliases.clone().unwrap_or_default(),
         });
     }
-    s.mode = mode(&mut p, d.mode.as_ref());
+    let wire_mode = mode(&mut p, d.mode.as_ref());
+    // A scheduled job shows as a replicated job of one task per run (Docker has no schedules);
+    // sent back unchanged, it stays the scheduled job it is.
+    let keeps_schedule = base.is_some_and(|b| b.mode.scheduled().is_some())
+        && wire_mode == st::ServiceMode::ReplicatedJob { max_concurrent: 1, total_completions: 1 };
+    if !keeps_schedule {
+        s.mode = wire_mode;
+    }
     s.update_config = update_config(&mut p, "UpdateConfig", d.update_config.as_ref());
     s.rollback_config = update_config(&mut p, "RollbackConfig", d.rollback_config.as_ref());
     if let Some(ep) = &d.endpoint_spec {
@@ -1040,6 +1047,11 @@ pub fn from_shoal(s: &st::ServiceSpec) -> ServiceSpec {
                 max_concurrent: Some(*max_concurrent),
                 total_completions: Some(*total_completions),
             }),
+            ..Default::default()
+        },
+        // Docker has no schedules: one task per run (see `to_shoal`).
+        st::ServiceMode::Scheduled(_) => Mode {
+            replicated_job: Some(ReplicatedJob { max_concurrent: Some(1), total_completions: Some(1) }),
             ..Default::default()
         },
         st::ServiceMode::GlobalJob => {

@@ -163,6 +163,7 @@ pub fn check_converged(state: &ClusterState) -> Vec<Violation> {
                 }
             }
             ServiceMode::GlobalJob => {}
+            ServiceMode::Scheduled(_) => {}
         }
     }
     out

@@ -340,7 +340,10 @@ impl Sim {
                 && t.status.state == TaskState::Running
                 && self.now.since(t.status.timestamp) >= self.config.job_runtime
             {
-                Some((TaskState::Complete, Some(0)))
+                match sim_exit_code(t) {
+                    0 => Some((TaskState::Complete, Some(0))),
+                    code => Some((TaskState::Failed, Some(code))),
+                }
             } else {
                 None
             };
@@ -416,5 +419,22 @@ impl Sim {
     /// A digest of the whole state, to compare runs (same seed → same digest).
     pub fn fingerprint(&self) -> String {
         serde_json::to_string(&self.state.snapshot()).unwrap_or_default()
+    }
+}
+
+/// How a simulated job task exits: `0` unless its command is `sim-exit CODES`, a
+/// comma-separated list of exit codes picked by the task's slot (run number) in turn, so a test
+/// can make chosen runs of a job fail.
+pub fn sim_exit_code(t: &shoal_types::Task) -> i32 {
+    match t.spec.command.as_slice() {
+        [prog, codes, ..] if prog == "sim-exit" => {
+            let codes: Vec<i32> = codes.split(',').filter_map(|c| c.trim().parse().ok()).collect();
+            if codes.is_empty() {
+                return 0;
+            }
+            let i = t.slot.unwrap_or(0) as usize % codes.len();
+            codes[i]
+        }
+        _ => 0,
     }
 }

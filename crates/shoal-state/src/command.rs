@@ -2,8 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 use shoal_types::{
-    Network, NetworkId, Node, NodeId, NodeSpec, NodeState, Service, ServiceId, ServiceSpec, Task, TaskId,
-    TaskState, TaskStatus, UpdateStatus,
+    JobStatus, Network, NetworkId, Node, NodeId, NodeSpec, NodeState, Service, ServiceId, ServiceSpec, Task,
+    TaskId, TaskState, TaskStatus, UpdateStatus,
 };
 
 use crate::{ClusterConfig, ClusterObject};
@@ -49,6 +49,11 @@ pub enum Command {
         id: ServiceId,
     },
     RemoveService {
+        id: ServiceId,
+    },
+    /// `job run`: start a run of a scheduled job now (the controllers start it on their next
+    /// pass, recording it in the same entry as its task).
+    RunJob {
         id: ServiceId,
     },
     SetConfig {
@@ -117,6 +122,19 @@ pub struct Plan {
     pub set_status: Vec<StatusChange>,
     pub delete_tasks: Vec<(TaskId, u64)>,
     pub service_updates: Vec<ServiceStatusChange>,
+    /// Scheduled jobs' new records. Verification refuses one whose job changed since the plan's
+    /// base together with the tasks it creates, so a run and its task commit together or not
+    /// at all. Left out of the JSON when empty.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub job_updates: Vec<JobUpdate>,
+}
+
+/// A scheduled job's record as the controllers computed it from version `service_version`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobUpdate {
+    pub service_id: ServiceId,
+    pub service_version: u64,
+    pub status: JobStatus,
 }
 
 impl Plan {
@@ -127,6 +145,7 @@ impl Plan {
             && self.set_status.is_empty()
             && self.delete_tasks.is_empty()
             && self.service_updates.is_empty()
+            && self.job_updates.is_empty()
     }
 
     pub fn len(&self) -> usize {
@@ -136,6 +155,7 @@ impl Plan {
             + self.set_status.len()
             + self.delete_tasks.len()
             + self.service_updates.len()
+            + self.job_updates.len()
     }
 
     pub fn extend(&mut self, other: Plan) {
@@ -145,6 +165,7 @@ impl Plan {
         self.set_status.extend(other.set_status);
         self.delete_tasks.extend(other.delete_tasks);
         self.service_updates.extend(other.service_updates);
+        self.job_updates.extend(other.job_updates);
     }
 }
 

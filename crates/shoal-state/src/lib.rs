@@ -4,12 +4,15 @@
 //! simulator can replay it. No I/O, no clock reads: `at` (the proposal time) is an argument.
 
 mod command;
+mod jobs;
 mod network;
 mod usage;
 
 pub use command::{
-    Assignment, Command, DesiredChange, Plan, PlanItem, ServiceStatusChange, StatusChange, TaskStatusReport,
+    Assignment, Command, DesiredChange, JobUpdate, Plan, PlanItem, ServiceStatusChange, StatusChange,
+    TaskStatusReport,
 };
+pub use jobs::MAX_PENDING_MANUAL_RUNS;
 pub use network::{IpamSnapshot, NodeAddress, STILL_STOPPING};
 pub use usage::NodeUsage;
 
@@ -405,6 +408,26 @@ impl ClusterState {
                 out.events.push(event(index, at, Action::Update, Object::Service(Box::new(svc.clone()))));
             }
             Command::RemoveService { id } => self.remove_service(index, at, &id, &mut out)?,
+            Command::RunJob { id } => {
+                let svc = self.services.get_mut(&id).ok_or_else(|| not_found("service", id.as_str()))?;
+                if svc.spec.mode.scheduled().is_none() {
+                    return Err(StateError::Conflict(format!(
+                        "{} is a {} service, not a scheduled job",
+                        svc.spec.name,
+                        svc.spec.mode.name()
+                    )));
+                }
+                let job = svc.job.get_or_insert_with(Default::default);
+                if job.pending_manual >= MAX_PENDING_MANUAL_RUNS {
+                    return Err(StateError::Conflict(format!(
+                        "job {} already has {MAX_PENDING_MANUAL_RUNS} runs waiting to start",
+                        svc.spec.name
+                    )));
+                }
+                job.pending_manual += 1;
+                touch(&mut svc.version, &mut svc.updated_at, index, at);
+                out.events.push(event(index, at, Action::Update, Object::Service(Box::new(svc.clone()))));
+            }
             Command::SetConfig { config } => self.config = config,
             Command::InitCluster { cluster } => {
                 if let Some(c) = &self.cluster {
@@ -487,9 +510,11 @@ impl ClusterState {
         if self.service_by_name.contains_key(&svc.spec.name) {
             return Err(StateError::NameConflict(svc.spec.name));
         }
+        self.check_job_graph(None, &svc.spec)?;
         self.resolve_service_networks(&mut svc.spec)?;
         svc.endpoint = Default::default();
         self.attach_service(index, at, &svc.id, &svc.spec, &mut svc.endpoint, out)?;
+        svc.job = svc.spec.mode.scheduled().map(|j| self.new_job_status(j, at));
         svc.created_at = at;
         svc.spec_version = 1;
         svc.previous_spec = None;
@@ -517,19 +542,30 @@ impl ClusterState {
         self.resolve_service_networks(&mut spec)?;
         let svc = self.services.get(id).ok_or_else(|| not_found("service", id.as_str()))?;
         check_version("service", id.as_str(), expected_version, svc.version)?;
-        if svc.spec.mode.is_global() != spec.mode.is_global() || svc.spec.mode.is_job() != spec.mode.is_job()
+        if svc.spec.mode.is_global() != spec.mode.is_global()
+            || svc.spec.mode.is_job() != spec.mode.is_job()
+            || svc.spec.mode.scheduled().is_some() != spec.mode.scheduled().is_some()
         {
             return Err(StateError::ModeChange { from: svc.spec.mode.name(), to: spec.mode.name() });
         }
         if spec.name != svc.spec.name && self.service_by_name.contains_key(&spec.name) {
             return Err(StateError::NameConflict(spec.name));
         }
+        if spec.name != svc.spec.name {
+            self.check_no_children(svc, "rename")?;
+        }
+        self.check_job_graph(Some(id), &spec)?;
         let mut svc = svc.clone();
         self.attach_service(index, at, id, &spec, &mut svc.endpoint, out)?;
+        if let Some(new) = spec.mode.scheduled() {
+            svc.job = Some(self.updated_job_status(svc.job.take(), svc.spec.mode.scheduled(), new, at));
+        }
         let template_changed = svc.spec.task_template != spec.task_template
             || svc.spec.endpoint != spec.endpoint
             || svc.spec.networks != spec.networks;
-        let job_rerun = svc.spec.mode.is_job() && svc.spec.mode != spec.mode;
+        // A scheduled job's settings change when its runs start, not what they run.
+        let job_rerun =
+            svc.spec.mode.is_job() && svc.spec.mode.scheduled().is_none() && svc.spec.mode != spec.mode;
         if spec.name != svc.spec.name {
             self.service_by_name.remove(&svc.spec.name);
             self.service_by_name.insert(spec.name.clone(), id.clone());
@@ -567,6 +603,8 @@ impl ClusterState {
         id: &ServiceId,
         out: &mut Applied,
     ) -> Result<(), StateError> {
+        let svc = self.services.get(id).ok_or_else(|| not_found("service", id.as_str()))?;
+        self.check_no_children(svc, "remove")?;
         let svc = self.services.remove(id).ok_or_else(|| not_found("service", id.as_str()))?;
         self.service_by_name.remove(&svc.spec.name);
         self.detach_service(&svc);
@@ -588,6 +626,9 @@ impl ClusterState {
     }
 
     fn apply_plan(&mut self, index: u64, at: Timestamp, plan: Plan, out: &mut Applied) {
+        for ju in plan.job_updates {
+            self.apply_job_update(index, at, ju, out);
+        }
         for mut t in plan.create_tasks {
             if self.tasks.contains_key(&t.id) {
                 out.skipped.push((PlanItem::Create(t.id.clone()), "task already exists".into()));
@@ -706,6 +747,23 @@ impl ClusterState {
             touch(&mut svc.version, &mut svc.updated_at, index, at);
             out.events.push(event(index, at, Action::Update, Object::Service(Box::new(svc.clone()))));
         }
+    }
+
+    /// A scheduled job's new record, computed on the state at the plan's base (verification
+    /// has refused it, with the tasks it starts, if the job changed since).
+    fn apply_job_update(&mut self, index: u64, at: Timestamp, ju: JobUpdate, out: &mut Applied) {
+        let item = PlanItem::Service(ju.service_id.clone());
+        let Some(svc) = self.services.get_mut(&ju.service_id) else {
+            out.skipped.push((item, "service no longer exists".into()));
+            return;
+        };
+        if svc.version != ju.service_version || svc.spec.mode.scheduled().is_none() {
+            out.skipped.push((item, "job changed since the plan was made".into()));
+            return;
+        }
+        svc.job = Some(ju.status);
+        touch(&mut svc.version, &mut svc.updated_at, index, at);
+        out.events.push(event(index, at, Action::Update, Object::Service(Box::new(svc.clone()))));
     }
 
     fn report_status(

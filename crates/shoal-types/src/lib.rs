@@ -5,9 +5,11 @@
 pub mod constraint;
 pub mod container;
 pub mod id;
+pub mod job;
 pub mod network;
 pub mod node;
 pub mod resources;
+pub mod schedule;
 pub mod service;
 pub mod shell;
 pub mod stack;
@@ -18,6 +20,7 @@ pub mod validate;
 pub use constraint::{Constraint, ConstraintError, ConstraintKey, Operator};
 pub use container::{DnsConfig, LogDriver, Ulimit};
 pub use id::{NetworkId, NodeId, ServiceId, TaskId};
+pub use job::{ConcurrencyPolicy, JobRun, JobStatus, RunCause, RunOutcome, RunState, ScheduledJob, Trigger};
 pub use network::{
     Ipv4Net, Network, NetworkAttachmentConfig, NetworkDriver, NetworkSpec, NetworkStatus, ServiceEndpoint,
     TaskNetwork, VirtualIp,
@@ -27,6 +30,7 @@ pub use node::{
     NodeStatus, Platform, Reachability,
 };
 pub use resources::{parse_cpus, Resources, Shortfall, NANO_CPUS_PER_CPU};
+pub use schedule::{validate_time_zone, CronSchedule, RepeatingInterval, Schedule, ScheduleError};
 pub use service::{
     Dependency, DependencyCondition, EndpointMode, EndpointSpec, FailureAction, HealthCheck, Mount,
     MountType, OnDrain, Placement, PlacementPreference, PortConfig, Protocol, PublishMode, RebalanceMode,

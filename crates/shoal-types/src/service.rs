@@ -36,6 +36,9 @@ pub struct Service {
     /// The service's virtual IPs on its networks (allocated by the managers).
     #[serde(default, skip_serializing_if = "ServiceEndpoint::is_empty")]
     pub endpoint: ServiceEndpoint,
+    /// A scheduled job's record (mode `scheduled` only): next occurrence, runs, counters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<crate::job::JobStatus>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -118,10 +121,17 @@ pub enum RebalanceMode {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum ServiceMode {
-    Replicated { replicas: u64 },
+    Replicated {
+        replicas: u64,
+    },
     Global,
-    ReplicatedJob { max_concurrent: u64, total_completions: u64 },
+    ReplicatedJob {
+        max_concurrent: u64,
+        total_completions: u64,
+    },
     GlobalJob,
+    /// A job whose runs start on a schedule, after parent jobs, or by hand; one task per run.
+    Scheduled(Box<crate::job::ScheduledJob>),
 }
 
 impl Default for ServiceMode {
@@ -131,8 +141,16 @@ impl Default for ServiceMode {
 }
 
 impl ServiceMode {
+    /// Tasks run to completion (jobs, including scheduled ones): no rolling updates.
     pub fn is_job(&self) -> bool {
-        matches!(self, ServiceMode::ReplicatedJob { .. } | ServiceMode::GlobalJob)
+        matches!(self, ServiceMode::ReplicatedJob { .. } | ServiceMode::GlobalJob | ServiceMode::Scheduled(_))
+    }
+    /// The schedule and its settings, for a scheduled job.
+    pub fn scheduled(&self) -> Option<&crate::job::ScheduledJob> {
+        match self {
+            ServiceMode::Scheduled(j) => Some(j),
+            _ => None,
+        }
     }
     pub fn is_global(&self) -> bool {
         matches!(self, ServiceMode::Global | ServiceMode::GlobalJob)
@@ -143,6 +161,7 @@ impl ServiceMode {
             ServiceMode::Global => "global",
             ServiceMode::ReplicatedJob { .. } => "replicated-job",
             ServiceMode::GlobalJob => "global-job",
+            ServiceMode::Scheduled(_) => "scheduled",
         }
     }
 }
@@ -564,6 +583,7 @@ impl Service {
             update_status: None,
             rebalance_requested_at: None,
             endpoint: ServiceEndpoint::default(),
+            job: None,
         }
     }
 

@@ -7,7 +7,9 @@
 //! being accepted and then ignored or failing task after task.
 
 use crate::constraint::Constraint;
+use crate::job::{ScheduledJob, Trigger, MAX_JOB_HISTORY, MAX_JOB_PARENTS, MAX_JOB_RETRIES};
 use crate::network::{self, Ipv4Net, NetworkAttachmentConfig, NetworkSpec};
+use crate::service::RestartPolicy;
 use crate::service::{
     EndpointMode, EndpointSpec, MountType, Placement, PublishMode, ResourceRequirements, ServiceMode,
     ServiceSpec, TaskTemplate, UpdateConfig,
@@ -110,6 +112,9 @@ impl ServiceSpec {
             }
         }
         validate_mode(&self.mode, &mut e);
+        if let ServiceMode::Scheduled(job) = &self.mode {
+            validate_scheduled(&self.name, job, &self.task_template, &mut e);
+        }
         validate_template(&self.task_template, drivers, &mut e);
         validate_update_config("update_config", &self.update_config, &mut e);
         validate_update_config("rollback_config", &self.rollback_config, &mut e);
@@ -151,6 +156,68 @@ fn validate_mode(mode: &ServiceMode, e: &mut Errors) {
             }
         }
         _ => {}
+    }
+}
+
+/// A scheduled job's settings: a valid schedule in a known time zone, or parents, never both.
+fn validate_scheduled(name: &str, job: &ScheduledJob, template: &TaskTemplate, e: &mut Errors) {
+    const F: &str = "mode.scheduled";
+    match (job.schedule.trim().is_empty(), job.after.is_empty()) {
+        (true, true) => e.push(F, "give a schedule (cron or ISO 8601 R/START/PERIOD) or parent jobs (after)"),
+        (false, false) => e.push(F, "a job runs on a schedule or after its parents, not both"),
+        _ => {}
+    }
+    if !job.schedule.trim().is_empty() {
+        if let Err(err) = crate::schedule::validate_time_zone(&job.time_zone) {
+            e.push(format!("{F}.time_zone"), err.to_string());
+        } else {
+            match crate::schedule::Schedule::parse(&job.schedule) {
+                Err(err) => e.push(format!("{F}.schedule"), err.to_string()),
+                Ok(s) => {
+                    if let Err(err) = s.validate_in(&job.time_zone) {
+                        e.push(format!("{F}.schedule"), err.to_string());
+                    }
+                }
+            }
+        }
+    } else {
+        if !job.time_zone.is_empty() {
+            e.push(format!("{F}.time_zone"), "only a job with a schedule has a time zone");
+        }
+        if job.starting_deadline.is_some() {
+            e.push(format!("{F}.starting_deadline"), "only a job with a schedule has a starting deadline");
+        }
+    }
+    if job.after.is_empty() && job.trigger != Trigger::default() {
+        e.push(format!("{F}.trigger"), "only a job with parents (after) has a trigger");
+    }
+    if job.after.len() > MAX_JOB_PARENTS {
+        e.push(format!("{F}.after"), format!("at most {MAX_JOB_PARENTS} parents"));
+    }
+    let mut seen = BTreeSet::new();
+    for p in &job.after {
+        if let Err(m) = validate_name(p) {
+            e.push(format!("{F}.after"), m);
+        } else if p == name {
+            e.push(format!("{F}.after"), format!("job {name:?} cannot run after itself"));
+        } else if !seen.insert(p.as_str()) {
+            e.push(format!("{F}.after"), format!("parent {p:?} is listed twice"));
+        }
+    }
+    if job.starting_deadline.is_some_and(|d| d.is_zero()) {
+        e.push(format!("{F}.starting_deadline"), "must be longer than 0s (leave it out for no deadline)");
+    }
+    if job.retries > MAX_JOB_RETRIES {
+        e.push(format!("{F}.retries"), format!("{} is above the limit of {MAX_JOB_RETRIES}", job.retries));
+    }
+    if job.history == 0 || job.history > MAX_JOB_HISTORY {
+        e.push(format!("{F}.history"), format!("must be within 1-{MAX_JOB_HISTORY}"));
+    }
+    if template.restart_policy != RestartPolicy::default() {
+        e.push(
+            "task_template.restart_policy",
+            "a scheduled job's runs are retried with retries and retry_delay; leave the restart policy unset",
+        );
     }
 }
 

@@ -9,6 +9,7 @@ mod exec_cli;
 mod filter;
 mod format;
 mod image_cli;
+mod job_cli;
 mod kv_cli;
 mod logs_cli;
 mod network_cli;
@@ -161,6 +162,9 @@ enum Cmd {
     /// The cluster's key-value store (also served to etcd clients; see --etcd-addr).
     #[command(subcommand)]
     Kv(kv_cli::KvCmd),
+    /// Scheduled jobs: cron or ISO 8601 schedules, dependencies between jobs, manual runs.
+    #[command(subcommand)]
+    Job(job_cli::JobCmd),
     /// Manage this node's image store (used by the oci driver).
     Image {
         /// The node's data directory (the store is `DATA_DIR/images`).
@@ -375,6 +379,7 @@ fn real_main() -> Result<()> {
         Cmd::Stack(c) => runtime()?.block_on(async { stack_cli::run(&client()?, c).await })?,
         Cmd::Events(a) => runtime()?.block_on(async { events_cli::run(&client()?, a).await })?,
         Cmd::Kv(c) => runtime()?.block_on(async { kv_cli::run(&client()?, c).await })?,
+        Cmd::Job(c) => runtime()?.block_on(async { job_cli::run(&client()?, c).await })?,
         Cmd::Image { data_dir, command } => image_cli::run(&data_dir, command)?,
         // No async runtime: the shim is a small single-threaded supervisor.
         Cmd::Shim { task_dir } => std::process::exit(shoal_driver::shim::run(&task_dir)),

@@ -1412,6 +1412,8 @@ pub fn assess(svc: &Service, tasks: &[Task], nodes: &[Node], expect: Expect) -> 
             }
             (done.min(total_completions), total_completions)
         }
+        // Runs start on their schedule: nothing to wait for when the job is created.
+        ServiceMode::Scheduled(_) => (0, 0),
         ServiceMode::Global | ServiceMode::GlobalJob => {
             let job = svc.spec.mode.is_job();
             let eligible = eligible_nodes(svc, nodes);
@@ -1649,6 +1651,10 @@ pub(crate) fn replicas_text(s: &Service, tasks: &[Task], nodes: &[Node]) -> Stri
         ServiceMode::GlobalJob => {
             let n = eligible_nodes(s, nodes).len();
             format!("{running}/{n} ({completed}/{n} completed)")
+        }
+        ServiceMode::Scheduled(_) => {
+            let st = s.job.clone().unwrap_or_default();
+            format!("{running} running ({} ok, {} failed)", st.success_count, st.error_count)
         }
     }
 }
@@ -2083,6 +2089,14 @@ pub fn pretty_service(s: &Service) -> String {
         ServiceMode::ReplicatedJob { max_concurrent, total_completions } => {
             let _ = writeln!(o, " Max Concurrent:\t{max_concurrent}");
             let _ = writeln!(o, " Total Completions:\t{total_completions}");
+        }
+        ServiceMode::Scheduled(ref j) => {
+            if !j.schedule.is_empty() {
+                let _ = writeln!(o, " Schedule:\t{}", j.schedule);
+            }
+            if !j.after.is_empty() {
+                let _ = writeln!(o, " After:\t\t{}", j.after.join(", "));
+            }
         }
         _ => {}
     }
