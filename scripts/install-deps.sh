@@ -44,6 +44,13 @@ if ! python3 -c 'import prometheus_client.openmetrics.parser' 2>/dev/null; then
     python3 -c 'import prometheus_client.openmetrics.parser'
 fi
 
+# The Chronos API test drives the real Chronos client library (Yelp's chronos-python, pure Python).
+if ! python3 -c 'import chronos' 2>/dev/null; then
+    echo "==> installing chronos-python (PyPI)"
+    python3 -m pip install -q --disable-pip-version-check chronos-python==1.2.1 2>&1 | grep -v "Running pip as the 'root'" || true
+    python3 -c 'import chronos'
+fi
+
 # CRIU >= 4 for checkpoint/restore (Debian 12's 3.17 fails `criu check` on this kernel): Debian 13's
 # criu in a private prefix, see scripts/install-criu.sh.
 bash "$(dirname "$0")/install-criu.sh"

@@ -2,6 +2,7 @@
 //! This crate (with the transport in `shoal-raft`) is the only one that knows wire formats.
 
 pub mod app;
+pub mod chronos;
 pub mod client;
 pub mod dispatcher;
 pub mod events;

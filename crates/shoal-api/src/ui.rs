@@ -146,9 +146,11 @@ pub fn ui_router(
     let mut r: Router = Router::new().route("/metrics", metrics_route).with_state(st.clone());
     match (manager, services) {
         (Some(m), Some(services)) => {
+            let chronos = crate::chronos::router(m.clone());
             let api = crate::full_router(m, agent, services)
                 .layer(axum::middleware::from_fn(only_what_the_ui_uses));
             r = r
+                .merge(chronos)
                 .route("/", page(INDEX_HTML, html))
                 .route("/app.js", page(APP_JS, "text/javascript; charset=utf-8"))
                 .route("/style.css", page(STYLE_CSS, "text/css; charset=utf-8"))
@@ -156,7 +158,7 @@ pub fn ui_router(
         }
         _ => r = r.route("/", page(WORKER_HTML, html)),
     }
-    r.layer(axum::middleware::from_fn_with_state(st, guard))
+    r.layer(axum::middleware::from_fn_with_state(st.access, guard))
         .layer(axum::middleware::from_fn(security_headers))
 }
 
@@ -182,8 +184,8 @@ fn forbidden(msg: impl Into<String>) -> Response {
 }
 
 /// Who may ask: see the module documentation.
-async fn guard(State(st): State<UiState>, req: Request, next: Next) -> Response {
-    if let Access::Loopback(listen) = st.access {
+async fn guard(State(access): State<Access>, req: Request, next: Next) -> Response {
+    if let Access::Loopback(listen) = access {
         if !host_allowed(req.headers().get(header::HOST), listen) {
             return forbidden("the Host header must name this loopback address");
         }
@@ -199,7 +201,12 @@ async fn guard(State(st): State<UiState>, req: Request, next: Next) -> Response 
             }
         }
     }
-    if req.method() != Method::GET && req.method() != Method::HEAD && !req.headers().contains_key(UI_HEADER) {
+    let chronos = crate::chronos::is_chronos_path(req.uri().path());
+    if req.method() != Method::GET
+        && req.method() != Method::HEAD
+        && !chronos
+        && !req.headers().contains_key(UI_HEADER)
+    {
         return forbidden(format!("writes from the web UI carry the {UI_HEADER} header"));
     }
     next.run(req).await
@@ -291,6 +298,23 @@ fn parse_proc_addr(s: &str) -> Option<SocketAddr> {
         _ => return None,
     };
     Some(SocketAddr::new(ip, port))
+}
+
+/// Serves Chronos's API alone (`--chronos-addr`), with the web UI's rules for who may call: on a
+/// loopback address plain HTTP for root (or the daemon's user) with the `Host` checked, else
+/// mutual TLS with the cluster's client certificates.
+pub async fn serve_chronos(listener: tokio::net::TcpListener, manager: Arc<Manager>) -> std::io::Result<()> {
+    let addr = listener.local_addr()?;
+    let r = crate::chronos::router(manager.clone());
+    if addr.ip().is_loopback() {
+        tracing::info!(%addr, "Chronos API at http://{addr}/v1/scheduler/");
+        let r = r.layer(axum::middleware::from_fn_with_state(Access::Loopback(addr), guard));
+        return axum::serve(listener, r.into_make_service_with_connect_info::<SocketAddr>()).await;
+    }
+    tracing::info!(%addr, "Chronos API at https://{addr}/v1/scheduler/ (client certificate required)");
+    let r = r.layer(axum::middleware::from_fn_with_state(Access::Tls, guard));
+    crate::tcp::serve_tcp(listener, manager, r).await;
+    Ok(())
 }
 
 /// Serves the operator's view on `listener`: plain HTTP with the loopback checks when it is a

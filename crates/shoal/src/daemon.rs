@@ -41,6 +41,8 @@ pub struct DaemonArgs {
     pub etcd_addr: Option<String>,
     /// `etcd_addr` is the default: a port in use then only turns it off (with a warning).
     pub etcd_addr_is_default: bool,
+    /// Where a manager also serves Chronos's REST API; none: only on the UI's address.
+    pub chronos_addr: Option<String>,
 }
 
 /// Binds `--ui-addr` now, so that a wrong or busy address fails the start with a clear message.
@@ -144,6 +146,17 @@ pub async fn run(args: DaemonArgs) -> Result<()> {
         tokio::spawn(async move {
             if let Err(e) = shoal_api::ui::serve(ui, Some(m), slot, Some(services)).await {
                 tracing::error!(error = %e, "web UI stopped");
+            }
+        });
+    }
+    if let Some(addr) = &args.chronos_addr {
+        let l = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on --chronos-addr {addr}"))?;
+        let m = manager.clone();
+        tokio::spawn(async move {
+            if let Err(e) = shoal_api::ui::serve_chronos(l, m).await {
+                tracing::error!(error = %e, "Chronos API stopped");
             }
         });
     }
@@ -744,6 +757,9 @@ async fn run_worker(
     let tls = worker_tls(&tls_dir)?;
     if let Some(addr) = &args.api_addr {
         tracing::warn!(%addr, "a worker serves no TCP API (--api-addr is for managers); ignoring it");
+    }
+    if let Some(addr) = &args.chronos_addr {
+        tracing::warn!(%addr, "a worker serves no Chronos API (--chronos-addr is for managers); ignoring it");
     }
     let ui = bind_ui(&args.ui_addr).await?;
     let managers_path = tls_dir.join(shoal_api::join::MANAGERS_FILE);

@@ -95,6 +95,12 @@ struct DaemonOpts {
     /// a port already in use (a real etcd) only turns it off, with a warning.
     #[arg(long, default_value = DEFAULT_ETCD_ADDR)]
     etcd_addr: String,
+    /// Also serve Chronos's REST API (`/v1/scheduler/...`, for Chronos clients and job
+    /// definitions) on this address; the web UI's address serves it too. A loopback address is
+    /// plain HTTP for root (and the daemon's user) only; any other needs a client certificate of
+    /// the cluster. Default: none.
+    #[arg(long)]
+    chronos_addr: Option<String>,
 }
 
 /// etcd's client port, on loopback.
@@ -234,6 +240,7 @@ fn daemon_args(o: DaemonOpts, init: bool) -> daemon::DaemonArgs {
         init,
         etcd_addr: (o.etcd_addr != "off").then(|| o.etcd_addr.clone()),
         etcd_addr_is_default: o.etcd_addr == DEFAULT_ETCD_ADDR,
+        chronos_addr: o.chronos_addr.filter(|a| a != "off"),
     }
 }
 
