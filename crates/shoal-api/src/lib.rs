@@ -22,6 +22,7 @@ pub mod server;
 pub mod stack;
 pub mod tcp;
 pub mod ui;
+pub mod units;
 
 pub use client::{Client, ClientError};
 pub use server::{
@@ -75,8 +76,9 @@ pub fn full_router(
             manager: manager.clone(),
             agent: agent.clone(),
         }))
-        .merge(exec::exec_router(logs::LogsState { manager, agent }))
+        .merge(exec::exec_router(logs::LogsState { manager: manager.clone(), agent }))
         .merge(events::events_router(services.events))
+        .merge(units::router(manager, services.kv.clone()))
         .merge(kv_http::kv_router(services.kv))
         .layer(axum::middleware::from_fn(ui::track_requests))
 }

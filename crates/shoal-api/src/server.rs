@@ -184,6 +184,11 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
     ("post", "/v1/jobs/{id}/run", "start a run of a scheduled job now"),
     ("post", "/v1/jobs/{id}/suspend", "stop starting scheduled and parent-triggered runs"),
     ("post", "/v1/jobs/{id}/resume", "start them again (no catch-up of what was missed)"),
+    ("get", "/v1/units", "fleet units: submitted files and launched services, with their tasks"),
+    ("put", "/v1/units/{name}", "submit a systemd unit file with [X-Fleet] options ({text, start?})"),
+    ("post", "/v1/units/{name}/start", "launch a submitted unit (or an instance of a submitted template)"),
+    ("post", "/v1/units/{name}/stop", "remove a unit's service, keep its file"),
+    ("delete", "/v1/units/{name}", "stop a unit and forget its file"),
     ("get", "/v1/openapi.json", "this document"),
 ];
 

@@ -6,6 +6,7 @@
 //! again. The same inputs give the same plan, byte for byte. The leader (or the simulator)
 //! verifies the plan against the latest state with [`verify`] and commits it.
 
+mod affinity;
 mod cron;
 mod depends;
 pub mod migrate;

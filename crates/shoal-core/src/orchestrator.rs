@@ -14,7 +14,8 @@
 use crate::restart::{self, Restart};
 use crate::{updater, Ctx};
 use shoal_types::{
-    Availability, Constraint, Node, NodeId, NodeState, Service, ServiceMode, Task, TaskState, UpdateState,
+    Availability, Constraint, Node, NodeId, NodeState, Service, ServiceId, ServiceMode, Task, TaskState,
+    UpdateState,
 };
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet};
@@ -90,8 +91,28 @@ pub(crate) fn node_problem(ctx: &Ctx<'_>, t: &Task, constraints: &[Constraint]) 
         Some(n) if n.status.state == NodeState::Down => Some("node down"),
         Some(n) if n.spec.availability == Availability::Drain => Some("node drained"),
         Some(n) if !constraints.iter().all(|c| c.matches(n)) => Some("constraints no longer satisfied"),
+        Some(_) if colocated_elsewhere(ctx, t, id) => Some("the service it runs next to moved"),
         Some(_) => None,
     }
+}
+
+/// Whether a service this task must run next to (`colocate`) now runs elsewhere and no longer
+/// here (a target that is only restarting in place keeps its followers).
+fn colocated_elsewhere(ctx: &Ctx<'_>, t: &Task, node: &NodeId) -> bool {
+    let state = ctx.state;
+    t.spec.placement.colocate.iter().any(|target| {
+        let targets: Vec<&ServiceId> = state
+            .services()
+            .filter(|s| s.spec.placement_names().any(|n| n == target))
+            .map(|s| &s.id)
+            .collect();
+        let here = targets.iter().any(|s| state.usage(node).of_service(s) > 0);
+        let elsewhere = state
+            .nodes()
+            .filter(|n| n.id != *node)
+            .any(|n| targets.iter().any(|s| state.usage(&n.id).of_service(s) > 0));
+        !here && elsewhere
+    })
 }
 
 /// What `supervise` did to a slot.

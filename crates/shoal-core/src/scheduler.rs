@@ -42,6 +42,7 @@ enum Reject {
     Constraint(String),
     Port(Protocol, u16),
     MaxReplicas(u64),
+    Rule(crate::affinity::Rule),
     Resources(Shortfall),
 }
 
@@ -54,6 +55,7 @@ impl Reject {
             Reject::Constraint(c) => format!("constraint {c} not satisfied"),
             Reject::Port(p, n) => format!("host port {n}/{} in use", format!("{p:?}").to_lowercase()),
             Reject::MaxReplicas(m) => format!("max replicas per node ({m}) reached"),
+            Reject::Rule(r) => r.describe(),
             Reject::Resources(s) => s.to_string(),
         }
     }
@@ -104,6 +106,8 @@ pub struct Scheduler<'s> {
     by_id: BTreeMap<&'s NodeId, u32>,
     /// Free addresses per network, less those this pass's placements will take.
     addresses: BTreeMap<NetworkId, u64>,
+    /// Whether some service has `conflicts` (else services without rules skip the check).
+    anyone_conflicts: bool,
 }
 
 /// The static part of a group's requirements.
@@ -116,6 +120,7 @@ struct GroupSpec<'t> {
     max_per_node: u64,
     strategy: Strategy,
     preferences: Vec<&'t str>,
+    placement: &'t shoal_types::Placement,
 }
 
 impl<'t> GroupSpec<'t> {
@@ -131,6 +136,7 @@ impl<'t> GroupSpec<'t> {
             max_per_node: p.max_replicas_per_node,
             strategy: p.strategy,
             preferences: p.preferences.iter().map(|x| x.spread.as_str()).collect(),
+            placement: p,
         })
     }
 }
@@ -151,7 +157,8 @@ impl<'s> Scheduler<'s> {
             });
             by_id.insert(&node.id, i as u32);
         }
-        Scheduler { state, infos, by_id, addresses: BTreeMap::new() }
+        let anyone_conflicts = crate::affinity::anyone_conflicts(state);
+        Scheduler { state, infos, by_id, addresses: BTreeMap::new(), anyone_conflicts }
     }
 
     /// Counts an address on every network `t` still needs one on against what is left this
@@ -222,6 +229,12 @@ impl<'s> Scheduler<'s> {
         }
         if g.max_per_node > 0 && self.service_count(i, g.service) >= g.max_per_node {
             return Err(Reject::MaxReplicas(g.max_per_node));
+        }
+        if self.anyone_conflicts || !g.placement.colocate.is_empty() {
+            let info = &self.infos[i];
+            let present = info.usage.by_service.keys().chain(info.placed_by_service.keys());
+            crate::affinity::check(self.state, g.service, g.placement, self.anyone_conflicts, present)
+                .map_err(Reject::Rule)?;
         }
         self.infos[i].available.fits(g.reservation).map_err(Reject::Resources)
     }

@@ -26,6 +26,8 @@ struct Added {
 struct Checker<'s> {
     state: &'s ClusterState,
     added: BTreeMap<NodeId, Added>,
+    /// Whether some service has placement conflicts (computed once).
+    anyone_conflicts: bool,
 }
 
 impl Checker<'_> {
@@ -57,6 +59,17 @@ impl Checker<'_> {
                 return Err(format!("host port {} already in use on node {node}", p.1));
             }
         }
+        if !t.spec.placement.colocate.is_empty() || self.anyone_conflicts {
+            let present = usage.by_service.keys().chain(added.by_service.keys());
+            crate::affinity::check(
+                self.state,
+                &t.service_id,
+                &t.spec.placement,
+                self.anyone_conflicts,
+                present,
+            )
+            .map_err(|r| format!("{} on node {node}", r.describe()))?;
+        }
         let max = t.spec.placement.max_replicas_per_node;
         let count =
             usage.of_service(&t.service_id) + added.by_service.get(&t.service_id).copied().unwrap_or(0);
@@ -74,7 +87,8 @@ impl Checker<'_> {
 pub fn verify(state: &ClusterState, plan: Plan) -> Verified {
     let base = plan.base_index;
     let mut out = Verified::default();
-    let mut checker = Checker { state, added: BTreeMap::new() };
+    let anyone_conflicts = crate::affinity::anyone_conflicts(state);
+    let mut checker = Checker { state, added: BTreeMap::new(), anyone_conflicts };
 
     // Slots written after the plan's snapshot: creating a task there could duplicate one.
     let mut changed_slots: BTreeSet<(ServiceId, Option<u64>, Option<NodeId>)> = BTreeSet::new();

@@ -50,16 +50,15 @@
 //! | `[Unit] After/Before/Requires/Wants/BindsTo/PartOf/Requisite=` | warnings listing the units (`network*.target` and, for containers, `docker.service/socket` go unsaid) |
 //! | `[Install]` | ignored (fleet ignores it) |
 //! | `[X-Fleet] MachineID=` | `placement.machine_id`, constraint `node.id==ID` (with a warning: fleet's IDs are `/etc/machine-id`) |
-//! | `MachineMetadata=` (`k=v` words, quoted or not, repeated) | `placement.metadata` key → allowed values (OR within a key, AND across keys); a key with one value also becomes `node.labels.KEY==VALUE` |
-//! | `MachineOf=`, `Conflicts=` (globs) | `placement.machine_of`, `placement.conflicts` only |
+//! | `MachineMetadata=` (`k=v` words, quoted or not, repeated) | constraints, AND across keys: `node.labels.KEY==VALUE`, or `node.labels.KEY in (V1,V2)` for a key given several values (OR) |
+//! | `Conflicts=` (globs, repeated) | `placement.conflicts`: never on a node with a task of a service whose name or `fleet.unit` label matches (either side's rule; the unit's own instances included) |
+//! | `MachineOf=` | `placement.colocate`: only next to that unit's task, and moved when it moves |
 //! | `Global=` | `placement.global`, global mode; with `MachineID`/`MachineOf` refused (fleet's rules, also MachineID with MachineOf/Conflicts) |
 //! | `Replaces=`, `X-ConditionMachineBootID=`, unknown `[X-Fleet]` keys | refused |
 //! | `X-ConditionMachineID/-MachineOf/-MachineMetadata`, `X-Conflicts` | aliases |
 //! | any other directive | warning `unsupported directive Section.Key (line N) ignored` |
 //!
-//! What constraints cannot express (several values for a metadata key, `MachineOf=`,
-//! `Conflicts=`) stays in [`FleetPlacement`]: [`FleetPlacement::unexpressed`] lists it, for the
-//! caller to enforce or report. Defaults are Shoal's where the unit says nothing (restart delay
+//! [`FleetPlacement`] keeps the `[X-Fleet]` section as written, for display. Defaults are Shoal's where the unit says nothing (restart delay
 //! 5 s, stop grace period 10 s), except `Restart=`, whose absence means no restarts as in systemd.
 
 pub mod error;

@@ -19,9 +19,10 @@ use std::time::Duration;
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Mapped {
     pub spec: ServiceSpec,
-    /// The unit's `[X-Fleet]` placement, whole. What Shoal's constraints can express is also in
-    /// `spec.task_template.placement.constraints`; the rest ([`FleetPlacement::unexpressed`]) is
-    /// the caller's to enforce or to report.
+    /// The unit's `[X-Fleet]` placement, whole, as it is also expressed in
+    /// `spec.task_template.placement`: metadata as constraints (`==`, or `in (…)` for a key with
+    /// several values), `Conflicts=` as `conflicts`, `MachineOf=` as `colocate`, `MachineID=` as
+    /// a `node.id` constraint.
     pub placement: FleetPlacement,
     /// Settings of the unit that the service does not honour, one sentence each, naming the
     /// directive and its line.
@@ -43,19 +44,6 @@ pub struct FleetPlacement {
     pub conflicts: Vec<String>,
     /// `Global=true`: one task on every eligible machine.
     pub global: bool,
-}
-
-impl FleetPlacement {
-    /// The parts of the placement that the mapped spec's constraints do not express: metadata
-    /// keys with several allowed values, `MachineOf=` and `Conflicts=`.
-    pub fn unexpressed(&self) -> Vec<String> {
-        let multi = self.metadata.iter().filter(|(_, v)| v.len() > 1);
-        multi
-            .map(|(k, v)| format!("MachineMetadata {k} in ({})", v.join(", ")))
-            .chain(self.machine_of.iter().map(|u| format!("MachineOf={u}")))
-            .chain(self.conflicts.iter().map(|g| format!("Conflicts={g}")))
-            .collect()
-    }
 }
 
 /// The label that keeps the unit's name (`web@1.service`): the way back from a service.
@@ -921,18 +909,24 @@ fn map_fleet(cx: &mut Cx<'_>, unit: &UnitFile, spec: &mut ServiceSpec) -> FleetP
         }
     }
     for (k, values) in &p.metadata {
-        if let [v] = values.as_slice() {
-            let c = format!("node.labels.{k}=={v}");
-            match c.parse::<Constraint>() {
-                Ok(_) => constraints.push(c),
-                Err(m) => {
-                    if let Some(e) = lines.get("MachineMetadata") {
-                        cx.refuse("X-Fleet", e, m);
-                    }
+        let c = match values.as_slice() {
+            [v] => format!("node.labels.{k}=={v}"),
+            many => format!("node.labels.{k} in ({})", many.join(",")),
+        };
+        match c.parse::<Constraint>() {
+            Ok(_) => constraints.push(c),
+            Err(m) => {
+                if let Some(e) = lines.get("MachineMetadata") {
+                    cx.refuse("X-Fleet", e, m);
                 }
             }
         }
     }
+    // Conflicts and MachineOf become the scheduler's own rules, matched against the other
+    // services' names and `fleet.unit` labels.
+    let placement = &mut spec.task_template.placement;
+    placement.conflicts = p.conflicts.clone();
+    placement.colocate = p.machine_of.clone();
     p
 }
 
@@ -1072,11 +1066,10 @@ mod tests {
         assert_eq!(m.spec.mode, ServiceMode::GlobalJob);
         assert_eq!(m.spec.task_template.command, ["/bin/fix-perms", "x"]);
         assert_eq!(m.spec.task_template.user, "", "'+' runs the command with full privileges");
-        assert_eq!(m.spec.task_template.placement.constraints, ["node.labels.disk==ssd"]);
-        assert_eq!(
-            m.placement.unexpressed(),
-            ["MachineMetadata zone in (a, b)", "Conflicts=a@*.service", "Conflicts=b*"]
-        );
+        let placement = &m.spec.task_template.placement;
+        assert_eq!(placement.constraints, ["node.labels.disk==ssd", "node.labels.zone in (a,b)"]);
+        assert_eq!(placement.conflicts, ["a@*.service", "b*"]);
+        assert!(placement.colocate.is_empty());
         assert_eq!(
             m.warnings,
             ["Service.ExecStart (line 4): the prefix '+' (full privileges): User= is not applied"]

@@ -1,5 +1,7 @@
-//! Placement constraints: `node.labels.zone==a`, `node.role!=manager`, `engine.labels.ssd==true`.
-//! Parsed once at validation time; matching is case-insensitive on values, like SwarmKit.
+//! Placement constraints: `node.labels.zone==a`, `node.role!=manager`, `engine.labels.ssd==true`,
+//! and a set, `node.labels.region in (us-east-1,us-west-1)` (fleet's `MachineMetadata` with a key
+//! given several values). Parsed once at validation time; matching is case-insensitive on values,
+//! like SwarmKit.
 
 use crate::node::Node;
 use serde::{Deserialize, Serialize};
@@ -21,6 +23,8 @@ pub enum ConstraintKey {
 pub enum Operator {
     Eq,
     Ne,
+    /// One of the comma-separated values in `value`.
+    In,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -32,7 +36,7 @@ pub struct Constraint {
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ConstraintError {
-    #[error("constraint {0:?}: expected KEY==VALUE or KEY!=VALUE")]
+    #[error("constraint {0:?}: expected KEY==VALUE, KEY!=VALUE or KEY in (V1,V2)")]
     NoOperator(String),
     #[error("constraint {0:?}: empty value")]
     EmptyValue(String),
@@ -49,15 +53,28 @@ impl FromStr for Constraint {
     type Err = ConstraintError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let set = s.find(" in ").filter(|_| !s.contains("==") && !s.contains("!="));
         let (k, op, v) = if let Some(i) = s.find("==") {
             (&s[..i], Operator::Eq, &s[i + 2..])
         } else if let Some(i) = s.find("!=") {
             (&s[..i], Operator::Ne, &s[i + 2..])
+        } else if let Some(i) = set {
+            (&s[..i], Operator::In, &s[i + 4..])
         } else {
             return Err(ConstraintError::NoOperator(s.to_string()));
         };
         let key_str = k.trim();
-        let value = v.trim();
+        let mut value = v.trim().to_string();
+        if op == Operator::In {
+            let inner = value.strip_prefix('(').and_then(|x| x.strip_suffix(')'));
+            let Some(inner) = inner else { return Err(ConstraintError::NoOperator(s.to_string())) };
+            let values: Vec<&str> = inner.split(',').map(str::trim).collect();
+            if values.iter().any(|v| v.is_empty()) {
+                return Err(ConstraintError::EmptyValue(s.to_string()));
+            }
+            value = values.join(",");
+        }
+        let value = value.as_str();
         if value.is_empty() {
             return Err(ConstraintError::EmptyValue(s.to_string()));
         }
@@ -102,11 +119,11 @@ impl fmt::Display for Constraint {
             ConstraintKey::NodeLabel(l) => format!("node.labels.{l}"),
             ConstraintKey::EngineLabel(l) => format!("engine.labels.{l}"),
         };
-        let op = match self.op {
-            Operator::Eq => "==",
-            Operator::Ne => "!=",
-        };
-        write!(f, "{key}{op}{}", self.value)
+        match self.op {
+            Operator::Eq => write!(f, "{key}=={}", self.value),
+            Operator::Ne => write!(f, "{key}!={}", self.value),
+            Operator::In => write!(f, "{key} in ({})", self.value),
+        }
     }
 }
 
@@ -132,6 +149,7 @@ impl Constraint {
         match self.op {
             Operator::Eq => equal,
             Operator::Ne => !equal,
+            Operator::In => actual.is_some_and(|a| self.value.split(',').any(|v| a.eq_ignore_ascii_case(v))),
         }
     }
 }
@@ -172,8 +190,26 @@ mod tests {
     }
 
     #[test]
+    fn sets() {
+        let c: Constraint = "node.labels.region in (us-east-1, US-West-1)".parse().expect("parse");
+        assert_eq!((c.op, c.value.as_str()), (Operator::In, "us-east-1,US-West-1"));
+        let mut n = Node::test("n1", "h");
+        assert!(!c.matches(&n), "a missing label is in no set");
+        n.spec.labels.insert("region".into(), "us-west-1".into());
+        assert!(c.matches(&n));
+        n.spec.labels.insert("region".into(), "eu-1".into());
+        assert!(!c.matches(&n));
+        for bad in
+            ["node.labels.region in us-east-1", "node.labels.region in (a,,b)", "node.labels.region in ()"]
+        {
+            assert!(bad.parse::<Constraint>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn display_roundtrips() {
-        for s in ["node.labels.zone==a", "engine.labels.x!=y", "node.role==worker"] {
+        for s in ["node.labels.zone==a", "engine.labels.x!=y", "node.role==worker", "node.labels.r in (a,b)"]
+        {
             let c: Constraint = s.parse().expect("parse");
             assert_eq!(c.to_string(), s);
         }

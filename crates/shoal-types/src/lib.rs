@@ -32,10 +32,11 @@ pub use node::{
 pub use resources::{parse_cpus, Resources, Shortfall, NANO_CPUS_PER_CPU};
 pub use schedule::{validate_time_zone, CronSchedule, RepeatingInterval, Schedule, ScheduleError};
 pub use service::{
-    Dependency, DependencyCondition, EndpointMode, EndpointSpec, FailureAction, HealthCheck, Mount,
-    MountType, OnDrain, Placement, PlacementPreference, PortConfig, Protocol, PublishMode, RebalanceMode,
-    ResourceRequirements, RestartCondition, RestartPolicy, Service, ServiceMode, ServiceSpec, Strategy,
-    TaskTemplate, UpdateConfig, UpdateOrder, UpdateState, UpdateStatus, DEFAULT_STOP_GRACE_PERIOD,
+    glob_match, Dependency, DependencyCondition, EndpointMode, EndpointSpec, FailureAction, HealthCheck,
+    Mount, MountType, OnDrain, Placement, PlacementPreference, PortConfig, Protocol, PublishMode,
+    RebalanceMode, ResourceRequirements, RestartCondition, RestartPolicy, Service, ServiceMode, ServiceSpec,
+    Strategy, TaskTemplate, UpdateConfig, UpdateOrder, UpdateState, UpdateStatus, DEFAULT_STOP_GRACE_PERIOD,
+    FLEET_UNIT_LABEL,
 };
 pub use stack::StackSpec;
 pub use task::{Health, RestoreSpec, Task, TaskState, TaskStatus, ALL_TASK_STATES};

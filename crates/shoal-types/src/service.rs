@@ -375,6 +375,52 @@ pub struct Placement {
     /// 0 = unlimited.
     pub max_replicas_per_node: u64,
     pub strategy: Strategy,
+    /// Anti-affinity (fleet's `Conflicts=`): never on a node running a task of a service whose
+    /// name or `fleet.unit` label matches one of these globs (`*`, `?`), this service included
+    /// (`web@*.service` on the instances of `web@.service`: one per node). Either side's
+    /// conflicts keep the two apart. Left out of the JSON when empty.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub conflicts: Vec<String>,
+    /// Co-location (fleet's `MachineOf=`): only on a node running a task of each of these
+    /// services (by name or `fleet.unit` label); the task moves when they move. Left out of the
+    /// JSON when empty.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub colocate: Vec<String>,
+}
+
+/// The label that keeps the name of the fleet unit a service was made from.
+pub const FLEET_UNIT_LABEL: &str = "fleet.unit";
+
+impl ServiceSpec {
+    /// The names placement rules (`conflicts`, `colocate`) match: the service's name and, for
+    /// a fleet unit, the unit's name.
+    pub fn placement_names(&self) -> impl Iterator<Item = &str> + '_ {
+        std::iter::once(self.name.as_str()).chain(self.labels.get(FLEET_UNIT_LABEL).map(String::as_str))
+    }
+}
+
+/// Shell-style glob matching (`*` any run of characters, `?` one character), as fleet's
+/// `Conflicts=` uses it. Iterative, so no pattern can make it slow.
+pub fn glob_match(pattern: &str, name: &str) -> bool {
+    let (p, n): (Vec<char>, Vec<char>) = (pattern.chars().collect(), name.chars().collect());
+    let (mut pi, mut ni) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while ni < n.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == n[ni]) {
+            pi += 1;
+            ni += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some((pi, ni));
+            pi += 1;
+        } else if let Some((sp, sn)) = star {
+            pi = sp + 1;
+            ni = sn + 1;
+            star = Some((sp, sn + 1));
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|c| *c == '*')
 }
 
 /// Spread tasks evenly over the values of a node label (`node.labels.zone`); several

@@ -497,6 +497,24 @@ fn validate_placement(p: &Placement, e: &mut Errors) {
             e.push("task_template.placement.constraints", err.to_string());
         }
     }
+    let name_ok = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 255
+            && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"@._-*?:\\".contains(&b))
+    };
+    for (field, list) in [("conflicts", &p.conflicts), ("colocate", &p.colocate)] {
+        for v in list.iter().filter(|v| !name_ok(v)) {
+            e.push(
+                format!("task_template.placement.{field}"),
+                format!(
+                    "{v:?}: a service or unit name (letters, digits, @ . _ - : \\; * and ? in conflicts)"
+                ),
+            );
+        }
+    }
+    for v in p.colocate.iter().filter(|v| v.contains(['*', '?'])) {
+        e.push("task_template.placement.colocate", format!("{v:?}: name one service or unit, no globs"));
+    }
     for (i, pref) in p.preferences.iter().enumerate() {
         let s = pref.spread.as_str();
         let ok = ["node.labels.", "engine.labels."]

@@ -16,6 +16,7 @@ mod network_cli;
 mod progress;
 mod service_cli;
 mod stack_cli;
+mod unit_cli;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -171,6 +172,9 @@ enum Cmd {
     /// Scheduled jobs: cron or ISO 8601 schedules, dependencies between jobs, manual runs.
     #[command(subcommand)]
     Job(job_cli::JobCmd),
+    /// fleet units: systemd unit files with [X-Fleet] placement (fleetctl's verbs).
+    #[command(subcommand)]
+    Unit(unit_cli::UnitCmd),
     /// Manage this node's image store (used by the oci driver).
     Image {
         /// The node's data directory (the store is `DATA_DIR/images`).
@@ -387,6 +391,7 @@ fn real_main() -> Result<()> {
         Cmd::Events(a) => runtime()?.block_on(async { events_cli::run(&client()?, a).await })?,
         Cmd::Kv(c) => runtime()?.block_on(async { kv_cli::run(&client()?, c).await })?,
         Cmd::Job(c) => runtime()?.block_on(async { job_cli::run(&client()?, c).await })?,
+        Cmd::Unit(c) => runtime()?.block_on(async { unit_cli::run(&client()?, c).await })?,
         Cmd::Image { data_dir, command } => image_cli::run(&data_dir, command)?,
         // No async runtime: the shim is a small single-threaded supervisor.
         Cmd::Shim { task_dir } => std::process::exit(shoal_driver::shim::run(&task_dir)),
