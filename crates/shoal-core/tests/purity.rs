@@ -1,11 +1,12 @@
-//! The brain is pure: the crates that decide (types, state, core, sim, kv) must not depend on an
+//! The brain is pure: the crates that decide (types, state, core, sim, kv, fleet) must not depend on an
 //! async runtime, consensus, storage or OS randomness, and their code must not read clocks,
 //! touch files or the network, or iterate in hash order. This test enforces both.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const PURE_CRATES: [&str; 5] = ["shoal-types", "shoal-state", "shoal-core", "shoal-sim", "shoal-kv"];
+const PURE_CRATES: [&str; 6] =
+    ["shoal-types", "shoal-state", "shoal-core", "shoal-sim", "shoal-kv", "shoal-fleet"];
 
 const FORBIDDEN_DEPS: [&str; 10] =
     ["tokio", "openraft", "redb", "mio", "async-std", "hyper", "axum", "getrandom", "rand", "reqwest"];

@@ -40,18 +40,23 @@ impl ClusterState {
                 Some(_) => {}
             }
         }
-        // Parents by name, with this job's new list in place of its stored one.
-        let mut edges: BTreeMap<&str, &[String]> = BTreeMap::new();
-        for s in self.services() {
-            if Some(&s.id) == id {
-                continue;
-            }
-            if let Some(j) = s.spec.mode.scheduled() {
-                edges.insert(s.spec.name.as_str(), &j.after);
-            }
+        // A cycle through this job must leave it by one of its parents: walk from them (only what
+        // is reachable, so creating jobs without parents costs nothing).
+        if job.after.is_empty() {
+            return Ok(());
         }
-        edges.insert(spec.name.as_str(), &job.after);
-        if let Some(cycle) = find_cycle(&edges, &spec.name) {
+        let parents_of = |name: &str| -> Vec<String> {
+            if name == spec.name {
+                return job.after.clone();
+            }
+            match self.service_by_name(name) {
+                Some(s) if Some(&s.id) != id => {
+                    s.spec.mode.scheduled().map(|j| j.after.clone()).unwrap_or_default()
+                }
+                _ => Vec::new(),
+            }
+        };
+        if let Some(cycle) = find_cycle(&parents_of, &spec.name) {
             return Err(invalid_after(format!(
                 "the parents would form a cycle: {} (each runs after the next)",
                 cycle.join(" -> ")
@@ -127,23 +132,24 @@ fn invalid_after(message: String) -> StateError {
     StateError::Invalid(shoal_types::ValidationError::single("mode.scheduled.after", message))
 }
 
-/// A path from `start` back to itself following `edges` (job → its parents), if there is one.
-fn find_cycle(edges: &BTreeMap<&str, &[String]>, start: &str) -> Option<Vec<String>> {
-    fn walk<'a>(
-        edges: &BTreeMap<&'a str, &'a [String]>,
-        at: &'a str,
+/// A path from `start` back to itself following `parents_of` (job → its parents), if there is
+/// one. Each job is visited once.
+fn find_cycle(parents_of: &dyn Fn(&str) -> Vec<String>, start: &str) -> Option<Vec<String>> {
+    fn walk(
+        parents_of: &dyn Fn(&str) -> Vec<String>,
+        at: &str,
         start: &str,
-        path: &mut Vec<&'a str>,
-        seen: &mut BTreeSet<&'a str>,
+        path: &mut Vec<String>,
+        seen: &mut BTreeSet<String>,
     ) -> bool {
-        for p in edges.get(at).copied().unwrap_or_default() {
+        for p in parents_of(at) {
             if p == start {
                 path.push(p);
                 return true;
             }
-            if seen.insert(p.as_str()) {
-                path.push(p);
-                if walk(edges, p, start, path, seen) {
+            if seen.insert(p.clone()) {
+                path.push(p.clone());
+                if walk(parents_of, &p, start, path, seen) {
                     return true;
                 }
                 path.pop();
@@ -151,10 +157,9 @@ fn find_cycle(edges: &BTreeMap<&str, &[String]>, start: &str) -> Option<Vec<Stri
         }
         false
     }
-    let (&start_key, _) = edges.get_key_value(start)?;
-    let mut path = vec![start_key];
+    let mut path = vec![start.to_string()];
     let mut seen = BTreeSet::new();
-    walk(edges, start_key, start, &mut path, &mut seen).then(|| path.into_iter().map(String::from).collect())
+    walk(parents_of, start, start, &mut path, &mut seen).then_some(path)
 }
 
 #[cfg(test)]
@@ -163,17 +168,19 @@ mod tests {
 
     #[test]
     fn cycles_are_found_and_named() {
-        let a = ["b".to_string()];
-        let b = ["c".to_string()];
-        let c = ["a".to_string()];
-        let d: Vec<String> = vec![];
-        let edges: BTreeMap<&str, &[String]> =
-            [("a", &a[..]), ("b", &b[..]), ("c", &c[..]), ("d", &d[..])].into();
-        assert_eq!(find_cycle(&edges, "a"), Some(vec!["a".into(), "b".into(), "c".into(), "a".into()]));
-        assert_eq!(find_cycle(&edges, "d"), None);
-        let c2 = ["d".to_string()];
-        let edges: BTreeMap<&str, &[String]> =
-            [("a", &a[..]), ("b", &b[..]), ("c", &c2[..]), ("d", &d[..])].into();
-        assert_eq!(find_cycle(&edges, "a"), None);
+        let graph = |edges: &'static [(&'static str, &'static [&'static str])]| {
+            move |name: &str| -> Vec<String> {
+                edges
+                    .iter()
+                    .find(|(n, _)| *n == name)
+                    .map(|(_, ps)| ps.iter().map(|p| p.to_string()).collect())
+                    .unwrap_or_default()
+            }
+        };
+        let g = graph(&[("a", &["b"]), ("b", &["c"]), ("c", &["a"]), ("d", &[])]);
+        assert_eq!(find_cycle(&g, "a"), Some(vec!["a".into(), "b".into(), "c".into(), "a".into()]));
+        assert_eq!(find_cycle(&g, "d"), None);
+        let g = graph(&[("a", &["b"]), ("b", &["c"]), ("c", &["d"]), ("d", &[])]);
+        assert_eq!(find_cycle(&g, "a"), None);
     }
 }
