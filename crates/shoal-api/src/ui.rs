@@ -14,8 +14,9 @@
 //!   simple request can send (CSRF).
 //! - On any other address it is served only over TLS with a client certificate of the cluster
 //!   (like `--api-addr`): import the one from `shoal cluster client-cert` into the browser.
-//! - Either way the UI reaches only what it shows and its three actions: node availability,
-//!   scale, rollback. Join tokens, certificates, membership and deletes stay with the CLI. Of the
+//! - Either way the UI reaches only what it shows and its four actions: node availability,
+//!   scale, rollback, and running a scheduled job now. Join tokens, certificates, membership and
+//!   deletes stay with the CLI; so do creating, suspending, resuming and removing jobs. Of the
 //!   key-value store it reads keys (`POST /v1/kv/range`, a read despite the method) and watches
 //!   them; writes, compaction and leases stay with `shoal kv` and etcdctl.
 
@@ -232,9 +233,11 @@ fn ui_route_allowed(method: &Method, path: &str) -> bool {
         ("GET", ["v1", "cluster"] | ["v1", "cluster", "health"] | ["v1", "health"])
             | ("GET", ["v1", "nodes"] | ["v1", "nodes", _] | ["v1", "tasks"] | ["v1", "events"])
             | ("GET", ["v1", "services"] | ["v1", "services", _] | ["v1", "services", _, "logs"])
+            | ("GET", ["v1", "jobs"] | ["v1", "jobs", "graph"])
             | ("GET", ["v1", "kv", "watch"])
             | ("POST", ["v1", "kv", "range"])
             | ("POST", ["v1", "nodes", _, "update"] | ["v1", "services", _, "scale" | "rollback"])
+            | ("POST", ["v1", "jobs", _, "run"])
     )
 }
 
@@ -393,10 +396,33 @@ mod tests {
             post("/v1/services/web/scale")
                 && post("/v1/services/web/rollback")
                 && post("/v1/nodes/n1/update")
+                && get("/v1/jobs")
+                && get("/v1/jobs/graph")
+                && post("/v1/jobs/nightly/run")
         );
+        assert!(!post("/v1/jobs/nightly/suspend") && !post("/v1/jobs/nightly/resume"));
         assert!(!get("/v1/cluster/join-token/worker") && !post("/v1/cluster/client-cert"));
         assert!(!post("/v1/services") && !post("/v1/services/web/update") && !post("/v1/cluster/leave"));
         assert!(!ui_route_allowed(&Method::DELETE, "/v1/services/web") && !post("/v1/nodes/n1/update/x"));
+    }
+
+    #[test]
+    fn the_ui_lists_jobs_and_runs_them_and_nothing_more() {
+        let get = |p| ui_route_allowed(&Method::GET, p);
+        let post = |p| ui_route_allowed(&Method::POST, p);
+        assert!(get("/v1/jobs") && get("/v1/jobs/graph") && post("/v1/jobs/extract/run"));
+        // Suspending, resuming and removing a job, or changing its spec, stay with the CLI.
+        for p in ["/v1/jobs/x/suspend", "/v1/jobs/x/resume", "/v1/jobs/x", "/v1/jobs", "/v1/jobs/graph"] {
+            assert!(!post(p), "POST {p} must stay refused");
+        }
+        for m in [Method::PUT, Method::DELETE, Method::PATCH] {
+            for p in ["/v1/jobs", "/v1/jobs/x", "/v1/jobs/x/run", "/v1/jobs/graph", "/v1/services/x"] {
+                assert!(!ui_route_allowed(&m, p), "{m} {p} must stay refused");
+            }
+        }
+        // Only with the methods the page uses, and no deeper or other paths.
+        assert!(!get("/v1/jobs/x/run") && !get("/v1/jobs/x") && !get("/v1/jobs/graph/x"));
+        assert!(!post("/v1/jobs/x/run/y") && !post("/v1/jobs//run/x") && !post("/v1/services/x/run"));
     }
 
     #[test]

@@ -99,6 +99,8 @@ function replicasWanted(svc) {
   const m = svc.spec.mode;
   if (m.replicated) return m.replicated.replicas;
   if (m.replicated_job) return m.replicated_job.total_completions;
+  // A scheduled job wants as many tasks as it has runs going.
+  if (m.scheduled) return ((svc.job && svc.job.runs) || []).filter((r) => r.state === 'running').length;
   return S.nodes.filter((n) => n.status.state === 'ready' && n.spec.availability === 'active').length;
 }
 function modeName(svc) {
@@ -134,6 +136,10 @@ async function refresh() {
     showProblem(problem);
   }
   if (S.view === 'overview') refreshHealth();
+  if (S.view === 'jobs') {
+    if (!J.loaded || !S.cluster || J.index !== S.cluster.index) loadJobs();
+    else renderJobs();
+  }
 }
 
 async function refreshHealth() {
@@ -210,6 +216,7 @@ function render(routeChanged) {
   if (view === 'nodes') main.innerHTML = nodesView();
   else if (view === 'services' && id) renderService(id, routeChanged);
   else if (view === 'services') main.innerHTML = servicesView();
+  else if (view === 'jobs') jobsView(routeChanged);
   else if (view === 'events') { if (routeChanged || !$('#events')) main.innerHTML = eventsView(); renderEvents(); }
   else if (view === 'kv') kvView();
   else overviewView(routeChanged);
@@ -410,14 +417,14 @@ const K = {
 };
 
 // A DOM element with attributes (`class`, anything else through setAttribute) and children
-// (strings become text nodes: user data is never parsed as HTML).
+// (strings become text nodes: user data is never parsed as HTML; arrays are spread).
 function el(tag, attrs, ...children) {
   const e = document.createElement(tag);
   for (const [k, v] of Object.entries(attrs || {})) {
     if (v == null || v === false) continue;
     if (k === 'class') e.className = v; else e.setAttribute(k, v);
   }
-  for (const c of children) if (c != null && c !== '') e.append(c);
+  for (const c of children.flat()) if (c != null && c !== '') e.append(c);
   return e;
 }
 
@@ -772,6 +779,324 @@ function renderKv() {
     }))));
 }
 
+// ---------- scheduled jobs ----------
+// The scheduled jobs (services in mode `scheduled`, GET /v1/jobs) and their dependency graph
+// (GET /v1/jobs/graph), read from this manager's replica when the view opens and whenever the
+// state index moves (every run started or finished moves it). "Run now" starts a run
+// (POST /v1/jobs/NAME/run); suspending, editing and removing jobs stay with `shoal job`. Names,
+// schedules and run messages reach the page only as text (el, svg), never as HTML; the graph is
+// SVG drawn with DOM calls, coloured by classes (the CSP refuses inline styles).
+const J = {
+  jobs: [], // services in mode `scheduled`
+  graph: { jobs: [], edges: [] },
+  loaded: false,
+  error: null, // the last read's failure
+  index: null, // the state index the data was read at
+  loading: false, again: false, // one read at a time; `again`: read once more after it
+  starting: new Set(), // jobs whose Run now is in flight
+  shown: null, // the signature of what is on screen: rebuilt only when it changes
+};
+const JOB_RUNS_SHOWN = 25;
+// A run's (or job's) state as a pill: running blue, succeeded green, failed red, skipped and
+// replaced amber, never ran grey (the graph's colours).
+const JOB_PILL = { running: 'info', succeeded: 'ok', failed: 'bad', skipped: 'warn', replaced: 'warn' };
+const jobStateText = (state) => (state === 'fresh' ? 'never ran' : state);
+const jobPill = (state) => el('span', { class: `pill ${JOB_PILL[state] || ''}` }, jobStateText(state));
+const jobSpec = (s) => s.spec.mode.scheduled || {};
+
+// The state of a job's latest run (any run still going: running), or `fresh`; as the API's graph.
+function jobLatest(s) {
+  const runs = (s.job && s.job.runs) || [];
+  if (runs.some((r) => r.state === 'running')) return 'running';
+  return runs.length ? runs[runs.length - 1].state : 'fresh';
+}
+// The run that finished last (its state and time are the job's last result), or null.
+function jobLastFinished(s) {
+  const runs = (s.job && s.job.runs) || [];
+  for (let i = runs.length - 1; i >= 0; i--) if (runs[i].state !== 'running') return runs[i];
+  return null;
+}
+
+// A length of time: 250ms, 4.2s, 3m 5s, 2h 10m, 12d, 3y.
+function dur(ms) {
+  const s = Math.max(0, ms / 1000);
+  if (s < 1) return Math.round(ms) + 'ms';
+  if (s < 60) return (s < 10 ? s.toFixed(1) : Math.floor(s)) + 's';
+  if (s < 3600) return `${Math.floor(s / 60)}m ${Math.floor(s % 60)}s`;
+  if (s < 86400) return `${Math.floor(s / 3600)}h ${Math.floor((s % 3600) / 60)}m`;
+  if (s < 86400 * 365) return Math.floor(s / 86400) + 'd';
+  return Math.floor(s / (86400 * 365)) + 'y';
+}
+// Times that move while the page stays: a span that tickTimes rewrites. `rel`: `ago` (a past
+// instant), `until` (a future one), `since` (how long, up to now).
+function relText(at, rel) {
+  const t = Date.parse(at);
+  if (Number.isNaN(t)) return '';
+  const d = Date.now() - t;
+  if (rel === 'since') return dur(d);
+  if (rel === 'until') return d > 0 ? 'due now' : 'in ' + dur(-d).split(' ')[0];
+  return ago(at);
+}
+function timeEl(at, rel, cls) {
+  return el('span', { class: cls || 'muted', 'data-at': at, 'data-rel': rel, title: new Date(at).toLocaleString() }, relText(at, rel));
+}
+function tickTimes(root) {
+  if (!root) return;
+  root.querySelectorAll('[data-rel]').forEach((e) => { e.textContent = relText(e.dataset.at, e.dataset.rel); });
+}
+// A local date and time, to the second.
+const when = (at) => new Date(at).toLocaleString();
+
+async function loadJobs() {
+  if (J.loading) { J.again = true; return; }
+  J.loading = true;
+  const index = S.cluster ? S.cluster.index : null;
+  try {
+    const [jobs, graph] = await Promise.all([api('/v1/jobs?stale=true'), api('/v1/jobs/graph?stale=true')]);
+    J.jobs = jobs; J.graph = graph; J.loaded = true; J.error = null; J.index = index;
+  } catch (e) {
+    J.error = e.message;
+  }
+  J.loading = false;
+  if (S.view === 'jobs') renderJobs();
+  if (J.again) { J.again = false; loadJobs(); }
+}
+
+function jobsView(routeChanged) {
+  if (routeChanged || !$('#jobs')) {
+    $('#main').replaceChildren(el('div', { id: 'jobs' },
+      el('h2', {}, 'Jobs'),
+      el('p', { class: 'muted' }, 'Scheduled jobs: each run is a task, started on the schedule, when the parent jobs finish, or by hand. Create, suspend and remove them with ', el('code', {}, 'shoal job'), '.'),
+      el('div', { id: 'jobs-note', class: 'note bad', role: 'status', hidden: '' }),
+      el('div', { id: 'jobs-list' }),
+      el('div', { id: 'jobs-graph' }),
+      el('div', { id: 'job-runs' })));
+    J.shown = null;
+    loadJobs();
+  }
+  renderJobs();
+}
+
+function renderJobs() {
+  const box = $('#jobs-list');
+  if (!box) return;
+  const note = $('#jobs-note');
+  note.hidden = !J.error;
+  note.textContent = J.error ? `Could not read the jobs: ${J.error}` : '';
+  const selected = route().id;
+  const sig = JSON.stringify([J.loaded, J.jobs, J.graph, selected, Array.from(J.starting)]);
+  if (sig !== J.shown) {
+    J.shown = sig;
+    box.replaceChildren(jobsTable(selected));
+    $('#jobs-graph').replaceChildren(...jobGraph(selected));
+    $('#job-runs').replaceChildren(...jobRuns(selected));
+  }
+  tickTimes($('#jobs'));
+}
+
+function jobsTable(selected) {
+  if (!J.loaded) return el('p', { class: 'empty' }, J.error ? 'The jobs could not be read.' : 'Reading the jobs…');
+  if (!J.jobs.length) {
+    return el('p', { class: 'empty' }, 'No scheduled jobs yet. Create one with ',
+      el('code', {}, 'shoal job create --name NAME --schedule "0 3 * * *" IMAGE'), ', and one that follows it with ',
+      el('code', {}, '--after NAME'), '.');
+  }
+  const head = ['Name', 'Schedule', 'Next run', 'Latest run', 'Last result', 'OK', 'Failed', 'Skipped', ''];
+  const rows = J.jobs.slice().sort((a, b) => a.spec.name.localeCompare(b.spec.name)).map((s) => jobRow(s, selected));
+  return el('table', { id: 'jobs-table' },
+    el('thead', {}, el('tr', {}, ...head.map((h) => el('th', {}, h)))),
+    el('tbody', {}, ...rows));
+}
+
+function jobRow(s, selected) {
+  const name = s.spec.name;
+  const spec = jobSpec(s);
+  const st = s.job || {};
+  const after = spec.after || [];
+  const latest = jobLatest(s);
+  const last = jobLastFinished(s);
+  const starting = J.starting.has(name);
+  let schedule;
+  if (spec.schedule) schedule = [el('code', {}, spec.schedule), spec.time_zone ? el('span', { class: 'muted' }, ' ' + spec.time_zone) : null];
+  else if (after.length) schedule = 'after ' + after.join(', ');
+  else schedule = el('span', { class: 'muted' }, 'by hand only');
+  let next;
+  if (st.next_run_at) next = [when(st.next_run_at), ' ', timeEl(st.next_run_at, 'until')];
+  else next = el('span', { class: 'muted' }, after.length ? 'when its parents finish' : 'none');
+  return el('tr', { 'data-job': name, 'data-state': latest, class: name === selected ? 'selected' : null },
+    el('td', { class: 'job-name' },
+      el('a', { href: '#/jobs/' + encodeURIComponent(name) }, name),
+      spec.suspend ? [' ', el('span', { class: 'pill warn job-suspended', title: 'no scheduled or parent-triggered runs (shoal job resume)' }, 'suspended')] : null),
+    el('td', { class: 'job-schedule' }, schedule),
+    el('td', { class: 'job-next' }, next),
+    el('td', { class: 'job-latest' }, jobPill(latest)),
+    el('td', { class: 'job-last', 'data-state': last ? last.state : '' },
+      last ? [jobPill(last.state), ' ', timeEl(last.finished_at || last.started_at, 'ago')] : el('span', { class: 'muted' }, 'none yet')),
+    el('td', { class: 'num job-ok' }, String(st.success_count || 0)),
+    el('td', { class: 'num job-failed' }, String(st.error_count || 0)),
+    el('td', { class: 'num job-skipped' }, String(st.skipped_count || 0)),
+    el('td', {}, el('button', { class: 'job-run', 'data-job': name, disabled: starting ? '' : null, title: `Start a run of ${name} now` }, starting ? 'Starting…' : 'Run now')));
+}
+
+function jobRuns(selected) {
+  if (!J.loaded) return [];
+  if (!selected) return [el('p', { class: 'muted' }, 'Click a job (in the table or the graph) for its recent runs.')];
+  const s = J.jobs.find((x) => x.spec.name === selected);
+  if (!s) return [el('p', { class: 'empty' }, `No job is named ${selected} (removed?). `, el('a', { href: '#/jobs' }, 'All jobs'))];
+  const runs = ((s.job && s.job.runs) || []).slice().reverse().slice(0, JOB_RUNS_SHOWN);
+  const title = el('h3', { id: 'job-runs-title' }, 'Runs of ', el('span', { class: 'mono' }, s.spec.name));
+  if (!runs.length) return [title, el('p', { class: 'empty' }, 'No runs yet.')];
+  const rows = runs.map((r) => {
+    let duration = '';
+    if (r.finished_at && r.attempts > 0) duration = dur(Date.parse(r.finished_at) - Date.parse(r.started_at));
+    else if (r.state === 'running') duration = timeEl(r.started_at, 'since', 'job-elapsed');
+    const notes = [];
+    if (r.message) notes.push(r.message);
+    const parents = Object.entries(r.parents || {}).map(([p, n]) => `${p} #${n}`);
+    if (parents.length) notes.push('after ' + parents.join(', '));
+    if (r.skipped > 1) notes.push(`${r.skipped} occurrences`);
+    if (r.retry_at) notes.push('retry at ' + when(r.retry_at));
+    return el('tr', { 'data-run': String(r.number), 'data-state': r.state, 'data-cause': r.cause },
+      el('td', { class: 'num run-number' }, String(r.number)),
+      el('td', { class: 'run-cause' }, r.cause),
+      el('td', { class: 'run-state' }, jobPill(r.state)),
+      el('td', { class: 'num run-attempts' }, String(r.attempts || 0)),
+      el('td', { class: 'num run-exit' }, r.exit_code == null ? '' : String(r.exit_code)),
+      el('td', { class: 'run-started' }, when(r.started_at), ' ', timeEl(r.started_at, 'ago')),
+      el('td', { class: 'num run-duration' }, duration),
+      el('td', { class: 'run-message' }, notes.join(' · ')));
+  });
+  const head = ['Run', 'Cause', 'State', 'Attempts', 'Exit code', 'Started', 'Duration', 'Message'];
+  const kept = jobSpec(s).history || 10;
+  return [title,
+    el('table', { id: 'runs-table', 'data-job': s.spec.name },
+      el('thead', {}, el('tr', {}, ...head.map((h) => el('th', {}, h)))),
+      el('tbody', {}, ...rows)),
+    el('p', { class: 'muted' }, `The job keeps its last ${kept} runs; `, el('code', {}, `shoal job history ${s.spec.name}`), ' lists them too.')];
+}
+
+// ----- the dependency graph, as SVG -----
+const SVG_NS = 'http://www.w3.org/2000/svg';
+// An SVG element, like el: attributes through setAttribute, strings as text nodes.
+function svg(tag, attrs, ...children) {
+  const e = document.createElementNS(SVG_NS, tag);
+  for (const [k, v] of Object.entries(attrs || {})) if (v != null && v !== false) e.setAttribute(k, String(v));
+  for (const c of children.flat()) if (c != null && c !== '') e.append(c);
+  return e;
+}
+const G = { h: 46, gapX: 64, gapY: 18, pad: 14, charW: 7.4 };
+
+// Each job's column: the longest path to it from a job without parents (roots in column 0, a
+// child always right of all its parents). A cycle (the API refuses them) is cut where found.
+function jobLayers(names, parents) {
+  const layer = new Map();
+  const visiting = new Set();
+  const depth = (n) => {
+    if (layer.has(n)) return layer.get(n);
+    if (visiting.has(n)) return 0;
+    visiting.add(n);
+    let d = 0;
+    for (const p of parents.get(n)) d = Math.max(d, depth(p) + 1);
+    visiting.delete(n);
+    layer.set(n, d);
+    return d;
+  };
+  names.forEach(depth);
+  return layer;
+}
+
+// The graph: columns by layer, each ordered by the mean height of its jobs' parents (fewer
+// crossings), centred; edges as curves from a parent's right side to a child's left, arrowed.
+function jobGraph(selected) {
+  const jobs = (J.graph && J.graph.jobs) || [];
+  if (!J.loaded || !jobs.length) return [];
+  const byName = new Map(jobs.map((j) => [j.name, j]));
+  const parents = new Map(jobs.map((j) => [j.name, []]));
+  const edges = ((J.graph && J.graph.edges) || []).filter(([p, c]) => byName.has(p) && byName.has(c) && p !== c);
+  for (const [p, c] of edges) parents.get(c).push(p);
+  const names = jobs.map((j) => j.name).sort();
+  const layer = jobLayers(names, parents);
+  const cols = [];
+  for (const n of names) (cols[layer.get(n)] || (cols[layer.get(n)] = [])).push(n);
+  const rows = Math.max(...cols.map((c) => (c ? c.length : 0)));
+  const longest = Math.max(...names.map((n) => n.length));
+  const w = Math.round(Math.min(240, Math.max(120, longest * G.charW + 28)));
+  const fits = Math.floor((w - 16) / G.charW);
+  const pos = new Map(); // name -> {x, y}
+  cols.forEach((col, d) => {
+    if (!col) return;
+    if (d > 0) {
+      const mean = (n) => {
+        const ys = parents.get(n).filter((p) => pos.has(p)).map((p) => pos.get(p).y);
+        return ys.length ? ys.reduce((a, b) => a + b, 0) / ys.length : Infinity;
+      };
+      const m = new Map(col.map((n) => [n, mean(n)]));
+      col.sort((a, b) => (m.get(a) - m.get(b)) || a.localeCompare(b));
+    }
+    const top = G.pad + ((rows - col.length) * (G.h + G.gapY)) / 2;
+    col.forEach((n, i) => pos.set(n, { x: G.pad + d * (w + G.gapX), y: top + i * (G.h + G.gapY) }));
+  });
+  const width = G.pad * 2 + cols.length * w + (cols.length - 1) * G.gapX;
+  const height = G.pad * 2 + rows * G.h + (rows - 1) * G.gapY;
+
+  const arrow = (id, cls) => svg('marker', { id, viewBox: '0 0 10 10', refX: 10, refY: 5, markerWidth: 7, markerHeight: 7, orient: 'auto-start-reverse', markerUnits: 'strokeWidth' },
+    svg('path', { class: cls, d: 'M0,0 L10,5 L0,10 z' }));
+  const defs = svg('defs', {}, arrow('jobs-arrow', 'job-arrowhead'), arrow('jobs-arrow-on', 'job-arrowhead selected'));
+  const lines = edges.map(([p, c]) => {
+    const a = pos.get(p), b = pos.get(c);
+    const x1 = a.x + w, y1 = a.y + G.h / 2, x2 = b.x - 1, y2 = b.y + G.h / 2;
+    const dx = Math.max(24, (x2 - x1) / 2);
+    const on = selected && (p === selected || c === selected);
+    return svg('path', {
+      class: on ? 'job-edge selected' : 'job-edge', 'data-from': p, 'data-to': c, 'marker-end': on ? 'url(#jobs-arrow-on)' : 'url(#jobs-arrow)',
+      d: `M${x1},${y1} C${x1 + dx},${y1} ${x2 - dx},${y2} ${x2},${y2}`,
+    }, svg('title', {}, `${c} runs after ${p}`));
+  });
+  const nodes = names.map((n) => {
+    const j = byName.get(n);
+    const { x, y } = pos.get(n);
+    const shown = n.length > fits ? n.slice(0, fits - 1) + '…' : n;
+    const sub = jobStateText(j.state) + (j.suspended ? ' · suspended' : '');
+    const tip = [n, j.schedule ? `schedule ${j.schedule}` : `after ${parents.get(n).join(', ') || 'nothing (by hand only)'}`,
+      `latest run: ${jobStateText(j.state)}`, j.next_run_at ? `next run ${when(j.next_run_at)}` : null, j.suspended ? 'suspended' : null];
+    const cls = ['job-node', `st-${j.state}`, j.suspended ? 'suspended' : null, n === selected ? 'selected' : null];
+    return svg('g', {
+      class: cls.filter(Boolean).join(' '), 'data-job': n, 'data-state': j.state, transform: `translate(${x},${y})`,
+      tabindex: 0, role: 'link', 'aria-label': `${n}: ${sub}`,
+    },
+    svg('title', {}, tip.filter(Boolean).join('\n')),
+    svg('rect', { class: 'job-box', width: w, height: G.h, rx: 8, ry: 8 }),
+    svg('text', { class: 'job-label', x: w / 2, y: 19, 'text-anchor': 'middle' }, shown),
+    svg('text', { class: 'job-sub', x: w / 2, y: 36, 'text-anchor': 'middle' }, sub));
+  });
+  const keys = ['succeeded', 'failed', 'running', 'skipped', 'fresh'].map((s) =>
+    el('span', { class: 'job-key' }, el('span', { class: `job-swatch st-${s}` }), s === 'skipped' ? 'skipped / replaced' : jobStateText(s)));
+  return [
+    el('h3', {}, 'Dependencies'),
+    el('div', { class: 'job-graph' },
+      svg('svg', { id: 'jobs-svg', width, height, viewBox: `0 0 ${width} ${height}`, role: 'img', 'aria-label': 'The jobs and the jobs they run after' },
+        defs, ...lines, ...nodes)),
+    el('div', { class: 'job-legend muted' }, 'Latest run: ', ...keys, el('span', { class: 'job-key' }, 'dashed: suspended')),
+  ];
+}
+
+function openJob(name) {
+  location.hash = '#/jobs/' + encodeURIComponent(name);
+}
+
+async function runJob(name) {
+  if (J.starting.has(name)) return;
+  J.starting.add(name);
+  renderJobs();
+  try {
+    await api(`/v1/jobs/${encodeURIComponent(name)}/run`, { method: 'POST' });
+    flash(`${name}: a run starts now`);
+  } catch (e) { flash(`Could not run ${name}: ${e.message}`, true); }
+  J.starting.delete(name);
+  renderJobs();
+  loadJobs();
+}
+
 // ---------- actions ----------
 async function setAvailability(node, availability) {
   try {
@@ -874,6 +1199,7 @@ document.addEventListener('click', (e) => {
   if (b.id === 'kv-browse') { kvGo(); return; }
   if (b.id === 'kv-watch') { kvToggleWatch(); return; }
   if (b.classList.contains('kv-more')) { kvToggleValue(b.dataset.key); return; }
+  if (b.classList.contains('job-run')) { runJob(b.dataset.job); return; }
   const svc = $('#service');
   if (!svc) return;
   if (b.id === 'scale-button') scale(svc.dataset.id);
@@ -881,7 +1207,13 @@ document.addEventListener('click', (e) => {
   else if (b.id === 'log-follow') followLogs(svc.dataset.id);
   else if (b.id === 'log-stop') stopLogs();
 });
+// A job in the graph opens its runs (SVG has no links to click or focus).
+document.addEventListener('click', (e) => {
+  const n = e.target.closest && e.target.closest('.job-node');
+  if (n) openJob(n.dataset.job);
+});
 document.addEventListener('keydown', (e) => {
+  if ((e.key === 'Enter' || e.key === ' ') && e.target.classList && e.target.classList.contains('job-node')) { e.preventDefault(); openJob(e.target.dataset.job); }
   if (e.key === 'Enter' && e.target.id === 'scale-input') { const svc = $('#service'); if (svc) scale(svc.dataset.id); }
   if (e.key === 'Enter' && e.target.id === 'kv-prefix') kvGo();
 });

@@ -13,7 +13,7 @@
 //! - the page sends no write: every request it made is a read (the UI listener refused none).
 
 mod common;
-use common::browser::{browser, chromedriver, screenshot, wait_js};
+use common::browser::{browser, chromedriver, screenshot, wait_js, RECORD_REQUESTS_JS};
 use common::{eventually, free_port, Node};
 use fantoccini::{Client, Locator};
 use serde_json::{json, Value};
@@ -202,18 +202,7 @@ async fn the_kv_store_in_chromium_browsed_and_watched_live() {
     let revision = wait_rows(&c, &m, "", "every key").await;
     wait_js(&c, 5, "the store's revision", SHOWN_REVISION, |v| v.as_str() == Some(&revision.to_string()))
         .await;
-    c.execute(
-        "performance.setResourceTimingBufferSize(100000);
-         window.__requests = [];
-         const fetch0 = window.fetch;
-         window.fetch = function (input, init) {
-           window.__requests.push([(init && init.method) || 'GET', String(input)]);
-           return fetch0.apply(this, arguments);
-         };",
-        vec![],
-    )
-    .await
-    .expect("record the page's requests");
+    c.execute(RECORD_REQUESTS_JS, vec![]).await.expect("record the page's requests");
 
     // A prefix, typed and browsed: its keys only, as the CLI reads them, at the CLI's revision.
     let input = c.find(Locator::Css("#kv-prefix")).await.expect("prefix input");

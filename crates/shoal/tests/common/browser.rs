@@ -117,3 +117,14 @@ pub async fn screenshot(c: &Client, name: &str) {
     assert!(png.starts_with(b"\x89PNG"), "a PNG screenshot");
     std::fs::write(artifacts().join(name), png).expect("write screenshot");
 }
+
+/// A script that records, in `window.__requests`, the method and URL of every `fetch` the page
+/// makes from now on (the resource timings keep the ones before).
+pub const RECORD_REQUESTS_JS: &str = "performance.setResourceTimingBufferSize(100000);
+window.__requests = [];
+const fetch0 = window.fetch;
+window.fetch = function (input, init) {
+  window.__requests.push([(init && init.method) || 'GET', String(input)]);
+  return fetch0.apply(this, arguments);
+};
+";
