@@ -154,3 +154,46 @@ fn template_instances_with_conflicts_run_one_per_node() {
     }
     eventually(60, "every unit gone", || units(f).is_empty().then_some(()));
 }
+
+/// A classic fleet unit around `docker run` (with the kill/rm/pull/stop boilerplate) runs on the
+/// docker driver with its image, name-free container, environment and command, and its output
+/// reaches `unit journal`; the boilerplate is dropped silently, an unknown option is refused.
+#[test]
+fn a_docker_run_unit_runs_on_the_docker_driver() {
+    let root = tempfile::tempdir().expect("tmp");
+    let image = common::DockerImage::import(&root.path().join("img"), "fleetunit");
+    let mut m = Node::new(root.path(), "m1");
+    m.start("daemon");
+    assert!(m.ok(&["cluster", "init"]).contains("initialized"));
+    let unit = format!(
+        "[Unit]\nDescription=hello from docker\n[Service]\nExecStartPre=-/usr/bin/docker kill hello\n\
+         ExecStartPre=-/usr/bin/docker rm hello\nExecStart=/usr/bin/docker run --rm --name hello -e GREETING=hi {img} \
+         sh -c 'echo $GREETING from docker; exec sleep 600'\nExecStop=/usr/bin/docker stop hello\nRestart=always\n",
+        img = image.0
+    );
+    let file = root.path().join("hello.service");
+    std::fs::write(&file, unit).expect("unit file");
+    let out = m.cli(&["unit", "start", file.to_str().expect("path")]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).is_empty(), "no warnings for the boilerplate: {out:?}");
+    let svc = m.json(&["service", "inspect", "hello"]);
+    assert_eq!(svc["spec"]["task_template"]["driver"], "docker");
+    assert_eq!(svc["spec"]["task_template"]["env"]["GREETING"], "hi");
+    assert_eq!(svc["spec"]["labels"]["fleet.unit"], "hello.service");
+    eventually(60, "the container's output", || {
+        let j = m.ok(&["unit", "journal", "hello.service"]);
+        j.contains("hi from docker").then_some(())
+    });
+    assert_eq!(image.containers("hello.").len(), 1, "one container, Swarm-named");
+    m.ok(&["unit", "destroy", "hello.service"]);
+    eventually(60, "the container gone", || image.containers("hello.").is_empty().then_some(()));
+
+    let bad = root.path().join("priv.service");
+    std::fs::write(&bad, format!("[Service]\nExecStart=/usr/bin/docker run --privileged {} true\n", image.0))
+        .expect("unit file");
+    let out = m.cli(&["unit", "submit", bad.to_str().expect("path")]);
+    assert!(
+        !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("--privileged"),
+        "{out:?}"
+    );
+}
