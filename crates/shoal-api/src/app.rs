@@ -31,6 +31,20 @@ pub enum Kind {
     Unavailable,
 }
 
+impl Kind {
+    /// The HTTP status every HTTP front end answers this kind with.
+    pub fn http_status(self) -> axum::http::StatusCode {
+        use axum::http::StatusCode;
+        match self {
+            Kind::Invalid => StatusCode::BAD_REQUEST,
+            Kind::NotFound => StatusCode::NOT_FOUND,
+            Kind::Conflict => StatusCode::CONFLICT,
+            Kind::Forbidden => StatusCode::FORBIDDEN,
+            Kind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+}
+
 /// An application error: its kind, a stable machine code (`not_found`, `conflict`, `not_leader`,
 /// …) and the message for people.
 #[derive(Debug, Clone, thiserror::Error)]

@@ -23,7 +23,7 @@
 //! and `fetch`, `LIKE`/`UNLIKE` constraints, docker `parameters`, `forcePullImage`, `highPriority`.
 //! Statistics (`successCount`, `lastError`, …) are answered and ignored on input.
 
-use crate::app::{find_service, App, AppError, Kind};
+use crate::app::{find_service, App, AppError};
 use crate::jobs::JobGraph;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
@@ -101,13 +101,7 @@ struct ChronosError(StatusCode, String);
 
 impl From<AppError> for ChronosError {
     fn from(e: AppError) -> Self {
-        let status = match e.kind {
-            Kind::Invalid => StatusCode::BAD_REQUEST,
-            Kind::NotFound => StatusCode::NOT_FOUND,
-            Kind::Conflict => StatusCode::CONFLICT,
-            Kind::Forbidden => StatusCode::FORBIDDEN,
-            Kind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-        };
+        let status = e.kind.http_status();
         ChronosError(status, e.message)
     }
 }

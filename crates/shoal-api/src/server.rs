@@ -3,7 +3,7 @@
 //! when there is no quorum (a write or linearizable read never hangs past the quorum timeout).
 //! Reads are linearizable unless the query says `?stale=true`.
 
-use crate::app::{App, AppError, Kind, TaskFilter};
+use crate::app::{App, AppError, TaskFilter};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -41,13 +41,7 @@ impl IntoResponse for ApiError {
 
 impl From<AppError> for ApiError {
     fn from(e: AppError) -> Self {
-        let status = match e.kind {
-            Kind::Invalid => StatusCode::BAD_REQUEST,
-            Kind::NotFound => StatusCode::NOT_FOUND,
-            Kind::Conflict => StatusCode::CONFLICT,
-            Kind::Forbidden => StatusCode::FORBIDDEN,
-            Kind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-        };
+        let status = e.kind.http_status();
         ApiError::new(status, e.code, e.message)
     }
 }

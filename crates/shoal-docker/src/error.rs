@@ -3,7 +3,7 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use shoal_api::app::{AppError, Kind};
+use shoal_api::app::AppError;
 
 /// What a handler answers when it fails.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -59,13 +59,7 @@ impl IntoResponse for DockerError {
 
 impl From<AppError> for DockerError {
     fn from(e: AppError) -> Self {
-        let status = match e.kind {
-            Kind::Invalid => StatusCode::BAD_REQUEST,
-            Kind::NotFound => StatusCode::NOT_FOUND,
-            Kind::Conflict => StatusCode::CONFLICT,
-            Kind::Forbidden => StatusCode::FORBIDDEN,
-            Kind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-        };
+        let status = e.kind.http_status();
         DockerError::new(status, e.message)
     }
 }

@@ -42,6 +42,12 @@ pub struct ExecCommand {
 /// (anywhere in a word), and C escapes (`\n`, `\t`, `\s`, `\\`, `\"`, `\xNN`, `\NNN`, `\uNNNN`…)
 /// are decoded inside and outside quotes.
 pub fn split_words(s: &str) -> Result<Vec<String>, String> {
+    split_words_with(s, true)
+}
+
+/// [`split_words`], with C escapes decoded (`escapes`) or kept as written (`[X-Fleet]` values,
+/// where unit names escape with backslashes).
+pub(crate) fn split_words_with(s: &str, escapes: bool) -> Result<Vec<String>, String> {
     let mut words = Vec::new();
     let mut cur = String::new();
     let mut in_word = false;
@@ -49,7 +55,7 @@ pub fn split_words(s: &str) -> Result<Vec<String>, String> {
     let mut chars = s.chars();
     while let Some(c) = chars.next() {
         match (c, quote) {
-            ('\\', _) => {
+            ('\\', _) if escapes => {
                 cur.push(unescape_one(&mut chars)?);
                 in_word = true;
             }

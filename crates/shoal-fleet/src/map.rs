@@ -794,36 +794,7 @@ fn map_unit_section(cx: &mut Cx<'_>, unit: &UnitFile, spec: &mut ServiceSpec, co
 /// Splits an `[X-Fleet]` value into words: whitespace separates, `"…"` and `'…'` group (fleet's
 /// `MachineMetadata="a=b" "c=d"`); backslashes stay as written (unit names escape with them).
 fn fleet_words(s: &str) -> Result<Vec<String>, String> {
-    let mut words = Vec::new();
-    let mut cur = String::new();
-    let mut in_word = false;
-    let mut quote = None;
-    for c in s.chars() {
-        match (c, quote) {
-            ('"' | '\'', None) => {
-                quote = Some(c);
-                in_word = true;
-            }
-            (c, Some(q)) if c == q => quote = None,
-            (c, None) if c.is_whitespace() => {
-                if in_word {
-                    words.push(std::mem::take(&mut cur));
-                    in_word = false;
-                }
-            }
-            (c, _) => {
-                cur.push(c);
-                in_word = true;
-            }
-        }
-    }
-    if let Some(q) = quote {
-        return Err(format!("unterminated {q} quote"));
-    }
-    if in_word {
-        words.push(cur);
-    }
-    Ok(words)
+    crate::exec::split_words_with(s, false)
 }
 
 /// `[X-Fleet]`: the placement, the constraints it makes, and fleet's rules on combining options.
