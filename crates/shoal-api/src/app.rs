@@ -539,22 +539,36 @@ impl App {
             return Err(AppError::invalid(format!("replicas: at most {MAX_REPLICAS}, got {replicas}")));
         }
         let id = self.service_id(key).await?;
-        let mut attempts = 0;
-        loop {
-            attempts += 1;
+        self.edit_spec(&id, key, |svc, spec| match &mut spec.mode {
+            ServiceMode::Replicated { replicas: r } => {
+                *r = replicas;
+                Ok(true)
+            }
+            _ => Err(AppError::invalid(format!(
+                "service {} is not a replicated service: it cannot be scaled",
+                svc.spec.name
+            ))),
+        })
+        .await
+    }
+
+    /// Changes the spec of service `id` with `edit`, applied to its newest version and retried
+    /// (up to 5 times) when another write changed it meanwhile; `edit` answers false when there
+    /// is nothing to change. Returns the service as committed.
+    pub async fn edit_spec(
+        &self,
+        id: &ServiceId,
+        key: &str,
+        edit: impl Fn(&Service, &mut ServiceSpec) -> AppResult<bool>,
+    ) -> AppResult<Service> {
+        for attempt in 1.. {
             let svc = self
-                .read(Consistency::Linearizable, |s| s.service(&id).cloned())
+                .read(Consistency::Linearizable, |s| s.service(id).cloned())
                 .await?
                 .ok_or_else(|| AppError::not_found("service", key))?;
             let mut spec = svc.spec.clone();
-            match &mut spec.mode {
-                ServiceMode::Replicated { replicas: r } => *r = replicas,
-                _ => {
-                    return Err(AppError::invalid(format!(
-                        "service {} is not a replicated service: it cannot be scaled",
-                        svc.spec.name
-                    )))
-                }
+            if !edit(&svc, &mut spec)? {
+                return Ok(svc);
             }
             let cmd = Command::UpdateService {
                 id: id.clone(),
@@ -563,11 +577,11 @@ impl App {
             };
             match crate::internal::write(&self.m, cmd).await {
                 Ok(_) => break,
-                Err(WriteError::Refused(c)) if c.kind == ErrorKind::Conflict && attempts < 5 => continue,
+                Err(WriteError::Refused(c)) if c.kind == ErrorKind::Conflict && attempt < 5 => continue,
                 Err(e) => return Err(e.into()),
             }
         }
-        self.service_after_write(&id, key).await
+        self.service_after_write(id, key).await
     }
 
     /// Evens out a replicated service's spread, one task at a time.

@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use shoal_manager::{Consistency, ErrorKind, WriteError};
+use shoal_manager::Consistency;
 use shoal_state::{ClusterState, Command};
 use shoal_types::{RunState, Service, ServiceMode, Timestamp};
 
@@ -149,33 +149,13 @@ impl App {
     /// on a version race like `scale`).
     pub async fn set_job_suspended(&self, key: &str, suspend: bool) -> AppResult<Service> {
         let id = self.job_id(key).await?;
-        for attempt in 1.. {
-            let svc = self
-                .read(Consistency::Linearizable, |s| s.service(&id).cloned())
-                .await?
-                .ok_or_else(|| AppError::not_found("job", key))?;
-            let mut spec = svc.spec.clone();
-            let ServiceMode::Scheduled(job) = &mut spec.mode else {
-                return Err(not_a_job(&svc));
-            };
-            if job.suspend == suspend {
-                return Ok(svc);
-            }
+        self.edit_spec(&id, key, |svc, spec| {
+            let ServiceMode::Scheduled(job) = &mut spec.mode else { return Err(not_a_job(svc)) };
+            let change = job.suspend != suspend;
             job.suspend = suspend;
-            let cmd = Command::UpdateService {
-                id: id.clone(),
-                expected_version: Some(svc.version),
-                spec: Box::new(spec),
-            };
-            match crate::internal::write(self.manager(), cmd).await {
-                Ok(_) => break,
-                Err(WriteError::Refused(c)) if c.kind == ErrorKind::Conflict && attempt < 5 => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
-        self.read(Consistency::Stale, |s| s.service(&id).cloned())
-            .await?
-            .ok_or_else(|| AppError::not_found("job", key))
+            Ok(change)
+        })
+        .await
     }
 
     /// The id of the scheduled job `key` names (committed state).
