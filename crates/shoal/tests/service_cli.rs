@@ -50,7 +50,7 @@ fn bad_flag_values_are_refused_with_clear_errors() {
         (&["--mount", "type=tmpfs,target=/x"], "mount type \"tmpfs\" is not supported"),
         (&["--mount", "type=bind,source=/x"], "target is required"),
         (&["--publish", "70000:80"], "invalid published port \"70000\""),
-        (&["--constraint", "node.labels.zone=a"], "expected KEY==VALUE or KEY!=VALUE"),
+        (&["--constraint", "node.labels.zone=a"], "expected KEY==VALUE, KEY!=VALUE or KEY in (V1,V2)"),
         (&["--placement-pref", "zone"], "expected spread=node.labels.KEY"),
         (&["--generic-resource", "gpu=0"], "whole number above 0"),
         (&["--mode", "swarm"], "possible values: replicated, global, replicated-job, global-job"),
