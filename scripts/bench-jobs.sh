@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Scheduled jobs on a 3-manager loopback cluster of real `shoal daemon`s (release build):
-#  1. precision: JOBS jobs (default 1000) firing every minute (`* * * * *`, process driver `true`)
-#     for MINUTES minutes (default 3): per run, decided − scheduled (the leader recorded the run
-#     with its task) and finished − scheduled (the task ran and its exit was reported); p50/p99/max.
+#  1. precision: JOBS jobs (default 1000) firing every minute (`* * * * *`, process driver: the
+#     task appends the time it started to its job's file) for MINUTES minutes (default 3): per
+#     run, decided − scheduled (the leader recorded the run with its task), started − scheduled
+#     (the task's process began) and finished − scheduled (its exit was reported); p50/p99/max.
 #  2. a 100-job DAG: a root started by `job run` and 9 layers of 11 jobs, each after two jobs of the
 #     layer above (`sleep 0.2` each): end to end (root started → last run finished) against the
 #     critical path (the longest chain of the runs' own durations).
@@ -32,16 +33,17 @@ cli 2 cluster join --token "$token" "127.0.0.1:$base" >/dev/null
 until [ "$(cli 0 node ls -q 2>/dev/null | wc -l)" = 3 ]; do sleep 0.2; done
 echo "==> 3 managers up; creating $JOBS jobs (* * * * *)"
 export -f cli; export BIN D
+mkdir -p "$D/starts"
 seq 1 "$JOBS" | xargs -P 4 -I{} "$BIN" -H "unix://$D/n1.sock" job create --name "tick-{}" --schedule "* * * * *" \
-    --history 20 --driver process true >/dev/null
+    --history 20 --driver process sh -c "date +%s.%N >> $D/starts/tick-{}" >/dev/null
 created=$(date +%s)
 # Whole minutes after creation, plus time for the last runs to finish.
 wait_until=$(( (created / 60 + MINUTES + 1) * 60 + 20 ))
 echo "==> waiting until $(date -u -d "@$wait_until" +%T) for $MINUTES minutes of runs"
 while [ "$(date +%s)" -lt "$wait_until" ]; do sleep 5; done
 cli 2 job ls --format json >"$D/jobs.json"
-python3 - "$D/jobs.json" "$MINUTES" <<'EOF'
-import json, sys
+python3 - "$D/jobs.json" "$D/starts" <<'EOF'
+import json, os, sys
 from datetime import datetime
 def t(s): return datetime.fromisoformat(s.replace("Z", "+00:00")).timestamp()
 jobs = json.load(open(sys.argv[1]))
@@ -54,10 +56,16 @@ for j in jobs:
         decided.append(t(r["started_at"]) - t(r["scheduled_at"]))
         if r.get("finished_at"):
             finished.append(t(r["finished_at"]) - t(r["scheduled_at"]))
+# A run starts within its minute: its occurrence is the whole minute before the start.
+started = []
+for f in os.listdir(sys.argv[2]):
+    for line in open(os.path.join(sys.argv[2], f)):
+        t0 = float(line)
+        started.append(t0 - int(t0 // 60) * 60)
 def pct(v, p):
     v = sorted(v); return v[min(len(v) - 1, int(len(v) * p))] * 1000
 print(f"jobs {len(jobs)}, runs {states}")
-for name, v in [("decided - scheduled", decided), ("finished - scheduled", finished)]:
+for name, v in [("decided - scheduled", decided), ("started - scheduled", started), ("finished - scheduled", finished)]:
     if v:
         print(f"{name}: p50 {pct(v, .5):.0f} ms, p99 {pct(v, .99):.0f} ms, max {max(v)*1000:.0f} ms over {len(v)} runs")
 EOF

@@ -11,8 +11,9 @@
 //!   recorded as one skip — an outage never causes a burst.
 //! - **Concurrency**: `forbid` skips an occurrence while a run is active (a dependent job waits
 //!   instead), `replace` stops the active runs first, `allow` starts another.
-//! - **Retries**: a failed attempt (non-zero exit, rejected, lost node) is retried after
-//!   `retry_delay` while attempts ≤ `retries`, in the same slot.
+//! - **Retries**: a failed attempt (non-zero exit, rejected, a node down for longer than
+//!   [`NODE_LOSS_GRACE`], drained or removed) is retried after `retry_delay` while attempts ≤
+//!   `retries`, in the same slot.
 //! - **Parents** (`after`): a round is complete when every parent finished a run since this job
 //!   last ran or skipped; `trigger` decides whether the round runs (all succeeded, all done) or
 //!   is skipped naming the failed parent; `any-succeeded` runs as soon as one parent succeeded.
@@ -23,13 +24,18 @@
 use crate::orchestrator::{node_problem, Slot, SlotKey};
 use crate::Ctx;
 use shoal_types::{
-    job::next_occurrence, schedule::Schedule, ConcurrencyPolicy, Constraint, JobRun, JobStatus, RunCause,
-    RunOutcome, RunState, ScheduledJob, Service, ServiceId, Task, TaskState, Timestamp, Trigger,
+    job::next_occurrence, schedule::Schedule, ConcurrencyPolicy, Constraint, JobRun, JobStatus, NodeState,
+    RunCause, RunOutcome, RunState, ScheduledJob, Service, ServiceId, Task, TaskState, Timestamp, Trigger,
 };
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Occurrences counted one by one when a job catches up (beyond this, "at least").
 const MISSED_COUNT_CAP: u64 = 10_000;
+
+/// How long a run's node may be down before its attempt counts as failed (and is retried
+/// elsewhere). Shorter outages (a node too busy to heartbeat, a brief partition) end with the
+/// task's own outcome instead of a second execution.
+pub const NODE_LOSS_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
 
 pub(crate) fn scheduled(
     ctx: &mut Ctx<'_>,
@@ -101,8 +107,22 @@ impl Runner<'_> {
             if !t.status.state.is_terminal() {
                 let own = Constraint::parse_all(&t.spec.placement.constraints).unwrap_or_default();
                 if let Some(why) = node_problem(ctx, t, &own) {
-                    ctx.set_desired(t, TaskState::Shutdown);
-                    self.attempt_failed(ctx, i, None, format!("{why} while it ran"), now);
+                    // A node that stopped heartbeating may only be busy or cut off: its task may
+                    // still be running and report. Give it the grace before calling the attempt
+                    // failed (and maybe running it twice), as Mesos waits before TASK_LOST.
+                    let down_since = t
+                        .node_id
+                        .as_ref()
+                        .and_then(|n| ctx.state.node(n))
+                        .filter(|n| n.status.state == NodeState::Down)
+                        .map(|n| n.updated_at);
+                    match down_since.map(|d| d.saturating_add(NODE_LOSS_GRACE)) {
+                        Some(until) if now < until => ctx.wake(until),
+                        _ => {
+                            ctx.set_desired(t, TaskState::Shutdown);
+                            self.attempt_failed(ctx, i, None, format!("{why} while it ran"), now);
+                        }
+                    }
                 } else if let (Some(deadline), Some(due), true) = (
                     self.job.starting_deadline,
                     self.st.runs[i].scheduled_at,

@@ -8,6 +8,7 @@
 
 mod affinity;
 mod cron;
+pub use cron::NODE_LOSS_GRACE;
 mod depends;
 pub mod migrate;
 mod orchestrator;

@@ -4,7 +4,7 @@
 //! stale plans from a "previous leader" no run is lost, doubled, or started before its parents.
 
 use proptest::prelude::*;
-use shoal_sim::{Sim, SimConfig};
+use shoal_sim::{Fault, Sim, SimConfig};
 use shoal_state::{ClusterState, Command, StateError};
 use shoal_types::{
     ConcurrencyPolicy, JobRun, JobStatus, RunCause, RunState, ScheduledJob, ServiceId, ServiceMode,
@@ -477,4 +477,57 @@ proptest! {
             prop_assert!(st.next_run_at.is_none_or(|n| n > sim.now.saturating_sub(Duration::from_secs(2))));
         }
     }
+}
+
+#[test]
+fn a_node_that_is_down_briefly_keeps_its_run_a_lost_one_is_retried_elsewhere() {
+    // Runs take 20 s; the job may retry once.
+    let cfg = SimConfig { nodes: 3, zones: 0, job_runtime: Duration::from_secs(20), ..Default::default() };
+    let mut sim = Sim::new(cfg);
+    let j = ScheduledJob { retries: 1, ..every("*/5 * * * *") };
+    let id = sim.create_service(job("backup", j, "0")).expect("valid");
+    let running_node = |sim: &Sim| {
+        sim.state
+            .tasks_of_service(&id)
+            .find(|t| t.status.state == TaskState::Running)
+            .and_then(|t| t.node_id.clone())
+    };
+    let first = loop {
+        sim.step();
+        if let Some(n) = running_node(&sim) {
+            break n;
+        }
+    };
+    // Down for 10 s (a busy node that missed its heartbeats), then back: the run goes on and
+    // succeeds with its one attempt.
+    sim.fault(Fault::NodeDown(first.clone()));
+    run_for(&mut sim, 10);
+    sim.fault(Fault::NodeUp(first.clone()));
+    run_for(&mut sim, 30);
+    let st = status(&sim, &id);
+    assert_eq!(st.runs.len(), 1, "{:#?}", st.runs);
+    assert_eq!((st.runs[0].state, st.runs[0].attempts), (RunState::Succeeded, 1), "{:#?}", st.runs);
+
+    // The next run's node stays down: after the grace the attempt fails and runs elsewhere.
+    let second = loop {
+        sim.step();
+        if status(&sim, &id).runs.len() == 2 {
+            if let Some(n) = running_node(&sim) {
+                break n;
+            }
+        }
+    };
+    sim.fault(Fault::NodeDown(second.clone()));
+    run_for(&mut sim, shoal_core::NODE_LOSS_GRACE.as_secs() - 5);
+    assert_eq!(status(&sim, &id).runs[1].attempts, 1, "not yet: within the grace");
+    run_for(&mut sim, 40);
+    let r = status(&sim, &id).runs[1].clone();
+    assert_eq!((r.state, r.attempts), (RunState::Succeeded, 2), "{r:#?}");
+    let retried_on = sim
+        .state
+        .tasks_of_service(&id)
+        .filter(|t| t.slot == Some(r.number) && t.status.state == TaskState::Complete)
+        .filter_map(|t| t.node_id.clone())
+        .next();
+    assert!(retried_on.is_some_and(|n| n != second), "retried on another node");
 }
