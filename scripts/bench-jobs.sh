@@ -69,6 +69,7 @@ for name, v in [("decided - scheduled", decided), ("started - scheduled", starte
     if v:
         print(f"{name}: p50 {pct(v, .5):.0f} ms, p99 {pct(v, .99):.0f} ms, max {max(v)*1000:.0f} ms over {len(v)} runs")
 EOF
+echo "managers' RSS after $MINUTES minutes: $(for p in "${pids[@]}"; do ps -o rss= -p "$p" | awk '{printf "%d MB ", $1/1024}'; done)"
 echo "==> removing the tick jobs"
 cli 1 job ls -q | xargs -P 4 -n 50 "$BIN" -H "unix://$D/n1.sock" service rm >/dev/null
 

@@ -100,8 +100,12 @@ fn chronos_python_creates_runs_lists_and_deletes_jobs() {
         (read("extract.log") == "extract\n" && read("report.log") == "report\n").then_some(())
     });
     // The same jobs, through Shoal's own CLI.
-    let h = m.ok(&["job", "history", "etl_report"]);
-    assert!(h.contains("parents") && h.contains("succeeded"), "{h}");
+    // The file is written before the task's exit is reported: wait for the run's record.
+    let h = eventually(30, "the report's run recorded as succeeded", || {
+        let h = m.ok(&["job", "history", "etl_report"]);
+        h.contains("succeeded").then_some(h)
+    });
+    assert!(h.contains("parents"), "{h}");
     let ls = m.ok(&["job", "ls"]);
     assert!(ls.contains("etl_extract") && ls.contains("R/2030-01-01T03:00:00Z/P1D"), "{ls}");
 
