@@ -247,6 +247,30 @@ impl DockerDriver {
         Ok(found)
     }
 
+    /// The exit status of an ended container. A SIGKILL (137) under a memory limit without the
+    /// OOM mark is looked at again for a moment: the OOM event may land after the exit.
+    async fn settled_exit_status(&self, id: &str, info: ContainerInspectResponse) -> ExitStatus {
+        let mut status = exit_status(&info);
+        let limited = info.host_config.as_ref().and_then(|h| h.memory).is_some_and(|m| m > 0);
+        if status.code != 137 || status.oom_killed || !limited {
+            return status;
+        }
+        let deadline = tokio::time::Instant::now() + OOM_EVENT_WAIT;
+        while tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            match self.inspect(id).await {
+                Ok(again) if !is_running(&again) => {
+                    status = exit_status(&again);
+                    if status.oom_killed {
+                        break;
+                    }
+                }
+                _ => break,
+            }
+        }
+        status
+    }
+
     async fn inspect(&self, container: &str) -> Result<ContainerInspectResponse, DriverError> {
         self.client()
             .await?
@@ -409,6 +433,10 @@ fn is_running(info: &ContainerInspectResponse) -> bool {
         )
     ) || info.state.as_ref().and_then(|s| s.running).unwrap_or(false)
 }
+
+/// How long a SIGKILLed container with a memory limit may take to be marked OOM-killed: dockerd
+/// records the exit and containerd's OOM event separately, and under load the exit can come first.
+const OOM_EVENT_WAIT: Duration = Duration::from_millis(500);
 
 /// How an ended container ended, from its inspect state.
 fn exit_status(info: &ContainerInspectResponse) -> ExitStatus {
@@ -849,7 +877,7 @@ impl Driver for DockerDriver {
         };
         drop(waited);
         match self.inspect(&id).await {
-            Ok(info) if !is_running(&info) => Ok(exit_status(&info)),
+            Ok(info) if !is_running(&info) => Ok(self.settled_exit_status(&id, info).await),
             Ok(_) => Err(DriverError::Runtime("the container is running again after it ended".into())),
             // Removed between the end of the wait and the inspect: what the wait said is all there is.
             Err(DriverError::NotFound(e)) => match fallback {
