@@ -12,7 +12,7 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use shoal_manager::Consistency;
 use shoal_state::{ClusterState, Command};
-use shoal_types::{RunState, Service, ServiceMode, Timestamp};
+use shoal_types::{Service, ServiceMode, Timestamp};
 
 /// The dependency graph of the scheduled jobs.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -118,11 +118,6 @@ pub fn job_state(svc: &Service) -> &'static str {
         return "running";
     }
     st.runs.last().map_or("fresh", |r| r.state.as_str())
-}
-
-/// Whether the latest finished run succeeded (None: none finished).
-pub fn last_result(svc: &Service) -> Option<RunState> {
-    svc.job.as_ref()?.runs.iter().rev().find(|r| r.state != RunState::Running).map(|r| r.state)
 }
 
 impl App {

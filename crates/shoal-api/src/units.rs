@@ -266,8 +266,6 @@ fn tasks_of(s: &ClusterState, svc: &Service) -> Vec<UnitTask> {
 
 // ---- /v1 ----
 
-type UnitsState = Units;
-
 /// `/v1/units`: list; `PUT /v1/units/NAME` submit (and start); start, stop; `DELETE` destroy.
 pub fn router(m: Arc<Manager>, kv: Arc<KvApp>) -> Router {
     Router::new()
@@ -278,12 +276,12 @@ pub fn router(m: Arc<Manager>, kv: Arc<KvApp>) -> Router {
         .with_state(Units::new(m, kv))
 }
 
-async fn list(State(u): State<UnitsState>) -> Result<Json<Vec<UnitInfo>>, ApiError> {
+async fn list(State(u): State<Units>) -> Result<Json<Vec<UnitInfo>>, ApiError> {
     Ok(Json(u.list().await?))
 }
 
 async fn submit(
-    State(u): State<UnitsState>,
+    State(u): State<Units>,
     Path(name): Path<String>,
     crate::server::JsonBody(req): crate::server::JsonBody<UnitRequest>,
 ) -> Result<Json<UnitResult>, ApiError> {
@@ -295,16 +293,16 @@ async fn submit(
     Ok(Json(r))
 }
 
-async fn start(State(u): State<UnitsState>, Path(name): Path<String>) -> Result<Json<UnitResult>, ApiError> {
+async fn start(State(u): State<Units>, Path(name): Path<String>) -> Result<Json<UnitResult>, ApiError> {
     Ok(Json(u.start(&name).await?))
 }
 
-async fn stop(State(u): State<UnitsState>, Path(name): Path<String>) -> Result<StatusCode, ApiError> {
+async fn stop(State(u): State<Units>, Path(name): Path<String>) -> Result<StatusCode, ApiError> {
     u.stop(&name).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn destroy(State(u): State<UnitsState>, Path(name): Path<String>) -> Result<StatusCode, ApiError> {
+async fn destroy(State(u): State<Units>, Path(name): Path<String>) -> Result<StatusCode, ApiError> {
     u.destroy(&name).await?;
     Ok(StatusCode::NO_CONTENT)
 }

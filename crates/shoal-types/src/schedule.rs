@@ -196,11 +196,6 @@ impl Schedule {
             }
         }
     }
-
-    /// True for a repeating interval with an explicit, finite repeat count.
-    pub fn is_finite(&self) -> bool {
-        matches!(self, Schedule::Repeating(r) if r.repeats.is_some())
-    }
 }
 
 impl FromStr for Schedule {
@@ -1599,10 +1594,6 @@ mod tests {
         };
         assert_eq!(r.repeats(), Some(10));
         assert_eq!(r.start_offset, Some(0));
-        assert!(Schedule::parse("R10/2012-10-01T05:52:00Z/PT2S").unwrap().is_finite());
-        assert!(!Schedule::parse("R/2014-03-08T20:00:00.000Z/PT2H").unwrap().is_finite());
-        assert!(!Schedule::parse("* * * * *").unwrap().is_finite());
-        assert!(Schedule::parse("R0/2026-01-01T00:00:00Z/PT1H").unwrap().is_finite());
         assert_eq!(
             err("R5/2026-01-01T00:00:00Z"),
             "ISO 8601 schedule \"R5/2026-01-01T00:00:00Z\": expected R[n]/START/PERIOD"
