@@ -7,7 +7,9 @@ set -euo pipefail
 # nftables, conntrack, curl, dnsutils, socat: the networking tests (VIPs and routing mesh are nftables rules).
 # etcd-client: the etcd API tests drive the real etcdctl (3.4); etcd-server: the conformance test
 # (crates/shoal/tests/etcd_conformance.rs) and scripts/bench-etcd.sh compare with a real etcd 3.4.
-want=(runc docker.io busybox-static docker-registry iproute2 chromium chromium-driver nftables conntrack curl dnsutils socat etcd-client etcd-server)
+# systemd: only for `systemd-analyze verify` of packaging/shoal.service (tests/packaging.rs); it
+# is not started.
+want=(runc docker.io busybox-static docker-registry iproute2 chromium chromium-driver nftables conntrack curl dnsutils socat etcd-client etcd-server systemd)
 missing=()
 for p in "${want[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

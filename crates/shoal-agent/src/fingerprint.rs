@@ -75,6 +75,8 @@ pub fn describe(
         drivers,
         engine_version: env!("CARGO_PKG_VERSION").into(),
         engine_labels: labels,
+        // Filled by the agent from the oci image store.
+        images: BTreeMap::new(),
     }
 }
 

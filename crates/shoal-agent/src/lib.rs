@@ -71,7 +71,17 @@ pub struct Agent {
     netview: watch::Sender<Option<Arc<shoal_net::NetView>>>,
     /// The services of the assigned tasks (names for the tasks' containers).
     services: Mutex<BTreeMap<shoal_types::ServiceId, AssignedService>>,
+    /// The description the managers have (after a registration went through): re-sent only
+    /// when it changes, so an unchanged node costs no Raft write.
+    registered: Mutex<Option<NodeDescription>>,
+    /// Wakes the description refresher at once (an image was fetched or went missing).
+    refresh: tokio::sync::Notify,
+    /// One image fetch at a time: a second task of the same image finds it in the store.
+    fetching: tokio::sync::Mutex<()>,
 }
+
+/// How often the agent compares the images in its store with what it last reported.
+const IMAGE_REFRESH: Duration = Duration::from_secs(2);
 
 /// How long a task stopped by a checkpoint waits for the managers to move it (a migration
 /// commits in seconds); after that it is failed, and its slot restarts from scratch.
@@ -142,7 +152,104 @@ impl Agent {
             dns: shoal_net::dns::Dns::default(),
             netview: watch::channel(None).0,
             services: Mutex::new(BTreeMap::new()),
+            registered: Mutex::new(None),
+            refresh: tokio::sync::Notify::new(),
+            fetching: tokio::sync::Mutex::new(()),
         }))
+    }
+
+    /// The node's oci image store (`<data>/images`, beside the agent's own `<data>/agent`, as
+    /// the oci driver opens it), when this node offers the oci driver.
+    pub fn image_store_root(&self) -> Option<PathBuf> {
+        if !lock(&self.offered).iter().any(|d| d.name == "oci") {
+            return None;
+        }
+        Some(self.cfg.dir.parent()?.join("images"))
+    }
+
+    /// The images in the node's store (name → config digest), as the description reports them.
+    fn local_images(&self) -> BTreeMap<String, String> {
+        let Some(root) = self.image_store_root().filter(|r| r.join("index.json").is_file()) else {
+            return BTreeMap::new();
+        };
+        let listed = shoal_driver_oci::store::ImageStore::open(&root).and_then(|s| s.list());
+        match listed {
+            Ok(images) => images
+                .into_iter()
+                .take(shoal_types::node::MAX_REPORTED_IMAGES)
+                .map(|r| (r.name, r.config_digest))
+                .collect(),
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot list the image store");
+                BTreeMap::new()
+            }
+        }
+    }
+
+    /// Re-sends the node's description when the images in its store change (every
+    /// [`IMAGE_REFRESH`], or at once when woken); nothing is sent while it is unchanged.
+    async fn refresh_description(self: Arc<Self>) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(IMAGE_REFRESH) => {}
+                _ = self.refresh.notified() => {}
+            }
+            let Some(mut next) = lock(&self.registered).clone() else { continue };
+            let images = self.local_images();
+            if next.images == images {
+                continue;
+            }
+            next.images = images;
+            match self.plane.register(&next).await {
+                Ok(()) => {
+                    tracing::info!(
+                        images = next.images.len(),
+                        "node description updated (image store changed)"
+                    );
+                    *lock(&self.registered) = Some(next);
+                }
+                Err(e) => tracing::debug!(error = %e, "node description update deferred"),
+            }
+        }
+    }
+
+    /// Makes sure the oci image of `task` is in the node's store: when it is missing, fetches it
+    /// from a peer that reports it (verified blob by blob). An image on no peer rejects the
+    /// task with an error that starts with [`shoal_types::node::IMAGE_NOT_FOUND`].
+    async fn ensure_image(&self, image: &str) -> Result<(), DriverError> {
+        let Some(root) = self.image_store_root() else { return Ok(()) };
+        let present = |root: &Path| {
+            shoal_driver_oci::store::ImageStore::open(root)
+                .and_then(|s| s.get(image))
+                .map(|r| r.is_some())
+                .unwrap_or(false)
+        };
+        if present(&root) {
+            return Ok(());
+        }
+        let _one = self.fetching.lock().await;
+        if present(&root) {
+            return Ok(());
+        }
+        if let Err(e) = shoal_driver_oci::store::validate_reference(image) {
+            return Err(DriverError::Invalid(e.to_string()));
+        }
+        let started = std::time::Instant::now();
+        match self.plane.fetch_image(image, &root).await {
+            Ok(from) => {
+                tracing::info!(image, from = %from, took_ms = started.elapsed().as_millis() as u64, "image fetched from a peer");
+                self.refresh.notify_one();
+                Ok(())
+            }
+            Err(e) => {
+                self.refresh.notify_one();
+                Err(DriverError::Invalid(format!(
+                    "{}: {image} is not on node {} and {e}",
+                    shoal_types::node::IMAGE_NOT_FOUND,
+                    self.cfg.hostname
+                )))
+            }
+        }
     }
 
     /// Asks every driver what it is; drivers that are not usable here are left out.
@@ -156,12 +263,14 @@ impl Agent {
         }
         offered.sort();
         *lock(&self.offered) = offered.clone();
-        fingerprint::describe(
+        let mut d = fingerprint::describe(
             self.cfg.hostname.clone(),
             self.cfg.labels.clone(),
             self.cfg.generic.clone(),
             offered,
-        )
+        );
+        d.images = self.local_images();
+        d
     }
 
     /// Runs the agent until the process exits: recover, register, then follow assignments.
@@ -181,6 +290,8 @@ impl Agent {
             }
         }
         tracing::info!(drivers = ?description.drivers.iter().map(|d| &d.name).collect::<Vec<_>>(), "agent registered");
+        *lock(&self.registered) = Some(description);
+        tokio::spawn(self.clone().refresh_description());
         tokio::spawn(heartbeats(self.plane.clone()));
         tokio::spawn(self.clone().follow_networks());
         let mut revision: Option<String> = None;
@@ -569,9 +680,21 @@ impl Agent {
                 e => TaskStatus { err: e.to_string(), ..status(TaskState::Failed, "failed to start") },
             };
         };
-        // Its networks (the namespace the driver runs it in), then the driver's own preparation;
-        // either may end with the task told to stop (None) or failing.
+        // Its image (fetched from a peer when the node lacks it), its networks (the namespace
+        // the driver runs it in), then the driver's own preparation; any may end with the task
+        // told to stop (None) or failing.
         let ready = async {
+            if driver.name() == "oci" {
+                if let Some(image) = lt.task.spec.image.clone() {
+                    let fetched = tokio::select! {
+                        r = self.ensure_image(&image) => r,
+                        _ = wait_until(&mut assigned, stop_wanted) => return None,
+                    };
+                    if let Err(e) = fetched {
+                        return Some(Err(e));
+                    }
+                }
+            }
             if !lt.task.networks.is_empty() {
                 match self.attach_networks(&lt.task, driver.as_ref(), &cfg, &mut assigned).await? {
                     Ok(at) => {

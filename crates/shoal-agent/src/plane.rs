@@ -66,4 +66,14 @@ pub trait ControlPlane: Send + Sync + 'static {
     ) -> Result<(), PlaneError> {
         Err(PlaneError(format!("this node cannot fetch checkpoint {}", spec.checkpoint_id)))
     }
+    /// Fetches image `reference` (`name:tag`, possibly pinned `@sha256:…`) from a ready peer
+    /// that reports it into the oci image store at `store_root`, verifying every blob; answers
+    /// with the peer's hostname. A plane without peers has none.
+    async fn fetch_image(
+        &self,
+        reference: &str,
+        _store_root: &std::path::Path,
+    ) -> Result<String, PlaneError> {
+        Err(PlaneError(format!("no peer has {reference}")))
+    }
 }

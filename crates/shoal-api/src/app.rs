@@ -506,6 +506,35 @@ impl App {
         Ok(id)
     }
 
+    /// Creates a service as `service create` does, resolving its image like Swarm: an oci
+    /// service's image reported by some node is pinned to its config digest
+    /// (`name:tag@sha256:…`), so every node runs the same image. Without such a node the service
+    /// is created unpinned and the answer carries a warning. Stacks and the Docker API create
+    /// services unpinned ([`App::create_service`]): a redeployed stack compares its file's specs
+    /// with the stored ones, which a pinned image would always make differ.
+    pub async fn create_service_resolving_image(
+        &self,
+        mut spec: ServiceSpec,
+    ) -> AppResult<(ServiceId, Vec<String>)> {
+        let mut warnings = Vec::new();
+        let oci = spec.task_template.driver.as_deref() == Some("oci");
+        if let Some(image) = spec.task_template.image.clone().filter(|_| oci) {
+            let (name, digest) = shoal_types::node::image_ref_parts(&image);
+            if digest.is_none() {
+                let found = self.read(Consistency::Stale, |s| pinned_digest(s, &name)).await?;
+                match found {
+                    Some(d) => spec.task_template.image = Some(format!("{name}@{d}")),
+                    None => warnings.push(format!(
+                        "image {image} could not be accessed on any node: the service uses it unpinned \
+                         (a node that lacks it fetches it from a peer once one reports it)"
+                    )),
+                }
+            }
+        }
+        let id = self.create_service(spec).await?;
+        Ok((id, warnings))
+    }
+
     /// Replaces a service's spec; `version` (optimistic concurrency) refuses the change when the
     /// service changed since.
     pub async fn update_service(
@@ -690,3 +719,16 @@ impl App {
 
 /// How long a network's removal waits for stopping tasks beyond their grace period.
 const STOP_SLACK: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The config digest the ready nodes report for image `name` (`name:tag`): the most common, the
+/// smallest on a tie; None when no node has it.
+pub fn pinned_digest(s: &ClusterState, name: &str) -> Option<String> {
+    let mut counts: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+    for n in s.nodes().filter(|n| n.status.state == shoal_types::NodeState::Ready) {
+        if let Some(d) = n.description.images.get(name) {
+            *counts.entry(d.as_str()).or_insert(0) += 1;
+        }
+    }
+    let best = counts.values().copied().max()?;
+    counts.into_iter().find(|(_, c)| *c == best).map(|(d, _)| d.to_string())
+}

@@ -188,6 +188,14 @@ impl ControlPlane for LocalPlane {
         let local = here.then(|| crate::migrate::archive_dir(&self.manager));
         crate::migrate::fetch_checkpoint(tls, local.as_deref(), spec, dest).await.map_err(PlaneError)
     }
+
+    async fn fetch_image(&self, reference: &str, store_root: &std::path::Path) -> Result<String, PlaneError> {
+        let tls =
+            self.manager.client_tls().ok_or_else(|| PlaneError("this node has no certificate yet".into()))?;
+        let sources =
+            crate::images::sources(&self.manager.node.local_state().state, reference, &self.node_id);
+        crate::images::fetch_image(tls, sources, reference, store_root).await.map_err(PlaneError)
+    }
 }
 
 type Peer = Extension<Option<NodeIdentity>>;
@@ -302,6 +310,19 @@ async fn status(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// `GET /internal/dispatcher/images?reference=R`: the calling node's peers that report image R.
+async fn image_sources(
+    State(m): State<Arc<Manager>>,
+    Extension(p): Peer,
+    Query(q): Query<crate::images::SourcesQuery>,
+) -> Result<Json<Vec<crate::images::ImageSource>>, ApiError> {
+    let id = member_peer(&m, &p)?;
+    shoal_driver_oci::store::validate_reference(&q.reference)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid", e.to_string()))?;
+    let node = NodeId::new(id.node_id.clone());
+    Ok(Json(crate::images::sources(&m.node.local_state().state, &q.reference, &node)))
+}
+
 async fn heartbeat(State(m): State<Arc<Manager>>, Extension(p): Peer) -> Result<StatusCode, ApiError> {
     let id = member_peer(&m, &p)?;
     deliver_heartbeat(&m, &id.node_id)
@@ -340,6 +361,7 @@ pub fn dispatcher_router(m: Arc<Manager>) -> Router {
         .route("/internal/dispatcher/netview", get(netview))
         .route("/internal/dispatcher/status", post(status))
         .route("/internal/dispatcher/heartbeat", post(heartbeat))
+        .route("/internal/dispatcher/images", get(image_sources))
         .with_state(m)
 }
 
@@ -503,6 +525,15 @@ impl ControlPlane for RemotePlane {
     ) -> Result<(), PlaneError> {
         let tls = self.tls.read().unwrap_or_else(PoisonError::into_inner).clone();
         crate::migrate::fetch_checkpoint(tls, None, spec, dest).await.map_err(PlaneError)
+    }
+
+    async fn fetch_image(&self, reference: &str, store_root: &std::path::Path) -> Result<String, PlaneError> {
+        let path = format!("/internal/dispatcher/images?reference={}", crate::images::encode(reference));
+        let bytes = self.call(hyper::Method::GET, &path, None).await?;
+        let sources: Vec<crate::images::ImageSource> =
+            serde_json::from_slice(&bytes).map_err(|e| PlaneError(e.to_string()))?;
+        let tls = self.client_tls();
+        crate::images::fetch_image(tls, sources, reference, store_root).await.map_err(PlaneError)
     }
 }
 

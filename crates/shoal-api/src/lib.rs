@@ -2,12 +2,14 @@
 //! This crate (with the transport in `shoal-raft`) is the only one that knows wire formats.
 
 pub mod app;
+pub mod backup;
 pub mod chronos;
 pub mod client;
 pub mod dispatcher;
 pub mod events;
 pub mod exec;
 pub mod exec_stream;
+pub mod images;
 pub mod internal;
 pub mod jobs;
 pub mod join;

@@ -172,6 +172,8 @@ pub fn agent_router(slot: AgentSlot) -> Router {
             axum::routing::delete(crate::migrate::agent_forget_checkpoint),
         )
         .route("/internal/agent/checkpoint/{id}/archive", get(crate::migrate::agent_archive))
+        .route("/internal/agent/images/{reference}", get(crate::images::agent_image))
+        .route("/internal/agent/blobs/sha256/{hex}", get(crate::images::agent_blob))
         .with_state(slot)
 }
 

@@ -33,7 +33,7 @@ pub async fn create(
     JsonBody(spec): JsonBody<NetworkSpec>,
 ) -> Result<(StatusCode, Json<Created>), ApiError> {
     let id = App::new(m).create_network(spec).await?;
-    Ok((StatusCode::CREATED, Json(Created { id: id.to_string() })))
+    Ok((StatusCode::CREATED, Json(Created { id: id.to_string(), warnings: Vec::new() })))
 }
 
 pub async fn remove(State(m): State<Arc<Manager>>, Path(key): Path<String>) -> Result<StatusCode, ApiError> {

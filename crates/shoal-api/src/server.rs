@@ -114,6 +114,12 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
     ("get", "/v1/cluster", "cluster and Raft status of this manager"),
     ("post", "/v1/cluster/init", "make this manager the first member of a new cluster ({data_path_port})"),
     ("post", "/v1/cluster/join", "join an existing cluster as a manager ({token, addr})"),
+    (
+        "get",
+        "/v1/cluster/backup",
+        "a backup of the replicated state (CA key and tokens included: keep it safe)",
+    ),
+    ("post", "/v1/cluster/restore", "start a new cluster on this fresh manager from a backup file"),
     ("get", "/v1/cluster/health", "every manager: reachable, Raft state, term, log and applied index"),
     ("get", "/v1/cluster/join-token/{role}", "the join token for workers or managers (root socket only)"),
     ("post", "/v1/cluster/join-token/{role}/rotate", "replace a join token"),
@@ -193,6 +199,11 @@ pub fn router(manager: Arc<Manager>) -> Router {
         .route("/v1/cluster/join", post(cluster_join))
         .route("/v1/cluster/leave", post(cluster_leave))
         .route("/v1/cluster/health", get(cluster_health))
+        .route("/v1/cluster/backup", get(cluster_backup))
+        .route(
+            "/v1/cluster/restore",
+            post(cluster_restore).layer(axum::extract::DefaultBodyLimit::max(MAX_BACKUP_BYTES)),
+        )
         .route("/v1/cluster/join-token/{role}", get(join_token))
         .route("/v1/cluster/join-token/{role}/rotate", post(rotate_join_token))
         .route("/v1/cluster/client-cert", post(crate::tcp::issue_client_cert))
@@ -316,6 +327,25 @@ async fn cluster_init(
         ));
     }
     m.init_cluster(data_path_port).await?;
+    cluster(State(m), Query(ReadQuery::default())).await
+}
+
+/// The largest backup `POST /v1/cluster/restore` takes.
+const MAX_BACKUP_BYTES: usize = 4 << 30;
+
+/// `GET /v1/cluster/backup`: the backup file (see [`crate::backup`]).
+async fn cluster_backup(State(m): State<AppState>) -> Result<axum::response::Response, ApiError> {
+    let (header, bytes) = app(&m).backup().await?;
+    tracing::info!(raft_index = header.raft_index, bytes = bytes.len(), "backup taken");
+    Ok(([(axum::http::header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
+}
+
+/// `POST /v1/cluster/restore` (the backup file as the body): a new cluster from it.
+async fn cluster_restore(
+    State(m): State<AppState>,
+    body: axum::body::Bytes,
+) -> Result<Json<ClusterInfo>, ApiError> {
+    app(&m).restore(body.to_vec()).await?;
     cluster(State(m), Query(ReadQuery::default())).await
 }
 
@@ -491,14 +521,17 @@ async fn inspect_service(
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Created {
     pub id: String,
+    /// Things the operator should know (an image no node has, as Swarm warns).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 async fn create_service(
     State(m): State<AppState>,
     JsonBody(spec): JsonBody<ServiceSpec>,
 ) -> Result<(StatusCode, Json<Created>), ApiError> {
-    let id = app(&m).create_service(spec).await?;
-    Ok((StatusCode::CREATED, Json(Created { id: id.to_string() })))
+    let (id, warnings) = app(&m).create_service_resolving_image(spec).await?;
+    Ok((StatusCode::CREATED, Json(Created { id: id.to_string(), warnings })))
 }
 
 #[derive(Debug, Serialize, Deserialize)]

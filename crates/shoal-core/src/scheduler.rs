@@ -40,6 +40,9 @@ enum Reject {
     Availability(Availability),
     Driver(String),
     Constraint(String),
+    /// The task's image was rejected there as on no node (`image not found`) and no node
+    /// reports it.
+    Image(String),
     Port(Protocol, u16),
     MaxReplicas(u64),
     Rule(crate::affinity::Rule),
@@ -53,6 +56,7 @@ impl Reject {
             Reject::Availability(a) => format!("availability {a:?}").to_lowercase(),
             Reject::Driver(d) => format!("driver {d} not available"),
             Reject::Constraint(c) => format!("constraint {c} not satisfied"),
+            Reject::Image(i) => format!("image {i} not there and no peer has it"),
             Reject::Port(p, n) => format!("host port {n}/{} in use", format!("{p:?}").to_lowercase()),
             Reject::MaxReplicas(m) => format!("max replicas per node ({m}) reached"),
             Reject::Rule(r) => r.describe(),
@@ -121,6 +125,13 @@ struct GroupSpec<'t> {
     strategy: Strategy,
     preferences: Vec<&'t str>,
     placement: &'t shoal_types::Placement,
+    /// The oci image of the group's tasks when the oci driver may run them.
+    image: Option<&'t str>,
+    /// Whether some node reports that image: nodes that have it are preferred (a node without
+    /// it can still fetch it from one that does).
+    image_somewhere: bool,
+    /// Nodes that rejected a task of the service for that image while no node has it.
+    avoid: BTreeSet<NodeId>,
 }
 
 impl<'t> GroupSpec<'t> {
@@ -137,6 +148,9 @@ impl<'t> GroupSpec<'t> {
             strategy: p.strategy,
             preferences: p.preferences.iter().map(|x| x.spread.as_str()).collect(),
             placement: p,
+            image: task.spec.image.as_deref().filter(|_| task.spec.driver_candidates().contains(&"oci")),
+            image_somewhere: false,
+            avoid: BTreeSet::new(),
         })
     }
 }
@@ -204,6 +218,29 @@ impl<'s> Scheduler<'s> {
         ports.iter().copied().find(|p| info.usage.host_ports.contains_key(p) || info.placed_ports.contains(p))
     }
 
+    /// Fills in what the group's image asks of the nodes: whether some ready node reports it
+    /// (then nodes that have it are preferred), else which nodes to avoid — those where a task of
+    /// the service with this image was rejected because neither the node nor a peer had it.
+    /// The avoidance lasts while such a task is in the service's history and no node reports the
+    /// image; state-based, so a new leader decides the same.
+    fn image_rules(&self, g: &mut GroupSpec<'_>) {
+        let Some(image) = g.image else { return };
+        g.image_somewhere = self
+            .infos
+            .iter()
+            .any(|i| i.node.status.state == NodeState::Ready && i.node.description.has_image(image));
+        if g.image_somewhere {
+            return;
+        }
+        g.avoid = self
+            .state
+            .tasks_of_service(g.service)
+            .filter(|t| t.spec.image.as_deref() == Some(image))
+            .filter(|t| t.status.state.is_terminal() && shoal_types::node::is_image_not_found(&t.status.err))
+            .filter_map(|t| t.node_id.clone())
+            .collect();
+    }
+
     /// Filters that do not change while a group is placed.
     fn static_check(&self, i: usize, g: &GroupSpec<'_>) -> Result<(), Reject> {
         let n = self.infos[i].node;
@@ -218,6 +255,9 @@ impl<'s> Scheduler<'s> {
         }
         if let Some(c) = g.constraints.iter().find(|c| !c.matches(n)) {
             return Err(Reject::Constraint(c.to_string()));
+        }
+        if let Some(image) = g.image.filter(|_| g.avoid.contains(&n.id)) {
+            return Err(Reject::Image(image.to_string()));
         }
         Ok(())
     }
@@ -292,10 +332,11 @@ impl<'s> Scheduler<'s> {
         let Some(node_id) = t.node_id.as_ref() else {
             return Decision { task_id, outcome: Err("no node".into()) };
         };
-        let g = match GroupSpec::of(t) {
+        let mut g = match GroupSpec::of(t) {
             Ok(g) => g,
             Err(e) => return Decision { task_id, outcome: Err(e) },
         };
+        self.image_rules(&mut g);
         let Some(&i) = self.by_id.get(node_id) else {
             return Decision { task_id, outcome: Err(format!("node {node_id} no longer exists")) };
         };
@@ -320,13 +361,14 @@ impl<'s> Scheduler<'s> {
 
     fn place_group(&mut self, tasks: &[&Task], rng: &mut Rng, out: &mut Vec<Decision>) {
         let Some(first) = tasks.first() else { return };
-        let g = match GroupSpec::of(first) {
+        let mut g = match GroupSpec::of(first) {
             Ok(g) => g,
             Err(e) => {
                 out.extend(tasks.iter().map(|t| Decision { task_id: t.id.clone(), outcome: Err(e.clone()) }));
                 return;
             }
         };
+        self.image_rules(&mut g);
         let mut why = Explanation::default();
         let mut tree = Tree::new();
         let mut pools: Vec<Pool> = Vec::new();
@@ -382,16 +424,21 @@ impl<'s> Scheduler<'s> {
 
     fn key(&self, i: usize, g: &GroupSpec<'_>, tie: u64) -> Key {
         let info = &self.infos[i];
+        // Among otherwise equal nodes, one that has the image (when some node does) comes first.
+        let missing = match g.image {
+            Some(image) if g.image_somewhere => u64::from(!info.node.description.has_image(image)),
+            _ => 0,
+        };
         let primary = match g.strategy {
-            Strategy::Spread => (self.service_count(i, g.service), info.tasks),
+            Strategy::Spread => (self.service_count(i, g.service), missing, info.tasks),
             Strategy::Binpack => {
                 // Most allocated first: invert the score so the smallest key is the fullest node.
                 let total = &info.node.description.resources;
                 let used = total.minus(&info.available);
                 let score = ppm(used.nano_cpus, total.nano_cpus) + ppm(used.memory_bytes, total.memory_bytes);
-                (u64::MAX - score, u64::MAX - info.tasks)
+                (u64::MAX - score, missing, u64::MAX - info.tasks)
             }
-            Strategy::Random => (0, 0),
+            Strategy::Random => (0, 0, 0),
         };
         Key { primary, tie, node: i as u32 }
     }
@@ -419,7 +466,7 @@ fn label_value<'n>(node: &'n Node, pref: &str) -> &'n str {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 struct Key {
-    primary: (u64, u64),
+    primary: (u64, u64, u64),
     tie: u64,
     node: u32,
 }
@@ -548,5 +595,121 @@ impl Tree {
                 break;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod image_tests {
+    use crate::tests::{spec, World};
+    use shoal_state::{Command, TaskStatusReport};
+    use shoal_types::{DriverInfo, Node, ServiceId, TaskState, TaskStatus};
+
+    /// `n` ready nodes offering the oci driver; `with_image` report `busybox:latest`.
+    fn world(n: usize, with_image: &[usize]) -> World {
+        let mut w = World::new(0);
+        for i in 0..n {
+            let mut node = Node::test(&format!("n{i}"), &format!("host{i}"));
+            node.description.drivers.push(DriverInfo { name: "oci".into(), ..Default::default() });
+            if with_image.contains(&i) {
+                node.description.images.insert("busybox:latest".into(), "sha256:aa".into());
+            }
+            w.cmd(Command::RegisterNode { node: Box::new(node) });
+        }
+        w
+    }
+
+    fn oci(w: &mut World, name: &str, replicas: u64) -> ServiceId {
+        let mut s = spec(name, replicas);
+        s.task_template.driver = Some("oci".into());
+        s.task_template.image = Some("busybox".into());
+        w.service(s)
+    }
+
+    fn nodes_of(w: &World, svc: &ServiceId) -> Vec<String> {
+        let mut v: Vec<String> = w
+            .state
+            .tasks_of_service(svc)
+            .filter(|t| t.desired_state == TaskState::Running)
+            .filter_map(|t| t.node_id.as_ref().map(|n| n.to_string()))
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn nodes_with_the_image_are_preferred_but_spread_still_rules() {
+        for seed in 0..20 {
+            let mut w = world(3, &[2]);
+            w.seed = seed;
+            let one = oci(&mut w, "one", 1);
+            w.step();
+            assert_eq!(nodes_of(&w, &one), vec!["n2"], "seed {seed}");
+        }
+        let mut w = world(3, &[2]);
+        let three = oci(&mut w, "three", 3);
+        w.step();
+        assert_eq!(nodes_of(&w, &three), vec!["n0", "n1", "n2"]);
+    }
+
+    fn reject_current(w: &mut World, svc: &ServiceId) {
+        let t = w
+            .state
+            .tasks_of_service(svc)
+            .find(|t| t.desired_state == TaskState::Running && t.status.state == TaskState::Assigned)
+            .expect("an assigned task")
+            .clone();
+        let node = t.node_id.clone().expect("placed");
+        let status = TaskStatus {
+            state: TaskState::Rejected,
+            err: format!("image not found: busybox is not on node {node} and no peer has it"),
+            ..t.status.clone()
+        };
+        w.cmd(Command::ReportTaskStatus {
+            node_id: node,
+            reports: vec![TaskStatusReport { task_id: t.id.clone(), status }],
+        });
+    }
+
+    #[test]
+    fn a_node_that_rejected_a_missing_image_is_avoided_and_the_task_says_why() {
+        let mut w = world(2, &[]);
+        let svc = oci(&mut w, "web", 1);
+        w.step();
+        let first = nodes_of(&w, &svc);
+        assert_eq!(first.len(), 1);
+        reject_current(&mut w, &svc);
+        w.step();
+        w.step();
+        let second = w
+            .state
+            .tasks_of_service(&svc)
+            .find(|t| t.desired_state == TaskState::Running && !t.status.state.is_terminal())
+            .and_then(|t| t.node_id.clone())
+            .map(|n| n.to_string())
+            .expect("placed again");
+        assert_ne!(vec![second], first, "the node that lacked the image is avoided");
+        reject_current(&mut w, &svc);
+        w.step();
+        w.step();
+        let pending = w
+            .state
+            .tasks_of_service(&svc)
+            .find(|t| t.desired_state == TaskState::Running && !t.status.state.is_terminal())
+            .expect("a current task")
+            .clone();
+        assert_eq!(pending.status.state, TaskState::Pending);
+        assert!(pending.node_id.is_none());
+        assert!(
+            pending.status.err.contains("image busybox not there and no peer has it on 2 nodes"),
+            "{}",
+            pending.status.err
+        );
+        // Once a node reports the image, the task is placed (and prefers that node).
+        let mut n1 = w.state.node(&shoal_types::NodeId::new("n1")).expect("n1").clone();
+        n1.description.images.insert("busybox:latest".into(), "sha256:aa".into());
+        w.cmd(Command::RegisterNode { node: Box::new(n1) });
+        w.step();
+        let placed = w.state.task(&pending.id).expect("task");
+        assert_eq!(placed.node_id.as_ref().map(|n| n.as_str()), Some("n1"));
     }
 }

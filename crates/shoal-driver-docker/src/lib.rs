@@ -5,8 +5,9 @@
 //! [`LABEL_SERVICE_ID`], with restart policy `no` (Shoal owns restarts). The [`Handle`] keeps the
 //! container id, which is all the driver needs to find the task again after the agent restarts.
 //!
-//! Images are never pulled: they must already be in the engine (`docker load`/`docker import`);
-//! a missing image makes the task invalid.
+//! An image the engine lacks is pulled (`create_image`, anonymously: registry credentials are
+//! not passed on) before the container is created, like Swarm's agent does; a failed pull makes
+//! the task invalid with the registry's reason.
 //!
 //! Overlay networks: Docker cannot join a network namespace by path, so a task on networks gets
 //! an infra container first ([`DockerDriver::infra_name`], like Kubernetes' sandbox): made from
@@ -320,6 +321,12 @@ impl DockerDriver {
             Err(e) => return Err(e),
         };
         if adopted.is_none() {
+            // The infra container is made before `prepare` runs: pull the image first if needed.
+            if let Err(e) = docker.inspect_image(image).await {
+                if status_of(&e) == Some(404) {
+                    pull(docker, image).await?;
+                }
+            }
             let options = CreateContainerOptions { name: Some(name.clone()), ..Default::default() };
             let created = match docker.create_container(Some(options), infra_body(cfg, image, pause)).await {
                 Ok(created) => created,
@@ -415,6 +422,54 @@ fn map_err(context: &str, e: DockerError) -> DriverError {
         }
         e => DriverError::runtime(context, e),
     }
+}
+
+/// What the Engine's pull asks for: the repository and the tag or digest (`latest` when the
+/// reference has neither; an empty tag would pull every tag).
+fn pull_target(image: &str) -> (String, String) {
+    let (reference, digest) = match image.split_once('@') {
+        Some((r, d)) => (r, Some(d)),
+        None => (image, None),
+    };
+    let last = reference.rsplit('/').next().unwrap_or(reference);
+    let (repo, tag) = match last.rfind(':') {
+        Some(i) => {
+            let cut = reference.len() - last.len() + i;
+            (&reference[..cut], &reference[cut + 1..])
+        }
+        None => (reference, "latest"),
+    };
+    (repo.to_string(), digest.unwrap_or(tag).to_string())
+}
+
+/// Pulls `image` into the engine (anonymously); a failure makes the task invalid with its reason.
+async fn pull(docker: &Docker, image: &str) -> Result<(), DriverError> {
+    let (repo, tag) = pull_target(image);
+    let options = bollard::query_parameters::CreateImageOptions {
+        from_image: Some(repo),
+        tag: Some(tag),
+        ..Default::default()
+    };
+    tracing::info!(image, "the engine lacks the image; pulling it");
+    let mut progress = docker.create_image(Some(options), None, None);
+    let failed = |why: String| {
+        DriverError::Invalid(format!(
+            "image not found: {image} is not in the engine and pulling it failed: {why}"
+        ))
+    };
+    while let Some(item) = progress.next().await {
+        match item {
+            Ok(info) => {
+                if let Some(why) = info.error_detail.and_then(|d| d.message) {
+                    return Err(failed(why));
+                }
+            }
+            Err(DockerError::DockerResponseServerError { message, .. }) => return Err(failed(message)),
+            Err(e) => return Err(failed(e.to_string())),
+        }
+    }
+    tracing::info!(image, "image pulled");
+    Ok(())
 }
 
 fn image_not_found(image: &str) -> DriverError {
@@ -799,9 +854,10 @@ impl Driver for DockerDriver {
 
     async fn prepare(&self, cfg: &TaskConfig) -> Result<(), DriverError> {
         let image = validate(cfg)?;
-        match self.client().await?.inspect_image(image).await {
+        let docker = self.client().await?;
+        match docker.inspect_image(image).await {
             Ok(_) => Ok(()),
-            Err(e) if status_of(&e) == Some(404) => Err(image_not_found(image)),
+            Err(e) if status_of(&e) == Some(404) => pull(docker, image).await,
             Err(e) => Err(DriverError::runtime("inspecting the image", e)),
         }
     }
@@ -1291,6 +1347,11 @@ mod tests {
         let base = TaskConfig { task_id: "t".into(), image: Some("img".into()), ..Default::default() };
         assert!(validate(&base).is_ok());
         let no_image = TaskConfig { image: None, ..base.clone() };
+        assert_eq!(pull_target("busybox"), ("busybox".into(), "latest".into()));
+        assert_eq!(pull_target("reg:5000/a/b"), ("reg:5000/a/b".into(), "latest".into()));
+        assert_eq!(pull_target("reg:5000/a/b:1"), ("reg:5000/a/b".into(), "1".into()));
+        assert_eq!(pull_target("a:1@sha256:ab"), ("a".into(), "sha256:ab".into()));
+        assert_eq!(pull_target("a@sha256:ab"), ("a".into(), "sha256:ab".into()));
         assert!(matches!(validate(&no_image), Err(DriverError::Invalid(_))));
         let small = TaskConfig {
             limits: Limits { memory_bytes: Some(MIN_MEMORY_LIMIT - 1), ..Default::default() },

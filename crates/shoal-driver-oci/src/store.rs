@@ -137,6 +137,38 @@ pub fn normalize_name(name: &str) -> Result<String, StoreError> {
     }
 }
 
+/// The longest image reference accepted from another node or a task spec.
+pub const MAX_REFERENCE_LEN: usize = 512;
+
+/// Checks an image reference that comes from elsewhere (another node, a URL path): Docker's
+/// characters only (`[A-Za-z0-9._/:@-]`), no empty, `.` or `..` path component, no leading `/`,
+/// at most one `@` followed by a well-formed sha256 digest, at most [`MAX_REFERENCE_LEN`] bytes.
+pub fn validate_reference(reference: &str) -> Result<(), StoreError> {
+    let bad = || StoreError::InvalidReference(reference.chars().take(80).collect());
+    if reference.is_empty() || reference.len() > MAX_REFERENCE_LEN {
+        return Err(bad());
+    }
+    if !reference.bytes().all(|b| b.is_ascii_alphanumeric() || b"._/:@-".contains(&b)) {
+        return Err(bad());
+    }
+    let (name, digest) = match reference.split_once('@') {
+        Some((n, d)) => (n, Some(d)),
+        None => (reference, None),
+    };
+    if name.split('/').any(|c| c.is_empty() || c == "." || c == ".." || c.starts_with('.')) {
+        return Err(bad());
+    }
+    if let Some(d) = digest {
+        hex_of(d).map_err(|_| bad())?;
+    }
+    Ok(())
+}
+
+/// Checks a `sha256:<64 lowercase hex>` digest (the only form the store names files by).
+pub fn validate_digest(digest: &str) -> Result<(), StoreError> {
+    hex_of(digest).map(|_| ())
+}
+
 fn hex_of(digest: &str) -> Result<&str, StoreError> {
     let hex = digest
         .strip_prefix("sha256:")
@@ -391,9 +423,32 @@ impl ImageStore {
         Ok(self.read_index()?.images.into_values().collect())
     }
 
+    /// The image `name` names: `name:tag`, or a pinned reference (`name@sha256:…`,
+    /// `name:tag@sha256:…`), found by its config digest (the record of that name first, else any
+    /// name with that digest).
     pub fn get(&self, name: &str) -> Result<Option<ImageRecord>, StoreError> {
-        let name = normalize_name(name)?;
-        Ok(self.read_index()?.images.get(&name).cloned())
+        let norm = normalize_name(name)?;
+        let index = self.read_index()?;
+        let Some((base, digest)) = norm.split_once('@') else {
+            return Ok(index.images.get(&norm).cloned());
+        };
+        hex_of(digest).map_err(|_| StoreError::InvalidReference(name.to_string()))?;
+        let base = normalize_name(base).unwrap_or_default();
+        let by_name = index.images.get(&base).filter(|r| r.config_digest == digest);
+        Ok(by_name.or_else(|| index.images.values().find(|r| r.config_digest == digest)).cloned())
+    }
+
+    /// A blob's path and size, for serving it to another node.
+    pub fn blob_file(&self, digest: &str) -> Result<(PathBuf, u64), StoreError> {
+        let p = self.blob_path(digest)?;
+        let meta = std::fs::metadata(&p).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => StoreError::NotFound(digest.to_string()),
+            _ => ioc(format!("reading {}", p.display()))(e),
+        })?;
+        if !meta.is_file() {
+            return Err(StoreError::NotFound(digest.to_string()));
+        }
+        Ok((p, meta.len()))
     }
 
     /// The image's run config and its layer directories (unpacking any that are missing).
@@ -791,5 +846,66 @@ impl ImageStore {
             .await
             .map_err(|e| StoreError::Registry(format!("pushing {reference}: {e}")))?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod reference_tests {
+    use super::*;
+
+    const D: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn references_from_elsewhere_are_checked() {
+        for ok in ["busybox", "busybox:latest", "reg:5000/a/b:1", &format!("a:1@{D}"), &format!("a@{D}")] {
+            assert!(validate_reference(ok).is_ok(), "{ok}");
+        }
+        let long = "a".repeat(MAX_REFERENCE_LEN + 1);
+        for bad in [
+            "",
+            "../etc/passwd",
+            "a/../b",
+            "/abs",
+            "a//b",
+            "a/./b",
+            "a/.hidden",
+            "a b",
+            "a\nb",
+            "a@sha256:xyz",
+            "a@md5:00",
+            &format!("a@{D}@{D}"),
+            &format!("a@{}", D.to_uppercase()),
+            long.as_str(),
+        ] {
+            assert!(validate_reference(bad).is_err(), "{bad:?}");
+        }
+        assert!(validate_digest(D).is_ok());
+        for bad in ["sha256:../../x", "sha256:", "sha512:00", &D[..70]] {
+            assert!(validate_digest(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_pinned_reference_resolves_by_digest() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let store = ImageStore::open(dir.path().join("images")).expect("store");
+        let mut tar = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(2);
+        h.set_mode(0o644);
+        h.set_cksum();
+        tar.append_data(&mut h, "hello", &b"hi"[..]).expect("append");
+        let data = tar.into_inner().expect("tar");
+        let rec = store.import(&data[..], "demo:1").expect("import");
+        let pinned = format!("demo:1@{}", rec.config_digest);
+        assert_eq!(store.get(&pinned).expect("get").map(|r| r.name), Some("demo:1".into()));
+        let other_name = format!("other@{}", rec.config_digest);
+        assert_eq!(store.get(&other_name).expect("get").map(|r| r.name), Some("demo:1".into()));
+        assert!(store.get(&format!("demo:1@{D}")).expect("get").is_none());
+        assert!(store.resolve(&pinned).is_ok());
+        let (path, size) = store.blob_file(&rec.layers[0]).expect("blob");
+        assert_eq!(size, data.len() as u64);
+        assert!(path.starts_with(store.root()));
+        assert!(matches!(store.blob_file(D), Err(StoreError::NotFound(_))));
     }
 }

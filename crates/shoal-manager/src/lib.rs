@@ -81,6 +81,14 @@ pub enum JoinError {
     Unavailable(String),
 }
 
+/// A cluster's CA and join tokens made before the cluster (`shoal cluster prepare`); the
+/// tokens name this CA's digest.
+pub struct Prepared {
+    pub ca: shoal_pki::Ca,
+    pub manager_token: String,
+    pub worker_token: String,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum InitError {
     #[error("this node is already part of cluster {0}")]
@@ -131,12 +139,23 @@ impl Manager {
     /// `data_path_port` is the cluster's VXLAN port (checked by the caller; see
     /// [`shoal_state::validate_data_path_port`]), fixed from then on.
     pub async fn init_cluster(&self, data_path_port: u16) -> Result<(), InitError> {
-        self.create_cluster(data_path_port).await?;
+        self.init_cluster_with(data_path_port, None).await
+    }
+
+    /// `init_cluster` with a CA and join tokens made beforehand (`shoal cluster prepare`), so
+    /// that machines provisioned at the same time can carry the join token in their
+    /// configuration file before the cluster exists.
+    pub async fn init_cluster_with(
+        &self,
+        data_path_port: u16,
+        prepared: Option<Prepared>,
+    ) -> Result<(), InitError> {
+        self.create_cluster(data_path_port, prepared).await?;
         self.enable_tls()?;
         Ok(())
     }
 
-    async fn create_cluster(&self, data_path_port: u16) -> Result<(), InitError> {
+    async fn create_cluster(&self, data_path_port: u16, prepared: Option<Prepared>) -> Result<(), InitError> {
         self.node.initialize().await?;
         if self.node.wait_for_leader(Duration::from_secs(10)).await.is_none() {
             return Err(InitError::NoLeader(10));
@@ -147,10 +166,16 @@ impl Manager {
             Ok(None) => {}
             Err(e) => return Err(InitError::Write(WriteError::Unavailable(e.to_string()))),
         }
-        let cluster_id = random_id();
-        let ca = shoal_pki::Ca::generate(&cluster_id)?;
-        let worker_token = shoal_pki::JoinToken::generate(&ca.digest())?.to_string();
-        let manager_token = shoal_pki::JoinToken::generate(&ca.digest())?.to_string();
+        let (cluster_id, ca, worker_token, manager_token) = match prepared {
+            Some(p) => (p.ca.cluster_id().to_string(), p.ca, p.worker_token, p.manager_token),
+            None => {
+                let cluster_id = random_id();
+                let ca = shoal_pki::Ca::generate(&cluster_id)?;
+                let worker_token = shoal_pki::JoinToken::generate(&ca.digest())?.to_string();
+                let manager_token = shoal_pki::JoinToken::generate(&ca.digest())?.to_string();
+                (cluster_id, ca, worker_token, manager_token)
+            }
+        };
         let cluster = ClusterObject {
             id: cluster_id,
             created_at: Timestamp::ZERO,
@@ -163,6 +188,31 @@ impl Manager {
         self.node.write(Command::InitCluster { cluster: Box::new(cluster) }).await?;
         tracing::info!("cluster initialized with a new root CA");
         self.ensure_certificate(shoal_pki::Role::Manager).await
+    }
+
+    /// `cluster init --restore`: a new cluster with this manager as its only member whose state
+    /// is a backup's (same CA and tokens, so the old cluster's workers keep their certificates;
+    /// services, tasks, networks, the key-value store). The old cluster's managers are removed
+    /// (see `ClusterState::restore_backup`). The caller has checked the backup (checksum,
+    /// format) before: a refusal here leaves an initialized cluster without state, which a
+    /// plain `cluster init` or another restore can still finish.
+    pub async fn restore_cluster(&self, backup: shoal_state::Snapshot) -> Result<(), InitError> {
+        self.node.initialize().await?;
+        if self.node.wait_for_leader(Duration::from_secs(10)).await.is_none() {
+            return Err(InitError::NoLeader(10));
+        }
+        let existing = self.node.read(Consistency::Linearizable, |s| s.cluster().map(|c| c.id.clone())).await;
+        match existing {
+            Ok(Some(id)) => return Err(InitError::AlreadyInitialized(id)),
+            Ok(None) => {}
+            Err(e) => return Err(InitError::Write(WriteError::Unavailable(e.to_string()))),
+        }
+        let id = backup.cluster.as_ref().map(|c| c.id.clone()).unwrap_or_default();
+        self.node.write(Command::RestoreBackup { snapshot: Box::new(backup) }).await?;
+        tracing::info!(cluster = %id, "cluster restored from a backup");
+        self.ensure_certificate(shoal_pki::Role::Manager).await?;
+        self.enable_tls()?;
+        Ok(())
     }
 
     /// Makes sure this node has a certificate signed by the cluster CA (the key is made here and

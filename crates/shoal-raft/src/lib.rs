@@ -106,6 +106,49 @@ impl fmt::Display for ManagerNode {
 pub struct Request {
     pub at: Timestamp,
     pub command: Command,
+    /// The state format ([`shoal_state::FORMAT_VERSION`]) of the binary that proposed it;
+    /// absent (format 1) in entries written before formats were numbered, and left out while
+    /// it is 1, so today's entries are byte for byte what older binaries wrote.
+    #[serde(default = "shoal_state::format_v1", skip_serializing_if = "is_format_v1")]
+    pub format: u32,
+}
+
+fn is_format_v1(f: &u32) -> bool {
+    *f == 1
+}
+
+/// The formats this binary reads; data of a newer one is refused, never misread.
+pub mod formats {
+    /// The layout of the Raft store (`raft.redb`: tables and keys), recorded in its `raft_meta`
+    /// table under `format` (a store without one is format 1).
+    pub const STORE: u32 = 1;
+    /// The snapshot file (`raft.snapshot`): its magic line names it (`SHOAL-SNAPSHOT-1`).
+    pub const SNAPSHOT_FILE: u32 = 1;
+    /// The state in snapshots and the commands in log entries.
+    pub const STATE: u32 = shoal_state::FORMAT_VERSION;
+}
+
+/// Finds the newest `format` that the requests in a JSON log entry, a list of entries, or an
+/// append request (`entries`) name, if it is newer than this binary's: for the clear refusal
+/// of an entry that does not decode, or does and would be misread.
+pub(crate) fn newer_entry_format(v: &serde_json::Value) -> Option<shoal_state::NewerFormat> {
+    fn formats(v: &serde_json::Value) -> Vec<u64> {
+        match v {
+            serde_json::Value::Array(a) => a.iter().flat_map(formats).collect(),
+            serde_json::Value::Object(o) if o.contains_key("entries") => formats(&o["entries"]),
+            serde_json::Value::Object(o) => o
+                .get("payload")
+                .and_then(|p| p.get("Normal"))
+                .and_then(|n| n.get("format"))
+                .and_then(|f| f.as_u64())
+                .into_iter()
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+    let newest = formats(v).into_iter().max()?;
+    let found = u32::try_from(newest).unwrap_or(u32::MAX);
+    shoal_state::check_format("a Raft log entry", found, formats::STATE).err()
 }
 
 impl Request {
@@ -158,6 +201,7 @@ impl From<&StateError> for CommandError {
             | StateError::InvalidNetwork(_)
             | StateError::ModeChange { .. }
             | StateError::NoPreviousSpec(_)
+            | StateError::Backup(_)
             | StateError::NotReplicated(_) => ErrorKind::Invalid,
         };
         CommandError { kind, message: e.to_string() }
@@ -206,6 +250,7 @@ pub type SnapshotMeta = openraft::SnapshotMeta<RaftId, ManagerNode>;
 /// the latter restored from the last snapshot.
 pub fn open(path: &std::path::Path) -> Result<(LogStore, StateMachineStore), OpenError> {
     let db = std::sync::Arc::new(redb::Database::create(path).map_err(|e| OpenError(e.to_string()))?);
+    log_store::check_store_format(&db).map_err(|e| OpenError(format!("{}: {e}", path.display())))?;
     let log = LogStore::new(db.clone()).map_err(|e| OpenError(e.to_string()))?;
     let sm =
         StateMachineStore::new(db, path.with_extension("snapshot")).map_err(|e| OpenError(e.to_string()))?;

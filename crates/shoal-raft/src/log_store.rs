@@ -33,6 +33,8 @@ pub(crate) const META: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("
 const KEY_VOTE: &str = "vote";
 const KEY_COMMITTED: &str = "committed";
 const KEY_PURGED: &str = "last_purged";
+/// The store's layout ([`crate::formats::STORE`]), as a JSON number; none: format 1.
+const KEY_FORMAT: &str = "format";
 /// The most queued jobs one transaction takes (bounds a transaction's size and latency).
 const MAX_JOBS_PER_TX: usize = 4096;
 
@@ -119,8 +121,59 @@ fn inclusive<RB: RangeBounds<u64>>(range: &RB) -> Option<(u64, u64)> {
     (lo <= hi).then_some((lo, hi))
 }
 
+/// Reads one stored entry. An entry this binary cannot read, or would misread (a newer
+/// format), is refused with a message that says so.
 fn decode(bytes: &[u8]) -> Result<Entry, StorageError> {
-    serde_json::from_slice(bytes).map_err(|e| StorageError::IO { source: StorageIOError::read_logs(&e) })
+    let refuse =
+        |m: String| StorageError::IO { source: StorageIOError::read_logs(&std::io::Error::other(m)) };
+    match serde_json::from_slice::<Entry>(bytes) {
+        Ok(e) => match &e.payload {
+            openraft::EntryPayload::Normal(r) => {
+                shoal_state::check_format("a Raft log entry", r.format, crate::formats::STATE)
+                    .map_err(|n| refuse(n.to_string()))?;
+                Ok(e)
+            }
+            _ => Ok(e),
+        },
+        Err(e) => {
+            let newer = serde_json::from_slice(bytes).ok().and_then(|v| crate::newer_entry_format(&v));
+            Err(refuse(match newer {
+                Some(n) => n.to_string(),
+                None => format!("cannot decode a Raft log entry: {e}"),
+            }))
+        }
+    }
+}
+
+/// Checks the store's format: a store written by a newer Shoal is refused; one without a
+/// format (written before formats were numbered) is format 1 and gets the number now.
+pub(crate) fn check_store_format(db: &Database) -> Result<(), String> {
+    let found = {
+        let tx = db.begin_read().map_err(|e| e.to_string())?;
+        match tx.open_table(META) {
+            Ok(t) => match t.get(KEY_FORMAT).map_err(|e| e.to_string())? {
+                Some(v) => Some(
+                    serde_json::from_slice::<u32>(v.value())
+                        .map_err(|e| format!("unreadable store format: {e}"))?,
+                ),
+                None => None,
+            },
+            Err(redb::TableError::TableDoesNotExist(_)) => None,
+            Err(e) => return Err(e.to_string()),
+        }
+    };
+    if let Some(found) = found {
+        shoal_state::check_format("the Raft store", found, crate::formats::STORE)
+            .map_err(|e| e.to_string())?;
+        return Ok(());
+    }
+    let tx = db.begin_write().map_err(|e| e.to_string())?;
+    {
+        let mut t = tx.open_table(META).map_err(|e| e.to_string())?;
+        let v = serde_json::to_vec(&crate::formats::STORE).map_err(|e| e.to_string())?;
+        t.insert(KEY_FORMAT, v.as_slice()).map_err(|e| e.to_string())?;
+    }
+    tx.commit().map_err(|e| e.to_string())
 }
 
 impl LogStore {

@@ -333,7 +333,11 @@ impl RaftNode {
     }
     /// Commits `command` through Raft and returns what applying it did.
     pub async fn write(&self, command: Command) -> Result<Response, WriteError> {
-        let req = Request { at: Timestamp::from_system_time(SystemTime::now()), command };
+        let req = Request {
+            at: Timestamp::from_system_time(SystemTime::now()),
+            command,
+            format: crate::formats::STATE,
+        };
         let started = std::time::Instant::now();
         let res = tokio::time::timeout(self.cfg.quorum_timeout, self.raft.client_write(req)).await;
         if matches!(res, Ok(Ok(_))) {
@@ -542,6 +546,14 @@ impl RaftNode {
 
     pub fn watch(&self) -> RaftWatch {
         RaftWatch(self.raft.metrics())
+    }
+
+    /// A copy of this replica's state with the log position it reflects (`(term, index)` of the
+    /// last applied entry), taken under one lock: a backup's image. Take it after a
+    /// linearizable read for a copy that has every acknowledged write.
+    pub fn state_image(&self) -> (shoal_state::Snapshot, Option<(u64, u64)>) {
+        let d = self.shared.read().unwrap_or_else(PoisonError::into_inner);
+        (d.state.snapshot(), d.last_applied.map(|l| (l.leader_id.term, l.index)))
     }
 
     /// The local replica's state (no consistency check): for the leader's own controllers.

@@ -19,8 +19,10 @@ use tokio::sync::broadcast;
 const LEGACY_SNAPSHOT: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("raft_snapshot");
 const KEY_CURRENT: &str = "current";
 /// The snapshot file starts with this, then the metadata's length (u64 LE), the metadata
-/// (JSON), then the state as it is sent to other managers.
+/// (JSON), then the state as it is sent to other managers. The number is the file's format
+/// ([`crate::formats::SNAPSHOT_FILE`]): a newer one is refused, never misread.
 const SNAPSHOT_MAGIC: &[u8] = b"SHOAL-SNAPSHOT-1\n";
+const SNAPSHOT_MAGIC_PREFIX: &[u8] = b"SHOAL-SNAPSHOT-";
 
 /// What the state machine holds; shared read-only with the API and the controllers.
 #[derive(Debug, Default)]
@@ -50,7 +52,9 @@ impl StoredSnapshot {
     }
 
     fn decode(mut bytes: Vec<u8>) -> Result<StoredSnapshot, String> {
-        let rest = bytes.strip_prefix(SNAPSHOT_MAGIC).ok_or("not a Shoal snapshot file")?;
+        let Some(rest) = bytes.strip_prefix(SNAPSHOT_MAGIC) else {
+            return Err(snapshot_file_format(&bytes));
+        };
         let (len, rest) = rest.split_first_chunk::<8>().ok_or("snapshot file cut short")?;
         let len = usize::try_from(u64::from_le_bytes(*len)).map_err(|_| "snapshot metadata too long")?;
         let meta = rest.get(..len).ok_or("snapshot file cut short")?;
@@ -59,6 +63,24 @@ impl StoredSnapshot {
         let start = SNAPSHOT_MAGIC.len() + 8 + len;
         let data = bytes.split_off(start);
         Ok(StoredSnapshot { meta, data })
+    }
+}
+
+/// Why a snapshot file without today's magic line is refused: a newer format, or no snapshot.
+fn snapshot_file_format(bytes: &[u8]) -> String {
+    let version = bytes
+        .strip_prefix(SNAPSHOT_MAGIC_PREFIX)
+        .and_then(|rest| rest.split(|b| *b == b'\n').next())
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .and_then(|v| v.parse::<u32>().ok());
+    match version {
+        Some(found) => {
+            match shoal_state::check_format("the snapshot file", found, crate::formats::SNAPSHOT_FILE) {
+                Err(e) => e.to_string(),
+                Ok(()) => format!("snapshot file of unknown format {found}"),
+            }
+        }
+        None => "not a Shoal snapshot file".into(),
     }
 }
 
@@ -116,7 +138,7 @@ impl StateMachineStore {
         };
         if let Some(stored) = sm.read_stored().map_err(|e| redb::Error::Corrupted(e.to_string()))? {
             sm.snapshot_bytes.store(stored.data.len() as u64, Ordering::Relaxed);
-            let state = decode_state(&stored.data).map_err(|e| redb::Error::Corrupted(e.to_string()))?;
+            let state = decode_state(&stored.data).map_err(redb::Error::Corrupted)?;
             let mut d = sm.data.write().unwrap_or_else(PoisonError::into_inner);
             d.state = state;
             d.last_applied = stored.meta.last_log_id;
@@ -190,9 +212,27 @@ impl StateMachineStore {
     }
 }
 
-fn decode_state(data: &[u8]) -> Result<ClusterState, serde_json::Error> {
-    let snap: shoal_state::Snapshot = serde_json::from_slice(data)?;
-    Ok(ClusterState::restore(snap))
+/// Reads a snapshot's state. A newer format is refused (also one that happens to decode: it
+/// would be misread), with a message that says to upgrade.
+fn decode_state(data: &[u8]) -> Result<ClusterState, String> {
+    #[derive(Deserialize)]
+    struct Header {
+        #[serde(default = "shoal_state::format_v1")]
+        format: u32,
+    }
+    let check = |found| shoal_state::check_format("the snapshot", found, crate::formats::STATE);
+    match serde_json::from_slice::<shoal_state::Snapshot>(data) {
+        Ok(snap) => {
+            check(snap.format).map_err(|e| e.to_string())?;
+            Ok(ClusterState::restore(snap))
+        }
+        Err(e) => {
+            if let Ok(h) = serde_json::from_slice::<Header>(data) {
+                check(h.format).map_err(|e| e.to_string())?;
+            }
+            Err(format!("cannot decode the snapshot: {e}"))
+        }
+    }
 }
 
 /// Applies one request: plans are verified first; the outcome (or refusal) becomes the response.
@@ -281,6 +321,14 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                         responses.push(Response { index: d.state.index(), ..Default::default() })
                     }
                     EntryPayload::Normal(req) => {
+                        if let Err(e) =
+                            shoal_state::check_format("a Raft log entry", req.format, crate::formats::STATE)
+                        {
+                            tracing::error!(error = %e, index = log_id.index, "cannot apply a log entry");
+                            return Err(StorageError::IO {
+                                source: StorageIOError::apply(log_id, &std::io::Error::other(e.to_string())),
+                            });
+                        }
                         let (resp, ev) = apply_request(&mut d.state, req);
                         events.extend(ev);
                         for applied in resp.kv.iter().flatten() {
@@ -328,8 +376,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError> {
         let data = snapshot.into_inner();
-        let state = decode_state(&data).map_err(|e| StorageError::IO {
-            source: StorageIOError::read_snapshot(Some(meta.signature()), &e),
+        let state = decode_state(&data).map_err(|e| {
+            tracing::error!(error = %e, "refusing the snapshot the leader sent");
+            StorageError::IO {
+                source: StorageIOError::read_snapshot(Some(meta.signature()), &std::io::Error::other(e)),
+            }
         })?;
         let stored = StoredSnapshot { meta: meta.clone(), data };
         let store = self.clone();

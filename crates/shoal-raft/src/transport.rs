@@ -579,7 +579,25 @@ pub async fn handle_raft_rpc(raft: &Raft, kind: &str, body: &[u8]) -> Result<Vec
     let kind = RpcKind::parse(kind).ok_or_else(|| RpcError::UnknownKind(kind.chars().take(64).collect()))?;
     match kind {
         RpcKind::Append => {
-            let req: AppendEntriesRequest<TypeConfig> = decode(kind, body).await?;
+            // Entries of a newer format (from a leader that runs a newer Shoal) are refused
+            // before they reach the log, whether they decode or not.
+            let refuse = |e: shoal_state::NewerFormat| {
+                tracing::error!(error = %e, "refusing entries from the leader");
+                RpcError::BadRequest { kind: kind.as_str(), message: e.to_string() }
+            };
+            let req: AppendEntriesRequest<TypeConfig> = match decode(kind, body).await {
+                Ok(r) => r,
+                Err(e) => {
+                    let newer = serde_json::from_slice(body).ok().and_then(|v| crate::newer_entry_format(&v));
+                    return Err(newer.map_or(e, refuse));
+                }
+            };
+            for entry in &req.entries {
+                if let openraft::EntryPayload::Normal(r) = &entry.payload {
+                    shoal_state::check_format("a Raft log entry", r.format, crate::formats::STATE)
+                        .map_err(refuse)?;
+                }
+            }
             encode(kind, &raft.append_entries(req).await)
         }
         RpcKind::Vote => {

@@ -17,6 +17,7 @@ use shoal_pki::{
     client_config, generate_key_and_csr, pinned_client_config, server_config, Ca, ClientAuth, Role,
     MANAGER_SERVER_NAME,
 };
+use shoal_raft::openraft;
 use shoal_raft::transport::{handle_raft_rpc, raft_router, serve_tls, RpcError, TlsNetwork};
 use shoal_raft::{Consistency, ManagerNode, NodeConfig, RaftId, RaftNode};
 use shoal_state::Command;
@@ -201,6 +202,33 @@ async fn three_managers_replicate_fail_over_and_refuse_strangers() {
     assert!(matches!(e, RpcError::UnknownKind(_)) && e.http_status() == 400, "{e}");
     let e = handle_raft_rpc(raft, "append", b"[").await.expect_err("bad json");
     assert!(matches!(e, RpcError::BadRequest { .. }) && e.http_status() == 400, "{e}");
+    // Entries of a newer format (a leader running a newer Shoal) are refused before they reach
+    // the log, whether this binary could decode them or not.
+    let newer = shoal_state::FORMAT_VERSION + 1;
+    let entry = shoal_raft::Entry {
+        log_id: shoal_raft::LogId::new(openraft::CommittedLeaderId::new(1, 1), 1),
+        payload: openraft::EntryPayload::Normal(shoal_raft::Request {
+            at: shoal_types::Timestamp::from_secs(1),
+            command: Command::RemoveService { id: ServiceId::new("x") },
+            format: newer,
+        }),
+    };
+    let append = openraft::raft::AppendEntriesRequest::<shoal_raft::TypeConfig> {
+        vote: openraft::Vote::new(1, 1),
+        prev_log_id: None,
+        entries: vec![entry],
+        leader_commit: None,
+    };
+    let decodable = serde_json::to_string(&append).expect("json");
+    let undecodable = decodable.replace("remove_service", "a_command_of_the_future");
+    let want = format!(
+        "a Raft log entry was written by a newer Shoal (format {newer}, this binary knows up to {}): upgrade this binary",
+        shoal_state::FORMAT_VERSION
+    );
+    for body in [decodable, undecodable] {
+        let e = handle_raft_rpc(raft, "append", body.as_bytes()).await.expect_err("newer entries");
+        assert!(matches!(e, RpcError::BadRequest { .. }) && e.to_string().contains(&want), "{e}");
+    }
 
     // The leader goes away: its Raft stops and its listener with every connection closes.
     let old_term = m1.node.status().term;

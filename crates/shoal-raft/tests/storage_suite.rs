@@ -32,7 +32,11 @@ mod restart {
         let mut spec = ServiceSpec { name: name.into(), ..Default::default() };
         spec.task_template.command = vec!["sleep".into()];
         let svc = Service::new(ServiceId::new(format!("id-{name}")), spec);
-        Request { at: Timestamp::from_secs(10), command: Command::CreateService { service: Box::new(svc) } }
+        Request {
+            at: Timestamp::from_secs(10),
+            command: Command::CreateService { service: Box::new(svc) },
+            format: shoal_state::FORMAT_VERSION,
+        }
     }
 
     fn entry(index: u64, req: Request) -> Entry<TypeConfig> {

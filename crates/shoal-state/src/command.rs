@@ -63,6 +63,11 @@ pub enum Command {
     InitCluster {
         cluster: Box<ClusterObject>,
     },
+    /// `cluster init --restore`: the state becomes a backup's (see
+    /// `ClusterState::restore_backup`); only before the cluster is initialized.
+    RestoreBackup {
+        snapshot: Box<crate::Snapshot>,
+    },
     /// Rotates a join token.
     SetJoinToken {
         role: shoal_types::NodeRole,

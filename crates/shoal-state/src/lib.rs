@@ -121,6 +121,9 @@ pub enum StateError {
     Conflict(String),
     #[error("node {0} was removed from the cluster: it must leave and join again")]
     NodeRemoved(String),
+    /// A backup that cannot be restored (a newer format, no cluster in it).
+    #[error("cannot restore the backup: {0}")]
+    Backup(String),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -183,9 +186,41 @@ pub struct Applied {
     pub kv: Vec<Result<shoal_kv::Applied<shoal_kv::OpResponse>, shoal_kv::KvError>>,
 }
 
+/// The format of the serialized state ([`Snapshot`], and the commands in the Raft log) this
+/// code writes and reads. Data written before formats had a number reads as 1. The rule:
+/// fields are only ever added (with `#[serde(default)]`), never renamed or given a new meaning;
+/// the number goes up only for a change an older binary would misread, and a reader refuses
+/// data of a newer format ([`check_format`]) instead of misreading it.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// The format of data written before formats were numbered.
+pub fn format_v1() -> u32 {
+    1
+}
+
+/// Data of a format newer than this binary knows.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{what} was written by a newer Shoal (format {found}, this binary knows up to {known}): upgrade this binary")]
+pub struct NewerFormat {
+    pub what: String,
+    pub found: u32,
+    pub known: u32,
+}
+
+/// Refuses `found` if it is newer than `known` (the reader's own format).
+pub fn check_format(what: &str, found: u32, known: u32) -> Result<(), NewerFormat> {
+    if found > known {
+        return Err(NewerFormat { what: what.to_string(), found, known });
+    }
+    Ok(())
+}
+
 /// A serializable image of the state; indexes are rebuilt on restore.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Snapshot {
+    /// [`FORMAT_VERSION`] of the code that wrote it (absent before formats were numbered: 1).
+    #[serde(default = "format_v1")]
+    pub format: u32,
     pub index: u64,
     pub config: ClusterConfig,
     #[serde(default)]
@@ -310,6 +345,7 @@ impl ClusterState {
     pub fn snapshot(&self) -> Snapshot {
         let (networks, ipam) = self.net.snapshot();
         Snapshot {
+            format: FORMAT_VERSION,
             index: self.index,
             config: self.config.clone(),
             cluster: self.cluster.clone(),
@@ -347,6 +383,42 @@ impl ClusterState {
     }
 
     // ---- writes ------------------------------------------------------------------------------
+
+    /// [`Command::RestoreBackup`]: the state becomes the backup's, except that every manager of
+    /// the old cluster is removed (like `node rm --force`: its node object goes, its id is
+    /// tombstoned, its tasks are replaced elsewhere), because the new cluster's only Raft member
+    /// is the manager that restores. Only a cluster that has not been initialized takes it.
+    fn restore_backup(&mut self, index: u64, snap: Snapshot, out: &mut Applied) -> Result<(), StateError> {
+        if let Some(c) = &self.cluster {
+            return Err(StateError::AlreadyExists { kind: "cluster", id: c.id.clone() });
+        }
+        check_format("the backup", snap.format, FORMAT_VERSION)
+            .map_err(|e| StateError::Backup(e.to_string()))?;
+        if snap.cluster.is_none() {
+            return Err(StateError::Backup("it holds no cluster (CA and tokens)".into()));
+        }
+        let mut restored = ClusterState::restore(snap);
+        // Nodes already registered here (none when restoring right after start) stay.
+        let local: BTreeSet<NodeId> = self.nodes.keys().cloned().collect();
+        for (id, n) in std::mem::take(&mut self.nodes) {
+            restored.nodes.entry(id).or_insert(n);
+        }
+        let old_managers: Vec<NodeId> = restored
+            .nodes
+            .values()
+            .filter(|n| n.spec.role == shoal_types::NodeRole::Manager && !local.contains(&n.id))
+            .map(|n| n.id.clone())
+            .collect();
+        for id in old_managers {
+            restored.nodes.remove(&id);
+            restored.node_left_networks(&id);
+            restored.removed_nodes.insert(id);
+        }
+        restored.index = restored.index.max(index);
+        out.index = restored.index;
+        *self = restored;
+        Ok(())
+    }
 
     /// Applies one command at proposal time `at`. On error nothing changed.
     pub fn apply(&mut self, at: Timestamp, cmd: Command) -> Result<Applied, StateError> {
@@ -444,6 +516,7 @@ impl ClusterState {
                 // publishes an ingress port creates it later if this could not).
                 let _ = self.ensure_ingress(index, at, &mut out);
             }
+            Command::RestoreBackup { snapshot } => self.restore_backup(index, *snapshot, &mut out)?,
             Command::SetJoinToken { role, token } => {
                 let c = self.cluster.as_mut().ok_or_else(|| not_found("cluster", "(not initialized)"))?;
                 match role {
@@ -464,7 +537,8 @@ impl ClusterState {
             Command::RemoveNetwork { id } => self.remove_network(index, at, &id, &mut out)?,
             Command::Kv { .. } => {}
         }
-        self.index = index;
+        // A restored backup may carry a higher index than this state had.
+        self.index = index.max(out.index);
         Ok(out)
     }
 
@@ -1053,5 +1127,96 @@ mod data_path_port_tests {
             .expect_err("refused");
         assert!(e.to_string().contains("1024-49151"), "{e}");
         assert_eq!(s, ClusterState::new());
+    }
+}
+
+#[cfg(test)]
+mod format_tests {
+    use super::*;
+    use shoal_types::NodeRole;
+
+    fn cluster() -> ClusterObject {
+        ClusterObject {
+            id: "c1".into(),
+            created_at: Timestamp::ZERO,
+            ca_cert_pem: "ca".into(),
+            ca_key_pem: "key".into(),
+            worker_token: "w".into(),
+            manager_token: "m".into(),
+            data_path_port: DEFAULT_DATA_PATH_PORT,
+        }
+    }
+
+    fn node(id: &str, role: NodeRole) -> Node {
+        let mut n = Node::test(id, id);
+        n.spec.role = role;
+        n
+    }
+
+    fn backup() -> Snapshot {
+        let mut s = ClusterState::new();
+        s.apply(Timestamp::from_secs(1), Command::InitCluster { cluster: Box::new(cluster()) })
+            .expect("init");
+        for n in [node("m1", NodeRole::Manager), node("m2", NodeRole::Manager), node("w1", NodeRole::Worker)]
+        {
+            s.apply(Timestamp::from_secs(2), Command::RegisterNode { node: Box::new(n) }).expect("node");
+        }
+        let mut spec = ServiceSpec { name: "web".into(), ..Default::default() };
+        spec.task_template.command = vec!["sleep".into(), "1000".into()];
+        let svc = Service::new(ServiceId::new("s1"), spec);
+        s.apply(Timestamp::from_secs(3), Command::CreateService { service: Box::new(svc) }).expect("svc");
+        s.snapshot()
+    }
+
+    #[test]
+    fn a_snapshot_without_a_format_reads_as_1_and_new_ones_carry_the_current_one() {
+        let snap = backup();
+        assert_eq!(snap.format, FORMAT_VERSION);
+        let mut v = serde_json::to_value(&snap).expect("json");
+        assert!(v.as_object_mut().expect("object").remove("format").is_some());
+        let old: Snapshot = serde_json::from_value(v).expect("old snapshot");
+        assert_eq!(old.format, 1);
+        let e = check_format("the snapshot", FORMAT_VERSION + 1, FORMAT_VERSION).expect_err("newer");
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "the snapshot was written by a newer Shoal (format {}, this binary knows up to {FORMAT_VERSION}): \
+                 upgrade this binary",
+                FORMAT_VERSION + 1
+            )
+        );
+    }
+
+    #[test]
+    fn restoring_a_backup_keeps_workers_and_services_and_removes_the_old_managers() {
+        let snap = backup();
+        let mut s = ClusterState::new();
+        let applied = s
+            .apply(Timestamp::from_secs(9), Command::RestoreBackup { snapshot: Box::new(snap.clone()) })
+            .expect("restore");
+        assert_eq!(s.cluster().map(|c| c.ca_key_pem.as_str()), Some("key"));
+        assert!(s.service_by_name("web").is_some());
+        assert!(s.node(&NodeId::new("w1")).is_some());
+        for m in ["m1", "m2"] {
+            assert!(s.node(&NodeId::new(m)).is_none(), "{m} is no phantom manager");
+            assert!(s.is_removed(&NodeId::new(m)), "{m} is tombstoned");
+        }
+        assert!(applied.index >= snap.index && s.index() == applied.index);
+        s.check_indexes().expect("indexes");
+        // Once initialized, a restore is refused and changes nothing.
+        let before = s.clone();
+        let e =
+            s.apply(Timestamp::from_secs(10), Command::RestoreBackup { snapshot: Box::new(snap.clone()) });
+        assert!(matches!(e, Err(StateError::AlreadyExists { .. })), "{e:?}");
+        assert_eq!(s, before);
+        // A newer format is refused.
+        let mut newer = snap;
+        newer.format = FORMAT_VERSION + 1;
+        let mut fresh = ClusterState::new();
+        let e = fresh
+            .apply(Timestamp::from_secs(9), Command::RestoreBackup { snapshot: Box::new(newer) })
+            .expect_err("newer");
+        assert!(e.to_string().contains("written by a newer Shoal"), "{e}");
+        assert_eq!(fresh, ClusterState::new());
     }
 }

@@ -35,8 +35,23 @@ pub enum ClusterCmd {
         /// every node must accept UDP on it from the others. Fixed for the cluster's life: it
         /// cannot be changed after init (as in Docker).
         #[arg(long, value_name = "PORT", default_value_t = shoal_state::DEFAULT_DATA_PATH_PORT,
-              value_parser = parse_data_path_port)]
+              value_parser = parse_data_path_port, conflicts_with = "restore")]
         data_path_port: u16,
+        /// Start the new cluster from a backup (`shoal cluster backup`) instead of empty: same CA
+        /// and join tokens (the old workers' certificates stay valid), services, tasks, networks
+        /// and key-value store; the old cluster's managers are removed (this node is the only
+        /// manager). Only on a daemon in no cluster yet. The data-path port is the backup's.
+        #[arg(long, value_name = "FILE")]
+        restore: Option<std::path::PathBuf>,
+    },
+    /// Write a backup of the replicated state (cluster, CA, join tokens, nodes, services, tasks,
+    /// networks, key-value store) as of now, taken through any manager. The file holds the CA
+    /// key and the join tokens: anyone who has it can join nodes to the cluster, so it is
+    /// written 0600; keep it like a private key. Restore it with `cluster init --restore FILE`.
+    Backup {
+        /// The file to write (atomically: a failed backup leaves no partial file).
+        #[arg(short = 'o', long = "output", value_name = "FILE")]
+        output: std::path::PathBuf,
     },
     /// Show the cluster and this manager's Raft view.
     Inspect {
@@ -63,6 +78,15 @@ pub enum ClusterCmd {
         token: String,
         /// Node-to-node address of a manager, HOST:PORT.
         addr: String,
+    },
+    /// Make a new cluster's CA and both join tokens before the cluster exists, for machines that
+    /// form it from configuration files on first boot: the first manager's file says
+    /// `init = true` and `prepared = "DIR"`, the others' `[join] token_file = "DIR/manager.token"`
+    /// (workers: `worker.token`). Runs here, without a daemon; writes DIR/ca.crt, ca.key,
+    /// manager.token and worker.token (0600; the directory 0700).
+    Prepare {
+        #[arg(long)]
+        out: std::path::PathBuf,
     },
     /// Create a client certificate for the TCP API (`shoal -H tcp://HOST:PORT --tls-dir DIR`):
     /// writes DIR/ca.pem, DIR/cert.pem and DIR/key.pem (0600). The key is made here and never
@@ -258,7 +282,53 @@ pub(crate) fn table(headers: &[&str], rows: Vec<Vec<String>>) {
 
 pub async fn cluster(c: &Client, cmd: ClusterCmd) -> Result<()> {
     match cmd {
-        ClusterCmd::Init { data_path_port } => {
+        // Needs no daemon; main runs it before connecting.
+        ClusterCmd::Prepare { out } => crate::config::prepare(&out)?,
+        ClusterCmd::Init { restore: Some(file), .. } => {
+            let bytes = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            // Checked here first for a clear error before anything is sent; the daemon checks again.
+            let (header, _) = shoal_api::backup::decode(&bytes)
+                .with_context(|| format!("cannot restore from {}", file.display()))?;
+            let info: ClusterInfo = serde_json::from_slice(
+                &c.with_timeout(std::time::Duration::from_secs(300))
+                    .bytes(hyper::Method::POST, "/v1/cluster/restore", Some(bytes))
+                    .await?,
+            )
+            .context("reading the daemon's answer")?;
+            println!(
+                "Cluster {} restored from {} (Raft index {}, taken {}): this node ({}) is now its only \
+                 manager and the leader; {} services, {} nodes.",
+                header.cluster_id,
+                file.display(),
+                header.raft_index,
+                header.created_at,
+                info.raft.node_id,
+                info.services,
+                info.nodes,
+            );
+        }
+        ClusterCmd::Backup { output } => {
+            let started = std::time::Instant::now();
+            let bytes = c
+                .with_timeout(std::time::Duration::from_secs(300))
+                .bytes(hyper::Method::GET, "/v1/cluster/backup", None)
+                .await?;
+            let (header, _) =
+                shoal_api::backup::decode(&bytes).context("the daemon sent a damaged backup")?;
+            shoal_pki::write_private_file(&output, &bytes)
+                .with_context(|| format!("cannot write {}", output.display()))?;
+            println!(
+                "Backup of cluster {} at Raft index {} (term {}): {} bytes in {:.1}s written to {} \
+                 (0600: it holds the cluster's CA key and join tokens; keep it safe).",
+                header.cluster_id,
+                header.raft_index,
+                header.raft_term,
+                bytes.len(),
+                started.elapsed().as_secs_f64(),
+                output.display(),
+            );
+        }
+        ClusterCmd::Init { data_path_port, restore: None } => {
             let args = shoal_api::InitArgs { data_path_port: Some(data_path_port.into()) };
             let info: ClusterInfo = c.post("/v1/cluster/init", &args).await?;
             println!(
@@ -675,7 +745,7 @@ mod tests {
     fn init(args: &[&str]) -> Result<u16, String> {
         let all = [&["shoal", "init"][..], args].concat();
         match Cli::try_parse_from(all).map_err(|e| e.to_string())?.cmd {
-            ClusterCmd::Init { data_path_port } => Ok(data_path_port),
+            ClusterCmd::Init { data_path_port, .. } => Ok(data_path_port),
             _ => Err("not init".into()),
         }
     }

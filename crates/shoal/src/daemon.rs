@@ -26,8 +26,15 @@ pub struct DaemonArgs {
     pub advertise_addr: String,
     pub hostname: Option<String>,
     pub labels: BTreeMap<String, String>,
-    /// Create a single-node cluster if this node is not in one yet (`shoal dev`).
+    /// Create a single-node cluster if this node is not in one yet (`shoal dev`, or `init = true`
+    /// in the configuration file).
     pub init: bool,
+    /// The overlay's VXLAN port when this node creates the cluster.
+    pub init_data_path_port: u16,
+    /// The CA and tokens made beforehand (`shoal cluster prepare`) for `init`.
+    pub prepared: Option<shoal_manager::Prepared>,
+    /// Join this cluster on first boot (the configuration file's `[join]`).
+    pub join: Option<JoinPlan>,
     /// Generic resources the node offers (`--resource gpu=2`).
     pub resources: BTreeMap<String, u64>,
     /// Where a manager serves the `/v1` API over TCP with mutual TLS (client certificates
@@ -43,6 +50,38 @@ pub struct DaemonArgs {
     pub etcd_addr_is_default: bool,
     /// Where a manager also serves Chronos's REST API; none: only on the UI's address.
     pub chronos_addr: Option<String>,
+}
+
+/// `[join]` of the configuration file: the managers to ask, in order, and the token.
+pub struct JoinPlan {
+    pub managers: Vec<String>,
+    pub token: String,
+}
+
+/// Joins the cluster on first boot (a node already in one does nothing): asks each manager in
+/// turn, again and again with a growing pause (the managers may be booting too), until one
+/// admits this node or the token is refused.
+async fn join_on_first_boot(m: Arc<Manager>, plan: JoinPlan) {
+    use shoal_api::join::JoinClusterError as E;
+    let mut pause = Duration::from_millis(250);
+    loop {
+        for addr in &plan.managers {
+            match shoal_api::join::join_cluster(&m, &plan.token, addr).await {
+                Ok(()) => {
+                    tracing::info!(manager = %addr, "joined the cluster (configuration file)");
+                    return;
+                }
+                Err(E::AlreadyMember) => return,
+                Err(e @ E::Token(_)) => {
+                    tracing::error!(error = %e, "cannot join the cluster: fix the token in the configuration file");
+                    return;
+                }
+                Err(e) => tracing::warn!(manager = %addr, error = %e, "joining the cluster; will try again"),
+            }
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(10));
+    }
 }
 
 /// Binds `--ui-addr` now, so that a wrong or busy address fails the start with a clear message.
@@ -84,7 +123,7 @@ fn load_or_create_identity(dir: &Path) -> Result<Identity> {
     Ok(id)
 }
 
-pub async fn run(args: DaemonArgs) -> Result<()> {
+pub async fn run(mut args: DaemonArgs) -> Result<()> {
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("cannot create data directory {}", args.data_dir.display()))?;
     {
@@ -96,6 +135,9 @@ pub async fn run(args: DaemonArgs) -> Result<()> {
     let socket = shoal_api::ApiSocket::bind(&args.api_socket)?;
     let socket_owner = socket.owner();
     let identity = load_or_create_identity(&args.data_dir)?;
+    // Task records of a newer format (a newer Shoal ran here) stop the start, before anything
+    // could misread them; the Raft store checks its own when it opens.
+    shoal_agent::store::check_formats(&args.data_dir.join("agent").join("tasks"))?;
     let tls_dir = args.data_dir.join("tls");
     if let Some(role) = certified_role(&tls_dir)? {
         if role == shoal_pki::Role::Worker {
@@ -175,9 +217,9 @@ pub async fn run(args: DaemonArgs) -> Result<()> {
     }
     manager.enable_tls().context("loading this node's certificate")?;
     if args.init && !in_cluster {
-        // `shoal dev`: a single node, the default data-path port.
+        // `shoal dev`, or `init = true` in the configuration file: a single node to begin with.
         manager
-            .init_cluster(shoal_state::DEFAULT_DATA_PATH_PORT)
+            .init_cluster_with(args.init_data_path_port, args.prepared.take())
             .await
             .context("initializing the cluster")?;
     }
@@ -194,6 +236,11 @@ pub async fn run(args: DaemonArgs) -> Result<()> {
         agent_slot.clone(),
         etcd_handoff,
     ));
+    if let Some(plan) = args.join.take() {
+        if !in_cluster {
+            tokio::spawn(join_on_first_boot(manager.clone(), plan));
+        }
+    }
     if in_cluster && manager.node.status().last_log_index.is_none() {
         // A promoted worker restarts with a manager certificate and an empty Raft store: it asks
         // the managers it knows to add it (learner, then voter).

@@ -2,6 +2,7 @@
 //! it over its API socket, and the simulator (`shoal simulate`).
 
 mod cli;
+mod config;
 mod daemon;
 mod drivers;
 mod events_cli;
@@ -9,6 +10,7 @@ mod exec_cli;
 mod filter;
 mod format;
 mod image_cli;
+mod info_cli;
 mod job_cli;
 mod kv_cli;
 mod logs_cli;
@@ -51,6 +53,14 @@ struct Cli {
 
 #[derive(clap::Args)]
 struct DaemonOpts {
+    /// A TOML file holding any of these flags (same names, `_` for `-`) and what to do on first
+    /// boot: `init = true`, or a `[join]` section (`managers`, and `token_file`, `token_env` or
+    /// `token`). Flags override the file. See packaging/shoal.toml.
+    #[arg(long, env = "SHOAL_CONFIG")]
+    config: Option<PathBuf>,
+    /// Print the effective configuration (file and flags together, as TOML) and exit.
+    #[arg(long)]
+    print_config: bool,
     /// Where the node keeps its state (Raft log, snapshots, identity).
     #[arg(long, default_value = DEFAULT_DATA_DIR)]
     data_dir: PathBuf,
@@ -183,6 +193,24 @@ enum Cmd {
         #[command(subcommand)]
         command: image_cli::ImageCmd,
     },
+    /// The cluster at a glance (like `docker info`).
+    Info {
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+    /// Print a shell completion script: `shoal completion bash > /etc/bash_completion.d/shoal`
+    /// (zsh: into a directory of $fpath as `_shoal`; fish: ~/.config/fish/completions/shoal.fish).
+    Completion {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write man pages for shoal and every subcommand (generated from this command line) into a
+    /// directory, e.g. /usr/local/share/man/man1.
+    Man {
+        /// The directory to write `shoal.1`, `shoal-service-create.1`, ... into.
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
+    },
     /// Per-task supervisor, started by the process and oci drivers (not for direct use).
     #[command(hide = true)]
     Shim { task_dir: PathBuf },
@@ -215,7 +243,10 @@ fn init_logging(level: &str, format: LogFormat) -> Result<()> {
         if level.contains("openraft") { level.to_string() } else { format!("{level},openraft=warn") };
     let filter = tracing_subscriber::EnvFilter::try_new(&directives)
         .with_context(|| format!("invalid --log-level {level:?}"))?;
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colour codes only for a terminal: a log file or journald gets plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -223,8 +254,22 @@ fn init_logging(level: &str, format: LogFormat) -> Result<()> {
     Ok(())
 }
 
-fn daemon_args(o: DaemonOpts, init: bool) -> daemon::DaemonArgs {
-    daemon::DaemonArgs {
+fn daemon_args(o: DaemonOpts, dev: bool, boot: config::FirstBoot) -> Result<daemon::DaemonArgs> {
+    let init_data_path_port = match boot.data_path_port {
+        None => shoal_state::DEFAULT_DATA_PATH_PORT,
+        Some(p) => {
+            shoal_state::validate_data_path_port(p).map_err(|e| anyhow::anyhow!("data_path_port: {e}"))?
+        }
+    };
+    if dev && boot.join.is_some() {
+        bail!("`shoal dev` creates its own cluster: a [join] section is for `shoal daemon`");
+    }
+    let prepared = boot.prepared.as_deref().map(config::read_prepared).transpose()?;
+    let join = match boot.join {
+        Some(j) => Some(daemon::JoinPlan { token: config::join_token(&j)?, managers: j.managers }),
+        None => None,
+    };
+    Ok(daemon::DaemonArgs {
         data_dir: o.data_dir,
         advertise_addr: o.advertise_addr.unwrap_or_else(|| o.listen_addr.replace("0.0.0.0", "127.0.0.1")),
         listen_addr: o.listen_addr,
@@ -238,14 +283,44 @@ fn daemon_args(o: DaemonOpts, init: bool) -> daemon::DaemonArgs {
         docker_socket: match o.docker_socket {
             Some(p) if p.as_os_str() == "off" => None,
             Some(p) => Some(p),
-            None if init => Some(o.api_socket.with_file_name("docker.sock")),
+            None if dev => Some(o.api_socket.with_file_name("docker.sock")),
             None => None,
         },
-        init,
+        init: dev || boot.init,
+        init_data_path_port,
+        prepared,
+        join,
         etcd_addr: (o.etcd_addr != "off").then(|| o.etcd_addr.clone()),
         etcd_addr_is_default: o.etcd_addr == DEFAULT_ETCD_ADDR,
         chronos_addr: o.chronos_addr.filter(|a| a != "off"),
+    })
+}
+
+/// `shoal daemon` and `shoal dev`: the configuration file under the flags, then the daemon.
+fn daemon_main(cli: Cli, matches: &clap::ArgMatches) -> Result<()> {
+    let (dev, mut o) = match cli.command {
+        Cmd::Daemon(o) => (false, o),
+        Cmd::Dev(o) => (true, o),
+        _ => bail!("not a daemon command"),
+    };
+    let sub = matches
+        .subcommand_matches(if dev { "dev" } else { "daemon" })
+        .context("the daemon's command line")?;
+    let (mut level, mut format) = (cli.log_level, cli.log_format);
+    let boot = match &o.config {
+        Some(path) => {
+            let file = config::load(path)?;
+            config::merge(file, &mut o, &mut level, &mut format, matches, sub)
+        }
+        None => config::FirstBoot::default(),
+    };
+    if o.print_config {
+        print!("{}", config::render(&o, &level, format, &boot)?);
+        return Ok(());
     }
+    init_logging(&level, format)?;
+    let args = daemon_args(o, dev, boot)?;
+    runtime()?.block_on(daemon::run(args))
 }
 
 /// `~/.shoal`, docker's `~/.docker` for Shoal's client certificate.
@@ -331,7 +406,7 @@ fn service_verb(args: &[String]) -> Option<usize> {
 
 /// Parses the command line; docker flags Shoal does not support are refused with the reason
 /// (exit status 2, as for any usage error).
-fn parse_cli() -> Cli {
+fn parse_cli() -> (Cli, clap::ArgMatches) {
     let args: Vec<String> = std::env::args().collect();
     let refuse = |flag: &str, why: &str| -> ! {
         eprintln!("Error: unsupported flag {flag}: {why}");
@@ -353,8 +428,12 @@ fn parse_cli() -> Cli {
             }
         }
     }
-    match Cli::try_parse_from(&args) {
-        Ok(cli) => cli,
+    use clap::{CommandFactory, FromArgMatches};
+    match Cli::command().try_get_matches_from(&args) {
+        Ok(m) => match Cli::from_arg_matches(&m) {
+            Ok(cli) => (cli, m),
+            Err(e) => e.exit(),
+        },
         Err(e) => {
             use clap::error::{ContextKind, ContextValue, ErrorKind};
             if e.kind() == ErrorKind::UnknownArgument && service_verb(&args).is_some() {
@@ -370,16 +449,19 @@ fn parse_cli() -> Cli {
 }
 
 fn real_main() -> Result<()> {
-    let cli = parse_cli();
-    if !matches!(cli.command, Cmd::Daemon(_) | Cmd::Dev(_) | Cmd::Shim { .. }) {
+    let (cli, matches) = parse_cli();
+    if matches!(cli.command, Cmd::Daemon(_) | Cmd::Dev(_)) {
+        return daemon_main(cli, &matches);
+    }
+    if !matches!(cli.command, Cmd::Shim { .. }) {
         quiet_on_broken_stdout();
     }
     init_logging(&cli.log_level, cli.log_format)?;
     let tls_dir = cli.tls_dir.clone().unwrap_or_else(default_tls_dir);
     let client = || shoal_api::Client::connect(&cli.host, &tls_dir);
     match cli.command {
-        Cmd::Daemon(o) => runtime()?.block_on(daemon::run(daemon_args(o, false)))?,
-        Cmd::Dev(o) => runtime()?.block_on(daemon::run(daemon_args(o, true)))?,
+        Cmd::Daemon(_) | Cmd::Dev(_) => return daemon_main(cli, &matches),
+        Cmd::Cluster(cli::ClusterCmd::Prepare { out }) => config::prepare(&out)?,
         Cmd::Cluster(c) => runtime()?.block_on(async { cli::cluster(&client()?, c).await })?,
         Cmd::Node(c) => runtime()?.block_on(async { cli::node(&client()?, c).await })?,
         Cmd::Service(c) => runtime()?.block_on(async { cli::service(&client()?, c).await })?,
@@ -393,6 +475,13 @@ fn real_main() -> Result<()> {
         Cmd::Job(c) => runtime()?.block_on(async { job_cli::run(&client()?, c).await })?,
         Cmd::Unit(c) => runtime()?.block_on(async { unit_cli::run(&client()?, c).await })?,
         Cmd::Image { data_dir, command } => image_cli::run(&data_dir, command)?,
+        Cmd::Info { format } => runtime()?
+            .block_on(async { info_cli::run(&client()?, &cli.host, format == Format::Json).await })?,
+        Cmd::Completion { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "shoal", &mut std::io::stdout());
+        }
+        Cmd::Man { out } => write_man_pages(&out)?,
         // No async runtime: the shim is a small single-threaded supervisor.
         Cmd::Shim { task_dir } => std::process::exit(shoal_driver::shim::run(&task_dir)),
         Cmd::Simulate { nodes, services, replicas, seed, fail_nodes, format } => {
@@ -426,6 +515,31 @@ fn real_main() -> Result<()> {
             }
         }
     }
+    Ok(())
+}
+
+/// `shoal man --out DIR`: one page per command, named the way `man shoal-service-create` finds
+/// it; hidden commands (the shim) get none.
+fn write_man_pages(out: &std::path::Path) -> Result<()> {
+    use clap::CommandFactory;
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let mut cmd = Cli::command();
+    cmd.build();
+    let mut written = 0;
+    fn walk(cmd: &clap::Command, name: String, out: &std::path::Path, written: &mut usize) -> Result<()> {
+        let page = cmd.clone().name(name.clone()).display_name(name.clone());
+        let mut buf = Vec::new();
+        clap_mangen::Man::new(page).render(&mut buf)?;
+        let path = out.join(format!("{name}.1"));
+        std::fs::write(&path, buf).with_context(|| format!("cannot write {}", path.display()))?;
+        *written += 1;
+        for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set() && s.get_name() != "help") {
+            walk(sub, format!("{name}-{}", sub.get_name()), out, written)?;
+        }
+        Ok(())
+    }
+    walk(&cmd, "shoal".to_string(), out, &mut written)?;
+    println!("Wrote {written} man pages to {}", out.display());
     Ok(())
 }
 

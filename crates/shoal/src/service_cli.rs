@@ -1126,6 +1126,9 @@ fn is_version_conflict(e: &ClientError) -> bool {
 pub async fn create(c: &Client, a: CreateArgs) -> Result<()> {
     let spec = create_spec(&a)?;
     let created: Created = c.post("/v1/services", &spec).await?;
+    for w in &created.warnings {
+        eprintln!("warning: {w}");
+    }
     println!("{}", created.id);
     if a.progress.detach {
         return Ok(());

@@ -334,6 +334,15 @@ impl Node {
 
     /// Starts the daemon with extra environment variables (e.g. `SHOAL_FAILPOINTS`).
     pub fn start_env(&mut self, mode: &str, extra: &[&str], env: &[(&str, &str)]) {
+        self.start_bin_env(Path::new(BIN), mode, extra, env)
+    }
+
+    /// Starts the daemon from another `shoal` binary (an upgrade: a copy of [`BIN`] elsewhere).
+    pub fn start_bin(&mut self, bin: &Path, mode: &str, extra: &[&str]) {
+        self.start_bin_env(bin, mode, extra, &[])
+    }
+
+    fn start_bin_env(&mut self, bin: &Path, mode: &str, extra: &[&str], env: &[(&str, &str)]) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -344,10 +353,10 @@ impl Node {
         let mut cmd = match &self.netns {
             Some(ns) => {
                 let mut c = Command::new("nsenter");
-                c.arg(format!("--net=/run/netns/{ns}")).arg(BIN);
+                c.arg(format!("--net=/run/netns/{ns}")).arg(bin);
                 c
             }
-            None => Command::new(BIN),
+            None => Command::new(bin),
         };
         let child = cmd
             .envs(env.iter().copied())
