@@ -129,14 +129,3 @@ async fn a_snapshot_of_a_newer_format_from_the_leader_is_refused_and_changes_not
     assert!(sm.get_current_snapshot().await.expect("read").is_none(), "nothing was installed");
     assert!(!tmp.path().join("raft.snapshot").exists());
 }
-
-/// For `crates/shoal/tests/fixtures/format-v1/regenerate.sh`: removes the `format` key from the
-/// store named by `SHOAL_STRIP_FORMAT_STORE`, so the fixture is also a store from before formats
-/// were numbered. Not a test: run only by that script.
-#[test]
-#[ignore = "a tool for regenerate.sh, not a test"]
-fn strip_the_format_key_for_the_fixture() {
-    let path = std::env::var_os("SHOAL_STRIP_FORMAT_STORE").expect("SHOAL_STRIP_FORMAT_STORE");
-    set_format_key(std::path::Path::new(&path), None);
-    assert_eq!(format_key(std::path::Path::new(&path)), None);
-}

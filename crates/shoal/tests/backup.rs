@@ -4,29 +4,11 @@
 //! key-value store, and the worker's task re-attached, not restarted. A damaged, truncated or
 //! newer backup is refused and leaves the fresh daemon untouched.
 
-use serde_json::Value;
 use std::os::unix::fs::PermissionsExt;
 use std::time::Instant;
 
 mod common;
 use common::{daemon_log, eventually, eventually_or, join_worker, managers, Node};
-
-/// (task id, node id, pid) of the service's running tasks.
-fn running(n: &Node, service: &str) -> Option<Vec<(String, String, u32)>> {
-    let out = n.cli(&["service", "ps", service, "--format", "json"]);
-    let v: Value = serde_json::from_slice(&out.stdout).ok()?;
-    v.as_array()?
-        .iter()
-        .filter(|t| common::running(t))
-        .map(|t| {
-            Some((
-                t["id"].as_str()?.to_string(),
-                t["node_id"].as_str()?.to_string(),
-                t["status"]["runtime_id"].as_str()?.parse().ok()?,
-            ))
-        })
-        .collect()
-}
 
 fn fails(n: &Node, args: &[&str]) -> String {
     let out = n.cli(args);
@@ -56,9 +38,12 @@ fn a_backup_brings_the_cluster_back_after_every_manager_is_lost() {
         "sleep",
         "600",
     ]);
-    let before =
-        eventually(60, "web running on the worker", || running(&nodes[0], "web").filter(|r| r.len() == 1));
-    assert_eq!(before[0].1, worker_id);
+    let before = eventually(60, "web running on the worker", || {
+        common::running_pids(&nodes[0], "web").filter(|r| r.len() == 1)
+    });
+    let (_, (task_node, task_pid)) = before.iter().next().expect("one task");
+    let task_pid = *task_pid;
+    assert_eq!(task_node, &worker_id);
     assert_eq!(nodes[0].ok(&["kv", "put", "backup/key", "v1"]), "OK");
     let spec_before = nodes[0].json(&["service", "inspect", "web", "--format", "json"])["spec"].clone();
     let old_managers: Vec<String> = nodes.iter().map(Node::node_id).collect();
@@ -134,10 +119,10 @@ fn a_backup_brings_the_cluster_back_after_every_manager_is_lost() {
     // same task, same process.
     eventually_or(
         60,
-        || (running(r, "web").as_ref() == Some(&before)).then_some(()),
-        || format!("web re-attached: {:?} vs {before:?}\n{}", running(r, "web"), daemon_log(&w)),
+        || (common::running_pids(r, "web").as_ref() == Some(&before)).then_some(()),
+        || format!("web re-attached: {:?} vs {before:?}\n{}", common::running_pids(r, "web"), daemon_log(&w)),
     );
-    assert!(common::alive(before[0].2), "the task's process was never restarted");
+    assert!(common::alive(task_pid), "the task's process was never restarted");
     let nodes_now = eventually(60, "the worker and the new manager ready", || {
         let v = r.json(&["node", "ls", "--format", "json"]);
         let ready =
@@ -154,7 +139,7 @@ fn a_backup_brings_the_cluster_back_after_every_manager_is_lost() {
     // New writes work, and a second restore on a daemon in a cluster is refused.
     assert_eq!(r.ok(&["kv", "put", "backup/key", "v2"]), "OK");
     r.ok(&["service", "scale", "-d", "web=2"]);
-    eventually(60, "two web tasks", || running(r, "web").filter(|t| t.len() == 2).map(|_| ()));
+    eventually(60, "two web tasks", || common::running_pids(r, "web").filter(|t| t.len() == 2).map(|_| ()));
     let e = fails(r, &["cluster", "init", "--restore", file.to_str().expect("path")]);
     assert!(e.contains("already part of a cluster"), "{e}");
     assert_eq!(r.ok(&["kv", "get", "backup/key"]), "backup/key\nv2");

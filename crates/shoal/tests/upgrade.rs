@@ -5,27 +5,12 @@
 //! data directory of a newer format is refused at start with a message that says to upgrade.
 
 use serde_json::Value;
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 mod common;
 use common::{daemon_log, eventually, eventually_or, join_worker, managers, poll, Node, BIN};
-
-/// Task id → (node id, pid) of the service's tasks that run and are meant to.
-fn running(n: &Node, service: &str) -> Option<BTreeMap<String, (String, u32)>> {
-    let out = n.cli(&["service", "ps", service, "--format", "json"]);
-    let v: Value = serde_json::from_slice(&out.stdout).ok()?;
-    v.as_array()?
-        .iter()
-        .filter(|t| common::running(t))
-        .map(|t| {
-            let pid = t["status"]["runtime_id"].as_str()?.parse().ok()?;
-            Some((t["id"].as_str()?.to_string(), (t["node_id"].as_str()?.to_string(), pid)))
-        })
-        .collect()
-}
 
 /// Stops a daemon as an upgrade would (SIGTERM) and waits for it to exit; its tasks stay.
 fn stop(n: &mut Node) {
@@ -97,7 +82,9 @@ fn format_1_data_is_read_by_this_binary() {
     let err = ended["status"]["err"].as_str().unwrap_or_default();
     assert!(!err.contains("no record of this task"), "the task record was not read: {ended:#}");
     eventually(30, "a replacement task", || {
-        running(&n, "fixture-web").filter(|r| r.len() == 1 && !r.contains_key(task_id)).map(|_| ())
+        common::running_pids(&n, "fixture-web")
+            .filter(|r| r.len() == 1 && !r.contains_key(task_id))
+            .map(|_| ())
     });
 }
 
@@ -128,7 +115,7 @@ fn a_rolling_upgrade_keeps_every_task_running_and_the_cluster_writable() {
         "600",
     ]);
     let before = eventually(60, "a task of p on each of the 4 nodes", || {
-        running(&nodes[0], "p").filter(|r| r.len() == 4)
+        common::running_pids(&nodes[0], "p").filter(|r| r.len() == 4)
     });
     let ids: Vec<String> = nodes.iter().map(Node::node_id).collect();
 
@@ -196,11 +183,11 @@ fn a_rolling_upgrade_keeps_every_task_running_and_the_cluster_writable() {
         let any = which.map_or(0, |i| (i + 1) % 3);
         eventually_or(
             60,
-            || (running(&nodes[any], "p").as_ref() == Some(&before)).then_some(()),
+            || (common::running_pids(&nodes[any], "p").as_ref() == Some(&before)).then_some(()),
             || {
                 format!(
                     "the same 4 tasks running after restarting step {step}: {:#?} vs {before:#?}",
-                    running(&nodes[any], "p")
+                    common::running_pids(&nodes[any], "p")
                 )
             },
         );
@@ -220,7 +207,7 @@ fn a_rolling_upgrade_keeps_every_task_running_and_the_cluster_writable() {
             (svc["spec"]["mode"]["replicated"]["replicas"] == 0).then_some(())
         });
     }
-    assert_eq!(running(&nodes[0], "p").as_ref(), Some(&before));
+    assert_eq!(common::running_pids(&nodes[0], "p").as_ref(), Some(&before));
 }
 
 /// Runs the daemon on `data` and expects it to refuse to start: returns its stderr.
@@ -292,5 +279,7 @@ fn data_of_a_newer_format_is_refused_at_start() {
 
     // The original still starts, with its task re-attached.
     n.start("dev");
-    eventually(30, "the task running again", || running(&n, "p").filter(|r| r.len() == 1).map(|_| ()));
+    eventually(30, "the task running again", || {
+        common::running_pids(&n, "p").filter(|r| r.len() == 1).map(|_| ())
+    });
 }

@@ -75,6 +75,20 @@ pub fn running(t: &Value) -> bool {
     t["status"]["state"] == "running" && t["desired_state"] == "running"
 }
 
+/// Task id → (node id, pid) of the service's tasks that run and are meant to.
+pub fn running_pids(n: &Node, service: &str) -> Option<std::collections::BTreeMap<String, (String, u32)>> {
+    let out = n.cli(&["service", "ps", service, "--format", "json"]);
+    let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+    v.as_array()?
+        .iter()
+        .filter(|t| running(t))
+        .map(|t| {
+            let pid = t["status"]["runtime_id"].as_str()?.parse().ok()?;
+            Some((t["id"].as_str()?.to_string(), (t["node_id"].as_str()?.to_string(), pid)))
+        })
+        .collect()
+}
+
 /// The tasks of `service` that run and are meant to (`service ps --format json` rows); None when
 /// the list could not be read.
 pub fn running_tasks(n: &Node, service: &str) -> Option<Vec<Value>> {
