@@ -9,7 +9,7 @@ set -euo pipefail
 # (crates/shoal/tests/etcd_conformance.rs) and scripts/bench-etcd.sh compare with a real etcd 3.4.
 # systemd: only for `systemd-analyze verify` of packaging/shoal.service (tests/packaging.rs); it
 # is not started.
-want=(runc docker.io busybox-static docker-registry iproute2 chromium chromium-driver nftables conntrack curl dnsutils socat etcd-client etcd-server systemd)
+want=(runc docker.io busybox-static docker-registry apache2-utils iproute2 chromium chromium-driver nftables conntrack curl dnsutils socat etcd-client etcd-server systemd)
 missing=()
 for p in "${want[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

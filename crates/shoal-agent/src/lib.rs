@@ -71,6 +71,8 @@ pub struct Agent {
     netview: watch::Sender<Option<Arc<shoal_net::NetView>>>,
     /// The services of the assigned tasks (names for the tasks' containers).
     services: Mutex<BTreeMap<shoal_types::ServiceId, AssignedService>>,
+    /// Registry credentials of the assigned tasks (from the newest assignments; memory only).
+    registry_auth: Mutex<BTreeMap<TaskId, shoal_driver::RegistryAuth>>,
     /// The description the managers have (after a registration went through): re-sent only
     /// when it changes, so an unchanged node costs no Raft write.
     registered: Mutex<Option<NodeDescription>>,
@@ -152,6 +154,7 @@ impl Agent {
             dns: shoal_net::dns::Dns::default(),
             netview: watch::channel(None).0,
             services: Mutex::new(BTreeMap::new()),
+            registry_auth: Mutex::new(BTreeMap::new()),
             registered: Mutex::new(None),
             refresh: tokio::sync::Notify::new(),
             fetching: tokio::sync::Mutex::new(()),
@@ -302,6 +305,7 @@ impl Agent {
                     if !a.services.is_empty() {
                         *lock(&self.services) = a.services;
                     }
+                    *lock(&self.registry_auth) = a.registry_auth;
                     self.reconcile(a.tasks);
                 }
                 Err(e) => {
@@ -645,6 +649,7 @@ impl Agent {
             // Set once the task is attached to its networks (see `attach_networks`).
             netns: None,
             resolv_conf: None,
+            registry_auth: lock(&self.registry_auth).get(&t.id).cloned(),
         }
     }
 

@@ -18,6 +18,11 @@ pub struct Assignments {
     /// send none: the agent then names containers after the service id.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub services: BTreeMap<ServiceId, AssignedService>,
+    /// Registry credentials of tasks that still have to start, by task: unsealed by the
+    /// dispatcher for this node only, kept in memory (never in the task records), Debug
+    /// redacted.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub registry_auth: BTreeMap<TaskId, shoal_driver::RegistryAuth>,
 }
 
 /// What the agent knows of a task's service.

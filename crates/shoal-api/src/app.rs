@@ -5,6 +5,7 @@
 //! the leader). Front ends only translate their wire formats into these calls and [`AppError`]
 //! into their error shapes.
 
+use crate::registry_auth::RegistryAuth;
 use serde::{Deserialize, Serialize};
 use shoal_manager::{Consistency, ErrorKind, Manager, ReadError, WriteError};
 use shoal_state::{ClusterState, Command, NodeAddress};
@@ -244,6 +245,15 @@ fn updated_spec(spec: &NodeSpec, u: &NodeUpdate) -> AppResult<NodeSpec> {
         }
     }
     Ok(spec)
+}
+
+/// Seals registry credentials for service `id` (see [`crate::registry_auth`]).
+fn seal_auth(ca_key: &str, id: &ServiceId, auth: &RegistryAuth) -> AppResult<shoal_types::SealedAuth> {
+    if auth.username.is_empty() && auth.password.is_empty() {
+        return Err(AppError::invalid("registry credentials without a user name or password"));
+    }
+    crate::registry_auth::seal(ca_key, id.as_str(), auth)
+        .map_err(|e| AppError::new(Kind::Unavailable, e.to_string()))
 }
 
 /// The application, on one manager.
@@ -495,12 +505,33 @@ impl App {
     /// `apply` checks only the structure, so commands committed before a rule existed replay as
     /// they applied then.
     pub async fn create_service(&self, spec: ServiceSpec) -> AppResult<ServiceId> {
+        self.create_service_with_auth(spec, None).await
+    }
+
+    /// Creates a service with registry credentials (`--with-registry-auth`, Docker's
+    /// `X-Registry-Auth`): they are sealed for the new service before anything is written
+    /// ([`crate::registry_auth`]). A spec may not bring sealed credentials of its own.
+    pub async fn create_service_with_auth(
+        &self,
+        mut spec: ServiceSpec,
+        auth: Option<RegistryAuth>,
+    ) -> AppResult<ServiceId> {
+        if spec.task_template.registry_auth.is_some() {
+            return Err(AppError::invalid(
+                "invalid service spec: task_template.registry_auth: set only by the managers, from \
+                 credentials sent with the request (--with-registry-auth)",
+            ));
+        }
+        let id = ServiceId::new(new_id());
+        if let Some(a) = auth {
+            let key = self.ca_key().await?;
+            spec.task_template.registry_auth = Some(seal_auth(&key, &id, &a)?);
+        }
         spec.validate().map_err(|e| AppError::invalid(format!("invalid service spec: {e}")))?;
         if !spec.depends_on.is_empty() {
             let check = |s: &ClusterState| crate::stack::check_dependencies(s, &spec, None);
             self.read(Consistency::Linearizable, check).await??;
         }
-        let id = ServiceId::new(new_id());
         let svc = Service::new(id.clone(), spec);
         self.write(Command::CreateService { service: Box::new(svc) }).await?;
         Ok(id)
@@ -515,6 +546,7 @@ impl App {
     pub async fn create_service_resolving_image(
         &self,
         mut spec: ServiceSpec,
+        auth: Option<RegistryAuth>,
     ) -> AppResult<(ServiceId, Vec<String>)> {
         let mut warnings = Vec::new();
         let oci = spec.task_template.driver.as_deref() == Some("oci");
@@ -531,7 +563,7 @@ impl App {
                 }
             }
         }
-        let id = self.create_service(spec).await?;
+        let id = self.create_service_with_auth(spec, auth).await?;
         Ok((id, warnings))
     }
 
@@ -543,8 +575,41 @@ impl App {
         version: Option<u64>,
         spec: ServiceSpec,
     ) -> AppResult<Service> {
-        spec.validate().map_err(|e| AppError::invalid(format!("invalid service spec: {e}")))?;
+        self.update_service_with_auth(key, version, spec, None).await
+    }
+
+    /// [`App::update_service`] with registry credentials. With `auth` they are sealed and
+    /// replace the service's; without, a spec that brings none keeps the service's sealed
+    /// credentials (as Swarm does), and one that brings sealed credentials must bring ones
+    /// sealed for this service.
+    pub async fn update_service_with_auth(
+        &self,
+        key: &str,
+        version: Option<u64>,
+        mut spec: ServiceSpec,
+        auth: Option<RegistryAuth>,
+    ) -> AppResult<Service> {
         let id = self.service_id(key).await?;
+        if let Some(a) = auth {
+            let key = self.ca_key().await?;
+            spec.task_template.registry_auth = Some(seal_auth(&key, &id, &a)?);
+        } else if let Some(given) = &spec.task_template.registry_auth {
+            let key = self.ca_key().await?;
+            if crate::registry_auth::unseal(&key, id.as_str(), given).is_err() {
+                return Err(AppError::invalid(
+                    "invalid service spec: task_template.registry_auth: not credentials sealed for this \
+                     service (send them with --with-registry-auth)",
+                ));
+            }
+        } else if spec.task_template.image.is_some() {
+            let stored = self
+                .read(Consistency::Linearizable, |s| {
+                    s.service(&id).map(|s| s.spec.task_template.registry_auth.clone())
+                })
+                .await?;
+            spec.task_template.registry_auth = stored.flatten();
+        }
+        spec.validate().map_err(|e| AppError::invalid(format!("invalid service spec: {e}")))?;
         if !spec.depends_on.is_empty() {
             let check = |s: &ClusterState| crate::stack::check_dependencies(s, &spec, Some(&id));
             self.read(Consistency::Linearizable, check).await??;
@@ -552,6 +617,16 @@ impl App {
         let cmd = Command::UpdateService { id: id.clone(), expected_version: version, spec: Box::new(spec) };
         self.write(cmd).await?;
         self.service_after_write(&id, key).await
+    }
+
+    /// The cluster CA's private key, from which the registry credentials' key derives.
+    async fn ca_key(&self) -> AppResult<String> {
+        self.read(Consistency::Stale, |s| s.cluster().map(|c| c.ca_key_pem.clone()))
+            .await?
+            .filter(|k| !k.is_empty())
+            .ok_or_else(|| {
+                AppError::new(Kind::Unavailable, "the cluster is not initialized: no key to seal credentials")
+            })
     }
 
     /// Returns to the previous spec.

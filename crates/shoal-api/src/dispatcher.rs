@@ -18,6 +18,7 @@
 //! learns the current managers from every assignments answer.
 
 use crate::internal::{call, Heartbeat};
+use crate::registry_auth::RegistryAuth;
 use crate::server::ApiError;
 use async_trait::async_trait;
 use axum::extract::{Extension, Query, State};
@@ -29,7 +30,11 @@ use shoal_agent::{Assignments, ControlPlane, PlaneError, StatusReport};
 use shoal_manager::Manager;
 use shoal_pki::{NodeIdentity, Role};
 use shoal_state::{ClusterState, Command, Object, TaskStatusReport};
-use shoal_types::{Node, NodeDescription, NodeId, NodeRole, NodeSpec, NodeState, NodeStatus, Timestamp};
+use shoal_types::{
+    Node, NodeDescription, NodeId, NodeRole, NodeSpec, NodeState, NodeStatus, Task, TaskId, TaskState,
+    Timestamp,
+};
+use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -59,7 +64,28 @@ pub fn assignments_of(state: &ClusterState, node: &NodeId) -> Assignments {
             Some((t.service_id.clone(), shoal_agent::AssignedService { name: s.spec.name.clone(), stack }))
         })
         .collect();
-    Assignments { revision: format!("{:016x}", h.finish()), tasks, services }
+    let registry_auth = registry_credentials(state, &tasks);
+    Assignments { revision: format!("{:016x}", h.finish()), tasks, services, registry_auth }
+}
+
+/// The registry credentials of the node's tasks that have yet to start, unsealed for it: only a
+/// node that runs a task of a service gets the service's credentials, in the assignment next to
+/// the task (the stored task keeps them sealed), and the agent keeps them in memory only.
+fn registry_credentials(state: &ClusterState, tasks: &[Task]) -> BTreeMap<TaskId, RegistryAuth> {
+    let mut out = BTreeMap::new();
+    let Some(ca_key) = state.cluster().map(|c| c.ca_key_pem.as_str()) else { return out };
+    for t in tasks.iter().filter(|t| t.is_live() && t.status.state < TaskState::Running) {
+        let Some(sealed) = &t.spec.registry_auth else { continue };
+        match crate::registry_auth::unseal(ca_key, t.service_id.as_str(), sealed) {
+            Ok(auth) => {
+                out.insert(t.id.clone(), auth);
+            }
+            Err(e) => {
+                tracing::warn!(task = %t.id, service = %t.service_id, error = %e, "registry credentials not delivered")
+            }
+        }
+    }
+    out
 }
 
 /// Answers with the node's assignments once they differ from `known`, or after `wait`.
@@ -550,5 +576,62 @@ mod tests {
             let err = peer(&refused).expect_err("refused");
             assert_eq!(err.status, StatusCode::FORBIDDEN);
         }
+    }
+
+    #[test]
+    fn credentials_go_with_tasks_that_have_yet_to_start() {
+        use shoal_types::{ServiceId, TaskStatus, TaskTemplate};
+        let mut state = ClusterState::new();
+        let cluster = shoal_state::ClusterObject {
+            id: "c1".into(),
+            created_at: Timestamp::ZERO,
+            ca_cert_pem: String::new(),
+            ca_key_pem: "ca-key".into(),
+            worker_token: String::new(),
+            manager_token: String::new(),
+            data_path_port: 4789,
+        };
+        let auth =
+            RegistryAuth { username: "u".into(), password: "p".into(), serveraddress: "r:5000".into() };
+        let sealed = crate::registry_auth::seal("ca-key", "s1", &auth).expect("seal");
+        let task = |id: &str, service: &str, state: TaskState, desired: TaskState| Task {
+            id: TaskId::new(id),
+            version: 1,
+            created_at: Timestamp::ZERO,
+            updated_at: Timestamp::ZERO,
+            service_id: ServiceId::new(service),
+            slot: Some(1),
+            node_id: Some(NodeId::new("n1")),
+            spec: TaskTemplate {
+                image: Some("r:5000/a".into()),
+                registry_auth: Some(sealed.clone()),
+                ..Default::default()
+            },
+            endpoint: Default::default(),
+            spec_version: 1,
+            desired_state: desired,
+            status: TaskStatus { state, ..Default::default() },
+            restart_history: vec![],
+            restore: None,
+            networks: Vec::new(),
+        };
+        let tasks = vec![
+            task("assigned", "s1", TaskState::Assigned, TaskState::Running),
+            task("running", "s1", TaskState::Running, TaskState::Running),
+            task("stopping", "s1", TaskState::Assigned, TaskState::Shutdown),
+            task("foreign", "s2", TaskState::Assigned, TaskState::Running),
+        ];
+        assert!(registry_credentials(&state, &tasks).is_empty(), "no cluster, no key");
+        state
+            .apply(Timestamp::from_secs(1), Command::InitCluster { cluster: Box::new(cluster) })
+            .expect("init");
+        let delivered = registry_credentials(&state, &tasks);
+        assert_eq!(delivered.keys().map(|t| t.as_str()).collect::<Vec<_>>(), ["assigned"]);
+        assert_eq!(delivered.get(&TaskId::new("assigned")), Some(&auth));
+        // On the wire next to the tasks, in the stored tasks only sealed.
+        let a = Assignments { tasks: tasks.clone(), registry_auth: delivered, ..Default::default() };
+        let json = serde_json::to_string(&a).expect("json");
+        assert_eq!(json.matches("\"password\":\"p\"").count(), 1, "{json}");
+        assert!(!format!("{a:?}").contains("\"p\""));
     }
 }

@@ -20,6 +20,7 @@ pub mod logs;
 pub mod migrate;
 pub mod netview;
 pub mod networks;
+pub mod registry_auth;
 pub mod server;
 pub mod stack;
 pub mod tcp;
@@ -29,7 +30,7 @@ pub mod units;
 pub use client::{Client, ClientError};
 pub use server::{
     router, ApiError, ClusterInfo, Created, InitArgs, JoinArgs, JoinInfo, JoinTokenInfo, NodeUpdate,
-    ServiceUpdate, ROUTES,
+    ServiceCreate, ServiceUpdate, ROUTES,
 };
 pub use tcp::{serve_tcp, ClientCert, ClientCertRequest};
 

@@ -134,7 +134,7 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
     ("post", "/v1/cluster/leave", "this node leaves the cluster (?force=true for the last manager)"),
     ("delete", "/v1/nodes/{id}", "remove a node (?force=true for a node that is still up)"),
     ("get", "/v1/services", "list services"),
-    ("post", "/v1/services", "create a service from a ServiceSpec"),
+    ("post", "/v1/services", "create a service from a ServiceSpec, or {spec, registry_auth} with registry credentials to seal"),
     ("get", "/v1/services/{id}", "inspect a service (id or name)"),
     ("post", "/v1/services/{id}/update", "replace a service's spec"),
     ("post", "/v1/services/{id}/rollback", "return to the previous spec"),
@@ -526,11 +526,34 @@ pub struct Created {
     pub warnings: Vec<String>,
 }
 
+/// `POST /v1/services` with registry credentials: the spec and, next to it (never inside it),
+/// the credentials, which the managers seal before they are stored. A bare [`ServiceSpec`] is
+/// the request without credentials.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceCreate {
+    pub spec: ServiceSpec,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry_auth: Option<crate::registry_auth::RegistryAuth>,
+}
+
 async fn create_service(
     State(m): State<AppState>,
-    JsonBody(spec): JsonBody<ServiceSpec>,
+    body: axum::body::Bytes,
 ) -> Result<(StatusCode, Json<Created>), ApiError> {
-    let (id, warnings) = app(&m).create_service_resolving_image(spec).await?;
+    // A ServiceSpec has no `spec` field: an object with one is the envelope with credentials.
+    let probe: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    let envelope = probe.as_object().is_some_and(|o| o.contains_key("spec"));
+    let invalid = |e: axum::extract::rejection::JsonRejection| {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid", e.body_text())
+    };
+    let (spec, auth) = if envelope {
+        let Json(c) = Json::<ServiceCreate>::from_bytes(&body).map_err(invalid)?;
+        (c.spec, c.registry_auth)
+    } else {
+        (Json::<ServiceSpec>::from_bytes(&body).map_err(invalid)?.0, None)
+    };
+    let (id, warnings) = app(&m).create_service_resolving_image(spec, auth).await?;
     Ok((StatusCode::CREATED, Json(Created { id: id.to_string(), warnings })))
 }
 
@@ -540,6 +563,10 @@ pub struct ServiceUpdate {
     /// The service version the change is based on (optimistic concurrency); omit to overwrite.
     pub version: Option<u64>,
     pub spec: ServiceSpec,
+    /// New registry credentials (`--with-registry-auth`), sealed by the managers; without them
+    /// the service keeps its sealed ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry_auth: Option<crate::registry_auth::RegistryAuth>,
 }
 
 async fn update_service(
@@ -547,7 +574,7 @@ async fn update_service(
     Path(key): Path<String>,
     JsonBody(u): JsonBody<ServiceUpdate>,
 ) -> Result<Json<Service>, ApiError> {
-    Ok(Json(app(&m).update_service(&key, u.version, u.spec).await?))
+    Ok(Json(app(&m).update_service_with_auth(&key, u.version, u.spec, u.registry_auth).await?))
 }
 
 async fn rollback_service(

@@ -216,7 +216,21 @@ fn generated_name(image: Option<&str>) -> String {
     format!("{base}-{}", &id[id.len().saturating_sub(6)..])
 }
 
-pub(crate) async fn create(State(ctx): State<Ctx>, body: Bytes) -> DockerResult<(StatusCode, Json<Created>)> {
+/// Docker's `X-Registry-Auth` header (`--with-registry-auth`): the credentials the managers seal.
+fn registry_auth(
+    headers: &axum::http::HeaderMap,
+) -> DockerResult<Option<shoal_api::registry_auth::RegistryAuth>> {
+    let Some(h) = headers.get("x-registry-auth") else { return Ok(None) };
+    let text = h.to_str().map_err(|_| DockerError::invalid("X-Registry-Auth: not text"))?;
+    shoal_api::registry_auth::from_x_registry_auth(text).map_err(|e| DockerError::invalid(e.to_string()))
+}
+
+pub(crate) async fn create(
+    State(ctx): State<Ctx>,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> DockerResult<(StatusCode, Json<Created>)> {
+    let auth = registry_auth(&headers)?;
     let mut d = parse_spec(&body)?;
     if d.name.as_deref().unwrap_or("").is_empty() {
         let image =
@@ -224,7 +238,7 @@ pub(crate) async fn create(State(ctx): State<Ctx>, body: Bytes) -> DockerResult<
         d.name = Some(generated_name(image.as_deref()));
     }
     let s = spec::to_shoal(&d, None).map_err(DockerError::invalid)?;
-    let id = ctx.app.create_service(s).await?;
+    let id = ctx.app.create_service_with_auth(s, auth).await?;
     Ok((StatusCode::CREATED, Json(Created { id: id.to_string(), warnings: Vec::new() })))
 }
 
@@ -232,8 +246,10 @@ pub(crate) async fn update(
     State(ctx): State<Ctx>,
     Path(id): Path<String>,
     Query(q): Query<HashMap<String, String>>,
+    headers: axum::http::HeaderMap,
     body: Bytes,
 ) -> DockerResult<Json<Updated>> {
+    let auth = registry_auth(&headers)?;
     let version = match q.get("version") {
         None => None,
         Some(v) => Some(
@@ -253,7 +269,7 @@ pub(crate) async fn update(
     let d = parse_spec(&body)?;
     let base = ctx.app.service(&id, Consistency::Linearizable).await?;
     let s = spec::to_shoal(&d, Some(&base.spec)).map_err(DockerError::invalid)?;
-    ctx.app.update_service(base.id.as_str(), version, s).await?;
+    ctx.app.update_service_with_auth(base.id.as_str(), version, s, auth).await?;
     Ok(Json(Updated { warnings: Vec::new() }))
 }
 

@@ -5,9 +5,10 @@
 //! [`LABEL_SERVICE_ID`], with restart policy `no` (Shoal owns restarts). The [`Handle`] keeps the
 //! container id, which is all the driver needs to find the task again after the agent restarts.
 //!
-//! An image the engine lacks is pulled (`create_image`, anonymously: registry credentials are
-//! not passed on) before the container is created, like Swarm's agent does; a failed pull makes
-//! the task invalid with the registry's reason.
+//! An image the engine lacks is pulled (`create_image`) before the container is created, like
+//! Swarm's agent does: with the task's registry credentials when the service has them
+//! (`--with-registry-auth`, [`TaskConfig::registry_auth`]), else anonymously; a failed pull makes
+//! the task invalid with the registry's reason. The credentials are never logged.
 //!
 //! Overlay networks: Docker cannot join a network namespace by path, so a task on networks gets
 //! an infra container first ([`DockerDriver::infra_name`], like Kubernetes' sandbox): made from
@@ -36,7 +37,7 @@ use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use shoal_driver::{
     capability, write_resolv_conf, Driver, DriverError, ExecResult, ExitStatus, Handle, LogLine, LogOptions,
-    LogReceiver, LogStream, Recovered, Stats, TaskConfig, MIN_MEMORY_LIMIT,
+    LogReceiver, LogStream, Recovered, RegistryAuth, Stats, TaskConfig, MIN_MEMORY_LIMIT,
 };
 use shoal_types::{DriverInfo, MountType, Protocol};
 use std::collections::HashMap;
@@ -324,7 +325,7 @@ impl DockerDriver {
             // The infra container is made before `prepare` runs: pull the image first if needed.
             if let Err(e) = docker.inspect_image(image).await {
                 if status_of(&e) == Some(404) {
-                    pull(docker, image).await?;
+                    pull(docker, image, cfg.registry_auth.as_ref()).await?;
                 }
             }
             let options = CreateContainerOptions { name: Some(name.clone()), ..Default::default() };
@@ -442,16 +443,23 @@ fn pull_target(image: &str) -> (String, String) {
     (repo.to_string(), digest.unwrap_or(tag).to_string())
 }
 
-/// Pulls `image` into the engine (anonymously); a failure makes the task invalid with its reason.
-async fn pull(docker: &Docker, image: &str) -> Result<(), DriverError> {
+/// Pulls `image` into the engine, with the task's registry credentials if it has some (else
+/// anonymously); a failure makes the task invalid with its reason.
+async fn pull(docker: &Docker, image: &str, auth: Option<&RegistryAuth>) -> Result<(), DriverError> {
     let (repo, tag) = pull_target(image);
     let options = bollard::query_parameters::CreateImageOptions {
         from_image: Some(repo),
         tag: Some(tag),
         ..Default::default()
     };
-    tracing::info!(image, "the engine lacks the image; pulling it");
-    let mut progress = docker.create_image(Some(options), None, None);
+    tracing::info!(image, with_credentials = auth.is_some(), "the engine lacks the image; pulling it");
+    let credentials = auth.map(|a| bollard::auth::DockerCredentials {
+        username: Some(a.username.clone()),
+        password: Some(a.password.clone()),
+        serveraddress: Some(a.serveraddress.clone()).filter(|s| !s.is_empty()),
+        ..Default::default()
+    });
+    let mut progress = docker.create_image(Some(options), None, credentials);
     let failed = |why: String| {
         DriverError::Invalid(format!(
             "image not found: {image} is not in the engine and pulling it failed: {why}"
@@ -857,7 +865,7 @@ impl Driver for DockerDriver {
         let docker = self.client().await?;
         match docker.inspect_image(image).await {
             Ok(_) => Ok(()),
-            Err(e) if status_of(&e) == Some(404) => pull(docker, image).await,
+            Err(e) if status_of(&e) == Some(404) => pull(docker, image, cfg.registry_auth.as_ref()).await,
             Err(e) => Err(DriverError::runtime("inspecting the image", e)),
         }
     }

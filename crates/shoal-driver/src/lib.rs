@@ -84,6 +84,33 @@ pub struct TaskConfig {
     /// refuses the task ([`DriverError::Invalid`]); none is ever ignored.
     #[serde(default)]
     pub options: ContainerOptions,
+    /// Credentials for pulling `image` (`--with-registry-auth`), handed over by the managers with
+    /// the assignment. Never serialized (so never in a record on disk); Debug redacts them.
+    #[serde(skip)]
+    pub registry_auth: Option<RegistryAuth>,
+}
+
+/// Registry credentials in plain text, as Docker's `X-Registry-Auth` carries them. Debug
+/// redacts the password; nothing may log it.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegistryAuth {
+    #[serde(default)]
+    pub username: String,
+    #[serde(default)]
+    pub password: String,
+    /// The registry (`docker.io`'s is `https://index.docker.io/v1/`).
+    #[serde(default)]
+    pub serveraddress: String,
+}
+
+impl std::fmt::Debug for RegistryAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryAuth")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .field("serveraddress", &self.serveraddress)
+            .finish()
+    }
 }
 
 /// The task template's container options, as the drivers get them.

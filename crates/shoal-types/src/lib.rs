@@ -34,9 +34,9 @@ pub use schedule::{validate_time_zone, CronSchedule, RepeatingInterval, Schedule
 pub use service::{
     glob_match, Dependency, DependencyCondition, EndpointMode, EndpointSpec, FailureAction, HealthCheck,
     Mount, MountType, OnDrain, Placement, PlacementPreference, PortConfig, Protocol, PublishMode,
-    RebalanceMode, ResourceRequirements, RestartCondition, RestartPolicy, Service, ServiceMode, ServiceSpec,
-    Strategy, TaskTemplate, UpdateConfig, UpdateOrder, UpdateState, UpdateStatus, DEFAULT_STOP_GRACE_PERIOD,
-    FLEET_UNIT_LABEL,
+    RebalanceMode, ResourceRequirements, RestartCondition, RestartPolicy, SealedAuth, Service, ServiceMode,
+    ServiceSpec, Strategy, TaskTemplate, UpdateConfig, UpdateOrder, UpdateState, UpdateStatus,
+    DEFAULT_STOP_GRACE_PERIOD, FLEET_UNIT_LABEL,
 };
 pub use stack::StackSpec;
 pub use task::{Health, RestoreSpec, Task, TaskState, TaskStatus, ALL_TASK_STATES};

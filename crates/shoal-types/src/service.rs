@@ -227,7 +227,21 @@ pub struct TaskTemplate {
     /// `max-size`/`max-file`); `None`: the node's default rotation.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log_driver: Option<LogDriver>,
+    /// Registry credentials for pulling the image (`--with-registry-auth`), sealed by the
+    /// managers: never the plaintext (see [`SealedAuth`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry_auth: Option<SealedAuth>,
 }
+
+/// Registry credentials sealed by the managers (AES-256-GCM under a key derived from the cluster
+/// CA's key, bound to the service id), as base64 text. Only the managers can open them; the
+/// dispatcher hands the plaintext to the nodes that run a task of the service.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SealedAuth(pub String);
+
+/// The longest sealed credentials accepted (base64 characters).
+pub const MAX_SEALED_AUTH: usize = 16 * 1024;
 
 fn is_false(b: &bool) -> bool {
     !*b
@@ -265,6 +279,7 @@ impl Default for TaskTemplate {
             ulimits: Vec::new(),
             groups: Vec::new(),
             log_driver: None,
+            registry_auth: None,
         }
     }
 }

@@ -396,6 +396,18 @@ fn validate_template(t: &TaskTemplate, drivers: bool, e: &mut Errors) {
     } else if t.command.is_empty() {
         e.push("task_template.command", "a command is required when no image is given");
     }
+    if let Some(a) = &t.registry_auth {
+        if t.image.is_none() {
+            e.push("task_template.registry_auth", "registry credentials need an image to pull");
+        }
+        let base64 = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=');
+        if a.0.is_empty() || a.0.len() > crate::service::MAX_SEALED_AUTH || !a.0.bytes().all(base64) {
+            e.push(
+                "task_template.registry_auth",
+                "not sealed credentials (base64 text made by the managers)",
+            );
+        }
+    }
     for k in t.env.keys() {
         if k.is_empty() || k.contains('=') {
             e.push("task_template.env", format!("invalid variable name {k:?}"));
@@ -701,6 +713,33 @@ mod tests {
     #[test]
     fn valid_spec_passes() {
         assert_eq!(valid().validate(), Ok(()));
+    }
+
+    #[test]
+    fn sealed_registry_credentials_need_an_image_and_base64() {
+        let mut s = valid();
+        s.task_template.image = Some("localhost:5000/web:1".into());
+        s.task_template.registry_auth = Some(crate::SealedAuth("AbC+/0==".into()));
+        assert_eq!(s.validate(), Ok(()));
+        let json = serde_json::to_string(&s.task_template).expect("json");
+        let back: crate::TaskTemplate = serde_json::from_str(&json).expect("round trip");
+        assert_eq!(back, s.task_template);
+        s.task_template.registry_auth = Some(crate::SealedAuth("not base64!".into()));
+        assert!(
+            first_error(&s).starts_with("task_template.registry_auth: not sealed"),
+            "{}",
+            first_error(&s)
+        );
+        s.task_template.registry_auth =
+            Some(crate::SealedAuth("A".repeat(crate::service::MAX_SEALED_AUTH + 1)));
+        assert!(first_error(&s).starts_with("task_template.registry_auth: not sealed"));
+        s.task_template.image = None;
+        s.task_template.registry_auth = Some(crate::SealedAuth("AbC=".into()));
+        assert!(
+            first_error(&s).starts_with("task_template.registry_auth: registry credentials need an image")
+        );
+        // Left out of the JSON while unset, so older versions read the template unchanged.
+        assert!(!serde_json::to_string(&valid().task_template).expect("json").contains("registry_auth"));
     }
 
     #[test]

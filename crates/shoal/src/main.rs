@@ -384,7 +384,6 @@ const UNSUPPORTED_DOCKER_FLAGS: &[(&[&str], &str)] = &[
     (&["sysctl", "sysctl-add", "sysctl-rm"], "Shoal does not support per-task sysctls"),
     (&["stop-signal"], "Shoal does not support other stop signals (tasks get SIGTERM, then SIGKILL after --stop-grace-period)"),
     (&["oom-score-adj"], "Shoal does not support OOM score adjustments (tasks keep the kernel's default score)"),
-    (&["with-registry-auth"], "Shoal does not support registry credentials (nodes never pull images: load them on the nodes)"),
     (&["rollback"], "Shoal rolls back with its own verb: shoal service rollback SERVICE"),
 ];
 

@@ -10,7 +10,8 @@
 use crate::cli::{print_json, Format, ListOpts};
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use shoal_api::{Client, ClientError, ClusterInfo, Created, ServiceUpdate};
+use shoal_api::registry_auth::RegistryAuth;
+use shoal_api::{Client, ClientError, ClusterInfo, Created, ServiceCreate, ServiceUpdate};
 use shoal_types::shell::TrailingBackslash;
 use shoal_types::{
     Constraint, FailureAction, HealthCheck, Mount, MountType, Node, PlacementPreference, PortConfig,
@@ -259,6 +260,11 @@ pub struct CreateArgs {
     /// A supplementary group of the task's user (name or gid), repeatable.
     #[arg(long = "group")]
     pub groups: Vec<String>,
+    /// Send the registry credentials of the image's registry from the docker CLI's config file
+    /// ($DOCKER_CONFIG/config.json or ~/.docker/config.json, after docker login) to the managers,
+    /// which seal them; the nodes that run the service's tasks pull with them (docker driver).
+    #[arg(long)]
+    pub with_registry_auth: bool,
     #[command(flatten)]
     pub spec: SpecFlags,
     #[command(flatten)]
@@ -272,6 +278,10 @@ pub struct CreateArgs {
 pub struct UpdateArgs {
     /// The service (name or ID).
     pub service: String,
+    /// Send new registry credentials (as --with-registry-auth of create); without it the
+    /// service keeps the ones it has.
+    #[arg(long)]
+    pub with_registry_auth: bool,
     /// New image.
     #[arg(long)]
     pub image: Option<String>,
@@ -1123,9 +1133,36 @@ fn is_version_conflict(e: &ClientError) -> bool {
     matches!(e, ClientError::Api { code, message, .. } if code == "conflict" && message.contains("changed concurrently"))
 }
 
+/// The credentials for `image`'s registry from the docker CLI's config file
+/// (`$DOCKER_CONFIG/config.json`, else `~/.docker/config.json`).
+pub fn docker_registry_auth(image: Option<&str>) -> Result<RegistryAuth> {
+    let Some(image) = image else { bail!("--with-registry-auth: the service has no image to pull") };
+    let dir = match std::env::var_os("DOCKER_CONFIG").filter(|d| !d.is_empty()) {
+        Some(d) => std::path::PathBuf::from(d),
+        None => std::path::PathBuf::from(
+            std::env::var_os("HOME").context("--with-registry-auth: HOME is not set")?,
+        )
+        .join(".docker"),
+    };
+    let path = dir.join("config.json");
+    let text = std::fs::read_to_string(&path).with_context(|| {
+        format!(
+            "--with-registry-auth: cannot read the docker CLI's credentials {} (run docker login)",
+            path.display()
+        )
+    })?;
+    shoal_api::registry_auth::from_docker_config(&text, &path.display().to_string(), image)
+        .map_err(|e| anyhow::anyhow!("--with-registry-auth: {e}"))
+}
+
 pub async fn create(c: &Client, a: CreateArgs) -> Result<()> {
     let spec = create_spec(&a)?;
-    let created: Created = c.post("/v1/services", &spec).await?;
+    let created: Created = if a.with_registry_auth {
+        let auth = docker_registry_auth(spec.task_template.image.as_deref())?;
+        c.post("/v1/services", &ServiceCreate { spec, registry_auth: Some(auth) }).await?
+    } else {
+        c.post("/v1/services", &spec).await?
+    };
     for w in &created.warnings {
         eprintln!("warning: {w}");
     }
@@ -1144,7 +1181,11 @@ pub async fn update(c: &Client, a: UpdateArgs) -> Result<()> {
     let (before, after) = loop {
         let svc: Service = c.get(&format!("/v1/services/{}", enc(&a.service))).await?;
         let spec = update_spec(svc.spec.clone(), &a)?;
-        let u = ServiceUpdate { version: Some(svc.version), spec };
+        let registry_auth = match a.with_registry_auth {
+            true => Some(docker_registry_auth(spec.task_template.image.as_deref())?),
+            false => None,
+        };
+        let u = ServiceUpdate { version: Some(svc.version), spec, registry_auth };
         match c.post::<_, Service>(&format!("/v1/services/{}/update", svc.id), &u).await {
             Ok(after) => break (svc, after),
             Err(e) if is_version_conflict(&e) && attempts < 5 => attempts += 1,
@@ -1201,7 +1242,7 @@ async fn scale_one(c: &Client, name: &str, n: u64) -> Result<String> {
                 bail!("scale can only be used with replicated or replicated-job services, not {}", m.name())
             }
         };
-        let u = ServiceUpdate { version: Some(svc.version), spec };
+        let u = ServiceUpdate { version: Some(svc.version), spec, registry_auth: None };
         match c.post::<_, Service>(&format!("/v1/services/{}/update", svc.id), &u).await {
             Ok(s) => return Ok(s.id.to_string()),
             Err(e) if is_version_conflict(&e) && attempts < 5 => attempts += 1,
@@ -2439,6 +2480,7 @@ mod tests {
         spec.networks = vec![parse_network("net1").expect("net")];
         let a = UpdateArgs {
             service: "web".into(),
+            with_registry_auth: false,
             image: None,
             args: Some("sleep 400".into()),
             entrypoint: None,
