@@ -189,6 +189,11 @@ fn services_pull_with_the_operators_registry_credentials() {
 
     let mut m = Node::new(tmp.path(), "node");
     m.start("dev");
+    // A worker: the credentials reach it in its assignments over the node-to-node mTLS link.
+    let mut w = Node::new(tmp.path(), "worker");
+    w.start("daemon");
+    common::join_worker(&m, &w);
+    let worker_id = w.node_id();
     let run = ["--driver", "docker", remote.as_str(), "sleep", "1000"];
 
     // No entry for the registry, or a credential helper: the CLI refuses, naming why.
@@ -232,18 +237,25 @@ fn services_pull_with_the_operators_registry_credentials() {
     );
     m.ok(&["service", "rm", "anon"]);
 
-    // With it: the engine pulls with the operator's credentials and the task runs.
+    // With it: the engine pulls with the operator's credentials and the task runs — on the
+    // worker, whose agent got them from the managers over mTLS (the first pull of the image).
     let out = shoal(
         &m,
         &config,
-        &[&["service", "create", "-d", "--name", "priv", "--with-registry-auth"][..], &run].concat(),
+        &[
+            &["service", "create", "-d", "--name", "priv", "--with-registry-auth"][..],
+            &["--constraint", "node.role==worker"],
+            &run,
+        ]
+        .concat(),
     );
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    eventually_or(
+    let running = eventually_or(
         90,
         || common::running_tasks(&m, "priv").filter(|t| !t.is_empty()),
-        || format!("a running task: {:#?}\n{}", tasks(&m, "priv"), common::daemon_log_plain(&m)),
+        || format!("a running task: {:#?}\n{}", tasks(&m, "priv"), common::daemon_log_plain(&w)),
     );
+    assert_eq!(running[0]["node_id"], worker_id.as_str(), "the task runs on the worker");
     assert!(!pulled.containers("priv.").is_empty(), "no container of the pulled image");
 
     // The service shows only the sealed value; an update without the flag keeps it, one with
@@ -320,8 +332,9 @@ fn services_pull_with_the_operators_registry_credentials() {
     // Nowhere on the node in plain text: not the daemon's log, not a task record, not Raft's log.
     let raft = m.dir.join("data/raft/raft.redb");
     assert!(raft.exists(), "no {}", raft.display());
-    let all = files(&m.dir);
+    let all = [files(&m.dir), files(&w.dir)].concat();
     assert!(all.iter().any(|f| f.starts_with(m.dir.join("data/agent/tasks"))), "no task records");
+    assert!(all.iter().any(|f| f.starts_with(w.dir.join("data/agent/tasks"))), "no worker task records");
     assert!(all.iter().any(|f| f.extension().is_some_and(|e| e == "log")), "no daemon log");
     for f in &all {
         let bytes = std::fs::read(f).unwrap_or_default();
