@@ -84,6 +84,11 @@ pub struct Agent {
 
 /// How often the agent compares the images in its store with what it last reported.
 const IMAGE_REFRESH: Duration = Duration::from_secs(2);
+/// How long a task waits for some peer to report its missing image (a fresh import shows up
+/// with that peer's next refresh) before it is rejected.
+const IMAGE_SOURCE_WAIT: Duration = Duration::from_secs(5);
+/// What the plane answers when no ready peer reports the image.
+pub const NO_PEER_HAS_IT: &str = "no peer has it";
 
 /// How long a task stopped by a checkpoint waits for the managers to move it (a migration
 /// commits in seconds); after that it is failed, and its slot restarts from scratch.
@@ -238,7 +243,15 @@ impl Agent {
             return Err(DriverError::Invalid(e.to_string()));
         }
         let started = std::time::Instant::now();
-        match self.plane.fetch_image(image, &root).await {
+        // An image imported on a peer a moment ago is reported with the peer's next refresh
+        // (every IMAGE_REFRESH): while no peer reports it, ask again for a little longer than
+        // two refreshes before the task is rejected for it.
+        let mut fetched = self.plane.fetch_image(image, &root).await;
+        while matches!(&fetched, Err(e) if e.0 == NO_PEER_HAS_IT) && started.elapsed() < IMAGE_SOURCE_WAIT {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            fetched = self.plane.fetch_image(image, &root).await;
+        }
+        match fetched {
             Ok(from) => {
                 tracing::info!(image, from = %from, took_ms = started.elapsed().as_millis() as u64, "image fetched from a peer");
                 self.refresh.notify_one();

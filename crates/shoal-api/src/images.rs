@@ -213,7 +213,7 @@ pub async fn fetch_image(
 ) -> Result<String, String> {
     validate_reference(reference).map_err(|e| e.to_string())?;
     if sources.is_empty() {
-        return Err("no peer has it".into());
+        return Err(shoal_agent::NO_PEER_HAS_IT.into());
     }
     let store = ImageStore::open(store_root).map_err(|e| e.to_string())?;
     let mut errors = Vec::new();

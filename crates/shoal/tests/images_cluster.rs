@@ -247,3 +247,44 @@ fn a_node_fetches_a_missing_image_from_a_peer_verified_and_pinned() {
     eprintln!("pending: {}", pending["status"]["err"]);
     m.ok(&["service", "rm", "ghost"]);
 }
+
+/// An image imported a moment before `service create` is not reported by its node yet (nodes
+/// report their stores every 2 s): the node that must run the task waits for a source a little
+/// longer than that instead of rejecting the task at once.
+#[test]
+fn an_image_imported_a_moment_ago_is_fetched_without_a_rejection() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut m = Node::new(tmp.path(), "fresh-mgr");
+    let mut w = Node::new(tmp.path(), "fresh-wrk");
+    m.start("dev");
+    w.start("daemon");
+    common::join_worker(&m, &w);
+    let tar = common::busybox_rootfs(tmp.path());
+    common::import_image(&[&m], &tar, "fresh:1");
+    create(
+        &m,
+        &[
+            "--name",
+            "fresh",
+            "--driver",
+            "oci",
+            "--constraint",
+            "node.hostname==fresh-wrk",
+            "fresh:1",
+            "sleep",
+            "300",
+        ],
+    );
+    let worker_id = w.node_id();
+    eventually_or(
+        60,
+        || {
+            let t = common::running_tasks(&m, "fresh")?;
+            (t.len() == 1 && t[0]["node_id"] == worker_id.as_str()).then_some(())
+        },
+        || format!("the task to run on the worker: {:#?}", common::service_tasks(&m, "fresh")),
+    );
+    let history = common::service_tasks(&m, "fresh");
+    assert_eq!(history.len(), 1, "the first task ran, none was rejected: {history:#?}");
+    common::remove_services_and_wait(&m, &["fresh"], &[&m, &w]);
+}
