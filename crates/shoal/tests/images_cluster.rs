@@ -64,14 +64,39 @@ fn create(m: &Node, args: &[&str]) -> std::process::Output {
     out
 }
 
-#[test]
-fn a_node_fetches_a_missing_image_from_a_peer_verified_and_pinned() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let mut m = Node::new(tmp.path(), "img-mgr");
-    let mut w = Node::new(tmp.path(), "img-wrk");
+/// A `dev` manager and a worker joined to it, each named by its hostname.
+fn manager_and_worker(root: &Path, manager: &str, worker: &str) -> (Node, Node) {
+    let mut m = Node::new(root, manager);
+    let mut w = Node::new(root, worker);
     m.start("dev");
     w.start("daemon");
     common::join_worker(&m, &w);
+    (m, w)
+}
+
+/// Creates the oci service `name` of `image` constrained to `on` (a hostname) and waits until
+/// its one task runs there; returns what `service create` printed.
+fn run_on(m: &Node, name: &str, image: &str, on: &Node) -> std::process::Output {
+    let host = on.dir.file_name().and_then(|n| n.to_str()).expect("hostname");
+    let constraint = format!("node.hostname=={host}");
+    let out =
+        create(m, &["--name", name, "--driver", "oci", "--constraint", &constraint, image, "sleep", "300"]);
+    let node_id = on.node_id();
+    eventually_or(
+        60,
+        || {
+            let t = common::running_tasks(m, name)?;
+            (t.len() == 1 && t[0]["node_id"] == node_id.as_str()).then_some(())
+        },
+        || format!("{name}'s task to run on {host}: {:#?}", common::service_tasks(m, name)),
+    );
+    out
+}
+
+#[test]
+fn a_node_fetches_a_missing_image_from_a_peer_verified_and_pinned() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (m, w) = manager_and_worker(tmp.path(), "img-mgr", "img-wrk");
     let tar = common::busybox_rootfs(tmp.path());
     // On the manager only.
     common::import_image(&[&m], &tar, IMAGE);
@@ -85,30 +110,8 @@ fn a_node_fetches_a_missing_image_from_a_peer_verified_and_pinned() {
 
     // Constrained to the worker, which lacks the image: it fetches it from the manager.
     let started = Instant::now();
-    let out = create(
-        &m,
-        &[
-            "--name",
-            "fetched",
-            "--driver",
-            "oci",
-            "--constraint",
-            "node.hostname==img-wrk",
-            IMAGE,
-            "sleep",
-            "300",
-        ],
-    );
+    let out = run_on(&m, "fetched", IMAGE, &w);
     assert!(!String::from_utf8_lossy(&out.stderr).contains("warning"), "{out:?}");
-    let worker_id = w.node_id();
-    eventually_or(
-        60,
-        || {
-            let t = common::running_tasks(&m, "fetched")?;
-            (t.len() == 1 && t[0]["node_id"] == worker_id.as_str()).then_some(())
-        },
-        || format!("the task to run on the worker: {:#?}", common::service_tasks(&m, "fetched")),
-    );
     eprintln!("fetched from the peer and running in {:?}", started.elapsed());
     let fetched = store_images(&w);
     assert_eq!(fetched.len(), 1, "{fetched:?}");
@@ -134,29 +137,7 @@ fn a_node_fetches_a_missing_image_from_a_peer_verified_and_pinned() {
     eventually(30, "the manager to stop reporting the image", || {
         reported(&m, "img-mgr")?.get(IMAGE).is_none().then_some(())
     });
-    create(
-        &m,
-        &[
-            "--name",
-            "back",
-            "--driver",
-            "oci",
-            "--constraint",
-            "node.hostname==img-mgr",
-            IMAGE,
-            "sleep",
-            "300",
-        ],
-    );
-    let manager_id = m.node_id();
-    eventually_or(
-        60,
-        || {
-            let t = common::running_tasks(&m, "back")?;
-            (t.len() == 1 && t[0]["node_id"] == manager_id.as_str()).then_some(())
-        },
-        || format!("the task to run on the manager: {:#?}", common::service_tasks(&m, "back")),
-    );
+    run_on(&m, "back", IMAGE, &m);
     assert_eq!(store_images(&m)[0]["config_digest"], digest.as_str());
     eventually(30, "the manager to report the image again", || {
         (reported(&m, "img-mgr")?[IMAGE] == digest.as_str()).then_some(())
@@ -254,36 +235,10 @@ fn a_node_fetches_a_missing_image_from_a_peer_verified_and_pinned() {
 #[test]
 fn an_image_imported_a_moment_ago_is_fetched_without_a_rejection() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let mut m = Node::new(tmp.path(), "fresh-mgr");
-    let mut w = Node::new(tmp.path(), "fresh-wrk");
-    m.start("dev");
-    w.start("daemon");
-    common::join_worker(&m, &w);
+    let (m, w) = manager_and_worker(tmp.path(), "fresh-mgr", "fresh-wrk");
     let tar = common::busybox_rootfs(tmp.path());
     common::import_image(&[&m], &tar, "fresh:1");
-    create(
-        &m,
-        &[
-            "--name",
-            "fresh",
-            "--driver",
-            "oci",
-            "--constraint",
-            "node.hostname==fresh-wrk",
-            "fresh:1",
-            "sleep",
-            "300",
-        ],
-    );
-    let worker_id = w.node_id();
-    eventually_or(
-        60,
-        || {
-            let t = common::running_tasks(&m, "fresh")?;
-            (t.len() == 1 && t[0]["node_id"] == worker_id.as_str()).then_some(())
-        },
-        || format!("the task to run on the worker: {:#?}", common::service_tasks(&m, "fresh")),
-    );
+    run_on(&m, "fresh", "fresh:1", &w);
     let history = common::service_tasks(&m, "fresh");
     assert_eq!(history.len(), 1, "the first task ran, none was rejected: {history:#?}");
     common::remove_services_and_wait(&m, &["fresh"], &[&m, &w]);
