@@ -13,6 +13,7 @@ use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
 use ring::hkdf;
 use ring::rand::{SecureRandom, SystemRandom};
 pub use shoal_driver::RegistryAuth;
+use shoal_kv::bytes::{decode as base64_decode, encode as base64_encode};
 use shoal_types::SealedAuth;
 
 /// The format of a sealed value (its first byte).
@@ -168,54 +169,19 @@ pub fn from_docker_config(text: &str, path: &str, image: &str) -> Result<Registr
 /// without credentials) is None.
 pub fn from_x_registry_auth(header: &str) -> Result<Option<RegistryAuth>, AuthError> {
     let bad = || AuthError::Config("X-Registry-Auth: not base64-encoded JSON credentials".into());
-    let bytes = base64_decode(header.trim()).ok_or_else(bad)?;
+    // The docker CLI sends the URL-safe alphabet.
+    let standard: String = header
+        .trim()
+        .chars()
+        .map(|c| match c {
+            '-' => '+',
+            '_' => '/',
+            c => c,
+        })
+        .collect();
+    let bytes = base64_decode(&standard).ok_or_else(bad)?;
     let auth: RegistryAuth = serde_json::from_slice(&bytes).map_err(|_| bad())?;
     Ok((!auth.username.is_empty() || !auth.password.is_empty()).then_some(auth))
-}
-
-const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-/// Standard base64 with padding.
-pub fn base64_encode(data: &[u8]) -> String {
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for chunk in data.chunks(3) {
-        let b = [chunk[0], chunk.get(1).copied().unwrap_or(0), chunk.get(2).copied().unwrap_or(0)];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
-/// Base64, standard or URL-safe, padded or not; None for anything else.
-pub fn base64_decode(text: &str) -> Option<Vec<u8>> {
-    let text = text.trim_end_matches('=');
-    let mut out = Vec::with_capacity(text.len() * 3 / 4);
-    let (mut acc, mut bits) = (0u32, 0u32);
-    for c in text.bytes() {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' | b'-' => 62,
-            b'/' | b'_' => 63,
-            _ => return None,
-        };
-        acc = (acc << 6) | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    // A single leftover character cannot be base64.
-    (bits < 6).then_some(out)
 }
 
 #[cfg(test)]

@@ -54,7 +54,8 @@
 //! leader change). So deadlines only decide which revokes the leader proposes; the replicated
 //! state stays a pure function of the command sequence.
 
-mod bytes;
+/// Standard base64, as Raft entries and snapshots carry bytes; also for other crates' base64.
+pub mod bytes;
 mod error;
 mod snapshot;
 mod span;

@@ -363,12 +363,7 @@ pub fn prepare(out: &Path) -> Result<()> {
     }
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     std::fs::set_permissions(out, std::fs::Permissions::from_mode(0o700))?;
-    let cluster_id = {
-        use ring::rand::SecureRandom;
-        let mut b = [0u8; 12];
-        ring::rand::SystemRandom::new().fill(&mut b).map_err(|_| anyhow::anyhow!("no randomness"))?;
-        b.iter().map(|x| format!("{x:02x}")).collect::<String>()
-    };
+    let cluster_id = shoal_manager::random_id();
     let ca = shoal_pki::Ca::generate(&cluster_id)?;
     let manager = shoal_pki::JoinToken::generate(&ca.digest())?.to_string();
     let worker = shoal_pki::JoinToken::generate(&ca.digest())?.to_string();
