@@ -73,6 +73,8 @@ pub struct Agent {
     services: Mutex<BTreeMap<shoal_types::ServiceId, AssignedService>>,
     /// Registry credentials of the assigned tasks (from the newest assignments; memory only).
     registry_auth: Mutex<BTreeMap<TaskId, shoal_driver::RegistryAuth>>,
+    /// Secrets and configs of the tasks yet to start, from the latest assignments (memory only).
+    secrets: Mutex<BTreeMap<shoal_types::SecretId, shoal_types::SecretData>>,
     /// The description the managers have (after a registration went through): re-sent only
     /// when it changes, so an unchanged node costs no Raft write.
     registered: Mutex<Option<NodeDescription>>,
@@ -160,6 +162,7 @@ impl Agent {
             netview: watch::channel(None).0,
             services: Mutex::new(BTreeMap::new()),
             registry_auth: Mutex::new(BTreeMap::new()),
+            secrets: Mutex::new(BTreeMap::new()),
             registered: Mutex::new(None),
             refresh: tokio::sync::Notify::new(),
             fetching: tokio::sync::Mutex::new(()),
@@ -319,6 +322,7 @@ impl Agent {
                         *lock(&self.services) = a.services;
                     }
                     *lock(&self.registry_auth) = a.registry_auth;
+                    *lock(&self.secrets) = a.secrets;
                     self.reconcile(a.tasks);
                 }
                 Err(e) => {
@@ -663,7 +667,46 @@ impl Agent {
             netns: None,
             resolv_conf: None,
             registry_auth: lock(&self.registry_auth).get(&t.id).cloned(),
+            // Set once they are in the task's tmpfs (see `place_secrets`).
+            secret_files: Vec::new(),
         }
+    }
+
+    /// Writes the task's secrets and configs into its tmpfs (from the data the managers sent
+    /// with the assignment) and tells the driver where they are. A secret that did not come
+    /// (removed meanwhile) rejects the task, naming it.
+    fn place_secrets(&self, task: &Task, cfg: &mut TaskConfig) -> Result<(), DriverError> {
+        use shoal_types::SecretKind;
+        if task.spec.secrets.is_empty() && task.spec.configs.is_empty() {
+            return Ok(());
+        }
+        let delivered = lock(&self.secrets).clone();
+        let mut files = Vec::new();
+        for (kind, refs) in
+            [(SecretKind::Secret, &task.spec.secrets), (SecretKind::Config, &task.spec.configs)]
+        {
+            for r in refs {
+                let data = r.id.as_ref().and_then(|id| delivered.get(id)).ok_or_else(|| {
+                    DriverError::Invalid(format!(
+                        "{kind} {:?} did not reach this node (was it removed?)",
+                        r.source
+                    ))
+                })?;
+                files.push((data.clone(), r.path(kind), r.uid, r.gid, r.mode));
+            }
+        }
+        let contents: Vec<_> = files
+            .iter()
+            .map(|(data, target, uid, gid, mode)| shoal_driver::secrets::FileContent {
+                data: data.as_bytes(),
+                target: target.clone(),
+                uid: *uid,
+                gid: *gid,
+                mode: *mode,
+            })
+            .collect();
+        cfg.secret_files = shoal_driver::secrets::materialize(&cfg.task_dir, &contents)?;
+        Ok(())
     }
 
     /// A newly assigned task: accept, prepare, start; then follow it while it runs.
@@ -721,6 +764,9 @@ impl Agent {
                     }
                     Err(e) => return Some(Err(e)),
                 }
+            }
+            if let Err(e) = self.place_secrets(&lt.task, &mut cfg) {
+                return Some(Err(e));
             }
             tokio::select! {
                 r = driver.prepare(&cfg) => Some(r),
@@ -950,6 +996,7 @@ impl Agent {
             }
         }
         self.remove_networking(&lt.task, driver.as_ref()).await;
+        shoal_driver::secrets::release(&self.store.run_dir(&lt.task.id));
         if let Err(e) = self.store.remove(&lt.task.id) {
             tracing::warn!(task = %lt.task.id, error = %e, "removing the task's files failed");
         }

@@ -23,6 +23,11 @@ pub struct Assignments {
     /// redacted.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub registry_auth: BTreeMap<TaskId, shoal_driver::RegistryAuth>,
+    /// The data of the secrets and configs that the node's tasks yet to start use, by id: sent
+    /// to this node only, kept in memory until the task's files are in its tmpfs, Debug
+    /// redacted.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secrets: BTreeMap<shoal_types::SecretId, shoal_types::SecretData>,
 }
 
 /// What the agent knows of a task's service.

@@ -65,7 +65,28 @@ pub fn assignments_of(state: &ClusterState, node: &NodeId) -> Assignments {
         })
         .collect();
     let registry_auth = registry_credentials(state, &tasks);
-    Assignments { revision: format!("{:016x}", h.finish()), tasks, services, registry_auth }
+    let secrets = secrets_for(state, &tasks);
+    Assignments { revision: format!("{:016x}", h.finish()), tasks, services, registry_auth, secrets }
+}
+
+/// The data of the secrets and configs that the node's live tasks yet to run use: a node gets
+/// only what its own tasks need, and only until they start (the files are then in the task's
+/// tmpfs). A task whose secret is gone (which `apply` prevents while the task is live) gets
+/// none and is rejected by its agent with the reason.
+fn secrets_for(
+    state: &ClusterState,
+    tasks: &[Task],
+) -> BTreeMap<shoal_types::SecretId, shoal_types::SecretData> {
+    let mut out = BTreeMap::new();
+    for t in tasks.iter().filter(|t| t.is_live() && t.status.state < TaskState::Running) {
+        for r in t.spec.secrets.iter().chain(&t.spec.configs) {
+            let Some(id) = &r.id else { continue };
+            if let Some(s) = state.secret(id) {
+                out.insert(id.clone(), s.spec.data.clone());
+            }
+        }
+    }
+    out
 }
 
 /// The registry credentials of the node's tasks that have yet to start, unsealed for it: only a
@@ -111,7 +132,7 @@ pub async fn wait_assignments(
                     let mine = match &ev.object {
                         Object::Task(t) => t.node_id.as_ref() == Some(node),
                         Object::Node(n) => &n.id == node,
-                        Object::Service(_) | Object::Network(_) => false,
+                        Object::Service(_) | Object::Network(_) | Object::Secret(_) => false,
                     };
                     if mine {
                         break;
@@ -633,5 +654,54 @@ mod tests {
         let json = serde_json::to_string(&a).expect("json");
         assert_eq!(json.matches("\"password\":\"p\"").count(), 1, "{json}");
         assert!(!format!("{a:?}").contains("\"p\""));
+    }
+
+    #[test]
+    fn secrets_go_only_to_the_node_whose_task_needs_them_and_only_before_it_runs() {
+        use shoal_types::{
+            Secret, SecretData, SecretKind, SecretReference, SecretSpec, Service, ServiceId, ServiceSpec,
+            TaskStatus,
+        };
+        let mut state = ClusterState::new();
+        let at = Timestamp::from_secs(1);
+        for (id, name, data) in [("x1", "pw", "hunter2"), ("x2", "other", "swordfish")] {
+            let spec = SecretSpec { name: name.into(), data: SecretData(data.into()), ..Default::default() };
+            let secret = Secret::new(id.into(), SecretKind::Secret, spec);
+            state.apply(at, Command::CreateSecret { secret: Box::new(secret) }).expect("secret");
+        }
+        let mut spec = ServiceSpec { name: "web".into(), ..Default::default() };
+        spec.task_template.command = vec!["sleep".into()];
+        spec.task_template.secrets = vec![SecretReference::new("pw")];
+        let svc = Service::new(ServiceId::new("s1"), spec);
+        state.apply(at, Command::CreateService { service: Box::new(svc) }).expect("service");
+        let template = state.service(&ServiceId::new("s1")).expect("svc").spec.task_template.clone();
+        let task = |id: &str, node: &str, st: TaskState| Task {
+            id: TaskId::new(id),
+            version: 1,
+            created_at: Timestamp::ZERO,
+            updated_at: Timestamp::ZERO,
+            service_id: ServiceId::new("s1"),
+            slot: Some(1),
+            node_id: Some(NodeId::new(node)),
+            spec: template.clone(),
+            endpoint: Default::default(),
+            spec_version: 1,
+            desired_state: TaskState::Running,
+            status: TaskStatus { state: st, ..Default::default() },
+            restart_history: vec![],
+            restore: None,
+            networks: Vec::new(),
+        };
+        let on_n1 = [task("t1", "n1", TaskState::Assigned)];
+        let delivered = secrets_for(&state, &on_n1);
+        assert_eq!(delivered.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["x1"], "only the one it uses");
+        assert_eq!(
+            delivered.get(&shoal_types::SecretId::new("x1")).map(|d| d.as_bytes()),
+            Some(&b"hunter2"[..])
+        );
+        assert!(secrets_for(&state, &[task("t2", "n1", TaskState::Running)]).is_empty(), "not once it runs");
+        assert!(secrets_for(&state, &[]).is_empty(), "a node without such a task gets nothing");
+        let a = Assignments { secrets: delivered, ..Default::default() };
+        assert!(!format!("{a:?}").contains("hunter2"), "Debug never shows the data");
     }
 }

@@ -146,6 +146,14 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
     ("post", "/v1/networks", "create an overlay network from a NetworkSpec (VNI and subnet are allocated)"),
     ("get", "/v1/networks/{id}", "inspect a network (id or name), with every node's address on it"),
     ("delete", "/v1/networks/{id}", "remove a network that no service uses"),
+    ("get", "/v1/secrets", "list secrets (never their data)"),
+    ("post", "/v1/secrets", "create a secret from a SecretSpec ({name, labels, data: base64})"),
+    ("get", "/v1/secrets/{id}", "inspect a secret (id, name or id prefix), without its data"),
+    ("delete", "/v1/secrets/{id}", "remove a secret that no service uses"),
+    ("get", "/v1/configs", "list configs (without their data)"),
+    ("post", "/v1/configs", "create a config from a SecretSpec ({name, labels, data: base64})"),
+    ("get", "/v1/configs/{id}", "inspect a config, with its data"),
+    ("delete", "/v1/configs/{id}", "remove a config that no service uses"),
     (
         "post",
         "/v1/tasks/{id}/migrate",
@@ -228,6 +236,7 @@ pub fn router(manager: Arc<Manager>) -> Router {
         .route("/v1/openapi.json", get(openapi))
         .merge(crate::stack::routes())
         .merge(crate::jobs::routes())
+        .merge(crate::secrets::routes())
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint (see /v1/openapi.json)")
         })

@@ -18,6 +18,13 @@ pub fn check_source(state: &ClusterState, task: &Task) -> Result<NodeId, String>
             task.status.state, task.desired_state
         ));
     }
+    if !task.spec.secrets.is_empty() || !task.spec.configs.is_empty() {
+        // Their files are binds from a tmpfs of the source node, which a checkpoint cannot carry
+        // without writing the secrets into the checkpoint's files.
+        return Err("a task with secrets or configs cannot be checkpointed (their files would end up in \
+                    the checkpoint on disk): update the service instead"
+            .into());
+    }
     let Some(node_id) = task.node_id.clone() else { return Err("the task has no node".into()) };
     let node = state.node(&node_id).ok_or_else(|| format!("node {node_id} no longer exists"))?;
     if !can_checkpoint(node, task) {

@@ -712,6 +712,8 @@ fn container_body(
             format!("{}:{}{mode}", m.source, m.target)
         })
         .collect();
+    // Secrets and configs: single files from the task's tmpfs, read-only.
+    binds.extend(cfg.secret_files.iter().map(|f| format!("{}:{}:ro", f.source.display(), f.target)));
     if let (Some(_), Some(resolv)) = (infra, resolv) {
         // A mount of its own there: Docker then leaves out the infra container's file. (Docker
         // refuses DNS settings in another container's namespace: the file carries the search

@@ -470,6 +470,15 @@ fn build_spec(
             "options": ["rbind", "rprivate", if m.readonly { "ro" } else { "rw" }],
         }));
     }
+    // Secrets and configs: single files from the task's tmpfs, read-only.
+    for f in &cfg.secret_files {
+        mounts.push(json!({
+            "destination": f.target,
+            "type": "bind",
+            "source": f.source,
+            "options": ["bind", "rprivate", "ro", "nosuid", "nodev", "noexec"],
+        }));
+    }
     v["mounts"] = json!(mounts);
 
     let mut resources = json!({"devices": [{"allow": false, "access": "rwm"}]});

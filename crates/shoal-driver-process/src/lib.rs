@@ -310,6 +310,7 @@ impl ProcessDriver {
             restored_pidfile: None,
             netns: cfg.netns.clone(),
             resolv_conf: r.resolv_conf.clone().or_else(|| cfg.resolv_conf.clone()),
+            secret_files: cfg.secret_files.clone(),
             rlimits: cfg
                 .options
                 .ulimits

@@ -12,6 +12,7 @@
 
 pub mod criu;
 pub mod exec_stream;
+pub mod secrets;
 pub mod shim;
 
 use async_trait::async_trait;
@@ -88,6 +89,10 @@ pub struct TaskConfig {
     /// the assignment. Never serialized (so never in a record on disk); Debug redacts them.
     #[serde(skip)]
     pub registry_auth: Option<RegistryAuth>,
+    /// The task's secrets and configs: files in its tmpfs ([`secrets::materialize`]), to be
+    /// bound read-only at their targets. A driver that cannot refuses the task.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secret_files: Vec<secrets::SecretFile>,
 }
 
 /// Registry credentials in plain text, as Docker's `X-Registry-Auth` carries them. Debug

@@ -103,6 +103,11 @@ pub struct ShimSpec {
     /// Bind-mounted over `/etc/resolv.conf` in a mount namespace of the task's own.
     #[serde(default)]
     pub resolv_conf: Option<PathBuf>,
+    /// Secrets and configs bound read-only at their targets, which lie under `/run/secrets` or
+    /// `/run/configs`: in the task's own mount namespace each of those gets a fresh tmpfs (the
+    /// node's directories are never written).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secret_files: Vec<crate::secrets::SecretFile>,
     /// Resource limits of the task, set just before its program is executed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rlimits: Vec<ShimRlimit>,

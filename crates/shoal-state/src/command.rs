@@ -105,6 +105,14 @@ pub enum Command {
     Kv {
         ops: Vec<shoal_kv::Op>,
     },
+    /// A new secret or config (`secret create`, `config create`); names are unique per kind.
+    CreateSecret {
+        secret: Box<shoal_types::Secret>,
+    },
+    /// Removes a secret or config no service or live task uses.
+    RemoveSecret {
+        id: shoal_types::SecretId,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

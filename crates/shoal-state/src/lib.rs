@@ -6,6 +6,7 @@
 mod command;
 mod jobs;
 mod network;
+mod secrets;
 mod usage;
 
 pub use command::{
@@ -142,6 +143,8 @@ pub enum Object {
     Service(Box<Service>),
     Task(Box<Task>),
     Network(Box<shoal_types::Network>),
+    /// A secret or config, always without its data.
+    Secret(Box<shoal_types::Secret>),
 }
 
 impl Object {
@@ -151,6 +154,7 @@ impl Object {
             Object::Service(_) => "service",
             Object::Task(_) => "task",
             Object::Network(_) => "network",
+            Object::Secret(s) => s.kind.as_str(),
         }
     }
     pub fn id(&self) -> &str {
@@ -159,6 +163,7 @@ impl Object {
             Object::Service(s) => s.id.as_str(),
             Object::Task(t) => t.id.as_str(),
             Object::Network(n) => n.id.as_str(),
+            Object::Secret(s) => s.id.as_str(),
         }
     }
 }
@@ -240,6 +245,9 @@ pub struct Snapshot {
     /// The user key-value store (etcd's API), with its history since the last compaction.
     #[serde(default)]
     pub kv: shoal_kv::KvStore,
+    /// Secrets and configs, with their data (left out when there are none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<shoal_types::Secret>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -261,6 +269,9 @@ pub struct ClusterState {
     net: network::NetState,
     /// The user key-value store: its own keyspace and revisions, apart from cluster objects.
     kv: shoal_kv::KvStore,
+    /// Secrets and configs, and their ids by kind and name.
+    secrets: BTreeMap<shoal_types::SecretId, shoal_types::Secret>,
+    secret_by_name: BTreeMap<(shoal_types::SecretKind, String), shoal_types::SecretId>,
 }
 
 static EMPTY_USAGE: std::sync::LazyLock<NodeUsage> = std::sync::LazyLock::new(NodeUsage::default);
@@ -356,6 +367,7 @@ impl ClusterState {
             ipam,
             removed_nodes: self.removed_nodes.iter().cloned().collect(),
             kv: self.kv.clone(),
+            secrets: self.secrets.values().cloned().collect(),
         }
     }
 
@@ -379,6 +391,7 @@ impl ClusterState {
             s.put_task(t);
         }
         s.restore_networks(snap.networks, snap.ipam);
+        s.restore_secrets(snap.secrets);
         s
     }
 
@@ -535,6 +548,8 @@ impl ClusterState {
             }
             Command::CreateNetwork { network } => self.create_network(index, at, *network, &mut out)?,
             Command::RemoveNetwork { id } => self.remove_network(index, at, &id, &mut out)?,
+            Command::CreateSecret { secret } => self.create_secret(index, at, *secret, &mut out)?,
+            Command::RemoveSecret { id } => self.remove_secret(index, at, &id, &mut out)?,
             Command::Kv { .. } => {}
         }
         // A restored backup may carry a higher index than this state had.
@@ -586,6 +601,7 @@ impl ClusterState {
         }
         self.check_job_graph(None, &svc.spec)?;
         self.resolve_service_networks(&mut svc.spec)?;
+        self.resolve_service_secrets(&mut svc.spec)?;
         svc.endpoint = Default::default();
         self.attach_service(index, at, &svc.id, &svc.spec, &mut svc.endpoint, out)?;
         svc.job = svc.spec.mode.scheduled().map(|j| self.new_job_status(j, at));
@@ -614,6 +630,7 @@ impl ClusterState {
         spec.validate_structure()?;
         let mut spec = spec;
         self.resolve_service_networks(&mut spec)?;
+        self.resolve_service_secrets(&mut spec)?;
         let svc = self.services.get(id).ok_or_else(|| not_found("service", id.as_str()))?;
         check_version("service", id.as_str(), expected_version, svc.version)?;
         if svc.spec.mode.is_global() != spec.mode.is_global()

@@ -54,6 +54,10 @@ id_type!(
     /// Identifies a network.
     NetworkId
 );
+id_type!(
+    /// Identifies a secret or a config.
+    SecretId
+);
 
 /// Length of generated IDs (lowercase base-36, like SwarmKit's 25-character IDs).
 pub const ID_LEN: usize = 25;

@@ -10,6 +10,7 @@ pub mod network;
 pub mod node;
 pub mod resources;
 pub mod schedule;
+pub mod secret;
 pub mod service;
 pub mod shell;
 pub mod stack;
@@ -19,7 +20,8 @@ pub mod validate;
 
 pub use constraint::{Constraint, ConstraintError, ConstraintKey, Operator};
 pub use container::{DnsConfig, LogDriver, Ulimit};
-pub use id::{NetworkId, NodeId, ServiceId, TaskId};
+pub use id::{NetworkId, NodeId, SecretId, ServiceId, TaskId};
+pub use secret::{Secret, SecretData, SecretKind, SecretReference, SecretSpec};
 pub use job::{ConcurrencyPolicy, JobRun, JobStatus, RunCause, RunOutcome, RunState, ScheduledJob, Trigger};
 pub use network::{
     Ipv4Net, Network, NetworkAttachmentConfig, NetworkDriver, NetworkSpec, NetworkStatus, ServiceEndpoint,

@@ -231,6 +231,12 @@ pub struct TaskTemplate {
     /// managers: never the plaintext (see [`SealedAuth`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub registry_auth: Option<SealedAuth>,
+    /// Secrets the task finds in files (`--secret`), in memory only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<crate::secret::SecretReference>,
+    /// Configs the task finds in files (`--config`), in memory only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub configs: Vec<crate::secret::SecretReference>,
 }
 
 /// Registry credentials sealed by the managers (AES-256-GCM under a key derived from the cluster
@@ -280,6 +286,8 @@ impl Default for TaskTemplate {
             groups: Vec::new(),
             log_driver: None,
             registry_auth: None,
+            secrets: Vec::new(),
+            configs: Vec::new(),
         }
     }
 }

@@ -68,6 +68,22 @@ impl Errors {
     }
 }
 
+/// Labels of objects: at most 64, keys 1-128 characters, values up to 4 KiB.
+pub fn validate_labels(labels: &std::collections::BTreeMap<String, String>) -> Result<(), String> {
+    if labels.len() > 64 {
+        return Err(format!("{} labels is above the limit of 64", labels.len()));
+    }
+    for (k, v) in labels {
+        if k.trim().is_empty() || k.len() > 128 {
+            return Err(format!("label key {k:?}: 1 to 128 characters, not only spaces"));
+        }
+        if v.len() > 4096 {
+            return Err(format!("label {k:?}: the value is longer than 4096 bytes"));
+        }
+    }
+    Ok(())
+}
+
 /// Service names are DNS labels: 1-63 of `[A-Za-z0-9-_]`, starting and ending alphanumeric.
 pub fn validate_name(name: &str) -> Result<(), String> {
     if name.is_empty() {
@@ -136,6 +152,45 @@ impl ServiceSpec {
             }
         }
         e.finish()
+    }
+}
+
+/// Secrets and configs a template uses: well-formed, one file per path, and for the process
+/// driver (whose tasks share the node's file system) only under the two directories it mounts
+/// in the task's own mount namespace.
+fn validate_secret_references(t: &TaskTemplate, drivers: bool, e: &mut Errors) {
+    use crate::secret::{SecretKind, MAX_REFERENCES, PROCESS_CONFIGS_DIR, SECRETS_DIR};
+    if t.secrets.len() + t.configs.len() > MAX_REFERENCES {
+        e.push("task_template.secrets", format!("more than {MAX_REFERENCES} secrets and configs"));
+    }
+    let process = drivers && t.driver_candidates() == [crate::service::PROCESS_DRIVER];
+    let mut paths = BTreeSet::new();
+    for (field, kind, refs) in [
+        ("task_template.secrets", SecretKind::Secret, &t.secrets),
+        ("task_template.configs", SecretKind::Config, &t.configs),
+    ] {
+        for r in refs {
+            if let Err(m) = r.validate(kind) {
+                e.push(field, m);
+                continue;
+            }
+            let path = r.path(kind);
+            if !paths.insert(path.clone()) {
+                e.push(field, format!("two files at {path}"));
+            }
+            let under = |dir: &str| path.strip_prefix(dir).is_some_and(|rest| rest.starts_with('/'));
+            if process && !under(SECRETS_DIR) && !under(PROCESS_CONFIGS_DIR) {
+                e.push(
+                    field,
+                    format!(
+                        "{kind} {:?} at {path}: the process driver's tasks share the node's file system, so it \
+                         places secrets and configs only under {SECRETS_DIR} and {PROCESS_CONFIGS_DIR} (a tmpfs in \
+                         the task's own mount namespace): use target={PROCESS_CONFIGS_DIR}/{}",
+                        r.source, r.source
+                    ),
+                );
+            }
+        }
     }
 }
 
@@ -416,6 +471,7 @@ fn validate_template(t: &TaskTemplate, drivers: bool, e: &mut Errors) {
     if !t.workdir.is_empty() && !t.workdir.starts_with('/') {
         e.push("task_template.workdir", format!("{:?} must be an absolute path", t.workdir));
     }
+    validate_secret_references(t, drivers, e);
     if drivers {
         validate_drivers_support_template(t, e);
         validate_driver_options(t, e);
@@ -967,6 +1023,28 @@ mod tests {
             Ok(()) => Vec::new(),
             Err(e) => e.0.iter().map(|f| format!("{}: {}", f.field, f.message)).collect(),
         }
+    }
+
+    #[test]
+    fn secret_references_are_checked_and_the_process_driver_keeps_them_in_its_directories() {
+        use crate::secret::SecretReference;
+        let mut s = valid();
+        s.task_template.secrets = vec![SecretReference::new("pw")];
+        s.task_template.configs =
+            vec![SecretReference { target: "/run/configs/app".into(), ..SecretReference::new("app") }];
+        assert_eq!(errors(&s), Vec::<String>::new());
+        s.task_template.configs[0].target = String::new();
+        let got = errors(&s);
+        assert!(got.len() == 1 && got[0].contains("use target=/run/configs/app"), "{got:?}");
+        s.task_template.configs[0].target = "/run/secrets/pw".into();
+        let got = errors(&s);
+        assert!(got.iter().any(|e| e.contains("two files at /run/secrets/pw")), "{got:?}");
+        // Images may take configs anywhere.
+        s.task_template.image = Some("busybox".into());
+        s.task_template.configs[0].target = "/etc/app.conf".into();
+        assert_eq!(errors(&s), Vec::<String>::new());
+        s.task_template.secrets[0].target = "../etc/shadow".into();
+        assert_eq!(errors(&s).len(), 1);
     }
 
     #[test]

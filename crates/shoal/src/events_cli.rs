@@ -34,7 +34,7 @@ pub struct EventsArgs {
 }
 
 const KEYS: &[&str] = &["type", "event", "service", "node", "network", "name", "id", "label", "scope"];
-const TYPES: &[&str] = &["service", "node", "task", "network"];
+const TYPES: &[&str] = &["service", "node", "task", "network", "secret", "config"];
 const ACTIONS: &[&str] = &["create", "update", "remove"];
 
 fn at_nanos(s: &str, flag: &str) -> Result<u64> {
@@ -62,7 +62,7 @@ impl Names {
             Object::Node(n) => {
                 self.nodes.insert(n.id.to_string(), n.description.hostname.clone());
             }
-            Object::Task(_) | Object::Network(_) => {}
+            Object::Task(_) | Object::Network(_) | Object::Secret(_) => {}
         }
     }
 
@@ -158,6 +158,15 @@ fn actor(e: &Event, names: &Names) -> Actor {
             service: Vec::new(),
             node: Vec::new(),
             network: vec![n.id.to_string(), n.spec.name.clone()],
+        },
+        Object::Secret(x) => Actor {
+            kind: x.kind.as_str(),
+            id: x.id.to_string(),
+            attrs: vec![("name", x.spec.name.clone())],
+            labels: x.spec.labels.clone(),
+            service: Vec::new(),
+            node: Vec::new(),
+            network: Vec::new(),
         },
     }
 }

@@ -16,6 +16,7 @@ mod kv_cli;
 mod logs_cli;
 mod network_cli;
 mod progress;
+mod secret_cli;
 mod service_cli;
 mod stack_cli;
 mod unit_cli;
@@ -171,6 +172,14 @@ enum Cmd {
     /// Manage overlay networks.
     #[command(subcommand)]
     Network(network_cli::NetworkCmd),
+    /// Manage secrets: data that tasks find in files in memory (`/run/secrets/NAME`), shown to
+    /// no one and written to no node's disk.
+    #[command(subcommand)]
+    Secret(secret_cli::SecretCmd),
+    /// Manage configs: like secrets, but `inspect` shows the data; tasks find them at their
+    /// target (default `/NAME`).
+    #[command(subcommand)]
+    Config(secret_cli::SecretCmd),
     /// Deploy and manage stacks of services from compose files.
     #[command(subcommand)]
     Stack(stack_cli::StackCmd),
@@ -375,8 +384,6 @@ fn quiet_on_broken_stdout() {
 /// answered with this instead of clap's "unexpected argument" and its tip, which would suggest a
 /// flag that does something else.
 const UNSUPPORTED_DOCKER_FLAGS: &[(&[&str], &str)] = &[
-    (&["secret", "secret-add", "secret-rm"], "Shoal does not support secrets yet (pass values with --env/--env-file, or a file with --mount type=bind)"),
-    (&["config", "config-add", "config-rm"], "Shoal does not support configs yet (bind-mount the file with --mount type=bind)"),
     (&["credential-spec"], "Shoal does not support Windows managed service accounts (it runs Linux tasks only)"),
     (&["isolation"], "Shoal does not support isolation modes (they are Windows'; Shoal runs Linux tasks only)"),
     (&["health-start-interval"], "Shoal does not support a start interval (health checks run every --health-interval, also during --health-start-period)"),
@@ -466,6 +473,10 @@ fn real_main() -> Result<()> {
         Cmd::Service(c) => runtime()?.block_on(async { cli::service(&client()?, c).await })?,
         Cmd::Task(c) => runtime()?.block_on(async { cli::task(&client()?, c).await })?,
         Cmd::Network(c) => runtime()?.block_on(async { network_cli::run(&client()?, c).await })?,
+        Cmd::Secret(c) => runtime()?
+            .block_on(async { secret_cli::run(&client()?, shoal_types::SecretKind::Secret, c).await })?,
+        Cmd::Config(c) => runtime()?
+            .block_on(async { secret_cli::run(&client()?, shoal_types::SecretKind::Config, c).await })?,
         // `stack config` reads files only: no daemon.
         Cmd::Stack(stack_cli::StackCmd::Config { files }) => stack_cli::config(&files)?,
         Cmd::Stack(c) => runtime()?.block_on(async { stack_cli::run(&client()?, c).await })?,
@@ -548,12 +559,13 @@ mod tests {
 
     #[test]
     fn unsupported_docker_flags_are_named_with_why() {
-        let (flag, why) = unsupported_docker_flag("--secret=db").expect("secret");
-        assert_eq!(flag, "--secret");
-        assert!(why.contains("Shoal does not support secrets"), "{why}");
+        let (flag, why) = unsupported_docker_flag("--stop-signal=SIGINT").expect("stop-signal");
+        assert_eq!(flag, "--stop-signal");
+        assert!(why.contains("Shoal does not support other stop signals"), "{why}");
         assert!(unsupported_docker_flag("--sysctl-add").is_some());
         assert!(unsupported_docker_flag("--replicas").is_none());
-        assert!(unsupported_docker_flag("secret").is_none());
+        assert!(unsupported_docker_flag("stop-signal").is_none());
+        assert!(unsupported_docker_flag("--secret").is_none(), "secrets are supported");
         let args = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         assert_eq!(service_verb(&args(&["shoal", "service", "create", "x"])), Some(2));
         assert_eq!(service_verb(&args(&["shoal", "-H", "unix:///s", "service", "update", "x"])), Some(4));

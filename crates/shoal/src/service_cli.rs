@@ -228,6 +228,14 @@ pub struct CreateArgs {
     /// yet: tasks still use the node's network).
     #[arg(long = "network", value_parser = parse_network)]
     pub networks: Vec<shoal_types::NetworkAttachmentConfig>,
+    /// Give the tasks a secret: NAME, or source=NAME[,target=PATH][,uid=U][,gid=G][,mode=0400];
+    /// repeatable. Tasks find it at /run/secrets/NAME (or TARGET), in memory only.
+    #[arg(long = "secret", value_parser = parse_secret_ref)]
+    pub secrets: Vec<shoal_types::SecretReference>,
+    /// Give the tasks a config, as --secret (default target /NAME; the process driver places
+    /// configs under /run/configs only).
+    #[arg(long = "config", value_parser = parse_secret_ref)]
+    pub configs: Vec<shoal_types::SecretReference>,
     /// Reserve a generic resource NAME=COUNT (e.g. gpu=1), repeatable.
     #[arg(long = "generic-resource", value_parser = parse_generic)]
     pub generic_resources: Vec<(String, u64)>,
@@ -342,6 +350,18 @@ pub struct UpdateArgs {
     /// Leave a network (name or ID).
     #[arg(long = "network-rm")]
     pub network_rm: Vec<String>,
+    /// Add a secret (as --secret of create); rotate with --secret-rm OLD --secret-add NEW.
+    #[arg(long = "secret-add", value_parser = parse_secret_ref)]
+    pub secret_add: Vec<shoal_types::SecretReference>,
+    /// Remove a secret by name.
+    #[arg(long = "secret-rm")]
+    pub secret_rm: Vec<String>,
+    /// Add a config (as --config of create).
+    #[arg(long = "config-add", value_parser = parse_secret_ref)]
+    pub config_add: Vec<shoal_types::SecretReference>,
+    /// Remove a config by name.
+    #[arg(long = "config-rm")]
+    pub config_rm: Vec<String>,
     /// Add or change a generic resource reservation NAME=COUNT.
     #[arg(long = "generic-resource-add", value_parser = parse_generic)]
     pub generic_resource_add: Vec<(String, u64)>,
@@ -469,6 +489,60 @@ fn parse_endpoint_mode(s: &str) -> Result<shoal_types::EndpointMode, String> {
 }
 
 /// `NAME` (or ID), or docker's long form `name=NAME[,alias=ALIAS...]`.
+/// `--secret`/`--config`: NAME, or source=NAME[,target=PATH][,uid=U][,gid=G][,mode=OCTAL] (docker's
+/// syntax).
+pub fn parse_secret_ref(s: &str) -> Result<shoal_types::SecretReference, String> {
+    let mut r = shoal_types::SecretReference::new("");
+    if !s.contains('=') {
+        r.source = s.trim().to_string();
+    } else {
+        for field in s.split(',').map(str::trim).filter(|f| !f.is_empty()) {
+            let number = |v: &str| v.parse::<u32>().map_err(|_| format!("{field:?} in {s:?}: not a number"));
+            match field.split_once('=') {
+                Some(("source" | "src", v)) => r.source = v.to_string(),
+                Some(("target", v)) => r.target = v.to_string(),
+                Some(("uid", v)) => r.uid = number(v)?,
+                Some(("gid", v)) => r.gid = number(v)?,
+                Some(("mode", v)) => {
+                    r.mode = u32::from_str_radix(v, 8)
+                        .map_err(|_| format!("{field:?} in {s:?}: an octal file mode (0400)"))?
+                }
+                _ => {
+                    return Err(format!(
+                    "unknown option {field:?} in {s:?} (use source=NAME,target=PATH,uid=U,gid=G,mode=0400)"
+                ))
+                }
+            }
+        }
+    }
+    if r.source.is_empty() {
+        return Err(format!("{s:?}: a source name is required"));
+    }
+    Ok(r)
+}
+
+/// `--secret-rm`/`--secret-add` (and the config pair): removals by source name first, then
+/// additions, replacing one with the same source.
+fn edit_refs(
+    kind: &str,
+    refs: &mut Vec<shoal_types::SecretReference>,
+    rm: &[String],
+    add: &[shoal_types::SecretReference],
+) -> Result<()> {
+    for name in rm {
+        let before = refs.len();
+        refs.retain(|r| &r.source != name);
+        if refs.len() == before {
+            bail!("--{kind}-rm {name:?}: the service does not use this {kind}");
+        }
+    }
+    for r in add {
+        refs.retain(|x| x.source != r.source);
+        refs.push(r.clone());
+    }
+    Ok(())
+}
+
 pub fn parse_network(s: &str) -> Result<shoal_types::NetworkAttachmentConfig, String> {
     let mut a = shoal_types::NetworkAttachmentConfig::default();
     if !s.contains('=') {
@@ -955,6 +1029,8 @@ pub fn create_spec(a: &CreateArgs) -> Result<ServiceSpec> {
     t.resources.reservations.generic = a.generic_resources.iter().cloned().collect();
     spec.endpoint.ports = a.publish.clone();
     spec.networks = a.networks.clone();
+    spec.task_template.secrets = a.secrets.clone();
+    spec.task_template.configs = a.configs.clone();
     spec.depends_on = a.depends_on.clone();
     a.spec.apply(&mut spec)?;
     Ok(spec)
@@ -1111,6 +1187,8 @@ pub fn update_spec(mut spec: ServiceSpec, a: &UpdateArgs) -> Result<ServiceSpec>
             None => spec.networks.push(add.clone()),
         }
     }
+    edit_refs("secret", &mut spec.task_template.secrets, &a.secret_rm, &a.secret_add)?;
+    edit_refs("config", &mut spec.task_template.configs, &a.config_rm, &a.config_add)?;
     for rm in &a.depends_on_rm {
         let before = spec.depends_on.len();
         spec.depends_on.retain(|d| &d.service != rm);
@@ -1801,7 +1879,7 @@ pub(crate) async fn print_services(
 }
 
 /// How long ago, roughly, as `docker ps` says it.
-fn ago(t: shoal_types::Timestamp) -> String {
+pub(crate) fn ago(t: shoal_types::Timestamp) -> String {
     let now = shoal_types::Timestamp::from_system_time(std::time::SystemTime::now());
     let d = now.since(t).as_secs();
     match d {
@@ -2501,6 +2579,10 @@ mod tests {
             publish_rm: vec![],
             network_add: vec![parse_network("name=net2,alias=db").expect("net")],
             network_rm: vec!["net1".into()],
+            secret_add: vec![parse_secret_ref("source=db-pw,target=pw,mode=0400").expect("secret")],
+            secret_rm: vec![],
+            config_add: vec![],
+            config_rm: vec![],
             generic_resource_add: vec![],
             generic_resource_rm: vec![],
             depends_on_add: vec![parse_dependency("db:healthy").expect("dep")],
@@ -2542,6 +2624,13 @@ mod tests {
             out.networks.iter().map(|n| (n.target.as_str(), n.aliases.as_slice())).collect();
         assert_eq!(nets, [("net2", &["db".to_string()][..])]);
         assert_eq!(out.depends_on, [parse_dependency("db:healthy").expect("dep")]);
+        let pw = &out.task_template.secrets[0];
+        assert_eq!((pw.source.as_str(), pw.target.as_str(), pw.mode), ("db-pw", "pw", 0o400));
+        let mut rotate = a.clone();
+        rotate.secret_rm = vec!["nope".into()];
+        assert!(update_spec(out.clone(), &rotate).expect_err("unused").to_string().contains("does not use"));
+        assert!(parse_secret_ref("source=x,mode=999").is_err());
+        assert!(parse_secret_ref("target=/x").is_err());
         assert_eq!(out.depends_on[0].condition, shoal_types::DependencyCondition::Healthy);
         assert!(parse_dependency("db:ready").is_err());
         assert_eq!(parse_dependency("db").expect("dep").condition, shoal_types::DependencyCondition::Started);

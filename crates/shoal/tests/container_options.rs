@@ -211,8 +211,8 @@ fn container_options_reach_the_task_on_every_driver() {
         "not supported: Shoal keeps task logs itself; see shoal service logs",
     );
     refused(
-        &["service", "create", "--name", "x4", "--secret", "db", "opts-busybox:1"],
-        "unsupported flag --secret: ",
+        &["service", "create", "--name", "x4", "--stop-signal", "SIGINT", "opts-busybox:1"],
+        "unsupported flag --stop-signal: ",
     );
     refused(&["service", "update", "--sysctl-add", "a=1", "dopts"], "unsupported flag --sysctl-add: ");
     let out = m.cli(&["service", "ls", "--format", "json"]);

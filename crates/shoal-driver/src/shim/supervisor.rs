@@ -93,17 +93,62 @@ fn enter_namespaces(spec: &ShimSpec) -> Result<(), String> {
         )
         .map_err(|e| format!("joining the network namespace {}: {e}", netns.display()))?;
     }
+    if spec.resolv_conf.is_none() && spec.secret_files.is_empty() {
+        return Ok(());
+    }
+    // A new mount namespace only (the reason `unshare` is deprecated is CLONE_FILES, which this
+    // does not use).
+    #[allow(deprecated)]
+    rustix::thread::unshare(rustix::thread::UnshareFlags::NEWNS)
+        .map_err(|e| format!("a mount namespace for the task: {e}"))?;
+    use rustix::mount::MountPropagationFlags as P;
+    rustix::mount::mount_change("/", P::DOWNSTREAM | P::REC)
+        .map_err(|e| format!("making the task's mounts private: {e}"))?;
     if let Some(resolv) = &spec.resolv_conf {
-        // A new mount namespace only (the reason `unshare` is deprecated is CLONE_FILES, which
-        // this does not use).
-        #[allow(deprecated)]
-        rustix::thread::unshare(rustix::thread::UnshareFlags::NEWNS)
-            .map_err(|e| format!("a mount namespace for the task: {e}"))?;
-        use rustix::mount::MountPropagationFlags as P;
-        rustix::mount::mount_change("/", P::DOWNSTREAM | P::REC)
-            .map_err(|e| format!("making the task's mounts private: {e}"))?;
         rustix::mount::mount_bind(resolv, "/etc/resolv.conf")
             .map_err(|e| format!("binding {} over /etc/resolv.conf: {e}", resolv.display()))?;
+    }
+    mount_secret_files(&spec.secret_files)
+}
+
+/// In the task's mount namespace: a tmpfs over `/run/secrets` and `/run/configs` (those the
+/// files use; the directory is created on the node once, empty), and each file bound read-only
+/// onto an empty file there.
+fn mount_secret_files(files: &[crate::secrets::SecretFile]) -> Result<(), String> {
+    use rustix::mount::MountFlags as F;
+    for dir in [shoal_types::secret::SECRETS_DIR, shoal_types::secret::PROCESS_CONFIGS_DIR] {
+        let under = |t: &str| t.strip_prefix(dir).is_some_and(|r| r.starts_with('/'));
+        if !files.iter().any(|f| under(&f.target)) {
+            continue;
+        }
+        std::fs::create_dir_all(dir).map_err(|e| format!("creating {dir}: {e}"))?;
+        rustix::mount::mount(
+            "tmpfs",
+            dir,
+            "tmpfs",
+            F::NOSUID | F::NODEV | F::NOEXEC,
+            Some(c"mode=0755,size=64k"),
+        )
+        .map_err(|e| format!("a tmpfs at {dir} for the task: {e}"))?;
+    }
+    for f in files {
+        let target = Path::new(&f.target);
+        let in_tmpfs = [shoal_types::secret::SECRETS_DIR, shoal_types::secret::PROCESS_CONFIGS_DIR]
+            .iter()
+            .any(|d| f.target.strip_prefix(d).is_some_and(|r| r.starts_with('/')));
+        if !in_tmpfs {
+            return Err(format!(
+                "{}: the process driver places files only under /run/secrets and /run/configs",
+                f.target
+            ));
+        }
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| format!("creating {}: {e}", parent.display()))?;
+        }
+        std::fs::File::create(target).map_err(|e| format!("creating {}: {e}", f.target))?;
+        rustix::mount::mount_bind(&f.source, target).map_err(|e| format!("binding {}: {e}", f.target))?;
+        rustix::mount::mount_remount(target, F::BIND | F::RDONLY | F::NOSUID | F::NODEV | F::NOEXEC, "")
+            .map_err(|e| format!("making {} read-only: {e}", f.target))?;
     }
     Ok(())
 }
