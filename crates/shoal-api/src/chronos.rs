@@ -1,7 +1,8 @@
 //! Chronos's REST API (Mesos's cluster cron, `mesos/chronos` 2.x/3.x) over Shoal's scheduled jobs,
 //! so existing job definitions and clients (`chronos-python`) work unchanged. Served on the web
 //! UI's listener and, with `--chronos-addr`, on its own (both under `/v1/scheduler/…`, Chronos
-//! 3.x, and `/scheduler/…`, 2.x). It only translates: every call is an [`App`] call.
+//! 3.x, and `/scheduler/…`, 2.x). It only translates: every call is an [`App`] call. Over TLS
+//! the caller's client role applies ([`crate::roles`]): a read-only certificate may only `GET`.
 //!
 //! | Chronos | Shoal |
 //! |---|---|

@@ -21,7 +21,7 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use shoal_manager::{Admission, JoinError, Manager, ManagerNode, RaftId, ReadError, WriteError};
+use shoal_manager::{JoinError, Manager, ManagerNode, RaftId, ReadError, WriteError};
 use shoal_pki::{NodeIdentity, Role};
 use shoal_state::Command;
 use std::sync::Arc;
@@ -85,16 +85,6 @@ impl From<JoinError> for ApiError {
         };
         ApiError::new(status, code, e.to_string())
     }
-}
-
-async fn join(
-    State(m): State<Arc<Manager>>,
-    Json(req): Json<JoinRequest>,
-) -> Result<Json<Admission>, ApiError> {
-    let node = shoal_types::NodeId::new(req.node_id.clone());
-    let (cluster, exists) =
-        read_linearizable(&m, |s| (s.cluster().cloned(), s.node(&node).is_some())).await?;
-    Ok(Json(m.admit(cluster, exists, &req.token, &req.csr_pem, &req.node_id)?))
 }
 
 /// A manager that has its certificate asks to be added (learner, then voter): through any
@@ -298,7 +288,7 @@ async fn read_index(
 
 pub fn internal_router(m: Arc<Manager>) -> Router {
     Router::new()
-        .route("/internal/join", post(join))
+        .route("/internal/join", post(crate::join::serve_join))
         .route("/internal/managers", post(add_manager).delete(remove_manager))
         .route("/internal/leader", post(crate::leader::serve_forwarded))
         .route("/internal/read-index", get(read_index))

@@ -21,6 +21,7 @@ pub mod migrate;
 pub mod netview;
 pub mod networks;
 pub mod registry_auth;
+pub mod roles;
 pub mod secrets;
 pub mod server;
 pub mod stack;

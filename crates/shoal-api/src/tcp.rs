@@ -2,9 +2,13 @@
 //! `-H tcp://` with `--tlsverify`.
 //!
 //! - **Client certificates are required** at the handshake: a certificate from the cluster CA,
-//!   and after the handshake only the roles [`Role::Client`] (an operator's, from
-//!   `POST /v1/cluster/client-cert`) and [`Role::Manager`] are served; a worker's certificate gets
-//!   `403` on every request.
+//!   and after the handshake only the roles [`Role::Client`] and [`Role::ClientReadOnly`] (an
+//!   operator's, from `POST /v1/cluster/client-cert`) and [`Role::Manager`] are served; a
+//!   worker's certificate gets `403` on every request.
+//! - **Every request is checked against the client role** ([`crate::roles`]): a read-only
+//!   certificate gets `403 forbidden` for anything but a read that reveals no secret. This
+//!   listener also serves the web UI and the Chronos API on non-loopback addresses, so the rule
+//!   holds there too.
 //! - **The server certificate** is this manager's node certificate (SAN `manager.shoal`, which
 //!   clients verify). Serving starts once the node has one (after `cluster init` or `join`) and
 //!   every new connection uses the newest (renewed certificates are picked up from the manager's
@@ -13,6 +17,7 @@
 //!   operator certificates; it is reachable only on the root socket or by a client that already
 //!   holds a certificate.
 
+use crate::roles::ClientRole;
 use crate::server::{ApiError, JsonBody};
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -40,9 +45,10 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the server waits for a request's headers (also bounds idle keep-alive connections).
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Whether a certificate with `role` may use the TCP API.
+/// Whether a certificate with `role` may use the TCP API at all (what it may do there:
+/// [`crate::roles`]).
 pub fn may_use_api(role: Role) -> bool {
-    matches!(role, Role::Client | Role::Manager)
+    role.is_client() || role == Role::Manager
 }
 
 /// The TCP API's TLS configuration: this node's certificate, client certificates from the
@@ -130,27 +136,29 @@ async fn serve_connection(acceptor: TlsAcceptor, tcp: TcpStream, peer: SocketAdd
                 .map_err(|e| tracing::warn!(%peer, error = %e, "TCP API: client certificate has no identity"))
                 .ok()
         });
-    let refusal = match &identity {
-        Some(id) if may_use_api(id.role) => None,
-        Some(id) => Some(format!(
-            "a {} certificate may not use the API: use a client certificate (`shoal cluster client-cert`)",
-            id.role
-        )),
-        None => Some("a client certificate of this cluster is required".to_string()),
-    };
+    let access = crate::roles::access_of(identity.as_ref());
     if let Some(id) = &identity {
         tracing::debug!(%peer, role = %id.role, name = %id.node_id, "TCP API: connection");
     }
     let router = TowerToHyperService::new(router);
     let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
         let router = router.clone();
-        let refusal = refusal.clone();
         let identity = identity.clone();
+        // Who may do what is decided in one place, for every request.
+        let decision = access
+            .clone()
+            .and_then(|role| crate::roles::allowed(role, req.method(), req.uri().path()).map(|()| role));
         async move {
-            if let Some(why) = refusal {
-                return Ok::<Response, Infallible>(forbidden(why));
-            }
+            let role = match decision {
+                Ok(role) => role,
+                Err(why) => {
+                    let (method, path) = (req.method(), req.uri().path());
+                    tracing::debug!(%peer, %method, path, "TCP API: refused");
+                    return Ok::<Response, Infallible>(forbidden(why));
+                }
+            };
             req.extensions_mut().insert(identity);
+            req.extensions_mut().insert(role);
             hyper::service::Service::call(&router, req).await
         }
     });
@@ -171,6 +179,11 @@ pub struct ClientCertRequest {
     /// Without one the manager makes the key and returns it (over the root socket or mTLS only).
     #[serde(default)]
     pub csr_pem: Option<String>,
+    /// What the certificate may do (`admin`, the default, or `read-only`; see [`crate::roles`]).
+    /// A manager that predates roles ignores the field and issues an admin certificate: the CLI
+    /// checks the role of what it gets back.
+    #[serde(default, skip_serializing_if = "ClientRole::is_admin")]
+    pub role: ClientRole,
 }
 
 /// The answer: the cluster CA, the certificate and, when the manager made it, the key.
@@ -212,9 +225,9 @@ pub(crate) async fn issue_client_cert(
         }
     };
     let cert_pem = ca
-        .issue(&csr_pem, &r.name, Role::Client, m.cert_validity(), SystemTime::now())
+        .issue(&csr_pem, &r.name, r.role.cert_role(), m.cert_validity(), SystemTime::now())
         .map_err(|e| invalid(e.to_string()))?;
-    tracing::info!(name = %r.name, "issued a client certificate");
+    tracing::info!(name = %r.name, role = %r.role, "issued a client certificate");
     Ok(Json(ClientCert { ca_pem, cert_pem, key_pem, api_addr: m.api_addr().map(str::to_string) }))
 }
 
@@ -225,6 +238,7 @@ mod tests {
     #[test]
     fn only_clients_and_managers_use_the_api() {
         assert!(may_use_api(Role::Client));
+        assert!(may_use_api(Role::ClientReadOnly));
         assert!(may_use_api(Role::Manager));
         assert!(!may_use_api(Role::Worker));
     }

@@ -13,7 +13,10 @@
 //!   rebinding), and every write needs the `X-Shoal-UI` header, which no cross-site form or
 //!   simple request can send (CSRF).
 //! - On any other address it is served only over TLS with a client certificate of the cluster
-//!   (like `--api-addr`): import the one from `shoal cluster client-cert` into the browser.
+//!   (like `--api-addr`): import the one from `shoal cluster client-cert` into the browser. The
+//!   certificate's client role applies ([`crate::roles`], checked by [`crate::tcp::serve_tcp`]
+//!   for every request): with a read-only one the UI shows everything and its actions answer
+//!   `403`.
 //! - Either way the UI reaches only what it shows and its four actions: node availability,
 //!   scale, rollback, and running a scheduled job now. Join tokens, certificates, membership and
 //!   deletes stay with the CLI; so do creating, suspending, resuming and removing jobs. Of the
@@ -305,7 +308,8 @@ fn parse_proc_addr(s: &str) -> Option<SocketAddr> {
 
 /// Serves Chronos's API alone (`--chronos-addr`), with the web UI's rules for who may call: on a
 /// loopback address plain HTTP for root (or the daemon's user) with the `Host` checked, else
-/// mutual TLS with the cluster's client certificates.
+/// mutual TLS with the cluster's client certificates, whose client role applies (a read-only
+/// one lists and reads jobs and is refused every change: [`crate::roles`]).
 pub async fn serve_chronos(listener: tokio::net::TcpListener, manager: Arc<Manager>) -> std::io::Result<()> {
     let addr = listener.local_addr()?;
     let r = crate::chronos::router(manager.clone());

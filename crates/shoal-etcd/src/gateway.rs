@@ -27,11 +27,13 @@ use crate::pb::etcdserverpb::kv_server::Kv;
 use crate::pb::etcdserverpb::lease_server::Lease;
 use crate::pb::etcdserverpb::maintenance_server::Maintenance;
 use crate::pb::etcdserverpb::watch_server::Watch;
+use crate::server::PeerRole;
 use crate::service::{BoxStream, EtcdService};
 use bytes::{BufMut, Bytes, BytesMut};
 use http::{HeaderMap, HeaderValue, Method, Response, StatusCode};
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::Frame;
+use shoal_api::roles::ClientRole;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
@@ -93,17 +95,31 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: http::Request<Body>) -> Self::Future {
+    fn call(&mut self, mut req: http::Request<Body>) -> Self::Future {
         // etcd routes by content-type the same way (`grpcHandlerFunc`).
         let grpc = req
             .headers()
             .get(http::header::CONTENT_TYPE)
             .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+        // Who is calling (their certificate's client role), checked here for gRPC and in
+        // `handle` for the gateway; the services check the bodies of Txn and Alarm.
+        let role = crate::server::peer_role(&req);
         if grpc {
-            Box::pin(self.inner.call(req))
+            // `/etcdserverpb.KV/Put` → `Put`.
+            let rpc = req.uri().path().rsplit('/').next().unwrap_or_default();
+            match role.and_then(|r| shoal_api::roles::etcd_allowed(r, rpc).map(|()| r)) {
+                Ok(r) => {
+                    req.extensions_mut().insert(PeerRole(r));
+                    Box::pin(self.inner.call(req))
+                }
+                Err(why) => {
+                    let refused = Status::permission_denied(why).into_http::<Body>();
+                    Box::pin(async move { Ok(refused) })
+                }
+            }
         } else {
             let svc = self.svc.clone();
-            Box::pin(async move { Ok(handle(svc, req).await) })
+            Box::pin(async move { Ok(handle(svc, role, req).await) })
         }
     }
 }
@@ -138,6 +154,35 @@ enum Rpc {
 }
 
 impl Rpc {
+    /// The gRPC method name (the service's, for an unserved one), for the role check.
+    fn name(self) -> &'static str {
+        match self {
+            Rpc::Range => "Range",
+            Rpc::Put => "Put",
+            Rpc::DeleteRange => "DeleteRange",
+            Rpc::Txn => "Txn",
+            Rpc::Compact => "Compact",
+            Rpc::Watch => "Watch",
+            Rpc::LeaseGrant => "LeaseGrant",
+            Rpc::LeaseRevoke => "LeaseRevoke",
+            Rpc::LeaseKeepAlive => "LeaseKeepAlive",
+            Rpc::LeaseTimeToLive => "LeaseTimeToLive",
+            Rpc::LeaseLeases => "LeaseLeases",
+            Rpc::MemberAdd => "MemberAdd",
+            Rpc::MemberRemove => "MemberRemove",
+            Rpc::MemberUpdate => "MemberUpdate",
+            Rpc::MemberList => "MemberList",
+            Rpc::MemberPromote => "MemberPromote",
+            Rpc::Alarm => "Alarm",
+            Rpc::Status => "Status",
+            Rpc::Defragment => "Defragment",
+            Rpc::Hash => "Hash",
+            Rpc::Snapshot => "Snapshot",
+            Rpc::MoveLeader => "MoveLeader",
+            Rpc::Unserved(service) => service,
+        }
+    }
+
     /// The RPC behind `/v3/<path>` (etcd 3.4's rpc.proto, v3lock and v3election).
     fn from_path(path: &str) -> Option<Rpc> {
         Some(match path {
@@ -180,6 +225,7 @@ impl Rpc {
 struct Call {
     headers: HeaderMap,
     body: Body,
+    role: PeerRole,
 }
 
 /// `Name` → the full proto name, for [`jsonpb`].
@@ -201,7 +247,15 @@ macro_rules! unary {
     };
 }
 
-async fn handle(svc: EtcdService, req: http::Request<Body>) -> Response<Body> {
+async fn handle(
+    svc: EtcdService,
+    role: Result<ClientRole, String>,
+    req: http::Request<Body>,
+) -> Response<Body> {
+    let role = match role {
+        Ok(r) => r,
+        Err(why) => return error_response(&Status::permission_denied(why), false),
+    };
     if req.headers().contains_key(http::header::ORIGIN) {
         return error_response(
             &Status::permission_denied(
@@ -236,7 +290,10 @@ async fn handle(svc: EtcdService, req: http::Request<Body>) -> Response<Body> {
     if parts.method != Method::POST {
         return text(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed\n");
     }
-    let call = Call { headers: parts.headers, body };
+    if let Err(why) = shoal_api::roles::etcd_allowed(role, rpc.name()) {
+        return error_response(&Status::permission_denied(why), false);
+    }
+    let call = Call { headers: parts.headers, body, role: PeerRole(role) };
     match rpc {
         Rpc::Range => unary!(call, svc, Kv::range, RangeRequest, RangeResponse),
         Rpc::Put => unary!(call, svc, Kv::put, PutRequest, PutResponse),
@@ -305,7 +362,8 @@ async fn handle(svc: EtcdService, req: http::Request<Body>) -> Response<Body> {
 impl Call {
     /// The request as a tonic request: grpc-gateway forwards `Grpc-Metadata-*` headers (prefix
     /// removed) and `Authorization` as gRPC metadata (e.g. `Grpc-Metadata-Hasleader: true`).
-    fn request<T>(headers: &HeaderMap, message: T) -> tonic::Request<T> {
+    /// The caller's role travels in the extensions, as on a gRPC request.
+    fn request<T>(headers: &HeaderMap, role: PeerRole, message: T) -> tonic::Request<T> {
         let mut md = MetadataMap::new();
         for (name, value) in headers {
             let name = name.as_str();
@@ -320,7 +378,9 @@ impl Call {
                 md.append(k, v);
             }
         }
-        tonic::Request::from_parts(md, tonic::Extensions::default(), message)
+        let mut extensions = tonic::Extensions::default();
+        extensions.insert(role);
+        tonic::Request::from_parts(md, extensions, message)
     }
 
     /// The body's first JSON value decoded as `Req` (an empty body is an empty request), or
@@ -355,6 +415,7 @@ impl Call {
         F: FnOnce(tonic::Request<Req>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<Resp>, Status>>,
     {
+        let role = self.role;
         let (headers, req) = match self.read::<Req>(req_name).await {
             Ok(r) => r,
             Err(resp) => return resp,
@@ -362,7 +423,7 @@ impl Call {
         if let Err(s) = check_size(&req) {
             return error_response(&s, true);
         }
-        match call(Call::request(&headers, req)).await {
+        match call(Call::request(&headers, role, req)).await {
             Ok(resp) => match jsonpb::to_json(resp_name, resp.get_ref()) {
                 Ok(json) => json_response(json),
                 Err(e) => error_response(&Status::internal(e.to_string()), true),
@@ -385,6 +446,7 @@ impl Call {
         Fut: Future<Output = Result<tonic::Response<St>, Status>>,
         St: Stream<Item = Result<Resp, Status>> + Send + 'static,
     {
+        let role = self.role;
         let (headers, req) = match self.read::<Req>(req_name).await {
             Ok(r) => r,
             Err(resp) => return resp,
@@ -393,7 +455,7 @@ impl Call {
             return error_response(&s, true);
         }
         let (gone, _) = oneshot::channel();
-        match call(Call::request(&headers, req)).await {
+        match call(Call::request(&headers, role, req)).await {
             Ok(stream) => stream_response(resp_name, stream.into_inner(), gone).await,
             Err(status) => error_response(&status, true),
         }
@@ -416,7 +478,7 @@ impl Call {
         Fut: Future<Output = Result<tonic::Response<St>, Status>>,
         St: Stream<Item = Result<Resp, Status>> + Send + 'static,
     {
-        let Call { headers, mut body } = self;
+        let Call { headers, mut body, role } = self;
         let mut reader = ValueReader::default();
         let mut eof = false;
         // grpc-gateway sends the first request before it opens the call; a failure there is a
@@ -458,7 +520,7 @@ impl Call {
             None,
             Some(crate::server::MAX_MESSAGE_BYTES),
         );
-        match call(Call::request(&headers, inbound)).await {
+        match call(Call::request(&headers, role, inbound)).await {
             Ok(stream) => stream_response(resp_name, stream.into_inner(), gone).await,
             Err(status) => error_response(&status, true),
         }
@@ -799,12 +861,16 @@ mod tests {
     use crate::service::ServiceConfig;
 
     async fn post(svc: &EtcdService, path: &str, body: &str) -> (StatusCode, String) {
+        post_as(svc, ClientRole::Admin, path, body).await
+    }
+
+    async fn post_as(svc: &EtcdService, role: ClientRole, path: &str, body: &str) -> (StatusCode, String) {
         let req = http::Request::builder()
             .method(Method::POST)
             .uri(path)
             .body(Body::new(Full::new(Bytes::from(body.to_string()))))
             .expect("request");
-        let resp = handle(svc.clone(), req).await;
+        let resp = handle(svc.clone(), Ok(role), req).await;
         let status = resp.status();
         let bytes = resp.into_body().collect().await.expect("body").to_bytes();
         (status, String::from_utf8_lossy(&bytes).into_owned())
@@ -851,6 +917,91 @@ mod tests {
                 "{path}: {status} {body}"
             );
         }
+    }
+
+    /// Every RPC the gateway names is a method of etcd's services, and every method of those
+    /// services is one the gateway names: the role check sees the names gRPC uses.
+    #[test]
+    fn rpc_names_are_the_services_methods() {
+        let methods = crate::jsonpb::rpc_methods();
+        assert!(methods.len() >= 20, "{methods:?}");
+        let named: Vec<&str> = ALL_PATHS.iter().filter_map(|p| Rpc::from_path(p)).map(Rpc::name).collect();
+        for m in &methods {
+            assert!(named.contains(&m.as_str()) || m == "HashKV", "{m} has no gateway path");
+        }
+        for n in named.iter().filter(|n| !["Auth", "Lock", "Election"].contains(n)) {
+            assert!(methods.iter().any(|m| m == n), "{n} is not a method of etcd's services");
+        }
+        for r in shoal_api::roles::ETCD_READS.iter().chain(shoal_api::roles::ETCD_READS_BY_BODY) {
+            assert!(methods.iter().any(|m| m == r), "roles names {r}, which etcd does not have");
+        }
+    }
+
+    const ALL_PATHS: &[&str] = &[
+        "kv/range",
+        "kv/put",
+        "kv/deleterange",
+        "kv/txn",
+        "kv/compaction",
+        "watch",
+        "lease/grant",
+        "lease/revoke",
+        "lease/keepalive",
+        "lease/timetolive",
+        "lease/leases",
+        "cluster/member/add",
+        "cluster/member/remove",
+        "cluster/member/update",
+        "cluster/member/list",
+        "cluster/member/promote",
+        "maintenance/alarm",
+        "maintenance/status",
+        "maintenance/defragment",
+        "maintenance/hash",
+        "maintenance/snapshot",
+        "maintenance/transfer-leadership",
+        "auth/enable",
+        "lock/lock",
+        "election/leader",
+    ];
+
+    /// A read-only certificate reads through the gateway and is refused every write with 403
+    /// and gRPC's PermissionDenied (7), before the service is called.
+    #[tokio::test]
+    async fn read_only_reads_and_writes_nothing() {
+        let svc = EtcdService::new(crate::MemoryBackend::new(), ServiceConfig::default());
+        let ro = ClientRole::ReadOnly;
+        assert_eq!(post(&svc, "/v3/kv/put", r#"{"key":"YQ==","value":"MQ=="}"#).await.0, StatusCode::OK);
+        let (status, body) = post_as(&svc, ro, "/v3/kv/range", r#"{"key":"YQ=="}"#).await;
+        assert!(status == StatusCode::OK && body.contains(r#""value":"MQ==""#), "{status} {body}");
+        let read_txn = r#"{"success":[{"request_range":{"key":"YQ=="}}]}"#;
+        let (status, body) = post_as(&svc, ro, "/v3/kv/txn", read_txn).await;
+        assert!(status == StatusCode::OK && body.contains(r#""value":"MQ==""#), "{status} {body}");
+        let (status, _) = post_as(&svc, ro, "/v3/maintenance/alarm", r#"{"action":"GET"}"#).await;
+        assert_eq!(status, StatusCode::OK);
+        for (path, body) in [
+            ("kv/put", r#"{"key":"YQ==","value":"Mg=="}"#),
+            ("kv/deleterange", r#"{"key":"YQ=="}"#),
+            ("kv/txn", r#"{"success":[{"request_put":{"key":"YQ==","value":"Mg=="}}]}"#),
+            (
+                "kv/txn",
+                r#"{"failure":[{"request_txn":{"success":[{"request_delete_range":{"key":"YQ=="}}]}}]}"#,
+            ),
+            ("kv/compaction", r#"{"revision":"1"}"#),
+            ("lease/grant", r#"{"TTL":"10"}"#),
+            ("lease/revoke", r#"{"ID":"1"}"#),
+            ("lease/keepalive", r#"{"ID":"1"}"#),
+            ("maintenance/alarm", r#"{"action":"ACTIVATE"}"#),
+            ("maintenance/defragment", "{}"),
+            ("maintenance/snapshot", "{}"),
+        ] {
+            let (status, answer) = post_as(&svc, ro, &format!("/v3/{path}"), body).await;
+            assert_eq!(status, StatusCode::FORBIDDEN, "{path} {body}: {answer}");
+            assert!(answer.contains("read-only certificate") && answer.ends_with(r#""code":7}"#), "{answer}");
+        }
+        // Nothing changed.
+        let (_, body) = post(&svc, "/v3/kv/range", r#"{"key":"YQ=="}"#).await;
+        assert!(body.contains(r#""value":"MQ==""#) && body.contains(r#""version":"1""#), "{body}");
     }
 
     #[test]

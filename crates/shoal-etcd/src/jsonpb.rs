@@ -44,6 +44,17 @@ fn pool() -> Result<&'static DescriptorPool, JsonError> {
         .map_err(|e| JsonError::Internal(format!("descriptors: {e}")))
 }
 
+/// The method names of every service Shoal serves (all but Auth) in the descriptors (`Range`,
+/// `Put`, …).
+#[cfg(test)]
+pub(crate) fn rpc_methods() -> Vec<String> {
+    let pool = pool().expect("descriptors");
+    pool.services()
+        .filter(|s| s.name() != "Auth")
+        .flat_map(|s| s.methods().map(|m| m.name().to_string()).collect::<Vec<_>>())
+        .collect()
+}
+
 /// The descriptor of message `name` (e.g. `etcdserverpb.RangeRequest`).
 pub(crate) fn message(name: &str) -> Result<MessageDescriptor, JsonError> {
     pool()?.get_message_by_name(name).ok_or_else(|| JsonError::Internal(format!("no message {name}")))

@@ -13,6 +13,10 @@
 //! * `MemoryBackend` (feature `memory`, and in this crate's tests): a single-process test
 //!   double.
 //!
+//! Over TLS every request is checked against the client role of the caller's certificate
+//! ([`shoal_api::roles`]): read-only certificates may range, watch, run transactions that only
+//! read and list leases and members; everything that writes answers `PermissionDenied`.
+//!
 //! etcdctl 3.4 must be given `--endpoints host:port` without a scheme: with `http://` its
 //! maintenance calls send an invalid `:authority` that HTTP/2 servers based on hyper reject
 //! (design note §1.3).

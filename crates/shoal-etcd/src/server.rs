@@ -7,9 +7,13 @@ use crate::backend::EtcdBackend;
 use crate::gateway::GatewayLayer;
 use crate::pb::etcdserverpb::{cluster_server, kv_server, lease_server, maintenance_server, watch_server};
 use crate::service::{EtcdService, ServiceConfig};
+use shoal_api::roles::ClientRole;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_rustls::server::TlsStream;
@@ -31,6 +35,12 @@ pub(crate) const MAX_MESSAGE_BYTES: usize = 2 * 1024 * 1024;
 /// Serves etcd's API on `listener` until an error. `tls`: the rustls configuration (Shoal's
 /// requires client certificates, of gRPC and JSON clients alike); ALPN is set here. See [`EtcdServer`] for options and
 /// graceful shutdown.
+///
+/// Over TLS every request is checked against its client certificate's role
+/// ([`shoal_api::roles`]): a read-only certificate may range, watch and list, and gets
+/// `PermissionDenied` (the gateway: `403`) for anything that writes; a certificate that is not
+/// an operator's or a manager's (a worker's, or one without a Shoal identity) gets it for
+/// everything. Plain h2c (loopback only, like the root socket) is not checked.
 pub async fn serve(
     listener: TcpListener,
     backend: Arc<dyn EtcdBackend>,
@@ -94,7 +104,7 @@ impl EtcdServer {
             .add_service(maintenance_server::MaintenanceServer::new(svc));
         match self.tls {
             None => {
-                let (tx, rx) = mpsc::channel::<std::io::Result<TcpStream>>(64);
+                let (tx, rx) = mpsc::channel::<std::io::Result<PeerStream<TcpStream>>>(64);
                 let accept = tokio::spawn(accept_plain(listener, tx));
                 let incoming = tokio_stream::wrappers::ReceiverStream::new(rx);
                 let r = router.serve_with_incoming_shutdown(incoming, shutdown).await;
@@ -102,7 +112,7 @@ impl EtcdServer {
                 Ok(r?)
             }
             Some(cfg) => {
-                let (tx, rx) = mpsc::channel::<std::io::Result<TlsStream<TcpStream>>>(64);
+                let (tx, rx) = mpsc::channel::<std::io::Result<PeerStream<TlsStream<TcpStream>>>>(64);
                 let accept = tokio::spawn(accept_tls(listener, TlsAcceptor::from(cfg), tx));
                 let incoming = tokio_stream::wrappers::ReceiverStream::new(rx);
                 let r = router.serve_with_incoming_shutdown(incoming, shutdown).await;
@@ -111,6 +121,92 @@ impl EtcdServer {
             }
         }
     }
+}
+
+/// The client role of the peer a request came from, which [`crate::gateway::Gateway`] puts
+/// in every request's extensions (and the gateway into the calls it makes), for the services'
+/// checks of request bodies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct PeerRole(pub(crate) ClientRole);
+
+/// Who is at the other end of a connection, decided once when it is accepted: over TLS the
+/// client role of its verified certificate ([`shoal_api::roles::access_of`]), on a plain
+/// listener (loopback only, like the root socket) admin. `Err`: why the peer may do nothing.
+/// Tonic puts it in the extensions of every request of the connection.
+#[derive(Clone, Debug)]
+pub(crate) struct PeerAccess(pub(crate) Result<ClientRole, String>);
+
+/// The client role of a request's peer ([`PeerAccess`]); a request without one did not come
+/// through this server's listener and is refused.
+pub(crate) fn peer_role<B>(req: &http::Request<B>) -> Result<ClientRole, String> {
+    match req.extensions().get::<PeerAccess>() {
+        Some(PeerAccess(access)) => access.clone(),
+        None => Err("shoal: the etcd API cannot tell who is calling".to_string()),
+    }
+}
+
+/// A connection with what its peer may do ([`PeerAccess`], its tonic connect info).
+pub(crate) struct PeerStream<S> {
+    inner: S,
+    access: PeerAccess,
+}
+
+impl<S> tonic::transport::server::Connected for PeerStream<S>
+where
+    S: Send + 'static,
+{
+    type ConnectInfo = PeerAccess;
+
+    fn connect_info(&self) -> PeerAccess {
+        self.access.clone()
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for PeerStream<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for PeerStream<S> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+/// What the peer of a TLS connection may do: its certificate's client role.
+fn tls_access(tls: &TlsStream<TcpStream>) -> PeerAccess {
+    let identity = tls.get_ref().1.peer_certificates().and_then(|certs| {
+        let first = certs.first()?;
+        shoal_pki::identity_from_cert(first)
+            .map_err(|e| tracing::debug!(error = %e, "etcd API: client certificate has no Shoal identity"))
+            .ok()
+    });
+    PeerAccess(shoal_api::roles::access_of(identity.as_ref()))
 }
 
 async fn accept(listener: &TcpListener) -> Option<TcpStream> {
@@ -128,9 +224,10 @@ async fn accept(listener: &TcpListener) -> Option<TcpStream> {
     }
 }
 
-async fn accept_plain(listener: TcpListener, tx: mpsc::Sender<std::io::Result<TcpStream>>) {
+async fn accept_plain(listener: TcpListener, tx: mpsc::Sender<std::io::Result<PeerStream<TcpStream>>>) {
     loop {
         if let Some(stream) = accept(&listener).await {
+            let stream = PeerStream { inner: stream, access: PeerAccess(Ok(ClientRole::Admin)) };
             if tx.send(Ok(stream)).await.is_err() {
                 return;
             }
@@ -141,7 +238,7 @@ async fn accept_plain(listener: TcpListener, tx: mpsc::Sender<std::io::Result<Tc
 async fn accept_tls(
     listener: TcpListener,
     acceptor: TlsAcceptor,
-    tx: mpsc::Sender<std::io::Result<TlsStream<TcpStream>>>,
+    tx: mpsc::Sender<std::io::Result<PeerStream<TlsStream<TcpStream>>>>,
 ) {
     loop {
         let Some(stream) = accept(&listener).await else { continue };
@@ -153,7 +250,8 @@ async fn accept_tls(
         tokio::spawn(async move {
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                 Ok(Ok(tls)) => {
-                    let _ = tx.send(Ok(tls)).await;
+                    let access = tls_access(&tls);
+                    let _ = tx.send(Ok(PeerStream { inner: tls, access })).await;
                 }
                 Ok(Err(e)) => tracing::debug!(error = %e, "etcd API: TLS handshake failed"),
                 Err(_) => tracing::debug!("etcd API: TLS handshake timed out"),

@@ -4,6 +4,8 @@ use crate::backend::{BackendError, EtcdBackend};
 use crate::convert::{self, header};
 use crate::pb::etcdserverpb as pb;
 use crate::pb::etcdserverpb::{cluster_server, kv_server, lease_server, maintenance_server};
+use crate::server::PeerRole;
+use shoal_api::roles::ClientRole;
 use shoal_kv::{KvError, Op, OpResponse};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -55,6 +57,22 @@ impl EtcdService {
     }
 }
 
+/// Whether the request comes from a read-only certificate (the role [`crate::gateway`] put in
+/// its extensions; a request built without one, in this crate's tests, is an admin's).
+fn read_only<T>(req: &Request<T>) -> bool {
+    req.extensions().get::<PeerRole>().is_some_and(|r| r.0 == ClientRole::ReadOnly)
+}
+
+/// Whether every operation of a transaction (nested ones included) is a range.
+pub(crate) fn txn_only_reads(txn: &pb::TxnRequest) -> bool {
+    use pb::request_op::Request as Op;
+    txn.success.iter().chain(&txn.failure).all(|op| match &op.request {
+        None | Some(Op::RequestRange(_)) => true,
+        Some(Op::RequestTxn(t)) => txn_only_reads(t),
+        Some(Op::RequestPut(_) | Op::RequestDeleteRange(_)) => false,
+    })
+}
+
 fn mismatch(what: &str, got: &OpResponse) -> Status {
     tracing::error!(?got, "etcd backend answered a {what} with another response kind");
     Status::internal(format!("shoal: backend answered a {what} with a different response"))
@@ -95,6 +113,11 @@ impl kv_server::Kv for EtcdService {
     }
 
     async fn txn(&self, request: Request<pb::TxnRequest>) -> Result<Response<pb::TxnResponse>, Status> {
+        if read_only(&request) && !txn_only_reads(request.get_ref()) {
+            return Err(Status::permission_denied(shoal_api::roles::etcd_refusal(
+                "a Txn that puts or deletes",
+            )));
+        }
         let req = convert::txn_from_pb(request.into_inner())?;
         match self.write(Op::Txn(req)).await? {
             OpResponse::Txn(r) => Ok(Response::new(convert::txn_to_pb(self.backend.header(), r))),
@@ -279,7 +302,11 @@ impl maintenance_server::Maintenance for EtcdService {
         // Shoal raises no etcd alarms (no NOSPACE quota, no corruption checker): GET lists
         // none, ACTIVATE/DEACTIVATE change nothing.
         // etcd 3.4 answers with no header at all.
-        let _ = request;
+        if read_only(&request) && request.get_ref().action() != pb::alarm_request::AlarmAction::Get {
+            return Err(Status::permission_denied(shoal_api::roles::etcd_refusal(
+                "an Alarm that changes alarms",
+            )));
+        }
         Ok(Response::new(pb::AlarmResponse { header: None, alarms: Vec::new() }))
     }
 

@@ -176,8 +176,8 @@ impl Ca {
     /// Signs a node certificate for the public key in `csr_pem` (PKCS#10, ECDSA P-256, signature
     /// verified). The CA alone decides the contents: subject CN = `node_id`, OU = role, O =
     /// cluster id; SAN `<node_id>.node.shoal`, plus `manager.shoal` for managers; EKU
-    /// serverAuth + clientAuth ([`Role::Client`]: clientAuth only and no SAN, CN = the client's
-    /// name); valid from `now` − 1 minute to `now + validity` (capped at the
+    /// serverAuth + clientAuth ([`Role::Client`] and [`Role::ClientReadOnly`]: clientAuth only and
+    /// no SAN, CN = the client's name); valid from `now` − 1 minute to `now + validity` (capped at the
     /// CA's own expiry). Whatever subject or extensions the CSR requested are ignored.
     pub fn issue(
         &self,
@@ -209,7 +209,7 @@ impl Ca {
         params.distinguished_name = dn;
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        if role == Role::Client {
+        if role.is_client() {
             // An operator's certificate authenticates a client only: no serverAuth, no DNS name.
             params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         } else {

@@ -29,8 +29,15 @@ pub enum Role {
     /// Runs workloads; can never act as a manager server.
     Worker,
     /// An operator's client certificate for the TCP API (`shoal -H tcp://…`): CN = a name, not
-    /// a node id. It can never act as a node (no Raft, no dispatcher) nor as a server.
+    /// a node id. It can never act as a node (no Raft, no dispatcher) nor as a server. Full
+    /// access (the `admin` client role): every certificate issued before read-only ones existed
+    /// carries this OU and stays an admin's.
     Client,
+    /// A read-only operator's client certificate (OU `client-ro`, the `read-only` client role):
+    /// like [`Role::Client`], but the APIs serve it only reads that reveal no secret. A manager
+    /// that predates this role cannot parse the OU and refuses the certificate altogether.
+    #[serde(rename = "client-ro")]
+    ClientReadOnly,
 }
 
 impl Role {
@@ -40,7 +47,13 @@ impl Role {
             Role::Manager => "manager",
             Role::Worker => "worker",
             Role::Client => "client",
+            Role::ClientReadOnly => "client-ro",
         }
+    }
+
+    /// Whether this is an operator's certificate (of either client role), never a node's.
+    pub fn is_client(self) -> bool {
+        matches!(self, Role::Client | Role::ClientReadOnly)
     }
 }
 
@@ -58,6 +71,7 @@ impl FromStr for Role {
             "manager" => Ok(Role::Manager),
             "worker" => Ok(Role::Worker),
             "client" => Ok(Role::Client),
+            "client-ro" => Ok(Role::ClientReadOnly),
             other => Err(PkiError::InvalidIdentity(format!("unknown role {:?}", truncate(other)))),
         }
     }
@@ -208,6 +222,10 @@ mod tests {
         assert_eq!("worker".parse::<Role>().expect("valid role"), Role::Worker);
         assert_eq!(Role::Client.as_str(), "client");
         assert_eq!("client".parse::<Role>().expect("valid role"), Role::Client);
+        assert_eq!(Role::ClientReadOnly.as_str(), "client-ro");
+        assert_eq!("client-ro".parse::<Role>().expect("valid role"), Role::ClientReadOnly);
+        assert!(Role::Client.is_client() && Role::ClientReadOnly.is_client());
+        assert!(!Role::Manager.is_client() && !Role::Worker.is_client());
         assert!("Manager".parse::<Role>().is_err());
         assert!("admin".parse::<Role>().is_err());
     }

@@ -18,6 +18,8 @@
 //! * **Operators hold client certificates.** [`Role::Client`] (OU `client`, CN = a name) is
 //!   issued by the same CA for the TCP API: EKU clientAuth only and no DNS SAN, so it can never
 //!   serve as anything; the node-to-node endpoints accept only manager and worker roles.
+//!   [`Role::ClientReadOnly`] (OU `client-ro`) is the same for an operator who may only read;
+//!   an OU `client` (every certificate issued before read-only ones existed) is an admin's.
 //! * **The join token pins the CA.** A token is `SHOAL-1-<sha256 of CA cert>-<secret>`. A
 //!   joining node has no CA yet, so it connects with [`pinned_client_config`], which accepts
 //!   the server only if the CA at the end of the server's chain has exactly the token's

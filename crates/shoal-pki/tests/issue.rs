@@ -256,15 +256,20 @@ fn pem(label: &str, der: &[u8]) -> String {
 #[test]
 fn client_certificates_authenticate_clients_only() {
     let ca = Ca::generate("cluster-a").expect("generate CA");
-    let client = issue(&ca, "alice", Role::Client);
-    let client_der = der(&client);
-    assert_eq!(
-        identity_from_cert(&client_der).expect("identity"),
-        NodeIdentity { node_id: "alice".into(), role: Role::Client }
-    );
-    let (_, cert) = X509Certificate::from_der(&client_der).expect("parse");
-    // No DNS names at all (in particular not manager.shoal) and no serverAuth.
-    assert!(cert.subject_alternative_name().expect("well-formed").is_none());
-    let eku = cert.extended_key_usage().expect("ok").expect("EKU present").value;
-    assert!(eku.client_auth && !eku.server_auth);
+    for (role, ou) in [(Role::Client, "client"), (Role::ClientReadOnly, "client-ro")] {
+        let client = issue(&ca, "alice", role);
+        let client_der = der(&client);
+        assert_eq!(
+            identity_from_cert(&client_der).expect("identity"),
+            NodeIdentity { node_id: "alice".into(), role }
+        );
+        let (_, cert) = X509Certificate::from_der(&client_der).expect("parse");
+        let found: Vec<&str> =
+            cert.subject().iter_organizational_unit().filter_map(|a| a.as_str().ok()).collect();
+        assert_eq!(found, [ou], "the role is the OU");
+        // No DNS names at all (in particular not manager.shoal) and no serverAuth.
+        assert!(cert.subject_alternative_name().expect("well-formed").is_none());
+        let eku = cert.extended_key_usage().expect("ok").expect("EKU present").value;
+        assert!(eku.client_auth && !eku.server_auth);
+    }
 }

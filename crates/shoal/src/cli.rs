@@ -88,9 +88,11 @@ pub enum ClusterCmd {
         #[arg(long)]
         out: std::path::PathBuf,
     },
-    /// Create a client certificate for the TCP API (`shoal -H tcp://HOST:PORT --tls-dir DIR`):
+    /// Create a client certificate for the TCP API (`shoal -H tcp://HOST:PORT --tls-dir DIR`),
+    /// the web UI and the Chronos API on non-loopback addresses, and the etcd API over TLS:
     /// writes DIR/ca.pem, DIR/cert.pem and DIR/key.pem (0600). The key is made here and never
-    /// leaves this machine; the manager signs a CSR.
+    /// leaves this machine; the manager signs a CSR. Only an admin (or root on a manager's
+    /// socket) may create one.
     ClientCert {
         /// Where to write the files (created with mode 0700).
         #[arg(long)]
@@ -98,6 +100,15 @@ pub enum ClusterCmd {
         /// The client's name in the certificate (1-64 characters of [a-z0-9-]).
         #[arg(long, default_value = "admin")]
         name: String,
+        /// What the certificate may do. `admin`: everything root may do on a manager's socket
+        /// (every client certificate made before roles existed is an admin's). `read-only`:
+        /// reads that reveal no secret — ls, inspect, ps, logs, events, the web UI's views,
+        /// key-value ranges and watches (etcd: Range, Watch, Txn that only reads, lease and member
+        /// lists, status) — and nothing else: no creating, changing or removing anything, no join
+        /// tokens, no client certificates, no backups (they hold the CA key), no exec, no
+        /// checkpoints or migrations.
+        #[arg(long, default_value = "admin", value_parser = ["admin", "read-only"])]
+        role: String,
         /// Replace a certificate already in DIR.
         #[arg(long)]
         force: bool,
@@ -385,7 +396,9 @@ pub async fn cluster(c: &Client, cmd: ClusterCmd) -> Result<()> {
                 println!("This node joined the cluster as a manager ({} managers).", info.managers);
             }
         }
-        ClusterCmd::ClientCert { out, name, force } => client_cert(c, &out, &name, force).await?,
+        ClusterCmd::ClientCert { out, name, role, force } => {
+            client_cert(c, &out, &name, &role, force).await?
+        }
         ClusterCmd::JoinToken { role, rotate, quiet } => {
             let path = format!("/v1/cluster/join-token/{role}{}", if rotate { "/rotate" } else { "" });
             let info: shoal_api::JoinTokenInfo =
@@ -585,24 +598,35 @@ pub async fn service(c: &Client, cmd: ServiceCmd) -> Result<()> {
 
 /// `cluster client-cert`: a key and CSR made here, the certificate signed by the cluster CA,
 /// written in docker's layout.
-async fn client_cert(c: &Client, out: &std::path::Path, name: &str, force: bool) -> Result<()> {
+async fn client_cert(c: &Client, out: &std::path::Path, name: &str, role: &str, force: bool) -> Result<()> {
     use anyhow::Context;
     use std::os::unix::fs::PermissionsExt;
+    let role: shoal_api::roles::ClientRole = role.parse().map_err(|e: String| anyhow::anyhow!(e))?;
     let key_path = out.join(shoal_api::client::TLS_KEY_FILE);
     if key_path.exists() && !force {
         bail!("{} already exists (use --force to replace it)", key_path.display());
     }
     let (key_pem, csr_pem) = shoal_pki::generate_key_and_csr(name)
         .with_context(|| format!("--name {name:?}: must be 1-64 characters of [a-z0-9-]"))?;
-    let req = shoal_api::ClientCertRequest { name: name.to_string(), csr_pem: Some(csr_pem) };
+    let req = shoal_api::ClientCertRequest { name: name.to_string(), csr_pem: Some(csr_pem), role };
     let cert: shoal_api::ClientCert = c.post("/v1/cluster/client-cert", &req).await?;
+    // A manager that predates roles ignores the request's role and signs an admin certificate:
+    // never hand that out as a read-only one.
+    let issued = shoal_pki::identity_from_pem(&cert.cert_pem).context("the certificate the manager sent")?;
+    if issued.role != role.cert_role() {
+        bail!(
+            "the manager signed a {} certificate instead of a {role} one (it predates client roles: upgrade \
+             the managers first); nothing was written",
+            issued.role
+        );
+    }
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     std::fs::set_permissions(out, std::fs::Permissions::from_mode(0o700))
         .with_context(|| format!("setting the mode of {}", out.display()))?;
     shoal_pki::write_private_file(&key_path, key_pem)?;
     shoal_pki::write_public_file(out.join(shoal_api::client::TLS_CERT_FILE), &cert.cert_pem)?;
     shoal_pki::write_public_file(out.join(shoal_api::client::TLS_CA_FILE), &cert.ca_pem)?;
-    println!("Client certificate for {name:?} written to {}.", out.display());
+    println!("Client certificate for {name:?} ({role}) written to {}.", out.display());
     match cert.api_addr.as_deref().filter(|a| !a.is_empty()) {
         Some(addr) => println!("Use it with: shoal -H tcp://{addr} --tls-dir {} node ls", out.display()),
         None => println!(

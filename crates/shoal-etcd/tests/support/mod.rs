@@ -9,7 +9,12 @@ pub struct Pki {
     pub ca_pem: String,
     pub ca_der: rustls::pki_types::CertificateDer<'static>,
     pub server: (rustls::pki_types::CertificateDer<'static>, rustls::pki_types::PrivateKeyDer<'static>),
+    /// An admin's client certificate (Shoal identity: CN a name, OU `client`) and its key.
     pub client_pem: (String, String),
+    /// A read-only client certificate (OU `client-ro`) and its key.
+    pub read_only_pem: (String, String),
+    /// A certificate of this CA without a Shoal identity (no OU) and its key.
+    pub anonymous_pem: (String, String),
 }
 
 pub fn pki() -> Pki {
@@ -36,10 +41,18 @@ pub fn pki() -> Pki {
     p.subject_alt_names = vec![SanType::IpAddress([127, 0, 0, 1].into())];
     p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     let server = p.signed_by(&server_key, &issuer).expect("server cert");
-    let client_key = KeyPair::generate().expect("key");
-    let mut p = named("shoal-etcd test client");
-    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    let client = p.signed_by(&client_key, &issuer).expect("client cert");
+    // Client certificates carry a Shoal identity (CN a name, OU the role): the server refuses
+    // others, as Shoal's etcd API does.
+    let client = |cn: &str, ou: Option<&str>| {
+        let key = KeyPair::generate().expect("key");
+        let mut p = named(cn);
+        if let Some(ou) = ou {
+            p.distinguished_name.push(DnType::OrganizationalUnitName, ou);
+        }
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let cert = p.signed_by(&key, &issuer).expect("client cert");
+        (cert.pem(), key.serialize_pem())
+    };
     Pki {
         ca_pem: ca.pem(),
         ca_der: ca.der().clone(),
@@ -49,7 +62,9 @@ pub fn pki() -> Pki {
                 server_key.serialize_der(),
             )),
         ),
-        client_pem: (client.pem(), client_key.serialize_pem()),
+        client_pem: client("etcd-test-client", Some("client")),
+        read_only_pem: client("etcd-test-reader", Some("client-ro")),
+        anonymous_pem: client("shoal-etcd test client", None),
     }
 }
 
@@ -57,11 +72,13 @@ impl Pki {
     /// Writes `ca.pem`, `client.pem` and `client.key` (what etcdctl's and curl's TLS flags
     /// take) into `dir`; their paths, in that order.
     pub fn write_client_files(&self, dir: &std::path::Path) -> [String; 3] {
-        let files = [
-            ("ca.pem", &self.ca_pem),
-            ("client.pem", &self.client_pem.0),
-            ("client.key", &self.client_pem.1),
-        ];
+        self.write_files(dir, &self.client_pem, "client")
+    }
+
+    /// Writes `ca.pem`, `NAME.pem` and `NAME.key` for the certificate `pair`; their paths.
+    pub fn write_files(&self, dir: &std::path::Path, pair: &(String, String), name: &str) -> [String; 3] {
+        let (cert, key) = (format!("{name}.pem"), format!("{name}.key"));
+        let files = [("ca.pem", &self.ca_pem), (cert.as_str(), &pair.0), (key.as_str(), &pair.1)];
         files.map(|(name, pem)| {
             let path = dir.join(name);
             std::fs::write(&path, pem).expect("write a PEM file");
