@@ -21,6 +21,7 @@
 mod log_store;
 mod network;
 mod node;
+pub mod seal;
 mod state_machine;
 pub mod transport;
 
@@ -121,9 +122,11 @@ fn is_format_v1(f: &u32) -> bool {
 pub mod formats {
     /// The layout of the Raft store (`raft.redb`: tables and keys), recorded in its `raft_meta`
     /// table under `format` (a store without one is format 1).
-    pub const STORE: u32 = 1;
-    /// The snapshot file (`raft.snapshot`): its magic line names it (`SHOAL-SNAPSHOT-1`).
-    pub const SNAPSHOT_FILE: u32 = 1;
+    /// 2: log entries sealed with the data key (`raft.key`, see [`crate::seal`]).
+    pub const STORE: u32 = 2;
+    /// The snapshot file (`raft.snapshot`): its magic line names it (`SHOAL-SNAPSHOT-2`: the
+    /// rest sealed with the data key; 1, plain, is still read).
+    pub const SNAPSHOT_FILE: u32 = 2;
     /// The state in snapshots and the commands in log entries.
     pub const STATE: u32 = shoal_state::FORMAT_VERSION;
 }
@@ -251,10 +254,33 @@ pub type SnapshotMeta = openraft::SnapshotMeta<RaftId, ManagerNode>;
 pub fn open(path: &std::path::Path) -> Result<(LogStore, StateMachineStore), OpenError> {
     let db = std::sync::Arc::new(redb::Database::create(path).map_err(|e| OpenError(e.to_string()))?);
     log_store::check_store_format(&db).map_err(|e| OpenError(format!("{}: {e}", path.display())))?;
-    let log = LogStore::new(db.clone()).map_err(|e| OpenError(e.to_string()))?;
-    let sm =
-        StateMachineStore::new(db, path.with_extension("snapshot")).map_err(|e| OpenError(e.to_string()))?;
+    let key = std::sync::Arc::new(data_key(&db, &path.with_extension("key"))?);
+    let log = LogStore::new(db.clone(), key.clone()).map_err(|e| OpenError(e.to_string()))?;
+    let sm = StateMachineStore::new(db, path.with_extension("snapshot"), key)
+        .map_err(|e| OpenError(e.to_string()))?;
     Ok((log, sm))
+}
+
+/// The store's data key: read from `key_path`, or made there for a store that has never been
+/// sealed (a new one, or one from before encryption). A sealed store whose key file is gone is
+/// refused: a new key would open nothing.
+fn data_key(db: &redb::Database, key_path: &std::path::Path) -> Result<seal::DataKey, OpenError> {
+    let sealed = log_store::is_sealed(db).map_err(OpenError)?;
+    let key = if key_path.exists() {
+        seal::DataKey::read(key_path).map_err(OpenError)?
+    } else if sealed {
+        return Err(OpenError(format!(
+            "the Raft store is encrypted but its data key {} is missing: restore the file, or rebuild this \
+             manager (leave and join again, or `cluster init --restore` from a backup)",
+            key_path.display()
+        )));
+    } else {
+        seal::DataKey::create(key_path).map_err(OpenError)?
+    };
+    if !sealed {
+        log_store::mark_sealed(db).map_err(OpenError)?;
+    }
+    Ok(key)
 }
 
 #[derive(Debug, thiserror::Error)]

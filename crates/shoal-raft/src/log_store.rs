@@ -16,6 +16,7 @@
 //! commit index is volatile state); for openraft 0.9 it also takes `read_vote`
 //! handing back the vote uncommitted (see there).
 
+use crate::seal::DataKey;
 use crate::{Entry, LogId, RaftId, StorageError, TypeConfig, Vote};
 use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
 use openraft::{RaftLogId, StorageIOError};
@@ -35,6 +36,8 @@ const KEY_COMMITTED: &str = "committed";
 const KEY_PURGED: &str = "last_purged";
 /// The store's layout ([`crate::formats::STORE`]), as a JSON number; none: format 1.
 const KEY_FORMAT: &str = "format";
+/// Present once entries are sealed with the data key ([`crate::seal`]).
+const KEY_SEALED: &str = "sealed";
 /// The most queued jobs one transaction takes (bounds a transaction's size and latency).
 const MAX_JOBS_PER_TX: usize = 4096;
 
@@ -63,6 +66,7 @@ enum Job {
 
 struct Shared {
     db: Arc<Database>,
+    key: Arc<DataKey>,
     /// Entries handed to the writer and not yet on disk, by index.
     unflushed: Arc<Mutex<Unflushed>>,
     /// The committed index openraft last saved, plus one (0: none), for metrics.
@@ -121,11 +125,20 @@ fn inclusive<RB: RangeBounds<u64>>(range: &RB) -> Option<(u64, u64)> {
     (lo <= hi).then_some((lo, hi))
 }
 
-/// Reads one stored entry. An entry this binary cannot read, or would misread (a newer
-/// format), is refused with a message that says so.
-fn decode(bytes: &[u8]) -> Result<Entry, StorageError> {
+/// Reads the entry stored at `index`: sealed (opened with the data key) or, written before
+/// encryption, plain. An entry this binary cannot read, or would misread (a newer format), is
+/// refused with a message that says so.
+fn decode(key: &DataKey, index: u64, stored: &[u8]) -> Result<Entry, StorageError> {
     let refuse =
         |m: String| StorageError::IO { source: StorageIOError::read_logs(&std::io::Error::other(m)) };
+    let opened;
+    let bytes = if crate::seal::is_sealed(stored) {
+        opened =
+            key.open(&index.to_be_bytes(), stored).map_err(|e| refuse(format!("log entry {index}: {e}")))?;
+        opened.as_slice()
+    } else {
+        stored
+    };
     match serde_json::from_slice::<Entry>(bytes) {
         Ok(e) => match &e.payload {
             openraft::EntryPayload::Normal(r) => {
@@ -167,9 +180,33 @@ pub(crate) fn check_store_format(db: &Database) -> Result<(), String> {
             .map_err(|e| e.to_string())?;
         return Ok(());
     }
+    // Unnumbered: format 1 (a new store too, until `mark_sealed` moves it on).
     let tx = db.begin_write().map_err(|e| e.to_string())?;
     {
         let mut t = tx.open_table(META).map_err(|e| e.to_string())?;
+        let v = serde_json::to_vec(&1u32).map_err(|e| e.to_string())?;
+        t.insert(KEY_FORMAT, v.as_slice()).map_err(|e| e.to_string())?;
+    }
+    tx.commit().map_err(|e| e.to_string())
+}
+
+/// Whether the store's entries are sealed (a data key belongs to it).
+pub(crate) fn is_sealed(db: &Database) -> Result<bool, String> {
+    let tx = db.begin_read().map_err(|e| e.to_string())?;
+    match tx.open_table(META) {
+        Ok(t) => Ok(t.get(KEY_SEALED).map_err(|e| e.to_string())?.is_some()),
+        Err(redb::TableError::TableDoesNotExist(_)) => Ok(false),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Records that the store's entries are sealed from now on, with its new format (an older
+/// binary then says to upgrade instead of failing to decode them).
+pub(crate) fn mark_sealed(db: &Database) -> Result<(), String> {
+    let tx = db.begin_write().map_err(|e| e.to_string())?;
+    {
+        let mut t = tx.open_table(META).map_err(|e| e.to_string())?;
+        t.insert(KEY_SEALED, b"true".as_slice()).map_err(|e| e.to_string())?;
         let v = serde_json::to_vec(&crate::formats::STORE).map_err(|e| e.to_string())?;
         t.insert(KEY_FORMAT, v.as_slice()).map_err(|e| e.to_string())?;
     }
@@ -177,7 +214,7 @@ pub(crate) fn check_store_format(db: &Database) -> Result<(), String> {
 }
 
 impl LogStore {
-    pub(crate) fn new(db: Arc<Database>) -> Result<Self, redb::Error> {
+    pub(crate) fn new(db: Arc<Database>, key: Arc<DataKey>) -> Result<Self, redb::Error> {
         let tx = db.begin_write()?;
         tx.open_table(LOGS)?;
         tx.open_table(META)?;
@@ -186,15 +223,17 @@ impl LogStore {
         let appended_bytes = Arc::new(AtomicU64::new(0));
         let unflushed = Arc::new(Mutex::new(Unflushed::new()));
         let writer = {
-            let (db, appended, unflushed) = (db.clone(), appended_bytes.clone(), unflushed.clone());
+            let (db, appended, unflushed, key) =
+                (db.clone(), appended_bytes.clone(), unflushed.clone(), key.clone());
             std::thread::Builder::new()
                 .name("raft-log-writer".into())
-                .spawn(move || write_loop(&db, &jobs, &appended, &unflushed))
+                .spawn(move || write_loop(&db, &key, &jobs, &appended, &unflushed))
                 .map_err(redb::Error::Io)?
         };
         let store = LogStore {
             shared: Arc::new(Shared {
                 db,
+                key,
                 unflushed,
                 committed: Arc::default(),
                 appended_bytes,
@@ -281,7 +320,7 @@ impl LogStore {
         let last = t.last().map_err(|e| map(e.into()))?;
         match last {
             None => Ok(None),
-            Some((_, v)) => Ok(Some(*decode(v.value())?.get_log_id())),
+            Some((k, v)) => Ok(Some(*decode(&self.shared.key, k.value(), v.value())?.get_log_id())),
         }
     }
 
@@ -302,7 +341,13 @@ impl LogStore {
 /// The writer thread: everything queued goes into one transaction with one fsync. A batch that
 /// only moves the commit index is not written on its own: the value rides along with the next
 /// transaction (or the final one when the queue closes).
-fn write_loop(db: &Database, jobs: &mpsc::Receiver<Job>, appended: &AtomicU64, unflushed: &Mutex<Unflushed>) {
+fn write_loop(
+    db: &Database,
+    key: &DataKey,
+    jobs: &mpsc::Receiver<Job>,
+    appended: &AtomicU64,
+    unflushed: &Mutex<Unflushed>,
+) {
     let mut carried: Option<Vec<u8>> = None;
     while let Ok(first) = jobs.recv() {
         let mut batch = vec![first];
@@ -318,7 +363,7 @@ fn write_loop(db: &Database, jobs: &mpsc::Receiver<Job>, appended: &AtomicU64, u
             }
             continue;
         }
-        let (result, written) = write_batch(db, &batch, carried.take());
+        let (result, written) = write_batch(db, key, &batch, carried.take());
         if result.is_ok() {
             appended.fetch_add(written, Ordering::Relaxed);
             // On disk now: readers find them there. (An entry truncated and appended again
@@ -338,7 +383,7 @@ fn write_loop(db: &Database, jobs: &mpsc::Receiver<Job>, appended: &AtomicU64, u
         finish(batch, &result);
     }
     if carried.is_some() {
-        if let (Err(e), _) = write_batch(db, &[], carried) {
+        if let (Err(e), _) = write_batch(db, key, &[], carried) {
             tracing::warn!(error = %e, "raft log: saving the commit index on close failed");
         }
     }
@@ -346,7 +391,12 @@ fn write_loop(db: &Database, jobs: &mpsc::Receiver<Job>, appended: &AtomicU64, u
 
 /// Writes `batch` in one transaction (after `committed`, a commit index carried from earlier);
 /// the bytes of log entries written.
-fn write_batch(db: &Database, batch: &[Job], committed: Option<Vec<u8>>) -> (Result<(), String>, u64) {
+fn write_batch(
+    db: &Database,
+    key: &DataKey,
+    batch: &[Job],
+    committed: Option<Vec<u8>>,
+) -> (Result<(), String>, u64) {
     let mut written = 0u64;
     let mut run = || -> Result<(), redb::Error> {
         let tx = db.begin_write()?;
@@ -360,10 +410,14 @@ fn write_batch(db: &Database, batch: &[Job], committed: Option<Vec<u8>>) -> (Res
                 match job {
                     Job::Append { entries, .. } => {
                         for e in entries {
+                            let index = e.get_log_id().index;
                             let bytes = serde_json::to_vec(&**e)
                                 .map_err(|e| redb::Error::Corrupted(format!("encode a log entry: {e}")))?;
                             written += bytes.len() as u64;
-                            logs.insert(e.get_log_id().index, bytes.as_slice())?;
+                            let sealed = key
+                                .seal(&index.to_be_bytes(), &bytes)
+                                .map_err(|e| redb::Error::Corrupted(format!("seal a log entry: {e}")))?;
+                            logs.insert(index, sealed.as_slice())?;
                         }
                     }
                     Job::Meta { key, value, .. } => {
@@ -421,8 +475,8 @@ impl RaftLogReader<TypeConfig> for LogStore {
             let tx = self.shared.db.begin_read().map_err(|e| map(e.into()))?;
             let t = tx.open_table(LOGS).map_err(|e| map(e.into()))?;
             for item in t.range(lo..=disk_hi).map_err(|e| map(e.into()))? {
-                let (_, v) = item.map_err(|e| map(e.into()))?;
-                out.push(decode(v.value())?);
+                let (k, v) = item.map_err(|e| map(e.into()))?;
+                out.push(decode(&self.shared.key, k.value(), v.value())?);
             }
         }
         out.extend(recent.iter().map(|e| (**e).clone()));

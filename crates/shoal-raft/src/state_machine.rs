@@ -2,6 +2,7 @@
 //! against the state at apply time (inside the state machine), so a plan computed on an older
 //! snapshot can never overcommit a node or fill a slot twice, on any replica.
 
+use crate::seal::DataKey;
 use crate::{Entry, LogId, Request, Response, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine, Snapshot};
 use openraft::{EntryPayload, RaftLogId, StorageIOError};
@@ -21,7 +22,11 @@ const KEY_CURRENT: &str = "current";
 /// The snapshot file starts with this, then the metadata's length (u64 LE), the metadata
 /// (JSON), then the state as it is sent to other managers. The number is the file's format
 /// ([`crate::formats::SNAPSHOT_FILE`]): a newer one is refused, never misread.
-const SNAPSHOT_MAGIC: &[u8] = b"SHOAL-SNAPSHOT-1\n";
+const SNAPSHOT_MAGIC_V1: &[u8] = b"SHOAL-SNAPSHOT-1\n";
+/// Format 2: the same after the magic line, sealed with the data key ([`crate::seal`]).
+const SNAPSHOT_MAGIC: &[u8] = b"SHOAL-SNAPSHOT-2\n";
+/// The sealed part's additional data.
+const SNAPSHOT_PLACE: &[u8] = b"raft.snapshot";
 const SNAPSHOT_MAGIC_PREFIX: &[u8] = b"SHOAL-SNAPSHOT-";
 
 /// What the state machine holds; shared read-only with the API and the controllers.
@@ -41,27 +46,37 @@ struct StoredSnapshot {
 }
 
 impl StoredSnapshot {
-    fn encode(&self) -> Result<Vec<u8>, serde_json::Error> {
-        let meta = serde_json::to_vec(&self.meta)?;
-        let mut out = Vec::with_capacity(SNAPSHOT_MAGIC.len() + 8 + meta.len() + self.data.len());
+    /// The magic line, then sealed: the metadata's length (u64 LE), the metadata, the state.
+    fn encode(&self, key: &DataKey) -> Result<Vec<u8>, String> {
+        let meta = serde_json::to_vec(&self.meta).map_err(|e| e.to_string())?;
+        let mut inner = Vec::with_capacity(8 + meta.len() + self.data.len());
+        inner.extend_from_slice(&(meta.len() as u64).to_le_bytes());
+        inner.extend_from_slice(&meta);
+        inner.extend_from_slice(&self.data);
+        let sealed = key.seal(SNAPSHOT_PLACE, &inner)?;
+        drop(inner);
+        let mut out = Vec::with_capacity(SNAPSHOT_MAGIC.len() + sealed.len());
         out.extend_from_slice(SNAPSHOT_MAGIC);
-        out.extend_from_slice(&(meta.len() as u64).to_le_bytes());
-        out.extend_from_slice(&meta);
-        out.extend_from_slice(&self.data);
+        out.extend_from_slice(&sealed);
         Ok(out)
     }
 
-    fn decode(mut bytes: Vec<u8>) -> Result<StoredSnapshot, String> {
-        let Some(rest) = bytes.strip_prefix(SNAPSHOT_MAGIC) else {
+    /// Reads format 2 (sealed) or 1 (plain, from before encryption).
+    fn decode(bytes: Vec<u8>, key: &DataKey) -> Result<StoredSnapshot, String> {
+        let mut inner = if let Some(sealed) = bytes.strip_prefix(SNAPSHOT_MAGIC) {
+            key.open(SNAPSHOT_PLACE, sealed).map_err(|e| format!("the snapshot file: {e}"))?
+        } else if let Some(plain) = bytes.strip_prefix(SNAPSHOT_MAGIC_V1) {
+            plain.to_vec()
+        } else {
             return Err(snapshot_file_format(&bytes));
         };
-        let (len, rest) = rest.split_first_chunk::<8>().ok_or("snapshot file cut short")?;
+        drop(bytes);
+        let (len, rest) = inner.split_first_chunk::<8>().ok_or("snapshot file cut short")?;
         let len = usize::try_from(u64::from_le_bytes(*len)).map_err(|_| "snapshot metadata too long")?;
         let meta = rest.get(..len).ok_or("snapshot file cut short")?;
         let meta: SnapshotMeta =
             serde_json::from_slice(meta).map_err(|e| format!("snapshot metadata: {e}"))?;
-        let start = SNAPSHOT_MAGIC.len() + 8 + len;
-        let data = bytes.split_off(start);
+        let data = inner.split_off(8 + len);
         Ok(StoredSnapshot { meta, data })
     }
 }
@@ -111,6 +126,8 @@ pub struct KvCommit {
 #[derive(Clone)]
 pub struct StateMachineStore {
     db: Arc<Database>,
+    /// Seals the snapshot file.
+    key: Arc<DataKey>,
     /// The last snapshot (a file beside the log: a large state does not bloat the log's
     /// database or hold its write lock while it is written).
     snapshot_path: Arc<PathBuf>,
@@ -122,7 +139,11 @@ pub struct StateMachineStore {
 }
 
 impl StateMachineStore {
-    pub(crate) fn new(db: Arc<Database>, snapshot_path: PathBuf) -> Result<Self, redb::Error> {
+    pub(crate) fn new(
+        db: Arc<Database>,
+        snapshot_path: PathBuf,
+        key: Arc<DataKey>,
+    ) -> Result<Self, redb::Error> {
         let tx = db.begin_write()?;
         tx.open_table(LEGACY_SNAPSHOT)?;
         tx.commit()?;
@@ -130,6 +151,7 @@ impl StateMachineStore {
         let (kv_events, _) = broadcast::channel(8192);
         let sm = StateMachineStore {
             db,
+            key,
             snapshot_path: Arc::new(snapshot_path),
             snapshot_bytes: Arc::default(),
             data: Arc::default(),
@@ -174,7 +196,7 @@ impl StateMachineStore {
             source: StorageIOError::read_snapshot(None, &std::io::Error::other(e.to_string())),
         };
         match std::fs::read(&*self.snapshot_path) {
-            Ok(bytes) => return StoredSnapshot::decode(bytes).map(Some).map_err(|e| err(&e)),
+            Ok(bytes) => return StoredSnapshot::decode(bytes, &self.key).map(Some).map_err(|e| err(&e)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(err(&e)),
         }
@@ -194,7 +216,7 @@ impl StateMachineStore {
         let err = |e: &dyn std::fmt::Display| StorageError::IO {
             source: StorageIOError::write_snapshot(sig.clone(), &std::io::Error::other(e.to_string())),
         };
-        let bytes = s.encode().map_err(|e| err(&e))?;
+        let bytes = s.encode(&self.key).map_err(|e| err(&e))?;
         write_file_durably(&self.snapshot_path, &bytes).map_err(|e| err(&e))?;
         self.snapshot_bytes.store(s.data.len() as u64, Ordering::Relaxed);
         // The file is durable: an older version's copy in the database can go.

@@ -268,12 +268,13 @@ fn data_of_a_newer_format_is_refused_at_start() {
     let copy = tmp.path().join("snapshot");
     copy_dir(&data, &copy);
     chmod(&copy, 0o700);
-    std::fs::write(copy.join("raft/raft.snapshot"), format!("SHOAL-SNAPSHOT-{}\n", known + 1))
+    let file_format = shoal_raft::formats::SNAPSHOT_FILE;
+    std::fs::write(copy.join("raft/raft.snapshot"), format!("SHOAL-SNAPSHOT-{}\n", file_format + 1))
         .expect("write");
     let stderr = refused_start(tmp.path(), &copy);
     let want = format!(
-        "the snapshot file was written by a newer Shoal (format {}, this binary knows up to {known}): upgrade this binary",
-        known + 1
+        "the snapshot file was written by a newer Shoal (format {}, this binary knows up to {file_format}): upgrade this binary",
+        file_format + 1
     );
     assert!(stderr.contains(&want), "{stderr}");
 
