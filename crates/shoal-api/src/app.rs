@@ -333,6 +333,8 @@ impl App {
             return Err(AppError::invalid(format!("invalid label key {k:?}")));
         }
         let spec = updated_spec(&node.spec, u)?;
+        shoal_types::validate::validate_labels(&spec.labels)
+            .map_err(|m| AppError::invalid(format!("invalid node spec: labels: {m}")))?;
         let member = {
             let status = self.m.node.status();
             let voters = status.voters.len();
@@ -742,6 +744,8 @@ impl App {
     /// Creates an overlay network; `apply` allocates its VNI and subnet and refuses overlaps.
     pub async fn create_network(&self, spec: NetworkSpec) -> AppResult<NetworkId> {
         spec.validate().map_err(|e| AppError::invalid(format!("invalid network spec: {e}")))?;
+        shoal_types::validate::validate_labels(&spec.labels)
+            .map_err(|m| AppError::invalid(format!("invalid network spec: labels: {m}")))?;
         let id = NetworkId::new(new_id());
         let network = Network::new(id.clone(), spec);
         self.write(Command::CreateNetwork { network: Box::new(network) }).await?;

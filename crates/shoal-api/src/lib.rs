@@ -2,6 +2,7 @@
 //! This crate (with the transport in `shoal-raft`) is the only one that knows wire formats.
 
 pub mod app;
+pub mod autolock;
 pub mod backup;
 pub mod chronos;
 pub mod client;
@@ -85,6 +86,7 @@ pub fn full_router(
         .merge(events::events_router(services.events))
         .merge(units::router(manager, services.kv.clone()))
         .merge(kv_http::kv_router(services.kv))
+        .layer(axum::middleware::map_response(server::json_errors))
         .layer(axum::middleware::from_fn(ui::track_requests))
 }
 

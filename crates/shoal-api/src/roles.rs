@@ -110,7 +110,8 @@ pub fn access_of(identity: Option<&NodeIdentity>) -> Result<ClientRole, String> 
 
 /// `GET` routes that reveal secrets: the join tokens (anyone with one can add nodes) and the
 /// backup (the CA key and the tokens). Admin only.
-pub const SECRET_READS: &[&str] = &["/v1/cluster/join-token/{role}", "/v1/cluster/backup"];
+pub const SECRET_READS: &[&str] =
+    &["/v1/cluster/join-token/{role}", "/v1/cluster/backup", "/v1/cluster/unlock-key"];
 
 /// Routes that only read despite their method: `(method, route)`.
 pub const READ_POSTS: &[(&str, &str)] = &[("POST", "/v1/kv/range")];

@@ -58,6 +58,71 @@ impl From<ReadError> for ApiError {
     }
 }
 
+/// A body the JSON extractor refused, in the API's error format: 413 for one over the size
+/// limit, 415 without a JSON content type, else 400.
+pub fn json_rejection(e: axum::extract::rejection::JsonRejection) -> ApiError {
+    match e.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("the request body is larger than the limit of {} bytes", MAX_BODY_BYTES),
+        ),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+            ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", e.body_text())
+        }
+        _ => ApiError::new(StatusCode::BAD_REQUEST, "invalid", e.body_text()),
+    }
+}
+
+/// Makes every error answer JSON in the API's format (`{"error": {"code", "message"}}`): the
+/// ones the framework writes itself as text or with no body (a body over its limit, a missing
+/// content type, a bad path or query) keep their status and headers and get the shape every
+/// client parses.
+pub async fn json_errors(res: axum::response::Response) -> axum::response::Response {
+    use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+    use axum::response::IntoResponse;
+    let status = res.status();
+    let json = res
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || json {
+        return res;
+    }
+    let (mut parts, body) = res.into_parts();
+    let text = axum::body::to_bytes(body, 64 * 1024).await.unwrap_or_default();
+    let text = String::from_utf8_lossy(&text).trim().to_string();
+    let code = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => "too_large",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::UNAUTHORIZED => "unauthorized",
+        StatusCode::FORBIDDEN => "forbidden",
+        StatusCode::TOO_MANY_REQUESTS => "rate_limited",
+        StatusCode::SERVICE_UNAVAILABLE => "unavailable",
+        s if s.is_client_error() => "invalid",
+        _ => "internal",
+    };
+    let message =
+        if text.is_empty() { status.canonical_reason().unwrap_or("error").to_string() } else { text };
+    let fresh = ApiError::new(status, code, message).into_response();
+    let (fresh_parts, fresh_body) = fresh.into_parts();
+    parts.headers.remove(CONTENT_LENGTH);
+    if let Some(ct) = fresh_parts.headers.get(CONTENT_TYPE) {
+        parts.headers.insert(CONTENT_TYPE, ct.clone());
+    }
+    axum::response::Response::from_parts(parts, fresh_body)
+}
+
+/// The largest checkpoint file `POST /v1/tasks/restore` takes (it is held in memory while it is
+/// checked and handed to the node).
+pub const MAX_CHECKPOINT_BYTES: usize = 2 * 1024 * 1024 * 1024;
+
+/// The largest JSON body the API takes (axum's default; a spec, a stack with its secrets).
+pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
+
 /// Rejects malformed JSON bodies with a 400 in the API's error format.
 pub struct JsonBody<T>(pub T);
 
@@ -71,7 +136,7 @@ where
     async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
         match Json::<T>::from_request(req, state).await {
             Ok(Json(v)) => Ok(JsonBody(v)),
-            Err(e) => Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid", e.body_text())),
+            Err(e) => Err(json_rejection(e)),
         }
     }
 }
@@ -146,6 +211,10 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
     ("post", "/v1/networks", "create an overlay network from a NetworkSpec (VNI and subnet are allocated)"),
     ("get", "/v1/networks/{id}", "inspect a network (id or name), with every node's address on it"),
     ("delete", "/v1/networks/{id}", "remove a network that no service uses"),
+    ("post", "/v1/cluster/autolock", "turn autolock on ({autolock: true}: a new unlock key, shown once) or off"),
+    ("get", "/v1/cluster/unlock-key", "the unlock key while autolock is on (admins only)"),
+    ("post", "/v1/cluster/unlock", "unlock a manager that autolock keeps locked ({unlock_key}; 409 when not locked)"),
+    ("post", "/v1/cluster/unlock-key/rotate", "replace the unlock key (managers rewrap their data keys)"),
     ("get", "/v1/secrets", "list secrets (never their data)"),
     ("post", "/v1/secrets", "create a secret from a SecretSpec ({name, labels, data: base64})"),
     ("get", "/v1/secrets/{id}", "inspect a secret (id, name or id prefix), without its data"),
@@ -231,14 +300,23 @@ pub fn router(manager: Arc<Manager>) -> Router {
         .route("/v1/tasks/{id}/checkpoint", post(crate::migrate::checkpoint_handler))
         .route(
             "/v1/tasks/restore",
-            post(crate::migrate::restore_handler).layer(axum::extract::DefaultBodyLimit::disable()),
+            post(crate::migrate::restore_handler)
+                .layer(axum::extract::DefaultBodyLimit::max(MAX_CHECKPOINT_BYTES)),
         )
         .route("/v1/openapi.json", get(openapi))
         .merge(crate::stack::routes())
         .merge(crate::jobs::routes())
         .merge(crate::secrets::routes())
+        .merge(crate::autolock::routes())
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint (see /v1/openapi.json)")
+        })
+        .method_not_allowed_fallback(|method: axum::http::Method| async move {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                format!("{method} is not allowed on this endpoint (see /v1/openapi.json)"),
+            )
         })
         .layer(axum::middleware::from_fn_with_state(manager.clone(), refuse_on_worker))
         .with_state(manager)
@@ -275,6 +353,9 @@ pub struct ClusterInfo {
     /// The UDP port of the VXLAN data path (`cluster init --data-path-port`; 4789 by default).
     #[serde(default = "shoal_state::default_data_path_port")]
     pub data_path_port: u16,
+    /// Whether autolock is on (the unlock key is never shown here).
+    #[serde(default)]
+    pub autolock: bool,
 }
 
 async fn cluster(
@@ -282,12 +363,12 @@ async fn cluster(
     Query(q): Query<ReadQuery>,
 ) -> Result<Json<ClusterInfo>, ApiError> {
     let raft = m.node.status();
-    let (index, nodes, services, tasks, data_path_port) = read(&m, &q, |s| {
+    let (index, nodes, services, tasks, data_path_port, autolock) = read(&m, &q, |s| {
         let port = s.cluster().map_or(shoal_state::DEFAULT_DATA_PATH_PORT, |c| c.data_path_port);
-        (s.index(), s.nodes().len(), s.services().len(), s.tasks().len(), port)
+        (s.index(), s.nodes().len(), s.services().len(), s.tasks().len(), port, s.unlock_key().is_some())
     })
     .await?;
-    Ok(Json(ClusterInfo { raft, index, nodes, services, tasks, data_path_port }))
+    Ok(Json(ClusterInfo { raft, index, nodes, services, tasks, data_path_port, autolock }))
 }
 
 impl From<InitError> for ApiError {

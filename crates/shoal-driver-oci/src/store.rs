@@ -47,6 +47,9 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
+    /// Writing image data would leave less than the store's reserve free on its disk.
+    #[error("not enough disk space for image data under {dir}: {free} bytes free, at least {reserve} must stay free")]
+    DiskFull { dir: String, free: u64, reserve: u64 },
 }
 
 fn ioc(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> StoreError {
@@ -180,18 +183,76 @@ fn hex_of(digest: &str) -> Result<&str, StoreError> {
 }
 
 /// A reader that hashes what passes through it.
-struct HashingReader<R> {
+struct HashingReader<'a, R> {
     inner: R,
     hasher: Sha256,
     count: u64,
+    /// Checks the disk every [`SPACE_CHECK_EVERY`] bytes read (what is read is written).
+    space: Option<&'a SpaceGuard>,
+    checked_at: u64,
 }
 
-impl<R: Read> Read for HashingReader<R> {
+impl<'a, R> HashingReader<'a, R> {
+    fn new(inner: R, space: Option<&'a SpaceGuard>) -> Self {
+        HashingReader { inner, hasher: Sha256::new(), count: 0, space, checked_at: 0 }
+    }
+}
+
+impl<R: Read> Read for HashingReader<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if let Some(g) = self.space {
+            if self.count == 0 || self.count - self.checked_at >= SPACE_CHECK_EVERY {
+                self.checked_at = self.count;
+                g.check().map_err(std::io::Error::other)?;
+            }
+        }
         let n = self.inner.read(buf)?;
         self.hasher.update(&buf[..n]);
         self.count += n as u64;
         Ok(n)
+    }
+}
+
+/// How often (bytes) a copy or unpack looks at the free space left.
+const SPACE_CHECK_EVERY: u64 = 8 << 20;
+/// What image data must leave free on the store's disk by default.
+pub const DEFAULT_MIN_FREE: u64 = 512 << 20;
+
+/// Refuses to go on when the store's disk has less than `reserve` bytes free.
+#[derive(Clone, Debug)]
+struct SpaceGuard {
+    dir: PathBuf,
+    reserve: u64,
+}
+
+impl SpaceGuard {
+    fn check(&self) -> Result<(), StoreError> {
+        let st = rustix::fs::statvfs(&self.dir).map_err(|e| StoreError::Io {
+            context: format!("statvfs {}", self.dir.display()),
+            source: e.into(),
+        })?;
+        let free = st.f_bavail.saturating_mul(st.f_frsize);
+        if free < self.reserve {
+            return Err(StoreError::DiskFull {
+                dir: self.dir.display().to_string(),
+                free,
+                reserve: self.reserve,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The store error inside an I/O error from a [`HashingReader`] (disk full), or the I/O error.
+fn space_or(context: String) -> impl FnOnce(std::io::Error) -> StoreError {
+    move |e| {
+        let full = e.get_ref().and_then(|inner| inner.downcast_ref::<StoreError>()).and_then(|se| match se {
+            StoreError::DiskFull { dir, free, reserve } => {
+                Some(StoreError::DiskFull { dir: dir.clone(), free: *free, reserve: *reserve })
+            }
+            _ => None,
+        });
+        full.unwrap_or(StoreError::Io { context, source: e })
     }
 }
 
@@ -206,6 +267,8 @@ fn now_secs() -> u64 {
 pub struct ImageStore {
     root: PathBuf,
     limits: UnpackLimits,
+    /// Bytes that writing image data must leave free on the store's disk.
+    min_free: u64,
 }
 
 /// An exclusive `flock` on `index.lock`, released on drop.
@@ -221,7 +284,17 @@ impl ImageStore {
             std::fs::create_dir_all(root.join(d))
                 .map_err(ioc(format!("creating {}", root.join(d).display())))?;
         }
-        Ok(ImageStore { root, limits: UnpackLimits::default() })
+        Ok(ImageStore { root, limits: UnpackLimits::default(), min_free: DEFAULT_MIN_FREE })
+    }
+
+    /// Replaces the free space image data must leave on the store's disk.
+    pub fn with_min_free(mut self, bytes: u64) -> Self {
+        self.min_free = bytes;
+        self
+    }
+
+    fn space(&self) -> SpaceGuard {
+        SpaceGuard { dir: self.root.clone(), reserve: self.min_free }
     }
 
     /// Replaces the unpack limits (per layer).
@@ -294,9 +367,10 @@ impl ImageStore {
     pub fn put_blob(&self, r: impl Read, expected: Option<&str>) -> Result<(String, u64), StoreError> {
         let tmp = self.tmp_path("blob");
         let res = (|| {
-            let mut hr = HashingReader { inner: r, hasher: Sha256::new(), count: 0 };
+            let guard = self.space();
+            let mut hr = HashingReader::new(r, Some(&guard));
             let mut f = File::create(&tmp).map_err(ioc(format!("writing {}", tmp.display())))?;
-            std::io::copy(&mut hr, &mut f).map_err(ioc("copying a blob"))?;
+            std::io::copy(&mut hr, &mut f).map_err(space_or("copying a blob".into()))?;
             f.sync_all().map_err(ioc("syncing a blob"))?;
             let digest = format!("sha256:{:x}", hr.hasher.finalize());
             if let Some(exp) = expected {
@@ -340,7 +414,9 @@ impl ImageStore {
         let res = (|| {
             let reader = unpack::decompress(file)
                 .map_err(|source| StoreError::Unpack { digest: digest.into(), source })?;
-            let mut hr = HashingReader { inner: reader, hasher: Sha256::new(), count: 0 };
+            let guard = self.space();
+            guard.check()?;
+            let mut hr = HashingReader::new(reader, Some(&guard));
             unpack::unpack_tar(&mut hr, &staging, self.limits)
                 .map_err(|source| StoreError::Unpack { digest: digest.into(), source })?;
             // Hash the rest (tar padding) so the diff id covers the whole stream.
@@ -517,7 +593,7 @@ impl ImageStore {
         let file = File::open(self.blob_path(&layer)?).map_err(ioc("opening the imported layer"))?;
         let reader = unpack::decompress(file)
             .map_err(|source| StoreError::Unpack { digest: layer.clone(), source })?;
-        let mut hr = HashingReader { inner: reader, hasher: Sha256::new(), count: 0 };
+        let mut hr = HashingReader::new(reader, None);
         std::io::copy(&mut hr, &mut std::io::sink()).map_err(ioc("reading the imported layer"))?;
         let diff_id = format!("sha256:{:x}", hr.hasher.finalize());
         let cfg = ConfigFile {

@@ -197,3 +197,47 @@ fn hostile_layer_fails_the_load() {
     assert!(!s.root().join("escape").exists());
     assert_eq!(std::fs::read_dir(s.root().join("tmp")).expect("tmp").count(), 0);
 }
+
+/// A small tmpfs of its own, unmounted on drop (the store's disk filling up, for real).
+struct SmallDisk(tempfile::TempDir);
+
+impl SmallDisk {
+    fn new(mib: u64) -> SmallDisk {
+        let dir = tempfile::tempdir().expect("tmp");
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
+            .arg(dir.path())
+            .output()
+            .expect("mount");
+        assert!(
+            out.status.success(),
+            "mount a tmpfs (tests run as root): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        SmallDisk(dir)
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(self.0.path()).status();
+    }
+}
+
+#[test]
+fn image_data_never_fills_the_disk_past_the_reserve() {
+    use std::io::Read;
+    let disk = SmallDisk::new(32);
+    let store = ImageStore::open(disk.0.path().join("images")).expect("store").with_min_free(16 << 20);
+    // 8 MiB fits above the reserve; 40 MiB would not, and stops with the reason, leaving nothing.
+    store.put_blob(std::io::repeat(1).take(8 << 20), None).expect("a blob that fits");
+    let err = store.put_blob(std::io::repeat(2).take(40 << 20), None).expect_err("disk full");
+    assert!(matches!(err, StoreError::DiskFull { .. }), "{err}");
+    assert!(err.to_string().contains("not enough disk space"), "{err}");
+    let leftovers = std::fs::read_dir(disk.0.path().join("images/tmp")).expect("tmp").count();
+    assert_eq!(leftovers, 0, "no partial blob left");
+    // A layer that would not fit unpacked is refused the same way.
+    let big = layer(&[("big.bin", &vec![7u8; 20 << 20])]);
+    let err = store.import(&big[..], "big:1").expect_err("no room");
+    assert!(err.to_string().contains("not enough disk space"), "{err}");
+}

@@ -252,22 +252,34 @@ pub type SnapshotMeta = openraft::SnapshotMeta<RaftId, ManagerNode>;
 /// Opens (or creates) the store in `path` (a redb file): the log store and the state machine,
 /// the latter restored from the last snapshot.
 pub fn open(path: &std::path::Path) -> Result<(LogStore, StateMachineStore), OpenError> {
+    open_with(path, None).map(|(log, sm, _)| (log, sm))
+}
+
+/// Opens the store at `path` with its data key; `unlock` opens a wrapped one (autolock).
+pub fn open_with(
+    path: &std::path::Path,
+    unlock: Option<&str>,
+) -> Result<(LogStore, StateMachineStore, std::sync::Arc<seal::DataKey>), OpenError> {
     let db = std::sync::Arc::new(redb::Database::create(path).map_err(|e| OpenError(e.to_string()))?);
     log_store::check_store_format(&db).map_err(|e| OpenError(format!("{}: {e}", path.display())))?;
-    let key = std::sync::Arc::new(data_key(&db, &path.with_extension("key"))?);
+    let key = std::sync::Arc::new(data_key(&db, &path.with_extension("key"), unlock)?);
     let log = LogStore::new(db.clone(), key.clone()).map_err(|e| OpenError(e.to_string()))?;
-    let sm = StateMachineStore::new(db, path.with_extension("snapshot"), key)
+    let sm = StateMachineStore::new(db, path.with_extension("snapshot"), key.clone())
         .map_err(|e| OpenError(e.to_string()))?;
-    Ok((log, sm))
+    Ok((log, sm, key))
 }
 
 /// The store's data key: read from `key_path`, or made there for a store that has never been
 /// sealed (a new one, or one from before encryption). A sealed store whose key file is gone is
 /// refused: a new key would open nothing.
-fn data_key(db: &redb::Database, key_path: &std::path::Path) -> Result<seal::DataKey, OpenError> {
+fn data_key(
+    db: &redb::Database,
+    key_path: &std::path::Path,
+    unlock: Option<&str>,
+) -> Result<seal::DataKey, OpenError> {
     let sealed = log_store::is_sealed(db).map_err(OpenError)?;
     let key = if key_path.exists() {
-        seal::DataKey::read(key_path).map_err(OpenError)?
+        seal::DataKey::read(key_path, unlock).map_err(|e| OpenError(e.to_string()))?
     } else if sealed {
         return Err(OpenError(format!(
             "the Raft store is encrypted but its data key {} is missing: restore the file, or rebuild this \

@@ -30,6 +30,8 @@ pub struct NodeConfig {
     pub quorum_timeout: Duration,
     /// How long [`RaftNode::add_learner`] waits for a new learner to catch up with the log.
     pub learner_catch_up_timeout: Duration,
+    /// Opens a data key wrapped by autolock ([`crate::seal`]). Never stored.
+    pub unlock_key: Option<String>,
 }
 
 impl NodeConfig {
@@ -38,6 +40,7 @@ impl NodeConfig {
             data_dir,
             raft_id,
             node,
+            unlock_key: None,
             election_timeout_ms: (400, 800),
             heartbeat_ms: 100,
             quorum_timeout: Duration::from_secs(5),
@@ -164,6 +167,9 @@ pub struct RaftNode {
     raft: Raft,
     sm: StateMachineStore,
     shared: SharedState,
+    /// The store's data key, and where its file is (rewrapped when autolock changes).
+    key: Arc<crate::seal::DataKey>,
+    key_path: std::path::PathBuf,
     committed: Arc<std::sync::atomic::AtomicU64>,
 }
 
@@ -174,7 +180,9 @@ impl RaftNode {
         N: RaftNetworkFactory<TypeConfig>,
     {
         std::fs::create_dir_all(&cfg.data_dir).map_err(|e| StartError::DataDir(cfg.data_dir.clone(), e))?;
-        let (log, sm) = crate::open(&cfg.data_dir.join("raft.redb"))?;
+        let store_path = cfg.data_dir.join("raft.redb");
+        let (log, sm, key) = crate::open_with(&store_path, cfg.unlock_key.as_deref())?;
+        let key_path = store_path.with_extension("key");
         let raft_config = openraft::Config {
             cluster_name: "shoal".into(),
             election_timeout_min: cfg.election_timeout_ms.0,
@@ -200,7 +208,17 @@ impl RaftNode {
         tokio::spawn(count_leader_changes(raft.metrics()));
         tokio::spawn(snapshot_policy(raft.clone(), appended, snapshot_bytes));
         let shared = sm.shared();
-        Ok(RaftNode { read_batch: ReadBatch::default(), cfg, raft, sm, shared, committed })
+        Ok(RaftNode { read_batch: ReadBatch::default(), cfg, raft, sm, shared, committed, key, key_path })
+    }
+
+    /// Makes the data key file match the cluster's autolock setting: wrapped by `unlock`, or in
+    /// the clear without one. Returns whether it changed anything.
+    pub fn store_key_for(&self, unlock: Option<&str>) -> Result<bool, crate::seal::KeyError> {
+        if self.key.stored_as(&self.key_path, unlock) {
+            return Ok(false);
+        }
+        self.key.write(&self.key_path, unlock)?;
+        Ok(true)
     }
 
     /// Makes this member the first voter of a new cluster. Idempotent.

@@ -113,6 +113,11 @@ pub enum Command {
     RemoveSecret {
         id: shoal_types::SecretId,
     },
+    /// Autolock on (with this unlock key, new or rotated) or off (none). Every manager then
+    /// rewraps its own data key.
+    SetUnlockKey {
+        key: Option<shoal_types::SecretString>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -248,6 +248,9 @@ pub struct Snapshot {
     /// Secrets and configs, with their data (left out when there are none).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub secrets: Vec<shoal_types::Secret>,
+    /// Autolock's unlock key (left out while autolock is off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unlock_key: Option<shoal_types::SecretString>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -272,6 +275,9 @@ pub struct ClusterState {
     /// Secrets and configs, and their ids by kind and name.
     secrets: BTreeMap<shoal_types::SecretId, shoal_types::Secret>,
     secret_by_name: BTreeMap<(shoal_types::SecretKind, String), shoal_types::SecretId>,
+    /// Autolock's unlock key: every manager keeps its data key wrapped by it (see shoal-raft's
+    /// `seal`); none: autolock is off.
+    unlock_key: Option<shoal_types::SecretString>,
 }
 
 static EMPTY_USAGE: std::sync::LazyLock<NodeUsage> = std::sync::LazyLock::new(NodeUsage::default);
@@ -302,6 +308,11 @@ impl ClusterState {
         &self.config
     }
     /// The cluster's identity, CA and tokens (None before `cluster init`).
+    /// Autolock's unlock key, while autolock is on.
+    pub fn unlock_key(&self) -> Option<&str> {
+        self.unlock_key.as_ref().map(|k| k.0.as_str())
+    }
+
     pub fn cluster(&self) -> Option<&ClusterObject> {
         self.cluster.as_ref()
     }
@@ -368,6 +379,7 @@ impl ClusterState {
             removed_nodes: self.removed_nodes.iter().cloned().collect(),
             kv: self.kv.clone(),
             secrets: self.secrets.values().cloned().collect(),
+            unlock_key: self.unlock_key.clone(),
         }
     }
 
@@ -378,6 +390,7 @@ impl ClusterState {
             cluster: snap.cluster,
             removed_nodes: snap.removed_nodes.into_iter().collect(),
             kv: snap.kv,
+            unlock_key: snap.unlock_key,
             ..Default::default()
         };
         for n in snap.nodes {
@@ -536,6 +549,12 @@ impl ClusterState {
                     shoal_types::NodeRole::Worker => c.worker_token = token,
                     shoal_types::NodeRole::Manager => c.manager_token = token,
                 }
+            }
+            Command::SetUnlockKey { key } => {
+                if self.cluster.is_none() {
+                    return Err(not_found("cluster", "(not initialized)"));
+                }
+                self.unlock_key = key;
             }
             Command::ApplyPlan { plan } => self.apply_plan(index, at, plan, &mut out),
             Command::MigrateTask { task_id, task_version, task } => {

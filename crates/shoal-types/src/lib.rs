@@ -21,7 +21,7 @@ pub mod validate;
 pub use constraint::{Constraint, ConstraintError, ConstraintKey, Operator};
 pub use container::{DnsConfig, LogDriver, Ulimit};
 pub use id::{NetworkId, NodeId, SecretId, ServiceId, TaskId};
-pub use secret::{Secret, SecretData, SecretKind, SecretReference, SecretSpec};
+pub use secret::{Secret, SecretData, SecretKind, SecretReference, SecretSpec, SecretString};
 pub use job::{ConcurrencyPolicy, JobRun, JobStatus, RunCause, RunOutcome, RunState, ScheduledJob, Trigger};
 pub use network::{
     Ipv4Net, Network, NetworkAttachmentConfig, NetworkDriver, NetworkSpec, NetworkStatus, ServiceEndpoint,

@@ -120,6 +120,17 @@ impl<'de> Deserialize<'de> for SecretData {
     }
 }
 
+/// A string that must never be shown (an unlock key): `Debug` redacts it.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SecretString(pub String);
+
+impl fmt::Debug for SecretString {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
 /// Secret and config names: 1-64 of `[A-Za-z0-9-_.]`, starting and ending alphanumeric (Docker's
 /// rule).
 pub fn validate_secret_name(kind: SecretKind, name: &str) -> Result<(), String> {

@@ -84,6 +84,34 @@ pub fn validate_labels(labels: &std::collections::BTreeMap<String, String>) -> R
     Ok(())
 }
 
+/// Most environment variables, arguments and mounts a template may have, and the longest value.
+pub const MAX_ENV: usize = 1024;
+pub const MAX_ARGS: usize = 1024;
+pub const MAX_MOUNTS: usize = 64;
+pub const MAX_VALUE_BYTES: usize = 64 * 1024;
+
+fn validate_sizes(t: &TaskTemplate, e: &mut Errors) {
+    if t.env.len() > MAX_ENV {
+        e.push("task_template.env", format!("{} variables is above the limit of {MAX_ENV}", t.env.len()));
+    }
+    if let Some((k, _)) = t.env.iter().find(|(k, v)| k.len() + v.len() > MAX_VALUE_BYTES) {
+        e.push("task_template.env", format!("{k:?} is longer than {MAX_VALUE_BYTES} bytes"));
+    }
+    let argv = t.command.iter().chain(&t.args);
+    if t.command.len() + t.args.len() > MAX_ARGS {
+        e.push("task_template.args", format!("more than {MAX_ARGS} command words and arguments"));
+    }
+    if argv.clone().any(|a| a.len() > MAX_VALUE_BYTES) {
+        e.push("task_template.args", format!("an argument is longer than {MAX_VALUE_BYTES} bytes"));
+    }
+    if t.mounts.len() > MAX_MOUNTS {
+        e.push(
+            "task_template.mounts",
+            format!("{} mounts is above the limit of {MAX_MOUNTS}", t.mounts.len()),
+        );
+    }
+}
+
 /// Service names are DNS labels: 1-63 of `[A-Za-z0-9-_]`, starting and ending alphanumeric.
 pub fn validate_name(name: &str) -> Result<(), String> {
     if name.is_empty() {
@@ -138,6 +166,15 @@ impl ServiceSpec {
         validate_attachments(&self.networks, &mut e);
         validate_depends_on(&self.name, &self.depends_on, &mut e);
         if drivers {
+            // Size limits, checked when a spec is created or updated (not on replay: a command
+            // committed before a limit existed applies as it did).
+            if let Err(m) = validate_labels(&self.labels) {
+                e.push("labels", m);
+            }
+            if let Err(m) = validate_labels(&self.task_template.container_labels) {
+                e.push("task_template.container_labels", m);
+            }
+            validate_sizes(&self.task_template, &mut e);
             validate_port_mapping(&self.task_template, &self.endpoint, &mut e);
             let joins = !self.networks.is_empty() || self.endpoint.ingress_ports().next().is_some();
             // A docker task on networks lives in its infra container's network namespace, where

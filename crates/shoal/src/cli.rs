@@ -43,6 +43,29 @@ pub enum ClusterCmd {
         /// manager). Only on a daemon in no cluster yet. The data-path port is the backup's.
         #[arg(long, value_name = "FILE")]
         restore: Option<std::path::PathBuf>,
+        /// Turn autolock on: every manager's data key is wrapped by an unlock key, printed once,
+        /// that no disk holds; a restarted manager waits for `shoal cluster unlock`.
+        #[arg(long)]
+        autolock: bool,
+    },
+    /// Change cluster-wide settings.
+    Update {
+        /// Autolock on (a new unlock key, printed once; keep it safe) or off.
+        #[arg(long, value_name = "true|false", action = clap::ArgAction::Set, required = true)]
+        autolock: bool,
+    },
+    /// Unlock a manager that autolock keeps locked after a restart: give the cluster's unlock
+    /// key on standard input (a prompt on a terminal).
+    Unlock,
+    /// Show the unlock key (admins only), or replace it with --rotate. A manager that is down
+    /// during a rotation still opens with the previous key: keep it until every manager is back.
+    UnlockKey {
+        /// Replace the key; the managers rewrap their data keys with the new one.
+        #[arg(long)]
+        rotate: bool,
+        /// Only print the key.
+        #[arg(short, long)]
+        quiet: bool,
     },
     /// Write a backup of the replicated state (cluster, CA, join tokens, nodes, services, tasks,
     /// networks, key-value store) as of now, taken through any manager. The file holds the CA
@@ -295,7 +318,7 @@ pub async fn cluster(c: &Client, cmd: ClusterCmd) -> Result<()> {
     match cmd {
         // Needs no daemon; main runs it before connecting.
         ClusterCmd::Prepare { out } => crate::config::prepare(&out)?,
-        ClusterCmd::Init { restore: Some(file), .. } => {
+        ClusterCmd::Init { restore: Some(file), autolock, .. } => {
             let bytes = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
             // Checked here first for a clear error before anything is sent; the daemon checks again.
             let (header, _) = shoal_api::backup::decode(&bytes)
@@ -317,6 +340,9 @@ pub async fn cluster(c: &Client, cmd: ClusterCmd) -> Result<()> {
                 info.services,
                 info.nodes,
             );
+            if autolock {
+                set_autolock(c, true).await?;
+            }
         }
         ClusterCmd::Backup { output } => {
             let started = std::time::Instant::now();
@@ -339,13 +365,44 @@ pub async fn cluster(c: &Client, cmd: ClusterCmd) -> Result<()> {
                 output.display(),
             );
         }
-        ClusterCmd::Init { data_path_port, restore: None } => {
+        ClusterCmd::Init { data_path_port, restore: None, autolock } => {
             let args = shoal_api::InitArgs { data_path_port: Some(data_path_port.into()) };
             let info: ClusterInfo = c.post("/v1/cluster/init", &args).await?;
             println!(
                 "Cluster initialized: this node ({}) is now a manager and the leader.",
                 info.raft.node_id
             );
+            if autolock {
+                set_autolock(c, true).await?;
+            }
+        }
+        ClusterCmd::Update { autolock } => set_autolock(c, autolock).await?,
+        ClusterCmd::Unlock => {
+            let key = read_unlock_key()?;
+            let req = shoal_api::autolock::UnlockRequest { unlock_key: key };
+            let _: serde_json::Value = c.post("/v1/cluster/unlock", &req).await?;
+            println!("Manager unlocked.");
+        }
+        ClusterCmd::UnlockKey { rotate, quiet } => {
+            let a: shoal_api::autolock::AutolockAnswer = if rotate {
+                c.post("/v1/cluster/unlock-key/rotate", &serde_json::json!({})).await?
+            } else {
+                c.get("/v1/cluster/unlock-key").await?
+            };
+            let Some(key) = a.unlock_key else {
+                anyhow::bail!(
+                    "autolock is off: there is no unlock key (`shoal cluster update --autolock=true`)"
+                );
+            };
+            if quiet {
+                println!("{key}");
+            } else {
+                let what = if rotate { "The new unlock key" } else { "The unlock key" };
+                println!("{what} (give it to `shoal cluster unlock` on a restarted manager):\n\n    {key}\n");
+                if rotate {
+                    println!("Keep the previous key until every manager has restarted once: one that was down meanwhile still opens with it.");
+                }
+            }
         }
         ClusterCmd::Health { format } => {
             let health: Vec<shoal_api::internal::ManagerHealth> = c.get("/v1/cluster/health").await?;
@@ -434,6 +491,7 @@ pub async fn cluster(c: &Client, cmd: ClusterCmd) -> Result<()> {
             let leader =
                 r.leader_node.as_ref().map_or("none".to_string(), |n| format!("{} at {}", n.node_id, n.addr));
             println!("Leader:         {leader}");
+            println!("Autolock:       {}", if info.autolock { "on" } else { "off" });
             println!("Last log index: {}", r.last_log_index.map_or("-".into(), |i| i.to_string()));
             println!("Applied index:  {}", r.last_applied.map_or("-".into(), |i| i.to_string()));
             println!("Managers:       {}", r.voters.len());
@@ -594,6 +652,37 @@ pub async fn service(c: &Client, cmd: ServiceCmd) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `cluster init --autolock`, `cluster update --autolock=true|false`.
+async fn set_autolock(c: &Client, on: bool) -> Result<()> {
+    let a: shoal_api::autolock::AutolockAnswer =
+        c.post("/v1/cluster/autolock", &shoal_api::autolock::AutolockRequest { autolock: on }).await?;
+    match (on, a.unlock_key) {
+        (true, Some(key)) => println!(
+            "Autolock is on. To unlock a manager after it restarts, run `shoal cluster unlock` and give this key:\n\n    {key}\n\n\
+             Keep it somewhere safe: without it a restarted manager cannot start (`shoal cluster unlock-key` shows it again)."
+        ),
+        (true, None) => println!("Autolock was already on (`shoal cluster unlock-key` shows the key)."),
+        (false, _) => println!("Autolock is off: managers keep their data keys in the clear (0600) and start unattended."),
+    }
+    Ok(())
+}
+
+/// The unlock key from standard input (after a prompt on a terminal).
+fn read_unlock_key() -> Result<String> {
+    use std::io::{BufRead, IsTerminal, Write};
+    if std::io::stdin().is_terminal() {
+        eprint!("Enter the unlock key: ");
+        let _ = std::io::stderr().flush();
+    }
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line).context("reading the unlock key")?;
+    let key = line.trim().to_string();
+    if key.is_empty() {
+        anyhow::bail!("no unlock key given (on standard input)");
+    }
+    Ok(key)
 }
 
 /// `cluster client-cert`: a key and CSR made here, the certificate signed by the cluster CA,

@@ -84,6 +84,39 @@ async fn join_on_first_boot(m: Arc<Manager>, plan: JoinPlan) {
     }
 }
 
+/// Keeps this manager's data key file as the cluster's autolock setting says: wrapped by the
+/// replicated unlock key, or in the clear (checked every second; a change is rare).
+async fn follow_autolock(m: Arc<Manager>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut last_error = String::new();
+    loop {
+        tick.tick().await;
+        let want = {
+            let local = m.node.local_state();
+            if local.state.cluster().is_none() {
+                continue;
+            }
+            local.state.unlock_key().map(str::to_string)
+        };
+        match m.node.store_key_for(want.as_deref()) {
+            Ok(true) => {
+                let how =
+                    if want.is_some() { "wrapped by the unlock key (autolock)" } else { "in the clear" };
+                tracing::info!("this manager's data key is now stored {how}");
+                last_error.clear();
+            }
+            Ok(false) => {}
+            Err(e) => {
+                let e = e.to_string();
+                if e != last_error {
+                    tracing::error!(error = %e, "cannot store the data key as autolock says");
+                }
+                last_error = e;
+            }
+        }
+    }
+}
+
 /// Binds `--ui-addr` now, so that a wrong or busy address fails the start with a clear message.
 async fn bind_ui(addr: &Option<String>) -> Result<Option<tokio::net::TcpListener>> {
     let Some(addr) = addr else { return Ok(None) };
@@ -148,7 +181,18 @@ pub async fn run(mut args: DaemonArgs) -> Result<()> {
     let docker_socket = args.docker_socket.as_deref().map(shoal_api::ApiSocket::bind).transpose()?;
     let docker_owner = docker_socket.as_ref().map(|s| s.owner());
     let me = ManagerNode { addr: args.advertise_addr.clone(), node_id: identity.node_id.clone() };
-    let cfg = NodeConfig::new(args.data_dir.join("raft"), identity.raft_id, me.clone());
+    let mut cfg = NodeConfig::new(args.data_dir.join("raft"), identity.raft_id, me.clone());
+    // Autolock: a wrapped data key waits for `shoal cluster unlock` before anything starts.
+    let key_path = cfg.data_dir.join("raft.key");
+    if shoal_raft::seal::is_locked(&key_path).map_err(anyhow::Error::msg)? {
+        tracing::warn!("this manager is locked (autolock): waiting for `shoal cluster unlock`");
+        let kp = key_path.clone();
+        let try_unlock = Arc::new(move |k: &str| shoal_raft::seal::DataKey::read(&kp, Some(k)).map(|_| ()));
+        let key = shoal_api::autolock::serve_locked(&socket, try_unlock)
+            .await
+            .with_context(|| format!("API socket {}", args.api_socket.display()))?;
+        cfg.unlock_key = Some(key);
+    }
     let network = shoal_raft::LazyTlsNetwork::default();
     if tls_dir.exists() {
         shoal_manager::finish_renewal(&tls_dir).context("completing an interrupted certificate renewal")?;
@@ -226,6 +270,7 @@ pub async fn run(mut args: DaemonArgs) -> Result<()> {
     tracing::info!(node_id = %identity.node_id, socket = %args.api_socket.display(), "shoal daemon started");
 
     tokio::spawn(shoal_api::internal::heartbeat_loop(manager.clone()));
+    tokio::spawn(follow_autolock(manager.clone()));
     tokio::spawn(renew_certificates(manager.clone()));
     tokio::spawn(start_agent(
         manager.clone(),
