@@ -128,7 +128,7 @@ pub async fn serve_locked(socket: &crate::ApiSocket, try_unlock: TryUnlock) -> s
     let listener = tokio::net::UnixListener::from_std(socket.listener.try_clone()?)?;
     let (tx, rx) = tokio::sync::watch::channel(None::<String>);
     let tx = Arc::new(tx);
-    let unlock = post(move |JsonBody(r): JsonBody<UnlockRequest>| {
+    let unlock = move |JsonBody(r): JsonBody<UnlockRequest>| {
         let (tx, try_unlock) = (tx.clone(), try_unlock.clone());
         async move {
             use shoal_raft::seal::KeyError;
@@ -145,8 +145,8 @@ pub async fn serve_locked(socket: &crate::ApiSocket, try_unlock: TryUnlock) -> s
                 Err(e) => Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid", e.to_string())),
             }
         }
-    });
-    let router = Router::new().route("/v1/cluster/unlock", unlock).fallback(|| async {
+    };
+    let router = Router::new().route("/v1/cluster/unlock", post(unlock)).fallback(|| async {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "locked",

@@ -39,6 +39,31 @@ pub fn find_secret<'s>(s: &'s ClusterState, kind: SecretKind, key: &str) -> AppR
     }
 }
 
+/// Whether `want` describes `have` as it is: the same name and labels, and no data or the same
+/// data (compared here, so the data never leaves the state). Else the invalid request, saying
+/// what would change and what to do instead.
+pub(crate) fn unchanged(have: &Secret, want: &SecretSpec) -> Result<(), AppError> {
+    let kind = have.kind;
+    let name = &have.spec.name;
+    let change = if want.name != *name {
+        Some(format!("its name ({name} → {})", want.name))
+    } else if !want.data.is_empty() && want.data != have.spec.data {
+        Some("its data".to_string())
+    } else if want.labels != have.spec.labels {
+        Some("its labels".to_string())
+    } else {
+        None
+    };
+    match change {
+        None => Ok(()),
+        Some(what) => Err(AppError::invalid(format!(
+            "{kind} {name} cannot change ({what}): Shoal's secrets and configs are immutable, labels included; \
+             create one under another name and move the services to it (service update --{kind}-rm {name} \
+             --{kind}-add NEW; in a stack: another key, or name:)"
+        ))),
+    }
+}
+
 /// What a client may see of `s`: never a secret's data.
 fn shown(s: &Secret) -> Secret {
     match s.kind {
@@ -66,6 +91,40 @@ impl App {
         self.write(Command::CreateSecret { secret: Box::new(Secret::new(id.clone(), kind, spec)) }).await?;
         tracing::info!(%id, %kind, "created");
         Ok(id)
+    }
+
+    /// An update of a secret or config, as Docker's API and `docker stack deploy` send one:
+    /// Shoal's are immutable (Swarm's are too, except their labels), so an update that changes
+    /// nothing — the same name and labels, and no data or the same data — is accepted (Docker's
+    /// CLI sends one when it re-deploys a stack), and any change is refused, saying why. `version`
+    /// is the one the client read (a race is a conflict).
+    pub async fn update_secret(
+        &self,
+        kind: SecretKind,
+        key: &str,
+        version: Option<u64>,
+        spec: SecretSpec,
+    ) -> AppResult<SecretId> {
+        let (id, why) = self
+            .read(Consistency::Linearizable, |s| {
+                find_secret(s, kind, key).map(|x| {
+                    x.map(|x| {
+                        let raced = version.filter(|v| *v != x.version).map(|v| {
+                            format!(
+                                "{kind} {} was changed concurrently (version {} now, expected {v})",
+                                x.spec.name, x.version
+                            )
+                        });
+                        (x.id.clone(), raced.map(AppError::conflict).or_else(|| unchanged(x, &spec).err()))
+                    })
+                })
+            })
+            .await??
+            .ok_or_else(|| AppError::not_found(kind.as_str(), key))?;
+        match why {
+            Some(e) => Err(e),
+            None => Ok(id),
+        }
     }
 
     /// Removes one that no service uses (`apply` refuses one in use, naming the services).
@@ -124,4 +183,32 @@ async fn remove<const CONFIG: bool>(
 ) -> Result<StatusCode, ApiError> {
     App::new(m).remove_secret(kind_of::<CONFIG>(), &key).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_types::SecretData;
+
+    #[test]
+    fn only_an_update_that_changes_nothing_is_accepted() {
+        let spec = |name: &str, label: &str, data: &[u8]| SecretSpec {
+            name: name.into(),
+            labels: [("l".to_string(), label.to_string())].into_iter().collect(),
+            data: SecretData(data.to_vec()),
+        };
+        let have = Secret::new(SecretId::new("s1"), SecretKind::Secret, spec("pw", "1", b"hunter2"));
+        assert!(unchanged(&have, &spec("pw", "1", b"hunter2")).is_ok());
+        assert!(unchanged(&have, &spec("pw", "1", b"")).is_ok(), "no data: the data stays");
+        for (want, what) in [
+            (spec("pw", "1", b"Zq9-new"), "(its data)"),
+            (spec("pw", "2", b"hunter2"), "(its labels)"),
+            (spec("pw2", "1", b"hunter2"), "(its name (pw → pw2))"),
+        ] {
+            let e = unchanged(&have, &want).expect_err("a change");
+            assert_eq!(e.kind, crate::app::Kind::Invalid);
+            assert!(e.message.starts_with(&format!("secret pw cannot change {what}")), "{}", e.message);
+            assert!(!e.message.contains("hunter2") && !e.message.contains("Zq9"), "{}", e.message);
+        }
+    }
 }

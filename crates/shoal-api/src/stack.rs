@@ -1,15 +1,17 @@
-//! Stacks (`/v1/stacks`, `shoal stack`): services and networks deployed together, as Swarm's
-//! `docker stack`. A stack is no object of its own: its services and networks are named
+//! Stacks (`/v1/stacks`, `shoal stack`): services, networks, secrets and configs deployed
+//! together, as Swarm's `docker stack`. A stack is no object of its own: its objects are named
 //! `STACK_NAME` and carry the label `com.docker.stack.namespace=STACK`
 //! ([`shoal_types::stack`]), so stacks deployed by the docker CLI through the Engine API are
 //! stacks here too.
 //!
 //! The client turns compose files into a [`StackSpec`] (interpolation and `env_file` need the
 //! client's environment and files); [`App::deploy_stack`] puts it in the stack's namespace,
-//! checks every service and network before anything changes, creates the networks, then creates
-//! or updates the services in dependency order (a dependency exists before its dependents name
-//! it), leaves unchanged ones alone, and removes what the files no longer name only with `prune`.
-//! Networks cannot change in place: one whose spec differs is refused, naming it.
+//! checks everything before anything changes, creates the networks, secrets and configs, then
+//! creates or updates the services in dependency order (a dependency exists before its dependents
+//! name it), leaves unchanged ones alone, and removes what the files no longer name only with
+//! `prune`. Networks cannot change in place, nor can secrets and configs (immutable): one whose
+//! spec (data, labels) differs is refused, naming it; external secrets (not the stack's) must
+//! exist. `remove_stack` removes services, then secrets and configs, then networks.
 
 use crate::app::{find_network, find_service, App, AppError, AppResult, Kind};
 use crate::server::{ApiError, JsonBody, ReadQuery};
@@ -20,7 +22,10 @@ use serde::{Deserialize, Serialize};
 use shoal_manager::{Consistency, Manager};
 use shoal_state::ClusterState;
 use shoal_types::stack::{in_stack, StackSpec};
-use shoal_types::{DependencyCondition, Network, NetworkId, Service, ServiceId, ServiceSpec, Task};
+use shoal_types::{
+    DependencyCondition, Network, NetworkId, Secret, SecretId, SecretKind, SecretSpec, Service, ServiceId,
+    ServiceSpec, Task,
+};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
@@ -29,7 +34,7 @@ use std::sync::Arc;
 #[serde(deny_unknown_fields)]
 pub struct DeployRequest {
     pub spec: StackSpec,
-    /// Remove the stack's services and networks that `spec` no longer names.
+    /// Remove the stack's services, networks, secrets and configs that `spec` no longer names.
     #[serde(default)]
     pub prune: bool,
 }
@@ -46,7 +51,7 @@ pub enum Change {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StackChange {
-    /// `service` or `network`.
+    /// `service`, `network`, `secret` or `config`.
     pub object: String,
     pub name: String,
     pub id: String,
@@ -138,11 +143,18 @@ fn cycle_through<'a>(graph: &BTreeMap<&'a str, Vec<&'a str>>, start: &'a str) ->
     dfs(graph, start, start, &mut path, &mut BTreeSet::new()).then_some(path)
 }
 
-/// The services and networks of a stack, by name.
+/// The services, networks, secrets and configs (without their data) of a stack, by name.
 #[derive(Default)]
 struct Current {
     services: BTreeMap<String, Service>,
     networks: BTreeMap<String, Network>,
+    secrets: BTreeMap<(SecretKind, String), Secret>,
+}
+
+impl Current {
+    fn is_empty(&self) -> bool {
+        self.services.is_empty() && self.networks.is_empty() && self.secrets.is_empty()
+    }
 }
 
 fn current(s: &ClusterState, stack: &str) -> Current {
@@ -156,6 +168,11 @@ fn current(s: &ClusterState, stack: &str) -> Current {
             .networks()
             .filter(|n| in_stack(&n.spec.labels, stack))
             .map(|n| (n.spec.name.clone(), n.clone()))
+            .collect(),
+        secrets: s
+            .secrets()
+            .filter(|x| in_stack(&x.spec.labels, stack))
+            .map(|x| ((x.kind, x.spec.name.clone()), x.without_data()))
             .collect(),
     }
 }
@@ -204,7 +221,7 @@ impl App {
     /// The services of a stack, by name; a stack with nothing in it is not found.
     pub async fn stack_services(&self, stack: &str, c: Consistency) -> AppResult<Vec<Service>> {
         let cur = self.read(c, |s| current(s, stack)).await?;
-        if cur.services.is_empty() && cur.networks.is_empty() {
+        if cur.is_empty() {
             return Err(nothing_in(stack));
         }
         Ok(cur.services.into_values().collect())
@@ -215,7 +232,7 @@ impl App {
         let tasks = self
             .read(c, |s| {
                 let cur = current(s, stack);
-                let found = !cur.services.is_empty() || !cur.networks.is_empty();
+                let found = !cur.is_empty();
                 let tasks: Vec<Task> =
                     cur.services.values().flat_map(|svc| s.tasks_of_service(&svc.id).cloned()).collect();
                 found.then_some(tasks)
@@ -239,6 +256,19 @@ impl App {
                 problems.push(format!("network {}: {e}", n.name));
             }
         }
+        // The stack's own secrets and configs, as they are to be created (scoped: named and
+        // labelled in the stack's namespace).
+        let own: Vec<(SecretKind, SecretSpec)> = spec
+            .secrets
+            .iter()
+            .map(|x| (SecretKind::Secret, x.spec()))
+            .chain(spec.configs.iter().map(|x| (SecretKind::Config, x.spec())))
+            .collect();
+        for (kind, x) in &own {
+            if let Err(e) = x.validate(*kind) {
+                problems.push(format!("{kind} {}: {e}", x.name));
+            }
+        }
         if !problems.is_empty() {
             return Err(AppError::invalid(format!("invalid stack: {}", problems.join("; "))));
         }
@@ -247,11 +277,44 @@ impl App {
             .map_err(|cycle| AppError::invalid(format!("invalid stack: a dependency cycle: {cycle}")))?;
         let wanted_services: BTreeSet<&str> = spec.services.iter().map(|s| s.name.as_str()).collect();
         let wanted_networks: BTreeSet<&str> = spec.networks.iter().map(|n| n.name.as_str()).collect();
-        let (cur, foreign) = self
+        let own_names: BTreeSet<(SecretKind, &str)> =
+            own.iter().map(|(k, x)| (*k, x.name.as_str())).collect();
+        let (cur, foreign, changed, missing) = self
             .read(Consistency::Linearizable, |s| {
                 let cur = current(s, stack);
-                // Objects of these names outside the stack.
+                // The stack's secrets that exist must be as the files say (they are immutable);
+                // the others a service names must exist (external ones).
+                let mut changed = Vec::new();
+                let mut missing = Vec::new();
                 let mut foreign = Vec::new();
+                for (kind, want) in &own {
+                    match s.secret_by_name(*kind, &want.name) {
+                        Some(have) if in_stack(&have.spec.labels, stack) => {
+                            if let Err(e) = crate::secrets::unchanged(have, want) {
+                                changed.push(e.message);
+                            }
+                        }
+                        Some(_) => foreign.push(format!("{kind} {}", want.name)),
+                        None => {}
+                    }
+                }
+                for svc in &spec.services {
+                    let t = &svc.task_template;
+                    for (kind, refs) in [(SecretKind::Secret, &t.secrets), (SecretKind::Config, &t.configs)] {
+                        for r in refs {
+                            let known = own_names.contains(&(kind, r.source.as_str()))
+                                || s.secret_by_name(kind, &r.source).is_some();
+                            if !known {
+                                missing.push(format!(
+                                    "service {}: {kind} {} not found: it is not one of the stack's, and an \
+                                     external {kind} must exist (shoal {kind} create)",
+                                    svc.name, r.source
+                                ));
+                            }
+                        }
+                    }
+                }
+                // Objects of these names outside the stack.
                 for name in &wanted_services {
                     if !cur.services.contains_key(*name) && find_service(s, name).is_some() {
                         foreign.push(format!("service {name}"));
@@ -262,7 +325,7 @@ impl App {
                         foreign.push(format!("network {name}"));
                     }
                 }
-                (cur, foreign)
+                (cur, foreign, changed, missing)
             })
             .await?;
         if !foreign.is_empty() {
@@ -272,6 +335,12 @@ impl App {
                 if foreign.len() == 1 { "s" } else { "" },
                 if foreign.len() == 1 { "it" } else { "them" },
             )));
+        }
+        if !changed.is_empty() {
+            return Err(AppError::conflict(changed.join("; ")));
+        }
+        if !missing.is_empty() {
+            return Err(AppError::new(Kind::NotFound, missing.join("; ")));
         }
         for n in &spec.networks {
             if let Some(have) = cur.networks.get(&n.name) {
@@ -305,16 +374,41 @@ impl App {
             };
             report.changes.push(c);
         }
-        // Network names as the state stores them (ids), to compare specs with what is stored.
+        for (kind, want) in &own {
+            let c = match cur.secrets.get(&(*kind, want.name.clone())) {
+                Some(have) => change(kind.as_str(), &want.name, have.id.to_string(), Change::Unchanged),
+                None => {
+                    let id = self
+                        .create_secret(*kind, want.clone())
+                        .await
+                        .map_err(|e| partial(e, &format!("creating {kind} {}", want.name), &report))?;
+                    change(kind.as_str(), &want.name, id.to_string(), Change::Created)
+                }
+            };
+            report.changes.push(c);
+        }
+        // Network names as the state stores them (ids), and the ids `apply` records for secrets
+        // and configs, to compare specs with what is stored.
         let targets: BTreeSet<String> =
             spec.services.iter().flat_map(|s| s.networks.iter().map(|n| n.target.clone())).collect();
-        let ids: BTreeMap<String, NetworkId> = self
+        let (ids, secret_ids): (BTreeMap<String, NetworkId>, BTreeMap<(SecretKind, String), SecretId>) = self
             .read(Consistency::Linearizable, |s| {
-                targets.iter().filter_map(|t| find_network(s, t).map(|n| (t.clone(), n.id.clone()))).collect()
+                let nets = targets
+                    .iter()
+                    .filter_map(|t| find_network(s, t).map(|n| (t.clone(), n.id.clone())))
+                    .collect();
+                let secrets = s.secrets().map(|x| ((x.kind, x.spec.name.clone()), x.id.clone())).collect();
+                (nets, secrets)
             })
             .await?;
         for want in order {
             let mut want = want.clone();
+            let t = &mut want.task_template;
+            for (kind, refs) in [(SecretKind::Secret, &mut t.secrets), (SecretKind::Config, &mut t.configs)] {
+                for r in refs.iter_mut() {
+                    r.id = secret_ids.get(&(kind, r.source.clone())).cloned();
+                }
+            }
             let c = match cur.services.get(&want.name) {
                 Some(have) => {
                     for n in &mut want.networks {
@@ -349,27 +443,35 @@ impl App {
                 cur.services.values().filter(|s| !wanted_services.contains(s.spec.name.as_str())).collect();
             let networks: Vec<&Network> =
                 cur.networks.values().filter(|n| !wanted_networks.contains(n.spec.name.as_str())).collect();
-            self.remove_objects(&services, &networks, &mut report).await?;
+            let secrets: Vec<&Secret> = cur
+                .secrets
+                .values()
+                .filter(|x| !own_names.contains(&(x.kind, x.spec.name.as_str())))
+                .collect();
+            self.remove_objects(&services, &secrets, &networks, &mut report).await?;
         }
         Ok(report)
     }
 
-    /// Removes a stack: its services, then its networks once their tasks have stopped.
+    /// Removes a stack: its services, then its secrets and configs (not external ones: they
+    /// carry no stack label), then its networks once their tasks have stopped.
     pub async fn remove_stack(&self, stack: &str) -> AppResult<StackReport> {
         let cur = self.read(Consistency::Linearizable, |s| current(s, stack)).await?;
-        if cur.services.is_empty() && cur.networks.is_empty() {
+        if cur.is_empty() {
             return Err(nothing_in(stack));
         }
         let mut report = StackReport { stack: stack.to_string(), changes: Vec::new() };
         let services: Vec<&Service> = cur.services.values().collect();
+        let secrets: Vec<&Secret> = cur.secrets.values().collect();
         let networks: Vec<&Network> = cur.networks.values().collect();
-        self.remove_objects(&services, &networks, &mut report).await?;
+        self.remove_objects(&services, &secrets, &networks, &mut report).await?;
         Ok(report)
     }
 
     async fn remove_objects(
         &self,
         services: &[&Service],
+        secrets: &[&Secret],
         networks: &[&Network],
         report: &mut StackReport,
     ) -> AppResult<()> {
@@ -383,6 +485,20 @@ impl App {
                 object: "service".into(),
                 name: s.spec.name.clone(),
                 id: s.id.to_string(),
+                change: Change::Removed,
+            });
+        }
+        // A removed service's tasks no longer hold its secrets (they are not live).
+        for x in secrets {
+            match self.remove_secret(x.kind, x.id.as_str()).await {
+                Ok(()) => {}
+                Err(e) if e.kind == Kind::NotFound => {}
+                Err(e) => return Err(partial(e, &format!("removing {} {}", x.kind, x.spec.name), report)),
+            }
+            report.changes.push(StackChange {
+                object: x.kind.as_str().into(),
+                name: x.spec.name.clone(),
+                id: x.id.to_string(),
                 change: Change::Removed,
             });
         }

@@ -6,10 +6,12 @@ use crate::merge;
 use crate::{parse_env_file, Options, Project};
 use serde_norway::Value;
 use shoal_types::shell::{shell_split, TrailingBackslash};
+use shoal_types::stack::StackSecret;
 use shoal_types::{
     Dependency, DependencyCondition, EndpointMode, FailureAction, HealthCheck, Mount, MountType,
     NetworkAttachmentConfig, NetworkDriver, NetworkSpec, PlacementPreference, PortConfig, Protocol,
-    PublishMode, RestartCondition, ServiceMode, ServiceSpec, StackSpec, UpdateConfig, UpdateOrder,
+    PublishMode, RestartCondition, SecretData, SecretKind, SecretReference, ServiceMode, ServiceSpec,
+    StackSpec, UpdateConfig, UpdateOrder,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Component, Path, PathBuf};
@@ -338,8 +340,6 @@ const SERVICE_UNSUPPORTED: &[(&str, &str)] = &[
     ("links", "services reach each other by name on their networks"),
     ("external_links", "services reach each other by name on their networks"),
     ("network_mode", "tasks join overlay networks (networks:)"),
-    ("secrets", "not yet"),
-    ("configs", "not yet"),
     ("stop_signal", "tasks get SIGTERM, then SIGKILL after stop_grace_period"),
     ("pull_policy", "nodes do not pull for the docker driver: the image must be on them"),
     ("extends", "merge files with several -c instead"),
@@ -364,6 +364,14 @@ enum Net {
     External(String),
 }
 
+/// A top-level secret or config: the stack's own (its data read from `file:`), or an existing one
+/// used by its name as it is (`external: true`).
+#[derive(Clone, Debug)]
+enum FileObj {
+    Stack(StackSecret),
+    External(String),
+}
+
 /// A top-level volume: the stack's own (`STACK_KEY`), or used by its name as it is.
 #[derive(Clone, Debug)]
 enum Vol {
@@ -381,15 +389,9 @@ pub(crate) fn project(root: &Value, opts: &Options<'_>) -> Result<Project, Vec<S
     let services = top.get("services");
     let networks = top.get("networks");
     let volumes = top.get("volumes");
-    top.done(
-        &mut cx,
-        &[
-            ("secrets", "not yet"),
-            ("configs", "not yet"),
-            ("include", "name every file with -c instead"),
-            ("models", ""),
-        ],
-    );
+    let secrets = file_objects(&mut cx, SecretKind::Secret, top.get("secrets"));
+    let configs = file_objects(&mut cx, SecretKind::Config, top.get("configs"));
+    top.done(&mut cx, &[("include", "name every file with -c instead"), ("models", "")]);
 
     let mut nets: Vec<(String, Net)> = Vec::new();
     if let Some((path, v)) = networks {
@@ -429,7 +431,7 @@ pub(crate) fn project(root: &Value, opts: &Options<'_>) -> Result<Project, Vec<S
                     cx.err("services", "a stack needs at least one service");
                 }
                 for (key, v) in o.entries.clone() {
-                    let r = Refs { nets: &nets, vols: &vols };
+                    let r = Refs { nets: &nets, vols: &vols, secrets: &secrets, configs: &configs };
                     if let Some(s) = service(&mut cx, &key, v, &r, &mut used) {
                         if s.task_template
                             .health_check
@@ -465,7 +467,25 @@ pub(crate) fn project(root: &Value, opts: &Options<'_>) -> Result<Project, Vec<S
             }
         }
     }
-    let mut stack = StackSpec { services: specs, networks: Vec::new(), volumes: Vec::new() };
+    // Every secret and config the file declares is the stack's (as `docker stack deploy` creates
+    // them all), unless it is external; an external one's name must not be one of those.
+    let mut stack = StackSpec { services: specs, ..Default::default() };
+    for (kind, objs, into) in [
+        (SecretKind::Secret, &secrets, &mut stack.secrets),
+        (SecretKind::Config, &configs, &mut stack.configs),
+    ] {
+        for (key, obj) in objs {
+            match obj {
+                FileObj::Stack(x) => into.push(x.clone()),
+                FileObj::External(real)
+                    if objs.iter().any(|(k, o)| k == real && matches!(o, FileObj::Stack(_))) =>
+                {
+                    cx.err(&format!("{kind}s.{key}.name"), format!("{real} is also a {kind} of this stack"))
+                }
+                FileObj::External(_) => {}
+            }
+        }
+    }
     if cx.errors.is_empty() {
         if let Err(cycle) = stack.deploy_order() {
             cx.err("depends_on", format!("a dependency cycle: {cycle}"));
@@ -502,10 +522,12 @@ pub(crate) fn project(root: &Value, opts: &Options<'_>) -> Result<Project, Vec<S
     }
 }
 
-/// The top-level networks and volumes services may name.
+/// The top-level networks, volumes, secrets and configs services may name.
 struct Refs<'a> {
     nets: &'a [(String, Net)],
     vols: &'a [(String, Vol)],
+    secrets: &'a [(String, FileObj)],
+    configs: &'a [(String, FileObj)],
 }
 
 /// Which top-level networks and volumes some service uses.
@@ -631,6 +653,171 @@ fn ipam(cx: &mut Cx<'_>, path: &str, v: &Value, spec: &mut NetworkSpec) {
     o.done(cx, &[("options", "")]);
 }
 
+/// The top-level `secrets:` or `configs:`.
+fn file_objects(cx: &mut Cx<'_>, kind: SecretKind, v: Option<(String, &Value)>) -> Vec<(String, FileObj)> {
+    let Some((path, v)) = v else { return Vec::new() };
+    let Some(o) = Obj::new(cx, &path, v) else { return Vec::new() };
+    let mut out = Vec::new();
+    for (key, v) in o.entries.clone() {
+        if let Some(x) = file_object(cx, kind, &o.at(&key), &key, v) {
+            out.push((key, x));
+        }
+    }
+    out
+}
+
+/// One secret or config: `file:` (relative to the project directory) with an optional `name:`
+/// (the name in the cluster instead of `STACK_KEY`) and `labels:`, or `external: true` (its
+/// `name:`, or the key, names an existing one).
+fn file_object(cx: &mut Cx<'_>, kind: SecretKind, path: &str, key: &str, v: &Value) -> Option<FileObj> {
+    let mut o = Obj::new(cx, path, v)?;
+    let external = match o.get("external") {
+        // The old form `external: {name: x}`.
+        Some((p, v @ Value::Mapping(_))) => {
+            let mut e = Obj::new(cx, &p, v)?;
+            let name = e.get("name").and_then(|(p, v)| string(cx, &p, v));
+            e.done(cx, &[]);
+            Some(name.unwrap_or_else(|| key.to_string()))
+        }
+        Some((p, v)) => boolean(cx, &p, v).filter(|e| *e).map(|_| key.to_string()),
+        None => None,
+    };
+    let name = o.get("name").and_then(|(p, v)| string(cx, &p, v));
+    let file = o.get("file").and_then(|(p, v)| Some((p.clone(), string(cx, &p, v)?)));
+    let labels: BTreeMap<String, String> = o
+        .get("labels")
+        .map(|(p, v)| key_values(cx, &p, v).into_iter().map(|(k, v)| (k, v.unwrap_or_default())).collect())
+        .unwrap_or_default();
+    o.done(
+        cx,
+        &[
+            ("environment", "the data comes from a file: write it into one and name it in file:"),
+            ("content", "write it into a file and name it in file:"),
+            ("driver", "secret drivers: the managers keep the data themselves"),
+            ("driver_opts", "secret drivers: the managers keep the data themselves"),
+            ("template_driver", "templated secrets and configs"),
+        ],
+    );
+    if let Some(real) = external {
+        if file.is_some() {
+            cx.err(
+                &format!("{path}.file"),
+                format!("an external {kind} exists already: file: is for the stack's own"),
+            );
+        }
+        if !labels.is_empty() {
+            cx.err(&format!("{path}.labels"), format!("an external {kind} keeps its own labels"));
+        }
+        return Some(FileObj::External(name.unwrap_or(real)));
+    }
+    // One that cannot be read is still declared (its services are not reported too).
+    let data = match file {
+        None => {
+            cx.err(
+                path,
+                format!("file: is required (the {kind}'s data), or external: true for an existing {kind}"),
+            );
+            Vec::new()
+        }
+        Some((fp, file)) => {
+            let full = clean(&cx.opts.base_dir.join(&file));
+            match (cx.opts.read_bytes)(&full) {
+                Ok(d) if d.is_empty() => {
+                    cx.err(&fp, format!("{} is empty: a {kind} needs data", full.display()));
+                    d
+                }
+                Ok(d) => d,
+                Err(e) => {
+                    cx.err(&fp, format!("cannot read {}: {e}", full.display()));
+                    Vec::new()
+                }
+            }
+        }
+    };
+    Some(FileObj::Stack(StackSecret { key: key.to_string(), name, labels, data: SecretData(data) }))
+}
+
+/// A service's `secrets:` or `configs:`: `NAME`, or `{source, target, uid, gid, mode}`; each names
+/// a top-level one. The stack's are named by key (the managers name them `STACK_KEY`), external
+/// ones by their name.
+fn references(
+    cx: &mut Cx<'_>,
+    kind: SecretKind,
+    path: &str,
+    v: &Value,
+    declared: &[(String, FileObj)],
+) -> Vec<SecretReference> {
+    let Value::Sequence(items) = v else {
+        cx.err(path, format!("expected a list, got {}", show(v)));
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let ip = format!("{path}[{i}]");
+        let mut r = SecretReference::new("");
+        match item {
+            Value::Mapping(_) => {
+                let Some(mut o) = Obj::new(cx, &ip, item) else { continue };
+                r.source = o.get("source").and_then(|(p, v)| string(cx, &p, v)).unwrap_or_default();
+                r.target = o.get("target").and_then(|(p, v)| string(cx, &p, v)).unwrap_or_default();
+                for (key, field) in [("uid", &mut r.uid), ("gid", &mut r.gid)] {
+                    if let Some((p, v)) = o.get(key) {
+                        let id = string(cx, &p, v).and_then(|s| s.trim().parse::<u32>().ok());
+                        match id {
+                            Some(id) => *field = id,
+                            None => cx.err(&p, format!("expected a numeric id, got {}", show(v))),
+                        }
+                    }
+                }
+                if let Some((p, v)) = o.get("mode") {
+                    match file_mode(v) {
+                        Some(m) => r.mode = m,
+                        None => cx.err(&p, format!("expected a file mode (e.g. 0440), got {}", show(v))),
+                    }
+                }
+                o.done(cx, &[]);
+                if r.source.is_empty() {
+                    cx.err(&ip, "source is required");
+                    continue;
+                }
+            }
+            other => match string(cx, &ip, other) {
+                Some(s) => r.source = s,
+                None => continue,
+            },
+        }
+        match declared.iter().find(|(k, _)| *k == r.source) {
+            None => cx.err(&ip, format!("{kind} {} is not declared in the top-level {kind}s", r.source)),
+            Some((_, FileObj::Stack(_))) => out.push(r),
+            Some((_, FileObj::External(real))) => {
+                // The file's default target is the key, whatever the external one is called.
+                if r.target.is_empty() && *real != r.source {
+                    r.target = r.source.clone();
+                }
+                r.source = real.clone();
+                out.push(r);
+            }
+        }
+    }
+    out
+}
+
+/// A file mode: a number as written (`256`, `0o400`), or octal with a leading zero (`0400`, which
+/// YAML leaves a string; Docker reads it as octal, as YAML 1.1 does).
+fn file_mode(v: &Value) -> Option<u32> {
+    match v {
+        Value::Number(n) => n.as_u64().and_then(|n| u32::try_from(n).ok()),
+        Value::String(s) => {
+            let s = s.trim();
+            match s.strip_prefix("0o").or_else(|| s.strip_prefix('0').filter(|r| !r.is_empty())) {
+                Some(octal) => u32::from_str_radix(octal, 8).ok(),
+                None => s.parse().ok(),
+            }
+        }
+        _ => None,
+    }
+}
+
 fn volume(cx: &mut Cx<'_>, path: &str, key: &str, v: &Value) -> Option<Vol> {
     let mut o = Obj::new(cx, path, v)?;
     let external = match o.get("external") {
@@ -710,6 +897,12 @@ fn service(cx: &mut Cx<'_>, name: &str, v: &Value, refs: &Refs<'_>, used: &mut U
     }
     if let Some((p, v)) = o.get("volumes") {
         t.mounts = mounts(cx, &p, v, refs, used);
+    }
+    if let Some((p, v)) = o.get("secrets") {
+        t.secrets = references(cx, SecretKind::Secret, &p, v, refs.secrets);
+    }
+    if let Some((p, v)) = o.get("configs") {
+        t.configs = references(cx, SecretKind::Config, &p, v, refs.configs);
     }
     container_options(cx, &mut o, t);
     if o.get("expose").is_some() {

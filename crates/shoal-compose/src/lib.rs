@@ -2,8 +2,9 @@
 //!
 //! The part of the Compose specification that Shoal can honour: `services` (image, command,
 //! entrypoint, environment, env_file, healthcheck, ports in short and long form, networks,
-//! volumes, depends_on, hostname, user, working_dir, stop_grace_period and the whole `deploy:`
-//! section), `networks` (overlay) and `volumes` (named volumes, external ones too), with
+//! volumes, depends_on, hostname, user, working_dir, stop_grace_period, secrets, configs and the
+//! whole `deploy:` section), `networks` (overlay), `volumes` (named volumes, external ones too)
+//! and `secrets`/`configs` (from a `file:`, or external ones), with
 //! variable interpolation (`${VAR}`, `${VAR:-default}`, …) and several files merged. Every key
 //! outside that part is refused with a message that names it (`services.web.cap_add: not
 //! supported by Shoal`), a typo too (`unknown key`, with the key it resembles): nothing is
@@ -18,7 +19,7 @@
 //! keys as extensions or ignore them, and still use the deprecated serde_yaml.
 //!
 //! Nothing here reads the environment or files by itself: the caller passes the variables and a
-//! way to read `env_file`s, so the same files give the same stack in tests.
+//! way to read `env_file`s and secret files, so the same files give the same stack in tests.
 
 mod convert;
 mod interpolate;
@@ -42,11 +43,13 @@ pub struct Options<'a> {
     /// The variables for interpolation (the client's environment over the project's `.env`)
     /// and for environment entries given without a value (`environment: [HOME]`).
     pub env: &'a BTreeMap<String, String>,
-    /// The project directory: relative bind mounts and `env_file`s are relative to it (the
-    /// first file's directory, as compose has it).
+    /// The project directory: relative bind mounts, `env_file`s and secret files are relative to
+    /// it (the first file's directory, as compose has it).
     pub base_dir: &'a Path,
     /// Reads an `env_file`.
     pub read_file: &'a dyn Fn(&Path) -> std::io::Result<String>,
+    /// Reads the `file:` of a secret or config (any bytes).
+    pub read_bytes: &'a dyn Fn(&Path) -> std::io::Result<Vec<u8>>,
 }
 
 /// A loaded project: the stack to deploy, the file's own `name` if it has one, and warnings

@@ -2,7 +2,8 @@
 //! rules: mappings merge key by key (the later file wins); `command`, `entrypoint` and
 //! `healthcheck.test` are replaced; `environment`, `labels`, `depends_on` and a service's
 //! `networks` merge as mappings whichever form (list or mapping) each file uses; `ports` and
-//! other sequences are appended without duplicates; a service's `volumes` merge by target path.
+//! other sequences are appended without duplicates; a service's `volumes` merge by target path,
+//! its `secrets` and `configs` by source (as the docker CLI merges them).
 
 use serde_norway::{Mapping, Value};
 
@@ -14,6 +15,7 @@ pub(crate) fn merge(base: Value, over: Value, path: &[&str]) -> Value {
         Kind::DependsOn => merge_mappings(depends_on(base), depends_on(over), path),
         Kind::Networks => merge_mappings(network_list(base), network_list(over), path),
         Kind::Volumes => merge_volumes(base, over),
+        Kind::BySource => merge_by_source(base, over),
         Kind::Default => match (base, over) {
             (Value::Mapping(a), Value::Mapping(b)) => {
                 merge_mappings(Value::Mapping(a), Value::Mapping(b), path)
@@ -43,6 +45,7 @@ enum Kind {
     DependsOn,
     Networks,
     Volumes,
+    BySource,
     Default,
 }
 
@@ -51,10 +54,11 @@ fn kind(path: &[&str]) -> Kind {
         ["services", _, "command" | "entrypoint"] | ["services", _, "healthcheck", "test"] => Kind::Replace,
         ["services", _, "environment" | "labels"]
         | ["services", _, "deploy", "labels"]
-        | ["networks" | "volumes", _, "labels"] => Kind::KeyValues,
+        | ["networks" | "volumes" | "secrets" | "configs", _, "labels"] => Kind::KeyValues,
         ["services", _, "depends_on"] => Kind::DependsOn,
         ["services", _, "networks"] => Kind::Networks,
         ["services", _, "volumes"] => Kind::Volumes,
+        ["services", _, "secrets" | "configs"] => Kind::BySource,
         _ => Kind::Default,
     }
 }
@@ -160,6 +164,31 @@ fn merge_volumes(base: Value, over: Value) -> Value {
     }
 }
 
+/// The source of a service's secret or config: `NAME` or `{source: NAME, …}`.
+fn source_of(v: &Value) -> Option<&str> {
+    match v {
+        Value::String(s) => Some(s),
+        Value::Mapping(m) => m.get("source").and_then(Value::as_str),
+        _ => None,
+    }
+}
+
+fn merge_by_source(base: Value, over: Value) -> Value {
+    match (base, over) {
+        (Value::Sequence(mut a), Value::Sequence(b)) => {
+            for v in b {
+                let s = source_of(&v).map(str::to_string);
+                match a.iter_mut().find(|x| s.is_some() && source_of(x).map(str::to_string) == s) {
+                    Some(slot) => *slot = v,
+                    None => a.push(v),
+                }
+            }
+            Value::Sequence(a)
+        }
+        (_, over) => over,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -183,6 +212,7 @@ services:
     volumes: ["data:/data", "/etc/x:/x:ro"]
     env_file: a.env
     deploy: {replicas: 2, labels: {tier: web}}
+    secrets: [pw, {source: tls, target: /etc/tls}]
 "#,
         );
         let b = yaml(
@@ -198,6 +228,7 @@ services:
     volumes: ["other:/data"]
     env_file: [b.env]
     deploy: {replicas: 3}
+    secrets: [{source: pw, mode: 0400}, ca]
   db:
     image: db
 "#,
@@ -216,6 +247,7 @@ services:
     volumes: ["other:/data", "/etc/x:/x:ro"]
     env_file: [a.env, b.env]
     deploy: {replicas: 3, labels: {tier: web}}
+    secrets: [{source: pw, mode: 0400}, {source: tls, target: /etc/tls}, ca]
   db:
     image: db
 "#,

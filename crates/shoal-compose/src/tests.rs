@@ -20,9 +20,19 @@ fn files(path: &Path) -> std::io::Result<String> {
     }
 }
 
+/// Secret and config files the tests read.
+fn bytes(path: &Path) -> std::io::Result<Vec<u8>> {
+    match path.to_str() {
+        Some("/proj/secrets/db.pw") => Ok(b"hunter2\n".to_vec()),
+        Some("/proj/app.conf") => Ok(b"listen 80\n".to_vec()),
+        Some("/proj/empty") => Ok(Vec::new()),
+        _ => Err(std::io::Error::new(std::io::ErrorKind::NotFound, "no such file")),
+    }
+}
+
 fn load_with(docs: &[&str], env: &[(&str, &str)]) -> Result<Project, Error> {
     let env = env_of(env);
-    let opts = Options { env: &env, base_dir: Path::new("/proj"), read_file: &files };
+    let opts = Options { env: &env, base_dir: Path::new("/proj"), read_file: &files, read_bytes: &bytes };
     let files: Vec<ComposeFile> = docs
         .iter()
         .enumerate()
@@ -318,12 +328,12 @@ services:
       replicas: 2
       resouces: {}
       resources: {reservations: {devices: [{capabilities: [gpu]}]}}
-secrets: {}
+configs: {c: {file: ./app.conf, template_driver: golang}}
 x-common: &common {a: 1}
 "#,
     );
     let want = [
-        "secrets: not supported by Shoal: not yet",
+        "configs.c.template_driver: not supported by Shoal: templated secrets and configs",
         "services.web.deploy.resources.reservations.devices: not supported by Shoal: reserve generic resources (generic_resources) instead",
         "services.web.deploy.resouces: unknown key (did you mean resources?)",
         "services.web.build: not supported by Shoal: a build-only key: Shoal runs images and does not build them; build the image, load it on the nodes (or push it) and name it in image:",
@@ -555,4 +565,111 @@ fn env_files_parse_like_dotenv() {
 fn project_dir_is_the_files_directory() {
     assert_eq!(project_dir(Path::new("stack.yml")), PathBuf::from("."));
     assert_eq!(project_dir(Path::new("/srv/app/stack.yml")), PathBuf::from("/srv/app"));
+}
+
+#[test]
+fn secrets_and_configs_from_files_external_or_renamed() {
+    let p = ok(r#"
+services:
+  web:
+    image: web
+    secrets:
+      - db_pw
+      - source: tls
+        target: /etc/tls.key
+        uid: "100"
+        gid: 101
+        mode: 0400
+      - {source: shared, mode: 256}
+    configs:
+      - source: app
+        target: /etc/app.conf
+        mode: 0o440
+secrets:
+  db_pw:
+    file: ./secrets/db.pw
+    labels: [rotated=no]
+  tls:
+    file: secrets/db.pw
+    name: tls-v2
+  shared:
+    external: true
+    name: org-shared
+  unused:
+    external: {name: other}
+configs:
+  app:
+    file: /proj/app.conf
+"#);
+    let t = &svc(&p, "web").task_template;
+    let r = |i: usize| {
+        (
+            t.secrets[i].source.as_str(),
+            t.secrets[i].target.as_str(),
+            t.secrets[i].uid,
+            t.secrets[i].gid,
+            t.secrets[i].mode,
+        )
+    };
+    // The stack's own by key (the managers name them); an external one by its name, at the key's path.
+    assert_eq!(r(0), ("db_pw", "", 0, 0, 0o444));
+    assert_eq!(r(1), ("tls", "/etc/tls.key", 100, 101, 0o400));
+    assert_eq!(r(2), ("org-shared", "shared", 0, 0, 256));
+    assert_eq!((t.configs[0].source.as_str(), t.configs[0].mode), ("app", 0o440));
+    // Every declared one that is not external, with its data read from its file.
+    let s = &p.stack;
+    let own: Vec<(&str, Option<&str>)> =
+        s.secrets.iter().map(|x| (x.key.as_str(), x.name.as_deref())).collect();
+    assert_eq!(own, [("db_pw", None), ("tls", Some("tls-v2"))]);
+    assert_eq!(s.secrets[0].data.as_bytes(), b"hunter2\n");
+    assert_eq!(s.secrets[0].labels.get("rotated").map(String::as_str), Some("no"));
+    assert!(!format!("{s:?}").contains("hunter2"), "never in Debug output");
+    assert_eq!(s.configs[0].data.as_bytes(), b"listen 80\n");
+    // Scoped as the managers do it.
+    let scoped = s.scoped("app").expect("scoped");
+    let t = &scoped.services[0].task_template;
+    assert_eq!((t.secrets[0].source.as_str(), t.secrets[0].target.as_str()), ("app_db_pw", "db_pw"));
+    assert_eq!(t.secrets[1].source, "tls-v2");
+    assert_eq!(t.secrets[2].source, "org-shared");
+    assert_eq!(t.configs[0].source, "app_app");
+
+    let e = errors(
+        r#"
+services:
+  web:
+    image: web
+    secrets: [nope, {target: /x}, {source: pw, uid: www, mode: rw}]
+    configs: [pw]
+secrets:
+  pw: {file: ./missing}
+  env: {environment: PW}
+  drv: {driver: vault, file: ./app.conf}
+  ext: {external: true, file: ./app.conf}
+  none: {}
+  blank: {file: ./empty}
+  clash: {external: true, name: pw}
+"#,
+    );
+    let want = [
+        "services.web.secrets[0]: secret nope is not declared in the top-level secrets",
+        "services.web.secrets[1]: source is required",
+        "services.web.secrets[2].uid: expected a numeric id, got \"www\"",
+        "services.web.secrets[2].mode: expected a file mode (e.g. 0440), got \"rw\"",
+        "services.web.configs[0]: config pw is not declared in the top-level configs",
+        "secrets.pw.file: cannot read /proj/missing: no such file",
+        "secrets.env.environment: not supported by Shoal: the data comes from a file: write it into one and name it in file:",
+        "secrets.drv.driver: not supported by Shoal: secret drivers: the managers keep the data themselves",
+        "secrets.ext.file: an external secret exists already: file: is for the stack's own",
+        "secrets.none: file: is required (the secret's data), or external: true for an existing secret",
+        "secrets.env: file: is required (the secret's data), or external: true for an existing secret",
+        "secrets.blank.file: /proj/empty is empty: a secret needs data",
+        "secrets.clash.name: pw is also a secret of this stack",
+    ];
+    for w in want {
+        assert!(e.iter().any(|x| x == w), "missing {w:?} in\n{}", e.join("\n"));
+    }
+    assert_eq!(e.len(), want.len(), "{}", e.join("\n"));
+    // An external name that is also one of the stack's own.
+    let e = errors("services: {web: {image: web}}\nsecrets:\n  pw: {file: ./app.conf}\n  clash: {external: true, name: pw}\n");
+    assert_eq!(e, ["secrets.clash.name: pw is also a secret of this stack"]);
 }

@@ -42,7 +42,7 @@ impl DockerError {
             StatusCode::NOT_IMPLEMENTED,
             format!(
                 "Shoal does not implement {what}: its Docker API covers the swarm subset (version, info, \
-                 nodes, services, tasks, service logs, overlay networks, secret and config lists)"
+                 nodes, services, tasks, service logs, overlay networks, secrets and configs)"
             ),
         )
     }

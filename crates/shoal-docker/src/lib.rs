@@ -1,6 +1,6 @@
 //! The Docker Engine API on a unix socket (`shoal daemon|dev --docker-socket PATH`): the swarm
 //! subset the docker CLI uses for `version`, `info`, `node …`, `service …` (with its attached
-//! progress and logs), `network …` (overlay) and the `secret`/`config` lists.
+//! progress and logs), `network …` (overlay), and `secret …`/`config …`.
 //!
 //! This crate only translates wire formats. Every rule (lookups, validation, version races, the
 //! last manager, drains, the one write path) is [`shoal_api::app::App`]'s; what Docker can say
@@ -15,6 +15,7 @@ mod filters;
 mod logs;
 mod networks;
 mod nodes;
+mod secrets;
 mod services;
 pub mod spec;
 mod system;
@@ -129,10 +130,14 @@ pub fn manager_router(app: App, agent: AgentSlot) -> Router {
         .route("/networks", get(networks::list))
         .route("/networks/create", post(networks::create))
         .route("/networks/{id}", get(networks::inspect).delete(networks::remove))
-        .route("/secrets", get(system::empty_list))
-        .route("/secrets/{id}", get(system::no_secret).delete(system::no_secret))
-        .route("/configs", get(system::empty_list))
-        .route("/configs/{id}", get(system::no_config).delete(system::no_config))
+        .route("/secrets", get(secrets::list::<false>))
+        .route("/secrets/create", post(secrets::create::<false>))
+        .route("/secrets/{id}", get(secrets::inspect::<false>).delete(secrets::remove::<false>))
+        .route("/secrets/{id}/update", post(secrets::update::<false>))
+        .route("/configs", get(secrets::list::<true>))
+        .route("/configs/create", post(secrets::create::<true>))
+        .route("/configs/{id}", get(secrets::inspect::<true>).delete(secrets::remove::<true>))
+        .route("/configs/{id}/update", post(secrets::update::<true>))
         .route_layer(axum::middleware::from_fn_with_state(ctx.clone(), swarm_gate));
     Router::new()
         .route("/_ping", get(system::ping))
@@ -286,6 +291,7 @@ mod tests {
             ("services.rs", include_str!("services.rs")),
             ("tasks.rs", include_str!("tasks.rs")),
             ("networks.rs", include_str!("networks.rs")),
+            ("secrets.rs", include_str!("secrets.rs")),
             ("logs.rs", include_str!("logs.rs")),
             ("system.rs", include_str!("system.rs")),
             ("spec.rs", include_str!("spec.rs")),

@@ -200,6 +200,23 @@ fn parse_spec(body: &[u8]) -> DockerResult<spec::ServiceSpec> {
     serde_json::from_slice(body).map_err(|e| DockerError::invalid(format!("invalid service spec: {e}")))
 }
 
+/// The spec's secret and config references by name, their ids checked against the state (see
+/// [`spec::name_references`]).
+async fn named_references(ctx: &Ctx, d: spec::ServiceSpec) -> DockerResult<spec::ServiceSpec> {
+    let (d, checked) = ctx
+        .app
+        .read(Consistency::Linearizable, move |s| {
+            let mut d = d;
+            let checked = spec::name_references(&mut d, |kind, id| {
+                s.secret(&st::SecretId::new(id)).filter(|x| x.kind == kind).map(|x| x.spec.name.clone())
+            });
+            (d, checked)
+        })
+        .await?;
+    checked.map_err(DockerError::invalid)?;
+    Ok(d)
+}
+
 /// A name for a service created without one, as Docker's daemon makes one up: the image's
 /// name and a random suffix (`busybox-3k9x0a`).
 fn generated_name(image: Option<&str>) -> String {
@@ -237,6 +254,7 @@ pub(crate) async fn create(
             d.task_template.as_ref().and_then(|t| t.container_spec.as_ref()).and_then(|c| c.image.clone());
         d.name = Some(generated_name(image.as_deref()));
     }
+    let d = named_references(&ctx, d).await?;
     let s = spec::to_shoal(&d, None).map_err(DockerError::invalid)?;
     let id = ctx.app.create_service_with_auth(s, auth).await?;
     Ok((StatusCode::CREATED, Json(Created { id: id.to_string(), warnings: Vec::new() })))
@@ -266,7 +284,7 @@ pub(crate) async fn update(
         }
         Some(other) => return Err(DockerError::invalid(format!("unrecognized rollback option {other}"))),
     }
-    let d = parse_spec(&body)?;
+    let d = named_references(&ctx, parse_spec(&body)?).await?;
     let base = ctx.app.service(&id, Consistency::Linearizable).await?;
     let s = spec::to_shoal(&d, Some(&base.spec)).map_err(DockerError::invalid)?;
     ctx.app.update_service_with_auth(base.id.as_str(), version, s, auth).await?;

@@ -116,10 +116,10 @@ pub struct ContainerSpec {
     pub hosts: Option<Value>,
     #[serde(rename = "DNSConfig", default, skip_serializing_if = "Option::is_none")]
     pub dns_config: Option<DnsConfigSpec>,
-    #[serde(rename = "Secrets", default, skip_serializing)]
-    pub secrets: Option<Value>,
-    #[serde(rename = "Configs", default, skip_serializing)]
-    pub configs: Option<Value>,
+    #[serde(rename = "Secrets", default, skip_serializing_if = "Option::is_none")]
+    pub secrets: Option<Vec<SecretReference>>,
+    #[serde(rename = "Configs", default, skip_serializing_if = "Option::is_none")]
+    pub configs: Option<Vec<ConfigReference>>,
     #[serde(rename = "Sysctls", default, skip_serializing)]
     pub sysctls: Option<Value>,
     #[serde(rename = "CapabilityAdd", default, skip_serializing_if = "Option::is_none")]
@@ -130,6 +130,51 @@ pub struct ContainerSpec {
     pub ulimits: Option<Vec<UlimitSpec>>,
     #[serde(rename = "OomScoreAdj", default, skip_serializing)]
     pub oom_score_adj: Option<Value>,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// A task's secret: which one (Shoal names it by `SecretName`; `SecretID` must be that secret's)
+/// and the file the task finds it in.
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SecretReference {
+    #[serde(rename = "File", default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<FileTarget>,
+    #[serde(rename = "SecretID", default, skip_serializing_if = "Option::is_none")]
+    pub secret_id: Option<String>,
+    #[serde(rename = "SecretName", default, skip_serializing_if = "Option::is_none")]
+    pub secret_name: Option<String>,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// A task's config, as [`SecretReference`]; `Runtime` (a Windows credential spec) is refused.
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConfigReference {
+    #[serde(rename = "File", default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<FileTarget>,
+    #[serde(rename = "Runtime", default, skip_serializing)]
+    pub runtime: Option<Value>,
+    #[serde(rename = "ConfigID", default, skip_serializing_if = "Option::is_none")]
+    pub config_id: Option<String>,
+    #[serde(rename = "ConfigName", default, skip_serializing_if = "Option::is_none")]
+    pub config_name: Option<String>,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// Where a task finds a secret or config: a path (relative: under `/run/secrets` for a secret,
+/// `/` for a config), its owner (numbers, as strings) and mode.
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FileTarget {
+    #[serde(rename = "Name", default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(rename = "UID", default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<String>,
+    #[serde(rename = "GID", default, skip_serializing_if = "Option::is_none")]
+    pub gid: Option<String>,
+    #[serde(rename = "Mode", default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<u32>,
     #[serde(flatten)]
     pub extra: Extra,
 }
@@ -480,9 +525,12 @@ pub fn to_shoal(d: &ServiceSpec, base: Option<&st::ServiceSpec>) -> Result<st::S
     s.labels = d.labels.clone().unwrap_or_default();
     s.networks.clear();
     s.endpoint = st::EndpointSpec::default();
+    let (base_secrets, base_configs) = (s.task_template.secrets.clone(), s.task_template.configs.clone());
     reset_mapped(&mut s.task_template);
     let tt = d.task_template.clone().unwrap_or_default();
     task_template(&mut p, &tt, &mut s.task_template);
+    keep_spelling(&mut s.task_template.secrets, &base_secrets, st::SecretKind::Secret);
+    keep_spelling(&mut s.task_template.configs, &base_configs, st::SecretKind::Config);
     // `docker stack deploy` labels each container with its stack, which it also puts on the
     // service: that label rides on the service's (Shoal's docker driver puts it on the
     // containers); the other container labels are the template's.
@@ -605,6 +653,8 @@ fn reset_mapped(t: &mut st::TaskTemplate) {
     t.ulimits = d.ulimits;
     t.groups = d.groups;
     t.log_driver = d.log_driver;
+    t.secrets = d.secrets;
+    t.configs = d.configs;
 }
 
 fn task_template(p: &mut Problems, tt: &TaskSpec, t: &mut st::TaskTemplate) {
@@ -708,13 +758,35 @@ fn container_spec(p: &mut Problems, cs: &ContainerSpec, t: &mut st::TaskTemplate
         ("OpenStdin", &cs.open_stdin, "stdin"),
         ("StopSignal", &cs.stop_signal, "stop signals other than SIGTERM"),
         ("Hosts", &cs.hosts, "extra /etc/hosts entries"),
-        ("Secrets", &cs.secrets, "secrets do not exist yet"),
-        ("Configs", &cs.configs, "configs do not exist yet"),
         ("Sysctls", &cs.sysctls, "sysctls"),
         ("OomScoreAdj", &cs.oom_score_adj, "OOM score adjustments"),
     ];
     for (field, v, what) in refused {
         p.unsupported(&format!("{path}.{field}"), v, what);
+    }
+    for (i, r) in cs.secrets.iter().flatten().enumerate() {
+        let rp = format!("{path}.Secrets[{i}]");
+        p.unknown(&rp, &r.extra);
+        let named = (r.secret_name.as_deref(), r.secret_id.as_deref());
+        if let Some(x) = reference(p, &rp, "SecretName", named, r.file.as_ref()) {
+            t.secrets.push(x);
+        }
+    }
+    for (i, r) in cs.configs.iter().flatten().enumerate() {
+        let rp = format!("{path}.Configs[{i}]");
+        p.unknown(&rp, &r.extra);
+        if r.runtime.is_some() {
+            // Present at all (`{}` is how it says "runtime"): Docker's Windows credential specs.
+            p.push(
+                &format!("{rp}.Runtime"),
+                "not supported by Shoal (runtime configs: Windows credential specs)",
+            );
+            continue;
+        }
+        let named = (r.config_name.as_deref(), r.config_id.as_deref());
+        if let Some(x) = reference(p, &rp, "ConfigName", named, r.file.as_ref()) {
+            t.configs.push(x);
+        }
     }
     t.read_only = cs.read_only.unwrap_or(false);
     t.init = cs.init.unwrap_or(false);
@@ -833,6 +905,103 @@ fn container_spec(p: &mut Problems, cs: &ContainerSpec, t: &mut st::TaskTemplate
     }
 }
 
+/// A secret's or config's reference: named (the id, when given, was checked against the name by
+/// [`name_references`]), with a file. A target that is the name itself is the default (empty),
+/// as Shoal's own CLI writes it.
+fn reference(
+    p: &mut Problems,
+    path: &str,
+    name_field: &str,
+    (name, id): (Option<&str>, Option<&str>),
+    file: Option<&FileTarget>,
+) -> Option<st::SecretReference> {
+    let Some(name) = name.filter(|n| !n.is_empty()) else {
+        p.push(&format!("{path}.{name_field}"), "a name is required");
+        return None;
+    };
+    let Some(f) = file else {
+        p.push(
+            &format!("{path}.File"),
+            "required: the file the task finds it in (Shoal has no runtime targets)",
+        );
+        return None;
+    };
+    p.unknown(&format!("{path}.File"), &f.extra);
+    let mut owner = |field: &str, v: Option<&str>| -> u32 {
+        match v.map(str::trim).filter(|v| !v.is_empty()) {
+            None => 0,
+            Some(v) => v.parse().unwrap_or_else(|_| {
+                p.push(
+                    &format!("{path}.File.{field}"),
+                    format!("{v:?} is not a number (Shoal takes numeric ids)"),
+                );
+                0
+            }),
+        }
+    };
+    let uid = owner("UID", f.uid.as_deref());
+    let gid = owner("GID", f.gid.as_deref());
+    let target = f.name.clone().filter(|n| n != name).unwrap_or_default();
+    Some(st::SecretReference {
+        source: name.to_string(),
+        id: id.filter(|i| !i.is_empty()).map(st::SecretId::new),
+        target,
+        uid,
+        gid,
+        mode: f.mode.unwrap_or(0o444),
+    })
+}
+
+/// A reference that `base` (the service being updated) has to the same file keeps its spelling
+/// of the target (`/run/secrets/pw` and `pw` are one file), so a spec sent back unchanged is
+/// the same spec.
+fn keep_spelling(refs: &mut [st::SecretReference], base: &[st::SecretReference], kind: st::SecretKind) {
+    for r in refs {
+        if let Some(b) = base.iter().find(|b| b.source == r.source && b.path(kind) == r.path(kind)) {
+            r.target = b.target.clone();
+        }
+    }
+}
+
+/// Docker names a task's secrets and configs by id (`SecretID`, `ConfigID`) and shows their names;
+/// Shoal names them by name. For every reference that gives an id, `name_of(kind, id)` (the
+/// state) must know it: a reference without a name gets the id's, one with another name is
+/// refused, as is an id that names nothing. Every problem at once.
+pub fn name_references(
+    d: &mut ServiceSpec,
+    name_of: impl Fn(st::SecretKind, &str) -> Option<String>,
+) -> Result<(), String> {
+    let mut p = Problems::default();
+    let Some(cs) = d.task_template.as_mut().and_then(|t| t.container_spec.as_mut()) else { return Ok(()) };
+    let path = "TaskTemplate.ContainerSpec";
+    let secrets = cs.secrets.iter_mut().flatten().map(|r| (&r.secret_id, &mut r.secret_name));
+    let configs = cs.configs.iter_mut().flatten().map(|r| (&r.config_id, &mut r.config_name));
+    let all = secrets
+        .enumerate()
+        .map(|(i, r)| (st::SecretKind::Secret, format!("{path}.Secrets[{i}]"), "SecretID", r))
+        .chain(
+            configs
+                .enumerate()
+                .map(|(i, r)| (st::SecretKind::Config, format!("{path}.Configs[{i}]"), "ConfigID", r)),
+        );
+    for (kind, rp, field, (id, name)) in all {
+        let Some(id) = id.as_deref().filter(|i| !i.is_empty()) else { continue };
+        match (name_of(kind, id), name.as_deref().filter(|n| !n.is_empty())) {
+            (None, _) => p.push(&format!("{rp}.{field}"), format!("no {kind} has id {id}")),
+            (Some(found), None) => *name = Some(found),
+            (Some(found), Some(given)) if found != given => {
+                p.push(&format!("{rp}.{field}"), format!("{id} is {kind} {found}, not {given}"))
+            }
+            _ => {}
+        }
+    }
+    if p.0.is_empty() {
+        Ok(())
+    } else {
+        Err(p.0.join("; "))
+    }
+}
+
 fn mode(p: &mut Problems, m: Option<&Mode>) -> st::ServiceMode {
     let Some(m) = m else { return st::ServiceMode::Replicated { replicas: 1 } };
     p.unknown("Mode", &m.extra);
@@ -944,6 +1113,28 @@ pub fn from_shoal(s: &st::ServiceSpec) -> ServiceSpec {
             search: (!t.dns.search.is_empty()).then(|| t.dns.search.clone()),
             options: (!t.dns.options.is_empty()).then(|| t.dns.options.clone()),
             extra: Extra::new(),
+        }),
+        secrets: (!t.secrets.is_empty()).then(|| {
+            t.secrets
+                .iter()
+                .map(|r| SecretReference {
+                    file: Some(wire_file(r)),
+                    secret_id: r.id.as_ref().map(ToString::to_string),
+                    secret_name: Some(r.source.clone()),
+                    extra: Extra::new(),
+                })
+                .collect()
+        }),
+        configs: (!t.configs.is_empty()).then(|| {
+            t.configs
+                .iter()
+                .map(|r| ConfigReference {
+                    file: Some(wire_file(r)),
+                    config_id: r.id.as_ref().map(ToString::to_string),
+                    config_name: Some(r.source.clone()),
+                    ..Default::default()
+                })
+                .collect()
         }),
         ulimits: (!t.ulimits.is_empty()).then(|| {
             t.ulimits
@@ -1067,6 +1258,18 @@ pub fn from_shoal(s: &st::ServiceSpec) -> ServiceSpec {
         rollback_config: Some(wire_update_config(&s.rollback_config)),
         networks: None,
         endpoint_spec: Some(wire_endpoint(&s.endpoint)),
+        extra: Extra::new(),
+    }
+}
+
+/// Docker's file target of a reference: the target as given (the name by default), owner ids as
+/// strings.
+fn wire_file(r: &st::SecretReference) -> FileTarget {
+    FileTarget {
+        name: Some(if r.target.is_empty() { r.source.clone() } else { r.target.clone() }),
+        uid: Some(r.uid.to_string()),
+        gid: Some(r.gid.to_string()),
+        mode: Some(r.mode),
         extra: Extra::new(),
     }
 }
@@ -1266,6 +1469,101 @@ mod tests {
         assert!(!plain.task_template.uses_container_options());
     }
 
+    /// What the docker CLI 28 sends for `docker service create --secret pw --secret
+    /// source=tls,target=/etc/tls.key,uid=100,gid=101,mode=0400 --config src=app,target=/etc/app.conf
+    /// busybox` (after looking the ids up by name).
+    const WITH_SECRETS: &str = r#"{"Name":"s","TaskTemplate":{"ContainerSpec":{"Image":"busybox:latest",
+        "Secrets":[{"File":{"Name":"pw","UID":"0","GID":"0","Mode":292},"SecretID":"id-pw","SecretName":"pw"},
+        {"File":{"Name":"/etc/tls.key","UID":"100","GID":"101","Mode":256},"SecretID":"id-tls","SecretName":"tls"}],
+        "Configs":[{"File":{"Name":"/etc/app.conf","UID":"0","GID":"0","Mode":292},"ConfigID":"id-app","ConfigName":"app"}]}},
+        "Mode":{"Replicated":{}}}"#;
+
+    #[test]
+    fn secrets_and_configs_map_both_ways() {
+        let s = to_shoal(&parse(WITH_SECRETS), None).expect("maps");
+        let t = &s.task_template;
+        let pw = &t.secrets[0];
+        assert_eq!(
+            (pw.source.as_str(), pw.target.as_str(), pw.mode),
+            ("pw", "", 0o444),
+            "the default target"
+        );
+        assert_eq!(pw.id.as_ref().map(|i| i.as_str()), Some("id-pw"));
+        assert_eq!(pw.path(st::SecretKind::Secret), "/run/secrets/pw");
+        let tls = &t.secrets[1];
+        assert_eq!((tls.target.as_str(), tls.uid, tls.gid, tls.mode), ("/etc/tls.key", 100, 101, 0o400));
+        assert_eq!(t.configs[0].path(st::SecretKind::Config), "/etc/app.conf");
+        s.validate().expect("valid");
+        // Back as `docker service inspect` shows it: ids are Shoal's, the default target the name.
+        let wire = serde_json::to_value(from_shoal(&s)).expect("json");
+        let cs = &wire["TaskTemplate"]["ContainerSpec"];
+        assert_eq!(cs["Secrets"][0]["File"]["Name"], "pw");
+        assert_eq!(cs["Secrets"][0]["SecretID"], "id-pw");
+        assert_eq!(cs["Secrets"][1]["File"]["UID"], "100");
+        assert_eq!(cs["Secrets"][1]["File"]["Mode"], 256);
+        assert_eq!(cs["Configs"][0]["ConfigName"], "app");
+        assert_eq!(cs["Configs"][0]["File"]["Name"], "/etc/app.conf");
+        let again = to_shoal(&from_shoal(&s), Some(&s)).expect("round trip");
+        assert_eq!(again, s);
+        // A target spelled another way for the same file (Shoal's `target=/run/secrets/pw`) is kept
+        // as the service has it; a spec without them clears them (Docker can express them).
+        let mut spelled = s.clone();
+        spelled.task_template.secrets[0].target = "/run/secrets/pw".into();
+        assert_eq!(to_shoal(&parse(WITH_SECRETS), Some(&spelled)).expect("maps"), spelled);
+        let plain = to_shoal(&parse(CREATE), Some(&s)).expect("maps");
+        assert!(plain.task_template.secrets.is_empty() && plain.task_template.configs.is_empty());
+    }
+
+    #[test]
+    fn references_are_checked_against_the_state_and_refused_by_path() {
+        let known = |kind: st::SecretKind, id: &str| match (kind, id) {
+            (st::SecretKind::Secret, "id-pw") => Some("pw".to_string()),
+            (st::SecretKind::Config, "id-app") => Some("app".to_string()),
+            _ => None,
+        };
+        // An id without a name gets its name; the CLI's references pass as they are.
+        let mut d = parse(WITH_SECRETS);
+        d.task_template
+            .as_mut()
+            .and_then(|t| t.container_spec.as_mut())
+            .and_then(|c| c.secrets.as_mut())
+            .expect("secrets")[1] = SecretReference {
+            secret_id: Some("id-pw".into()),
+            file: Some(FileTarget::default()),
+            ..Default::default()
+        };
+        name_references(&mut d, known).expect("known ids");
+        let s = to_shoal(&d, None).expect("maps");
+        assert_eq!(s.task_template.secrets[1].source, "pw");
+        // Ids that name nothing, or another name than the one given.
+        let mut d = parse(WITH_SECRETS);
+        let e = name_references(
+            &mut d,
+            |kind, id| if id == "id-pw" { known(kind, id) } else { Some("other".into()) },
+        )
+        .expect_err("refused");
+        assert!(e.contains("Secrets[1].SecretID: id-tls is secret other, not tls"), "{e}");
+        assert!(e.contains("Configs[0].ConfigID: id-app is config other, not app"), "{e}");
+        let e = name_references(&mut parse(WITH_SECRETS), |_, _| None).expect_err("unknown");
+        assert!(e.contains("TaskTemplate.ContainerSpec.Secrets[0].SecretID: no secret has id id-pw"), "{e}");
+        // What Shoal cannot do, by path: runtime configs, references without a file or a name,
+        // owners that are not numbers.
+        let d = parse(
+            r#"{"Name":"x","TaskTemplate":{"ContainerSpec":{"Image":"busybox",
+            "Configs":[{"Runtime":{},"ConfigName":"cred"},{"ConfigName":"c"}],
+            "Secrets":[{"File":{"Name":"x","UID":"www"},"SecretName":"s"},{"File":{"Name":"y"}}]}}}"#,
+        );
+        let e = to_shoal(&d, None).expect_err("refused");
+        for want in [
+            "TaskTemplate.ContainerSpec.Configs[0].Runtime: not supported by Shoal",
+            "TaskTemplate.ContainerSpec.Configs[1].File: required",
+            "TaskTemplate.ContainerSpec.Secrets[0].File.UID: \"www\" is not a number",
+            "TaskTemplate.ContainerSpec.Secrets[1].SecretName: a name is required",
+        ] {
+            assert!(e.contains(want), "{want} missing from: {e}");
+        }
+    }
+
     #[test]
     fn shoal_only_settings_survive_a_docker_update() {
         let mut base = to_shoal(&parse(CREATE), None).expect("maps");
@@ -1299,7 +1597,7 @@ mod tests {
         let e = to_shoal(&d, None).expect_err("refused");
         for want in [
             "TaskTemplate.ContainerSpec.Sysctls: not supported",
-            "TaskTemplate.ContainerSpec.Secrets: not supported",
+            "TaskTemplate.ContainerSpec.Secrets[0].File: required",
             "TaskTemplate.ContainerSpec.Privileges: not supported",
             "TaskTemplate.ContainerSpec.CapabilityAdd: unknown capability \"CAP_FLY\"",
             "TaskTemplate.ContainerSpec.Frobnicate: unknown field",

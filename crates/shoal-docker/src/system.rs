@@ -1,8 +1,8 @@
-//! `/_ping`, `/version`, `/info`, and the secret and config lists (empty: Shoal has neither yet).
+//! `/_ping`, `/version` and `/info`.
 
-use crate::error::{DockerError, DockerResult};
+use crate::error::DockerResult;
 use crate::{Ctx, WorkerNode, API_VERSION, MIN_API_VERSION};
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::IntoResponse;
 use axum::Json;
@@ -253,17 +253,4 @@ fn worker_swarm(node_id: &str, managers: &[String]) -> SwarmInfo {
         ),
         ..Default::default()
     }
-}
-
-/// `docker secret ls`, `docker config ls`: Shoal has neither yet.
-pub(crate) async fn empty_list() -> Json<Vec<serde_json::Value>> {
-    Json(Vec::new())
-}
-
-pub(crate) async fn no_secret(Path(id): Path<String>) -> DockerError {
-    DockerError::not_found(format!("secret {id} not found (Shoal has no secrets yet)"))
-}
-
-pub(crate) async fn no_config(Path(id): Path<String>) -> DockerError {
-    DockerError::not_found(format!("config {id} not found (Shoal has no configs yet)"))
 }

@@ -3,10 +3,11 @@
 //! networks carry the label [`NAMESPACE_LABEL`] with the stack's name and are named
 //! `STACK_NAME`, so `docker stack` and `shoal stack` see the same stacks.
 //!
-//! [`StackSpec`] is what a client sends: services, networks and volumes under their names in
-//! the stack (`db`, `default`); the managers put them in the stack's namespace.
+//! [`StackSpec`] is what a client sends: services, networks, volumes, secrets and configs under
+//! their names in the stack (`db`, `default`); the managers put them in the stack's namespace.
 
 use crate::network::NetworkSpec;
+use crate::secret::{SecretData, SecretKind, SecretReference, SecretSpec};
 use crate::service::{MountType, ServiceSpec};
 use crate::validate::{validate_name, FieldError, ValidationError};
 use serde::{Deserialize, Serialize};
@@ -19,7 +20,9 @@ pub const NAMESPACE_LABEL: &str = "com.docker.stack.namespace";
 ///
 /// A service's network that names one of `networks` is the stack's (`STACK_NAME`); any other
 /// name is an existing network used as it is (compose's `external`). The same for a volume
-/// mount's source and `volumes`. `depends_on` names services of the stack.
+/// mount's source and `volumes`, and a service's secret or config whose `source` is the key of
+/// one of `secrets` or `configs` (any other is an existing one, compose's `external`).
+/// `depends_on` names services of the stack.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StackSpec {
@@ -27,6 +30,44 @@ pub struct StackSpec {
     pub networks: Vec<NetworkSpec>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub volumes: Vec<String>,
+    /// The stack's own secrets (their data read from files by the client).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<StackSecret>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub configs: Vec<StackSecret>,
+}
+
+/// A secret or config of the stack itself: its services name it by `key`; the deploy creates it
+/// as `STACK_KEY`, or as `name` when the file gives one (compose's `name:`, which lets a file
+/// rotate one: they are immutable), labelled with the stack either way, and `stack rm` removes
+/// it. After [`StackSpec::scoped`], `name` is always its name in the cluster.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StackSecret {
+    pub key: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Base64 in JSON; `Debug` shows only its length.
+    #[serde(skip_serializing_if = "SecretData::is_empty")]
+    pub data: SecretData,
+}
+
+impl StackSecret {
+    /// Its name in the cluster: `name`, or `STACK_KEY`.
+    pub fn name_in(&self, stack: &str) -> String {
+        self.name.clone().unwrap_or_else(|| scoped(stack, &self.key))
+    }
+
+    /// The object to create (after scoping: named as in the cluster, labelled with the stack).
+    pub fn spec(&self) -> SecretSpec {
+        SecretSpec {
+            name: self.name.clone().unwrap_or_else(|| self.key.clone()),
+            labels: self.labels.clone(),
+            data: self.data.clone(),
+        }
+    }
 }
 
 /// `STACK_NAME`: an object's name in the cluster.
@@ -62,6 +103,21 @@ impl StackSpec {
             push("networks".into(), "a network is listed twice".into());
         }
         let vols: BTreeSet<&str> = self.volumes.iter().map(String::as_str).collect();
+        // The stack's secrets and configs: their keys and names in the cluster, each used once.
+        let mut own: BTreeMap<(SecretKind, &str), String> = BTreeMap::new();
+        let mut taken: BTreeSet<(SecretKind, String)> = BTreeSet::new();
+        for (field, kind, list) in
+            [("secrets", SecretKind::Secret, &self.secrets), ("configs", SecretKind::Config, &self.configs)]
+        {
+            for (i, x) in list.iter().enumerate() {
+                let name = x.name_in(stack);
+                if own.insert((kind, x.key.as_str()), name.clone()).is_some() {
+                    push(format!("{field}[{i}].key"), format!("{kind} {} is listed twice", x.key));
+                } else if !taken.insert((kind, name.clone())) {
+                    push(format!("{field}[{i}].name"), format!("two {kind}s of this stack are named {name}"));
+                }
+            }
+        }
         let label = |labels: &mut BTreeMap<String, String>| {
             labels.insert(NAMESPACE_LABEL.to_string(), stack.to_string());
         };
@@ -78,6 +134,13 @@ impl StackSpec {
             for m in &mut s.task_template.mounts {
                 if m.kind == MountType::Volume && vols.contains(m.source.as_str()) {
                     m.source = scoped(stack, &m.source);
+                }
+            }
+            let t = &mut s.task_template;
+            for (kind, refs) in [(SecretKind::Secret, &mut t.secrets), (SecretKind::Config, &mut t.configs)] {
+                for r in refs.iter_mut() {
+                    let name = own.get(&(kind, r.source.as_str())).cloned();
+                    rename_reference(r, name);
                 }
             }
             for (j, d) in s.depends_on.iter_mut().enumerate() {
@@ -98,6 +161,14 @@ impl StackSpec {
             out.networks.push(n);
         }
         out.volumes = self.volumes.iter().map(|v| scoped(stack, v)).collect();
+        for (list, into) in [(&self.secrets, &mut out.secrets), (&self.configs, &mut out.configs)] {
+            for x in list {
+                let mut x = x.clone();
+                x.name = Some(x.name_in(stack));
+                label(&mut x.labels);
+                into.push(x);
+            }
+        }
         if errors.is_empty() {
             Ok(out)
         } else {
@@ -118,6 +189,16 @@ impl StackSpec {
         }
         Ok(out)
     }
+}
+
+/// A reference to one of the stack's own secrets names it as the cluster does; the file keeps its
+/// path (a default target is the key, as the file says, not the name in the cluster).
+fn rename_reference(r: &mut SecretReference, name: Option<String>) {
+    let Some(name) = name else { return };
+    if r.target.is_empty() && name != r.source {
+        r.target = r.source.clone();
+    }
+    r.source = name;
 }
 
 fn visit<'a>(
@@ -178,6 +259,7 @@ mod tests {
             services: vec![web, svc("db", &[])],
             networks: vec![NetworkSpec { name: "default".into(), ..Default::default() }],
             volumes: vec!["data".into()],
+            ..Default::default()
         };
         let s = spec.scoped("app").expect("valid");
         let web = &s.services[0];
@@ -192,6 +274,52 @@ mod tests {
         assert_eq!(s.networks[0].name, "app_default");
         assert!(in_stack(&s.networks[0].labels, "app"));
         assert!(!in_stack(&s.networks[0].labels, "other"));
+    }
+
+    fn own(key: &str, name: Option<&str>) -> StackSecret {
+        StackSecret {
+            key: key.into(),
+            name: name.map(String::from),
+            data: SecretData(b"x".to_vec()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn scoping_names_the_stacks_secrets_and_configs_and_leaves_external_ones() {
+        let mut web = svc("web", &[]);
+        let r = |source: &str, target: &str| SecretReference {
+            target: target.into(),
+            ..SecretReference::new(source)
+        };
+        web.task_template.secrets = vec![r("pw", ""), r("rotated", "/etc/pw"), r("outside", "")];
+        web.task_template.configs = vec![r("pw", "/etc/app.conf")];
+        let spec = StackSpec {
+            services: vec![web],
+            secrets: vec![own("pw", None), own("rotated", Some("pw-v2"))],
+            configs: vec![own("pw", None)],
+            ..Default::default()
+        };
+        let s = spec.scoped("app").expect("valid");
+        let t = &s.services[0].task_template;
+        // The default target stays the file's key: /run/secrets/pw, not /run/secrets/app_pw.
+        assert_eq!((t.secrets[0].source.as_str(), t.secrets[0].target.as_str()), ("app_pw", "pw"));
+        assert_eq!(t.secrets[0].path(SecretKind::Secret), "/run/secrets/pw");
+        assert_eq!((t.secrets[1].source.as_str(), t.secrets[1].target.as_str()), ("pw-v2", "/etc/pw"));
+        assert_eq!((t.secrets[2].source.as_str(), t.secrets[2].target.as_str()), ("outside", ""), "external");
+        assert_eq!(t.configs[0].source, "app_pw", "configs are another kind");
+        let names: Vec<String> = s.secrets.iter().map(|x| x.spec().name).collect();
+        assert_eq!(names, ["app_pw", "pw-v2"]);
+        assert!(s.secrets.iter().chain(&s.configs).all(|x| in_stack(&x.labels, "app")));
+        assert_eq!(s.configs[0].spec().name, "app_pw");
+        // A key listed twice, two keys named alike.
+        let twice = StackSpec { secrets: vec![own("a", None), own("a", None)], ..Default::default() };
+        let e = twice.scoped("app").expect_err("twice").to_string();
+        assert!(e.contains("secrets[1].key: secret a is listed twice"), "{e}");
+        let alike =
+            StackSpec { configs: vec![own("a", None), own("b", Some("app_a"))], ..Default::default() };
+        let e = alike.scoped("app").expect_err("alike").to_string();
+        assert!(e.contains("configs[1].name: two configs of this stack are named app_a"), "{e}");
     }
 
     #[test]

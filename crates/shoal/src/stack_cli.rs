@@ -3,9 +3,10 @@
 //!
 //! The client reads the files (interpolating `${VAR}` from its environment over the project's
 //! `.env`, reading `env_file`s, merging several `-c` files) with `shoal-compose` and sends the
-//! resulting stack to the managers (`POST /v1/stacks/NAME/deploy`), which namespace it
-//! (`NAME_SERVICE`, label `com.docker.stack.namespace=NAME`) and create or update its networks and
-//! services in dependency order. Like `docker stack deploy` it does not wait for the tasks:
+//! resulting stack, with the data of its secrets and configs read from their files, to the
+//! managers (`POST /v1/stacks/NAME/deploy`), which namespace it (`NAME_SERVICE`, label
+//! `com.docker.stack.namespace=NAME`) and create its networks, secrets and configs and create or
+//! update its services in dependency order. Like `docker stack deploy` it does not wait for the tasks:
 //! `stack ps` shows them (a task waiting for a dependency says so).
 
 use crate::cli::{print_json, Format, ListOpts};
@@ -42,7 +43,7 @@ pub enum StackCmd {
         #[command(flatten)]
         opts: ListOpts,
     },
-    /// Remove stacks: their services, then their networks.
+    /// Remove stacks: their services, then their secrets and configs, then their networks.
     Rm {
         #[arg(required = true)]
         stacks: Vec<String>,
@@ -50,7 +51,7 @@ pub enum StackCmd {
         format: Format,
     },
     /// Print the stack the compose files describe, as `deploy` would send it (interpolated,
-    /// merged, in the stack's own names), as JSON.
+    /// merged, in the stack's own names), as JSON; secrets' data is left out.
     Config {
         /// Compose file (`-` for standard input), repeatable: later files override earlier ones.
         #[arg(short = 'c', long = "compose-file", required = true)]
@@ -63,7 +64,7 @@ pub struct DeployArgs {
     /// Compose file (`-` for standard input), repeatable: later files override earlier ones.
     #[arg(short = 'c', long = "compose-file", required = true)]
     pub files: Vec<PathBuf>,
-    /// Remove the stack's services and networks that the files no longer name.
+    /// Remove the stack's services, networks, secrets and configs that the files no longer name.
     #[arg(long)]
     pub prune: bool,
     #[arg(long, value_parser = crate::format::parse_format, default_value = "table")]
@@ -87,9 +88,14 @@ pub async fn run(c: &Client, cmd: StackCmd) -> Result<()> {
     }
 }
 
-/// `stack config`: the stack as JSON.
+/// `stack config`: the stack as JSON, without the data of its secrets (configs' is shown, as
+/// `config inspect` shows it).
 pub fn config(files: &[PathBuf]) -> Result<()> {
-    print_json(&load(files)?.stack)
+    let mut stack = load(files)?.stack;
+    for s in &mut stack.secrets {
+        s.data = shoal_types::SecretData::default();
+    }
+    print_json(&stack)
 }
 
 /// Reads the compose files with this shell's environment over the project's `.env`.
@@ -116,7 +122,9 @@ fn load(files: &[PathBuf]) -> Result<shoal_compose::Project> {
     }
     env.extend(std::env::vars());
     let read = |p: &Path| std::fs::read_to_string(p);
-    let opts = shoal_compose::Options { env: &env, base_dir: &base_dir, read_file: &read };
+    let read_bytes = |p: &Path| std::fs::read(p);
+    let opts =
+        shoal_compose::Options { env: &env, base_dir: &base_dir, read_file: &read, read_bytes: &read_bytes };
     let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
     let project = shoal_compose::load(&docs, &opts).map_err(|e| {
         let problems: Vec<String> = e.0.iter().map(|p| format!("  {p}")).collect();

@@ -1,7 +1,7 @@
 //! The real docker CLI (`DOCKER_HOST=unix://…/docker.sock`) against real `shoal` daemons: version
 //! negotiation, `info`, nodes, services with the CLI's attached progress, tasks, logs, overlay
-//! networks, secret and config lists, and the error paths (unknown service, a version race, a
-//! worker's socket, what Shoal cannot map, what it does not implement).
+//! networks, secrets and configs (and services using them), stacks, and the error paths (unknown
+//! service, a version race, a worker's socket, what Shoal cannot map, what it does not implement).
 //!
 //! Services run on the docker driver of the machine's dockerd, from a busybox image each test
 //! imports (no registry is reachable). Without the docker CLI, dockerd or a static busybox the
@@ -75,6 +75,25 @@ impl Docker {
 
     fn run(&self, args: &[&str]) -> Output {
         self.run_env(args, &[])
+    }
+
+    /// Stdout of a command that must succeed, `input` on its standard input.
+    fn ok_stdin(&self, args: &[&str], input: &str) -> String {
+        let mut child = Command::new("docker")
+            .env("DOCKER_HOST", format!("unix://{}", self.sock.display()))
+            .env("DOCKER_CONFIG", &self.config)
+            .env_remove("DOCKER_CONTEXT")
+            .env_remove("DOCKER_API_VERSION")
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("docker");
+        child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("write");
+        let out = child.wait_with_output().expect("docker");
+        assert!(out.status.success(), "docker {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
     /// Stdout of a command that must succeed.
@@ -324,7 +343,7 @@ fn version_info_nodes_networks_and_lists() {
     assert_eq!(d.ok(&["network", "rm", "front"]), "front");
     assert!(!d.ok(&["network", "ls", "--format", "{{.Name}}"]).contains("front"));
 
-    // Secrets and configs do not exist yet: empty lists.
+    // No secrets or configs yet: empty lists.
     assert_eq!(d.ok(&["secret", "ls", "-q"]), "");
     assert_eq!(d.ok(&["config", "ls", "-q"]), "");
 
@@ -742,9 +761,10 @@ fn a_cluster_through_the_docker_cli_and_a_workers_socket() {
 }
 
 /// `docker stack deploy` of a compose file as Swarm takes it (two services, an overlay network
-/// of the file's and the stack's default one): Shoal names and labels it as Swarm does, so the
-/// docker CLI's `stack ls/services/ps` and `shoal stack ls` both see it; a re-deploy changes what
-/// changed; `docker stack rm` removes services and networks.
+/// of the file's and the stack's default one, a secret and a config from files): Shoal names and
+/// labels it as Swarm does, so the docker CLI's `stack ls/services/ps` and `shoal stack ls` both
+/// see it; a re-deploy changes what changed (the CLI's update of an unchanged secret is
+/// accepted); `docker stack rm` removes services, secrets, configs and networks.
 #[test]
 fn a_stack_through_docker_stack_deploy() {
     if !available("a_stack_through_docker_stack_deploy", true) {
@@ -765,15 +785,31 @@ fn a_stack_through_docker_stack_deploy() {
     });
     let compose = |ticks: &str| {
         format!(
-            "services:\n  web:\n    image: {img}\n    command: [\"sh\", \"-c\", \"{TICKER}\"]\n    environment:\n      TICKS: \"{ticks}\"\n    deploy:\n      replicas: 2\n  worker:\n    image: {img}\n    command: [\"sh\", \"-c\", \"{TICKER}\"]\n    networks: [back]\nnetworks:\n  back:\n    driver: overlay\n",
+            "services:\n  web:\n    image: {img}\n    command: [\"sh\", \"-c\", \"{TICKER}\"]\n    environment:\n      TICKS: \"{ticks}\"\n    secrets: [pw]\n    configs: [{{source: conf, target: /etc/app.conf}}]\n    deploy:\n      replicas: 2\n  worker:\n    image: {img}\n    command: [\"sh\", \"-c\", \"{TICKER}\"]\n    networks: [back]\nnetworks:\n  back:\n    driver: overlay\nsecrets:\n  pw:\n    file: ./pw.txt\nconfigs:\n  conf:\n    file: ./app.conf\n",
             img = img.0
         )
     };
     let file = tmp.path().join("stack.yml");
     std::fs::write(&file, compose("1")).expect("compose file");
+    std::fs::write(tmp.path().join("pw.txt"), "Pw-docker-stack-8Gw2Rn6y").expect("secret file");
+    std::fs::write(tmp.path().join("app.conf"), "listen=8080\n").expect("config file");
     let file_s = file.display().to_string();
     let out = d.ok(&["stack", "deploy", "--detach=true", "-c", &file_s, "app"]);
     assert!(out.contains("Creating service app_web") && out.contains("Creating network app_back"), "{out}");
+    assert!(out.contains("Creating secret app_pw") && out.contains("Creating config app_conf"), "{out}");
+    let stack_label = "label=com.docker.stack.namespace=app";
+    assert_eq!(d.ok(&["secret", "ls", "--filter", stack_label, "--format", "{{.Name}}"]), "app_pw");
+    assert_eq!(
+        d.ok(&[
+            "service",
+            "inspect",
+            "app_web",
+            "--format",
+            "{{range .Spec.TaskTemplate.ContainerSpec.Secrets}}{{.SecretName}}:{{.File.Name}}{{end}} \
+             {{range .Spec.TaskTemplate.ContainerSpec.Configs}}{{.ConfigName}}:{{.File.Name}}{{end}}"
+        ]),
+        "app_pw:pw app_conf:/etc/app.conf"
+    );
     assert_eq!(d.ok(&["stack", "ls", "--format", "{{.Name}} {{.Services}}"]), "app 2");
     eventually(60, "both services running", || {
         let s = d.ok(&["stack", "services", "app", "--format", "{{.Name}} {{.Replicas}}"]);
@@ -799,8 +835,203 @@ fn a_stack_through_docker_stack_deploy() {
     });
     let out = d.ok(&["stack", "rm", "app"]);
     assert!(out.contains("Removing service app_web") && out.contains("Removing network app_back"), "{out}");
+    assert!(out.contains("Removing secret app_pw") && out.contains("Removing config app_conf"), "{out}");
     eventually(60, "the stack gone", || {
         let nets = d.ok(&["network", "ls", "--format", "{{.Name}}"]);
         (d.ok(&["stack", "ls", "--format", "{{.Name}}"]).is_empty() && !nets.contains("app_")).then_some(())
     });
+    assert_eq!(d.ok(&["secret", "ls", "-q"]), "");
+    assert_eq!(d.ok(&["config", "ls", "-q"]), "");
+}
+
+/// The SHA-256 of `s` in hex, as `sha256sum` prints it.
+fn sha(s: &str) -> String {
+    let mut child = Command::new("sha256sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("sha256sum");
+    child.stdin.take().expect("stdin").write_all(s.as_bytes()).expect("write");
+    let out = child.wait_with_output().expect("sha256sum");
+    String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap_or_default().to_string()
+}
+
+/// `docker secret|config create/ls/inspect/rm` and services that use them, on the docker driver:
+/// a secret's data is never shown (a config's is), the task reads both where Docker puts them,
+/// one in use cannot be removed, `--secret-rm/--secret-add` rotates it, and what Shoal cannot
+/// map (runtime configs, an id that names nothing, a label update) is refused by path.
+#[test]
+fn secrets_and_configs_through_the_docker_cli() {
+    if !available("secrets_and_configs_through_the_docker_cli", true) {
+        return;
+    }
+    // Strings found nowhere else: the secrets' data.
+    const PASSWORD: &str = "Pw-docker-secret-5Jm3Qa8z";
+    const ROTATED: &str = "Pw-docker-rotated-9Kc1Xe4t";
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let image = Image::import(tmp.path(), "sec");
+    let img = image.0.as_str();
+    let mut n = Node::new(tmp.path(), "dk3");
+    n.start("dev");
+    let d = Docker::new(&n, n.dir.join("docker.sock"), tmp.path(), "dev");
+    eventually(30, "the node ready with its docker driver", || {
+        let nodes = n.json(&["node", "ls", "--format", "json"]);
+        let node = nodes.as_array()?.first()?.clone();
+        let docker = node["description"]["drivers"].as_array()?.iter().any(|x| x["name"] == "docker");
+        (node["status"]["state"] == "ready" && docker).then_some(())
+    });
+
+    // Created from a file and from standard input.
+    let pw_file = tmp.path().join("pw.txt");
+    std::fs::write(&pw_file, PASSWORD).expect("secret file");
+    let id = d.ok(&["secret", "create", "db_pw", &pw_file.display().to_string()]);
+    assert_eq!(id.len(), 25, "{id}");
+    let tok = d.ok_stdin(&["secret", "create", "--label", "team=a", "tok", "-"], "x");
+    let conf = tmp.path().join("app.conf");
+    std::fs::write(&conf, "listen=8080\n").expect("config file");
+    d.ok(&["config", "create", "app.conf", &conf.display().to_string()]);
+    let e = d.fails(&["secret", "create", "db_pw", &pw_file.display().to_string()]);
+    assert!(e.contains("already exists"), "{e}");
+
+    // Listed with Docker's filters; inspected without the data (a config's is shown).
+    assert_eq!(sorted_lines(&d.ok(&["secret", "ls", "--format", "{{.Name}}"])), ["db_pw", "tok"]);
+    assert_eq!(d.ok(&["secret", "ls", "--filter", "name=db", "--format", "{{.Name}}"]), "db_pw");
+    assert_eq!(d.ok(&["secret", "ls", "-q", "--filter", "label=team=a"]), tok);
+    assert_eq!(d.ok(&["secret", "ls", "-q", "--filter", &format!("id={}", &id[..6])]), id);
+    let shown = d.ok(&["secret", "inspect", "db_pw"]);
+    let v: serde_json::Value = serde_json::from_str(&shown).expect("json");
+    assert_eq!(v[0]["ID"], id.as_str());
+    assert_eq!(v[0]["Spec"]["Name"], "db_pw");
+    assert!(v[0]["Spec"].get("Data").is_none() && !shown.contains("UHctZG9ja2Vy"), "{shown}");
+    assert_eq!(d.ok(&["secret", "inspect", &id[..8], "--format", "{{.Spec.Name}}"]), "db_pw");
+    assert_eq!(
+        d.ok(&["config", "inspect", "app.conf", "--format", "{{printf \"%s\" .Spec.Data}}"]),
+        "listen=8080"
+    );
+    assert!(d.ok(&["config", "inspect", "--pretty", "app.conf"]).contains("listen=8080"));
+    // Shoal's own CLI sees the same objects.
+    let listed = n.ok(&["secret", "ls"]);
+    assert!(listed.contains("db_pw") && listed.contains("tok"), "{listed}");
+    assert!(d.fails(&["secret", "inspect", "nope"]).contains("nope"));
+
+    // A service reads them on the docker driver: the secret at /run/secrets/NAME, the others at
+    // their targets with their modes.
+    const SCRIPT: &str = "trap 'exit 0' TERM; busybox sha256sum /run/secrets/db_pw; \
+                          busybox stat -c 'mode=%a' /etc/tok; cat /etc/c.conf; echo done; \
+                          while :; do sleep 1; done";
+    d.ok(&[
+        "service",
+        "create",
+        "-d",
+        "--name",
+        "s",
+        "--secret",
+        "db_pw",
+        "--secret",
+        "source=tok,target=/etc/tok,mode=0400",
+        "--config",
+        "src=app.conf,target=/etc/c.conf",
+        img,
+        "sh",
+        "-c",
+        SCRIPT,
+    ]);
+    let logs = || d.ok(&["service", "logs", "--raw", "s"]);
+    eventually(60, "the task reading its secret and config", || {
+        let l = logs();
+        (l.contains(&sha(PASSWORD)) && l.contains("mode=400") && l.contains("listen=8080")).then_some(())
+    });
+    let refs = d.ok(&[
+        "service",
+        "inspect",
+        "s",
+        "--format",
+        "{{range .Spec.TaskTemplate.ContainerSpec.Secrets}}{{.SecretName}}:{{.SecretID}}:{{.File.Name}} {{end}}\
+         {{range .Spec.TaskTemplate.ContainerSpec.Configs}}{{.ConfigName}}:{{.File.Name}}{{end}}",
+    ]);
+    // (The CLI sends them in the order of a Go map's iteration.)
+    let mut refs: Vec<&str> = refs.split_whitespace().collect();
+    refs.sort();
+    assert_eq!(
+        refs,
+        ["app.conf:/etc/c.conf".to_string(), format!("db_pw:{id}:db_pw"), format!("tok:{tok}:/etc/tok")]
+    );
+    // What the CLI reads back and sends again changes nothing: a scale keeps them.
+    let before = n.json(&["service", "inspect", "s"]);
+    d.ok(&["service", "scale", "-d", "s=2"]);
+    let after = n.json(&["service", "inspect", "s"]);
+    let secrets = after["spec"]["task_template"]["secrets"].as_array().cloned().unwrap_or_default();
+    let tok_ref = secrets.iter().find(|r| r["source"] == "tok").expect("tok");
+    assert_eq!(
+        (&tok_ref["target"], &tok_ref["mode"]),
+        (&serde_json::json!("/etc/tok"), &serde_json::json!(0o400))
+    );
+    assert_eq!(after["spec_version"], before["spec_version"], "a scale replaces no task");
+
+    // In use: not removed (409, naming the service).
+    let e = d.fails(&["secret", "rm", "db_pw"]);
+    assert!(e.contains("in use by service(s) s"), "{e}");
+    // Rotation: another secret at the same path, a rolling update.
+    d.ok_stdin(&["secret", "create", "db_pw2", "-"], ROTATED);
+    d.ok(&[
+        "service",
+        "update",
+        "-d",
+        "--secret-rm",
+        "db_pw",
+        "--secret-add",
+        "source=db_pw2,target=db_pw",
+        "s",
+    ]);
+    eventually(60, "the tasks reading the rotated secret", || logs().contains(&sha(ROTATED)).then_some(()));
+    eventually(30, "the old secret removable", || {
+        d.run(&["secret", "rm", "db_pw"]).status.success().then_some(())
+    });
+
+    // Secrets are immutable: an update that changes nothing is accepted (the CLI sends one when
+    // it re-deploys a stack), a label change is refused; so are what Shoal cannot map.
+    let version = d.ok(&["secret", "inspect", "tok", "--format", "{{.Version.Index}}"]);
+    let path = format!("/v1.50/secrets/{tok}/update?version={version}");
+    let (status, _, body) = http(&d.sock, "POST", &path, r#"{"Name":"tok","Labels":{"team":"a"}}"#);
+    assert_eq!(status, 200, "{body}");
+    let (status, _, body) = http(&d.sock, "POST", &path, r#"{"Name":"tok","Labels":{"team":"b"}}"#);
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("secret tok cannot change (its labels)"), "{body}");
+    let (status, _, body) = http(&d.sock, "POST", "/v1.50/secrets/nope/update", r#"{"Name":"nope"}"#);
+    assert_eq!(status, 404, "{body}");
+    let create = |refs: &str| {
+        format!(r#"{{"Name":"bad","TaskTemplate":{{"ContainerSpec":{{"Image":"{img}",{refs}}}}}}}"#)
+    };
+    let (status, _, body) = http(
+        &d.sock,
+        "POST",
+        "/v1.50/services/create",
+        &create(r#""Secrets":[{"SecretID":"zzz","SecretName":"tok","File":{"Name":"t"}}]"#),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("TaskTemplate.ContainerSpec.Secrets[0].SecretID: no secret has id zzz"), "{body}");
+    let (status, _, body) = http(
+        &d.sock,
+        "POST",
+        "/v1.50/services/create",
+        &create(r#""Configs":[{"ConfigName":"app.conf","Runtime":{}}]"#),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("TaskTemplate.ContainerSpec.Configs[0].Runtime: not supported by Shoal"), "{body}");
+    let e = d.fails(&["service", "create", "-d", "--name", "bad", "--secret", "nope", img, "true"]);
+    assert!(e.contains("secret not found: nope"), "{e}");
+    let e =
+        d.fails(&["secret", "create", "--template-driver", "golang", "tmpl", &pw_file.display().to_string()]);
+    assert!(e.contains("Spec.Templating: not supported by Shoal"), "{e}");
+
+    // Removed once no service uses them.
+    assert_eq!(d.ok(&["service", "rm", "s"]), "s");
+    assert_eq!(d.ok(&["secret", "rm", "db_pw2", "tok"]), "db_pw2\ntok");
+    assert_eq!(d.ok(&["config", "rm", "app.conf"]), "app.conf");
+    assert_eq!(d.ok(&["secret", "ls", "-q"]), "");
+    assert_eq!(d.ok(&["config", "ls", "-q"]), "");
+    eventually(60, "the containers removed", || image.containers().is_empty().then_some(()));
+    // The data never reached the daemon's log.
+    let log = std::fs::read_to_string(n.dir.join("dev.log")).unwrap_or_default();
+    assert!(!log.contains(PASSWORD) && !log.contains(ROTATED), "the daemon's log holds a secret");
 }
