@@ -356,7 +356,24 @@ pub async fn open(
     path: &str,
     body: Option<Vec<u8>>,
 ) -> Result<hyper::Response<hyper::body::Incoming>, String> {
-    use http_body_util::Full;
+    let conn = connect(tls, addr, server_name).await?;
+    conn.send(method, path, body).await
+}
+
+/// A connection to another node, TLS done, nothing sent yet.
+pub struct Connection {
+    sender: hyper::client::conn::http1::SendRequest<http_body_util::Full<hyper::body::Bytes>>,
+    addr: String,
+    server_name: String,
+}
+
+/// Connects to another node over mutual TLS (nothing is sent): what fails here never reached
+/// the other side's application.
+pub async fn connect(
+    tls: Arc<rustls::ClientConfig>,
+    addr: &str,
+    server_name: &str,
+) -> Result<Connection, String> {
     use hyper_util::rt::TokioIo;
     let tcp = tokio::time::timeout(std::time::Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
         .await
@@ -367,19 +384,33 @@ pub async fn open(
         .connect(name, tcp)
         .await
         .map_err(|e| format!("TLS with {addr}: {e}"))?;
-    let (mut sender, conn) =
+    let (sender, conn) =
         hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
     tokio::spawn(async move {
         let _ = conn.await;
     });
-    let req = hyper::Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", server_name)
-        .header("content-type", "application/json")
-        .body(Full::new(hyper::body::Bytes::from(body.unwrap_or_default())))
-        .map_err(|e| e.to_string())?;
-    sender.send_request(req).await.map_err(|e| format!("request to {addr}: {e}"))
+    Ok(Connection { sender, addr: addr.to_string(), server_name: server_name.to_string() })
+}
+
+impl Connection {
+    /// Sends the request; returns the response with its body still to be read.
+    pub async fn send(
+        mut self,
+        method: hyper::Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, String> {
+        use http_body_util::Full;
+        let req = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", &self.server_name)
+            .header("content-type", "application/json")
+            .body(Full::new(hyper::body::Bytes::from(body.unwrap_or_default())))
+            .map_err(|e| e.to_string())?;
+        let addr = self.addr.clone();
+        self.sender.send_request(req).await.map_err(|e| format!("request to {addr}: {e}"))
+    }
 }
 
 pub(crate) fn remote_error(status: StatusCode, bytes: &[u8]) -> String {

@@ -10,7 +10,7 @@
 //! fixed timeout. An op whose retry is refused as a conflict may have taken effect before the
 //! leader changed; the error says so.
 
-use crate::internal::{call, remote_error};
+use crate::internal::remote_error;
 use crate::server::ApiError;
 use axum::extract::{Extension, State};
 use axum::http::StatusCode;
@@ -171,27 +171,58 @@ async fn attempt(
         .client_tls()
         .ok_or_else(|| Failure::Final(WriteError::Unavailable("this node has no certificate yet".into())))?;
     let body = serde_json::to_vec(op).map_err(|e| Failure::Final(WriteError::Unavailable(e.to_string())))?;
-    let forward = call(tls, &leader.addr, hyper::Method::POST, "/internal/leader", Some(body));
     // Stop waiting as soon as this manager sees another leader (or none).
     let mut watch = m.node.watch();
-    let leader_moved = async {
-        loop {
-            if !watch.changed().await {
-                return;
-            }
-            if m.node.status().leader_node.is_none_or(|l| l.node_id != leader.node_id) {
-                return;
-            }
+    let mut leader_moved = async || loop {
+        if !watch.changed().await {
+            return;
+        }
+        if m.node.status().leader_node.is_none_or(|l| l.node_id != leader.node_id) {
+            return;
         }
     };
-    let (status, bytes) = tokio::select! {
-        r = forward => r.map_err(|e| Failure::LeaderGone(WriteError::Unavailable(format!(
-            "forwarding to the leader {} at {} failed: {e}", leader.node_id, leader.addr
-        ))))?,
-        _ = leader_moved => {
+    // Connecting: nothing has reached the leader yet, so another leader may get it.
+    let conn = tokio::select! {
+        c = crate::internal::connect(tls, &leader.addr, shoal_pki::MANAGER_SERVER_NAME) => c.map_err(|e| {
+            Failure::LeaderGone(WriteError::Unavailable(format!(
+                "forwarding to the leader {} at {} failed: {e}", leader.node_id, leader.addr
+            )))
+        })?,
+        _ = leader_moved() => {
             return Err(Failure::LeaderGone(WriteError::Unavailable(format!(
-                "the leader {} at {} stopped leading before it answered", leader.node_id, leader.addr
+                "the leader {} at {} stopped leading before it could be reached", leader.node_id, leader.addr
             ))))
+        }
+    };
+    // Sent: from here a failure leaves the outcome unknown (the old leader may have proposed it,
+    // and the next may commit it), so a write is not sent again — that could apply it twice.
+    let unknown = |why: String| match op {
+        LeaderOp::Write { .. } => Failure::Final(WriteError::Unavailable(format!(
+            "{why}: the write may or may not take effect (check before retrying)"
+        ))),
+        _ => Failure::LeaderGone(WriteError::Unavailable(why)),
+    };
+    let exchange = async {
+        use http_body_util::BodyExt;
+        let resp = conn.send(hyper::Method::POST, "/internal/leader", Some(body)).await?;
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+        Ok::<_, String>((status, bytes))
+    };
+    let (status, bytes) = tokio::select! {
+        r = tokio::time::timeout(Duration::from_secs(15), exchange) => match r {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => return Err(unknown(format!(
+                "the leader {} at {} did not answer: {e}", leader.node_id, leader.addr
+            ))),
+            Err(_) => return Err(unknown(format!(
+                "the leader {} at {} did not answer within 15s", leader.node_id, leader.addr
+            ))),
+        },
+        _ = leader_moved() => {
+            return Err(unknown(format!(
+                "the leader {} at {} stopped leading before it answered", leader.node_id, leader.addr
+            )))
         }
     };
     if status.is_success() {
