@@ -170,6 +170,8 @@ pub struct RaftNode {
     /// The store's data key, and where its file is (rewrapped when autolock changes).
     key: Arc<crate::seal::DataKey>,
     key_path: std::path::PathBuf,
+    /// Set by [`RaftNode::shutdown`]: a stop that is not a failure.
+    stopping: std::sync::atomic::AtomicBool,
     committed: Arc<std::sync::atomic::AtomicU64>,
 }
 
@@ -208,7 +210,17 @@ impl RaftNode {
         tokio::spawn(count_leader_changes(raft.metrics()));
         tokio::spawn(snapshot_policy(raft.clone(), appended, snapshot_bytes));
         let shared = sm.shared();
-        Ok(RaftNode { read_batch: ReadBatch::default(), cfg, raft, sm, shared, committed, key, key_path })
+        Ok(RaftNode {
+            read_batch: ReadBatch::default(),
+            cfg,
+            raft,
+            sm,
+            shared,
+            committed,
+            key,
+            key_path,
+            stopping: Default::default(),
+        })
     }
 
     /// Makes the data key file match the cluster's autolock setting: wrapped by `unlock`, or in
@@ -557,8 +569,21 @@ impl RaftNode {
     }
 
     pub async fn shutdown(&self) {
+        self.stopping.store(true, std::sync::atomic::Ordering::SeqCst);
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(error = %e, "raft shutdown");
+        }
+    }
+
+    /// Returns once the Raft member has stopped on its own — a fatal error, such as a write to
+    /// its store that failed (a full disk) — and not through [`RaftNode::shutdown`]. openraft
+    /// then serves nothing more; the daemon exits so that its service manager starts it again
+    /// (as etcd stops on a failed write to its log).
+    pub async fn failed(&self) {
+        let mut rx = self.raft.metrics();
+        while rx.changed().await.is_ok() {}
+        if self.stopping.load(std::sync::atomic::Ordering::SeqCst) {
+            std::future::pending::<()>().await;
         }
     }
 

@@ -324,6 +324,14 @@ pub async fn run(mut args: DaemonArgs) -> Result<()> {
         }
         _ = tokio::signal::ctrl_c() => tracing::info!("interrupted, stopping"),
         _ = term.recv() => tracing::info!("terminated, stopping"),
+        _ = manager.node.failed() => {
+            tracing::error!(
+                "the Raft member stopped on a fatal error (see above: a write to its store failed, a full \
+                 disk?): exiting so that the service manager starts this manager again"
+            );
+            socket_owner.remove_if_ours();
+            anyhow::bail!("the Raft member stopped on a fatal error");
+        }
     }
     let leaving = *manager.leave_requested().borrow();
     manager.shutdown().await;
