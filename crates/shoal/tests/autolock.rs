@@ -5,25 +5,14 @@
 //! a rotated key opens a restarted leader and the old one no longer does; `--autolock=false`
 //! lets managers start unattended again.
 
-use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
 mod common;
-use common::{eventually, eventually_or, managers, Node, BIN};
+use common::{eventually, eventually_or, managers, Node};
 
 fn cli_stdin(n: &Node, args: &[&str], input: &str) -> Output {
-    let mut child = Command::new(BIN)
-        .arg("-H")
-        .arg(format!("unix://{}", n.dir.join("shoal.sock").display()))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("write");
-    child.wait_with_output().expect("wait")
+    n.cli_stdin(args, input.as_bytes())
 }
 
 fn key_file(n: &Node) -> String {

@@ -4,53 +4,26 @@
 //! snapshots are sealed with each manager's data key, `raft/raft.key`, mode 0600); restarted,
 //! the managers read everything back.
 
-use std::io::Write;
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 mod common;
-use common::{eventually, managers, BIN};
+use common::{eventually, files_containing, managers};
 
 const PASSWORD: &str = "Pw-shoal-at-rest-6Tz1qR8d";
 const VALUE: &str = "kv-value-shoal-at-rest-2Mx7";
 
 fn base64(s: &str) -> String {
-    let mut child = Command::new("base64")
-        .args(["-w", "0"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("base64");
-    child.stdin.take().expect("stdin").write_all(s.as_bytes()).expect("write");
-    String::from_utf8_lossy(&child.wait_with_output().expect("base64").stdout).trim().to_string()
-}
-
-/// Every regular file under `dir` containing `needle`.
-fn files_containing(dir: &Path, needle: &str) -> Vec<String> {
-    let mut found = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else { continue };
-        for e in entries.flatten() {
-            let Ok(meta) = std::fs::symlink_metadata(e.path()) else { continue };
-            if meta.is_dir() {
-                stack.push(e.path());
-            } else if meta.is_file() {
-                let data = std::fs::read(e.path()).unwrap_or_default();
-                if data.windows(needle.len()).any(|w| w == needle.as_bytes()) {
-                    found.push(e.path().display().to_string());
-                }
-            }
-        }
-    }
-    found
+    let mut cmd = Command::new("base64");
+    cmd.args(["-w", "0"]);
+    String::from_utf8_lossy(&common::with_stdin(cmd, s.as_bytes()).stdout).trim().to_string()
 }
 
 /// 40 characters of the CA key's PEM body that hold its private scalar (the first ones are the
 /// same in every P-256 key), from a backup (JSON: newlines escaped).
 fn ca_key_part(backup: &str) -> String {
-    let start = backup.find("\"ca_key_pem\":\"").expect("ca_key_pem in the backup") + "\"ca_key_pem\":\"".len();
+    let start =
+        backup.find("\"ca_key_pem\":\"").expect("ca_key_pem in the backup") + "\"ca_key_pem\":\"".len();
     let pem = &backup[start..];
     let end = pem.find("-----END").expect("end of the PEM");
     let body: String = pem[..end].split("\\n").skip(1).collect();
@@ -66,16 +39,7 @@ fn a_stolen_manager_data_directory_reveals_no_secret_key_or_token() {
     let follower = nodes.iter().position(|n| n.node_id() != leader).expect("a follower");
     let f = &nodes[follower];
 
-    let mut child = Command::new(BIN)
-        .arg("-H")
-        .arg(format!("unix://{}", f.dir.join("shoal.sock").display()))
-        .args(["secret", "create", "db-pw", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    child.stdin.take().expect("stdin").write_all(PASSWORD.as_bytes()).expect("write");
-    assert!(child.wait_with_output().expect("wait").status.success());
+    assert!(f.cli_stdin(&["secret", "create", "db-pw", "-"], PASSWORD.as_bytes()).status.success());
     assert_eq!(f.ok(&["kv", "put", "app/password", VALUE]), "OK");
     let worker_token = f.ok(&["cluster", "join-token", "worker", "-q"]);
     let manager_token = f.ok(&["cluster", "join-token", "manager", "-q"]);
@@ -105,7 +69,7 @@ fn a_stolen_manager_data_directory_reveals_no_secret_key_or_token() {
         let data = n.dir.join("data");
         for (what, needle) in &needles {
             assert_eq!(
-                files_containing(&data, needle),
+                files_containing(&data, needle.as_bytes()),
                 Vec::<String>::new(),
                 "{what} on {}'s disk",
                 n.dir.display()

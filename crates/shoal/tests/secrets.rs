@@ -10,69 +10,22 @@
 //! autolock); that is why the managers' data directories are not searched here.
 
 use serde_json::Value;
-use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
 
 mod common;
-use common::{eventually_or, leader_and_follower, two_managers_and_a_worker, Node, BIN};
+use common::{
+    eventually_or, files_containing, leader_and_follower, sha256_hex, two_managers_and_a_worker, Node,
+};
 
 /// Strings found nowhere else: the secret's data, before and after rotation.
 const PASSWORD: &str = "Pw-shoal-secret-9xQ4vK2m";
 const ROTATED: &str = "Pw-shoal-rotated-3Hs8Lw1c";
 
-/// The SHA-256 of `s` in hex, as `sha256sum` prints it.
-fn sha(s: &str) -> String {
-    let mut child =
-        Command::new("sha256sum").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().expect("sha256sum");
-    child.stdin.take().expect("stdin").write_all(s.as_bytes()).expect("write");
-    let out = child.wait_with_output().expect("sha256sum");
-    String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap_or_default().to_string()
-}
-
-/// `shoal secret create NAME -` with `data` on standard input.
+/// `shoal KIND create NAME -` with `data` on standard input; the id.
 fn create_from_stdin(n: &Node, kind: &str, name: &str, data: &str) -> String {
-    let mut child = Command::new(BIN)
-        .arg("-H")
-        .arg(format!("unix://{}", n.dir.join("shoal.sock").display()))
-        .args([kind, "create", name, "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    child.stdin.take().expect("stdin").write_all(data.as_bytes()).expect("write");
-    let out = child.wait_with_output().expect("wait");
+    let out = n.cli_stdin(&[kind, "create", name, "-"], data.as_bytes());
     assert!(out.status.success(), "{kind} create: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-/// Every regular file under `dir` whose bytes contain `needle` (mount points of other file
-/// systems, such as a task's tmpfs, are not descended into: they are memory).
-fn files_containing(dir: &Path, needle: &[u8]) -> Vec<String> {
-    let mut found = Vec::new();
-    let Ok(root_dev) = std::fs::metadata(dir).map(|m| std::os::unix::fs::MetadataExt::dev(&m)) else {
-        return found;
-    };
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else { continue };
-        for e in entries.flatten() {
-            let Ok(meta) = std::fs::symlink_metadata(e.path()) else { continue };
-            if std::os::unix::fs::MetadataExt::dev(&meta) != root_dev {
-                continue;
-            }
-            if meta.is_dir() {
-                stack.push(e.path());
-            } else if meta.is_file() {
-                let data = std::fs::read(e.path()).unwrap_or_default();
-                if data.windows(needle.len()).any(|w| w == needle) {
-                    found.push(e.path().display().to_string());
-                }
-            }
-        }
-    }
-    found
 }
 
 /// Logs of `service` once they contain `want`.
@@ -158,7 +111,7 @@ fn secrets_reach_only_their_tasks_in_memory() {
         SCRIPT,
     ]);
     let logs = logs_containing(f, "app", "done", 60);
-    assert!(logs.contains(&sha(PASSWORD)), "the task read the secret:\n{logs}");
+    assert!(logs.contains(&sha256_hex(PASSWORD)), "the task read the secret:\n{logs}");
     assert!(logs.contains("mode=400 uid=0"), "{logs}");
     assert!(logs.contains("listen=8080"), "{logs}");
     assert!(logs.contains("read-only"), "{logs}");
@@ -184,7 +137,7 @@ fn secrets_reach_only_their_tasks_in_memory() {
         "source=db-pw-2,target=db-pw",
         "app",
     ]);
-    logs_containing(f, "app", &sha(ROTATED), 60);
+    logs_containing(f, "app", &sha256_hex(ROTATED), 60);
     eventually_or(
         30,
         || f.cli(&["secret", "rm", "db-pw"]).status.success().then_some(()),
@@ -250,7 +203,7 @@ fn oci_tasks_get_secrets_as_read_only_binds() {
          (echo x > /etc/app/token) 2>/dev/null || echo read-only; echo done; sleep 300",
     ]);
     let logs = logs_containing(&m, "c", "done", 60);
-    assert!(logs.contains(&sha(PASSWORD)), "{logs}");
+    assert!(logs.contains(&sha256_hex(PASSWORD)), "{logs}");
     assert!(logs.contains("mode=440 uid=1000 gid=1000"), "{logs}");
     assert!(logs.contains("worker_processes 2;"), "{logs}");
     assert!(logs.contains("read-only"), "{logs}");

@@ -8,26 +8,15 @@
 //! `secret inspect`, the deploy's output, nor the daemon's log).
 
 use serde_json::Value;
-use std::io::Write;
-use std::process::{Command, Stdio};
 
 mod common;
 use common::sim::Underlay;
-use common::{eventually_or, Node, BIN};
+use common::{eventually_or, Node};
 
 /// Strings found nowhere else: the secret's data, before and after rotation.
 const PASSWORD: &str = "Pw-stack-secret-7Rk2qLx9";
 const ROTATED: &str = "Pw-stack-rotated-4Nb8Tz1w";
 const SHARED: &str = "Pw-stack-shared-2Vd6Hs3e";
-
-/// The SHA-256 of `s` in hex, as `sha256sum` prints it.
-fn sha(s: &str) -> String {
-    let mut child =
-        Command::new("sha256sum").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().expect("sha256sum");
-    child.stdin.take().expect("stdin").write_all(s.as_bytes()).expect("write");
-    let out = child.wait_with_output().expect("sha256sum");
-    String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap_or_default().to_string()
-}
 
 /// The compose file: `db_pw` from a file (named `name` in the cluster when given), the external
 /// `shared`, and a config at a path the process driver can place it at.
@@ -61,17 +50,7 @@ configs:
 
 /// `shoal secret create NAME -` with `data` on standard input.
 fn create_from_stdin(n: &Node, name: &str, data: &str) {
-    let mut child = Command::new(BIN)
-        .arg("-H")
-        .arg(format!("unix://{}", n.dir.join("shoal.sock").display()))
-        .args(["secret", "create", name, "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    child.stdin.take().expect("stdin").write_all(data.as_bytes()).expect("write");
-    let out = child.wait_with_output().expect("wait");
+    let out = n.cli_stdin(&["secret", "create", name, "-"], data.as_bytes());
     assert!(out.status.success(), "secret create: {}", String::from_utf8_lossy(&out.stderr));
 }
 
@@ -165,7 +144,11 @@ fn a_stacks_secrets_and_configs_are_created_used_kept_and_removed() {
     assert_eq!(refs[1]["source"], "shared");
 
     // The task reads them: the stack's secret at the file's key, the external one with its mode.
-    let logs = logs_containing(&n, "app_app", &[&sha(PASSWORD), &sha(SHARED), "listen=8080", "done"]);
+    let logs = logs_containing(
+        &n,
+        "app_app",
+        &[&common::sha256_hex(PASSWORD), &common::sha256_hex(SHARED), "listen=8080", "done"],
+    );
     assert!(logs.contains("mode=400"), "{logs}");
 
     // Deployed again: nothing changes.
@@ -186,7 +169,7 @@ fn a_stacks_secrets_and_configs_are_created_used_kept_and_removed() {
     std::fs::write(&file, compose(Some("db_pw_v2"))).expect("compose file");
     let out = n.ok(&["stack", "deploy", "-c", file_arg, "app"]);
     assert!(out.contains("Creating secret db_pw_v2") && out.contains("Updating service app_app"), "{out}");
-    logs_containing(&n, "app_app", &[&sha(ROTATED)]);
+    logs_containing(&n, "app_app", &[&common::sha256_hex(ROTATED)]);
     assert_eq!(names(&n, "secret"), ["app_db_pw", "db_pw_v2", "shared"]);
 
     // `stack rm`: the services, then the stack's secrets and configs (the old one too: it carries

@@ -194,6 +194,48 @@ pub fn two_managers_and_a_worker(root: &Path, m2_extra: &[&str]) -> (Node, Node,
     (m1, m2, w1)
 }
 
+/// Runs `cmd` with `input` on its standard input; its output captured.
+pub fn with_stdin(mut cmd: Command, input: &[u8]) -> Output {
+    use std::io::Write;
+    let mut child =
+        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
+    child.stdin.take().expect("stdin").write_all(input).expect("write stdin");
+    child.wait_with_output().expect("wait")
+}
+
+/// The SHA-256 of `s` in hex, as `sha256sum` prints it.
+pub fn sha256_hex(s: &str) -> String {
+    let out = with_stdin(Command::new("sha256sum"), s.as_bytes());
+    String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap_or_default().to_string()
+}
+
+/// Every regular file under `dir` whose bytes contain `needle`. Other file systems mounted
+/// below (a task's tmpfs: memory) are not descended into.
+pub fn files_containing(dir: &Path, needle: &[u8]) -> Vec<String> {
+    use std::os::unix::fs::MetadataExt;
+    let mut found = Vec::new();
+    let Ok(root_dev) = std::fs::metadata(dir).map(|m| m.dev()) else { return found };
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        for e in entries.flatten() {
+            let Ok(meta) = std::fs::symlink_metadata(e.path()) else { continue };
+            if meta.dev() != root_dev {
+                continue;
+            }
+            if meta.is_dir() {
+                stack.push(e.path());
+            } else if meta.is_file() {
+                let data = std::fs::read(e.path()).unwrap_or_default();
+                if data.windows(needle.len()).any(|w| w == needle) {
+                    found.push(e.path().display().to_string());
+                }
+            }
+        }
+    }
+    found
+}
+
 /// `n`'s daemon log (`daemon.log`); empty when there is none.
 pub fn daemon_log(n: &Node) -> String {
     std::fs::read_to_string(n.dir.join("daemon.log")).unwrap_or_default()
@@ -428,6 +470,13 @@ impl Node {
             .args(args)
             .output()
             .expect("cli")
+    }
+
+    /// The CLI with `input` on its standard input.
+    pub fn cli_stdin(&self, args: &[&str], input: &[u8]) -> Output {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("-H").arg(format!("unix://{}", self.dir.join("shoal.sock").display())).args(args);
+        with_stdin(cmd, input)
     }
 
     pub fn ok(&self, args: &[&str]) -> String {
