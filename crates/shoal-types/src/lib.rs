@@ -21,7 +21,6 @@ pub mod validate;
 pub use constraint::{Constraint, ConstraintError, ConstraintKey, Operator};
 pub use container::{DnsConfig, LogDriver, Ulimit};
 pub use id::{NetworkId, NodeId, SecretId, ServiceId, TaskId};
-pub use secret::{Secret, SecretData, SecretKind, SecretReference, SecretSpec, SecretString};
 pub use job::{ConcurrencyPolicy, JobRun, JobStatus, RunCause, RunOutcome, RunState, ScheduledJob, Trigger};
 pub use network::{
     Ipv4Net, Network, NetworkAttachmentConfig, NetworkDriver, NetworkSpec, NetworkStatus, ServiceEndpoint,
@@ -33,6 +32,7 @@ pub use node::{
 };
 pub use resources::{parse_cpus, Resources, Shortfall, NANO_CPUS_PER_CPU};
 pub use schedule::{validate_time_zone, CronSchedule, RepeatingInterval, Schedule, ScheduleError};
+pub use secret::{Secret, SecretData, SecretKind, SecretReference, SecretSpec, SecretString};
 pub use service::{
     glob_match, Dependency, DependencyCondition, EndpointMode, EndpointSpec, FailureAction, HealthCheck,
     Mount, MountType, OnDrain, Placement, PlacementPreference, PortConfig, Protocol, PublishMode,
