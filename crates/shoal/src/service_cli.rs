@@ -2626,9 +2626,15 @@ mod tests {
         assert_eq!(out.depends_on, [parse_dependency("db:healthy").expect("dep")]);
         let pw = &out.task_template.secrets[0];
         assert_eq!((pw.source.as_str(), pw.target.as_str(), pw.mode), ("db-pw", "pw", 0o400));
-        let mut rotate = a.clone();
-        rotate.secret_rm = vec!["nope".into()];
-        assert!(update_spec(out.clone(), &rotate).expect_err("unused").to_string().contains("does not use"));
+        let err = update_spec(out.clone(), &update_args("--secret-rm nope web")).expect_err("unused");
+        assert!(err.to_string().contains("does not use this secret"), "{err}");
+        let rotated = update_spec(
+            out.clone(),
+            &update_args("--secret-rm db-pw --secret-add source=db-pw-2,target=pw web"),
+        )
+        .expect("rotation");
+        let s = &rotated.task_template.secrets;
+        assert_eq!((s.len(), s[0].source.as_str(), s[0].target.as_str()), (1, "db-pw-2", "pw"));
         assert!(parse_secret_ref("source=x,mode=999").is_err());
         assert!(parse_secret_ref("target=/x").is_err());
         assert_eq!(out.depends_on[0].condition, shoal_types::DependencyCondition::Healthy);
