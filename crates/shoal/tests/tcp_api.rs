@@ -2,7 +2,6 @@
 //! client certificate from `cluster client-cert` works with `-H tcp://`; no certificate, a
 //! worker's certificate, or a client certificate on the node-to-node endpoints is refused.
 
-use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Output};
@@ -10,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 mod common;
+use common::https::{https, status_of};
 use common::{eventually, free_port, Node, BIN};
 
 fn tcp_cli(port: u16, tls_dir: &Path, args: &[&str]) -> Output {
@@ -54,46 +54,6 @@ fn without_cert(ca_pem: &str) -> Arc<rustls::ClientConfig> {
             .with_root_certificates(roots)
             .with_no_client_auth();
     Arc::new(config)
-}
-
-/// One HTTP/1.1 request over TLS to `manager.shoal` at `addr`: the raw response, or why there
-/// was none. Reads and writes have a deadline, so a refused handshake cannot hang the test.
-fn https(
-    addr: &str,
-    tls: Arc<rustls::ClientConfig>,
-    method: &str,
-    path: &str,
-    body: &str,
-) -> Result<String, String> {
-    let name = rustls::pki_types::ServerName::try_from("manager.shoal").expect("name");
-    let conn = rustls::ClientConnection::new(tls, name).map_err(|e| e.to_string())?;
-    let tcp = std::net::TcpStream::connect(addr).map_err(|e| e.to_string())?;
-    tcp.set_read_timeout(Some(Duration::from_secs(10))).map_err(|e| e.to_string())?;
-    tcp.set_write_timeout(Some(Duration::from_secs(10))).map_err(|e| e.to_string())?;
-    let mut stream = rustls::StreamOwned::new(conn, tcp);
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: manager.shoal\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
-    stream.flush().map_err(|e| e.to_string())?;
-    let mut out = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        match stream.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => out.extend_from_slice(&buf[..n]),
-            // A peer that closes without close_notify after answering is fine.
-            Err(_) if !out.is_empty() => break,
-            Err(e) => return Err(e.to_string()),
-        }
-    }
-    Ok(String::from_utf8_lossy(&out).into_owned())
-}
-
-fn status_of(response: &str) -> Option<u16> {
-    response.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()
 }
 
 #[test]

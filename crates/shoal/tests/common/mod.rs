@@ -8,6 +8,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 pub mod browser;
+pub mod https;
 pub mod sim;
 
 /// How often the polling helpers look again.
