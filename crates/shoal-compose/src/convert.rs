@@ -553,10 +553,11 @@ fn stack_vol_names(vols: &[(String, Vol)], used: &Used) -> BTreeSet<String> {
         .collect()
 }
 
-fn network(cx: &mut Cx<'_>, path: &str, key: &str, v: &Value) -> Option<Net> {
-    let mut o = Obj::new(cx, path, v)?;
-    let external = match o.get("external") {
-        // The old form `external: {name: x}`.
+/// A network's, secret's or config's `external:`: `Some(Some(name))` when it names an existing
+/// object (`true`: the key; the old form `{name: x}`), `Some(None)` when it does not, `None` when
+/// the value is malformed (the error is recorded).
+fn external(cx: &mut Cx<'_>, o: &mut Obj<'_>, key: &str) -> Option<Option<String>> {
+    Some(match o.get("external") {
         Some((p, v @ Value::Mapping(_))) => {
             let mut e = Obj::new(cx, &p, v)?;
             let name = e.get("name").and_then(|(p, v)| string(cx, &p, v));
@@ -565,7 +566,12 @@ fn network(cx: &mut Cx<'_>, path: &str, key: &str, v: &Value) -> Option<Net> {
         }
         Some((p, v)) => boolean(cx, &p, v).filter(|e| *e).map(|_| key.to_string()),
         None => None,
-    };
+    })
+}
+
+fn network(cx: &mut Cx<'_>, path: &str, key: &str, v: &Value) -> Option<Net> {
+    let mut o = Obj::new(cx, path, v)?;
+    let external = external(cx, &mut o, key)?;
     let name = o.get("name").and_then(|(p, v)| string(cx, &p, v));
     let mut spec =
         NetworkSpec { name: key.to_string(), driver: NetworkDriver::Overlay, ..Default::default() };
@@ -671,17 +677,7 @@ fn file_objects(cx: &mut Cx<'_>, kind: SecretKind, v: Option<(String, &Value)>) 
 /// `name:`, or the key, names an existing one).
 fn file_object(cx: &mut Cx<'_>, kind: SecretKind, path: &str, key: &str, v: &Value) -> Option<FileObj> {
     let mut o = Obj::new(cx, path, v)?;
-    let external = match o.get("external") {
-        // The old form `external: {name: x}`.
-        Some((p, v @ Value::Mapping(_))) => {
-            let mut e = Obj::new(cx, &p, v)?;
-            let name = e.get("name").and_then(|(p, v)| string(cx, &p, v));
-            e.done(cx, &[]);
-            Some(name.unwrap_or_else(|| key.to_string()))
-        }
-        Some((p, v)) => boolean(cx, &p, v).filter(|e| *e).map(|_| key.to_string()),
-        None => None,
-    };
+    let external = external(cx, &mut o, key)?;
     let name = o.get("name").and_then(|(p, v)| string(cx, &p, v));
     let file = o.get("file").and_then(|(p, v)| Some((p.clone(), string(cx, &p, v)?)));
     let labels: BTreeMap<String, String> = o

@@ -6,31 +6,13 @@
 //! refused.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
 mod common;
-use common::https::{https, status_of};
-use common::{eventually, free_port, Node, BIN};
-
-fn tcp_cli(port: u16, tls_dir: &Path, args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(["-H", &format!("tcp://127.0.0.1:{port}")])
-        .arg("--tls-dir")
-        .arg(tls_dir)
-        .args(args)
-        .env_remove("SHOAL_TLS_DIR")
-        .env_remove("SHOAL_HOST")
-        .output()
-        .expect("cli")
-}
-
-fn tcp_ok(port: u16, tls_dir: &Path, args: &[&str]) -> String {
-    let out = tcp_cli(port, tls_dir, args);
-    assert!(out.status.success(), "shoal -H tcp:// {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
+use common::https::{https, status_of, tcp_cli, tcp_ok};
+use common::{eventually, free_port, Node};
 
 /// The command must fail, saying that the certificate is read-only.
 fn refused_read_only(port: u16, tls_dir: &Path, args: &[&str]) {

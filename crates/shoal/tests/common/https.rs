@@ -1,6 +1,8 @@
 //! Raw HTTP/1.1 over mutual TLS to a manager, for the tests of who may call what.
 
 use std::io::{Read, Write};
+use std::path::Path;
+use std::process::{Command, Output};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -42,4 +44,23 @@ pub fn https(
 
 pub fn status_of(response: &str) -> Option<u16> {
     response.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()
+}
+
+/// The CLI against a manager's TCP API on loopback `port`, with the certificate in `tls_dir`.
+pub fn tcp_cli(port: u16, tls_dir: &Path, args: &[&str]) -> Output {
+    Command::new(super::BIN)
+        .args(["-H", &format!("tcp://127.0.0.1:{port}")])
+        .arg("--tls-dir")
+        .arg(tls_dir)
+        .args(args)
+        .env_remove("SHOAL_TLS_DIR")
+        .env_remove("SHOAL_HOST")
+        .output()
+        .expect("cli")
+}
+
+pub fn tcp_ok(port: u16, tls_dir: &Path, args: &[&str]) -> String {
+    let out = tcp_cli(port, tls_dir, args);
+    assert!(out.status.success(), "shoal -H tcp:// {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
