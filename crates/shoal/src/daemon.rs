@@ -85,9 +85,13 @@ async fn join_on_first_boot(m: Arc<Manager>, plan: JoinPlan) {
 }
 
 /// Keeps this manager's data key file as the cluster's autolock setting says: wrapped by the
-/// replicated unlock key, or in the clear (checked every second; a change is rare).
+/// replicated unlock key, or in the clear (the setting looked at every second, the file rewritten
+/// only when it changes).
 async fn follow_autolock(m: Arc<Manager>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    // The setting the key file was last made to match (none yet: checked once at start); the
+    // file is read again only when the replicated setting changes.
+    let mut stored: Option<Option<String>> = None;
     let mut last_error = String::new();
     loop {
         tick.tick().await;
@@ -98,14 +102,19 @@ async fn follow_autolock(m: Arc<Manager>) {
             }
             local.state.unlock_key().map(str::to_string)
         };
+        if stored.as_ref() == Some(&want) {
+            continue;
+        }
         match m.node.store_key_for(want.as_deref()) {
-            Ok(true) => {
-                let how =
-                    if want.is_some() { "wrapped by the unlock key (autolock)" } else { "in the clear" };
-                tracing::info!("this manager's data key is now stored {how}");
+            Ok(changed) => {
+                if changed {
+                    let how =
+                        if want.is_some() { "wrapped by the unlock key (autolock)" } else { "in the clear" };
+                    tracing::info!("this manager's data key is now stored {how}");
+                }
+                stored = Some(want);
                 last_error.clear();
             }
-            Ok(false) => {}
             Err(e) => {
                 let e = e.to_string();
                 if e != last_error {
