@@ -2,11 +2,17 @@
 # Leader failover on loopback: a 3-manager cluster of real `shoal` daemons; kill -9 the leader and
 # time until the first write succeeds through a surviving manager (the CLI retries every ~20 ms).
 # Prints each trial and the median. Usage: scripts/bench-failover.sh [TRIALS]
+# SIGNAL=STOP pauses the leader (SIGSTOP) instead of killing it; DAEMON_ARGS adds daemon flags
+# (e.g. DAEMON_ARGS="--election-timeout 1s --heartbeat-interval 100ms").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TRIALS=${1:-20}
-cargo build --release --locked -q -p shoal
-BIN=$PWD/target/release/shoal
+SIGNAL=${SIGNAL:-KILL}
+read -r -a extra <<<"${DAEMON_ARGS:-}"
+if [ -z "${SHOAL_BIN:-}" ]; then
+    cargo build --release --locked -q -p shoal
+fi
+BIN=${SHOAL_BIN:-$PWD/target/release/shoal}
 results=()
 json() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
 for t in $(seq 1 "$TRIALS"); do
@@ -16,7 +22,7 @@ for t in $(seq 1 "$TRIALS"); do
     for i in 0 1 2; do
         mode=daemon; [ "$i" = 0 ] && mode=dev
         "$BIN" "$mode" --data-dir "$D/n$i" --api-socket "$D/n$i.sock" --listen-addr "127.0.0.1:$((base + i))" \
-            --ui-addr off --hostname "n$i" >"$D/n$i.log" 2>&1 &
+            --ui-addr off --etcd-addr off --hostname "n$i" "${extra[@]}" >"$D/n$i.log" 2>&1 &
         pids+=($!)
     done
     cli() { "$BIN" -H "unix://$D/n$1.sock" "${@:2}"; }
@@ -34,12 +40,13 @@ for t in $(seq 1 "$TRIALS"); do
     done
     survivor=$(( (li + 1) % 3 ))
     start=$(date +%s%N)
-    kill -9 "${pids[$li]}"
+    kill -s "$SIGNAL" "${pids[$li]}"
     until cli "$survivor" service create -d --name "after-$t" --driver process true >/dev/null 2>&1; do sleep 0.02; done
     end=$(date +%s%N)
     ms=$(( (end - start) / 1000000 ))
     echo "trial $t: ${ms} ms"
     results+=("$ms")
+    kill -CONT "${pids[@]}" 2>/dev/null || true
     kill -9 "${pids[@]}" 2>/dev/null || true
     wait 2>/dev/null || true
     rm -rf "$D"

@@ -23,7 +23,9 @@ pub struct NodeConfig {
     pub data_dir: PathBuf,
     pub raft_id: RaftId,
     pub node: ManagerNode,
-    /// Election timeout range; chosen for sub-2-second failover on a LAN.
+    /// openraft's election timeout range (min, max); max is also the leader lease during which
+    /// a voter refuses other candidates. A follower stands for election after max + rand(min..max)
+    /// without a heartbeat.
     pub election_timeout_ms: (u64, u64),
     pub heartbeat_ms: u64,
     /// How long a write or a linearizable read may wait for a quorum.
@@ -41,8 +43,9 @@ impl NodeConfig {
             raft_id,
             node,
             unlock_key: None,
-            election_timeout_ms: (400, 800),
-            heartbeat_ms: 100,
+            // `shoal daemon`'s defaults (`--election-timeout 350ms --heartbeat-interval 50ms`).
+            election_timeout_ms: (210, 350),
+            heartbeat_ms: 50,
             quorum_timeout: Duration::from_secs(5),
             learner_catch_up_timeout: Duration::from_secs(60),
         }

@@ -29,6 +29,10 @@ pub struct FileConfig {
     advertise_addr: Option<String>,
     #[serde(default, deserialize_with = "duration")]
     cert_ttl: Option<std::time::Duration>,
+    #[serde(default, deserialize_with = "duration")]
+    heartbeat_interval: Option<std::time::Duration>,
+    #[serde(default, deserialize_with = "duration")]
+    election_timeout: Option<std::time::Duration>,
     hostname: Option<String>,
     labels: Option<BTreeMap<String, String>>,
     resources: Option<BTreeMap<String, u64>>,
@@ -166,6 +170,8 @@ struct Effective<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     advertise_addr: Option<&'a str>,
     cert_ttl: String,
+    heartbeat_interval: String,
+    election_timeout: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     hostname: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -197,6 +203,8 @@ pub fn render(o: &DaemonOpts, log_level: &str, log_format: LogFormat, boot: &Fir
         listen_addr: &o.listen_addr,
         advertise_addr: o.advertise_addr.as_deref(),
         cert_ttl: format_duration(o.cert_ttl),
+        heartbeat_interval: format_duration(o.heartbeat_interval),
+        election_timeout: format_duration(o.election_timeout),
         hostname: o.hostname.as_deref(),
         api_addr: o.api_addr.as_deref(),
         ui_addr: &o.ui_addr,
@@ -268,6 +276,8 @@ pub fn merge(
     take!(listen_addr);
     take!(advertise_addr, opt);
     take!(cert_ttl);
+    take!(heartbeat_interval);
+    take!(election_timeout);
     take!(hostname, opt);
     take!(api_addr, opt);
     take!(ui_addr);

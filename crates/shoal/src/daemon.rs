@@ -22,6 +22,7 @@ pub struct DaemonArgs {
     pub listen_addr: String,
     /// Lifetime of the node certificates this manager issues.
     pub cert_ttl: Duration,
+    pub raft_timing: RaftTiming,
     pub api_socket: PathBuf,
     pub advertise_addr: String,
     pub hostname: Option<String>,
@@ -50,6 +51,41 @@ pub struct DaemonArgs {
     pub etcd_addr_is_default: bool,
     /// Where a manager also serves Chronos's REST API; none: only on the UI's address.
     pub chronos_addr: Option<String>,
+}
+
+/// Raft's timers, from `--heartbeat-interval` and `--election-timeout` (see `BENCHMARKS.md`,
+/// "Leader failover", for how the defaults were measured).
+///
+/// openraft 0.9 has no pre-vote; its leader lease does that job: a voter refuses to vote while it
+/// heard from a leader within `election_timeout_max`, and a follower stands for election only
+/// after that lease plus its own randomized timeout (`election_timeout_min..max`) pass without a
+/// heartbeat. With the election timeout E as the lease and 0.6·E as the lowest timeout, a leader's
+/// loss is noticed after 1.6–2·E (plus up to one tick of 1.5 heartbeats).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RaftTiming {
+    pub heartbeat_ms: u64,
+    pub election_timeout_ms: (u64, u64),
+}
+
+impl RaftTiming {
+    pub fn new(heartbeat: Duration, election: Duration) -> anyhow::Result<RaftTiming> {
+        let hb = u64::try_from(heartbeat.as_millis()).unwrap_or(u64::MAX);
+        let et = u64::try_from(election.as_millis()).unwrap_or(u64::MAX);
+        if !(10..=5_000).contains(&hb) {
+            anyhow::bail!("--heartbeat-interval must be between 10ms and 5s, got {hb}ms");
+        }
+        if et > 60_000 {
+            anyhow::bail!("--election-timeout must be at most 60s, got {et}ms");
+        }
+        if et < 4 * hb {
+            anyhow::bail!(
+                "--election-timeout ({et}ms) must be at least 4 heartbeat intervals ({}ms): a follower must not \
+                 start an election because one or two heartbeats came late",
+                4 * hb
+            );
+        }
+        Ok(RaftTiming { heartbeat_ms: hb, election_timeout_ms: (et * 3 / 5, et) })
+    }
 }
 
 /// `[join]` of the configuration file: the managers to ask, in order, and the token.
@@ -191,6 +227,8 @@ pub async fn run(mut args: DaemonArgs) -> Result<()> {
     let docker_owner = docker_socket.as_ref().map(|s| s.owner());
     let me = ManagerNode { addr: args.advertise_addr.clone(), node_id: identity.node_id.clone() };
     let mut cfg = NodeConfig::new(args.data_dir.join("raft"), identity.raft_id, me.clone());
+    cfg.heartbeat_ms = args.raft_timing.heartbeat_ms;
+    cfg.election_timeout_ms = args.raft_timing.election_timeout_ms;
     // Autolock: a wrapped data key waits for `shoal cluster unlock` before anything starts.
     let key_path = cfg.data_dir.join("raft.key");
     if shoal_raft::seal::is_locked(&key_path).map_err(anyhow::Error::msg)? {
@@ -1124,5 +1162,27 @@ async fn manager_etcd_tls(manager: Arc<shoal_manager::Manager>) -> Option<Arc<ru
             r = node_tls.changed() => if r.is_err() { return None },
             r = worker.changed() => if r.is_err() { return None },
         }
+    }
+}
+
+#[cfg(test)]
+mod raft_timing_tests {
+    use super::RaftTiming;
+    use std::time::Duration;
+
+    #[test]
+    fn election_timeout_is_the_lease_and_the_lowest_timeout_is_three_fifths_of_it() {
+        let t = RaftTiming::new(Duration::from_millis(50), Duration::from_millis(350)).expect("defaults");
+        assert_eq!(t, RaftTiming { heartbeat_ms: 50, election_timeout_ms: (210, 350) });
+        let t = RaftTiming::new(Duration::from_millis(100), Duration::from_secs(1)).expect("etcd's");
+        assert_eq!(t.election_timeout_ms, (600, 1000));
+    }
+
+    #[test]
+    fn timings_that_would_cause_spurious_elections_are_refused() {
+        let e = RaftTiming::new(Duration::from_millis(100), Duration::from_millis(300)).expect_err("3 beats");
+        assert!(e.to_string().contains("at least 4 heartbeat intervals"), "{e}");
+        assert!(RaftTiming::new(Duration::from_millis(1), Duration::from_millis(300)).is_err());
+        assert!(RaftTiming::new(Duration::from_millis(100), Duration::from_secs(61)).is_err());
     }
 }

@@ -78,6 +78,16 @@ struct DaemonOpts {
     /// Lifetime of the node certificates this manager issues (renewed at 50-80% of it).
     #[arg(long, default_value = "90d", value_parser = parse_duration)]
     cert_ttl: std::time::Duration,
+    /// How often the Raft leader sends heartbeats to the other managers (etcd's
+    /// `--heartbeat-interval`). Give every manager the same value.
+    #[arg(long, default_value = "50ms", value_parser = parse_duration)]
+    heartbeat_interval: std::time::Duration,
+    /// A manager that hears nothing from the leader for 1.6–2 times this long (randomized)
+    /// starts an election, and a manager refuses to vote while it heard from a leader within
+    /// it — so a node that was cut off cannot depose a healthy leader. At least 4 heartbeat
+    /// intervals. Give every manager the same value.
+    #[arg(long, default_value = "350ms", value_parser = parse_duration)]
+    election_timeout: std::time::Duration,
     /// Hostname to report (default: the machine's).
     #[arg(long)]
     hostname: Option<String>,
@@ -283,6 +293,7 @@ fn daemon_args(o: DaemonOpts, dev: bool, boot: config::FirstBoot) -> Result<daem
         advertise_addr: o.advertise_addr.unwrap_or_else(|| o.listen_addr.replace("0.0.0.0", "127.0.0.1")),
         listen_addr: o.listen_addr,
         cert_ttl: o.cert_ttl,
+        raft_timing: daemon::RaftTiming::new(o.heartbeat_interval, o.election_timeout)?,
         api_socket: o.api_socket.clone(),
         hostname: o.hostname,
         labels: o.labels.into_iter().collect::<BTreeMap<_, _>>(),

@@ -165,11 +165,14 @@ fn flags_override_the_file_and_print_config_redacts_tokens() {
         .args(["daemon", "--config"])
         .arg(&f)
         .args(["--print-config", "--hostname", "flagged", "--label", "zone=z", "--log-level", "warn"])
+        .args(["--heartbeat-interval", "100ms"])
         .output()
         .expect("run");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let printed = String::from_utf8_lossy(&out.stdout);
     let eff: toml::Table = toml::from_str(&printed).expect("toml");
+    assert_eq!(eff["heartbeat_interval"].as_str(), Some("100ms"));
+    assert_eq!(eff["election_timeout"].as_str(), Some("350ms"), "the default");
     assert_eq!(eff["hostname"].as_str(), Some("flagged"), "a flag wins over the file");
     assert_eq!(eff["log_level"].as_str(), Some("warn"));
     assert_eq!(eff["listen_addr"].as_str(), Some(n.addr().as_str()), "the file fills the rest");
@@ -214,4 +217,17 @@ fn a_bad_file_fails_the_start_naming_the_line_and_the_field_and_creates_nothing(
     let missing =
         Command::new(BIN).args(["daemon", "--config", "/nonexistent/shoal.toml"]).output().expect("run");
     assert!(String::from_utf8_lossy(&missing.stderr).contains("cannot read /nonexistent/shoal.toml"));
+}
+
+#[test]
+fn raft_timings_that_invite_spurious_elections_are_refused_before_anything_is_written() {
+    let root = tempfile::tempdir().expect("tmp");
+    let n = Node::new(root.path(), "n");
+    let f = root.path().join("n.toml");
+    write(&f, &format!("{}heartbeat_interval = \"100ms\"\nelection_timeout = \"300ms\"\n", base(&n, "n")));
+    let out = Command::new(BIN).args(["daemon", "--config"]).arg(&f).output().expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "started with an election timeout of 3 heartbeats");
+    assert!(err.contains("--election-timeout (300ms) must be at least 4 heartbeat intervals (400ms)"), "{err}");
+    assert!(!n.dir.join("data").exists(), "nothing written");
 }
