@@ -841,6 +841,9 @@ fn volume(cx: &mut Cx<'_>, path: &str, key: &str, v: &Value) -> Option<Vol> {
 
 fn service(cx: &mut Cx<'_>, name: &str, v: &Value, refs: &Refs<'_>, used: &mut Used) -> Option<ServiceSpec> {
     let path = format!("services.{name}");
+    if let Err(m) = shoal_types::validate::validate_name(name) {
+        cx.err(&path, format!("not a valid service name: {m}"));
+    }
     let mut o = Obj::new(cx, &path, v)?;
     let mut spec = ServiceSpec { name: name.to_string(), ..Default::default() };
     let driver = o.get("x-shoal-driver").and_then(|(p, v)| {

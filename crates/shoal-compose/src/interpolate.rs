@@ -16,7 +16,7 @@ pub struct Notes {
 /// Interpolates `s` with `env`; an error says what is wrong (a required variable, bad syntax).
 pub fn interpolate(s: &str, env: &BTreeMap<String, String>, notes: &mut Notes) -> Result<String, String> {
     let chars: Vec<char> = s.chars().collect();
-    let mut p = Parser { chars: &chars, at: 0, env, notes };
+    let mut p = Parser { chars: &chars, at: 0, env, notes, depth: 0 };
     let out = p.text(None)?;
     Ok(out)
 }
@@ -26,7 +26,12 @@ struct Parser<'a> {
     at: usize,
     env: &'a BTreeMap<String, String>,
     notes: &'a mut Notes,
+    /// How many `${…}` enclose the text being read (bounded: each level is a stack frame).
+    depth: usize,
 }
+
+/// The deepest nesting of `${A:-${B:-…}}` accepted.
+const MAX_NESTING: usize = 32;
 
 fn is_name_start(c: char) -> bool {
     c.is_ascii_alphabetic() || c == '_'
@@ -125,7 +130,13 @@ impl Parser<'_> {
             }
             _ => return Err(format!("{}: unsupported modifier after ${{{name}", bad(self))),
         };
-        let word = self.text(Some('}'))?;
+        if self.depth >= MAX_NESTING {
+            return Err(format!("{}: nested deeper than {MAX_NESTING} levels", bad(self)));
+        }
+        self.depth += 1;
+        let word = self.text(Some('}'));
+        self.depth -= 1;
+        let word = word?;
         self.at += 1; // the closing brace
         let value = self.env.get(&name);
         // With a colon an empty value counts as unset.

@@ -76,6 +76,15 @@ pub fn load(files: &[ComposeFile], opts: &Options<'_>) -> Result<Project, Error>
         return Err(Error(vec!["no compose file given".into()]));
     }
     for f in files {
+        // The YAML scanner's time grows with the square of the flow nesting (`[[[[…`, 160 KB of
+        // them take half a minute): a file nested deeper than any compose file needs is refused
+        // before it is read. (Brackets inside quoted strings count too; 256 unbalanced ones in a
+        // string are no real file.)
+        const MAX_FLOW_DEPTH: usize = 256;
+        if flow_depth(&f.content) > MAX_FLOW_DEPTH {
+            errors.push(format!("{}: '[' and '{{' nested deeper than {MAX_FLOW_DEPTH} levels", f.name));
+            continue;
+        }
         let mut v: Value = match serde_norway::from_str(&f.content) {
             Ok(v) => v,
             Err(e) => {
@@ -231,3 +240,19 @@ pub fn project_dir(file: &Path) -> PathBuf {
 
 #[cfg(test)]
 mod tests;
+
+/// The deepest nesting of `[`/`{` in `text` (closing brackets unwind it).
+fn flow_depth(text: &str) -> usize {
+    let (mut depth, mut max) = (0usize, 0usize);
+    for b in text.bytes() {
+        match b {
+            b'[' | b'{' => {
+                depth += 1;
+                max = max.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    max
+}

@@ -459,6 +459,9 @@ impl ImageStore {
         layers: &[String],
     ) -> Result<ImageRecord, StoreError> {
         let name = normalize_name(name)?;
+        // Names also come from archives (`RepoTags`, OCI annotations): only what other nodes
+        // and the API accept as a reference is recorded.
+        validate_reference(&name)?;
         let cfg = self.read_config(config_digest)?;
         let diff_ids = cfg.rootfs.map(|r| r.diff_ids).unwrap_or_default();
         if !diff_ids.is_empty() && diff_ids.len() != layers.len() {

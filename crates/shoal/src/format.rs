@@ -44,7 +44,46 @@ fn split_table(s: &str) -> (bool, String) {
     (table, rest.trim_matches(' ').replace("\\t", "\t").replace("\\n", "\n"))
 }
 
+/// How deep `{{if}}`/`{{range}}`/`{{with}}`/`{{block}}`/`{{define}}` … `{{end}}` and
+/// parentheses nest in a template.
+fn nesting(body: &str) -> usize {
+    let (mut blocks, mut parens, mut max) = (0usize, 0usize, 0usize);
+    let mut rest = body;
+    while let Some(at) = rest.find(|c| c == '{' || c == '(' || c == ')') {
+        let tail = &rest[at..];
+        if let Some(action) = tail.strip_prefix("{{") {
+            let word = action.trim_start_matches('-').trim_start();
+            if ["if", "range", "with", "block", "define"].iter().any(|k| {
+                word.strip_prefix(k).is_some_and(|r| r.starts_with(|c: char| c.is_whitespace() || c == '}'))
+            }) {
+                blocks += 1;
+            } else if word
+                .strip_prefix("end")
+                .is_some_and(|r| r.trim_start().starts_with('-') || r.trim_start().starts_with("}}"))
+            {
+                blocks = blocks.saturating_sub(1);
+            }
+            rest = &tail[2..];
+        } else {
+            match tail.as_bytes()[0] {
+                b'(' => parens += 1,
+                b')' => parens = parens.saturating_sub(1),
+                _ => {}
+            }
+            rest = &tail[1..];
+        }
+        max = max.max(blocks + parens);
+    }
+    max
+}
+
 fn compile(body: &str) -> Result<Template, String> {
+    // gtmpl parses nested actions and parentheses by recursion, and a stack overflow aborts the
+    // process: bound how deep they nest.
+    const MAX_NESTING: usize = 48;
+    if nesting(body) > MAX_NESTING {
+        return Err(format!("actions and parentheses nested deeper than {MAX_NESTING} levels"));
+    }
     let mut t = Template::default();
     t.add_funcs(&[
         ("json", json as gtmpl::Func),

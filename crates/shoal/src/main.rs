@@ -21,6 +21,9 @@ mod service_cli;
 mod stack_cli;
 mod unit_cli;
 
+#[cfg(test)]
+mod fuzz;
+
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use shoal_sim::scenario::{self, ScenarioConfig};
