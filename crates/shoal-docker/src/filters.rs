@@ -26,13 +26,21 @@ impl Filters {
         let mut out = BTreeMap::new();
         let obj = v.as_object().ok_or_else(|| DockerError::invalid(format!("invalid filters {raw:?}")))?;
         for (k, vals) in obj {
+            // A value of another type is refused (as Docker does), not dropped: a filter whose
+            // values all vanished would match everything.
+            let wrong =
+                || DockerError::invalid(format!("invalid filters {raw:?}: {k} is not a list of strings"));
             let list: Vec<String> = match vals {
-                serde_json::Value::Object(m) => {
-                    m.iter().filter(|(_, on)| on.as_bool() != Some(false)).map(|(v, _)| v.clone()).collect()
-                }
-                serde_json::Value::Array(a) => {
-                    a.iter().filter_map(|x| x.as_str().map(String::from)).collect()
-                }
+                serde_json::Value::Object(m) => m
+                    .iter()
+                    .filter_map(|(v, on)| {
+                        on.as_bool().map(|on| on.then(|| v.clone())).ok_or_else(wrong).transpose()
+                    })
+                    .collect::<DockerResult<_>>()?,
+                serde_json::Value::Array(a) => a
+                    .iter()
+                    .map(|x| x.as_str().map(String::from).ok_or_else(wrong))
+                    .collect::<DockerResult<_>>()?,
                 _ => return Err(DockerError::invalid(format!("invalid filters {raw:?}: {k} is not a list"))),
             };
             out.insert(k.clone(), list);
@@ -67,6 +75,10 @@ impl Filters {
 pub(crate) fn bool_param(q: &HashMap<String, String>, key: &str) -> bool {
     q.get(key).is_some_and(|v| !matches!(v.to_ascii_lowercase().as_str(), "" | "0" | "no" | "false" | "none"))
 }
+
+#[cfg(test)]
+#[path = "filters_fuzz.rs"]
+mod fuzz;
 
 #[cfg(test)]
 mod tests {

@@ -64,12 +64,12 @@ fn options(q: &HashMap<String, String>) -> DockerResult<Options> {
 
 /// Docker's `since`: Unix seconds with an optional fraction (`1700000000.5`), in nanoseconds.
 fn parse_since(s: &str) -> Option<u64> {
-    let (secs, frac) = s.split_once('.').unwrap_or((s, ""));
+    let (secs, frac) = s.split_once('.').unwrap_or((s, "0"));
     let secs: u64 = secs.parse().ok()?;
-    if frac.len() > 9 || !frac.bytes().all(|b| b.is_ascii_digit()) {
+    if frac.is_empty() || frac.len() > 9 || !frac.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    let nanos: u64 = if frac.is_empty() { 0 } else { format!("{frac:0<9}").parse().ok()? };
+    let nanos: u64 = format!("{frac:0<9}").parse().ok()?;
     secs.checked_mul(1_000_000_000)?.checked_add(nanos)
 }
 
@@ -254,5 +254,61 @@ mod tests {
         assert_eq!(parse_since("1700000000.000000001"), Some(1_700_000_000_000_000_001));
         assert_eq!(parse_since("yesterday"), None);
         assert_eq!(escape("a b/c"), "a+b%2Fc");
+    }
+}
+
+/// Fuzz target: the logs query (`since`, `tail`, the stream booleans) as the client sends it.
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 1024, ..ProptestConfig::default() })]
+
+        #[test]
+        fn queries_never_panic(since in "[0-9.+-]{0,30}|\\PC{0,20}", tail in "[0-9a-z-]{0,25}", out in "\\PC{0,6}") {
+            let q: HashMap<String, String> =
+                [("since", &since), ("tail", &tail), ("stdout", &out), ("timestamps", &out)]
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v.clone()))
+                    .collect();
+            if let Err(e) = options(&q) {
+                prop_assert!(!e.message.trim().is_empty());
+            }
+            if let Some(n) = parse_since(&since) {
+                // Only digits with at most one fraction of at most 9 digits read as a time.
+                let (secs, frac) = since.split_once('.').unwrap_or((&since, ""));
+                prop_assert!(frac.len() <= 9 && frac.bytes().all(|b| b.is_ascii_digit()), "{since:?}");
+                prop_assert_eq!(n / 1_000_000_000, secs.trim_start_matches('+').parse::<u64>().expect("seconds"));
+            }
+        }
+
+        #[test]
+        fn since_round_trips(secs in 0u64..(u64::MAX / 1_000_000_000 + 2), nanos in 0u64..1_000_000_000) {
+            let want = secs.checked_mul(1_000_000_000).and_then(|s| s.checked_add(nanos));
+            prop_assert_eq!(parse_since(&format!("{secs}.{nanos:09}")), want);
+            prop_assert_eq!(parse_since(&format!("{secs}")), secs.checked_mul(1_000_000_000));
+        }
+    }
+
+    #[test]
+    fn a_since_with_an_empty_fraction_is_refused() {
+        // Found by this target: `1700000000.` (and `.`-terminated values in general) read as a
+        // time; Docker's ParseTimestamps refuses an empty fraction.
+        assert_eq!(parse_since("1700000000."), None);
+        assert_eq!(parse_since("."), None);
+        assert_eq!(parse_since("1700000000.0"), Some(1_700_000_000_000_000_000));
+        let q: HashMap<String, String> = [("since", "5."), ("stdout", "1")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        assert!(options(&q).is_err_and(|e| e.message == "invalid since \"5.\""));
+    }
+
+    #[test]
+    fn long_since_values_are_bounded() {
+        assert_eq!(parse_since(&"9".repeat(100_000)), None);
+        assert_eq!(parse_since(&format!("1.{}", "0".repeat(100_000))), None);
     }
 }

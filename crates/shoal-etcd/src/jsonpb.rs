@@ -581,3 +581,7 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+#[path = "jsonpb_fuzz.rs"]
+mod fuzz;
