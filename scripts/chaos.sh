@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Long runs of the chaos suite (crates/shoal/tests/chaos.rs): real managers on simulated hosts
-# under kill -9, SIGSTOP, partitions (symmetric and asymmetric) and a full disk, clients writing
-# and reading through random managers, every history checked for linearizability.
+# under kill -9, SIGSTOP, partitions (symmetric and asymmetric), a full disk and a slow disk (fsync
+# delayed 200-500 ms), clients writing and reading through random managers, every history checked
+# for linearizability.
 #
 #   scripts/chaos.sh                        # 100 cycles on 3 managers, then on 5
 #   CYCLES=300 MANAGERS=3 SEEDS="1 2" scripts/chaos.sh

@@ -1,6 +1,7 @@
 //! The chaos suite: real `shoal daemon` managers on simulated hosts (network namespaces, see
 //! `common::sim`) under faults — `kill -9` and restart of the leader and of followers, SIGSTOP
-//! pauses, symmetric and asymmetric network partitions (nftables drops between the hosts) —
+//! pauses, symmetric and asymmetric network partitions (nftables drops between the hosts), a full
+//! disk, and a slow disk (every fsync of one manager delayed, `tests/fixtures/slow_fsync.c`) —
 //! while clients write and read the key-value store through random managers. Every operation is
 //! recorded (invocation, completion or none when its outcome is unknown, result) and the history
 //! is checked for linearizability (`shoal-lincheck`, Wing–Gong with memoization) for registers
@@ -252,9 +253,11 @@ enum Fault {
     LeaderDeaf,
     /// The disk of the manager with a small data file system (the last one) fills up.
     DiskFull,
+    /// Every fsync of the leader or of a follower takes 200–500 ms.
+    SlowDisk,
 }
 
-const FAULTS: [Fault; 7] = [
+const FAULTS: [Fault; 8] = [
     Fault::KillLeader,
     Fault::KillFollower,
     Fault::PauseLeader,
@@ -262,7 +265,43 @@ const FAULTS: [Fault; 7] = [
     Fault::IsolateLeader,
     Fault::LeaderDeaf,
     Fault::DiskFull,
+    Fault::SlowDisk,
 ];
+
+/// A slow disk: `tests/fixtures/slow_fsync.c`, built here and loaded into every manager with
+/// `LD_PRELOAD`; while a manager's control file holds N, each of its fsync, fdatasync and syncfs
+/// calls first sleeps N ms (reads and writes are untouched, as with a disk whose cache flush is
+/// slow). The kernel offers no slow-flush device without modules (dm-delay), so libc's calls
+/// are where it can be simulated.
+struct SlowFsync(PathBuf);
+
+impl SlowFsync {
+    fn build(dir: &Path) -> SlowFsync {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/slow_fsync.c");
+        let lib = dir.join("slow_fsync.so");
+        let out = sh(&format!("cc -shared -fPIC -O2 -o {} {} -ldl", lib.display(), src.display()));
+        assert!(out.status.success(), "cc: {}", String::from_utf8_lossy(&out.stderr));
+        SlowFsync(lib)
+    }
+
+    fn control(n: &Node) -> PathBuf {
+        n.dir.join("slow-fsync")
+    }
+
+    /// Starts (or restarts) a manager with the library loaded.
+    fn start(&self, n: &mut Node) {
+        let (lib, ctl) = (self.0.display().to_string(), Self::control(n).display().to_string());
+        n.start_env("daemon", &[], &[("LD_PRELOAD", &lib), ("SHOAL_SLOW_FSYNC_FILE", &ctl)]);
+    }
+
+    fn slow(n: &Node, ms: u64) {
+        std::fs::write(Self::control(n), ms.to_string()).expect("control file");
+    }
+
+    fn fast(n: &Node) {
+        let _ = std::fs::remove_file(Self::control(n));
+    }
+}
 
 /// A small tmpfs as a manager's data directory, so a fault can fill it; unmounted on drop.
 struct SmallDisk(PathBuf);
@@ -427,7 +466,7 @@ fn to_lincheck(history: &[Record]) -> Vec<lin::KvOperation> {
 #[test]
 fn linearizable_under_kills_pauses_and_partitions() {
     let managers = env_or("SHOAL_CHAOS_MANAGERS", 3) as usize;
-    let cycles = env_or("SHOAL_CHAOS_CYCLES", 6) as usize;
+    let cycles = env_or("SHOAL_CHAOS_CYCLES", FAULTS.len() as u64) as usize;
     let seed = env_or("SHOAL_CHAOS_SEED", 15);
     let started = Instant::now();
     let tmp = tempfile::tempdir().expect("tmp");
@@ -435,8 +474,9 @@ fn linearizable_under_kills_pauses_and_partitions() {
     let mut nodes: Vec<Node> = (1..=managers).map(|i| ul.node(tmp.path(), &format!("m{i}"), i)).collect();
     // The last manager keeps its data on a small file system of its own (the disk-full fault).
     let small = SmallDisk::mount(&nodes[managers - 1].dir.join("data"), 256);
+    let slow_disk = SlowFsync::build(tmp.path());
     for n in nodes.iter_mut() {
-        n.start("daemon");
+        slow_disk.start(n);
     }
     assert!(nodes[0].ok(&["cluster", "init"]).contains("initialized"));
     let token = nodes[0].ok(&["cluster", "join-token", "manager", "-q"]);
@@ -495,9 +535,17 @@ fn linearizable_under_kills_pauses_and_partitions() {
     }
 
     let mut rng = Rng::new(seed);
+    // Every fault once, in a seeded order, then faults at random: even CI's short run meets each.
+    let mut order = FAULTS.to_vec();
+    for i in (1..order.len()).rev() {
+        order.swap(i, rng.below(i as u64 + 1) as usize);
+    }
     let mut faults = Vec::new();
     for cycle in 0..cycles {
-        let fault = FAULTS[rng.below(FAULTS.len() as u64) as usize];
+        let fault = match order.get(cycle) {
+            Some(f) => *f,
+            None => FAULTS[rng.below(FAULTS.len() as u64) as usize],
+        };
         // `SHOAL_CHAOS_ONLY=DiskFull` (a fault's name): that fault in every cycle.
         let fault = match std::env::var("SHOAL_CHAOS_ONLY") {
             Ok(only) => *FAULTS.iter().find(|f| format!("{f:?}") == only).expect("a fault's name"),
@@ -519,13 +567,21 @@ fn linearizable_under_kills_pauses_and_partitions() {
                 let i = if matches!(fault, Fault::KillLeader) { leader } else { follower };
                 c.nodes[i].kill9();
                 std::thread::sleep(hold);
-                c.nodes[i].start("daemon");
+                slow_disk.start(&mut c.nodes[i]);
             }
             Fault::PauseLeader | Fault::PauseFollower => {
                 let i = if matches!(fault, Fault::PauseLeader) { leader } else { follower };
                 c.signal(i, "STOP");
                 std::thread::sleep(hold);
                 c.signal(i, "CONT");
+            }
+            Fault::SlowDisk => {
+                let i = if rng.below(2) == 0 { leader } else { follower };
+                let ms = 200 + rng.below(301);
+                faults.push(format!("{cycle}: (every fsync of manager {} took {ms} ms more)", i + 1));
+                SlowFsync::slow(&c.nodes[i], ms);
+                std::thread::sleep(hold);
+                SlowFsync::fast(&c.nodes[i]);
             }
             Fault::IsolateLeader | Fault::LeaderDeaf => {
                 c.cut(leader, matches!(fault, Fault::LeaderDeaf));
@@ -542,7 +598,7 @@ fn linearizable_under_kills_pauses_and_partitions() {
                 if c.nodes[last].child.as_mut().is_some_and(|ch| matches!(ch.try_wait(), Ok(Some(_)))) {
                     faults.push(format!("{cycle}: the full-disk manager had stopped; restarted"));
                     c.nodes[last].kill9();
-                    c.nodes[last].start("daemon");
+                    slow_disk.start(&mut c.nodes[last]);
                 }
             }
         }
