@@ -4,10 +4,10 @@
 //! own mount namespace; oci: a bind from the task's tmpfs into the container); it is never in
 //! `inspect`, `ls`, events, the daemons' logs or a file under the worker's directory; a secret in
 //! use cannot be removed; rotation is `--secret-rm/--secret-add` with a rolling update; the
-//! tmpfs goes with the task.
+//! tmpfs goes with the task; a secret acknowledged just before the leader is killed survives it.
 //!
-//! The managers' Raft store still holds the data unencrypted (encryption at rest comes with
-//! autolock); that is why the managers' data directories are not searched here.
+//! The managers' data directories are searched for secrets in `encryption_at_rest.rs` (their
+//! stores are sealed).
 
 use serde_json::Value;
 use std::path::Path;
@@ -54,11 +54,22 @@ const SCRIPT: &str = "sha256sum /run/secrets/db-pw; stat -c 'mode=%a uid=%u' /ru
 #[test]
 fn secrets_reach_only_their_tasks_in_memory() {
     let tmp = tempfile::tempdir().expect("tmp");
-    let (m1, m2, w1) = two_managers_and_a_worker(tmp.path(), &[]);
-    let (leader, f) = leader_and_follower(&m1, &m2);
+    let (mut m1, mut m2, w1) = two_managers_and_a_worker(tmp.path(), &[]);
 
-    // Created through the follower: from standard input and from a file.
-    let id = create_from_stdin(f, "secret", "db-pw", PASSWORD);
+    // Created through the follower: from standard input and from a file. The leader is killed
+    // right after acknowledging the first; it comes back with the secret in its log.
+    let (id, m1_led) = {
+        let (leader, f) = leader_and_follower(&m1, &m2);
+        (create_from_stdin(f, "secret", "db-pw", PASSWORD), std::ptr::eq(leader, &m1))
+    };
+    let old_leader = if m1_led { &mut m1 } else { &mut m2 };
+    old_leader.kill9();
+    old_leader.start("daemon");
+    let (leader, f) = leader_and_follower(&m1, &m2);
+    for n in [leader, f] {
+        let shown = n.ok(&["secret", "inspect", "--format", "json", "db-pw"]);
+        assert!(shown.contains(&id), "the secret survived the leader's crash: {shown}");
+    }
     let conf = tmp.path().join("app.conf");
     std::fs::write(&conf, "listen=8080\n").expect("conf");
     f.ok(&["config", "create", "--label", "tier=web", "app.conf", &conf.display().to_string()]);
