@@ -53,6 +53,23 @@ if ! python3 -c 'import chronos' 2>/dev/null; then
     python3 -c 'import chronos'
 fi
 
+# The OpenAPI test (crates/shoal/tests/schemathesis.rs) runs the real schemathesis against
+# /v1/openapi.json: in a venv of its own (its many dependencies stay out of the system Python).
+ST_VENV=/opt/shoal-schemathesis
+ST_VERSION=4.32.5
+if ! "$ST_VENV/bin/st" --version 2>/dev/null | grep -q "version $ST_VERSION\$"; then
+    echo "==> installing schemathesis $ST_VERSION (PyPI) into $ST_VENV"
+    if ! /usr/bin/python3 -m venv --help >/dev/null 2>&1 || ! /usr/bin/python3 -c 'import ensurepip' 2>/dev/null; then
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
+    fi
+    rm -rf "$ST_VENV"
+    /usr/bin/python3 -m venv "$ST_VENV"
+    "$ST_VENV/bin/pip" install -q --disable-pip-version-check "schemathesis==$ST_VERSION"
+    "$ST_VENV/bin/st" --version
+fi
+
 # CRIU >= 4 for checkpoint/restore (Debian 12's 3.17 fails `criu check` on this kernel): Debian 13's
 # criu in a private prefix, see scripts/install-criu.sh.
 bash "$(dirname "$0")/install-criu.sh"

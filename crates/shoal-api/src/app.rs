@@ -114,6 +114,7 @@ pub type AppResult<T> = Result<T, AppError>;
 /// buttons, Docker's node update).
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[derive(schemars::JsonSchema)]
 pub struct NodeUpdate {
     /// The node version the change is based on; omit to apply it to the newest spec.
     pub version: Option<u64>,
@@ -127,7 +128,7 @@ pub struct NodeUpdate {
 }
 
 /// A network as `network inspect` shows it: the object and every node's address on it.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct NetworkInfo {
     #[serde(flatten)]
     pub network: Network,

@@ -24,12 +24,13 @@ use std::sync::Arc;
 /// `POST /v1/cluster/autolock`.
 #[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
+#[derive(schemars::JsonSchema)]
 pub struct AutolockRequest {
     pub autolock: bool,
 }
 
 /// Whether autolock is on, and the unlock key when asked for or just made. No `Debug`.
-#[derive(Deserialize, Serialize)]
+#[derive(Deserialize, Serialize, schemars::JsonSchema)]
 pub struct AutolockAnswer {
     pub autolock: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -39,6 +40,7 @@ pub struct AutolockAnswer {
 /// `POST /v1/cluster/unlock` on a locked manager. No `Debug`.
 #[derive(Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
+#[derive(schemars::JsonSchema)]
 pub struct UnlockRequest {
     pub unlock_key: String,
 }

@@ -58,7 +58,7 @@ impl EventLog {
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 pub struct EventsQuery {
     /// Nanoseconds since the Unix epoch.
     pub since: Option<u64>,

@@ -41,6 +41,7 @@ fn default_timeout() -> u64 {
 /// `POST /v1/tasks/{id}/exec`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(schemars::JsonSchema)]
 pub struct ExecRequest {
     /// The program and its arguments (no shell: `["sh", "-c", "..."]` for one).
     pub cmd: Vec<String>,
@@ -51,7 +52,7 @@ pub struct ExecRequest {
 
 /// What the command did: its exit code (128 + signal when killed; the driver's own code when it
 /// timed out, 124 on the process driver) and its stdout then stderr, capped by the driver.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ExecResponse {
     pub exit_code: i32,
     pub output: String,

@@ -58,6 +58,7 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// `POST /v1/tasks/{id}/exec/stream`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(schemars::JsonSchema)]
 pub struct ExecStreamRequest {
     /// The program and its arguments (no shell).
     pub cmd: Vec<String>,
@@ -390,10 +391,12 @@ async fn open_upgraded(
 async fn task_exec_stream(
     State(st): State<LogsState>,
     Path(id): Path<String>,
-    ExecUpgrade(upgrade): ExecUpgrade,
+    upgrade: Result<ExecUpgrade, ApiError>,
     JsonBody(r): JsonBody<ExecStreamRequest>,
 ) -> Result<Response, ApiError> {
+    // The request first (a bad one is a 400 whether or not it asked to upgrade), then the upgrade.
     check(&r)?;
+    let ExecUpgrade(upgrade) = upgrade?;
     let id = TaskId::new(id);
     let m = st.manager.clone();
     let target = find_target(&m, &id).await?;

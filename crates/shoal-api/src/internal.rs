@@ -220,7 +220,7 @@ async fn status(
 }
 
 /// One manager's health as seen from here.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ManagerHealth {
     pub node_id: String,
     pub addr: String,

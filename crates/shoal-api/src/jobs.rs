@@ -15,14 +15,14 @@ use shoal_state::{ClusterState, Command};
 use shoal_types::{Service, ServiceMode, Timestamp};
 
 /// The dependency graph of the scheduled jobs.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct JobGraph {
     pub jobs: Vec<GraphJob>,
     /// `(parent, child)` by name: the child runs after the parent.
     pub edges: Vec<(String, String)>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct GraphJob {
     pub name: String,
     /// The schedule, empty for a job started by its parents.
@@ -186,9 +186,11 @@ async fn list(State(m): State<AppState>, Query(q): Query<ReadQuery>) -> Result<J
     Ok(Json(App::new(m).jobs(q.consistency()).await?))
 }
 
-#[derive(Debug, Default, Deserialize)]
-struct GraphQuery {
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
+pub(crate) struct GraphQuery {
+    /// `json` (the default), `dot` (Graphviz) or `csv`.
     #[serde(default)]
+    #[schemars(extend("enum" = ["json", "dot", "csv"]))]
     format: Option<String>,
     #[serde(default)]
     stale: bool,

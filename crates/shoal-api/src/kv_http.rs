@@ -16,7 +16,7 @@
 //! worker can hand etcd's exact error back, and watch lines with `progress=true`.
 
 use crate::kv::{KvApp, KvFailure, WatchItem};
-use crate::server::ApiError;
+use crate::server::{ApiError, JsonBody};
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -118,8 +118,8 @@ impl IntoResponse for WireError {
     }
 }
 
-#[derive(Deserialize)]
-struct RangeBody {
+#[derive(Deserialize, schemars::JsonSchema)]
+pub(crate) struct RangeBody {
     #[serde(flatten)]
     req: RangeRequest,
     #[serde(default)]
@@ -128,23 +128,26 @@ struct RangeBody {
 
 async fn range<E: KvRouteError>(
     State(kv): State<Arc<KvApp>>,
-    Json(b): Json<RangeBody>,
+    body: Result<JsonBody<RangeBody>, ApiError>,
 ) -> Result<Response, E> {
+    // A malformed body is a 400 in the route's own error shape (axum's `Json` said 422).
+    let JsonBody(b) = body?;
     Ok(Json(kv.range(b.req, b.serializable).await?).into_response())
 }
 
 async fn ops<E: KvRouteError>(
     State(kv): State<Arc<KvApp>>,
-    Json(op): Json<Op>,
+    body: Result<JsonBody<Op>, ApiError>,
 ) -> Result<Json<OpResponse>, E> {
+    let JsonBody(op) = body?;
     if matches!(op, Op::Range(_)) {
         return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid", "reads go to POST /v1/kv/range").into());
     }
     Ok(Json(kv.write(op).await?))
 }
 
-#[derive(Deserialize)]
-struct WatchQuery {
+#[derive(Deserialize, schemars::JsonSchema)]
+pub(crate) struct WatchQuery {
     /// Base64, like the bodies.
     key: String,
     #[serde(default)]
@@ -159,6 +162,7 @@ struct WatchQuery {
 /// One line of a watch.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[derive(schemars::JsonSchema)]
 pub enum WatchLine {
     Events {
         revision: i64,
@@ -206,8 +210,8 @@ async fn leases<E: KvRouteError>(State(kv): State<Arc<KvApp>>) -> Result<Json<Ve
     Ok(Json(kv.leases().await?))
 }
 
-#[derive(Deserialize)]
-struct LeaseQuery {
+#[derive(Deserialize, schemars::JsonSchema)]
+pub(crate) struct LeaseQuery {
     #[serde(default)]
     keys: bool,
 }

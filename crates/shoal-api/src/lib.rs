@@ -21,6 +21,7 @@ pub mod logs;
 pub mod migrate;
 pub mod netview;
 pub mod networks;
+pub mod openapi;
 pub mod registry_auth;
 pub mod roles;
 pub mod secrets;

@@ -32,7 +32,7 @@ use tokio::sync::mpsc;
 pub type AgentSlot = Arc<OnceLock<Arc<Agent>>>;
 
 /// One log line of one task.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct LogRecord {
     /// Nanoseconds since the Unix epoch.
     pub timestamp: u64,
@@ -51,6 +51,7 @@ pub struct LogRecord {
 /// Where a task's lines come from.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
+#[derive(schemars::JsonSchema)]
 pub struct LogOrigin {
     pub service_id: String,
     pub service_name: String,
@@ -62,7 +63,7 @@ pub struct LogOrigin {
     pub node_name: String,
 }
 
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct LogQuery {
     #[serde(default)]
     pub task: String,

@@ -41,7 +41,7 @@ pub const PER_NODE: usize = 2;
 const RESTORE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// `POST /v1/tasks/{id}/migrate`.
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Default, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct MigrateRequest {
     /// The target node (id or hostname); none: the brain chooses.
     #[serde(default)]
@@ -49,7 +49,7 @@ pub struct MigrateRequest {
 }
 
 /// What a migration did.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Migration {
     pub from_task: String,
     /// The task that runs now (restored on `to_node`, or back on `from_node` after a failure).
@@ -448,7 +448,7 @@ pub struct FileHeader {
 }
 
 /// `POST /v1/tasks/{id}/checkpoint`.
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Default, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CheckpointToFile {
     /// A snapshot: the task goes on running. Without it the task stops and its slot restarts
     /// from scratch, as for any stopped task (`task restore` brings the checkpoint back).
@@ -524,7 +524,7 @@ fn file_binding(h: &FileHeader) -> String {
 }
 
 /// `POST /v1/tasks/restore?node=`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 pub struct RestoreQuery {
     pub node: Option<String>,
 }

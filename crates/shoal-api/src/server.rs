@@ -123,8 +123,37 @@ pub const MAX_CHECKPOINT_BYTES: usize = 2 * 1024 * 1024 * 1024;
 /// The largest JSON body the API takes (axum's default; a spec, a stack with its secrets).
 pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
 
-/// Rejects malformed JSON bodies with a 400 in the API's error format.
+/// Rejects malformed JSON bodies with a 400 in the API's error format (415 without a JSON
+/// content type, 413 over the size limit). Every request body of the API is a JSON object: any
+/// other JSON value is refused, also where serde would read a struct from an array of its
+/// fields in order (`[null, null]` for a node update).
 pub struct JsonBody<T>(pub T);
+
+/// Whether the request says its body is JSON (`application/json`, `application/*+json`), as
+/// axum's `Json` decides.
+fn json_content_type(headers: &axum::http::HeaderMap) -> bool {
+    let Some(ct) = headers.get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let essence = ct.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    let Some((kind, sub)) = essence.split_once('/') else { return false };
+    kind == "application" && (sub == "json" || sub.ends_with("+json"))
+}
+
+/// Refuses a body whose JSON is not an object, before it is read into a type.
+pub fn require_json_object(body: &[u8]) -> Result<(), ApiError> {
+    match body.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') => Ok(()),
+        None => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid",
+            "the request body is empty: send a JSON object",
+        )),
+        Some(_) => {
+            Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid", "the request body must be a JSON object"))
+        }
+    }
+}
 
 impl<S, T> axum::extract::FromRequest<S> for JsonBody<T>
 where
@@ -134,14 +163,30 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
-        match Json::<T>::from_request(req, state).await {
+        if !json_content_type(req.headers()) {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "Expected request with `Content-Type: application/json`",
+            ));
+        }
+        let body = axum::body::Bytes::from_request(req, state).await.map_err(|e| match e.status() {
+            StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!("the request body is larger than the limit of {} bytes", MAX_BODY_BYTES),
+            ),
+            _ => ApiError::new(StatusCode::BAD_REQUEST, "invalid", e.body_text()),
+        })?;
+        require_json_object(&body)?;
+        match Json::<T>::from_bytes(&body) {
             Ok(Json(v)) => Ok(JsonBody(v)),
             Err(e) => Err(json_rejection(e)),
         }
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 pub struct ReadQuery {
     #[serde(default)]
     pub stale: bool,
@@ -237,6 +282,16 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
         "post",
         "/v1/tasks/{id}/exec/stream",
         "interactive exec ({cmd, stdin?, tty?, size?}, Upgrade: shoal-exec): stdin, output and exit code streamed in frames",
+    ),
+    (
+        "post",
+        "/v1/tasks/{id}/checkpoint",
+        "checkpoint a running task into a file ({leave_running?}): a JSON header line, then the archive",
+    ),
+    (
+        "post",
+        "/v1/tasks/restore",
+        "restore a checkpoint file as its slot's task again (?node=), replacing the task that holds the slot",
     ),
     ("get", "/v1/stacks", "list stacks (the com.docker.stack.namespace labels of services and networks)"),
     (
@@ -343,7 +398,7 @@ async fn refuse_on_worker(
     next.run(req).await
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ClusterInfo {
     pub raft: shoal_manager::RaftStatus,
     pub index: u64,
@@ -385,7 +440,7 @@ impl From<InitError> for ApiError {
 }
 
 /// What `cluster init` may choose (an empty body: the defaults).
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InitArgs {
     /// The VXLAN data-path port (1024-49151; default 4789), fixed for the cluster's life.
@@ -401,6 +456,7 @@ async fn cluster_init(
     let args: InitArgs = if body.iter().all(u8::is_ascii_whitespace) {
         InitArgs::default()
     } else {
+        require_json_object(&body)?;
         serde_json::from_slice(&body)
             .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid", format!("invalid body: {e}")))?
     };
@@ -443,7 +499,7 @@ async fn cluster_health(State(m): State<AppState>) -> Json<Vec<crate::internal::
     Json(crate::internal::cluster_health(&m).await)
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JoinArgs {
     pub token: String,
@@ -451,7 +507,7 @@ pub struct JoinArgs {
 }
 
 /// What `cluster join` reports.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct JoinInfo {
     /// `manager` or `worker`.
     pub role: String,
@@ -472,7 +528,7 @@ async fn cluster_join(
     Ok(Json(JoinInfo { role: "manager".into(), managers: raft.voters.len().max(raft.learners.len()) }))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 pub struct LeaveQuery {
     #[serde(default)]
     pub force: bool,
@@ -514,7 +570,7 @@ fn parse_role(role: &str) -> Result<NodeRole, ApiError> {
     }
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct JoinTokenInfo {
     pub role: NodeRole,
     pub token: String,
@@ -608,7 +664,7 @@ async fn inspect_service(
     Ok(Json(app(&m).service(&id, q.consistency()).await?))
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Created {
     pub id: String,
     /// Things the operator should know (an image no node has, as Swarm warns).
@@ -619,7 +675,7 @@ pub struct Created {
 /// `POST /v1/services` with registry credentials: the spec and, next to it (never inside it),
 /// the credentials, which the managers seal before they are stored. A bare [`ServiceSpec`] is
 /// the request without credentials.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceCreate {
     pub spec: ServiceSpec,
@@ -631,6 +687,7 @@ async fn create_service(
     State(m): State<AppState>,
     body: axum::body::Bytes,
 ) -> Result<(StatusCode, Json<Created>), ApiError> {
+    require_json_object(&body)?;
     // A ServiceSpec has no `spec` field: an object with one is the envelope with credentials.
     let probe: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
     let envelope = probe.as_object().is_some_and(|o| o.contains_key("spec"));
@@ -647,7 +704,7 @@ async fn create_service(
     Ok((StatusCode::CREATED, Json(Created { id: id.to_string(), warnings })))
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceUpdate {
     /// The service version the change is based on (optimistic concurrency); omit to overwrite.
@@ -674,7 +731,7 @@ async fn rollback_service(
     Ok(Json(app(&m).rollback_service(&key).await?))
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ScaleRequest {
     pub replicas: u64,
@@ -708,27 +765,7 @@ async fn list_tasks(
     Ok(Json(app(&m).tasks(&filter, q.consistency()).await?))
 }
 
+/// `GET /v1/openapi.json`: generated from the types (see [`crate::openapi`]).
 async fn openapi() -> Json<serde_json::Value> {
-    let mut paths = serde_json::Map::new();
-    for (method, path, summary) in ROUTES {
-        let entry = paths.entry(path.to_string()).or_insert_with(|| json!({}));
-        if let Some(obj) = entry.as_object_mut() {
-            obj.insert(
-                method.to_string(),
-                json!({
-                    "summary": summary,
-                    "responses": {
-                        "200": {"description": "success (JSON)"},
-                        "4XX": {"description": "bad input: {\"error\": {\"code\", \"message\"}}"},
-                        "503": {"description": "no quorum or no leader: {\"error\": {\"code\", \"message\"}}"}
-                    }
-                }),
-            );
-        }
-    }
-    Json(json!({
-        "openapi": "3.0.3",
-        "info": {"title": "Shoal API", "version": env!("CARGO_PKG_VERSION")},
-        "paths": paths,
-    }))
+    crate::openapi::serve().await
 }

@@ -32,6 +32,7 @@ use std::sync::Arc;
 /// `POST /v1/stacks/{name}/deploy`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(schemars::JsonSchema)]
 pub struct DeployRequest {
     pub spec: StackSpec,
     /// Remove the stack's services, networks, secrets and configs that `spec` no longer names.
@@ -42,6 +43,7 @@ pub struct DeployRequest {
 /// What a deploy or a removal did to one object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[derive(schemars::JsonSchema)]
 pub enum Change {
     Created,
     Updated,
@@ -49,7 +51,7 @@ pub enum Change {
     Removed,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct StackChange {
     /// `service`, `network`, `secret` or `config`.
     pub object: String,
@@ -59,14 +61,14 @@ pub struct StackChange {
 }
 
 /// The answer of a deploy or a removal: every object it looked at, in the order it acted.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct StackReport {
     pub stack: String,
     pub changes: Vec<StackChange>,
 }
 
 /// A row of `stack ls`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct StackInfo {
     pub name: String,
     pub services: usize,

@@ -171,7 +171,7 @@ async fn serve_connection(acceptor: TlsAcceptor, tcp: TcpStream, peer: SocketAdd
 }
 
 /// `POST /v1/cluster/client-cert`: a certificate for an operator.
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Default, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ClientCertRequest {
     /// The client's name (the certificate's CN): 1-64 characters of `[a-z0-9-]`.
     pub name: String,
@@ -188,7 +188,7 @@ pub struct ClientCertRequest {
 
 /// The answer: the cluster CA, the certificate and, when the manager made it, the key.
 /// No `Debug`: it may hold a private key.
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ClientCert {
     pub ca_pem: String,
     pub cert_pem: String,

@@ -27,7 +27,7 @@ pub const UNITS_PREFIX: &str = "/_shoal/fleet/units/";
 pub const MAX_UNIT_BYTES: usize = 64 * 1024;
 
 /// A unit as `list-unit-files` and `list-units` show it.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct UnitInfo {
     pub name: String,
     /// `inactive` (submitted) or `launched` (its service exists).
@@ -41,7 +41,7 @@ pub struct UnitInfo {
     pub tasks: Vec<UnitTask>,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct UnitTask {
     pub node: String,
     pub state: String,
@@ -51,7 +51,7 @@ pub struct UnitTask {
 }
 
 /// What `submit` and `start` answer: the unit, its service's name and what the mapping reported.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct UnitResult {
     pub name: String,
     pub service: String,
@@ -62,6 +62,7 @@ pub struct UnitResult {
 /// `PUT /v1/units/NAME`: submit the file and, with `start`, launch it.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(schemars::JsonSchema)]
 pub struct UnitRequest {
     pub text: String,
     #[serde(default)]

@@ -36,7 +36,7 @@ pub const CHANNEL_DEPTH: usize = 16;
 pub const DRAIN_IDLE: Duration = Duration::from_millis(500);
 
 /// A terminal's size in characters.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct WindowSize {
     pub rows: u16,
     pub cols: u16,

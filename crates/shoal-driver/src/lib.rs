@@ -97,7 +97,7 @@ pub struct TaskConfig {
 
 /// Registry credentials in plain text, as Docker's `X-Registry-Auth` carries them. Debug
 /// redacts the password; nothing may log it.
-#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RegistryAuth {
     #[serde(default)]
     pub username: String,
@@ -343,6 +343,7 @@ pub enum Recovered {
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[derive(schemars::JsonSchema)]
 pub enum LogStream {
     #[default]
     Stdout,

@@ -57,6 +57,7 @@
 /// Standard base64, as Raft entries and snapshots carry bytes; also for other crates' base64.
 pub mod bytes;
 mod error;
+pub mod schema;
 mod snapshot;
 mod span;
 mod store;

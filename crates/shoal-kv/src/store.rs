@@ -39,6 +39,7 @@ impl Default for KvConfig {
 /// One replicated command for the store (what a Raft `KvBatch` carries).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[derive(schemars::JsonSchema)]
 pub enum Op {
     /// A read (e.g. a linearizable read-only txn sent through the log).
     Range(RangeRequest),
@@ -70,6 +71,7 @@ pub enum Op {
 /// The answer to an [`Op`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[derive(schemars::JsonSchema)]
 pub enum OpResponse {
     /// For [`Op::Range`].
     Range(RangeResponse),

@@ -9,10 +9,11 @@ use serde::{Deserialize, Serialize};
 pub type LeaseId = i64;
 
 /// A key-value pair at some revision (etcd `mvccpb.KeyValue`).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct KeyValue {
     /// The key.
     #[serde(with = "crate::bytes")]
+    #[schemars(with = "crate::schema::Base64Bytes")]
     pub key: Vec<u8>,
     /// Revision of the last creation of this key.
     pub create_revision: i64,
@@ -22,6 +23,7 @@ pub struct KeyValue {
     pub version: i64,
     /// The value.
     #[serde(with = "crate::bytes")]
+    #[schemars(with = "crate::schema::Base64Bytes")]
     pub value: Vec<u8>,
     /// The attached lease, 0 if none.
     pub lease: LeaseId,
@@ -30,6 +32,7 @@ pub struct KeyValue {
 /// `RangeRequest.SortOrder`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[derive(schemars::JsonSchema)]
 pub enum SortOrder {
     /// Key order, unless the target is not `Key` (then ascending).
     #[default]
@@ -43,6 +46,7 @@ pub enum SortOrder {
 /// `RangeRequest.SortTarget`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[derive(schemars::JsonSchema)]
 pub enum SortTarget {
     /// By key.
     #[default]
@@ -64,12 +68,15 @@ pub enum SortTarget {
 /// (see [`prefix_end`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
+#[derive(schemars::JsonSchema)]
 pub struct RangeRequest {
     /// First key (must not be empty).
     #[serde(with = "crate::bytes")]
+    #[schemars(with = "crate::schema::Base64Bytes")]
     pub key: Vec<u8>,
     /// End of the range, see above.
     #[serde(with = "crate::bytes")]
+    #[schemars(with = "crate::schema::Base64Bytes")]
     pub range_end: Vec<u8>,
     /// At most this many keys (0 = no limit); `more` tells whether some were left out.
     pub limit: i64,
@@ -106,7 +113,7 @@ impl RangeRequest {
 }
 
 /// etcd `RangeResponse`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RangeResponse {
     /// Header revision: the store's current revision when the read ran.
     pub revision: i64,
@@ -122,12 +129,15 @@ pub struct RangeResponse {
 /// etcd `PutRequest`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
+#[derive(schemars::JsonSchema)]
 pub struct PutRequest {
     /// The key (must not be empty).
     #[serde(with = "crate::bytes")]
+    #[schemars(with = "crate::schema::Base64Bytes")]
     pub key: Vec<u8>,
     /// The value.
     #[serde(with = "crate::bytes")]
+    #[schemars(with = "crate::schema::Base64Bytes")]
     pub value: Vec<u8>,
     /// Lease to attach (0 = none, which also detaches a previous lease).
     pub lease: LeaseId,
@@ -147,7 +157,7 @@ impl PutRequest {
 }
 
 /// etcd `PutResponse`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct PutResponse {
     /// Header revision (the put's revision).
     pub revision: i64,
@@ -158,12 +168,15 @@ pub struct PutResponse {
 /// etcd `DeleteRangeRequest` (`range_end` as in [`RangeRequest`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
+#[derive(schemars::JsonSchema)]
 pub struct DeleteRangeRequest {
     /// First key (must not be empty).
     #[serde(with = "crate::bytes")]
+    #[schemars(with = "crate::schema::Base64Bytes")]
     pub key: Vec<u8>,
     /// End of the range.
     #[serde(with = "crate::bytes")]
+    #[schemars(with = "crate::schema::Base64Bytes")]
     pub range_end: Vec<u8>,
     /// Return the deleted pairs.
     pub prev_kv: bool,
@@ -182,7 +195,7 @@ impl DeleteRangeRequest {
 }
 
 /// etcd `DeleteRangeResponse`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct DeleteRangeResponse {
     /// Header revision (unchanged when nothing was deleted).
     pub revision: i64,
@@ -195,6 +208,7 @@ pub struct DeleteRangeResponse {
 /// `Compare.CompareResult`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[derive(schemars::JsonSchema)]
 pub enum CompareResult {
     /// `==`.
     #[default]
@@ -212,6 +226,7 @@ pub enum CompareResult {
 /// gRPC layer expresses by passing e.g. `Version(0)`.)
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[derive(schemars::JsonSchema)]
 pub enum CompareTarget {
     /// Compare the version.
     Version(i64),
@@ -220,7 +235,11 @@ pub enum CompareTarget {
     /// Compare the mod revision.
     Mod(i64),
     /// Compare the value (bytewise). Always false on a missing key.
-    Value(#[serde(with = "crate::bytes")] Vec<u8>),
+    Value(
+        #[serde(with = "crate::bytes")]
+        #[schemars(with = "crate::schema::Base64Bytes")]
+        Vec<u8>,
+    ),
     /// Compare the lease id.
     Lease(LeaseId),
 }
@@ -235,6 +254,7 @@ impl Default for CompareTarget {
 /// as a pair of zeros, except on `Value`, which is then false.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
+#[derive(schemars::JsonSchema)]
 pub struct Compare {
     /// The comparison.
     pub result: CompareResult,
@@ -242,9 +262,11 @@ pub struct Compare {
     pub target: CompareTarget,
     /// The key (must not be empty).
     #[serde(with = "crate::bytes")]
+    #[schemars(with = "crate::schema::Base64Bytes")]
     pub key: Vec<u8>,
     /// End of the range, as in [`RangeRequest`].
     #[serde(with = "crate::bytes")]
+    #[schemars(with = "crate::schema::Base64Bytes")]
     pub range_end: Vec<u8>,
 }
 
@@ -258,6 +280,7 @@ impl Compare {
 /// etcd `RequestOp`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[derive(schemars::JsonSchema)]
 pub enum RequestOp {
     /// `request_range`.
     Range(RangeRequest),
@@ -272,6 +295,7 @@ pub enum RequestOp {
 /// etcd `ResponseOp`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[derive(schemars::JsonSchema)]
 pub enum ResponseOp {
     /// `response_range`.
     Range(RangeResponse),
@@ -286,6 +310,7 @@ pub enum ResponseOp {
 /// etcd `TxnRequest`: if every compare holds run `success`, else `failure`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
+#[derive(schemars::JsonSchema)]
 pub struct TxnRequest {
     /// The guards.
     pub compare: Vec<Compare>,
@@ -296,7 +321,7 @@ pub struct TxnRequest {
 }
 
 /// etcd `TxnResponse`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct TxnResponse {
     /// Header revision: the txn's revision if it wrote, else the current one.
     pub revision: i64,
@@ -307,14 +332,14 @@ pub struct TxnResponse {
 }
 
 /// etcd `CompactionResponse`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CompactionResponse {
     /// Header revision (compaction does not bump it).
     pub revision: i64,
 }
 
 /// etcd `LeaseGrantResponse` (`error` is a [`crate::KvError`] instead).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct LeaseGrantResponse {
     /// Header revision (a grant does not bump it).
     pub revision: i64,
@@ -325,14 +350,14 @@ pub struct LeaseGrantResponse {
 }
 
 /// etcd `LeaseRevokeResponse`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct LeaseRevokeResponse {
     /// Header revision: the revision of the deletes, or the current one if no key was attached.
     pub revision: i64,
 }
 
 /// etcd `LeaseTimeToLiveResponse`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct LeaseTimeToLiveResponse {
     /// Header revision.
     pub revision: i64,
@@ -344,12 +369,14 @@ pub struct LeaseTimeToLiveResponse {
     pub granted_ttl: i64,
     /// Attached keys, sorted, if asked for.
     #[serde(with = "crate::bytes::seq")]
+    #[schemars(with = "Vec<crate::schema::Base64Bytes>")]
     pub keys: Vec<Vec<u8>>,
 }
 
 /// `Event.EventType`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[derive(schemars::JsonSchema)]
 pub enum EventKind {
     /// A put.
     Put,
@@ -362,7 +389,7 @@ pub enum EventKind {
 /// For a `Delete`, `kv` carries only `key` and `mod_revision` (the deletion's revision), like
 /// etcd. `prev_kv` is always filled when the key existed before; the watch layer drops it for
 /// watchers that did not ask.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Event {
     /// Put or delete.
     pub kind: EventKind,

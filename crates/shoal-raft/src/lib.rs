@@ -87,7 +87,7 @@ pub mod raft_id_string {
 }
 
 /// What the Raft membership records about a manager.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ManagerNode {
     /// `host:port` of its node-to-node (mTLS) endpoint.
     pub addr: String,

@@ -120,14 +120,16 @@ pub enum Consistency {
 }
 
 /// What `cluster inspect` / `cluster health` show about this manager's view of Raft.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RaftStatus {
     #[serde(with = "crate::raft_id_string")]
+    #[schemars(with = "String")]
     pub raft_id: RaftId,
     pub node_id: String,
     pub state: String,
     pub term: u64,
     #[serde(with = "crate::raft_id_string::option")]
+    #[schemars(with = "Option<String>")]
     pub leader: Option<RaftId>,
     pub leader_node: Option<ManagerNode>,
     pub last_log_index: Option<u64>,

@@ -129,6 +129,7 @@ pub enum StateError {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[derive(schemars::JsonSchema)]
 pub enum Action {
     Create,
     Update,
@@ -138,6 +139,7 @@ pub enum Action {
 /// The object an event is about, as it is after the change (before it, for removals).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", content = "object", rename_all = "snake_case")]
+#[derive(schemars::JsonSchema)]
 pub enum Object {
     Node(Box<Node>),
     Service(Box<Service>),
@@ -168,7 +170,7 @@ impl Object {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Event {
     pub index: u64,
     pub at: Timestamp,

@@ -117,7 +117,7 @@ pub struct IpamSnapshot {
 
 /// A node's own address on a network (its endpoint there: the routing mesh, the VIP load
 /// balancer and the tasks' gateway when the agents plumb it).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct NodeAddress {
     pub node_id: NodeId,
     pub network_id: NetworkId,

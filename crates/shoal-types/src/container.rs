@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 /// task's servers (as Swarm's embedded DNS does).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[derive(schemars::JsonSchema)]
 pub struct DnsConfig {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub nameservers: Vec<String>,
@@ -32,6 +33,7 @@ impl DnsConfig {
 /// One resource limit (docker's `--ulimit name=soft[:hard]`); -1 is unlimited.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[derive(schemars::JsonSchema)]
 pub struct Ulimit {
     pub name: String,
     pub soft: i64,
@@ -167,6 +169,7 @@ pub fn normalize_capability(s: &str) -> Result<String, String> {
 /// honoured. Every other driver or option is refused ([`check_log_driver`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[derive(schemars::JsonSchema)]
 pub struct LogDriver {
     pub name: String,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]

@@ -9,6 +9,7 @@ macro_rules! id_type {
         $(#[$m])*
         #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
         #[serde(transparent)]
+        #[derive(schemars::JsonSchema)]
         pub struct $name(pub String);
 
         impl $name {

@@ -26,6 +26,7 @@ pub const MAX_JOB_PARENTS: usize = 64;
 /// What starts a job's runs, and how they behave.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[derive(schemars::JsonSchema)]
 pub struct ScheduledJob {
     /// A cron expression (`0 3 * * *`, `@daily`) or an ISO 8601 repeating interval
     /// (`R/2026-01-01T03:00:00Z/P1D`, Chronos's format). Empty for a job started by its parents
@@ -47,11 +48,13 @@ pub struct ScheduledJob {
     /// (Chronos's epsilon, Kubernetes' startingDeadlineSeconds). None: a late occurrence still
     /// runs, but only the latest one missed, never a burst.
     #[serde(default, skip_serializing_if = "Option::is_none", with = "opt_duration")]
+    #[schemars(with = "Option<crate::schema::DurationString>")]
     pub starting_deadline: Option<Duration>,
     /// Times a failed run is tried again.
     pub retries: u32,
     /// Wait before each retry.
     #[serde(with = "duration")]
+    #[schemars(with = "crate::schema::DurationString")]
     pub retry_delay: Duration,
     /// When a job with parents runs.
     pub trigger: Trigger,
@@ -85,6 +88,7 @@ impl Default for ScheduledJob {
 /// See [`ScheduledJob::concurrency`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[derive(schemars::JsonSchema)]
 pub enum ConcurrencyPolicy {
     Allow,
     #[default]
@@ -106,6 +110,7 @@ impl ConcurrencyPolicy {
 /// has finished a run since this job last ran (or was skipped).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
+#[derive(schemars::JsonSchema)]
 pub enum Trigger {
     /// Every parent's latest run succeeded (a failure of a `soft_error` parent counts as
     /// success). Chronos's rule. Otherwise the round is skipped, naming the parent that failed.
@@ -133,6 +138,7 @@ impl Trigger {
 /// The system's record of a scheduled job (on its [`crate::Service`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
+#[derive(schemars::JsonSchema)]
 pub struct JobStatus {
     /// The next occurrence of the schedule not yet handled (None: no schedule, or no more).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -179,7 +185,7 @@ fn is_zero(n: &u32) -> bool {
 }
 
 /// How a run finished, as its children see it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RunOutcome {
     pub number: u64,
     pub succeeded: bool,
@@ -187,7 +193,7 @@ pub struct RunOutcome {
 }
 
 /// One run of a job: a task, retried up to `retries` times.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct JobRun {
     pub number: u64,
     pub cause: RunCause,
@@ -223,6 +229,7 @@ pub struct JobRun {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[derive(schemars::JsonSchema)]
 pub enum RunCause {
     Schedule,
     Parents,
@@ -241,6 +248,7 @@ impl RunCause {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[derive(schemars::JsonSchema)]
 pub enum RunState {
     Running,
     Succeeded,

@@ -10,6 +10,7 @@ pub mod network;
 pub mod node;
 pub mod resources;
 pub mod schedule;
+pub mod schema;
 pub mod secret;
 pub mod service;
 pub mod shell;

@@ -34,7 +34,7 @@ pub const MAX_PREFIX: u8 = 29;
 /// The smallest MTU IPv4 allows.
 pub const MIN_MTU: u16 = 68;
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Network {
     pub id: NetworkId,
     pub version: u64,
@@ -62,6 +62,7 @@ impl Network {
 /// What the managers allocated for a network (system-owned).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
+#[derive(schemars::JsonSchema)]
 pub struct NetworkStatus {
     /// The VXLAN network identifier, unique among networks.
     pub vni: u32,
@@ -73,6 +74,7 @@ pub struct NetworkStatus {
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[derive(schemars::JsonSchema)]
 pub enum NetworkDriver {
     /// VXLAN between the nodes (the only driver so far).
     #[default]
@@ -89,6 +91,7 @@ impl NetworkDriver {
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[derive(schemars::JsonSchema)]
 pub struct NetworkSpec {
     pub name: String,
     pub driver: NetworkDriver,
@@ -111,6 +114,7 @@ pub struct NetworkSpec {
 /// A service's request to join a network.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[derive(schemars::JsonSchema)]
 pub struct NetworkAttachmentConfig {
     /// The network's name or id; the managers store the id.
     pub target: String,
@@ -122,6 +126,7 @@ pub struct NetworkAttachmentConfig {
 /// A service's virtual IP on one network (`10.0.1.2/24`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
+#[derive(schemars::JsonSchema)]
 pub struct VirtualIp {
     pub network_id: NetworkId,
     pub addr: String,
@@ -130,6 +135,7 @@ pub struct VirtualIp {
 /// A service's endpoint as the managers allocated it (system-owned).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
+#[derive(schemars::JsonSchema)]
 pub struct ServiceEndpoint {
     /// One per network the service joins, in `vip` endpoint mode; none in `dnsrr`.
     pub vips: Vec<VirtualIp>,
@@ -145,6 +151,7 @@ impl ServiceEndpoint {
 /// allocated: such a task is not placed.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
+#[derive(schemars::JsonSchema)]
 pub struct TaskNetwork {
     pub network_id: NetworkId,
     pub addrs: Vec<String>,

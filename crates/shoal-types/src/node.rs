@@ -7,7 +7,7 @@ use crate::time::Timestamp;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Node {
     pub id: NodeId,
     pub version: u64,
@@ -22,6 +22,7 @@ pub struct Node {
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[derive(schemars::JsonSchema)]
 pub enum NodeRole {
     Manager,
     #[default]
@@ -40,6 +41,7 @@ impl NodeRole {
 /// `active` takes tasks; `pause` keeps its tasks but takes no new ones; `drain` moves its tasks off.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[derive(schemars::JsonSchema)]
 pub enum Availability {
     #[default]
     Active,
@@ -52,6 +54,7 @@ pub enum Availability {
 /// of a newer version, and stays tolerant of fields it does not know.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[derive(schemars::JsonSchema)]
 pub struct NodeSpec {
     pub role: NodeRole,
     pub availability: Availability,
@@ -60,6 +63,7 @@ pub struct NodeSpec {
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
+#[derive(schemars::JsonSchema)]
 pub struct Platform {
     pub os: String,
     pub arch: String,
@@ -68,6 +72,7 @@ pub struct Platform {
 /// A task runtime on the node and what it can do (the scheduler filters on these).
 #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(default)]
+#[derive(schemars::JsonSchema)]
 pub struct DriverInfo {
     pub name: String,
     pub version: String,
@@ -76,6 +81,7 @@ pub struct DriverInfo {
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
+#[derive(schemars::JsonSchema)]
 pub struct NodeDescription {
     pub hostname: String,
     pub platform: Platform,
@@ -135,6 +141,7 @@ impl NodeDescription {
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[derive(schemars::JsonSchema)]
 pub enum NodeState {
     #[default]
     Unknown,
@@ -145,6 +152,7 @@ pub enum NodeState {
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
+#[derive(schemars::JsonSchema)]
 pub struct NodeStatus {
     pub state: NodeState,
     pub addr: String,
@@ -153,6 +161,7 @@ pub struct NodeStatus {
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[derive(schemars::JsonSchema)]
 pub enum Reachability {
     #[default]
     Unknown,
@@ -162,6 +171,7 @@ pub enum Reachability {
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
+#[derive(schemars::JsonSchema)]
 pub struct ManagerStatus {
     pub leader: bool,
     pub reachability: Reachability,

@@ -32,6 +32,7 @@ pub fn parse_cpus(s: &str) -> Result<u64, String> {
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
+#[derive(schemars::JsonSchema)]
 pub struct Resources {
     pub nano_cpus: u64,
     pub memory_bytes: u64,

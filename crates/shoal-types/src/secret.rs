@@ -24,6 +24,7 @@ pub const PROCESS_CONFIGS_DIR: &str = "/run/configs";
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[derive(schemars::JsonSchema)]
 pub enum SecretKind {
     #[default]
     Secret,
@@ -46,7 +47,7 @@ impl fmt::Display for SecretKind {
 }
 
 /// A secret or a config: meta and spec; there is no status.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Secret {
     pub id: SecretId,
     pub kind: SecretKind,
@@ -72,6 +73,7 @@ impl Secret {
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(schemars::JsonSchema)]
 pub struct SecretSpec {
     pub name: String,
     #[serde(default)]
@@ -123,6 +125,7 @@ impl<'de> Deserialize<'de> for SecretData {
 /// A string that must never be shown (an unlock key): `Debug` redacts it.
 #[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
+#[derive(schemars::JsonSchema)]
 pub struct SecretString(pub String);
 
 impl fmt::Debug for SecretString {
@@ -181,6 +184,7 @@ impl SecretSpec {
 /// the task finds it, and the file's owner and mode.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(schemars::JsonSchema)]
 pub struct SecretReference {
     /// The secret's (config's) name.
     pub source: String,

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Service {
     pub id: ServiceId,
     pub version: u64,
@@ -43,6 +43,7 @@ pub struct Service {
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[derive(schemars::JsonSchema)]
 pub struct ServiceSpec {
     pub name: String,
     pub labels: BTreeMap<String, String>,
@@ -73,6 +74,7 @@ pub struct ServiceSpec {
 /// One entry of [`ServiceSpec::depends_on`].
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[derive(schemars::JsonSchema)]
 pub struct Dependency {
     /// The service's name.
     pub service: String,
@@ -83,6 +85,7 @@ pub struct Dependency {
 /// running and, when it has a health check, healthy (`healthy`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[derive(schemars::JsonSchema)]
 pub enum DependencyCondition {
     #[default]
     #[serde(alias = "service_started")]
@@ -103,6 +106,7 @@ impl DependencyCondition {
 /// See [`ServiceSpec::on_drain`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[derive(schemars::JsonSchema)]
 pub enum OnDrain {
     #[default]
     Restart,
@@ -112,6 +116,7 @@ pub enum OnDrain {
 /// When a replicated service's tasks are moved to even out their spread over eligible nodes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[derive(schemars::JsonSchema)]
 pub enum RebalanceMode {
     #[default]
     Manual,
@@ -120,6 +125,7 @@ pub enum RebalanceMode {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
+#[derive(schemars::JsonSchema)]
 pub enum ServiceMode {
     Replicated {
         replicas: u64,
@@ -169,6 +175,7 @@ impl ServiceMode {
 /// What each task runs. Copied into every task, so a task is self-describing.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[derive(schemars::JsonSchema)]
 pub struct TaskTemplate {
     /// `process`, `oci` or `docker`; `None` lets the node pick (see the agent issue).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -190,6 +197,7 @@ pub struct TaskTemplate {
     /// Time between SIGTERM and SIGKILL when the task is stopped (update, scale down, rm,
     /// drain); [`DEFAULT_STOP_GRACE_PERIOD`] unless set.
     #[serde(with = "duration")]
+    #[schemars(with = "crate::schema::DurationString")]
     pub stop_grace_period: Duration,
     /// Incremented by `service update --force` to redeploy an unchanged spec.
     pub force_update: u64,
@@ -244,6 +252,7 @@ pub struct TaskTemplate {
 /// dispatcher hands the plaintext to the nodes that run a task of the service.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
+#[derive(schemars::JsonSchema)]
 pub struct SealedAuth(pub String);
 
 /// The longest sealed credentials accepted (base64 characters).
@@ -319,6 +328,7 @@ impl TaskTemplate {
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[derive(schemars::JsonSchema)]
 pub enum MountType {
     #[default]
     Bind,
@@ -327,6 +337,7 @@ pub enum MountType {
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[derive(schemars::JsonSchema)]
 pub struct Mount {
     #[serde(rename = "type")]
     pub kind: MountType,
@@ -337,6 +348,7 @@ pub struct Mount {
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[derive(schemars::JsonSchema)]
 pub struct ResourceRequirements {
     /// Guaranteed to the task; the scheduler never overcommits these.
     pub reservations: Resources,
@@ -346,6 +358,7 @@ pub struct ResourceRequirements {
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
+#[derive(schemars::JsonSchema)]
 pub enum RestartCondition {
     None,
     #[serde(alias = "on_failure")]
@@ -356,14 +369,17 @@ pub enum RestartCondition {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[derive(schemars::JsonSchema)]
 pub struct RestartPolicy {
     pub condition: RestartCondition,
     #[serde(with = "duration")]
+    #[schemars(with = "crate::schema::DurationString")]
     pub delay: Duration,
     /// 0 = unlimited.
     pub max_attempts: u64,
     /// Window in which `max_attempts` are counted; 0 = forever.
     #[serde(with = "duration")]
+    #[schemars(with = "crate::schema::DurationString")]
     pub window: Duration,
 }
 
@@ -380,6 +396,7 @@ impl Default for RestartPolicy {
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[derive(schemars::JsonSchema)]
 pub enum Strategy {
     /// Fewest tasks of this service, then fewest tasks overall.
     #[default]
@@ -392,6 +409,7 @@ pub enum Strategy {
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[derive(schemars::JsonSchema)]
 pub struct Placement {
     pub constraints: Vec<String>,
     pub preferences: Vec<PlacementPreference>,
@@ -450,21 +468,26 @@ pub fn glob_match(pattern: &str, name: &str) -> bool {
 /// preferences form a hierarchy.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[derive(schemars::JsonSchema)]
 pub struct PlacementPreference {
     pub spread: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[derive(schemars::JsonSchema)]
 pub struct HealthCheck {
     /// `["CMD", "prog", "arg"]`, `["CMD-SHELL", "cmd"]` or `["NONE"]`.
     pub test: Vec<String>,
     #[serde(with = "duration")]
+    #[schemars(with = "crate::schema::DurationString")]
     pub interval: Duration,
     #[serde(with = "duration")]
+    #[schemars(with = "crate::schema::DurationString")]
     pub timeout: Duration,
     pub retries: u32,
     #[serde(with = "duration")]
+    #[schemars(with = "crate::schema::DurationString")]
     pub start_period: Duration,
 }
 
@@ -482,6 +505,7 @@ impl Default for HealthCheck {
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[derive(schemars::JsonSchema)]
 pub enum FailureAction {
     #[default]
     Pause,
@@ -491,6 +515,7 @@ pub enum FailureAction {
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
+#[derive(schemars::JsonSchema)]
 pub enum UpdateOrder {
     #[default]
     #[serde(alias = "stop_first")]
@@ -501,15 +526,18 @@ pub enum UpdateOrder {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[derive(schemars::JsonSchema)]
 pub struct UpdateConfig {
     /// Tasks replaced at a time (at least 1).
     pub parallelism: u64,
     /// Wait between finishing one batch and starting the next.
     #[serde(with = "duration")]
+    #[schemars(with = "crate::schema::DurationString")]
     pub delay: Duration,
     pub failure_action: FailureAction,
     /// How long a new task is watched after it starts; failing within it counts as a failed update.
     #[serde(with = "duration")]
+    #[schemars(with = "crate::schema::DurationString")]
     pub monitor: Duration,
     /// Fraction of updated tasks that may fail before `failure_action` applies (0..=1).
     pub max_failure_ratio: f64,
@@ -531,6 +559,7 @@ impl Default for UpdateConfig {
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[derive(schemars::JsonSchema)]
 pub enum Protocol {
     #[default]
     Tcp,
@@ -539,6 +568,7 @@ pub enum Protocol {
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[derive(schemars::JsonSchema)]
 pub enum PublishMode {
     /// Bound on the node that runs the task; two such tasks cannot share a node. The default
     /// when a spec does not say (as before ingress existed).
@@ -552,6 +582,7 @@ pub enum PublishMode {
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[derive(schemars::JsonSchema)]
 pub struct PortConfig {
     /// Port on the node; 0 = none published (target only).
     pub published: u16,
@@ -563,6 +594,7 @@ pub struct PortConfig {
 /// How a service is reached on its networks.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[derive(schemars::JsonSchema)]
 pub enum EndpointMode {
     /// One virtual IP per network, load-balanced over the tasks.
     #[default]
@@ -579,6 +611,7 @@ impl EndpointMode {
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[derive(schemars::JsonSchema)]
 pub struct EndpointSpec {
     #[serde(skip_serializing_if = "EndpointMode::is_vip")]
     pub mode: EndpointMode,
@@ -606,6 +639,7 @@ impl EndpointSpec {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[derive(schemars::JsonSchema)]
 pub enum UpdateState {
     Updating,
     Paused,
@@ -628,7 +662,7 @@ impl UpdateState {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct UpdateStatus {
     pub state: UpdateState,
     pub started_at: Timestamp,

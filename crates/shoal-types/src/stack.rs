@@ -25,6 +25,7 @@ pub const NAMESPACE_LABEL: &str = "com.docker.stack.namespace";
 /// `depends_on` names services of the stack.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[derive(schemars::JsonSchema)]
 pub struct StackSpec {
     pub services: Vec<ServiceSpec>,
     pub networks: Vec<NetworkSpec>,
@@ -43,6 +44,7 @@ pub struct StackSpec {
 /// it. After [`StackSpec::scoped`], `name` is always its name in the cluster.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[derive(schemars::JsonSchema)]
 pub struct StackSecret {
     pub key: String,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 /// [`TaskState::can_transition_to`]); every state from `Complete` on is terminal.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[derive(schemars::JsonSchema)]
 pub enum TaskState {
     /// Created by an orchestrator.
     #[default]
@@ -101,6 +102,7 @@ impl std::fmt::Display for TaskState {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[derive(schemars::JsonSchema)]
 pub enum Health {
     Starting,
     Healthy,
@@ -109,6 +111,7 @@ pub enum Health {
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
+#[derive(schemars::JsonSchema)]
 pub struct TaskStatus {
     pub state: TaskState,
     /// When the task entered `state`.
@@ -125,7 +128,7 @@ pub struct TaskStatus {
     pub health: Option<Health>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Task {
     pub id: TaskId,
     pub version: u64,
@@ -158,7 +161,7 @@ pub struct Task {
 }
 
 /// Where a migrated task's checkpoint is and how to check it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RestoreSpec {
     /// The task this one continues.
     pub from_task: TaskId,

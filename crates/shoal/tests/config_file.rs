@@ -228,6 +228,9 @@ fn raft_timings_that_invite_spurious_elections_are_refused_before_anything_is_wr
     let out = Command::new(BIN).args(["daemon", "--config"]).arg(&f).output().expect("run");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "started with an election timeout of 3 heartbeats");
-    assert!(err.contains("--election-timeout (300ms) must be at least 4 heartbeat intervals (400ms)"), "{err}");
+    assert!(
+        err.contains("--election-timeout (300ms) must be at least 4 heartbeat intervals (400ms)"),
+        "{err}"
+    );
     assert!(!n.dir.join("data").exists(), "nothing written");
 }
