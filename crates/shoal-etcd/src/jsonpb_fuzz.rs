@@ -189,7 +189,7 @@ fn field_name() -> impl Strategy<Value = String> {
 fn mutate(body: &str, n: usize, name: &str, value: &str) -> String {
     let members: Vec<usize> = body.match_indices("\":").map(|(i, _)| i + 2).collect();
     let opens: Vec<usize> = body.match_indices('{').map(|(i, _)| i + 1).collect();
-    if n % 2 == 0 && !members.is_empty() {
+    if n.is_multiple_of(2) && !members.is_empty() {
         let at = members[n / 2 % members.len()];
         // The old value ends at the first `,` or `}` outside strings and brackets.
         let (mut depth, mut in_str, mut esc, mut end) = (0i32, false, false, body.len());

@@ -121,7 +121,12 @@ fn log_level<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error
 /// Reads and checks the file; the error names the file, the line and the field.
 pub fn load(path: &Path) -> Result<FileConfig> {
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let cfg: FileConfig = toml::from_str(&text)
+    from_text(path, &text)
+}
+
+/// Parses and checks the text of the file at `path` (named in every error).
+fn from_text(path: &Path, text: &str) -> Result<FileConfig> {
+    let cfg: FileConfig = toml::from_str(text)
         .map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e.to_string().trim_end()))?;
     if cfg.init == Some(true) && cfg.join.is_some() {
         bail!(
@@ -481,6 +486,82 @@ mod tests {
             let mode = std::fs::metadata(out.join(f)).expect("ok").permissions().mode() & 0o777;
             assert_eq!(mode, 0o600, "{f}");
         }
+    }
+
+    /// Every key the file takes, each with a value it accepts (one line per key).
+    const SAMPLE: &str = r#"data_dir = "/var/lib/shoal"
+api_socket = "/run/shoal/shoal.sock"
+listen_addr = "0.0.0.0:4242"
+advertise_addr = "10.0.0.1:4242"
+cert_ttl = "90d"
+heartbeat_interval = "50ms"
+election_timeout = "350ms"
+hostname = "node1"
+api_addr = "127.0.0.1:4243"
+ui_addr = "127.0.0.1:5050"
+docker_socket = "/run/shoal/docker.sock"
+etcd_addr = "127.0.0.1:2379"
+chronos_addr = "127.0.0.1:4400"
+log_level = "info,shoal=debug"
+log_format = "json"
+labels = { zone = "a", ssd = "true" }
+resources = { gpu = 2 }
+"#;
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 512, ..Default::default() })]
+
+        /// Fuzz target for the configuration file as an operator (or a provisioning tool)
+        /// writes it: arbitrary text, and the sample with a line's value replaced, a line
+        /// dropped or repeated, or a section appended, is read or refused with a message
+        /// naming the file — never a panic.
+        #[test]
+        fn config_files_never_panic(
+            soup in "\\PC{0,80}",
+            line in 0usize..17,
+            value in proptest::prop_oneof![
+                "\\PC{0,16}",
+                "\"[a-z0-9:./, =-]{0,20}\"",
+                "-?[0-9]{1,22}(\\.[0-9]+)?",
+                "\\[(\"[a-z0-9.:]{0,8}\",?){0,3}\\]",
+                "\\{ ?([a-z]{1,4} = (\"x\"|1|true|\\[\\]),? ?){0,3}\\}",
+            ],
+            how in 0u8..4,
+            tail in "(\\[join\\]\nmanagers = \\[(\"[a-z0-9.:]{0,12}\",?){0,2}\\]\n(token(_env|_file)? = \"[A-Za-z0-9-]{0,12}\"\n){0,2}|init = (true|false)\n(data_path_port = [0-9]{1,6}\n)?(prepared = \"/p\"\n)?)?",
+        ) {
+            let path = Path::new("/etc/shoal/shoal.toml");
+            if let Err(e) = from_text(path, &soup) {
+                proptest::prop_assert!(format!("{e:#}").starts_with("/etc/shoal/shoal.toml: "), "{e:#}");
+            }
+            let mut lines: Vec<String> = SAMPLE.lines().map(String::from).collect();
+            let key = lines[line].split(" = ").next().unwrap_or_default().to_string();
+            match how {
+                0 => lines[line] = format!("{key} = {value}"),
+                1 => {
+                    lines.remove(line);
+                }
+                2 => lines.insert(line, lines[line].clone()),
+                _ => lines[line] = format!("{key}{value}"),
+            }
+            let text = format!("{}\n{tail}", lines.join("\n"));
+            match from_text(path, &text) {
+                Ok(cfg) => {
+                    // What is accepted holds what the later checks rely on.
+                    proptest::prop_assert!(!(cfg.init == Some(true) && cfg.join.is_some()));
+                    if let Some(j) = &cfg.join {
+                        proptest::prop_assert!(!j.managers.is_empty());
+                    }
+                }
+                Err(e) => proptest::prop_assert!(format!("{e:#}").starts_with("/etc/shoal/shoal.toml: "), "{e:#}"),
+            }
+        }
+    }
+
+    #[test]
+    fn the_sample_names_every_key_and_is_accepted() {
+        let cfg = from_text(Path::new("s.toml"), SAMPLE).expect("the sample is a valid file");
+        assert_eq!(cfg.election_timeout, Some(std::time::Duration::from_millis(350)));
+        assert_eq!(SAMPLE.lines().count(), 17, "the fuzz target picks lines 0..17");
     }
 
     #[test]

@@ -49,7 +49,7 @@ fn split_table(s: &str) -> (bool, String) {
 fn nesting(body: &str) -> usize {
     let (mut blocks, mut parens, mut max) = (0usize, 0usize, 0usize);
     let mut rest = body;
-    while let Some(at) = rest.find(|c| c == '{' || c == '(' || c == ')') {
+    while let Some(at) = rest.find(['{', '(', ')']) {
         let tail = &rest[at..];
         if let Some(action) = tail.strip_prefix("{{") {
             let word = action.trim_start_matches('-').trim_start();
