@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs a built Shoal on this machine (or under DESTDIR for a package):
 #   the binary          $PREFIX/bin/shoal                  (PREFIX defaults to /usr/local)
+#   its debug info      /usr/lib/debug$PREFIX/bin/shoal.debug (stripped from the binary)
 #   the configuration   /etc/shoal/shoal.toml (0600)       (never overwritten if present)
 #   the systemd unit    /etc/systemd/system/shoal.service  (ExecStart names $PREFIX/bin/shoal)
 #   man pages           $PREFIX/share/man/man1/shoal*.1
@@ -21,7 +22,19 @@ install -d "$root$PREFIX/bin" "$root/etc/shoal" "$root/etc/systemd/system" \
     "$root$PREFIX/share/man/man1" "$root$PREFIX/share/bash-completion/completions" \
     "$root$PREFIX/share/zsh/site-functions" "$root$PREFIX/share/fish/vendor_completions.d"
 chmod 0700 "$root/etc/shoal"
-install -m 0755 "$BIN" "$root$PREFIX/bin/shoal"
+# The binary goes in without its debug information; that goes to a separate file where gdb and
+# Rust's backtraces look for it (the binary's .gnu_debuglink names it): /usr/lib/debug + the
+# binary's directory, as Debian's and Fedora's debug packages do.
+debug_dir="$root/usr/lib/debug$PREFIX/bin"
+install -d "$debug_dir"
+tmp="$(mktemp -d)"
+trap 'rm -rf "$tmp"' EXIT
+command -v objcopy >/dev/null || { echo "objcopy not found: install binutils" >&2; exit 1; }
+objcopy --only-keep-debug "$BIN" "$tmp/shoal.debug"
+bin_abs="$(realpath "$BIN")"
+(cd "$tmp" && objcopy --strip-debug --add-gnu-debuglink=shoal.debug "$bin_abs" shoal)
+install -m 0644 "$tmp/shoal.debug" "$debug_dir/shoal.debug"
+install -m 0755 "$tmp/shoal" "$root$PREFIX/bin/shoal"
 if [ -e "$root/etc/shoal/shoal.toml" ]; then
     echo "keeping $root/etc/shoal/shoal.toml (packaging/shoal.toml is the default)"
 else

@@ -87,6 +87,16 @@ fn install_puts_everything_in_place_and_keeps_an_edited_configuration() {
     ] {
         assert!(d.join(f).is_file(), "{f} installed");
     }
+    // The binary goes without its debug information, which lies where gdb and backtraces find
+    // it through the binary's debug link.
+    let sections = |f: &Path| run(Command::new("readelf").arg("-SW").arg(f));
+    let bin = sections(&d.join("opt/shoal/bin/shoal"));
+    assert!(!bin.contains(".debug_info") && !bin.contains(".debug_line"), "debug info in the binary: {bin}");
+    assert!(bin.contains(".gnu_debuglink"), "no debug link: {bin}");
+    let debug = d.join("usr/lib/debug/opt/shoal/bin/shoal.debug");
+    assert!(sections(&debug).contains(".debug_line"), "the debug file holds the line tables");
+    let size = |f: &Path| std::fs::metadata(f).expect("size").len();
+    assert!(size(&d.join("opt/shoal/bin/shoal")) < size(Path::new(BIN)) / 2, "stripped");
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(d.join("etc/shoal/shoal.toml")).expect("config").permissions().mode();
     assert_eq!(mode & 0o777, 0o600, "the configuration may hold a token");
