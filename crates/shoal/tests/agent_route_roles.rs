@@ -11,38 +11,12 @@
 
 use std::io::{Read, Write};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 mod common;
+use common::https::{pem, with_cert, without_cert};
 use common::{eventually_or, Node};
-
-fn pem(path: &Path) -> String {
-    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-/// A TLS client with a certificate from `dir` (`ca`, `cert`, `key` are file names in it).
-fn with_cert(dir: &Path, ca: &str, cert: &str, key: &str) -> Arc<rustls::ClientConfig> {
-    shoal_pki::client_config(&pem(&dir.join(ca)), &pem(&dir.join(cert)), &pem(&dir.join(key)))
-        .expect("client config")
-}
-
-/// A TLS client that trusts the cluster CA but presents no certificate.
-fn without_cert(ca_pem: &str) -> Arc<rustls::ClientConfig> {
-    use rustls::pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(rustls::pki_types::CertificateDer::from_pem_slice(ca_pem.as_bytes()).expect("CA"))
-        .expect("root");
-    let config =
-        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .expect("versions")
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-    Arc::new(config)
-}
 
 /// A node-to-node listener: its address and the name its certificate must carry.
 struct Listener {

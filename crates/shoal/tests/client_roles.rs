@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 mod common;
-use common::https::{https, status_of, tcp_cli, tcp_ok};
+use common::https::{https, pem, status_of, tcp_cli, tcp_ok, with_cert};
 use common::{eventually, free_port, Node};
 
 /// The command must fail, saying that the certificate is read-only.
@@ -20,16 +20,6 @@ fn refused_read_only(port: u16, tls_dir: &Path, args: &[&str]) {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "read-only ran {args:?}: {}", String::from_utf8_lossy(&out.stdout));
     assert!(err.contains("read-only certificate"), "{args:?}: {err}");
-}
-
-fn pem(path: &Path) -> String {
-    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-/// A TLS client with a certificate from `dir` (`ca`, `cert`, `key` are file names in it).
-fn with_cert(dir: &Path, ca: &str, cert: &str, key: &str) -> Arc<rustls::ClientConfig> {
-    shoal_pki::client_config(&pem(&dir.join(ca)), &pem(&dir.join(cert)), &pem(&dir.join(key)))
-        .expect("client config")
 }
 
 fn client_dir(dir: &Path) -> Arc<rustls::ClientConfig> {

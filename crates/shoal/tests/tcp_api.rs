@@ -4,38 +4,11 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 mod common;
-use common::https::{https, status_of, tcp_cli, tcp_ok};
+use common::https::{https, pem, status_of, tcp_cli, tcp_ok, with_cert, without_cert};
 use common::{eventually, free_port, Node};
-
-fn pem(path: &Path) -> String {
-    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-/// A TLS client with a certificate from `dir` (`ca`, `cert`, `key` are file names in it).
-fn with_cert(dir: &Path, ca: &str, cert: &str, key: &str) -> Arc<rustls::ClientConfig> {
-    shoal_pki::client_config(&pem(&dir.join(ca)), &pem(&dir.join(cert)), &pem(&dir.join(key)))
-        .expect("client config")
-}
-
-/// A TLS client that trusts the cluster CA but presents no certificate.
-fn without_cert(ca_pem: &str) -> Arc<rustls::ClientConfig> {
-    use rustls::pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(rustls::pki_types::CertificateDer::from_pem_slice(ca_pem.as_bytes()).expect("CA"))
-        .expect("root");
-    let config =
-        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .expect("versions")
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-    Arc::new(config)
-}
 
 #[test]
 fn tcp_api_with_client_certificates() {
