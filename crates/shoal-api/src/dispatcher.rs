@@ -419,6 +419,8 @@ pub struct RemotePlane {
     /// Set once a manager says that `node rm` removed this node.
     removed: tokio::sync::watch::Sender<bool>,
     tls: std::sync::RwLock<Arc<rustls::ClientConfig>>,
+    /// Kept-alive connections to the managers (every call here may be sent twice).
+    pool: crate::internal::Pool,
     managers: Mutex<Vec<String>>,
     addr: String,
 }
@@ -429,6 +431,7 @@ impl RemotePlane {
             role: tokio::sync::watch::channel(None).0,
             removed: tokio::sync::watch::channel(false).0,
             tls: std::sync::RwLock::new(tls),
+            pool: crate::internal::Pool::default(),
             managers: Mutex::new(managers),
             addr,
         }
@@ -452,6 +455,7 @@ impl RemotePlane {
     /// Uses a renewed certificate from the next request on.
     pub fn set_tls(&self, tls: Arc<rustls::ClientConfig>) {
         *self.tls.write().unwrap_or_else(PoisonError::into_inner) = tls;
+        self.pool.clear();
     }
 
     /// Has a manager sign a new certificate for this node (same id and role) from `csr_pem`.
@@ -477,7 +481,7 @@ impl RemotePlane {
         let mut last = String::from("no manager address known");
         let tls = self.tls.read().unwrap_or_else(PoisonError::into_inner).clone();
         for (i, addr) in managers.iter().enumerate() {
-            match call(tls.clone(), addr, method.clone(), path, body.clone()).await {
+            match self.pool.call(tls.clone(), addr, method.clone(), path, body.clone()).await {
                 Ok((st, bytes)) if st.is_success() => {
                     if i > 0 {
                         // Remember the one that works.

@@ -346,6 +346,91 @@ pub async fn call(
         .map_err(|_| format!("{addr} did not answer within 15s"))?
 }
 
+/// Kept-alive connections to the managers, for requests that may safely be sent twice
+/// (a worker's heartbeats, status reports, assignments, registration): each idle connection goes
+/// back here once its answer is read, and the next request to that address takes it instead of
+/// paying a TCP and mutual-TLS handshake. With a thousand nodes heartbeating every second, the
+/// handshakes alone kept a manager busy (BENCHMARKS.md, the load test).
+#[derive(Default)]
+pub struct Pool {
+    idle: std::sync::Mutex<Vec<(String, Sender)>>,
+}
+
+type Sender = hyper::client::conn::http1::SendRequest<http_body_util::Full<hyper::body::Bytes>>;
+
+/// Idle connections kept per address (a worker has at most a few requests in flight).
+const POOL_PER_ADDR: usize = 4;
+
+impl Pool {
+    /// Like [`call`], on a kept connection when there is one. A kept connection the manager has
+    /// closed meanwhile fails before any answer; the request then goes once more on a new one,
+    /// which is why only requests that may be sent twice go through here.
+    pub async fn call(
+        &self,
+        tls: Arc<rustls::ClientConfig>,
+        addr: &str,
+        method: hyper::Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<(StatusCode, hyper::body::Bytes), String> {
+        let fut = async {
+            if let Some(sender) = self.take(addr) {
+                if let Ok(answer) = self.exchange(sender, addr, method.clone(), path, body.clone()).await {
+                    return Ok(answer);
+                }
+            }
+            let conn = connect(tls, addr, shoal_pki::MANAGER_SERVER_NAME).await?;
+            self.exchange(conn.sender, addr, method, path, body).await
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(15), fut)
+            .await
+            .map_err(|_| format!("{addr} did not answer within 15s"))?
+    }
+
+    /// Forgets every kept connection (after a certificate renewal: new ones present the new one).
+    pub fn clear(&self) {
+        self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
+    }
+
+    fn take(&self, addr: &str) -> Option<Sender> {
+        let mut idle = self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        idle.retain(|(_, s)| !s.is_closed());
+        let i = idle.iter().position(|(a, _)| a == addr)?;
+        Some(idle.swap_remove(i).1)
+    }
+
+    fn put(&self, addr: &str, sender: Sender) {
+        let mut idle = self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if idle.iter().filter(|(a, _)| a == addr).count() < POOL_PER_ADDR {
+            idle.push((addr.to_string(), sender));
+        }
+    }
+
+    async fn exchange(
+        &self,
+        mut sender: Sender,
+        addr: &str,
+        method: hyper::Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<(StatusCode, hyper::body::Bytes), String> {
+        use http_body_util::BodyExt;
+        sender.ready().await.map_err(|e| format!("{addr}: {e}"))?;
+        let req = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", shoal_pki::MANAGER_SERVER_NAME)
+            .header("content-type", "application/json")
+            .body(http_body_util::Full::new(hyper::body::Bytes::from(body.unwrap_or_default())))
+            .map_err(|e| e.to_string())?;
+        let resp = sender.send_request(req).await.map_err(|e| format!("request to {addr}: {e}"))?;
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+        self.put(addr, sender);
+        Ok((status, bytes))
+    }
+}
+
 /// Sends one request to another node over mutual TLS, verifying its certificate as
 /// `server_name`; returns the response with its body still to be read (it may be a stream).
 pub async fn open(
