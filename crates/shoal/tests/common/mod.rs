@@ -437,9 +437,11 @@ impl Node {
             .expect("spawn");
         self.child = Some(child);
         let sock = self.dir.join("shoal.sock");
+        // Accepting, not only bound: a daemon that stops right after binding (its log says why)
+        // leaves a socket nobody listens on.
         eventually_or(
             20,
-            || sock.exists().then_some(()),
+            || std::os::unix::net::UnixStream::connect(&sock).is_ok().then_some(()),
             || {
                 let log = std::fs::read_to_string(self.dir.join(format!("{mode}.log"))).unwrap_or_default();
                 format!("{} did not open its API socket:\n{log}", self.dir.display())
