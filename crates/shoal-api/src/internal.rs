@@ -416,13 +416,7 @@ impl Pool {
     ) -> Result<(StatusCode, hyper::body::Bytes), String> {
         use http_body_util::BodyExt;
         sender.ready().await.map_err(|e| format!("{addr}: {e}"))?;
-        let req = hyper::Request::builder()
-            .method(method)
-            .uri(path)
-            .header("host", shoal_pki::MANAGER_SERVER_NAME)
-            .header("content-type", "application/json")
-            .body(http_body_util::Full::new(hyper::body::Bytes::from(body.unwrap_or_default())))
-            .map_err(|e| e.to_string())?;
+        let req = json_request(method, path, shoal_pki::MANAGER_SERVER_NAME, body)?;
         let resp = sender.send_request(req).await.map_err(|e| format!("request to {addr}: {e}"))?;
         let status = resp.status();
         let bytes = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
@@ -485,17 +479,26 @@ impl Connection {
         path: &str,
         body: Option<Vec<u8>>,
     ) -> Result<hyper::Response<hyper::body::Incoming>, String> {
-        use http_body_util::Full;
-        let req = hyper::Request::builder()
-            .method(method)
-            .uri(path)
-            .header("host", &self.server_name)
-            .header("content-type", "application/json")
-            .body(Full::new(hyper::body::Bytes::from(body.unwrap_or_default())))
-            .map_err(|e| e.to_string())?;
+        let req = json_request(method, path, &self.server_name, body)?;
         let addr = self.addr.clone();
         self.sender.send_request(req).await.map_err(|e| format!("request to {addr}: {e}"))
     }
+}
+
+/// A request with a JSON body (empty when none) for `server_name`.
+fn json_request(
+    method: hyper::Method,
+    path: &str,
+    server_name: &str,
+    body: Option<Vec<u8>>,
+) -> Result<hyper::Request<http_body_util::Full<hyper::body::Bytes>>, String> {
+    hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", server_name)
+        .header("content-type", "application/json")
+        .body(http_body_util::Full::new(hyper::body::Bytes::from(body.unwrap_or_default())))
+        .map_err(|e| e.to_string())
 }
 
 pub(crate) fn remote_error(status: StatusCode, bytes: &[u8]) -> String {
