@@ -78,8 +78,13 @@ impl FromStr for Constraint {
         if value.is_empty() {
             return Err(ConstraintError::EmptyValue(s.to_string()));
         }
-        if value.contains("==") || value.contains("!=") {
+        // A value that starts with `=` or a key that holds `=` or `!` would print back as a
+        // different constraint (`k!= =v` prints as `k!==v`, which reads as key `k!`).
+        if value.contains("==") || value.contains("!=") || value.starts_with('=') {
             return Err(ConstraintError::ValueHasOperator(s.to_string()));
+        }
+        if key_str.contains(['=', '!']) {
+            return Err(ConstraintError::UnknownKey(s.to_string()));
         }
         let lower = key_str.to_ascii_lowercase();
         let key = match lower.as_str() {
@@ -183,6 +188,12 @@ mod tests {
             ("node.labels.==a", ConstraintError::UnknownKey("node.labels.==a".into())),
             ("node.color==red", ConstraintError::UnknownKey("node.color==red".into())),
             ("node.role==a==b", ConstraintError::ValueHasOperator("node.role==a==b".into())),
+            // Found by fuzz_constraint: these printed back as a different constraint.
+            (
+                "node.platform.arch!= =in arm64",
+                ConstraintError::ValueHasOperator("node.platform.arch!= =in arm64".into()),
+            ),
+            ("node.labels.x= ==v", ConstraintError::UnknownKey("node.labels.x= ==v".into())),
         ];
         for (s, err) in bad {
             assert_eq!(s.parse::<Constraint>().as_ref(), Err(err), "{s}");
