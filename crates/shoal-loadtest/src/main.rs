@@ -12,6 +12,7 @@
 use anyhow::{anyhow, bail, Context, Result};
 use async_trait::async_trait;
 use clap::Parser;
+use shoal_agent::plane::{Assignments, ControlPlane, PlaneError, StatusReport};
 use shoal_agent::{Agent, AgentConfig};
 use shoal_api::dispatcher::RemotePlane;
 use shoal_driver::{
@@ -39,6 +40,10 @@ struct Args {
     /// How many nodes to run.
     #[arg(long, default_value_t = 100)]
     nodes: usize,
+    /// The number of the first node: a second process with `--first` past the first one's
+    /// nodes runs other nodes (killing it loses them all at once).
+    #[arg(long, default_value_t = 0)]
+    first: usize,
     /// Where the nodes' identities and agent directories live.
     #[arg(long)]
     dir: PathBuf,
@@ -66,6 +71,8 @@ struct Runtime {
     tasks: Mutex<HashMap<String, SimTask>>,
     started: AtomicU64,
     stopped: AtomicU64,
+    /// Heartbeat round trips (ms) since the last report line.
+    heartbeats: Mutex<Vec<u64>>,
 }
 
 impl Runtime {
@@ -168,6 +175,36 @@ fn random_id() -> Result<String> {
     Ok(shoal_types::id::id_from_bits(hi, lo))
 }
 
+/// A node's control plane with its heartbeats timed: the round trips go into the report, so a
+/// run shows whether nodes marked down had their heartbeats delayed (and by how much).
+struct TimedPlane {
+    inner: RemotePlane,
+    rt: Arc<Runtime>,
+}
+
+#[async_trait]
+impl ControlPlane for TimedPlane {
+    async fn register(&self, description: &shoal_types::NodeDescription) -> Result<(), PlaneError> {
+        self.inner.register(description).await
+    }
+    async fn assignments(&self, known: Option<&str>) -> Result<Assignments, PlaneError> {
+        self.inner.assignments(known).await
+    }
+    async fn report(&self, reports: Vec<StatusReport>) -> Result<(), PlaneError> {
+        self.inner.report(reports).await
+    }
+    async fn heartbeat(&self) -> Result<Duration, PlaneError> {
+        let sent = Instant::now();
+        let r = self.inner.heartbeat().await;
+        let ms = u64::try_from(sent.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.rt.heartbeats.lock().unwrap_or_else(PoisonError::into_inner).push(ms);
+        r
+    }
+    async fn netview(&self, known: Option<&str>) -> Result<shoal_net::NetView, PlaneError> {
+        self.inner.netview(known).await
+    }
+}
+
 /// The identity kept in `dir`, or a new one from joining through `managers` with `token`.
 async fn identity(dir: &Path, managers: &[String], token: &str, source: IpAddr) -> Result<Identity> {
     let read = |f: &str| std::fs::read_to_string(dir.join(f));
@@ -258,7 +295,8 @@ async fn start_node(
     let id = identity(&dir, &managers, &token, source).await.with_context(|| format!("node {name}"))?;
     let tls = shoal_pki::client_config(&id.ca, &id.cert, &id.key)?;
     // The address managers would call for logs and exec: nothing listens there.
-    let plane = Arc::new(RemotePlane::new(tls, managers.to_vec(), "127.0.0.1:9".into()));
+    let inner = RemotePlane::new(tls, managers.to_vec(), "127.0.0.1:9".into());
+    let plane = Arc::new(TimedPlane { inner, rt: rt.clone() });
     let cfg = AgentConfig {
         dir: dir.join("agent"),
         hostname: name,
@@ -300,7 +338,7 @@ async fn main() -> Result<()> {
         tokio::spawn(async move {
             let gate = Arc::new(tokio::sync::Semaphore::new(args.join_concurrency.max(1)));
             let mut joins = tokio::task::JoinSet::new();
-            for i in 0..args.nodes {
+            for i in args.first..args.first + args.nodes {
                 let Ok(permit) = gate.clone().acquire_owned().await else { return };
                 let (args, managers, token, rt, up) =
                     (args.clone(), managers.clone(), token.clone(), rt.clone(), up.clone());
@@ -323,6 +361,9 @@ async fn main() -> Result<()> {
         tokio::select! {
             _ = tick.tick() => {
                 let by_round = rt.running();
+                let mut hb = std::mem::take(&mut *rt.heartbeats.lock().unwrap_or_else(PoisonError::into_inner));
+                hb.sort_unstable();
+                let q = |p: f64| hb.get(((hb.len() as f64 * p) as usize).min(hb.len().saturating_sub(1))).copied();
                 let line = serde_json::json!({
                     "seconds": (began.elapsed().as_secs_f64() * 10.0).round() / 10.0,
                     "nodes_up": up.load(Ordering::Relaxed),
@@ -330,6 +371,7 @@ async fn main() -> Result<()> {
                     "running_by_round": by_round,
                     "started": rt.started.load(Ordering::Relaxed),
                     "stopped": rt.stopped.load(Ordering::Relaxed),
+                    "heartbeat_ms": {"n": hb.len(), "p50": q(0.5), "p99": q(0.99), "max": hb.last()},
                 });
                 println!("{line}");
             }
