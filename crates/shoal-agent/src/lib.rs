@@ -36,7 +36,12 @@ use tokio::sync::{mpsc, watch};
 
 /// How long to wait before retrying the control plane after an error.
 const RETRY: Duration = Duration::from_millis(500);
+/// The heartbeat period until the managers name one (each heartbeat's answer does).
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
+/// The longest period a manager's answer is taken at.
+const MAX_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(60);
+/// Heartbeats sent and not answered yet, at most (the managers' grace is 3 periods).
+const HEARTBEATS_IN_FLIGHT: usize = 3;
 
 pub struct AgentConfig {
     /// The agent's own directory (`<data>/agent`).
@@ -571,7 +576,7 @@ impl Agent {
                     err: "the agent restarted before the task started".into(),
                     ..status(TaskState::Failed, "not started")
                 };
-                self.save_and_report(&lt);
+                self.save_and_report(&lt).await;
                 // It never runs under this id, but its start may have gone further than the record
                 // says (the agent died before recording the handle): what its networks hold goes
                 // now, with a docker task's container that joined its infra container's namespace,
@@ -597,7 +602,7 @@ impl Agent {
                     } else {
                         exited(&lt.status, &x)
                     };
-                    self.save_and_report(&lt);
+                    self.save_and_report(&lt).await;
                     tokio::spawn(self.clone().finished(lt, driver, rx));
                 }
                 Err(e) => {
@@ -605,15 +610,21 @@ impl Agent {
                         err: format!("lost while the agent was away: {e}"),
                         ..status(TaskState::Failed, "lost")
                     };
-                    self.save_and_report(&lt);
+                    self.save_and_report(&lt).await;
                     tokio::spawn(self.clone().finished(lt, driver, rx));
                 }
             }
         }
     }
 
-    fn save_and_report(&self, lt: &LocalTask) {
-        if let Err(e) = self.store.save(lt) {
+    /// Records the task on disk, then reports its status. The write (with its fsync) runs on
+    /// the blocking pool: on the runtime's workers, a node's fsyncs stalled its heartbeats.
+    async fn save_and_report(&self, lt: &LocalTask) {
+        let (store, record) = (self.store.clone(), lt.clone());
+        let saved = tokio::task::spawn_blocking(move || store.save(&record))
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        if let Err(e) = saved {
             tracing::warn!(task = %lt.task.id, error = %e, "cannot record the task locally");
         }
         self.report(&lt.task, &lt.status);
@@ -725,16 +736,16 @@ impl Agent {
             handle: None,
             status: status(TaskState::Accepted, "accepted"),
         };
-        self.save_and_report(&lt);
+        self.save_and_report(&lt).await;
         let stop_wanted = |rx: &watch::Receiver<Task>| rx.borrow().desired_state > TaskState::Running;
         if stop_wanted(&assigned) {
             lt.status = status(TaskState::Shutdown, "stopped before it started");
-            self.save_and_report(&lt);
+            self.save_and_report(&lt).await;
             return self.finished(lt, driver, assigned).await;
         }
         let mut cfg = self.config(&lt.task);
         lt.status = status(TaskState::Preparing, "preparing");
-        self.save_and_report(&lt);
+        self.save_and_report(&lt).await;
         let fail = |lt: &mut LocalTask, e: DriverError| {
             lt.status = match e {
                 DriverError::Invalid(m) => TaskStatus { err: m, ..status(TaskState::Rejected, "rejected") },
@@ -777,18 +788,18 @@ impl Agent {
         match ready {
             None => {
                 lt.status = status(TaskState::Shutdown, "stopped before it started");
-                self.save_and_report(&lt);
+                self.save_and_report(&lt).await;
                 return self.finished(lt, driver, assigned).await;
             }
             Some(Err(e)) => {
                 fail(&mut lt, e);
-                self.save_and_report(&lt);
+                self.save_and_report(&lt).await;
                 return self.finished(lt, driver, assigned).await;
             }
             Some(Ok(())) => {}
         }
         lt.status = status(TaskState::Starting, "starting");
-        self.save_and_report(&lt);
+        self.save_and_report(&lt).await;
         let started = std::time::Instant::now();
         let launched = match lt.task.restore.clone() {
             Some(spec) => self.restore(&spec, &cfg, driver.as_ref()).await,
@@ -809,12 +820,12 @@ impl Agent {
                     health: checked.then_some(Health::Starting),
                     ..status(TaskState::Running, how)
                 };
-                self.save_and_report(&lt);
+                self.save_and_report(&lt).await;
                 self.running(lt, driver, handle, assigned).await
             }
             Err(e) => {
                 fail(&mut lt, e);
-                self.save_and_report(&lt);
+                self.save_and_report(&lt).await;
                 self.finished(lt, driver, assigned).await
             }
         }
@@ -871,7 +882,7 @@ impl Agent {
         if lt.status.runtime_id.is_empty() {
             lt.status.runtime_id = handle.runtime_id.clone();
         }
-        self.save_and_report(&lt);
+        self.save_and_report(&lt).await;
         self.finished(lt, driver, assigned).await
     }
 
@@ -996,8 +1007,15 @@ impl Agent {
             }
         }
         self.remove_networking(&lt.task, driver.as_ref()).await;
-        shoal_driver::secrets::release(&self.store.run_dir(&lt.task.id));
-        if let Err(e) = self.store.remove(&lt.task.id) {
+        // Unmounting and deleting files block: off the runtime's workers.
+        let (store, id) = (self.store.clone(), lt.task.id.clone());
+        let removed = tokio::task::spawn_blocking(move || {
+            shoal_driver::secrets::release(&store.run_dir(&id));
+            store.remove(&id)
+        })
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        if let Err(e) = removed {
             tracing::warn!(task = %lt.task.id, error = %e, "removing the task's files failed");
         }
         lock(&self.reported).remove(&lt.task.id);
@@ -1151,13 +1169,30 @@ async fn wait_until(rx: &mut watch::Receiver<Task>, pred: impl Fn(&watch::Receiv
     }
 }
 
+/// Heartbeats at the period the managers' last answer named (larger clusters heartbeat less
+/// often), counted from when the previous one was sent: a slow answer does not push the next
+/// one back (the next goes out while it is pending, up to [`HEARTBEATS_IN_FLIGHT`] at once).
+/// After a failed one, again after [`HEARTBEAT_INTERVAL`].
 async fn heartbeats(plane: Arc<dyn ControlPlane>) {
-    let mut tick = tokio::time::interval(HEARTBEAT_INTERVAL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut period = HEARTBEAT_INTERVAL;
+    let mut in_flight = tokio::task::JoinSet::new();
     loop {
-        tick.tick().await;
-        if let Err(e) = plane.heartbeat().await {
-            tracing::debug!(error = %e, "heartbeat not delivered");
+        let sent = tokio::time::Instant::now();
+        let p = plane.clone();
+        in_flight.spawn(async move { p.heartbeat().await });
+        loop {
+            let answered = tokio::select! {
+                _ = tokio::time::sleep_until(sent + period), if in_flight.len() < HEARTBEATS_IN_FLIGHT => break,
+                Some(r) = in_flight.join_next() => r,
+            };
+            match answered {
+                Ok(Ok(p)) => period = p.clamp(HEARTBEAT_INTERVAL, MAX_HEARTBEAT_INTERVAL),
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, "heartbeat not delivered");
+                    period = HEARTBEAT_INTERVAL;
+                }
+                Err(e) => tracing::warn!(error = %e, "heartbeat task failed"),
+            }
         }
     }
 }

@@ -59,8 +59,8 @@ pub trait ControlPlane: Send + Sync + 'static {
     async fn assignments(&self, known: Option<&str>) -> Result<Assignments, PlaneError>;
     /// Delivers a batch of status reports (one Raft write).
     async fn report(&self, reports: Vec<StatusReport>) -> Result<(), PlaneError>;
-    /// Says the node is alive.
-    async fn heartbeat(&self) -> Result<(), PlaneError>;
+    /// Says the node is alive; answers the period to send the next heartbeat after.
+    async fn heartbeat(&self) -> Result<std::time::Duration, PlaneError>;
     /// The node's network view, long-polled like the assignments: at once when `known` is not
     /// the current revision, else when it changes (or after a server-chosen wait). A plane
     /// without networks never answers.

@@ -162,8 +162,8 @@ impl ControlPlane for FakePlane {
         self.changed.notify_waiters();
         Ok(())
     }
-    async fn heartbeat(&self) -> Result<(), PlaneError> {
-        Ok(())
+    async fn heartbeat(&self) -> Result<std::time::Duration, PlaneError> {
+        Ok(crate::HEARTBEAT_INTERVAL)
     }
 }
 

@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use shoal_agent::{Assignments, ControlPlane, PlaneError, StatusReport};
 use shoal_manager::Manager;
 use shoal_pki::{NodeIdentity, Role};
-use shoal_state::{ClusterState, Command, Object, TaskStatusReport};
+use shoal_state::{ClusterState, Command, TaskStatusReport};
 use shoal_types::{
     Node, NodeDescription, NodeId, NodeRole, NodeSpec, NodeState, NodeStatus, Task, TaskId, TaskState,
     Timestamp,
@@ -116,31 +116,20 @@ pub async fn wait_assignments(
     known: Option<&str>,
     wait: Duration,
 ) -> Assignments {
-    // Subscribe before reading, so no change between the read and the wait is missed.
-    let mut events = m.node.subscribe();
+    // Watch before reading, so no change between the read and the wait is missed. Only
+    // changes to this node's tasks and node object wake it (`shoal_manager::changes`).
+    let mut changes = m.changes().node(node);
     let deadline = tokio::time::Instant::now() + wait;
     loop {
+        // What changed before this is in the read below; what changes after it wakes the wait.
+        changes.mark_unchanged();
         let a = assignments_of(&m.node.local_state().state, node);
         if known != Some(a.revision.as_str()) {
             return a;
         }
-        // Wait for an event about one of this node's tasks.
-        loop {
-            match tokio::time::timeout_at(deadline, events.recv()).await {
-                Err(_) => return a,
-                Ok(Ok(ev)) => {
-                    let mine = match &ev.object {
-                        Object::Task(t) => t.node_id.as_ref() == Some(node),
-                        Object::Node(n) => &n.id == node,
-                        Object::Service(_) | Object::Network(_) | Object::Secret(_) => false,
-                    };
-                    if mine {
-                        break;
-                    }
-                }
-                Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => break,
-                Ok(Err(tokio::sync::broadcast::error::RecvError::Closed)) => return a,
-            }
+        match tokio::time::timeout_at(deadline, changes.changed()).await {
+            Ok(Ok(())) => {}
+            Err(_) | Ok(Err(_)) => return a,
         }
     }
 }
@@ -165,18 +154,17 @@ fn reports(node_id: NodeId, r: Vec<StatusReport>) -> Command {
     }
 }
 
-/// Records a heartbeat on the leader, or forwards it there.
-async fn deliver_heartbeat(m: &Manager, node_id: &str) -> Result<(), String> {
+/// Records a heartbeat on the leader, or forwards it there: the period the leader named.
+async fn deliver_heartbeat(m: &Manager, node_id: &str) -> Result<std::time::Duration, String> {
     if m.node.is_leader() {
-        m.record_heartbeat(node_id);
-        return Ok(());
+        return Ok(m.record_heartbeat(node_id));
     }
     let leader = m.node.status().leader_node.ok_or("no leader")?;
     let tls = m.client_tls().ok_or("this manager has no certificate")?;
     let body = serde_json::to_vec(&Heartbeat { node_id: node_id.to_string() }).map_err(|e| e.to_string())?;
     let (st, bytes) = call(tls, &leader.addr, hyper::Method::POST, "/internal/heartbeat", Some(body)).await?;
     if st.is_success() {
-        Ok(())
+        Ok(crate::internal::HeartbeatReply::period_of(&bytes))
     } else {
         Err(String::from_utf8_lossy(&bytes).into_owned())
     }
@@ -219,8 +207,8 @@ impl ControlPlane for LocalPlane {
     }
 
     /// A manager's heartbeats are sent by its manager loop already.
-    async fn heartbeat(&self) -> Result<(), PlaneError> {
-        Ok(())
+    async fn heartbeat(&self) -> Result<std::time::Duration, PlaneError> {
+        Ok(shoal_agent::HEARTBEAT_INTERVAL)
     }
 
     async fn fetch_checkpoint(
@@ -370,12 +358,15 @@ async fn image_sources(
     Ok(Json(crate::images::sources(&m.node.local_state().state, &q.reference, &node)))
 }
 
-async fn heartbeat(State(m): State<Arc<Manager>>, Extension(p): Peer) -> Result<StatusCode, ApiError> {
+async fn heartbeat(
+    State(m): State<Arc<Manager>>,
+    Extension(p): Peer,
+) -> Result<Json<crate::internal::HeartbeatReply>, ApiError> {
     let id = member_peer(&m, &p)?;
-    deliver_heartbeat(&m, &id.node_id)
+    let period = deliver_heartbeat(&m, &id.node_id)
         .await
         .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e))?;
-    Ok(StatusCode::NO_CONTENT)
+    Ok(Json(crate::internal::HeartbeatReply::new(period)))
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -563,10 +554,10 @@ impl ControlPlane for RemotePlane {
         self.call(hyper::Method::POST, "/internal/dispatcher/status", Some(body)).await.map(|_| ())
     }
 
-    async fn heartbeat(&self) -> Result<(), PlaneError> {
+    async fn heartbeat(&self) -> Result<std::time::Duration, PlaneError> {
         self.call(hyper::Method::POST, "/internal/dispatcher/heartbeat", Some(b"{}".to_vec()))
             .await
-            .map(|_| ())
+            .map(|body| crate::internal::HeartbeatReply::period_of(&body))
     }
 
     async fn fetch_checkpoint(

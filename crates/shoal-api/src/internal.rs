@@ -128,11 +128,32 @@ pub struct Heartbeat {
     pub node_id: String,
 }
 
+/// The leader's answer to a heartbeat: when to send the next one (the period grows with the
+/// cluster, see [`shoal_manager::heartbeat_period`]).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct HeartbeatReply {
+    pub period_ms: u64,
+}
+
+impl HeartbeatReply {
+    pub fn new(period: std::time::Duration) -> Self {
+        HeartbeatReply { period_ms: u64::try_from(period.as_millis()).unwrap_or(u64::MAX) }
+    }
+
+    /// The period in an answer's body; a leader from before periods were named answered none
+    /// (204): the default then.
+    pub fn period_of(body: &[u8]) -> std::time::Duration {
+        serde_json::from_slice::<HeartbeatReply>(body)
+            .map(|r| std::time::Duration::from_millis(r.period_ms))
+            .unwrap_or(shoal_manager::HEARTBEAT_INTERVAL)
+    }
+}
+
 async fn heartbeat(
     State(m): State<Arc<Manager>>,
     Extension(peer): Peer,
     Json(hb): Json<Heartbeat>,
-) -> Result<StatusCode, ApiError> {
+) -> Result<Json<HeartbeatReply>, ApiError> {
     match &peer {
         // Only nodes heartbeat: an operator's client certificate never counts, whatever its name.
         Some(id) if id.node_id == hb.node_id && matches!(id.role, Role::Manager | Role::Worker) => {}
@@ -153,8 +174,7 @@ async fn heartbeat(
             "heartbeats go to the leader",
         ));
     }
-    m.record_heartbeat(&hb.node_id);
-    Ok(StatusCode::NO_CONTENT)
+    Ok(Json(HeartbeatReply::new(m.record_heartbeat(&hb.node_id))))
 }
 
 /// Sends this node's heartbeat to the current leader every `HEARTBEAT_INTERVAL`.
@@ -168,7 +188,7 @@ pub async fn heartbeat_loop(m: Arc<Manager>) {
         let Some(tls) = m.client_tls() else { continue };
         let delivered = match m.node.status().leader_node {
             Some(leader) if leader.node_id == me => {
-                m.record_heartbeat(&me);
+                let _ = m.record_heartbeat(&me);
                 continue;
             }
             Some(leader) => {

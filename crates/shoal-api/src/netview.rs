@@ -6,7 +6,7 @@
 
 use shoal_manager::Manager;
 use shoal_net::{NetView, ViewAddr, ViewAlias, ViewNetwork, ViewPeer, ViewPort, ViewService, ViewTask};
-use shoal_state::{ClusterState, Object};
+use shoal_state::ClusterState;
 use shoal_types::{EndpointMode, Node, NodeId, Protocol, TaskState};
 use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
@@ -167,29 +167,19 @@ pub fn netview_of(state: &ClusterState, node: &NodeId) -> NetView {
 
 /// Answers with `node`'s view once it differs from `known`, or after `wait`.
 pub async fn wait_netview(m: &Manager, node: &NodeId, known: Option<&str>, wait: Duration) -> NetView {
-    let mut events = m.node.subscribe();
+    // Any change to nodes, networks, services or tasks on networks may change the view.
+    let mut changes = m.changes().net();
     let deadline = tokio::time::Instant::now() + wait;
     loop {
+        // What changed before this is in the read below; what changes after it wakes the wait.
+        changes.mark_unchanged();
         let v = netview_of(&m.node.local_state().state, node);
         if known != Some(v.revision.as_str()) {
             return v;
         }
-        // Any change to nodes, networks, services or tasks may change the view.
-        loop {
-            match tokio::time::timeout_at(deadline, events.recv()).await {
-                Err(_) => return v,
-                Ok(Ok(ev)) => {
-                    let relevant = match &ev.object {
-                        Object::Task(t) => !t.networks.is_empty(),
-                        _ => true,
-                    };
-                    if relevant {
-                        break;
-                    }
-                }
-                Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => break,
-                Ok(Err(tokio::sync::broadcast::error::RecvError::Closed)) => return v,
-            }
+        match tokio::time::timeout_at(deadline, changes.changed()).await {
+            Ok(Ok(())) => {}
+            Err(_) | Ok(Err(_)) => return v,
         }
     }
 }

@@ -7,6 +7,8 @@
 //! `wake_at` falls due, and at least once a second; passes stop as soon as leadership is lost and
 //! a new leader continues from the replicated state (the brain keeps no memory between passes).
 
+pub mod changes;
+
 use shoal_raft::{RaftNode, RaftWatch};
 use shoal_state::{ClusterObject, Command};
 use shoal_types::{NodeRole, Timestamp};
@@ -36,8 +38,14 @@ pub struct Manager {
     /// Upper bound between two controller passes.
     max_pass_interval: Duration,
     stop: watch::Sender<bool>,
-    /// When each node's last heartbeat reached this manager (only the leader's view matters).
-    heartbeats: std::sync::Mutex<std::collections::BTreeMap<String, std::time::Instant>>,
+    /// When each node's last heartbeat reached this manager, and the period the node was told
+    /// to heartbeat at then (only the leader's view matters).
+    heartbeats: std::sync::Mutex<std::collections::BTreeMap<String, (std::time::Instant, Duration)>>,
+    /// What the dispatcher's long polls wait on (one reader of the state machine's events).
+    changes: Arc<changes::Changes>,
+    /// The heartbeat period for the cluster's size ([`heartbeat_period`]), in milliseconds;
+    /// kept by the liveness loop.
+    heartbeat_period_ms: std::sync::atomic::AtomicU64,
     /// Set when this node joined a cluster as a worker: the managers' addresses. The daemon then
     /// runs its agent against them instead of being a manager.
     joined_as_worker: watch::Sender<Option<Vec<String>>>,
@@ -48,9 +56,24 @@ pub struct Manager {
     api_addr: std::sync::OnceLock<String>,
 }
 
-/// How often nodes heartbeat to the leader; a node is down after `MISSED_HEARTBEATS` misses.
+/// How often nodes heartbeat to the leader in a cluster of up to [`HEARTBEATS_PER_SECOND`]
+/// nodes; a node is down after `MISSED_HEARTBEATS` misses of the period it was told.
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
 pub const MISSED_HEARTBEATS: u32 = 3;
+/// The most heartbeats a second the leader asks of the whole cluster: past this many nodes the
+/// period grows with the node count (Nomad's `max_heartbeats_per_second`), so a 1,000-node
+/// cluster heartbeats every 5 s (SwarmKit's fixed period) and a node is down after 15 s.
+pub const HEARTBEATS_PER_SECOND: u64 = 200;
+/// The longest heartbeat period the leader asks for, however large the cluster.
+pub const MAX_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(30);
+
+/// The heartbeat period for a cluster of `nodes` nodes: [`HEARTBEAT_INTERVAL`] up to
+/// [`HEARTBEATS_PER_SECOND`] nodes, then `nodes / HEARTBEATS_PER_SECOND` seconds, at most
+/// [`MAX_HEARTBEAT_INTERVAL`].
+pub fn heartbeat_period(nodes: usize) -> Duration {
+    let ms = (nodes as u64).saturating_mul(1000) / HEARTBEATS_PER_SECOND;
+    Duration::from_millis(ms).clamp(HEARTBEAT_INTERVAL, MAX_HEARTBEAT_INTERVAL)
+}
 /// A manager none of whose Raft RPCs the leader got an answer to for this long is down.
 pub const MANAGER_UNREACHABLE: Duration = Duration::from_secs(1);
 
@@ -123,10 +146,13 @@ impl Manager {
             max_pass_interval: Duration::from_secs(1),
             stop,
             heartbeats: std::sync::Mutex::new(std::collections::BTreeMap::new()),
+            changes: Arc::new(changes::Changes::default()),
+            heartbeat_period_ms: std::sync::atomic::AtomicU64::new(HEARTBEAT_INTERVAL.as_millis() as u64),
             joined_as_worker: watch::channel(None).0,
             leave: watch::channel(false).0,
             api_addr: std::sync::OnceLock::new(),
         });
+        tokio::spawn(changes::fan_out(m.changes.clone(), m.node.subscribe(), stop_rx.clone()));
         tokio::spawn(controllers(m.clone(), stop_rx.clone()));
         tokio::spawn(liveness(m.clone(), stop_rx));
         m
@@ -238,11 +264,24 @@ impl Manager {
         Ok(())
     }
 
-    /// A heartbeat from `node_id` reached this manager.
-    pub fn record_heartbeat(&self, node_id: &str) {
+    /// A heartbeat from `node_id` reached this manager: the period the node should send the
+    /// next one after (the node is down after `MISSED_HEARTBEATS` of these without one).
+    pub fn record_heartbeat(&self, node_id: &str) -> Duration {
         shoal_metrics::metrics().dispatcher_heartbeats.inc();
+        let period = self.heartbeat_period();
         let mut h = self.heartbeats.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        h.insert(node_id.to_string(), std::time::Instant::now());
+        h.insert(node_id.to_string(), (std::time::Instant::now(), period));
+        period
+    }
+
+    /// What the dispatcher's long polls wait on.
+    pub fn changes(&self) -> &changes::Changes {
+        &self.changes
+    }
+
+    /// The period nodes are told to heartbeat at now ([`heartbeat_period`] of the node count).
+    pub fn heartbeat_period(&self) -> Duration {
+        Duration::from_millis(self.heartbeat_period_ms.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     /// Records that this node joined as a worker (its certificate is in `tls_dir`).
@@ -460,11 +499,10 @@ fn random_seed() -> u64 {
 }
 
 /// The leader's liveness check: a ready node whose heartbeats stopped for `MISSED_HEARTBEATS`
-/// intervals is marked down (the orchestrators then move its replicated tasks); a down node that
+/// of the periods it was told is marked down (the orchestrators then move its replicated tasks); a down node that
 /// heartbeats again is marked ready (and told to stop what it no longer owns). A new leader
 /// gives every node a full grace period from the moment it took over.
 async fn liveness(m: Arc<Manager>, mut stop: watch::Receiver<bool>) {
-    let grace = HEARTBEAT_INTERVAL * MISSED_HEARTBEATS;
     let mut leading_since: Option<std::time::Instant> = None;
     loop {
         tokio::select! {
@@ -496,12 +534,18 @@ async fn liveness(m: Arc<Manager>, mut stop: watch::Receiver<bool>) {
             let d = m.node.local_state();
             d.state.nodes().map(|n| (n.id.clone(), n.status.state)).collect()
         };
+        let period = heartbeat_period(nodes.len());
+        m.heartbeat_period_ms.store(period.as_millis() as u64, std::sync::atomic::Ordering::Relaxed);
+        // A node not heard from since this manager leads may still be on the period an earlier
+        // leader told it: the current one, as the cluster's size decides both.
+        let grace = period * MISSED_HEARTBEATS;
         for (id, state) in nodes {
             let unreachable = cut_off.get(id.as_str());
             let alive = id.as_str() == me
                 || unreachable.is_none()
-                    && (seen.get(id.as_str()).is_some_and(|t| now.duration_since(*t) < grace && *t >= since)
-                        || now.duration_since(since) < grace && state == shoal_types::NodeState::Ready);
+                    && (seen.get(id.as_str()).is_some_and(|(t, told)| {
+                        now.duration_since(*t) < *told * MISSED_HEARTBEATS && *t >= since
+                    }) || now.duration_since(since) < grace && state == shoal_types::NodeState::Ready);
             let want = match (state, alive) {
                 (shoal_types::NodeState::Ready, false) => {
                     shoal_metrics::metrics().dispatcher_missed_heartbeats.inc();
@@ -626,6 +670,39 @@ fn state_changes(state: &shoal_state::ClusterState, plan: &shoal_state::Plan) ->
     out
 }
 
+/// The most tasks one plan write creates (about 1 KiB each in the log).
+const MAX_CREATES_PER_WRITE: usize = 512;
+
+/// Splits a plan that creates more than [`MAX_CREATES_PER_WRITE`] tasks into several writes,
+/// committed in order: the first ones only create tasks, the last creates the rest and carries
+/// everything else. One entry of 10,000 new tasks (about 10 MB) took longer to replicate on a
+/// busy machine than the followers' election timeout, and three managers then elected leaders
+/// in turn without end (BENCHMARKS.md, the load test); entries of this size replicate in
+/// milliseconds. Every part keeps the plan's base: a part's creates are in slots no earlier
+/// part touches, and the service changes nothing before the last part, so verification judges
+/// each part as it would the whole. A leader lost between parts leaves some tasks created; the
+/// next pass plans the rest from the state. A plan with scheduled jobs' records stays whole (a
+/// run and its tasks commit together).
+fn split_plan(mut plan: shoal_state::Plan) -> Vec<shoal_state::Plan> {
+    if plan.create_tasks.len() <= MAX_CREATES_PER_WRITE || !plan.job_updates.is_empty() {
+        return vec![plan];
+    }
+    let mut creates = std::mem::take(&mut plan.create_tasks);
+    let mut out = Vec::new();
+    while creates.len() > MAX_CREATES_PER_WRITE {
+        let rest = creates.split_off(MAX_CREATES_PER_WRITE);
+        out.push(shoal_state::Plan {
+            base_index: plan.base_index,
+            create_tasks: creates,
+            ..Default::default()
+        });
+        creates = rest;
+    }
+    plan.create_tasks = creates;
+    out.push(plan);
+    out
+}
+
 /// The leader's control loop.
 async fn controllers(m: Arc<Manager>, mut stop: watch::Receiver<bool>) {
     let mut raft: RaftWatch = m.node.watch();
@@ -661,7 +738,22 @@ async fn controllers(m: Arc<Manager>, mut stop: watch::Receiver<bool>) {
                 .filter(|t| t.restart_history.last() == Some(&t.created_at))
                 .count();
             let started = std::time::Instant::now();
-            let written = m.node.write(Command::ApplyPlan { plan: tick.plan }).await;
+            let mut written: Result<shoal_raft::Response, shoal_raft::WriteError> =
+                Ok(shoal_raft::Response::default());
+            for part in split_plan(tick.plan) {
+                match m.node.write(Command::ApplyPlan { plan: part }).await {
+                    Ok(r) => {
+                        if let Ok(all) = &mut written {
+                            all.rejected.extend(r.rejected);
+                            all.index = r.index;
+                        }
+                    }
+                    Err(e) => {
+                        written = Err(e);
+                        break;
+                    }
+                }
+            }
             metrics.scheduler_plan_commit_seconds.observe(started.elapsed().as_secs_f64());
             if let Ok(r) = &written {
                 for c in
@@ -706,7 +798,44 @@ async fn controllers(m: Arc<Manager>, mut stop: watch::Receiver<bool>) {
 
 #[cfg(test)]
 mod tests {
-    use super::finish_renewal;
+    use super::{finish_renewal, heartbeat_period};
+    use std::time::Duration;
+
+    #[test]
+    fn large_plans_are_written_in_parts_with_everything_else_last() {
+        let task = |i: usize| -> shoal_types::Task {
+            serde_json::from_value(serde_json::json!({
+                "id": format!("t{i}"), "version": 0, "created_at": "1970-01-01T00:00:00Z",
+                "updated_at": "1970-01-01T00:00:00Z", "service_id": "s1", "slot": i, "spec": {},
+                "spec_version": 1, "desired_state": "running", "status": {},
+            }))
+            .expect("a task")
+        };
+        let mut plan = shoal_state::Plan { base_index: 7, ..Default::default() };
+        plan.create_tasks = (0..1_100).map(task).collect();
+        plan.delete_tasks.push((shoal_types::TaskId::new("old"), 3));
+        let parts = super::split_plan(plan.clone());
+        assert_eq!(parts.iter().map(|p| p.create_tasks.len()).collect::<Vec<_>>(), [512, 512, 76]);
+        assert!(parts.iter().all(|p| p.base_index == 7));
+        assert!(parts[..2].iter().all(|p| p.delete_tasks.is_empty()), "other items go last");
+        assert_eq!(parts[2].delete_tasks, plan.delete_tasks);
+        let order: Vec<_> = parts.iter().flat_map(|p| p.create_tasks.iter().map(|t| t.id.clone())).collect();
+        assert_eq!(order, plan.create_tasks.iter().map(|t| t.id.clone()).collect::<Vec<_>>());
+        plan.create_tasks.truncate(512);
+        assert_eq!(super::split_plan(plan.clone()), vec![plan], "a small plan stays whole");
+    }
+
+    #[test]
+    fn heartbeat_period_grows_with_the_cluster_past_200_nodes() {
+        let s = Duration::from_secs;
+        for (nodes, want) in [(0, s(1)), (3, s(1)), (200, s(1)), (300, Duration::from_millis(1500))] {
+            assert_eq!(heartbeat_period(nodes), want, "{nodes} nodes");
+        }
+        assert_eq!(heartbeat_period(1_000), s(5), "SwarmKit's period at 1,000 nodes");
+        assert_eq!(heartbeat_period(5_000), s(25));
+        assert_eq!(heartbeat_period(100_000), s(30), "capped");
+        assert_eq!(heartbeat_period(usize::MAX), s(30), "no overflow");
+    }
 
     fn setup(files: &[(&str, &str)]) -> tempfile::TempDir {
         let d = tempfile::tempdir().expect("tempdir");

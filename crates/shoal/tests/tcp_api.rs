@@ -154,5 +154,7 @@ fn tcp_api_with_client_certificates() {
     assert_eq!(resp.as_ref().ok().and_then(|r| status_of(r)), Some(403), "{resp:?}");
     // ...while the same certificate still works where it belongs (the dispatcher).
     let resp = https(&m.addr(), worker, "POST", "/internal/dispatcher/heartbeat", "{}").expect("answer");
-    assert_eq!(status_of(&resp), Some(204), "{resp}");
+    assert_eq!(status_of(&resp), Some(200), "{resp}");
+    // Two nodes: the default period.
+    assert!(resp.contains("{\"period_ms\":1000}"), "{resp}");
 }
