@@ -260,6 +260,20 @@ pub fn open_with(
     path: &std::path::Path,
     unlock: Option<&str>,
 ) -> Result<(LogStore, StateMachineStore, std::sync::Arc<seal::DataKey>), OpenError> {
+    // Owner-only, like the key and the snapshot (stores made by older versions were 0644).
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(path)
+            .map_err(|e| OpenError(format!("{}: {e}", path.display())))?;
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| OpenError(format!("{}: {e}", path.display())))?;
+    }
     let db = std::sync::Arc::new(redb::Database::create(path).map_err(|e| OpenError(e.to_string()))?);
     log_store::check_store_format(&db).map_err(|e| OpenError(format!("{}: {e}", path.display())))?;
     let key = std::sync::Arc::new(data_key(&db, &path.with_extension("key"), unlock)?);

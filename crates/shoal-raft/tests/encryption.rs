@@ -22,6 +22,7 @@ async fn the_snapshot_file_is_sealed_and_reads_back() {
     let path = tmp.path().join("raft.redb");
     let (_log, mut sm) = shoal_raft::open(&path).expect("open");
     assert_eq!(std::fs::metadata(tmp.path().join("raft.key")).expect("key").mode() & 0o777, 0o600);
+    assert_eq!(std::fs::metadata(&path).expect("store").mode() & 0o777, 0o600, "raft.redb is owner-only");
     let mut state = shoal_state::Snapshot::default();
     state.config.task_history_limit = 3;
     let mut data = serde_json::to_vec(&state).expect("json");
@@ -93,4 +94,16 @@ async fn plain_records_from_before_encryption_still_read() {
     assert_eq!(back, vec![entry]);
     let current = sm.get_current_snapshot().await.expect("read").expect("a snapshot");
     assert_eq!(current.meta.snapshot_id, "old");
+}
+
+#[tokio::test]
+async fn a_store_made_world_readable_is_owner_only_again_when_opened() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let tmp = tempfile::tempdir().expect("tmp");
+    let path = tmp.path().join("raft.redb");
+    drop(shoal_raft::open(&path).expect("open"));
+    // As older versions left it.
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    drop(shoal_raft::open(&path).expect("open again"));
+    assert_eq!(std::fs::metadata(&path).expect("store").mode() & 0o777, 0o600);
 }
