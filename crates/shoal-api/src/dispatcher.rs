@@ -42,19 +42,33 @@ use std::time::Duration;
 /// The longest an assignments request waits for a change.
 pub const LONG_POLL: Duration = Duration::from_secs(10);
 
-/// The node's tasks and a revision that changes whenever one of them does.
-pub fn assignments_of(state: &ClusterState, node: &NodeId) -> Assignments {
-    let mut tasks: Vec<_> = state.tasks_on_node(node).cloned().collect();
+/// The revision of `node`'s assignments ([`assignments_of`]), computed without copying them.
+pub fn assignments_revision(state: &ClusterState, node: &NodeId) -> String {
+    let mut tasks: Vec<&Task> = state.tasks_on_node(node).collect();
     tasks.sort_by(|a, b| a.id.cmp(&b.id));
-    // SipHash with fixed keys: deterministic for a given build, which is all a revision needs.
+    revision(state, node, &tasks)
+}
+
+/// SipHash with fixed keys over the tasks' ids and versions and the node's role: deterministic
+/// for a given build, which is all a revision needs.
+fn revision(state: &ClusterState, node: &NodeId, tasks: &[&Task]) -> String {
     let mut h = std::hash::DefaultHasher::new();
-    for t in &tasks {
+    for t in tasks {
         t.id.as_str().hash(&mut h);
         t.version.hash(&mut h);
     }
     tasks.len().hash(&mut h);
     // The node's role is part of what the agent follows (promote/demote).
     state.node(node).map(|n| n.spec.role).hash(&mut h);
+    format!("{:016x}", h.finish())
+}
+
+/// The node's tasks and a revision that changes whenever one of them does.
+pub fn assignments_of(state: &ClusterState, node: &NodeId) -> Assignments {
+    let mut refs: Vec<&Task> = state.tasks_on_node(node).collect();
+    refs.sort_by(|a, b| a.id.cmp(&b.id));
+    let revision = revision(state, node, &refs);
+    let tasks: Vec<Task> = refs.into_iter().cloned().collect();
     // The tasks' services, whose names name the tasks' containers (a service's name never changes).
     let services = tasks
         .iter()
@@ -66,7 +80,7 @@ pub fn assignments_of(state: &ClusterState, node: &NodeId) -> Assignments {
         .collect();
     let registry_auth = registry_credentials(state, &tasks);
     let secrets = secrets_for(state, &tasks);
-    Assignments { revision: format!("{:016x}", h.finish()), tasks, services, registry_auth, secrets }
+    Assignments { revision, tasks, services, registry_auth, secrets }
 }
 
 /// The data of the secrets and configs that the node's live tasks yet to run use: a node gets
@@ -123,13 +137,15 @@ pub async fn wait_assignments(
     loop {
         // What changed before this is in the read below; what changes after it wakes the wait.
         changes.mark_unchanged();
-        let a = assignments_of(&m.node.local_state().state, node);
-        if known != Some(a.revision.as_str()) {
-            return a;
+        {
+            let d = m.node.local_state();
+            if known != Some(assignments_revision(&d.state, node).as_str()) {
+                return assignments_of(&d.state, node);
+            }
         }
         match tokio::time::timeout_at(deadline, changes.changed()).await {
             Ok(Ok(())) => {}
-            Err(_) | Ok(Err(_)) => return a,
+            Err(_) | Ok(Err(_)) => return assignments_of(&m.node.local_state().state, node),
         }
     }
 }
