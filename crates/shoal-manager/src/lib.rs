@@ -670,15 +670,16 @@ fn state_changes(state: &shoal_state::ClusterState, plan: &shoal_state::Plan) ->
     out
 }
 
-/// The most tasks one plan write creates (about 1 KiB each in the log).
-const MAX_CREATES_PER_WRITE: usize = 512;
+/// The most tasks one plan write creates (about 1 KiB each in the log: entries of about 2 MB).
+const MAX_CREATES_PER_WRITE: usize = 2048;
 
 /// Splits a plan that creates more than [`MAX_CREATES_PER_WRITE`] tasks into several writes,
 /// committed in order: the first ones only create tasks, the last creates the rest and carries
 /// everything else. One entry of 10,000 new tasks (about 10 MB) took longer to replicate on a
 /// busy machine than the followers' election timeout, and three managers then elected leaders
-/// in turn without end (BENCHMARKS.md, the load test); entries of this size replicate in
-/// milliseconds. Every part keeps the plan's base: a part's creates are in slots no earlier
+/// in turn without end (BENCHMARKS.md, the load test). Parts of about 2 MB replicate in time,
+/// and few enough of them keep one manager's create as fast as one entry (each part wakes the
+/// nodes' polls again: parts of 512 doubled it). Every part keeps the plan's base: a part's creates are in slots no earlier
 /// part touches, and the service changes nothing before the last part, so verification judges
 /// each part as it would the whole. A leader lost between parts leaves some tasks created; the
 /// next pass plans the rest from the state. A plan with scheduled jobs' records stays whole (a
@@ -812,16 +813,16 @@ mod tests {
             .expect("a task")
         };
         let mut plan = shoal_state::Plan { base_index: 7, ..Default::default() };
-        plan.create_tasks = (0..1_100).map(task).collect();
+        plan.create_tasks = (0..4_200).map(task).collect();
         plan.delete_tasks.push((shoal_types::TaskId::new("old"), 3));
         let parts = super::split_plan(plan.clone());
-        assert_eq!(parts.iter().map(|p| p.create_tasks.len()).collect::<Vec<_>>(), [512, 512, 76]);
+        assert_eq!(parts.iter().map(|p| p.create_tasks.len()).collect::<Vec<_>>(), [2048, 2048, 104]);
         assert!(parts.iter().all(|p| p.base_index == 7));
         assert!(parts[..2].iter().all(|p| p.delete_tasks.is_empty()), "other items go last");
         assert_eq!(parts[2].delete_tasks, plan.delete_tasks);
         let order: Vec<_> = parts.iter().flat_map(|p| p.create_tasks.iter().map(|t| t.id.clone())).collect();
         assert_eq!(order, plan.create_tasks.iter().map(|t| t.id.clone()).collect::<Vec<_>>());
-        plan.create_tasks.truncate(512);
+        plan.create_tasks.truncate(2048);
         assert_eq!(super::split_plan(plan.clone()), vec![plan], "a small plan stays whole");
     }
 
