@@ -543,28 +543,33 @@ pub async fn read_linearizable<T>(
     m.node.read_at(index, f).await
 }
 
-/// The read index from the leader, wherever it is: here, or asked over mTLS; once more at the
-/// next leader if the leader is unknown or fails to answer.
+/// The read index from the leader, wherever it is: here, or asked over mTLS; again at the next
+/// leader while the leader is unknown or fails to answer, for as long as a follower waits for a
+/// leader (a read has no effect, so asking again is always safe; leaders can change more than
+/// once in a burst).
 async fn read_index_anywhere(m: &Manager) -> Result<u64, ReadError> {
-    let mut retried = false;
+    let deadline = tokio::time::Instant::now() + crate::leader::LEADER_WAIT;
     loop {
         let failed_leader = match m.node.read_index().await {
             Ok(i) => return Ok(i),
             Err(ReadError::NotLeader { leader: Some(leader) }) => match ask_read_index(m, &leader).await {
                 Ok(i) => return Ok(i),
-                Err(e) if retried => return Err(e),
+                Err(e) if tokio::time::Instant::now() >= deadline => return Err(e),
                 Err(_) => Some(leader),
             },
-            Err(ReadError::NotLeader { leader: None }) if retried => {
+            Err(ReadError::NotLeader { leader: None }) if tokio::time::Instant::now() >= deadline => {
                 return Err(ReadError::Unavailable(crate::leader::NO_LEADER.into()))
             }
             Err(ReadError::NotLeader { leader: None }) => None,
             Err(e) => return Err(e),
         };
-        retried = true;
+        // At most one round each 50 ms, even while this manager still names a leader that
+        // no longer answers as one.
+        let next_round = tokio::time::Instant::now() + std::time::Duration::from_millis(50);
         crate::leader::wait_for_leader(m, failed_leader.as_ref())
             .await
             .map_err(|e| ReadError::Unavailable(e.to_string()))?;
+        tokio::time::sleep_until(next_round).await;
     }
 }
 

@@ -76,19 +76,22 @@ pub(crate) const NO_LEADER: &str = "no leader: no manager has won an election wi
 
 /// How long a follower waits for a leader to appear when it knows none, and for a new one after
 /// the leader it forwarded to went away (an election takes 0.4–2 s here).
-const LEADER_WAIT: Duration = Duration::from_secs(10);
+pub(crate) const LEADER_WAIT: Duration = Duration::from_secs(10);
 
 /// Runs `op` on the leader: here when this manager leads, else forwarded; once more at the new
 /// leader if the leader changes on the way.
 pub async fn submit(m: &Manager, op: LeaderOp) -> Result<Option<shoal_raft::Response>, WriteError> {
     let mut retried = false;
+    // Sent again at each new leader while nothing reached the old one, for as long as a
+    // follower waits for a leader at all (leaders can change more than once under load).
+    let deadline = tokio::time::Instant::now() + LEADER_WAIT;
     loop {
         let leader = wait_for_leader(m, None).await?;
         match attempt(m, &op, &leader).await {
             Ok(r) => return Ok(r),
             Err(Failure::Final(e)) => return Err(retry_note(e, retried)),
             Err(Failure::LeaderGone(e)) => {
-                if retried {
+                if tokio::time::Instant::now() >= deadline {
                     return Err(e);
                 }
                 tracing::info!(op = op.name(), old_leader = %leader.node_id, error = %e, "the leader changed; sending again");

@@ -21,6 +21,7 @@
 mod log_store;
 mod network;
 mod node;
+pub mod runtime;
 pub mod seal;
 mod state_machine;
 pub mod transport;

@@ -163,4 +163,7 @@ impl RaftNetwork<TypeConfig> for LazyPeer {
             None => Err(err(target)),
         }
     }
+    fn backoff(&self) -> openraft::network::Backoff {
+        crate::transport::backoff()
+    }
 }

@@ -209,8 +209,15 @@ impl RaftNode {
         .map_err(|e| StartError::Raft(e.to_string()))?;
         let committed = log.committed_index();
         let (appended, snapshot_bytes) = (log.appended_bytes(), sm.snapshot_bytes());
-        let raft = Raft::new(cfg.raft_id, Arc::new(raft_config), network, log, sm.clone())
+        // The core, its replication streams and timers run on Raft's own runtime (see
+        // `crate::runtime`): API work on the caller's runtime cannot delay a heartbeat.
+        let (id, raft_sm) = (cfg.raft_id, sm.clone());
+        let raft =
+            crate::runtime::run(
+                async move { Raft::new(id, Arc::new(raft_config), network, log, raft_sm).await },
+            )
             .await
+            .map_err(StartError::Raft)?
             .map_err(|e| StartError::Raft(e.to_string()))?;
         tokio::spawn(count_leader_changes(raft.metrics()));
         tokio::spawn(snapshot_policy(raft.clone(), appended, snapshot_bytes));

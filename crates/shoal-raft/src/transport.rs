@@ -1,4 +1,5 @@
-//! Node-to-node Raft transport: JSON over HTTP/1.1 over mutual TLS.
+//! Node-to-node Raft transport: JSON over HTTP/2 (HTTP/1.1 with a peer of an older version)
+//! over mutual TLS.
 //!
 //! # Wire format
 //!
@@ -40,14 +41,20 @@
 //!   interval (100 ms) for `append`, `election_timeout_min` (400 ms) for `vote`, the snapshot
 //!   timeout (10 s) per `snapshot` chunk. The clock starts before the request is encoded and
 //!   includes connecting.
-//! * The client pools connections per peer address (at most [`MAX_IDLE_PER_PEER`] idle; one
-//!   in steady state, since replication to a peer is sequential) and reuses them. A request that
+//! * The client offers the ALPN protocol [`RAFT_ALPN`] (HTTP/2). Where the peer agrees, one
+//!   connection per peer carries every RPC as its own stream: the replication stream, the
+//!   heartbeats that confirm leadership for linearizable reads beside it, and an RPC that timed
+//!   out and is still being answered. A peer without it (an older version) gets HTTP/1.1, one
+//!   request per connection at a time, pooled (at most [`MAX_IDLE_PER_PEER`] idle). A request that
 //!   fails on a reused connection (the peer restarted or closed it) is retried once on a fresh
 //!   one. The exchange runs in its own task that may outlive the caller's deadline by another
 //!   `hard_ttl`: a slow answer or handshake then completes and leaves a usable connection in the
 //!   pool rather than a torn one. A connection whose exchange failed is never reused.
 //! * Entries and snapshot chunks are encoded, and request bodies over 64 KiB decoded, on tokio's
 //!   blocking pool, so a large batch does not stall heartbeats.
+//! * Clients offer the ALPN protocol [`RAFT_ALPN`]; the server also lists it (before
+//!   `http/1.1`), and serves a connection that negotiated it on Raft's own runtime
+//!   ([`crate::runtime`]), where API work on the same listener cannot delay a heartbeat.
 //! * The server gives each connection its own task: the TLS handshake must finish within
 //!   [`HANDSHAKE_TIMEOUT`], request headers within 30 s, so a slow or silent client never
 //!   blocks another. Dropping the [`serve_tls`] future closes every connection it accepted.
@@ -55,14 +62,17 @@
 //! # Error mapping (client side)
 //!
 //! * TCP connect, TLS handshake, HTTP or I/O failure, a non-`200` answer or an undecodable
-//!   answer → [`RPCError::Unreachable`] (openraft backs off 500 ms before retrying that peer).
-//! * Deadline passed while still connecting → [`RPCError::Unreachable`]; while encoding or
-//!   waiting for the answer → [`RPCError::Timeout`] — except an `append` of more than one
+//!   answer → [`RPCError::Unreachable`] (openraft backs off before retrying that peer: 25, 50,
+//!   100, 200 ms, then 500 ms each while it stays unreachable; see `backoff`).
+//! * Deadline passed while connecting, encoding or waiting for the answer →
+//!   [`RPCError::Timeout`] (the exchange goes on and leaves its connection in the pool;
+//!   openraft retries at once) — except an `append` of more than one
 //!   entry that is not answered within `soft_ttl()` (3/4 of the deadline), which returns
 //!   [`RPCError::PayloadTooLarge`] with half as many entries as the hint, so openraft resends
 //!   at once in smaller batches instead of timing out on the same large one forever.
 //! * `{"Err": RaftError}` from the peer → [`RPCError::RemoteError`].
 
+use crate::runtime::RAFT_ALPN;
 use crate::{ManagerNode, Raft, RaftId, RaftNode, TypeConfig};
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, State};
@@ -73,7 +83,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper::{header, Method, Request, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use openraft::error::{
     InstallSnapshotError, PayloadTooLarge, RPCError, RaftError, RemoteError, Timeout, Unreachable,
@@ -107,7 +117,7 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const MAX_RAFT_BODY: usize = 64 * 1024 * 1024;
 
 /// Idle connections kept per peer address.
-pub const MAX_IDLE_PER_PEER: usize = 2;
+pub const MAX_IDLE_PER_PEER: usize = 4;
 
 /// How long the server waits for a request's headers (also bounds idle keep-alive connections).
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
@@ -151,7 +161,48 @@ impl RpcKind {
 // Client
 // ---------------------------------------------------------------------------------------------
 
-type Sender = SendRequest<Full<Bytes>>;
+/// A connection to a peer: HTTP/2 where the peer negotiated [`RAFT_ALPN`] — every RPC to the
+/// peer shares it, each as its own stream, so a slow answer never makes the next heartbeat wait
+/// for a connection — else HTTP/1.1, one request at a time (a peer of an older version).
+enum Sender {
+    H1(SendRequest<Full<Bytes>>),
+    H2(hyper::client::conn::http2::SendRequest<Full<Bytes>>),
+}
+
+impl Sender {
+    fn is_closed(&self) -> bool {
+        match self {
+            Sender::H1(s) => s.is_closed(),
+            Sender::H2(s) => s.is_closed(),
+        }
+    }
+
+    /// A second handle on a shared (HTTP/2) connection.
+    fn share(&self) -> Option<Sender> {
+        match self {
+            Sender::H2(s) => Some(Sender::H2(s.clone())),
+            Sender::H1(_) => None,
+        }
+    }
+
+    async fn send_request(&mut self, req: Request<Full<Bytes>>) -> hyper::Result<hyper::Response<Incoming>> {
+        match self {
+            Sender::H1(s) => {
+                s.ready().await?;
+                s.send_request(req).await
+            }
+            Sender::H2(s) => {
+                s.ready().await?;
+                s.send_request(req).await
+            }
+        }
+    }
+}
+
+/// HTTP/2 flow-control windows for Raft connections: a snapshot chunk (up to ~4 MiB of JSON)
+/// goes through without waiting for window updates on every 64 KiB.
+const H2_STREAM_WINDOW: u32 = 8 * 1024 * 1024;
+const H2_CONNECTION_WINDOW: u32 = 32 * 1024 * 1024;
 
 /// The Raft network over mTLS: a [`RaftNetworkFactory`] whose clients POST to the peers'
 /// `/internal/raft/*`. Cheap to clone; clones share the connection pool.
@@ -219,8 +270,11 @@ impl TlsNetwork {
     /// Like [`TlsNetwork::new`], recording how peers answer in `contacts` (shared across the
     /// networks a renewal replaces).
     pub fn with_contacts(client_config: Arc<rustls::ClientConfig>, contacts: PeerContacts) -> Self {
+        // Offering the Raft protocol puts the connection on the peer's Raft runtime.
+        let mut config = (*client_config).clone();
+        config.alpn_protocols = vec![RAFT_ALPN.to_vec()];
         TlsNetwork {
-            connector: TlsConnector::from(client_config),
+            connector: TlsConnector::from(Arc::new(config)),
             local_id: None,
             idle: Arc::default(),
             contacts,
@@ -237,25 +291,32 @@ impl TlsNetwork {
         self.idle.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// An idle, still open connection to `addr`, if any.
+    /// A still open connection to `addr`, if any: the shared HTTP/2 one (it stays in the pool),
+    /// else an idle HTTP/1.1 one.
     fn checkout(&self, addr: &str) -> Option<Sender> {
         let mut pool = self.pool();
         let conns = pool.get_mut(addr)?;
-        let found = std::iter::from_fn(|| conns.pop()).find(|s| !s.is_closed());
+        conns.retain(|s| !s.is_closed());
+        let found = conns.iter().find_map(Sender::share).or_else(|| conns.pop());
         if conns.is_empty() {
             pool.remove(addr);
         }
         found
     }
 
-    /// Returns a connection whose exchange completed.
+    /// Returns a connection whose exchange completed (an HTTP/2 one only if the pool holds no
+    /// open one yet).
     fn checkin(&self, addr: &str, sender: Sender) {
         if sender.is_closed() {
             return;
         }
         let mut pool = self.pool();
         let conns = pool.entry(addr.to_owned()).or_default();
-        if conns.len() < MAX_IDLE_PER_PEER {
+        let keep = match sender {
+            Sender::H2(_) => !conns.iter().any(|c| matches!(c, Sender::H2(_)) && !c.is_closed()),
+            Sender::H1(_) => conns.len() < MAX_IDLE_PER_PEER,
+        };
+        if keep {
             conns.push(sender);
         }
     }
@@ -372,12 +433,7 @@ impl TlsPeer {
             Ok(Err(e)) => return Err(unreachable(self.fail(kind, format!("exchange task failed: {e}")))),
             Err(_) => {
                 let stage = progress.load(Ordering::Acquire);
-                if stage == CONNECTING {
-                    let e = self.fail(kind, format!("no connection within {wait:?}"));
-                    self.net.contacts.failed(self.target, e.message.clone());
-                    return Err(unreachable(e));
-                }
-                if split {
+                if split && stage != CONNECTING {
                     let hint = (entries / 2).max(1) as u64;
                     tracing::debug!(
                         target_id = self.target,
@@ -387,7 +443,12 @@ impl TlsPeer {
                     );
                     return Err(RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint(hint)));
                 }
-                self.net.contacts.failed(self.target, format!("no answer within {wait:?}"));
+                // A connection still being made is a timeout too, not "unreachable": the
+                // exchange goes on in its own task and leaves the connection in the pool, and
+                // openraft sends the next heartbeat at once instead of backing off (a TLS
+                // handshake on a loaded machine can outlast the 50 ms a heartbeat is given).
+                let what = if stage == CONNECTING { "no connection" } else { "no answer" };
+                self.net.contacts.failed(self.target, format!("{what} within {wait:?}"));
                 return Err(RPCError::Timeout(Timeout {
                     action: kind.rpc_type(),
                     id: self.net.local_id.unwrap_or_default(),
@@ -446,16 +507,24 @@ impl TlsPeer {
             .map_err(|e| self.fail(kind, format!("server name: {e}")))?;
         let tls =
             self.net.connector.connect(name, tcp).await.map_err(|e| self.fail(kind, format!("TLS: {e}")))?;
+        let peer = self.node.addr.clone();
+        let closed = move |e: hyper::Error| tracing::debug!(peer = %peer, error = %e, "raft transport: connection closed");
+        if tls.get_ref().1.alpn_protocol() == Some(RAFT_ALPN) {
+            let (sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                .initial_stream_window_size(H2_STREAM_WINDOW)
+                .initial_connection_window_size(H2_CONNECTION_WINDOW)
+                .handshake(TokioIo::new(tls))
+                .await
+                .map_err(|e| self.fail(kind, format!("HTTP/2: {e}")))?;
+            tokio::spawn(async move { conn.await.map_err(closed) });
+            return Ok(Sender::H2(sender));
+        }
         let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
             .await
             .map_err(|e| self.fail(kind, format!("HTTP: {e}")))?;
-        let peer = self.node.addr.clone();
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(peer = %peer, error = %e, "raft transport: connection closed");
-            }
-        });
-        Ok(sender)
+        tokio::spawn(async move { conn.await.map_err(closed) });
+        Ok(Sender::H1(sender))
     }
 
     /// Sends the request and reads the whole answer. `Err`: the connection is unusable.
@@ -466,14 +535,18 @@ impl TlsPeer {
         kind: RpcKind,
         body: Bytes,
     ) -> Result<Result<Bytes, TransportError>, TransportError> {
+        let uri = match sender {
+            // HTTP/2 carries the authority and scheme in the request itself.
+            Sender::H2(_) => format!("https://{}{RAFT_PATH_PREFIX}{}", self.node.addr, kind.as_str()),
+            Sender::H1(_) => format!("{RAFT_PATH_PREFIX}{}", kind.as_str()),
+        };
         let req = Request::builder()
             .method(Method::POST)
-            .uri(format!("{RAFT_PATH_PREFIX}{}", kind.as_str()))
+            .uri(uri)
             .header(header::HOST, self.node.addr.as_str())
             .header(header::CONTENT_TYPE, "application/json")
             .body(Full::new(body))
             .map_err(|e| self.fail(kind, format!("request: {e}")))?;
-        sender.ready().await.map_err(|e| self.fail(kind, format!("HTTP: {e}")))?;
         let resp = sender.send_request(req).await.map_err(|e| self.fail(kind, format!("HTTP: {e}")))?;
         let status = resp.status();
         let answer = Limited::new(resp.into_body(), MAX_RAFT_BODY)
@@ -522,6 +595,19 @@ impl RaftNetwork<TypeConfig> for TlsPeer {
     ) -> ClientResult<VoteResponse<RaftId>, openraft::error::Infallible> {
         self.call(RpcKind::Vote, rpc, &option, 0, false).await
     }
+
+    fn backoff(&self) -> openraft::network::Backoff {
+        backoff()
+    }
+}
+
+/// The pauses before each retry to a peer that could not be reached: openraft's constant 500 ms
+/// is longer than an election timeout, so one refused connection (the peer restarting, a
+/// connection the peer just closed) silenced the leader's heartbeats to it long enough for an
+/// election. Short at first, 500 ms for a peer that stays away.
+pub(crate) fn backoff() -> openraft::network::Backoff {
+    let first = [25, 50, 100, 200].map(Duration::from_millis);
+    openraft::network::Backoff::new(first.into_iter().chain(std::iter::repeat(Duration::from_millis(500))))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -674,11 +760,22 @@ pub async fn serve_tls_reloading<A>(
     A: Fn(&NodeIdentity, &str) -> bool + Clone + Send + Sync + 'static,
 {
     let mut conns = JoinSet::new();
+    // The configuration with the ALPN protocols added, made again when a new one is published.
+    let mut current: Option<(Arc<rustls::ServerConfig>, Arc<rustls::ServerConfig>)> = None;
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((tcp, peer)) => {
-                    let acceptor = TlsAcceptor::from(configs.borrow().clone());
+                    let published = configs.borrow().clone();
+                    let config = match &current {
+                        Some((from, made)) if Arc::ptr_eq(from, &published) => made.clone(),
+                        _ => {
+                            let made = with_raft_alpn(&published);
+                            current = Some((published, made.clone()));
+                            made
+                        }
+                    };
+                    let acceptor = TlsAcceptor::from(config);
                     conns.spawn(serve_connection(acceptor, tcp, peer, router.clone(), authorize.clone()));
                 }
                 Err(e) => {
@@ -690,6 +787,23 @@ pub async fn serve_tls_reloading<A>(
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
         }
     }
+}
+
+/// `config` also accepting the Raft ALPN protocol. `http/1.1` stays in the list: a client that
+/// offers ALPN protocols none of which the server lists is refused by rustls (curl offers `h2`
+/// and `http/1.1`); clients that offer none are unaffected.
+fn with_raft_alpn(config: &Arc<rustls::ServerConfig>) -> Arc<rustls::ServerConfig> {
+    if config.alpn_protocols.iter().any(|p| p == RAFT_ALPN) {
+        return config.clone();
+    }
+    let mut c = (**config).clone();
+    let mut protocols = vec![RAFT_ALPN.to_vec()];
+    if c.alpn_protocols.is_empty() {
+        protocols.push(b"http/1.1".to_vec());
+    }
+    protocols.append(&mut c.alpn_protocols);
+    c.alpn_protocols = protocols;
+    Arc::new(c)
 }
 
 async fn serve_connection<A>(
@@ -740,11 +854,43 @@ async fn serve_connection<A>(
             hyper::service::Service::call(&router, req).await
         }
     });
-    let mut builder = hyper::server::conn::http1::Builder::new();
-    builder.timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
-    // `with_upgrades`: an agent's streamed exec takes the connection over after its `101`.
-    if let Err(e) = builder.serve_connection(TokioIo::new(tls), service).with_upgrades().await {
-        tracing::debug!(%peer, error = %e, "raft transport: connection ended with an error");
+    let raft = tls.get_ref().1.alpn_protocol() == Some(RAFT_ALPN);
+    let serve = async move {
+        let ended = |e: hyper::Error| tracing::debug!(%peer, error = %e, "raft transport: connection ended with an error");
+        if raft {
+            // A peer's Raft RPCs, each its own HTTP/2 stream. Pings find a peer that went away.
+            let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+            builder
+                .timer(TokioTimer::new())
+                .initial_stream_window_size(H2_STREAM_WINDOW)
+                .initial_connection_window_size(H2_CONNECTION_WINDOW)
+                .keep_alive_interval(Some(Duration::from_secs(10)))
+                .keep_alive_timeout(Duration::from_secs(20));
+            if let Err(e) = builder.serve_connection(TokioIo::new(tls), service).await {
+                ended(e);
+            }
+            return;
+        }
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder.timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
+        // `with_upgrades`: an agent's streamed exec takes the connection over after its `101`.
+        if let Err(e) = builder.serve_connection(TokioIo::new(tls), service).with_upgrades().await {
+            ended(e);
+        }
+    };
+    // A peer's Raft connection is served on Raft's runtime, where API work cannot hold up the
+    // heartbeats it carries (see `crate::runtime`).
+    match raft.then(crate::runtime::handle) {
+        Some(Ok(rt)) => {
+            // Dropping this future (the listener stops) closes the connection there too.
+            let mut task = crate::runtime::AbortOnDrop(rt.spawn(serve));
+            let _ = (&mut task.0).await;
+        }
+        Some(Err(e)) => {
+            tracing::warn!(%peer, error = %e, "serving a Raft connection on the shared runtime");
+            serve.await;
+        }
+        None => serve.await,
     }
 }
 

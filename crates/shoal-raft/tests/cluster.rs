@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::header::{CONTENT_TYPE, HOST};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls_pki_types::ServerName;
 use shoal_pki::{
     client_config, generate_key_and_csr, pinned_client_config, server_config, Ca, ClientAuth, Role,
@@ -112,6 +112,33 @@ async fn post(client: Arc<rustls::ClientConfig>, addr: SocketAddr, path: &str, b
     (status, String::from_utf8_lossy(&body).into_owned())
 }
 
+/// The same over HTTP/2, as a peer's Raft client sends it: the connection must negotiate the
+/// Raft ALPN protocol (it is then served on Raft's own runtime).
+async fn post_h2(
+    client: Arc<rustls::ClientConfig>,
+    addr: SocketAddr,
+    path: &str,
+    body: &str,
+) -> (u16, String) {
+    let mut config = (*client).clone();
+    config.alpn_protocols = vec![shoal_raft::runtime::RAFT_ALPN.to_vec()];
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    let name = ServerName::try_from(MANAGER_SERVER_NAME).expect("server name");
+    let tls = TlsConnector::from(Arc::new(config)).connect(name, tcp).await.expect("TLS handshake");
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(shoal_raft::runtime::RAFT_ALPN), "Raft's ALPN protocol");
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls)).await.expect("HTTP/2");
+    tokio::spawn(conn);
+    let req = hyper::Request::post(format!("https://{addr}{path}"))
+        .header(CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(body.to_owned())))
+        .expect("request");
+    let resp = sender.send_request(req).await.expect("response");
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
 /// The body of a well-formed vote request (a peer would otherwise answer 400, not 403).
 const VOTE: &str = r#"{"vote":{"leader_id":{"term":99,"node_id":9},"committed":false},"last_log_id":null}"#;
 
@@ -178,8 +205,10 @@ async fn three_managers_replicate_fail_over_and_refuse_strangers() {
     let (status, body) = post(worker.clone(), m2.addr, "/internal/raft/vote", VOTE).await;
     assert_eq!(status, 403, "worker certificate: {body}");
     assert!(body.contains("worker wrk-1"), "{body}");
-    let (status, _) = post(worker, m2.addr, "/internal/raft/append", "{}").await;
+    let (status, _) = post(worker.clone(), m2.addr, "/internal/raft/append", "{}").await;
     assert_eq!(status, 403, "worker certificate on append");
+    let (status, body) = post_h2(worker, m2.addr, "/internal/raft/vote", VOTE).await;
+    assert_eq!(status, 403, "worker certificate over HTTP/2: {body}");
     let anonymous = pinned_client_config(&ca.digest()).expect("pinned client");
     let (status, body) = post(anonymous, m2.addr, "/internal/raft/vote", VOTE).await;
     assert_eq!(status, 403, "no certificate: {body}");
@@ -192,8 +221,10 @@ async fn three_managers_replicate_fail_over_and_refuse_strangers() {
     let member = client_config(ca.cert_pem(), &member_cert, &member_key).expect("member client");
     let (status, body) = post(member.clone(), m2.addr, "/internal/raft/vote", "{\"nonsense\":1}").await;
     assert_eq!(status, 400, "bad body: {body}");
-    let (status, body) = post(member, m2.addr, "/internal/raft/elect-me", VOTE).await;
+    let (status, body) = post(member.clone(), m2.addr, "/internal/raft/elect-me", VOTE).await;
     assert_eq!(status, 400, "unknown kind: {body}");
+    let (status, body) = post_h2(member, m2.addr, "/internal/raft/vote", "{\"nonsense\":1}").await;
+    assert_eq!(status, 400, "bad body over HTTP/2: {body}");
     assert_eq!(m2.node.status().term, m1.node.status().term, "refused requests changed nothing");
 
     // The framework-independent handler.
