@@ -1,10 +1,10 @@
 //! Write throughput of a three-manager cluster: three Raft members in one process, each with its
 //! own redb store (every log append fsynced before it is acknowledged) and its own TLS listener
 //! on 127.0.0.1, talking over real TCP and mutual TLS with certificates from a cluster CA. Service
-//! creates are proposed on the leader, one at a time and with 32 writers in flight; each one is
+//! creates are proposed on the leader, one at a time and with WRITERS (default 32) in flight; each one is
 //! acknowledged only once a quorum (the leader and at least one follower) has it on disk.
 //!
-//!     cargo run --release -p shoal-manager --example write_throughput_3 [-- N]
+//!     cargo run --release -p shoal-manager --example write_throughput_3 [-- N [WRITERS]]
 
 use shoal_manager::{ManagerNode, NodeConfig, RaftId};
 use shoal_pki::{client_config, generate_key_and_csr, server_config, Ca, ClientAuth, Role};
@@ -115,7 +115,7 @@ async fn main() -> Result<(), BoxError> {
     }
     report("sequential", n, start.elapsed(), latencies);
 
-    let writers = 32;
+    let writers: usize = std::env::args().nth(2).and_then(|a| a.parse().ok()).unwrap_or(32);
     let start = Instant::now();
     let mut handles = Vec::new();
     for w in 0..writers {

@@ -13,20 +13,33 @@ use tokio::sync::{broadcast, watch};
 /// Change counters: one per node that has a poll waiting (or had one), one for network views.
 #[derive(Default)]
 pub struct Changes {
-    nodes: Mutex<HashMap<NodeId, watch::Sender<u64>>>,
+    nodes: Mutex<NodeCounters>,
     net: watch::Sender<u64>,
 }
+
+/// The per-node counters, and the size at which those nobody waits for are next dropped.
+#[derive(Default)]
+struct NodeCounters {
+    map: HashMap<NodeId, watch::Sender<u64>>,
+    sweep_at: usize,
+}
+
+/// The fewest counters kept before any is dropped.
+const SWEEP_MIN: usize = 64;
 
 impl Changes {
     /// Changes to `node`'s tasks or node object from now on. Take it before reading the state:
     /// a change between the read and the wait is then not missed.
     pub fn node(&self, node: &NodeId) -> watch::Receiver<u64> {
         let mut nodes = self.nodes.lock().unwrap_or_else(PoisonError::into_inner);
-        // Forget the counters of nodes nobody waits for (removed nodes, workers gone).
-        if nodes.len() > 64 && nodes.len().is_power_of_two() {
-            nodes.retain(|_, s| s.receiver_count() > 0);
+        let NodeCounters { map, sweep_at } = &mut *nodes;
+        // Forget the counters of nodes nobody waits for (removed nodes, workers gone) once the
+        // map has doubled since the last sweep: amortized O(1) per poll whatever the size.
+        if map.len() >= (*sweep_at).max(SWEEP_MIN) {
+            map.retain(|_, s| s.receiver_count() > 0);
+            *sweep_at = map.len().saturating_mul(2);
         }
-        nodes.entry(node.clone()).or_insert_with(|| watch::channel(0).0).subscribe()
+        map.entry(node.clone()).or_insert_with(|| watch::channel(0).0).subscribe()
     }
 
     /// Changes that may alter a node's network view (nodes, networks, services, tasks on
@@ -40,13 +53,13 @@ impl Changes {
     }
 
     fn bump_node(&self, node: &NodeId) {
-        if let Some(s) = self.nodes.lock().unwrap_or_else(PoisonError::into_inner).get(node) {
+        if let Some(s) = self.nodes.lock().unwrap_or_else(PoisonError::into_inner).map.get(node) {
             Self::bump(s);
         }
     }
 
     fn bump_all(&self) {
-        for s in self.nodes.lock().unwrap_or_else(PoisonError::into_inner).values() {
+        for s in self.nodes.lock().unwrap_or_else(PoisonError::into_inner).map.values() {
             Self::bump(s);
         }
         Self::bump(&self.net);
@@ -127,6 +140,28 @@ mod tests {
         c.route(&Object::Node(Box::new(Node::test("a", "ha"))));
         assert!(a.has_changed().expect("open") && net.has_changed().expect("open"));
         assert!(!b.has_changed().expect("open"));
+    }
+
+    #[test]
+    fn counters_nobody_waits_for_are_dropped_as_the_map_doubles_and_only_then() {
+        let c = Changes::default();
+        let size = || c.nodes.lock().expect("lock").map.len();
+        // 100 nodes keep polling (their receivers stay alive).
+        let live: Vec<_> = (0..100).map(|i| c.node(&NodeId::new(format!("live{i}")))).collect();
+        // Polls at a steady size sweep nothing and keep the threshold: no O(n) pass per poll.
+        let before = c.nodes.lock().expect("lock").sweep_at;
+        for _ in 0..1000 {
+            drop(c.node(&NodeId::new("live0")));
+        }
+        assert_eq!(c.nodes.lock().expect("lock").sweep_at, before);
+        // 10,000 nodes come and go: the map stays within twice the live ones (plus one sweep's growth).
+        for i in 0..10_000 {
+            drop(c.node(&NodeId::new(format!("gone{i}"))));
+            assert!(size() <= 2 * live.len() + 1, "{} counters for {} live polls", size(), live.len());
+        }
+        // The live ones kept their counters: a change still wakes them.
+        c.route(&task_on("live7", false));
+        assert!(live[7].has_changed().expect("open"));
     }
 
     #[test]
