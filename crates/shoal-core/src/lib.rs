@@ -23,7 +23,7 @@ pub use verify::{verify, Verified};
 
 use rng::Rng;
 use shoal_state::{Assignment, ClusterState, DesiredChange, Plan, StatusChange};
-use shoal_types::{NodeId, Service, Task, TaskId, TaskState, TaskStatus, Timestamp};
+use shoal_types::{NodeId, Service, ServiceId, Task, TaskId, TaskState, TaskStatus, Timestamp};
 use std::collections::BTreeSet;
 
 /// The result of one pass of the controllers.
@@ -39,8 +39,67 @@ pub struct Tick {
 
 /// Runs the orchestrators, the updater, the reaper and the scheduler on `state`.
 pub fn tick(state: &ClusterState, now: Timestamp, seed: u64) -> Tick {
+    tick_scoped(state, now, seed, &Scope::All)
+}
+
+/// Which services a pass looks at.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Scope {
+    /// Every service (after a change to nodes, networks, secrets or the cluster's settings,
+    /// when something scheduled falls due, and as the periodic safety net).
+    #[default]
+    All,
+    /// These services (changed, or with a task that changed since the last pass), plus every
+    /// service whose spec names another service (`depends_on`, `colocate`, a job's parents):
+    /// what those do depends on services that may have changed. The scheduler still places
+    /// every pending task of the cluster.
+    Services(BTreeSet<ServiceId>),
+}
+
+impl Scope {
+    /// Adds what `event` may make a pass do: its service for a task or service, everything
+    /// for anything else (a node, a network, a secret).
+    pub fn add(&mut self, object: &shoal_state::Object) {
+        let Scope::Services(ids) = self else { return };
+        match object {
+            shoal_state::Object::Task(t) => {
+                ids.insert(t.service_id.clone());
+            }
+            shoal_state::Object::Service(s) => {
+                ids.insert(s.id.clone());
+            }
+            _ => *self = Scope::All,
+        }
+    }
+
+    /// No service at all (nothing changed).
+    pub fn none() -> Self {
+        Scope::Services(BTreeSet::new())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        matches!(self, Scope::Services(ids) if ids.is_empty())
+    }
+}
+
+/// Whether what `svc`'s orchestrator decides depends on other services: it names them
+/// (`depends_on`, `colocate`, a job's parents), or it rebalances, which waits for room that
+/// other services' tasks leave on the nodes.
+pub(crate) fn refers_to_others(svc: &Service) -> bool {
+    !svc.spec.depends_on.is_empty()
+        || !svc.spec.task_template.placement.colocate.is_empty()
+        || svc.spec.mode.scheduled().is_some_and(|j| !j.after.is_empty())
+        || svc.spec.rebalance == shoal_types::RebalanceMode::Auto
+        || svc.rebalance_requested_at.is_some()
+}
+
+/// [`tick`] on the services in `scope` only. For a scope built from every change since the last
+/// pass (whose plan was committed), the plan is the one a full pass would make, item for item:
+/// a service nothing happened to has nothing to do, except what falls due in time, which a
+/// full pass at `wake_at` does (the property test `scoped_passes_plan_what_full_passes_plan`).
+pub fn tick_scoped(state: &ClusterState, now: Timestamp, seed: u64, scope: &Scope) -> Tick {
     let mut ctx = Ctx::new(state, now, seed);
-    orchestrator::run(&mut ctx);
+    orchestrator::run(&mut ctx, scope);
     let unplaced = schedule(&mut ctx);
     Tick { plan: ctx.plan, wake_at: ctx.wake_at, unplaced }
 }

@@ -54,9 +54,26 @@ fn group<'s>(tasks: impl Iterator<Item = &'s Task>) -> BTreeMap<SlotKey, Slot<'s
     slots
 }
 
-pub(crate) fn run(ctx: &mut Ctx<'_>) {
+pub(crate) fn run(ctx: &mut Ctx<'_>, scope: &crate::Scope) {
     let state = ctx.state;
-    for svc in state.services() {
+    let in_scope = |id: &ServiceId| match scope {
+        crate::Scope::All => true,
+        crate::Scope::Services(ids) => ids.contains(id),
+    };
+    let services: Vec<&Service> = match scope {
+        crate::Scope::All => state.services().collect(),
+        // Id order, as a full pass: the named ones and those that depend on others.
+        crate::Scope::Services(ids) => state
+            .services()
+            .filter(|s| crate::refers_to_others(s))
+            .map(|s| &s.id)
+            .chain(ids)
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .filter_map(|id| state.service(id))
+            .collect(),
+    };
+    for svc in services {
         let slots = group(state.tasks_of_service(&svc.id));
         match svc.spec.mode {
             ServiceMode::Replicated { replicas } => replicated(ctx, svc, &slots, replicas),
@@ -75,7 +92,7 @@ pub(crate) fn run(ctx: &mut Ctx<'_>) {
     }
     // Tasks of removed services were told to stop and be removed; delete them once stopped.
     for sid in state.task_service_ids() {
-        if state.service(sid).is_none() {
+        if state.service(sid).is_none() && in_scope(sid) {
             let tasks: Vec<&Task> = state.tasks_of_service(sid).collect();
             reap(ctx, &tasks, false);
         }

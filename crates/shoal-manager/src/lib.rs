@@ -3,9 +3,11 @@
 //! **Controllers** run only on the leader: compute a plan with `shoal_core::tick` on the local
 //! replica, commit it through Raft; the state machine verifies it against the state at apply time
 //! (Nomad's plan-apply), so a plan made on a slightly stale replica can never overcommit a node or
-//! fill a slot twice. A pass runs after every change to the state (batched), when the brain's
-//! `wake_at` falls due, and at least once a second; passes stop as soon as leadership is lost and
-//! a new leader continues from the replicated state (the brain keeps no memory between passes).
+//! fill a slot twice. A pass runs after every change to the state (batched) over the services the
+//! changes concern, over every service when the brain's `wake_at` falls due or anything but a
+//! service or task changed, and at least every 10 s; passes stop as soon as leadership is lost
+//! and a new leader continues from the replicated state with a full pass (the brain keeps no
+//! memory between passes).
 
 pub mod changes;
 
@@ -704,16 +706,92 @@ fn split_plan(mut plan: shoal_state::Plan) -> Vec<shoal_state::Plan> {
     out
 }
 
-/// The leader's control loop.
+/// How long the leader goes at most without a full pass: a safety net, since every change it
+/// hears of already starts a pass over the services it concerns.
+const FULL_PASS_INTERVAL: Duration = Duration::from_secs(10);
+
+/// What the next pass looks at, kept by the leader's control loop.
+struct PassScope {
+    /// Services with a change since the last pass (or all of them).
+    scope: shoal_core::Scope,
+    /// The earliest time something scheduled falls due (restart delays, update monitors, job
+    /// schedules): a full pass then.
+    wake_at: Option<Timestamp>,
+    last_full: Option<std::time::Instant>,
+    /// The term and the cluster's settings at the last pass: a change makes the next one full.
+    term: u64,
+    config: Option<shoal_state::ClusterConfig>,
+}
+
+impl PassScope {
+    fn new() -> Self {
+        PassScope { scope: shoal_core::Scope::All, wake_at: None, last_full: None, term: 0, config: None }
+    }
+
+    /// The scope of the pass to make now; nothing is owed afterwards until new changes arrive.
+    fn take(&mut self, state: &shoal_state::ClusterState, term: u64, now: Timestamp) -> shoal_core::Scope {
+        let full = self.wake_at.is_some_and(|w| w <= now)
+            || self.last_full.is_none_or(|t| t.elapsed() >= FULL_PASS_INTERVAL)
+            || term != self.term
+            || self.config.as_ref() != Some(state.config());
+        self.term = term;
+        if self.config.as_ref() != Some(state.config()) {
+            self.config = Some(state.config().clone());
+        }
+        let scope = std::mem::replace(&mut self.scope, shoal_core::Scope::none());
+        if full {
+            self.last_full = Some(std::time::Instant::now());
+            return shoal_core::Scope::All;
+        }
+        scope
+    }
+
+    /// Records a pass's `wake_at` (a scoped pass knows only its services' timers).
+    fn passed(&mut self, scope: &shoal_core::Scope, wake_at: Option<Timestamp>) {
+        self.wake_at = match (scope, self.wake_at, wake_at) {
+            (shoal_core::Scope::All, _, w) => w,
+            (_, Some(a), Some(b)) => Some(a.min(b)),
+            (_, a, b) => a.or(b),
+        };
+    }
+
+    /// How long to wait for changes before passing again anyway.
+    fn wait(&self, now: Timestamp, max: Duration) -> Duration {
+        let mut wait = max;
+        if let Some(w) = self.wake_at {
+            wait = wait.min(w.since(now));
+        }
+        if let Some(t) = self.last_full {
+            wait = wait.min(FULL_PASS_INTERVAL.saturating_sub(t.elapsed()));
+        }
+        wait
+    }
+
+    fn note(&mut self, event: Result<Arc<shoal_state::Event>, broadcast::error::TryRecvError>) {
+        match event {
+            Ok(e) => self.scope.add(&e.object),
+            Err(broadcast::error::TryRecvError::Lagged(_)) => self.scope = shoal_core::Scope::All,
+            Err(_) => {}
+        }
+    }
+}
+
+/// The leader's control loop. A pass looks at the services that changed since the last one
+/// (`shoal_core::tick_scoped`: 0.7 ms for one changed service among 100,000 tasks, against
+/// 166 ms for every service), and at all of them when something scheduled falls due, after a
+/// change to anything but services and tasks, when a plan did not commit whole, and at least
+/// every [`FULL_PASS_INTERVAL`].
 async fn controllers(m: Arc<Manager>, mut stop: watch::Receiver<bool>) {
     let mut raft: RaftWatch = m.node.watch();
     let mut events = m.node.subscribe();
     let min_gap = Duration::from_millis(20);
+    let mut next = PassScope::new();
     loop {
         if *stop.borrow() {
             return;
         }
         if !m.node.is_leader() {
+            next = PassScope::new();
             tokio::select! {
                 _ = raft.changed() => {}
                 _ = stop.changed() => {}
@@ -723,73 +801,42 @@ async fn controllers(m: Arc<Manager>, mut stop: watch::Receiver<bool>) {
         let now = Timestamp::from_system_time(SystemTime::now());
         let metrics = shoal_metrics::metrics();
         let started = std::time::Instant::now();
-        let (tick, changes) = {
+        let term = m.node.status().term;
+        let pass = {
             let d = m.node.local_state();
-            let tick = shoal_core::tick(&d.state, now, random_seed());
-            let changes = state_changes(&d.state, &tick.plan);
-            (tick, changes)
+            let scope = next.take(&d.state, term, now);
+            (!scope.is_empty()).then(|| {
+                let tick = shoal_core::tick_scoped(&d.state, now, random_seed(), &scope);
+                let changes = state_changes(&d.state, &tick.plan);
+                (scope, tick, changes)
+            })
         };
-        metrics.scheduler_plan_seconds.observe(started.elapsed().as_secs_f64());
-        if !tick.plan.is_empty() {
-            let items = tick.plan.len();
-            let restarts = tick
-                .plan
-                .create_tasks
-                .iter()
-                .filter(|t| t.restart_history.last() == Some(&t.created_at))
-                .count();
-            let started = std::time::Instant::now();
-            let mut written: Result<shoal_raft::Response, shoal_raft::WriteError> =
-                Ok(shoal_raft::Response::default());
-            for part in split_plan(tick.plan) {
-                match m.node.write(Command::ApplyPlan { plan: part }).await {
-                    Ok(r) => {
-                        if let Ok(all) = &mut written {
-                            all.rejected.extend(r.rejected);
-                            all.index = r.index;
-                        }
-                    }
-                    Err(e) => {
-                        written = Err(e);
-                        break;
-                    }
-                }
-            }
-            metrics.scheduler_plan_commit_seconds.observe(started.elapsed().as_secs_f64());
-            if let Ok(r) = &written {
-                for c in
-                    changes.iter().filter(|c| !r.rejected.iter().any(|(i, _)| i.task_id() == Some(&c.task)))
-                {
-                    c.log();
-                    if c.state == shoal_types::TaskState::Assigned {
-                        metrics.scheduler_placements.inc();
-                    }
-                }
-                if !r.rejected.iter().any(|(i, _)| matches!(i, shoal_state::PlanItem::Create(_))) {
-                    metrics.task_restarts.inc_by(restarts as u64);
-                }
-            }
-            match written {
-                Ok(r) if !r.rejected.is_empty() => {
-                    tracing::debug!(items, rejected = r.rejected.len(), "plan partly rejected")
-                }
-                Ok(_) => tracing::debug!(items, "plan committed"),
-                Err(e) => tracing::warn!(error = %e, "plan not committed"),
+        if let Some((scope, tick, changes)) = pass {
+            metrics.scheduler_plan_seconds.observe(started.elapsed().as_secs_f64());
+            next.passed(&scope, tick.wake_at);
+            if !tick.plan.is_empty() && !commit_plan(&m, tick.plan, &changes).await {
+                // What did not commit is planned again from the whole state.
+                next.scope = shoal_core::Scope::All;
             }
         }
-        let mut wait = m.max_pass_interval;
-        if let Some(w) = tick.wake_at {
-            wait = wait.min(w.since(now));
-        }
+        let wait = next.wait(now, m.max_pass_interval);
         tokio::select! {
             _ = tokio::time::sleep(wait.max(min_gap)) => {}
             r = events.recv() => {
-                if let Err(broadcast::error::RecvError::Closed) = r {
-                    return;
+                match r {
+                    Err(broadcast::error::RecvError::Closed) => return,
+                    Err(broadcast::error::RecvError::Lagged(_)) => next.scope = shoal_core::Scope::All,
+                    Ok(e) => next.note(Ok(e)),
                 }
                 // Batch a burst of changes into one pass.
                 tokio::time::sleep(min_gap).await;
-                while events.try_recv().is_ok() {}
+                loop {
+                    match events.try_recv() {
+                        Err(broadcast::error::TryRecvError::Empty) => break,
+                        Err(broadcast::error::TryRecvError::Closed) => return,
+                        r => next.note(r),
+                    }
+                }
             }
             _ = raft.changed() => {}
             _ = stop.changed() => {}
@@ -797,10 +844,101 @@ async fn controllers(m: Arc<Manager>, mut stop: watch::Receiver<bool>) {
     }
 }
 
+/// Commits a pass's plan (in parts, see [`split_plan`]) and logs what it changed. Returns
+/// whether all of it was committed (no part failed, no item refused).
+async fn commit_plan(m: &Manager, plan: shoal_state::Plan, changes: &[StateChange]) -> bool {
+    let metrics = shoal_metrics::metrics();
+    let items = plan.len();
+    let restarts =
+        plan.create_tasks.iter().filter(|t| t.restart_history.last() == Some(&t.created_at)).count();
+    let started = std::time::Instant::now();
+    let mut written: Result<shoal_raft::Response, shoal_raft::WriteError> =
+        Ok(shoal_raft::Response::default());
+    for part in split_plan(plan) {
+        match m.node.write(Command::ApplyPlan { plan: part }).await {
+            Ok(r) => {
+                if let Ok(all) = &mut written {
+                    all.rejected.extend(r.rejected);
+                    all.index = r.index;
+                }
+            }
+            Err(e) => {
+                written = Err(e);
+                break;
+            }
+        }
+    }
+    metrics.scheduler_plan_commit_seconds.observe(started.elapsed().as_secs_f64());
+    if let Ok(r) = &written {
+        for c in changes.iter().filter(|c| !r.rejected.iter().any(|(i, _)| i.task_id() == Some(&c.task))) {
+            c.log();
+            if c.state == shoal_types::TaskState::Assigned {
+                metrics.scheduler_placements.inc();
+            }
+        }
+        if !r.rejected.iter().any(|(i, _)| matches!(i, shoal_state::PlanItem::Create(_))) {
+            metrics.task_restarts.inc_by(restarts as u64);
+        }
+    }
+    match written {
+        Ok(r) if !r.rejected.is_empty() => {
+            tracing::debug!(items, rejected = r.rejected.len(), "plan partly rejected");
+            false
+        }
+        Ok(_) => {
+            tracing::debug!(items, "plan committed");
+            true
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "plan not committed");
+            false
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{finish_renewal, heartbeat_period};
+    use super::{finish_renewal, heartbeat_period, PassScope};
+    use shoal_core::Scope;
     use std::time::Duration;
+
+    #[test]
+    fn passes_look_at_what_changed_and_at_everything_when_owed() {
+        use shoal_state::{Action, ClusterConfig, ClusterState, Command, Event, Object};
+        use shoal_types::{Service, ServiceId, ServiceSpec, Timestamp};
+        let mut state = ClusterState::new();
+        let now = Timestamp::from_secs(1_700_000_000);
+        let mut next = PassScope::new();
+        assert_eq!(next.take(&state, 1, now), Scope::All, "a new leader starts with a full pass");
+        next.passed(&Scope::All, None);
+        assert!(next.take(&state, 1, now).is_empty(), "nothing changed: no pass");
+        // A service's change: a pass over it alone.
+        let svc =
+            Service::new(ServiceId::new("s1"), ServiceSpec { name: "web".into(), ..Default::default() });
+        let event =
+            Event { index: 1, at: now, action: Action::Update, object: Object::Service(Box::new(svc)) };
+        next.note(Ok(std::sync::Arc::new(event)));
+        let scope = next.take(&state, 1, now);
+        assert_eq!(scope, Scope::Services([ServiceId::new("s1")].into_iter().collect()));
+        // Its timer, learnt from the scoped pass, is kept and makes a full pass when due.
+        let due = now.saturating_add(Duration::from_secs(5));
+        next.passed(&scope, Some(due));
+        next.passed(&Scope::none(), None);
+        assert!(next.take(&state, 1, now).is_empty());
+        assert_eq!(next.take(&state, 1, due), Scope::All);
+        next.passed(&Scope::All, None);
+        // A new term, or new cluster settings (which raise no event): full passes.
+        assert_eq!(next.take(&state, 2, due), Scope::All);
+        assert!(next.take(&state, 2, due).is_empty());
+        state
+            .apply(now, Command::SetConfig { config: ClusterConfig { task_history_limit: 2 } })
+            .expect("config");
+        assert_eq!(next.take(&state, 2, due), Scope::All);
+        assert!(next.take(&state, 2, due).is_empty());
+        // Events that were lost: a full pass.
+        next.note(Err(tokio::sync::broadcast::error::TryRecvError::Lagged(3)));
+        assert_eq!(next.take(&state, 2, due), Scope::All);
+    }
 
     #[test]
     fn large_plans_are_written_in_parts_with_everything_else_last() {

@@ -5,11 +5,13 @@
 //!   (scheduler alone, and a whole controller pass that also creates the tasks);
 //! - binpack: place 100,000 tasks on 1,000 nodes;
 //! - reconcile: a 10,000-task service on 1,000 nodes loses 10% of its nodes; one controller pass
-//!   moves their tasks.
+//!   moves their tasks;
+//! - incremental: 100,000 running tasks in 1,000 services; a full pass against the pass over the
+//!   one service whose task failed.
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use shoal_core::rng::Rng;
-use shoal_core::{tick, verify, Scheduler};
+use shoal_core::{tick, tick_scoped, verify, Scheduler, Scope};
 use shoal_state::{ClusterState, Command, Plan, TaskStatusReport};
 use shoal_types::{
     Node, NodeId, NodeState, Resources, Service, ServiceId, ServiceMode, ServiceSpec, Strategy, TaskState,
@@ -142,5 +144,73 @@ fn reconcile(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, spread, binpack, reconcile);
+/// 1,000 replicated services of 100 tasks each, all running on 1,000 nodes.
+fn steady_100k() -> ClusterState {
+    let mut s = cluster(1_000, 1);
+    for i in 0..1_000 {
+        let mut spec = ServiceSpec { name: format!("svc-{i:04}"), ..Default::default() };
+        spec.task_template.command = vec!["app".into()];
+        spec.task_template.resources.reservations.memory_bytes = 16 << 20;
+        spec.mode = ServiceMode::Replicated { replicas: 100 };
+        let svc = Service::new(ServiceId::new(format!("svc-{i:04}")), spec);
+        s.apply(NOW, Command::CreateService { service: Box::new(svc) }).expect("service");
+    }
+    let t = tick(&s, NOW, 1);
+    let v = verify(&s, t.plan);
+    s.apply(NOW, Command::ApplyPlan { plan: v.plan }).expect("plan");
+    report_running(&mut s);
+    s
+}
+
+fn report_running(s: &mut ClusterState) {
+    let mut by_node: BTreeMap<NodeId, Vec<TaskStatusReport>> = BTreeMap::new();
+    for t in s.tasks() {
+        if let (Some(n), false) = (&t.node_id, t.status.state == TaskState::Running) {
+            let status = TaskStatus { state: TaskState::Running, ..t.status.clone() };
+            by_node.entry(n.clone()).or_default().push(TaskStatusReport { task_id: t.id.clone(), status });
+        }
+    }
+    for (node_id, reports) in by_node {
+        s.apply(NOW, Command::ReportTaskStatus { node_id, reports }).expect("report");
+    }
+}
+
+/// A pass with nothing to do, a full one and one over the single service whose task just failed
+/// (the leader's incremental pass), at 100,000 running tasks.
+fn incremental(c: &mut Criterion) {
+    let mut s = steady_100k();
+    assert_eq!(s.tasks().filter(|t| t.status.state == TaskState::Running).count(), 100_000);
+    assert!(tick(&s, NOW, 5).plan.is_empty(), "a settled cluster has nothing to do");
+    // One task fails: its service, and only it, is in the next pass's scope.
+    let failed = s.tasks().next().expect("a task").clone();
+    let node_id = failed.node_id.clone().expect("placed");
+    let status = TaskStatus { state: TaskState::Failed, exit_code: Some(1), ..failed.status.clone() };
+    let applied = s
+        .apply(
+            NOW,
+            Command::ReportTaskStatus {
+                node_id,
+                reports: vec![TaskStatusReport { task_id: failed.id, status }],
+            },
+        )
+        .expect("report");
+    let mut scope = Scope::none();
+    for e in &applied.events {
+        scope.add(&e.object);
+    }
+    assert_eq!(scope, Scope::Services([failed.service_id].into_iter().collect()));
+    let later = NOW.saturating_add(Duration::from_secs(60));
+    let full = tick(&s, later, 9);
+    assert_eq!(full.plan.create_tasks.len(), 1, "the failed task is replaced");
+    assert_eq!(tick_scoped(&s, later, 9, &scope).plan, full.plan);
+    let mut g = c.benchmark_group("steady_100k_tasks_1k_services_1k_nodes");
+    g.sample_size(10).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(10));
+    g.bench_function("full_pass", |b| b.iter(|| black_box(tick(&s, later, 9).plan.len())));
+    g.bench_function("scoped_pass_one_failed_task", |b| {
+        b.iter(|| black_box(tick_scoped(&s, later, 9, &scope).plan.len()))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, spread, binpack, reconcile, incremental);
 criterion_main!(benches);

@@ -78,6 +78,8 @@ pub struct SimStats {
     pub placements: u64,
     pub plan_items_rejected: u64,
     pub unplaced_last_step: u64,
+    /// Passes over some services only (the rest were full passes).
+    pub scoped_passes: u64,
 }
 
 pub struct Sim {
@@ -92,6 +94,11 @@ pub struct Sim {
     pub wake_at: Option<Timestamp>,
     /// Whether the last step changed nothing (empty plan, no agent reports).
     pub quiet: bool,
+    /// The services the next pass looks at: those with a change since the last pass (from the
+    /// state machine's events), as the leader's control loop keeps it.
+    scope: shoal_core::Scope,
+    /// The cluster's settings at the last pass (a change makes the next pass a full one).
+    last_config: Option<shoal_state::ClusterConfig>,
 }
 
 impl Sim {
@@ -104,6 +111,8 @@ impl Sim {
             violations: Vec::new(),
             wake_at: None,
             quiet: false,
+            scope: shoal_core::Scope::All,
+            last_config: None,
             config,
         };
         for i in 0..sim.config.nodes {
@@ -139,7 +148,7 @@ impl Sim {
     /// Applies a command that the simulation itself issues; those never fail by construction,
     /// and a failure is recorded as a violation rather than a panic.
     fn apply(&mut self, cmd: Command) -> Option<Applied> {
-        match self.state.apply(self.now, cmd) {
+        match self.apply_noting(cmd) {
             Ok(a) => Some(a),
             Err(e) => {
                 self.violations
@@ -149,10 +158,24 @@ impl Sim {
         }
     }
 
+    /// Applies `cmd` as an operator or another leader would, noting what its events make the
+    /// next pass look at (change the state only through here or the methods above).
+    pub fn apply_command(&mut self, cmd: Command) -> Result<Applied, StateError> {
+        self.apply_noting(cmd)
+    }
+
+    fn apply_noting(&mut self, cmd: Command) -> Result<Applied, StateError> {
+        let applied = self.state.apply(self.now, cmd)?;
+        for e in &applied.events {
+            self.scope.add(&e.object);
+        }
+        Ok(applied)
+    }
+
     pub fn create_service(&mut self, spec: ServiceSpec) -> Result<ServiceId, StateError> {
         let id = ServiceId::new(self.rng.new_id());
         let svc = Service::new(id.clone(), spec);
-        self.state.apply(self.now, Command::CreateService { service: Box::new(svc) })?;
+        self.apply_noting(Command::CreateService { service: Box::new(svc) })?;
         Ok(id)
     }
 
@@ -172,11 +195,11 @@ impl Sim {
             expected_version: Some(svc.version),
             spec: Box::new(spec),
         };
-        self.state.apply(self.now, cmd).map(|_| ())
+        self.apply_noting(cmd).map(|_| ())
     }
 
     pub fn remove_service(&mut self, id: &ServiceId) -> Result<(), StateError> {
-        self.state.apply(self.now, Command::RemoveService { id: id.clone() }).map(|_| ())
+        self.apply_noting(Command::RemoveService { id: id.clone() }).map(|_| ())
     }
 
     pub fn fault(&mut self, f: Fault) {
@@ -242,13 +265,45 @@ impl Sim {
     pub fn step(&mut self) {
         self.stats.steps += 1;
         let seed = self.rng.next_u64();
-        let tick = shoal_core::tick(&self.state, self.now, seed);
+        // As the leader's loop: a pass over the services that changed since the last one, or
+        // over all of them when something scheduled falls due.
+        let config_changed = self.last_config.as_ref() != Some(self.state.config());
+        self.last_config = Some(self.state.config().clone());
+        let scope = if config_changed || self.wake_at.is_some_and(|w| w <= self.now) {
+            self.scope = shoal_core::Scope::none();
+            shoal_core::Scope::All
+        } else {
+            std::mem::replace(&mut self.scope, shoal_core::Scope::none())
+        };
+        let tick = shoal_core::tick_scoped(&self.state, self.now, seed, &scope);
+        if scope != shoal_core::Scope::All {
+            self.stats.scoped_passes += 1;
+        }
+        // With the step checks on, the scoped pass must plan exactly what a full pass plans.
+        if self.config.check_every_step && scope != shoal_core::Scope::All {
+            let full = shoal_core::tick(&self.state, self.now, seed);
+            if full.plan != tick.plan {
+                self.violations.push(Violation {
+                    step: self.stats.steps,
+                    what: format!(
+                        "a pass over {scope:?} planned {:?}, a full pass {:?}",
+                        tick.plan, full.plan
+                    ),
+                });
+            }
+        }
+        // A scoped pass knows only its services' timers: keep the earlier one.
+        let wake_at = match (&scope, self.wake_at, tick.wake_at) {
+            (shoal_core::Scope::Services(_), Some(a), Some(b)) => Some(a.min(b)),
+            (shoal_core::Scope::Services(_), a, b) => a.or(b),
+            (shoal_core::Scope::All, _, b) => b,
+        };
         self.stats.tasks_created += tick.plan.create_tasks.len() as u64;
         self.stats.placements += (tick.plan.assign.len()
             + tick.plan.create_tasks.iter().filter(|t| t.status.state == TaskState::Assigned).count())
             as u64;
         self.stats.unplaced_last_step = tick.unplaced as u64;
-        self.wake_at = tick.wake_at;
+        self.wake_at = wake_at;
         let verified = shoal_core::verify(&self.state, tick.plan);
         self.quiet = verified.plan.is_empty();
         self.stats.plan_items_rejected += verified.rejected.len() as u64;

@@ -219,7 +219,7 @@ fn manual_runs_start_at_once_and_suspend_stops_the_schedule() {
     let mut sim = sim();
     let id = sim.create_service(job("nightly", every("0 3 * * *"), "0")).expect("valid");
     let child = sim.create_service(job("report", after(&["nightly"]), "0")).expect("valid");
-    sim.state.apply(sim.now, Command::RunJob { id: id.clone() }).expect("run");
+    sim.apply_command(Command::RunJob { id: id.clone() }).expect("run");
     run_for(&mut sim, 10);
     let st = status(&sim, &id);
     assert_eq!(st.runs.len(), 1);
@@ -448,7 +448,7 @@ proptest! {
                 Disruption::StalePlan { age } => {
                     if let Some((_, old)) = old_plans.iter().rev().nth(*age).cloned() {
                         let v = shoal_core::verify(&sim.state, old.plan);
-                        sim.state.apply(sim.now, Command::ApplyPlan { plan: v.plan }).expect("apply");
+                        sim.apply_command(Command::ApplyPlan { plan: v.plan }).expect("apply");
                     }
                 }
                 Disruption::Outage { secs } => sim.now = sim.now.saturating_add(Duration::from_secs(*secs)),
