@@ -12,6 +12,8 @@ pub use cron::NODE_LOSS_GRACE;
 mod depends;
 pub mod migrate;
 mod orchestrator;
+mod passes;
+pub use passes::{NextPass, FULL_PASS_INTERVAL};
 mod restart;
 pub mod rng;
 pub mod scheduler;

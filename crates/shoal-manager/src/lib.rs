@@ -5,7 +5,7 @@
 //! (Nomad's plan-apply), so a plan made on a slightly stale replica can never overcommit a node or
 //! fill a slot twice. A pass runs after every change to the state (batched) over the services the
 //! changes concern, over every service when the brain's `wake_at` falls due or anything but a
-//! service or task changed, and at least every 10 s; passes stop as soon as leadership is lost
+//! service or task changed, and at least every 10 s (`shoal_core::NextPass`); passes stop as soon as leadership is lost
 //! and a new leader continues from the replicated state with a full pass (the brain keeps no
 //! memory between passes).
 
@@ -706,92 +706,22 @@ fn split_plan(mut plan: shoal_state::Plan) -> Vec<shoal_state::Plan> {
     out
 }
 
-/// How long the leader goes at most without a full pass: a safety net, since every change it
-/// hears of already starts a pass over the services it concerns.
-const FULL_PASS_INTERVAL: Duration = Duration::from_secs(10);
-
-/// What the next pass looks at, kept by the leader's control loop.
-struct PassScope {
-    /// Services with a change since the last pass (or all of them).
-    scope: shoal_core::Scope,
-    /// The earliest time something scheduled falls due (restart delays, update monitors, job
-    /// schedules): a full pass then.
-    wake_at: Option<Timestamp>,
-    last_full: Option<std::time::Instant>,
-    /// The term and the cluster's settings at the last pass: a change makes the next one full.
-    term: u64,
-    config: Option<shoal_state::ClusterConfig>,
-}
-
-impl PassScope {
-    fn new() -> Self {
-        PassScope { scope: shoal_core::Scope::All, wake_at: None, last_full: None, term: 0, config: None }
-    }
-
-    /// The scope of the pass to make now; nothing is owed afterwards until new changes arrive.
-    fn take(&mut self, state: &shoal_state::ClusterState, term: u64, now: Timestamp) -> shoal_core::Scope {
-        let full = self.wake_at.is_some_and(|w| w <= now)
-            || self.last_full.is_none_or(|t| t.elapsed() >= FULL_PASS_INTERVAL)
-            || term != self.term
-            || self.config.as_ref() != Some(state.config());
-        self.term = term;
-        if self.config.as_ref() != Some(state.config()) {
-            self.config = Some(state.config().clone());
-        }
-        let scope = std::mem::replace(&mut self.scope, shoal_core::Scope::none());
-        if full {
-            self.last_full = Some(std::time::Instant::now());
-            return shoal_core::Scope::All;
-        }
-        scope
-    }
-
-    /// Records a pass's `wake_at` (a scoped pass knows only its services' timers).
-    fn passed(&mut self, scope: &shoal_core::Scope, wake_at: Option<Timestamp>) {
-        self.wake_at = match (scope, self.wake_at, wake_at) {
-            (shoal_core::Scope::All, _, w) => w,
-            (_, Some(a), Some(b)) => Some(a.min(b)),
-            (_, a, b) => a.or(b),
-        };
-    }
-
-    /// How long to wait for changes before passing again anyway.
-    fn wait(&self, now: Timestamp, max: Duration) -> Duration {
-        let mut wait = max;
-        if let Some(w) = self.wake_at {
-            wait = wait.min(w.since(now));
-        }
-        if let Some(t) = self.last_full {
-            wait = wait.min(FULL_PASS_INTERVAL.saturating_sub(t.elapsed()));
-        }
-        wait
-    }
-
-    fn note(&mut self, event: Result<Arc<shoal_state::Event>, broadcast::error::TryRecvError>) {
-        match event {
-            Ok(e) => self.scope.add(&e.object),
-            Err(broadcast::error::TryRecvError::Lagged(_)) => self.scope = shoal_core::Scope::All,
-            Err(_) => {}
-        }
-    }
-}
-
 /// The leader's control loop. A pass looks at the services that changed since the last one
 /// (`shoal_core::tick_scoped`: 0.7 ms for one changed service among 100,000 tasks, against
 /// 166 ms for every service), and at all of them when something scheduled falls due, after a
 /// change to anything but services and tasks, when a plan did not commit whole, and at least
-/// every [`FULL_PASS_INTERVAL`].
+/// every [`shoal_core::FULL_PASS_INTERVAL`] (`shoal_core::NextPass` decides, as in the simulator).
 async fn controllers(m: Arc<Manager>, mut stop: watch::Receiver<bool>) {
     let mut raft: RaftWatch = m.node.watch();
     let mut events = m.node.subscribe();
     let min_gap = Duration::from_millis(20);
-    let mut next = PassScope::new();
+    let mut next = shoal_core::NextPass::default();
     loop {
         if *stop.borrow() {
             return;
         }
         if !m.node.is_leader() {
-            next = PassScope::new();
+            next = shoal_core::NextPass::default();
             tokio::select! {
                 _ = raft.changed() => {}
                 _ = stop.changed() => {}
@@ -816,7 +746,7 @@ async fn controllers(m: Arc<Manager>, mut stop: watch::Receiver<bool>) {
             next.passed(&scope, tick.wake_at);
             if !tick.plan.is_empty() && !commit_plan(&m, tick.plan, &changes).await {
                 // What did not commit is planned again from the whole state.
-                next.scope = shoal_core::Scope::All;
+                next.look_at_everything();
             }
         }
         let wait = next.wait(now, m.max_pass_interval);
@@ -825,16 +755,17 @@ async fn controllers(m: Arc<Manager>, mut stop: watch::Receiver<bool>) {
             r = events.recv() => {
                 match r {
                     Err(broadcast::error::RecvError::Closed) => return,
-                    Err(broadcast::error::RecvError::Lagged(_)) => next.scope = shoal_core::Scope::All,
-                    Ok(e) => next.note(Ok(e)),
+                    Err(broadcast::error::RecvError::Lagged(_)) => next.look_at_everything(),
+                    Ok(e) => next.note(&e.object),
                 }
                 // Batch a burst of changes into one pass.
                 tokio::time::sleep(min_gap).await;
                 loop {
                     match events.try_recv() {
+                        Ok(e) => next.note(&e.object),
+                        Err(broadcast::error::TryRecvError::Lagged(_)) => next.look_at_everything(),
                         Err(broadcast::error::TryRecvError::Empty) => break,
                         Err(broadcast::error::TryRecvError::Closed) => return,
-                        r => next.note(r),
                     }
                 }
             }
@@ -898,47 +829,8 @@ async fn commit_plan(m: &Manager, plan: shoal_state::Plan, changes: &[StateChang
 
 #[cfg(test)]
 mod tests {
-    use super::{finish_renewal, heartbeat_period, PassScope};
-    use shoal_core::Scope;
+    use super::{finish_renewal, heartbeat_period};
     use std::time::Duration;
-
-    #[test]
-    fn passes_look_at_what_changed_and_at_everything_when_owed() {
-        use shoal_state::{Action, ClusterConfig, ClusterState, Command, Event, Object};
-        use shoal_types::{Service, ServiceId, ServiceSpec, Timestamp};
-        let mut state = ClusterState::new();
-        let now = Timestamp::from_secs(1_700_000_000);
-        let mut next = PassScope::new();
-        assert_eq!(next.take(&state, 1, now), Scope::All, "a new leader starts with a full pass");
-        next.passed(&Scope::All, None);
-        assert!(next.take(&state, 1, now).is_empty(), "nothing changed: no pass");
-        // A service's change: a pass over it alone.
-        let svc =
-            Service::new(ServiceId::new("s1"), ServiceSpec { name: "web".into(), ..Default::default() });
-        let event =
-            Event { index: 1, at: now, action: Action::Update, object: Object::Service(Box::new(svc)) };
-        next.note(Ok(std::sync::Arc::new(event)));
-        let scope = next.take(&state, 1, now);
-        assert_eq!(scope, Scope::Services([ServiceId::new("s1")].into_iter().collect()));
-        // Its timer, learnt from the scoped pass, is kept and makes a full pass when due.
-        let due = now.saturating_add(Duration::from_secs(5));
-        next.passed(&scope, Some(due));
-        next.passed(&Scope::none(), None);
-        assert!(next.take(&state, 1, now).is_empty());
-        assert_eq!(next.take(&state, 1, due), Scope::All);
-        next.passed(&Scope::All, None);
-        // A new term, or new cluster settings (which raise no event): full passes.
-        assert_eq!(next.take(&state, 2, due), Scope::All);
-        assert!(next.take(&state, 2, due).is_empty());
-        state
-            .apply(now, Command::SetConfig { config: ClusterConfig { task_history_limit: 2 } })
-            .expect("config");
-        assert_eq!(next.take(&state, 2, due), Scope::All);
-        assert!(next.take(&state, 2, due).is_empty());
-        // Events that were lost: a full pass.
-        next.note(Err(tokio::sync::broadcast::error::TryRecvError::Lagged(3)));
-        assert_eq!(next.take(&state, 2, due), Scope::All);
-    }
 
     #[test]
     fn large_plans_are_written_in_parts_with_everything_else_last() {

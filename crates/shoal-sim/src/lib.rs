@@ -94,11 +94,9 @@ pub struct Sim {
     pub wake_at: Option<Timestamp>,
     /// Whether the last step changed nothing (empty plan, no agent reports).
     pub quiet: bool,
-    /// The services the next pass looks at: those with a change since the last pass (from the
-    /// state machine's events), as the leader's control loop keeps it.
-    scope: shoal_core::Scope,
-    /// The cluster's settings at the last pass (a change makes the next pass a full one).
-    last_config: Option<shoal_state::ClusterConfig>,
+    /// What the next pass looks at (from the state machine's events), decided as in the
+    /// leader's control loop.
+    next: shoal_core::NextPass,
 }
 
 impl Sim {
@@ -111,8 +109,7 @@ impl Sim {
             violations: Vec::new(),
             wake_at: None,
             quiet: false,
-            scope: shoal_core::Scope::All,
-            last_config: None,
+            next: shoal_core::NextPass::default(),
             config,
         };
         for i in 0..sim.config.nodes {
@@ -167,7 +164,7 @@ impl Sim {
     fn apply_noting(&mut self, cmd: Command) -> Result<Applied, StateError> {
         let applied = self.state.apply(self.now, cmd)?;
         for e in &applied.events {
-            self.scope.add(&e.object);
+            self.next.note(&e.object);
         }
         Ok(applied)
     }
@@ -266,16 +263,15 @@ impl Sim {
         self.stats.steps += 1;
         let seed = self.rng.next_u64();
         // As the leader's loop: a pass over the services that changed since the last one, or
-        // over all of them when something scheduled falls due.
-        let config_changed = self.last_config.as_ref() != Some(self.state.config());
-        self.last_config = Some(self.state.config().clone());
-        let scope = if config_changed || self.wake_at.is_some_and(|w| w <= self.now) {
-            self.scope = shoal_core::Scope::none();
-            shoal_core::Scope::All
+        // over all of them when one is owed.
+        let scope = self.next.take(&self.state, 0, self.now);
+        // Nothing changed: the leader makes no pass at all.
+        let tick = if scope.is_empty() {
+            let plan = shoal_state::Plan { base_index: self.state.index(), ..Default::default() };
+            shoal_core::Tick { plan, ..Default::default() }
         } else {
-            std::mem::replace(&mut self.scope, shoal_core::Scope::none())
+            shoal_core::tick_scoped(&self.state, self.now, seed, &scope)
         };
-        let tick = shoal_core::tick_scoped(&self.state, self.now, seed, &scope);
         if scope != shoal_core::Scope::All {
             self.stats.scoped_passes += 1;
         }
@@ -292,23 +288,24 @@ impl Sim {
                 });
             }
         }
-        // A scoped pass knows only its services' timers: keep the earlier one.
-        let wake_at = match (&scope, self.wake_at, tick.wake_at) {
-            (shoal_core::Scope::Services(_), Some(a), Some(b)) => Some(a.min(b)),
-            (shoal_core::Scope::Services(_), a, b) => a.or(b),
-            (shoal_core::Scope::All, _, b) => b,
-        };
+        self.next.passed(&scope, tick.wake_at);
         self.stats.tasks_created += tick.plan.create_tasks.len() as u64;
         self.stats.placements += (tick.plan.assign.len()
             + tick.plan.create_tasks.iter().filter(|t| t.status.state == TaskState::Assigned).count())
             as u64;
         self.stats.unplaced_last_step = tick.unplaced as u64;
-        self.wake_at = wake_at;
+        self.wake_at = self.next.wake_at();
         let verified = shoal_core::verify(&self.state, tick.plan);
         self.quiet = verified.plan.is_empty();
         self.stats.plan_items_rejected += verified.rejected.len() as u64;
+        let mut whole = verified.rejected.is_empty();
         if let Some(applied) = self.apply(Command::ApplyPlan { plan: verified.plan }) {
             self.stats.plan_items_rejected += applied.skipped.len() as u64;
+            whole &= applied.skipped.is_empty();
+        }
+        if !whole {
+            // As the leader: what did not commit is planned again from the whole state.
+            self.next.look_at_everything();
         }
         self.check_now("after plan");
         self.agents();
