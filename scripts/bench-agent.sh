@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-20}
 bash scripts/install-deps.sh
-cargo build --release --locked -q -p shoal --bin shoal --example task_start
+cargo build --release --locked -q -p shoal --bins --example task_start
 BIN=$PWD/target/release/shoal
 D=$(mktemp -d)
 trap 'kill $DAEMON 2>/dev/null || true; rm -rf "$D"' EXIT
@@ -48,7 +48,7 @@ converge() { # service N driver [image] command...
 converge p100 100 process sleep 600
 echo "daemon RSS with 100 process tasks: $(rss $DAEMON) KiB"
 # RSS counts the binary's text, which every shim shares; private memory is what each one costs.
-shim=$(pgrep -f "shoal shim $D" | head -1 || true)
+shim=$(pgrep -f "shoal-shim shim $D" | head -1 || true)
 if [ -n "$shim" ]; then
     awk '/^Rss/ {r=$2} /^Pss:/ {p=$2} /^Private_(Clean|Dirty)/ {v+=$2} END {print "one shim: RSS " r " KiB, PSS " p " KiB, private " v " KiB"}' "/proc/$shim/smaps_rollup"
 fi

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs a built Shoal on this machine (or under DESTDIR for a package):
 #   the binary          $PREFIX/bin/shoal                  (PREFIX defaults to /usr/local)
+#   the task shim       $PREFIX/bin/shoal-shim             (from beside the binary; optional:
+#                                                           without it tasks run under `shoal shim`)
 #   its debug info      /usr/lib/debug$PREFIX/bin/shoal.debug (stripped from the binary)
 #   the configuration   /etc/shoal/shoal.toml (0600)       (never overwritten if present)
 #   the systemd unit    /etc/systemd/system/shoal.service  (ExecStart names $PREFIX/bin/shoal)
@@ -35,6 +37,14 @@ bin_abs="$(realpath "$BIN")"
 (cd "$tmp" && objcopy --strip-debug --add-gnu-debuglink=shoal.debug "$bin_abs" shoal)
 install -m 0644 "$tmp/shoal.debug" "$debug_dir/shoal.debug"
 install -m 0755 "$tmp/shoal" "$root$PREFIX/bin/shoal"
+# The shim runs beside every task, so it goes in stripped of everything but its symbols.
+shim="$(dirname "$bin_abs")/shoal-shim"
+if [ -x "$shim" ]; then
+    objcopy --strip-debug "$shim" "$tmp/shoal-shim"
+    install -m 0755 "$tmp/shoal-shim" "$root$PREFIX/bin/shoal-shim"
+else
+    echo "no shoal-shim beside $BIN: tasks will run under \`shoal shim\`" >&2
+fi
 if [ -e "$root/etc/shoal/shoal.toml" ]; then
     echo "keeping $root/etc/shoal/shoal.toml (packaging/shoal.toml is the default)"
 else

@@ -192,6 +192,17 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
+/// Writes `data` to `path` atomically (tmp file, rename) without waiting for the disk: for the
+/// files of a task's start (`shim.json`, `started.json`), which only matter while the task runs,
+/// and no task survives the machine losing power. (Two fsyncs were a large part of a start.)
+pub fn write_replace(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    std::fs::write(&tmp, data)?;
+    std::fs::rename(&tmp, path)
+}
+
 /// Entry point of `shoal shim TASK_DIR`; returns the shim's exit code.
 pub fn run(task_dir: &Path) -> i32 {
     if std::env::var(STAGE_ENV).as_deref() == Ok(STAGE_SUPERVISE) {
@@ -279,7 +290,7 @@ pub async fn launch(shim_exe: &Path, task_dir: &Path, spec: &ShimSpec) -> Result
         }
     }
     let json = serde_json::to_vec_pretty(spec).map_err(|e| DriverError::runtime("encoding shim.json", e))?;
-    write_atomic(&spec_path(task_dir), &json).map_err(|e| DriverError::runtime("writing shim.json", e))?;
+    write_replace(&spec_path(task_dir), &json).map_err(|e| DriverError::runtime("writing shim.json", e))?;
     let shim_log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -295,12 +306,18 @@ pub async fn launch(shim_exe: &Path, task_dir: &Path, spec: &ShimSpec) -> Result
         .stderr(shim_log)
         .spawn()
         .map_err(|e| DriverError::runtime(&format!("starting the shim {}", shim_exe.display()), e))?;
+    // The launcher prints the supervisor's pid and exits; the supervisor keeps the pipe open until
+    // it has written `started.json` (or exits): end of file says there is something to read.
+    let deadline = Instant::now() + START_TIMEOUT;
     let mut out = String::new();
     if let Some(mut stdout) = child.stdout.take() {
-        stdout
-            .read_to_string(&mut out)
-            .await
-            .map_err(|e| DriverError::runtime("reading the shim's pid", e))?;
+        match tokio::time::timeout_at(deadline.into(), stdout.read_to_string(&mut out)).await {
+            Ok(read) => {
+                read.map_err(|e| DriverError::runtime("reading from the shim", e))?;
+            }
+            // Judged below: the pid may be there, started.json not yet.
+            Err(_elapsed) => {}
+        }
     }
     let status = child.wait().await.map_err(|e| DriverError::runtime("waiting for the shim launcher", e))?;
     let shim_pid: i32 = match out.trim().parse() {
@@ -312,8 +329,8 @@ pub async fn launch(shim_exe: &Path, task_dir: &Path, spec: &ShimSpec) -> Result
             )))
         }
     };
-
-    let deadline = Instant::now() + START_TIMEOUT;
+    // Normally there at the first look. A shim that let go of the pipe early (one of an older
+    // version) is waited for as before: polled until it writes the file, exits, or time is up.
     let started = loop {
         if let Some(s) = read_started(task_dir) {
             break s;

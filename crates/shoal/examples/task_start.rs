@@ -30,10 +30,40 @@ fn cfg(dir: &std::path::Path, id: &str, image: Option<&str>, cmd: &[&str]) -> Ta
     }
 }
 
+/// `RSS, PSS, private` (KiB) of the shim in `h`'s state (`launched.shim_pid`), from smaps_rollup.
+fn shim_memory(h: &shoal_driver::Handle) -> Option<String> {
+    let pid = h.state.get("launched")?.get("shim_pid")?.as_i64()?;
+    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+    let field = |name: &str| -> u64 {
+        rollup
+            .lines()
+            .filter(|l| l.starts_with(name))
+            .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .sum()
+    };
+    Some(format!(
+        "shim RSS {} KiB, PSS {} KiB, private {} KiB",
+        field("Rss:"),
+        field("Pss:"),
+        field("Private_Clean:") + field("Private_Dirty:")
+    ))
+}
+
 async fn bench(driver: &dyn Driver, runs: usize, image: Option<&str>, cmd: &[&str]) -> Option<Duration> {
+    bench_with_memory(driver, runs, image, cmd).await.map(|(d, _)| d)
+}
+
+/// The median start, and the memory of the last run's shim (when the driver has one).
+async fn bench_with_memory(
+    driver: &dyn Driver,
+    runs: usize,
+    image: Option<&str>,
+    cmd: &[&str],
+) -> Option<(Duration, Option<String>)> {
     driver.fingerprint().await?;
     let dir = tempfile::tempdir().ok()?;
     let mut times = Vec::new();
+    let mut memory = None;
     for i in 0..runs {
         let c = cfg(dir.path(), &format!("b{i}x{}", std::process::id()), image, cmd);
         std::fs::create_dir_all(&c.task_dir).ok()?;
@@ -50,10 +80,13 @@ async fn bench(driver: &dyn Driver, runs: usize, image: Option<&str>, cmd: &[&st
             }
         };
         times.push(t.elapsed());
+        if i + 1 == runs {
+            memory = shim_memory(&h);
+        }
         let _ = driver.stop(&h, Duration::from_secs(1)).await;
         let _ = driver.destroy(&h).await;
     }
-    Some(median(times))
+    Some((median(times), memory))
 }
 
 fn raw(
@@ -85,15 +118,28 @@ fn show(name: &str, d: Option<Duration>) {
 #[tokio::main]
 async fn main() {
     let runs: usize = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(20);
-    // The shim is the `shoal` binary: $SHOAL_BIN, or the one built next to this example.
-    let shim = std::env::var_os("SHOAL_BIN").map(PathBuf::from).unwrap_or_else(|| {
+    // The shim: $SHOAL_SHIM, or `shoal-shim` built next to this example; and the `shoal` binary
+    // (which can be the shim too): $SHOAL_BIN, or the one built next to this example.
+    let built = |name: &str| {
         let exe = std::env::current_exe().unwrap_or_default();
-        exe.parent().and_then(|p| p.parent()).map(|p| p.join("shoal")).unwrap_or_default()
-    });
+        exe.parent().and_then(|p| p.parent()).map(|p| p.join(name)).unwrap_or_default()
+    };
+    let shim = std::env::var_os("SHOAL_SHIM").map(PathBuf::from).unwrap_or_else(|| built("shoal-shim"));
+    let shoal = std::env::var_os("SHOAL_BIN").map(PathBuf::from).unwrap_or_else(|| built("shoal"));
     println!("median of {runs} sequential starts (prepare + start until running)");
-    let process =
-        shoal_driver_process::ProcessDriver::new(shoal_driver_process::ProcessDriverConfig::new(&shim));
-    show("shoal process driver", bench(&process, runs, None, &["sleep", "60"]).await);
+    for (name, exe) in [("shoal process driver", &shim), ("  same under `shoal shim`", &shoal)] {
+        let process =
+            shoal_driver_process::ProcessDriver::new(shoal_driver_process::ProcessDriverConfig::new(exe));
+        match bench_with_memory(&process, runs, None, &["sleep", "60"]).await {
+            Some((d, memory)) => {
+                show(name, Some(d));
+                if let Some(m) = memory {
+                    println!("{:<28} {m}", "");
+                }
+            }
+            None => show(name, None),
+        }
+    }
     show(
         "raw fork+exec (sleep 60)",
         raw(

@@ -74,7 +74,7 @@ fn env() -> Env {
     let store = ImageStore::open(data.join("images")).expect("store");
     let tar = busybox_rootfs_tar(tmp.path());
     store.import(std::fs::File::open(&tar).expect("open tar"), IMAGE).expect("import");
-    let cfg = OciDriverConfig::new(&data, env!("CARGO_BIN_EXE_shoal"));
+    let cfg = OciDriverConfig::new(&data, env!("CARGO_BIN_EXE_shoal-shim"));
     Env { driver: OciDriver::new(cfg.clone()), cfg, tmp }
 }
 
@@ -385,7 +385,7 @@ async fn pull_from_a_registry_and_run() {
     // Pulling again is a no-op for the blobs.
     store2.pull(&reference, true).await.expect("pull again");
 
-    let d2 = OciDriver::new(OciDriverConfig::new(&data2, env!("CARGO_BIN_EXE_shoal")));
+    let d2 = OciDriver::new(OciDriverConfig::new(&data2, env!("CARGO_BIN_EXE_shoal-shim")));
     let mut cfg = e.task(&["/bin/echo", "pulled and ran"]);
     cfg.image = Some(reference.clone());
     d2.prepare(&cfg).await.expect("prepare");

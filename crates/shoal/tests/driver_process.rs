@@ -10,8 +10,9 @@ use shoal_driver_process::{ProcessDriver, ProcessDriverConfig};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+/// The shim as shipped: `shoal-shim` (the daemon's choice when it lies next to `shoal`).
 fn shim_exe() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_shoal"))
+    Path::new(env!("CARGO_BIN_EXE_shoal-shim"))
 }
 
 fn driver() -> ProcessDriver {
@@ -410,4 +411,54 @@ async fn checkpoint_and_restore_a_counter() {
     assert_eq!(s2.code, 143, "the restored task's own exit status: {s2:?}");
     d.destroy(&h2).await.expect("destroy");
     d.destroy(&h).await.expect("destroy the checkpointed task");
+}
+
+/// Runs a short task through the driver with `shim` as its supervisor; asserts it ran and logged.
+async fn runs_under(shim: &Path) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = ProcessDriver::new(ProcessDriverConfig::new(shim));
+    let h = d.start(&task(dir.path(), "echo ran")).await.expect("start");
+    assert!(wait(&d, &h).await.success());
+    let lines = all_logs(&d, &h, LogOptions::default()).await;
+    assert_eq!(lines.iter().map(|l| l.line.as_str()).collect::<Vec<_>>(), vec!["ran"]);
+    d.destroy(&h).await.expect("destroy");
+}
+
+/// A copied `shoal` without `shoal-shim` beside it supervises its tasks itself (`shoal shim`).
+#[tokio::test]
+async fn the_shoal_binary_is_a_shim_too() {
+    runs_under(Path::new(env!("CARGO_BIN_EXE_shoal"))).await;
+}
+
+/// A shim that lets go of the driver's pipe before it has started the task (as shims before the
+/// pipe did) is still waited for: the driver then polls for `started.json`.
+#[tokio::test]
+async fn a_shim_that_closes_the_pipe_early_is_still_waited_for() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let wrapper = dir.path().join("old-shim");
+    // Prints the supervisor's pid and exits at once, the supervisor's stdout elsewhere, so the
+    // driver sees end of file 300 ms before the supervisor (the same pid, after `exec`) even runs.
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\n( sleep 0.3; exec env SHOAL_SHIM_STAGE=supervise \"{}\" shim \"$2\" ) >/dev/null &\necho $!\n",
+            env!("CARGO_BIN_EXE_shoal-shim")
+        ),
+    )
+    .expect("wrapper");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let d = ProcessDriver::new(ProcessDriverConfig::new(&wrapper));
+    let h = d.start(&task(dir.path(), "echo late")).await.expect("start");
+    assert!(wait(&d, &h).await.success());
+    let lines = all_logs(&d, &h, LogOptions::default()).await;
+    assert_eq!(lines.iter().map(|l| l.line.as_str()).collect::<Vec<_>>(), vec!["late"]);
+    d.destroy(&h).await.expect("destroy");
+}
+
+#[test]
+fn the_shim_binary_refuses_other_arguments() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_shoal-shim")).output().expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("usage: shoal-shim shim TASK_DIR"));
 }

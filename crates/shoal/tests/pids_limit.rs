@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 fn driver() -> ProcessDriver {
-    ProcessDriver::new(ProcessDriverConfig::new(env!("CARGO_BIN_EXE_shoal")))
+    ProcessDriver::new(ProcessDriverConfig::new(env!("CARGO_BIN_EXE_shoal-shim")))
 }
 
 fn task(dir: &Path, script: &str, pids: Option<u64>) -> TaskConfig {

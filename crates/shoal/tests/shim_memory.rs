@@ -15,12 +15,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// The most resident memory the shim may use while a task floods its output. The shim (a debug
-/// build of the whole `shoal` binary) starts at a few MiB; the unbounded queue of old grew past
+/// build) starts at a few MiB; the unbounded queue of old grew past
 /// 200 MiB within a second.
 const MAX_SHIM_RSS_KIB: u64 = 64 * 1024;
 
 fn shim_exe() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_shoal"))
+    Path::new(env!("CARGO_BIN_EXE_shoal-shim"))
 }
 
 fn task(dir: &Path, script: &str) -> TaskConfig {

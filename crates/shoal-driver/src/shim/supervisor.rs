@@ -1,7 +1,9 @@
 //! The shim process itself (see the module docs of [`super`]).
 
 use super::log::{LineReader, LogWriter};
-use super::{exit_path, spec_path, started_path, write_atomic, ExitFile, ShimSpec, Started, STAGE_ENV};
+use super::{
+    exit_path, spec_path, started_path, write_atomic, write_replace, ExitFile, ShimSpec, Started, STAGE_ENV,
+};
 use crate::LogStream;
 use std::io::{BufReader, Read};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
@@ -36,7 +38,9 @@ pub(super) fn detach(task_dir: &Path) -> i32 {
         .arg(task_dir)
         .env(STAGE_ENV, super::STAGE_SUPERVISE)
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
+        // The launcher's stdout, a pipe from the driver: the supervisor holds it open until it
+        // has written `started.json`, so the driver learns it at end of file, without polling.
+        .stdout(Stdio::inherit())
         .spawn()
     {
         Ok(child) => {
@@ -58,8 +62,17 @@ fn write_started(task_dir: &Path, s: &Started) {
             return;
         }
     };
-    if let Err(e) = write_atomic(&started_path(task_dir), &data) {
+    if let Err(e) = write_replace(&started_path(task_dir), &data) {
         eprintln!("shoal shim: writing started.json: {e}");
+    }
+}
+
+/// Closes the supervisor's stdout (the pipe the driver reads, see [`detach`]): the driver's read
+/// ends and it reads `started.json`. Everything the shim starts has stdout of its own.
+fn report_started() {
+    let closed = std::fs::File::open("/dev/null").and_then(|null| Ok(rustix::stdio::dup2_stdout(null)?));
+    if let Err(e) = closed {
+        eprintln!("shoal shim: closing the start pipe: {e}");
     }
 }
 
@@ -274,6 +287,7 @@ pub(super) fn supervise(task_dir: &Path) -> i32 {
             ..Default::default()
         },
     );
+    report_started();
 
     // Output: one reader thread per pipe, one writer thread (which also stamps the time, so the
     // file is in time order), a bounded queue between them (see `LOG_QUEUE_RECORDS`).
