@@ -457,3 +457,28 @@ async fn a_command_missing_from_the_image_is_rejected_and_leaves_nothing_behind(
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
     assert!(!mounts.contains(&cfg.task_dir.display().to_string()), "the overlay is unmounted");
 }
+
+/// A start that was interrupted after runc created the container (the daemon died mid-start)
+/// leaves runc's state behind: starting the same task again removes it first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leftover_container_of_the_same_task_is_removed_at_start() {
+    if !usable() {
+        return;
+    }
+    let e = env();
+    let cfg = e.task(&["/bin/echo", "first"]);
+    let (h, status, _) = e.run(&cfg).await;
+    assert!(status.success(), "{status:?}");
+    // `runc run --keep`: the stopped container stays known to runc until it is deleted.
+    assert!(Path::new("/run/runc").join(&h.runtime_id).exists(), "runc keeps the stopped container");
+    let again = TaskConfig { command: vec!["/bin/echo".into(), "second".into()], ..cfg.clone() };
+    let h2 = e.driver.start(&again).await.expect("start over the leftover");
+    assert_eq!(h2.runtime_id, h.runtime_id, "the same container id");
+    let s = tokio::time::timeout(Duration::from_secs(60), e.driver.wait(&h2))
+        .await
+        .expect("in time")
+        .expect("wait");
+    assert!(s.success(), "{s:?}");
+    assert!(logs(&e.driver, &h2).await.contains(&"second".to_string()));
+    cleanup(&e.driver, &h2).await;
+}
