@@ -183,9 +183,7 @@ fn shim_log_path(task_dir: &Path) -> PathBuf {
 /// Writes `data` to `path` atomically (tmp file, fsync, rename).
 pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
+    let tmp = tmp_beside(path);
     let mut f = std::fs::File::create(&tmp)?;
     f.write_all(data)?;
     f.sync_all()?;
@@ -196,11 +194,27 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
 /// files of a task's start (`shim.json`, `started.json`), which only matter while the task runs,
 /// and no task survives the machine losing power. (Two fsyncs were a large part of a start.)
 pub fn write_replace(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
+    let tmp = tmp_beside(path);
     std::fs::write(&tmp, data)?;
     std::fs::rename(&tmp, path)
+}
+
+/// `<path>.tmp`: where [`write_atomic`] and [`write_replace`] write before renaming.
+fn tmp_beside(path: &Path) -> PathBuf {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    PathBuf::from(tmp)
+}
+
+/// The task directory of a `<exe> shim TASK_DIR` command line (how the drivers start the shim,
+/// whichever binary it is), or `None` for any other.
+pub fn task_dir_from_args(args: &[std::ffi::OsString]) -> Option<&Path> {
+    match args {
+        [_, verb, task_dir] if verb == "shim" && !task_dir.as_encoded_bytes().starts_with(b"-") => {
+            Some(Path::new(task_dir))
+        }
+        _ => None,
+    }
 }
 
 /// Entry point of `shoal shim TASK_DIR`; returns the shim's exit code.
@@ -465,6 +479,16 @@ pub async fn logs(task_dir: &Path, opts: &LogOptions) -> Result<LogReceiver, Dri
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_shim_command_line_names_a_task_dir() {
+        let args = |a: &[&str]| a.iter().map(std::ffi::OsString::from).collect::<Vec<_>>();
+        assert_eq!(task_dir_from_args(&args(&["shoal", "shim", "/t/1"])), Some(Path::new("/t/1")));
+        assert_eq!(task_dir_from_args(&args(&["shoal", "shim", "--help"])), None);
+        assert_eq!(task_dir_from_args(&args(&["shoal", "shim"])), None);
+        assert_eq!(task_dir_from_args(&args(&["shoal", "service", "ls"])), None);
+        assert_eq!(task_dir_from_args(&args(&["shoal", "shim", "/t/1", "x"])), None);
+    }
 
     #[test]
     fn parses_proc_stat() {

@@ -359,10 +359,8 @@ fn main() -> std::process::ExitCode {
     // `shoal shim TASK_DIR` (how the drivers start it) goes straight to the shim: every task start
     // runs it twice, and it needs none of the command line's parsing or the logging set-up.
     let args: Vec<std::ffi::OsString> = std::env::args_os().take(4).collect();
-    if let [_, verb, task_dir] = args.as_slice() {
-        if verb == "shim" && !task_dir.as_encoded_bytes().starts_with(b"-") {
-            std::process::exit(shoal_driver::shim::run(std::path::Path::new(task_dir)));
-        }
+    if let Some(task_dir) = shoal_driver::shim::task_dir_from_args(&args) {
+        std::process::exit(shoal_driver::shim::run(task_dir));
     }
     match real_main() {
         Ok(()) => std::process::ExitCode::SUCCESS,

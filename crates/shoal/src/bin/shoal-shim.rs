@@ -6,11 +6,9 @@
 
 fn main() {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    match args.as_slice() {
-        [_, verb, task_dir] if verb == "shim" => {
-            std::process::exit(shoal_driver::shim::run(std::path::Path::new(task_dir)))
-        }
-        _ => {
+    match shoal_driver::shim::task_dir_from_args(&args) {
+        Some(task_dir) => std::process::exit(shoal_driver::shim::run(task_dir)),
+        None => {
             eprintln!("usage: shoal-shim shim TASK_DIR (started by the shoal daemon's drivers)");
             std::process::exit(2)
         }
