@@ -24,7 +24,10 @@ cleanup() {
     rm -rf "$D"
 }
 trap cleanup EXIT
+
 cli() { "$BIN" -H "unix://$D/$1.sock" "${@:2}"; }
+# The last value of a field the daemons logged (the source's freeze, the target's fetch and restore).
+field() { cat "$D/m.log" "$D/w.log" | sed 's/\x1b\[[0-9;]*m//g' | grep -o "$1=[0-9]*" | tail -1 | cut -d= -f2; }
 "$BIN" dev --data-dir "$D/m" --api-socket "$D/m.sock" --listen-addr 127.0.0.1:46301 --ui-addr off \
     --hostname bench-m >"$D/m.log" 2>&1 &
 "$BIN" daemon --data-dir "$D/w" --api-socket "$D/w.sock" --listen-addr 127.0.0.1:46302 --ui-addr off \
@@ -37,8 +40,8 @@ for l in sh dd head sleep; do ln -sf busybox "$D/rootfs/bin/$l"; done
 tar -C "$D/rootfs" -cf "$D/rootfs.tar" .
 for n in m w; do "$BIN" image --data-dir "$D/$n" import "$D/rootfs.tar" bench-mem:1 >/dev/null; done
 
-echo "| memory | downtime in the task's output | downtime (manager) | total | archive |"
-echo "| --- | --- | --- | --- | --- |"
+echo "| memory | downtime in the task's output | downtime (manager) | total | archive | freeze | fetch + verify + unpack | restore |"
+echo "| --- | --- | --- | --- | --- | --- | --- | --- |"
 for mb in "${sizes[@]}"; do
     svc="mem$mb"
     # dd keeps one block of $mb MB of random data while it waits to write it into the pipe.
@@ -59,7 +62,9 @@ print(t[0]["id"] if t else "")')
         [ "$(cli m service logs "$svc" 2>/dev/null | grep -c "${new:0:12}")" -gt 5 ] && break
         sleep 0.1
     done
-    gap=$(cli m service logs -t "$svc" | python3 -c '
+    cli m service logs -t "$svc" >"$D/logs-$mb.txt"
+    [ -n "${DEBUG:-}" ] && head -3 "$D/logs-$mb.txt" && grep -m3 "${new:0:12}" "$D/logs-$mb.txt"
+    gap=$(python3 -c '
 import sys, datetime
 old, new = sys.argv[1][:12], sys.argv[2][:12]
 def ts(s):
@@ -70,17 +75,19 @@ last_old = first_new = None
 for line in sys.stdin:
     if " | " not in line:
         continue
-    src, rest = line.split(" | ", 1)
-    t = ts(rest.split(None, 1)[0])
+    # `service logs -t`: "TIMESTAMP TASK@NODE | line", as docker prints it.
+    stamp, src = (line.split(" | ", 1)[0].split() + [""])[:2]
+    t = ts(stamp)
     if old in src:
         last_old = max(last_old or t, t)
     elif new in src:
         first_new = min(first_new or t, t)
 print("%.0f ms" % ((first_new - last_old) * 1000) if last_old and first_new else "n/a")
-' "$task" "$new")
+' "$task" "$new" <"$D/logs-$mb.txt")
     echo "$out" | python3 -c '
 import json,sys
 r=json.load(sys.stdin)
-print("| %s MB | %s | %d ms | %d ms | %.1f MB |" % (sys.argv[1], sys.argv[2], r["downtime_ms"], r["total_ms"], r["archive_bytes"]/1e6))' "$mb" "$gap"
+print("| %s MB | %s | %d ms | %d ms | %.1f MB | %s ms | %s ms | %s ms |" % (sys.argv[1], sys.argv[2], r["downtime_ms"], r["total_ms"], r["archive_bytes"]/1e6, *sys.argv[3:6]))' \
+        "$mb" "$gap" "$(field freeze_ms)" "$(field fetch_ms)" "$(field restore_ms)"
     cli m service rm "$svc" >/dev/null
 done

@@ -852,8 +852,19 @@ impl Agent {
         } else {
             let dir = self.checkpoints_dir().join(format!("restore-{}", cfg.task_id));
             let _ = store::remove_dir(&dir);
+            let t0 = std::time::Instant::now();
             let r = match self.plane.fetch_checkpoint(spec, &dir).await {
-                Ok(()) => driver.restore(cfg, &dir).await,
+                Ok(()) => {
+                    let t1 = std::time::Instant::now();
+                    let r = driver.restore(cfg, &dir).await;
+                    tracing::info!(
+                        task = %cfg.task_id,
+                        fetch_ms = (t1 - t0).as_millis() as u64,
+                        restore_ms = t1.elapsed().as_millis() as u64,
+                        "checkpoint fetched and restored"
+                    );
+                    r
+                }
                 Err(e) => {
                     Err(DriverError::Runtime(format!("fetching checkpoint {}: {e}", spec.checkpoint_id)))
                 }

@@ -4,13 +4,15 @@
 //! 1. The target is chosen by the brain ([`shoal_core::migrate::target`]): a ready, active node
 //!    whose driver can restore, that the scheduler would accept.
 //! 2. The source node's agent checkpoints the task (it stops; the agent keeps it as it is until
-//!    the managers move it, so its slot is not restarted) and packs the archive, signed with a
-//!    key the managers derive from the cluster's CA key for this checkpoint and bound to the
-//!    cluster, the task and the checkpoint. It keeps the archive and the unpacked checkpoint.
+//!    the managers move it, so its slot is not restarted) and keeps the checkpoint directory,
+//!    with the key the managers derive from the cluster's CA key for this checkpoint and the
+//!    binding (cluster, task, checkpoint) to sign it with when it is sent.
 //! 3. The manager commits `MigrateTask` through Raft: the old task is told to stop, a new task
-//!    takes its slot on the target with `restore` set (where to fetch the archive, its key).
-//! 4. The target's agent fetches the archive from the source node's agent (node to node, mTLS),
-//!    verifies it before unpacking anything, and restores the task.
+//!    takes its slot on the target with `restore` set (where to fetch the checkpoint, its key).
+//! 4. The target's agent fetches the checkpoint from the source node's agent (node to node,
+//!    mTLS) as a stream ([`shoal_driver_oci::checkpoint_stream`]): the source tars and signs it
+//!    frame by frame while sending, the target verifies each frame before unpacking it, with no
+//!    archive file on either side. Then it restores the task.
 //!
 //! **A migration never loses the task**: if anything fails after the checkpoint (the commit,
 //! the transfer, verification, the restore), the task is restored on its own node from the copy
@@ -18,7 +20,8 @@
 //! node at a time.
 //!
 //! Checkpoint files (`task checkpoint` / `task restore`) are a JSON header line plus the same
-//! archive; a restored file is kept by the manager that received it until the task runs.
+//! stream (files of earlier versions hold a signed archive instead, and are still accepted); a
+//! restored file is kept by the manager that received it until the task runs.
 
 use crate::server::ApiError;
 use axum::extract::{Path as UrlPath, State};
@@ -57,7 +60,8 @@ pub struct Migration {
     pub from_node: String,
     pub to_node: String,
     pub checkpoint_id: String,
-    /// Bytes transferred.
+    /// The checkpoint's size: its files (the stream adds tar headers and a 37-byte frame
+    /// header and tag per MiB).
     pub archive_bytes: u64,
     /// From the checkpoint's start to the restored task running (the task's downtime).
     pub downtime_ms: u64,
@@ -77,12 +81,12 @@ pub struct CheckpointRequest {
     /// A snapshot: the task goes on running.
     #[serde(default)]
     pub leave_running: bool,
-    /// The `corrupt-checkpoint` failpoint of the coordinating manager: flip a byte of the archive.
+    /// The `corrupt-checkpoint` failpoint of the coordinating manager: flip a byte of the stream.
     #[serde(default)]
     pub corrupt: bool,
 }
 
-/// The source agent's answer: the archive stays there, for the restoring node to fetch.
+/// The source agent's answer: the checkpoint stays there, for the restoring node to fetch.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Checkpointed {
     pub archive_bytes: u64,
@@ -218,7 +222,7 @@ pub async fn migrate(m: &Arc<Manager>, id: &TaskId, to: Option<&str>) -> Result<
         ApiError::new(StatusCode::CONFLICT, "checkpoint_failed", format!("checkpoint on {source_name}: {e}"))
     })?;
     let archive_bytes = done.archive_bytes;
-    // The target fetches the archive from the source node directly (mTLS between nodes).
+    // The target fetches the checkpoint from the source node directly (mTLS between nodes).
     let restore = RestoreSpec {
         from_task: task.id.clone(),
         from_node: source.clone(),
@@ -387,7 +391,7 @@ async fn restore_at_home(
     Ok(id)
 }
 
-/// Asks the source node's agent to checkpoint; the signed archive stays there.
+/// Asks the source node's agent to checkpoint; the checkpoint stays there.
 async fn checkpoint_on(
     tls: &Arc<rustls::ClientConfig>,
     addr: &str,
@@ -435,8 +439,8 @@ async fn forget_checkpoint(tls: &Arc<rustls::ClientConfig>, addr: &str, node: &N
     }
 }
 
-/// The first line of a checkpoint file (`shoal task checkpoint --output`); the signed archive
-/// follows. Every field is part of what the archive's MAC binds, so none can be changed.
+/// The first line of a checkpoint file (`shoal task checkpoint --output`); the signed stream
+/// follows. Every field is part of what the stream's MACs bind, so none can be changed.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FileHeader {
     pub shoal_checkpoint: u32,
@@ -609,10 +613,9 @@ pub async fn restore_handler(
     let (f, binding, check) =
         (file.clone(), file_binding(&header), dir.join(format!("verify-{}", header.checkpoint_id)));
     let verified = tokio::task::spawn_blocking(move || {
-        let r =
-            shoal_driver_oci::checkpoint::unpack_verified(&f, binding.as_bytes(), &key, &check).map(|_| ());
+        let r = shoal_driver_oci::checkpoint_stream::unpack_file(&f, binding.as_bytes(), &key, &check);
         let _ = shoal_agent::store::remove_dir(&check);
-        r.map_err(|e| e.to_string())
+        r.map(|_| ()).map_err(|e| e.to_string())
     })
     .await
     .map_err(|e| unavailable(e.to_string()))?;
@@ -673,7 +676,7 @@ fn safe_id(id: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// `POST /internal/agent/checkpoint` on a node: checkpoint the task, answer with the archive.
+/// `POST /internal/agent/checkpoint` on a node: checkpoint the task and keep the checkpoint.
 pub async fn agent_checkpoint(
     State(slot): State<crate::logs::AgentSlot>,
     Extension(peer): Extension<Option<NodeIdentity>>,
@@ -685,7 +688,6 @@ pub async fn agent_checkpoint(
     let key =
         unhex(&r.key_hex).ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "invalid", "bad key"))?;
     let dir = agent.checkpoints_dir().join(&r.checkpoint_id);
-    let file = agent.checkpoints_dir().join(format!("{}.ckpt", r.checkpoint_id));
     let _ = shoal_agent::store::remove_dir(&dir);
     let opts = shoal_driver::CheckpointOptions { leave_running: r.leave_running, ..Default::default() };
     let report =
@@ -697,42 +699,58 @@ pub async fn agent_checkpoint(
             ),
             e => ApiError::new(StatusCode::CONFLICT, "checkpoint_failed", e.to_string()),
         })?;
-    // The unpacked checkpoint and its archive stay here until the managers say the task runs
-    // elsewhere: the restoring node fetches the archive from here, and the task is restored from
-    // the directory at home if the migration fails.
-    let (dir2, file2, corrupt) = (dir.clone(), file.clone(), r.corrupt);
-    let packed = tokio::task::spawn_blocking(move || {
-        // Uncompressed: memory pages of real tasks compress little, and gzip costs more time
-        // (all of it in the task's downtime) than the transfer on a cluster network saves.
-        let none = shoal_driver_oci::checkpoint::Compression::None;
-        let n = shoal_driver_oci::checkpoint::pack_with(&dir2, &file2, r.binding.as_bytes(), &key, none)
-            .map_err(|e| e.to_string())?;
-        if corrupt {
-            corrupt_middle(&file2).map_err(|e| e.to_string())?;
-        }
-        Ok::<u64, String>(n)
-    })
-    .await
-    .map_err(|e| unavailable(e.to_string()))?;
-    let bytes = packed.map_err(|e| {
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "checkpoint_failed", format!("packing: {e}"))
-    })?;
+    // The checkpoint stays here until the managers say the task runs elsewhere: the restoring
+    // node fetches it from here as a stream (packed while it is sent), and the task is restored
+    // from it at home if the migration fails.
+    let bytes = checkpoint_bytes(&dir);
+    streams().insert(r.checkpoint_id.clone(), StreamParams { key, binding: r.binding, corrupt: r.corrupt });
     let freeze_ms = report.freeze.as_millis() as u64;
     tracing::info!(task = %r.task_id, bytes, freeze_ms, "task checkpointed");
     Ok(Json(Checkpointed { archive_bytes: bytes, freeze_ms }).into_response())
 }
 
-/// The `corrupt-checkpoint` failpoint: one byte in the middle of the archive flipped.
-fn corrupt_middle(file: &Path) -> std::io::Result<()> {
-    use std::io::{Read, Seek, SeekFrom, Write};
-    let mut f = std::fs::OpenOptions::new().read(true).write(true).open(file)?;
-    let middle = f.metadata()?.len() / 2;
-    let mut b = [0u8; 1];
-    f.seek(SeekFrom::Start(middle))?;
-    f.read_exact(&mut b)?;
-    f.seek(SeekFrom::Start(middle))?;
-    f.write_all(&[b[0] ^ 0xff])?;
-    f.sync_all()
+/// How this node signs the stream of a checkpoint it holds (in memory only: after a restart
+/// the checkpoint can still be restored here, but no longer sent).
+struct StreamParams {
+    key: Vec<u8>,
+    binding: String,
+    /// The `corrupt-checkpoint` failpoint of the manager that asked for it.
+    corrupt: bool,
+}
+
+struct Streams(Mutex<BTreeMap<String, Arc<StreamParams>>>);
+
+impl Streams {
+    fn insert(&self, id: String, p: StreamParams) {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).insert(id, Arc::new(p));
+    }
+    fn get(&self, id: &str) -> Option<Arc<StreamParams>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).get(id).cloned()
+    }
+    fn remove(&self, id: &str) {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).remove(id);
+    }
+}
+
+fn streams() -> &'static Streams {
+    static S: OnceLock<Streams> = OnceLock::new();
+    S.get_or_init(|| Streams(Mutex::default()))
+}
+
+/// The size of a checkpoint directory's files (what its stream carries, less tar headers and
+/// frame tags).
+fn checkpoint_bytes(dir: &Path) -> u64 {
+    fn rec(d: &Path) -> u64 {
+        let Ok(it) = std::fs::read_dir(d) else { return 0 };
+        it.flatten()
+            .map(|e| match e.file_type() {
+                Ok(t) if t.is_dir() => rec(&e.path()),
+                Ok(t) if t.is_file() => e.metadata().map_or(0, |m| m.len()),
+                _ => 0,
+            })
+            .sum()
+    }
+    rec(dir)
 }
 
 /// `GET /internal/agent/checkpoint/{id}/archive`: a checkpoint this node made, for the node that
@@ -745,10 +763,37 @@ pub async fn agent_archive(
     require(&peer, &[Role::Manager, Role::Worker])?;
     safe_id(&id)?;
     let agent = slot.get().cloned().ok_or_else(|| unavailable("the agent is not running yet"))?;
-    let bytes = tokio::fs::read(agent.checkpoints_dir().join(format!("{id}.ckpt")))
-        .await
-        .map_err(|e| ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("checkpoint {id}: {e}")))?;
-    Ok(([(axum::http::header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
+    let dir = agent.checkpoints_dir().join(&id);
+    let params = streams().get(&id).filter(|_| dir.is_dir()).ok_or_else(|| {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("checkpoint {id} is not on this node"))
+    })?;
+    // Packed while it is sent: a blocking thread tars and signs frame by frame into a small
+    // queue that the response body drains (it waits while the receiver is slower).
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<hyper::body::Bytes, std::io::Error>>(8);
+    tokio::task::spawn_blocking(move || {
+        let send = |frame: Vec<u8>| {
+            tx.blocking_send(Ok(frame.into()))
+                .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the receiver went away"))
+        };
+        let sent = shoal_driver_oci::checkpoint_stream::write_stream(
+            &dir,
+            params.binding.as_bytes(),
+            &params.key,
+            params.corrupt,
+            send,
+        );
+        if let Err(e) = sent {
+            tracing::warn!(checkpoint = %id, error = %e, "sending a checkpoint failed");
+            // The body ends in an error: the receiver sees a broken transfer, not a short one.
+            let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
+        }
+    });
+    let body = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/octet-stream")],
+        axum::body::Body::from_stream(body),
+    )
+        .into_response())
 }
 
 /// `DELETE /internal/agent/checkpoint/{id}`: the task runs elsewhere; drop the local copy.
@@ -760,9 +805,9 @@ pub async fn agent_forget_checkpoint(
     require(&peer, &[Role::Manager])?;
     safe_id(&id)?;
     let agent = slot.get().cloned().ok_or_else(|| unavailable("the agent is not running yet"))?;
+    streams().remove(&id);
     shoal_agent::store::remove_dir(&agent.checkpoints_dir().join(&id))
         .map_err(|e| unavailable(e.to_string()))?;
-    let _ = std::fs::remove_file(agent.checkpoints_dir().join(format!("{id}.ckpt")));
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -780,8 +825,10 @@ pub async fn serve_archive(
     Ok(([(axum::http::header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
 }
 
-/// For the planes: fetch `spec`'s archive (from `local` when this node holds it, else over mTLS
-/// from the manager that does), verify it and unpack it into `dest`.
+/// For the planes: fetch `spec`'s checkpoint (from `local` when this node holds it, else over
+/// mTLS from the node that does), verify it and unpack it into `dest`. A stream (from a node) is
+/// verified and unpacked frame by frame while it arrives; an archive (a checkpoint file a
+/// manager holds) is received whole, then verified, then unpacked.
 pub async fn fetch_checkpoint(
     tls: Arc<rustls::ClientConfig>,
     local: Option<&Path>,
@@ -791,44 +838,86 @@ pub async fn fetch_checkpoint(
     use http_body_util::BodyExt;
     safe_id(&spec.checkpoint_id).map_err(|e| e.message)?;
     let key = unhex(&spec.key_hex).ok_or("bad key")?;
-    let file = dest.with_extension("ckpt");
-    if let Some(parent) = file.parent() {
+    let spool = dest.with_extension("ckpt");
+    if let Some(parent) = spool.parent() {
         tokio::fs::create_dir_all(parent).await.map_err(|e| e.to_string())?;
     }
-    match local {
-        Some(dir) => {
-            tokio::fs::copy(dir.join(format!("{}.ckpt", spec.checkpoint_id)), &file)
-                .await
-                .map_err(|e| format!("reading the archive: {e}"))?;
-        }
-        None => {
-            let resp = crate::internal::open(
-                tls,
-                &spec.source_addr,
-                &spec.source_server_name,
-                hyper::Method::GET,
-                &spec.source_path,
-                None,
-            )
-            .await?;
-            let status = resp.status();
-            let bytes = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
-            if !status.is_success() {
-                return Err(crate::internal::remote_error(status, &bytes));
-            }
-            tokio::fs::write(&file, &bytes).await.map_err(|e| e.to_string())?;
-        }
+    let (binding, d) = (spec.binding.clone(), dest.to_path_buf());
+    if let Some(dir) = local {
+        let file = dir.join(format!("{}.ckpt", spec.checkpoint_id));
+        return tokio::task::spawn_blocking(move || {
+            shoal_driver_oci::checkpoint_stream::unpack_file(&file, binding.as_bytes(), &key, &d)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|e| e.to_string())?;
     }
-    let (f, d, binding) = (file.clone(), dest.to_path_buf(), spec.binding.clone());
-    let unpacked = tokio::task::spawn_blocking(move || {
-        shoal_driver_oci::checkpoint::unpack_verified(&f, binding.as_bytes(), &key, &d)
+    let unpack = move |reader: &mut dyn std::io::Read| {
+        shoal_driver_oci::checkpoint_stream::unpack_any(reader, &spool, binding.as_bytes(), &key, &d)
             .map(|_| ())
             .map_err(|e| e.to_string())
-    })
-    .await
-    .map_err(|e| e.to_string())?;
-    let _ = tokio::fs::remove_file(&file).await;
-    unpacked
+    };
+    let resp = crate::internal::open(
+        tls,
+        &spec.source_addr,
+        &spec.source_server_name,
+        hyper::Method::GET,
+        &spec.source_path,
+        None,
+    )
+    .await?;
+    let status = resp.status();
+    let mut body = resp.into_body();
+    if !status.is_success() {
+        let bytes = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
+        return Err(crate::internal::remote_error(status, &bytes));
+    }
+    // The body's chunks go through a small queue to a blocking thread that verifies and unpacks
+    // them as they come.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<hyper::body::Bytes, String>>(16);
+    let worker = tokio::task::spawn_blocking(move || {
+        let mut reader = ChannelReader { rx, cur: hyper::body::Bytes::new() };
+        unpack(&mut reader)
+    });
+    while let Some(frame) = body.frame().await {
+        let item = match frame {
+            Ok(f) => match f.into_data() {
+                Ok(data) => Ok(data),
+                Err(_) => continue,
+            },
+            Err(e) => Err(format!("receiving the checkpoint: {e}")),
+        };
+        let failed = item.is_err();
+        // A closed queue: the worker stopped (it refused the stream); its error says why.
+        if tx.send(item).await.is_err() || failed {
+            break;
+        }
+    }
+    drop(tx);
+    worker.await.map_err(|e| e.to_string())?
+}
+
+/// A `Read` over the chunks of a response body that another task receives.
+struct ChannelReader {
+    rx: tokio::sync::mpsc::Receiver<Result<hyper::body::Bytes, String>>,
+    cur: hyper::body::Bytes,
+}
+
+impl std::io::Read for ChannelReader {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while self.cur.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(Ok(b)) => self.cur = b,
+                Some(Err(e)) => return Err(std::io::Error::other(e)),
+                None => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.cur.len());
+        out[..n].copy_from_slice(&self.cur[..n]);
+        let _ = self.cur.split_to(n);
+        Ok(n)
+    }
 }
 
 #[cfg(test)]

@@ -53,11 +53,15 @@ pub enum CheckpointError {
     EmptyKey,
     #[error("{0} exists and is not an empty directory")]
     DestNotEmpty(PathBuf),
+    #[error(
+        "the checkpoint stream failed verification at frame {frame}: {why} (it was modified or cut short, or made for another task or cluster)"
+    )]
+    StreamRejected { frame: u64, why: &'static str },
     #[error("unpacking the checkpoint archive: {0}")]
     Unpack(#[from] UnpackError),
 }
 
-fn io(context: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> CheckpointError {
+pub(crate) fn io(context: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> CheckpointError {
     move |source| CheckpointError::Io { context: context.to_string(), source }
 }
 
@@ -129,7 +133,7 @@ impl<W: Write> Write for MacWriter<W> {
 }
 
 /// Every entry under `root` (not following symlinks), parents before children, sorted by name.
-fn walk(root: &Path) -> Result<Vec<(PathBuf, Metadata)>, CheckpointError> {
+pub(crate) fn walk(root: &Path) -> Result<Vec<(PathBuf, Metadata)>, CheckpointError> {
     fn rec(root: &Path, rel: &Path, out: &mut Vec<(PathBuf, Metadata)>) -> Result<(), CheckpointError> {
         let dir = root.join(rel);
         let mut names: Vec<_> = std::fs::read_dir(&dir)
@@ -165,7 +169,7 @@ fn open_nofollow(p: &Path) -> Result<File, CheckpointError> {
 
 /// Appends one filesystem entry (dir, regular file, symlink) to `b`; `false` when its type is
 /// not one of those.
-fn append_entry<W: Write>(
+pub(crate) fn append_entry<W: Write>(
     b: &mut tar::Builder<W>,
     name: &Path,
     abs: &Path,
@@ -304,31 +308,41 @@ pub fn unpack_verified(
         return Err(CheckpointError::Rejected(file.to_path_buf()));
     }
 
-    let created = match std::fs::read_dir(dest_dir) {
-        Ok(mut it) => {
-            if it.next().is_some() {
-                return Err(CheckpointError::DestNotEmpty(dest_dir.to_path_buf()));
-            }
-            false
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::create_dir_all(dest_dir).map_err(io(format!("creating {}", dest_dir.display())))?;
-            true
-        }
-        Err(_) => return Err(CheckpointError::DestNotEmpty(dest_dir.to_path_buf())),
-    };
+    let created = take_dest(dest_dir)?;
     f.seek(SeekFrom::Start(0)).map_err(io(format!("reading {}", file.display())))?;
     let limits = UnpackLimits { max_bytes: u64::MAX, max_entries: 1_000_000 };
     match unpack::unpack_layer(f.take(payload_len), dest_dir, limits) {
         Ok(r) => Ok(r),
         Err(e) => {
-            if created {
-                let _ = std::fs::remove_dir_all(dest_dir);
-            } else {
-                clear_dir(dest_dir);
-            }
+            discard_dest(dest_dir, created);
             Err(e.into())
         }
+    }
+}
+
+/// Makes `dest_dir` ready to unpack into: it must be absent (it is created: `true`) or empty.
+pub(crate) fn take_dest(dest_dir: &Path) -> Result<bool, CheckpointError> {
+    match std::fs::read_dir(dest_dir) {
+        Ok(mut it) => {
+            if it.next().is_some() {
+                return Err(CheckpointError::DestNotEmpty(dest_dir.to_path_buf()));
+            }
+            Ok(false)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(dest_dir).map_err(io(format!("creating {}", dest_dir.display())))?;
+            Ok(true)
+        }
+        Err(_) => Err(CheckpointError::DestNotEmpty(dest_dir.to_path_buf())),
+    }
+}
+
+/// Removes what a failed unpack left: the directory itself when [`take_dest`] created it.
+pub(crate) fn discard_dest(dest_dir: &Path, created: bool) {
+    if created {
+        let _ = std::fs::remove_dir_all(dest_dir);
+    } else {
+        clear_dir(dest_dir);
     }
 }
 
@@ -345,7 +359,7 @@ fn clear_dir(dir: &Path) {
     }
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 

@@ -9,6 +9,7 @@
 //!   that carries one to another node.
 
 pub mod checkpoint;
+pub mod checkpoint_stream;
 mod exec_tty;
 pub mod store;
 pub mod unpack;

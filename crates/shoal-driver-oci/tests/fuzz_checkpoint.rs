@@ -1,5 +1,6 @@
-//! Fuzz target: checkpoint archives as a node or manager receives them
-//! (`checkpoint::unpack_verified`, behind `POST /v1/tasks/restore` and live migration), rootfs
+//! Fuzz target: checkpoint archives and streams as a node or manager receives them
+//! (`checkpoint::unpack_verified` and `checkpoint_stream::unpack_any`, behind
+//! `POST /v1/tasks/restore` and live migration), rootfs
 //! diffs (`apply_rootfs_diff`) and checkpoint manifests (`Manifest::read`). Random files and
 //! byte-mutated signed archives are refused (`NotAnArchive` or `Rejected`) before anything is
 //! extracted; an archive signed with the right key whose payload is hostile (a key holder gone
@@ -14,6 +15,8 @@ use ring::hmac;
 use shoal_driver_oci::checkpoint::{
     apply_rootfs_diff, pack_with, unpack_verified, CheckpointError, Compression, Manifest,
 };
+use shoal_driver_oci::checkpoint_stream::{unpack_any, write_stream, FrameWriter, FRAME_BYTES};
+use std::io::Write;
 use std::path::Path;
 
 const BINDING: &[u8] = b"shoal-file/cluster/svc/Some(1)/task/ck1";
@@ -46,6 +49,54 @@ fn good_archive(dir: &Path, compression: Compression) -> Vec<u8> {
     std::fs::remove_dir_all(&src).expect("clean");
     std::fs::remove_file(&out).expect("clean");
     data
+}
+
+/// `payload` as a stream signed for `binding` under `key`, in frames of up to `frame` bytes as
+/// written (the writer cuts at `FRAME_BYTES` too).
+fn signed_stream(payload: &[u8], binding: &[u8], key: &[u8], frame: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut w = FrameWriter::new(binding, key, |f| {
+        out.push(f);
+        Ok(())
+    })
+    .expect("stream");
+    for chunk in payload.chunks(frame.max(1)) {
+        w.write_all(chunk).expect("write");
+    }
+    w.finish().expect("finish");
+    out.concat()
+}
+
+fn good_stream(dir: &Path) -> Vec<u8> {
+    let src = dir.join("src");
+    std::fs::create_dir_all(src.join("criu")).expect("mkdir");
+    std::fs::write(src.join("criu/pages-1.img"), [7u8; 3000]).expect("write");
+    std::os::unix::fs::symlink("../pre-1", src.join("criu/parent")).expect("symlink");
+    std::fs::write(src.join("checkpoint.json"), br#"{"format":1,"task_id":"t"}"#).expect("write");
+    let mut out = Vec::new();
+    write_stream(&src, BINDING, KEY, false, |f| {
+        out.extend_from_slice(&f);
+        Ok(())
+    })
+    .expect("stream");
+    std::fs::remove_dir_all(&src).expect("clean");
+    out
+}
+
+/// Receives `data` as a node receives a checkpoint from the network into `dest/ck`.
+fn run_stream(sb: &Sandbox, data: &[u8]) -> Result<(), CheckpointError> {
+    let target = sb.dest.join("ck");
+    let r = unpack_any(data, &sb.tmp.path().join("spool"), BINDING, KEY, &target).map(|_| ());
+    match &r {
+        Ok(()) => assert_contained(&target),
+        Err(e) => {
+            assert!(!e.to_string().trim().is_empty());
+            assert!(!target.exists(), "a refused stream left {} behind: {e}", target.display());
+        }
+    }
+    assert!(!sb.tmp.path().join("spool").exists(), "the spool file stays behind");
+    sb.assert_outside_untouched(&[]);
+    r
 }
 
 /// Writes `file` beside the sandbox's target and unpacks it into `dest/ck` (absent before).
@@ -110,6 +161,40 @@ proptest! {
     }
 
     #[test]
+    fn random_streams_are_refused(data in prop::collection::vec(any::<u8>(), 0..2048)) {
+        let sb = sandbox();
+        let r = run_stream(&sb, &[b"SHOALCS1".as_slice(), &data].concat());
+        prop_assert!(matches!(r, Err(CheckpointError::StreamRejected { .. })), "{:?}", r);
+    }
+
+    #[test]
+    fn mutated_streams_are_refused(edits in byte_edits()) {
+        let sb = sandbox();
+        let good = good_stream(sb.tmp.path());
+        let bad = mutate_bytes(good.clone(), &edits);
+        let r = run_stream(&sb, &bad);
+        if bad == good {
+            prop_assert!(r.is_ok(), "{:?}", r);
+        } else {
+            prop_assert!(r.is_err(), "a mutated stream was accepted");
+        }
+    }
+
+    #[test]
+    fn signed_hostile_streams_are_unpacked_safely(entries in prop::collection::vec(hostile(), 1..10), frame in 1usize..4096) {
+        let sb = sandbox();
+        let tar = archive(&entries.iter().map(|h| hostile_bytes(h, &sb.outside)).collect::<Vec<_>>());
+        if run_stream(&sb, &signed_stream(&tar, BINDING, KEY, frame)).is_ok() {
+            std::fs::remove_dir_all(sb.dest.join("ck")).expect("clear the target");
+        }
+        // The same frames for another binding or key are refused.
+        let r = run_stream(&sb, &signed_stream(&tar, b"another task", KEY, frame));
+        prop_assert!(matches!(r, Err(CheckpointError::StreamRejected { .. })), "{:?}", r);
+        let r = run_stream(&sb, &signed_stream(&tar, BINDING, b"another key", frame));
+        prop_assert!(matches!(r, Err(CheckpointError::StreamRejected { .. })), "{:?}", r);
+    }
+
+    #[test]
     fn rootfs_diffs(entries in prop::collection::vec(hostile(), 1..10)) {
         let sb = sandbox();
         let diff = sb.tmp.path().join("diff.tar");
@@ -144,6 +229,23 @@ proptest! {
             }
         }
     }
+}
+
+#[test]
+fn a_good_stream_round_trips_and_frames_are_cut_at_the_limit() {
+    let sb = sandbox();
+    run_stream(&sb, &good_stream(sb.tmp.path())).expect("a good stream unpacks");
+    assert_eq!(std::fs::read(sb.dest.join("ck/criu/pages-1.img")).expect("read"), [7u8; 3000]);
+    let mut sizes = Vec::new();
+    let mut w = FrameWriter::new(BINDING, KEY, |f| {
+        sizes.push(f.len());
+        Ok(())
+    })
+    .expect("stream");
+    w.write_all(&vec![1u8; 2 * FRAME_BYTES + 1]).expect("write");
+    w.finish().expect("finish");
+    // The magic, two full frames (5-byte head, 32-byte tag), the last with the one byte left.
+    assert_eq!(sizes, [8, FRAME_BYTES + 37, FRAME_BYTES + 37, 1 + 37]);
 }
 
 #[test]
