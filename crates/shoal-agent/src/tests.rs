@@ -176,7 +176,7 @@ fn task(id: &str, command: &str) -> Task {
         service_id: ServiceId::new("svc"),
         slot: Some(1),
         node_id: Some(NodeId::new("n1")),
-        spec: TaskTemplate { command: vec![command.into()], ..Default::default() },
+        spec: TaskTemplate { command: vec![command.into()], ..Default::default() }.into(),
         endpoint: Default::default(),
         spec_version: 1,
         desired_state: TaskState::Running,
@@ -232,12 +232,12 @@ async fn eventually(what: &str, f: impl Fn() -> bool) {
 async fn the_tasks_limits_reach_the_driver() {
     let rig = Rig::new();
     let mut t = task("t1", "sleep");
-    t.spec.resources.limits =
+    std::sync::Arc::make_mut(&mut t.spec).resources.limits =
         Resources { memory_bytes: 64 << 20, nano_cpus: 500_000_000, pids: 50, ..Default::default() };
     let limits = rig.agent().config(&t).limits;
     assert_eq!(limits, Limits { memory_bytes: Some(64 << 20), nano_cpus: Some(500_000_000), pids: Some(50) });
     // Zero: no limit of its own.
-    t.spec.resources.limits = Resources::default();
+    std::sync::Arc::make_mut(&mut t.spec).resources.limits = Resources::default();
     assert_eq!(rig.agent().config(&t).limits, Limits::default());
 }
 
@@ -274,7 +274,7 @@ async fn bad_input_is_rejected_with_the_drivers_reason() {
     let rig = Rig::new();
     rig.plane.set(task("t1", "missing"));
     let mut other = task("t2", "sleep");
-    other.spec.driver = Some("docker".into());
+    std::sync::Arc::make_mut(&mut other.spec).driver = Some("docker".into());
     rig.plane.set(other);
     let _agent = rig.start();
     eventually("rejected", || rig.plane.get("t1").status.state == TaskState::Rejected).await;
@@ -400,7 +400,7 @@ async fn a_leave_during_recovery_stops_the_recovered_tasks() {
 async fn health_checks_mark_a_task_healthy_then_fail_it_when_unhealthy() {
     let rig = Rig::new();
     let mut t = task("t1", "sleep");
-    t.spec.health_check = Some(shoal_types::HealthCheck {
+    std::sync::Arc::make_mut(&mut t.spec).health_check = Some(shoal_types::HealthCheck {
         test: vec!["CMD-SHELL".into(), "probe".into()],
         interval: Duration::from_millis(20),
         timeout: Duration::from_secs(1),

@@ -638,7 +638,8 @@ mod tests {
                 image: Some("r:5000/a".into()),
                 registry_auth: Some(sealed.clone()),
                 ..Default::default()
-            },
+            }
+            .into(),
             endpoint: Default::default(),
             spec_version: 1,
             desired_state: desired,
@@ -694,7 +695,7 @@ mod tests {
             service_id: ServiceId::new("s1"),
             slot: Some(1),
             node_id: Some(NodeId::new(node)),
-            spec: template.clone(),
+            spec: template.clone().into(),
             endpoint: Default::default(),
             spec_version: 1,
             desired_state: TaskState::Running,

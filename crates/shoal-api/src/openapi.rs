@@ -850,7 +850,7 @@ mod tests {
             service_id: svc.id.clone(),
             slot: Some(1),
             node_id: Some(NodeId::new("n1")),
-            spec: spec.task_template.clone(),
+            spec: spec.task_template.clone().into(),
             endpoint: spec.endpoint.clone(),
             spec_version: 1,
             desired_state: TaskState::Running,

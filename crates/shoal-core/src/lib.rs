@@ -26,7 +26,7 @@ pub use verify::{verify, Verified};
 use rng::Rng;
 use shoal_state::{Assignment, ClusterState, DesiredChange, Plan, StatusChange};
 use shoal_types::{NodeId, Service, ServiceId, Task, TaskId, TaskState, TaskStatus, Timestamp};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// The result of one pass of the controllers.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -183,12 +183,22 @@ pub(crate) struct Ctx<'s> {
     pub wake_at: Option<Timestamp>,
     /// Tasks whose desired state this pass changed.
     pub touched: BTreeSet<TaskId>,
+    /// The template each service's new tasks share in this pass (with its spec version).
+    templates: BTreeMap<ServiceId, (u64, std::sync::Arc<shoal_types::TaskTemplate>)>,
 }
 
 impl<'s> Ctx<'s> {
     fn new(state: &'s ClusterState, now: Timestamp, seed: u64) -> Self {
         let plan = Plan { base_index: state.index(), ..Default::default() };
-        Ctx { state, now, rng: Rng::new(seed), plan, wake_at: None, touched: BTreeSet::new() }
+        Ctx {
+            state,
+            now,
+            rng: Rng::new(seed),
+            plan,
+            wake_at: None,
+            touched: BTreeSet::new(),
+            templates: BTreeMap::new(),
+        }
     }
 
     pub fn wake(&mut self, at: Timestamp) {
@@ -232,6 +242,14 @@ impl<'s> Ctx<'s> {
         restart_history: Vec<Timestamp>,
     ) -> TaskId {
         let id = TaskId::new(self.rng.new_id());
+        let spec = match self.templates.get(&svc.id) {
+            Some((v, t)) if *v == svc.spec_version => t.clone(),
+            _ => {
+                let t = std::sync::Arc::new(svc.spec.task_template.clone());
+                self.templates.insert(svc.id.clone(), (svc.spec_version, t.clone()));
+                t
+            }
+        };
         self.plan.create_tasks.push(Task {
             id: id.clone(),
             version: 0,
@@ -240,7 +258,7 @@ impl<'s> Ctx<'s> {
             service_id: svc.id.clone(),
             slot,
             node_id: node,
-            spec: svc.spec.task_template.clone(),
+            spec,
             endpoint: svc.spec.endpoint.clone(),
             spec_version: svc.spec_version,
             desired_state: TaskState::Running,

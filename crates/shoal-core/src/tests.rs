@@ -16,7 +16,7 @@ pub(crate) fn task_fixture() -> Task {
         service_id: ServiceId::new("s"),
         slot: Some(1),
         node_id: None,
-        spec: TaskTemplate { command: vec!["true".into()], ..Default::default() },
+        spec: TaskTemplate { command: vec!["true".into()], ..Default::default() }.into(),
         endpoint: Default::default(),
         spec_version: 1,
         desired_state: TaskState::Running,

@@ -128,7 +128,7 @@ fn run_fixture(path: &Path) {
                         service_id: ServiceId::new(f.get("svc").cloned().unwrap_or_else(|| "load".into())),
                         slot: Some(i as u64 + 1),
                         node_id: Some(NodeId::new(node)),
-                        spec: TaskTemplate { command: vec!["x".into()], ..Default::default() },
+                        spec: TaskTemplate { command: vec!["x".into()], ..Default::default() }.into(),
                         endpoint: EndpointSpec::default(),
                         spec_version: 1,
                         desired_state: TaskState::Running,
@@ -138,10 +138,10 @@ fn run_fixture(path: &Path) {
                         networks: Vec::new(),
                     };
                     if let Some(m) = f.get("mem") {
-                        t.spec.resources.reservations.memory_bytes = size(m);
+                        std::sync::Arc::make_mut(&mut t.spec).resources.reservations.memory_bytes = size(m);
                     }
                     if let Some(c) = f.get("cpu") {
-                        t.spec.resources.reservations.nano_cpus = cpus(c);
+                        std::sync::Arc::make_mut(&mut t.spec).resources.reservations.nano_cpus = cpus(c);
                     }
                     if let Some(p) = f.get("port") {
                         t.endpoint.ports.push(PortConfig {

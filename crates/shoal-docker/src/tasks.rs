@@ -108,7 +108,7 @@ fn task_name(t: &st::Task, svc: Option<&st::Service>) -> String {
 pub(crate) fn render(s: &ClusterState, t: &st::Task) -> Task {
     let svc = s.service(&t.service_id);
     let template = st::ServiceSpec {
-        task_template: t.spec.clone(),
+        task_template: (*t.spec).clone(),
         networks: t
             .networks
             .iter()

@@ -280,6 +280,41 @@ pub struct ClusterState {
     /// Autolock's unlock key: every manager keeps its data key wrapped by it (see shoal-raft's
     /// `seal`); none: autolock is off.
     unlock_key: Option<shoal_types::SecretString>,
+    /// The template the tasks of each service version share (see [`Templates`]).
+    templates: Templates,
+}
+
+/// One shared template per service version (`Task::spec` is an `Arc`): tasks decoded from the
+/// log or a snapshot each come with their own copy, and [`ClusterState::put_task`] swaps it for
+/// the one a task of the same service version already holds, when they are equal. So 100,000
+/// tasks of one service hold one template, not 100,000 copies. Weak references: it keeps no
+/// template alive itself. A cache, not state: two states are equal whatever it holds.
+#[derive(Clone, Debug, Default)]
+struct Templates(BTreeMap<ServiceId, BTreeMap<u64, std::sync::Weak<shoal_types::TaskTemplate>>>);
+
+impl PartialEq for Templates {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Templates {
+    fn share(&mut self, t: &mut Task) {
+        let held = self.0.get(&t.service_id).and_then(|v| v.get(&t.spec_version)).and_then(|w| w.upgrade());
+        match held {
+            Some(h) if std::sync::Arc::ptr_eq(&h, &t.spec) => {}
+            Some(h) if *h == *t.spec => t.spec = h,
+            _ => {
+                let versions = self.0.entry(t.service_id.clone()).or_default();
+                versions.retain(|_, w| w.strong_count() > 0);
+                versions.insert(t.spec_version, std::sync::Arc::downgrade(&t.spec));
+            }
+        }
+    }
+
+    fn forget(&mut self, service: &ServiceId) {
+        self.0.remove(service);
+    }
 }
 
 static EMPTY_USAGE: std::sync::LazyLock<NodeUsage> = std::sync::LazyLock::new(NodeUsage::default);
@@ -751,6 +786,7 @@ impl ClusterState {
                 continue;
             }
             self.attach_new_task(&mut t);
+            self.templates.share(&mut t);
             t.created_at = at;
             t.status.timestamp = at;
             touch(&mut t.version, &mut t.updated_at, index, at);
@@ -992,6 +1028,7 @@ impl ClusterState {
         new.status.timestamp = at;
         new.created_at = at;
         touch(&mut new.version, &mut new.updated_at, index, at);
+        self.templates.share(&mut new);
         out.events.push(event(index, at, Action::Create, Object::Task(Box::new(new.clone()))));
         self.put_task(new);
         Ok(())
@@ -1004,7 +1041,8 @@ impl ClusterState {
     }
 
     /// Inserts or replaces a task, keeping every index in step.
-    fn put_task(&mut self, t: Task) {
+    fn put_task(&mut self, mut t: Task) {
+        self.templates.share(&mut t);
         let id = t.id.clone();
         if let Some(old) = self.drop_task(&id) {
             drop(old);
@@ -1031,6 +1069,7 @@ impl ClusterState {
             set.remove(id);
             if set.is_empty() {
                 self.tasks_by_service.remove(&t.service_id);
+                self.templates.forget(&t.service_id);
             }
         }
         if let Some(n) = &t.node_id {

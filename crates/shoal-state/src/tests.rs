@@ -26,7 +26,7 @@ fn task(id: &str, svc: &str) -> Task {
         service_id: ServiceId::new(svc),
         slot: Some(1),
         node_id: None,
-        spec: TaskTemplate { command: vec!["sleep".into()], ..spec("x", 1).task_template },
+        spec: TaskTemplate { command: vec!["sleep".into()], ..spec("x", 1).task_template }.into(),
         endpoint: Default::default(),
         spec_version: 1,
         desired_state: TaskState::Running,
@@ -252,4 +252,54 @@ fn a_removed_node_cannot_register_again_and_the_tombstone_survives_a_snapshot() 
     assert_eq!(again, Err(StateError::NodeRemoved("n1".into())));
     // Another node (a machine that left and joined again gets a new id) registers as usual.
     s.apply(at(5), Command::RegisterNode { node: Box::new(Node::test("n2", "h1")) }).expect("new id");
+}
+
+#[test]
+fn tasks_of_one_service_version_share_one_template() {
+    let mut s = setup();
+    // Each task decoded on its own, as the log and the snapshot deliver them.
+    let decoded = |id: &str, version: u64, cmd: &str| {
+        let mut t = task(id, "s1");
+        t.spec_version = version;
+        std::sync::Arc::make_mut(&mut t.spec).command = vec![cmd.into()];
+        serde_json::from_slice::<Task>(&serde_json::to_vec(&t).expect("json")).expect("decode")
+    };
+    let plan = Plan {
+        create_tasks: vec![
+            decoded("a", 1, "sleep"),
+            decoded("b", 1, "sleep"),
+            decoded("c", 2, "sleep"),
+            decoded("d", 1, "other"),
+        ],
+        ..Default::default()
+    };
+    s.apply(at(2), Command::ApplyPlan { plan }).expect("plan");
+    let spec = |s: &ClusterState, id: &str| s.task(&TaskId::new(id)).expect("task").spec.clone();
+    assert!(std::sync::Arc::ptr_eq(&spec(&s, "a"), &spec(&s, "b")), "same version, same template: shared");
+    assert!(!std::sync::Arc::ptr_eq(&spec(&s, "a"), &spec(&s, "c")), "another version keeps its own");
+    assert!(
+        !std::sync::Arc::ptr_eq(&spec(&s, "a"), &spec(&s, "d")),
+        "a different template is never swapped in"
+    );
+    assert_eq!(spec(&s, "d").command, ["other"]);
+    // A status change keeps the shared template; a state restored from a snapshot shares too
+    // and equals the original.
+    let version = s.task(&TaskId::new("b")).expect("b").version;
+    let plan = Plan {
+        set_desired: vec![DesiredChange {
+            task_id: TaskId::new("b"),
+            task_version: version,
+            desired_state: TaskState::Shutdown,
+        }],
+        ..Default::default()
+    };
+    s.apply(at(3), Command::ApplyPlan { plan }).expect("plan");
+    assert_eq!(s.task(&TaskId::new("b")).expect("b").desired_state, TaskState::Shutdown);
+    assert!(std::sync::Arc::ptr_eq(&spec(&s, "a"), &spec(&s, "b")));
+    let snap: Snapshot =
+        serde_json::from_slice(&serde_json::to_vec(&s.snapshot()).expect("json")).expect("decode");
+    let restored = ClusterState::restore(snap);
+    assert!(std::sync::Arc::ptr_eq(&spec(&restored, "a"), &spec(&restored, "b")));
+    assert_eq!(restored, s);
+    s.check_indexes().expect("indexes");
 }

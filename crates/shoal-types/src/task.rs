@@ -141,7 +141,9 @@ pub struct Task {
     /// Where it runs: set by the scheduler, or up front for global services.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_id: Option<NodeId>,
-    pub spec: TaskTemplate,
+    /// Shared: the state hands every task of a service version the same template (see
+    /// `ClusterState`'s interning), so a task costs its own fields, not a copy of the template.
+    pub spec: std::sync::Arc<TaskTemplate>,
     #[serde(default)]
     pub endpoint: EndpointSpec,
     pub spec_version: u64,

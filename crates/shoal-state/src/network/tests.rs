@@ -61,7 +61,7 @@ fn new_task(id: &str, svc: &str, slot: u64, node: Option<&str>) -> Task {
         service_id: ServiceId::new(svc),
         slot: Some(slot),
         node_id: node.map(NodeId::new),
-        spec: svc_spec("x", 1, &[]).task_template,
+        spec: svc_spec("x", 1, &[]).task_template.into(),
         endpoint: Default::default(),
         spec_version: 1,
         desired_state: TaskState::Running,
