@@ -275,7 +275,9 @@ pub fn open_with(
         f.set_permissions(std::fs::Permissions::from_mode(0o600))
             .map_err(|e| OpenError(format!("{}: {e}", path.display())))?;
     }
-    let db = std::sync::Arc::new(redb::Database::create(path).map_err(|e| OpenError(e.to_string()))?);
+    let mut db = redb::Database::create(path).map_err(|e| OpenError(e.to_string()))?;
+    compact_if_sparse(&mut db, path);
+    let db = std::sync::Arc::new(db);
     log_store::check_store_format(&db).map_err(|e| OpenError(format!("{}: {e}", path.display())))?;
     let key = std::sync::Arc::new(data_key(&db, &path.with_extension("key"), unlock)?);
     let log = LogStore::new(db.clone(), key.clone()).map_err(|e| OpenError(e.to_string()))?;
@@ -283,6 +285,51 @@ pub fn open_with(
         .map_err(|e| OpenError(e.to_string()))?;
     Ok((log, sm, key))
 }
+
+/// A redb file never shrinks by itself: pages freed as the log is purged behind snapshots are
+/// reused, but the file keeps the size of its largest log (a burst of large plans, a big state
+/// since removed). When less than half of the file is in use, it is compacted here, on open,
+/// the only time the store has no other user (compaction needs the database to itself). A
+/// failure is logged and the store opens as it is.
+fn compact_if_sparse(db: &mut redb::Database, path: &std::path::Path) {
+    let file_bytes = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    let used = match db.begin_write().and_then(|tx| {
+        let st = tx.stats();
+        tx.abort()?;
+        Ok(st?)
+    }) {
+        Ok(st) => st.allocated_pages() * st.page_size() as u64,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the raft store's statistics; not compacting it");
+            return;
+        }
+    };
+    if file_bytes < COMPACT_MIN_BYTES || used.saturating_mul(2) > file_bytes {
+        return;
+    }
+    let started = std::time::Instant::now();
+    for _ in 0..16 {
+        match db.compact() {
+            Ok(true) => continue,
+            Ok(false) => break,
+            Err(e) => {
+                tracing::warn!(error = %e, "compacting the raft store failed; it opens as it is");
+                return;
+            }
+        }
+    }
+    let after = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    tracing::info!(
+        before_bytes = file_bytes,
+        used_bytes = used,
+        after_bytes = after,
+        ms = started.elapsed().as_millis() as u64,
+        "compacted the raft store"
+    );
+}
+
+/// Files smaller than this are left as they are, however sparse.
+const COMPACT_MIN_BYTES: u64 = 16 << 20;
 
 /// The store's data key: read from `key_path`, or made there for a store that has never been
 /// sealed (a new one, or one from before encryption). A sealed store whose key file is gone is
