@@ -1043,6 +1043,14 @@ impl ClusterState {
     /// Inserts or replaces a task, keeping every index in step.
     fn put_task(&mut self, mut t: Task) {
         self.templates.share(&mut t);
+        // Ids are reference-counted strings: a decoded task brings its own copies of its
+        // service's and node's ids, swapped here for the ones the service and node maps hold.
+        if let Some((k, _)) = self.services.get_key_value(&t.service_id) {
+            t.service_id = k.clone();
+        }
+        if let Some((k, _)) = t.node_id.as_ref().and_then(|n| self.nodes.get_key_value(n)) {
+            t.node_id = Some(k.clone());
+        }
         let id = t.id.clone();
         if let Some(old) = self.drop_task(&id) {
             drop(old);

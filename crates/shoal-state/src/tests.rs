@@ -282,6 +282,9 @@ fn tasks_of_one_service_version_share_one_template() {
         "a different template is never swapped in"
     );
     assert_eq!(spec(&s, "d").command, ["other"]);
+    // Their ids are shared the same way: one service id string for all of them.
+    let sid = |s: &ClusterState, id: &str| s.task(&TaskId::new(id)).expect("task").service_id.0.clone();
+    assert!(std::sync::Arc::ptr_eq(&sid(&s, "a"), &sid(&s, "d")));
     // A status change keeps the shared template; a state restored from a snapshot shares too
     // and equals the original.
     let version = s.task(&TaskId::new("b")).expect("b").version;

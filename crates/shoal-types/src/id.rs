@@ -10,11 +10,11 @@ macro_rules! id_type {
         #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
         #[serde(transparent)]
         #[derive(schemars::JsonSchema)]
-        pub struct $name(pub String);
+        pub struct $name(pub std::sync::Arc<str>);
 
         impl $name {
             pub fn new(s: impl Into<String>) -> Self {
-                $name(s.into())
+                $name(s.into().into())
             }
             pub fn as_str(&self) -> &str {
                 &self.0
@@ -33,7 +33,7 @@ macro_rules! id_type {
 
         impl From<&str> for $name {
             fn from(s: &str) -> Self {
-                $name(s.to_string())
+                $name(s.into())
             }
         }
     };
