@@ -363,9 +363,11 @@ fn udp_through_a_vip_moves_to_the_remaining_task_when_its_backend_goes() {
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     };
     let first = eventually(20, "an answer through the VIP", || Some(ask()).filter(|a| !a.is_empty()));
-    // The same flow stays on the same task.
+    // The same flow stays on the same task. A datagram can go unanswered within socat's 1 s on
+    // a loaded machine (CI saw it once): ask again, but every answer must come from that task.
     for _ in 0..3 {
-        assert_eq!(ask(), first, "one flow, one backend");
+        let again = eventually(20, "the flow answered again", || Some(ask()).filter(|a| !a.is_empty()));
+        assert_eq!(again, first, "one flow, one backend");
     }
     std::fs::write(sick.join(&first), "").expect("sick");
     let other = eventually(20, "the flow answered by the other task", || {
