@@ -103,11 +103,21 @@ impl Manifest {
 }
 
 fn mac_context(binding: &[u8], key: &[u8]) -> Result<hmac::Context, CheckpointError> {
+    mac_context_in(DOMAIN, binding, key)
+}
+
+/// An HMAC-SHA256 state under `key` that has taken `domain` and the length-prefixed `binding`
+/// (the archive's and the stream's, each with its own domain).
+pub(crate) fn mac_context_in(
+    domain: &[u8],
+    binding: &[u8],
+    key: &[u8],
+) -> Result<hmac::Context, CheckpointError> {
     if key.is_empty() {
         return Err(CheckpointError::EmptyKey);
     }
     let mut ctx = hmac::Context::with_key(&hmac::Key::new(hmac::HMAC_SHA256, key));
-    ctx.update(DOMAIN);
+    ctx.update(domain);
     ctx.update(&(binding.len() as u64).to_be_bytes());
     ctx.update(binding);
     Ok(ctx)

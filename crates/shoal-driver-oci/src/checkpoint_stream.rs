@@ -36,14 +36,7 @@ const TAG_LEN: usize = 32;
 
 /// The MAC state after the domain and binding: cloned for every frame.
 fn base(binding: &[u8], key: &[u8]) -> Result<hmac::Context, CheckpointError> {
-    if key.is_empty() {
-        return Err(CheckpointError::EmptyKey);
-    }
-    let mut ctx = hmac::Context::with_key(&hmac::Key::new(hmac::HMAC_SHA256, key));
-    ctx.update(DOMAIN);
-    ctx.update(&(binding.len() as u64).to_be_bytes());
-    ctx.update(binding);
-    Ok(ctx)
+    crate::checkpoint::mac_context_in(DOMAIN, binding, key)
 }
 
 fn tag(base: &hmac::Context, index: u64, head: &[u8], payload: &[u8]) -> hmac::Tag {

@@ -18,6 +18,16 @@ const NOW: Timestamp = Timestamp(1_700_000_000_000_000_000);
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 
+/// Applies `tasks` as the log delivers them: encoded, then decoded into fresh objects, in the
+/// manager's parts of 2,048.
+fn create_through_the_log(s: &mut ClusterState, tasks: &[shoal_types::Task]) {
+    for part in tasks.chunks(2_048) {
+        let plan = Plan { create_tasks: part.to_vec(), ..Default::default() };
+        let json = serde_json::to_vec(&Command::ApplyPlan { plan }).expect("json");
+        s.apply(NOW, serde_json::from_slice(&json).expect("decode")).expect("apply");
+    }
+}
+
 fn main() {
     let tasks: u64 = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(100_000);
     let mut s = ClusterState::new();
@@ -38,13 +48,7 @@ fn main() {
     let t = tick(&s, NOW, 1);
     let created = t.plan.create_tasks.len();
     let one = serde_json::to_vec(&t.plan.create_tasks[0]).expect("json").len();
-    // As the log delivers it: encoded, then decoded into fresh objects, in parts.
-    for part in t.plan.create_tasks.chunks(2_048) {
-        let plan = Plan { create_tasks: part.to_vec(), ..Default::default() };
-        let json = serde_json::to_vec(&Command::ApplyPlan { plan }).expect("json");
-        let cmd: Command = serde_json::from_slice(&json).expect("decode");
-        s.apply(NOW, cmd).expect("apply");
-    }
+    create_through_the_log(&mut s, &t.plan.create_tasks);
     drop(t);
     let st = region.change();
     let grown = st.bytes_allocated as i64 - st.bytes_deallocated as i64;
@@ -70,11 +74,7 @@ fn main() {
         s.apply(NOW, serde_json::from_slice(&json).expect("decode")).expect("service");
     }
     let t = tick(&s, NOW, 2);
-    for part in t.plan.create_tasks.chunks(2_048) {
-        let plan = Plan { create_tasks: part.to_vec(), ..Default::default() };
-        let json = serde_json::to_vec(&Command::ApplyPlan { plan }).expect("json");
-        s.apply(NOW, serde_json::from_slice(&json).expect("decode")).expect("apply");
-    }
+    create_through_the_log(&mut s, &t.plan.create_tasks);
     drop(t);
     let st = region.change();
     let grown = st.bytes_allocated as i64 - st.bytes_deallocated as i64;
