@@ -28,6 +28,25 @@ fn create_through_the_log(s: &mut ClusterState, tasks: &[shoal_types::Task]) {
     }
 }
 
+/// A service like the load test's (`--driver process --env ROUND=1 sleep 1d`), created through
+/// the log.
+fn create_service(s: &mut ClusterState, id: String, name: String, replicas: u64) {
+    let mut spec = ServiceSpec { name, ..Default::default() };
+    spec.task_template.driver = Some("process".into());
+    spec.task_template.command = vec!["sleep".into(), "1d".into()];
+    spec.task_template.env.insert("ROUND".into(), "1".into());
+    spec.mode = ServiceMode::Replicated { replicas };
+    let svc = Service::new(ServiceId::new(id), spec);
+    let json = serde_json::to_vec(&Command::CreateService { service: Box::new(svc) }).expect("json");
+    s.apply(NOW, serde_json::from_slice(&json).expect("decode")).expect("service");
+}
+
+/// The live heap's growth since `region` began.
+fn heap_grown(region: &Region<'_, System>) -> i64 {
+    let st = region.change();
+    st.bytes_allocated as i64 - st.bytes_deallocated as i64
+}
+
 fn main() {
     let tasks: u64 = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(100_000);
     let mut s = ClusterState::new();
@@ -37,21 +56,14 @@ fn main() {
             Resources { nano_cpus: 64 * NANO_CPUS_PER_CPU, memory_bytes: 256 << 30, ..Default::default() };
         s.apply(NOW, Command::RegisterNode { node: Box::new(n) }).expect("register");
     }
-    let mut spec = ServiceSpec { name: "load".into(), ..Default::default() };
-    spec.task_template.driver = Some("process".into());
-    spec.task_template.command = vec!["sleep".into(), "1d".into()];
-    spec.task_template.env.insert("ROUND".into(), "1".into());
-    spec.mode = ServiceMode::Replicated { replicas: tasks };
-    let svc = Service::new(ServiceId::new("load-service"), spec);
-    s.apply(NOW, Command::CreateService { service: Box::new(svc) }).expect("service");
+    create_service(&mut s, "load-service".into(), "load".into(), tasks);
     let region = Region::new(GLOBAL);
     let t = tick(&s, NOW, 1);
     let created = t.plan.create_tasks.len();
     let one = serde_json::to_vec(&t.plan.create_tasks[0]).expect("json").len();
     create_through_the_log(&mut s, &t.plan.create_tasks);
     drop(t);
-    let st = region.change();
-    let grown = st.bytes_allocated as i64 - st.bytes_deallocated as i64;
+    let grown = heap_grown(&region);
     println!(
         "{created} tasks: heap +{:.1} MiB, {:.0} bytes per task; one task is {one} bytes of JSON; size_of Task {} bytes, TaskTemplate {} bytes",
         grown as f64 / (1 << 20) as f64,
@@ -64,20 +76,12 @@ fn main() {
     let region = Region::new(GLOBAL);
     let services = 10_000;
     for i in 0..services {
-        let mut spec = ServiceSpec { name: format!("svc-{i}"), ..Default::default() };
-        spec.task_template.driver = Some("process".into());
-        spec.task_template.command = vec!["sleep".into(), "1d".into()];
-        spec.task_template.env.insert("ROUND".into(), "1".into());
-        spec.mode = ServiceMode::Replicated { replicas: 1 };
-        let svc = Service::new(ServiceId::new(format!("service-{i:06}")), spec);
-        let json = serde_json::to_vec(&Command::CreateService { service: Box::new(svc) }).expect("json");
-        s.apply(NOW, serde_json::from_slice(&json).expect("decode")).expect("service");
+        create_service(&mut s, format!("service-{i:06}"), format!("svc-{i}"), 1);
     }
     let t = tick(&s, NOW, 2);
     create_through_the_log(&mut s, &t.plan.create_tasks);
     drop(t);
-    let st = region.change();
-    let grown = st.bytes_allocated as i64 - st.bytes_deallocated as i64;
+    let grown = heap_grown(&region);
     println!(
         "{services} services of one task each: heap +{:.1} MiB, {:.0} bytes per service and its task",
         grown as f64 / (1 << 20) as f64,
