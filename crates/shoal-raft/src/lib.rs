@@ -18,6 +18,7 @@
 // only add a conversion at each trait boundary.
 #![allow(clippy::result_large_err)]
 
+mod batch;
 mod log_store;
 mod network;
 mod node;
@@ -108,15 +109,48 @@ impl fmt::Display for ManagerNode {
 pub struct Request {
     pub at: Timestamp,
     pub command: Command,
-    /// The state format ([`shoal_state::FORMAT_VERSION`]) of the binary that proposed it;
-    /// absent (format 1) in entries written before formats were numbered, and left out while
-    /// it is 1, so today's entries are byte for byte what older binaries wrote.
+    /// The entry format of the binary that proposed it: [`formats::STATE`] for one command,
+    /// [`formats::ENTRY`] for a batch. Absent (format 1) in entries written before formats
+    /// were numbered, and left out while it is 1, so a single command's entry is byte for byte
+    /// what older binaries wrote.
     #[serde(default = "shoal_state::format_v1", skip_serializing_if = "is_format_v1")]
     pub format: u32,
+    /// Group commit: commands of other writers proposed in the same entry, applied after
+    /// `command` in this order, each on its own (one refused leaves the others applied), each
+    /// with its own answer ([`Response::batch`]). Only in format 2 entries, which older
+    /// binaries refuse instead of reading the first command alone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub batch: Vec<Command>,
+}
+
+impl Request {
+    /// One command in its own entry, as every version writes it.
+    pub fn single(at: Timestamp, command: Command) -> Request {
+        Request { at, command, format: formats::STATE, batch: Vec::new() }
+    }
+
+    /// `commands` (at least one) in one entry; a single one is written as by [`Request::single`].
+    pub(crate) fn batch(at: Timestamp, mut commands: Vec<Command>) -> Option<Request> {
+        if commands.is_empty() {
+            return None;
+        }
+        let rest = commands.split_off(1);
+        let command = commands.pop()?;
+        let format = if rest.is_empty() { formats::STATE } else { formats::ENTRY };
+        Some(Request { at, command, format, batch: rest })
+    }
 }
 
 fn is_format_v1(f: &u32) -> bool {
     *f == 1
+}
+
+/// A Raft transport that learns which log-entry format each peer reads (see
+/// [`transport::ENTRY_FORMAT_HEADER`]): the leader batches writes into one entry only while every
+/// other member has said it reads batches.
+pub trait EntryFormats {
+    /// Where the peers' answers are recorded; `None` for a transport with no peers.
+    fn peer_contacts(&self) -> Option<transport::PeerContacts>;
 }
 
 /// The formats this binary reads; data of a newer one is refused, never misread.
@@ -128,8 +162,11 @@ pub mod formats {
     /// The snapshot file (`raft.snapshot`): its magic line names it (`SHOAL-SNAPSHOT-2`: the
     /// rest sealed with the data key; 1, plain, is still read).
     pub const SNAPSHOT_FILE: u32 = 2;
-    /// The state in snapshots and the commands in log entries.
+    /// The state in snapshots, and a log entry holding one command.
     pub const STATE: u32 = shoal_state::FORMAT_VERSION;
+    /// The log entries this binary reads: 2 adds batches ([`crate::Request::batch`]). Written
+    /// only while every member has said it reads them ([`crate::transport::PeerContacts`]).
+    pub const ENTRY: u32 = 2;
 }
 
 /// Finds the newest `format` that the requests in a JSON log entry, a list of entries, or an
@@ -152,17 +189,32 @@ pub(crate) fn newer_entry_format(v: &serde_json::Value) -> Option<shoal_state::N
     }
     let newest = formats(v).into_iter().max()?;
     let found = u32::try_from(newest).unwrap_or(u32::MAX);
-    shoal_state::check_format("a Raft log entry", found, formats::STATE).err()
+    shoal_state::check_format("a Raft log entry", found, formats::ENTRY).err()
 }
 
 impl Request {
     /// About how many bytes the request takes encoded: key-value batches by their payload,
     /// anything else as a small command. (Decides whether encoding it is worth a thread hop.)
     pub(crate) fn approx_bytes(&self) -> usize {
-        match &self.command {
-            Command::Kv { ops } => ops.iter().map(|op| op.payload_bytes() * 4 / 3 + 64).sum(),
-            _ => 1024,
+        command_bytes(&self.command) + self.batch.iter().map(command_bytes).sum::<usize>()
+    }
+}
+
+/// About how many bytes `command` takes encoded: key-value batches by their payload, plans by
+/// their items (a created task is about 1 KiB), anything else as a small command.
+pub(crate) fn command_bytes(command: &Command) -> usize {
+    match command {
+        Command::Kv { ops } => ops.iter().map(|op| op.payload_bytes() * 4 / 3 + 64).sum(),
+        Command::ApplyPlan { plan } => {
+            let items = plan.assign.len()
+                + plan.set_desired.len()
+                + plan.set_status.len()
+                + plan.delete_tasks.len()
+                + plan.service_updates.len()
+                + plan.job_updates.len();
+            256 + plan.create_tasks.len() * 1024 + items * 128
         }
+        _ => 1024,
     }
 }
 
@@ -172,7 +224,11 @@ impl fmt::Display for Request {
             .ok()
             .and_then(|v| v.get("command").and_then(|c| c.as_str()).map(str::to_string))
             .unwrap_or_else(|| "command".into());
-        write!(f, "{name}@{}", self.at)
+        write!(f, "{name}@{}", self.at)?;
+        if !self.batch.is_empty() {
+            write!(f, " and {} more", self.batch.len())?;
+        }
+        Ok(())
     }
 }
 
@@ -228,6 +284,9 @@ pub struct Response {
     /// (not through the log): the lease's remaining TTL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease: Option<Result<shoal_kv::LeaseTimeToLiveResponse, shoal_kv::KvError>>,
+    /// For a batched entry: the answers to [`Request::batch`]'s commands, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub batch: Vec<Response>,
 }
 
 openraft::declare_raft_types!(

@@ -142,7 +142,7 @@ fn decode(key: &DataKey, index: u64, stored: &[u8]) -> Result<Entry, StorageErro
     match serde_json::from_slice::<Entry>(bytes) {
         Ok(e) => match &e.payload {
             openraft::EntryPayload::Normal(r) => {
-                shoal_state::check_format("a Raft log entry", r.format, crate::formats::STATE)
+                shoal_state::check_format("a Raft log entry", r.format, crate::formats::ENTRY)
                     .map_err(|n| refuse(n.to_string()))?;
                 Ok(e)
             }

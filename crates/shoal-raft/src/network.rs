@@ -23,6 +23,18 @@ fn err<E: std::error::Error>(target: RaftId) -> RPCError<RaftId, ManagerNode, E>
     RPCError::Network(NetworkError::new(&std::io::Error::other(msg)))
 }
 
+impl crate::EntryFormats for SingleManagerNetwork {
+    fn peer_contacts(&self) -> Option<crate::transport::PeerContacts> {
+        None
+    }
+}
+
+impl crate::EntryFormats for LazyTlsNetwork {
+    fn peer_contacts(&self) -> Option<crate::transport::PeerContacts> {
+        Some(self.contacts.clone())
+    }
+}
+
 impl RaftNetworkFactory<TypeConfig> for SingleManagerNetwork {
     type Network = NoPeer;
 

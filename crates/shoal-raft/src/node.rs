@@ -64,7 +64,7 @@ pub enum StartError {
 
 /// Why a write did not happen. `Refused` is the caller's fault (4xx); the others are the
 /// cluster's (503, or retry at the leader).
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum WriteError {
     #[error("{}", .0.message)]
     Refused(CommandError),
@@ -178,14 +178,19 @@ pub struct RaftNode {
     /// Set by [`RaftNode::shutdown`]: a stop that is not a failure.
     stopping: std::sync::atomic::AtomicBool,
     committed: Arc<std::sync::atomic::AtomicU64>,
+    /// Group commit ([`crate::batch`]).
+    batcher: crate::batch::Batcher,
+    /// What the transport learned of the peers' entry formats (`None`: no transport).
+    peers: Option<crate::transport::PeerContacts>,
 }
 
 impl RaftNode {
     /// Opens the store in `data_dir` and starts the Raft member.
     pub async fn start<N>(cfg: NodeConfig, network: N) -> Result<RaftNode, StartError>
     where
-        N: RaftNetworkFactory<TypeConfig>,
+        N: RaftNetworkFactory<TypeConfig> + crate::EntryFormats,
     {
+        let peers = network.peer_contacts();
         std::fs::create_dir_all(&cfg.data_dir).map_err(|e| StartError::DataDir(cfg.data_dir.clone(), e))?;
         let store_path = cfg.data_dir.join("raft.redb");
         let (log, sm, key) = crate::open_with(&store_path, cfg.unlock_key.as_deref())?;
@@ -222,6 +227,7 @@ impl RaftNode {
         tokio::spawn(count_leader_changes(raft.metrics()));
         tokio::spawn(snapshot_policy(raft.clone(), appended, snapshot_bytes));
         let shared = sm.shared();
+        let batcher = crate::batch::Batcher::start(raft.clone(), cfg.quorum_timeout);
         Ok(RaftNode {
             read_batch: ReadBatch::default(),
             cfg,
@@ -232,6 +238,8 @@ impl RaftNode {
             key,
             key_path,
             stopping: Default::default(),
+            batcher,
+            peers,
         })
     }
 
@@ -373,33 +381,27 @@ impl RaftNode {
             self.cfg.quorum_timeout.as_secs()
         ))
     }
-    /// Commits `command` through Raft and returns what applying it did.
+    /// Commits `command` through Raft and returns what applying it did. Concurrent writes share
+    /// entries ([`crate::batch`]) while every member reads batched entries; a large command
+    /// (and any command before then) is written in its own entry.
     pub async fn write(&self, command: Command) -> Result<Response, WriteError> {
-        let req = Request {
-            at: Timestamp::from_system_time(SystemTime::now()),
-            command,
-            format: crate::formats::STATE,
-        };
-        let started = std::time::Instant::now();
-        let res = tokio::time::timeout(self.cfg.quorum_timeout, self.raft.client_write(req)).await;
-        if matches!(res, Ok(Ok(_))) {
-            shoal_metrics::metrics().raft_apply_seconds.observe(started.elapsed().as_secs_f64());
+        let bytes = crate::command_bytes(&command);
+        if bytes <= crate::batch::MAX_BATCHED_COMMAND_BYTES && self.batches_allowed() {
+            return self.batcher.write(command, bytes).await;
         }
-        match res {
-            Err(_) => Err(WriteError::Unavailable(format!(
-                "no quorum: the write was not committed within {}s — a majority of the managers is down or \
-                 unreachable, or an election is under way; it takes effect later if a quorum returns (see \
-                 `shoal cluster health`)",
-                self.cfg.quorum_timeout.as_secs()
-            ))),
-            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
-                Err(WriteError::NotLeader { leader: f.leader_node })
-            }
-            Ok(Err(e)) => Err(WriteError::Unavailable(format!("write failed: {e}"))),
-            Ok(Ok(resp)) => match resp.data.error {
-                Some(e) => Err(WriteError::Refused(e)),
-                None => Ok(resp.data),
-            },
+        let req = Request::single(Timestamp::from_system_time(SystemTime::now()), command);
+        outcome(propose(&self.raft, self.cfg.quorum_timeout, req).await?)
+    }
+
+    /// Whether every other member (voter or learner) has said it reads batched entries.
+    fn batches_allowed(&self) -> bool {
+        let me = self.cfg.raft_id;
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
+        let mut others = m.membership_config.membership().nodes().map(|(id, _)| *id).filter(|id| *id != me);
+        match &self.peers {
+            None => others.next().is_none(),
+            Some(peers) => others.all(|id| peers.entry_format(id) >= crate::formats::ENTRY),
         }
     }
 
@@ -664,5 +666,40 @@ async fn count_leader_changes(mut rx: watch::Receiver<RaftMetrics<RaftId, Manage
             }
             leader = now;
         }
+    }
+}
+
+/// Commits `req` through Raft and returns what applying it did (a refused command's answer
+/// carries its error: see [`outcome`]).
+pub(crate) async fn propose(
+    raft: &Raft,
+    quorum_timeout: Duration,
+    req: Request,
+) -> Result<Response, WriteError> {
+    let started = std::time::Instant::now();
+    let res = tokio::time::timeout(quorum_timeout, raft.client_write(req)).await;
+    if matches!(res, Ok(Ok(_))) {
+        shoal_metrics::metrics().raft_apply_seconds.observe(started.elapsed().as_secs_f64());
+    }
+    match res {
+        Err(_) => Err(WriteError::Unavailable(format!(
+            "no quorum: the write was not committed within {}s — a majority of the managers is down or \
+             unreachable, or an election is under way; it takes effect later if a quorum returns (see \
+             `shoal cluster health`)",
+            quorum_timeout.as_secs()
+        ))),
+        Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+            Err(WriteError::NotLeader { leader: f.leader_node })
+        }
+        Ok(Err(e)) => Err(WriteError::Unavailable(format!("write failed: {e}"))),
+        Ok(Ok(resp)) => Ok(resp.data),
+    }
+}
+
+/// One command's answer: what applying it did, or why it was refused.
+pub(crate) fn outcome(resp: Response) -> Result<Response, WriteError> {
+    match resp.error {
+        Some(e) => Err(WriteError::Refused(e)),
+        None => Ok(resp),
     }
 }

@@ -9,6 +9,7 @@ use openraft::{EntryPayload, RaftLogId, StorageIOError};
 use redb::{Database, ReadableDatabase, TableDefinition};
 use serde::{Deserialize, Serialize};
 use shoal_state::{ClusterState, Command, Event};
+use shoal_types::Timestamp;
 use std::io::Cursor;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -257,10 +258,10 @@ fn decode_state(data: &[u8]) -> Result<ClusterState, String> {
     }
 }
 
-/// Applies one request: plans are verified first; the outcome (or refusal) becomes the response.
-fn apply_request(state: &mut ClusterState, req: Request) -> (Response, Vec<Event>) {
+/// Applies one command: plans are verified first; the outcome (or refusal) becomes the response.
+fn apply_command(state: &mut ClusterState, at: Timestamp, command: Command) -> (Response, Vec<Event>) {
     let mut rejected = Vec::new();
-    let command = match req.command {
+    let command = match command {
         Command::ApplyPlan { plan } => {
             let v = shoal_core::verify(state, plan);
             rejected = v.rejected;
@@ -268,11 +269,11 @@ fn apply_request(state: &mut ClusterState, req: Request) -> (Response, Vec<Event
         }
         other => other,
     };
-    match state.apply(req.at, command) {
+    match state.apply(at, command) {
         Ok(applied) => {
             rejected.extend(applied.skipped);
             (
-                Response { index: applied.index, error: None, rejected, kv: applied.kv, lease: None },
+                Response { index: applied.index, rejected, kv: applied.kv, ..Default::default() },
                 applied.events,
             )
         }
@@ -344,22 +345,31 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                     }
                     EntryPayload::Normal(req) => {
                         if let Err(e) =
-                            shoal_state::check_format("a Raft log entry", req.format, crate::formats::STATE)
+                            shoal_state::check_format("a Raft log entry", req.format, crate::formats::ENTRY)
                         {
                             tracing::error!(error = %e, index = log_id.index, "cannot apply a log entry");
                             return Err(StorageError::IO {
                                 source: StorageIOError::apply(log_id, &std::io::Error::other(e.to_string())),
                             });
                         }
-                        let (resp, ev) = apply_request(&mut d.state, req);
-                        events.extend(ev);
-                        for applied in resp.kv.iter().flatten() {
-                            if let Some(first) = applied.events.first() {
-                                let revision = first.kv.mod_revision;
-                                kv_commits.push(KvCommit { revision, events: applied.events.clone() });
+                        // A batch's commands one after the other, each with its own answer.
+                        let Request { at, command, batch, .. } = req;
+                        let mut first = None;
+                        for command in std::iter::once(command).chain(batch) {
+                            let (resp, ev) = apply_command(&mut d.state, at, command);
+                            events.extend(ev);
+                            for applied in resp.kv.iter().flatten() {
+                                if let Some(first) = applied.events.first() {
+                                    let revision = first.kv.mod_revision;
+                                    kv_commits.push(KvCommit { revision, events: applied.events.clone() });
+                                }
+                            }
+                            match &mut first {
+                                None => first = Some(resp),
+                                Some(f) => f.batch.push(resp),
                             }
                         }
-                        responses.push(resp);
+                        responses.push(first.unwrap_or_default());
                     }
                     EntryPayload::Membership(m) => {
                         d.membership = StoredMembership::new(Some(log_id), m);

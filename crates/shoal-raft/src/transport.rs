@@ -82,6 +82,7 @@ use axum::Router;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
+use hyper::header::{HeaderName, HeaderValue};
 use hyper::{header, Method, Request, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
@@ -226,7 +227,14 @@ struct Contact {
     /// Since when every RPC to the peer failed (None: the last one was answered).
     failing_since: Option<std::time::Instant>,
     error: String,
+    /// The newest log-entry format the peer said it reads in its last answer
+    /// ([`ENTRY_FORMAT_HEADER`]; 0 before any answer, 1 from a binary that does not say).
+    entry_format: u32,
 }
+
+/// The answer header in which a member says which log-entry format it reads
+/// ([`crate::formats::ENTRY`]); a binary from before batched entries sends none.
+pub const ENTRY_FORMAT_HEADER: &str = "shoal-entry-format";
 
 impl PeerContacts {
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<RaftId, Contact>> {
@@ -235,6 +243,16 @@ impl PeerContacts {
 
     fn answered(&self, peer: RaftId) {
         self.lock().entry(peer).or_default().failing_since = None;
+    }
+
+    fn reads_format(&self, peer: RaftId, format: u32) {
+        self.lock().entry(peer).or_default().entry_format = format;
+    }
+
+    /// The newest log-entry format `peer` said it reads in its last answer (0: it has not
+    /// answered this member yet).
+    pub fn entry_format(&self, peer: RaftId) -> u32 {
+        self.lock().get(&peer).map_or(0, |c| c.entry_format)
     }
 
     fn failed(&self, peer: RaftId, error: String) {
@@ -251,6 +269,12 @@ impl PeerContacts {
             .filter(|(_, c)| c.failing_since.is_some_and(|t| t.elapsed() >= for_at_least))
             .map(|(id, c)| (*id, c.error.clone()))
             .collect()
+    }
+}
+
+impl crate::EntryFormats for TlsNetwork {
+    fn peer_contacts(&self) -> Option<PeerContacts> {
+        Some(self.contacts.clone())
     }
 }
 
@@ -549,6 +573,14 @@ impl TlsPeer {
             .map_err(|e| self.fail(kind, format!("request: {e}")))?;
         let resp = sender.send_request(req).await.map_err(|e| self.fail(kind, format!("HTTP: {e}")))?;
         let status = resp.status();
+        if status == StatusCode::OK {
+            let format = resp
+                .headers()
+                .get(ENTRY_FORMAT_HEADER)
+                .and_then(|v| v.to_str().ok()?.parse::<u32>().ok())
+                .unwrap_or(1);
+            self.net.contacts.reads_format(self.target, format);
+        }
         let answer = Limited::new(resp.into_body(), MAX_RAFT_BODY)
             .collect()
             .await
@@ -680,7 +712,7 @@ pub async fn handle_raft_rpc(raft: &Raft, kind: &str, body: &[u8]) -> Result<Vec
             };
             for entry in &req.entries {
                 if let openraft::EntryPayload::Normal(r) = &entry.payload {
-                    shoal_state::check_format("a Raft log entry", r.format, crate::formats::STATE)
+                    shoal_state::check_format("a Raft log entry", r.format, crate::formats::ENTRY)
                         .map_err(refuse)?;
                 }
             }
@@ -708,7 +740,14 @@ pub fn raft_router(node: Arc<RaftNode>) -> Router {
 
 async fn raft_rpc(State(node): State<Arc<RaftNode>>, Path(kind): Path<String>, body: Bytes) -> Response {
     match handle_raft_rpc(node.raft(), &kind, &body).await {
-        Ok(answer) => ([(header::CONTENT_TYPE, "application/json")], answer).into_response(),
+        Ok(answer) => (
+            [
+                (header::CONTENT_TYPE, HeaderValue::from_static("application/json")),
+                (HeaderName::from_static(ENTRY_FORMAT_HEADER), HeaderValue::from(crate::formats::ENTRY)),
+            ],
+            answer,
+        )
+            .into_response(),
         Err(e) => {
             let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
             (status, e.to_string()).into_response()

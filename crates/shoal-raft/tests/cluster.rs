@@ -18,7 +18,9 @@ use shoal_pki::{
     MANAGER_SERVER_NAME,
 };
 use shoal_raft::openraft;
-use shoal_raft::transport::{handle_raft_rpc, raft_router, serve_tls, RpcError, TlsNetwork};
+use shoal_raft::transport::{
+    handle_raft_rpc, raft_router, serve_tls, RpcError, TlsNetwork, ENTRY_FORMAT_HEADER,
+};
 use shoal_raft::{Consistency, ManagerNode, NodeConfig, RaftId, RaftNode};
 use shoal_state::Command;
 use shoal_types::{Service, ServiceId, ServiceSpec};
@@ -52,6 +54,17 @@ struct Member {
 }
 
 async fn start_member(ca: &Ca, id: RaftId) -> Member {
+    start_member_as(ca, id, false).await
+}
+
+/// Answers as a binary from before batched entries: without the entry-format header.
+async fn as_older_binary(mut r: axum::response::Response) -> axum::response::Response {
+    r.headers_mut().remove(ENTRY_FORMAT_HEADER);
+    r
+}
+
+/// `older`: the member's Raft answers leave out the entry-format header, as an older binary's.
+async fn start_member_as(ca: &Ca, id: RaftId, older: bool) -> Member {
     let node_id = format!("mgr-{id}");
     let (cert, key) = issue(ca, &node_id, Role::Manager);
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -67,7 +80,11 @@ async fn start_member(ca: &Ca, id: RaftId) -> Member {
     let tls = server_config(ca.cert_pem(), &cert, &key, ClientAuth::Optional).expect("server config");
     let members: Arc<BTreeSet<String>> = Arc::new(MEMBERS.iter().map(|m| m.to_string()).collect());
     let authorize = move |peer: &shoal_pki::NodeIdentity, _path: &str| members.contains(&peer.node_id);
-    let server = tokio::spawn(serve_tls(listener, tls, raft_router(node.clone()), authorize));
+    let mut router = raft_router(node.clone());
+    if older {
+        router = router.layer(axum::middleware::map_response(as_older_binary));
+    }
+    let server = tokio::spawn(serve_tls(listener, tls, router, authorize));
     Member { id, me, addr, node, server, _dir: dir }
 }
 
@@ -141,6 +158,71 @@ async fn post_h2(
 
 /// The body of a well-formed vote request (a peer would otherwise answer 400, not 403).
 const VOTE: &str = r#"{"vote":{"leader_id":{"term":99,"node_id":9},"committed":false},"last_log_id":null}"#;
+
+/// Sends `names` as concurrent creates to `node`; returns each answer (in `names` order) and
+/// how many log entries they took.
+async fn concurrent_creates(node: &Arc<RaftNode>, names: &[String]) -> (Vec<Result<u64, String>>, u64) {
+    let before = node.status().last_log_index.unwrap_or(0);
+    let writes: Vec<_> = names
+        .iter()
+        .map(|name| {
+            let (node, command) = (node.clone(), create(name));
+            tokio::spawn(async move { node.write(command).await.map(|r| r.index).map_err(|e| e.to_string()) })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for w in writes {
+        answers.push(w.await.expect("write task"));
+    }
+    let after = node.status().last_log_index.unwrap_or(0);
+    (answers, after - before)
+}
+
+/// Group commit: concurrent writes share entries, each still applied and answered on its own,
+/// on one manager and on three; never while a member may be an older binary that cannot read
+/// a batched entry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 3)]
+async fn concurrent_writes_share_entries_unless_a_member_is_older() {
+    let ca = Ca::generate("cluster-b").expect("CA");
+    let m1 = start_member(&ca, 1).await;
+    m1.node.initialize().await.expect("initialize");
+    assert_eq!(m1.node.wait_for_leader(DEADLINE).await, Some(1));
+    let names = |prefix: &str| (0..200).map(|i| format!("{prefix}-{i}")).collect::<Vec<_>>();
+
+    // One manager: 200 writes in far fewer entries. A duplicate name among them is refused
+    // alone; every other write is applied, with its own state index.
+    let mut alone = names("alone");
+    alone[100] = "alone-7".into();
+    let (answers, entries) = concurrent_creates(&m1.node, &alone).await;
+    assert!(entries < 100, "200 concurrent writes took {entries} entries");
+    let refused: Vec<_> = answers.iter().enumerate().filter(|(_, a)| a.is_err()).map(|(i, _)| i).collect();
+    assert!(refused == [7] || refused == [100], "exactly one of the two alone-7 is refused: {answers:?}");
+    let indexes: BTreeSet<u64> = answers.iter().filter_map(|a| a.as_ref().ok().copied()).collect();
+    assert_eq!(indexes.len(), 199, "each applied write has its own state index");
+    assert_eq!(m1.node.local_state().state.services().count(), 199);
+
+    // An older member (it does not say it reads batches): one entry per write.
+    let m2 = start_member(&ca, 2).await;
+    let m3 = start_member_as(&ca, 3, true).await;
+    for m in [&m2, &m3] {
+        m1.node.add_learner(m.id, m.me.clone()).await.expect("add learner");
+    }
+    m1.node.change_voters(BTreeSet::from([1, 2, 3])).await.expect("change voters");
+    let (answers, entries) = concurrent_creates(&m1.node, &names("mixed")).await;
+    assert!(answers.iter().all(Result::is_ok), "{answers:?}");
+    assert!(entries >= 200, "with an older member, 200 writes took only {entries} entries");
+
+    // Once the older member is removed, the two current members batch again, and every write
+    // reaches the follower.
+    m1.node.change_voters(BTreeSet::from([1, 2])).await.expect("remove the older member");
+    let (answers, entries) = concurrent_creates(&m1.node, &names("pair")).await;
+    assert!(answers.iter().all(Result::is_ok), "{answers:?}");
+    assert!(entries < 100, "200 concurrent writes took {entries} entries");
+    eventually("every write on the follower", DEADLINE, || {
+        m2.node.local_state().state.services().count() == 599
+    })
+    .await;
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 3)]
 async fn three_managers_replicate_fail_over_and_refuse_strangers() {
@@ -235,13 +317,15 @@ async fn three_managers_replicate_fail_over_and_refuse_strangers() {
     assert!(matches!(e, RpcError::BadRequest { .. }) && e.http_status() == 400, "{e}");
     // Entries of a newer format (a leader running a newer Shoal) are refused before they reach
     // the log, whether this binary could decode them or not.
-    let newer = shoal_state::FORMAT_VERSION + 1;
+    let newer = shoal_raft::formats::ENTRY + 1;
     let entry = shoal_raft::Entry {
         log_id: shoal_raft::LogId::new(openraft::CommittedLeaderId::new(1, 1), 1),
         payload: openraft::EntryPayload::Normal(shoal_raft::Request {
-            at: shoal_types::Timestamp::from_secs(1),
-            command: Command::RemoveService { id: ServiceId::new("x") },
             format: newer,
+            ..shoal_raft::Request::single(
+                shoal_types::Timestamp::from_secs(1),
+                Command::RemoveService { id: ServiceId::new("x") },
+            )
         }),
     };
     let append = openraft::raft::AppendEntriesRequest::<shoal_raft::TypeConfig> {
@@ -254,7 +338,7 @@ async fn three_managers_replicate_fail_over_and_refuse_strangers() {
     let undecodable = decodable.replace("remove_service", "a_command_of_the_future");
     let want = format!(
         "a Raft log entry was written by a newer Shoal (format {newer}, this binary knows up to {}): upgrade this binary",
-        shoal_state::FORMAT_VERSION
+        shoal_raft::formats::ENTRY
     );
     for body in [decodable, undecodable] {
         let e = handle_raft_rpc(raft, "append", body.as_bytes()).await.expect_err("newer entries");

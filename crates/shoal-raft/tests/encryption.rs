@@ -61,11 +61,10 @@ async fn plain_records_from_before_encryption_still_read() {
     // A store as an older Shoal left it: a plain entry, a plain (format 1) snapshot, no key.
     let entry = Entry {
         log_id: LogId::new(openraft::CommittedLeaderId::new(1, 1), 1),
-        payload: EntryPayload::Normal(Request {
-            at: Timestamp::from_secs(1),
-            command: Command::RemoveService { id: ServiceId::new(MARK) },
-            format: 1,
-        }),
+        payload: EntryPayload::Normal(Request::single(
+            Timestamp::from_secs(1),
+            Command::RemoveService { id: ServiceId::new(MARK) },
+        )),
     };
     {
         let db = redb::Database::create(&path).expect("create");

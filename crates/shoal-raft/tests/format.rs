@@ -71,10 +71,13 @@ async fn a_log_entry_of_a_newer_format_is_refused_when_read() {
     let tmp = tempfile::tempdir().expect("tmp");
     let path = tmp.path().join("raft.redb");
     drop(shoal_raft::open(&path).expect("new store"));
-    let found = formats::STATE + 1;
+    let found = formats::ENTRY + 1;
     let entry = |command: Command, index: u64| Entry {
         log_id: LogId::new(openraft::CommittedLeaderId::new(1, 1), index),
-        payload: EntryPayload::Normal(Request { at: Timestamp::from_secs(1), command, format: found }),
+        payload: EntryPayload::Normal(Request {
+            format: found,
+            ..Request::single(Timestamp::from_secs(1), command)
+        }),
     };
     let remove = || Command::RemoveService { id: ServiceId::new("x") };
     let decodable = serde_json::to_vec(&entry(remove(), 1)).expect("json");
@@ -94,19 +97,15 @@ async fn a_log_entry_of_a_newer_format_is_refused_when_read() {
     let (mut log, _sm) = shoal_raft::open(&path).expect("open");
     for i in [1u64, 2] {
         let e = log.try_get_log_entries(i..i + 1).await.expect_err("newer entry refused");
-        assert!(e.to_string().contains(&newer("a Raft log entry", found, formats::STATE)), "entry {i}: {e}");
+        assert!(e.to_string().contains(&newer("a Raft log entry", found, formats::ENTRY)), "entry {i}: {e}");
     }
     // Today's entries read back (and carry no format field while it is 1).
     let today = Entry {
         log_id: LogId::new(openraft::CommittedLeaderId::new(1, 1), 3),
-        payload: EntryPayload::Normal(Request {
-            at: Timestamp::from_secs(1),
-            command: remove(),
-            format: shoal_state::FORMAT_VERSION,
-        }),
+        payload: EntryPayload::Normal(Request::single(Timestamp::from_secs(1), remove())),
     };
     let json = serde_json::to_string(&today).expect("json");
-    assert!(!json.contains("\"format\""), "{json}");
+    assert!(!json.contains("\"format\"") && !json.contains("\"batch\""), "{json}");
     let back: Entry = serde_json::from_str(&json).expect("read back");
     assert_eq!(back.get_log_id().index, 3);
 }

@@ -32,11 +32,7 @@ mod restart {
         let mut spec = ServiceSpec { name: name.into(), ..Default::default() };
         spec.task_template.command = vec!["sleep".into()];
         let svc = Service::new(ServiceId::new(format!("id-{name}")), spec);
-        Request {
-            at: Timestamp::from_secs(10),
-            command: Command::CreateService { service: Box::new(svc) },
-            format: shoal_state::FORMAT_VERSION,
-        }
+        Request::single(Timestamp::from_secs(10), Command::CreateService { service: Box::new(svc) })
     }
 
     fn entry(index: u64, req: Request) -> Entry<TypeConfig> {
