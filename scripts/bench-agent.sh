@@ -11,6 +11,7 @@ cd "$(dirname "$0")/.."
 RUNS=${1:-20}
 bash scripts/install-deps.sh
 cargo build --release --locked -q -p shoal --bins --example task_start
+bash scripts/static-shim.sh release
 BIN=$PWD/target/release/shoal
 D=$(mktemp -d)
 trap 'kill $DAEMON 2>/dev/null || true; rm -rf "$D"' EXIT

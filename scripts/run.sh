@@ -18,7 +18,9 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
         apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
     fi
 fi
-cargo build --release --locked -p shoal
+cargo build --release --locked -p shoal --bin shoal
+# The task shim, static (about 1.7 MiB resident per task instead of 2.4): it runs beside every task.
+bash scripts/static-shim.sh release
 bin=target/release/shoal
 sock=/run/shoal/shoal.sock
 args=("$@")

@@ -34,7 +34,11 @@ echo "==> tests"
 if cargo nextest --version >/dev/null 2>&1; then
     # nextest does not run doctests; run them first so nextest's summary closes the log
     cargo test --workspace --locked --doc
+    # The shim as it ships (static) for tests/static_shim.rs; cargo's own stays dynamic.
+    bash scripts/static-shim.sh debug
     cargo nextest run --workspace --locked --no-fail-fast
 else
+    cargo build --workspace --locked
+    bash scripts/static-shim.sh debug
     cargo test --workspace --locked --no-fail-fast
 fi
