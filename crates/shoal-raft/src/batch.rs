@@ -23,12 +23,12 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 /// A command estimated larger than this is not batched: it is written in its own entry.
-pub(crate) const MAX_BATCHED_COMMAND_BYTES: usize = 256 * 1024;
+pub(crate) const MAX_BATCHED_COMMAND_BYTES: usize = 64 * 1024;
 /// A batch closes before its estimated size passes this (the write that would pass it starts
 /// the next batch).
-const MAX_BATCH_BYTES: usize = 1024 * 1024;
+const MAX_BATCH_BYTES: usize = 256 * 1024;
 /// At most this many commands in one entry.
-const MAX_BATCH_COMMANDS: usize = 1024;
+const MAX_BATCH_COMMANDS: usize = 256;
 /// Batches proposed and not yet answered at once. While they are on their way, new writes
 /// queue and become the next batch; more slots mean smaller batches and more entries.
 const IN_FLIGHT: usize = 2;

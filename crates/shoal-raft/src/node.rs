@@ -382,11 +382,15 @@ impl RaftNode {
         ))
     }
     /// Commits `command` through Raft and returns what applying it did. Concurrent writes share
-    /// entries ([`crate::batch`]) while every member reads batched entries; a large command
-    /// (and any command before then) is written in its own entry.
+    /// entries ([`crate::batch`]) while every member reads batched entries; a large command,
+    /// the managers' own batches (plans, status reports: [`crate::batchable`]) and any command
+    /// before then are written in their own entry.
     pub async fn write(&self, command: Command) -> Result<Response, WriteError> {
         let bytes = crate::command_bytes(&command);
-        if bytes <= crate::batch::MAX_BATCHED_COMMAND_BYTES && self.batches_allowed() {
+        if crate::batchable(&command)
+            && bytes <= crate::batch::MAX_BATCHED_COMMAND_BYTES
+            && self.batches_allowed()
+        {
             return self.batcher.write(command, bytes).await;
         }
         let req = Request::single(Timestamp::from_system_time(SystemTime::now()), command);

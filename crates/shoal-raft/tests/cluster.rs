@@ -200,6 +200,24 @@ async fn concurrent_writes_share_entries_unless_a_member_is_older() {
     let indexes: BTreeSet<u64> = answers.iter().filter_map(|a| a.as_ref().ok().copied()).collect();
     assert_eq!(indexes.len(), 199, "each applied write has its own state index");
     assert_eq!(m1.node.local_state().state.services().count(), 199);
+    // What the control loops write (here: node states) keeps one entry per write, refused or not.
+    let before = m1.node.status().last_log_index.unwrap_or(0);
+    let states: Vec<_> = (0..50)
+        .map(|i| {
+            let node = m1.node.clone();
+            let command = Command::SetNodeStatus {
+                id: shoal_types::NodeId::new(format!("no-such-node-{i}")),
+                state: shoal_types::NodeState::Down,
+                message: String::new(),
+            };
+            tokio::spawn(async move { node.write(command).await.is_err() })
+        })
+        .collect();
+    for s in states {
+        assert!(s.await.expect("write task"), "a state for an unknown node is refused");
+    }
+    let entries = m1.node.status().last_log_index.unwrap_or(0) - before;
+    assert!(entries >= 50, "50 node states took only {entries} entries");
 
     // An older member (it does not say it reads batches): one entry per write.
     let m2 = start_member(&ca, 2).await;
