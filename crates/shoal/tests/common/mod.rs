@@ -289,10 +289,22 @@ pub fn sh_task(prefix: &str, dir: &Path, script: &str) -> shoal_driver::TaskConf
     }
 }
 
-/// A TCP port that was free a moment ago on 127.0.0.1.
+/// A TCP port that was free a moment ago on every address. Chosen below the kernel's ephemeral
+/// range (32768–60999 here), where the outgoing connections of every test running at the same
+/// time take their local ports: a port 0 bind handed out one of those, and a daemon started a
+/// moment later could find it taken by some connection ("Address already in use").
 pub fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    // Test processes run side by side: each starts at its own place in 20000..32000.
+    let start = std::process::id().wrapping_mul(7919);
+    for _ in 0..12_000 {
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let port = 20_000 + (start.wrapping_add(n.wrapping_mul(13)) % 12_000) as u16;
+        if std::net::TcpListener::bind(("0.0.0.0", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free TCP port in 20000..32000")
 }
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_shoal");
