@@ -9,9 +9,10 @@
 //! its own answer, so a refused one refuses nobody else's.
 //!
 //! Batches are only written while every other member has said it reads them
-//! ([`crate::EntryFormats`]); [`crate::RaftNode::write`] sends a write directly otherwise, and
-//! also sends a large one (a plan of many tasks) directly, in its own entry, so that no entry
-//! grows past what a follower takes in well under an election timeout.
+//! ([`crate::EntryFormats`]); [`crate::RaftNode::write`] sends a write directly otherwise. It
+//! also sends directly, in its own entry, a command estimated over
+//! [`MAX_BATCHED_COMMAND_BYTES`] (so no entry grows past what a follower takes in well under an
+//! election timeout) and what the control loops write ([`crate::batchable`]).
 
 use crate::node::{outcome, propose, WriteError};
 use crate::{Raft, Request, Response};
